@@ -1,0 +1,47 @@
+//! The device seam: what the driver needs from a transport.
+//!
+//! A [`Device`] gives access to the controller's BAR0 registers and maps host
+//! memory for DMA. The driver is generic over it, so every register and
+//! doorbell access on the hot path is statically dispatched. Implementations:
+//! the built-in emulated controller ([`crate::emu`]) and, for real hardware,
+//! VFIO.
+
+use crate::dma::{DmaError, DmaRegion, HostMemory};
+
+/// A transport to one NVMe controller.
+///
+/// `Send + Sync`: the controller object is shared by the threads that own its
+/// queue pairs; each queue pair only ever touches its own doorbells.
+pub trait Device: Send + Sync + 'static {
+    /// Read the 32-bit register at `offset` in BAR0.
+    fn read32(&self, offset: usize) -> u32;
+
+    /// Write the 32-bit register (or doorbell) at `offset` in BAR0.
+    fn write32(&self, offset: usize, value: u32);
+
+    /// Read the 64-bit register at `offset` (low dword first, as two 32-bit reads).
+    fn read64(&self, offset: usize) -> u64 {
+        let lo = self.read32(offset) as u64;
+        let hi = self.read32(offset + 4) as u64;
+        lo | hi << 32
+    }
+
+    /// Write the 64-bit register at `offset` (low dword first).
+    fn write64(&self, offset: usize, value: u64) {
+        self.write32(offset, value as u32);
+        self.write32(offset + 4, (value >> 32) as u32);
+    }
+
+    /// Make `memory` reachable by the device and return it with its I/O
+    /// virtual addresses. Dropping the region unmaps it.
+    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError>;
+
+    /// Whether ordinary (non-hugepage) memory may back DMA regions. Only a
+    /// device that never does real DMA (the emulated controller) says yes.
+    fn allows_plain_memory(&self) -> bool {
+        false
+    }
+
+    /// A short human-readable name for messages (`emu:0`, `0000:04:00.0`).
+    fn name(&self) -> String;
+}

@@ -1,0 +1,373 @@
+//! A single-owner DMA pool: power-of-two blocks from 4 KiB up to one
+//! IOVA-contiguous chunk, carved from one [`DmaRegion`].
+//!
+//! Allocation and release are O(1) in the common case (pop or push on a
+//! per-size free list whose capacity is reserved up front) and never take a
+//! lock or make a system call. A block is aligned to its own size, so it
+//! never straddles a hugepage and its IOVA range is contiguous.
+
+use std::ptr;
+use std::sync::Arc;
+
+use super::DmaError;
+use super::region::DmaRegion;
+
+const MIN_SHIFT: u32 = 12;
+
+/// A pool of DMA buffers owned by one thread (it is `Send`, not `Sync`;
+/// every operation takes `&mut self`).
+pub struct DmaPool {
+    region: Arc<DmaRegion>,
+    max_shift: u32,
+    /// `free[k]` holds offsets of free blocks of `4096 << k` bytes.
+    free: Vec<Vec<usize>>,
+    bump: usize,
+    used: usize,
+}
+
+impl DmaPool {
+    /// A pool over all of `region`.
+    pub fn new(region: DmaRegion) -> Self {
+        let len = region.len();
+        let largest_pow2 = if len == 0 {
+            MIN_SHIFT
+        } else {
+            usize::BITS - 1 - len.leading_zeros()
+        };
+        let max_shift = region.chunk_shift().min(largest_pow2).max(MIN_SHIFT);
+        let classes = (max_shift - MIN_SHIFT + 1) as usize;
+        let free = (0..classes)
+            .map(|k| Vec::with_capacity(len >> (MIN_SHIFT as usize + k)))
+            .collect();
+        DmaPool {
+            region: Arc::new(region),
+            max_shift,
+            free,
+            bump: 0,
+            used: 0,
+        }
+    }
+
+    /// Pool capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.region.len()
+    }
+    /// Bytes currently handed out (rounded up to block sizes).
+    pub fn used(&self) -> usize {
+        self.used
+    }
+    /// The largest block this pool can hand out.
+    pub fn max_block(&self) -> usize {
+        1 << self.max_shift
+    }
+    /// The region behind the pool.
+    pub fn region(&self) -> &DmaRegion {
+        &self.region
+    }
+
+    /// A buffer of at least `len` bytes, 4 KiB aligned, IOVA-contiguous.
+    /// Its window is `0..len`. The contents are whatever the last user left.
+    pub fn alloc(&mut self, len: usize) -> Result<DmaBuf, DmaError> {
+        if len == 0 {
+            return Err(DmaError::ZeroLength);
+        }
+        if len > self.max_block() {
+            return Err(DmaError::TooLarge {
+                len,
+                max: self.max_block(),
+            });
+        }
+        let shift = len.next_power_of_two().trailing_zeros().max(MIN_SHIFT);
+        let offset = self.take_block(shift).ok_or(DmaError::PoolExhausted {
+            len,
+            class: 1 << shift,
+            used: self.used,
+            capacity: self.capacity(),
+        })?;
+        self.used += 1 << shift;
+        let iova = self.region.iova(offset).ok_or(DmaError::PoolExhausted {
+            len,
+            class: 1 << shift,
+            used: self.used,
+            capacity: self.capacity(),
+        })?;
+        // SAFETY: offset + block size <= region length (take_block only hands
+        // out blocks inside the region), so the pointer stays in bounds.
+        let base = unsafe { self.region.as_ptr().add(offset) };
+        Ok(DmaBuf {
+            region: Arc::clone(&self.region),
+            base,
+            iova,
+            offset,
+            shift,
+            start: 0,
+            len,
+        })
+    }
+
+    /// Return a buffer to the pool.
+    pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
+        if !Arc::ptr_eq(&buf.region, &self.region) {
+            return Err(DmaError::ForeignBuffer);
+        }
+        self.used -= 1 << buf.shift;
+        self.put_block(buf.offset, buf.shift);
+        Ok(())
+    }
+
+    fn class(shift: u32) -> usize {
+        (shift - MIN_SHIFT) as usize
+    }
+
+    fn put_block(&mut self, offset: usize, shift: u32) {
+        // Capacity was reserved for every block of this size the region
+        // holds, so this push never reallocates.
+        self.free[Self::class(shift)].push(offset);
+    }
+
+    fn take_block(&mut self, shift: u32) -> Option<usize> {
+        if let Some(off) = self.free[Self::class(shift)].pop() {
+            return Some(off);
+        }
+        let size = 1usize << shift;
+        let aligned = self.bump.next_multiple_of(size);
+        if aligned.checked_add(size)? <= self.region.len() {
+            self.release_gap(self.bump, aligned);
+            self.bump = aligned + size;
+            return Some(aligned);
+        }
+        // Split the smallest larger free block.
+        for bigger in shift + 1..=self.max_shift {
+            if let Some(off) = self.free[Self::class(bigger)].pop() {
+                for s in (shift..bigger).rev() {
+                    self.put_block(off + (1 << s), s);
+                }
+                return Some(off);
+            }
+        }
+        None
+    }
+
+    /// Hand the alignment gap `[from, to)` back as naturally aligned blocks.
+    fn release_gap(&mut self, mut from: usize, to: usize) {
+        while from < to {
+            let align = if from == 0 {
+                usize::BITS - 1
+            } else {
+                from.trailing_zeros()
+            };
+            let mut shift = align.min(self.max_shift);
+            while from + (1 << shift) > to {
+                shift -= 1;
+            }
+            self.put_block(from, shift);
+            from += 1 << shift;
+        }
+    }
+}
+
+impl std::fmt::Debug for DmaPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaPool")
+            .field("capacity", &self.capacity())
+            .field("used", &self.used)
+            .field("max_block", &self.max_block())
+            .finish()
+    }
+}
+
+/// A DMA buffer from a [`DmaPool`]: an IOVA-contiguous block and a window
+/// inside it that I/O commands transfer.
+///
+/// It keeps its region alive. Reads and writes go through raw-pointer copies;
+/// no Rust reference into the buffer is ever created, since the device may
+/// write it while an I/O is in flight.
+pub struct DmaBuf {
+    region: Arc<DmaRegion>,
+    base: *mut u8,
+    iova: u64,
+    offset: usize,
+    shift: u32,
+    start: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer exclusively owns its block of the region, which is kept
+// alive by the Arc; moving that ownership to another thread is sound.
+unsafe impl Send for DmaBuf {}
+
+impl DmaBuf {
+    /// Size of the whole block.
+    pub fn capacity(&self) -> usize {
+        1 << self.shift
+    }
+    /// Length of the window.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Offset of the window in the block.
+    pub fn window_start(&self) -> usize {
+        self.start
+    }
+    /// Set the window to `len` bytes at `start`. Returns false (and leaves
+    /// the window) when it would not fit in the block.
+    pub fn set_window(&mut self, start: usize, len: usize) -> bool {
+        match start.checked_add(len) {
+            Some(end) if end <= self.capacity() => {
+                self.start = start;
+                self.len = len;
+                true
+            }
+            _ => false,
+        }
+    }
+    /// Pointer to the start of the window.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: start <= capacity, inside the block.
+        unsafe { self.base.add(self.start) }
+    }
+    /// IOVA of the start of the window.
+    pub fn iova(&self) -> u64 {
+        self.iova + self.start as u64
+    }
+    /// Copy `data` into the window at `offset`. Returns false when it does not fit.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return false;
+        }
+        // SAFETY: the destination range lies inside the window (checked
+        // above), which lies inside this buffer's exclusively owned block;
+        // `data` is ordinary memory, so the ranges cannot overlap.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        true
+    }
+    /// Copy from the window at `offset` into `out`. Returns false when out of range.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
+        if offset
+            .checked_add(out.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return false;
+        }
+        // SAFETY: the source range lies inside the window (checked above);
+        // `out` is ordinary memory, so the ranges cannot overlap.
+        unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        true
+    }
+    /// Set every byte of the window to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        // SAFETY: the window lies inside this buffer's block.
+        unsafe { ptr::write_bytes(self.as_ptr(), byte, self.len) };
+    }
+    /// A copy of the window.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        self.read_at(0, &mut v);
+        v
+    }
+}
+
+impl std::fmt::Debug for DmaBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaBuf")
+            .field("iova", &format_args!("{:#x}", self.iova()))
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::HostMemory;
+
+    fn pool(len: usize) -> DmaPool {
+        let mem = HostMemory::plain(len).unwrap();
+        DmaPool::new(DmaRegion::contiguous(mem, 0x4000_0000, None))
+    }
+
+    #[test]
+    fn blocks_are_aligned_to_their_size_and_disjoint() {
+        let mut p = pool(1 << 20);
+        let a = p.alloc(4096).unwrap();
+        let b = p.alloc(64 << 10).unwrap();
+        let c = p.alloc(5000).unwrap();
+        assert_eq!(b.iova() % (64 << 10), 0);
+        assert_eq!(c.capacity(), 8192);
+        assert_eq!(c.iova() % 8192, 0);
+        let ranges = [
+            (a.iova(), a.capacity()),
+            (b.iova(), b.capacity()),
+            (c.iova(), c.capacity()),
+        ];
+        for (i, x) in ranges.iter().enumerate() {
+            for y in &ranges[i + 1..] {
+                assert!(
+                    x.0 + x.1 as u64 <= y.0 || y.0 + y.1 as u64 <= x.0,
+                    "{ranges:x?}"
+                );
+            }
+        }
+        // The alignment gap before `b` was handed back and serves small requests.
+        assert_eq!(p.used(), 4096 + (64 << 10) + 8192);
+    }
+
+    #[test]
+    fn freed_blocks_are_reused_and_exhaustion_is_an_error() {
+        let mut p = pool(64 << 10);
+        let bufs: Vec<_> = (0..16).map(|_| p.alloc(4096).unwrap()).collect();
+        assert!(matches!(p.alloc(1), Err(DmaError::PoolExhausted { .. })));
+        let first = bufs[3].iova();
+        for b in bufs {
+            p.free(b).unwrap();
+        }
+        assert_eq!(p.used(), 0);
+        let again = p.alloc(4096).unwrap();
+        assert!(again.iova() >= 0x4000_0000 && again.iova() < 0x4000_0000 + (64 << 10));
+        let _ = first;
+    }
+
+    #[test]
+    fn larger_free_blocks_are_split_when_bump_space_runs_out() {
+        let mut p = pool(32 << 10);
+        let big = p.alloc(32 << 10).unwrap();
+        p.free(big).unwrap();
+        let small: Vec<_> = (0..8).map(|_| p.alloc(4096).unwrap()).collect();
+        assert_eq!(small.len(), 8);
+        assert_eq!(p.used(), 32 << 10);
+    }
+
+    #[test]
+    fn invalid_requests_get_named_errors() {
+        let mut p = pool(16 << 10);
+        assert!(matches!(p.alloc(0), Err(DmaError::ZeroLength)));
+        assert!(matches!(p.alloc(1 << 20), Err(DmaError::TooLarge { .. })));
+        let mut other = pool(16 << 10);
+        let b = other.alloc(4096).unwrap();
+        assert!(matches!(p.free(b), Err(DmaError::ForeignBuffer)));
+    }
+
+    #[test]
+    fn window_bounds_reads_and_writes() {
+        let mut p = pool(16 << 10);
+        let mut b = p.alloc(4096).unwrap();
+        b.fill(0xAA);
+        assert!(b.write_at(10, b"hello"));
+        assert!(!b.write_at(4094, b"xyz"));
+        assert!(b.set_window(8, 16));
+        assert_eq!(b.iova(), b.iova() & !0xfff | 8);
+        let mut out = [0u8; 7];
+        assert!(b.read_at(0, &mut out));
+        assert_eq!(&out, b"\xAA\xAAhello");
+        assert!(!b.set_window(4000, 200));
+        assert_eq!(b.len(), 16);
+    }
+}

@@ -1,0 +1,195 @@
+//! A host mapping made reachable by one device, with the IOVA of every page.
+
+use std::sync::Once;
+
+use super::DmaError;
+use super::memory::{HostMemory, PageSize};
+use crate::device::Device;
+
+/// Undoes a device mapping when dropped (VFIO unmap, emulator unregister).
+pub trait Unmap: Send + Sync {}
+
+impl<T: Send + Sync> Unmap for T {}
+
+/// Host memory mapped for DMA by one device.
+///
+/// The IOVA of byte `off` is `iovas[off >> chunk_shift] + (off & chunk_mask)`:
+/// each chunk (a hugepage, or the whole region when the device gave it one
+/// contiguous IOVA range) is contiguous for the device; two chunks need not be.
+pub struct DmaRegion {
+    memory: HostMemory,
+    chunk_shift: u32,
+    iovas: Box<[u64]>,
+    // Declared after `memory` is not enough: the unmap guard must run before
+    // the memory is released, so it is dropped explicitly in `Drop`.
+    unmap: Option<Box<dyn Unmap>>,
+}
+
+impl DmaRegion {
+    /// A region whose chunk `i` (of `1 << chunk_shift` bytes) starts at
+    /// `iovas[i]`. `unmap` is dropped before the memory is released.
+    ///
+    /// Returns `None` when `iovas` does not cover the memory exactly or the
+    /// chunk size is smaller than 4 KiB.
+    pub fn new(
+        memory: HostMemory,
+        chunk_shift: u32,
+        iovas: Vec<u64>,
+        unmap: Option<Box<dyn Unmap>>,
+    ) -> Option<Self> {
+        if !(12..=63).contains(&chunk_shift) {
+            return None;
+        }
+        let chunks = memory
+            .len()
+            .div_ceil(1usize << chunk_shift.min(usize::BITS - 1));
+        if iovas.len() != chunks {
+            return None;
+        }
+        Some(DmaRegion {
+            memory,
+            chunk_shift,
+            iovas: iovas.into_boxed_slice(),
+            unmap,
+        })
+    }
+
+    /// A region with one contiguous IOVA range starting at `iova`.
+    pub fn contiguous(memory: HostMemory, iova: u64, unmap: Option<Box<dyn Unmap>>) -> Self {
+        let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
+        DmaRegion {
+            memory,
+            chunk_shift: shift,
+            iovas: vec![iova].into_boxed_slice(),
+            unmap,
+        }
+    }
+
+    /// Start of the region in this process.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.memory.as_ptr()
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.memory.len()
+    }
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_empty()
+    }
+    /// The host memory behind the region.
+    pub fn memory(&self) -> &HostMemory {
+        &self.memory
+    }
+    /// log2 of the IOVA-contiguous chunk size.
+    pub fn chunk_shift(&self) -> u32 {
+        self.chunk_shift
+    }
+    /// The IOVA of every chunk.
+    pub fn chunk_iovas(&self) -> &[u64] {
+        &self.iovas
+    }
+    /// IOVA of the byte at `offset`, or `None` past the end.
+    #[inline]
+    pub fn iova(&self, offset: usize) -> Option<u64> {
+        if offset >= self.len() {
+            return None;
+        }
+        let base = *self.iovas.get(offset >> self.chunk_shift)?;
+        Some(base + (offset & ((1usize << self.chunk_shift) - 1)) as u64)
+    }
+    /// Bytes from `offset` to the end of its IOVA-contiguous chunk.
+    pub fn contiguous_len(&self, offset: usize) -> usize {
+        let chunk = 1usize << self.chunk_shift;
+        (chunk - (offset & (chunk - 1))).min(self.len().saturating_sub(offset))
+    }
+}
+
+impl Drop for DmaRegion {
+    fn drop(&mut self) {
+        // Unmap from the device before the host pages go away.
+        drop(self.unmap.take());
+    }
+}
+
+impl std::fmt::Debug for DmaRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("memory", &self.memory)
+            .field("chunk_shift", &self.chunk_shift)
+            .field("chunks", &self.iovas.len())
+            .finish()
+    }
+}
+
+static PLAIN_WARNING: Once = Once::new();
+
+/// Allocate `len` bytes of DMA memory for `device`: 2 MiB hugepages, or, for
+/// a device that allows it (the emulated controller), ordinary memory with a
+/// one-line warning when no hugepages are reserved.
+pub fn allocate<D: Device + ?Sized>(device: &D, len: usize) -> Result<DmaRegion, DmaError> {
+    let memory = match HostMemory::hugepages(len, PageSize::Huge2M) {
+        Ok(m) => m,
+        Err(DmaError::HugepagesMissing { .. }) if device.allows_plain_memory() => {
+            PLAIN_WARNING.call_once(|| {
+                eprintln!(
+                    "nvme-engine: warning: no free 2 MiB hugepages; {} uses ordinary memory \
+                     (fine for the emulated controller; reserve hugepages with `sudo scripts/setup.sh`)",
+                    device.name()
+                );
+            });
+            HostMemory::plain(len)?
+        }
+        Err(e) => return Err(e),
+    };
+    device.map_dma(memory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iova_lookup_follows_chunks() {
+        let mem = HostMemory::plain(3 * 4096).unwrap();
+        let r = DmaRegion::new(mem, 12, vec![0x10_0000, 0x50_0000, 0x20_0000], None).unwrap();
+        assert_eq!(r.iova(0), Some(0x10_0000));
+        assert_eq!(r.iova(4095), Some(0x10_0fff));
+        assert_eq!(r.iova(4096), Some(0x50_0000));
+        assert_eq!(r.iova(2 * 4096 + 8), Some(0x20_0008));
+        assert_eq!(r.iova(3 * 4096), None);
+        assert_eq!(r.contiguous_len(4000), 96);
+    }
+
+    #[test]
+    fn region_rejects_iova_tables_of_the_wrong_length() {
+        let mem = HostMemory::plain(2 * 4096).unwrap();
+        assert!(DmaRegion::new(mem, 12, vec![0], None).is_none());
+    }
+
+    #[test]
+    fn contiguous_region_is_one_chunk() {
+        let mem = HostMemory::plain(5 * 4096).unwrap();
+        let r = DmaRegion::contiguous(mem, 0x1000_0000, None);
+        assert_eq!(r.iova(5 * 4096 - 1), Some(0x1000_0000 + 5 * 4096 - 1));
+        assert_eq!(r.contiguous_len(0), 5 * 4096);
+    }
+
+    #[test]
+    fn unmap_guard_runs_on_drop() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Guard(Arc<AtomicBool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        let mem = HostMemory::plain(4096).unwrap();
+        let r = DmaRegion::contiguous(mem, 0, Some(Box::new(Guard(flag.clone()))));
+        assert!(!flag.load(Ordering::SeqCst));
+        drop(r);
+        assert!(flag.load(Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,18 @@
+//! nvme-engine: a polled-mode, run-to-completion userspace NVMe driver.
+//!
+//! - [`spec`]: NVMe specification types (registers, queue entries, identify
+//!   data, status codes, log pages).
+//! - [`device`]: the transport seam (register access and DMA mapping).
+//! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
+//! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
+//! - [`emu`]: the built-in emulated NVMe controller (the default device).
+//! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
+
+pub mod device;
+pub mod dma;
+pub mod driver;
+pub mod emu;
+pub mod spec;
+pub mod vfio;
+
+pub use device::Device;

@@ -1,0 +1,1 @@
+//! VFIO transport for real NVMe controllers.

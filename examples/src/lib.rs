@@ -1,0 +1,2 @@
+//! Example programs for nvme-engine live in `examples/src/bin/`.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! nvme-perf: benchmark nvme-engine.
+fn main() {}
