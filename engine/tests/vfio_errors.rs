@@ -56,7 +56,11 @@ impl Fake {
         fs::write(dir.join("device"), "0x0010\n").unwrap();
         if let Some(d) = driver {
             fs::create_dir_all(self.sys().join("bus/pci/drivers").join(d)).unwrap();
-            symlink(format!("../../../bus/pci/drivers/{d}"), dir.join("driver")).unwrap();
+            symlink(
+                self.sys().join("bus/pci/drivers").join(d),
+                dir.join("driver"),
+            )
+            .unwrap();
         }
         if let Some(g) = group {
             let gdir = self.sys().join(format!("kernel/iommu_groups/{g}/devices"));
