@@ -582,3 +582,180 @@ impl<D: Device> Drop for Inner<D> {
         let _ = disable(&self.device, self.cap);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{DmaError, DmaRegion, HostMemory};
+    use std::sync::atomic::AtomicU32;
+
+    /// Registers only: enough to drive the bring-up state machine into
+    /// each of its failure paths without an admin queue behind it.
+    struct RegisterMock {
+        cap: u64,
+        cc: AtomicU32,
+        /// What CSTS reads; `None` = follow CC.EN into RDY.
+        csts: Option<u32>,
+        /// Set CFS together with RDY once enabled.
+        fatal_on_enable: bool,
+        cc_writes: Mutex<Vec<u32>>,
+    }
+
+    impl RegisterMock {
+        fn new(cap: Cap) -> Self {
+            RegisterMock {
+                cap: u64::from(cap),
+                cc: AtomicU32::new(0),
+                csts: None,
+                fatal_on_enable: false,
+                cc_writes: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Device for RegisterMock {
+        fn read32(&self, off: usize) -> u32 {
+            match off {
+                offset::CAP => self.cap as u32,
+                o if o == offset::CAP + 4 => (self.cap >> 32) as u32,
+                offset::VS => 0x0002_0000,
+                offset::CC => self.cc.load(Ordering::SeqCst),
+                offset::CSTS => self.csts.unwrap_or_else(|| {
+                    let en = self.cc.load(Ordering::SeqCst) & 1;
+                    en | if self.fatal_on_enable && en == 1 {
+                        2
+                    } else {
+                        0
+                    }
+                }),
+                _ => 0,
+            }
+        }
+        fn write32(&self, off: usize, value: u32) {
+            if off == offset::CC {
+                self.cc.store(value, Ordering::SeqCst);
+                self.cc_writes.lock().unwrap().push(value);
+            }
+        }
+        fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
+            Ok(DmaRegion::contiguous(memory, 0x1000_0000, None))
+        }
+        fn allows_plain_memory(&self) -> bool {
+            true
+        }
+        fn name(&self) -> String {
+            "mock".into()
+        }
+    }
+
+    fn good_cap() -> Cap {
+        Cap::new()
+            .with_mqes_z(1023)
+            .with_to(1)
+            .with_css(1)
+            .with_mpsmin(0)
+            .with_mpsmax(4)
+    }
+
+    fn err(dev: RegisterMock) -> DriverError {
+        match Controller::new(dev, ControllerOptions::default()) {
+            Ok(_) => panic!("bring-up unexpectedly succeeded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn controller_without_nvm_command_set_is_refused() {
+        let e = err(RegisterMock::new(good_cap().with_css(0x40)));
+        assert!(matches!(e, DriverError::NoNvmCommandSet { .. }), "{e}");
+    }
+
+    #[test]
+    fn controller_without_4k_pages_is_refused() {
+        let e = err(RegisterMock::new(good_cap().with_mpsmin(1)));
+        assert!(
+            matches!(
+                e,
+                DriverError::PageSizeUnsupported {
+                    min_bytes: 8192,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn all_ones_csts_means_device_gone() {
+        let mut dev = RegisterMock::new(good_cap());
+        dev.csts = Some(u32::MAX);
+        let e = err(dev);
+        assert!(matches!(e, DriverError::DeviceGone { .. }), "{e}");
+        assert!(e.to_string().contains("0xFFFFFFFF"));
+    }
+
+    #[test]
+    fn never_ready_times_out_naming_cap_to_and_leaves_controller_disabled() {
+        let mut dev = RegisterMock::new(good_cap());
+        dev.csts = Some(0);
+        let dev = Arc::new(dev);
+        struct Shared(Arc<RegisterMock>);
+        impl Device for Shared {
+            fn read32(&self, o: usize) -> u32 {
+                self.0.read32(o)
+            }
+            fn write32(&self, o: usize, v: u32) {
+                self.0.write32(o, v)
+            }
+            fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
+                self.0.map_dma(m)
+            }
+            fn allows_plain_memory(&self) -> bool {
+                true
+            }
+            fn name(&self) -> String {
+                self.0.name()
+            }
+        }
+        let e = match Controller::new(Shared(Arc::clone(&dev)), ControllerOptions::default()) {
+            Ok(_) => panic!("bring-up unexpectedly succeeded"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(e, DriverError::ReadyTimeout { cap_to_ms: 500, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("CAP.TO allows 500 ms"));
+        let writes = dev.cc_writes.lock().unwrap().clone();
+        let enable = Cc::from(writes[0]);
+        assert!(enable.en());
+        assert_eq!(
+            (enable.iosqes(), enable.iocqes(), enable.mps(), enable.css()),
+            (6, 4, 0, 0)
+        );
+        assert!(
+            !Cc::from(*writes.last().unwrap()).en(),
+            "undone: {writes:x?}"
+        );
+    }
+
+    #[test]
+    fn fatal_status_on_enable_is_reported() {
+        let mut dev = RegisterMock::new(good_cap());
+        dev.fatal_on_enable = true;
+        let e = err(dev);
+        assert!(matches!(e, DriverError::ControllerFatal { .. }), "{e}");
+    }
+
+    #[test]
+    fn invalid_options_are_named() {
+        let opts = ControllerOptions {
+            admin_queue_entries: 1,
+            ..Default::default()
+        };
+        match Controller::new(RegisterMock::new(good_cap()), opts) {
+            Err(DriverError::InvalidOption { name, .. }) => assert_eq!(name, "admin_queue_entries"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+}

@@ -644,3 +644,42 @@ impl<D: Device> std::fmt::Debug for IoQueuePair<D> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{DmaError, DmaRegion, HostMemory};
+    use crate::driver::Controller;
+
+    struct Nothing;
+    impl Device for Nothing {
+        fn read32(&self, _: usize) -> u32 {
+            0
+        }
+        fn write32(&self, _: usize, _: u32) {}
+        fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
+            Ok(DmaRegion::contiguous(m, 0, None))
+        }
+        fn name(&self) -> String {
+            "nothing".into()
+        }
+    }
+
+    /// Resolves only when `T` is not `Sync`: with a `Sync` type both impls
+    /// apply and the call below is ambiguous, which fails to compile.
+    trait AmbiguousIfSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+
+    #[test]
+    fn queue_pair_is_send_not_sync_and_controller_is_send_sync() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<IoQueuePair<Nothing>>();
+        <IoQueuePair<Nothing> as AmbiguousIfSync<_>>::check();
+        send::<Controller<Nothing>>();
+        sync::<Controller<Nothing>>();
+    }
+}
