@@ -234,6 +234,10 @@ pub(crate) fn node_error(path: PathBuf, name: &str, source: io::Error) -> VfioEr
             address: name.to_string(),
             path,
         },
+        Some(libc::EBUSY) => VfioError::Busy {
+            address: name.to_string(),
+            path,
+        },
         _ => VfioError::Io { path, source },
     }
 }
@@ -316,10 +320,16 @@ mod tests {
         assert!(msg.contains("/dev/vfio/7"), "{msg}");
         assert!(msg.contains("chown"), "{msg}");
         assert!(msg.contains("TARGET_USER"), "{msg}");
-        let other = node_error(
+        let busy = node_error(
             PathBuf::from("/dev/vfio/7"),
             "0000:01:00.0",
             io::Error::from_raw_os_error(libc::EBUSY),
+        );
+        assert!(busy.to_string().contains("already open"), "{busy}");
+        let other = node_error(
+            PathBuf::from("/dev/vfio/7"),
+            "0000:01:00.0",
+            io::Error::from_raw_os_error(libc::EIO),
         );
         assert!(matches!(other, VfioError::Io { .. }));
     }

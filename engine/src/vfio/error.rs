@@ -150,6 +150,18 @@ pub enum VfioError {
         path: PathBuf,
     },
 
+    /// The group node is held by another open.
+    #[error(
+        "{path} (IOMMU group of {address}) is already open: another process is using the \
+         controller (find it with `fuser -v {path}`), or this process opened it before"
+    )]
+    Busy {
+        /// The device.
+        address: String,
+        /// The node.
+        path: PathBuf,
+    },
+
     /// VFIO no-IOMMU mode is needed but not enabled in the kernel.
     #[error(
         "{address} needs VFIO no-IOMMU mode, which the kernel does not offer: enable it with \
