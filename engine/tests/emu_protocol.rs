@@ -496,3 +496,30 @@ fn queue_memory_unmapped_under_the_device_is_never_touched() {
     assert!(Csts::from(h.dev.read32(offset::CSTS)).cfs());
     assert_eq!(h.emu.dma_faults(), 1);
 }
+
+#[test]
+fn volatile_write_cache_feature_follows_identify() {
+    let mut h = Host::new(EmuConfig::ram(1 << 20));
+    let mut sf = Command::new(AdminOpcode::SET_FEATURES.0, 0);
+    sf.cdw10 = 0x06;
+    sf.cdw11 = 0;
+    assert!(h.admin(sf).status().is_success());
+    let mut gf = Command::new(AdminOpcode::GET_FEATURES.0, 0);
+    gf.cdw10 = 0x06;
+    assert_eq!(h.admin(gf).dw0, 0, "disabled");
+    gf.cdw10 = 0x06 | 1 << 8; // default value
+    assert_eq!(h.admin(gf).dw0, 1);
+
+    let mut cfg = EmuConfig::ram(1 << 20);
+    cfg.volatile_write_cache = false;
+    let mut h = Host::new(cfg);
+    assert_status(
+        &h.admin(sf),
+        st(StatusCodeType::GENERIC, generic::INVALID_FIELD),
+    );
+    gf.cdw10 = 0x42;
+    assert_status(
+        &h.admin(gf),
+        st(StatusCodeType::GENERIC, generic::INVALID_FIELD),
+    );
+}

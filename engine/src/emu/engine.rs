@@ -100,7 +100,7 @@ pub(crate) struct Features {
 }
 
 impl Features {
-    fn new(vwc: bool) -> Self {
+    pub(crate) fn new(vwc: bool) -> Self {
         Features {
             wce: vwc,
             arbitration: 0,
