@@ -59,7 +59,7 @@ fio_job() {
 	# shellcheck disable=SC2086 # $extra is empty or one flag
 	fio --name="$1-qd$2" --filename="$dev" --direct=1 --rw=randread --bs=4k \
 		--ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
-		--numjobs=1 --norandommap --randrepeat=0 $extra
+		--numjobs=1 --norandommap --randrepeat=0 --eta=never $extra
 }
 
 run_fio() {

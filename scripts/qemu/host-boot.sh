@@ -70,6 +70,7 @@ boot() {
 		fi
 		log "boot $mode: no '$MARKER=' line on the console; last console lines:"
 		tail -n 40 "$console" | sed 's/^/    | /' >&2
+		[[ $rc == 124 || $rc == 137 ]] && return 124
 		return 1
 	fi
 	log "boot $mode: guest payload exit status $status after $(since "$start") s"

@@ -26,13 +26,18 @@ for line in sys.stdin:
 }
 
 # guest_cargo OUTFILE ARGS...: run cargo for the guest, JSON messages to OUTFILE.
+# The target triple is named explicitly: then RUSTFLAGS (+crt-static) apply to
+# the guest code only, not to proc-macros and build scripts, which the host
+# loads dynamically (with it they fail: "cannot produce proc-macro").
 guest_cargo() {
-	local json=$1
+	local json=$1 triple
 	shift
 	command -v cargo >/dev/null || die "cargo is not installed; it is needed to build the guest test binaries"
-	log "cargo $* (static, target dir $GUEST_TARGET_DIR)"
+	triple=$(rustc -vV | sed -n 's/^host: //p')
+	[[ -n $triple ]] || die "cannot read the host target triple from 'rustc -vV'"
+	log "cargo $* (static, --target $triple, target dir $GUEST_TARGET_DIR)"
 	(cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$GUEST_TARGET_DIR \
-		cargo "$@" --message-format=json >"$json") \
+		cargo "$@" --target "$triple" --message-format=json >"$json") \
 		|| { python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
