@@ -72,7 +72,7 @@ build_base() {
 #   PAYLOAD_FIO    1 to add fio and its libraries
 #   PAYLOAD_EXTRA  directory whose contents are copied over /payload (or empty)
 build_payload() {
-	local out=$1 stage f
+	local out=$1 stage f name
 	stage=$(dirname "$out")/payload
 	rm -rf "$stage"
 	mkdir -p "$stage/payload/tests" "$stage/payload/bin"
@@ -83,7 +83,9 @@ build_payload() {
 		install -m 0755 "$REPO/scripts/setup.sh" "$stage/payload/setup.sh"
 	fi
 	for f in "${PAYLOAD_TESTS[@]}"; do
-		install -m 0755 "$f" "$stage/payload/tests/$(basename "$f")"
+		# cargo names test executables <target>-<16 hex digit hash>; drop the hash.
+		name=$(basename "$f" | sed -E 's/-[0-9a-f]{16}$//')
+		install -m 0755 "$f" "$stage/payload/tests/$name"
 	done
 	for f in "${PAYLOAD_BINS[@]}"; do
 		stage_elf "$stage" "$f" "/payload/bin/$(basename "$f")"
