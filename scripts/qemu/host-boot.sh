@@ -44,7 +44,8 @@ qemu_args() {
 	done
 }
 
-# boot MODE: boot the guest once; prints its console; returns the payload's
+# boot MODE: boot the guest once; prints its console (CRLF and the firmware's
+# terminal control sequences removed, so the terminal is not reset); returns the payload's
 # exit status, or fails with a message when the guest gave none.
 boot() {
 	local mode=$1 initrd=$RUN_DIR/initrd-$1.img console=$RUN_DIR/console-$1.log
@@ -58,7 +59,7 @@ boot() {
 	start=$(now)
 	set +e
 	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 "${args[@]}" </dev/null 2>&1 \
-		| tr -d '\r' | tee "$console"
+		| sed -u -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$console"
 	rc=${PIPESTATUS[0]}
 	set -e
 	status=$(grep -aoE "$MARKER=[0-9]+" "$console" | tail -n 1 | cut -d= -f2)

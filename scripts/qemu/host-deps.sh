@@ -64,7 +64,11 @@ prepare_kernel() {
 		deb=$(find "$CACHE/apt" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)
 		if [[ -z $deb ]]; then
 			log "downloading $pkg"
-			(cd "$CACHE/apt" && apt-get download -q -o APT::Sandbox::User=root "$pkg") \
+			# As root, apt would hand the download to the _apt user, who may not
+			# be able to write into the cache directory.
+			local sandbox=()
+			[[ $(id -u) != 0 ]] || sandbox=(-o APT::Sandbox::User=root)
+			(cd "$CACHE/apt" && apt-get download -q "${sandbox[@]}" "$pkg") \
 				|| die "apt-get download $pkg failed (try 'apt-get update', or set NVME_ENGINE_QEMU_KERNEL_PKG)"
 			deb=$(find "$CACHE/apt" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)
 			[[ -n $deb ]] || die "apt-get download $pkg left no .deb in $CACHE/apt"

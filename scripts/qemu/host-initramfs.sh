@@ -57,11 +57,15 @@ build_base() {
 	echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
 	echo 'root:x:0:' >"$stage/etc/group"
 
-	python3 "$QEMU_DIR/resolve-modules.py" "$MODULES_DIR" "${GUEST_MODULES[@]}" \
-		>"$stage/lib/modules/load-order" || die "resolving kernel module dependencies failed"
+	# The modules, their load order for /init, and a modules.dep so that
+	# modprobe (busybox) works for scripts such as setup.sh.
+	local mods=$stage/lib/modules/$KERNEL_VERSION
+	mkdir -p "$mods"
+	python3 "$QEMU_DIR/resolve-modules.py" --dep "$mods/modules.dep" "$MODULES_DIR" \
+		"${GUEST_MODULES[@]}" >"$mods/load-order" || die "resolving kernel module dependencies failed"
 	while read -r ko; do
-		install -D -m 0644 "$MODULES_DIR/$ko" "$stage/lib/modules/$ko"
-	done <"$stage/lib/modules/load-order"
+		install -D -m 0644 "$MODULES_DIR/$ko" "$mods/$ko"
+	done <"$mods/load-order"
 	python3 "$QEMU_DIR/mkcpio.py" --gzip "$out" "$stage" || die "building the base initramfs failed"
 }
 

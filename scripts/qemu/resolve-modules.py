@@ -6,8 +6,9 @@ time), so dependencies are read from each module's .modinfo section
 ("depends=" strings). Modules built into the kernel (listed in
 modules.builtin) are skipped.
 
-Usage: resolve-modules.py MODDIR NAME [NAME...]
-Prints one path (relative to MODDIR) per line, in load order.
+Usage: resolve-modules.py [--dep FILE] MODDIR NAME [NAME...]
+Prints one path (relative to MODDIR) per line, in load order. With --dep, also
+writes a modules.dep for the selected modules (what modprobe reads).
 """
 
 import os
@@ -62,12 +63,16 @@ def depends(path):
 
 
 def main():
-    if len(sys.argv) < 3:
-        print(__doc__.strip().splitlines()[-2], file=sys.stderr)
+    args = sys.argv[1:]
+    depfile = None
+    if args[:1] == ["--dep"] and len(args) > 1:
+        depfile, args = args[1], args[2:]
+    if len(args) < 2:
+        print(__doc__.strip().splitlines()[-3], file=sys.stderr)
         return 2
-    moddir, wanted = sys.argv[1], [norm(n) for n in sys.argv[2:]]
+    moddir, wanted = args[0], [norm(n) for n in args[1:]]
     mods, built = index(moddir), builtin(moddir)
-    order, state = [], {}
+    order, state, direct = [], {}, {}
 
     def visit(name, chain):
         if state.get(name) == "done" or name in built:
@@ -80,7 +85,8 @@ def main():
                 f"{' -> '.join(chain) or 'the initramfs'})"
             )
         state[name] = "busy"
-        for dep in depends(os.path.join(moddir, mods[name])):
+        direct[name] = [d for d in depends(os.path.join(moddir, mods[name])) if d not in built]
+        for dep in direct[name]:
             visit(dep, chain + [name])
         state[name] = "done"
         order.append(mods[name])
@@ -91,6 +97,19 @@ def main():
     except (OSError, ValueError) as err:
         print(f"resolve-modules: {err}", file=sys.stderr)
         return 1
+    if depfile:
+        # modules.dep lists every module's dependencies, transitively, nearest first.
+        def closure(name, seen):
+            for dep in direct[name]:
+                if dep not in seen:
+                    seen.append(dep)
+                    closure(dep, seen)
+            return seen
+
+        with open(depfile, "w") as f:
+            for name, path in ((n, mods[n]) for n in direct):
+                deps = " ".join(mods[d] for d in closure(name, []))
+                f.write(f"{path}: {deps}".rstrip() + "\n")
     print("\n".join(order))
     return 0
 
