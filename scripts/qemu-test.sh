@@ -43,6 +43,8 @@ Perf mode:
                              (nvme-perf is skipped without this)
   --perf-runtime SECONDS     seconds per fio job (default 10)
   --perf-qds "1 32"          fio queue depths
+  --env PERF_FIO_ENGINES="libaio io_uring io_uring-polled"
+                             fio variants to run (this is the default)
 
 Environment: NVME_ENGINE_QEMU_CACHE (cache dir, default scripts/.cache),
 NVME_ENGINE_QEMU_KERNEL_PKG (kernel package to use), NVME_ENGINE_GUEST_TARGET_DIR

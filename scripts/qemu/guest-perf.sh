@@ -47,7 +47,9 @@ run_nvme_perf() {
 	return $rc
 }
 
-# One fio job: fio_job ENGINE QD
+# One fio job: fio_job ENGINE QD. Prints fio's report and adds a line to
+# $summary. A guest-side timeout ends a job that stalls (polled QD32 on one
+# vCPU occasionally makes the kernel time out and reset the queue).
 fio_job() {
 	extra=""
 	engine=$1
@@ -56,10 +58,27 @@ fio_job() {
 		extra="--hipri"
 	fi
 	step "fio $1 4KiB random read QD$2 ${runtime}s on $dev"
+	out=/tmp/fio-$1-qd$2.txt
 	# shellcheck disable=SC2086 # $extra is empty or one flag
-	fio --name="$1-qd$2" --filename="$dev" --direct=1 --rw=randread --bs=4k \
-		--ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
-		--numjobs=1 --norandommap --randrepeat=0 --eta=never $extra
+	timeout $((runtime + 60)) fio --name="$1-qd$2" --filename="$dev" --direct=1 --rw=randread \
+		--bs=4k --ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
+		--numjobs=1 --norandommap --randrepeat=0 --eta=never $extra \
+		--output-format=normal,terse --terse-version=3 >"$out" 2>&1
+	rc=$?
+	grep -v '^3;' "$out"
+	# Terse v3: field 8 read IOPS, 40 total latency mean (usec), 18-37 clat
+	# percentiles as "P%=usec".
+	line=$(grep '^3;' "$out" | awk -F';' -v name="$1" -v qd="$2" '{
+		p99 = "?"
+		for (i = 18; i <= 37; i++) if ($i ~ /^99\.000000%=/) { sub(/^[^=]*=/, "", $i); p99 = $i }
+		printf "%-16s QD%-3s %9s IOPS  lat avg %8.1f us  clat p99 %6s us", name, qd, $8, $40, p99
+	}')
+	if [ "$rc" -ne 0 ]; then
+		line="$1 QD$2: FAILED (exit status $rc${line:+; $line})"
+	fi
+	summary="$summary
+$line"
+	return $rc
 }
 
 run_fio() {
@@ -87,6 +106,9 @@ run_fio() {
 	return $rc
 }
 
+summary=""
 run_nvme_perf || status=1
 run_fio || status=1
+step "fio summary (kernel nvme driver, $(nproc) CPU(s), ${runtime}s per job)"
+echo "$summary" | sed '/^$/d'
 exit $status
