@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Helpers shared by the guest scripts (POSIX sh, busybox). Sourced as
+# Functions shared by the guest scripts (POSIX sh, busybox). Sourced as
 # /payload/lib.sh; the host does not run this file.
 #
 # Boot settings come from /payload/boot.env (written by the host, sourced by

@@ -1,4 +1,4 @@
-# Shared helpers of the QEMU test harness (bash, sourced by scripts/qemu-test.sh).
+# Common functions of the QEMU test harness (bash, sourced by scripts/qemu-test.sh).
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the variables here are used by the other host-*.sh files
 
