@@ -158,7 +158,9 @@ find "$CACHE/run" -mindepth 1 -maxdepth 1 -type d ! -path "$RUN_DIR" -exec rm -r
 
 if [[ $BUILD == 1 ]]; then
 	build_guest_tests
-	[[ $PERF == 1 ]] && build_guest_perf
+	if [[ $PERF == 1 ]]; then
+		build_guest_perf
+	fi
 fi
 build_base "$RUN_DIR/base.cpio.gz"
 build_payload "$RUN_DIR/payload.cpio"
