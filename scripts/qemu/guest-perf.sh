@@ -1,0 +1,114 @@
+#!/bin/sh
+# Guest script of the perf mode: runs nvme-perf (userspace, through setup.sh's
+# binding) and then fio on the kernel nvme driver, back to back in one boot,
+# printing their outputs. Benchmarks print; they do not assert.
+#
+# Environment (from /payload/boot.env):
+#   NVME_PERF_ARGS   nvme-perf arguments; "@BDF@" is replaced by the
+#                    controller's PCI address. Empty: nvme-perf is skipped.
+#   PERF_RUNTIME     seconds per fio job (default 10)
+#   PERF_QDS         queue depths to run (default "1 32")
+#   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled")
+
+# shellcheck source-path=SCRIPTDIR source=guest-lib.sh
+. /payload/lib.sh
+
+runtime=${PERF_RUNTIME:-10}
+qds=${PERF_QDS:-1 32}
+engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled}
+HUGEMEM=${HUGEMEM:-256}
+export HUGEMEM
+status=0
+bdf=$(first_nvme_bdf)
+if [ -z "$bdf" ]; then
+	echo "guest-perf: no NVMe controller (PCI class 0x010802) found" >&2
+	exit 1
+fi
+echo "guest-perf: kernel $(uname -r), $(nproc) CPU(s), NVMe $(pci_describe "$bdf")"
+
+# Hook: the userspace driver's benchmark. Binds the controller with setup.sh,
+# runs /payload/bin/nvme-perf, and gives the controller back to the kernel.
+run_nvme_perf() {
+	if [ -z "${NVME_PERF_ARGS:-}" ]; then
+		echo "guest-perf: nvme-perf skipped (no --perf-args given)"
+		return 0
+	fi
+	if [ ! -x /payload/bin/nvme-perf ]; then
+		echo "guest-perf: nvme-perf skipped: /payload/bin/nvme-perf is not in the payload" >&2
+		return 1
+	fi
+	step "nvme-perf $NVME_PERF_ARGS"
+	run_setup config || return 1
+	args=$(echo "$NVME_PERF_ARGS" | sed "s/@BDF@/$bdf/g")
+	# shellcheck disable=SC2086 # the argument string is split on purpose
+	NVME_ENGINE_TEST_PCI=$bdf /payload/bin/nvme-perf $args
+	rc=$?
+	run_setup reset || rc=1
+	return $rc
+}
+
+# One fio job: fio_job ENGINE QD. Prints fio's report and adds a line to
+# $summary. A guest-side timeout ends a job that stalls (polled QD32 on one
+# vCPU occasionally makes the kernel time out and reset the queue).
+fio_job() {
+	extra=""
+	engine=$1
+	if [ "$engine" = io_uring-polled ]; then
+		engine=io_uring
+		extra="--hipri"
+	fi
+	step "fio $1 4KiB random read QD$2 ${runtime}s on $dev"
+	out=/tmp/fio-$1-qd$2.txt
+	# shellcheck disable=SC2086 # $extra is empty or one flag
+	timeout $((runtime + 60)) fio --name="$1-qd$2" --filename="$dev" --direct=1 --rw=randread \
+		--bs=4k --ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
+		--numjobs=1 --norandommap --randrepeat=0 --eta=never $extra \
+		--output-format=normal,terse --terse-version=3 >"$out" 2>&1
+	rc=$?
+	grep -v '^3;' "$out"
+	# Terse v3: field 8 read IOPS, 40 total latency mean (usec), 18-37 clat
+	# percentiles as "P%=usec".
+	line=$(grep '^3;' "$out" | awk -F';' -v name="$1" -v qd="$2" '{
+		p99 = "?"
+		for (i = 18; i <= 37; i++) if ($i ~ /^99\.000000%=/) { sub(/^[^=]*=/, "", $i); p99 = $i }
+		printf "%-16s QD%-3s %9s IOPS  lat avg %8.1f us  clat p99 %6s us", name, qd, $8, $40, p99
+	}')
+	if [ "$rc" -ne 0 ]; then
+		line="$1 QD$2: FAILED (exit status $rc${line:+; $line})"
+	fi
+	summary="$summary
+$line"
+	return $rc
+}
+
+run_fio() {
+	if ! command -v fio >/dev/null; then
+		echo "guest-perf: fio is not in the payload" >&2
+		return 1
+	fi
+	if [ "$(pci_driver "$bdf")" != nvme ]; then
+		pci_bind "$bdf" nvme || return 1
+	fi
+	ctrl=$(first_entry "/sys/bus/pci/devices/$bdf/nvme")
+	dev=/dev/${ctrl}n1
+	wait_for "$dev" 10 || {
+		echo "guest-perf: $dev did not appear under the kernel driver" >&2
+		return 1
+	}
+	echo "guest-perf: $dev io_poll=$(cat "/sys/block/${ctrl}n1/queue/io_poll" 2>/dev/null)" \
+		"poll_queues=$(cat /sys/module/nvme/parameters/poll_queues 2>/dev/null)"
+	rc=0
+	for e in $engines; do
+		for qd in $qds; do
+			fio_job "$e" "$qd" || rc=1
+		done
+	done
+	return $rc
+}
+
+summary=""
+run_nvme_perf || status=1
+run_fio || status=1
+step "fio summary (kernel nvme driver, $(nproc) CPU(s), ${runtime}s per job)"
+echo "$summary" | sed '/^$/d'
+exit $status

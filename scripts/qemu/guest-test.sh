@@ -1,0 +1,79 @@
+#!/bin/sh
+# Default guest script of the QEMU test: checks the environment, configures
+# the machine with setup.sh, runs every test binary in /payload/tests with the
+# controller's PCI address, and resets the machine. POSIX sh for busybox.
+#
+# Environment: QEMU_TEST_MODE (iommu|noiommu), HUGEMEM (MiB, default 256).
+# Exits non-zero if any step fails.
+
+# shellcheck source-path=SCRIPTDIR source=guest-lib.sh
+. /payload/lib.sh
+
+failures=""
+record() {
+	# record NAME STATUS
+	if [ "$2" -eq 0 ]; then
+		echo "--- PASS: $1"
+	else
+		echo "--- FAIL: $1 (exit status $2)"
+		failures="$failures $1"
+	fi
+}
+
+mode=${QEMU_TEST_MODE:-iommu}
+HUGEMEM=${HUGEMEM:-256}
+export HUGEMEM
+bdf=$(first_nvme_bdf)
+echo "guest-test: mode $mode, kernel $(uname -r), $(nproc) CPU(s), NVMe at ${bdf:-<none>}"
+if [ -z "$bdf" ]; then
+	echo "guest-test: no NVMe controller (PCI class 0x010802) found" >&2
+	exit 1
+fi
+if [ "$mode" = noiommu ]; then
+	export NVME_ENGINE_TEST_NOIOMMU=1
+	export DRIVER_OVERRIDE=uio_pci_generic
+fi
+
+step "environment self-test"
+sh /payload/selftest.sh
+record selftest $?
+
+have_setup=0
+[ -f /payload/setup.sh ] && have_setup=1
+if [ "$have_setup" -eq 1 ]; then
+	step "setup.sh config (HUGEMEM=$HUGEMEM)"
+	run_setup config
+	record "setup.sh config" $?
+	step "setup.sh status"
+	run_setup status
+	record "setup.sh status" $?
+else
+	echo "guest-test: NOTE: setup.sh is not in the payload; skipping its steps"
+fi
+
+ntests=0
+for t in /payload/tests/*; do
+	[ -f "$t" ] || continue
+	ntests=$((ntests + 1))
+	name=$(basename "$t")
+	step "test $name (NVME_ENGINE_TEST_PCI=$bdf)"
+	NVME_ENGINE_TEST_PCI=$bdf RUST_TEST_THREADS=1 "$t"
+	record "test $name" $?
+done
+[ "$ntests" -gt 0 ] || echo "guest-test: NOTE: no test binaries in /payload/tests"
+
+if [ "$have_setup" -eq 1 ]; then
+	step "setup.sh reset"
+	run_setup reset
+	record "setup.sh reset" $?
+	step "setup.sh status"
+	run_setup status
+	record "setup.sh status (after reset)" $?
+fi
+
+step "summary"
+if [ -n "$failures" ]; then
+	echo "guest-test: FAILED:$failures"
+	exit 1
+fi
+echo "guest-test: all steps passed ($ntests test binaries)"

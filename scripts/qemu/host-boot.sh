@@ -1,0 +1,79 @@
+# Booting the guest (bash, sourced by scripts/qemu-test.sh).
+#
+# The uncompressed kernel is booted directly (PVH entry, no firmware) on a q35
+# machine with one NVMe controller holding two namespaces, with or without an
+# emulated Intel IOMMU. The guest's /init prints "NVME_ENGINE_GUEST_EXIT=<n>"
+# with the payload's exit status on the serial console; that is the result.
+# shellcheck shell=bash
+
+MARKER=NVME_ENGINE_GUEST_EXIT
+
+# prepare_namespaces: fresh 64 MiB raw images (sparse) for nsid 1 and 2.
+prepare_namespaces() {
+	local n
+	for n in 1 2; do
+		rm -f "$RUN_DIR/ns$n.img"
+		truncate -s "${NS_SIZE_MIB}M" "$RUN_DIR/ns$n.img" || die "cannot create $RUN_DIR/ns$n.img"
+	done
+}
+
+# qemu_args MODE INITRD: print the QEMU command line, one argument per line.
+qemu_args() {
+	local mode=$1 initrd=$2 n append
+	append="console=ttyS0 panic=-1 init_on_alloc=0 loglevel=4 rdinit=/init"
+	printf '%s\n' -M q35,kernel-irqchip=split -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
+	if [[ $KVM == 1 ]]; then
+		printf '%s\n' -accel kvm -cpu host
+	else
+		printf '%s\n' -accel tcg,thread=multi -cpu max
+	fi
+	if [[ $mode == iommu ]]; then
+		printf '%s\n' -device intel-iommu,intremap=on
+		append+=" intel_iommu=on iommu=pt"
+	fi
+	[[ -z $EXTRA_CMDLINE ]] || append+=" $EXTRA_CMDLINE"
+	printf '%s\n' -kernel "$VMLINUX" -initrd "$initrd" -append "$append"
+	printf '%s\n' -device nvme,id=nvme0,serial=nvme-engine-qemu
+	for n in 1 2; do
+		if [[ $NULL_BACKEND == 1 ]]; then
+			printf '%s\n' -blockdev "driver=null-co,node-name=ns$n,size=$((NS_SIZE_MIB * 1024 * 1024)),read-zeroes=off"
+		else
+			printf '%s\n' -drive "file=$RUN_DIR/ns$n.img,if=none,id=ns$n,format=raw"
+		fi
+		printf '%s\n' -device "nvme-ns,drive=ns$n,bus=nvme0,nsid=$n"
+	done
+}
+
+# boot MODE: boot the guest once; prints its console (CRLF and the firmware's
+# terminal control sequences removed, so the terminal is not reset); returns the payload's
+# exit status, or fails with a message when the guest gave none.
+boot() {
+	local mode=$1 initrd=$RUN_DIR/initrd-$1.img console=$RUN_DIR/console-$1.log
+	local args=() start rc status
+	build_boot_env "$RUN_DIR/boot-$mode.cpio" "$mode"
+	cat "$RUN_DIR/base.cpio.gz" "$RUN_DIR/payload.cpio" "$RUN_DIR/boot-$mode.cpio" >"$initrd"
+	prepare_namespaces
+	mapfile -t args < <(qemu_args "$mode" "$initrd")
+	log "boot $mode: qemu-system-x86_64 ${args[*]}"
+	log "boot $mode: console log $console, timeout ${TIMEOUT}s"
+	start=$(now)
+	set +e
+	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 "${args[@]}" </dev/null 2>&1 \
+		| sed -u -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$console"
+	rc=${PIPESTATUS[0]}
+	set -e
+	status=$(grep -aoE "$MARKER=[0-9]+" "$console" | tail -n 1 | cut -d= -f2)
+	if [[ -z $status ]]; then
+		if [[ $rc == 124 || $rc == 137 ]]; then
+			log "boot $mode: TIMEOUT: the guest did not finish within ${TIMEOUT}s (raise it with --timeout)"
+		else
+			log "boot $mode: qemu exited with status $rc before the guest reported a result"
+		fi
+		log "boot $mode: no '$MARKER=' line on the console; last console lines:"
+		tail -n 40 "$console" | sed 's/^/    | /' >&2
+		[[ $rc == 124 || $rc == 137 ]] && return 124
+		return 1
+	fi
+	log "boot $mode: guest payload exit status $status after $(since "$start") s"
+	return "$status"
+}

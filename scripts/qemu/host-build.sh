@@ -1,0 +1,81 @@
+# Static guest executables built from the workspace (bash, sourced by
+# scripts/qemu-test.sh).
+#
+# The guest has no C library, so everything is linked statically against the
+# installed gnu target (+crt-static), in a target directory of its own so the
+# different RUSTFLAGS do not invalidate the normal build.
+# shellcheck shell=bash
+
+GUEST_TARGET_DIR=${NVME_ENGINE_GUEST_TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/guest}
+
+# Executables named in cargo's JSON messages on stdin (tests or binaries).
+cargo_executables() {
+	python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    kinds = msg.get("target", {}).get("kind", [])
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and (
+        "test" in kinds or "bin" in kinds
+    ):
+        print(msg["executable"])
+'
+}
+
+# guest_cargo OUTFILE ARGS...: run cargo for the guest, JSON messages to OUTFILE.
+# The target triple is named explicitly: then RUSTFLAGS (+crt-static) apply to
+# the guest code only, not to proc-macros and build scripts, which the host
+# loads dynamically (with it they fail: "cannot produce proc-macro").
+guest_cargo() {
+	local json=$1 triple
+	shift
+	command -v cargo >/dev/null || die "cargo is not installed; it is needed to build the guest test binaries"
+	triple=$(rustc -vV | sed -n 's/^host: //p')
+	[[ -n $triple ]] || die "cannot read the host target triple from 'rustc -vV'"
+	log "cargo $* (static, --target $triple, target dir $GUEST_TARGET_DIR)"
+	(cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$GUEST_TARGET_DIR \
+		cargo "$@" --target "$triple" --message-format=json >"$json") \
+		|| { python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-message":
+        sys.stderr.write(m["message"].get("rendered") or "")
+' "$json"; die "cargo $* failed (see the messages above)"; }
+}
+
+# build_guest_tests: append the real-device test executables to PAYLOAD_TESTS.
+# Test targets come from GUEST_TEST_TARGETS (engine/tests/<name>.rs); a target
+# that does not exist yet is skipped with a note.
+build_guest_tests() {
+	local name json exe found=0
+	for name in "${GUEST_TEST_TARGETS[@]}"; do
+		if [[ ! -f $REPO/engine/tests/$name.rs && ! -f $REPO/engine/tests/$name/main.rs ]]; then
+			log "note: engine/tests/$name.rs does not exist yet; no $name tests in the guest"
+			continue
+		fi
+		json=$RUN_DIR/cargo-test-$name.json
+		guest_cargo "$json" test --release --no-run -p nvme-engine --test "$name"
+		while read -r exe; do
+			PAYLOAD_TESTS+=("$exe")
+			found=1
+			log "guest test executable: $exe"
+		done < <(cargo_executables <"$json")
+		[[ $found == 1 ]] || die "cargo built $name but named no test executable"
+	done
+}
+
+# build_guest_perf: append the static nvme-perf to PAYLOAD_BINS.
+build_guest_perf() {
+	local json=$RUN_DIR/cargo-perf.json exe
+	guest_cargo "$json" build --release -p nvme-perf --bin nvme-perf
+	exe=$(cargo_executables <"$json" | grep '/nvme-perf$' | tail -n 1)
+	[[ -n $exe ]] || die "cargo built nvme-perf but named no executable"
+	PAYLOAD_BINS+=("$exe")
+}
