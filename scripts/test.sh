@@ -11,3 +11,13 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+
+# The real-device tests, setup.sh and the no-IOMMU path, inside a QEMU guest
+# whose NVMe controller is QEMU's own (installs qemu, busybox and the guest
+# kernel on first use; needs root for apt-get). NVME_ENGINE_SKIP_QEMU=1 skips it.
+if [ "${NVME_ENGINE_SKIP_QEMU:-0}" = 1 ]; then
+	echo "== QEMU guest test: skipped (NVME_ENGINE_SKIP_QEMU=1)"
+else
+	echo "== QEMU guest test (vfio-pci with an emulated IOMMU, then uio_pci_generic)"
+	scripts/qemu-test.sh --mode both
+fi
