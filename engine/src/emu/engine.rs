@@ -271,7 +271,9 @@ impl Engine {
         } else {
             0
         };
-        sh.regs.csts.store(csts, std::sync::atomic::Ordering::Release);
+        sh.regs
+            .csts
+            .store(csts, std::sync::atomic::Ordering::Release);
     }
 
     /// Normal or abrupt shutdown: make data durable and report SHST complete.
