@@ -1,0 +1,529 @@
+//! One reactor: a thread that owns an I/O queue pair and a DMA pool per
+//! controller and runs a run-to-completion loop over them.
+//!
+//! A loop turn:
+//! 1. move responses waiting for completion-ring room into their rings;
+//! 2. retry commands waiting for NVMe queue room (the backlog), oldest first;
+//! 3. drain each submission ring, up to `batch` requests per ring, as long
+//!    as the ring's producer has credit (see [`Link::has_credit`]);
+//! 4. ring each SQ doorbell once for the batch (NVMe §3.3.1.1: one tail
+//!    write covers every entry added);
+//! 5. reap each completion queue with a bounded budget and answer;
+//! 6. run pollers, then due timers (the clock is read once per turn, only
+//!    when there are timers);
+//! 7. now and then (every 64 turns, or when idle) look at the control
+//!    channel: new producers, pollers, timers, stats requests, shutdown.
+//!
+//! Nothing on this path allocates, locks or makes a system call: slots,
+//! backlogs and pending-response queues are reserved when a producer
+//! attaches, and the rings are wait-free.
+
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use nvme_engine::Device;
+use nvme_engine::dma::DmaPool;
+use nvme_engine::driver::{Controller, IoCompletion, IoQueuePair, QueuePairOptions};
+
+use crate::cores;
+use crate::issue::{IssueError, issue};
+use crate::poller::{Poller, Pollers};
+use crate::producer::{Leftovers, Link};
+use crate::request::{Request, RequestError, Response};
+use crate::set::ReactorError;
+use crate::stats::{ReactorReport, ReactorStats};
+use crate::timer::{TimerFn, Timers};
+
+/// Messages from the reactor set to a reactor (off the I/O path).
+pub(crate) enum Control {
+    /// A new producer's ring pair.
+    Attach(Link),
+    /// Register a poller.
+    AddPoller(Poller),
+    /// Register a periodic timer.
+    AddTimer(Duration, TimerFn),
+    /// Reply with a snapshot of the counters.
+    Stats(Sender<ReactorStats>),
+    /// Stop accepting, drain, tear down, exit.
+    Shutdown,
+}
+
+/// What a reactor thread is started with.
+pub(crate) struct ReactorParams<D: Device> {
+    pub(crate) index: usize,
+    pub(crate) core: usize,
+    pub(crate) pin: bool,
+    pub(crate) controllers: Vec<Controller<D>>,
+    pub(crate) queue_entries: Option<u16>,
+    pub(crate) pool_bytes: usize,
+    pub(crate) batch: usize,
+    pub(crate) idle_yield: bool,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// One controller as seen by one reactor.
+struct Queue<D: Device> {
+    controller: Controller<D>,
+    qp: IoQueuePair<D>,
+    /// The reactor's own DMA memory for this controller, kept for the
+    /// reactor's lifetime and released after the queue pair is deleted.
+    _pool: DmaPool,
+    /// Slots whose request waits for room on this queue, oldest first.
+    backlog: VecDeque<u32>,
+    /// Whether entries were added since the last doorbell.
+    dirty: bool,
+}
+
+/// A request between leaving its ring and being answered.
+#[derive(Default)]
+struct Slot {
+    link: u32,
+    token: u64,
+    /// The request itself while it waits in a backlog.
+    parked: Option<Request>,
+}
+
+struct Reactor<D: Device> {
+    stats: ReactorStats,
+    queues: Vec<Queue<D>>,
+    links: Vec<Option<Link>>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    pollers: Pollers,
+    timers: Timers,
+    control: Receiver<Control>,
+    batch: usize,
+    idle_yield: bool,
+    shutdown_timeout: Duration,
+    closing: Option<Instant>,
+}
+
+/// The body of a reactor thread: set up on this thread, report readiness
+/// through `ready`, run until shutdown, tear down, report.
+pub(crate) fn run<D: Device>(
+    params: ReactorParams<D>,
+    control: Receiver<Control>,
+    ready: Sender<Result<(), ReactorError>>,
+) -> ReactorReport {
+    let stats = ReactorStats {
+        reactor: params.index,
+        core: params.core,
+        ..ReactorStats::default()
+    };
+    let queues = match setup(&params) {
+        Ok(q) => q,
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ready.send(Err(e));
+            return ReactorReport {
+                stats,
+                errors: vec![msg],
+            };
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut reactor = Reactor {
+        stats,
+        queues,
+        links: Vec::new(),
+        slots: Vec::new(),
+        free: Vec::new(),
+        pollers: Pollers::default(),
+        timers: Timers::default(),
+        control,
+        batch: params.batch.max(1),
+        idle_yield: params.idle_yield,
+        shutdown_timeout: params.shutdown_timeout,
+        closing: None,
+    };
+    let mut errors = reactor.run_loop();
+    let stats = reactor.snapshot();
+    let Reactor { queues, links, .. } = reactor;
+    for link in links.into_iter().flatten() {
+        leave(link);
+    }
+    for q in queues {
+        let qid = q.qp.qid();
+        if let Err(e) = q.qp.delete() {
+            errors.push(format!(
+                "deleting I/O queue {qid} on {}: {e}",
+                q.controller.device().name()
+            ));
+        }
+    }
+    ReactorReport { stats, errors }
+}
+
+/// Pin, then create this reactor's queue pairs and pools on its own thread.
+fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorError> {
+    if params.pin {
+        cores::pin_current_thread(params.core)?;
+    }
+    let mut queues = Vec::with_capacity(params.controllers.len());
+    for (i, controller) in params.controllers.iter().enumerate() {
+        let made = controller
+            .create_io_qpair(QueuePairOptions {
+                entries: params.queue_entries,
+            })
+            .and_then(|qp| Ok((qp, controller.create_pool(params.pool_bytes)?)));
+        match made {
+            Ok((qp, pool)) => queues.push(Queue {
+                controller: controller.clone(),
+                qp,
+                _pool: pool,
+                backlog: VecDeque::new(),
+                dirty: false,
+            }),
+            Err(source) => {
+                for q in queues {
+                    let _ = q.qp.delete();
+                }
+                return Err(ReactorError::Setup {
+                    reactor: params.index,
+                    controller: i,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(queues)
+}
+
+/// Hand what a link still holds to its producer.
+fn leave(link: Link) {
+    let Link {
+        submissions,
+        completions,
+        pending,
+        shared,
+        ..
+    } = link;
+    let left = Leftovers {
+        submissions,
+        responses: pending,
+    };
+    match shared.leftovers.lock() {
+        Ok(mut g) => *g = Some(left),
+        Err(poisoned) => *poisoned.into_inner() = Some(left),
+    }
+    drop(completions);
+}
+
+/// Answer a request: count it and hand the response to its link.
+fn respond(links: &mut [Option<Link>], stats: &mut ReactorStats, link: u32, response: Response) {
+    stats.completed += 1;
+    if response.result.is_err() {
+        stats.failed += 1;
+    }
+    if let Some(Some(l)) = links.get_mut(link as usize)
+        && l.deliver(response)
+    {
+        stats.completion_ring_full += 1;
+    }
+}
+
+impl<D: Device> Reactor<D> {
+    /// Loop until shutdown has drained everything; returns teardown notes.
+    fn run_loop(&mut self) -> Vec<String> {
+        let mut turn: u64 = 0;
+        loop {
+            let busy = self.turn();
+            if busy {
+                self.stats.iterations_busy += 1;
+            } else {
+                self.stats.iterations_idle += 1;
+            }
+            turn = turn.wrapping_add(1);
+            if !busy || turn.is_multiple_of(64) {
+                if self.closing.is_none() {
+                    self.control();
+                    self.reap_abandoned();
+                }
+                if let Some(since) = self.closing {
+                    if self.drained() {
+                        return Vec::new();
+                    }
+                    if since.elapsed() > self.shutdown_timeout {
+                        return vec![self.stuck_report()];
+                    }
+                }
+                if !busy && self.idle_yield {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// One loop turn; true when it did any work.
+    fn turn(&mut self) -> bool {
+        let mut busy = false;
+        for link in self.links.iter_mut().flatten() {
+            if !link.pending.is_empty() {
+                link.flush_pending();
+                busy = true;
+            }
+        }
+        busy |= self.retry_backlogs();
+        busy |= self.drain_rings();
+        for q in &mut self.queues {
+            if q.dirty {
+                q.qp.ring_doorbell();
+                q.dirty = false;
+                self.stats.doorbells += 1;
+            }
+        }
+        busy |= self.reap();
+        busy |= self.pollers.run();
+        if !self.timers.is_empty() {
+            let ran = self.timers.run_due(Instant::now());
+            self.stats.timers_run += ran as u64;
+            busy |= ran > 0;
+        }
+        busy
+    }
+
+    /// Resubmit backlogged requests, oldest first, until a queue is full again.
+    fn retry_backlogs(&mut self) -> bool {
+        let Reactor {
+            queues,
+            links,
+            slots,
+            free,
+            stats,
+            ..
+        } = self;
+        let mut busy = false;
+        for (ci, q) in queues.iter_mut().enumerate() {
+            while let Some(&slot) = q.backlog.front() {
+                let Some(req) = slots[slot as usize].parked.take() else {
+                    q.backlog.pop_front();
+                    continue;
+                };
+                busy = true;
+                match issue(&q.controller, ci, &mut q.qp, req, slot as u64) {
+                    Ok(()) => {
+                        q.backlog.pop_front();
+                        q.dirty = true;
+                        stats.submitted += 1;
+                    }
+                    Err(IssueError::QueueFull(req)) => {
+                        slots[slot as usize].parked = Some(req);
+                        break;
+                    }
+                    Err(IssueError::Failed { request, error }) => {
+                        q.backlog.pop_front();
+                        let link = slots[slot as usize].link;
+                        free.push(slot);
+                        let r = Response {
+                            token: request.token,
+                            result: Err(error),
+                            buf: request.buf,
+                        };
+                        respond(links, stats, link, r);
+                    }
+                }
+            }
+        }
+        busy
+    }
+
+    /// Take requests from every submission ring, up to `batch` per ring.
+    fn drain_rings(&mut self) -> bool {
+        let Reactor {
+            queues,
+            links,
+            slots,
+            free,
+            stats,
+            batch,
+            ..
+        } = self;
+        let mut busy = false;
+        for li in 0..links.len() {
+            let mut taken = 0;
+            while taken < *batch {
+                let Some(link) = links[li].as_mut() else {
+                    break;
+                };
+                if !link.has_credit() {
+                    break;
+                }
+                let Some(slot) = free.pop() else { break };
+                let Ok(req) = link.submissions.pop() else {
+                    free.push(slot);
+                    break;
+                };
+                taken += 1;
+                link.outstanding += 1;
+                let ci = req.controller;
+                let Some(q) = queues.get_mut(ci) else {
+                    free.push(slot);
+                    let count = queues.len();
+                    let r = Response {
+                        token: req.token,
+                        result: Err(RequestError::NoSuchController { index: ci, count }),
+                        buf: req.buf,
+                    };
+                    respond(links, stats, li as u32, r);
+                    continue;
+                };
+                let s = &mut slots[slot as usize];
+                s.link = li as u32;
+                s.token = req.token;
+                if !q.backlog.is_empty() {
+                    // Keep order: newer requests queue behind older ones.
+                    s.parked = Some(req);
+                    q.backlog.push_back(slot);
+                    continue;
+                }
+                match issue(&q.controller, ci, &mut q.qp, req, slot as u64) {
+                    Ok(()) => {
+                        q.dirty = true;
+                        stats.submitted += 1;
+                    }
+                    Err(IssueError::QueueFull(req)) => {
+                        stats.queue_full += 1;
+                        s.parked = Some(req);
+                        q.backlog.push_back(slot);
+                    }
+                    Err(IssueError::Failed { request, error }) => {
+                        free.push(slot);
+                        let r = Response {
+                            token: request.token,
+                            result: Err(error),
+                            buf: request.buf,
+                        };
+                        respond(links, stats, li as u32, r);
+                    }
+                }
+            }
+            busy |= taken > 0;
+        }
+        busy
+    }
+
+    /// Reap every completion queue with a bounded budget.
+    fn reap(&mut self) -> bool {
+        let Reactor {
+            queues,
+            links,
+            slots,
+            free,
+            stats,
+            batch,
+            ..
+        } = self;
+        let mut busy = false;
+        for q in queues.iter_mut() {
+            if q.qp.outstanding() == 0 {
+                continue;
+            }
+            let n = q.qp.process_completions(*batch, |c: IoCompletion| {
+                let Some(s) = slots.get(c.token as usize) else {
+                    return;
+                };
+                let (link, token) = (s.link, s.token);
+                free.push(c.token as u32);
+                let r = Response {
+                    token,
+                    result: c.result.map_err(RequestError::Device),
+                    buf: c.buf,
+                };
+                respond(links, stats, link, r);
+            });
+            busy |= n > 0;
+        }
+        busy
+    }
+
+    /// Apply control messages.
+    fn control(&mut self) {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Attach(link)) => self.attach(link),
+                Ok(Control::AddPoller(p)) => self.pollers.add(p),
+                Ok(Control::AddTimer(period, f)) => self.timers.add(Instant::now(), period, f),
+                Ok(Control::Stats(reply)) => {
+                    let _ = reply.send(self.snapshot());
+                }
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.begin_shutdown();
+                    return;
+                }
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    /// Reserve everything a new producer can ever need, then add its link.
+    fn attach(&mut self, link: Link) {
+        let more = link.limit;
+        let base = self.slots.len();
+        self.slots.reserve(more);
+        self.slots.extend((0..more).map(|_| Slot::default()));
+        self.free.reserve(more);
+        self.free
+            .extend((base..base + more).rev().map(|i| i as u32));
+        for q in &mut self.queues {
+            q.backlog.reserve(more);
+        }
+        self.links.push(Some(link));
+    }
+
+    /// Drop links whose producer is gone and which have nothing in flight.
+    fn reap_abandoned(&mut self) {
+        for slot in &mut self.links {
+            if let Some(l) = slot
+                && l.submissions.is_abandoned()
+                && l.submissions.is_empty()
+                && l.outstanding == 0
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        for link in self.links.iter().flatten() {
+            // Release: a producer that sees the flag also sees everything
+            // this reactor did before (nothing it relies on, but cheap).
+            link.shared.closing.store(true, Ordering::Release);
+        }
+        self.closing = Some(Instant::now());
+    }
+
+    /// Nothing in flight, and nothing left in a ring that could still be taken.
+    fn drained(&self) -> bool {
+        self.queues
+            .iter()
+            .all(|q| q.backlog.is_empty() && q.qp.outstanding() == 0)
+            && self
+                .links
+                .iter()
+                .flatten()
+                .all(|l| l.outstanding == 0 && (l.submissions.is_empty() || !l.has_credit()))
+    }
+
+    fn stuck_report(&self) -> String {
+        let in_flight: usize = self.queues.iter().map(|q| q.qp.outstanding()).sum();
+        let waiting: usize = self.queues.iter().map(|q| q.backlog.len()).sum();
+        format!(
+            "shutdown gave up after {:?}: {in_flight} command(s) still in flight on the device, \
+             {waiting} waiting for queue room; they will not complete",
+            self.shutdown_timeout
+        )
+    }
+
+    fn snapshot(&self) -> ReactorStats {
+        ReactorStats {
+            producers: self.links.iter().flatten().count(),
+            pollers: self.pollers.len(),
+            timers: self.timers.len(),
+            ..self.stats
+        }
+    }
+}
