@@ -158,19 +158,37 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2)
         .max(1);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let n = millions * 1_000_000;
-    println!("{n} u64 messages, ring capacity {CAPACITY}, 1 producer thread -> 1 consumer thread");
-    for round in 0..2 {
+    println!(
+        "{n} u64 messages, ring capacity {CAPACITY}, 1 producer thread -> 1 consumer thread, \
+         {rounds} interleaved rounds"
+    );
+    type Bench = fn(u64) -> (Duration, u64);
+    let benches: [(&str, Bench); 5] = [
+        ("rtrb (SPSC)", |n| bench_rtrb(n, Guard::None)),
+        ("rtrb + closing flag load", |n| bench_rtrb(n, Guard::Flag)),
+        ("rtrb + CAS gate", |n| bench_rtrb(n, Guard::Gate)),
+        ("crossbeam ArrayQueue (MPMC)", bench_array_queue),
+        ("std sync_channel (MPSC)", bench_std_sync_channel),
+    ];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); benches.len()];
+    for round in 0..rounds {
         println!("round {}", round + 1);
-        let (d, s) = bench_rtrb(n, Guard::None);
-        report("rtrb (SPSC)", n, d, s);
-        let (d, s) = bench_rtrb(n, Guard::Flag);
-        report("rtrb + closing flag load", n, d, s);
-        let (d, s) = bench_rtrb(n, Guard::Gate);
-        report("rtrb + CAS gate", n, d, s);
-        let (d, s) = bench_array_queue(n);
-        report("crossbeam ArrayQueue (MPMC)", n, d, s);
-        let (d, s) = bench_std_sync_channel(n);
-        report("std sync_channel (MPSC)", n, d, s);
+        for (i, (name, f)) in benches.iter().enumerate() {
+            let (d, sum) = f(n);
+            report(name, n, d, sum);
+            results[i].push(d.as_nanos() as f64 / n as f64);
+        }
+    }
+    println!("summary (ns/msg): min / median over {rounds} rounds");
+    for (i, (name, _)) in benches.iter().enumerate() {
+        let mut r = results[i].clone();
+        r.sort_by(f64::total_cmp);
+        println!("{name:<28} {:>8.2} / {:>8.2}", r[0], r[r.len() / 2]);
     }
 }

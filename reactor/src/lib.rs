@@ -71,22 +71,31 @@
 //! is the driver's `IoQueuePair`, used from the thread that created it.
 //! [`DirectQueue`] wraps one with the same request/response types:
 //!
-//! ```ignore
-//! use nvme_reactor::{DirectQueue, DirectSubmit, Request};
-//! use nvme_engine::driver::QueuePairOptions;
+//! ```
+//! use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
+//! use nvme_engine::emu::{EmuConfig, EmuController};
+//! use nvme_reactor::{DirectQueue, Request};
 //!
-//! let mut q = DirectQueue::new(&controller, QueuePairOptions::default(), 2 << 20)?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = EmuController::new(EmuConfig::ram(1 << 20))?;
+//! let controller = Controller::new(device, ControllerOptions::default())?;
+//! // The queue pair belongs to this thread from here on.
+//! let mut q = DirectQueue::new(&controller, QueuePairOptions::default(), 1 << 20)?;
 //! let mut buf = q.alloc(4096)?;
 //! buf.fill(0xab);
-//! q.submit(Request::write(0, 1, 0, buf, false, 7)).map_err(|_| "not submitted")?;
+//! q.submit(Request::write(0, 1, 0, buf, false, 7))
+//!     .map_err(|e| format!("not submitted: {e:?}"))?;
 //! let mut done = None;
 //! while done.is_none() {
 //!     q.poll(32, |resp| done = Some(resp)); // rings the doorbell, reaps
 //! }
-//! let resp = done.unwrap();
+//! let resp = done.ok_or("no completion")?;
 //! assert_eq!(resp.token, 7);
-//! q.free(resp.buf.unwrap())?;
+//! resp.result?;
+//! q.free(resp.buf.ok_or("buffer not returned")?)?;
 //! q.delete()?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Ring choice (measured)

@@ -474,14 +474,19 @@ impl<D: Device> Reactor<D> {
         self.links.push(Some(link));
     }
 
-    /// Drop links whose producer is gone and which have nothing in flight.
+    /// Forget responses nobody can receive, and drop links whose producer
+    /// is gone once nothing of theirs is in flight.
     fn reap_abandoned(&mut self) {
         for slot in &mut self.links {
-            if let Some(l) = slot
-                && l.submissions.is_abandoned()
-                && l.submissions.is_empty()
-                && l.outstanding == 0
-            {
+            let Some(l) = slot else { continue };
+            if !l.completions.is_abandoned() {
+                continue;
+            }
+            // The producer was dropped: its pending responses have no
+            // reader; dropping them frees its credit so the requests still
+            // in its ring are carried out (and then dropped the same way).
+            l.pending.clear();
+            if l.submissions.is_empty() && l.outstanding == 0 {
                 *slot = None;
             }
         }

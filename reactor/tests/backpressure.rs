@@ -113,3 +113,60 @@ fn tiny_rings_hand_requests_back_and_lose_none() {
     assert_eq!(report.completed(), N);
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn a_full_completion_ring_keeps_responses_on_the_reactor_until_drained() {
+    let mut cfg = config(1);
+    cfg.ring_capacity = 4;
+    let set = ReactorSet::start(cfg, vec![controller()]).unwrap();
+    let mut p = set.producer(0).unwrap();
+    const N: u64 = 8;
+    // Never poll until the reactor has answered everything: the second
+    // half of the answers finds the completion ring full.
+    for token in 0..N {
+        let mut req = Request::flush(0, 1, token);
+        loop {
+            match p.try_submit(req) {
+                Ok(()) => break,
+                Err(rejected) => {
+                    req = rejected.request;
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+    wait_for(|| set.stats().unwrap()[0].completed == N);
+    let stats = set.stats().unwrap();
+    assert!(stats[0].completion_ring_full > 0, "{}", stats[0]);
+    let mut seen = vec![0u32; N as usize];
+    wait_for(|| {
+        p.poll_completions(|r| {
+            assert!(r.result.is_ok());
+            seen[r.token as usize] += 1;
+        });
+        seen.iter().all(|&n| n > 0)
+    });
+    assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    assert!(set.shutdown().is_clean());
+}
+
+#[test]
+fn a_dropped_producer_does_not_stall_its_reactor() {
+    let mut cfg = config(1);
+    cfg.ring_capacity = 4;
+    let set = ReactorSet::start(cfg, vec![controller()]).unwrap();
+    let mut gone = set.producer(0).unwrap();
+    for token in 0..4 {
+        gone.try_submit(Request::flush(0, 1, token)).unwrap();
+    }
+    drop(gone);
+    let mut p = set.producer(0).unwrap();
+    let responses = run_all(
+        std::slice::from_mut(&mut p),
+        (0..20).map(|t| (0, Request::flush(0, 1, t))).collect(),
+    );
+    assert_eq!(responses.len(), 20);
+    wait_for(|| set.stats().unwrap()[0].producers == 1);
+    let report = set.shutdown();
+    assert_eq!(report.completed(), 24);
+}
