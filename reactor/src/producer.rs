@@ -10,7 +10,8 @@
 //! Shutdown handshake: the reactor sets `closing` in the pair's shared
 //! state; `try_submit` checks it before each push (one load of a line that
 //! is written once). A request that raced past the check is never lost: when
-//! the reactor exits it leaves the submission ring's consumer and any
+//! the reactor lets go of its end (the `Drop` of [`Link`], so also when a
+//! reactor thread dies) it leaves the submission ring's consumer and any
 //! undelivered responses in `leftovers`, and `poll_completions` completes
 //! those requests with [`RequestError::ShutDown`].
 
@@ -89,6 +90,24 @@ pub(crate) struct Link {
     pub(crate) shared: Arc<LinkShared>,
 }
 
+impl Drop for Link {
+    /// However the reactor lets go of a link — orderly exit, a dropped
+    /// control message, unwinding — the producer learns it is closed and
+    /// gets back what the reactor still held, so nothing is lost silently.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        let (_, empty) = rtrb::RingBuffer::new(0);
+        let left = Leftovers {
+            submissions: std::mem::replace(&mut self.submissions, empty),
+            responses: std::mem::take(&mut self.pending),
+        };
+        match self.shared.leftovers.lock() {
+            Ok(mut g) => *g = Some(left),
+            Err(poisoned) => *poisoned.into_inner() = Some(left),
+        }
+    }
+}
+
 impl Link {
     /// Push a response, or keep it pending when the ring is full. Returns
     /// true when the ring was full.
@@ -135,6 +154,22 @@ pub struct ProducerStats {
 }
 
 /// An application thread's connection to one reactor.
+///
+/// `Send`, so it can move to the thread that submits:
+/// ```
+/// fn send<T: Send>() {}
+/// send::<nvme_reactor::Producer>();
+/// ```
+/// but not `Sync` (two threads can never share one ring end):
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<nvme_reactor::Producer>();
+/// ```
+/// and not `Clone` (a second handle would make the ring multi-producer):
+/// ```compile_fail
+/// fn clone<T: Clone>() {}
+/// clone::<nvme_reactor::Producer>();
+/// ```
 pub struct Producer {
     reactor: usize,
     submissions: rtrb::Producer<Request>,
@@ -372,19 +407,7 @@ mod tests {
                 .try_submit(Request::flush(0, 1, t))
                 .expect("ring has room");
         }
-        link.shared.closing.store(true, Ordering::Release);
-        let Link {
-            submissions,
-            completions,
-            pending,
-            shared,
-            ..
-        } = link;
-        *shared.leftovers.lock().unwrap() = Some(Leftovers {
-            submissions,
-            responses: pending,
-        });
-        drop(completions);
+        drop(link);
         let rejected = producer.try_submit(Request::flush(0, 1, 99)).unwrap_err();
         assert!(matches!(rejected.reason, ProducerError::ShuttingDown));
         let mut tokens = Vec::new();

@@ -20,7 +20,9 @@
 
 #![forbid(unsafe_code)]
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -32,10 +34,10 @@ use nvme_engine::driver::{Controller, IoCompletion, IoQueuePair, QueuePairOption
 use crate::cores;
 use crate::issue::{IssueError, issue};
 use crate::poller::{Poller, Pollers};
-use crate::producer::{Leftovers, Link};
+use crate::producer::Link;
 use crate::request::{Request, RequestError, Response};
 use crate::set::ReactorError;
-use crate::stats::{ReactorReport, ReactorStats};
+use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats};
 use crate::timer::{TimerFn, Timers};
 
 /// Messages from the reactor set to a reactor (off the I/O path).
@@ -100,6 +102,7 @@ struct Reactor<D: Device> {
     idle_yield: bool,
     shutdown_timeout: Duration,
     closing: Option<Instant>,
+    failures: Vec<FailedIo>,
 }
 
 /// The body of a reactor thread: set up on this thread, report readiness
@@ -122,6 +125,7 @@ pub(crate) fn run<D: Device>(
             return ReactorReport {
                 stats,
                 errors: vec![msg],
+                failures: Vec::new(),
             };
         }
     };
@@ -139,13 +143,21 @@ pub(crate) fn run<D: Device>(
         idle_yield: params.idle_yield,
         shutdown_timeout: params.shutdown_timeout,
         closing: None,
+        failures: Vec::with_capacity(MAX_RECORDED_FAILURES),
     };
-    let mut errors = reactor.run_loop();
+    let mut errors = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run_loop())) {
+        Ok(errors) => errors,
+        Err(payload) => reactor.recover(params.index, payload.as_ref()),
+    };
     let stats = reactor.snapshot();
-    let Reactor { queues, links, .. } = reactor;
-    for link in links.into_iter().flatten() {
-        leave(link);
-    }
+    let Reactor {
+        queues,
+        links,
+        failures,
+        ..
+    } = reactor;
+    // Dropping a link hands what it still holds to its producer.
+    drop(links);
     for q in queues {
         let qid = q.qp.qid();
         if let Err(e) = q.qp.delete() {
@@ -155,7 +167,11 @@ pub(crate) fn run<D: Device>(
             ));
         }
     }
-    ReactorReport { stats, errors }
+    ReactorReport {
+        stats,
+        errors,
+        failures,
+    }
 }
 
 /// Pin, then create this reactor's queue pairs and pools on its own thread.
@@ -193,31 +209,25 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
     Ok(queues)
 }
 
-/// Hand what a link still holds to its producer.
-fn leave(link: Link) {
-    let Link {
-        submissions,
-        completions,
-        pending,
-        shared,
-        ..
-    } = link;
-    let left = Leftovers {
-        submissions,
-        responses: pending,
-    };
-    match shared.leftovers.lock() {
-        Ok(mut g) => *g = Some(left),
-        Err(poisoned) => *poisoned.into_inner() = Some(left),
-    }
-    drop(completions);
-}
-
 /// Answer a request: count it and hand the response to its link.
-fn respond(links: &mut [Option<Link>], stats: &mut ReactorStats, link: u32, response: Response) {
+fn respond(
+    links: &mut [Option<Link>],
+    stats: &mut ReactorStats,
+    failures: &mut Vec<FailedIo>,
+    link: u32,
+    response: Response,
+) {
     stats.completed += 1;
-    if response.result.is_err() {
+    if let Err(error) = &response.result {
         stats.failed += 1;
+        // Capacity reserved at start: recording never allocates.
+        if failures.len() < MAX_RECORDED_FAILURES {
+            failures.push(FailedIo {
+                reactor: stats.reactor,
+                token: response.token,
+                error: *error,
+            });
+        }
     }
     if let Some(Some(l)) = links.get_mut(link as usize)
         && l.deliver(response)
@@ -258,6 +268,34 @@ impl<D: Device> Reactor<D> {
         }
     }
 
+    /// After a panic escaped the loop (a poller or timer, most likely):
+    /// drop the application code, stop accepting, and drain what is in
+    /// flight so every request is still answered once.
+    fn recover(&mut self, index: usize, payload: &(dyn Any + Send)) -> Vec<String> {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let mut errors = vec![format!(
+            "reactor {index} panicked ({what}); its pollers and timers were dropped, \
+             it stopped accepting I/O and drained what was in flight"
+        )];
+        self.pollers = Pollers::default();
+        self.timers = Timers::default();
+        if self.closing.is_none() {
+            self.begin_shutdown();
+        }
+        match panic::catch_unwind(AssertUnwindSafe(|| self.run_loop())) {
+            Ok(more) => errors.extend(more),
+            Err(_) => errors.push(format!(
+                "reactor {index} panicked again while draining; requests still in flight \
+                 on its queues were not answered"
+            )),
+        }
+        errors
+    }
+
     /// One loop turn; true when it did any work.
     fn turn(&mut self) -> bool {
         let mut busy = false;
@@ -294,6 +332,7 @@ impl<D: Device> Reactor<D> {
             slots,
             free,
             stats,
+            failures,
             ..
         } = self;
         let mut busy = false;
@@ -323,7 +362,7 @@ impl<D: Device> Reactor<D> {
                             result: Err(error),
                             buf: request.buf,
                         };
-                        respond(links, stats, link, r);
+                        respond(links, stats, failures, link, r);
                     }
                 }
             }
@@ -339,6 +378,7 @@ impl<D: Device> Reactor<D> {
             slots,
             free,
             stats,
+            failures,
             batch,
             ..
         } = self;
@@ -368,7 +408,7 @@ impl<D: Device> Reactor<D> {
                         result: Err(RequestError::NoSuchController { index: ci, count }),
                         buf: req.buf,
                     };
-                    respond(links, stats, li as u32, r);
+                    respond(links, stats, failures, li as u32, r);
                     continue;
                 };
                 let s = &mut slots[slot as usize];
@@ -397,7 +437,7 @@ impl<D: Device> Reactor<D> {
                             result: Err(error),
                             buf: request.buf,
                         };
-                        respond(links, stats, li as u32, r);
+                        respond(links, stats, failures, li as u32, r);
                     }
                 }
             }
@@ -414,6 +454,7 @@ impl<D: Device> Reactor<D> {
             slots,
             free,
             stats,
+            failures,
             batch,
             ..
         } = self;
@@ -433,7 +474,7 @@ impl<D: Device> Reactor<D> {
                     result: c.result.map_err(RequestError::Device),
                     buf: c.buf,
                 };
-                respond(links, stats, link, r);
+                respond(links, stats, failures, link, r);
             });
             busy |= n > 0;
         }

@@ -112,7 +112,7 @@ impl Request {
 }
 
 /// Why a request failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// The controller completed the command with an error status.
     #[error("the device failed the command: {0}")]

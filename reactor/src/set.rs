@@ -319,6 +319,7 @@ impl<D: Device> ReactorSet<D> {
                         ..ReactorStats::default()
                     },
                     errors: vec![format!("reactor {index} panicked")],
+                    failures: Vec::new(),
                 }),
             }
         }

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::request::RequestError;
+
 /// Counters of one reactor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReactorStats {
@@ -61,11 +63,28 @@ impl fmt::Display for ReactorStats {
     }
 }
 
+/// How many failed requests each reactor remembers for its report.
+pub const MAX_RECORDED_FAILURES: usize = 16;
+
+/// One failed request, as remembered for the shutdown report.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedIo {
+    /// Reactor that answered it.
+    pub reactor: usize,
+    /// The request's token.
+    pub token: u64,
+    /// Why it failed.
+    pub error: RequestError,
+}
+
 /// What one reactor reports when it exits.
 #[derive(Debug, Clone, Default)]
 pub struct ReactorReport {
     /// Final counters.
     pub stats: ReactorStats,
+    /// The first failed requests (up to [`MAX_RECORDED_FAILURES`]); the
+    /// total is `stats.failed`.
+    pub failures: Vec<FailedIo>,
     /// Problems met while tearing down (queue deletion failures), or a
     /// note that the reactor thread panicked.
     pub errors: Vec<String>,
@@ -110,6 +129,16 @@ impl fmt::Display for ShutdownReport {
             writeln!(f, "  {}", r.stats)?;
             for e in &r.errors {
                 writeln!(f, "    error: {e}")?;
+            }
+            for x in &r.failures {
+                writeln!(f, "    failed I/O token {}: {}", x.token, x.error)?;
+            }
+            if r.stats.failed > r.failures.len() as u64 {
+                writeln!(
+                    f,
+                    "    ... and {} more failed I/O",
+                    r.stats.failed - r.failures.len() as u64
+                )?;
             }
         }
         Ok(())

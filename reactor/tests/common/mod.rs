@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::dma::DmaBuf;
 use nvme_engine::driver::{Controller, ControllerOptions};
-use nvme_engine::emu::{EmuConfig, EmuController};
+use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, EmuMode};
 use nvme_reactor::{
     AllowedCores, CoreSpec, Producer, ProducerError, ReactorConfig, Request, Response,
 };
@@ -24,6 +24,24 @@ pub const BLOCK: usize = 512;
 pub fn controller() -> Controller<Dev> {
     let device = EmuController::new(EmuConfig::ram(16 << 20)).expect("emulated controller");
     Controller::new(device, ControllerOptions::default()).expect("bring-up")
+}
+
+/// An emulated controller like [`controller`] in threaded mode (a device
+/// thread polls the doorbells), with its fault-injection handle.
+pub fn threaded_controller() -> (Controller<Dev>, EmuHandle) {
+    let device = EmuController::new(EmuConfig::ram(16 << 20).mode(EmuMode::threaded()))
+        .expect("emulated controller");
+    let handle = device.handle();
+    let ctrl = Controller::new(device, ControllerOptions::default()).expect("bring-up");
+    (ctrl, handle)
+}
+
+/// [`controller`] with its fault-injection handle.
+pub fn controller_with_handle() -> (Controller<Dev>, EmuHandle) {
+    let device = EmuController::new(EmuConfig::ram(16 << 20)).expect("emulated controller");
+    let handle = device.handle();
+    let ctrl = Controller::new(device, ControllerOptions::default()).expect("bring-up");
+    (ctrl, handle)
 }
 
 /// `n` reactors on allowed cores (repeating cores when there are fewer),
