@@ -1,5 +1,14 @@
 //! Shared plumbing for the example programs: pick the device to run on.
 //!
+//! The programs (`cargo run --release -p nvme-engine-examples --bin NAME`):
+//! - `hello_world [PCI]` — write a block through a reactor, read it back,
+//!   compare.
+//! - `identify [PCI]` — controller and namespace Identify data, laid out
+//!   like `nvme id-ctrl` / `nvme id-ns`.
+//! - `journal [PCI] [--records N] [--record-bytes B] [--depth D]` — an
+//!   append-only journal committing FUA writes through a pinned reactor;
+//!   prints p50/p99/p99.9 commit latency and reads every record back.
+//!
 //! With no argument an example runs on the built-in emulated controller
 //! (RAM-backed, threaded mode: a device thread polls the doorbells like
 //! hardware). With a PCI address (`0000:04:00.0`) it runs on that
