@@ -126,14 +126,18 @@ impl Link {
         }
     }
 
-    /// Move pending responses into the ring while it has room.
-    pub(crate) fn flush_pending(&mut self) {
+    /// Move pending responses into the ring while it has room; true when
+    /// any moved.
+    pub(crate) fn flush_pending(&mut self) -> bool {
+        let mut moved = false;
         while let Some(r) = self.pending.pop_front() {
             if let Err(rtrb::PushError::Full(r)) = self.completions.push(r) {
                 self.pending.push_front(r);
                 break;
             }
+            moved = true;
         }
+        moved
     }
 
     /// Whether the reactor may take another request from this ring.
@@ -371,7 +375,7 @@ mod tests {
             }
             // Leave the rest to the producer, as a reactor does at exit.
             while !link.pending.is_empty() {
-                link.flush_pending();
+                let _ = link.flush_pending();
                 thread::yield_now();
             }
         });

@@ -301,8 +301,7 @@ impl<D: Device> Reactor<D> {
         let mut busy = false;
         for link in self.links.iter_mut().flatten() {
             if !link.pending.is_empty() {
-                link.flush_pending();
-                busy = true;
+                busy |= link.flush_pending();
             }
         }
         busy |= self.retry_backlogs();
@@ -342,9 +341,9 @@ impl<D: Device> Reactor<D> {
                     q.backlog.pop_front();
                     continue;
                 };
-                busy = true;
                 match issue(&q.controller, ci, &mut q.qp, req, slot as u64) {
                     Ok(()) => {
+                        busy = true;
                         q.backlog.pop_front();
                         q.dirty = true;
                         stats.submitted += 1;
@@ -354,6 +353,7 @@ impl<D: Device> Reactor<D> {
                         break;
                     }
                     Err(IssueError::Failed { request, error }) => {
+                        busy = true;
                         q.backlog.pop_front();
                         let link = slots[slot as usize].link;
                         free.push(slot);
