@@ -6,7 +6,8 @@
 //! ([`CoreSpec`]: `"0,2-3"` or `"0x3"`, checked against the process's
 //! allowed CPU set, pinned with `core_affinity` when [`ReactorConfig::pin`]
 //! is set). Each reactor creates, **on its own thread**, one I/O queue pair
-//! and one DMA pool per attached controller. Nothing on the I/O path is
+//! and one DMA pool per attached controller (the pool serves reactor-local
+//! I/O, below). Nothing on the I/O path is
 //! shared between reactors: no locks, no allocation, no system calls, and no
 //! atomics but those of the rings.
 //!
@@ -38,6 +39,15 @@
 //! registered pollers ([`PollStatus::Busy`]/[`PollStatus::Idle`]) and due
 //! timers. Counters per reactor ([`ReactorStats`]): busy/idle turns,
 //! submitted, completed, failed, queue-full and completion-ring-full events.
+//!
+//! # Reactor-local I/O
+//!
+//! Application code can also live on a reactor, SPDK style:
+//! [`ReactorSet::add_local_poller`] registers a poller that gets a
+//! [`ReactorContext`] each turn, through which it allocates buffers from the
+//! reactor's own DMA pool and submits requests straight onto the reactor's
+//! queue pairs — no ring, no other thread. Its responses wait on the reactor
+//! (`local_capacity` slots, reserved at start) until it collects them.
 //!
 //! # Backpressure, never loss
 //!
@@ -130,6 +140,7 @@
 
 #![forbid(unsafe_code)]
 
+mod context;
 mod cores;
 mod direct;
 mod issue;
@@ -141,6 +152,7 @@ mod set;
 mod stats;
 mod timer;
 
+pub use context::{ContextError, LocalPoller, LocalRejected, ReactorContext};
 pub use cores::{AllowedCores, CoreError, CoreSpec, pin_current_thread};
 pub use direct::{DirectError, DirectQueue, DirectSubmit};
 pub use poller::{PollStatus, Poller};

@@ -31,9 +31,10 @@ use nvme_engine::Device;
 use nvme_engine::dma::DmaPool;
 use nvme_engine::driver::{Controller, IoCompletion, IoQueuePair, QueuePairOptions};
 
+use crate::context::{LOCAL_LINK, Local, LocalPoller, ReactorContext};
 use crate::cores;
 use crate::issue::{IssueError, issue};
-use crate::poller::{Poller, Pollers};
+use crate::poller::{PollStatus, Poller, Pollers};
 use crate::producer::Link;
 use crate::request::{Request, RequestError, Response};
 use crate::set::ReactorError;
@@ -41,11 +42,13 @@ use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats}
 use crate::timer::{TimerFn, Timers};
 
 /// Messages from the reactor set to a reactor (off the I/O path).
-pub(crate) enum Control {
+pub(crate) enum Control<D: Device> {
     /// A new producer's ring pair.
     Attach(Link),
     /// Register a poller.
     AddPoller(Poller),
+    /// Register a poller that does I/O on the reactor.
+    AddLocalPoller(LocalPoller<D>),
     /// Register a periodic timer.
     AddTimer(Duration, TimerFn),
     /// Reply with a snapshot of the counters.
@@ -62,31 +65,34 @@ pub(crate) struct ReactorParams<D: Device> {
     pub(crate) controllers: Vec<Controller<D>>,
     pub(crate) queue_entries: Option<u16>,
     pub(crate) pool_bytes: usize,
+    pub(crate) local_capacity: usize,
     pub(crate) batch: usize,
     pub(crate) idle_yield: bool,
     pub(crate) shutdown_timeout: Duration,
 }
 
 /// One controller as seen by one reactor.
-struct Queue<D: Device> {
-    controller: Controller<D>,
-    qp: IoQueuePair<D>,
-    /// The reactor's own DMA memory for this controller, kept for the
-    /// reactor's lifetime and released after the queue pair is deleted.
-    _pool: DmaPool,
+pub(crate) struct Queue<D: Device> {
+    pub(crate) controller: Controller<D>,
+    pub(crate) qp: IoQueuePair<D>,
+    /// The reactor's own DMA memory for this controller: buffers for
+    /// reactor-local I/O. Released after the queue pair is deleted.
+    pub(crate) pool: DmaPool,
     /// Slots whose request waits for room on this queue, oldest first.
-    backlog: VecDeque<u32>,
+    pub(crate) backlog: VecDeque<u32>,
     /// Whether entries were added since the last doorbell.
-    dirty: bool,
+    pub(crate) dirty: bool,
 }
 
 /// A request between leaving its ring and being answered.
 #[derive(Default)]
-struct Slot {
-    link: u32,
-    token: u64,
+pub(crate) struct Slot {
+    /// Index of the producer link, or [`LOCAL_LINK`].
+    pub(crate) link: u32,
+    /// The request's own token.
+    pub(crate) token: u64,
     /// The request itself while it waits in a backlog.
-    parked: Option<Request>,
+    pub(crate) parked: Option<Request>,
 }
 
 struct Reactor<D: Device> {
@@ -96,8 +102,10 @@ struct Reactor<D: Device> {
     slots: Vec<Slot>,
     free: Vec<u32>,
     pollers: Pollers,
+    local_pollers: Vec<LocalPoller<D>>,
+    local: Local,
     timers: Timers,
-    control: Receiver<Control>,
+    control: Receiver<Control<D>>,
     batch: usize,
     idle_yield: bool,
     shutdown_timeout: Duration,
@@ -109,7 +117,7 @@ struct Reactor<D: Device> {
 /// through `ready`, run until shutdown, tear down, report.
 pub(crate) fn run<D: Device>(
     params: ReactorParams<D>,
-    control: Receiver<Control>,
+    control: Receiver<Control<D>>,
     ready: Sender<Result<(), ReactorError>>,
 ) -> ReactorReport {
     let stats = ReactorStats {
@@ -137,6 +145,8 @@ pub(crate) fn run<D: Device>(
         slots: Vec::new(),
         free: Vec::new(),
         pollers: Pollers::default(),
+        local_pollers: Vec::new(),
+        local: Local::new(params.local_capacity),
         timers: Timers::default(),
         control,
         batch: params.batch.max(1),
@@ -145,6 +155,7 @@ pub(crate) fn run<D: Device>(
         closing: None,
         failures: Vec::with_capacity(MAX_RECORDED_FAILURES),
     };
+    reactor.add_slots(params.local_capacity);
     let mut errors = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run_loop())) {
         Ok(errors) => errors,
         Err(payload) => reactor.recover(params.index, payload.as_ref()),
@@ -190,7 +201,7 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
             Ok((qp, pool)) => queues.push(Queue {
                 controller: controller.clone(),
                 qp,
-                _pool: pool,
+                pool,
                 backlog: VecDeque::new(),
                 dirty: false,
             }),
@@ -209,30 +220,46 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
     Ok(queues)
 }
 
-/// Answer a request: count it and hand the response to its link.
-fn respond(
-    links: &mut [Option<Link>],
+/// Count an answer, remembering the first failures.
+pub(crate) fn count_response(
     stats: &mut ReactorStats,
     failures: &mut Vec<FailedIo>,
-    link: u32,
-    response: Response,
+    token: u64,
+    result: &Result<u32, RequestError>,
 ) {
     stats.completed += 1;
-    if let Err(error) = &response.result {
+    if let Err(error) = result {
         stats.failed += 1;
         // Capacity reserved at start: recording never allocates.
         if failures.len() < MAX_RECORDED_FAILURES {
             failures.push(FailedIo {
                 reactor: stats.reactor,
-                token: response.token,
+                token,
                 error: *error,
             });
         }
     }
-    if let Some(Some(l)) = links.get_mut(link as usize)
-        && l.deliver(response)
-    {
-        stats.completion_ring_full += 1;
+}
+
+/// Where answers go: producer links, or the reactor-local queue.
+struct Sinks<'a> {
+    links: &'a mut [Option<Link>],
+    local: &'a mut Local,
+    stats: &'a mut ReactorStats,
+    failures: &'a mut Vec<FailedIo>,
+}
+
+impl Sinks<'_> {
+    /// Answer a request: count it and hand the response to its link.
+    fn respond(&mut self, link: u32, response: Response) {
+        count_response(self.stats, self.failures, response.token, &response.result);
+        if link == LOCAL_LINK {
+            self.local.deliver(response);
+        } else if let Some(Some(l)) = self.links.get_mut(link as usize)
+            && l.deliver(response)
+        {
+            self.stats.completion_ring_full += 1;
+        }
     }
 }
 
@@ -282,6 +309,7 @@ impl<D: Device> Reactor<D> {
              it stopped accepting I/O and drained what was in flight"
         )];
         self.pollers = Pollers::default();
+        self.local_pollers = Vec::new();
         self.timers = Timers::default();
         if self.closing.is_none() {
             self.begin_shutdown();
@@ -306,6 +334,9 @@ impl<D: Device> Reactor<D> {
         }
         busy |= self.retry_backlogs();
         busy |= self.drain_rings();
+        if !self.local_pollers.is_empty() {
+            busy |= self.run_local_pollers();
+        }
         for q in &mut self.queues {
             if q.dirty {
                 q.qp.ring_doorbell();
@@ -323,6 +354,29 @@ impl<D: Device> Reactor<D> {
         busy
     }
 
+    /// Run the pollers that do I/O here, each with a view of the reactor.
+    fn run_local_pollers(&mut self) -> bool {
+        // Taking the list out (no allocation) lets the context borrow the
+        // rest of the reactor.
+        let mut pollers = std::mem::take(&mut self.local_pollers);
+        let mut ctx = ReactorContext {
+            reactor: self.stats.reactor,
+            closing: self.closing.is_some(),
+            queues: &mut self.queues,
+            slots: &mut self.slots,
+            free: &mut self.free,
+            stats: &mut self.stats,
+            failures: &mut self.failures,
+            local: &mut self.local,
+        };
+        let mut busy = false;
+        for p in &mut pollers {
+            busy |= p(&mut ctx) == PollStatus::Busy;
+        }
+        self.local_pollers = pollers;
+        busy
+    }
+
     /// Resubmit backlogged requests, oldest first, until a queue is full again.
     fn retry_backlogs(&mut self) -> bool {
         let Reactor {
@@ -332,6 +386,7 @@ impl<D: Device> Reactor<D> {
             free,
             stats,
             failures,
+            local,
             ..
         } = self;
         let mut busy = false;
@@ -362,7 +417,13 @@ impl<D: Device> Reactor<D> {
                             result: Err(error),
                             buf: request.buf,
                         };
-                        respond(links, stats, failures, link, r);
+                        Sinks {
+                            links,
+                            local,
+                            stats,
+                            failures,
+                        }
+                        .respond(link, r);
                     }
                 }
             }
@@ -379,6 +440,7 @@ impl<D: Device> Reactor<D> {
             free,
             stats,
             failures,
+            local,
             batch,
             ..
         } = self;
@@ -408,7 +470,13 @@ impl<D: Device> Reactor<D> {
                         result: Err(RequestError::NoSuchController { index: ci, count }),
                         buf: req.buf,
                     };
-                    respond(links, stats, failures, li as u32, r);
+                    Sinks {
+                        links,
+                        local,
+                        stats,
+                        failures,
+                    }
+                    .respond(li as u32, r);
                     continue;
                 };
                 let s = &mut slots[slot as usize];
@@ -437,7 +505,13 @@ impl<D: Device> Reactor<D> {
                             result: Err(error),
                             buf: request.buf,
                         };
-                        respond(links, stats, failures, li as u32, r);
+                        Sinks {
+                            links,
+                            local,
+                            stats,
+                            failures,
+                        }
+                        .respond(li as u32, r);
                     }
                 }
             }
@@ -455,6 +529,7 @@ impl<D: Device> Reactor<D> {
             free,
             stats,
             failures,
+            local,
             batch,
             ..
         } = self;
@@ -474,7 +549,13 @@ impl<D: Device> Reactor<D> {
                     result: c.result.map_err(RequestError::Device),
                     buf: c.buf,
                 };
-                respond(links, stats, failures, link, r);
+                Sinks {
+                    links,
+                    local,
+                    stats,
+                    failures,
+                }
+                .respond(link, r);
             });
             busy |= n > 0;
         }
@@ -487,6 +568,7 @@ impl<D: Device> Reactor<D> {
             match self.control.try_recv() {
                 Ok(Control::Attach(link)) => self.attach(link),
                 Ok(Control::AddPoller(p)) => self.pollers.add(p),
+                Ok(Control::AddLocalPoller(p)) => self.local_pollers.push(p),
                 Ok(Control::AddTimer(period, f)) => self.timers.add(Instant::now(), period, f),
                 Ok(Control::Stats(reply)) => {
                     let _ = reply.send(self.snapshot());
@@ -503,16 +585,21 @@ impl<D: Device> Reactor<D> {
     /// Reserve everything a new producer can ever need, then add its link.
     fn attach(&mut self, link: Link) {
         let more = link.limit;
+        self.add_slots(more);
+        for q in &mut self.queues {
+            q.backlog.reserve(more);
+        }
+        self.links.push(Some(link));
+    }
+
+    /// Grow the slot table (and the free list's capacity) by `more`.
+    fn add_slots(&mut self, more: usize) {
         let base = self.slots.len();
         self.slots.reserve(more);
         self.slots.extend((0..more).map(|_| Slot::default()));
         self.free.reserve(more);
         self.free
             .extend((base..base + more).rev().map(|i| i as u32));
-        for q in &mut self.queues {
-            q.backlog.reserve(more);
-        }
-        self.links.push(Some(link));
     }
 
     /// Forget responses nobody can receive, and drop links whose producer
@@ -544,9 +631,11 @@ impl<D: Device> Reactor<D> {
 
     /// Nothing in flight, and nothing left in a ring that could still be taken.
     fn drained(&self) -> bool {
-        self.queues
-            .iter()
-            .all(|q| q.backlog.is_empty() && q.qp.outstanding() == 0)
+        self.local.outstanding == 0
+            && self
+                .queues
+                .iter()
+                .all(|q| q.backlog.is_empty() && q.qp.outstanding() == 0)
             && self
                 .links
                 .iter()
@@ -567,7 +656,7 @@ impl<D: Device> Reactor<D> {
     fn snapshot(&self) -> ReactorStats {
         ReactorStats {
             producers: self.links.iter().flatten().count(),
-            pollers: self.pollers.len(),
+            pollers: self.pollers.len() + self.local_pollers.len(),
             timers: self.timers.len(),
             ..self.stats
         }

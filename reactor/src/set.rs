@@ -13,6 +13,7 @@ use std::time::Duration;
 use nvme_engine::Device;
 use nvme_engine::driver::{Controller, DriverError};
 
+use crate::context::LocalPoller;
 use crate::cores::{AllowedCores, CoreError, CoreSpec};
 use crate::poller::Poller;
 use crate::producer::{self, Producer};
@@ -35,8 +36,11 @@ pub struct ReactorConfig {
     pub ring_capacity: usize,
     /// Entries per NVMe I/O queue; `None` takes the controller's default.
     pub queue_entries: Option<u16>,
-    /// Bytes of DMA memory each reactor reserves per controller.
+    /// Bytes of DMA memory each reactor reserves per controller, for
+    /// reactor-local I/O ([`ReactorSet::add_local_poller`]).
     pub pool_bytes: usize,
+    /// Most reactor-local requests in flight or uncollected per reactor.
+    pub local_capacity: usize,
     /// Bytes of DMA memory each producer gets per controller for its buffers.
     pub producer_pool_bytes: usize,
     /// Most requests taken from one ring, and most completions reaped from
@@ -57,6 +61,7 @@ impl Default for ReactorConfig {
             ring_capacity: 256,
             queue_entries: None,
             pool_bytes: 2 << 20,
+            local_capacity: 64,
             producer_pool_bytes: 2 << 20,
             batch: 32,
             idle_yield: false,
@@ -125,15 +130,15 @@ pub enum ReactorError {
     },
 }
 
-struct Handle {
+struct Handle<D: Device> {
     core: usize,
-    control: Sender<Control>,
+    control: Sender<Control<D>>,
     thread: Option<JoinHandle<ReactorReport>>,
 }
 
 /// A set of running reactors over a list of controllers.
 pub struct ReactorSet<D: Device> {
-    reactors: Vec<Handle>,
+    reactors: Vec<Handle<D>>,
     controllers: Vec<Controller<D>>,
     ring_capacity: usize,
     producer_pool_bytes: usize,
@@ -186,6 +191,7 @@ impl<D: Device> ReactorSet<D> {
                 controllers: set.controllers.clone(),
                 queue_entries: config.queue_entries,
                 pool_bytes: config.pool_bytes,
+                local_capacity: config.local_capacity,
                 batch: config.batch,
                 idle_yield: config.idle_yield,
                 shutdown_timeout: config.shutdown_timeout,
@@ -231,14 +237,14 @@ impl<D: Device> ReactorSet<D> {
         &self.controllers
     }
 
-    fn handle(&self, index: usize) -> Result<&Handle, ReactorError> {
+    fn handle(&self, index: usize) -> Result<&Handle<D>, ReactorError> {
         self.reactors.get(index).ok_or(ReactorError::NoSuchReactor {
             index,
             count: self.reactors.len(),
         })
     }
 
-    fn send(&self, index: usize, msg: Control) -> Result<(), ReactorError> {
+    fn send(&self, index: usize, msg: Control<D>) -> Result<(), ReactorError> {
         self.handle(index)?
             .control
             .send(msg)
@@ -268,6 +274,17 @@ impl<D: Device> ReactorSet<D> {
     /// Run `poller` on reactor `reactor` on every loop turn.
     pub fn add_poller(&self, reactor: usize, poller: Poller) -> Result<(), ReactorError> {
         self.send(reactor, Control::AddPoller(poller))
+    }
+
+    /// Run `poller` on reactor `reactor` on every loop turn, with a
+    /// [`ReactorContext`](crate::ReactorContext) through which it submits I/O straight onto the
+    /// reactor's queue pairs, using buffers from the reactor's own pools.
+    pub fn add_local_poller(
+        &self,
+        reactor: usize,
+        poller: LocalPoller<D>,
+    ) -> Result<(), ReactorError> {
+        self.send(reactor, Control::AddLocalPoller(poller))
     }
 
     /// Run `f` on reactor `reactor` every `period` (first after one period).
