@@ -6,17 +6,20 @@
 //! 2. retry commands waiting for NVMe queue room (the backlog), oldest first;
 //! 3. drain each submission ring, up to `batch` requests per ring, as long
 //!    as the ring's producer has credit (see [`Link::has_credit`]);
-//! 4. ring each SQ doorbell once for the batch (NVMe §3.3.1.1: one tail
-//!    write covers every entry added);
-//! 5. reap each completion queue with a bounded budget and answer;
-//! 6. run pollers, then due timers (the clock is read once per turn, only
+//! 4. run local pollers, which may submit more commands directly;
+//! 5. write each SQ Tail Doorbell once for everything added this turn (one
+//!    tail write covers every new entry);
+//! 6. reap each completion queue with a bounded budget and answer;
+//! 7. run pollers, then due timers (the clock is read once per turn, only
 //!    when there are timers);
-//! 7. now and then (every 64 turns, or when idle) look at the control
+//! 8. now and then (every 64 turns, or when idle) look at the control
 //!    channel: new producers, pollers, timers, stats requests, shutdown.
 //!
 //! Nothing on this path allocates, locks or makes a system call: slots,
 //! backlogs and pending-response queues are reserved when a producer
-//! attaches, and the rings are wait-free.
+//! attaches (or, for local I/O, at start), and the rings are wait-free.
+//! A panic that escapes a poller or timer is caught: the reactor drops its
+//! application code, stops accepting, drains, and reports it.
 
 #![forbid(unsafe_code)]
 
