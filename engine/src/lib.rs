@@ -16,3 +16,7 @@ pub mod spec;
 pub mod vfio;
 
 pub use device::Device;
+pub use driver::{
+    Controller, ControllerOptions, DriverError, IoCompletion, IoError, IoQueuePair, LbaRange,
+    Namespace, QueuePairOptions, SubmitError, SubmitErrorKind,
+};

@@ -1,0 +1,264 @@
+//! The admin queue (NVMe Base 2.0 §3.5.1 step 3, §5): synchronous admin
+//! commands with a timeout. Admin commands are rare, so the queue lives behind
+//! the controller's `Mutex` and runs one command at a time.
+//!
+//! Every command gets a fresh CID from a rolling counter; a completion with
+//! any other CID (a late answer to a timed-out command, or a device bug) is
+//! counted and ignored.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerocopy::FromBytes;
+
+use crate::device::Device;
+use crate::dma::{DmaBuf, DmaRegion};
+use crate::spec::registers::{self, Csts, cq_head_doorbell, sq_tail_doorbell};
+use crate::spec::{AdminOpcode, Command, Completion};
+
+use super::error::DriverError;
+use super::prp::{self, PAGE_SIZE, PrpListSink};
+use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
+
+/// Where an admin command's data goes.
+pub(crate) enum AdminData<'a> {
+    /// No data transfer.
+    None,
+    /// The admin queue's own 4 KiB scratch page.
+    Scratch,
+    /// A caller's buffer (its whole window).
+    Buf(&'a DmaBuf),
+}
+
+/// Counters of completions the admin queue refused to trust.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdminStats {
+    /// Commands completed.
+    pub completed: u64,
+    /// Completions whose CID matched no outstanding command.
+    pub ignored_completions: u64,
+    /// Completions whose SQHD was outside the ring or ahead of the tail.
+    pub invalid_sqhd: u64,
+}
+
+/// A PRP list in a window of list pages.
+pub(crate) struct WindowSink<'a> {
+    pub(crate) mem: &'a DmaWindow,
+    pub(crate) first_page: usize,
+    pub(crate) pages: usize,
+}
+
+impl PrpListSink for WindowSink<'_> {
+    fn pages(&self) -> usize {
+        self.pages
+    }
+    fn page_iova(&self, page: usize) -> u64 {
+        self.mem
+            .iova((self.first_page + page) * PAGE_SIZE)
+            .unwrap_or(prp::PRP_UNUSED)
+    }
+    fn write_entry(&mut self, page: usize, entry: usize, value: u64) {
+        self.mem
+            .write_u64((self.first_page + page) * PAGE_SIZE + entry * 8, value);
+    }
+}
+
+/// The admin submission/completion queue pair and its scratch memory.
+pub(crate) struct AdminQueue {
+    sq: SqRing,
+    cq: CqRing,
+    scratch: DmaWindow,
+    list: DmaWindow,
+    list_pages: usize,
+    next_cid: u16,
+    sq_doorbell: usize,
+    cq_doorbell: usize,
+    timeout: Duration,
+    pub(crate) stats: AdminStats,
+}
+
+/// Round up to whole pages.
+pub(crate) const fn pages(bytes: usize) -> usize {
+    bytes.div_ceil(PAGE_SIZE)
+}
+
+impl AdminQueue {
+    /// Lay out an admin queue of `entries` (SQ and CQ equal) in `region`,
+    /// with PRP-list pages for transfers of up to `max_transfer` bytes.
+    pub(crate) fn new(
+        region: DmaRegion,
+        entries: u16,
+        stride: usize,
+        max_transfer: usize,
+        timeout: Duration,
+    ) -> Result<Self, DriverError> {
+        let region = Arc::new(region);
+        let sq_pages = pages(entries as usize * SQE_BYTES);
+        let cq_pages = pages(entries as usize * CQE_BYTES);
+        let list_pages = prp::list_pages_for_transfer(max_transfer).max(1);
+        let win = |page: usize, n: usize, what: &'static str| {
+            DmaWindow::new(Arc::clone(&region), page * PAGE_SIZE, n * PAGE_SIZE).ok_or(
+                DriverError::QueueMemory {
+                    what,
+                    bytes: n * PAGE_SIZE,
+                },
+            )
+        };
+        let sq_mem = win(0, sq_pages, "admin submission queue")?;
+        let cq_mem = win(sq_pages, cq_pages, "admin completion queue")?;
+        let scratch = win(sq_pages + cq_pages, 1, "admin data page")?;
+        let list = win(sq_pages + cq_pages + 1, list_pages, "admin PRP list")?;
+        let sq = SqRing::new(sq_mem, entries).ok_or(DriverError::QueueMemory {
+            what: "admin submission queue",
+            bytes: sq_pages * PAGE_SIZE,
+        })?;
+        let cq = CqRing::new(cq_mem, entries).ok_or(DriverError::QueueMemory {
+            what: "admin completion queue",
+            bytes: cq_pages * PAGE_SIZE,
+        })?;
+        if !sq.is_contiguous() || !cq.is_contiguous() {
+            return Err(DriverError::QueueMemory {
+                what: "admin queue",
+                bytes: (sq_pages + cq_pages) * PAGE_SIZE,
+            });
+        }
+        Ok(AdminQueue {
+            sq,
+            cq,
+            scratch,
+            list,
+            list_pages,
+            next_cid: 0,
+            sq_doorbell: sq_tail_doorbell(0, stride),
+            cq_doorbell: cq_head_doorbell(0, stride),
+            timeout,
+            stats: AdminStats::default(),
+        })
+    }
+
+    /// Bytes of memory an admin queue of `entries` needs.
+    pub(crate) fn region_bytes(entries: u16, max_transfer: usize) -> usize {
+        (pages(entries as usize * SQE_BYTES)
+            + pages(entries as usize * CQE_BYTES)
+            + 1
+            + prp::list_pages_for_transfer(max_transfer).max(1))
+            * PAGE_SIZE
+    }
+
+    /// IOVAs of the submission and completion rings (for ASQ/ACQ).
+    pub(crate) fn ring_iovas(&self) -> (u64, u64) {
+        (
+            self.sq.iova().unwrap_or(prp::PRP_UNUSED),
+            self.cq.iova().unwrap_or(prp::PRP_UNUSED),
+        )
+    }
+
+    /// Read the scratch page as a `T`.
+    pub(crate) fn scratch<T: FromBytes>(&self) -> Option<T> {
+        self.scratch_at(0)
+    }
+
+    /// Read a `T` at byte `off` of the scratch page.
+    pub(crate) fn scratch_at<T: FromBytes>(&self, off: usize) -> Option<T> {
+        let mut bytes = vec![0u8; size_of::<T>()];
+        if !self.scratch.read_bytes(off, &mut bytes) {
+            return None;
+        }
+        T::read_from_bytes(&bytes).ok()
+    }
+
+    /// Run one admin command to completion. Returns the completion on
+    /// success; a device error status becomes [`DriverError::AdminFailed`].
+    pub(crate) fn execute<D: Device>(
+        &mut self,
+        device: &D,
+        mut cmd: Command,
+        data: AdminData<'_>,
+    ) -> Result<Completion, DriverError> {
+        let command = AdminOpcode(cmd.opcode())
+            .name()
+            .unwrap_or("(vendor specific)");
+        let (prp1, prp2) = match data {
+            AdminData::None => (0, 0),
+            AdminData::Scratch => {
+                self.scratch.zero();
+                (
+                    self.scratch.iova(0).unwrap_or(prp::PRP_UNUSED),
+                    prp::PRP_UNUSED,
+                )
+            }
+            AdminData::Buf(buf) => {
+                let mut sink = WindowSink {
+                    mem: &self.list,
+                    first_page: 0,
+                    pages: self.list_pages,
+                };
+                let base = buf.iova();
+                let len = buf.len();
+                prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink)
+                    .map_err(DriverError::Buffer)?
+            }
+        };
+        if !matches!(data, AdminData::None) {
+            cmd.prp1 = prp1;
+            cmd.prp2 = prp2;
+        }
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        cmd.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            return Err(DriverError::AdminQueueFull);
+        }
+        if let Some(tail) = self.sq.doorbell_value() {
+            device.write32(self.sq_doorbell, tail as u32);
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if let Some(c) = self.cq.peek() {
+                self.cq.advance();
+                device.write32(self.cq_doorbell, self.cq.head() as u32);
+                if !self.sq.update_head(c.sqhd) {
+                    self.stats.invalid_sqhd += 1;
+                }
+                if c.cid != cid {
+                    self.stats.ignored_completions += 1;
+                    continue;
+                }
+                self.stats.completed += 1;
+                let status = c.status();
+                if !status.is_success() {
+                    return Err(DriverError::AdminFailed { command, status });
+                }
+                return Ok(c);
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                let csts = device.read32(registers::offset::CSTS);
+                if csts == registers::ALL_ONES {
+                    return Err(DriverError::DeviceGone {
+                        device: device.name(),
+                        during: command,
+                    });
+                }
+                if Csts::from(csts).cfs() {
+                    return Err(DriverError::ControllerFatal {
+                        device: device.name(),
+                        during: command,
+                    });
+                }
+                if start.elapsed() > self.timeout {
+                    return Err(DriverError::AdminTimeout {
+                        command,
+                        timeout: self.timeout,
+                    });
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}

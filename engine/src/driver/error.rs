@@ -1,0 +1,369 @@
+//! Driver errors: controller bring-up and admin failures ([`DriverError`]),
+//! requests refused before submission ([`SubmitError`]) and failed I/O
+//! ([`IoError`]). Device status codes display with their specification names
+//! (NVMe Base 2.0 §4.6.1.2).
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::dma::{DmaBuf, DmaError};
+use crate::spec::Status;
+
+use super::prp::PrpError;
+
+/// Errors from the controller, the admin queue and queue pair management.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A register read returned all ones: the device is gone (surprise removal,
+    /// a PCI error, or a reset in another process).
+    #[error(
+        "{device}: the device stopped responding (CSTS reads 0xFFFFFFFF) while {during}; \
+         check that it is still present (lspci) and bound to vfio-pci"
+    )]
+    DeviceGone {
+        /// Device name.
+        device: String,
+        /// What the driver was doing.
+        during: &'static str,
+    },
+    /// CSTS.CFS is set: the controller hit a fatal error.
+    #[error(
+        "{device}: controller fatal status (CSTS.CFS) while {during}; the controller needs a \
+         reset — re-create the Controller, and check the device's error log if it persists"
+    )]
+    ControllerFatal {
+        /// Device name.
+        device: String,
+        /// What the driver was doing.
+        during: &'static str,
+    },
+    /// A CSTS transition did not happen within the controller's timeout.
+    #[error(
+        "{device}: timed out after {waited_ms} ms waiting for {what} (CAP.TO allows {cap_to_ms} ms); \
+         the controller is not responding — check its firmware/power state or reset it"
+    )]
+    ReadyTimeout {
+        /// Device name.
+        device: String,
+        /// What was awaited.
+        what: &'static str,
+        /// Milliseconds waited.
+        waited_ms: u64,
+        /// CAP.TO in milliseconds.
+        cap_to_ms: u64,
+    },
+    /// CAP.CSS does not list the NVM command set.
+    #[error(
+        "{device}: CAP.CSS does not advertise the NVM command set; this driver supports only NVM controllers"
+    )]
+    NoNvmCommandSet {
+        /// Device name.
+        device: String,
+    },
+    /// The controller cannot use 4 KiB memory pages.
+    #[error(
+        "{device}: 4 KiB host pages are outside the controller's supported range \
+         (CAP.MPSMIN {min_bytes} .. CAP.MPSMAX {max_bytes} bytes); this driver needs 4 KiB"
+    )]
+    PageSizeUnsupported {
+        /// Device name.
+        device: String,
+        /// Smallest page size supported.
+        min_bytes: u64,
+        /// Largest page size supported.
+        max_bytes: u64,
+    },
+    /// DMA memory could not be allocated or mapped.
+    #[error("DMA memory for {what}")]
+    Dma {
+        /// What the memory was for.
+        what: &'static str,
+        /// The allocation error.
+        #[source]
+        source: DmaError,
+    },
+    /// Queue memory came back without a contiguous IOVA range.
+    #[error(
+        "{what} memory is not IOVA-contiguous for {bytes} bytes; use fewer queue entries \
+         so the ring fits in one hugepage"
+    )]
+    QueueMemory {
+        /// Which queue.
+        what: &'static str,
+        /// Bytes needed.
+        bytes: usize,
+    },
+    /// An admin command did not complete in time.
+    #[error(
+        "admin command {command} got no completion within {timeout:?}; the controller may be \
+         hung — raise ControllerOptions::admin_timeout or reset the controller"
+    )]
+    AdminTimeout {
+        /// Command name.
+        command: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The admin submission queue is full (only possible after timeouts).
+    #[error(
+        "the admin submission queue is full of commands that never completed; reset the controller"
+    )]
+    AdminQueueFull,
+    /// An admin command completed with an error status.
+    #[error("admin command {command} failed: {status}")]
+    AdminFailed {
+        /// Command name.
+        command: &'static str,
+        /// The device's status.
+        status: Status,
+    },
+    /// The device returned data the driver cannot use.
+    #[error("{device}: {what}")]
+    BadDeviceData {
+        /// Device name.
+        device: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// Every granted I/O queue pair is in use.
+    #[error(
+        "no free I/O queue: all {granted} queue pairs the controller granted are in use; \
+         delete a queue pair first or ask for more with ControllerOptions::io_queues"
+    )]
+    QueuesExhausted {
+        /// Queue pairs granted by Set Features Number of Queues.
+        granted: u16,
+    },
+    /// A caller-supplied option is invalid.
+    #[error("invalid option {name} = {value}: {hint}")]
+    InvalidOption {
+        /// Option name.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+        /// What is allowed.
+        hint: &'static str,
+    },
+    /// A data buffer could not be described to the device.
+    #[error("data buffer cannot be used for DMA")]
+    Buffer(#[source] PrpError),
+    /// A data buffer is smaller than the command needs.
+    #[error(
+        "buffer of {len} bytes is too small: the command needs {needed} bytes; allocate a larger DmaBuf"
+    )]
+    BufferTooSmall {
+        /// Buffer length.
+        len: usize,
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// The controller was shut down; create a new one to continue.
+    #[error("the controller is shut down; create a new Controller to use the device again")]
+    ShutDown,
+    /// A synchronous I/O helper failed.
+    #[error("I/O failed")]
+    Io(#[source] IoError),
+}
+
+/// Why a request was refused before it reached the device. Each variant says
+/// what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitErrorKind {
+    /// Every queue slot is in flight.
+    #[error(
+        "queue full: {capacity} commands in flight; reap completions with process_completions \
+         and retry, or create the queue pair with more entries"
+    )]
+    QueueFull {
+        /// Commands the queue holds.
+        capacity: usize,
+    },
+    /// The buffer (or block count) is zero.
+    #[error("zero-length request: the buffer window or block count must be at least one block")]
+    ZeroLength,
+    /// The buffer length is not a whole number of blocks.
+    #[error(
+        "buffer length {len} is not a multiple of the namespace block size {block_size}; \
+         set the DmaBuf window to a whole number of blocks"
+    )]
+    NotBlockMultiple {
+        /// Buffer length.
+        len: usize,
+        /// Namespace block size.
+        block_size: u32,
+    },
+    /// The buffer does not start on a dword boundary.
+    #[error(
+        "buffer IOVA {iova:#x} is not dword aligned; NVMe needs 4-byte alignment — \
+         move the DmaBuf window start to a multiple of 4"
+    )]
+    Misaligned {
+        /// The buffer's IOVA.
+        iova: u64,
+    },
+    /// The LBA range runs past the end of the namespace.
+    #[error(
+        "LBA range {lba}..{lba}+{blocks} is past the end of namespace {nsid} \
+         ({namespace_blocks} blocks); use LBAs below {namespace_blocks}"
+    )]
+    LbaOutOfRange {
+        /// Namespace id.
+        nsid: u32,
+        /// Starting LBA.
+        lba: u64,
+        /// Blocks requested.
+        blocks: u64,
+        /// Namespace size in blocks.
+        namespace_blocks: u64,
+    },
+    /// The transfer is larger than one command may move.
+    #[error(
+        "transfer of {len} bytes exceeds the maximum of {max} bytes per command; \
+         split the I/O (Controller::max_transfer_bytes)"
+    )]
+    TooLarge {
+        /// Requested bytes.
+        len: usize,
+        /// Maximum bytes.
+        max: usize,
+    },
+    /// More blocks than one command can address (NLB is 16 bits).
+    #[error("{blocks} blocks exceed the {max} blocks one command can address; split the request")]
+    TooManyBlocks {
+        /// Blocks requested.
+        blocks: u64,
+        /// Maximum.
+        max: u64,
+    },
+    /// A write to a write-protected namespace.
+    #[error(
+        "namespace {nsid} is write protected (NSATTR); writes, write zeroes and deallocate are refused"
+    )]
+    ReadOnly {
+        /// Namespace id.
+        nsid: u32,
+    },
+    /// The controller lacks an optional command.
+    #[error("{0} is not supported by this controller (Identify Controller ONCS)")]
+    Unsupported(&'static str),
+    /// More Dataset Management ranges than one command carries.
+    #[error(
+        "{count} ranges given but one Dataset Management command carries at most {max}; split the list"
+    )]
+    TooManyRanges {
+        /// Ranges given.
+        count: usize,
+        /// The limit (256).
+        max: usize,
+    },
+    /// An empty range list.
+    #[error("no ranges given: deallocate needs at least one LbaRange")]
+    NoRanges,
+    /// One Dataset Management range is empty or past the namespace end.
+    #[error(
+        "range {index} (LBA {lba}, {blocks} blocks) is empty or past the end of the namespace \
+         ({namespace_blocks} blocks)"
+    )]
+    RangeOutOfRange {
+        /// Position in the list.
+        index: usize,
+        /// Its starting LBA.
+        lba: u64,
+        /// Its length in blocks.
+        blocks: u32,
+        /// Namespace size in blocks.
+        namespace_blocks: u64,
+    },
+    /// The buffer could not be described with PRPs.
+    #[error("buffer cannot be described to the device: {0}")]
+    Buffer(PrpError),
+    /// A raw command's data direction or data pointer cannot be honoured.
+    #[error("raw command rejected: {0}")]
+    InvalidCommand(&'static str),
+}
+
+/// A refused request; the buffer, if any, comes back.
+pub struct SubmitError {
+    /// What was wrong.
+    pub kind: SubmitErrorKind,
+    /// The caller's buffer, returned untouched.
+    pub buf: Option<DmaBuf>,
+}
+
+impl SubmitError {
+    pub(crate) fn new(kind: SubmitErrorKind, buf: Option<DmaBuf>) -> Self {
+        SubmitError { kind, buf }
+    }
+}
+
+impl fmt::Debug for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("kind", &self.kind)
+            .field("buf", &self.buf)
+            .finish()
+    }
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Why an I/O did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    /// The device completed the command with an error status.
+    #[error("device returned {0}")]
+    Status(Status),
+    /// The request was refused before submission (synchronous helpers).
+    #[error("request refused: {0}")]
+    Rejected(SubmitErrorKind),
+    /// No completion arrived in time (synchronous helpers).
+    #[error(
+        "no completion within {0:?}; the device may be hung — the command stays outstanding \
+         until the queue pair is deleted"
+    )]
+    TimedOut(Duration),
+    /// A synchronous helper was called while other commands are in flight.
+    #[error(
+        "{0} commands are already in flight on this queue pair; reap them with \
+         process_completions before using a synchronous helper"
+    )]
+    Busy(usize),
+}
+
+/// A failed synchronous I/O; the buffer, if any, comes back.
+pub struct SyncError {
+    /// What went wrong.
+    pub error: IoError,
+    /// The caller's buffer (absent only after a timeout, when the device may
+    /// still write it).
+    pub buf: Option<DmaBuf>,
+}
+
+impl fmt::Debug for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncError")
+            .field("error", &self.error)
+            .field("buf", &self.buf)
+            .finish()
+    }
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

@@ -1,0 +1,333 @@
+//! Namespaces (NVM Command Set 1.0 §4.1.5.1, Identify Namespace) and the
+//! checks every NVM request passes before it is submitted: length, alignment,
+//! LBA range, transfer size, write protection and optional-command support.
+
+#![forbid(unsafe_code)]
+
+use crate::spec::command::DSM_MAX_RANGES;
+use crate::spec::command::DsmRange;
+use crate::spec::identify::{IdentifyController, IdentifyNamespace, ONCS_DSM, ONCS_WRITE_ZEROES};
+
+use super::error::SubmitErrorKind;
+
+/// Most logical blocks one NVM command addresses (NLB is a 16-bit, zero-based field).
+pub const MAX_BLOCKS_PER_COMMAND: u32 = 1 << 16;
+
+/// An active namespace the driver can use.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    /// NSID.
+    pub id: u32,
+    /// Logical block size in bytes (2^LBADS).
+    pub block_size: u32,
+    /// NSZE — size in logical blocks.
+    pub blocks: u64,
+    /// Most blocks one read or write may move: min(65536, max transfer / block size).
+    pub max_blocks_per_io: u32,
+    /// NSATTR write protected: writes are refused.
+    pub read_only: bool,
+    /// ONCS Write Zeroes.
+    pub supports_write_zeroes: bool,
+    /// ONCS Dataset Management (deallocate).
+    pub supports_deallocate: bool,
+    /// VWC present: flush matters.
+    pub volatile_write_cache: bool,
+    /// The Identify Namespace data.
+    pub identify: Box<IdentifyNamespace>,
+}
+
+/// A namespace the controller reported but the driver does not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedNamespace {
+    /// NSID.
+    pub id: u32,
+    /// Why it was skipped (names the field and value).
+    pub reason: String,
+}
+
+/// A range of logical blocks (for deallocate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbaRange {
+    /// Starting LBA.
+    pub lba: u64,
+    /// Number of blocks (one-based).
+    pub blocks: u32,
+}
+
+impl Namespace {
+    /// Build a namespace from its Identify data, or say why it is unusable.
+    pub(crate) fn from_identify(
+        id: u32,
+        data: IdentifyNamespace,
+        ctrl: &IdentifyController,
+        max_transfer: usize,
+    ) -> Result<Self, String> {
+        let blocks = data.nsze.get();
+        if blocks == 0 {
+            return Err("NSZE is 0 (namespace inactive or not formatted)".into());
+        }
+        if data.format_index() > data.nlbaf as usize {
+            return Err(format!(
+                "FLBAS selects LBA format {} but NLBAF lists only {} formats",
+                data.format_index(),
+                data.nlbaf as usize + 1
+            ));
+        }
+        let format = data.current_format();
+        let lbads = format.lbads();
+        if !(9..=16).contains(&lbads) {
+            return Err(format!(
+                "LBA data size 2^{lbads} (LBADS {lbads}) is outside the supported 512 B..64 KiB; \
+                 reformat the namespace with a 512 or 4096 byte LBA format"
+            ));
+        }
+        if format.ms() != 0 {
+            return Err(format!(
+                "LBA format carries {} metadata bytes per block, which this driver does not \
+                 support; reformat the namespace with a format whose metadata size is 0",
+                format.ms()
+            ));
+        }
+        let block_size = 1u32 << lbads;
+        let oncs = ctrl.oncs.get();
+        Ok(Namespace {
+            id,
+            block_size,
+            blocks,
+            max_blocks_per_io: ((max_transfer / block_size as usize) as u64)
+                .min(MAX_BLOCKS_PER_COMMAND as u64) as u32,
+            read_only: data.write_protected(),
+            supports_write_zeroes: oncs & ONCS_WRITE_ZEROES != 0,
+            supports_deallocate: oncs & ONCS_DSM != 0,
+            volatile_write_cache: ctrl.has_volatile_write_cache(),
+            identify: Box::new(data),
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks * self.block_size as u64
+    }
+
+    fn check_range(&self, lba: u64, blocks: u64) -> Result<(), SubmitErrorKind> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.blocks => Ok(()),
+            _ => Err(SubmitErrorKind::LbaOutOfRange {
+                nsid: self.id,
+                lba,
+                blocks,
+                namespace_blocks: self.blocks,
+            }),
+        }
+    }
+
+    /// Check a read or write of a `len` byte buffer at `iova` to `lba`;
+    /// returns the zero-based block count (CDW12.NLB).
+    pub(crate) fn check_rw(
+        &self,
+        lba: u64,
+        len: usize,
+        iova: u64,
+        write: bool,
+        max_transfer: usize,
+    ) -> Result<u16, SubmitErrorKind> {
+        if write && self.read_only {
+            return Err(SubmitErrorKind::ReadOnly { nsid: self.id });
+        }
+        if len == 0 {
+            return Err(SubmitErrorKind::ZeroLength);
+        }
+        if !len.is_multiple_of(self.block_size as usize) {
+            return Err(SubmitErrorKind::NotBlockMultiple {
+                len,
+                block_size: self.block_size,
+            });
+        }
+        if iova & 3 != 0 {
+            return Err(SubmitErrorKind::Misaligned { iova });
+        }
+        let max = max_transfer.min(self.max_blocks_per_io as usize * self.block_size as usize);
+        if len > max {
+            return Err(SubmitErrorKind::TooLarge { len, max });
+        }
+        let blocks = (len / self.block_size as usize) as u64;
+        self.check_range(lba, blocks)?;
+        Ok((blocks - 1) as u16)
+    }
+
+    /// Check a Write Zeroes of `blocks` at `lba`; returns the zero-based count.
+    pub(crate) fn check_write_zeroes(&self, lba: u64, blocks: u32) -> Result<u16, SubmitErrorKind> {
+        if self.read_only {
+            return Err(SubmitErrorKind::ReadOnly { nsid: self.id });
+        }
+        if !self.supports_write_zeroes {
+            return Err(SubmitErrorKind::Unsupported("Write Zeroes"));
+        }
+        if blocks == 0 {
+            return Err(SubmitErrorKind::ZeroLength);
+        }
+        if blocks > MAX_BLOCKS_PER_COMMAND {
+            return Err(SubmitErrorKind::TooManyBlocks {
+                blocks: blocks as u64,
+                max: MAX_BLOCKS_PER_COMMAND as u64,
+            });
+        }
+        self.check_range(lba, blocks as u64)?;
+        Ok((blocks - 1) as u16)
+    }
+
+    /// Check a deallocate range list and encode range `i` for the device.
+    pub(crate) fn check_deallocate(&self, ranges: &[LbaRange]) -> Result<(), SubmitErrorKind> {
+        if self.read_only {
+            return Err(SubmitErrorKind::ReadOnly { nsid: self.id });
+        }
+        if !self.supports_deallocate {
+            return Err(SubmitErrorKind::Unsupported(
+                "Dataset Management (deallocate)",
+            ));
+        }
+        if ranges.is_empty() {
+            return Err(SubmitErrorKind::NoRanges);
+        }
+        if ranges.len() > DSM_MAX_RANGES {
+            return Err(SubmitErrorKind::TooManyRanges {
+                count: ranges.len(),
+                max: DSM_MAX_RANGES,
+            });
+        }
+        for (index, r) in ranges.iter().enumerate() {
+            let past_end = r
+                .lba
+                .checked_add(r.blocks as u64)
+                .is_none_or(|end| end > self.blocks);
+            if r.blocks == 0 || past_end {
+                return Err(SubmitErrorKind::RangeOutOfRange {
+                    index,
+                    lba: r.lba,
+                    blocks: r.blocks,
+                    namespace_blocks: self.blocks,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LbaRange {
+    /// The Dataset Management descriptor for this range.
+    pub(crate) fn to_dsm(self) -> DsmRange {
+        DsmRange {
+            attributes: 0,
+            nlb: self.blocks,
+            slba: self.lba,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::identify::LbaFormat;
+    use zerocopy::little_endian::{U16, U64};
+
+    fn ns(lbads: u8, ms: u16, oncs: u16, wp: bool) -> Result<Namespace, String> {
+        let mut id = IdentifyNamespace::zeroed();
+        id.nsze = U64::new(1000);
+        id.lbaf[0] = LbaFormat::new(ms, lbads);
+        id.nsattr = wp as u8;
+        let mut c = IdentifyController::zeroed();
+        c.oncs = U16::new(oncs);
+        Namespace::from_identify(1, id, &c, 128 << 10)
+    }
+
+    #[test]
+    fn unusable_formats_are_rejected_with_the_field_named() {
+        assert!(ns(8, 0, 0, false).unwrap_err().contains("LBADS 8"));
+        assert!(ns(17, 0, 0, false).unwrap_err().contains("LBADS 17"));
+        assert!(ns(9, 8, 0, false).unwrap_err().contains("8 metadata bytes"));
+        let n = ns(12, 0, 0, false).unwrap();
+        assert_eq!(n.block_size, 4096);
+        assert_eq!(n.max_blocks_per_io, 32);
+    }
+
+    #[test]
+    fn read_write_checks_are_distinct() {
+        let n = ns(9, 0, 0, false).unwrap();
+        let mt = 128 << 10;
+        assert_eq!(n.check_rw(0, 512, 0x1000, false, mt), Ok(0));
+        assert_eq!(
+            n.check_rw(0, 0, 0x1000, false, mt),
+            Err(SubmitErrorKind::ZeroLength)
+        );
+        assert!(matches!(
+            n.check_rw(0, 100, 0x1000, false, mt),
+            Err(SubmitErrorKind::NotBlockMultiple { .. })
+        ));
+        assert!(matches!(
+            n.check_rw(0, 512, 0x1002, false, mt),
+            Err(SubmitErrorKind::Misaligned { iova: 0x1002 })
+        ));
+        assert!(matches!(
+            n.check_rw(999, 1024, 0x1000, false, mt),
+            Err(SubmitErrorKind::LbaOutOfRange {
+                lba: 999,
+                blocks: 2,
+                namespace_blocks: 1000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            n.check_rw(u64::MAX, 512, 0x1000, false, mt),
+            Err(SubmitErrorKind::LbaOutOfRange { .. })
+        ));
+        assert!(matches!(
+            n.check_rw(0, 256 << 10, 0x1000, false, mt),
+            Err(SubmitErrorKind::TooLarge { .. })
+        ));
+        let ro = ns(9, 0, ONCS_WRITE_ZEROES | ONCS_DSM, true).unwrap();
+        assert_eq!(
+            ro.check_rw(0, 512, 0, true, mt),
+            Err(SubmitErrorKind::ReadOnly { nsid: 1 })
+        );
+        assert_eq!(ro.check_rw(0, 512, 0, false, mt), Ok(0));
+    }
+
+    #[test]
+    fn optional_commands_need_oncs_and_ranges_are_checked() {
+        let plain = ns(9, 0, 0, false).unwrap();
+        assert!(matches!(
+            plain.check_write_zeroes(0, 1),
+            Err(SubmitErrorKind::Unsupported(_))
+        ));
+        assert!(matches!(
+            plain.check_deallocate(&[LbaRange { lba: 0, blocks: 1 }]),
+            Err(SubmitErrorKind::Unsupported(_))
+        ));
+        let n = ns(9, 0, ONCS_WRITE_ZEROES | ONCS_DSM, false).unwrap();
+        assert_eq!(n.check_write_zeroes(0, 1000), Ok(999));
+        assert!(matches!(
+            n.check_write_zeroes(1, 1000),
+            Err(SubmitErrorKind::LbaOutOfRange { .. })
+        ));
+        assert_eq!(n.check_deallocate(&[]), Err(SubmitErrorKind::NoRanges));
+        let many = vec![LbaRange { lba: 0, blocks: 1 }; 257];
+        assert!(matches!(
+            n.check_deallocate(&many),
+            Err(SubmitErrorKind::TooManyRanges {
+                count: 257,
+                max: 256
+            })
+        ));
+        assert!(matches!(
+            n.check_deallocate(&[
+                LbaRange { lba: 0, blocks: 1 },
+                LbaRange {
+                    lba: 999,
+                    blocks: 2
+                }
+            ]),
+            Err(SubmitErrorKind::RangeOutOfRange { index: 1, .. })
+        ));
+        assert!(n.check_deallocate(&many[..256]).is_ok());
+    }
+}

@@ -1,0 +1,685 @@
+//! I/O queue pairs (NVMe Base 2.0 §3.3.1, §5.3–§5.6 queue creation and
+//! deletion; NVM Command Set 1.0 §3 for the commands).
+//!
+//! One completion queue (physically contiguous, interrupts disabled) and one
+//! submission queue, driven by a single thread: the type is `Send` but not
+//! `Sync`. Submissions write the SQE and advance the tail; the SQ doorbell is
+//! written once per batch. `process_completions` reaps a bounded number of
+//! entries and writes the CQ head doorbell once. Nothing on this path
+//! allocates, locks or makes a system call.
+
+#![forbid(unsafe_code)]
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use zerocopy::IntoBytes;
+
+use crate::device::Device;
+use crate::dma::{self, DmaBuf};
+use crate::spec::command::{CDW12_DEAC, CDW12_FUA, CREATE_Q_PC, DSM_ATTR_DEALLOCATE};
+use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
+use crate::spec::{AdminOpcode, Command, NvmOpcode};
+
+use super::admin::{AdminData, WindowSink, pages};
+use super::controller::Inner;
+use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+use super::namespace::{LbaRange, Namespace};
+use super::prp::{self, PAGE_SIZE};
+use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
+use super::tracker::{CidError, Tracker};
+
+/// Largest I/O queue the driver creates: keeps at least four generation
+/// bits in every CID.
+pub const MAX_IO_QUEUE_ENTRIES: u16 = 4096;
+
+/// The token synchronous helpers use for their own command.
+const SYNC_TOKEN: u64 = u64::MAX;
+
+/// Options for one I/O queue pair.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueuePairOptions {
+    /// Queue entries (SQ and CQ); `None` uses [`super::ControllerOptions::io_queue_entries`].
+    /// Clamped to CAP.MQES+1 and [`MAX_IO_QUEUE_ENTRIES`].
+    pub entries: Option<u16>,
+}
+
+/// Counters of one queue pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuePairStats {
+    /// Commands submitted (SQ entries written).
+    pub submitted: u64,
+    /// Commands completed (with any status).
+    pub completed: u64,
+    /// Commands completed with an error status.
+    pub failed: u64,
+    /// Submissions refused because the queue was full.
+    pub queue_full: u64,
+    /// Completions whose CID generation was not the slot's current one.
+    pub stale_completions: u64,
+    /// Completions for a slot that was not in flight.
+    pub duplicate_completions: u64,
+    /// Completions whose CID names no slot.
+    pub unknown_completions: u64,
+    /// Completions whose SQHD was outside the ring or ahead of the tail.
+    pub invalid_sqhd: u64,
+    /// Completions naming another submission queue (SQID).
+    pub wrong_sqid: u64,
+    /// SQ tail doorbell writes.
+    pub sq_doorbell_writes: u64,
+    /// CQ head doorbell writes.
+    pub cq_doorbell_writes: u64,
+}
+
+/// One finished command.
+#[derive(Debug)]
+pub struct IoCompletion {
+    /// The token given at submission.
+    pub token: u64,
+    /// Completion DW0 on success, or why the command failed.
+    pub result: Result<u32, IoError>,
+    /// The command's data buffer, handed back.
+    pub buf: Option<DmaBuf>,
+}
+
+/// One I/O submission/completion queue pair, owned by one thread.
+pub struct IoQueuePair<D: Device> {
+    ctrl: Arc<Inner<D>>,
+    qid: u16,
+    sq: SqRing,
+    cq: CqRing,
+    tracker: Tracker,
+    lists: DmaWindow,
+    pages_per_slot: usize,
+    sq_doorbell: usize,
+    cq_doorbell: usize,
+    stats: QueuePairStats,
+    live: bool,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl<D: Device> IoQueuePair<D> {
+    pub(crate) fn create(ctrl: Arc<Inner<D>>, opts: QueuePairOptions) -> Result<Self, DriverError> {
+        if ctrl.is_shut_down() {
+            return Err(DriverError::ShutDown);
+        }
+        let asked = opts.entries.unwrap_or(ctrl.opts.io_queue_entries);
+        if asked < 2 {
+            return Err(DriverError::InvalidOption {
+                name: "entries",
+                value: asked as u64,
+                hint: "an I/O queue needs at least 2 entries",
+            });
+        }
+        let limit = ctrl
+            .cap
+            .max_queue_entries()
+            .min(MAX_IO_QUEUE_ENTRIES as u32) as u16;
+        let entries = asked.min(limit);
+        let qid = ctrl.take_qid()?;
+        match Self::build(&ctrl, qid, entries) {
+            Ok((sq, cq, lists, pages_per_slot)) => {
+                let stride = ctrl.stride;
+                Ok(IoQueuePair {
+                    ctrl,
+                    qid,
+                    sq,
+                    cq,
+                    tracker: Tracker::new(entries as usize - 1),
+                    lists,
+                    pages_per_slot,
+                    sq_doorbell: sq_tail_doorbell(qid, stride),
+                    cq_doorbell: cq_head_doorbell(qid, stride),
+                    stats: QueuePairStats::default(),
+                    live: true,
+                    _not_sync: PhantomData,
+                })
+            }
+            Err(e) => {
+                ctrl.return_qid(qid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocate the rings and PRP-list pages, then Create I/O CQ and SQ.
+    fn build(
+        ctrl: &Inner<D>,
+        qid: u16,
+        entries: u16,
+    ) -> Result<(SqRing, CqRing, DmaWindow, usize), DriverError> {
+        let sq_pages = pages(entries as usize * SQE_BYTES);
+        let cq_pages = pages(entries as usize * CQE_BYTES);
+        // At least one page per slot: a Dataset Management range list needs it.
+        let pages_per_slot = prp::list_pages_for_transfer(ctrl.max_transfer).max(1);
+        let list_pages = (entries as usize - 1) * pages_per_slot;
+        let bytes = (sq_pages + cq_pages + list_pages) * PAGE_SIZE;
+        let region =
+            Arc::new(
+                dma::allocate(&ctrl.device, bytes).map_err(|source| DriverError::Dma {
+                    what: "an I/O queue pair",
+                    source,
+                })?,
+            );
+        let memory_error = |what| DriverError::QueueMemory { what, bytes };
+        let win = |page: usize, n: usize| {
+            DmaWindow::new(Arc::clone(&region), page * PAGE_SIZE, n * PAGE_SIZE)
+        };
+        let sq = win(0, sq_pages)
+            .and_then(|m| SqRing::new(m, entries))
+            .ok_or(memory_error("I/O submission queue"))?;
+        let cq = win(sq_pages, cq_pages)
+            .and_then(|m| CqRing::new(m, entries))
+            .ok_or(memory_error("I/O completion queue"))?;
+        let lists = win(sq_pages + cq_pages, list_pages).ok_or(memory_error("PRP lists"))?;
+        if !sq.is_contiguous() {
+            return Err(memory_error("I/O submission queue"));
+        }
+        if !cq.is_contiguous() {
+            return Err(memory_error("I/O completion queue"));
+        }
+        let qsize = ((entries as u32 - 1) << 16) | qid as u32;
+        let mut create_cq = Command::new(AdminOpcode::CREATE_IO_CQ.0, 0);
+        create_cq.prp1 = cq.iova().unwrap_or(prp::PRP_UNUSED);
+        create_cq.cdw10 = qsize;
+        // PC=1; IEN=0: this driver polls, so no interrupt vector is used.
+        create_cq.cdw11 = CREATE_Q_PC;
+        ctrl.admin_execute(create_cq, AdminData::None)?;
+        let mut create_sq = Command::new(AdminOpcode::CREATE_IO_SQ.0, 0);
+        create_sq.prp1 = sq.iova().unwrap_or(prp::PRP_UNUSED);
+        create_sq.cdw10 = qsize;
+        create_sq.cdw11 = ((qid as u32) << 16) | CREATE_Q_PC;
+        if let Err(e) = ctrl.admin_execute(create_sq, AdminData::None) {
+            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
+            delete_cq.cdw10 = qid as u32;
+            let _ = ctrl.admin_execute(delete_cq, AdminData::None);
+            return Err(e);
+        }
+        Ok((sq, cq, lists, pages_per_slot))
+    }
+
+    /// The queue id (SQ and CQ share it).
+    pub fn qid(&self) -> u16 {
+        self.qid
+    }
+    /// Most commands in flight at once (entries − 1).
+    pub fn capacity(&self) -> usize {
+        self.tracker.capacity()
+    }
+    /// Commands submitted and not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.tracker.in_flight()
+    }
+    /// Counters.
+    pub fn stats(&self) -> &QueuePairStats {
+        &self.stats
+    }
+    /// Most bytes one command may transfer.
+    pub fn max_transfer_bytes(&self) -> usize {
+        self.ctrl.max_transfer
+    }
+
+    /// Queue a read of `buf.len()` bytes at `lba` into `buf`.
+    pub fn read(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        self.rw(NvmOpcode::READ, ns, lba, buf, 0, token)
+    }
+
+    /// Queue a write of `buf` at `lba`; `fua` forces it to media.
+    pub fn write(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let cdw12 = if fua { CDW12_FUA } else { 0 };
+        self.rw(NvmOpcode::WRITE, ns, lba, buf, cdw12, token)
+    }
+
+    fn rw(
+        &mut self,
+        op: NvmOpcode,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        cdw12: u32,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let write = op == NvmOpcode::WRITE;
+        let nlb_z = match ns.check_rw(lba, buf.len(), buf.iova(), write, self.ctrl.max_transfer) {
+            Ok(n) => n,
+            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
+        };
+        let mut cmd = Command::new(op.0, ns.id);
+        cmd.set_slba(lba);
+        cmd.cdw12 = nlb_z as u32 | cdw12;
+        self.submit(cmd, Some(buf), token)
+    }
+
+    /// Queue a Flush of the namespace's volatile write cache.
+    pub fn flush(&mut self, ns: &Namespace, token: u64) -> Result<(), SubmitError> {
+        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id), None, token)
+    }
+
+    /// Queue a Write Zeroes of `blocks` at `lba`; `deallocate` lets the
+    /// device deallocate the blocks instead of writing them.
+    pub fn write_zeroes(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let nlb_z = ns
+            .check_write_zeroes(lba, blocks)
+            .map_err(|k| SubmitError::new(k, None))?;
+        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id);
+        cmd.set_slba(lba);
+        cmd.cdw12 = nlb_z as u32 | if deallocate { CDW12_DEAC } else { 0 };
+        self.submit(cmd, None, token)
+    }
+
+    /// Queue a Dataset Management deallocate of up to 256 ranges. The range
+    /// list is written into the slot's preallocated page: no allocation.
+    pub fn deallocate(
+        &mut self,
+        ns: &Namespace,
+        ranges: &[LbaRange],
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        ns.check_deallocate(ranges)
+            .map_err(|k| SubmitError::new(k, None))?;
+        let index = self.reserve().map_err(|k| SubmitError::new(k, None))?;
+        let base = index * self.pages_per_slot * PAGE_SIZE;
+        for (i, r) in ranges.iter().enumerate() {
+            self.lists.write_bytes(base + i * 16, r.to_dsm().as_bytes());
+        }
+        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id);
+        cmd.prp1 = self.lists.iova(base).unwrap_or(prp::PRP_UNUSED);
+        cmd.prp2 = prp::PRP_UNUSED;
+        cmd.cdw10 = ranges.len() as u32 - 1;
+        cmd.cdw11 = DSM_ATTR_DEALLOCATE;
+        self.push(cmd, None, token)
+    }
+
+    /// Queue any command. With `buf`, the driver fills PRP1/PRP2 for the
+    /// buffer's whole window; without, the command's own PRP fields are sent
+    /// as given. The CID is always the driver's.
+    pub fn submit_raw(
+        &mut self,
+        cmd: Command,
+        buf: Option<DmaBuf>,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        if buf.is_some() && cmd.psdt() != 0 {
+            return Err(SubmitError::new(
+                SubmitErrorKind::InvalidCommand(
+                    "PSDT selects SGLs but the driver builds PRPs; clear CDW0.PSDT",
+                ),
+                buf,
+            ));
+        }
+        self.submit(cmd, buf, token)
+    }
+
+    /// Check there is room; returns the free slot's index.
+    fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
+        if self.sq.is_full() || self.tracker.is_full() {
+            self.stats.queue_full += 1;
+            return Err(SubmitErrorKind::QueueFull {
+                capacity: self.capacity(),
+            });
+        }
+        self.tracker.next_free().ok_or(SubmitErrorKind::QueueFull {
+            capacity: self.capacity(),
+        })
+    }
+
+    /// Fill the PRPs for `buf` (if any) and queue the command.
+    fn submit(
+        &mut self,
+        mut cmd: Command,
+        buf: Option<DmaBuf>,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let index = match self.reserve() {
+            Ok(i) => i,
+            Err(kind) => return Err(SubmitError::new(kind, buf)),
+        };
+        if let Some(b) = &buf {
+            let mut sink = WindowSink {
+                mem: &self.lists,
+                first_page: index * self.pages_per_slot,
+                pages: self.pages_per_slot,
+            };
+            let (base, len) = (b.iova(), b.len());
+            // A DmaBuf's window is IOVA-contiguous.
+            match prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink) {
+                Ok((p1, p2)) => {
+                    cmd.prp1 = p1;
+                    cmd.prp2 = p2;
+                }
+                Err(prp::PrpError::ZeroLength) => {
+                    return Err(SubmitError::new(SubmitErrorKind::ZeroLength, buf));
+                }
+                Err(e) => return Err(SubmitError::new(SubmitErrorKind::Buffer(e), buf)),
+            }
+        }
+        self.push(cmd, buf, token)
+    }
+
+    /// Give the command a CID and write it to the SQ (room was checked).
+    fn push(
+        &mut self,
+        mut cmd: Command,
+        buf: Option<DmaBuf>,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let capacity = self.capacity();
+        let cid = match self.tracker.start(token, cmd.opcode(), buf) {
+            Ok(cid) => cid,
+            Err(buf) => {
+                return Err(SubmitError::new(
+                    SubmitErrorKind::QueueFull { capacity },
+                    buf,
+                ));
+            }
+        };
+        cmd.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            // Unreachable after `reserve`, but never lose the buffer.
+            let buf = self.tracker.finish(cid).ok().and_then(|r| r.buf);
+            return Err(SubmitError::new(
+                SubmitErrorKind::QueueFull { capacity },
+                buf,
+            ));
+        }
+        self.stats.submitted += 1;
+        Ok(())
+    }
+
+    /// Write the SQ tail doorbell if the tail moved since the last write.
+    pub fn ring_doorbell(&mut self) {
+        if let Some(tail) = self.sq.doorbell_value() {
+            self.ctrl.device.write32(self.sq_doorbell, tail as u32);
+            self.stats.sq_doorbell_writes += 1;
+        }
+    }
+
+    /// Ring the SQ doorbell, then reap up to `max` completions (looking at no
+    /// more than one ring's worth of entries), calling `f` for each. Writes
+    /// the CQ head doorbell once if anything was consumed. Completions with
+    /// unknown, stale or duplicate CIDs are counted and skipped.
+    pub fn process_completions<F: FnMut(IoCompletion)>(&mut self, max: usize, mut f: F) -> usize {
+        self.ring_doorbell();
+        let ring = self.sq.entries() as usize;
+        let (mut delivered, mut consumed) = (0usize, 0usize);
+        while delivered < max && consumed < ring {
+            let Some(c) = self.cq.peek() else { break };
+            self.cq.advance();
+            consumed += 1;
+            if c.sqid != self.qid {
+                self.stats.wrong_sqid += 1;
+            }
+            if !self.sq.update_head(c.sqhd) {
+                self.stats.invalid_sqhd += 1;
+            }
+            match self.tracker.finish(c.cid) {
+                Ok(req) => {
+                    let status = c.status();
+                    self.stats.completed += 1;
+                    let result = if status.is_success() {
+                        Ok(c.dw0)
+                    } else {
+                        self.stats.failed += 1;
+                        Err(IoError::Status(status))
+                    };
+                    delivered += 1;
+                    f(IoCompletion {
+                        token: req.token,
+                        result,
+                        buf: req.buf,
+                    });
+                }
+                Err(CidError::Stale) => self.stats.stale_completions += 1,
+                Err(CidError::Duplicate) => self.stats.duplicate_completions += 1,
+                Err(CidError::Unknown) => self.stats.unknown_completions += 1,
+            }
+        }
+        if consumed > 0 {
+            self.ctrl
+                .device
+                .write32(self.cq_doorbell, self.cq.head() as u32);
+            self.stats.cq_doorbell_writes += 1;
+        }
+        delivered
+    }
+
+    /// Submit through `submit` with a private token and poll until that
+    /// command completes (bounded by `ControllerOptions::io_timeout`).
+    /// Refuses with [`IoError::Busy`] when other commands are in flight.
+    fn run_sync(
+        &mut self,
+        buf: Option<DmaBuf>,
+        submit: impl FnOnce(&mut Self, Option<DmaBuf>, u64) -> Result<(), SubmitError>,
+    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
+        if self.outstanding() > 0 {
+            return Err(SyncError {
+                error: IoError::Busy(self.outstanding()),
+                buf,
+            });
+        }
+        submit(self, buf, SYNC_TOKEN).map_err(|e| SyncError {
+            error: IoError::Rejected(e.kind),
+            buf: e.buf,
+        })?;
+        let timeout = self.ctrl.opts.io_timeout;
+        let start = Instant::now();
+        let mut done = None;
+        let mut spins = 0u32;
+        loop {
+            self.process_completions(1, |c| done = Some(c));
+            if let Some(c) = done.take() {
+                return match c.result {
+                    Ok(dw0) => Ok((dw0, c.buf)),
+                    Err(error) => Err(SyncError { error, buf: c.buf }),
+                };
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                if start.elapsed() > timeout {
+                    return Err(SyncError {
+                        error: IoError::TimedOut(timeout),
+                        buf: None,
+                    });
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Read `buf.len()` bytes at `lba` and wait for it.
+    pub fn read_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+    ) -> Result<DmaBuf, SyncError> {
+        self.run_sync(Some(buf), |q, b, t| match b {
+            Some(b) => q.read(ns, lba, b, t),
+            None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
+        })
+        .and_then(|(_, b)| {
+            b.ok_or(SyncError {
+                error: IoError::Busy(0),
+                buf: None,
+            })
+        })
+    }
+
+    /// Write `buf` at `lba` and wait for it.
+    pub fn write_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+    ) -> Result<DmaBuf, SyncError> {
+        self.run_sync(Some(buf), |q, b, t| match b {
+            Some(b) => q.write(ns, lba, b, fua, t),
+            None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
+        })
+        .and_then(|(_, b)| {
+            b.ok_or(SyncError {
+                error: IoError::Busy(0),
+                buf: None,
+            })
+        })
+    }
+
+    /// Flush and wait for it.
+    pub fn flush_sync(&mut self, ns: &Namespace) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| q.flush(ns, t)).map(|_| ())
+    }
+
+    /// Write Zeroes and wait for it.
+    pub fn write_zeroes_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+    ) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| {
+            q.write_zeroes(ns, lba, blocks, deallocate, t)
+        })
+        .map(|_| ())
+    }
+
+    /// Deallocate `ranges` and wait for it.
+    pub fn deallocate_sync(
+        &mut self,
+        ns: &Namespace,
+        ranges: &[LbaRange],
+    ) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| q.deallocate(ns, ranges, t))
+            .map(|_| ())
+    }
+
+    /// Submit a raw command and wait for it; returns completion DW0 and the buffer.
+    pub fn raw_sync(
+        &mut self,
+        cmd: Command,
+        buf: Option<DmaBuf>,
+    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
+        self.run_sync(buf, |q, b, t| q.submit_raw(cmd, b, t))
+    }
+
+    /// Reap what is outstanding (bounded by the admin timeout), then delete
+    /// the SQ and the CQ. Buffers of commands that never completed are
+    /// dropped. Also done, best effort, on drop.
+    pub fn delete(mut self) -> Result<(), DriverError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), DriverError> {
+        if !self.live {
+            return Ok(());
+        }
+        self.live = false;
+        let start = Instant::now();
+        while self.outstanding() > 0
+            && !self.ctrl.is_shut_down()
+            && start.elapsed() < self.ctrl.opts.admin_timeout
+        {
+            if self.process_completions(usize::MAX, |_| {}) == 0 {
+                std::thread::yield_now();
+            }
+        }
+        let result = if self.ctrl.is_shut_down() {
+            Ok(())
+        } else {
+            let mut delete_sq = Command::new(AdminOpcode::DELETE_IO_SQ.0, 0);
+            delete_sq.cdw10 = self.qid as u32;
+            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
+            delete_cq.cdw10 = self.qid as u32;
+            self.ctrl
+                .admin_execute(delete_sq, AdminData::None)
+                .and_then(|_| self.ctrl.admin_execute(delete_cq, AdminData::None))
+                .map(|_| ())
+        };
+        self.tracker.drain().for_each(drop);
+        if result.is_ok() {
+            self.ctrl.return_qid(self.qid);
+        }
+        result
+    }
+}
+
+impl<D: Device> Drop for IoQueuePair<D> {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+impl<D: Device> std::fmt::Debug for IoQueuePair<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoQueuePair")
+            .field("qid", &self.qid)
+            .field("capacity", &self.capacity())
+            .field("outstanding", &self.outstanding())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{DmaError, DmaRegion, HostMemory};
+    use crate::driver::Controller;
+
+    struct Nothing;
+    impl Device for Nothing {
+        fn read32(&self, _: usize) -> u32 {
+            0
+        }
+        fn write32(&self, _: usize, _: u32) {}
+        fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
+            Ok(DmaRegion::contiguous(m, 0, None))
+        }
+        fn name(&self) -> String {
+            "nothing".into()
+        }
+    }
+
+    /// Resolves only when `T` is not `Sync`: with a `Sync` type both impls
+    /// apply and the call below is ambiguous, which fails to compile.
+    trait AmbiguousIfSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+
+    #[test]
+    fn queue_pair_is_send_not_sync_and_controller_is_send_sync() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<IoQueuePair<Nothing>>();
+        <IoQueuePair<Nothing> as AmbiguousIfSync<_>>::check();
+        send::<Controller<Nothing>>();
+        sync::<Controller<Nothing>>();
+    }
+}
