@@ -1,0 +1,330 @@
+//! The system calls of the real-device transport: VFIO ioctls
+//! (`linux/vfio.h`, API version 0), shared mappings of device regions, and
+//! the memory-lock limit. Every `unsafe` block of the VFIO module lives here
+//! or in the BAR accessor next door.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use vfio_bindings::bindings::vfio::{
+    vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info,
+    vfio_region_info,
+};
+
+/// `_IO(';', 100 + n)` from `linux/vfio.h`: VFIO encodes no size or direction
+/// in its request numbers.
+const fn vfio_io(n: u32) -> u32 {
+    ((b';' as u32) << 8) | (100 + n)
+}
+
+/// VFIO request numbers (`VFIO_TYPE` ';', `VFIO_BASE` 100).
+pub(crate) mod nr {
+    use super::vfio_io;
+    /// VFIO_GET_API_VERSION.
+    pub const GET_API_VERSION: u32 = vfio_io(0);
+    /// VFIO_CHECK_EXTENSION.
+    pub const CHECK_EXTENSION: u32 = vfio_io(1);
+    /// VFIO_SET_IOMMU.
+    pub const SET_IOMMU: u32 = vfio_io(2);
+    /// VFIO_GROUP_GET_STATUS.
+    pub const GROUP_GET_STATUS: u32 = vfio_io(3);
+    /// VFIO_GROUP_SET_CONTAINER.
+    pub const GROUP_SET_CONTAINER: u32 = vfio_io(4);
+    /// VFIO_GROUP_UNSET_CONTAINER.
+    pub const GROUP_UNSET_CONTAINER: u32 = vfio_io(5);
+    /// VFIO_GROUP_GET_DEVICE_FD.
+    pub const GROUP_GET_DEVICE_FD: u32 = vfio_io(6);
+    /// VFIO_DEVICE_GET_INFO.
+    pub const DEVICE_GET_INFO: u32 = vfio_io(7);
+    /// VFIO_DEVICE_GET_REGION_INFO.
+    pub const DEVICE_GET_REGION_INFO: u32 = vfio_io(8);
+    /// VFIO_DEVICE_RESET.
+    pub const DEVICE_RESET: u32 = vfio_io(11);
+    /// VFIO_IOMMU_GET_INFO.
+    pub const IOMMU_GET_INFO: u32 = vfio_io(12);
+    /// VFIO_IOMMU_MAP_DMA.
+    pub const IOMMU_MAP_DMA: u32 = vfio_io(13);
+    /// VFIO_IOMMU_UNMAP_DMA.
+    pub const IOMMU_UNMAP_DMA: u32 = vfio_io(14);
+}
+
+// The numbers as the kernel header spells them out.
+const _: () = {
+    assert!(nr::GET_API_VERSION == 0x3B64);
+    assert!(nr::CHECK_EXTENSION == 0x3B65);
+    assert!(nr::SET_IOMMU == 0x3B66);
+    assert!(nr::GROUP_GET_STATUS == 0x3B67);
+    assert!(nr::GROUP_SET_CONTAINER == 0x3B68);
+    assert!(nr::GROUP_UNSET_CONTAINER == 0x3B69);
+    assert!(nr::GROUP_GET_DEVICE_FD == 0x3B6A);
+    assert!(nr::DEVICE_GET_INFO == 0x3B6B);
+    assert!(nr::DEVICE_GET_REGION_INFO == 0x3B6C);
+    assert!(nr::DEVICE_RESET == 0x3B6F);
+    assert!(nr::IOMMU_GET_INFO == 0x3B70);
+    assert!(nr::IOMMU_MAP_DMA == 0x3B71);
+    assert!(nr::IOMMU_UNMAP_DMA == 0x3B72);
+    // Layouts the ioctls below depend on (`linux/vfio.h`).
+    assert!(size_of::<vfio_group_status>() == 8);
+    assert!(size_of::<vfio_region_info>() == 32);
+    assert!(size_of::<vfio_iommu_type1_info>() == 24);
+    assert!(size_of::<vfio_iommu_type1_dma_map>() == 32);
+    assert!(size_of::<vfio_iommu_type1_dma_unmap>() == 24);
+};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// An ioctl whose argument is passed by value (API version, extension checks,
+/// SET_IOMMU, DEVICE_RESET). Returns the ioctl's non-negative result.
+pub(crate) fn ioctl_value(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> io::Result<i32> {
+    // SAFETY: the requests used with this helper (GET_API_VERSION,
+    // CHECK_EXTENSION, SET_IOMMU, DEVICE_RESET) take an integer argument, or
+    // none, and never dereference it; `fd` is a live descriptor for the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg) })
+}
+
+/// VFIO_GROUP_GET_STATUS: the group's flags (`VFIO_GROUP_FLAGS_VIABLE`, ...).
+pub(crate) fn group_status(group: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut status = vfio_group_status {
+        argsz: size_of::<vfio_group_status>() as u32,
+        flags: 0,
+    };
+    // SAFETY: the kernel writes at most `argsz` bytes into `status`, which is
+    // a live, properly laid out `struct vfio_group_status` for the call.
+    check(unsafe {
+        libc::ioctl(
+            group.as_raw_fd(),
+            nr::GROUP_GET_STATUS as libc::Ioctl,
+            &mut status as *mut vfio_group_status,
+        )
+    })?;
+    Ok(status.flags)
+}
+
+/// VFIO_GROUP_SET_CONTAINER: attach `group` to `container`.
+pub(crate) fn group_set_container(
+    group: BorrowedFd<'_>,
+    container: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let fd: libc::c_int = container.as_raw_fd();
+    // SAFETY: the kernel reads one `int` (the container descriptor) through
+    // the pointer, which points at a live local for the whole call.
+    check(unsafe {
+        libc::ioctl(
+            group.as_raw_fd(),
+            nr::GROUP_SET_CONTAINER as libc::Ioctl,
+            &fd as *const libc::c_int,
+        )
+    })?;
+    Ok(())
+}
+
+/// VFIO_GROUP_GET_DEVICE_FD for the device named `name` (`0000:bb:dd.f`).
+pub(crate) fn group_device_fd(group: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: the kernel reads a NUL-terminated string through the pointer;
+    // `name` is a valid C string that outlives the call.
+    let fd = check(unsafe {
+        libc::ioctl(
+            group.as_raw_fd(),
+            nr::GROUP_GET_DEVICE_FD as libc::Ioctl,
+            name.as_ptr(),
+        )
+    })?;
+    // SAFETY: on success the ioctl returns a new descriptor that nothing else
+    // owns; wrapping it makes it closed exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// VFIO_DEVICE_GET_REGION_INFO for region `index`.
+pub(crate) fn region_info(device: BorrowedFd<'_>, index: u32) -> io::Result<vfio_region_info> {
+    let mut info = vfio_region_info {
+        argsz: size_of::<vfio_region_info>() as u32,
+        flags: 0,
+        index,
+        cap_offset: 0,
+        size: 0,
+        offset: 0,
+    };
+    // SAFETY: the kernel writes at most `argsz` bytes into `info`, a live
+    // `struct vfio_region_info`; capability chains beyond `argsz` are only
+    // reported (through a larger argsz), never written.
+    check(unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            nr::DEVICE_GET_REGION_INFO as libc::Ioctl,
+            &mut info as *mut vfio_region_info,
+        )
+    })?;
+    Ok(info)
+}
+
+/// VFIO_IOMMU_GET_INFO with its capability chain: the raw bytes of
+/// `struct vfio_iommu_type1_info` followed by the capabilities.
+pub(crate) fn iommu_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut argsz = size_of::<vfio_iommu_type1_info>() as u32;
+    // Two rounds at most: the first call reports how large the buffer must be
+    // to hold the capabilities; the kernel may grow it once more in theory,
+    // so loop a few times rather than trust one answer.
+    for _ in 0..4 {
+        // u64 elements keep the buffer 8-byte aligned like the struct.
+        let words = (argsz as usize).div_ceil(8);
+        let mut buf = vec![0u64; words];
+        let header = vfio_iommu_type1_info {
+            argsz: (words * 8) as u32,
+            flags: 0,
+            iova_pgsizes: 0,
+            cap_offset: 0,
+            pad: 0,
+        };
+        // SAFETY: `buf` holds at least `size_of::<vfio_iommu_type1_info>()`
+        // bytes (argsz never shrinks below it) and is 8-byte aligned, so the
+        // header fits at its start.
+        unsafe {
+            buf.as_mut_ptr()
+                .cast::<vfio_iommu_type1_info>()
+                .write(header)
+        };
+        // SAFETY: the kernel writes at most `argsz` (= the buffer's byte
+        // length) bytes into `buf`, which stays alive for the call.
+        check(unsafe {
+            libc::ioctl(
+                container.as_raw_fd(),
+                nr::IOMMU_GET_INFO as libc::Ioctl,
+                buf.as_mut_ptr(),
+            )
+        })?;
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let needed = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if needed as usize <= words * 8 {
+            return Ok(bytes);
+        }
+        argsz = needed;
+    }
+    Err(io::Error::other(
+        "VFIO_IOMMU_GET_INFO kept asking for a larger buffer",
+    ))
+}
+
+/// VFIO_IOMMU_MAP_DMA: map `size` bytes at `vaddr` for device reads and
+/// writes at `iova`.
+pub(crate) fn map_dma(
+    container: BorrowedFd<'_>,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+) -> io::Result<()> {
+    use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
+    let map = vfio_iommu_type1_dma_map {
+        argsz: size_of::<vfio_iommu_type1_dma_map>() as u32,
+        flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        vaddr,
+        iova,
+        size,
+    };
+    // SAFETY: the kernel only reads `map`. It pins the pages at `vaddr`; the
+    // caller keeps that memory mapped until the matching unmap.
+    check(unsafe {
+        libc::ioctl(
+            container.as_raw_fd(),
+            nr::IOMMU_MAP_DMA as libc::Ioctl,
+            &map as *const vfio_iommu_type1_dma_map,
+        )
+    })?;
+    Ok(())
+}
+
+/// VFIO_IOMMU_UNMAP_DMA for a range mapped by [`map_dma`].
+pub(crate) fn unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<()> {
+    let mut unmap = vfio_iommu_type1_dma_unmap {
+        argsz: size_of::<vfio_iommu_type1_dma_unmap>() as u32,
+        flags: 0,
+        iova,
+        size,
+        data: Default::default(),
+    };
+    // SAFETY: the kernel reads `unmap` and writes back the unmapped size into
+    // it; no dirty-bitmap flag is set, so it touches nothing past `argsz`.
+    check(unsafe {
+        libc::ioctl(
+            container.as_raw_fd(),
+            nr::IOMMU_UNMAP_DMA as libc::Ioctl,
+            &mut unmap as *mut vfio_iommu_type1_dma_unmap,
+        )
+    })?;
+    Ok(())
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes, `None` when unlimited.
+pub(crate) fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into the live local.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) })?;
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur))
+}
+
+/// A shared read/write mapping of `len` bytes of `fd` at `offset`.
+pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<NonNull<u8>> {
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::other(format!("region offset {offset:#x} is out of range")))?;
+    // SAFETY: a fresh shared mapping chosen by the kernel (null hint) cannot
+    // overlap any existing Rust object; the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned a null pointer"))
+}
+
+/// Undo [`mmap_shared`].
+///
+/// # Safety
+/// `ptr`/`len` must be exactly a mapping returned by [`mmap_shared`] that is
+/// not used afterwards.
+pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller guarantees this is a mapping of ours that nothing
+    // touches afterwards. A failure leaves a mapping behind, nothing unsound.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_limit_is_readable() {
+        // Either unlimited or a concrete number; the call itself must work.
+        let lim = memlock_limit().unwrap();
+        if let Some(bytes) = lim {
+            assert_eq!(bytes % 1024, 0, "limits are set in KiB");
+        }
+    }
+
+    #[test]
+    fn vfio_ioctls_on_a_non_vfio_file_fail_cleanly() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsFd;
+        let e = group_status(f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        assert!(ioctl_value(f.as_fd(), nr::GET_API_VERSION, 0).is_err());
+    }
+}
