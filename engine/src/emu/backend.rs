@@ -1,0 +1,212 @@
+//! Namespace backing stores: anonymous RAM, a file (pread/pwrite through a
+//! bounce buffer, `fdatasync` for Flush/FUA), or nothing at all (null).
+
+#![forbid(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use memmap2::MmapMut;
+
+use super::config::{Backing, EmuError, EmuNamespaceConfig};
+
+enum Store {
+    Ram(MmapMut),
+    File(File),
+    Null,
+}
+
+/// One namespace's blocks.
+pub(crate) struct Backend {
+    store: Store,
+    /// File staging buffer, as large as one command may transfer.
+    bounce: Vec<u8>,
+    bytes: u64,
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "access beyond the namespace")
+}
+
+impl Backend {
+    pub(crate) fn open(
+        nsid: u32,
+        cfg: &EmuNamespaceConfig,
+        max_transfer: usize,
+    ) -> Result<Self, EmuError> {
+        let bytes = cfg.bytes();
+        let (store, bounce) = match &cfg.backing {
+            Backing::Ram => {
+                let len =
+                    usize::try_from(bytes).map_err(|_| EmuError::RamTooLarge { nsid, bytes })?;
+                let map = MmapMut::map_anon(len).map_err(|source| EmuError::RamMap {
+                    nsid,
+                    bytes,
+                    source,
+                })?;
+                (Store::Ram(map), Vec::new())
+            }
+            Backing::File(path) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(!cfg.read_only)
+                    .create(!cfg.read_only)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(|source| EmuError::FileOpen {
+                        nsid,
+                        path: path.clone(),
+                        source,
+                    })?;
+                let cur = file
+                    .metadata()
+                    .map_err(|source| EmuError::FileOpen {
+                        nsid,
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                if cur < bytes {
+                    let extend = if cfg.read_only {
+                        Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            "the namespace is read-only, so its file is not extended",
+                        ))
+                    } else {
+                        file.set_len(bytes)
+                    };
+                    extend.map_err(|source| EmuError::FileExtend {
+                        nsid,
+                        path: path.clone(),
+                        bytes,
+                        source,
+                    })?;
+                }
+                (Store::File(file), vec![0u8; max_transfer])
+            }
+            Backing::Null => (Store::Null, Vec::new()),
+        };
+        Ok(Backend {
+            store,
+            bounce,
+            bytes,
+        })
+    }
+
+    /// Whether this store moves no data.
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self.store, Store::Null)
+    }
+
+    /// The `len` bytes at `off`, for a read command.
+    pub(crate) fn load(&mut self, off: u64, len: usize) -> io::Result<&[u8]> {
+        let end = off.checked_add(len as u64).ok_or_else(out_of_range)?;
+        if end > self.bytes {
+            return Err(out_of_range());
+        }
+        match &mut self.store {
+            Store::Ram(map) => Ok(&map[off as usize..end as usize]),
+            Store::File(file) => {
+                let buf = self.bounce.get_mut(..len).ok_or_else(out_of_range)?;
+                file.read_exact_at(buf, off)?;
+                Ok(buf)
+            }
+            Store::Null => Ok(&[]),
+        }
+    }
+
+    /// A buffer to fill with `len` bytes destined for `off`; then [`Self::commit`].
+    pub(crate) fn stage(&mut self, off: u64, len: usize) -> io::Result<&mut [u8]> {
+        let end = off.checked_add(len as u64).ok_or_else(out_of_range)?;
+        if end > self.bytes {
+            return Err(out_of_range());
+        }
+        match &mut self.store {
+            Store::Ram(map) => Ok(&mut map[off as usize..end as usize]),
+            Store::File(_) => self.bounce.get_mut(..len).ok_or_else(out_of_range),
+            Store::Null => Ok(&mut []),
+        }
+    }
+
+    /// Make a staged write durable as far as the store goes (`fua`: to media).
+    pub(crate) fn commit(&mut self, off: u64, len: usize, fua: bool) -> io::Result<()> {
+        if let Store::File(file) = &self.store {
+            let buf = self.bounce.get(..len).ok_or_else(out_of_range)?;
+            file.write_all_at(buf, off)?;
+            if fua {
+                file.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Zero `len` bytes at `off` (Write Zeroes, deallocation).
+    pub(crate) fn zero(&mut self, off: u64, len: u64) -> io::Result<()> {
+        let end = off.checked_add(len).ok_or_else(out_of_range)?;
+        if end > self.bytes {
+            return Err(out_of_range());
+        }
+        match &mut self.store {
+            Store::Ram(map) => map[off as usize..end as usize].fill(0),
+            Store::File(file) => {
+                self.bounce.fill(0);
+                let mut at = off;
+                while at < end {
+                    let n = (end - at).min(self.bounce.len().max(1) as u64) as usize;
+                    file.write_all_at(&self.bounce[..n], at)?;
+                    at += n as u64;
+                }
+            }
+            Store::Null => {}
+        }
+        Ok(())
+    }
+
+    /// Flush volatile data to media.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        match &self.store {
+            Store::File(file) => file.sync_data(),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_store_round_trips_and_zeroes() {
+        let mut b = Backend::open(1, &EmuNamespaceConfig::ram(512, 16), 4096).unwrap();
+        b.stage(512, 4).unwrap().copy_from_slice(&[1, 2, 3, 4]);
+        b.commit(512, 4, false).unwrap();
+        assert_eq!(b.load(512, 4).unwrap(), &[1, 2, 3, 4]);
+        b.zero(512, 512).unwrap();
+        assert_eq!(b.load(512, 4).unwrap(), &[0; 4]);
+        assert!(b.load(16 * 512 - 2, 4).is_err());
+    }
+
+    #[test]
+    fn file_store_is_created_extended_and_persistent() {
+        let path = std::env::temp_dir().join(format!("emu-backend-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let cfg = EmuNamespaceConfig::file(&path, 512, 32);
+        {
+            let mut b = Backend::open(1, &cfg, 8192).unwrap();
+            b.stage(1024, 3).unwrap().copy_from_slice(b"abc");
+            b.commit(1024, 3, true).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 32 * 512);
+        let mut b = Backend::open(1, &cfg, 8192).unwrap();
+        assert_eq!(b.load(1024, 3).unwrap(), b"abc");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let cfg = EmuNamespaceConfig::file("/nonexistent-dir/x.img", 512, 8);
+        let e = Backend::open(3, &cfg, 4096).err().unwrap();
+        assert!(e.to_string().contains("namespace 3"), "{e}");
+    }
+}

@@ -1,0 +1,223 @@
+//! The emulated controller object: creation from an [`EmuConfig`], the
+//! [`Device`] implementation (BAR0 reads and writes, CC state changes per
+//! NVMe Base 2.0 §3.5, doorbell validation, DMA mapping through the emulated
+//! IOMMU), and the state shared with the device thread and handles.
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use super::config::{EmuConfig, EmuError, EmuMode};
+use super::engine::Engine;
+use super::faults::FaultTable;
+use super::handle::{Counters, EmuHandle};
+use super::memory::Iommu;
+use super::registers::{DoorbellPair, Registers, doorbell_at};
+use crate::device::Device;
+use crate::dma::{DmaError, DmaRegion, HostMemory};
+use crate::spec::registers::{ALL_ONES, Cc, offset};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// State shared by the controller, its device thread and its handles.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) iommu: Arc<Iommu>,
+    pub(crate) regs: Registers,
+    pub(crate) doorbells: Box<[DoorbellPair]>,
+    pub(crate) counters: Counters,
+    pub(crate) faults: FaultTable,
+    engine: Mutex<Engine>,
+    inline: bool,
+    vanished: AtomicBool,
+    /// Tells the device thread to exit.
+    pub(crate) stop: AtomicBool,
+    /// The device thread is (about to be) parked.
+    pub(crate) sleeping: AtomicBool,
+    /// The device thread, for unparking.
+    pub(crate) poller: OnceLock<std::thread::Thread>,
+}
+
+impl Shared {
+    /// Run `f` with the device lock held.
+    pub(crate) fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut e)
+    }
+
+    /// One device round (see [`Engine::poll_round`]).
+    pub(crate) fn poll_round(&self, batch: u32) -> usize {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.iommu.guard();
+        e.poll_round(self, &g, batch)
+    }
+
+    pub(crate) fn vanished(&self) -> bool {
+        self.vanished.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn vanish(&self) {
+        self.vanished.store(true, Ordering::Release);
+    }
+
+    fn write_cc(&self, value: u32) {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let old = Cc::from(self.regs.cc.swap(value, Ordering::AcqRel));
+        let new = Cc::from(value);
+        if !old.en() && new.en() {
+            e.enable(self, new);
+        } else if old.en() && !new.en() {
+            e.reset(self);
+        }
+        if new.en() && new.shn() != 0 && old.shn() == 0 {
+            e.shutdown(self);
+        }
+    }
+
+    fn write_doorbell(&self, off: usize, value: u32) {
+        self.counters.doorbell();
+        let max_qid = (self.doorbells.len() - 1) as u16;
+        let Some(db) = doorbell_at(off, max_qid) else {
+            self.counters.invalid_doorbell();
+            return;
+        };
+        let pair = &self.doorbells[db.qid as usize];
+        let (size, cell) = if db.is_cq {
+            (&pair.cq_size, &pair.cq_head)
+        } else {
+            (&pair.sq_size, &pair.sq_tail)
+        };
+        let size = size.load(Ordering::Acquire);
+        if size == 0 || value >= size {
+            self.counters.invalid_doorbell();
+            return;
+        }
+        // Release: the queue entries the host wrote before this doorbell are
+        // visible to the device side that loads it with acquire.
+        cell.store(value, Ordering::Release);
+        if self.inline {
+            let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let g = self.iommu.guard();
+            e.doorbell(self, &g, db.qid, db.is_cq);
+        } else {
+            // SeqCst fence pairs with the device thread's fence after it
+            // announces sleep: either it sees this doorbell or we see it asleep.
+            fence(Ordering::SeqCst);
+            if self.sleeping.load(Ordering::Relaxed)
+                && let Some(t) = self.poller.get()
+            {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// An emulated NVMe controller; see the [module documentation](super).
+pub struct EmuController {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmuController {
+    /// Create a controller (disabled, like one after power-on: the host
+    /// enables it through CC). Opens or creates backing files and, in
+    /// threaded mode, starts the device thread.
+    pub fn new(config: EmuConfig) -> Result<Self, EmuError> {
+        config.validate()?;
+        let engine = Engine::new(&config)?;
+        let name = format!("emu:{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let shared = Arc::new(Shared {
+            iommu: Iommu::new(name.clone()),
+            name,
+            regs: Registers::new((config.max_queue_entries - 1) as u16),
+            doorbells: (0..=config.io_queues)
+                .map(|_| DoorbellPair::new())
+                .collect(),
+            counters: Counters::new(),
+            faults: FaultTable::new(),
+            engine: Mutex::new(engine),
+            inline: config.mode == EmuMode::Inline,
+            vanished: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            poller: OnceLock::new(),
+        });
+        let thread = match config.mode {
+            EmuMode::Inline => None,
+            EmuMode::Threaded { idle, batch } => {
+                Some(super::thread::spawn(shared.clone(), idle, batch).map_err(EmuError::Thread)?)
+            }
+        };
+        Ok(EmuController { shared, thread })
+    }
+
+    /// A handle for fault injection and counters. Take it before moving the
+    /// controller into a driver.
+    pub fn handle(&self) -> EmuHandle {
+        EmuHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for EmuController {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            // A panicked device thread has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for EmuController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuController")
+            .field("name", &self.shared.name)
+            .field("threaded", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl Device for EmuController {
+    fn read32(&self, off: usize) -> u32 {
+        if self.shared.vanished() {
+            return ALL_ONES;
+        }
+        self.shared.regs.read(off)
+    }
+
+    fn write32(&self, off: usize, value: u32) {
+        let sh = &*self.shared;
+        if sh.vanished() {
+            return;
+        }
+        // Release stores: the device side reads these after taking its lock
+        // or on CC.EN, which orders them anyway; release keeps it explicit.
+        match off {
+            offset::CC => sh.write_cc(value),
+            offset::AQA => sh.regs.aqa.store(value, Ordering::Release),
+            0x28 => sh.regs.asq[0].store(value, Ordering::Release),
+            0x2C => sh.regs.asq[1].store(value, Ordering::Release),
+            0x30 => sh.regs.acq[0].store(value, Ordering::Release),
+            0x34 => sh.regs.acq[1].store(value, Ordering::Release),
+            o if o >= offset::DOORBELLS => sh.write_doorbell(o, value),
+            _ => {} // read-only or unsupported (INTMS/INTMC without MSI-X, NSSR)
+        }
+    }
+
+    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
+        self.shared.iommu.map(memory)
+    }
+
+    fn allows_plain_memory(&self) -> bool {
+        true
+    }
+
+    fn name(&self) -> String {
+        self.shared.name.clone()
+    }
+}

@@ -1,0 +1,620 @@
+//! The command engine: controller enable/reset (NVMe Base 2.0 §3.5), SQ
+//! fetching in batches, fault actions, completion posting with CQ-full
+//! back-pressure, and the Error Information log. Admin and I/O command
+//! semantics live in `admin.rs` and `io.rs`.
+//!
+//! The engine is owned by one thread at a time (the device lock): the
+//! polling thread once per round, or a host thread for an inline doorbell
+//! or a CC write.
+
+#![forbid(unsafe_code)]
+
+use zerocopy::little_endian::{U16, U32, U64};
+
+use super::backend::Backend;
+use super::config::{EmuConfig, EmuError};
+use super::controller::Shared;
+use super::faults::FaultAction;
+use super::memory::DmaGuard;
+use super::queues::{Cq, SQE_BYTES, Sq};
+use crate::spec::identify::{IdentifyController, IdentifyNamespace};
+use crate::spec::log::ErrorInformation;
+use crate::spec::registers::{Aqa, Cc};
+use crate::spec::status::{command_specific, generic};
+use crate::spec::{Command, Completion, Status, StatusCodeType};
+
+/// Most commands fetched from one SQ in one go.
+const FETCH_BATCH: usize = 32;
+/// Error Information log entries kept (Identify ELPE + 1).
+pub(crate) const ERROR_LOG_ENTRIES: usize = 64;
+
+/// A generic-status error with DNR set.
+pub(crate) fn generic_err(sc: u8) -> Status {
+    Status::new(StatusCodeType::GENERIC, sc).with_dnr(true)
+}
+
+/// A command-specific-status error with DNR set.
+pub(crate) fn specific_err(sc: u8) -> Status {
+    Status::new(StatusCodeType::COMMAND_SPECIFIC, sc).with_dnr(true)
+}
+
+/// The outcome of executing one command.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Done {
+    pub(crate) dw0: u32,
+    pub(crate) status: Status,
+}
+
+impl Done {
+    pub(crate) fn ok(dw0: u32) -> Self {
+        Done {
+            dw0,
+            status: Status::SUCCESS,
+        }
+    }
+    pub(crate) fn err(status: Status) -> Self {
+        Done { dw0: 0, status }
+    }
+}
+
+/// One namespace as the engine keeps it.
+pub(crate) struct Namespace {
+    pub(crate) lba_shift: u32,
+    pub(crate) blocks: u64,
+    pub(crate) read_only: bool,
+    pub(crate) backend: Backend,
+    pub(crate) identify: Box<IdentifyNamespace>,
+}
+
+/// Controller limits fixed at creation.
+pub(crate) struct Limits {
+    pub(crate) io_queues: u16,
+    pub(crate) max_entries: u32,
+    pub(crate) max_transfer: usize,
+    pub(crate) vwc: bool,
+}
+
+/// A completion waiting some rounds before it is posted.
+struct Delayed {
+    cqid: u16,
+    rounds: u32,
+    c: Completion,
+}
+
+/// A fetched command that is not executed (NeverComplete).
+pub(crate) struct Stuck {
+    pub(crate) sqid: u16,
+    pub(crate) cid: u16,
+}
+
+/// Mutable feature values (Set/Get Features).
+pub(crate) struct Features {
+    pub(crate) wce: bool,
+    pub(crate) arbitration: u32,
+    pub(crate) power: u32,
+    pub(crate) temp_threshold: u32,
+    pub(crate) coalescing: u32,
+    pub(crate) async_config: u32,
+    /// Granted I/O (SQs, CQs), one-based, once Number of Queues was set.
+    pub(crate) queues_granted: Option<(u16, u16)>,
+}
+
+impl Features {
+    fn new(vwc: bool) -> Self {
+        Features {
+            wce: vwc,
+            arbitration: 0,
+            power: 0,
+            temp_threshold: 343,
+            coalescing: 0,
+            async_config: 0,
+            queues_granted: None,
+        }
+    }
+}
+
+/// SMART counters.
+#[derive(Default)]
+pub(crate) struct Smart {
+    pub(crate) read_cmds: u64,
+    pub(crate) write_cmds: u64,
+    pub(crate) read_512: u64,
+    pub(crate) write_512: u64,
+}
+
+/// The device-side state behind the device lock.
+pub(crate) struct Engine {
+    pub(crate) limits: Limits,
+    pub(crate) nss: Vec<Namespace>,
+    pub(crate) identify: Box<IdentifyController>,
+    pub(crate) sqs: Vec<Option<Sq>>,
+    pub(crate) cqs: Vec<Option<Cq>>,
+    pub(crate) active_sqs: Vec<u16>,
+    pub(crate) active_cqs: Vec<u16>,
+    pub(crate) enabled: bool,
+    /// Fatal status or vanished: nothing is processed until reset.
+    pub(crate) halted: bool,
+    pub(crate) features: Features,
+    pub(crate) smart: Smart,
+    /// Error log, oldest first; `error_count` numbers them.
+    pub(crate) errors: Vec<ErrorInformation>,
+    pub(crate) error_count: u64,
+    delayed: Vec<Delayed>,
+    pub(crate) stuck: Vec<Stuck>,
+    /// (sqid, cid) of commands to abort when fetched.
+    pub(crate) abort_on_fetch: Vec<(u16, u16)>,
+    /// CIDs of outstanding Asynchronous Event Requests.
+    pub(crate) aers: Vec<u16>,
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: &EmuConfig) -> Result<Self, EmuError> {
+        let max_transfer = cfg.max_transfer_bytes();
+        let mut nss = Vec::with_capacity(cfg.namespaces.len());
+        for (i, ns) in cfg.namespaces.iter().enumerate() {
+            let nsid = i as u32 + 1;
+            let backend = Backend::open(nsid, ns, max_transfer)?;
+            let lba_shift = ns.lba_size.trailing_zeros();
+            nss.push(Namespace {
+                lba_shift,
+                blocks: ns.blocks,
+                read_only: ns.read_only,
+                backend,
+                identify: super::admin::identify_namespace(cfg, nsid, ns),
+            });
+        }
+        let qn = cfg.io_queues as usize + 1;
+        Ok(Engine {
+            limits: Limits {
+                io_queues: cfg.io_queues,
+                max_entries: cfg.max_queue_entries,
+                max_transfer,
+                vwc: cfg.volatile_write_cache,
+            },
+            nss,
+            identify: super::admin::identify_controller(cfg),
+            sqs: (0..qn).map(|_| None).collect(),
+            cqs: (0..qn).map(|_| None).collect(),
+            active_sqs: Vec::with_capacity(qn),
+            active_cqs: Vec::with_capacity(qn),
+            enabled: false,
+            halted: false,
+            features: Features::new(cfg.volatile_write_cache),
+            smart: Smart::default(),
+            errors: Vec::with_capacity(ERROR_LOG_ENTRIES),
+            error_count: 0,
+            delayed: Vec::with_capacity(64),
+            stuck: Vec::with_capacity(64),
+            abort_on_fetch: Vec::with_capacity(8),
+            aers: Vec::with_capacity(4),
+        })
+    }
+
+    /// CC.EN 0→1: read AQA/ASQ/ACQ, create the admin queues and report
+    /// ready, or report fatal status for an invalid configuration.
+    pub(crate) fn enable(&mut self, sh: &Shared, cc: Cc) {
+        self.reset(sh);
+        let aqa = Aqa::from(sh.regs.aqa.load(std::sync::atomic::Ordering::Acquire));
+        let (asq, acq) = (sh.regs.asq(), sh.regs.acq());
+        let sq_size = aqa.asqs_z() as u32 + 1;
+        let cq_size = aqa.acqs_z() as u32 + 1;
+        let valid = cc.css() == 0
+            && cc.mps() == 0
+            && cc.ams() == 0
+            && cc.iosqes() == 6
+            && cc.iocqes() == 4
+            && sq_size >= 2
+            && cq_size >= 2
+            && asq & 0xfff == 0
+            && acq & 0xfff == 0;
+        let mem_ok = {
+            let g = sh.iommu.guard();
+            g.translate(asq, sq_size as usize * 64).is_some()
+                && g.translate(acq, cq_size as usize * 16).is_some()
+        };
+        if !mem_ok {
+            sh.counters.dma_fault();
+        }
+        if !valid || !mem_ok {
+            sh.regs.set_fatal();
+            self.halted = true;
+            return;
+        }
+        self.add_cq(sh, 0, Cq::new(acq, cq_size));
+        self.add_sq(sh, 0, Sq::new(asq, sq_size, 0));
+        self.enabled = true;
+        sh.regs.update_csts(|c| c.with_rdy(true).with_shst(0));
+    }
+
+    /// Controller reset (CC.EN 1→0): delete every queue, drop everything
+    /// in flight, clear CSTS.
+    pub(crate) fn reset(&mut self, sh: &Shared) {
+        for qid in 0..self.sqs.len() {
+            self.sqs[qid] = None;
+            self.cqs[qid] = None;
+            if let Some(db) = sh.doorbells.get(qid) {
+                db.sq_size.store(0, std::sync::atomic::Ordering::Release);
+                db.cq_size.store(0, std::sync::atomic::Ordering::Release);
+                db.sq_tail.store(0, std::sync::atomic::Ordering::Release);
+                db.cq_head.store(0, std::sync::atomic::Ordering::Release);
+            }
+        }
+        self.active_sqs.clear();
+        self.active_cqs.clear();
+        self.delayed.clear();
+        self.stuck.clear();
+        self.abort_on_fetch.clear();
+        self.aers.clear();
+        self.features = Features::new(self.limits.vwc);
+        self.enabled = false;
+        self.halted = sh.vanished();
+        sh.regs.csts.store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Normal or abrupt shutdown: make data durable and report SHST complete.
+    pub(crate) fn shutdown(&mut self, sh: &Shared) {
+        for ns in &mut self.nss {
+            // A failed sync cannot be reported through SHST; the data stays
+            // in the page cache and a later flush may succeed.
+            let _ = ns.backend.flush();
+        }
+        sh.regs.set_shutdown_complete();
+    }
+
+    pub(crate) fn add_cq(&mut self, sh: &Shared, qid: u16, cq: Cq) {
+        let db = &sh.doorbells[qid as usize];
+        db.cq_head.store(0, std::sync::atomic::Ordering::Release);
+        db.cq_size
+            .store(cq.size, std::sync::atomic::Ordering::Release);
+        self.cqs[qid as usize] = Some(cq);
+        self.active_cqs.push(qid);
+    }
+
+    pub(crate) fn add_sq(&mut self, sh: &Shared, qid: u16, sq: Sq) {
+        let db = &sh.doorbells[qid as usize];
+        if let Some(cq) = self.cqs[sq.cqid as usize].as_mut() {
+            cq.sqs += 1;
+        }
+        db.sq_tail.store(0, std::sync::atomic::Ordering::Release);
+        db.sq_size
+            .store(sq.size, std::sync::atomic::Ordering::Release);
+        self.sqs[qid as usize] = Some(sq);
+        self.active_sqs.push(qid);
+    }
+
+    /// One polling round: CQ head doorbells, then every SQ (up to `batch`
+    /// commands each), then delayed completions. Returns the work done.
+    pub(crate) fn poll_round(&mut self, sh: &Shared, g: &DmaGuard<'_>, batch: u32) -> usize {
+        if !self.enabled || self.halted {
+            return 0;
+        }
+        let mut work = 0;
+        let mut i = 0;
+        while i < self.active_cqs.len() {
+            work += self.cq_doorbell(sh, g, self.active_cqs[i]);
+            i += 1;
+        }
+        let mut i = 0;
+        while i < self.active_sqs.len() && !self.halted {
+            work += self.service_sq(sh, g, self.active_sqs[i], batch);
+            i += 1;
+        }
+        work + self.tick(sh, g)
+    }
+
+    /// An inline doorbell write: process the queue it names.
+    pub(crate) fn doorbell(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16, is_cq: bool) {
+        if !self.enabled || self.halted {
+            return;
+        }
+        if is_cq {
+            self.cq_doorbell(sh, g, qid);
+            // SQs that stalled on this CQ may continue.
+            let mut i = 0;
+            while i < self.active_sqs.len() && !self.halted {
+                let sqid = self.active_sqs[i];
+                if self.sqs[sqid as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.cqid == qid)
+                {
+                    self.service_sq(sh, g, sqid, u32::MAX);
+                }
+                i += 1;
+            }
+        } else {
+            self.service_sq(sh, g, qid, u32::MAX);
+        }
+        self.tick(sh, g);
+    }
+
+    /// Apply a changed CQ head doorbell; post held completions.
+    fn cq_doorbell(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16) -> usize {
+        // Acquire: pairs with the host's release of its doorbell write.
+        let v = sh.doorbells[qid as usize]
+            .cq_head
+            .load(std::sync::atomic::Ordering::Acquire);
+        let Some(cq) = self.cqs[qid as usize].as_mut() else {
+            return 0;
+        };
+        if v == cq.last_doorbell {
+            return 0;
+        }
+        cq.last_doorbell = v;
+        if !cq.set_head(v) {
+            sh.counters.invalid_doorbell();
+            return 0;
+        }
+        match cq.drain_held(g) {
+            Ok(n) => {
+                sh.counters.completions(n as u64);
+                n + 1
+            }
+            Err(_) => {
+                sh.counters.dma_fault();
+                1
+            }
+        }
+    }
+
+    /// Fetch and execute up to `budget` commands from SQ `qid`.
+    pub(crate) fn service_sq(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        qid: u16,
+        budget: u32,
+    ) -> usize {
+        // Acquire: the SQEs the host wrote before ringing are visible.
+        let tail = sh.doorbells[qid as usize]
+            .sq_tail
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut budget = budget as usize;
+        let mut done = 0;
+        let mut cmds = [Command::default(); FETCH_BATCH];
+        while budget > 0 && !self.halted {
+            let Some(sq) = self.sqs[qid as usize].as_mut() else {
+                break;
+            };
+            if tail >= sq.size {
+                break;
+            }
+            let cqid = sq.cqid;
+            let room = match self.cqs[cqid as usize].as_ref() {
+                Some(cq) if !cq.blocked() => cq.free() as usize,
+                _ => 0,
+            };
+            let pending = sq.pending(tail) as usize;
+            let n = pending
+                .min((sq.size - sq.head) as usize)
+                .min(room)
+                .min(budget)
+                .min(FETCH_BATCH);
+            if n == 0 {
+                break;
+            }
+            let at = sq.iova + sq.head as u64 * SQE_BYTES;
+            let Some(slice) = g.translate(at, n * SQE_BYTES as usize) else {
+                // The queue's memory is gone: a real controller cannot fetch
+                // and reports a fatal error.
+                sh.counters.dma_fault();
+                sh.regs.set_fatal();
+                self.halted = true;
+                break;
+            };
+            for (i, c) in cmds[..n].iter_mut().enumerate() {
+                *c = slice
+                    .read_command(i * SQE_BYTES as usize)
+                    .unwrap_or_default();
+                sq.mark_seen(c.cid());
+            }
+            sq.head = (sq.head + n as u32) % sq.size;
+            let sqhd = sq.head as u16;
+            for c in &cmds[..n] {
+                self.run(sh, g, qid, cqid, sqhd, c);
+                if self.halted {
+                    break;
+                }
+            }
+            budget -= n;
+            done += n;
+        }
+        done
+    }
+
+    /// Execute one fetched command and post its completion.
+    fn run(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        sqid: u16,
+        cqid: u16,
+        sqhd: u16,
+        cmd: &Command,
+    ) {
+        let admin = sqid == 0;
+        sh.counters.command(admin, cmd.opcode());
+        let cid = cmd.cid();
+        if let Some(i) = self
+            .abort_on_fetch
+            .iter()
+            .position(|&(s, c)| s == sqid && c == cid)
+        {
+            self.abort_on_fetch.swap_remove(i);
+            let st = Status::new(StatusCodeType::GENERIC, generic::ABORT_REQUESTED);
+            self.finish(sh, g, sqid, cqid, sqhd, cmd, Done::err(st), None);
+            return;
+        }
+        let action = sh.faults.check(admin, sqid, cmd);
+        let done = match action {
+            Some(FaultAction::CompleteWithStatus(st)) => Some(Done::err(st)),
+            Some(FaultAction::NeverComplete) => {
+                self.stuck.push(Stuck { sqid, cid });
+                None
+            }
+            Some(FaultAction::FatalStatus) => {
+                sh.regs.set_fatal();
+                self.halted = true;
+                None
+            }
+            Some(FaultAction::Vanish) => {
+                sh.vanish();
+                self.halted = true;
+                None
+            }
+            _ if admin => self.admin(sh, g, cmd),
+            _ => Some(self.io(sh, g, cmd)),
+        };
+        if let Some(done) = done {
+            self.finish(sh, g, sqid, cqid, sqhd, cmd, done, action);
+        }
+    }
+
+    /// Log a failure, build the completion and post it as `action` says.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        sqid: u16,
+        cqid: u16,
+        sqhd: u16,
+        cmd: &Command,
+        done: Done,
+        action: Option<FaultAction>,
+    ) {
+        if !done.status.is_success() {
+            self.log_error(sqid, cmd, done.status);
+        }
+        let mut c = Completion::new(done.dw0, sqhd, sqid, cmd.cid(), done.status, false);
+        match action {
+            Some(FaultAction::DuplicateCompletion) => {
+                self.post(sh, g, cqid, c);
+                self.post(sh, g, cqid, c);
+            }
+            Some(FaultAction::CompleteWithUnknownCid) => {
+                self.post(sh, g, cqid, c);
+                if let Some(sq) = self.sqs[sqid as usize].as_ref() {
+                    c.cid = sq.unseen_cid(c.cid);
+                }
+                self.post(sh, g, cqid, c);
+            }
+            Some(FaultAction::StaleCompletion) => {
+                self.post(sh, g, cqid, c);
+                self.delayed.push(Delayed { cqid, rounds: 1, c });
+            }
+            Some(FaultAction::DelayPolls(n)) if n > 0 => {
+                self.delayed.push(Delayed { cqid, rounds: n, c });
+            }
+            Some(FaultAction::BogusSqhd) => {
+                let size = self.sqs[sqid as usize].as_ref().map_or(0, |s| s.size);
+                c.sqhd = if size > u16::MAX as u32 {
+                    u16::MAX
+                } else {
+                    size as u16
+                };
+                self.post(sh, g, cqid, c);
+            }
+            _ => self.post(sh, g, cqid, c),
+        }
+    }
+
+    /// Post (or hold) a completion on CQ `cqid`.
+    pub(crate) fn post(&mut self, sh: &Shared, g: &DmaGuard<'_>, cqid: u16, c: Completion) {
+        let Some(cq) = self.cqs.get_mut(cqid as usize).and_then(|q| q.as_mut()) else {
+            return;
+        };
+        match cq.complete(g, c) {
+            Ok(()) => sh.counters.completions(1),
+            Err(_) => sh.counters.dma_fault(),
+        }
+    }
+
+    /// Count down delayed completions and post those that are due.
+    fn tick(&mut self, sh: &Shared, g: &DmaGuard<'_>) -> usize {
+        if self.delayed.is_empty() {
+            return 0;
+        }
+        let mut posted = 0;
+        let mut i = 0;
+        while i < self.delayed.len() {
+            let d = &mut self.delayed[i];
+            d.rounds = d.rounds.saturating_sub(1);
+            if d.rounds == 0 {
+                let d = self.delayed.remove(i);
+                self.post(sh, g, d.cqid, d.c);
+                posted += 1;
+            } else {
+                i += 1;
+            }
+        }
+        posted
+    }
+
+    /// Complete every command of SQ `sqid` the device still holds with
+    /// `status` (Abort, SQ deletion).
+    pub(crate) fn flush_held_for_sq(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        sqid: u16,
+        status: Status,
+    ) {
+        let Some(sq) = self.sqs[sqid as usize].as_ref() else {
+            return;
+        };
+        let (cqid, sqhd) = (sq.cqid, sq.head as u16);
+        let mut i = 0;
+        while i < self.stuck.len() {
+            if self.stuck[i].sqid == sqid {
+                let s = self.stuck.swap_remove(i);
+                let c = Completion::new(0, sqhd, sqid, s.cid, status, false);
+                self.post(sh, g, cqid, c);
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].c.sqid == sqid {
+                let mut d = self.delayed.remove(i);
+                d.c.status_phase = status.field() << 1;
+                self.post(sh, g, d.cqid, d.c);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Add an Error Information log entry for a failed command.
+    pub(crate) fn log_error(&mut self, sqid: u16, cmd: &Command, status: Status) {
+        self.error_count += 1;
+        let mut e = ErrorInformation::zeroed();
+        e.error_count = U64::new(self.error_count);
+        e.sqid = U16::new(sqid);
+        e.cid = U16::new(cmd.cid());
+        e.status = U16::new(status.field() << 1);
+        e.param_error_location = U16::new(0xffff);
+        e.lba = U64::new(if sqid == 0 { 0 } else { cmd.slba() });
+        e.nsid = U32::new(cmd.nsid);
+        if self.errors.len() == ERROR_LOG_ENTRIES {
+            self.errors.remove(0);
+        }
+        self.errors.push(e);
+    }
+
+    /// Status for a failed data transfer (and count DMA faults).
+    pub(crate) fn xfer_status(sh: &Shared, e: super::prp::XferError) -> Status {
+        match e {
+            super::prp::XferError::Offset => generic_err(generic::INVALID_PRP_OFFSET),
+            super::prp::XferError::Dma => {
+                sh.counters.dma_fault();
+                Status::new(StatusCodeType::GENERIC, generic::DATA_TRANSFER_ERROR)
+            }
+        }
+    }
+
+    /// Invalid Queue Identifier.
+    pub(crate) fn invalid_qid() -> Status {
+        specific_err(command_specific::INVALID_QUEUE_ID)
+    }
+}

@@ -1,0 +1,162 @@
+//! The side door into a running emulated controller: fault injection,
+//! counters, and (inline mode) manual polling rounds. An [`EmuHandle`] is
+//! taken from the controller before the controller is handed to a driver.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::controller::Shared;
+use super::faults::{FaultId, FaultRule};
+use crate::spec::{AdminOpcode, NvmOpcode};
+
+/// Event counters of one controller.
+pub(crate) struct Counters {
+    admin: Box<[AtomicU64]>,
+    io: Box<[AtomicU64]>,
+    dma_faults: AtomicU64,
+    doorbell_writes: AtomicU64,
+    invalid_doorbell_writes: AtomicU64,
+    completions: AtomicU64,
+}
+
+// Relaxed everywhere: counters are statistics, read without ordering needs.
+impl Counters {
+    pub(crate) fn new() -> Self {
+        let zeros = || (0..256).map(|_| AtomicU64::new(0)).collect();
+        Counters {
+            admin: zeros(),
+            io: zeros(),
+            dma_faults: AtomicU64::new(0),
+            doorbell_writes: AtomicU64::new(0),
+            invalid_doorbell_writes: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
+        }
+    }
+    #[inline]
+    pub(crate) fn command(&self, admin: bool, opcode: u8) {
+        let table = if admin { &self.admin } else { &self.io };
+        table[opcode as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn dma_fault(&self) {
+        self.dma_faults.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn doorbell(&self) {
+        self.doorbell_writes.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn invalid_doorbell(&self) {
+        self.invalid_doorbell_writes.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn completions(&self, n: u64) {
+        self.completions.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of a controller's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmuStats {
+    /// DMA accesses outside registered memory (each failed a command, a
+    /// queue creation or a completion).
+    pub dma_faults: u64,
+    /// Doorbell writes.
+    pub doorbell_writes: u64,
+    /// Doorbell writes the controller ignored: nonexistent queue, value out
+    /// of range, or a CQ head freeing entries never posted (the spec reports
+    /// these as an asynchronous event; the emulator counts them).
+    pub invalid_doorbell_writes: u64,
+    /// Completion queue entries written.
+    pub completions_posted: u64,
+    /// Admin commands fetched.
+    pub admin_commands: u64,
+    /// I/O commands fetched.
+    pub io_commands: u64,
+}
+
+/// Fault injection and counters of an emulated controller. Cheap to clone;
+/// stays valid (but inert) after the controller is dropped.
+#[derive(Clone)]
+pub struct EmuHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EmuHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuHandle")
+            .field("device", &self.shared.name)
+            .finish()
+    }
+}
+
+impl EmuHandle {
+    /// Install a fault rule; it applies to commands fetched from now on.
+    pub fn add_fault(&self, rule: FaultRule) -> FaultId {
+        self.shared.faults.add(rule)
+    }
+    /// Remove a rule. False if it was not installed.
+    pub fn remove_fault(&self, id: FaultId) -> bool {
+        self.shared.faults.remove(id)
+    }
+    /// Remove every rule.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear()
+    }
+    /// How many times a rule fired.
+    pub fn fault_hits(&self, id: FaultId) -> u64 {
+        self.shared.faults.fired(id)
+    }
+    /// Seed the generator behind probabilistic rules.
+    pub fn seed_faults(&self, seed: u64) {
+        self.shared.faults.seed(seed)
+    }
+
+    /// Set CSTS.CFS now, as a failing controller does.
+    pub fn trigger_fatal(&self) {
+        self.shared.regs.set_fatal();
+        self.shared.with_engine(|e| e.halted = true);
+    }
+    /// Surprise removal now: register reads return all ones, no more DMA.
+    pub fn trigger_vanish(&self) {
+        self.shared.vanish();
+        self.shared.with_engine(|e| e.halted = true);
+    }
+
+    /// Run one device round now: apply doorbells, fetch and execute
+    /// commands, release delayed completions. Inline mode does this on every
+    /// doorbell write; a test uses it to advance `DelayPolls` and stale
+    /// completions without ringing a doorbell. In threaded mode it only adds
+    /// a round to those the device thread runs.
+    pub fn poll(&self) -> usize {
+        self.shared.poll_round(u32::MAX)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> EmuStats {
+        let c = &self.shared.counters;
+        let sum = |t: &[AtomicU64]| t.iter().map(|x| x.load(Ordering::Relaxed)).sum();
+        EmuStats {
+            dma_faults: c.dma_faults.load(Ordering::Relaxed),
+            doorbell_writes: c.doorbell_writes.load(Ordering::Relaxed),
+            invalid_doorbell_writes: c.invalid_doorbell_writes.load(Ordering::Relaxed),
+            completions_posted: c.completions.load(Ordering::Relaxed),
+            admin_commands: sum(&c.admin),
+            io_commands: sum(&c.io),
+        }
+    }
+    /// Admin commands fetched with this opcode.
+    pub fn admin_commands(&self, opcode: AdminOpcode) -> u64 {
+        self.shared.counters.admin[opcode.0 as usize].load(Ordering::Relaxed)
+    }
+    /// I/O commands fetched with this opcode.
+    pub fn io_commands(&self, opcode: NvmOpcode) -> u64 {
+        self.shared.counters.io[opcode.0 as usize].load(Ordering::Relaxed)
+    }
+    /// DMA accesses outside registered memory so far.
+    pub fn dma_faults(&self) -> u64 {
+        self.shared.counters.dma_faults.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,416 @@
+//! The emulated IOMMU: host memory registered by `map_dma`, the I/O virtual
+//! addresses handed out for it, and every DMA access the controller makes
+//! (queue entries, PRP lists, data), translated and bounds-checked.
+//!
+//! This is the only file of the emulator with `unsafe`. The rules it keeps:
+//! - the controller reaches host memory only through a [`DmaSlice`], which
+//!   exists only inside a [`DmaGuard`] and only for a range that lies inside a
+//!   live registration;
+//! - unregistering waits until no guard is held, so memory is never freed
+//!   under an access in progress;
+//! - no Rust reference into host memory is ever made: the host may write it
+//!   at any time, so all access is by raw-pointer copies, and a completion's
+//!   last dword is published with a release store.
+//!
+//! IOVAs start at 4 GiB and are never equal to virtual addresses. Hugepage
+//! memory gets one IOVA range per 2 MiB chunk with an unmapped 2 MiB gap
+//! after each, so a driver that assumes contiguity across chunks faults
+//! instead of silently working.
+
+use std::ptr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::dma::{DmaError, DmaRegion, HostMemory};
+use crate::spec::{Command, Completion};
+
+/// Lowest IOVA handed out.
+pub(crate) const IOVA_BASE: u64 = 0x1_0000_0000;
+/// IOVA chunk of hugepage memory (2 MiB), as log2.
+const CHUNK_SHIFT: u32 = 21;
+/// Most live registrations.
+const MAX_MAPPINGS: usize = 1024;
+
+const FREE: u32 = 0;
+const LIVE: u32 = 1;
+
+/// One registration. Fields are written only while `state` is FREE and no
+/// guard can still be looking at the slot; readers load `state` first.
+struct Slot {
+    state: AtomicU32,
+    iova: AtomicU64,
+    /// IOVA span, gaps included.
+    span: AtomicU64,
+    host: AtomicUsize,
+    len: AtomicUsize,
+    /// 0: one contiguous range; otherwise chunks of 2^shift bytes, each
+    /// followed by a gap of the same size.
+    shift: AtomicU32,
+}
+
+/// The emulated IOMMU shared by the controller and the unmap guards.
+pub(crate) struct Iommu {
+    slots: Box<[Slot]>,
+    /// Slots in use are all below this index.
+    high_water: AtomicUsize,
+    /// Guards currently held.
+    active: AtomicUsize,
+    /// Serialises registration and unregistration; holds the next free IOVA.
+    alloc: Mutex<u64>,
+    name: String,
+}
+
+impl Iommu {
+    pub(crate) fn new(name: String) -> Arc<Self> {
+        let slots = (0..MAX_MAPPINGS)
+            .map(|_| Slot {
+                state: AtomicU32::new(FREE),
+                iova: AtomicU64::new(0),
+                span: AtomicU64::new(0),
+                host: AtomicUsize::new(0),
+                len: AtomicUsize::new(0),
+                shift: AtomicU32::new(0),
+            })
+            .collect();
+        Arc::new(Iommu {
+            slots,
+            high_water: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            alloc: Mutex::new(IOVA_BASE),
+            name,
+        })
+    }
+
+    /// Register `memory` and wrap it in a region whose IOVAs this IOMMU chose.
+    pub(crate) fn map(self: &Arc<Self>, memory: HostMemory) -> Result<DmaRegion, DmaError> {
+        let len = memory.len();
+        let host = memory.as_ptr() as usize;
+        let chunked = memory.is_hugepage();
+        let (span, shift) = if chunked {
+            let chunks = len.div_ceil(1 << CHUNK_SHIFT) as u64;
+            (chunks << (CHUNK_SHIFT + 1), CHUNK_SHIFT)
+        } else {
+            (len as u64, 0)
+        };
+        let err = |reason: &str| DmaError::DeviceMap {
+            device: self.name.clone(),
+            len,
+            reason: reason.to_string(),
+        };
+        let mut next = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let iova = *next;
+        let Some(slot_idx) = self
+            .slots
+            .iter()
+            .position(|s| s.state.load(Ordering::SeqCst) == FREE)
+        else {
+            return Err(err(
+                "the emulated IOMMU has no free mapping slot (1024 live mappings); drop unused regions",
+            ));
+        };
+        // Leave an unmapped gap of at least 2 MiB after every mapping and keep
+        // mappings 2 MiB aligned.
+        let gap = 1u64 << CHUNK_SHIFT;
+        *next = (iova + span + gap).next_multiple_of(gap);
+        let slot = &self.slots[slot_idx];
+        slot.iova.store(iova, Ordering::Relaxed);
+        slot.span.store(span, Ordering::Relaxed);
+        slot.host.store(host, Ordering::Relaxed);
+        slot.len.store(len, Ordering::Relaxed);
+        slot.shift.store(shift, Ordering::Relaxed);
+        // Release: a translator that sees LIVE sees the fields above.
+        slot.state.store(LIVE, Ordering::SeqCst);
+        self.high_water.fetch_max(slot_idx + 1, Ordering::SeqCst);
+        drop(next);
+
+        let guard: Box<dyn crate::dma::Unmap> = Box::new(UnmapGuard {
+            iommu: Arc::downgrade(self),
+            slot: slot_idx,
+        });
+        if chunked {
+            let chunks = len.div_ceil(1 << CHUNK_SHIFT) as u64;
+            let iovas = (0..chunks)
+                .map(|i| iova + (i << (CHUNK_SHIFT + 1)))
+                .collect();
+            // On failure the guard is dropped inside `new`, unregistering.
+            DmaRegion::new(memory, CHUNK_SHIFT, iovas, Some(guard))
+                .ok_or_else(|| err("the region rejected the IOVA table"))
+        } else {
+            Ok(DmaRegion::contiguous(memory, iova, Some(guard)))
+        }
+    }
+
+    fn unregister(&self, slot_idx: usize) {
+        let _lock = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = self.slots.get(slot_idx) {
+            // SeqCst store, then SeqCst loads of `active`: a guard taken after
+            // this point sees FREE; one taken before is waited for.
+            slot.state.store(FREE, Ordering::SeqCst);
+            while self.active.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Start a group of DMA accesses. Registrations live when the guard is
+    /// taken stay valid until it is dropped.
+    pub(crate) fn guard(&self) -> DmaGuard<'_> {
+        // SeqCst pairs with the SeqCst state store in `unregister`.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        DmaGuard { iommu: self }
+    }
+
+    /// Number of live registrations.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::SeqCst) == LIVE)
+            .count()
+    }
+}
+
+/// Unregisters a mapping when its region is dropped.
+struct UnmapGuard {
+    iommu: Weak<Iommu>,
+    slot: usize,
+}
+
+impl Drop for UnmapGuard {
+    fn drop(&mut self) {
+        if let Some(iommu) = self.iommu.upgrade() {
+            iommu.unregister(self.slot);
+        }
+    }
+}
+
+/// Proof that registrations cannot go away: held for the duration of one
+/// group of DMA accesses (a polling round or a doorbell's processing).
+pub(crate) struct DmaGuard<'a> {
+    iommu: &'a Iommu,
+}
+
+impl Drop for DmaGuard<'_> {
+    fn drop(&mut self) {
+        self.iommu.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<'a> DmaGuard<'a> {
+    /// The host memory behind `len` bytes at `iova`, or `None` when any of
+    /// it lies outside a live registration (or across a chunk gap).
+    #[inline]
+    pub(crate) fn translate(&self, iova: u64, len: usize) -> Option<DmaSlice<'_>> {
+        let hw = self.iommu.high_water.load(Ordering::SeqCst);
+        for slot in &self.iommu.slots[..hw.min(MAX_MAPPINGS)] {
+            if slot.state.load(Ordering::SeqCst) != LIVE {
+                continue;
+            }
+            let start = slot.iova.load(Ordering::Relaxed);
+            let span = slot.span.load(Ordering::Relaxed);
+            let off = match iova.checked_sub(start) {
+                Some(off) if off < span => off,
+                _ => continue,
+            };
+            let host_len = slot.len.load(Ordering::Relaxed);
+            let shift = slot.shift.load(Ordering::Relaxed);
+            let (host_off, room) = if shift == 0 {
+                (off as usize, host_len - off as usize)
+            } else {
+                let within = off & ((1u64 << (shift + 1)) - 1);
+                if within >= 1u64 << shift {
+                    return None; // in the gap after a chunk
+                }
+                let host_off = ((off >> (shift + 1)) << shift) as usize + within as usize;
+                if host_off >= host_len {
+                    return None;
+                }
+                let chunk_room = (1usize << shift) - within as usize;
+                (host_off, chunk_room.min(host_len - host_off))
+            };
+            if len > room {
+                return None;
+            }
+            let host = slot.host.load(Ordering::Relaxed) + host_off;
+            return Some(DmaSlice {
+                ptr: host as *mut u8,
+                len,
+                _guard: std::marker::PhantomData,
+            });
+        }
+        None
+    }
+}
+
+/// A translated, bounds-checked range of host DMA memory, valid while its
+/// guard lives. Every accessor checks its offsets against the range.
+pub(crate) struct DmaSlice<'g> {
+    ptr: *mut u8,
+    len: usize,
+    _guard: std::marker::PhantomData<&'g DmaGuard<'g>>,
+}
+
+impl DmaSlice<'_> {
+    #[inline]
+    fn fits(&self, off: usize, n: usize) -> bool {
+        off.checked_add(n).is_some_and(|end| end <= self.len)
+    }
+
+    /// Length of the range.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copy host memory at `off` into `dst`. False when out of range.
+    #[inline]
+    pub(crate) fn read(&self, off: usize, dst: &mut [u8]) -> bool {
+        if !self.fits(off, dst.len()) {
+            return false;
+        }
+        // SAFETY: the source lies inside a live registration (checked by
+        // `translate` and `fits`) that cannot be unregistered while the guard
+        // lives; `dst` is ordinary memory owned by the caller, so the ranges
+        // do not overlap. The host may write the source concurrently; a raw
+        // byte copy never forms a reference to it.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copy `src` into host memory at `off`. False when out of range.
+    #[inline]
+    pub(crate) fn write(&self, off: usize, src: &[u8]) -> bool {
+        if !self.fits(off, src.len()) {
+            return false;
+        }
+        // SAFETY: as in `read`: the destination is inside a live registration
+        // held by the guard; `src` is caller memory, disjoint from it.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) };
+        true
+    }
+
+    /// Read the little-endian u64 at `off` (a PRP list entry).
+    #[inline]
+    pub(crate) fn read_u64(&self, off: usize) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(off, &mut b).then(|| u64::from_le_bytes(b))
+    }
+
+    /// Read the submission queue entry at `off`.
+    #[inline]
+    pub(crate) fn read_command(&self, off: usize) -> Option<Command> {
+        if !self.fits(off, size_of::<Command>()) {
+            return None;
+        }
+        // SAFETY: 64 bytes inside the live registration (checked); Command
+        // is plain old data valid for any bit pattern, and read_unaligned
+        // copies without forming a reference or requiring alignment.
+        Some(unsafe { ptr::read_unaligned(self.ptr.add(off).cast::<Command>()) })
+    }
+
+    /// Publish the completion queue entry at `off`: DW0..DW2 first, then DW3
+    /// (CID, phase, status) with a release store, so a host that loads DW3
+    /// with acquire and sees the new phase also sees the rest.
+    #[inline]
+    pub(crate) fn write_completion(&self, off: usize, c: &Completion) -> bool {
+        if !self.fits(off, 16) || !(self.ptr as usize + off).is_multiple_of(4) {
+            return false;
+        }
+        let dw2 = c.sqhd as u32 | (c.sqid as u32) << 16;
+        // SAFETY: 16 bytes inside the live registration, 4-byte aligned
+        // (both checked above). Plain volatile stores for DW0..DW2 (the host
+        // does not read them before DW3); DW3 through an atomic made from the
+        // aligned pointer — the host accesses that dword only atomically.
+        unsafe {
+            let p = self.ptr.add(off).cast::<u32>();
+            ptr::write_volatile(p, c.dw0);
+            ptr::write_volatile(p.add(1), c.dw1);
+            ptr::write_volatile(p.add(2), dw2);
+            // Release: DW0..DW2 become visible no later than the phase flip.
+            AtomicU32::from_ptr(p.add(3)).store(c.dw3(), Ordering::Release);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::PageSize;
+    use crate::spec::Status;
+
+    #[test]
+    fn iovas_are_not_virtual_addresses_and_translate_back() {
+        let iommu = Iommu::new("t".into());
+        let region = iommu.map(HostMemory::plain(3 * 4096).unwrap()).unwrap();
+        let iova = region.iova(0).unwrap();
+        assert!(iova >= IOVA_BASE);
+        assert_ne!(iova, region.as_ptr() as u64);
+        let g = iommu.guard();
+        let s = g.translate(iova + 4096, 8).unwrap();
+        assert!(s.write(0, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(s.read_u64(0), Some(0x0807_0605_0403_0201));
+        assert!(
+            g.translate(iova + 3 * 4096 - 4, 8).is_none(),
+            "crosses the end"
+        );
+        assert!(g.translate(iova - 1, 1).is_none());
+        assert!(!s.write(4, &[0; 8]), "slice bounds enforced");
+    }
+
+    #[test]
+    fn two_mappings_get_disjoint_ranges_with_a_gap() {
+        let iommu = Iommu::new("t".into());
+        let a = iommu.map(HostMemory::plain(4096).unwrap()).unwrap();
+        let b = iommu.map(HostMemory::plain(4096).unwrap()).unwrap();
+        let (ia, ib) = (a.iova(0).unwrap(), b.iova(0).unwrap());
+        assert!(ib >= ia + 4096 + (2 << 20));
+        let g = iommu.guard();
+        assert!(g.translate(ia + 4096, 1).is_none());
+        assert!(g.translate(ib, 4096).is_some());
+    }
+
+    #[test]
+    fn dropping_the_region_unregisters_it() {
+        let iommu = Iommu::new("t".into());
+        let region = iommu.map(HostMemory::plain(4096).unwrap()).unwrap();
+        let iova = region.iova(0).unwrap();
+        assert_eq!(iommu.live(), 1);
+        drop(region);
+        assert_eq!(iommu.live(), 0);
+        assert!(iommu.guard().translate(iova, 1).is_none());
+    }
+
+    #[test]
+    fn hugepage_chunks_have_gaps_between_them() {
+        let Ok(mem) = HostMemory::hugepages(4 << 20, PageSize::Huge2M) else {
+            return; // no hugepages reserved on this machine
+        };
+        let iommu = Iommu::new("t".into());
+        let region = iommu.map(mem).unwrap();
+        let (c0, c1) = (region.iova(0).unwrap(), region.iova(2 << 20).unwrap());
+        assert!(c1 > c0 + (2 << 20));
+        let g = iommu.guard();
+        assert!(g.translate(c0 + (2 << 20) - 8, 8).is_some());
+        assert!(g.translate(c0 + (2 << 20) - 8, 16).is_none());
+        assert!(g.translate(c0 + (2 << 20), 1).is_none(), "the gap");
+        assert!(g.translate(c1, 4096).is_some());
+    }
+
+    #[test]
+    fn completion_is_written_with_all_dwords() {
+        let iommu = Iommu::new("t".into());
+        let region = iommu.map(HostMemory::plain(4096).unwrap()).unwrap();
+        let g = iommu.guard();
+        let s = g.translate(region.iova(0).unwrap(), 4096).unwrap();
+        let c = Completion::new(7, 3, 1, 0x42, Status::SUCCESS, true);
+        assert!(s.write_completion(16, &c));
+        let mut raw = [0u8; 16];
+        assert!(s.read(16, &mut raw));
+        assert_eq!(u32::from_le_bytes(raw[0..4].try_into().unwrap()), 7);
+        assert_eq!(
+            u32::from_le_bytes(raw[8..12].try_into().unwrap()),
+            3 | 1 << 16
+        );
+        assert_eq!(u32::from_le_bytes(raw[12..16].try_into().unwrap()), c.dw3());
+    }
+}
