@@ -29,7 +29,9 @@ Examples:
 Transport IDs (-r, repeatable):
   trtype:PCIe traddr:<pci address> [ns:<nsid>] [noiommu:1]
   trtype:emu [size:1G] [ns:<namespace count>] [lba:512|4096] [null:1] [file:/path]
-             [mode:threaded|inline] [idle:spin|backoff]
+             [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction>]
+  emu ns: is the number of namespaces; file: backs namespace 1, namespace N uses <path>.N;
+  fail: makes that share of reads complete with Unrecovered Read Error (fault injection).
   Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).";
 
 /// The I/O pattern.

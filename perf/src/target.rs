@@ -5,7 +5,11 @@
 
 use anyhow::{Context, Result, bail};
 use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
-use nvme_engine::emu::{EmuConfig, EmuController, EmuMode, EmuNamespaceConfig};
+use nvme_engine::emu::{
+    EmuConfig, EmuController, EmuMode, EmuNamespaceConfig, FaultAction, FaultRule,
+};
+use nvme_engine::spec::status::media;
+use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
 use nvme_engine::vfio::{RealDevice, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Namespace};
 
@@ -105,6 +109,14 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
         TransportId::Emu(spec) => {
             let dev = EmuController::new(emu_config(spec))
                 .context("cannot create the emulated controller")?;
+            if spec.fail_ppm > 0 {
+                let status = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR);
+                let rule = FaultRule::new(FaultAction::CompleteWithStatus(status))
+                    .io()
+                    .opcode(NvmOpcode::READ.0)
+                    .probability(spec.fail_ppm as f64 / 1e6);
+                dev.handle().add_fault(rule);
+            }
             let ctrl = Controller::new(PerfDevice::Emu(dev), driver_options(opts))
                 .context("bring-up of the emulated controller failed")?;
             let namespaces = ctrl.namespaces().to_vec();

@@ -13,10 +13,10 @@ use crate::units::parse_size;
 
 /// The accepted syntax, shown with every transport ID error.
 pub const SYNTAX: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1]' or \
--r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff]'";
+-r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction of reads>]'";
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu";
-const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle";
+const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, fail";
 
 /// Why a transport ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +118,9 @@ pub struct EmuSpec {
     pub file: Option<PathBuf>,
     /// Execution mode.
     pub mode: EmuRunMode,
+    /// Fault injection: this share of Read commands (parts per million)
+    /// completes with Unrecovered Read Error.
+    pub fail_ppm: u32,
 }
 
 impl Default for EmuSpec {
@@ -131,6 +134,7 @@ impl Default for EmuSpec {
             null: false,
             file: None,
             mode: EmuRunMode::Threaded { spin: true },
+            fail_ppm: 0,
         }
     }
 }
@@ -293,6 +297,16 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                             _ => return Err(bad(key, value, "expected threaded or inline")),
                         }
                     }
+                    "fail" => {
+                        spec.fail_ppm = value
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| (0.0..=1.0).contains(f))
+                            .map(|f| (f * 1e6).round() as u32)
+                            .ok_or_else(|| {
+                                bad(key, value, "expected a fraction of reads 0..=1, e.g. 0.01")
+                            })?
+                    }
                     "idle" => {
                         idle_spin = Some(match value.to_ascii_lowercase().as_str() {
                             "spin" => true,
@@ -381,6 +395,7 @@ mod tests {
                 null: true,
                 file: None,
                 mode: EmuRunMode::Inline,
+                fail_ppm: 0,
             })
         );
         let TransportId::Emu(s) =
@@ -391,6 +406,11 @@ mod tests {
         assert_eq!(s.file, Some(PathBuf::from("/tmp/x.img")));
         assert_eq!(s.mode, EmuRunMode::Threaded { spin: false });
         assert_eq!(s.size, 1 << 30);
+        let TransportId::Emu(s) = parse_transport_id("trtype:emu fail:0.25").unwrap() else {
+            panic!("not emu");
+        };
+        assert_eq!(s.fail_ppm, 250_000);
+        assert!(parse_transport_id("trtype:emu fail:2").is_err());
     }
 
     #[test]
