@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::cli::Args;
 use crate::clock::Clock;
-use crate::cores::{allowed_cores, check_allowed, format_cores, parse_cores};
+use crate::cores::{allowed_cores, check_allowed, parse_cores};
 use crate::json::{self, RunInfo};
 use crate::plan::{self, PlanOptions};
 use crate::run::{self, Timing};
@@ -228,7 +228,6 @@ pub fn main() -> Result<i32> {
     for t in &targets {
         let _ = t.ctrl.shutdown();
     }
-    let _ = format_cores;
     if let Some(f) = &s.fatal {
         report_fatal(f);
         return Ok(EXIT_IO_FAILED);

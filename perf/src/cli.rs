@@ -32,6 +32,7 @@ Transport IDs (-r, repeatable):
              [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction>]
   emu ns: is the number of namespaces; file: backs namespace 1, namespace N uses <path>.N;
   fail: makes that share of reads complete with Unrecovered Read Error (fault injection).
+  Keys are separated by spaces or commas (trtype:PCIe,traddr:0000:04:00.0).
   Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).";
 
 /// The I/O pattern.

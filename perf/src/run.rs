@@ -89,14 +89,6 @@ pub fn run(
             break;
         }
         let now = Instant::now();
-        if !measuring && now >= warm_end {
-            measuring = true;
-            ctl.advance(PHASE_MEASURE);
-            measure_end = timing.time.map(|t| now + t);
-        }
-        if measure_end.is_some_and(|e| now >= e) {
-            ctl.advance(PHASE_STOP);
-        }
         if now.duration_since(last_print) >= Duration::from_secs(1) {
             let total: u64 = ctl
                 .progress
@@ -121,6 +113,16 @@ pub fn run(
             printed = true;
             last_print = now;
             last_total = total;
+        }
+        // Phase changes after the progress line, so the line names the
+        // phase its interval ran in.
+        if !measuring && now >= warm_end {
+            measuring = true;
+            ctl.advance(PHASE_MEASURE);
+            measure_end = timing.time.map(|t| now + t);
+        }
+        if measure_end.is_some_and(|e| now >= e) {
+            ctl.advance(PHASE_STOP);
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -1,5 +1,7 @@
 //! Transport IDs in SPDK's syntax: whitespace-separated `key:value` pairs
-//! (`key=value` also works), e.g. `trtype:PCIe traddr:0000:04:00.0 ns:1`,
+//! (`key=value` also works, and commas separate pairs too, for shells and
+//! scripts that split arguments on spaces), e.g.
+//! `trtype:PCIe traddr:0000:04:00.0 ns:1` or `trtype:PCIe,traddr:04:00.0`,
 //! plus `trtype:emu` for the built-in emulated controller
 //! (`trtype:emu size:1G ns:2 lba:4096 null:1 mode:threaded file:/path`).
 
@@ -173,7 +175,10 @@ fn parse_bool(v: &str) -> Option<bool> {
 /// Parse one transport ID.
 pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
     let mut pairs: Vec<(String, &str)> = Vec::new();
-    for token in input.split_whitespace() {
+    for token in input
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+    {
         let Some(split) = token.find([':', '=']) else {
             return Err(TransportError::NotAPair {
                 input: input.into(),
@@ -372,7 +377,7 @@ mod tests {
                 no_iommu: false
             }
         );
-        let t = parse_transport_id("trtype=pcie traddr=04:00.0 noiommu=1").unwrap();
+        let t = parse_transport_id("trtype=pcie,traddr=04:00.0, noiommu=1").unwrap();
         assert!(matches!(
             t,
             TransportId::Pcie {

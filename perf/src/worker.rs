@@ -301,7 +301,6 @@ pub fn run(
     }
     let clock = p.clock;
     let mut measure_start = clock.now();
-    let mut measure_end = None;
     let (mut busy, mut idle) = (0u64, 0u64);
     let mut local_phase = PHASE_WARMUP;
     let limit = p.number_ios.unwrap_or(u64::MAX);
@@ -364,7 +363,6 @@ pub fn run(
         }
     }
     let end = clock.now();
-    measure_end.get_or_insert(end);
     cx.counting = false;
     // Drain: keep checking data and failures, stop counting performance.
     let start = Instant::now();
@@ -394,7 +392,7 @@ pub fn run(
     Ok(WorkerResult {
         core: plan.core,
         rows,
-        elapsed_ticks: measure_end.unwrap_or(end).saturating_sub(measure_start),
+        elapsed_ticks: end.saturating_sub(measure_start),
         busy_polls: busy,
         idle_polls: idle,
         fatal: cx.fatal,
