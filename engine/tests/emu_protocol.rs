@@ -483,3 +483,43 @@ fn full_cq_holds_completions_until_the_host_frees_slots() {
     }
     assert_eq!(seen, (10..18).collect::<Vec<_>>());
 }
+
+#[test]
+fn queue_memory_unmapped_under_the_device_is_never_touched() {
+    let mut h = Host::new(EmuConfig::ram(1 << 20));
+    let region = dma::allocate(&h.dev, 64 << 10).unwrap();
+    let (sq, cq) = (region.iova(0).unwrap(), region.iova(32 << 10).unwrap());
+    assert!(h.admin(create_cq(1, 8, cq)).status().is_success());
+    assert!(h.admin(create_sq(1, 8, 1, sq)).status().is_success());
+    drop(region);
+    h.dev.write32(0x1000 + 8, 1); // SQ 1 tail: the entry is gone
+    assert!(Csts::from(h.dev.read32(offset::CSTS)).cfs());
+    assert_eq!(h.emu.dma_faults(), 1);
+}
+
+#[test]
+fn volatile_write_cache_feature_follows_identify() {
+    let mut h = Host::new(EmuConfig::ram(1 << 20));
+    let mut sf = Command::new(AdminOpcode::SET_FEATURES.0, 0);
+    sf.cdw10 = 0x06;
+    sf.cdw11 = 0;
+    assert!(h.admin(sf).status().is_success());
+    let mut gf = Command::new(AdminOpcode::GET_FEATURES.0, 0);
+    gf.cdw10 = 0x06;
+    assert_eq!(h.admin(gf).dw0, 0, "disabled");
+    gf.cdw10 = 0x06 | 1 << 8; // default value
+    assert_eq!(h.admin(gf).dw0, 1);
+
+    let mut cfg = EmuConfig::ram(1 << 20);
+    cfg.volatile_write_cache = false;
+    let mut h = Host::new(cfg);
+    assert_status(
+        &h.admin(sf),
+        st(StatusCodeType::GENERIC, generic::INVALID_FIELD),
+    );
+    gf.cdw10 = 0x42;
+    assert_status(
+        &h.admin(gf),
+        st(StatusCodeType::GENERIC, generic::INVALID_FIELD),
+    );
+}

@@ -363,22 +363,16 @@ impl Engine {
 
     fn get_features(&self, cmd: &Command) -> Done {
         let sel = (cmd.cdw10 >> 8) & 7;
-        let fid = FeatureId(cmd.cdw10 as u8);
-        let f = &self.features;
-        let default = sel == 1;
-        let value = match fid {
+        // SEL 01b reports defaults; saved values (10b) equal current ones.
+        let defaults = super::engine::Features::new(self.limits.vwc);
+        let f = if sel == 1 { &defaults } else { &self.features };
+        let value = match FeatureId(cmd.cdw10 as u8) {
             FeatureId::NUMBER_OF_QUEUES => {
                 let n = self.limits.io_queues;
-                let (s, c) = if default {
-                    (n, n)
-                } else {
-                    f.queues_granted.unwrap_or((n, n))
-                };
+                let (s, c) = f.queues_granted.unwrap_or((n, n));
                 (s as u32 - 1) | (c as u32 - 1) << 16
             }
-            FeatureId::VOLATILE_WRITE_CACHE if self.limits.vwc => {
-                (if default { true } else { f.wce }) as u32
-            }
+            FeatureId::VOLATILE_WRITE_CACHE if self.limits.vwc => f.wce as u32,
             FeatureId::ARBITRATION => f.arbitration,
             FeatureId::POWER_MANAGEMENT => f.power,
             FeatureId::TEMPERATURE_THRESHOLD => f.temp_threshold,
@@ -389,16 +383,7 @@ impl Engine {
         match sel {
             3 => Done::ok(0b100), // changeable, not saveable, not namespace specific
             4.. => invalid_field(),
-            _ => Done::ok(
-                if default
-                    && fid != FeatureId::NUMBER_OF_QUEUES
-                    && fid != FeatureId::VOLATILE_WRITE_CACHE
-                {
-                    0
-                } else {
-                    value
-                },
-            ),
+            _ => Done::ok(value),
         }
     }
 

@@ -100,7 +100,7 @@ pub(crate) struct Features {
 }
 
 impl Features {
-    fn new(vwc: bool) -> Self {
+    pub(crate) fn new(vwc: bool) -> Self {
         Features {
             wce: vwc,
             arbitration: 0,
@@ -368,6 +368,10 @@ impl Engine {
         let tail = sh.doorbells[qid as usize]
             .sq_tail
             .load(std::sync::atomic::Ordering::Acquire);
+        match self.sqs[qid as usize].as_ref() {
+            Some(sq) if tail < sq.size && tail != sq.head => {}
+            _ => return 0, // idle: the common case of a polling round
+        }
         let mut budget = budget as usize;
         let mut done = 0;
         let mut cmds = [Command::default(); FETCH_BATCH];

@@ -11,14 +11,26 @@ use super::controller::Shared;
 use super::faults::{FaultId, FaultRule};
 use crate::spec::{AdminOpcode, NvmOpcode};
 
-/// Event counters of one controller.
+/// A value on its own cache lines (adjacent-line prefetch included).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Event counters of one controller. Device-side counters and the doorbell
+/// counters that host threads bump live on separate cache lines.
 pub(crate) struct Counters {
     admin: Box<[AtomicU64]>,
     io: Box<[AtomicU64]>,
     dma_faults: AtomicU64,
-    doorbell_writes: AtomicU64,
-    invalid_doorbell_writes: AtomicU64,
     completions: AtomicU64,
+    doorbell_writes: Padded<AtomicU64>,
+    invalid_doorbell_writes: AtomicU64,
 }
 
 // Relaxed everywhere: counters are statistics, read without ordering needs.
@@ -29,9 +41,9 @@ impl Counters {
             admin: zeros(),
             io: zeros(),
             dma_faults: AtomicU64::new(0),
-            doorbell_writes: AtomicU64::new(0),
-            invalid_doorbell_writes: AtomicU64::new(0),
             completions: AtomicU64::new(0),
+            doorbell_writes: Padded(AtomicU64::new(0)),
+            invalid_doorbell_writes: AtomicU64::new(0),
         }
     }
     #[inline]
