@@ -18,5 +18,5 @@ pub mod vfio;
 pub use device::Device;
 pub use driver::{
     Controller, ControllerOptions, DriverError, IoCompletion, IoError, IoQueuePair, LbaRange,
-    Namespace, QueuePairOptions, SubmitError, SubmitErrorKind,
+    Namespace, QueuePairOptions, QueuePairStats, SubmitError, SubmitErrorKind, SyncError,
 };

@@ -13,7 +13,6 @@ use crate::dma::{self, DmaBuf, DmaPool};
 use crate::spec::command::cns;
 use crate::spec::features::{FeatureId, number_of_queues_cdw11, number_of_queues_granted};
 use crate::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
-use crate::spec::log::{ErrorInformation, LogId, SmartHealth};
 use crate::spec::registers::{
     self, Aqa, Cap, Cc, Csts, SHN_NORMAL, SHST_COMPLETE, Version, offset,
 };
@@ -78,7 +77,7 @@ pub(crate) struct Inner<D: Device> {
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
 pub struct Controller<D: Device> {
-    inner: Arc<Inner<D>>,
+    pub(super) inner: Arc<Inner<D>>,
 }
 
 impl<D: Device> Clone for Controller<D> {
@@ -86,6 +85,17 @@ impl<D: Device> Clone for Controller<D> {
         Controller {
             inner: Arc::clone(&self.inner),
         }
+    }
+}
+
+impl<D: Device> std::fmt::Debug for Controller<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("device", &self.inner.name)
+            .field("namespaces", &self.inner.namespaces.len())
+            .field("io_queues_granted", &self.inner.granted)
+            .field("max_transfer_bytes", &self.inner.max_transfer)
+            .finish()
     }
 }
 
@@ -426,90 +436,6 @@ impl<D: Device> Controller<D> {
             None => AdminData::None,
         };
         self.inner.admin_execute(cmd, data)
-    }
-
-    /// Get Log Page `lid` for `nsid` into the whole window of `buf`
-    /// (a multiple of 4 bytes).
-    pub fn get_log_page(&self, nsid: u32, lid: LogId, buf: &mut DmaBuf) -> Result<(), DriverError> {
-        let len = buf.len();
-        if len == 0 || !len.is_multiple_of(4) {
-            return Err(DriverError::BufferTooSmall {
-                len,
-                needed: len.next_multiple_of(4).max(4),
-            });
-        }
-        let numd_z = (len / 4 - 1) as u32;
-        let mut cmd = Command::new(AdminOpcode::GET_LOG_PAGE.0, nsid);
-        cmd.cdw10 = lid.0 as u32 | (numd_z & 0xffff) << 16;
-        cmd.cdw11 = numd_z >> 16;
-        self.inner.admin_execute(cmd, AdminData::Buf(buf))?;
-        Ok(())
-    }
-
-    /// Get Features `fid` (current value); returns completion DW0.
-    pub fn get_features(&self, fid: FeatureId, cdw11: u32) -> Result<u32, DriverError> {
-        let mut cmd = Command::new(AdminOpcode::GET_FEATURES.0, 0);
-        cmd.cdw10 = fid.0 as u32;
-        cmd.cdw11 = cdw11;
-        Ok(self.inner.admin_execute(cmd, AdminData::None)?.dw0)
-    }
-
-    /// Set Features `fid` to `cdw11`; returns completion DW0.
-    pub fn set_features(&self, fid: FeatureId, cdw11: u32) -> Result<u32, DriverError> {
-        let mut cmd = Command::new(AdminOpcode::SET_FEATURES.0, 0);
-        cmd.cdw10 = fid.0 as u32;
-        cmd.cdw11 = cdw11;
-        Ok(self.inner.admin_execute(cmd, AdminData::None)?.dw0)
-    }
-
-    /// The SMART / Health Information log (controller-wide).
-    pub fn smart_log(&self) -> Result<SmartHealth, DriverError> {
-        self.read_log(LogId::SMART_HEALTH, size_of::<SmartHealth>())?
-            .into_iter()
-            .next()
-            .ok_or_else(|| DriverError::BadDeviceData {
-                device: self.inner.name.clone(),
-                what: "SMART / Health log unreadable".into(),
-            })
-    }
-
-    /// The first `entries` Error Information log entries (at most ELPE+1).
-    pub fn error_log(&self, entries: usize) -> Result<Vec<ErrorInformation>, DriverError> {
-        let n = entries.clamp(1, self.inner.identify.elpe as usize + 1);
-        self.read_log(LogId::ERROR_INFORMATION, n * size_of::<ErrorInformation>())
-    }
-
-    /// Read `bytes` of a log page through the scratch page and decode it
-    /// as consecutive `T`s.
-    fn read_log<T: zerocopy::FromBytes>(
-        &self,
-        lid: LogId,
-        bytes: usize,
-    ) -> Result<Vec<T>, DriverError> {
-        let mut out = Vec::new();
-        let mut page = 0usize;
-        while page * 4096 < bytes {
-            let chunk = (bytes - page * 4096).min(4096);
-            let offset = (page * 4096) as u64;
-            let numd_z = (chunk / 4 - 1) as u32;
-            let mut cmd = Command::new(AdminOpcode::GET_LOG_PAGE.0, 0xffff_ffff);
-            cmd.cdw10 = lid.0 as u32 | (numd_z & 0xffff) << 16;
-            cmd.cdw11 = numd_z >> 16;
-            cmd.cdw12 = offset as u32;
-            cmd.cdw13 = (offset >> 32) as u32;
-            let mut admin = self.inner.admin();
-            if self.inner.shut_down.load(Ordering::Acquire) {
-                return Err(DriverError::ShutDown);
-            }
-            admin.execute(&self.inner.device, cmd, AdminData::Scratch)?;
-            for i in 0..chunk / size_of::<T>() {
-                if let Some(v) = admin.scratch_at::<T>(i * size_of::<T>()) {
-                    out.push(v);
-                }
-            }
-            page += 1;
-        }
-        Ok(out)
     }
 
     /// Orderly shutdown: CC.SHN = 01b, then wait for CSTS.SHST = 10b,

@@ -6,14 +6,34 @@
 //! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - [`prp`]: the PRP builder.
+//!
+//! A complete program against the built-in emulated controller:
+//!
+//! ```
+//! use nvme_engine::emu::{EmuConfig, EmuController};
+//! use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
+//!
+//! let device = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();
+//! let ctrl = Controller::new(device, ControllerOptions::default()).unwrap();
+//! let ns = ctrl.namespace(1).unwrap();
+//! let mut qp = ctrl.create_io_qpair(QueuePairOptions::default()).unwrap();
+//! let mut pool = ctrl.create_pool(1 << 20).unwrap();
+//! let mut buf = pool.alloc(4096).unwrap();
+//! buf.write_at(0, b"hello, nvme");
+//! let buf = qp.write_sync(ns, 0, buf, false).unwrap();
+//! let buf = qp.read_sync(ns, 0, buf).unwrap();
+//! assert_eq!(&buf.to_vec()[..11], b"hello, nvme");
+//! ```
 
 mod admin;
 mod controller;
 mod error;
+mod log;
 mod namespace;
 pub mod prp;
 mod qpair;
 mod ring;
+mod sync;
 mod tracker;
 
 pub use admin::AdminStats;

@@ -1,0 +1,143 @@
+//! Synchronous conveniences on an I/O queue pair: submit one command, ring
+//! the doorbell and poll until it completes (bounded by
+//! `ControllerOptions::io_timeout`), for programs that do not need a queue
+//! depth above one.
+
+#![forbid(unsafe_code)]
+
+use std::time::Instant;
+
+use crate::device::Device;
+use crate::dma::DmaBuf;
+use crate::spec::Command;
+
+use super::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
+use super::namespace::{LbaRange, Namespace};
+use super::qpair::IoQueuePair;
+
+/// The token synchronous helpers use for their own command.
+const SYNC_TOKEN: u64 = u64::MAX;
+
+impl<D: Device> IoQueuePair<D> {
+    /// Submit through `submit` with a private token and poll until that
+    /// command completes (bounded by `ControllerOptions::io_timeout`).
+    /// Refuses with [`IoError::Busy`] when other commands are in flight.
+    fn run_sync(
+        &mut self,
+        buf: Option<DmaBuf>,
+        submit: impl FnOnce(&mut Self, Option<DmaBuf>, u64) -> Result<(), SubmitError>,
+    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
+        if self.outstanding() > 0 {
+            return Err(SyncError {
+                error: IoError::Busy(self.outstanding()),
+                buf,
+            });
+        }
+        submit(self, buf, SYNC_TOKEN).map_err(|e| SyncError {
+            error: IoError::Rejected(e.kind),
+            buf: e.buf,
+        })?;
+        let timeout = self.io_timeout();
+        let start = Instant::now();
+        let mut done = None;
+        let mut spins = 0u32;
+        loop {
+            self.process_completions(1, |c| done = Some(c));
+            if let Some(c) = done.take() {
+                return match c.result {
+                    Ok(dw0) => Ok((dw0, c.buf)),
+                    Err(error) => Err(SyncError { error, buf: c.buf }),
+                };
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                if start.elapsed() > timeout {
+                    return Err(SyncError {
+                        error: IoError::TimedOut(timeout),
+                        buf: None,
+                    });
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Read `buf.len()` bytes at `lba` and wait for it.
+    pub fn read_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+    ) -> Result<DmaBuf, SyncError> {
+        self.run_sync(Some(buf), |q, b, t| match b {
+            Some(b) => q.read(ns, lba, b, t),
+            None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
+        })
+        .and_then(|(_, b)| {
+            b.ok_or(SyncError {
+                error: IoError::Busy(0),
+                buf: None,
+            })
+        })
+    }
+
+    /// Write `buf` at `lba` and wait for it.
+    pub fn write_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+    ) -> Result<DmaBuf, SyncError> {
+        self.run_sync(Some(buf), |q, b, t| match b {
+            Some(b) => q.write(ns, lba, b, fua, t),
+            None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
+        })
+        .and_then(|(_, b)| {
+            b.ok_or(SyncError {
+                error: IoError::Busy(0),
+                buf: None,
+            })
+        })
+    }
+
+    /// Flush and wait for it.
+    pub fn flush_sync(&mut self, ns: &Namespace) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| q.flush(ns, t)).map(|_| ())
+    }
+
+    /// Write Zeroes and wait for it.
+    pub fn write_zeroes_sync(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+    ) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| {
+            q.write_zeroes(ns, lba, blocks, deallocate, t)
+        })
+        .map(|_| ())
+    }
+
+    /// Deallocate `ranges` and wait for it.
+    pub fn deallocate_sync(
+        &mut self,
+        ns: &Namespace,
+        ranges: &[LbaRange],
+    ) -> Result<(), SyncError> {
+        self.run_sync(None, |q, _, t| q.deallocate(ns, ranges, t))
+            .map(|_| ())
+    }
+
+    /// Submit a raw command and wait for it; returns completion DW0 and the buffer.
+    pub fn raw_sync(
+        &mut self,
+        cmd: Command,
+        buf: Option<DmaBuf>,
+    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
+        self.run_sync(buf, |q, b, t| q.submit_raw(cmd, b, t))
+    }
+}

@@ -1,0 +1,143 @@
+//! Misbehaving completions injected by the emulated controller: duplicate,
+//! stale and unknown CIDs and a bogus SQ head are detected, counted and never
+//! complete a command twice.
+
+mod driver_common;
+
+use std::collections::HashMap;
+
+use driver_common::*;
+use nvme_engine::dma::DmaPool;
+use nvme_engine::driver::QueuePairStats;
+use nvme_engine::emu::EmuController;
+use nvme_engine::emu::{EmuConfig, EmuHandle, FaultAction, FaultRule};
+use nvme_engine::spec::NvmOpcode;
+use nvme_engine::{Controller, IoQueuePair};
+
+/// Run `rounds` batches of reads with `rule` installed; every token must
+/// complete exactly once. Returns the queue pair's counters.
+fn run_with_fault(
+    ctrl: &Controller<EmuController>,
+    h: &EmuHandle,
+    qp: &mut IoQueuePair<EmuController>,
+    pool: &mut DmaPool,
+    rule: FaultRule,
+) -> QueuePairStats {
+    let ns = ctrl.namespace(1).unwrap().clone();
+    let id = h.add_fault(rule);
+    let mut completions: HashMap<u64, u32> = HashMap::new();
+    let total = 40u64;
+    let mut next = 0;
+    let mut spins = 0u64;
+    while completions.len() < total as usize || qp.outstanding() > 0 {
+        while next < total && qp.outstanding() < 4 {
+            qp.read(&ns, next, pool.alloc(512).unwrap(), next).unwrap();
+            next += 1;
+        }
+        qp.process_completions(usize::MAX, |c| {
+            assert!(c.result.is_ok(), "{:?}", c.result);
+            *completions.entry(c.token).or_default() += 1;
+            pool.free(c.buf.unwrap()).unwrap();
+        });
+        // Let delayed and stale completions surface in inline mode too.
+        h.poll();
+        spins += 1;
+        assert!(spins < 10_000_000, "stuck: {:?}", qp.stats());
+    }
+    // Drain whatever the device still posts late.
+    for _ in 0..8 {
+        h.poll();
+        qp.process_completions(usize::MAX, |c| {
+            *completions.entry(c.token).or_default() += 1;
+        });
+    }
+    assert!(h.fault_hits(id) > 0, "the fault fired");
+    assert_eq!(completions.len(), total as usize);
+    assert!(
+        completions.values().all(|&n| n == 1),
+        "no command completed twice"
+    );
+    assert_eq!(qp.outstanding(), 0);
+    h.clear_faults();
+    *qp.stats()
+}
+
+#[test]
+fn duplicate_completions_are_counted_and_ignored() {
+    for mode in modes() {
+        let (ctrl, h, mut qp, mut pool) = setup(EmuConfig::ram(1 << 20).mode(mode), 16, 1 << 20);
+        let rule = FaultRule::new(FaultAction::DuplicateCompletion)
+            .io()
+            .opcode(NvmOpcode::READ.0)
+            .times(5);
+        let s = run_with_fault(&ctrl, &h, &mut qp, &mut pool, rule);
+        // A duplicate of a retired command is "duplicate" while its slot is
+        // free and "stale" once the slot was reused.
+        assert_eq!(s.duplicate_completions + s.stale_completions, 5, "{s:?}");
+        assert_eq!(s.completed, 40);
+    }
+}
+
+#[test]
+fn stale_completions_are_counted_and_ignored() {
+    for mode in modes() {
+        let (ctrl, h, mut qp, mut pool) = setup(EmuConfig::ram(1 << 20).mode(mode), 16, 1 << 20);
+        let rule = FaultRule::new(FaultAction::StaleCompletion).io().times(3);
+        let s = run_with_fault(&ctrl, &h, &mut qp, &mut pool, rule);
+        assert_eq!(s.duplicate_completions + s.stale_completions, 3, "{s:?}");
+        assert_eq!(s.completed, 40);
+    }
+}
+
+#[test]
+fn unknown_cid_completions_are_counted_and_ignored() {
+    for mode in modes() {
+        let (ctrl, h, mut qp, mut pool) = setup(EmuConfig::ram(1 << 20).mode(mode), 16, 1 << 20);
+        let rule = FaultRule::new(FaultAction::CompleteWithUnknownCid)
+            .io()
+            .times(4);
+        let s = run_with_fault(&ctrl, &h, &mut qp, &mut pool, rule);
+        assert_eq!(
+            s.unknown_completions + s.stale_completions + s.duplicate_completions,
+            4,
+            "{s:?}"
+        );
+        assert_eq!(s.completed, 40);
+    }
+}
+
+#[test]
+fn bogus_sq_head_is_counted_not_trusted() {
+    for mode in modes() {
+        let (ctrl, h, mut qp, mut pool) = setup(EmuConfig::ram(1 << 20).mode(mode), 16, 1 << 20);
+        let rule = FaultRule::new(FaultAction::BogusSqhd).io().times(2);
+        let s = run_with_fault(&ctrl, &h, &mut qp, &mut pool, rule);
+        assert_eq!(s.invalid_sqhd, 2, "{s:?}");
+        // The queue keeps working after the bad heads.
+        let ns = ctrl.namespace(1).unwrap().clone();
+        let data = pattern(5, 512);
+        let b = qp
+            .write_sync(&ns, 0, filled(&mut pool, &data), false)
+            .unwrap();
+        assert_eq!(qp.read_sync(&ns, 0, b).unwrap().to_vec(), data);
+    }
+}
+
+#[test]
+fn lost_completion_times_out_in_sync_helper_and_queue_deletion_still_succeeds() {
+    let opts = nvme_engine::ControllerOptions {
+        io_timeout: std::time::Duration::from_millis(50),
+        admin_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
+    let mut qp = ctrl.create_io_qpair(Default::default()).unwrap();
+    let mut pool = ctrl.create_pool(1 << 20).unwrap();
+    let ns = ctrl.namespace(1).unwrap().clone();
+    h.add_fault(FaultRule::new(FaultAction::NeverComplete).io().once());
+    let e = qp.read_sync(&ns, 0, pool.alloc(512).unwrap()).unwrap_err();
+    assert!(matches!(e.error, nvme_engine::IoError::TimedOut(_)), "{e}");
+    assert!(e.buf.is_none(), "the device may still own the buffer");
+    assert_eq!(qp.outstanding(), 1);
+    qp.delete().unwrap();
+}
