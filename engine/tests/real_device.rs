@@ -3,7 +3,8 @@
 //! more controllers (`0000:00:04.0`, separated by spaces or commas) that
 //! `scripts/setup.sh` has bound to vfio-pci (or uio_pci_generic).
 //!
-//! - `NVME_ENGINE_TEST_NO_IOMMU=1` opts in to the no-IOMMU paths (root).
+//! - `NVME_ENGINE_TEST_NOIOMMU=1` (or `NVME_ENGINE_TEST_NO_IOMMU=1`) opts in
+//!   to the no-IOMMU paths (root).
 //! - `NVME_ENGINE_TEST_WRITE=1` allows writes. Every block written is read
 //!   first and restored at the end, but a crash in between loses it: use a
 //!   scratch device. Without it only reads are issued.
@@ -31,7 +32,7 @@ fn flag(name: &str) -> bool {
 
 fn options() -> VfioOptions {
     VfioOptions {
-        no_iommu: flag("NVME_ENGINE_TEST_NO_IOMMU"),
+        no_iommu: flag("NVME_ENGINE_TEST_NOIOMMU") || flag("NVME_ENGINE_TEST_NO_IOMMU"),
         ..VfioOptions::default()
     }
 }
@@ -75,7 +76,10 @@ fn check_transport(addr: &str, dev: &RealDevice) {
     let last = region
         .iova(region.len() - 1)
         .expect("iova of the last byte");
-    eprintln!("{addr}: 4 MiB at vaddr {vaddr:#x} mapped at IOVA {iova:#x}..={last:#x}");
+    eprintln!(
+        "{addr}: 4 MiB at vaddr {vaddr:#x} mapped; device addresses per chunk: {:x?}",
+        region.chunk_iovas()
+    );
     if let RealDevice::Vfio(v) = dev
         && !v.is_no_iommu()
     {

@@ -30,10 +30,12 @@ pub(crate) const MIN_BAR0: usize = 0x1008;
 /// An NVMe controller opened through VFIO.
 pub struct VfioDevice {
     name: String,
+    // Field order is drop order: unmap the BAR, close the device, then
+    // release the container (kept alive longer by any DMA region).
     bar: Bar,
-    container: Arc<Container>,
     // Keeps the device open (and therefore owned by this process).
     _device: File,
+    container: Arc<Container>,
 }
 
 impl VfioDevice {
@@ -96,8 +98,8 @@ impl VfioDevice {
         Ok(VfioDevice {
             name,
             bar,
-            container,
             _device: device,
+            container,
         })
     }
 
