@@ -314,3 +314,37 @@ fn json_can_go_to_a_file_while_the_table_goes_to_stdout() {
     let _ = std::fs::remove_file(&path);
     assert_eq!(v["total"]["ios"], 500);
 }
+
+#[test]
+fn two_cores_each_run_their_own_count_with_a_row_per_namespace() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let (v, human) = json_run(&[
+        "-r",
+        "trtype:emu mode:inline size:16M ns:2",
+        "-c",
+        "0x3",
+        "-q",
+        "4",
+        "-w",
+        "randrw",
+        "--verify",
+        "-d",
+        "1000",
+    ]);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for core in [0, 1] {
+        let n: u64 = rows
+            .iter()
+            .filter(|r| r["core"] == core)
+            .map(|r| r["ios"].as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 1000, "core {core}");
+    }
+    assert_eq!(v["cores"].as_array().unwrap().len(), 2);
+    assert_eq!(v["total"]["verify"]["mismatches"], 0);
+    assert!(human.contains("Worker on core 1"), "{human}");
+}
