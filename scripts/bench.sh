@@ -4,7 +4,7 @@
 #
 # 1. Host IOPS: nvme-perf against the built-in emulated controller with a null
 #    backing (no data moves) in threaded mode, 4 KiB randread at QD 1, 32, 128,
-#    one worker core. Prints IOPS and the worker's busy share of loop turns. A
+#    one worker core (and the same in inline mode for reference). Prints IOPS and the worker's busy share of loop turns. A
 #    busy share far below 100 % means the worker waits for completions: the
 #    emulator's device thread, not the engine, is the limit.
 #
@@ -64,15 +64,20 @@ want() { [[ " ${SECTIONS:-1 2 3} " == *" $1 "* ]]; }
 if want 1; then
 echo
 echo "== 1. Host: emulated controller, null backing, threaded (spinning device thread), 4 KiB randread, ${SECS}s per QD"
-printf '%-6s %14s %14s %12s\n' "QD" "IOPS/core" "MiB/s" "worker busy"
-for qd in 1 32 128; do
-	out=$tmp/host-$qd.txt
-	"$BIN" -r 'trtype:emu null:1 mode:threaded' -q "$qd" -o 4k -w randread -t "$SECS" \
-		"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
-	iops=$(iops_of "$out")
-	printf '%-6s %14.0f %14.1f %12s\n' "$qd" "$iops" "$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")"
+printf '%-10s %-6s %14s %14s %12s\n' "emulator" "QD" "IOPS/core" "MiB/s" "worker busy"
+for mode in threaded inline; do
+	for qd in 1 32 128; do
+		out=$tmp/host-$mode-$qd.txt
+		"$BIN" -r "trtype:emu null:1 mode:$mode" -q "$qd" -o 4k -w randread -t "$SECS" \
+			"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
+		iops=$(iops_of "$out")
+		printf '%-10s %-6s %14.0f %14.1f %12s\n' "$mode" "$qd" "$iops" \
+			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")"
+	done
 done
-echo "(one worker core; busy = share of loop turns that submitted or reaped; low busy = emulator-bound)"
+echo "(one worker core; busy = share of loop turns that submitted or reaped; low busy = waiting for"
+echo " the emulator's device thread. inline: the emulator runs on the worker thread inside the doorbell"
+echo " write, so its IOPS are engine + emulator on one core, independent of how the device thread is scheduled)"
 fi
 
 if want 2; then
