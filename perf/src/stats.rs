@@ -111,10 +111,15 @@ pub struct RowStats {
     pub ios: u64,
     /// Of which reads.
     pub reads: u64,
-    /// Bytes moved by them.
-    pub bytes: u64,
-    /// Latency of successful I/Os in clock ticks.
+    /// Bytes per I/O.
+    pub io_size: u64,
+    /// Latency of successful I/Os in clock ticks (call [`RowStats::flush`]
+    /// before reading it).
     pub hist: Histogram<u64>,
+    /// A run of equal latencies not yet in `hist`: (ticks, count). I/Os
+    /// submitted in one batch and reaped in one call share both time stamps,
+    /// so they are recorded with one `record_n`.
+    pending: (u64, u64),
     /// Failed I/Os by status (the whole run, warm-up included).
     pub errors: StatusCounts,
     /// Verification (the whole run, warm-up included).
@@ -122,17 +127,23 @@ pub struct RowStats {
 }
 
 impl RowStats {
-    /// Empty counters; the histogram tracks 1 tick ..= `max_ticks` at 3
-    /// significant digits (values above are clamped).
-    pub fn new(max_ticks: u64) -> Result<Self, hdrhistogram::CreationError> {
+    /// Empty counters for I/Os of `io_size` bytes; the histogram tracks
+    /// 1 tick ..= `max_ticks` at 3 significant digits (values above are clamped).
+    pub fn new(max_ticks: u64, io_size: u64) -> Result<Self, hdrhistogram::CreationError> {
         Ok(RowStats {
             ios: 0,
             reads: 0,
-            bytes: 0,
+            io_size,
             hist: Histogram::new_with_bounds(1, max_ticks.max(2), 3)?,
+            pending: (0, 0),
             errors: StatusCounts::default(),
             verify: VerifyStats::default(),
         })
+    }
+
+    /// Bytes moved by the successful I/Os.
+    pub fn bytes(&self) -> u64 {
+        self.ios * self.io_size
     }
 
     /// Forget the measured performance (end of warm-up); failures and
@@ -140,24 +151,38 @@ impl RowStats {
     pub fn reset_performance(&mut self) {
         self.ios = 0;
         self.reads = 0;
-        self.bytes = 0;
+        self.pending = (0, 0);
         self.hist.reset();
     }
 
-    /// Record one successful I/O of `bytes` that took `ticks`.
+    /// Record one successful I/O that took `ticks`.
     #[inline]
-    pub fn record(&mut self, ticks: u64, bytes: u64, read: bool) {
+    pub fn record(&mut self, ticks: u64, read: bool) {
         self.ios += 1;
         self.reads += read as u64;
-        self.bytes += bytes;
-        self.hist.saturating_record(ticks.max(1));
+        if ticks == self.pending.0 {
+            self.pending.1 += 1;
+        } else {
+            self.flush();
+            self.pending = (ticks, 1);
+        }
     }
 
-    /// Add `other` into this row (for totals).
+    /// Move the pending run of equal latencies into the histogram.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.pending.1 > 0 {
+            self.hist
+                .saturating_record_n(self.pending.0.max(1), self.pending.1);
+            self.pending.1 = 0;
+        }
+    }
+
+    /// Add `other` into this row (for totals); both must be flushed.
     pub fn merge(&mut self, other: &RowStats) {
         self.ios += other.ios;
         self.reads += other.reads;
-        self.bytes += other.bytes;
+        self.io_size = other.io_size;
         // Same bounds everywhere; an error here would only drop latency data.
         let _ = self.hist.add(&other.hist);
         self.errors.merge(&other.errors);
@@ -239,16 +264,34 @@ mod tests {
 
     #[test]
     fn rows_merge_and_reset_keeps_failures() {
-        let mut a = RowStats::new(1 << 40).unwrap();
-        a.record(100, 4096, true);
+        let mut a = RowStats::new(1 << 40, 4096).unwrap();
+        a.record(100, true);
+        a.flush();
         a.errors.record(Status::new(StatusCodeType::GENERIC, 0x80));
-        let mut b = RowStats::new(1 << 40).unwrap();
-        b.record(300, 4096, false);
+        let mut b = RowStats::new(1 << 40, 4096).unwrap();
+        b.record(300, false);
+        b.flush();
         b.merge(&a);
-        assert_eq!((b.ios, b.reads, b.bytes), (2, 1, 8192));
+        assert_eq!((b.ios, b.reads, b.bytes()), (2, 1, 8192));
         assert_eq!(b.hist.len(), 2);
         assert_eq!(b.hist.min(), 100);
         a.reset_performance();
         assert_eq!((a.ios, a.hist.len(), a.errors.total()), (0, 0, 1));
+    }
+
+    #[test]
+    fn runs_of_equal_latencies_are_recorded_exactly() {
+        let mut r = RowStats::new(1 << 40, 512).unwrap();
+        for t in [5, 5, 5, 9, 9, 5, 0] {
+            r.record(t, true);
+        }
+        assert_eq!(r.hist.len(), 6, "the last run is still pending");
+        r.flush();
+        r.flush();
+        assert_eq!(r.hist.len(), 7);
+        assert_eq!(r.hist.count_at(5), 4);
+        assert_eq!(r.hist.count_at(9), 2);
+        assert_eq!(r.hist.count_at(1), 1, "zero ticks count as one");
+        assert_eq!(r.bytes(), 7 * 512);
     }
 }

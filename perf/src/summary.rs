@@ -157,7 +157,7 @@ fn summarize(
         reads: s.reads,
         seconds: secs,
         iops: rate(s.ios as f64),
-        mib_s: rate(s.bytes as f64) / (1 << 20) as f64,
+        mib_s: rate(s.bytes() as f64) / (1 << 20) as f64,
         avg_us: if empty { 0.0 } else { us(h.mean()) },
         min_us: if empty { 0.0 } else { us(h.min() as f64) },
         max_us: if empty { 0.0 } else { us(h.max() as f64) },
@@ -178,7 +178,7 @@ pub fn build(
     max_ticks: u64,
 ) -> anyhow::Result<Summary> {
     let mut out = Vec::new();
-    let mut total = RowStats::new(max_ticks)?;
+    let mut total = RowStats::new(max_ticks, 0)?;
     let mut total_iops = 0.0;
     let mut total_mib = 0.0;
     let mut longest = 0.0f64;

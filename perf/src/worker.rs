@@ -282,7 +282,7 @@ pub fn run(
     };
     let mut rows = Vec::with_capacity(plan.rows);
     for _ in 0..plan.rows {
-        rows.push(RowStats::new(p.max_ticks)?);
+        rows.push(RowStats::new(p.max_ticks, p.io_size as u64)?);
     }
     let mut cx = Ctx {
         p: &p,
@@ -385,6 +385,9 @@ pub fn run(
         }
     }
     progress.store(cx.completed, Ordering::Relaxed);
+    for r in &mut rows {
+        r.flush();
+    }
     let abandoned = jobs.iter().map(|j| j.qp.outstanding()).sum();
     for job in jobs {
         let _ = job.qp.delete();
@@ -509,7 +512,6 @@ fn reap(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> us
         ..
     } = job;
     let (start_lba, blocks, bs) = (*start_lba, *blocks, ns.block_size as usize);
-    let io_bytes = cx.p.io_size as u64;
     let mut now = 0u64;
     qp.process_completions(cx.p.queue_depth, |c: IoCompletion| {
         let slot = &mut slots[c.token as usize];
@@ -533,7 +535,7 @@ fn reap(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> us
                     if now == 0 {
                         now = clock.now();
                     }
-                    row.record(now.wrapping_sub(slot.start), io_bytes, slot.read);
+                    row.record(now.wrapping_sub(slot.start), slot.read);
                 }
             }
             Err(e) => {
