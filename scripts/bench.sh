@@ -98,9 +98,11 @@ else
 			t=$(awk '/^summary:/ { print $2; exit }' "$f")
 			if ((t > best)); then best=$t worker=$f; fi
 		done
-		local emu
-		emu=$(callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$worker" 2>/dev/null |
-			awk '/:nvme_perf::device::emu_(read|write)32 \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+		local emu submit inclusive=$tmp/cg-$n.incl
+		callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$worker" >"$inclusive" 2>/dev/null
+		emu=$(awk '/:nvme_perf::device::emu_(read|write)32 \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }' "$inclusive")
+		# The driver's submit path is one out-of-line function (read and write share it).
+		submit=$(awk '/:nvme_engine::driver::qpair::IoQueuePair<D>::rw \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }' "$inclusive")
 		callgrind_annotate --auto=no --threshold=100 "$worker" 2>/dev/null | awk -v total="$best" -v emu="$emu" '
 			/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ {
 				n = $1; gsub(",", "", n)
@@ -115,17 +117,21 @@ else
 				else if (fn ~ /nvme_perf::|hdrhistogram/) p += n
 				else o += n
 			}
-			END { printf "%d %d %d %d %d %d\n", total, emu, d, p, o, e }'
+			END { printf "%d %d %d %d %d %d %d\n", total, emu, d, p, o, e, submit }' submit="$submit"
 	}
-	read -r t1 e1 d1 p1 o1 ef1 < <(measure "$N1")
-	read -r t2 e2 d2 p2 o2 ef2 < <(measure "$N2")
+	read -r t1 e1 d1 p1 o1 ef1 s1 < <(measure "$N1")
+	read -r t2 e2 d2 p2 o2 ef2 s2 < <(measure "$N2")
 	awk -v n="$((N2 - N1))" -v t="$((t2 - t1))" -v e="$((e2 - e1))" -v d="$((d2 - d1))" \
-		-v p="$((p2 - p1))" -v o="$((o2 - o1))" -v ef="$((ef2 - ef1))" 'BEGIN {
+		-v p="$((p2 - p1))" -v o="$((o2 - o1))" -v ef="$((ef2 - ef1))" -v s="$((s2 - s1))" 'BEGIN {
 		printf "%-44s %10s\n", "per I/O (difference of -d " n " runs)", "instr"
 		printf "%-44s %10.1f\n", "worker thread total", t / n
 		printf "%-44s %10.1f\n", "emulator (inclusive emu_read32/emu_write32)", e / n
 		printf "%-44s %10.1f\n", "engine + nvme-perf loop (total - emulator)", (t - e) / n
 		printf "%-44s %10.1f\n", "  driver (engine/src/{driver,spec,dma})", d / n
+		if (s > 0) {
+			printf "%-44s %10.1f\n", "    of which submit (IoQueuePair::rw, incl.)", s / n
+			printf "%-44s %10.1f\n", "    of which completion and doorbells", (d - s) / n
+		}
 		printf "%-44s %10.1f\n", "  nvme-perf (offsets, TSC, histogram)", p / n
 		printf "%-44s %10.1f\n", "  unattributed (libc, std outside crates)", o / n
 		printf "%-44s %10.1f\n", "emulator by source file (cross-check)", ef / n
