@@ -184,6 +184,7 @@ pub fn main() -> Result<i32> {
         time: time.map(Duration::from_secs),
         terminal,
     };
+    crate::signal::install();
     let results = run::run(plans, &ctrls, params, timing, &mut *human)?;
     drop(ctrls);
     let s = summary::build(&targets, &rows, &results, &clock, max_ticks)?;

@@ -13,6 +13,7 @@ mod plan;
 mod report;
 mod rng;
 mod run;
+mod signal;
 mod stats;
 mod summary;
 mod target;

@@ -121,7 +121,7 @@ pub fn run(
             ctl.advance(PHASE_MEASURE);
             measure_end = timing.time.map(|t| now + t);
         }
-        if measure_end.is_some_and(|e| now >= e) {
+        if measure_end.is_some_and(|e| now >= e) || crate::signal::stop_requested() {
             ctl.advance(PHASE_STOP);
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -348,3 +348,40 @@ fn two_cores_each_run_their_own_count_with_a_row_per_namespace() {
     assert_eq!(v["total"]["verify"]["mismatches"], 0);
     assert!(human.contains("Worker on core 1"), "{human}");
 }
+
+#[test]
+fn sigint_ends_the_run_early_and_still_reports() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvme-perf"))
+        .args([
+            "-r",
+            "trtype:emu mode:inline null:1 size:16M",
+            "-q",
+            "4",
+            "-t",
+            "600",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nvme-perf starts");
+    // Wait for the first progress line: the workers are running.
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("IOPS") {
+        assert_eq!(out.read(&mut byte).unwrap(), 1, "output ended early");
+        seen.push(byte[0]);
+    }
+    // kill(1) sends SIGINT by process id.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    assert!(rest.contains("Total"), "{rest}");
+}
