@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ use crate::stats::WorkerResult;
 use crate::worker::{
     self, Control, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams, WorkerPlan,
 };
+
+/// A run in which no I/O completes for this long is stopped (hung device).
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the main thread paces the run.
 #[derive(Clone, Copy, Debug)]
@@ -84,17 +88,30 @@ pub fn run(
     let mut last_print = start;
     let mut last_total = 0u64;
     let mut printed = false;
+    let mut last_change = (0u64, start);
     loop {
         if handles.iter().all(|h| h.is_finished()) {
             break;
         }
         let now = Instant::now();
+        let done: u64 = ctl
+            .progress
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum();
+        if done != last_change.0 {
+            last_change = (done, now);
+        } else if now.duration_since(last_change.1) >= STALL_TIMEOUT {
+            let _ = writeln!(
+                out,
+                "\nNo I/O completed for {} s: the device may be hung; stopping the run",
+                STALL_TIMEOUT.as_secs()
+            );
+            ctl.advance(PHASE_STOP);
+            last_change = (done, now);
+        }
         if now.duration_since(last_print) >= Duration::from_secs(1) {
-            let total: u64 = ctl
-                .progress
-                .iter()
-                .map(|c| c.0.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
+            let total = done;
             let secs = now.duration_since(last_print).as_secs_f64();
             let iops = (total - last_total) as f64 / secs;
             let what = if measuring { "measuring" } else { "warming up" };
