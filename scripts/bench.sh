@@ -49,6 +49,7 @@ BIN=$TARGET_DIR/release/nvme-perf
 CORE_ARG=()
 if [[ -n ${CORE:-} ]]; then CORE_ARG=(-c "$CORE"); fi
 
+echo "Host: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (other load makes the figures noisy)"
 echo "Building nvme-perf (release)..."
 cargo build --release -p nvme-perf --quiet
 
