@@ -1,2 +1,32 @@
-//! nvme-perf: benchmark nvme-engine.
-fn main() {}
+//! nvme-perf: the benchmarking CLI of nvme-engine, in the spirit of
+//! `spdk_nvme_perf`. Worker threads, one per selected core, drive their own
+//! queue pairs directly (no rings) and run to completion; see `--help`.
+
+mod app;
+mod cli;
+mod clock;
+mod cores;
+mod device;
+mod json;
+mod pattern;
+mod plan;
+mod report;
+mod rng;
+mod run;
+mod signal;
+mod stats;
+mod summary;
+mod target;
+mod transport;
+mod units;
+mod worker;
+
+fn main() {
+    match app::main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("nvme-perf: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! identify: print controller and namespace data the way `nvme id-ctrl`
+//! and `nvme id-ns` users expect.
+//!
+//! Usage: `identify [PCI address]` (no address: the emulated controller).
+
+use anyhow::Result;
+use nvme_engine::Device;
+use nvme_engine::driver::Controller;
+use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
+use nvme_engine_examples::{Example, pci_address_arg, run};
+
+struct Identify;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn print_controller(id: &IdentifyController) {
+    println!("NVME Identify Controller:");
+    println!("vid       : {:#x}", id.vid.get());
+    println!("ssvid     : {:#x}", id.ssvid.get());
+    println!("sn        : {}", id.serial());
+    println!("mn        : {}", id.model());
+    println!("fr        : {}", id.firmware());
+    println!("rab       : {}", id.rab);
+    println!(
+        "ieee      : {:02x}{:02x}{:02x}",
+        id.ieee[2], id.ieee[1], id.ieee[0]
+    );
+    println!("cmic      : {:#x}", id.cmic);
+    println!("mdts      : {}", id.mdts);
+    println!("cntlid    : {:#x}", id.cntlid.get());
+    let ver = id.ver.get();
+    println!(
+        "ver       : {:#x} ({}.{}.{})",
+        ver,
+        ver >> 16,
+        (ver >> 8) & 0xff,
+        ver & 0xff
+    );
+    println!("oacs      : {:#x}", id.oacs.get());
+    println!("acl       : {}", id.acl);
+    println!("aerl      : {}", id.aerl);
+    println!("frmw      : {:#x}", id.frmw);
+    println!("lpa       : {:#x}", id.lpa);
+    println!("elpe      : {}", id.elpe);
+    println!("npss      : {}", id.npss);
+    println!("wctemp    : {}", id.wctemp.get());
+    println!("cctemp    : {}", id.cctemp.get());
+    println!(
+        "sqes      : {:#x} (min {} max {} bytes)",
+        id.sqes,
+        1u32 << (id.sqes & 0xf),
+        1u32 << (id.sqes >> 4)
+    );
+    println!(
+        "cqes      : {:#x} (min {} max {} bytes)",
+        id.cqes,
+        1u32 << (id.cqes & 0xf),
+        1u32 << (id.cqes >> 4)
+    );
+    println!("maxcmd    : {}", id.maxcmd.get());
+    println!("nn        : {}", id.nn.get());
+    println!("oncs      : {:#x}", id.oncs.get());
+    println!("fuses     : {:#x}", id.fuses.get());
+    println!("fna       : {:#x}", id.fna);
+    println!("vwc       : {:#x}", id.vwc);
+    println!("awun      : {}", id.awun.get());
+    println!("awupf     : {}", id.awupf.get());
+    println!("sgls      : {:#x}", id.sgls.get());
+    let nqn = nvme_engine::spec::identify::ascii_field(&id.subnqn);
+    println!("subnqn    : {}", nqn.trim_end_matches('?'));
+}
+
+fn print_namespace(nsid: u32, id: &IdentifyNamespace) {
+    println!();
+    println!("NVME Identify Namespace {nsid}:");
+    println!("nsze    : {:#x}", id.nsze.get());
+    println!("ncap    : {:#x}", id.ncap.get());
+    println!("nuse    : {:#x}", id.nuse.get());
+    println!("nsfeat  : {:#x}", id.nsfeat);
+    println!("nlbaf   : {}", id.nlbaf);
+    println!("flbas   : {:#x}", id.flbas);
+    println!("mc      : {:#x}", id.mc);
+    println!("dpc     : {:#x}", id.dpc);
+    println!("dps     : {:#x}", id.dps);
+    println!("nmic    : {:#x}", id.nmic);
+    println!("nsattr  : {:#x}", id.nsattr);
+    println!("nguid   : {}", hex(&id.nguid));
+    println!("eui64   : {}", hex(&id.eui64));
+    let in_use = id.format_index();
+    let count = (id.nlbaf as usize + 1).min(id.lbaf.len());
+    for (i, f) in id.lbaf.iter().take(count).enumerate() {
+        println!(
+            "lbaf {i:>2} : ms:{:<3} lbads:{:<2} rp:{:#x}{}",
+            f.ms(),
+            f.lbads(),
+            f.rp(),
+            if i == in_use { " (in use)" } else { "" }
+        );
+    }
+}
+
+impl Example for Identify {
+    fn run<D: Device>(self, controller: Controller<D>) -> Result<()> {
+        let cap = controller.cap();
+        let vs = controller.version();
+        println!("device    : {}", controller.device().name());
+        println!("cap       : {cap:?}");
+        println!("version   : {vs:?}");
+        println!(
+            "I/O queues granted: {}, max transfer: {} bytes",
+            controller.io_queues_granted(),
+            controller.max_transfer_bytes()
+        );
+        println!();
+        print_controller(controller.identify());
+        for ns in controller.namespaces() {
+            print_namespace(ns.id, &ns.identify);
+        }
+        for skipped in controller.skipped_namespaces() {
+            println!();
+            println!("namespace {} skipped: {}", skipped.id, skipped.reason);
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    run(pci_address_arg().as_deref(), Identify)
+}

@@ -1,0 +1,251 @@
+//! The program: parse options, open the controllers, check the plan,
+//! print what is attached, run, report.
+
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+
+use crate::cli::Args;
+use crate::clock::Clock;
+use crate::cores::{allowed_cores, check_allowed, parse_cores};
+use crate::json::{self, RunInfo};
+use crate::plan::{self, PlanOptions};
+use crate::run::{self, Timing};
+use crate::summary;
+use crate::target::{self, OpenOptions, Target};
+use crate::transport::{EmuSpec, TransportId};
+use crate::units::format_size;
+use crate::worker::RunParams;
+use crate::{report, stats};
+
+/// Exit status when the run completed but I/O failed or data mismatched.
+const EXIT_IO_FAILED: i32 = 3;
+
+/// Run nvme-perf; the process exit status.
+pub fn main() -> Result<i32> {
+    let args = Args::parse();
+    let allowed = allowed_cores();
+    let cores = match &args.cores {
+        Some(c) => parse_cores(c).context("bad -c")?,
+        None => vec![if allowed.contains(&0) {
+            0
+        } else {
+            allowed.first().copied().unwrap_or(0)
+        }],
+    };
+    check_allowed(&cores, &allowed).context("bad -c")?;
+    let json_stdout = matches!(args.json, Some(None));
+    let mut human: Box<dyn Write> = if json_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let terminal = if json_stdout {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let transports = if args.transports.is_empty() {
+        vec![TransportId::Emu(EmuSpec::default())]
+    } else {
+        args.transports.clone()
+    };
+    let o = PlanOptions {
+        queue_depth: args.queue_depth as usize,
+        io_size: args.io_size,
+        workload: args.workload,
+        read_percent: args.read_percent,
+        qpairs: args.qpairs as usize,
+        io_queue_size: args.io_queue_size,
+        verify: args.verify,
+    };
+    if o.queue_depth > u16::MAX as usize {
+        bail!(
+            "queue depth {} is larger than any NVMe queue (65535 commands); lower -q",
+            o.queue_depth
+        );
+    }
+    let ask_entries = args
+        .io_queue_size
+        .unwrap_or((args.queue_depth + 1).max(1024))
+        .min(u16::MAX as u64) as u16;
+    let mut targets: Vec<Target> = Vec::new();
+    for t in &transports {
+        let ns_hint = match t {
+            TransportId::Emu(s) => s.namespaces as usize,
+            TransportId::Pcie { nsid: Some(_), .. } => 1,
+            TransportId::Pcie { nsid: None, .. } => 16,
+        };
+        let queues = (cores.len() * o.qpairs * ns_hint).clamp(1, 65534) as u16;
+        targets.push(target::open(
+            t,
+            OpenOptions {
+                io_queues: queues,
+                queue_entries: ask_entries,
+            },
+        )?);
+    }
+    let entries = plan::queue_entries(&targets, &o)?;
+    let (plans, rows) = plan::build(&targets, &cores, &o)?;
+    if args.verify && o.workload.read_percent(o.read_percent) == 100 {
+        writeln!(
+            human,
+            "Note: --verify with a read-only workload checks nothing (no block is written in this run); use rw or randrw"
+        )?;
+    }
+    for t in &targets {
+        let id = t.ctrl.identify();
+        writeln!(
+            human,
+            "Attached to {} [{}]: model '{}', serial '{}', firmware '{}', max transfer {}, {} I/O queues granted",
+            t.name(),
+            t.transport,
+            id.model(),
+            id.serial(),
+            id.firmware(),
+            format_size(t.ctrl.max_transfer_bytes() as u64),
+            t.ctrl.io_queues_granted()
+        )?;
+        for ns in &t.namespaces {
+            writeln!(
+                human,
+                "  Namespace {}: {} ({} blocks of {} bytes){}",
+                ns.id,
+                format_size(ns.size_bytes()),
+                ns.blocks,
+                ns.block_size,
+                if ns.read_only {
+                    ", write protected"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    let clock = Clock::calibrate();
+    let max_ticks = clock.ticks(Duration::from_secs(3600));
+    let time = match (args.time, args.number_ios) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(10),
+    };
+    for p in &plans {
+        writeln!(
+            human,
+            "Worker on core {}: {} namespace(s) x {} queue pair(s), queue depth {}, {} {} I/O",
+            p.core,
+            p.jobs.len(),
+            o.qpairs,
+            o.queue_depth,
+            format_size(o.io_size as u64),
+            o.workload.name()
+        )?;
+    }
+    let limits = match (time, args.number_ios) {
+        (Some(t), Some(n)) => format!("{t} s or {n} I/Os per core"),
+        (Some(t), None) => format!("{t} s"),
+        (None, Some(n)) => format!("{n} I/Os per core"),
+        (None, None) => String::new(),
+    };
+    writeln!(
+        human,
+        "Running {limits}{} (seed {:#x}, {} entries per I/O queue)",
+        if args.warmup > 0 {
+            format!(" after {} s warm-up", args.warmup)
+        } else {
+            String::new()
+        },
+        args.seed,
+        entries
+    )?;
+    let params = Arc::new(RunParams {
+        queue_depth: o.queue_depth,
+        io_size: o.io_size,
+        read_percent: o.workload.read_percent(o.read_percent),
+        random: o.workload.random(),
+        verify: o.verify,
+        number_ios: args.number_ios,
+        seed: args.seed,
+        continue_on_error: args.continue_on_error,
+        queue_entries: entries,
+        qpairs: o.qpairs,
+        clock,
+        max_ticks,
+    });
+    let ctrls: Vec<_> = targets.iter().map(|t| t.ctrl.clone()).collect();
+    let timing = Timing {
+        warmup: Duration::from_secs(args.warmup),
+        time: time.map(Duration::from_secs),
+        terminal,
+    };
+    crate::signal::install();
+    let results = run::run(plans, &ctrls, params, timing, &mut *human)?;
+    drop(ctrls);
+    let s = summary::build(&targets, &rows, &results, &clock, max_ticks)?;
+    report::print(&mut *human, &s, args.latency)?;
+    if let Some(dest) = &args.json {
+        let info = RunInfo {
+            workload: o.workload.name(),
+            io_size: o.io_size,
+            queue_depth: o.queue_depth,
+            read_percent: o.workload.read_percent(o.read_percent),
+            qpairs: o.qpairs,
+            queue_entries: entries,
+            cores: cores.clone(),
+            time,
+            warmup: args.warmup,
+            number_ios: args.number_ios,
+            seed: args.seed,
+            verify: args.verify,
+            controllers: targets
+                .iter()
+                .map(|t| {
+                    let id = t.ctrl.identify();
+                    json!({
+                        "name": t.name(),
+                        "transport": t.transport,
+                        "model": id.model(),
+                        "serial": id.serial(),
+                        "namespaces": t.namespaces.iter().map(|n| json!({
+                            "nsid": n.id, "blocks": n.blocks, "block_size": n.block_size, "bytes": n.size_bytes()
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&json::report(&info, &s))?;
+        match dest {
+            None => println!("{text}"),
+            Some(path) => std::fs::write(path, text + "\n")
+                .with_context(|| format!("cannot write the JSON report to {}", path.display()))?,
+        }
+    }
+    for t in &targets {
+        let _ = t.ctrl.shutdown();
+    }
+    if let Some(f) = &s.fatal {
+        report_fatal(f);
+        return Ok(EXIT_IO_FAILED);
+    }
+    if s.total.verify.mismatches > 0 {
+        eprintln!(
+            "nvme-perf: error: --verify found {} reads whose data differs from what was written",
+            s.total.verify.mismatches
+        );
+        return Ok(EXIT_IO_FAILED);
+    }
+    Ok(0)
+}
+
+fn report_fatal(f: &stats::FailedIo) {
+    eprintln!(
+        "nvme-perf: error: {} of {} blocks at LBA {} on {} namespace {} failed: {}; the run stopped at the first failed I/O (pass --continue-on-error to count failures and keep going)",
+        f.op, f.blocks, f.lba, f.device, f.nsid, f.reason
+    );
+}

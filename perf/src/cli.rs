@@ -1,0 +1,265 @@
+//! Command-line options, named like `spdk_nvme_perf`'s.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::transport::TransportId;
+use crate::units::parse_size;
+
+const EXAMPLES: &str = "\
+Examples:
+  # 4 KiB random reads at QD 32 for 10 s on the built-in emulated controller (1 GiB RAM)
+  nvme-perf -q 32 -o 4k -w randread -t 10
+
+  # 70/30 random read/write mix on cores 0 and 1, with latency percentiles
+  nvme-perf -q 64 -o 4k -w randrw -M 70 -t 30 -c 0x3 -L
+
+  # a real controller bound to vfio-pci, namespace 1, JSON report to a file
+  nvme-perf -r 'trtype:PCIe traddr:0000:04:00.0 ns:1' -q 128 -o 4k -w randread -t 60 --json out.json
+
+  # the emulated controller with no backing store (measures the driver), inline mode
+  nvme-perf -r 'trtype:emu null:1 mode:inline' -q 32 -o 4k -w randread -t 5
+
+  # data integrity under load: 1 million verified I/Os per core on two 4 KiB-block namespaces
+  nvme-perf -r 'trtype:emu size:256M ns:2 lba:4096' -w randrw --verify -d 1000000
+
+Transport IDs (-r, repeatable):
+  trtype:PCIe traddr:<pci address> [ns:<nsid>] [noiommu:1]
+  trtype:emu [size:1G] [ns:<namespace count>] [lba:512|4096] [null:1] [file:/path]
+             [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction>]
+  emu ns: is the number of namespaces; file: backs namespace 1, namespace N uses <path>.N;
+  fail: makes that share of reads complete with Unrecovered Read Error (fault injection).
+  Keys are separated by spaces or commas (trtype:PCIe,traddr:0000:04:00.0).
+  Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).";
+
+/// The I/O pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Uniformly random reads.
+    Randread,
+    /// Uniformly random writes.
+    Randwrite,
+    /// Sequential mix of reads and writes (-M sets the read share).
+    Rw,
+    /// Random mix of reads and writes (-M sets the read share).
+    Randrw,
+}
+
+impl Workload {
+    /// Offsets are random.
+    pub fn random(self) -> bool {
+        matches!(
+            self,
+            Workload::Randread | Workload::Randwrite | Workload::Randrw
+        )
+    }
+    /// Percentage of reads given `-M`.
+    pub fn read_percent(self, mix: u8) -> u8 {
+        match self {
+            Workload::Read | Workload::Randread => 100,
+            Workload::Write | Workload::Randwrite => 0,
+            Workload::Rw | Workload::Randrw => mix,
+        }
+    }
+    /// The name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Read => "read",
+            Workload::Write => "write",
+            Workload::Randread => "randread",
+            Workload::Randwrite => "randwrite",
+            Workload::Rw => "rw",
+            Workload::Randrw => "randrw",
+        }
+    }
+}
+
+fn io_size(s: &str) -> Result<usize, String> {
+    let v = parse_size(s).map_err(|e| e.to_string())?;
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v <= u32::MAX as usize)
+        .ok_or_else(|| format!("IO size {v} is too large"))
+}
+
+fn run_time(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err(
+            "run time must be at least 1 second (use -d to stop after a number of I/Os instead)"
+                .into(),
+        ),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("'{s}' is not a whole number of seconds")),
+    }
+}
+
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    }
+}
+
+fn seed(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a 64-bit number (decimal or 0x hex)"))
+}
+
+/// nvme-perf: measure IOPS, bandwidth and latency of NVMe controllers
+/// driven by nvme-engine's polled userspace driver.
+#[derive(Debug, Parser)]
+#[command(name = "nvme-perf", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Queue depth per queue pair.
+    #[arg(short = 'q', long = "io-depth", default_value_t = 32, value_parser = positive)]
+    pub queue_depth: u64,
+
+    /// I/O size in bytes; suffixes k, m (powers of 1024): 4k, 128K.
+    #[arg(short = 'o', long = "io-size", default_value = "4k", value_parser = io_size)]
+    pub io_size: usize,
+
+    /// I/O pattern.
+    #[arg(short = 'w', long = "io-pattern", value_enum, default_value_t = Workload::Randread)]
+    pub workload: Workload,
+
+    /// Read percentage for rw and randrw, 0..=100.
+    #[arg(short = 'M', long = "rwmixread", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+
+    /// Run time in seconds (default 10, or unlimited with -d).
+    #[arg(short = 't', long = "time", value_parser = run_time)]
+    pub time: Option<u64>,
+
+    /// Warm-up seconds before measuring (not counted).
+    #[arg(short = 'a', long = "warmup-time", default_value_t = 0)]
+    pub warmup: u64,
+
+    /// Cores to run workers on: hex mask (0x3) or list (0,1 or 0-1). Default: the first allowed core.
+    #[arg(short = 'c', long = "core-mask")]
+    pub cores: Option<String>,
+
+    /// Transport ID of a controller (repeatable); see below.
+    #[arg(short = 'r', long = "transport")]
+    pub transports: Vec<TransportId>,
+
+    /// I/O queue pairs per namespace per core.
+    #[arg(short = 'P', long = "num-qpairs", default_value_t = 1, value_parser = positive)]
+    pub qpairs: u64,
+
+    /// Entries per I/O queue (default: at least queue depth + 1, and 1024).
+    #[arg(long = "io-queue-size", value_parser = positive)]
+    pub io_queue_size: Option<u64>,
+
+    /// Latency percentiles (-L); with -LL also a latency histogram.
+    #[arg(short = 'L', long = "enable-sw-latency-tracking", action = ArgAction::Count)]
+    pub latency: u8,
+
+    /// Write a JSON report to FILE, or to stdout (then the human report goes to stderr).
+    #[arg(long = "json", value_name = "FILE", num_args = 0..=1)]
+    pub json: Option<Option<PathBuf>>,
+
+    /// Write a pattern derived from LBA, seed and generation; check every read.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Stop each worker after this many measured I/Os instead of after a time.
+    #[arg(short = 'd', long = "number-ios", value_parser = positive)]
+    pub number_ios: Option<u64>,
+
+    /// Seed for offsets and the verify pattern (decimal or 0x hex).
+    #[arg(long, default_value = "0x5eed", value_parser = seed)]
+    pub seed: u64,
+
+    /// Count failed I/Os and keep going (default: stop at the first failure).
+    #[arg(long)]
+    pub continue_on_error: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("nvme-perf").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn spdk_style_options_parse() {
+        let a = parse(&[
+            "-q",
+            "128",
+            "-o",
+            "128K",
+            "-w",
+            "randrw",
+            "-M",
+            "70",
+            "-t",
+            "5",
+            "-a",
+            "1",
+            "-c",
+            "0x3",
+            "-P",
+            "2",
+            "-LL",
+            "--json",
+            "-r",
+            "trtype:emu null:1",
+        ])
+        .unwrap();
+        assert_eq!(a.queue_depth, 128);
+        assert_eq!(a.io_size, 128 << 10);
+        assert_eq!(a.workload, Workload::Randrw);
+        assert_eq!(a.read_percent, 70);
+        assert_eq!(a.time, Some(5));
+        assert_eq!(a.warmup, 1);
+        assert_eq!(a.cores.as_deref(), Some("0x3"));
+        assert_eq!(a.qpairs, 2);
+        assert_eq!(a.latency, 2);
+        assert_eq!(a.json, Some(None));
+        assert_eq!(a.transports.len(), 1);
+    }
+
+    #[test]
+    fn json_takes_an_optional_file_and_defaults_apply() {
+        let a = parse(&["--json", "out.json"]).unwrap();
+        assert_eq!(a.json, Some(Some(PathBuf::from("out.json"))));
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.json, None);
+        assert_eq!(a.io_size, 4096);
+        assert_eq!(a.workload, Workload::Randread);
+        assert_eq!(a.time, None);
+        assert_eq!(a.seed, 0x5eed);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        assert!(parse(&["-t", "0"]).is_err());
+        assert!(parse(&["-M", "101"]).is_err());
+        assert!(parse(&["-w", "randomread"]).is_err());
+        assert!(parse(&["-q", "0"]).is_err());
+        assert!(parse(&["-o", "4x"]).is_err());
+        assert!(parse(&["-r", "trtype:tcp"]).is_err());
+    }
+
+    #[test]
+    fn workloads_know_their_read_share() {
+        assert_eq!(Workload::Randread.read_percent(30), 100);
+        assert_eq!(Workload::Write.read_percent(30), 0);
+        assert_eq!(Workload::Randrw.read_percent(30), 30);
+        assert!(Workload::Randrw.random() && !Workload::Rw.random());
+    }
+}

@@ -1,0 +1,129 @@
+//! The human-readable report, laid out like `spdk_nvme_perf`'s: a table of
+//! IOPS, MiB/s and latency per namespace per core with a Total row, then
+//! (with -L) percentiles, (with -LL) histogram buckets, the per-core poll
+//! share, failures by status and verification results.
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, Write};
+
+use crate::summary::{RowSummary, Summary};
+
+const RULE: &str = "========================================================";
+
+fn row_line(out: &mut dyn Write, width: usize, r: &RowSummary) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<width$}: {:>12.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+        r.label, r.iops, r.mib_s, r.avg_us, r.min_us, r.max_us
+    )
+}
+
+fn percentiles(out: &mut dyn Write, r: &RowSummary) -> io::Result<()> {
+    writeln!(out, "Summary latency data for {}:", r.label)?;
+    writeln!(out, "{RULE}{RULE}")?;
+    for (p, us) in &r.percentiles {
+        writeln!(out, "{p:>10.5}% : {us:>12.3}us")?;
+    }
+    writeln!(out)
+}
+
+fn histogram(out: &mut dyn Write, r: &RowSummary) -> io::Result<()> {
+    writeln!(out, "Latency histogram for {}:", r.label)?;
+    writeln!(out, "{RULE}{RULE}")?;
+    writeln!(out, "       Range in us     Cumulative    IO count")?;
+    for b in &r.histogram {
+        writeln!(
+            out,
+            "{:>10.3} - {:>10.3}: {:>9.4}%  ({:>10})",
+            b.from_us, b.to_us, b.cumulative, b.count
+        )?;
+    }
+    writeln!(out)
+}
+
+/// Print the report; `latency` is the -L count.
+pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
+    let width = s
+        .rows
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(0)
+        .max("Device Information".len());
+    writeln!(out, "{RULE}")?;
+    writeln!(
+        out,
+        "{:>w$}",
+        "Latency(us)",
+        w = width + 2 + 13 + 11 + 11 + 11
+    )?;
+    writeln!(
+        out,
+        "{:<width$}: {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "Device Information", "IOPS", "MiB/s", "Average", "min", "max"
+    )?;
+    for r in &s.rows {
+        row_line(out, width, r)?;
+    }
+    writeln!(out, "{RULE}")?;
+    row_line(out, width, &s.total)?;
+    writeln!(out)?;
+    if latency >= 1 {
+        for r in &s.rows {
+            percentiles(out, r)?;
+        }
+    }
+    if latency >= 2 {
+        for r in &s.rows {
+            histogram(out, r)?;
+        }
+    }
+    for c in &s.cores {
+        writeln!(
+            out,
+            "Core {:>3}: busy {:>6.2}% of {} polls, idle {:>6.2}%",
+            c.core,
+            c.busy_percent,
+            c.busy + c.idle,
+            100.0 - c.busy_percent
+        )?;
+    }
+    if s.total.failed > 0 {
+        writeln!(
+            out,
+            "\nFailed I/O: {} (not counted in IOPS)",
+            s.total.failed
+        )?;
+        for r in s.rows.iter().filter(|r| r.failed > 0) {
+            for (status, n) in &r.errors {
+                writeln!(out, "  {}: {n} x {status}", r.label)?;
+            }
+        }
+    }
+    let v = &s.total.verify;
+    if v.checked + v.unverified + v.mismatches > 0 {
+        writeln!(
+            out,
+            "\nVerify: {} reads checked, {} mismatches, {} reads of blocks not written in this run (not checked)",
+            v.checked, v.mismatches, v.unverified
+        )?;
+        for r in s.rows.iter().filter(|r| r.verify.mismatches > 0) {
+            if let Some(m) = r.verify.first {
+                writeln!(
+                    out,
+                    "  {}: {} mismatches; first at LBA {} byte {} of the I/O: expected {:#018x}, read {:#018x}",
+                    r.label, r.verify.mismatches, m.lba, m.offset, m.expected, m.found
+                )?;
+            }
+        }
+    }
+    if s.abandoned > 0 {
+        writeln!(
+            out,
+            "\nWarning: {} commands never completed (the device may be hung)",
+            s.abandoned
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Running the workers: spawn one thread per core, wait until every worker
+//! has its queue pairs, then drive the phases (warm-up, measure, stop) from
+//! the main thread and print a progress line every second from the
+//! workers' relaxed counters.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use nvme_engine::Controller;
+
+use crate::device::PerfDevice;
+use crate::stats::WorkerResult;
+use crate::worker::{
+    self, Control, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams, WorkerPlan,
+};
+
+/// A run in which no I/O completes for this long is stopped (hung device).
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the main thread paces the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Warm-up length.
+    pub warmup: Duration,
+    /// Measured length (None: until every worker finished its -d count).
+    pub time: Option<Duration>,
+    /// Rewrite the progress line in place (stdout is a terminal).
+    pub terminal: bool,
+}
+
+/// Run all workers; returns their results in plan order.
+pub fn run(
+    plans: Vec<WorkerPlan>,
+    ctrls: &[Controller<PerfDevice>],
+    params: Arc<RunParams>,
+    timing: Timing,
+    out: &mut dyn Write,
+) -> Result<Vec<WorkerResult>> {
+    let ctl = Arc::new(Control::new(plans.len()));
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for plan in plans {
+        let (ctrls, p, ctl, tx) = (ctrls.to_vec(), params.clone(), ctl.clone(), tx.clone());
+        let name = format!("nvme-perf-c{}", plan.core);
+        let h = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || worker::run(plan, ctrls, p, ctl, tx))
+            .map_err(|e| anyhow!("cannot start a worker thread: {e}"))?;
+        handles.push(h);
+    }
+    drop(tx);
+    let mut setup_error = None;
+    for _ in 0..handles.len() {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                setup_error.get_or_insert(e);
+            }
+            Err(_) => {
+                setup_error.get_or_insert("a worker thread ended during setup".into());
+                break;
+            }
+        }
+    }
+    if let Some(e) = setup_error {
+        ctl.advance(PHASE_STOP);
+        for h in handles {
+            let _ = h.join();
+        }
+        bail!("{e}");
+    }
+    let io_bytes = params.io_size as f64;
+    let start = Instant::now();
+    let warm_end = start + timing.warmup;
+    let mut measuring = timing.warmup.is_zero();
+    ctl.advance(if measuring {
+        PHASE_MEASURE
+    } else {
+        PHASE_WARMUP
+    });
+    let mut measure_end = timing.time.map(|t| warm_end + t);
+    let mut last_print = start;
+    let mut last_total = 0u64;
+    let mut printed = false;
+    let mut last_change = (0u64, start);
+    loop {
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        let now = Instant::now();
+        let done: u64 = ctl
+            .progress
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum();
+        if done != last_change.0 {
+            last_change = (done, now);
+        } else if now.duration_since(last_change.1) >= STALL_TIMEOUT {
+            let _ = writeln!(
+                out,
+                "\nNo I/O completed for {} s: the device may be hung; stopping the run",
+                STALL_TIMEOUT.as_secs()
+            );
+            ctl.advance(PHASE_STOP);
+            last_change = (done, now);
+        }
+        if now.duration_since(last_print) >= Duration::from_secs(1) {
+            let total = done;
+            let secs = now.duration_since(last_print).as_secs_f64();
+            let iops = (total - last_total) as f64 / secs;
+            let what = if measuring { "measuring" } else { "warming up" };
+            let line = format!(
+                "[{:>4}s] {what}: {:>12.0} IOPS {:>10.2} MiB/s",
+                now.duration_since(start).as_secs(),
+                iops,
+                iops * io_bytes / (1 << 20) as f64
+            );
+            if timing.terminal {
+                let _ = write!(out, "\r{line}");
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+            printed = true;
+            last_print = now;
+            last_total = total;
+        }
+        // Phase changes after the progress line, so the line names the
+        // phase its interval ran in.
+        if !measuring && now >= warm_end {
+            measuring = true;
+            ctl.advance(PHASE_MEASURE);
+            measure_end = timing.time.map(|t| now + t);
+        }
+        if measure_end.is_some_and(|e| now >= e) || crate::signal::stop_requested() {
+            ctl.advance(PHASE_STOP);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if printed && timing.terminal {
+        let _ = writeln!(out);
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(r) => results.push(r?),
+            Err(_) => bail!("a worker thread panicked"),
+        }
+    }
+    Ok(results)
+}

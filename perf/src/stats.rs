@@ -1,0 +1,297 @@
+//! What a worker measures: per-row (namespace on a core) counters and
+//! latency histograms, failed-I/O counts by status, verification results,
+//! and the busy/idle poll split. Everything is preallocated before the run;
+//! recording allocates nothing.
+
+#![forbid(unsafe_code)]
+
+use hdrhistogram::Histogram;
+use nvme_engine::spec::Status;
+
+use crate::pattern::Mismatch;
+
+/// Distinct statuses counted individually; later ones land in `other`.
+const STATUS_SLOTS: usize = 16;
+
+/// Failed-I/O counts by completion status, in a fixed array.
+#[derive(Clone, Debug)]
+pub struct StatusCounts {
+    entries: [(u16, u64); STATUS_SLOTS],
+    used: usize,
+    other: u64,
+}
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        StatusCounts {
+            entries: [(0, 0); STATUS_SLOTS],
+            used: 0,
+            other: 0,
+        }
+    }
+}
+
+impl StatusCounts {
+    /// Count one failure with `status`.
+    pub fn record(&mut self, status: Status) {
+        self.add(status.field(), 1);
+    }
+
+    fn add(&mut self, field: u16, n: u64) {
+        // Group by SCT and SC: CRD, M and DNR do not make a different status.
+        let field = field & 0x7ff;
+        for e in &mut self.entries[..self.used] {
+            if e.0 == field {
+                e.1 += n;
+                return;
+            }
+        }
+        if self.used < STATUS_SLOTS {
+            self.entries[self.used] = (field, n);
+            self.used += 1;
+        } else {
+            self.other += n;
+        }
+    }
+
+    /// Add all of `other`'s counts.
+    pub fn merge(&mut self, other: &StatusCounts) {
+        for &(f, n) in &other.entries[..other.used] {
+            self.add(f, n);
+        }
+        self.other += other.other;
+    }
+
+    /// Total failures.
+    pub fn total(&self) -> u64 {
+        self.entries[..self.used].iter().map(|e| e.1).sum::<u64>() + self.other
+    }
+
+    /// `(status, count)` pairs, most frequent first, then failures beyond
+    /// the distinct statuses tracked.
+    pub fn list(&self) -> (Vec<(Status, u64)>, u64) {
+        let mut v: Vec<(Status, u64)> = self.entries[..self.used]
+            .iter()
+            .map(|&(f, n)| (Status::from_field(f), n))
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        (v, self.other)
+    }
+}
+
+/// Verification counters of one row.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyStats {
+    /// Reads whose data was compared.
+    pub checked: u64,
+    /// Reads of blocks never written in this run (nothing to compare).
+    pub unverified: u64,
+    /// Reads whose data differed.
+    pub mismatches: u64,
+    /// The first mismatch seen.
+    pub first: Option<Mismatch>,
+}
+
+impl VerifyStats {
+    /// Add `other`'s counts (keeping the first mismatch already held).
+    pub fn merge(&mut self, other: &VerifyStats) {
+        self.checked += other.checked;
+        self.unverified += other.unverified;
+        self.mismatches += other.mismatches;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
+/// Counters of one namespace driven from one core.
+#[derive(Clone, Debug)]
+pub struct RowStats {
+    /// Successful I/Os measured.
+    pub ios: u64,
+    /// Of which reads.
+    pub reads: u64,
+    /// Bytes per I/O.
+    pub io_size: u64,
+    /// Latency of successful I/Os in clock ticks (call [`RowStats::flush`]
+    /// before reading it).
+    pub hist: Histogram<u64>,
+    /// A run of equal latencies not yet in `hist`: (ticks, count). I/Os
+    /// submitted in one batch and reaped in one call share both time stamps,
+    /// so they are recorded with one `record_n`.
+    pending: (u64, u64),
+    /// Failed I/Os by status (the whole run, warm-up included).
+    pub errors: StatusCounts,
+    /// Verification (the whole run, warm-up included).
+    pub verify: VerifyStats,
+}
+
+impl RowStats {
+    /// Empty counters for I/Os of `io_size` bytes; the histogram tracks
+    /// 1 tick ..= `max_ticks` at 3 significant digits (values above are clamped).
+    pub fn new(max_ticks: u64, io_size: u64) -> Result<Self, hdrhistogram::CreationError> {
+        Ok(RowStats {
+            ios: 0,
+            reads: 0,
+            io_size,
+            hist: Histogram::new_with_bounds(1, max_ticks.max(2), 3)?,
+            pending: (0, 0),
+            errors: StatusCounts::default(),
+            verify: VerifyStats::default(),
+        })
+    }
+
+    /// Bytes moved by the successful I/Os.
+    pub fn bytes(&self) -> u64 {
+        self.ios * self.io_size
+    }
+
+    /// Forget the measured performance (end of warm-up); failures and
+    /// verification counts stay.
+    pub fn reset_performance(&mut self) {
+        self.ios = 0;
+        self.reads = 0;
+        self.pending = (0, 0);
+        self.hist.reset();
+    }
+
+    /// Record one successful I/O that took `ticks`.
+    #[inline]
+    pub fn record(&mut self, ticks: u64, read: bool) {
+        self.ios += 1;
+        self.reads += read as u64;
+        if ticks == self.pending.0 {
+            self.pending.1 += 1;
+        } else {
+            self.flush();
+            self.pending = (ticks, 1);
+        }
+    }
+
+    /// Move the pending run of equal latencies into the histogram.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.pending.1 > 0 {
+            self.hist
+                .saturating_record_n(self.pending.0.max(1), self.pending.1);
+            self.pending.1 = 0;
+        }
+    }
+
+    /// Add `other` into this row (for totals); both must be flushed.
+    pub fn merge(&mut self, other: &RowStats) {
+        self.ios += other.ios;
+        self.reads += other.reads;
+        self.io_size = other.io_size;
+        // Same bounds everywhere; an error here would only drop latency data.
+        let _ = self.hist.add(&other.hist);
+        self.errors.merge(&other.errors);
+        self.verify.merge(&other.verify);
+    }
+}
+
+/// A failed I/O that stopped the run.
+#[derive(Clone, Debug)]
+pub struct FailedIo {
+    /// Device name.
+    pub device: String,
+    /// Namespace.
+    pub nsid: u32,
+    /// `read` or `write`.
+    pub op: &'static str,
+    /// Starting LBA.
+    pub lba: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// Everything one worker hands back.
+#[derive(Debug)]
+pub struct WorkerResult {
+    /// The core it ran on.
+    pub core: usize,
+    /// One entry per namespace it drove (same order as the plan's rows).
+    pub rows: Vec<RowStats>,
+    /// Measured clock ticks.
+    pub elapsed_ticks: u64,
+    /// Loop turns that submitted or reaped something.
+    pub busy_polls: u64,
+    /// Loop turns that did nothing.
+    pub idle_polls: u64,
+    /// The failure that stopped the run, if any.
+    pub fatal: Option<FailedIo>,
+    /// Commands still outstanding when the drain timed out.
+    pub abandoned: usize,
+}
+
+impl WorkerResult {
+    /// Busy share of loop turns, 0..=1.
+    pub fn busy_share(&self) -> f64 {
+        let all = self.busy_polls + self.idle_polls;
+        if all == 0 {
+            0.0
+        } else {
+            self.busy_polls as f64 / all as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_engine::spec::StatusCodeType;
+
+    #[test]
+    fn status_counts_group_by_status_and_overflow_into_other() {
+        let mut c = StatusCounts::default();
+        let lba = Status::new(StatusCodeType::GENERIC, 0x80);
+        c.record(lba);
+        c.record(lba.with_dnr(true));
+        c.record(Status::new(StatusCodeType::GENERIC, 0x04));
+        let (list, other) = c.list();
+        assert_eq!(list[0], (lba, 2));
+        assert_eq!(list.len(), 2);
+        assert_eq!(other, 0);
+        for sc in 0..20u8 {
+            c.record(Status::new(StatusCodeType::MEDIA, sc));
+        }
+        assert_eq!(c.total(), 23);
+        assert_eq!(c.list().1, 6);
+        assert!(list[0].0.to_string().contains("LBA Out of Range"));
+    }
+
+    #[test]
+    fn rows_merge_and_reset_keeps_failures() {
+        let mut a = RowStats::new(1 << 40, 4096).unwrap();
+        a.record(100, true);
+        a.flush();
+        a.errors.record(Status::new(StatusCodeType::GENERIC, 0x80));
+        let mut b = RowStats::new(1 << 40, 4096).unwrap();
+        b.record(300, false);
+        b.flush();
+        b.merge(&a);
+        assert_eq!((b.ios, b.reads, b.bytes()), (2, 1, 8192));
+        assert_eq!(b.hist.len(), 2);
+        assert_eq!(b.hist.min(), 100);
+        a.reset_performance();
+        assert_eq!((a.ios, a.hist.len(), a.errors.total()), (0, 0, 1));
+    }
+
+    #[test]
+    fn runs_of_equal_latencies_are_recorded_exactly() {
+        let mut r = RowStats::new(1 << 40, 512).unwrap();
+        for t in [5, 5, 5, 9, 9, 5, 0] {
+            r.record(t, true);
+        }
+        assert_eq!(r.hist.len(), 6, "the last run is still pending");
+        r.flush();
+        r.flush();
+        assert_eq!(r.hist.len(), 7);
+        assert_eq!(r.hist.count_at(5), 4);
+        assert_eq!(r.hist.count_at(9), 2);
+        assert_eq!(r.hist.count_at(1), 1, "zero ticks count as one");
+        assert_eq!(r.bytes(), 7 * 512);
+    }
+}

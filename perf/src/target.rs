@@ -1,0 +1,182 @@
+//! Opening the controllers named by `-r` (or the default emulated one) and
+//! choosing their namespaces.
+
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result, bail};
+use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
+use nvme_engine::emu::{
+    EmuConfig, EmuController, EmuMode, EmuNamespaceConfig, FaultAction, FaultRule,
+};
+use nvme_engine::spec::status::media;
+use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::vfio::{RealDevice, VfioOptions};
+use nvme_engine::{Controller, ControllerOptions, Namespace};
+
+use crate::device::PerfDevice;
+use crate::transport::{EmuRunMode, EmuSpec, TransportId};
+use crate::units::format_size;
+
+/// One opened controller and the namespaces to drive on it.
+pub struct Target {
+    /// The brought-up controller.
+    pub ctrl: Controller<PerfDevice>,
+    /// Transport description (`emu (RAM, threaded)`, `PCIe 0000:04:00.0 (vfio-pci)`).
+    pub transport: String,
+    /// Namespaces to drive, in NSID order.
+    pub namespaces: Vec<Namespace>,
+    /// Whether reads return no data (null backing): --verify cannot work.
+    pub null_data: bool,
+}
+
+impl Target {
+    /// `emu:0` or the PCI address.
+    pub fn name(&self) -> String {
+        use nvme_engine::Device;
+        self.ctrl.device().name()
+    }
+}
+
+/// What bring-up asks of each controller.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// I/O queue pairs needed.
+    pub io_queues: u16,
+    /// Entries wanted per I/O queue.
+    pub queue_entries: u16,
+}
+
+fn emu_config(spec: &EmuSpec) -> EmuConfig {
+    let blocks = spec.size / spec.lba_size as u64;
+    let mut cfg = EmuConfig::ram(spec.size).without_namespaces();
+    for n in 1..=spec.namespaces {
+        let ns = match (&spec.file, spec.null) {
+            (_, true) => EmuNamespaceConfig::null(spec.lba_size, blocks),
+            (Some(path), false) => {
+                let path = if n == 1 {
+                    path.clone()
+                } else {
+                    let mut p = path.clone().into_os_string();
+                    p.push(format!(".{n}"));
+                    p.into()
+                };
+                EmuNamespaceConfig::file(path, spec.lba_size, blocks)
+            }
+            (None, false) => EmuNamespaceConfig::ram(spec.lba_size, blocks),
+        };
+        cfg = cfg.namespace(ns);
+    }
+    cfg.mdts = 9;
+    cfg.io_queues = 1024;
+    cfg.max_queue_entries = MAX_IO_QUEUE_ENTRIES as u32;
+    cfg.mode = match spec.mode {
+        EmuRunMode::Inline => EmuMode::Inline,
+        EmuRunMode::Threaded { spin: true } => EmuMode::threaded_spin(),
+        EmuRunMode::Threaded { spin: false } => EmuMode::threaded(),
+    };
+    cfg
+}
+
+fn describe_emu(spec: &EmuSpec) -> String {
+    let backing = match (&spec.file, spec.null) {
+        (_, true) => "null".to_string(),
+        (Some(p), false) => format!("file {}", p.display()),
+        (None, false) => "RAM".to_string(),
+    };
+    let mode = match spec.mode {
+        EmuRunMode::Inline => "inline",
+        EmuRunMode::Threaded { spin: true } => "threaded, spinning",
+        EmuRunMode::Threaded { spin: false } => "threaded, back-off",
+    };
+    format!(
+        "emulated ({backing}, {mode}, {} x {})",
+        spec.namespaces,
+        format_size(spec.size)
+    )
+}
+
+fn driver_options(opts: OpenOptions) -> ControllerOptions {
+    ControllerOptions {
+        io_queues: opts.io_queues.max(1),
+        io_queue_entries: opts.queue_entries,
+        ..ControllerOptions::default()
+    }
+}
+
+/// Open and bring up one controller.
+pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
+    match id {
+        TransportId::Emu(spec) => {
+            let dev = EmuController::new(emu_config(spec))
+                .context("cannot create the emulated controller")?;
+            if spec.fail_ppm > 0 {
+                let status = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR);
+                let rule = FaultRule::new(FaultAction::CompleteWithStatus(status))
+                    .io()
+                    .opcode(NvmOpcode::READ.0)
+                    .probability(spec.fail_ppm as f64 / 1e6);
+                dev.handle().add_fault(rule);
+            }
+            let ctrl = Controller::new(PerfDevice::Emu(dev), driver_options(opts))
+                .context("bring-up of the emulated controller failed")?;
+            let namespaces = ctrl.namespaces().to_vec();
+            Ok(Target {
+                ctrl,
+                transport: describe_emu(spec),
+                namespaces,
+                null_data: spec.null,
+            })
+        }
+        TransportId::Pcie {
+            addr,
+            nsid,
+            no_iommu,
+        } => {
+            let vopts = VfioOptions {
+                no_iommu: *no_iommu,
+                ..VfioOptions::default()
+            };
+            let dev = RealDevice::open(&addr.to_string(), vopts)
+                .with_context(|| format!("cannot open PCIe controller {addr}"))?;
+            let how = match &dev {
+                RealDevice::Vfio(_) => "vfio-pci",
+                RealDevice::Uio(_) => "uio_pci_generic",
+            };
+            let ctrl = Controller::new(PerfDevice::Real(dev), driver_options(opts))
+                .with_context(|| format!("bring-up of PCIe controller {addr} failed"))?;
+            let namespaces = match nsid {
+                None => ctrl.namespaces().to_vec(),
+                Some(n) => match ctrl.namespace(*n) {
+                    Some(ns) => vec![ns.clone()],
+                    None => {
+                        let active: Vec<String> =
+                            ctrl.namespaces().iter().map(|n| n.id.to_string()).collect();
+                        let skipped: Vec<String> = ctrl
+                            .skipped_namespaces()
+                            .iter()
+                            .map(|s| format!("{} ({})", s.id, s.reason))
+                            .collect();
+                        bail!(
+                            "namespace {n} is not usable on {addr}: usable namespaces are [{}]{}; pick one of them with ns:<id>",
+                            active.join(", "),
+                            if skipped.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", skipped: {}", skipped.join("; "))
+                            }
+                        );
+                    }
+                },
+            };
+            if namespaces.is_empty() {
+                bail!("{addr} has no usable namespace; create one with nvme-cli (nvme create-ns)");
+            }
+            Ok(Target {
+                ctrl,
+                transport: format!("PCIe {addr} ({how})"),
+                namespaces,
+                null_data: false,
+            })
+        }
+    }
+}

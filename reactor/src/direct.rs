@@ -1,0 +1,152 @@
+//! Direct mode: an application thread owns a queue pair and a DMA pool
+//! itself and drives them with the same [`Request`]/[`Response`] types the
+//! reactors use, with no reactor thread and no ring in between.
+//!
+//! This is a thin layer over the driver's `IoQueuePair`: `submit` writes the
+//! command (no doorbell), `poll` rings the doorbell once for everything
+//! submitted since the last call and reaps completions.
+
+#![forbid(unsafe_code)]
+
+use nvme_engine::Device;
+use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
+use nvme_engine::driver::{Controller, DriverError, IoQueuePair, QueuePairOptions};
+
+use crate::issue::{IssueError, issue};
+use crate::request::{Request, RequestError, Response};
+
+/// Errors of direct mode.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    /// Creating the queue pair or pool failed.
+    #[error("setting up a direct-mode queue pair failed")]
+    Setup(#[source] DriverError),
+    /// The pool could not serve a buffer.
+    #[error("allocating a DMA buffer failed")]
+    Dma(#[from] DmaError),
+    /// Deleting the queue pair failed.
+    #[error("deleting the direct-mode queue pair failed")]
+    Delete(#[source] DriverError),
+}
+
+/// What `submit` did with a request it could not put on the queue.
+#[derive(Debug)]
+pub enum DirectSubmit {
+    /// The queue is full: the request comes back untouched; poll, then retry.
+    QueueFull(Request),
+    /// The request can never be submitted: here is its response (the error
+    /// and the buffer).
+    Failed(Response),
+}
+
+/// A queue pair and a DMA pool owned by the calling thread.
+pub struct DirectQueue<D: Device> {
+    controller: Controller<D>,
+    controller_index: usize,
+    qp: IoQueuePair<D>,
+    pool: DmaPool,
+}
+
+impl<D: Device> std::fmt::Debug for DirectQueue<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectQueue")
+            .field("qid", &self.qp.qid())
+            .field("outstanding", &self.qp.outstanding())
+            .finish()
+    }
+}
+
+impl<D: Device> DirectQueue<D> {
+    /// Create a queue pair (on this thread) and a pool of `pool_bytes`.
+    /// Requests must name controller index 0.
+    pub fn new(
+        controller: &Controller<D>,
+        opts: QueuePairOptions,
+        pool_bytes: usize,
+    ) -> Result<Self, DirectError> {
+        let qp = controller
+            .create_io_qpair(opts)
+            .map_err(DirectError::Setup)?;
+        let pool = controller
+            .create_pool(pool_bytes)
+            .map_err(DirectError::Setup)?;
+        Ok(DirectQueue {
+            controller: controller.clone(),
+            controller_index: 0,
+            qp,
+            pool,
+        })
+    }
+
+    /// A DMA buffer of `len` bytes.
+    pub fn alloc(&mut self, len: usize) -> Result<DmaBuf, DirectError> {
+        Ok(self.pool.alloc(len)?)
+    }
+
+    /// Return a buffer to the pool.
+    pub fn free(&mut self, buf: DmaBuf) -> Result<(), DirectError> {
+        Ok(self.pool.free(buf)?)
+    }
+
+    /// Put a request on the queue (the doorbell is rung by [`DirectQueue::poll`]).
+    /// The request's token is used as the command's token.
+    pub fn submit(&mut self, request: Request) -> Result<(), DirectSubmit> {
+        if request.controller != self.controller_index {
+            let index = request.controller;
+            return Err(DirectSubmit::Failed(Response {
+                token: request.token,
+                result: Err(RequestError::NoSuchController { index, count: 1 }),
+                buf: request.buf,
+            }));
+        }
+        let token = request.token;
+        match issue(
+            &self.controller,
+            self.controller_index,
+            &mut self.qp,
+            request,
+            token,
+        ) {
+            Ok(()) => Ok(()),
+            Err(IssueError::QueueFull(r)) => Err(DirectSubmit::QueueFull(r)),
+            Err(IssueError::Failed { request, error }) => Err(DirectSubmit::Failed(Response {
+                token: request.token,
+                result: Err(error),
+                buf: request.buf,
+            })),
+        }
+    }
+
+    /// Ring the doorbell for what was submitted, then reap up to `max`
+    /// completions, calling `f` for each. Returns how many.
+    pub fn poll<F: FnMut(Response)>(&mut self, max: usize, mut f: F) -> usize {
+        self.qp.ring_doorbell();
+        self.qp.process_completions(max, |c| {
+            f(Response {
+                token: c.token,
+                result: c.result.map_err(RequestError::Device),
+                buf: c.buf,
+            })
+        })
+    }
+
+    /// Commands submitted and not yet reaped.
+    pub fn outstanding(&self) -> usize {
+        self.qp.outstanding()
+    }
+
+    /// The underlying queue pair, for anything this layer does not cover.
+    pub fn queue_pair(&mut self) -> &mut IoQueuePair<D> {
+        &mut self.qp
+    }
+
+    /// The pool, for anything this layer does not cover.
+    pub fn pool(&mut self) -> &mut DmaPool {
+        &mut self.pool
+    }
+
+    /// Reap what is outstanding and delete the queue pair.
+    pub fn delete(self) -> Result<(), DirectError> {
+        self.qp.delete().map_err(DirectError::Delete)
+    }
+}

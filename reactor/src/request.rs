@@ -1,0 +1,163 @@
+//! The messages between application threads and reactors: an I/O
+//! [`Request`] (NVM Command Set §3: Read, Write, Flush, Write Zeroes,
+//! Dataset Management/Deallocate) and its [`Response`].
+//!
+//! Requests and responses own their data buffer, so a buffer travels with
+//! its I/O: the application allocates it, sends it, and gets it back in the
+//! response, whatever the outcome.
+
+#![forbid(unsafe_code)]
+
+use nvme_engine::dma::DmaBuf;
+use nvme_engine::driver::{IoError, SubmitErrorKind};
+
+/// The operation of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Read into the request's buffer (its window length sets the size).
+    Read,
+    /// Write the request's buffer.
+    Write {
+        /// Force Unit Access: complete only once the data is on media.
+        fua: bool,
+    },
+    /// Flush the volatile write cache.
+    Flush,
+    /// Write Zeroes over `blocks` blocks starting at the request's LBA.
+    WriteZeroes {
+        /// Number of blocks (one-based).
+        blocks: u32,
+        /// Also deallocate the blocks (DEAC).
+        deallocate: bool,
+    },
+    /// Deallocate (trim) `blocks` blocks starting at the request's LBA.
+    Deallocate {
+        /// Number of blocks (one-based).
+        blocks: u32,
+    },
+}
+
+/// One I/O request from an application thread.
+#[derive(Debug)]
+pub struct Request {
+    /// What to do.
+    pub op: Op,
+    /// Index of the controller in the list the reactor set was started with.
+    pub controller: usize,
+    /// Namespace ID.
+    pub nsid: u32,
+    /// Starting LBA (ignored by Flush).
+    pub lba: u64,
+    /// Data buffer: required by Read and Write, returned in the response.
+    pub buf: Option<DmaBuf>,
+    /// The application's tag, returned in the response.
+    pub token: u64,
+}
+
+impl Request {
+    /// A read of `buf.len()` bytes at `lba`.
+    pub fn read(controller: usize, nsid: u32, lba: u64, buf: DmaBuf, token: u64) -> Self {
+        Request {
+            op: Op::Read,
+            controller,
+            nsid,
+            lba,
+            buf: Some(buf),
+            token,
+        }
+    }
+
+    /// A write of `buf.len()` bytes at `lba`.
+    pub fn write(
+        controller: usize,
+        nsid: u32,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+        token: u64,
+    ) -> Self {
+        Request {
+            op: Op::Write { fua },
+            controller,
+            nsid,
+            lba,
+            buf: Some(buf),
+            token,
+        }
+    }
+
+    /// A flush of the namespace.
+    pub fn flush(controller: usize, nsid: u32, token: u64) -> Self {
+        Request {
+            op: Op::Flush,
+            controller,
+            nsid,
+            lba: 0,
+            buf: None,
+            token,
+        }
+    }
+
+    /// A request with no buffer (Write Zeroes, Deallocate, Flush).
+    pub fn without_data(op: Op, controller: usize, nsid: u32, lba: u64, token: u64) -> Self {
+        Request {
+            op,
+            controller,
+            nsid,
+            lba,
+            buf: None,
+            token,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The controller completed the command with an error status.
+    #[error("the device failed the command: {0}")]
+    Device(IoError),
+    /// The driver refused the command before submitting it (bad LBA, size,
+    /// alignment, unsupported operation...).
+    #[error("the command was not submitted: {0}")]
+    Invalid(SubmitErrorKind),
+    /// The controller index is not one the reactor set was started with.
+    #[error("no controller {index}: the reactor set drives {count} controller(s), indexed from 0")]
+    NoSuchController {
+        /// Index given.
+        index: usize,
+        /// Controllers attached.
+        count: usize,
+    },
+    /// The namespace is not active on the controller.
+    #[error(
+        "namespace {nsid} is not an active namespace of controller {controller}; \
+         list them with the identify example"
+    )]
+    NoSuchNamespace {
+        /// Controller index.
+        controller: usize,
+        /// NSID given.
+        nsid: u32,
+    },
+    /// A Read or Write came without a buffer.
+    #[error("a {op:?} request needs a data buffer; allocate one with Producer::alloc")]
+    MissingBuffer {
+        /// The operation.
+        op: Op,
+    },
+    /// The reactor was shutting down when the request reached it.
+    #[error("the reactor shut down before this request could be submitted; nothing was written")]
+    ShutDown,
+}
+
+/// The outcome of a request, returned exactly once per accepted request.
+#[derive(Debug)]
+pub struct Response {
+    /// The request's token.
+    pub token: u64,
+    /// Completion dword 0 on success, or why it failed.
+    pub result: Result<u32, RequestError>,
+    /// The request's buffer, handed back.
+    pub buf: Option<DmaBuf>,
+}

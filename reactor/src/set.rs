@@ -1,0 +1,351 @@
+//! The reactor set: starts one reactor thread per configured core, connects
+//! producers to reactors, registers pollers and timers, gathers counters and
+//! shuts everything down in order.
+//!
+//! Everything here is off the I/O path: it may allocate, lock and block.
+
+#![forbid(unsafe_code)]
+
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nvme_engine::Device;
+use nvme_engine::driver::{Controller, DriverError};
+
+use crate::context::LocalPoller;
+use crate::cores::{AllowedCores, CoreError, CoreSpec};
+use crate::poller::Poller;
+use crate::producer::{self, Producer};
+use crate::reactor::{self, Control, ReactorParams};
+use crate::stats::{ReactorReport, ReactorStats, ShutdownReport};
+use crate::timer::TimerFn;
+
+/// How to start a reactor set.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Cores to run reactors on, one reactor per entry.
+    pub cores: CoreSpec,
+    /// Pin each reactor thread to its core. Off, the cores are still
+    /// checked against the allowed set but threads float (for tests and
+    /// small machines).
+    pub pin: bool,
+    /// Entries in each submission and completion ring (per producer per
+    /// reactor). Also the most requests one producer can have inside one
+    /// reactor at a time.
+    pub ring_capacity: usize,
+    /// Entries per NVMe I/O queue; `None` takes the controller's default.
+    pub queue_entries: Option<u16>,
+    /// Bytes of DMA memory each reactor reserves per controller, for
+    /// reactor-local I/O ([`ReactorSet::add_local_poller`]).
+    pub pool_bytes: usize,
+    /// Most reactor-local requests in flight or uncollected per reactor.
+    pub local_capacity: usize,
+    /// Bytes of DMA memory each producer gets per controller for its buffers.
+    pub producer_pool_bytes: usize,
+    /// Most requests taken from one ring, and most completions reaped from
+    /// one queue, per loop turn.
+    pub batch: usize,
+    /// Yield the CPU on idle loop turns (a system call, made only when there
+    /// is nothing to do). Useful when reactors share cores with other work.
+    pub idle_yield: bool,
+    /// How long shutdown waits for in-flight commands before giving up on them.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            cores: CoreSpec::from_cores([0]),
+            pin: false,
+            ring_capacity: 256,
+            queue_entries: None,
+            pool_bytes: 2 << 20,
+            local_capacity: 64,
+            producer_pool_bytes: 2 << 20,
+            batch: 32,
+            idle_yield: false,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors from starting and managing reactors.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    /// The core specification is invalid or not allowed.
+    #[error(transparent)]
+    Cores(#[from] CoreError),
+    /// No controller was given.
+    #[error("a reactor set needs at least one controller; bring one up with Controller::new")]
+    NoControllers,
+    /// A configuration value is out of range.
+    #[error("invalid reactor configuration: {0}")]
+    Config(&'static str),
+    /// A reactor could not create its queue pair or pool.
+    #[error(
+        "reactor {reactor} could not set up controller {controller}; lower the number of \
+         reactors or queue entries, or check the controller"
+    )]
+    Setup {
+        /// Reactor index.
+        reactor: usize,
+        /// Controller index.
+        controller: usize,
+        /// What the driver reported.
+        #[source]
+        source: DriverError,
+    },
+    /// A reactor thread could not be spawned.
+    #[error("spawning reactor thread {reactor} failed")]
+    Spawn {
+        /// Reactor index.
+        reactor: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A reactor index out of range.
+    #[error("no reactor {index}: this set runs {count} reactor(s), indexed from 0")]
+    NoSuchReactor {
+        /// Index given.
+        index: usize,
+        /// Reactors running.
+        count: usize,
+    },
+    /// A reactor thread has exited (it panicked, or the set is shutting down).
+    #[error("reactor {index} is no longer running; shut the set down and read its report")]
+    ReactorGone {
+        /// Reactor index.
+        index: usize,
+    },
+    /// A producer's DMA pool could not be created.
+    #[error("creating a producer's DMA pool for controller {controller} failed")]
+    ProducerPool {
+        /// Controller index.
+        controller: usize,
+        /// What the driver reported.
+        #[source]
+        source: DriverError,
+    },
+}
+
+struct Handle<D: Device> {
+    core: usize,
+    control: Sender<Control<D>>,
+    thread: Option<JoinHandle<ReactorReport>>,
+}
+
+/// A set of running reactors over a list of controllers.
+pub struct ReactorSet<D: Device> {
+    reactors: Vec<Handle<D>>,
+    controllers: Vec<Controller<D>>,
+    ring_capacity: usize,
+    producer_pool_bytes: usize,
+}
+
+impl<D: Device> std::fmt::Debug for ReactorSet<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorSet")
+            .field("cores", &self.cores())
+            .field("controllers", &self.controllers.len())
+            .finish()
+    }
+}
+
+impl<D: Device> ReactorSet<D> {
+    /// Start one reactor per core in `config.cores`, each creating its own
+    /// I/O queue pair and DMA pool per controller on its own thread.
+    /// Returns once every reactor is ready (or the first failure, after
+    /// stopping the reactors already started).
+    pub fn start(
+        config: ReactorConfig,
+        controllers: Vec<Controller<D>>,
+    ) -> Result<Self, ReactorError> {
+        if config.ring_capacity == 0 {
+            return Err(ReactorError::Config("ring_capacity must be at least 1"));
+        }
+        if config.batch == 0 {
+            return Err(ReactorError::Config("batch must be at least 1"));
+        }
+        // Read the allowed CPU set once, from the calling thread, before any
+        // reactor thread changes its own mask.
+        let allowed = AllowedCores::current()?;
+        config.cores.check(&allowed)?;
+        if controllers.is_empty() {
+            return Err(ReactorError::NoControllers);
+        }
+        let mut set = ReactorSet {
+            reactors: Vec::with_capacity(config.cores.len()),
+            controllers,
+            ring_capacity: config.ring_capacity,
+            producer_pool_bytes: config.producer_pool_bytes,
+        };
+        for (index, &core) in config.cores.cores().iter().enumerate() {
+            let (control_tx, control_rx) = mpsc::channel();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let params = ReactorParams {
+                index,
+                core,
+                pin: config.pin,
+                controllers: set.controllers.clone(),
+                queue_entries: config.queue_entries,
+                pool_bytes: config.pool_bytes,
+                local_capacity: config.local_capacity,
+                batch: config.batch,
+                idle_yield: config.idle_yield,
+                shutdown_timeout: config.shutdown_timeout,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("nvme-reactor-{index}"))
+                .spawn(move || reactor::run(params, control_rx, ready_tx))
+                .map_err(|source| ReactorError::Spawn {
+                    reactor: index,
+                    source,
+                })?;
+            set.reactors.push(Handle {
+                core,
+                control: control_tx,
+                thread: Some(thread),
+            });
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ReactorError::ReactorGone { index }),
+            }
+        }
+        Ok(set)
+    }
+
+    /// Number of reactors.
+    pub fn len(&self) -> usize {
+        self.reactors.len()
+    }
+
+    /// Whether the set runs no reactor (never true for a started set).
+    pub fn is_empty(&self) -> bool {
+        self.reactors.is_empty()
+    }
+
+    /// The core of each reactor.
+    pub fn cores(&self) -> Vec<usize> {
+        self.reactors.iter().map(|h| h.core).collect()
+    }
+
+    /// The controllers, in request index order.
+    pub fn controllers(&self) -> &[Controller<D>] {
+        &self.controllers
+    }
+
+    fn handle(&self, index: usize) -> Result<&Handle<D>, ReactorError> {
+        self.reactors.get(index).ok_or(ReactorError::NoSuchReactor {
+            index,
+            count: self.reactors.len(),
+        })
+    }
+
+    fn send(&self, index: usize, msg: Control<D>) -> Result<(), ReactorError> {
+        self.handle(index)?
+            .control
+            .send(msg)
+            .map_err(|_| ReactorError::ReactorGone { index })
+    }
+
+    /// A new connection from the calling application thread to reactor
+    /// `reactor`: its own ring pair and its own DMA pool per controller.
+    /// Move it to the thread that will submit.
+    pub fn producer(&self, reactor: usize) -> Result<Producer, ReactorError> {
+        self.handle(reactor)?;
+        let mut pools = Vec::with_capacity(self.controllers.len());
+        for (i, c) in self.controllers.iter().enumerate() {
+            let pool = c.create_pool(self.producer_pool_bytes).map_err(|source| {
+                ReactorError::ProducerPool {
+                    controller: i,
+                    source,
+                }
+            })?;
+            pools.push(pool);
+        }
+        let (producer, link) = producer::pair(reactor, self.ring_capacity, pools);
+        self.send(reactor, Control::Attach(link))?;
+        Ok(producer)
+    }
+
+    /// Run `poller` on reactor `reactor` on every loop turn.
+    pub fn add_poller(&self, reactor: usize, poller: Poller) -> Result<(), ReactorError> {
+        self.send(reactor, Control::AddPoller(poller))
+    }
+
+    /// Run `poller` on reactor `reactor` on every loop turn, with a
+    /// [`ReactorContext`](crate::ReactorContext) through which it submits I/O straight onto the
+    /// reactor's queue pairs, using buffers from the reactor's own pools.
+    pub fn add_local_poller(
+        &self,
+        reactor: usize,
+        poller: LocalPoller<D>,
+    ) -> Result<(), ReactorError> {
+        self.send(reactor, Control::AddLocalPoller(poller))
+    }
+
+    /// Run `f` on reactor `reactor` every `period` (first after one period).
+    pub fn add_timer(
+        &self,
+        reactor: usize,
+        period: Duration,
+        f: TimerFn,
+    ) -> Result<(), ReactorError> {
+        self.send(reactor, Control::AddTimer(period, f))
+    }
+
+    /// A snapshot of every reactor's counters.
+    pub fn stats(&self) -> Result<Vec<ReactorStats>, ReactorError> {
+        let mut replies = Vec::with_capacity(self.reactors.len());
+        for index in 0..self.reactors.len() {
+            let (tx, rx) = mpsc::channel();
+            self.send(index, Control::Stats(tx))?;
+            replies.push(rx);
+        }
+        replies
+            .into_iter()
+            .enumerate()
+            .map(|(index, rx)| rx.recv().map_err(|_| ReactorError::ReactorGone { index }))
+            .collect()
+    }
+
+    /// Stop accepting I/O, finish what is in flight, deliver every response,
+    /// delete the queues, join the threads and report.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        for h in &self.reactors {
+            let _ = h.control.send(Control::Shutdown);
+        }
+        let mut report = ShutdownReport::default();
+        for (index, h) in self.reactors.iter_mut().enumerate() {
+            let Some(thread) = h.thread.take() else {
+                continue;
+            };
+            match thread.join() {
+                Ok(r) => report.reactors.push(r),
+                Err(_) => report.reactors.push(ReactorReport {
+                    stats: ReactorStats {
+                        reactor: index,
+                        core: h.core,
+                        ..ReactorStats::default()
+                    },
+                    errors: vec![format!("reactor {index} panicked")],
+                    failures: Vec::new(),
+                }),
+            }
+        }
+        report
+    }
+}
+
+impl<D: Device> Drop for ReactorSet<D> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
