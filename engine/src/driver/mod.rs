@@ -33,6 +33,7 @@ mod namespace;
 pub mod prp;
 mod qpair;
 mod recovery;
+mod requeue;
 mod ring;
 mod sync;
 mod timeouts;
