@@ -207,3 +207,83 @@ fn mdts_10_transfers_use_chained_prp_lists_end_to_end() {
         nvme_engine::SubmitErrorKind::TooLarge { .. }
     ));
 }
+
+/// The emulated controller, with a gate that holds a reset at CC.EN = 0
+/// until the test opens it.
+struct GatedReset {
+    emu: nvme_engine::emu::EmuController,
+    armed: std::sync::atomic::AtomicBool,
+    gate: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl nvme_engine::Device for GatedReset {
+    fn read32(&self, off: usize) -> u32 {
+        self.emu.read32(off)
+    }
+    fn write32(&self, off: usize, value: u32) {
+        use std::sync::atomic::Ordering;
+        if off == nvme_engine::spec::registers::offset::CC
+            && value == 0
+            && self.armed.swap(false, Ordering::AcqRel)
+        {
+            let mut open = self.gate.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+        self.emu.write32(off, value)
+    }
+    fn map_dma(
+        &self,
+        memory: nvme_engine::dma::HostMemory,
+    ) -> Result<nvme_engine::dma::DmaRegion, nvme_engine::dma::DmaError> {
+        self.emu.map_dma(memory)
+    }
+    fn allows_plain_memory(&self) -> bool {
+        true
+    }
+    fn name(&self) -> String {
+        self.emu.name()
+    }
+}
+
+#[test]
+fn submissions_during_a_reset_are_held_and_sent_once_the_queues_exist_again() {
+    use std::sync::atomic::Ordering;
+    let emu = nvme_engine::emu::EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
+    let dev = GatedReset {
+        emu,
+        armed: std::sync::atomic::AtomicBool::new(false),
+        gate: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+    };
+    let ctrl = nvme_engine::Controller::new(dev, ControllerOptions::default()).unwrap();
+    let ns = ctrl.namespace(1).unwrap().clone();
+    let mut qp = ctrl
+        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .unwrap();
+    let mut pool = ctrl.create_pool(1 << 20).unwrap();
+    ctrl.device().armed.store(true, Ordering::Release);
+    let resetter = {
+        let ctrl = ctrl.clone();
+        std::thread::spawn(move || ctrl.reset())
+    };
+    while ctrl.health() != Health::Resetting {
+        std::thread::yield_now();
+    }
+    let data = pattern(11, 512);
+    qp.write(&ns, 2, filled(&mut pool, &data), false, 1)
+        .unwrap();
+    let mut got = Vec::new();
+    assert_eq!(qp.process_completions(usize::MAX, |c| got.push(c)), 0);
+    assert!(got.is_empty(), "held while the controller resets");
+    *ctrl.device().gate.lock().unwrap() = true;
+    ctrl.device().opened.notify_all();
+    resetter.join().unwrap().unwrap();
+    qp.process_completions(usize::MAX, |c| got.push(c));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].result.is_ok(), "{:?}", got[0].result);
+    let b = qp.read_sync(&ns, 2, pool.alloc(512).unwrap()).unwrap();
+    assert_eq!(b.to_vec(), data);
+}
