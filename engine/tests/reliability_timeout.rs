@@ -199,3 +199,49 @@ fn per_queue_timeout_and_scan_interval_are_honoured() {
         Err(IoError::TimedOut(Duration::from_secs(2)))
     );
 }
+
+#[test]
+fn threaded_device_timeouts_are_aborted_and_complete_exactly_once() {
+    let cfg = EmuConfig::ram(1 << 20).mode(nvme_engine::emu::EmuMode::threaded());
+    let (ctrl, h, mut qp, mut pool) = setup(cfg, 8, 1 << 20);
+    let ns = ctrl.namespace(1).unwrap().clone();
+    h.add_fault(
+        FaultRule::new(FaultAction::NeverComplete)
+            .io()
+            .opcode(NvmOpcode::READ.0)
+            .times(2),
+    );
+    qp.read(&ns, 0, pool.alloc(512).unwrap(), 1).unwrap();
+    qp.read(&ns, 1, pool.alloc(512).unwrap(), 2).unwrap();
+    qp.write(&ns, 2, filled(&mut pool, &pattern(4, 512)), false, 3)
+        .unwrap();
+    let mut seen: HashMap<u64, Result<u32, IoError>> = HashMap::new();
+    let poll_until = |qp: &mut nvme_engine::IoQueuePair<_>,
+                      seen: &mut HashMap<u64, Result<u32, IoError>>,
+                      n: usize| {
+        let start = Instant::now();
+        while seen.len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                qp.stats()
+            );
+            qp.process_completions(usize::MAX, |c| {
+                assert!(c.buf.is_some());
+                assert!(seen.insert(c.token, c.result).is_none(), "twice");
+            });
+        }
+    };
+    poll_until(&mut qp, &mut seen, 1);
+    assert!(seen[&3].is_ok());
+    // Both lost reads time out; the device thread answers the aborts.
+    let t0 = Instant::now();
+    qp.check_timeouts(t0);
+    qp.check_timeouts(t0 + T);
+    poll_until(&mut qp, &mut seen, 3);
+    assert_eq!(seen[&1], Err(IoError::TimedOut(T)));
+    assert_eq!(seen[&2], Err(IoError::TimedOut(T)));
+    qp.check_timeouts(t0 + 3 * T);
+    qp.process_completions(usize::MAX, |c| panic!("extra completion {}", c.token));
+    assert_eq!(qp.outstanding(), 0);
+}
