@@ -159,5 +159,7 @@ pub use poller::{PollStatus, Poller};
 pub use producer::{Producer, ProducerError, ProducerStats, Rejected};
 pub use request::{Op, Request, RequestError, Response};
 pub use set::{ReactorConfig, ReactorError, ReactorSet};
-pub use stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, ShutdownReport};
+pub use stats::{
+    ControllerReport, FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, ShutdownReport,
+};
 pub use timer::TimerFn;
