@@ -268,3 +268,81 @@ pub struct Response {
     /// The request's buffer, handed back.
     pub buf: Option<DmaBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_engine::spec::{Status, StatusCodeType};
+
+    #[test]
+    fn driver_errors_map_to_request_errors_that_name_the_controller() {
+        let t = Duration::from_millis(7);
+        assert_eq!(
+            RequestError::from_io(2, IoError::TimedOut(t)),
+            RequestError::TimedOut {
+                controller: 2,
+                timeout: t
+            }
+        );
+        assert_eq!(
+            RequestError::from_io(1, IoError::DeviceRemoved),
+            RequestError::DeviceRemoved { controller: 1 }
+        );
+        assert_eq!(
+            RequestError::from_io(1, IoError::ControllerReset),
+            RequestError::ControllerReset { controller: 1 }
+        );
+        assert_eq!(
+            RequestError::from_io(3, IoError::ControllerFailed),
+            RequestError::ControllerFailed { controller: 3 }
+        );
+        let s = IoError::Status(Status::new(StatusCodeType::GENERIC, 6));
+        assert_eq!(RequestError::from_io(0, s), RequestError::Device(s));
+        assert_eq!(
+            RequestError::from_submit(4, SubmitErrorKind::DeviceRemoved),
+            RequestError::DeviceRemoved { controller: 4 }
+        );
+        assert_eq!(
+            RequestError::from_submit(4, SubmitErrorKind::ControllerFailed),
+            RequestError::ControllerFailed { controller: 4 }
+        );
+        assert_eq!(
+            RequestError::from_submit(0, SubmitErrorKind::ZeroLength),
+            RequestError::Invalid(SubmitErrorKind::ZeroLength)
+        );
+    }
+
+    #[test]
+    fn reliability_errors_say_what_happened_and_what_to_do() {
+        let cases = [
+            (
+                RequestError::TimedOut {
+                    controller: 1,
+                    timeout: Duration::from_millis(200),
+                },
+                "raise ReactorConfig::io_timeout",
+            ),
+            (
+                RequestError::DeviceRemoved { controller: 1 },
+                "stop sending to it",
+            ),
+            (
+                RequestError::ControllerReset { controller: 1 },
+                "submit it again",
+            ),
+            (
+                RequestError::ControllerFailed { controller: 1 },
+                "Controller::reset()",
+            ),
+        ];
+        for (e, hint) in cases {
+            let text = e.to_string();
+            assert!(text.contains("controller 1"), "{text}");
+            assert!(text.contains(hint), "{text}");
+            assert!(e.outcome_unknown());
+        }
+        assert!(RequestError::DeviceRemoved { controller: 0 }.controller_unusable());
+        assert!(!RequestError::ControllerReset { controller: 0 }.controller_unusable());
+        assert!(!RequestError::ShutDown.outcome_unknown());
+    }
+}
