@@ -120,14 +120,23 @@ impl<D: Device> DirectQueue<D> {
     /// Ring the doorbell for what was submitted, then reap up to `max`
     /// completions, calling `f` for each. Returns how many.
     pub fn poll<F: FnMut(Response)>(&mut self, max: usize, mut f: F) -> usize {
+        let index = self.controller_index;
         self.qp.ring_doorbell();
         self.qp.process_completions(max, |c| {
             f(Response {
                 token: c.token,
-                result: c.result.map_err(RequestError::Device),
+                result: c.result.map_err(|e| RequestError::from_io(index, e)),
                 buf: c.buf,
             })
         })
+    }
+
+    /// Check deadlines as of `now` (see `IoQueuePair::check_timeouts`).
+    /// Call it every few milliseconds while I/O is outstanding: without it
+    /// a lost completion is never detected. May block while the controller
+    /// recovers. Timed-out requests are answered by [`DirectQueue::poll`].
+    pub fn check_timeouts(&mut self, now: std::time::Instant) -> usize {
+        self.qp.check_timeouts(now)
     }
 
     /// Commands submitted and not yet reaped.

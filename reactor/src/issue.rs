@@ -85,7 +85,7 @@ pub(crate) fn issue<D: Device>(
             } else {
                 Err(IssueError::Failed {
                     request: req,
-                    error: RequestError::Invalid(e.kind),
+                    error: RequestError::from_submit(controller_index, e.kind),
                 })
             }
         }

@@ -64,13 +64,62 @@
 //!
 //! Every accepted request gets exactly one response.
 //!
+//! # Timeouts, resets and removal
+//!
+//! Each reactor checks the deadlines of its queue pairs
+//! (`IoQueuePair::check_timeouts`) from its loop every
+//! [`ReactorConfig::timeout_check`] (default 5 ms). The clock is read at
+//! most once per loop turn, and only while commands are in flight or timers
+//! are registered; there is no clock read per I/O. The per-command deadline
+//! is [`ReactorConfig::io_timeout`] (default: the controller's
+//! `io_timeout`), the retry limit [`ReactorConfig::io_retry_limit`].
+//!
+//! The driver's outcomes reach the producer as [`RequestError`] variants
+//! that name the controller: [`RequestError::TimedOut`],
+//! [`RequestError::ControllerReset`] (in flight across resets, retries used
+//! up), [`RequestError::DeviceRemoved`] and [`RequestError::ControllerFailed`].
+//! After a removal or a failed reset, every request to that controller is
+//! answered at once with the same error, without reaching the device
+//! ([`RequestError::controller_unusable`]); the other controllers keep
+//! working. Each reactor counts these per kind ([`ReactorStats`]), and the
+//! [`ShutdownReport`] lists every controller that was removed or failed
+//! ([`ShutdownReport::lost_controllers`]).
+//!
+//! **A reactor may block while it recovers a controller.** Normally the
+//! check is one comparison. When a command timed out, the driver sends an
+//! Abort on the reactor's thread and waits for it (bounded by the
+//! controller's `admin_timeout`, default 5 s). It may also reset the
+//! controller, which takes up to about twice CAP.TO plus one admin command.
+//! A reset started by another thread (`Controller::reset()`, or another
+//! reactor) also holds the controller's admin lock, which this reactor's
+//! Abort and queue re-creation wait for. While a reactor is blocked:
+//!
+//! - the queues of **every** controller on that reactor are not serviced:
+//!   their completions wait in the completion queues (nothing is lost) and
+//!   are answered when the reactor resumes; new requests wait in the
+//!   submission rings, and producers see [`ProducerError::RingFull`] once
+//!   their credit is used;
+//! - the deadlines of commands on the other controllers keep running. When
+//!   the reactor resumes it reaps before it checks deadlines, so commands
+//!   the device completed meanwhile are answered normally; only those still
+//!   not completed can time out (when the recovery outlasts their
+//!   `io_timeout`);
+//! - other reactors are not blocked, except briefly on the admin lock of a
+//!   controller being reset, when they re-create their own queues.
+//!
+//! Put controllers that must not stall each other on different reactors.
+//!
 //! # Shutdown
 //!
 //! [`ReactorSet::shutdown`] (also run on drop): each reactor marks its
 //! producers closing, so new submissions fail with
 //! [`ProducerError::ShuttingDown`]; finishes every request already taken
 //! and everything in flight; delivers every response; deletes its queue
-//! pairs; and exits. The returned [`ShutdownReport`] has the counters and
+//! pairs; and exits. Deadline checks keep running while it drains, so a
+//! lost completion is timed out and a removed or failed controller fails
+//! its commands: shutdown does not hang on them. It gives up after
+//! [`ReactorConfig::shutdown_timeout`], which should exceed the I/O
+//! timeout. The returned [`ShutdownReport`] has the counters and
 //! any failure. A request that slipped into a ring as the reactor exited is
 //! answered by [`Producer::poll_completions`] with
 //! [`RequestError::ShutDown`], buffer included.
@@ -159,5 +208,7 @@ pub use poller::{PollStatus, Poller};
 pub use producer::{Producer, ProducerError, ProducerStats, Rejected};
 pub use request::{Op, Request, RequestError, Response};
 pub use set::{ReactorConfig, ReactorError, ReactorSet};
-pub use stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, ShutdownReport};
+pub use stats::{
+    ControllerReport, FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, ShutdownReport,
+};
 pub use timer::TimerFn;

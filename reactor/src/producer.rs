@@ -335,6 +335,13 @@ impl Producer {
         }
     }
 
+    /// Bytes of this producer's DMA pools handed out and not yet freed
+    /// (over all controllers). Zero once every buffer came back and was
+    /// freed: no buffer was lost.
+    pub fn pool_bytes_in_use(&self) -> usize {
+        self.pools.iter().map(|p| p.used()).sum()
+    }
+
     /// This producer's counters.
     pub fn stats(&self) -> ProducerStats {
         self.stats

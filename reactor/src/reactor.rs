@@ -10,8 +10,10 @@
 //! 5. write each SQ Tail Doorbell once for everything added this turn (one
 //!    tail write covers every new entry);
 //! 6. reap each completion queue with a bounded budget and answer;
-//! 7. run pollers, then due timers (the clock is read once per turn, only
-//!    when there are timers);
+//! 7. run pollers, then due timers and, every `timeout_check`, the
+//!    deadline check of each queue pair (`IoQueuePair::check_timeouts`).
+//!    The clock is read once per turn, and only when there are timers or
+//!    commands in flight;
 //! 8. now and then (every 64 turns, or when idle) look at the control
 //!    channel: new producers, pollers, timers, stats requests, shutdown.
 //!
@@ -20,6 +22,10 @@
 //! attaches (or, for local I/O, at start), and the rings are wait-free.
 //! A panic that escapes a poller or timer is caught: the reactor drops its
 //! application code, stops accepting, drains, and reports it.
+//!
+//! The deadline check is the one step that may block: when a command timed
+//! out, or the controller looks removed or fatal, the driver aborts it or
+//! resets the controller on this thread (see the crate documentation).
 
 #![forbid(unsafe_code)]
 
@@ -32,7 +38,9 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::Device;
 use nvme_engine::dma::DmaPool;
-use nvme_engine::driver::{Controller, IoCompletion, IoQueuePair, QueuePairOptions};
+use nvme_engine::driver::{
+    Controller, IoCompletion, IoQueuePair, QueuePairOptions, QueuePairStats,
+};
 
 use crate::context::{LOCAL_LINK, Local, LocalPoller, ReactorContext};
 use crate::cores;
@@ -41,7 +49,7 @@ use crate::poller::{PollStatus, Poller, Pollers};
 use crate::producer::Link;
 use crate::request::{Request, RequestError, Response};
 use crate::set::ReactorError;
-use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats};
+use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, add_queue_stats};
 use crate::timer::{TimerFn, Timers};
 
 /// Messages from the reactor set to a reactor (off the I/O path).
@@ -72,6 +80,9 @@ pub(crate) struct ReactorParams<D: Device> {
     pub(crate) batch: usize,
     pub(crate) idle_yield: bool,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) timeout_check: Duration,
+    pub(crate) io_timeout: Option<Duration>,
+    pub(crate) io_retry_limit: Option<u8>,
 }
 
 /// One controller as seen by one reactor.
@@ -114,6 +125,10 @@ struct Reactor<D: Device> {
     shutdown_timeout: Duration,
     closing: Option<Instant>,
     failures: Vec<FailedIo>,
+    /// Period of the deadline checks.
+    timeout_check: Duration,
+    /// When the next deadline check is due (`None`: at the next clock read).
+    next_timeout_check: Option<Instant>,
 }
 
 /// The body of a reactor thread: set up on this thread, report readiness
@@ -157,6 +172,8 @@ pub(crate) fn run<D: Device>(
         shutdown_timeout: params.shutdown_timeout,
         closing: None,
         failures: Vec::with_capacity(MAX_RECORDED_FAILURES),
+        timeout_check: params.timeout_check,
+        next_timeout_check: None,
     };
     reactor.add_slots(params.local_capacity);
     let mut errors = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run_loop())) {
@@ -201,13 +218,21 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
             })
             .and_then(|qp| Ok((qp, controller.create_pool(params.pool_bytes)?)));
         match made {
-            Ok((qp, pool)) => queues.push(Queue {
-                controller: controller.clone(),
-                qp,
-                pool,
-                backlog: VecDeque::new(),
-                dirty: false,
-            }),
+            Ok((mut qp, pool)) => {
+                if let Some(t) = params.io_timeout {
+                    qp.set_timeout(t);
+                }
+                if let Some(n) = params.io_retry_limit {
+                    qp.set_retry_limit(n);
+                }
+                queues.push(Queue {
+                    controller: controller.clone(),
+                    qp,
+                    pool,
+                    backlog: VecDeque::new(),
+                    dirty: false,
+                })
+            }
             Err(source) => {
                 for q in queues {
                     let _ = q.qp.delete();
@@ -233,6 +258,7 @@ pub(crate) fn count_response(
     stats.completed += 1;
     if let Err(error) = result {
         stats.failed += 1;
+        stats.count_error(error);
         // Capacity reserved at start: recording never allocates.
         if failures.len() < MAX_RECORDED_FAILURES {
             failures.push(FailedIo {
@@ -349,12 +375,36 @@ impl<D: Device> Reactor<D> {
         }
         busy |= self.reap();
         busy |= self.pollers.run();
-        if !self.timers.is_empty() {
-            let ran = self.timers.run_due(Instant::now());
-            self.stats.timers_run += ran as u64;
-            busy |= ran > 0;
+        let in_flight = self.queues.iter().any(|q| q.qp.outstanding() > 0);
+        if in_flight || !self.timers.is_empty() {
+            // The one clock read of the turn (a vDSO call, not a system call).
+            let now = Instant::now();
+            if !self.timers.is_empty() {
+                let ran = self.timers.run_due(now);
+                self.stats.timers_run += ran as u64;
+                busy |= ran > 0;
+            }
+            if in_flight {
+                busy |= self.check_timeouts(now);
+            }
         }
         busy
+    }
+
+    /// Every `timeout_check`, check the deadlines of every queue pair. May
+    /// block while the driver aborts commands or resets a controller; the
+    /// commands concerned are answered by a later [`Reactor::reap`].
+    fn check_timeouts(&mut self, now: Instant) -> bool {
+        if self.next_timeout_check.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.next_timeout_check = now.checked_add(self.timeout_check);
+        self.stats.timeout_checks += 1;
+        let mut timed_out = 0;
+        for q in &mut self.queues {
+            timed_out += q.qp.check_timeouts(now);
+        }
+        timed_out > 0
     }
 
     /// Run the pollers that do I/O here, each with a view of the reactor.
@@ -537,7 +587,7 @@ impl<D: Device> Reactor<D> {
             ..
         } = self;
         let mut busy = false;
-        for q in queues.iter_mut() {
+        for (ci, q) in queues.iter_mut().enumerate() {
             if q.qp.outstanding() == 0 {
                 continue;
             }
@@ -549,7 +599,7 @@ impl<D: Device> Reactor<D> {
                 free.push(c.token as u32);
                 let r = Response {
                     token,
-                    result: c.result.map_err(RequestError::Device),
+                    result: c.result.map_err(|e| RequestError::from_io(ci, e)),
                     buf: c.buf,
                 };
                 Sinks {
@@ -657,7 +707,12 @@ impl<D: Device> Reactor<D> {
     }
 
     fn snapshot(&self) -> ReactorStats {
+        let mut queues = QueuePairStats::default();
+        for q in &self.queues {
+            add_queue_stats(&mut queues, q.qp.stats());
+        }
         ReactorStats {
+            queues,
             producers: self.links.iter().flatten().count(),
             pollers: self.pollers.len() + self.local_pollers.len(),
             timers: self.timers.len(),

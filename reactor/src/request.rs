@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
 use nvme_engine::dma::DmaBuf;
 use nvme_engine::driver::{IoError, SubmitErrorKind};
 
@@ -112,11 +114,62 @@ impl Request {
 }
 
 /// Why a request failed.
+///
+/// The reliability outcomes ([`RequestError::TimedOut`],
+/// [`RequestError::DeviceRemoved`], [`RequestError::ControllerReset`],
+/// [`RequestError::ControllerFailed`]) name the controller; see
+/// `docs/GUARANTEES.md` for what each says about the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// The controller completed the command with an error status.
+    /// The controller completed the command with an error status (after
+    /// the driver's retries, for statuses with DNR clear).
     #[error("the device failed the command: {0}")]
     Device(IoError),
+    /// No completion within the queue's deadline: the command was aborted
+    /// (or the controller reset) and the device is done with the buffer.
+    #[error(
+        "controller {controller}: no completion within {timeout:?}; the command was aborted \
+         and may or may not have taken effect — re-read or rewrite its blocks, and raise \
+         ReactorConfig::io_timeout if the device is merely slow"
+    )]
+    TimedOut {
+        /// Controller index.
+        controller: usize,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// The controller was surprise-removed. Requests in flight may or may
+    /// not have taken effect; later ones fail at once without reaching it.
+    #[error(
+        "controller {controller} was removed (its registers read all ones); a request that was \
+         in flight may or may not have taken effect — stop sending to it, check that the device \
+         is present, and restart with a new Controller once it is back"
+    )]
+    DeviceRemoved {
+        /// Controller index.
+        controller: usize,
+    },
+    /// The request was in flight across controller resets and ran out of
+    /// retries (or is not safe to resubmit).
+    #[error(
+        "controller {controller} was reset while the request was in flight and its retries are \
+         used up; it may or may not have taken effect — submit it again"
+    )]
+    ControllerReset {
+        /// Controller index.
+        controller: usize,
+    },
+    /// A reset of the controller failed: it is unusable until
+    /// `Controller::reset()` succeeds.
+    #[error(
+        "controller {controller} failed and a reset did not bring it back; a request that was in \
+         flight may or may not have taken effect — call Controller::reset() on it, or restart \
+         with a new Controller"
+    )]
+    ControllerFailed {
+        /// Controller index.
+        controller: usize,
+    },
     /// The driver refused the command before submitting it (bad LBA, size,
     /// alignment, unsupported operation...).
     #[error("the command was not submitted: {0}")]
@@ -151,6 +204,60 @@ pub enum RequestError {
     ShutDown,
 }
 
+impl RequestError {
+    /// The error for a command of controller `controller` that the driver
+    /// completed with `e`.
+    pub fn from_io(controller: usize, e: IoError) -> Self {
+        match e {
+            IoError::TimedOut(timeout) => RequestError::TimedOut {
+                controller,
+                timeout,
+            },
+            IoError::DeviceRemoved => RequestError::DeviceRemoved { controller },
+            IoError::ControllerReset => RequestError::ControllerReset { controller },
+            IoError::ControllerFailed => RequestError::ControllerFailed { controller },
+            IoError::Rejected(kind) => RequestError::from_submit(controller, kind),
+            other => RequestError::Device(other),
+        }
+    }
+
+    /// The error for a request the driver refused to submit to controller
+    /// `controller`.
+    pub fn from_submit(controller: usize, kind: SubmitErrorKind) -> Self {
+        match kind {
+            SubmitErrorKind::DeviceRemoved => RequestError::DeviceRemoved { controller },
+            SubmitErrorKind::ControllerFailed => RequestError::ControllerFailed { controller },
+            other => RequestError::Invalid(other),
+        }
+    }
+
+    /// Whether the request may have partly or wholly taken effect even
+    /// though it failed: a failed write leaves its blocks undefined. False
+    /// for requests the driver or reactor refused before submission.
+    pub fn outcome_unknown(&self) -> bool {
+        // A removed or failed controller also refuses new requests with
+        // these variants; those never reached it, but the caller cannot
+        // tell them apart from the ones in flight, so the answer is "maybe".
+        matches!(
+            self,
+            RequestError::Device(_)
+                | RequestError::TimedOut { .. }
+                | RequestError::ControllerReset { .. }
+                | RequestError::DeviceRemoved { .. }
+                | RequestError::ControllerFailed { .. }
+        )
+    }
+
+    /// Whether the controller behind the request is gone or failed, so
+    /// that resubmitting to it is pointless until it is reset or replaced.
+    pub fn controller_unusable(&self) -> bool {
+        matches!(
+            self,
+            RequestError::DeviceRemoved { .. } | RequestError::ControllerFailed { .. }
+        )
+    }
+}
+
 /// The outcome of a request, returned exactly once per accepted request.
 #[derive(Debug)]
 pub struct Response {
@@ -160,4 +267,82 @@ pub struct Response {
     pub result: Result<u32, RequestError>,
     /// The request's buffer, handed back.
     pub buf: Option<DmaBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_engine::spec::{Status, StatusCodeType};
+
+    #[test]
+    fn driver_errors_map_to_request_errors_that_name_the_controller() {
+        let t = Duration::from_millis(7);
+        assert_eq!(
+            RequestError::from_io(2, IoError::TimedOut(t)),
+            RequestError::TimedOut {
+                controller: 2,
+                timeout: t
+            }
+        );
+        assert_eq!(
+            RequestError::from_io(1, IoError::DeviceRemoved),
+            RequestError::DeviceRemoved { controller: 1 }
+        );
+        assert_eq!(
+            RequestError::from_io(1, IoError::ControllerReset),
+            RequestError::ControllerReset { controller: 1 }
+        );
+        assert_eq!(
+            RequestError::from_io(3, IoError::ControllerFailed),
+            RequestError::ControllerFailed { controller: 3 }
+        );
+        let s = IoError::Status(Status::new(StatusCodeType::GENERIC, 6));
+        assert_eq!(RequestError::from_io(0, s), RequestError::Device(s));
+        assert_eq!(
+            RequestError::from_submit(4, SubmitErrorKind::DeviceRemoved),
+            RequestError::DeviceRemoved { controller: 4 }
+        );
+        assert_eq!(
+            RequestError::from_submit(4, SubmitErrorKind::ControllerFailed),
+            RequestError::ControllerFailed { controller: 4 }
+        );
+        assert_eq!(
+            RequestError::from_submit(0, SubmitErrorKind::ZeroLength),
+            RequestError::Invalid(SubmitErrorKind::ZeroLength)
+        );
+    }
+
+    #[test]
+    fn reliability_errors_say_what_happened_and_what_to_do() {
+        let cases = [
+            (
+                RequestError::TimedOut {
+                    controller: 1,
+                    timeout: Duration::from_millis(200),
+                },
+                "raise ReactorConfig::io_timeout",
+            ),
+            (
+                RequestError::DeviceRemoved { controller: 1 },
+                "stop sending to it",
+            ),
+            (
+                RequestError::ControllerReset { controller: 1 },
+                "submit it again",
+            ),
+            (
+                RequestError::ControllerFailed { controller: 1 },
+                "Controller::reset()",
+            ),
+        ];
+        for (e, hint) in cases {
+            let text = e.to_string();
+            assert!(text.contains("controller 1"), "{text}");
+            assert!(text.contains(hint), "{text}");
+            assert!(e.outcome_unknown());
+        }
+        assert!(RequestError::DeviceRemoved { controller: 0 }.controller_unusable());
+        assert!(!RequestError::ControllerReset { controller: 0 }.controller_unusable());
+        assert!(!RequestError::ShutDown.outcome_unknown());
+    }
 }

@@ -18,7 +18,7 @@ use crate::cores::{AllowedCores, CoreError, CoreSpec};
 use crate::poller::Poller;
 use crate::producer::{self, Producer};
 use crate::reactor::{self, Control, ReactorParams};
-use crate::stats::{ReactorReport, ReactorStats, ShutdownReport};
+use crate::stats::{ControllerReport, ReactorReport, ReactorStats, ShutdownReport};
 use crate::timer::TimerFn;
 
 /// How to start a reactor set.
@@ -49,8 +49,21 @@ pub struct ReactorConfig {
     /// Yield the CPU on idle loop turns (a system call, made only when there
     /// is nothing to do). Useful when reactors share cores with other work.
     pub idle_yield: bool,
-    /// How long shutdown waits for in-flight commands before giving up on them.
+    /// How long shutdown waits for in-flight commands before giving up on
+    /// them. Keep it above the I/O timeout, so that lost completions are
+    /// timed out (and answered) before shutdown gives up.
     pub shutdown_timeout: Duration,
+    /// How often each reactor checks the deadlines of its queue pairs
+    /// (`IoQueuePair::check_timeouts`). The driver scans at most once per
+    /// `ControllerOptions::timeout_scan_interval` whatever this is. Default 5 ms.
+    pub timeout_check: Duration,
+    /// Per-command deadline set on every queue pair the reactors create;
+    /// `None` keeps the controller's `ControllerOptions::io_timeout`.
+    pub io_timeout: Option<Duration>,
+    /// How often a command is resubmitted after a DNR=0 error status or a
+    /// controller reset before it fails; `None` keeps the controller's
+    /// `ControllerOptions::io_retry_limit`.
+    pub io_retry_limit: Option<u8>,
 }
 
 impl Default for ReactorConfig {
@@ -66,6 +79,9 @@ impl Default for ReactorConfig {
             batch: 32,
             idle_yield: false,
             shutdown_timeout: Duration::from_secs(10),
+            timeout_check: Duration::from_millis(5),
+            io_timeout: None,
+            io_retry_limit: None,
         }
     }
 }
@@ -168,6 +184,16 @@ impl<D: Device> ReactorSet<D> {
         if config.batch == 0 {
             return Err(ReactorError::Config("batch must be at least 1"));
         }
+        if config.timeout_check.is_zero() {
+            return Err(ReactorError::Config(
+                "timeout_check must be more than zero (5 ms is a good value)",
+            ));
+        }
+        if config.io_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ReactorError::Config(
+                "io_timeout must be more than zero; use None for the controller's default",
+            ));
+        }
         // Read the allowed CPU set once, from the calling thread, before any
         // reactor thread changes its own mask.
         let allowed = AllowedCores::current()?;
@@ -195,6 +221,9 @@ impl<D: Device> ReactorSet<D> {
                 batch: config.batch,
                 idle_yield: config.idle_yield,
                 shutdown_timeout: config.shutdown_timeout,
+                timeout_check: config.timeout_check,
+                io_timeout: config.io_timeout,
+                io_retry_limit: config.io_retry_limit,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("nvme-reactor-{index}"))
@@ -340,6 +369,17 @@ impl<D: Device> ReactorSet<D> {
                 }),
             }
         }
+        report.controllers = self
+            .controllers
+            .iter()
+            .enumerate()
+            .map(|(index, c)| ControllerReport {
+                index,
+                name: c.device().name(),
+                health: c.health(),
+                resets: c.resets(),
+            })
+            .collect();
         report
     }
 }

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use nvme_engine::driver::{Health, QueuePairStats};
+
 use crate::request::RequestError;
 
 /// Counters of one reactor.
@@ -35,6 +37,20 @@ pub struct ReactorStats {
     pub doorbells: u64,
     /// Timer callbacks run.
     pub timers_run: u64,
+    /// Deadline checks run over the reactor's queue pairs.
+    pub timeout_checks: u64,
+    /// Responses that failed with [`RequestError::TimedOut`].
+    pub timed_out: u64,
+    /// Responses that failed with [`RequestError::DeviceRemoved`].
+    pub device_removed: u64,
+    /// Responses that failed with [`RequestError::ControllerReset`].
+    pub controller_reset: u64,
+    /// Responses that failed with [`RequestError::ControllerFailed`].
+    pub controller_failed: u64,
+    /// The driver's counters, summed over this reactor's queue pairs
+    /// (retries, timeouts, aborts, re-creations after resets, stale,
+    /// duplicate and unknown completions...).
+    pub queues: QueuePairStats,
     /// Producers attached now.
     pub producers: usize,
     /// Pollers registered.
@@ -48,7 +64,8 @@ impl fmt::Display for ReactorStats {
         write!(
             f,
             "reactor {} (core {}): submitted {}, completed {}, failed {}, loop busy/idle {}/{}, \
-             queue-full {}, completion-ring-full {}, doorbells {}",
+             queue-full {}, completion-ring-full {}, doorbells {}; timed out {}, removed {}, \
+             reset {}, controller failed {}; driver retries {}, aborts {}, queue re-creations {}",
             self.reactor,
             self.core,
             self.submitted,
@@ -58,9 +75,50 @@ impl fmt::Display for ReactorStats {
             self.iterations_idle,
             self.queue_full,
             self.completion_ring_full,
-            self.doorbells
+            self.doorbells,
+            self.timed_out,
+            self.device_removed,
+            self.controller_reset,
+            self.controller_failed,
+            self.queues.retries,
+            self.queues.aborts_sent,
+            self.queues.recreated
         )
     }
+}
+
+impl ReactorStats {
+    /// Count one failed response by kind.
+    pub(crate) fn count_error(&mut self, error: &RequestError) {
+        match error {
+            RequestError::TimedOut { .. } => self.timed_out += 1,
+            RequestError::DeviceRemoved { .. } => self.device_removed += 1,
+            RequestError::ControllerReset { .. } => self.controller_reset += 1,
+            RequestError::ControllerFailed { .. } => self.controller_failed += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Add the driver counters `b` into `a`.
+pub(crate) fn add_queue_stats(a: &mut QueuePairStats, b: &QueuePairStats) {
+    a.submitted += b.submitted;
+    a.completed += b.completed;
+    a.failed += b.failed;
+    a.queue_full += b.queue_full;
+    a.stale_completions += b.stale_completions;
+    a.duplicate_completions += b.duplicate_completions;
+    a.unknown_completions += b.unknown_completions;
+    a.invalid_sqhd += b.invalid_sqhd;
+    a.wrong_sqid += b.wrong_sqid;
+    a.sq_doorbell_writes += b.sq_doorbell_writes;
+    a.cq_doorbell_writes += b.cq_doorbell_writes;
+    a.retries += b.retries;
+    a.timeouts += b.timeouts;
+    a.aborts_sent += b.aborts_sent;
+    a.resets_requested += b.resets_requested;
+    a.recreated += b.recreated;
+    a.resubmitted += b.resubmitted;
 }
 
 /// How many failed requests each reactor remembers for its report.
@@ -90,11 +148,27 @@ pub struct ReactorReport {
     pub errors: Vec<String>,
 }
 
+/// The state of one controller when the reactor set shut down.
+#[derive(Debug, Clone)]
+pub struct ControllerReport {
+    /// Index in the list the set was started with.
+    pub index: usize,
+    /// Device name.
+    pub name: String,
+    /// Health at shutdown: anything but `Live` means the controller was
+    /// removed or failed during the run, and requests to it failed.
+    pub health: Health,
+    /// Controller resets completed (driver-initiated and `Controller::reset`).
+    pub resets: u64,
+}
+
 /// The summary `ReactorSet::shutdown` returns.
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownReport {
     /// One report per reactor, in reactor order.
     pub reactors: Vec<ReactorReport>,
+    /// One report per controller, in index order.
+    pub controllers: Vec<ControllerReport>,
 }
 
 impl ShutdownReport {
@@ -110,9 +184,24 @@ impl ShutdownReport {
     pub fn failed(&self) -> u64 {
         self.reactors.iter().map(|r| r.stats.failed).sum()
     }
-    /// Whether every reactor shut down cleanly and no I/O failed.
+    /// Responses that failed with `TimedOut`, over all reactors.
+    pub fn timed_out(&self) -> u64 {
+        self.reactors.iter().map(|r| r.stats.timed_out).sum()
+    }
+    /// Responses that failed with `DeviceRemoved`, over all reactors.
+    pub fn device_removed(&self) -> u64 {
+        self.reactors.iter().map(|r| r.stats.device_removed).sum()
+    }
+    /// Controllers that were removed or failed during the run.
+    pub fn lost_controllers(&self) -> impl Iterator<Item = &ControllerReport> {
+        self.controllers.iter().filter(|c| c.health != Health::Live)
+    }
+    /// Whether every reactor shut down cleanly, no I/O failed and every
+    /// controller is still live.
     pub fn is_clean(&self) -> bool {
-        self.failed() == 0 && self.reactors.iter().all(|r| r.errors.is_empty())
+        self.failed() == 0
+            && self.reactors.iter().all(|r| r.errors.is_empty())
+            && self.lost_controllers().next().is_none()
     }
 }
 
@@ -125,6 +214,13 @@ impl fmt::Display for ShutdownReport {
             self.completed(),
             self.failed()
         )?;
+        for c in self.lost_controllers() {
+            writeln!(
+                f,
+                "  controller {} ({}) is {:?} after {} reset(s); its requests failed",
+                c.index, c.name, c.health, c.resets
+            )?;
+        }
         for r in &self.reactors {
             writeln!(f, "  {}", r.stats)?;
             for e in &r.errors {

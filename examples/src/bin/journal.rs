@@ -85,9 +85,11 @@ impl Example for Journal {
         let mut next = 0u64;
         let mut committed = 0u64;
         let mut failures = 0u64;
+        // Set when the controller was removed or failed: stop appending.
+        let mut device_lost = false;
         let t0 = Instant::now();
-        while committed < self.records {
-            while next < self.records && started.len() < self.depth {
+        while committed < self.records && !(device_lost && started.is_empty()) {
+            while !device_lost && next < self.records && started.len() < self.depth {
                 encode(next, &mut scratch);
                 let mut buf = p.alloc(self.record_bytes)?;
                 buf.write_at(0, &scratch);
@@ -119,6 +121,7 @@ impl Example for Journal {
                 if let Err(e) = &r.result {
                     failures += 1;
                     eprintln!("record {} failed: {e}", r.token);
+                    device_lost |= e.controller_unusable();
                 }
                 if let Some(b) = r.buf {
                     p.free(b)?;
