@@ -25,7 +25,7 @@ use crate::device::Device;
 use crate::dma::{self, DmaBuf};
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
-use crate::spec::{AdminOpcode, Command, NvmOpcode};
+use crate::spec::{AdminOpcode, Command, NvmOpcode, Status};
 
 use super::admin::{AdminData, WindowSink, pages};
 use super::controller::Inner;
@@ -262,6 +262,7 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Queue a read of `buf.len()` bytes at `lba` into `buf`.
+    #[inline]
     pub fn read(
         &mut self,
         ns: &Namespace,
@@ -269,10 +270,11 @@ impl<D: Device> IoQueuePair<D> {
         buf: DmaBuf,
         token: u64,
     ) -> Result<(), SubmitError> {
-        self.rw(NvmOpcode::READ, ns, lba, buf, 0, token)
+        self.rw::<{ NvmOpcode::READ.0 }, 0>(ns, lba, buf, token)
     }
 
     /// Queue a write of `buf` at `lba`; `fua` forces it to media.
+    #[inline]
     pub fn write(
         &mut self,
         ns: &Namespace,
@@ -281,28 +283,64 @@ impl<D: Device> IoQueuePair<D> {
         fua: bool,
         token: u64,
     ) -> Result<(), SubmitError> {
-        let cdw12 = if fua { CDW12_FUA } else { 0 };
-        self.rw(NvmOpcode::WRITE, ns, lba, buf, cdw12, token)
+        if fua {
+            self.rw::<{ NvmOpcode::WRITE.0 }, CDW12_FUA>(ns, lba, buf, token)
+        } else {
+            self.rw::<{ NvmOpcode::WRITE.0 }, 0>(ns, lba, buf, token)
+        }
     }
 
-    fn rw(
+    /// Queue a read or write (`OPCODE`) with `CDW12` flags. The opcode and
+    /// flags are constants so each variant gets a straight-line body. Out
+    /// of line: one copy per variant, and its cost is measurable on its own
+    /// (`scripts/bench.sh`).
+    #[inline(never)]
+    fn rw<const OPCODE: u8, const CDW12: u32>(
         &mut self,
-        op: NvmOpcode,
         ns: &Namespace,
         lba: u64,
         buf: DmaBuf,
-        cdw12: u32,
         token: u64,
     ) -> Result<(), SubmitError> {
-        let write = op == NvmOpcode::WRITE;
-        let nlb_z = match ns.check_rw(lba, buf.len(), buf.iova(), write, self.ctrl.max_transfer) {
+        let write = OPCODE == NvmOpcode::WRITE.0;
+        let (len, iova) = (buf.len(), buf.iova());
+        let nlb_z = match ns.check_rw(lba, len, iova, write, self.ctrl.max_transfer) {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
-        let mut cmd = Command::new(op.0, ns.id);
-        cmd.set_slba(lba);
-        cmd.cdw12 = nlb_z as u32 | cdw12;
-        self.submit(cmd, Some(buf), token)
+        let index = match self.reserve() {
+            Ok(i) => i,
+            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
+        };
+        // `check_rw` proved the length non-zero and the start dword aligned.
+        let (prp1, prp2) = if len <= PAGE_SIZE - (iova as usize & (PAGE_SIZE - 1)) {
+            (iova, prp::PRP_UNUSED)
+        } else {
+            match self.list_prps(index, &buf) {
+                Ok(p) => p,
+                Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
+            }
+        };
+        let nsid = ns.id;
+        self.push_with(Some(buf), token, |cmd, cid| {
+            // Every field in one literal: no zero fill then rewrite.
+            *cmd = Command {
+                cdw0: OPCODE as u32 | (cid as u32) << 16,
+                nsid,
+                cdw2: 0,
+                cdw3: 0,
+                mptr: 0,
+                prp1,
+                prp2,
+                // SLBA, CDW10 low and CDW11 high.
+                cdw10: lba as u32,
+                cdw11: (lba >> 32) as u32,
+                cdw12: nlb_z as u32 | CDW12,
+                cdw13: 0,
+                cdw14: 0,
+                cdw15: 0,
+            };
+        })
     }
 
     /// Queue a Flush of the namespace's volatile write cache.
@@ -373,28 +411,63 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Check there is room; returns the free slot's index.
+    #[inline]
     fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
         // One atomic load: new work fails fast on a removed or failed
         // controller; during a reset it is held in the slot and sent once
         // the queues are re-created.
         let state = self.ctrl.state();
-        match health_of(state) {
-            Health::Removed => return Err(SubmitErrorKind::DeviceRemoved),
-            Health::Failed => return Err(SubmitErrorKind::ControllerFailed),
-            _ if self.dead && generation_of(state) == self.generation => {
-                return Err(SubmitErrorKind::ControllerFailed);
-            }
-            _ => {}
+        if state != live_word(self.generation) || self.dead {
+            self.check_health(state)?;
         }
-        if self.sq.is_full() || self.tracker.is_full() {
-            self.stats.queue_full += 1;
-            return Err(SubmitErrorKind::QueueFull {
-                capacity: self.capacity(),
-            });
+        if self.sq.is_full() {
+            return Err(self.queue_full());
         }
-        self.tracker.next_free().ok_or(SubmitErrorKind::QueueFull {
+        match self.tracker.next_free() {
+            Some(index) => Ok(index),
+            None => Err(self.queue_full()),
+        }
+    }
+
+    #[cold]
+    fn queue_full(&mut self) -> SubmitErrorKind {
+        self.stats.queue_full += 1;
+        SubmitErrorKind::QueueFull {
             capacity: self.capacity(),
-        })
+        }
+    }
+
+    /// Whether new work may be queued in controller state `state` (not
+    /// live in this queue's generation, or the queue is dead).
+    #[cold]
+    fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
+        match health_of(state) {
+            Health::Removed => Err(SubmitErrorKind::DeviceRemoved),
+            Health::Failed => Err(SubmitErrorKind::ControllerFailed),
+            _ if self.dead && generation_of(state) == self.generation => {
+                Err(SubmitErrorKind::ControllerFailed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// PRP2 for a buffer that does not fit in PRP1's page: the next page,
+    /// or a list in slot `index`'s list pages.
+    #[inline(never)]
+    fn list_prps(&self, index: usize, buf: &DmaBuf) -> Result<(u64, u64), SubmitErrorKind> {
+        let mut sink = WindowSink {
+            mem: &self.lists,
+            first_page: index * self.pages_per_slot,
+            pages: self.pages_per_slot,
+        };
+        let (base, len) = (buf.iova(), buf.len());
+        // A DmaBuf's window is IOVA-contiguous.
+        prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink).map_err(
+            |e| match e {
+                prp::PrpError::ZeroLength => SubmitErrorKind::ZeroLength,
+                e => SubmitErrorKind::Buffer(e),
+            },
+        )
     }
 
     /// Fill the PRPs for `buf` (if any) and queue the command.
@@ -409,57 +482,65 @@ impl<D: Device> IoQueuePair<D> {
             Err(kind) => return Err(SubmitError::new(kind, buf)),
         };
         if let Some(b) = &buf {
-            let mut sink = WindowSink {
-                mem: &self.lists,
-                first_page: index * self.pages_per_slot,
-                pages: self.pages_per_slot,
-            };
-            let (base, len) = (b.iova(), b.len());
-            // A DmaBuf's window is IOVA-contiguous.
-            match prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink) {
+            match self.list_prps(index, b) {
                 Ok((p1, p2)) => {
                     cmd.prp1 = p1;
                     cmd.prp2 = p2;
                 }
-                Err(prp::PrpError::ZeroLength) => {
-                    return Err(SubmitError::new(SubmitErrorKind::ZeroLength, buf));
-                }
-                Err(e) => return Err(SubmitError::new(SubmitErrorKind::Buffer(e), buf)),
+                Err(kind) => return Err(SubmitError::new(kind, buf)),
             }
         }
         self.push(cmd, buf, token)
     }
 
     /// Give the command a CID and write it to the SQ (room was checked).
-    fn push(
+    fn push(&mut self, cmd: Command, buf: Option<DmaBuf>, token: u64) -> Result<(), SubmitError> {
+        self.push_with(buf, token, |c, cid| {
+            *c = cmd;
+            c.set_cid(cid);
+        })
+    }
+
+    /// Take the tracker slot `reserve` returned, build the entry in it with
+    /// `fill`, and copy it to the SQ (room was checked).
+    #[inline]
+    fn push_with(
         &mut self,
-        mut cmd: Command,
         buf: Option<DmaBuf>,
         token: u64,
+        fill: impl FnOnce(&mut Command, u16),
     ) -> Result<(), SubmitError> {
-        let capacity = self.capacity();
-        let cid = match self.tracker.start(token, &mut cmd, buf) {
-            Ok(cid) => cid,
-            Err(buf) => {
-                return Err(SubmitError::new(
-                    SubmitErrorKind::QueueFull { capacity },
-                    buf,
-                ));
-            }
+        let cmd = match self.tracker.start_with(token, buf, fill) {
+            Ok(cmd) => cmd,
+            Err(buf) => return Err(self.unreachable_full(None, buf)),
         };
-        if !self.sq.push(&cmd) {
-            // Unreachable after `reserve`, but never lose the buffer.
-            let buf = self.tracker.finish(cid).ok().and_then(|r| r.buf);
-            return Err(SubmitError::new(
-                SubmitErrorKind::QueueFull { capacity },
-                buf,
-            ));
+        if !self.sq.push(cmd) {
+            let cid = cmd.cid();
+            let index = self.tracker.lookup(cid).ok();
+            return Err(self.unreachable_full(index, None));
         }
         self.stats.submitted += 1;
         Ok(())
     }
 
+    /// `reserve` checked for room, so this does not happen; should it,
+    /// release slot `index` and never lose the buffer.
+    #[cold]
+    fn unreachable_full(&mut self, index: Option<usize>, buf: Option<DmaBuf>) -> SubmitError {
+        let buf = match index {
+            Some(i) => self.tracker.complete(i).buf,
+            None => buf,
+        };
+        SubmitError::new(
+            SubmitErrorKind::QueueFull {
+                capacity: self.capacity(),
+            },
+            buf,
+        )
+    }
+
     /// Write the SQ tail doorbell if the tail moved since the last write.
+    #[inline]
     pub fn ring_doorbell(&mut self) {
         // Not while the controller resets or after it: the queue does not
         // exist on the device; recovery re-sends what is in flight.
@@ -469,6 +550,7 @@ impl<D: Device> IoQueuePair<D> {
         self.ring_doorbell_live();
     }
 
+    #[inline]
     pub(super) fn ring_doorbell_live(&mut self) {
         if let Some(tail) = self.sq.doorbell_value() {
             self.ctrl.device.write32(self.sq_doorbell, tail as u32);
@@ -512,46 +594,32 @@ impl<D: Device> IoQueuePair<D> {
             if !self.sq.update_head(c.sqhd) {
                 self.stats.invalid_sqhd += 1;
             }
-            match self.tracker.lookup(c.cid) {
-                Ok(index) => {
-                    let status = c.status();
-                    let slot = self.tracker.slot(index);
-                    if !slot.timed_out
-                        && !status.is_success()
-                        && !status.dnr()
-                        && slot.retries < self.retry_limit
-                        && idempotent(slot.cmd.opcode())
-                        && !self.sq.is_full()
-                    {
-                        let cmd = self.tracker.reissue(index);
-                        if self.sq.push(&cmd) {
-                            self.stats.retries += 1;
-                            retried = true;
-                            continue;
-                        }
-                    }
-                    let req = self.tracker.complete(index);
-                    self.stats.completed += 1;
-                    let result = if req.timed_out {
-                        self.stats.failed += 1;
-                        Err(IoError::TimedOut(self.timeout))
-                    } else if status.is_success() {
-                        Ok(c.dw0)
-                    } else {
-                        self.stats.failed += 1;
-                        Err(IoError::Status(status))
-                    };
-                    delivered += 1;
-                    f(IoCompletion {
-                        token: req.token,
-                        result,
-                        buf: req.buf,
-                    });
+            let index = match self.tracker.lookup(c.cid) {
+                Ok(index) => index,
+                Err(e) => {
+                    self.count_rejected(e);
+                    continue;
                 }
-                Err(CidError::Stale) => self.stats.stale_completions += 1,
-                Err(CidError::Duplicate) => self.stats.duplicate_completions += 1,
-                Err(CidError::Unknown) => self.stats.unknown_completions += 1,
+            };
+            let status = c.status();
+            if !status.is_success() || self.tracker.slot(index).timed_out() {
+                match self.complete_unusual(index, status) {
+                    Some(done) => {
+                        delivered += 1;
+                        f(done);
+                    }
+                    None => retried = true,
+                }
+                continue;
             }
+            let req = self.tracker.complete(index);
+            self.stats.completed += 1;
+            delivered += 1;
+            f(IoCompletion {
+                token: req.token,
+                result: Ok(c.dw0),
+                buf: req.buf,
+            });
         }
         if consumed > 0 {
             self.ctrl
@@ -564,6 +632,49 @@ impl<D: Device> IoQueuePair<D> {
             self.ring_doorbell_live();
         }
         delivered
+    }
+
+    /// Count a completion whose CID was not accepted.
+    #[cold]
+    fn count_rejected(&mut self, e: CidError) {
+        match e {
+            CidError::Stale => self.stats.stale_completions += 1,
+            CidError::Duplicate => self.stats.duplicate_completions += 1,
+            CidError::Unknown => self.stats.unknown_completions += 1,
+        }
+    }
+
+    /// The in-flight command in slot `index` completed with an error status
+    /// or after its deadline: resubmit it (returns `None`) or complete it.
+    #[cold]
+    #[inline(never)]
+    fn complete_unusual(&mut self, index: usize, status: Status) -> Option<IoCompletion> {
+        let slot = self.tracker.slot(index);
+        if !slot.timed_out()
+            && !status.dnr()
+            && slot.retries < self.retry_limit
+            && idempotent(slot.cmd.opcode())
+            && !self.sq.is_full()
+        {
+            let cmd = self.tracker.reissue(index);
+            if self.sq.push(&cmd) {
+                self.stats.retries += 1;
+                return None;
+            }
+        }
+        let req = self.tracker.complete(index);
+        self.stats.completed += 1;
+        self.stats.failed += 1;
+        let result = if req.timed_out {
+            Err(IoError::TimedOut(self.timeout))
+        } else {
+            Err(IoError::Status(status))
+        };
+        Some(IoCompletion {
+            token: req.token,
+            result,
+            buf: req.buf,
+        })
     }
 
     /// Reap what is outstanding (bounded by the admin timeout), then delete

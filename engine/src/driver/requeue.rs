@@ -36,6 +36,8 @@ pub(super) fn idempotent(opcode: u8) -> bool {
 impl<D: Device> IoQueuePair<D> {
     /// Follow a controller state change (see `process_completions`).
     /// Returns the completions delivered.
+    #[cold]
+    #[inline(never)]
     pub(super) fn recover<F: FnMut(IoCompletion)>(&mut self, state: u64, f: &mut F) -> usize {
         match health_of(state) {
             Health::Resetting => 0,
@@ -75,7 +77,7 @@ impl<D: Device> IoQueuePair<D> {
                     if !slot.in_flight() {
                         continue;
                     }
-                    let error = if slot.timed_out {
+                    let error = if slot.timed_out() {
                         IoError::TimedOut(self.timeout)
                     } else if slot.retries < self.retry_limit && idempotent(slot.cmd.opcode()) {
                         let cmd = self.tracker.reissue(index);
@@ -100,7 +102,7 @@ impl<D: Device> IoQueuePair<D> {
         let mut delivered = 0;
         for index in 0..self.tracker.capacity() {
             if self.tracker.slot(index).in_flight() {
-                let e = if self.tracker.slot(index).timed_out {
+                let e = if self.tracker.slot(index).timed_out() {
                     IoError::TimedOut(self.timeout)
                 } else {
                     error

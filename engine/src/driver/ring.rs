@@ -48,11 +48,6 @@ impl DmaWindow {
         })
     }
 
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// IOVA of byte `off` of the window.
     pub(crate) fn iova(&self, off: usize) -> Option<u64> {
         if off >= self.len {
@@ -142,22 +137,31 @@ impl DmaWindow {
 /// head through CQE.SQHD.
 pub(crate) struct SqRing {
     mem: DmaWindow,
+    /// First byte of the ring: `mem` holds `entries` whole SQEs from here
+    /// (checked in `new`) and keeps the memory alive.
+    base: *mut u8,
     entries: u16,
     tail: u16,
     head: u16,
     rung_tail: u16,
 }
 
+// SAFETY: `base` points into the region `mem` keeps alive; the ring is used
+// by one owner at a time like the `DmaWindow` it wraps, which is `Send`.
+unsafe impl Send for SqRing {}
+
 impl SqRing {
     /// A ring of `entries` (2..=65536 in spec terms; 2..=u16::MAX here) over
     /// `mem`, which must hold `entries` SQEs.
     pub(crate) fn new(mem: DmaWindow, entries: u16) -> Option<Self> {
-        if entries < 2 || mem.len() < entries as usize * SQE_BYTES {
+        let base = mem.ptr(0, entries as usize * SQE_BYTES)?;
+        if entries < 2 {
             return None;
         }
         mem.zero();
         Some(SqRing {
             mem,
+            base,
             entries,
             tail: 0,
             head: 0,
@@ -197,30 +201,34 @@ impl SqRing {
         self.head
     }
 
+    #[inline]
     fn next(&self, i: u16) -> u16 {
         if i + 1 == self.entries { 0 } else { i + 1 }
     }
 
     /// Full when advancing the tail would make it equal the head: one slot
     /// always stays empty.
+    #[inline]
     pub(crate) fn is_full(&self) -> bool {
         self.next(self.tail) == self.head
     }
 
     /// Write `cmd` at the tail and advance it. Returns false when full.
+    #[inline]
     pub(crate) fn push(&mut self, cmd: &Command) -> bool {
         if self.is_full() {
             return false;
         }
-        let off = self.tail as usize * SQE_BYTES;
-        let Some(p) = self.mem.ptr(off, SQE_BYTES) else {
-            return false;
-        };
-        // SAFETY: `p` addresses one whole, 64-byte aligned entry inside the
-        // ring (bounds checked by `ptr`; the ring base is page aligned). The
-        // device only reads entries between head and tail, and this one is
-        // past the tail until the doorbell says otherwise.
-        unsafe { ptr::write_volatile(p.cast::<Command>(), *cmd) };
+        // SAFETY: `tail < entries` always (it starts at 0 and `next` wraps
+        // at `entries`), and `new` checked that the window holds `entries`
+        // SQEs from `base`, so the entry is inside the mapping and 64-byte
+        // aligned (the ring base is page aligned). The device only reads
+        // entries between head and tail, and this one is past the tail until
+        // the doorbell says otherwise; nothing else references it.
+        unsafe {
+            let p = self.base.add(self.tail as usize * SQE_BYTES);
+            ptr::write_volatile(p.cast::<Command>(), *cmd);
+        }
         self.tail = self.next(self.tail);
         true
     }
@@ -228,21 +236,25 @@ impl SqRing {
     /// Accept a head reported by the device (CQE.SQHD). It must lie inside
     /// the ring and between the current head and the tail (inclusive);
     /// anything else is a device error and is ignored (returns false).
+    #[inline]
     pub(crate) fn update_head(&mut self, sqhd: u16) -> bool {
-        if sqhd >= self.entries {
-            return false;
+        let (head, tail) = (self.head, self.tail);
+        let ok = if head <= tail {
+            // Not wrapped: head..=tail, all inside the ring.
+            head <= sqhd && sqhd <= tail
+        } else {
+            // Wrapped: head..entries, then 0..=tail.
+            sqhd < self.entries && (sqhd >= head || sqhd <= tail)
+        };
+        if ok {
+            self.head = sqhd;
         }
-        let n = self.entries as u32;
-        let dist = |from: u16, to: u16| (to as u32 + n - from as u32) % n;
-        if dist(self.head, sqhd) > dist(self.head, self.tail) {
-            return false;
-        }
-        self.head = sqhd;
-        true
+        ok
     }
 
     /// The tail to write to the doorbell if it moved since the last ring,
     /// after a release fence so the device sees every entry written before.
+    #[inline]
     pub(crate) fn doorbell_value(&mut self) -> Option<u16> {
         if self.tail == self.rung_tail {
             return None;
@@ -259,21 +271,30 @@ impl SqRing {
 /// the expected phase tag.
 pub(crate) struct CqRing {
     mem: DmaWindow,
+    /// First byte of the ring: `mem` holds `entries` whole CQEs from here
+    /// (checked in `new`) and keeps the memory alive.
+    base: *mut u8,
     entries: u16,
     head: u16,
     phase: bool,
 }
 
+// SAFETY: as for `SqRing`: `base` points into the region `mem` keeps alive,
+// and the ring has one owner at a time.
+unsafe impl Send for CqRing {}
+
 impl CqRing {
     /// A ring of `entries` over `mem`, zeroed so that no entry carries the
     /// initial phase tag (1).
     pub(crate) fn new(mem: DmaWindow, entries: u16) -> Option<Self> {
-        if entries < 2 || mem.len() < entries as usize * CQE_BYTES {
+        let base = mem.ptr(0, entries as usize * CQE_BYTES)?;
+        if entries < 2 {
             return None;
         }
         mem.zero();
         Some(CqRing {
             mem,
+            base,
             entries,
             head: 0,
             phase: true,
@@ -297,6 +318,7 @@ impl CqRing {
         self.mem.contiguous_len(0) >= self.entries as usize * CQE_BYTES
     }
     /// The host's head.
+    #[inline]
     pub(crate) fn head(&self) -> u16 {
         self.head
     }
@@ -309,12 +331,15 @@ impl CqRing {
     /// The entry at the head if the device has posted it.
     #[inline]
     pub(crate) fn peek(&self) -> Option<Completion> {
-        let off = self.head as usize * CQE_BYTES;
-        let p = self.mem.ptr(off, CQE_BYTES)?;
+        // SAFETY: `head < entries` always (it starts at 0 and `advance`
+        // wraps at `entries`), and `new` checked that the window holds
+        // `entries` CQEs from `base`, so `p` addresses a whole entry inside
+        // the mapping.
+        let p = unsafe { self.base.add(self.head as usize * CQE_BYTES) };
         // SAFETY: `p` addresses a whole, 16-byte aligned entry inside the
-        // ring (bounds checked by `ptr`, base page aligned), so DW3 at +12 is
-        // an aligned u32 that lives as long as `self.mem`. The device writes
-        // it concurrently, which is why it is accessed atomically.
+        // ring (base page aligned), so DW3 at +12 is an aligned u32 that
+        // lives as long as `self.mem`. The device writes it concurrently,
+        // which is why it is accessed atomically.
         let dw3 = unsafe { AtomicU32::from_ptr(p.add(12).cast::<u32>()) }
             // Acquire: the other dwords, written by the device before the
             // phase tag, must not be read before this load.
@@ -350,6 +375,7 @@ impl CqRing {
     }
 
     /// Consume the entry at the head; the phase flips on wrap.
+    #[inline]
     pub(crate) fn advance(&mut self) {
         self.head += 1;
         if self.head == self.entries {
@@ -402,6 +428,30 @@ pub(crate) mod tests {
         assert!(sq.update_head(3));
         assert!(!sq.update_head(2), "moving backwards");
         assert_eq!(sq.head(), 3);
+    }
+
+    #[test]
+    fn sq_head_is_checked_across_the_wrap() {
+        let mut sq = SqRing::new(window(4096), 8).unwrap();
+        let c = Command::new(1, 1);
+        for _ in 0..6 {
+            sq.push(&c);
+        }
+        assert!(sq.update_head(6));
+        // Tail wraps: 6, 7, 0, 1 are in flight; the tail is 2.
+        for _ in 0..4 {
+            assert!(sq.push(&c));
+        }
+        assert_eq!(sq.tail(), 2);
+        assert!(!sq.update_head(5), "behind the head");
+        assert!(!sq.update_head(3), "ahead of the tail");
+        assert!(!sq.update_head(9), "outside the ring");
+        assert!(sq.update_head(7));
+        assert!(sq.update_head(0), "across the wrap");
+        assert!(!sq.update_head(7), "moving backwards across the wrap");
+        assert!(sq.update_head(2), "up to the tail");
+        assert_eq!(sq.head(), 2);
+        assert!(!sq.update_head(1));
     }
 
     #[test]

@@ -88,14 +88,13 @@ impl<D: Device> IoQueuePair<D> {
             if !slot.in_flight() {
                 continue;
             }
-            let Some(seen) = slot.seen else {
-                slot.seen = Some(now);
+            let Some(seen) = slot.seen() else {
+                slot.set_seen(now);
                 continue;
             };
-            if !slot.timed_out {
+            if !slot.timed_out() {
                 if now.saturating_duration_since(seen) >= timeout {
-                    slot.timed_out = true;
-                    slot.abort_deadline = now.checked_add(grace);
+                    slot.set_timed_out(now.checked_add(grace));
                     newly += 1;
                     if n_aborts < MAX_ABORTS_PER_SCAN {
                         aborts[n_aborts] = slot.cmd.cid();
@@ -104,7 +103,7 @@ impl<D: Device> IoQueuePair<D> {
                         reset = true;
                     }
                 }
-            } else if slot.abort_deadline.is_none_or(|d| now >= d) {
+            } else if slot.abort_deadline().is_none_or(|d| now >= d) {
                 reset = true;
             }
         }

@@ -6,14 +6,16 @@
 //! slot is reused. A completion whose index is out of range ("unknown"), whose
 //! generation is not the slot's current one ("stale"), or whose slot is not in
 //! flight ("duplicate") is reported as such and never completes anything.
-//! Slots are allocated from a free-list stack reserved up front: no per-I/O
-//! allocation.
+//! Free slots form an intrusive stack threaded through the slab: no per-I/O
+//! allocation, no capacity checks.
 //!
 //! Each slot also keeps what recovery needs: the submission queue entry as
 //! last sent (for a retry or a resubmission after a controller reset), how
 //! often it was resubmitted, when a timeout scan first saw it in flight, and
 //! whether it timed out (its buffer stays here until the device is proven
-//! done with it).
+//! done with it). Starting a command writes only the slot's hot words (CID,
+//! flags, token, retry count, buffer) and builds the entry in place; the
+//! timeout bookkeeping is valid only once a scan stamped the slot.
 
 #![forbid(unsafe_code)]
 
@@ -47,39 +49,84 @@ pub(crate) struct Request {
     pub timed_out: bool,
 }
 
+/// Slot flag: a command is in the slot.
+const IN_FLIGHT: u8 = 1;
+/// Slot flag: no timeout scan has seen this command yet (`seen` is unset).
+const FRESH: u8 = 2;
+/// Slot flag: the deadline passed; an Abort was (or is about to be) sent.
+const TIMED_OUT: u8 = 4;
+
+/// End of the free-slot stack (larger than any index, see [`Tracker::new`]).
+const NO_SLOT: u16 = u16::MAX;
+
 /// One command slot.
 pub(crate) struct Slot {
-    generation: u16,
-    in_flight: bool,
+    /// The caller's token.
     token: u64,
-    opcode: u8,
-    buf: Option<DmaBuf>,
-    /// The entry as last submitted (CID included).
-    pub(crate) cmd: Command,
+    /// The CID this slot was last issued under (index in the low bits).
+    cid: u16,
+    /// `IN_FLIGHT`, `FRESH`, `TIMED_OUT`.
+    flags: u8,
     /// Resubmissions so far (retries and resubmissions after a reset).
     pub(crate) retries: u8,
-    /// When a timeout scan first saw this command in flight.
-    pub(crate) seen: Option<Instant>,
-    /// The deadline passed; an Abort was (or is about to be) sent.
-    pub(crate) timed_out: bool,
+    /// Next free slot while this one is free.
+    next_free: u16,
+    /// The entry as last submitted (CID included).
+    pub(crate) cmd: Command,
+    buf: Option<DmaBuf>,
+    /// When a timeout scan first saw this command (valid unless `FRESH`).
+    seen: Option<Instant>,
     /// After a timeout: when to stop waiting for the aborted command and
-    /// reset the controller instead.
-    pub(crate) abort_deadline: Option<Instant>,
+    /// reset the controller instead (valid while `TIMED_OUT`).
+    abort_deadline: Option<Instant>,
 }
 
 impl Slot {
     /// Whether a command is in this slot.
+    #[inline]
     pub(crate) fn in_flight(&self) -> bool {
-        self.in_flight
+        self.flags & IN_FLIGHT != 0
+    }
+    /// Whether the command's deadline passed.
+    #[inline]
+    pub(crate) fn timed_out(&self) -> bool {
+        self.flags & TIMED_OUT != 0
+    }
+    /// When a timeout scan first saw this command in flight.
+    pub(crate) fn seen(&self) -> Option<Instant> {
+        if self.flags & FRESH != 0 {
+            None
+        } else {
+            self.seen
+        }
+    }
+    /// Stamp the command as seen by a timeout scan at `now`.
+    pub(crate) fn set_seen(&mut self, now: Instant) {
+        self.seen = Some(now);
+        self.flags &= !FRESH;
+    }
+    /// Mark the command timed out; `abort_deadline` is when to give up on
+    /// its Abort.
+    pub(crate) fn set_timed_out(&mut self, abort_deadline: Option<Instant>) {
+        self.flags |= TIMED_OUT;
+        self.abort_deadline = abort_deadline;
+    }
+    /// After a timeout: when to stop waiting for the aborted command.
+    pub(crate) fn abort_deadline(&self) -> Option<Instant> {
+        self.abort_deadline
     }
 }
 
 /// The slab of command slots of one queue.
 pub(crate) struct Tracker {
     slots: Box<[Slot]>,
-    free: Vec<u16>,
-    index_bits: u32,
-    generation_mask: u16,
+    /// Top of the free-slot stack, or `NO_SLOT`.
+    free_head: u16,
+    in_flight: usize,
+    /// Added to a slot's CID to advance its generation: `1 << index_bits`.
+    /// The u16 wrap keeps the generation within its bits.
+    generation_step: u16,
+    index_mask: u16,
 }
 
 impl Tracker {
@@ -87,101 +134,121 @@ impl Tracker {
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, 4096);
         let index_bits = capacity.next_power_of_two().trailing_zeros().max(1);
-        let generation_mask = ((1u32 << (16 - index_bits)) - 1) as u16;
         let slots = (0..capacity)
-            .map(|_| Slot {
-                generation: 0,
-                in_flight: false,
+            .map(|i| Slot {
                 token: 0,
-                opcode: 0,
-                buf: None,
-                cmd: Command::default(),
+                cid: i as u16,
+                flags: 0,
                 retries: 0,
+                // Pop order hands out slot 0 first.
+                next_free: if i + 1 < capacity {
+                    i as u16 + 1
+                } else {
+                    NO_SLOT
+                },
+                cmd: Command::default(),
+                buf: None,
                 seen: None,
-                timed_out: false,
                 abort_deadline: None,
             })
             .collect();
-        // Pop order hands out slot 0 first.
-        let free = (0..capacity as u16).rev().collect();
         Tracker {
             slots,
-            free,
-            index_bits,
-            generation_mask,
+            free_head: 0,
+            in_flight: 0,
+            generation_step: 1 << index_bits,
+            index_mask: ((1u32 << index_bits) - 1) as u16,
         }
     }
 
     /// Maximum commands in flight.
+    #[inline]
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
     /// Commands in flight.
+    #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.in_flight
     }
     /// Whether every slot is in flight.
+    #[cfg(test)]
     pub(crate) fn is_full(&self) -> bool {
-        self.free.is_empty()
-    }
-
-    fn cid(&self, index: u16, generation: u16) -> u16 {
-        (generation << self.index_bits) | index
+        self.free_head == NO_SLOT
     }
 
     /// Index of the slot the next `start` will use.
+    #[inline]
     pub(crate) fn next_free(&self) -> Option<usize> {
-        self.free.last().map(|&i| i as usize)
+        (self.free_head != NO_SLOT).then_some(self.free_head as usize)
     }
 
     /// Take a slot for `cmd`: gives it a CID (written into `cmd`) and keeps
     /// a copy. Gives the buffer back when every slot is in flight.
+    #[cfg(test)]
     pub(crate) fn start(
         &mut self,
         token: u64,
         cmd: &mut Command,
         buf: Option<DmaBuf>,
     ) -> Result<u16, Option<DmaBuf>> {
-        let Some(index) = self.free.pop() else {
-            return Err(buf);
-        };
-        let slot = &mut self.slots[index as usize];
-        slot.generation = slot.generation.wrapping_add(1) & self.generation_mask;
-        slot.in_flight = true;
-        slot.token = token;
-        slot.opcode = cmd.opcode();
-        slot.buf = buf;
-        slot.retries = 0;
-        slot.seen = None;
-        slot.timed_out = false;
-        slot.abort_deadline = None;
-        let generation = slot.generation;
-        let cid = self.cid(index, generation);
-        cmd.set_cid(cid);
-        self.slots[index as usize].cmd = *cmd;
-        Ok(cid)
+        let sent = self.start_with(token, buf, |c, cid| {
+            *c = *cmd;
+            c.set_cid(cid);
+        })?;
+        *cmd = *sent;
+        Ok(sent.cid())
     }
 
-    /// Index of the slot a CID names, if any slot does.
-    pub(crate) fn index_of(&self, cid: u16) -> Option<usize> {
-        let index = (cid & ((1u16 << self.index_bits) - 1)) as usize;
-        (index < self.slots.len()).then_some(index)
+    /// Take the slot [`Tracker::next_free`] names: `fill` builds the entry
+    /// in the slot and must give it the CID it is passed. Returns the entry
+    /// to send, or gives the buffer back when every slot is in flight.
+    #[inline]
+    pub(crate) fn start_with(
+        &mut self,
+        token: u64,
+        buf: Option<DmaBuf>,
+        fill: impl FnOnce(&mut Command, u16),
+    ) -> Result<&Command, Option<DmaBuf>> {
+        // `NO_SLOT` is past the end, so one check covers both "no free
+        // slot" and the bounds.
+        let Some(slot) = self.slots.get_mut(self.free_head as usize) else {
+            return Err(buf);
+        };
+        self.free_head = slot.next_free;
+        self.in_flight += 1;
+        slot.cid = slot.cid.wrapping_add(self.generation_step);
+        slot.flags = IN_FLIGHT | FRESH;
+        slot.retries = 0;
+        slot.token = token;
+        // A free slot holds no buffer (`complete` takes it), so there is
+        // nothing to drop; forgetting the `None` spares a drop check and
+        // lets the buffer move straight into the slot.
+        std::mem::forget(std::mem::replace(&mut slot.buf, buf));
+        fill(&mut slot.cmd, slot.cid);
+        debug_assert_eq!(slot.cmd.cid(), slot.cid);
+        Ok(&slot.cmd)
     }
 
     /// The in-flight slot `cid` names, checking generation and state.
+    #[inline]
     pub(crate) fn lookup(&self, cid: u16) -> Result<usize, CidError> {
-        let index = self.index_of(cid).ok_or(CidError::Unknown)?;
-        let slot = &self.slots[index];
-        if slot.generation != cid >> self.index_bits {
+        let index = (cid & self.index_mask) as usize;
+        let Some(slot) = self.slots.get(index) else {
+            return Err(CidError::Unknown);
+        };
+        // Same index bits, so equal CIDs mean equal generations.
+        if slot.cid != cid {
             return Err(CidError::Stale);
         }
-        if !slot.in_flight {
+        if slot.flags & IN_FLIGHT == 0 {
             return Err(CidError::Duplicate);
         }
         Ok(index)
     }
 
     /// Slot `index` (any state).
+    #[inline]
     pub(crate) fn slot(&self, index: usize) -> &Slot {
         &self.slots[index]
     }
@@ -193,35 +260,34 @@ impl Tracker {
     /// Give the in-flight slot `index` a new CID for a resubmission and
     /// return the entry to send. Completions for the old CID become stale.
     pub(crate) fn reissue(&mut self, index: usize) -> Command {
-        let mask = self.generation_mask;
-        let index_bits = self.index_bits;
+        let step = self.generation_step;
         let slot = &mut self.slots[index];
-        slot.generation = slot.generation.wrapping_add(1) & mask;
+        slot.cid = slot.cid.wrapping_add(step);
         slot.retries = slot.retries.saturating_add(1);
-        slot.seen = None;
-        slot.timed_out = false;
-        slot.abort_deadline = None;
-        slot.cmd
-            .set_cid((slot.generation << index_bits) | index as u16);
+        slot.flags = IN_FLIGHT | FRESH;
+        slot.cmd.set_cid(slot.cid);
         slot.cmd
     }
 
     /// Release the in-flight slot `index`.
+    #[inline]
     pub(crate) fn complete(&mut self, index: usize) -> Request {
         let slot = &mut self.slots[index];
-        slot.in_flight = false;
         let req = Request {
             token: slot.token,
             buf: slot.buf.take(),
-            opcode: slot.opcode,
-            timed_out: slot.timed_out,
+            opcode: slot.cmd.opcode(),
+            timed_out: slot.flags & TIMED_OUT != 0,
         };
-        // Capacity for every slot was reserved in `new`: never reallocates.
-        self.free.push(index as u16);
+        slot.flags = 0;
+        slot.next_free = self.free_head;
+        self.free_head = index as u16;
+        self.in_flight -= 1;
         req
     }
 
     /// Complete the command `cid` names, releasing its slot.
+    #[cfg(test)]
     pub(crate) fn finish(&mut self, cid: u16) -> Result<Request, CidError> {
         let index = self.lookup(cid)?;
         Ok(self.complete(index))
@@ -229,21 +295,13 @@ impl Tracker {
 
     /// Release every in-flight slot (queue teardown), yielding the buffers.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Request> + '_ {
-        let free = &mut self.free;
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, s)| s.in_flight)
-            .map(move |(i, s)| {
-                s.in_flight = false;
-                free.push(i as u16);
-                Request {
-                    token: s.token,
-                    buf: s.buf.take(),
-                    opcode: s.opcode,
-                    timed_out: s.timed_out,
-                }
-            })
+        (0..self.slots.len()).filter_map(move |i| {
+            if self.slots[i].in_flight() {
+                Some(self.complete(i))
+            } else {
+                None
+            }
+        })
     }
 }
 
@@ -293,6 +351,37 @@ mod tests {
         assert_eq!(t.lookup(a).unwrap_err(), CidError::Stale);
         assert_eq!(t.finish(again.cid()).unwrap().token, 5);
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn timeout_state_resets_when_a_slot_is_reused_or_reissued() {
+        let mut t = Tracker::new(1);
+        let now = Instant::now();
+        let a = t.start(1, &mut Command::new(2, 1), None).unwrap();
+        let i = t.lookup(a).unwrap();
+        assert_eq!(t.slot(i).seen(), None, "not yet seen by a scan");
+        t.slot_mut(i).set_seen(now);
+        assert_eq!(t.slot(i).seen(), Some(now));
+        t.slot_mut(i).set_timed_out(Some(now));
+        assert!(t.slot(i).timed_out());
+        assert_eq!(t.slot(i).abort_deadline(), Some(now));
+        let again = t.reissue(i);
+        assert!(!t.slot(i).timed_out());
+        assert_eq!(
+            t.slot(i).seen(),
+            None,
+            "a resubmission starts a new deadline"
+        );
+        t.slot_mut(i).set_seen(now);
+        t.slot_mut(i).set_timed_out(None);
+        let r = t.finish(again.cid()).unwrap();
+        assert!(r.timed_out);
+        let b = t.start(2, &mut Command::new(2, 1), None).unwrap();
+        let j = t.lookup(b).unwrap();
+        assert_eq!(j, i);
+        assert!(!t.slot(j).timed_out());
+        assert_eq!(t.slot(j).seen(), None);
+        assert_eq!(t.slot(j).retries, 0);
     }
 
     #[test]
