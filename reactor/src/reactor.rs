@@ -49,7 +49,7 @@ use crate::poller::{PollStatus, Poller, Pollers};
 use crate::producer::Link;
 use crate::request::{Request, RequestError, Response};
 use crate::set::ReactorError;
-use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, add_queue_stats};
+use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats};
 use crate::timer::{TimerFn, Timers};
 
 /// Messages from the reactor set to a reactor (off the I/O path).
@@ -709,7 +709,7 @@ impl<D: Device> Reactor<D> {
     fn snapshot(&self) -> ReactorStats {
         let mut queues = QueuePairStats::default();
         for q in &self.queues {
-            add_queue_stats(&mut queues, q.qp.stats());
+            queues += q.qp.stats();
         }
         ReactorStats {
             queues,

@@ -100,27 +100,6 @@ impl ReactorStats {
     }
 }
 
-/// Add the driver counters `b` into `a`.
-pub(crate) fn add_queue_stats(a: &mut QueuePairStats, b: &QueuePairStats) {
-    a.submitted += b.submitted;
-    a.completed += b.completed;
-    a.failed += b.failed;
-    a.queue_full += b.queue_full;
-    a.stale_completions += b.stale_completions;
-    a.duplicate_completions += b.duplicate_completions;
-    a.unknown_completions += b.unknown_completions;
-    a.invalid_sqhd += b.invalid_sqhd;
-    a.wrong_sqid += b.wrong_sqid;
-    a.sq_doorbell_writes += b.sq_doorbell_writes;
-    a.cq_doorbell_writes += b.cq_doorbell_writes;
-    a.retries += b.retries;
-    a.timeouts += b.timeouts;
-    a.aborts_sent += b.aborts_sent;
-    a.resets_requested += b.resets_requested;
-    a.recreated += b.recreated;
-    a.resubmitted += b.resubmitted;
-}
-
 /// How many failed requests each reactor remembers for its report.
 pub const MAX_RECORDED_FAILURES: usize = 16;
 

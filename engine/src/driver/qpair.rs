@@ -89,6 +89,49 @@ pub struct QueuePairStats {
     pub resubmitted: u64,
 }
 
+impl std::ops::AddAssign<&QueuePairStats> for QueuePairStats {
+    /// Sum counters, e.g. over the queue pairs of one thread. Destructuring
+    /// makes a new counter a compile error here until it is summed too.
+    fn add_assign(&mut self, other: &QueuePairStats) {
+        let QueuePairStats {
+            submitted,
+            completed,
+            failed,
+            queue_full,
+            stale_completions,
+            duplicate_completions,
+            unknown_completions,
+            invalid_sqhd,
+            wrong_sqid,
+            sq_doorbell_writes,
+            cq_doorbell_writes,
+            retries,
+            timeouts,
+            aborts_sent,
+            resets_requested,
+            recreated,
+            resubmitted,
+        } = *other;
+        self.submitted += submitted;
+        self.completed += completed;
+        self.failed += failed;
+        self.queue_full += queue_full;
+        self.stale_completions += stale_completions;
+        self.duplicate_completions += duplicate_completions;
+        self.unknown_completions += unknown_completions;
+        self.invalid_sqhd += invalid_sqhd;
+        self.wrong_sqid += wrong_sqid;
+        self.sq_doorbell_writes += sq_doorbell_writes;
+        self.cq_doorbell_writes += cq_doorbell_writes;
+        self.retries += retries;
+        self.timeouts += timeouts;
+        self.aborts_sent += aborts_sent;
+        self.resets_requested += resets_requested;
+        self.recreated += recreated;
+        self.resubmitted += resubmitted;
+    }
+}
+
 /// One finished command.
 #[derive(Debug)]
 pub struct IoCompletion {
