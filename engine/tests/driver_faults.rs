@@ -124,7 +124,7 @@ fn bogus_sq_head_is_counted_not_trusted() {
 }
 
 #[test]
-fn lost_completion_times_out_in_sync_helper_and_queue_deletion_still_succeeds() {
+fn lost_completion_times_out_in_sync_helper_after_abort_and_returns_the_buffer() {
     let opts = nvme_engine::ControllerOptions {
         io_timeout: std::time::Duration::from_millis(50),
         admin_timeout: std::time::Duration::from_millis(200),
@@ -137,7 +137,12 @@ fn lost_completion_times_out_in_sync_helper_and_queue_deletion_still_succeeds() 
     h.add_fault(FaultRule::new(FaultAction::NeverComplete).io().once());
     let e = qp.read_sync(&ns, 0, pool.alloc(512).unwrap()).unwrap_err();
     assert!(matches!(e.error, nvme_engine::IoError::TimedOut(_)), "{e}");
-    assert!(e.buf.is_none(), "the device may still own the buffer");
-    assert_eq!(qp.outstanding(), 1);
+    assert!(
+        e.buf.is_some(),
+        "the abort proved the device done with the buffer"
+    );
+    assert_eq!(qp.outstanding(), 0);
+    assert_eq!(qp.stats().aborts_sent, 1);
+    assert_eq!(qp.stats().timeouts, 1);
     qp.delete().unwrap();
 }

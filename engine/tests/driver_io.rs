@@ -392,7 +392,8 @@ fn raw_command_with_prp_outside_registered_memory_fails_with_data_transfer_error
 fn device_error_status_is_reported_by_name_and_the_buffer_returned() {
     let (ctrl, h, mut qp, mut pool) = setup(EmuConfig::ram(1 << 20), 8, 1 << 20);
     let ns = ctrl.namespace(1).unwrap().clone();
-    let st = Status::new(StatusCodeType::MEDIA, 0x81);
+    // DNR=1: not retried, reported as is (DNR=0 errors are retried first).
+    let st = Status::new(StatusCodeType::MEDIA, 0x81).with_dnr(true);
     h.add_fault(
         nvme_engine::emu::FaultRule::new(nvme_engine::emu::FaultAction::CompleteWithStatus(st))
             .io()

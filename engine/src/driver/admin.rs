@@ -85,6 +85,13 @@ pub(crate) const fn pages(bytes: usize) -> usize {
 }
 
 impl AdminQueue {
+    /// Empty both rings after the controller was disabled, before it is
+    /// enabled again with the same queue memory.
+    pub(crate) fn reinit(&mut self) {
+        self.sq.reset();
+        self.cq.reset();
+    }
+
     /// Lay out an admin queue of `entries` (SQ and CQ equal) in `region`,
     /// with PRP-list pages for transfers of up to `max_transfer` bytes.
     pub(crate) fn new(

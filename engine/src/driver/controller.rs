@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,13 @@ pub struct ControllerOptions {
     /// The driver's own cap on bytes per command (also bounded by MDTS).
     /// Every queue slot preallocates PRP-list pages for this much. Default 2 MiB.
     pub max_transfer_bytes: usize,
+    /// How often a command is resubmitted after an error status with DNR=0
+    /// or after a controller reset, before it fails. Default 3.
+    pub io_retry_limit: u8,
+    /// Least time between two timeout scans of a queue pair
+    /// ([`IoQueuePair::check_timeouts`]); also the granularity of I/O
+    /// deadlines. Default 10 ms.
+    pub timeout_scan_interval: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -50,6 +57,8 @@ impl Default for ControllerOptions {
             admin_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             max_transfer_bytes: 2 << 20,
+            io_retry_limit: 3,
+            timeout_scan_interval: Duration::from_millis(10),
         }
     }
 }
@@ -73,6 +82,12 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) max_transfer: usize,
     pub(crate) opts: ControllerOptions,
     shut_down: AtomicBool,
+    /// Health and reset generation, see [`super::recovery`].
+    pub(crate) state: AtomicU64,
+    /// Controller resets completed.
+    pub(crate) resets: AtomicU64,
+    /// Admin queue entries (for re-enabling after a reset).
+    pub(crate) admin_entries: u16,
 }
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
@@ -100,7 +115,7 @@ impl<D: Device> std::fmt::Debug for Controller<D> {
 }
 
 /// Poll CSTS until `done` holds, bounded by CAP.TO (at least 500 ms).
-fn wait_csts<D: Device>(
+pub(super) fn wait_csts<D: Device>(
     device: &D,
     cap: Cap,
     what: &'static str,
@@ -144,6 +159,31 @@ fn wait_csts<D: Device>(
             std::thread::yield_now();
         }
     }
+}
+
+/// Program AQA/ASQ/ACQ for `admin`, set CC.EN = 1 and wait for CSTS.RDY = 1.
+pub(super) fn enable<D: Device>(
+    device: &D,
+    cap: Cap,
+    admin: &AdminQueue,
+    entries: u16,
+) -> Result<(), DriverError> {
+    let (asq, acq) = admin.ring_iovas();
+    let aqa = Aqa::new().with_asqs_z(entries - 1).with_acqs_z(entries - 1);
+    device.write32(offset::AQA, u32::from(aqa));
+    device.write64(offset::ASQ, asq);
+    device.write64(offset::ACQ, acq);
+    let cc = Cc::new()
+        .with_iosqes(6)
+        .with_iocqes(4)
+        .with_mps(0)
+        .with_css(0)
+        .with_ams(0)
+        .with_en(true);
+    device.write32(offset::CC, u32::from(cc));
+    wait_csts(device, cap, "CSTS.RDY=1 after setting CC.EN", true, |c| {
+        c.rdy()
+    })
 }
 
 /// CC.EN = 0 and wait for CSTS.RDY = 0.
@@ -228,23 +268,8 @@ impl<D: Device> Controller<D> {
             opts.max_transfer_bytes,
             opts.admin_timeout,
         )?;
-        let (asq, acq) = admin.ring_iovas();
-        let aqa = Aqa::new().with_asqs_z(entries - 1).with_acqs_z(entries - 1);
-        device.write32(offset::AQA, u32::from(aqa));
-        device.write64(offset::ASQ, asq);
-        device.write64(offset::ACQ, acq);
         // Step 4: enable.
-        let cc = Cc::new()
-            .with_iosqes(6)
-            .with_iocqes(4)
-            .with_mps(0)
-            .with_css(0)
-            .with_ams(0)
-            .with_en(true);
-        device.write32(offset::CC, u32::from(cc));
-        if let Err(e) = wait_csts(&device, cap, "CSTS.RDY=1 after setting CC.EN", true, |c| {
-            c.rdy()
-        }) {
+        if let Err(e) = enable(&device, cap, &admin, entries) {
             let _ = disable(&device, cap);
             return Err(e);
         }
@@ -265,6 +290,9 @@ impl<D: Device> Controller<D> {
                     max_transfer,
                     opts,
                     shut_down: AtomicBool::new(false),
+                    state: AtomicU64::new(0),
+                    resets: AtomicU64::new(0),
+                    admin_entries: entries,
                     device,
                 };
                 Ok(Controller {
@@ -438,6 +466,31 @@ impl<D: Device> Controller<D> {
         self.inner.admin_execute(cmd, data)
     }
 
+    /// Reset the controller and bring it back: CC.EN = 0 (wait for RDY = 0,
+    /// bounded by CAP.TO), re-initialize the admin queue, CC.EN = 1, and
+    /// Number of Queues again. I/O queue pairs notice the new generation on
+    /// their next `process_completions` and re-create their queues on their
+    /// own threads; commands they had in flight are resubmitted (up to the
+    /// retry limit) or fail with [`super::IoError::ControllerReset`]. A
+    /// device that still reads all ones is marked removed
+    /// ([`DriverError::DeviceGone`]); any other failure leaves the
+    /// controller failed until a later reset succeeds.
+    pub fn reset(&self) -> Result<(), DriverError> {
+        self.inner.reset(None)
+    }
+    /// Controller resets completed so far (explicit and automatic).
+    pub fn resets(&self) -> u64 {
+        self.inner.resets.load(Ordering::Relaxed)
+    }
+    /// Whether the device was found surprise-removed.
+    pub fn is_removed(&self) -> bool {
+        self.inner.health() == super::recovery::Health::Removed
+    }
+    /// The controller's health now.
+    pub fn health(&self) -> super::recovery::Health {
+        self.inner.health()
+    }
+
     /// Orderly shutdown: CC.SHN = 01b, then wait for CSTS.SHST = 10b,
     /// bounded by CAP.TO. Later admin commands fail with [`DriverError::ShutDown`].
     pub fn shutdown(&self) -> Result<(), DriverError> {
@@ -461,6 +514,12 @@ impl<D: Device> Inner<D> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(DriverError::ShutDown);
         }
+        if self.health() == super::recovery::Health::Removed {
+            return Err(DriverError::DeviceGone {
+                device: self.name.clone(),
+                during: "an admin command (the device was removed)",
+            });
+        }
         admin.execute(&self.device, cmd, data)
     }
 
@@ -483,6 +542,10 @@ impl<D: Device> Inner<D> {
     fn shutdown(&self) -> Result<(), DriverError> {
         // Hold the admin lock so no admin command races the shutdown.
         let _admin = self.admin();
+        if self.health() == super::recovery::Health::Removed {
+            self.shut_down.store(true, Ordering::Release);
+            return Ok(());
+        }
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

@@ -162,6 +162,15 @@ pub enum DriverError {
     /// The controller was shut down; create a new one to continue.
     #[error("the controller is shut down; create a new Controller to use the device again")]
     ShutDown,
+    /// The controller is resetting, removed or failed.
+    #[error(
+        "the controller is not usable right now ({health:?}); wait for a reset to finish, \
+         call Controller::reset(), or re-create the Controller if the device was removed"
+    )]
+    NotLive {
+        /// Its health.
+        health: super::recovery::Health,
+    },
     /// A synchronous I/O helper failed.
     #[error("I/O failed")]
     Io(#[source] IoError),
@@ -282,6 +291,19 @@ pub enum SubmitErrorKind {
     /// A raw command's data direction or data pointer cannot be honoured.
     #[error("raw command rejected: {0}")]
     InvalidCommand(&'static str),
+    /// The controller was surprise-removed (registers read all ones).
+    #[error(
+        "the device was removed (registers read 0xFFFFFFFF); nothing more can be submitted — \
+         check lspci and re-create the Controller once it is back"
+    )]
+    DeviceRemoved,
+    /// A controller reset failed; the controller is unusable until a later
+    /// [`super::Controller::reset`] succeeds.
+    #[error(
+        "the controller failed and a reset did not bring it back; call Controller::reset() \
+         to try again or re-create the Controller"
+    )]
+    ControllerFailed,
 }
 
 /// A refused request; the buffer, if any, comes back.
@@ -324,12 +346,35 @@ pub enum IoError {
     /// The request was refused before submission (synchronous helpers).
     #[error("request refused: {0}")]
     Rejected(SubmitErrorKind),
-    /// No completion arrived in time (synchronous helpers).
+    /// The command did not complete within its deadline. It was aborted
+    /// (or the controller reset) and the device is done with the buffer,
+    /// which comes back with this error. The command may or may not have
+    /// taken effect: re-read or rewrite the blocks it touched.
     #[error(
-        "no completion within {0:?}; the device may be hung — the command stays outstanding \
-         until the queue pair is deleted"
+        "no completion within {0:?}; the command was aborted (or the controller reset) and may \
+         or may not have taken effect — retry it, and raise the queue pair's timeout if the \
+         device is merely slow"
     )]
     TimedOut(Duration),
+    /// The controller was surprise-removed while the command was in flight.
+    #[error(
+        "the device was removed while the command was in flight; it may or may not have taken \
+         effect — re-create the Controller once the device is back"
+    )]
+    DeviceRemoved,
+    /// The command was in flight across controller resets and ran out of
+    /// retries, or is not safe to resubmit (raw, non-idempotent commands).
+    #[error(
+        "the controller was reset while the command was in flight and it was not resubmitted \
+         (retry limit reached or not idempotent); it may or may not have taken effect — retry it"
+    )]
+    ControllerReset,
+    /// The controller failed and could not be reset.
+    #[error(
+        "the controller failed and a reset did not bring it back; the command may or may not \
+         have taken effect — call Controller::reset() or re-create the Controller"
+    )]
+    ControllerFailed,
     /// A synchronous helper was called while other commands are in flight.
     #[error(
         "{0} commands are already in flight on this queue pair; reap them with \

@@ -32,8 +32,10 @@ mod log;
 mod namespace;
 pub mod prp;
 mod qpair;
+mod recovery;
 mod ring;
 mod sync;
+mod timeouts;
 mod tracker;
 
 pub use admin::AdminStats;
@@ -43,3 +45,5 @@ pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespac
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,
 };
+pub use recovery::Health;
+pub use timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};

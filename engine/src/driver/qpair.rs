@@ -7,19 +7,23 @@
 //! written once per batch. `process_completions` reaps a bounded number of
 //! entries and writes the CQ head doorbell once. Nothing on this path
 //! allocates, locks or makes a system call.
+//!
+//! Reliability (timeouts, aborts, retries, controller resets, surprise
+//! removal) is split out: `timeouts.rs` scans deadlines, `recover` below
+//! re-creates the queues after a reset on the owning thread.
 
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
 use crate::device::Device;
 use crate::dma::{self, DmaBuf};
-use crate::spec::command::{CDW12_DEAC, CDW12_FUA, CREATE_Q_PC, DSM_ATTR_DEALLOCATE};
+use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
 use crate::spec::{AdminOpcode, Command, NvmOpcode};
 
@@ -28,6 +32,7 @@ use super::controller::Inner;
 use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
 use super::namespace::{LbaRange, Namespace};
 use super::prp::{self, PAGE_SIZE};
+use super::recovery::{Health, generation_of, health_of, live_word};
 use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
 use super::tracker::{CidError, Tracker};
 
@@ -68,6 +73,19 @@ pub struct QueuePairStats {
     pub sq_doorbell_writes: u64,
     /// CQ head doorbell writes.
     pub cq_doorbell_writes: u64,
+    /// Commands resubmitted after an error status with DNR=0.
+    pub retries: u64,
+    /// Commands whose deadline passed.
+    pub timeouts: u64,
+    /// Abort commands sent for timed-out commands.
+    pub aborts_sent: u64,
+    /// Controller resets this queue pair requested (timeouts, fatal status,
+    /// registers reading all ones).
+    pub resets_requested: u64,
+    /// Times this queue pair re-created its queues after a controller reset.
+    pub recreated: u64,
+    /// Commands resubmitted after a controller reset.
+    pub resubmitted: u64,
 }
 
 /// One finished command.
@@ -94,6 +112,17 @@ pub struct IoQueuePair<D: Device> {
     cq_doorbell: usize,
     stats: QueuePairStats,
     live: bool,
+    /// Reset generation the SQ/CQ exist in.
+    pub(super) generation: u64,
+    /// The queues could not be re-created in `generation`.
+    dead: bool,
+    /// Per-command deadline.
+    pub(super) timeout: Duration,
+    pub(super) retry_limit: u8,
+    pub(super) scan_interval: Duration,
+    pub(super) next_scan: Option<Instant>,
+    /// Since when commands have waited with no completion (timeout scans).
+    pub(super) idle_since: Option<Instant>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -117,8 +146,13 @@ impl<D: Device> IoQueuePair<D> {
         let entries = asked.min(limit);
         let qid = ctrl.take_qid()?;
         match Self::build(&ctrl, qid, entries) {
-            Ok((sq, cq, lists, pages_per_slot)) => {
+            Ok((sq, cq, lists, pages_per_slot, generation)) => {
                 let stride = ctrl.stride;
+                let (timeout, retry_limit, scan_interval) = (
+                    ctrl.opts.io_timeout,
+                    ctrl.opts.io_retry_limit,
+                    ctrl.opts.timeout_scan_interval,
+                );
                 Ok(IoQueuePair {
                     ctrl,
                     qid,
@@ -131,6 +165,13 @@ impl<D: Device> IoQueuePair<D> {
                     cq_doorbell: cq_head_doorbell(qid, stride),
                     stats: QueuePairStats::default(),
                     live: true,
+                    generation,
+                    dead: false,
+                    timeout,
+                    retry_limit,
+                    scan_interval,
+                    next_scan: None,
+                    idle_since: None,
                     _not_sync: PhantomData,
                 })
             }
@@ -146,7 +187,7 @@ impl<D: Device> IoQueuePair<D> {
         ctrl: &Inner<D>,
         qid: u16,
         entries: u16,
-    ) -> Result<(SqRing, CqRing, DmaWindow, usize), DriverError> {
+    ) -> Result<(SqRing, CqRing, DmaWindow, usize, u64), DriverError> {
         let sq_pages = pages(entries as usize * SQE_BYTES);
         let cq_pages = pages(entries as usize * CQE_BYTES);
         // At least one page per slot: a Dataset Management range list needs it.
@@ -177,24 +218,8 @@ impl<D: Device> IoQueuePair<D> {
         if !cq.is_contiguous() {
             return Err(memory_error("I/O completion queue"));
         }
-        let qsize = ((entries as u32 - 1) << 16) | qid as u32;
-        let mut create_cq = Command::new(AdminOpcode::CREATE_IO_CQ.0, 0);
-        create_cq.prp1 = cq.iova().unwrap_or(prp::PRP_UNUSED);
-        create_cq.cdw10 = qsize;
-        // PC=1; IEN=0: this driver polls, so no interrupt vector is used.
-        create_cq.cdw11 = CREATE_Q_PC;
-        ctrl.admin_execute(create_cq, AdminData::None)?;
-        let mut create_sq = Command::new(AdminOpcode::CREATE_IO_SQ.0, 0);
-        create_sq.prp1 = sq.iova().unwrap_or(prp::PRP_UNUSED);
-        create_sq.cdw10 = qsize;
-        create_sq.cdw11 = ((qid as u32) << 16) | CREATE_Q_PC;
-        if let Err(e) = ctrl.admin_execute(create_sq, AdminData::None) {
-            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
-            delete_cq.cdw10 = qid as u32;
-            let _ = ctrl.admin_execute(delete_cq, AdminData::None);
-            return Err(e);
-        }
-        Ok((sq, cq, lists, pages_per_slot))
+        let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
+        Ok((sq, cq, lists, pages_per_slot, generation))
     }
 
     /// The queue id (SQ and CQ share it).
@@ -213,9 +238,22 @@ impl<D: Device> IoQueuePair<D> {
     pub fn stats(&self) -> &QueuePairStats {
         &self.stats
     }
-    /// How long synchronous helpers wait for a completion.
-    pub(crate) fn io_timeout(&self) -> std::time::Duration {
-        self.ctrl.opts.io_timeout
+    /// The per-command deadline (default `ControllerOptions::io_timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    /// Set the per-command deadline for commands checked from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+    /// Set how often a command is resubmitted (after DNR=0 errors and
+    /// controller resets) before it fails.
+    pub fn set_retry_limit(&mut self, limit: u8) {
+        self.retry_limit = limit;
+    }
+    /// The controller's admin timeout (bounds for synchronous helpers).
+    pub(crate) fn admin_timeout(&self) -> Duration {
+        self.ctrl.opts.admin_timeout
     }
     /// Most bytes one command may transfer.
     pub fn max_transfer_bytes(&self) -> usize {
@@ -335,6 +373,18 @@ impl<D: Device> IoQueuePair<D> {
 
     /// Check there is room; returns the free slot's index.
     fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
+        // One atomic load: new work fails fast on a removed or failed
+        // controller; during a reset it is held in the slot and sent once
+        // the queues are re-created.
+        let state = self.ctrl.state();
+        match health_of(state) {
+            Health::Removed => return Err(SubmitErrorKind::DeviceRemoved),
+            Health::Failed => return Err(SubmitErrorKind::ControllerFailed),
+            _ if self.dead && generation_of(state) == self.generation => {
+                return Err(SubmitErrorKind::ControllerFailed);
+            }
+            _ => {}
+        }
         if self.sq.is_full() || self.tracker.is_full() {
             self.stats.queue_full += 1;
             return Err(SubmitErrorKind::QueueFull {
@@ -387,7 +437,7 @@ impl<D: Device> IoQueuePair<D> {
         token: u64,
     ) -> Result<(), SubmitError> {
         let capacity = self.capacity();
-        let cid = match self.tracker.start(token, cmd.opcode(), buf) {
+        let cid = match self.tracker.start(token, &mut cmd, buf) {
             Ok(cid) => cid,
             Err(buf) => {
                 return Err(SubmitError::new(
@@ -396,7 +446,6 @@ impl<D: Device> IoQueuePair<D> {
                 ));
             }
         };
-        cmd.set_cid(cid);
         if !self.sq.push(&cmd) {
             // Unreachable after `reserve`, but never lose the buffer.
             let buf = self.tracker.finish(cid).ok().and_then(|r| r.buf);
@@ -411,6 +460,15 @@ impl<D: Device> IoQueuePair<D> {
 
     /// Write the SQ tail doorbell if the tail moved since the last write.
     pub fn ring_doorbell(&mut self) {
+        // Not while the controller resets or after it: the queue does not
+        // exist on the device; recovery re-sends what is in flight.
+        if self.ctrl.state() != live_word(self.generation) {
+            return;
+        }
+        self.ring_doorbell_live();
+    }
+
+    fn ring_doorbell_live(&mut self) {
         if let Some(tail) = self.sq.doorbell_value() {
             self.ctrl.device.write32(self.sq_doorbell, tail as u32);
             self.stats.sq_doorbell_writes += 1;
@@ -421,10 +479,28 @@ impl<D: Device> IoQueuePair<D> {
     /// more than one ring's worth of entries), calling `f` for each. Writes
     /// the CQ head doorbell once if anything was consumed. Completions with
     /// unknown, stale or duplicate CIDs are counted and skipped.
+    ///
+    /// This is also where the queue pair follows the controller: after a
+    /// reset it re-creates its queues and resubmits or fails what it had in
+    /// flight; after a removal everything in flight completes with
+    /// [`IoError::DeviceRemoved`]. A command that timed out completes with
+    /// [`IoError::TimedOut`] once the device is done with it. A command that
+    /// fails with DNR=0 is resubmitted up to the retry limit instead of
+    /// being delivered.
     pub fn process_completions<F: FnMut(IoCompletion)>(&mut self, max: usize, mut f: F) -> usize {
-        self.ring_doorbell();
+        // The one load of the controller's state word per call.
+        let state = self.ctrl.state();
+        let mut delivered = 0;
+        if state != live_word(self.generation) {
+            delivered = self.recover(state, &mut f);
+            if self.ctrl.state() != live_word(self.generation) || self.dead {
+                return delivered;
+            }
+        }
+        self.ring_doorbell_live();
         let ring = self.sq.entries() as usize;
-        let (mut delivered, mut consumed) = (0usize, 0usize);
+        let mut consumed = 0usize;
+        let mut retried = false;
         while delivered < max && consumed < ring {
             let Some(c) = self.cq.peek() else { break };
             self.cq.advance();
@@ -435,11 +511,30 @@ impl<D: Device> IoQueuePair<D> {
             if !self.sq.update_head(c.sqhd) {
                 self.stats.invalid_sqhd += 1;
             }
-            match self.tracker.finish(c.cid) {
-                Ok(req) => {
+            match self.tracker.lookup(c.cid) {
+                Ok(index) => {
                     let status = c.status();
+                    let slot = self.tracker.slot(index);
+                    if !slot.timed_out
+                        && !status.is_success()
+                        && !status.dnr()
+                        && slot.retries < self.retry_limit
+                        && idempotent(slot.cmd.opcode())
+                        && !self.sq.is_full()
+                    {
+                        let cmd = self.tracker.reissue(index);
+                        if self.sq.push(&cmd) {
+                            self.stats.retries += 1;
+                            retried = true;
+                            continue;
+                        }
+                    }
+                    let req = self.tracker.complete(index);
                     self.stats.completed += 1;
-                    let result = if status.is_success() {
+                    let result = if req.timed_out {
+                        self.stats.failed += 1;
+                        Err(IoError::TimedOut(self.timeout))
+                    } else if status.is_success() {
                         Ok(c.dw0)
                     } else {
                         self.stats.failed += 1;
@@ -462,8 +557,119 @@ impl<D: Device> IoQueuePair<D> {
                 .device
                 .write32(self.cq_doorbell, self.cq.head() as u32);
             self.stats.cq_doorbell_writes += 1;
+            self.idle_since = None;
+        }
+        if retried {
+            self.ring_doorbell_live();
         }
         delivered
+    }
+
+    /// Follow a controller state change (see `process_completions`).
+    /// Returns the completions delivered.
+    fn recover<F: FnMut(IoCompletion)>(&mut self, state: u64, f: &mut F) -> usize {
+        match health_of(state) {
+            Health::Resetting => 0,
+            Health::Removed => self.fail_all(IoError::DeviceRemoved, f),
+            Health::Failed => self.fail_all(IoError::ControllerFailed, f),
+            Health::Live => {
+                // The controller was reset: the device deleted our queues
+                // and stopped all DMA, so every buffer we hold is ours again.
+                self.sq.reset();
+                self.cq.reset();
+                let generation = generation_of(state);
+                let entries = self.sq.entries();
+                match self.ctrl.create_io_queues(
+                    self.qid,
+                    entries,
+                    self.sq.iova(),
+                    self.cq.iova(),
+                    Some(generation),
+                ) {
+                    Ok(g) => {
+                        self.generation = g;
+                        self.dead = false;
+                    }
+                    // Another reset started meanwhile: try again later.
+                    Err(DriverError::NotLive { .. }) => return 0,
+                    Err(_) => {
+                        self.generation = generation;
+                        self.dead = true;
+                        return self.fail_all(IoError::ControllerFailed, f);
+                    }
+                }
+                self.stats.recreated += 1;
+                self.idle_since = None;
+                let mut delivered = 0;
+                for index in 0..self.tracker.capacity() {
+                    let slot = self.tracker.slot(index);
+                    if !slot.in_flight() {
+                        continue;
+                    }
+                    let error = if slot.timed_out {
+                        IoError::TimedOut(self.timeout)
+                    } else if slot.retries < self.retry_limit && idempotent(slot.cmd.opcode()) {
+                        let cmd = self.tracker.reissue(index);
+                        if self.sq.push(&cmd) {
+                            self.stats.resubmitted += 1;
+                            continue;
+                        }
+                        IoError::ControllerReset
+                    } else {
+                        IoError::ControllerReset
+                    };
+                    delivered += self.deliver_error(index, error, f);
+                }
+                self.ring_doorbell_live();
+                delivered
+            }
+        }
+    }
+
+    /// Complete every in-flight command with `error` (buffers returned).
+    fn fail_all<F: FnMut(IoCompletion)>(&mut self, error: IoError, f: &mut F) -> usize {
+        let mut delivered = 0;
+        for index in 0..self.tracker.capacity() {
+            if self.tracker.slot(index).in_flight() {
+                let e = if self.tracker.slot(index).timed_out {
+                    IoError::TimedOut(self.timeout)
+                } else {
+                    error
+                };
+                delivered += self.deliver_error(index, e, f);
+            }
+        }
+        delivered
+    }
+
+    fn deliver_error<F: FnMut(IoCompletion)>(
+        &mut self,
+        index: usize,
+        error: IoError,
+        f: &mut F,
+    ) -> usize {
+        let req = self.tracker.complete(index);
+        self.stats.completed += 1;
+        self.stats.failed += 1;
+        f(IoCompletion {
+            token: req.token,
+            result: Err(error),
+            buf: req.buf,
+        });
+        1
+    }
+
+    /// The tracker (timeout scans).
+    pub(super) fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+    /// The controller (timeout scans).
+    pub(super) fn inner(&self) -> &Inner<D> {
+        &self.ctrl
+    }
+    /// Counters, mutably (timeout scans).
+    pub(super) fn stats_mut(&mut self) -> &mut QueuePairStats {
+        &mut self.stats
     }
 
     /// Reap what is outstanding (bounded by the admin timeout), then delete
@@ -487,7 +693,12 @@ impl<D: Device> IoQueuePair<D> {
                 std::thread::yield_now();
             }
         }
-        let result = if self.ctrl.is_shut_down() {
+        let result = if self.ctrl.is_shut_down()
+            || self.dead
+            || self.ctrl.state() != live_word(self.generation)
+        {
+            // Nothing to delete: the controller is gone or was reset and
+            // this queue was never re-created.
             Ok(())
         } else {
             let mut delete_sq = Command::new(AdminOpcode::DELETE_IO_SQ.0, 0);
@@ -505,6 +716,20 @@ impl<D: Device> IoQueuePair<D> {
         }
         result
     }
+}
+
+/// Commands that may be sent again with the same effect (block-level
+/// idempotent): resubmitted after DNR=0 errors and controller resets.
+fn idempotent(opcode: u8) -> bool {
+    matches!(
+        NvmOpcode(opcode),
+        NvmOpcode::READ
+            | NvmOpcode::WRITE
+            | NvmOpcode::WRITE_ZEROES
+            | NvmOpcode::DATASET_MANAGEMENT
+            | NvmOpcode::FLUSH
+            | NvmOpcode::COMPARE
+    )
 }
 
 impl<D: Device> Drop for IoQueuePair<D> {

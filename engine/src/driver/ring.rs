@@ -169,6 +169,15 @@ impl SqRing {
     pub(crate) fn iova(&self) -> Option<u64> {
         self.mem.iova(0)
     }
+    /// Empty the ring for a queue re-created after a controller reset. Only
+    /// call it while the device does not use the queue (controller disabled
+    /// or queue deleted).
+    pub(crate) fn reset(&mut self) {
+        self.mem.zero();
+        self.tail = 0;
+        self.head = 0;
+        self.rung_tail = 0;
+    }
     /// Whether the ring is IOVA-contiguous (required with CC/PC=1).
     pub(crate) fn is_contiguous(&self) -> bool {
         self.mem.contiguous_len(0) >= self.entries as usize * SQE_BYTES
@@ -274,6 +283,14 @@ impl CqRing {
     /// IOVA of the ring base.
     pub(crate) fn iova(&self) -> Option<u64> {
         self.mem.iova(0)
+    }
+    /// Empty the ring (no entry carries the initial phase tag) for a queue
+    /// re-created after a controller reset; same precondition as
+    /// [`SqRing::reset`].
+    pub(crate) fn reset(&mut self) {
+        self.mem.zero();
+        self.head = 0;
+        self.phase = true;
     }
     /// Whether the ring is IOVA-contiguous.
     pub(crate) fn is_contiguous(&self) -> bool {

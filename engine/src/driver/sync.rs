@@ -1,7 +1,8 @@
 //! Synchronous conveniences on an I/O queue pair: submit one command, ring
-//! the doorbell and poll until it completes (bounded by
-//! `ControllerOptions::io_timeout`), for programs that do not need a queue
-//! depth above one.
+//! the doorbell and poll until it completes, for programs that do not need a
+//! queue depth above one. The helpers run the queue pair's timeout scan
+//! while they wait, so a lost completion ends in [`IoError::TimedOut`] with
+//! the buffer once the command was aborted (or the controller reset).
 
 #![forbid(unsafe_code)]
 
@@ -37,7 +38,13 @@ impl<D: Device> IoQueuePair<D> {
             error: IoError::Rejected(e.kind),
             buf: e.buf,
         })?;
-        let timeout = self.io_timeout();
+        // The command's own deadline (checked below) normally ends the
+        // wait; this bound only guards against a controller that hangs
+        // the abort and the reset too.
+        let timeout = self.timeout();
+        let limit = timeout
+            .saturating_mul(2)
+            .saturating_add(self.admin_timeout().saturating_mul(4));
         let start = Instant::now();
         let mut done = None;
         let mut spins = 0u32;
@@ -51,7 +58,9 @@ impl<D: Device> IoQueuePair<D> {
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(64) {
-                if start.elapsed() > timeout {
+                let now = Instant::now();
+                self.check_timeouts(now);
+                if now.saturating_duration_since(start) > limit {
                     return Err(SyncError {
                         error: IoError::TimedOut(timeout),
                         buf: None,

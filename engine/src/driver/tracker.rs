@@ -8,10 +8,19 @@
 //! flight ("duplicate") is reported as such and never completes anything.
 //! Slots are allocated from a free-list stack reserved up front: no per-I/O
 //! allocation.
+//!
+//! Each slot also keeps what recovery needs: the submission queue entry as
+//! last sent (for a retry or a resubmission after a controller reset), how
+//! often it was resubmitted, when a timeout scan first saw it in flight, and
+//! whether it timed out (its buffer stays here until the device is proven
+//! done with it).
 
 #![forbid(unsafe_code)]
 
+use std::time::Instant;
+
 use crate::dma::DmaBuf;
+use crate::spec::Command;
 
 /// Why a completion's CID was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +43,35 @@ pub(crate) struct Request {
     /// The command's opcode (for diagnostics).
     #[allow(dead_code)]
     pub opcode: u8,
+    /// Whether the command had timed out.
+    pub timed_out: bool,
 }
 
-struct Slot {
+/// One command slot.
+pub(crate) struct Slot {
     generation: u16,
     in_flight: bool,
     token: u64,
     opcode: u8,
     buf: Option<DmaBuf>,
+    /// The entry as last submitted (CID included).
+    pub(crate) cmd: Command,
+    /// Resubmissions so far (retries and resubmissions after a reset).
+    pub(crate) retries: u8,
+    /// When a timeout scan first saw this command in flight.
+    pub(crate) seen: Option<Instant>,
+    /// The deadline passed; an Abort was (or is about to be) sent.
+    pub(crate) timed_out: bool,
+    /// After a timeout: when to stop waiting for the aborted command and
+    /// reset the controller instead.
+    pub(crate) abort_deadline: Option<Instant>,
+}
+
+impl Slot {
+    /// Whether a command is in this slot.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight
+    }
 }
 
 /// The slab of command slots of one queue.
@@ -65,6 +95,11 @@ impl Tracker {
                 token: 0,
                 opcode: 0,
                 buf: None,
+                cmd: Command::default(),
+                retries: 0,
+                seen: None,
+                timed_out: false,
+                abort_deadline: None,
             })
             .collect();
         // Pop order hands out slot 0 first.
@@ -99,12 +134,12 @@ impl Tracker {
         self.free.last().map(|&i| i as usize)
     }
 
-    /// Take a slot for a new command; returns its CID, or gives the buffer
-    /// back when every slot is in flight.
+    /// Take a slot for `cmd`: gives it a CID (written into `cmd`) and keeps
+    /// a copy. Gives the buffer back when every slot is in flight.
     pub(crate) fn start(
         &mut self,
         token: u64,
-        opcode: u8,
+        cmd: &mut Command,
         buf: Option<DmaBuf>,
     ) -> Result<u16, Option<DmaBuf>> {
         let Some(index) = self.free.pop() else {
@@ -114,10 +149,17 @@ impl Tracker {
         slot.generation = slot.generation.wrapping_add(1) & self.generation_mask;
         slot.in_flight = true;
         slot.token = token;
-        slot.opcode = opcode;
+        slot.opcode = cmd.opcode();
         slot.buf = buf;
+        slot.retries = 0;
+        slot.seen = None;
+        slot.timed_out = false;
+        slot.abort_deadline = None;
         let generation = slot.generation;
-        Ok(self.cid(index, generation))
+        let cid = self.cid(index, generation);
+        cmd.set_cid(cid);
+        self.slots[index as usize].cmd = *cmd;
+        Ok(cid)
     }
 
     /// Index of the slot a CID names, if any slot does.
@@ -126,26 +168,63 @@ impl Tracker {
         (index < self.slots.len()).then_some(index)
     }
 
-    /// Complete the command `cid` names, releasing its slot.
-    pub(crate) fn finish(&mut self, cid: u16) -> Result<Request, CidError> {
+    /// The in-flight slot `cid` names, checking generation and state.
+    pub(crate) fn lookup(&self, cid: u16) -> Result<usize, CidError> {
         let index = self.index_of(cid).ok_or(CidError::Unknown)?;
-        let generation = cid >> self.index_bits;
-        let slot = &mut self.slots[index];
-        if slot.generation != generation {
+        let slot = &self.slots[index];
+        if slot.generation != cid >> self.index_bits {
             return Err(CidError::Stale);
         }
         if !slot.in_flight {
             return Err(CidError::Duplicate);
         }
+        Ok(index)
+    }
+
+    /// Slot `index` (any state).
+    pub(crate) fn slot(&self, index: usize) -> &Slot {
+        &self.slots[index]
+    }
+    /// Slot `index`, mutably.
+    pub(crate) fn slot_mut(&mut self, index: usize) -> &mut Slot {
+        &mut self.slots[index]
+    }
+
+    /// Give the in-flight slot `index` a new CID for a resubmission and
+    /// return the entry to send. Completions for the old CID become stale.
+    pub(crate) fn reissue(&mut self, index: usize) -> Command {
+        let mask = self.generation_mask;
+        let index_bits = self.index_bits;
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1) & mask;
+        slot.retries = slot.retries.saturating_add(1);
+        slot.seen = None;
+        slot.timed_out = false;
+        slot.abort_deadline = None;
+        slot.cmd
+            .set_cid((slot.generation << index_bits) | index as u16);
+        slot.cmd
+    }
+
+    /// Release the in-flight slot `index`.
+    pub(crate) fn complete(&mut self, index: usize) -> Request {
+        let slot = &mut self.slots[index];
         slot.in_flight = false;
         let req = Request {
             token: slot.token,
             buf: slot.buf.take(),
             opcode: slot.opcode,
+            timed_out: slot.timed_out,
         };
         // Capacity for every slot was reserved in `new`: never reallocates.
         self.free.push(index as u16);
-        Ok(req)
+        req
+    }
+
+    /// Complete the command `cid` names, releasing its slot.
+    pub(crate) fn finish(&mut self, cid: u16) -> Result<Request, CidError> {
+        let index = self.lookup(cid)?;
+        Ok(self.complete(index))
     }
 
     /// Release every in-flight slot (queue teardown), yielding the buffers.
@@ -162,6 +241,7 @@ impl Tracker {
                     token: s.token,
                     buf: s.buf.take(),
                     opcode: s.opcode,
+                    timed_out: s.timed_out,
                 }
             })
     }
@@ -174,12 +254,12 @@ mod tests {
     #[test]
     fn cid_carries_index_low_and_generation_high() {
         let mut t = Tracker::new(1023);
-        let a = t.start(1, 2, None).unwrap();
+        let a = t.start(1, &mut Command::new(2, 1), None).unwrap();
         assert_eq!(a & 0x3ff, 0);
         assert_eq!(a >> 10, 1);
         let r = t.finish(a).unwrap();
         assert_eq!(r.token, 1);
-        let b = t.start(2, 2, None).unwrap();
+        let b = t.start(2, &mut Command::new(2, 1), None).unwrap();
         assert_eq!(b & 0x3ff, 0, "the freed slot is reused first");
         assert_eq!(b >> 10, 2, "with the next generation");
         assert_ne!(a, b);
@@ -188,10 +268,10 @@ mod tests {
     #[test]
     fn stale_duplicate_and_unknown_cids_are_rejected() {
         let mut t = Tracker::new(3);
-        let a = t.start(10, 1, None).unwrap();
+        let a = t.start(10, &mut Command::new(1, 1), None).unwrap();
         assert_eq!(t.finish(a).unwrap().token, 10);
         assert_eq!(t.finish(a).unwrap_err(), CidError::Duplicate);
-        let b = t.start(11, 1, None).unwrap();
+        let b = t.start(11, &mut Command::new(1, 1), None).unwrap();
         assert_eq!(t.finish(a).unwrap_err(), CidError::Stale);
         assert_eq!(t.in_flight(), 1);
         // Index 3 is beyond 3 slots (index bits = 2).
@@ -205,7 +285,7 @@ mod tests {
         let mut t = Tracker::new(4096);
         let mut seen = std::collections::HashSet::new();
         for i in 0..20 {
-            let c = t.start(i, 0, None).unwrap();
+            let c = t.start(i, &mut Command::new(0, 1), None).unwrap();
             assert_eq!(c & 0xfff, 0);
             seen.insert(c >> 12);
             t.finish(c).unwrap();
@@ -216,10 +296,10 @@ mod tests {
     #[test]
     fn full_tracker_returns_the_buffer_and_drain_frees_all() {
         let mut t = Tracker::new(2);
-        t.start(1, 0, None).unwrap();
-        t.start(2, 0, None).unwrap();
+        t.start(1, &mut Command::new(0, 1), None).unwrap();
+        t.start(2, &mut Command::new(0, 1), None).unwrap();
         assert!(t.is_full());
-        assert!(t.start(3, 0, None).is_err());
+        assert!(t.start(3, &mut Command::new(0, 1), None).is_err());
         let tokens: Vec<u64> = t.drain().map(|r| r.token).collect();
         assert_eq!(tokens, vec![1, 2]);
         assert_eq!(t.in_flight(), 0);

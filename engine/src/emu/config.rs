@@ -142,7 +142,8 @@ impl EmuMode {
 pub struct EmuConfig {
     /// Namespaces, NSID 1 first. At least one.
     pub namespaces: Vec<EmuNamespaceConfig>,
-    /// MDTS: largest transfer is 2^mdts × 4 KiB, 1..=9 (default 7: 512 KiB).
+    /// MDTS: largest transfer is 2^mdts × 4 KiB, 1..=12 (default 7: 512 KiB;
+    /// 10 and above need chained PRP lists).
     pub mdts: u8,
     /// I/O queue pairs supported (what Set Features Number of Queues grants at most), 1..=1024.
     pub io_queues: u16,
@@ -231,7 +232,7 @@ impl EmuConfig {
                 });
             }
         }
-        if !(1..=9).contains(&self.mdts) {
+        if !(1..=12).contains(&self.mdts) {
             return Err(EmuError::BadMdts { mdts: self.mdts });
         }
         if !(1..=1024).contains(&self.io_queues) {
@@ -330,8 +331,8 @@ pub enum EmuError {
         #[source]
         source: std::io::Error,
     },
-    /// MDTS outside 1..=9.
-    #[error("MDTS {mdts} is not supported; use 1..=9 (8 KiB .. 2 MiB per command)")]
+    /// MDTS outside 1..=12.
+    #[error("MDTS {mdts} is not supported; use 1..=12 (8 KiB .. 16 MiB per command)")]
     BadMdts {
         /// The value asked for.
         mdts: u8,

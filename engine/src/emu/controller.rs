@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     engine: Mutex<Engine>,
     inline: bool,
     vanished: AtomicBool,
+    /// A vanished controller comes back when the host clears CC.EN.
+    pub(crate) vanish_recovers: AtomicBool,
+    /// A controller with fatal status stays failed across resets.
+    pub(crate) fatal_sticky: AtomicBool,
     /// Tells the device thread to exit.
     pub(crate) stop: AtomicBool,
     /// The device thread is (about to be) parked.
@@ -60,6 +64,11 @@ impl Shared {
 
     pub(crate) fn vanish(&self) {
         self.vanished.store(true, Ordering::Release);
+    }
+
+    /// Come back from a surprise removal (registers readable again).
+    fn reappear(&self) {
+        self.vanished.store(false, Ordering::Release);
     }
 
     fn write_cc(&self, value: u32) {
@@ -140,6 +149,8 @@ impl EmuController {
             engine: Mutex::new(engine),
             inline: config.mode == EmuMode::Inline,
             vanished: AtomicBool::new(false),
+            vanish_recovers: AtomicBool::new(false),
+            fatal_sticky: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             poller: OnceLock::new(),
@@ -193,7 +204,15 @@ impl Device for EmuController {
     fn write32(&self, off: usize, value: u32) {
         let sh = &*self.shared;
         if sh.vanished() {
-            return;
+            // A device configured to recover comes back on a controller
+            // reset (CC.EN cleared); everything else is lost.
+            let recover = off == offset::CC
+                && !Cc::from(value).en()
+                && sh.vanish_recovers.load(Ordering::Acquire);
+            if !recover {
+                return;
+            }
+            sh.reappear();
         }
         // Release stores: the device side reads these after taking its lock
         // or on CC.EN, which orders them anyway; release keeps it explicit.

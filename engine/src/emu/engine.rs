@@ -66,6 +66,14 @@ pub(crate) struct Namespace {
     pub(crate) identify: Box<IdentifyNamespace>,
 }
 
+impl Namespace {
+    /// The Identify Namespace bytes, writable (fuzzing hooks).
+    pub(crate) fn identify_bytes_mut(&mut self) -> &mut [u8] {
+        use zerocopy::IntoBytes;
+        self.identify.as_mut_bytes()
+    }
+}
+
 /// Controller limits fixed at creation.
 pub(crate) struct Limits {
     pub(crate) io_queues: u16,
@@ -194,6 +202,9 @@ impl Engine {
     /// ready, or report fatal status for an invalid configuration.
     pub(crate) fn enable(&mut self, sh: &Shared, cc: Cc) {
         self.reset(sh);
+        if self.halted {
+            return;
+        }
         let aqa = Aqa::from(sh.regs.aqa.load(std::sync::atomic::Ordering::Acquire));
         let (asq, acq) = (sh.regs.asq(), sh.regs.acq());
         let sq_size = aqa.asqs_z() as u32 + 1;
@@ -229,6 +240,13 @@ impl Engine {
     /// Controller reset (CC.EN 1→0): delete every queue, drop everything
     /// in flight, clear CSTS.
     pub(crate) fn reset(&mut self, sh: &Shared) {
+        let fatal = crate::spec::registers::Csts::from(
+            sh.regs.csts.load(std::sync::atomic::Ordering::Acquire),
+        )
+        .cfs();
+        let sticky = fatal
+            && (self.halted || !self.enabled)
+            && sh.fatal_sticky.load(std::sync::atomic::Ordering::Acquire);
         for qid in 0..self.sqs.len() {
             self.sqs[qid] = None;
             self.cqs[qid] = None;
@@ -247,8 +265,15 @@ impl Engine {
         self.aers.clear();
         self.features = Features::new(self.limits.vwc);
         self.enabled = false;
-        self.halted = sh.vanished();
-        sh.regs.csts.store(0, std::sync::atomic::Ordering::Release);
+        self.halted = sh.vanished() || sticky;
+        let csts = if sticky {
+            u32::from(crate::spec::registers::Csts::new().with_cfs(true))
+        } else {
+            0
+        };
+        sh.regs
+            .csts
+            .store(csts, std::sync::atomic::Ordering::Release);
     }
 
     /// Normal or abrupt shutdown: make data durable and report SHST complete.

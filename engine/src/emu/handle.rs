@@ -137,6 +137,64 @@ impl EmuHandle {
         self.shared.with_engine(|e| e.halted = true);
     }
 
+    /// Whether a vanished controller comes back when the host resets it
+    /// (clears CC.EN). Default false: a surprise removal is permanent.
+    pub fn set_vanish_recovers_on_reset(&self, recovers: bool) {
+        self.shared
+            .vanish_recovers
+            .store(recovers, Ordering::Release);
+    }
+    /// Whether fatal status (CSTS.CFS) survives a controller reset. Default
+    /// false: a reset clears it and the controller can be enabled again, as
+    /// the specification describes.
+    pub fn set_fatal_survives_reset(&self, sticky: bool) {
+        self.shared.fatal_sticky.store(sticky, Ordering::Release);
+    }
+    /// Whether the controller currently reads as removed (all ones).
+    pub fn is_vanished(&self) -> bool {
+        self.shared.vanished()
+    }
+
+    /// Post `c` (any CID, SQ head, SQ id and status; the phase tag is set
+    /// correctly) on completion queue `cqid` as if the device wrote it.
+    /// Returns false when that queue does not exist. For fuzzing and
+    /// adversarial tests: the host must survive whatever arrives.
+    #[doc(hidden)]
+    pub fn inject_completion(&self, cqid: u16, c: crate::spec::Completion) -> bool {
+        let sh = &*self.shared;
+        sh.with_engine(|e| {
+            if !e.cqs.get(cqid as usize).is_some_and(|q| q.is_some()) {
+                return false;
+            }
+            let g = sh.iommu.guard();
+            e.post(sh, &g, cqid, c);
+            true
+        })
+    }
+    /// Overwrite byte `offset` (mod 4096) of the Identify Controller data the
+    /// device reports. For fuzzing the host's parsing.
+    #[doc(hidden)]
+    pub fn patch_identify_controller(&self, offset: usize, value: u8) {
+        use zerocopy::IntoBytes;
+        self.shared.with_engine(|e| {
+            let bytes = e.identify.as_mut_bytes();
+            let n = bytes.len();
+            bytes[offset % n] = value;
+        })
+    }
+    /// Overwrite byte `offset` (mod 4096) of namespace `nsid`'s Identify
+    /// Namespace data. For fuzzing the host's parsing.
+    #[doc(hidden)]
+    pub fn patch_identify_namespace(&self, nsid: u32, offset: usize, value: u8) {
+        self.shared.with_engine(|e| {
+            if let Some(ns) = e.nss.get_mut(nsid.wrapping_sub(1) as usize) {
+                let bytes = ns.identify_bytes_mut();
+                let n = bytes.len();
+                bytes[offset % n] = value;
+            }
+        })
+    }
+
     /// Run one device round now: apply doorbells, fetch and execute
     /// commands, release delayed completions. Inline mode does this on every
     /// doorbell write; a test uses it to advance `DelayPolls` and stale

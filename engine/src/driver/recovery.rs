@@ -1,0 +1,220 @@
+//! Controller recovery: health and reset generation, controller reset
+//! (NVMe Base 2.0 §3.7.2: CC.EN 1→0 deletes every queue and stops all DMA,
+//! then the host re-initializes as in §3.5.1), Abort (§5.1) of timed-out
+//! commands, and re-creation of I/O queues after a reset.
+//!
+//! One `AtomicU64` per controller holds the health (low 8 bits) and the
+//! reset generation (the rest). Queue pairs load it once per
+//! `process_completions` call and once per submission: no lock on the I/O
+//! path. A reset runs under the admin lock: health goes to `Resetting`, the
+//! controller is disabled and enabled again, and the generation is bumped
+//! with health `Live`. Each queue pair then re-creates its own SQ/CQ (same
+//! queue id and memory) on its owning thread.
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+
+use crate::device::Device;
+use crate::spec::command::CREATE_Q_PC;
+use crate::spec::features::{FeatureId, number_of_queues_cdw11};
+use crate::spec::registers::{self, offset};
+use crate::spec::{AdminOpcode, Command};
+
+use super::admin::{AdminData, AdminQueue};
+use super::controller::{Inner, enable, wait_csts};
+use super::error::DriverError;
+use super::prp;
+
+/// The controller's health as the driver sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Working.
+    Live,
+    /// A reset is in progress; queue pairs hold their commands.
+    Resetting,
+    /// Registers read all ones even after a reset attempt: the device is
+    /// gone. Everything in flight completes with `IoError::DeviceRemoved`.
+    Removed,
+    /// A reset failed for another reason; everything in flight completes
+    /// with `IoError::ControllerFailed` until a later reset succeeds.
+    Failed,
+}
+
+const LIVE: u64 = 0;
+const RESETTING: u64 = 1;
+const REMOVED: u64 = 2;
+const FAILED: u64 = 3;
+
+/// Decode a state word.
+pub(crate) fn health_of(state: u64) -> Health {
+    match state & 0xff {
+        LIVE => Health::Live,
+        RESETTING => Health::Resetting,
+        REMOVED => Health::Removed,
+        _ => Health::Failed,
+    }
+}
+
+/// The reset generation of a state word.
+pub(crate) fn generation_of(state: u64) -> u64 {
+    state >> 8
+}
+
+fn word(generation: u64, health: u64) -> u64 {
+    generation << 8 | health
+}
+
+/// The state word of a live controller in `generation`.
+#[inline]
+pub(crate) fn live_word(generation: u64) -> u64 {
+    word(generation, LIVE)
+}
+
+impl<D: Device> Inner<D> {
+    /// The state word (health and generation).
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        // Acquire: a queue pair that sees a new generation also sees the
+        // re-initialized controller behind it.
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Current health.
+    pub(crate) fn health(&self) -> Health {
+        health_of(self.state())
+    }
+
+    fn set_state(&self, generation: u64, health: u64) {
+        // Release: pairs with the acquire in `state`.
+        self.state
+            .store(word(generation, health), Ordering::Release);
+    }
+
+    /// Reset the controller. With `observed`, skip the reset when the
+    /// generation already moved past it (another thread reset meanwhile).
+    pub(crate) fn reset(&self, observed: Option<u64>) -> Result<(), DriverError> {
+        let mut admin = self.admin();
+        if self.is_shut_down() {
+            return Err(DriverError::ShutDown);
+        }
+        let generation = generation_of(self.state());
+        if observed.is_some_and(|g| g != generation) {
+            return Ok(());
+        }
+        self.set_state(generation, RESETTING);
+        match self.reset_locked(&mut admin) {
+            Ok(()) => {
+                self.resets.fetch_add(1, Ordering::Relaxed);
+                self.set_state(generation + 1, LIVE);
+                Ok(())
+            }
+            Err(e) => {
+                let health = if matches!(e, DriverError::DeviceGone { .. }) {
+                    REMOVED
+                } else {
+                    FAILED
+                };
+                // The generation moves on so queue pairs notice the failure
+                // and release what they hold.
+                self.set_state(generation + 1, health);
+                Err(e)
+            }
+        }
+    }
+
+    fn reset_locked(&self, admin: &mut AdminQueue) -> Result<(), DriverError> {
+        let device = &self.device;
+        // Write CC outright: a vanished device reads all ones, and
+        // read-modify-write would set reserved and shutdown bits.
+        device.write32(offset::CC, 0);
+        wait_csts(device, self.cap, "CSTS.RDY=0 during a reset", false, |c| {
+            !c.rdy()
+        })?;
+        if device.read32(offset::CSTS) == registers::ALL_ONES {
+            return Err(DriverError::DeviceGone {
+                device: self.name.clone(),
+                during: "a reset",
+            });
+        }
+        // The controller is disabled: it no longer reads or writes the
+        // admin queue, so the rings can be emptied in place.
+        admin.reinit();
+        enable(device, self.cap, admin, self.admin_entries)?;
+        let mut cmd = Command::new(AdminOpcode::SET_FEATURES.0, 0);
+        cmd.cdw10 = FeatureId::NUMBER_OF_QUEUES.0 as u32;
+        cmd.cdw11 = number_of_queues_cdw11(self.opts.io_queues, self.opts.io_queues);
+        admin.execute(device, cmd, AdminData::None)?;
+        Ok(())
+    }
+
+    /// Abort command `cid` of SQ `qid`. `Ok(true)` when the controller says
+    /// it aborted it (DW0 bit 0 clear).
+    pub(crate) fn abort(&self, qid: u16, cid: u16) -> Result<bool, DriverError> {
+        let mut cmd = Command::new(AdminOpcode::ABORT.0, 0);
+        cmd.cdw10 = (cid as u32) << 16 | qid as u32;
+        let c = self.admin_execute(cmd, AdminData::None)?;
+        Ok(c.dw0 & 1 == 0)
+    }
+
+    /// Create I/O CQ and SQ `qid` on rings at `sq_iova`/`cq_iova`. With
+    /// `generation`, only when the controller is live in that generation.
+    /// Returns the generation the queues were created in.
+    pub(crate) fn create_io_queues(
+        &self,
+        qid: u16,
+        entries: u16,
+        sq_iova: Option<u64>,
+        cq_iova: Option<u64>,
+        generation: Option<u64>,
+    ) -> Result<u64, DriverError> {
+        let mut admin = self.admin();
+        if self.is_shut_down() {
+            return Err(DriverError::ShutDown);
+        }
+        let state = self.state();
+        if health_of(state) != Health::Live || generation.is_some_and(|g| g != generation_of(state))
+        {
+            return Err(DriverError::NotLive {
+                health: health_of(state),
+            });
+        }
+        let qsize = ((entries as u32 - 1) << 16) | qid as u32;
+        let mut create_cq = Command::new(AdminOpcode::CREATE_IO_CQ.0, 0);
+        create_cq.prp1 = cq_iova.unwrap_or(prp::PRP_UNUSED);
+        create_cq.cdw10 = qsize;
+        // PC=1; IEN=0: this driver polls, so no interrupt vector is used.
+        create_cq.cdw11 = CREATE_Q_PC;
+        admin.execute(&self.device, create_cq, AdminData::None)?;
+        let mut create_sq = Command::new(AdminOpcode::CREATE_IO_SQ.0, 0);
+        create_sq.prp1 = sq_iova.unwrap_or(prp::PRP_UNUSED);
+        create_sq.cdw10 = qsize;
+        create_sq.cdw11 = ((qid as u32) << 16) | CREATE_Q_PC;
+        if let Err(e) = admin.execute(&self.device, create_sq, AdminData::None) {
+            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
+            delete_cq.cdw10 = qid as u32;
+            let _ = admin.execute(&self.device, delete_cq, AdminData::None);
+            return Err(e);
+        }
+        Ok(generation_of(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_word_round_trips() {
+        for (h, health) in [
+            (LIVE, Health::Live),
+            (RESETTING, Health::Resetting),
+            (REMOVED, Health::Removed),
+            (FAILED, Health::Failed),
+        ] {
+            let w = word(12345, h);
+            assert_eq!(health_of(w), health);
+            assert_eq!(generation_of(w), 12345);
+        }
+    }
+}

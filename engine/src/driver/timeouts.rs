@@ -1,0 +1,127 @@
+//! Per-command deadlines of an I/O queue pair, without a clock read per I/O
+//! (NVMe Base 2.0 §5.1 Abort, §3.7.2 controller reset as the last resort).
+//!
+//! The owner calls [`IoQueuePair::check_timeouts`] periodically with the
+//! current time (a reactor calls it from a timer; the synchronous helpers
+//! call it while they poll). A call does nothing until
+//! `ControllerOptions::timeout_scan_interval` has passed since the last
+//! scan. A scan stamps every command it sees in flight for the first time;
+//! a command still in flight `timeout` after its stamp has timed out, so a
+//! deadline is never early and at most one scan interval late.
+//!
+//! A timed-out command is aborted (a bounded synchronous admin command;
+//! at most [`MAX_ABORTS_PER_SCAN`] per scan). Its slot — and its buffer —
+//! stays reserved until the device is proven done with it: its completion
+//! arrives (the aborted command, or its late completion) or the controller
+//! is reset. Only then does it complete, exactly once, with
+//! [`super::IoError::TimedOut`] and the buffer. If the abort fails, or the
+//! command is still in flight a grace period later (the smaller of the
+//! timeout and the admin timeout), or more commands time out in one scan
+//! than may be aborted, the controller is reset.
+//!
+//! The same scan watches for surprise removal and fatal status: when
+//! commands are outstanding and no completion arrived for
+//! [`STALL_CHECK`], it reads CSTS once. All ones or CFS set triggers a
+//! controller reset, which marks the controller removed if the registers
+//! still read all ones.
+
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::device::Device;
+use crate::spec::registers::{ALL_ONES, Csts, offset};
+
+use super::qpair::IoQueuePair;
+use super::recovery::{generation_of, live_word};
+
+/// Most Abort commands one scan sends; more timeouts at once reset the
+/// controller instead (a device with that many stuck commands is hung).
+pub const MAX_ABORTS_PER_SCAN: usize = 4;
+
+/// How long outstanding commands may see no completion before a scan
+/// reads CSTS to look for removal or fatal status.
+pub const STALL_CHECK: Duration = Duration::from_millis(100);
+
+impl<D: Device> IoQueuePair<D> {
+    /// Check deadlines as of `now`; cheap when called more often than the
+    /// scan interval (one comparison). Sends Aborts or resets the
+    /// controller as described in the [module documentation](self); the
+    /// affected commands complete through
+    /// [`IoQueuePair::process_completions`]. Returns how many commands
+    /// timed out in this call.
+    ///
+    /// Pass a synthetic `now` to test timeouts without waiting.
+    pub fn check_timeouts(&mut self, now: Instant) -> usize {
+        if self.next_scan.is_some_and(|t| now < t) {
+            return 0;
+        }
+        self.next_scan = now.checked_add(self.scan_interval);
+        let state = self.inner().state();
+        if state != live_word(self.generation) || self.outstanding() == 0 {
+            // process_completions follows resets and removals.
+            self.idle_since = None;
+            return 0;
+        }
+        let observed = generation_of(state);
+        match self.idle_since {
+            None => self.idle_since = Some(now),
+            Some(t) if now.saturating_duration_since(t) >= STALL_CHECK => {
+                self.idle_since = Some(now);
+                let csts = self.inner().device.read32(offset::CSTS);
+                if csts == ALL_ONES || Csts::from(csts).cfs() {
+                    self.stats_mut().resets_requested += 1;
+                    // The outcome is recorded in the controller's state.
+                    let _ = self.inner().reset(Some(observed));
+                    return 0;
+                }
+            }
+            Some(_) => {}
+        }
+        let timeout = self.timeout;
+        let grace = timeout.min(self.inner().opts.admin_timeout);
+        let mut aborts = [0u16; MAX_ABORTS_PER_SCAN];
+        let (mut n_aborts, mut newly, mut reset) = (0usize, 0usize, false);
+        let tracker = self.tracker_mut();
+        for index in 0..tracker.capacity() {
+            let slot = tracker.slot_mut(index);
+            if !slot.in_flight() {
+                continue;
+            }
+            let Some(seen) = slot.seen else {
+                slot.seen = Some(now);
+                continue;
+            };
+            if !slot.timed_out {
+                if now.saturating_duration_since(seen) >= timeout {
+                    slot.timed_out = true;
+                    slot.abort_deadline = now.checked_add(grace);
+                    newly += 1;
+                    if n_aborts < MAX_ABORTS_PER_SCAN {
+                        aborts[n_aborts] = slot.cmd.cid();
+                        n_aborts += 1;
+                    } else {
+                        reset = true;
+                    }
+                }
+            } else if slot.abort_deadline.is_none_or(|d| now >= d) {
+                reset = true;
+            }
+        }
+        self.stats_mut().timeouts += newly as u64;
+        if !reset {
+            for &cid in &aborts[..n_aborts] {
+                self.stats_mut().aborts_sent += 1;
+                if self.inner().abort(self.qid(), cid).is_err() {
+                    reset = true;
+                    break;
+                }
+            }
+        }
+        if reset {
+            self.stats_mut().resets_requested += 1;
+            let _ = self.inner().reset(Some(observed));
+        }
+        newly
+    }
+}
