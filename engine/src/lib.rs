@@ -12,6 +12,8 @@ pub mod device;
 pub mod dma;
 pub mod driver;
 pub mod emu;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod spec;
 pub mod vfio;
 

@@ -173,23 +173,29 @@ pub(super) fn enable<D: Device>(
     device.write32(offset::AQA, u32::from(aqa));
     device.write64(offset::ASQ, asq);
     device.write64(offset::ACQ, acq);
-    let cc = Cc::new()
-        .with_iosqes(6)
-        .with_iocqes(4)
-        .with_mps(0)
-        .with_css(0)
-        .with_ams(0)
-        .with_en(true);
-    device.write32(offset::CC, u32::from(cc));
+    device.write32(offset::CC, u32::from(enabled_cc()));
     wait_csts(device, cap, "CSTS.RDY=1 after setting CC.EN", true, |c| {
         c.rdy()
     })
 }
 
+/// The CC value the driver runs a controller with: 64-byte SQEs, 16-byte
+/// CQEs, 4 KiB pages, NVM command set, round robin, enabled. CC is always
+/// written from this, never read back and modified: a failing device may
+/// return anything.
+pub(super) fn enabled_cc() -> Cc {
+    Cc::new()
+        .with_iosqes(6)
+        .with_iocqes(4)
+        .with_mps(0)
+        .with_css(0)
+        .with_ams(0)
+        .with_en(true)
+}
+
 /// CC.EN = 0 and wait for CSTS.RDY = 0.
 fn disable<D: Device>(device: &D, cap: Cap) -> Result<(), DriverError> {
-    let cc = Cc::from(device.read32(offset::CC));
-    device.write32(offset::CC, u32::from(cc.with_en(false)));
+    device.write32(offset::CC, 0);
     wait_csts(device, cap, "CSTS.RDY=0 after clearing CC.EN", false, |c| {
         !c.rdy()
     })
@@ -549,9 +555,28 @@ impl<D: Device> Inner<D> {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let cc = Cc::from(self.device.read32(offset::CC));
+        // A controller that is not running (disabled after a failed reset,
+        // fatal, or gone) has nothing to shut down and would never report
+        // SHST complete.
+        let csts = self.device.read32(offset::CSTS);
+        if csts == registers::ALL_ONES {
+            return Err(DriverError::DeviceGone {
+                device: self.name.clone(),
+                during: "shutdown",
+            });
+        }
+        let csts = Csts::from(csts);
+        if csts.cfs() {
+            return Err(DriverError::ControllerFatal {
+                device: self.name.clone(),
+                during: "shutdown",
+            });
+        }
+        if !csts.rdy() {
+            return Ok(());
+        }
         self.device
-            .write32(offset::CC, u32::from(cc.with_shn(SHN_NORMAL)));
+            .write32(offset::CC, u32::from(enabled_cc().with_shn(SHN_NORMAL)));
         wait_csts(
             &self.device,
             self.cap,
