@@ -124,7 +124,15 @@ pub struct WorkerPlan {
     pub jobs: Vec<JobPlan>,
     /// Rows (one per job).
     pub rows: usize,
+    /// Yield the CPU after [`YIELD_AFTER_IDLE`] idle loop turns in a row:
+    /// set when an emulated controller's device thread shares this core, so
+    /// it gets to run (never for real devices).
+    pub yield_when_idle: bool,
 }
+
+/// Idle loop turns in a row after which a worker sharing its core with a
+/// device thread yields.
+pub const YIELD_AFTER_IDLE: u32 = 32;
 
 struct Slot {
     buf: Option<DmaBuf>,
@@ -302,6 +310,7 @@ pub fn run(
     let clock = p.clock;
     let mut measure_start = clock.now();
     let (mut busy, mut idle) = (0u64, 0u64);
+    let mut idle_run = 0u32;
     let mut local_phase = PHASE_WARMUP;
     let limit = p.number_ios.unwrap_or(u64::MAX);
     let progress = &ctl.progress[plan.index].0;
@@ -354,8 +363,16 @@ pub fn run(
         }
         if work > 0 {
             busy += 1;
+            idle_run = 0;
         } else {
             idle += 1;
+            if plan.yield_when_idle {
+                idle_run += 1;
+                if idle_run >= YIELD_AFTER_IDLE {
+                    idle_run = 0;
+                    std::thread::yield_now();
+                }
+            }
         }
         progress.store(cx.completed, Ordering::Relaxed);
         if cx.counting && cx.measured >= limit {
@@ -381,7 +398,11 @@ pub fn run(
             n += reap(job, &mut rows[job.row], &mut cx, clock);
         }
         if n == 0 {
-            std::hint::spin_loop();
+            if plan.yield_when_idle {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     progress.store(cx.completed, Ordering::Relaxed);

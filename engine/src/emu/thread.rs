@@ -1,6 +1,12 @@
 //! The device thread of threaded mode: polls doorbells like a controller's
 //! front end, runs rounds of command processing, and backs off when idle
 //! according to the configured [`IdlePolicy`].
+//!
+//! An idle poll takes no lock: the thread compares the doorbell write count
+//! and the host's state-change count with the values it saw before its last
+//! round. Only when one moved, or the last round did work (a queue may hold
+//! more than one round's batch), or completions wait for a number of rounds,
+//! does it take the device lock and run a round.
 
 #![forbid(unsafe_code)]
 
@@ -8,29 +14,58 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::thread::JoinHandle;
 
-use super::config::IdlePolicy;
+use super::config::{EmuError, IdlePolicy};
 use super::controller::Shared;
 
-/// Start the device thread. It exits when `shared.stop` is set.
+/// Start the device thread, pinned to `core` when one is given. It exits
+/// when `shared.stop` is set.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     idle: IdlePolicy,
     batch: u32,
-) -> std::io::Result<JoinHandle<()>> {
+    core: Option<usize>,
+) -> Result<JoinHandle<()>, EmuError> {
     let name = format!("{}-device", shared.name);
+    let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&shared, idle, batch))?;
-    Ok(handle)
+        .spawn(move || {
+            let pinned =
+                core.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+            let _ = tx.send(pinned);
+            if pinned {
+                run(&shared, idle, batch);
+            }
+        })
+        .map_err(EmuError::Thread)?;
+    // The thread always answers before it does anything else; a closed
+    // channel means it died, which counts as not pinned.
+    if rx.recv().unwrap_or(false) {
+        Ok(handle)
+    } else {
+        let _ = handle.join();
+        Err(EmuError::Pin {
+            core: core.unwrap_or(usize::MAX),
+        })
+    }
 }
 
 fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
     let _ = sh.poller.set(std::thread::current());
     let mut idle_rounds: u32 = 0;
+    // `None`: no round yet, so the first iteration runs one.
+    let mut seen = None;
+    let mut again = true;
     while !sh.stop.load(Ordering::Acquire) {
-        if sh.poll_round(batch) > 0 {
-            idle_rounds = 0;
-            continue;
+        let signal = sh.wake_signal();
+        if again || seen != Some(signal) {
+            seen = Some(signal);
+            let (work, pending) = sh.poll_round(batch);
+            again = work > 0 || pending;
+            if work > 0 {
+                idle_rounds = 0;
+                continue;
+            }
         }
         idle_rounds = idle_rounds.saturating_add(1);
         match idle {
@@ -50,7 +85,10 @@ fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
                     // stored before this point is seen by the round below, one
                     // stored after sees `sleeping` and unparks us.
                     fence(Ordering::SeqCst);
-                    if sh.poll_round(batch) == 0 && !sh.stop.load(Ordering::Acquire) {
+                    seen = Some(sh.wake_signal());
+                    let (work, pending) = sh.poll_round(batch);
+                    again = work > 0 || pending;
+                    if work == 0 && !sh.stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(sleep);
                     } else {
                         idle_rounds = 0;
