@@ -25,6 +25,14 @@ pub(crate) fn spawn(
     batch: u32,
     core: Option<usize>,
 ) -> Result<JoinHandle<()>, EmuError> {
+    if let Some(id) = core {
+        // Only CPUs in the affinity set can be pinned to (and the pinning
+        // call cannot even represent CPUs beyond its set size).
+        let allowed = core_affinity::get_core_ids().unwrap_or_default();
+        if !allowed.iter().any(|c| c.id == id) {
+            return Err(EmuError::Pin { core: id });
+        }
+    }
     let name = format!("{}-device", shared.name);
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
