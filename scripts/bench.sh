@@ -4,7 +4,8 @@
 #
 # 1. Host IOPS: nvme-perf against the built-in emulated controller with a null
 #    backing (no data moves) in threaded mode, 4 KiB randread at QD 1, 32, 128,
-#    one worker core (and the same in inline mode for reference). Prints IOPS and the worker's busy share of loop turns. A
+#    one worker core (and the same in inline mode for reference). Prints IOPS,
+#    the worker's busy share of loop turns and where the device thread ran. A
 #    busy share far below 100 % means the worker waits for completions: the
 #    emulator's device thread, not the engine, is the limit.
 #
@@ -72,20 +73,22 @@ want() { [[ " ${SECTIONS:-1 2 3} " == *" $1 "* ]]; }
 if want 1; then
 echo
 echo "== 1. Host: emulated controller, null backing, threaded (spinning device thread), 4 KiB randread, ${SECS}s per QD"
-printf '%-10s %-6s %14s %14s %12s\n' "emulator" "QD" "IOPS/core" "MiB/s" "worker busy"
+printf '%-10s %-6s %14s %14s %12s  %s\n' "emulator" "QD" "IOPS/core" "MiB/s" "worker busy" "device thread"
 for mode in threaded inline; do
 	for qd in 1 32 128; do
 		out=$tmp/host-$mode-$qd.txt
 		"$BIN" -r "trtype:emu null:1 mode:$mode" -q "$qd" -o 4k -w randread -t "$SECS" \
 			"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
 		iops=$(iops_of "$out")
-		printf '%-10s %-6s %14.0f %14.1f %12s\n' "$mode" "$qd" "$iops" \
-			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")"
+		where=$(grep -o 'threaded on core [0-9]*[^,]*, [a-z: ]*' "$out" | head -n 1 | sed 's/^threaded //')
+		printf '%-10s %-6s %14.0f %14.1f %12s  %s\n' "$mode" "$qd" "$iops" \
+			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")" "${where:--}"
 	done
 done
-echo "(one worker core; busy = share of loop turns that submitted or reaped; low busy = waiting for"
-echo " the emulator's device thread. inline: the emulator runs on the worker thread inside the doorbell"
-echo " write, so its IOPS are engine + emulator on one core, independent of how the device thread is scheduled)"
+echo "(one worker core, load average $(cut -d' ' -f1-3 /proc/loadavg) after the runs; busy = share of loop turns"
+echo " that submitted or reaped; low busy = waiting for the emulator's device thread, which nvme-perf pins to a"
+echo " core no worker uses (shared + yields when there is none). inline: the emulator runs on the worker thread"
+echo " inside the doorbell write, so its IOPS are engine + emulator on one core)"
 fi
 
 if want 2; then
@@ -161,7 +164,7 @@ else
 	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
 	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
 	log=$tmp/qemu.log
-	echo "(booting; the full console goes to $log, kept as ${QEMU_LOG:-bench-qemu.log} in the current directory)"
+	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
 	scripts/qemu-test.sh --perf --null --perf-qds "1 32" --perf-runtime "$QSECS" \
 		--perf-args "$runs" >"$log" 2>&1 || qrc=$?
@@ -190,6 +193,11 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             job = j["jobs"][0]
             rw = job["job options"]["rw"]
             d = job["read" if rw == "randread" else "write"]
+            # A job with an error, or an I/O that took over a second (the
+            # kernel timed out and reset the queue), is not a fair peer figure.
+            if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
+                engine += " FAILED/stalled"
+                d = dict(d, iops=float(d["iops"]))
             pct = d["lat_ns"].get("percentile", {})
             us = lambda k: pct[k] / 1000 if k in pct else None
             qd = int(job["job options"]["iodepth"])
@@ -200,13 +208,14 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
 def f(v, fmt):
     return fmt.format(v) if v is not None else "-"
 
-print(f"{'workload':<10} {'QD':>3}  {'tool':<24} {'IOPS':>10} {'p50 us':>9} {'p99 us':>9}")
+print(f"{'workload':<10} {'QD':>3}  {'tool':<32} {'IOPS':>10} {'p50 us':>9} {'p99 us':>9}")
 for key in sorted(rows, key=lambda k: (k[0], k[1])):
     r = rows[key]
     for tool in sorted(r, key=lambda t: (t != "nvme-perf", t)):
         iops, p50, p99 = r[tool]
-        print(f"{key[0]:<10} {key[1]:>3}  {tool:<24} {iops:>10.0f} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
-    fios = {t: v for t, v in r.items() if t != "nvme-perf"}
+        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {iops:>10.0f} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
+    fios = {t: v for t, v in r.items() if t != "nvme-perf" and "FAILED" not in t}
+    stalled = [t for t in r if "FAILED" in t]
     if "nvme-perf" in r and fios:
         best_t, best = max(fios.items(), key=lambda kv: kv[1][0])
         ours = r["nvme-perf"]
@@ -215,6 +224,8 @@ for key in sorted(rows, key=lambda k: (k[0], k[1])):
         if ours[2] is not None and best[2] is not None:
             p99 = f", p99 {ours[2]:.1f} vs {best[2]:.1f} us"
         print(f"{'':<15} nvme-perf / best fio ({best_t}): {ratio:.2f}x IOPS{p99}")
+    if stalled:
+        print(f"{'':<15} (not compared: {', '.join(stalled)})")
     print()
 if not rows:
     print("no results: see the console log")

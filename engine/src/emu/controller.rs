@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// Bumped (with the lock held) by every host-side change of device state
     /// other than a doorbell, so the device thread runs a round for it.
     pokes: AtomicU64,
+    /// One above the highest queue ID ever created: the device thread's idle
+    /// check looks at the doorbells below it.
+    queue_bound: AtomicUsize,
     inline: bool,
     /// The device thread may park (its idle policy sleeps): doorbell writes
     /// must check whether to wake it.
@@ -69,17 +72,25 @@ impl Shared {
         self.pokes.fetch_add(1, Ordering::Release);
     }
 
-    /// What the device thread compares between rounds: doorbell writes and
-    /// other host-side changes. Unchanged (and nothing left over from the
-    /// last round) means a round would find nothing to do.
-    pub(crate) fn wake_signal(&self) -> (u64, u64) {
-        // Acquire: pairs with the release increments after doorbell stores
-        // and state changes, so a round started after seeing a new value
-        // sees what caused it.
-        (
-            self.counters.doorbell_seq(),
-            self.pokes.load(Ordering::Acquire),
-        )
+    /// Host-side state changes so far (see [`Shared::with_engine`]).
+    pub(crate) fn pokes(&self) -> u64 {
+        // Acquire: pairs with the release increment after the change.
+        self.pokes.load(Ordering::Acquire)
+    }
+
+    /// Queue IDs below this may exist (lock held by the caller).
+    pub(crate) fn note_queue(&self, qid: u16) {
+        // Relaxed: a hint for the device thread's idle check, which takes
+        // the lock (and sees everything) before acting on it.
+        self.queue_bound
+            .fetch_max(qid as usize + 1, Ordering::Relaxed);
+    }
+
+    /// Queue IDs below this may exist.
+    pub(crate) fn queue_bound(&self) -> usize {
+        self.queue_bound
+            .load(Ordering::Relaxed)
+            .min(self.doorbells.len())
     }
 
     /// One device round (see [`Engine::poll_round`]). Returns the work done
@@ -142,7 +153,6 @@ impl Shared {
         // Release: the queue entries the host wrote before this doorbell are
         // visible to the device side that loads it with acquire.
         cell.store(value, Ordering::Release);
-        // Counted after the store: the count is the device thread's signal.
         self.counters.doorbell();
         if self.inline {
             let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -186,6 +196,7 @@ impl EmuController {
             faults: FaultTable::new(),
             engine: Padded(Mutex::new(engine)),
             pokes: AtomicU64::new(0),
+            queue_bound: AtomicUsize::new(0),
             inline: config.mode == EmuMode::Inline,
             may_sleep: matches!(
                 config.mode,

@@ -296,6 +296,7 @@ impl Engine {
             .store(cq.size, std::sync::atomic::Ordering::Release);
         self.cqs[qid as usize] = Some(cq);
         self.active_cqs.push(qid);
+        sh.note_queue(qid);
     }
 
     pub(crate) fn add_sq(&mut self, sh: &Shared, qid: u16, sq: Sq) {
@@ -308,6 +309,7 @@ impl Engine {
             .store(sq.size, std::sync::atomic::Ordering::Release);
         self.sqs[qid as usize] = Some(sq);
         self.active_sqs.push(qid);
+        sh.note_queue(qid);
     }
 
     /// One polling round: CQ head doorbells, then every SQ (up to `batch`

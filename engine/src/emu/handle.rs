@@ -57,18 +57,9 @@ impl Counters {
     pub(crate) fn dma_fault(&self) {
         self.dma_faults.fetch_add(1, Ordering::Relaxed);
     }
-    /// Count a doorbell write. Release: the device thread uses this counter
-    /// as its wake-up signal ([`Counters::doorbell_seq`]); a valid write is
-    /// counted after its doorbell store, so a poller that sees the new count
-    /// also sees the doorbell.
     #[inline]
     pub(crate) fn doorbell(&self) {
-        self.doorbell_writes.fetch_add(1, Ordering::Release);
-    }
-    /// Doorbell writes so far (acquire: pairs with [`Counters::doorbell`]).
-    #[inline]
-    pub(crate) fn doorbell_seq(&self) -> u64 {
-        self.doorbell_writes.load(Ordering::Acquire)
+        self.doorbell_writes.fetch_add(1, Ordering::Relaxed);
     }
     #[inline]
     pub(crate) fn invalid_doorbell(&self) {

@@ -246,7 +246,7 @@ impl<'a> DmaGuard<'a> {
     /// [`translate`](Self::translate) through `cache`: a hit costs a few
     /// compares; a miss translates and remembers the whole contiguous piece
     /// around `iova`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn translate_cached(
         &self,
         cache: &mut TranslationCache,
@@ -254,13 +254,7 @@ impl<'a> DmaGuard<'a> {
         len: usize,
     ) -> Option<DmaSlice<'_>> {
         if cache.generation != self.generation || iova < cache.start || iova >= cache.end {
-            let p = self.lookup(iova)?;
-            *cache = TranslationCache {
-                generation: self.generation,
-                start: p.start,
-                end: p.start + p.len as u64,
-                host: p.host,
-            };
+            self.refill(cache, iova)?;
         }
         self.slice_of(
             cache.start,
@@ -271,8 +265,22 @@ impl<'a> DmaGuard<'a> {
         )
     }
 
+    /// Fill `cache` with the piece holding `iova` (the slow path).
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, cache: &mut TranslationCache, iova: u64) -> Option<()> {
+        let p = self.lookup(iova)?;
+        *cache = TranslationCache {
+            generation: self.generation,
+            start: p.start,
+            end: p.start + p.len as u64,
+            host: p.host,
+        };
+        Some(())
+    }
+
     /// `len` bytes at `iova` inside the piece (`start`, `piece_len`, `host`).
-    #[inline]
+    #[inline(always)]
     fn slice_of(
         &self,
         start: u64,

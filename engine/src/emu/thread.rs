@@ -2,11 +2,15 @@
 //! front end, runs rounds of command processing, and backs off when idle
 //! according to the configured [`IdlePolicy`].
 //!
-//! An idle poll takes no lock: the thread compares the doorbell write count
-//! and the host's state-change count with the values it saw before its last
-//! round. Only when one moved, or the last round did work (a queue may hold
-//! more than one round's batch), or completions wait for a number of rounds,
-//! does it take the device lock and run a round.
+//! An idle poll takes no lock and touches no line the host does not already
+//! share with the device: the thread compares every existing queue's two
+//! doorbells, and the host's state-change count, with a snapshot taken just
+//! before its last round. Only when one moved, or the last round did work (a
+//! queue may hold more than one round's batch), or completions wait for a
+//! number of rounds, does it take the device lock and run a round. A doorbell
+//! cannot return to its snapshot value without the device consuming entries
+//! in between (a ring holds at most size - 1 new entries), so no change is
+//! missed.
 
 #![forbid(unsafe_code)]
 
@@ -58,18 +62,70 @@ pub(crate) fn spawn(
     }
 }
 
+/// The doorbell values and state-change count a round started from.
+struct Snapshot {
+    doorbells: Vec<(u32, u32)>,
+    pokes: u64,
+    /// No round has run yet.
+    fresh: bool,
+}
+
+impl Snapshot {
+    fn new(queues: usize) -> Self {
+        Snapshot {
+            doorbells: vec![(0, 0); queues],
+            pokes: 0,
+            fresh: true,
+        }
+    }
+
+    /// Whether anything differs from the snapshot.
+    fn changed(&self, sh: &Shared) -> bool {
+        if self.fresh || sh.pokes() != self.pokes {
+            return true;
+        }
+        let n = sh.queue_bound();
+        // Relaxed: only a hint; the round that follows a change loads the
+        // doorbells with acquire under the lock.
+        sh.doorbells[..n]
+            .iter()
+            .zip(&self.doorbells)
+            .any(|(db, &(t, h))| {
+                db.sq_tail.load(Ordering::Relaxed) != t || db.cq_head.load(Ordering::Relaxed) != h
+            })
+    }
+
+    /// Record the current values, just before a round (which then sees
+    /// these or newer ones).
+    fn take(&mut self, sh: &Shared) {
+        self.fresh = false;
+        self.pokes = sh.pokes();
+        let n = sh.queue_bound();
+        for (db, s) in sh.doorbells[..n].iter().zip(self.doorbells.iter_mut()) {
+            *s = (
+                db.sq_tail.load(Ordering::Relaxed),
+                db.cq_head.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// Take a snapshot and run a round: (work done, more rounds needed).
+fn round(sh: &Shared, snap: &mut Snapshot, batch: u32) -> (usize, bool) {
+    snap.take(sh);
+    let (work, pending) = sh.poll_round(batch);
+    (work, work > 0 || pending)
+}
+
 fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
     let _ = sh.poller.set(std::thread::current());
     let mut idle_rounds: u32 = 0;
-    // `None`: no round yet, so the first iteration runs one.
-    let mut seen = None;
+    let mut snap = Snapshot::new(sh.doorbells.len());
     let mut again = true;
     while !sh.stop.load(Ordering::Acquire) {
-        let signal = sh.wake_signal();
-        if again || seen != Some(signal) {
-            seen = Some(signal);
-            let (work, pending) = sh.poll_round(batch);
-            again = work > 0 || pending;
+        if again || snap.changed(sh) {
+            let (work, more) = round(sh, &mut snap, batch);
+            again = more;
             if work > 0 {
                 idle_rounds = 0;
                 continue;
@@ -93,9 +149,8 @@ fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
                     // stored before this point is seen by the round below, one
                     // stored after sees `sleeping` and unparks us.
                     fence(Ordering::SeqCst);
-                    seen = Some(sh.wake_signal());
-                    let (work, pending) = sh.poll_round(batch);
-                    again = work > 0 || pending;
+                    let (work, more) = round(sh, &mut snap, batch);
+                    again = more;
                     if work == 0 && !sh.stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(sleep);
                     } else {
