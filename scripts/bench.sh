@@ -80,7 +80,7 @@ for mode in threaded inline; do
 		"$BIN" -r "trtype:emu null:1 mode:$mode" -q "$qd" -o 4k -w randread -t "$SECS" \
 			"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
 		iops=$(iops_of "$out")
-		where=$(grep -o 'threaded on core [0-9]*[^,]*, [a-z: ]*' "$out" | head -n 1 | sed 's/^threaded //')
+		where=$( (grep -o 'threaded on core [0-9]*[^,]*, [a-z: ]*' "$out" || true) | head -n 1 | sed 's/^threaded //')
 		printf '%-10s %-6s %14.0f %14.1f %12s  %s\n' "$mode" "$qd" "$iops" \
 			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")" "${where:--}"
 	done
