@@ -212,6 +212,11 @@ pub fn run(data: &[u8]) -> Outcome {
         return out;
     };
     let ns = ctrl.namespaces().first().cloned();
+    // Never handed to the device: must still hold its pattern at the end.
+    let Ok(mut canary) = pool.alloc(8192) else {
+        return out;
+    };
+    canary.fill(0xA5);
     let mut now = Instant::now();
     // token -> (completions seen, carries a buffer)
     let mut book: HashMap<u64, (u32, bool)> = HashMap::new();
@@ -324,6 +329,15 @@ pub fn run(data: &[u8]) -> Outcome {
         qp.check_timeouts(now);
         qp.process_completions(usize::MAX, |c| record(&mut book, c, &mut out, &mut pool));
     }
+    assert!(
+        canary.to_vec().iter().all(|&b| b == 0xA5),
+        "memory outside every command's buffer was written"
+    );
+    assert_eq!(
+        h.dma_faults(),
+        0,
+        "the driver pointed the device outside its memory"
+    );
     if qp.outstanding() == 0 {
         assert!(
             book.values().all(|&(n, _)| n == 1),

@@ -19,6 +19,6 @@ pub mod vfio;
 
 pub use device::Device;
 pub use driver::{
-    Controller, ControllerOptions, DriverError, IoCompletion, IoError, IoQueuePair, LbaRange,
-    Namespace, QueuePairOptions, QueuePairStats, SubmitError, SubmitErrorKind, SyncError,
+    Controller, ControllerOptions, DriverError, Health, IoCompletion, IoError, IoQueuePair,
+    LbaRange, Namespace, QueuePairOptions, QueuePairStats, SubmitError, SubmitErrorKind, SyncError,
 };

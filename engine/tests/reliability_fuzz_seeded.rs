@@ -22,7 +22,7 @@ fn hostile_device_inputs_never_break_the_completion_promise() {
     let mut up = 0;
     let mut submitted = 0;
     let mut done = 0;
-    for data in inputs(0x5eed, 2000) {
+    for data in inputs(0x5eed, 3000) {
         let o = fuzzing::run(&data);
         up += o.brought_up as u32;
         submitted += o.submitted;

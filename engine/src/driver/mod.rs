@@ -6,6 +6,11 @@
 //! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - [`prp`]: the PRP builder.
+//! - Reliability: per-command deadlines checked by
+//!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
+//!   [`Controller::reset`] with each queue pair re-creating its queues on its
+//!   own thread, retries of DNR=0 errors, and surprise removal
+//!   ([`IoError::DeviceRemoved`]). `docs/GUARANTEES.md` states the contract.
 //!
 //! A complete program against the built-in emulated controller:
 //!
@@ -33,6 +38,7 @@ mod namespace;
 pub mod prp;
 mod qpair;
 mod recovery;
+mod requeue;
 mod ring;
 mod sync;
 mod timeouts;

@@ -33,6 +33,7 @@ use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
 use super::namespace::{LbaRange, Namespace};
 use super::prp::{self, PAGE_SIZE};
 use super::recovery::{Health, generation_of, health_of, live_word};
+use super::requeue::idempotent;
 use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
 use super::tracker::{CidError, Tracker};
 
@@ -101,21 +102,21 @@ pub struct IoCompletion {
 
 /// One I/O submission/completion queue pair, owned by one thread.
 pub struct IoQueuePair<D: Device> {
-    ctrl: Arc<Inner<D>>,
-    qid: u16,
-    sq: SqRing,
-    cq: CqRing,
-    tracker: Tracker,
+    pub(super) ctrl: Arc<Inner<D>>,
+    pub(super) qid: u16,
+    pub(super) sq: SqRing,
+    pub(super) cq: CqRing,
+    pub(super) tracker: Tracker,
     lists: DmaWindow,
     pages_per_slot: usize,
     sq_doorbell: usize,
     cq_doorbell: usize,
-    stats: QueuePairStats,
+    pub(super) stats: QueuePairStats,
     live: bool,
     /// Reset generation the SQ/CQ exist in.
     pub(super) generation: u64,
     /// The queues could not be re-created in `generation`.
-    dead: bool,
+    pub(super) dead: bool,
     /// Per-command deadline.
     pub(super) timeout: Duration,
     pub(super) retry_limit: u8,
@@ -468,7 +469,7 @@ impl<D: Device> IoQueuePair<D> {
         self.ring_doorbell_live();
     }
 
-    fn ring_doorbell_live(&mut self) {
+    pub(super) fn ring_doorbell_live(&mut self) {
         if let Some(tail) = self.sq.doorbell_value() {
             self.ctrl.device.write32(self.sq_doorbell, tail as u32);
             self.stats.sq_doorbell_writes += 1;
@@ -565,113 +566,6 @@ impl<D: Device> IoQueuePair<D> {
         delivered
     }
 
-    /// Follow a controller state change (see `process_completions`).
-    /// Returns the completions delivered.
-    fn recover<F: FnMut(IoCompletion)>(&mut self, state: u64, f: &mut F) -> usize {
-        match health_of(state) {
-            Health::Resetting => 0,
-            Health::Removed => self.fail_all(IoError::DeviceRemoved, f),
-            Health::Failed => self.fail_all(IoError::ControllerFailed, f),
-            Health::Live => {
-                // The controller was reset: the device deleted our queues
-                // and stopped all DMA, so every buffer we hold is ours again.
-                self.sq.reset();
-                self.cq.reset();
-                let generation = generation_of(state);
-                let entries = self.sq.entries();
-                match self.ctrl.create_io_queues(
-                    self.qid,
-                    entries,
-                    self.sq.iova(),
-                    self.cq.iova(),
-                    Some(generation),
-                ) {
-                    Ok(g) => {
-                        self.generation = g;
-                        self.dead = false;
-                    }
-                    // Another reset started meanwhile: try again later.
-                    Err(DriverError::NotLive { .. }) => return 0,
-                    Err(_) => {
-                        self.generation = generation;
-                        self.dead = true;
-                        return self.fail_all(IoError::ControllerFailed, f);
-                    }
-                }
-                self.stats.recreated += 1;
-                self.idle_since = None;
-                let mut delivered = 0;
-                for index in 0..self.tracker.capacity() {
-                    let slot = self.tracker.slot(index);
-                    if !slot.in_flight() {
-                        continue;
-                    }
-                    let error = if slot.timed_out {
-                        IoError::TimedOut(self.timeout)
-                    } else if slot.retries < self.retry_limit && idempotent(slot.cmd.opcode()) {
-                        let cmd = self.tracker.reissue(index);
-                        if self.sq.push(&cmd) {
-                            self.stats.resubmitted += 1;
-                            continue;
-                        }
-                        IoError::ControllerReset
-                    } else {
-                        IoError::ControllerReset
-                    };
-                    delivered += self.deliver_error(index, error, f);
-                }
-                self.ring_doorbell_live();
-                delivered
-            }
-        }
-    }
-
-    /// Complete every in-flight command with `error` (buffers returned).
-    fn fail_all<F: FnMut(IoCompletion)>(&mut self, error: IoError, f: &mut F) -> usize {
-        let mut delivered = 0;
-        for index in 0..self.tracker.capacity() {
-            if self.tracker.slot(index).in_flight() {
-                let e = if self.tracker.slot(index).timed_out {
-                    IoError::TimedOut(self.timeout)
-                } else {
-                    error
-                };
-                delivered += self.deliver_error(index, e, f);
-            }
-        }
-        delivered
-    }
-
-    fn deliver_error<F: FnMut(IoCompletion)>(
-        &mut self,
-        index: usize,
-        error: IoError,
-        f: &mut F,
-    ) -> usize {
-        let req = self.tracker.complete(index);
-        self.stats.completed += 1;
-        self.stats.failed += 1;
-        f(IoCompletion {
-            token: req.token,
-            result: Err(error),
-            buf: req.buf,
-        });
-        1
-    }
-
-    /// The tracker (timeout scans).
-    pub(super) fn tracker_mut(&mut self) -> &mut Tracker {
-        &mut self.tracker
-    }
-    /// The controller (timeout scans).
-    pub(super) fn inner(&self) -> &Inner<D> {
-        &self.ctrl
-    }
-    /// Counters, mutably (timeout scans).
-    pub(super) fn stats_mut(&mut self) -> &mut QueuePairStats {
-        &mut self.stats
-    }
-
     /// Reap what is outstanding (bounded by the admin timeout), then delete
     /// the SQ and the CQ. Buffers of commands that never completed are
     /// dropped. Also done, best effort, on drop.
@@ -716,20 +610,6 @@ impl<D: Device> IoQueuePair<D> {
         }
         result
     }
-}
-
-/// Commands that may be sent again with the same effect (block-level
-/// idempotent): resubmitted after DNR=0 errors and controller resets.
-fn idempotent(opcode: u8) -> bool {
-    matches!(
-        NvmOpcode(opcode),
-        NvmOpcode::READ
-            | NvmOpcode::WRITE
-            | NvmOpcode::WRITE_ZEROES
-            | NvmOpcode::DATASET_MANAGEMENT
-            | NvmOpcode::FLUSH
-            | NvmOpcode::COMPARE
-    )
 }
 
 impl<D: Device> Drop for IoQueuePair<D> {

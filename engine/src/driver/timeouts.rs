@@ -57,7 +57,7 @@ impl<D: Device> IoQueuePair<D> {
             return 0;
         }
         self.next_scan = now.checked_add(self.scan_interval);
-        let state = self.inner().state();
+        let state = self.ctrl.state();
         if state != live_word(self.generation) || self.outstanding() == 0 {
             // process_completions follows resets and removals.
             self.idle_since = None;
@@ -68,21 +68,21 @@ impl<D: Device> IoQueuePair<D> {
             None => self.idle_since = Some(now),
             Some(t) if now.saturating_duration_since(t) >= STALL_CHECK => {
                 self.idle_since = Some(now);
-                let csts = self.inner().device.read32(offset::CSTS);
+                let csts = self.ctrl.device.read32(offset::CSTS);
                 if csts == ALL_ONES || Csts::from(csts).cfs() {
-                    self.stats_mut().resets_requested += 1;
+                    self.stats.resets_requested += 1;
                     // The outcome is recorded in the controller's state.
-                    let _ = self.inner().reset(Some(observed));
+                    let _ = self.ctrl.reset(Some(observed));
                     return 0;
                 }
             }
             Some(_) => {}
         }
         let timeout = self.timeout;
-        let grace = timeout.min(self.inner().opts.admin_timeout);
+        let grace = timeout.min(self.ctrl.opts.admin_timeout);
         let mut aborts = [0u16; MAX_ABORTS_PER_SCAN];
         let (mut n_aborts, mut newly, mut reset) = (0usize, 0usize, false);
-        let tracker = self.tracker_mut();
+        let tracker = &mut self.tracker;
         for index in 0..tracker.capacity() {
             let slot = tracker.slot_mut(index);
             if !slot.in_flight() {
@@ -108,19 +108,19 @@ impl<D: Device> IoQueuePair<D> {
                 reset = true;
             }
         }
-        self.stats_mut().timeouts += newly as u64;
+        self.stats.timeouts += newly as u64;
         if !reset {
             for &cid in &aborts[..n_aborts] {
-                self.stats_mut().aborts_sent += 1;
-                if self.inner().abort(self.qid(), cid).is_err() {
+                self.stats.aborts_sent += 1;
+                if self.ctrl.abort(self.qid(), cid).is_err() {
                     reset = true;
                     break;
                 }
             }
         }
         if reset {
-            self.stats_mut().resets_requested += 1;
-            let _ = self.inner().reset(Some(observed));
+            self.stats.resets_requested += 1;
+            let _ = self.ctrl.reset(Some(observed));
         }
         newly
     }

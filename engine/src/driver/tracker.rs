@@ -281,6 +281,21 @@ mod tests {
     }
 
     #[test]
+    fn reissue_gives_a_new_cid_and_makes_the_old_one_stale() {
+        let mut t = Tracker::new(7);
+        let mut cmd = Command::new(2, 1);
+        let a = t.start(5, &mut cmd, None).unwrap();
+        let index = t.lookup(a).unwrap();
+        let again = t.reissue(index);
+        assert_ne!(again.cid(), a);
+        assert_eq!(again.opcode(), 2);
+        assert_eq!(t.slot(index).retries, 1);
+        assert_eq!(t.lookup(a).unwrap_err(), CidError::Stale);
+        assert_eq!(t.finish(again.cid()).unwrap().token, 5);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
     fn generation_wraps_within_its_bits() {
         let mut t = Tracker::new(4096);
         let mut seen = std::collections::HashSet::new();

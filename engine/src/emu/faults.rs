@@ -3,6 +3,11 @@
 //! duplicate, invented or stale completions, lost or late completions, a
 //! bogus SQ head, fatal status, surprise removal).
 //!
+//! Every rule matches per command: queue kind or id, opcode, namespace,
+//! LBA range, a number of matches to let pass, a firing count and a seeded
+//! probability. A controller that vanished or went fatal can be configured
+//! to come back when the host resets it (see `EmuHandle`).
+//!
 //! Rules are checked in the order they were added; the first that matches
 //! and fires decides. With no rule installed the check is one relaxed
 //! atomic load and takes no lock.
@@ -13,7 +18,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::spec::{Command, NvmOpcode, Status};
+use crate::spec::status::{generic, media};
+use crate::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
 /// What a matching command does instead of completing normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +47,25 @@ pub enum FaultAction {
     FatalStatus,
     /// Disappear: register reads return all ones and no DMA happens again.
     Vanish,
+}
+
+impl FaultAction {
+    /// Complete with any status.
+    pub const fn status(sct: StatusCodeType, sc: u8, dnr: bool) -> Self {
+        FaultAction::CompleteWithStatus(Status::new(sct, sc).with_dnr(dnr))
+    }
+    /// Unrecovered Read Error (media, DNR set: retrying will not help).
+    pub const fn media_error() -> Self {
+        Self::status(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR, true)
+    }
+    /// Internal Error (generic, DNR clear: a retry may succeed).
+    pub const fn internal_error() -> Self {
+        Self::status(StatusCodeType::GENERIC, generic::INTERNAL_ERROR, false)
+    }
+    /// Namespace Not Ready (generic, DNR clear).
+    pub const fn namespace_not_ready() -> Self {
+        Self::status(StatusCodeType::GENERIC, generic::NAMESPACE_NOT_READY, false)
+    }
 }
 
 /// Which queues a rule looks at.
