@@ -5,9 +5,10 @@
 # 1. Host IOPS: nvme-perf against the built-in emulated controller with a null
 #    backing (no data moves) in threaded mode, 4 KiB randread at QD 1, 32, 128,
 #    one worker core (and the same in inline mode for reference). Prints IOPS,
-#    the worker's busy share of loop turns and where the device thread ran. A
-#    busy share far below 100 % means the worker waits for completions: the
-#    emulator's device thread, not the engine, is the limit.
+#    the worker's busy share of loop turns and of its time, and where the
+#    device thread ran. A busy time share far below 100 % means the worker
+#    waits for completions: the emulator's device thread, not the engine, is
+#    the limit.
 #
 # 2. Instructions per I/O under callgrind, with the INLINE null emulated
 #    controller (the emulator runs on the worker thread inside the doorbell
@@ -64,6 +65,7 @@ cargo build --release -p nvme-perf --quiet
 # Total IOPS and the first core's busy share from nvme-perf's table.
 iops_of() { awk -F: '/^Total/ { split($2, f, " "); print f[1] }' "$1"; }
 busy_of() { awk '/^Core .*busy/ { for (i = 1; i <= NF; i++) if ($i == "busy") { print $(i + 1); exit } }' "$1"; }
+busyt_of() { awk '/^Core .*of the time/ { for (i = NF; i > 0; i--) if ($i == "busy") { print $(i + 1); exit } }' "$1"; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -73,7 +75,7 @@ want() { [[ " ${SECTIONS:-1 2 3} " == *" $1 "* ]]; }
 if want 1; then
 echo
 echo "== 1. Host: emulated controller, null backing, threaded (spinning device thread), 4 KiB randread, ${SECS}s per QD"
-printf '%-10s %-6s %14s %14s %12s  %s\n' "emulator" "QD" "IOPS/core" "MiB/s" "worker busy" "device thread"
+printf '%-10s %-6s %14s %14s %12s %12s  %s\n' "emulator" "QD" "IOPS/core" "MiB/s" "busy turns" "busy time" "device thread"
 for mode in threaded inline; do
 	for qd in 1 32 128; do
 		out=$tmp/host-$mode-$qd.txt
@@ -81,14 +83,16 @@ for mode in threaded inline; do
 			"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
 		iops=$(iops_of "$out")
 		where=$( (grep -o 'threaded on core [0-9]*[^,]*, [a-z: ]*' "$out" || true) | head -n 1 | sed 's/^threaded //')
-		printf '%-10s %-6s %14.0f %14.1f %12s  %s\n' "$mode" "$qd" "$iops" \
-			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")" "${where:--}"
+		printf '%-10s %-6s %14.0f %14.1f %12s %12s  %s\n' "$mode" "$qd" "$iops" \
+			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")" \
+			"$(busyt_of "$out")" "${where:--}"
 	done
 done
-echo "(one worker core, load average $(cut -d' ' -f1-3 /proc/loadavg) after the runs; busy = share of loop turns"
-echo " that submitted or reaped; low busy = waiting for the emulator's device thread, which nvme-perf pins to a"
-echo " core no worker uses (shared + yields when there is none). inline: the emulator runs on the worker thread"
-echo " inside the doorbell write, so its IOPS are engine + emulator on one core)"
+echo "(one worker core, load average $(cut -d' ' -f1-3 /proc/loadavg) after the runs; busy turns = share of loop"
+echo " turns that submitted or reaped; busy time = share of the worker's time in such turns: near 100 % the worker"
+echo " core is the limit, far below it waits for the emulator's device thread, which nvme-perf pins to a core no"
+echo " worker uses (shared + yields when there is none). inline: the emulator runs on the worker thread inside the"
+echo " doorbell write, so its IOPS are engine + emulator on one core)"
 fi
 
 if want 2; then

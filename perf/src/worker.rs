@@ -311,6 +311,9 @@ pub fn run(
     let mut measure_start = clock.now();
     let (mut busy, mut idle) = (0u64, 0u64);
     let mut idle_run = 0u32;
+    // Time in busy turns: one clock read per turn, charged to the turn
+    // before it when that turn did work.
+    let (mut busy_ticks, mut turn_start, mut last_busy) = (0u64, clock.now(), false);
     let mut local_phase = PHASE_WARMUP;
     let limit = p.number_ios.unwrap_or(u64::MAX);
     let progress = &ctl.progress[plan.index].0;
@@ -326,12 +329,19 @@ pub fn run(
                 }
                 busy = 0;
                 idle = 0;
+                busy_ticks = 0;
+                last_busy = false;
                 cx.measured = 0;
                 cx.counting = true;
                 measure_start = clock.now();
             }
             local_phase = phase;
         }
+        let t = clock.now();
+        if last_busy {
+            busy_ticks += t.saturating_sub(turn_start);
+        }
+        turn_start = t;
         let mut work = 0usize;
         let mut inflight = 0u64;
         for job in &mut jobs {
@@ -361,6 +371,7 @@ pub fn run(
                 ctl.advance(PHASE_STOP);
             }
         }
+        last_busy = work > 0;
         if work > 0 {
             busy += 1;
             idle_run = 0;
@@ -418,6 +429,7 @@ pub fn run(
         rows,
         elapsed_ticks: end.saturating_sub(measure_start),
         busy_polls: busy,
+        busy_ticks,
         idle_polls: idle,
         fatal: cx.fatal,
         abandoned,
