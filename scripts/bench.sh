@@ -4,9 +4,11 @@
 #
 # 1. Host IOPS: nvme-perf against the built-in emulated controller with a null
 #    backing (no data moves) in threaded mode, 4 KiB randread at QD 1, 32, 128,
-#    one worker core (and the same in inline mode for reference). Prints IOPS and the worker's busy share of loop turns. A
-#    busy share far below 100 % means the worker waits for completions: the
-#    emulator's device thread, not the engine, is the limit.
+#    one worker core (and the same in inline mode for reference). Prints IOPS,
+#    the worker's busy share of loop turns and of its time, and where the
+#    device thread ran. A busy time share far below 100 % means the worker
+#    waits for completions: the emulator's device thread, not the engine, is
+#    the limit.
 #
 # 2. Instructions per I/O under callgrind, with the INLINE null emulated
 #    controller (the emulator runs on the worker thread inside the doorbell
@@ -31,17 +33,24 @@
 #      code inlined into a function is charged to that function's crate.
 #    Target: <= 250 driver instructions per 4 KiB read (submit + complete).
 #
-# 3. QEMU guest comparison (nvme-perf vs fio on the kernel driver) through
-#    scripts/qemu-test.sh --perf, if that script exists (set BENCH_QEMU=0 to
-#    skip it; each boot takes minutes under TCG).
+# 3. QEMU guest comparison, one boot through scripts/qemu-test.sh --perf
+#    (if that script exists; BENCH_QEMU=0 skips it; minutes under TCG):
+#    nvme-perf through VFIO and fio on the kernel nvme driver (libaio,
+#    io_uring, io_uring polled), 4 KiB randread and randwrite at QD 1 and 32
+#    on a null-co namespace, back to back. Each run prints its JSON report as
+#    a BENCH-JSON console line; the table shows IOPS, p50 and p99 of total
+#    latency (submission to completion; fio with --lat_percentiles) and the
+#    ratio of nvme-perf to the best fio engine of the same case.
 #
-# Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3), N1/N2 (callgrind I/O
+# Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
+# QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), N1/N2 (callgrind I/O
 # counts, default 20000/220000), CARGO_TARGET_DIR (default target/), CORE
 # (worker core, default the first allowed one).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECS=${SECS:-3}
+QSECS=${QSECS:-5}
 N1=${N1:-20000}
 N2=${N2:-220000}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -56,6 +65,7 @@ cargo build --release -p nvme-perf --quiet
 # Total IOPS and the first core's busy share from nvme-perf's table.
 iops_of() { awk -F: '/^Total/ { split($2, f, " "); print f[1] }' "$1"; }
 busy_of() { awk '/^Core .*busy/ { for (i = 1; i <= NF; i++) if ($i == "busy") { print $(i + 1); exit } }' "$1"; }
+busyt_of() { awk '/^Core .*of the time/ { for (i = NF; i > 0; i--) if ($i == "busy") { print $(i + 1); exit } }' "$1"; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -65,20 +75,24 @@ want() { [[ " ${SECTIONS:-1 2 3} " == *" $1 "* ]]; }
 if want 1; then
 echo
 echo "== 1. Host: emulated controller, null backing, threaded (spinning device thread), 4 KiB randread, ${SECS}s per QD"
-printf '%-10s %-6s %14s %14s %12s\n' "emulator" "QD" "IOPS/core" "MiB/s" "worker busy"
+printf '%-10s %-6s %14s %14s %12s %12s  %s\n' "emulator" "QD" "IOPS/core" "MiB/s" "busy turns" "busy time" "device thread"
 for mode in threaded inline; do
 	for qd in 1 32 128; do
 		out=$tmp/host-$mode-$qd.txt
 		"$BIN" -r "trtype:emu null:1 mode:$mode" -q "$qd" -o 4k -w randread -t "$SECS" \
 			"${CORE_ARG[@]}" >"$out" 2>&1 || { cat "$out"; exit 1; }
 		iops=$(iops_of "$out")
-		printf '%-10s %-6s %14.0f %14.1f %12s\n' "$mode" "$qd" "$iops" \
-			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")"
+		where=$( (grep -o 'threaded on core [0-9]*[^,]*, [a-z: ]*' "$out" || true) | head -n 1 | sed 's/^threaded //')
+		printf '%-10s %-6s %14.0f %14.1f %12s %12s  %s\n' "$mode" "$qd" "$iops" \
+			"$(awk -v i="$iops" 'BEGIN { print i * 4096 / 1048576 }')" "$(busy_of "$out")" \
+			"$(busyt_of "$out")" "${where:--}"
 	done
 done
-echo "(one worker core; busy = share of loop turns that submitted or reaped; low busy = waiting for"
-echo " the emulator's device thread. inline: the emulator runs on the worker thread inside the doorbell"
-echo " write, so its IOPS are engine + emulator on one core, independent of how the device thread is scheduled)"
+echo "(one worker core, load average $(cut -d' ' -f1-3 /proc/loadavg) after the runs; busy turns = share of loop"
+echo " turns that submitted or reaped; busy time = share of the worker's time in such turns: near 100 % the worker"
+echo " core is the limit, far below it waits for the emulator's device thread, which nvme-perf pins to a core no"
+echo " worker uses (shared + yields when there is none). inline: the emulator runs on the worker thread inside the"
+echo " doorbell write, so its IOPS are engine + emulator on one core)"
 fi
 
 if want 2; then
@@ -144,20 +158,82 @@ fi
 
 if want 3; then
 echo
-echo "== 3. QEMU guest: nvme-perf (userspace) vs fio (kernel driver)"
+echo "== 3. QEMU guest (TCG, 1 vCPU, null-co namespace): nvme-perf (userspace, VFIO) vs fio (kernel driver), 4 KiB, ${QSECS}s per run, one boot"
 if [[ ${BENCH_QEMU:-1} == 0 ]]; then
 	echo "skipped (BENCH_QEMU=0)"
 elif [[ ! -x scripts/qemu-test.sh ]]; then
 	echo "skipped: scripts/qemu-test.sh is not in this tree"
 else
-	for w in randread randwrite; do
-		for qd in 1 32; do
-			# Commas separate transport ID keys: the guest splits the arguments on spaces.
-			args="-r trtype:PCIe,traddr:@BDF@ -q $qd -o 4k -w $w -t $SECS -L"
-			echo "-- nvme-perf $args | fio 4 KiB randread QD$qd (kernel driver)"
-			scripts/qemu-test.sh --perf --null --perf-qds "$qd" --perf-runtime "$SECS" --perf-args "$args" ||
-				echo "qemu-test.sh --perf failed for $w QD$qd (exit status $?)"
-		done
-	done
+	# Commas separate transport ID keys (the guest splits arguments on
+	# spaces); ";" separates runs. ns:1 drives the namespace fio uses.
+	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
+	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
+	log=$tmp/qemu.log
+	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
+	qrc=0
+	scripts/qemu-test.sh --perf --null --perf-qds "1 32" --perf-runtime "$QSECS" \
+		--perf-args "$runs" >"$log" 2>&1 || qrc=$?
+	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
+	if ((qrc != 0)); then
+		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
+		grep -aE "FAILED|error" "$log" | tail -n 5 | sed 's/^/    /'
+	fi
+	python3 - "$log" <<'PY'
+import json, sys
+
+rows = {}  # (workload, qd) -> {"nvme-perf": (iops, p50, p99), fio engine: ...}
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    if not line.startswith("BENCH-JSON "):
+        continue
+    parts = line.rstrip("\n").split(" ", 3)
+    try:
+        if parts[1] == "nvme-perf":
+            j = json.loads(line.split(" ", 2)[2])
+            c, t = j["config"], j["total"]
+            pct = {round(p["percentile"], 3): p["us"] for p in t["latency_us"]["percentiles"]}
+            key = (c["workload"], c["queue_depth"])
+            rows.setdefault(key, {})["nvme-perf"] = (t["iops"], pct.get(50.0), pct.get(99.0))
+        elif parts[1] == "fio":
+            engine, j = parts[2], json.loads(parts[3])
+            job = j["jobs"][0]
+            rw = job["job options"]["rw"]
+            d = job["read" if rw == "randread" else "write"]
+            # A job with an error, or an I/O that took over a second (the
+            # kernel timed out and reset the queue), is not a fair peer figure.
+            if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
+                engine += " FAILED/stalled"
+                d = dict(d, iops=float(d["iops"]))
+            pct = d["lat_ns"].get("percentile", {})
+            us = lambda k: pct[k] / 1000 if k in pct else None
+            qd = int(job["job options"]["iodepth"])
+            rows.setdefault((rw, qd), {})["fio " + engine] = (d["iops"], us("50.000000"), us("99.000000"))
+    except (KeyError, ValueError, IndexError) as e:
+        print(f"(unparsable BENCH-JSON line: {e})")
+
+def f(v, fmt):
+    return fmt.format(v) if v is not None else "-"
+
+print(f"{'workload':<10} {'QD':>3}  {'tool':<32} {'IOPS':>10} {'p50 us':>9} {'p99 us':>9}")
+for key in sorted(rows, key=lambda k: (k[0], k[1])):
+    r = rows[key]
+    for tool in sorted(r, key=lambda t: (t != "nvme-perf", t)):
+        iops, p50, p99 = r[tool]
+        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {iops:>10.0f} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
+    fios = {t: v for t, v in r.items() if t != "nvme-perf" and "FAILED" not in t}
+    stalled = [t for t in r if "FAILED" in t]
+    if "nvme-perf" in r and fios:
+        best_t, best = max(fios.items(), key=lambda kv: kv[1][0])
+        ours = r["nvme-perf"]
+        ratio = ours[0] / best[0] if best[0] else float("inf")
+        p99 = ""
+        if ours[2] is not None and best[2] is not None:
+            p99 = f", p99 {ours[2]:.1f} vs {best[2]:.1f} us"
+        print(f"{'':<15} nvme-perf / best fio ({best_t}): {ratio:.2f}x IOPS{p99}")
+    if stalled:
+        print(f"{'':<15} (not compared: {', '.join(stalled)})")
+    print()
+if not rows:
+    print("no results: see the console log")
+PY
 fi
 fi

@@ -13,16 +13,16 @@ use serde_json::json;
 
 use crate::cli::Args;
 use crate::clock::Clock;
-use crate::cores::{allowed_cores, check_allowed, parse_cores};
+use crate::cores::{allowed_cores, check_allowed, format_cores, parse_cores};
 use crate::json::{self, RunInfo};
 use crate::plan::{self, PlanOptions};
 use crate::run::{self, Timing};
 use crate::summary;
 use crate::target::{self, OpenOptions, Target};
-use crate::transport::{EmuSpec, TransportId};
+use crate::transport::{EmuRunMode, EmuSpec, TransportId};
 use crate::units::format_size;
 use crate::worker::RunParams;
-use crate::{report, stats};
+use crate::{placement, report, stats};
 
 /// Exit status when the run completed but I/O failed or data mismatched.
 const EXIT_IO_FAILED: i32 = 3;
@@ -75,8 +75,38 @@ pub fn main() -> Result<i32> {
         .io_queue_size
         .unwrap_or((args.queue_depth + 1).max(1024))
         .min(u16::MAX as u64) as u16;
+    // Device threads of threaded emulated controllers, in transport order.
+    let requested: Vec<Option<usize>> = transports
+        .iter()
+        .filter_map(|t| match t {
+            TransportId::Emu(s) if s.mode != EmuRunMode::Inline => Some(s.core),
+            _ => None,
+        })
+        .collect();
+    if let Some(c) = requested.iter().flatten().find(|c| !allowed.contains(c)) {
+        bail!(
+            "core:{c} in an emu transport ID is not a CPU this process may run on (allowed: {}); pick one of those",
+            format_cores(&allowed)
+        );
+    }
+    let mut placements = placement::place(&allowed, &cores, &requested).into_iter();
+    let mut shared_cores: Vec<usize> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for t in &transports {
+        let emu_placement = match t {
+            TransportId::Emu(s) if s.mode != EmuRunMode::Inline => placements.next(),
+            _ => None,
+        };
+        if let Some(p) = emu_placement.filter(|p| p.shared) {
+            shared_cores.push(p.core);
+            writeln!(
+                human,
+                "Warning: no free core for the emulated controller's device thread (workers on {}, allowed {}): it shares core {} and both sides yield when idle; expect far lower IOPS than with a core of its own (free one with -c, or pick one with core:N)",
+                format_cores(&cores),
+                format_cores(&allowed),
+                p.core
+            )?;
+        }
         let ns_hint = match t {
             TransportId::Emu(s) => s.namespaces as usize,
             TransportId::Pcie { nsid: Some(_), .. } => 1,
@@ -88,11 +118,15 @@ pub fn main() -> Result<i32> {
             OpenOptions {
                 io_queues: queues,
                 queue_entries: ask_entries,
+                emu_placement,
             },
         )?);
     }
     let entries = plan::queue_entries(&targets, &o)?;
-    let (plans, rows) = plan::build(&targets, &cores, &o)?;
+    let (mut plans, rows) = plan::build(&targets, &cores, &o)?;
+    for p in &mut plans {
+        p.yield_when_idle = shared_cores.contains(&p.core);
+    }
     if args.verify && o.workload.read_percent(o.read_percent) == 100 {
         writeln!(
             human,
@@ -138,13 +172,18 @@ pub fn main() -> Result<i32> {
     for p in &plans {
         writeln!(
             human,
-            "Worker on core {}: {} namespace(s) x {} queue pair(s), queue depth {}, {} {} I/O",
+            "Worker on core {}: {} namespace(s) x {} queue pair(s), queue depth {}, {} {} I/O{}",
             p.core,
             p.jobs.len(),
             o.qpairs,
             o.queue_depth,
             format_size(o.io_size as u64),
-            o.workload.name()
+            o.workload.name(),
+            if p.yield_when_idle {
+                ", yields when idle (shares its core with a device thread)"
+            } else {
+                ""
+            }
         )?;
     }
     let limits = match (time, args.number_ios) {

@@ -92,7 +92,7 @@ pub fn report(info: &RunInfo, s: &Summary) -> Value {
         "rows": s.rows.iter().map(row).collect::<Vec<_>>(),
         "total": row(&s.total),
         "cores": s.cores.iter().map(|c| json!({
-            "core": c.core, "busy_polls": c.busy, "idle_polls": c.idle, "busy_percent": c.busy_percent
+            "core": c.core, "busy_polls": c.busy, "idle_polls": c.idle, "busy_percent": c.busy_percent, "busy_time_percent": c.busy_time_percent
         })).collect::<Vec<_>>(),
         "fatal_error": s.fatal.as_ref().map(|f| json!({
             "device": f.device, "nsid": f.nsid, "op": f.op, "lba": f.lba, "blocks": f.blocks, "reason": f.reason

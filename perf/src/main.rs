@@ -9,6 +9,7 @@ mod cores;
 mod device;
 mod json;
 mod pattern;
+mod placement;
 mod plan;
 mod report;
 mod rng;

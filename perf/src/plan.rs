@@ -147,6 +147,7 @@ pub fn build(
             core,
             jobs: Vec::new(),
             rows: 0,
+            yield_when_idle: false,
         })
         .collect();
     let mut rows = Vec::new();

@@ -82,11 +82,12 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
     for c in &s.cores {
         writeln!(
             out,
-            "Core {:>3}: busy {:>6.2}% of {} polls, idle {:>6.2}%",
+            "Core {:>3}: busy {:>6.2}% of {} polls, idle {:>6.2}%; busy {:>6.2}% of the time",
             c.core,
             c.busy_percent,
             c.busy + c.idle,
-            100.0 - c.busy_percent
+            100.0 - c.busy_percent,
+            c.busy_time_percent
         )?;
     }
     if s.total.failed > 0 {

@@ -220,6 +220,8 @@ pub struct WorkerResult {
     pub busy_polls: u64,
     /// Loop turns that did nothing.
     pub idle_polls: u64,
+    /// Clock ticks spent in busy loop turns (measured phase).
+    pub busy_ticks: u64,
     /// The failure that stopped the run, if any.
     pub fatal: Option<FailedIo>,
     /// Commands still outstanding when the drain timed out.
@@ -227,6 +229,17 @@ pub struct WorkerResult {
 }
 
 impl WorkerResult {
+    /// Share of the measured time spent in busy loop turns, 0..=1: near 1
+    /// means the worker's core is the limit, far below 1 that it waits for
+    /// the device.
+    pub fn busy_time_share(&self) -> f64 {
+        if self.elapsed_ticks == 0 {
+            0.0
+        } else {
+            (self.busy_ticks as f64 / self.elapsed_ticks as f64).min(1.0)
+        }
+    }
+
     /// Busy share of loop turns, 0..=1.
     pub fn busy_share(&self) -> f64 {
         let all = self.busy_polls + self.idle_polls;

@@ -77,6 +77,8 @@ pub struct CoreSummary {
     pub idle: u64,
     /// Busy share, percent.
     pub busy_percent: f64,
+    /// Share of the measured time spent in busy turns, percent.
+    pub busy_time_percent: f64,
 }
 
 /// Everything reported.
@@ -214,6 +216,7 @@ pub fn build(
             busy: w.busy_polls,
             idle: w.idle_polls,
             busy_percent: w.busy_share() * 100.0,
+            busy_time_percent: w.busy_time_share() * 100.0,
         })
         .collect();
     Ok(Summary {

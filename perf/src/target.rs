@@ -14,6 +14,7 @@ use nvme_engine::vfio::{RealDevice, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Namespace};
 
 use crate::device::PerfDevice;
+use crate::placement::EmuPlacement;
 use crate::transport::{EmuRunMode, EmuSpec, TransportId};
 use crate::units::format_size;
 
@@ -44,9 +45,11 @@ pub struct OpenOptions {
     pub io_queues: u16,
     /// Entries wanted per I/O queue.
     pub queue_entries: u16,
+    /// Where an emulated controller's device thread runs (threaded mode).
+    pub emu_placement: Option<EmuPlacement>,
 }
 
-fn emu_config(spec: &EmuSpec) -> EmuConfig {
+fn emu_config(spec: &EmuSpec, place: Option<EmuPlacement>) -> EmuConfig {
     let blocks = spec.size / spec.lba_size as u64;
     let mut cfg = EmuConfig::ram(spec.size).without_namespaces();
     for n in 1..=spec.namespaces {
@@ -69,24 +72,39 @@ fn emu_config(spec: &EmuSpec) -> EmuConfig {
     cfg.mdts = 9;
     cfg.io_queues = 1024;
     cfg.max_queue_entries = MAX_IO_QUEUE_ENTRIES as u32;
-    cfg.mode = match spec.mode {
-        EmuRunMode::Inline => EmuMode::Inline,
-        EmuRunMode::Threaded { spin: true } => EmuMode::threaded_spin(),
-        EmuRunMode::Threaded { spin: false } => EmuMode::threaded(),
+    cfg.mode = match (spec.mode, place) {
+        (EmuRunMode::Inline, _) => EmuMode::Inline,
+        (_, Some(p)) if p.shared => EmuMode::threaded_cooperative().on_core(p.core),
+        (EmuRunMode::Threaded { spin: true }, p) => with_core(EmuMode::threaded_spin(), p),
+        (EmuRunMode::Threaded { spin: false }, p) => with_core(EmuMode::threaded(), p),
     };
     cfg
 }
 
-fn describe_emu(spec: &EmuSpec) -> String {
+fn with_core(mode: EmuMode, place: Option<EmuPlacement>) -> EmuMode {
+    match place {
+        Some(p) => mode.on_core(p.core),
+        None => mode,
+    }
+}
+
+fn describe_emu(spec: &EmuSpec, place: Option<EmuPlacement>) -> String {
     let backing = match (&spec.file, spec.null) {
         (_, true) => "null".to_string(),
         (Some(p), false) => format!("file {}", p.display()),
         (None, false) => "RAM".to_string(),
     };
-    let mode = match spec.mode {
-        EmuRunMode::Inline => "inline",
-        EmuRunMode::Threaded { spin: true } => "threaded, spinning",
-        EmuRunMode::Threaded { spin: false } => "threaded, back-off",
+    let mode = match (spec.mode, place) {
+        (EmuRunMode::Inline, _) => "inline".to_string(),
+        (_, Some(p)) if p.shared => {
+            format!("threaded on core {}, shared: yields when idle", p.core)
+        }
+        (EmuRunMode::Threaded { spin }, p) => format!(
+            "threaded{}, {}",
+            p.map(|p| format!(" on core {}", p.core))
+                .unwrap_or_default(),
+            if spin { "spinning" } else { "back-off" }
+        ),
     };
     format!(
         "emulated ({backing}, {mode}, {} x {})",
@@ -107,10 +125,13 @@ fn driver_options(opts: OpenOptions) -> ControllerOptions {
 pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
     match id {
         TransportId::Emu(spec) => {
-            let dev = EmuController::new(emu_config(spec))
+            let dev = EmuController::new(emu_config(spec, opts.emu_placement))
                 .context("cannot create the emulated controller")?;
             if spec.fail_ppm > 0 {
-                let status = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR);
+                // DNR: the driver retries failures without it, which would
+                // turn the asked-for share into share^(retries + 1).
+                let status = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR)
+                    .with_dnr(true);
                 let rule = FaultRule::new(FaultAction::CompleteWithStatus(status))
                     .io()
                     .opcode(NvmOpcode::READ.0)
@@ -122,7 +143,7 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
             let namespaces = ctrl.namespaces().to_vec();
             Ok(Target {
                 ctrl,
-                transport: describe_emu(spec),
+                transport: describe_emu(spec, opts.emu_placement),
                 namespaces,
                 null_data: spec.null,
             })

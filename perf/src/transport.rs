@@ -3,7 +3,7 @@
 //! scripts that split arguments on spaces), e.g.
 //! `trtype:PCIe traddr:0000:04:00.0 ns:1` or `trtype:PCIe,traddr:04:00.0`,
 //! plus `trtype:emu` for the built-in emulated controller
-//! (`trtype:emu size:1G ns:2 lba:4096 null:1 mode:threaded file:/path`).
+//! (`trtype:emu size:1G ns:2 lba:4096 null:1 mode:threaded core:1 file:/path`).
 
 #![forbid(unsafe_code)]
 
@@ -15,10 +15,10 @@ use crate::units::parse_size;
 
 /// The accepted syntax, shown with every transport ID error.
 pub const SYNTAX: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1]' or \
--r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction of reads>]'";
+-r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [fail:<fraction of reads>]'";
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu";
-const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, fail";
+const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, core, fail";
 
 /// Why a transport ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +123,9 @@ pub struct EmuSpec {
     /// Fault injection: this share of Read commands (parts per million)
     /// completes with Unrecovered Read Error.
     pub fail_ppm: u32,
+    /// CPU for the device thread (threaded mode); `None`: nvme-perf picks
+    /// one no worker uses.
+    pub core: Option<usize>,
 }
 
 impl Default for EmuSpec {
@@ -137,6 +140,7 @@ impl Default for EmuSpec {
             file: None,
             mode: EmuRunMode::Threaded { spin: true },
             fail_ppm: 0,
+            core: None,
         }
     }
 }
@@ -312,6 +316,12 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                                 bad(key, value, "expected a fraction of reads 0..=1, e.g. 0.01")
                             })?
                     }
+                    "core" => {
+                        spec.core =
+                            Some(value.parse::<usize>().map_err(|_| {
+                                bad(key, value, "expected a CPU number (0, 1, ...)")
+                            })?)
+                    }
                     "idle" => {
                         idle_spin = Some(match value.to_ascii_lowercase().as_str() {
                             "spin" => true,
@@ -350,6 +360,13 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
             } else {
                 if idle_spin.is_some() {
                     return Err(bad("idle", "set", "idle applies to mode:threaded only"));
+                }
+                if let Some(c) = spec.core {
+                    return Err(bad(
+                        "core",
+                        &c.to_string(),
+                        "core applies to mode:threaded only (inline mode has no device thread)",
+                    ));
                 }
                 EmuRunMode::Inline
             };
@@ -401,6 +418,7 @@ mod tests {
                 file: None,
                 mode: EmuRunMode::Inline,
                 fail_ppm: 0,
+                core: None,
             })
         );
         let TransportId::Emu(s) =
@@ -415,6 +433,12 @@ mod tests {
             panic!("not emu");
         };
         assert_eq!(s.fail_ppm, 250_000);
+        let TransportId::Emu(s) = parse_transport_id("trtype:emu,core:3").unwrap() else {
+            panic!("not emu");
+        };
+        assert_eq!(s.core, Some(3));
+        assert!(parse_transport_id("trtype:emu core:x").is_err());
+        assert!(parse_transport_id("trtype:emu mode:inline core:1").is_err());
         assert!(parse_transport_id("trtype:emu fail:2").is_err());
     }
 

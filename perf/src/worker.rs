@@ -124,7 +124,15 @@ pub struct WorkerPlan {
     pub jobs: Vec<JobPlan>,
     /// Rows (one per job).
     pub rows: usize,
+    /// Yield the CPU after [`YIELD_AFTER_IDLE`] idle loop turns in a row:
+    /// set when an emulated controller's device thread shares this core, so
+    /// it gets to run (never for real devices).
+    pub yield_when_idle: bool,
 }
+
+/// Idle loop turns in a row after which a worker sharing its core with a
+/// device thread yields.
+pub const YIELD_AFTER_IDLE: u32 = 32;
 
 struct Slot {
     buf: Option<DmaBuf>,
@@ -302,6 +310,10 @@ pub fn run(
     let clock = p.clock;
     let mut measure_start = clock.now();
     let (mut busy, mut idle) = (0u64, 0u64);
+    let mut idle_run = 0u32;
+    // Time in busy turns: one clock read per turn, charged to the turn
+    // before it when that turn did work.
+    let (mut busy_ticks, mut turn_start, mut last_busy) = (0u64, clock.now(), false);
     let mut local_phase = PHASE_WARMUP;
     let limit = p.number_ios.unwrap_or(u64::MAX);
     let progress = &ctl.progress[plan.index].0;
@@ -317,12 +329,19 @@ pub fn run(
                 }
                 busy = 0;
                 idle = 0;
+                busy_ticks = 0;
+                last_busy = false;
                 cx.measured = 0;
                 cx.counting = true;
                 measure_start = clock.now();
             }
             local_phase = phase;
         }
+        let t = clock.now();
+        if last_busy {
+            busy_ticks += t.saturating_sub(turn_start);
+        }
+        turn_start = t;
         let mut work = 0usize;
         let mut inflight = 0u64;
         for job in &mut jobs {
@@ -352,10 +371,19 @@ pub fn run(
                 ctl.advance(PHASE_STOP);
             }
         }
+        last_busy = work > 0;
         if work > 0 {
             busy += 1;
+            idle_run = 0;
         } else {
             idle += 1;
+            if plan.yield_when_idle {
+                idle_run += 1;
+                if idle_run >= YIELD_AFTER_IDLE {
+                    idle_run = 0;
+                    std::thread::yield_now();
+                }
+            }
         }
         progress.store(cx.completed, Ordering::Relaxed);
         if cx.counting && cx.measured >= limit {
@@ -381,7 +409,11 @@ pub fn run(
             n += reap(job, &mut rows[job.row], &mut cx, clock);
         }
         if n == 0 {
-            std::hint::spin_loop();
+            if plan.yield_when_idle {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     progress.store(cx.completed, Ordering::Relaxed);
@@ -397,6 +429,7 @@ pub fn run(
         rows,
         elapsed_ticks: end.saturating_sub(measure_start),
         busy_polls: busy,
+        busy_ticks,
         idle_polls: idle,
         fatal: cx.fatal,
         abandoned,

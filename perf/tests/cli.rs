@@ -275,7 +275,7 @@ fn failed_io_stops_the_run_with_its_status() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("failed: device returned Unrecovered Read Error (SCT 2h, SC 81h)"),
+        e.contains("failed: device returned Unrecovered Read Error (SCT 2h, SC 81h, DNR)"),
         "{e}"
     );
     assert!(e.contains("--continue-on-error"), "{e}");

@@ -5,10 +5,16 @@
 #
 # Environment (from /payload/boot.env):
 #   NVME_PERF_ARGS   nvme-perf arguments; "@BDF@" is replaced by the
-#                    controller's PCI address. Empty: nvme-perf is skipped.
+#                    controller's PCI address. Several runs are separated by
+#                    ";" (one binding for all of them). Empty: nvme-perf is skipped.
 #   PERF_RUNTIME     seconds per fio job (default 10)
 #   PERF_QDS         queue depths to run (default "1 32")
 #   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled")
+#   PERF_FIO_RW      fio workloads (default "randread randwrite")
+#
+# For tools on the host, every nvme-perf run and fio job also prints its JSON
+# report as one console line: "BENCH-JSON nvme-perf <json>" or
+# "BENCH-JSON fio <engine> <json>" (scripts/bench.sh parses them).
 
 # shellcheck source-path=SCRIPTDIR source=guest-lib.sh
 . /payload/lib.sh
@@ -16,6 +22,7 @@
 runtime=${PERF_RUNTIME:-10}
 qds=${PERF_QDS:-1 32}
 engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled}
+rws=${PERF_FIO_RW:-randread randwrite}
 HUGEMEM=${HUGEMEM:-256}
 export HUGEMEM
 status=0
@@ -37,44 +44,62 @@ run_nvme_perf() {
 		echo "guest-perf: nvme-perf skipped: /payload/bin/nvme-perf is not in the payload" >&2
 		return 1
 	fi
-	step "nvme-perf $NVME_PERF_ARGS"
 	run_setup config || return 1
-	args=$(echo "$NVME_PERF_ARGS" | sed "s/@BDF@/$bdf/g")
-	# shellcheck disable=SC2086 # the argument string is split on purpose
-	NVME_ENGINE_TEST_PCI=$bdf /payload/bin/nvme-perf $args
-	rc=$?
+	rc=0
+	runs=$(echo "$NVME_PERF_ARGS" | sed "s/@BDF@/$bdf/g" | tr ';' '\n')
+	while IFS= read -r args; do
+		[ -n "$(echo "$args" | tr -d ' ')" ] || continue
+		step "nvme-perf $args"
+		# shellcheck disable=SC2086 # the argument string is split on purpose
+		NVME_ENGINE_TEST_PCI=$bdf /payload/bin/nvme-perf $args --json /tmp/nvme-perf.json || rc=1
+		if [ -s /tmp/nvme-perf.json ]; then
+			echo "BENCH-JSON nvme-perf $(tr -d '\n' </tmp/nvme-perf.json)"
+		fi
+		rm -f /tmp/nvme-perf.json
+	done <<EOF_RUNS
+$runs
+EOF_RUNS
 	run_setup reset || rc=1
 	return $rc
 }
 
-# One fio job: fio_job ENGINE QD. Prints fio's report and adds a line to
-# $summary. A guest-side timeout ends a job that stalls (polled QD32 on one
-# vCPU occasionally makes the kernel time out and reset the queue).
+# One fio job: fio_job ENGINE QD RW. Prints fio's report, its JSON as one
+# BENCH-JSON line, and adds a line to $summary. A guest-side timeout ends a
+# job that stalls (polled QD32 on one vCPU occasionally makes the kernel time
+# out and reset the queue).
 fio_job() {
 	extra=""
 	engine=$1
+	rw=$3
 	if [ "$engine" = io_uring-polled ]; then
 		engine=io_uring
 		extra="--hipri"
 	fi
-	step "fio $1 4KiB random read QD$2 ${runtime}s on $dev"
-	out=/tmp/fio-$1-qd$2.txt
+	step "fio $1 4KiB $rw QD$2 ${runtime}s on $dev"
+	out=/tmp/fio-$1-$rw-qd$2.txt
 	# shellcheck disable=SC2086 # $extra is empty or one flag
-	timeout $((runtime + 60)) fio --name="$1-qd$2" --filename="$dev" --direct=1 --rw=randread \
+	timeout $((runtime + 60)) fio --name="$1-$rw-qd$2" --filename="$dev" --direct=1 --rw="$rw" \
 		--bs=4k --ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
-		--numjobs=1 --norandommap --randrepeat=0 --eta=never $extra \
-		--output-format=normal,terse --terse-version=3 >"$out" 2>&1
+		--numjobs=1 --norandommap --randrepeat=0 --eta=never --lat_percentiles=1 $extra \
+		--output-format=terse,json --terse-version=3 >"$out" 2>"$out.err"
 	rc=$?
-	grep -v '^3;' "$out"
-	# Terse v3: field 8 read IOPS, 40 total latency mean (usec), 18-37 clat
-	# percentiles as "P%=usec".
-	line=$(grep '^3;' "$out" | awk -F';' -v name="$1" -v qd="$2" '{
+	cat "$out.err"
+	if grep -q '^{' "$out"; then
+		echo "BENCH-JSON fio $1 $(sed -n '/^{/,$p' "$out" | tr -d '\n')"
+	fi
+	# Terse v3: read fields start at 7, write fields 41 later; IOPS at 8,
+	# total latency mean (usec) at 40, percentiles "P%=usec" at 18-37 (total
+	# latency, submission to completion, with --lat_percentiles).
+	shift_by=0
+	[ "$rw" = randread ] || shift_by=41
+	line=$(grep '^3;' "$out" | awk -F';' -v name="$1 $rw" -v qd="$2" -v o="$shift_by" '{
 		p99 = "?"
-		for (i = 18; i <= 37; i++) if ($i ~ /^99\.000000%=/) { sub(/^[^=]*=/, "", $i); p99 = $i }
-		printf "%-16s QD%-3s %9s IOPS  lat avg %8.1f us  clat p99 %6s us", name, qd, $8, $40, p99
+		for (i = 18 + o; i <= 37 + o; i++) if ($i ~ /^99\.000000%=/) { sub(/^[^=]*=/, "", $i); p99 = $i }
+		printf "%-26s QD%-3s %9s IOPS  lat avg %8.1f us  lat p99 %6s us", name, qd, $(8 + o), $(40 + o), p99
 	}')
+	echo "$line"
 	if [ "$rc" -ne 0 ]; then
-		line="$1 QD$2: FAILED (exit status $rc${line:+; $line})"
+		line="$1 $rw QD$2: FAILED (exit status $rc${line:+; $line})"
 	fi
 	summary="$summary
 $line"
@@ -98,9 +123,11 @@ run_fio() {
 	echo "guest-perf: $dev io_poll=$(cat "/sys/block/${ctrl}n1/queue/io_poll" 2>/dev/null)" \
 		"poll_queues=$(cat /sys/module/nvme/parameters/poll_queues 2>/dev/null)"
 	rc=0
-	for e in $engines; do
-		for qd in $qds; do
-			fio_job "$e" "$qd" || rc=1
+	for rw in $rws; do
+		for e in $engines; do
+			for qd in $qds; do
+				fio_job "$e" "$qd" "$rw" || rc=1
+			done
 		done
 	done
 	return $rc

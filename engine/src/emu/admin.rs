@@ -128,7 +128,8 @@ impl Engine {
     }
 
     fn send(sh: &Shared, g: &DmaGuard<'_>, cmd: &Command, data: &[u8]) -> Done {
-        match prp::write_to_host(g, cmd.prp1, cmd.prp2, data) {
+        let mut cache = super::memory::TranslationCache::default();
+        match prp::write_to_host(g, &mut cache, cmd.prp1, cmd.prp2, data) {
             Ok(()) => Done::ok(0),
             Err(e) => Done::err(Engine::xfer_status(sh, e)),
         }

@@ -117,6 +117,11 @@ pub enum EmuMode {
         idle: IdlePolicy,
         /// Most commands taken from one submission queue per polling round.
         batch: u32,
+        /// Pin the device thread to this CPU (`None`: wherever the scheduler
+        /// puts it). A spinning device thread that shares a core with a
+        /// spinning host thread gets only scheduler time slices: give it a
+        /// core of its own, or use a [`IdlePolicy::Backoff`] that yields.
+        core: Option<usize>,
     },
 }
 
@@ -126,6 +131,7 @@ impl EmuMode {
         EmuMode::Threaded {
             idle: IdlePolicy::default(),
             batch: 64,
+            core: None,
         }
     }
     /// Threaded mode that never stops spinning (benchmarks).
@@ -133,6 +139,33 @@ impl EmuMode {
         EmuMode::Threaded {
             idle: IdlePolicy::Spin,
             batch: 64,
+            core: None,
+        }
+    }
+    /// Threaded mode for a device thread that shares its CPU with a busy
+    /// host thread: a short spin, then it yields the CPU on every idle round
+    /// (and sleeps only after a long idle stretch).
+    pub fn threaded_cooperative() -> Self {
+        EmuMode::Threaded {
+            idle: IdlePolicy::Backoff {
+                spin_polls: 16,
+                yield_polls: 1 << 20,
+                sleep: Duration::from_micros(200),
+            },
+            batch: 64,
+            core: None,
+        }
+    }
+    /// The same mode with the device thread pinned to `core` (no effect in
+    /// inline mode, which has no device thread).
+    pub fn on_core(self, core: usize) -> Self {
+        match self {
+            EmuMode::Threaded { idle, batch, .. } => EmuMode::Threaded {
+                idle,
+                batch,
+                core: Some(core),
+            },
+            EmuMode::Inline => EmuMode::Inline,
         }
     }
 }
@@ -355,6 +388,14 @@ pub enum EmuError {
     /// The device thread could not be started.
     #[error("cannot start the emulated controller's device thread")]
     Thread(#[source] std::io::Error),
+    /// The device thread could not be pinned to the CPU asked for.
+    #[error(
+        "cannot pin the emulated controller's device thread to CPU {core}; pick an online CPU this process may run on (taskset -p $$ shows them)"
+    )]
+    Pin {
+        /// The CPU asked for.
+        core: usize,
+    },
 }
 
 #[cfg(test)]
@@ -390,5 +431,26 @@ mod tests {
         let mut c = EmuConfig::ram(4096);
         c.max_queue_entries = 1;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn on_core_pins_threaded_modes_only() {
+        assert!(matches!(
+            EmuMode::threaded_spin().on_core(3),
+            EmuMode::Threaded {
+                idle: IdlePolicy::Spin,
+                core: Some(3),
+                ..
+            }
+        ));
+        assert_eq!(EmuMode::Inline.on_core(3), EmuMode::Inline);
+        assert!(matches!(
+            EmuMode::threaded_cooperative(),
+            EmuMode::Threaded {
+                idle: IdlePolicy::Backoff { .. },
+                core: None,
+                ..
+            }
+        ));
     }
 }

@@ -5,14 +5,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use super::config::{EmuConfig, EmuError, EmuMode};
+use super::config::{EmuConfig, EmuError, EmuMode, IdlePolicy};
 use super::engine::Engine;
 use super::faults::FaultTable;
-use super::handle::{Counters, EmuHandle};
+use super::handle::{Counters, EmuHandle, Padded};
 use super::memory::Iommu;
 use super::registers::{DoorbellPair, Registers, doorbell_at};
 use crate::device::Device;
@@ -29,8 +29,20 @@ pub(crate) struct Shared {
     pub(crate) doorbells: Box<[DoorbellPair]>,
     pub(crate) counters: Counters,
     pub(crate) faults: FaultTable,
-    engine: Mutex<Engine>,
+    /// The device lock. On its own cache lines: the device thread writes the
+    /// lock word every busy round, while host threads read the flags below on
+    /// every register write.
+    engine: Padded<Mutex<Engine>>,
+    /// Bumped (with the lock held) by every host-side change of device state
+    /// other than a doorbell, so the device thread runs a round for it.
+    pokes: AtomicU64,
+    /// One above the highest queue ID ever created: the device thread's idle
+    /// check looks at the doorbells below it.
+    queue_bound: AtomicUsize,
     inline: bool,
+    /// The device thread may park (its idle policy sleeps): doorbell writes
+    /// must check whether to wake it.
+    may_sleep: bool,
     vanished: AtomicBool,
     /// A vanished controller comes back when the host clears CC.EN.
     pub(crate) vanish_recovers: AtomicBool,
@@ -47,15 +59,48 @@ pub(crate) struct Shared {
 impl Shared {
     /// Run `f` with the device lock held.
     pub(crate) fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut e)
+        let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut e);
+        self.poke();
+        r
     }
 
-    /// One device round (see [`Engine::poll_round`]).
-    pub(crate) fn poll_round(&self, batch: u32) -> usize {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+    /// Tell the device thread that device state changed (lock held).
+    fn poke(&self) {
+        // Release: a device thread that sees the new count takes the lock
+        // after this change anyway; release keeps the signal explicit.
+        self.pokes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Host-side state changes so far (see [`Shared::with_engine`]).
+    pub(crate) fn pokes(&self) -> u64 {
+        // Acquire: pairs with the release increment after the change.
+        self.pokes.load(Ordering::Acquire)
+    }
+
+    /// Queue IDs below this may exist (lock held by the caller).
+    pub(crate) fn note_queue(&self, qid: u16) {
+        // Relaxed: a hint for the device thread's idle check, which takes
+        // the lock (and sees everything) before acting on it.
+        self.queue_bound
+            .fetch_max(qid as usize + 1, Ordering::Relaxed);
+    }
+
+    /// Queue IDs below this may exist.
+    pub(crate) fn queue_bound(&self) -> usize {
+        self.queue_bound
+            .load(Ordering::Relaxed)
+            .min(self.doorbells.len())
+    }
+
+    /// One device round (see [`Engine::poll_round`]). Returns the work done
+    /// and whether the engine needs further rounds even without new
+    /// doorbells (completions delayed by a fault rule).
+    pub(crate) fn poll_round(&self, batch: u32) -> (usize, bool) {
+        let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
         let g = self.iommu.guard();
-        e.poll_round(self, &g, batch)
+        let work = e.poll_round(self, &g, batch);
+        (work, e.needs_rounds())
     }
 
     pub(crate) fn vanished(&self) -> bool {
@@ -72,7 +117,7 @@ impl Shared {
     }
 
     fn write_cc(&self, value: u32) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
         let old = Cc::from(self.regs.cc.swap(value, Ordering::AcqRel));
         let new = Cc::from(value);
         if !old.en() && new.en() {
@@ -83,12 +128,13 @@ impl Shared {
         if new.en() && new.shn() != 0 && old.shn() == 0 {
             e.shutdown(self);
         }
+        self.poke();
     }
 
     fn write_doorbell(&self, off: usize, value: u32) {
-        self.counters.doorbell();
         let max_qid = (self.doorbells.len() - 1) as u16;
         let Some(db) = doorbell_at(off, max_qid) else {
+            self.counters.doorbell();
             self.counters.invalid_doorbell();
             return;
         };
@@ -100,17 +146,19 @@ impl Shared {
         };
         let size = size.load(Ordering::Acquire);
         if size == 0 || value >= size {
+            self.counters.doorbell();
             self.counters.invalid_doorbell();
             return;
         }
         // Release: the queue entries the host wrote before this doorbell are
         // visible to the device side that loads it with acquire.
         cell.store(value, Ordering::Release);
+        self.counters.doorbell();
         if self.inline {
-            let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
             let g = self.iommu.guard();
             e.doorbell(self, &g, db.qid, db.is_cq);
-        } else {
+        } else if self.may_sleep {
             // SeqCst fence pairs with the device thread's fence after it
             // announces sleep: either it sees this doorbell or we see it asleep.
             fence(Ordering::SeqCst);
@@ -146,8 +194,17 @@ impl EmuController {
                 .collect(),
             counters: Counters::new(),
             faults: FaultTable::new(),
-            engine: Mutex::new(engine),
+            engine: Padded(Mutex::new(engine)),
+            pokes: AtomicU64::new(0),
+            queue_bound: AtomicUsize::new(0),
             inline: config.mode == EmuMode::Inline,
+            may_sleep: matches!(
+                config.mode,
+                EmuMode::Threaded {
+                    idle: IdlePolicy::Backoff { .. },
+                    ..
+                }
+            ),
             vanished: AtomicBool::new(false),
             vanish_recovers: AtomicBool::new(false),
             fatal_sticky: AtomicBool::new(false),
@@ -157,8 +214,8 @@ impl EmuController {
         });
         let thread = match config.mode {
             EmuMode::Inline => None,
-            EmuMode::Threaded { idle, batch } => {
-                Some(super::thread::spawn(shared.clone(), idle, batch).map_err(EmuError::Thread)?)
+            EmuMode::Threaded { idle, batch, core } => {
+                Some(super::thread::spawn(shared.clone(), idle, batch, core)?)
             }
         };
         Ok(EmuController { shared, thread })

@@ -15,7 +15,7 @@ use super::backend::Backend;
 use super::config::{EmuConfig, EmuError};
 use super::controller::Shared;
 use super::faults::FaultAction;
-use super::memory::DmaGuard;
+use super::memory::{DmaGuard, TranslationCache};
 use super::queues::{Cq, SQE_BYTES, Sq};
 use crate::spec::identify::{IdentifyController, IdentifyNamespace};
 use crate::spec::log::ErrorInformation;
@@ -153,6 +153,8 @@ pub(crate) struct Engine {
     pub(crate) abort_on_fetch: Vec<(u16, u16)>,
     /// CIDs of outstanding Asynchronous Event Requests.
     pub(crate) aers: Vec<u16>,
+    /// Translation of the last data buffer region the controller touched.
+    pub(crate) data_cache: TranslationCache,
 }
 
 impl Engine {
@@ -195,6 +197,7 @@ impl Engine {
             stuck: Vec::with_capacity(64),
             abort_on_fetch: Vec::with_capacity(8),
             aers: Vec::with_capacity(4),
+            data_cache: TranslationCache::default(),
         })
     }
 
@@ -293,6 +296,7 @@ impl Engine {
             .store(cq.size, std::sync::atomic::Ordering::Release);
         self.cqs[qid as usize] = Some(cq);
         self.active_cqs.push(qid);
+        sh.note_queue(qid);
     }
 
     pub(crate) fn add_sq(&mut self, sh: &Shared, qid: u16, sq: Sq) {
@@ -305,6 +309,7 @@ impl Engine {
             .store(sq.size, std::sync::atomic::Ordering::Release);
         self.sqs[qid as usize] = Some(sq);
         self.active_sqs.push(qid);
+        sh.note_queue(qid);
     }
 
     /// One polling round: CQ head doorbells, then every SQ (up to `batch`
@@ -325,6 +330,12 @@ impl Engine {
             i += 1;
         }
         work + self.tick(sh, g)
+    }
+
+    /// Whether rounds must continue without new doorbells (completions
+    /// delayed by a fault rule count rounds).
+    pub(crate) fn needs_rounds(&self) -> bool {
+        !self.delayed.is_empty()
     }
 
     /// An inline doorbell write: process the queue it names.
@@ -422,7 +433,7 @@ impl Engine {
                 break;
             }
             let at = sq.iova + sq.head as u64 * SQE_BYTES;
-            let Some(slice) = g.translate(at, n * SQE_BYTES as usize) else {
+            let Some(slice) = g.translate_cached(&mut sq.cache, at, n * SQE_BYTES as usize) else {
                 // The queue's memory is gone: a real controller cannot fetch
                 // and reports a fatal error.
                 sh.counters.dma_fault();
@@ -436,7 +447,10 @@ impl Engine {
                     .unwrap_or_default();
                 sq.mark_seen(c.cid());
             }
-            sq.head = (sq.head + n as u32) % sq.size;
+            sq.head += n as u32;
+            if sq.head == sq.size {
+                sq.head = 0;
+            }
             let sqhd = sq.head as u16;
             for c in &cmds[..n] {
                 self.run(sh, g, qid, cqid, sqhd, c);

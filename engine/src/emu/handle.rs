@@ -13,7 +13,7 @@ use crate::spec::{AdminOpcode, NvmOpcode};
 
 /// A value on its own cache lines (adjacent-line prefetch included).
 #[repr(align(128))]
-struct Padded<T>(T);
+pub(crate) struct Padded<T>(pub(crate) T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
@@ -46,10 +46,12 @@ impl Counters {
             invalid_doorbell_writes: AtomicU64::new(0),
         }
     }
+    /// Count a fetched command. Called only with the device lock held (one
+    /// writer), so a plain load and store replace a locked read-modify-write.
     #[inline]
     pub(crate) fn command(&self, admin: bool, opcode: u8) {
         let table = if admin { &self.admin } else { &self.io };
-        table[opcode as usize].fetch_add(1, Ordering::Relaxed);
+        bump(&table[opcode as usize], 1);
     }
     #[inline]
     pub(crate) fn dma_fault(&self) {
@@ -63,10 +65,17 @@ impl Counters {
     pub(crate) fn invalid_doorbell(&self) {
         self.invalid_doorbell_writes.fetch_add(1, Ordering::Relaxed);
     }
+    /// Count posted completions; device lock held (see [`Counters::command`]).
     #[inline]
     pub(crate) fn completions(&self, n: u64) {
-        self.completions.fetch_add(n, Ordering::Relaxed);
+        bump(&self.completions, n);
     }
+}
+
+/// Add `n` to a counter that only the device lock holder writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// A snapshot of a controller's counters.
@@ -201,7 +210,7 @@ impl EmuHandle {
     /// completions without ringing a doorbell. In threaded mode it only adds
     /// a round to those the device thread runs.
     pub fn poll(&self) -> usize {
-        self.shared.poll_round(u32::MAX)
+        self.shared.poll_round(u32::MAX).0
     }
 
     /// A snapshot of the counters.

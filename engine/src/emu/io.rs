@@ -99,7 +99,7 @@ impl Engine {
             Ok(d) => d,
             Err(_) => return media_err(media::UNRECOVERED_READ_ERROR),
         };
-        match prp::write_to_host(g, cmd.prp1, cmd.prp2, data) {
+        match prp::write_to_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, data) {
             Ok(()) => Done::ok(0),
             Err(e) => Done::err(Engine::xfer_status(sh, e)),
         }
@@ -123,7 +123,7 @@ impl Engine {
             Ok(b) => b,
             Err(_) => return media_err(media::WRITE_FAULT),
         };
-        if let Err(e) = prp::read_from_host(g, cmd.prp1, cmd.prp2, buf) {
+        if let Err(e) = prp::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, buf) {
             return Done::err(Engine::xfer_status(sh, e));
         }
         let fua = cmd.cdw12 & CDW12_FUA != 0;
@@ -158,7 +158,7 @@ impl Engine {
         let nr = (cmd.cdw10 & 0xff) as usize + 1;
         let mut raw = [0u8; 256 * 16];
         let raw = &mut raw[..nr * 16];
-        if let Err(e) = prp::read_from_host(g, cmd.prp1, cmd.prp2, raw) {
+        if let Err(e) = prp::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, raw) {
             return Done::err(Engine::xfer_status(sh, e));
         }
         let deallocate = cmd.cdw11 & DSM_ATTR_DEALLOCATE != 0;

@@ -5,7 +5,9 @@
 //! This is the only file of the emulator with `unsafe`. The rules it keeps:
 //! - the controller reaches host memory only through a [`DmaSlice`], which
 //!   exists only inside a [`DmaGuard`] and only for a range that lies inside a
-//!   live registration;
+//!   live registration (a [`TranslationCache`] remembers such a range only
+//!   as long as no registration has been removed since it was filled: every
+//!   unregistration bumps a generation before waiting for guards);
 //! - unregistering waits until no guard is held, so memory is never freed
 //!   under an access in progress;
 //! - no Rust reference into host memory is ever made: the host may write it
@@ -57,6 +59,9 @@ pub(crate) struct Iommu {
     active: AtomicUsize,
     /// Serialises registration and unregistration; holds the next free IOVA.
     alloc: Mutex<u64>,
+    /// Bumped by every unregistration before it waits for guards; a
+    /// [`TranslationCache`] filled under an older value is stale.
+    generation: AtomicU64,
     name: String,
 }
 
@@ -77,6 +82,8 @@ impl Iommu {
             high_water: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             alloc: Mutex::new(IOVA_BASE),
+            // Starts at 1 so an empty cache (generation 0) never matches.
+            generation: AtomicU64::new(1),
             name,
         })
     }
@@ -146,6 +153,10 @@ impl Iommu {
             // SeqCst store, then SeqCst loads of `active`: a guard taken after
             // this point sees FREE; one taken before is waited for.
             slot.state.store(FREE, Ordering::SeqCst);
+            // SeqCst, between the state store and the `active` loads: a guard
+            // whose `active` increment these loads miss reads the new
+            // generation, so it cannot use a translation cached before.
+            self.generation.fetch_add(1, Ordering::SeqCst);
             while self.active.load(Ordering::SeqCst) != 0 {
                 std::thread::yield_now();
             }
@@ -157,7 +168,12 @@ impl Iommu {
     pub(crate) fn guard(&self) -> DmaGuard<'_> {
         // SeqCst pairs with the SeqCst state store in `unregister`.
         self.active.fetch_add(1, Ordering::SeqCst);
-        DmaGuard { iommu: self }
+        // SeqCst, after the increment: see `unregister`.
+        let generation = self.generation.load(Ordering::SeqCst);
+        DmaGuard {
+            iommu: self,
+            generation,
+        }
     }
 
     /// Number of live registrations.
@@ -188,6 +204,28 @@ impl Drop for UnmapGuard {
 /// group of DMA accesses (a polling round or a doorbell's processing).
 pub(crate) struct DmaGuard<'a> {
     iommu: &'a Iommu,
+    /// The IOMMU's generation when the guard was taken.
+    generation: u64,
+}
+
+/// A remembered translation: one contiguous host range (a whole plain
+/// registration or one hugepage chunk) and the IOVAs that map to it. Valid
+/// while the IOMMU's generation is the one it was filled under: no
+/// registration has been removed since, so the host range is still live.
+/// Queues keep one for their ring; the I/O path keeps one for data pages.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TranslationCache {
+    generation: u64,
+    start: u64,
+    end: u64,
+    host: usize,
+}
+
+/// The contiguous piece of a live registration that holds an IOVA.
+struct Piece {
+    start: u64,
+    len: usize,
+    host: usize,
 }
 
 impl Drop for DmaGuard<'_> {
@@ -201,6 +239,69 @@ impl<'a> DmaGuard<'a> {
     /// it lies outside a live registration (or across a chunk gap).
     #[inline]
     pub(crate) fn translate(&self, iova: u64, len: usize) -> Option<DmaSlice<'_>> {
+        let p = self.lookup(iova)?;
+        self.slice_of(p.start, p.len, p.host, iova, len)
+    }
+
+    /// [`translate`](Self::translate) through `cache`: a hit costs a few
+    /// compares; a miss translates and remembers the whole contiguous piece
+    /// around `iova`.
+    #[inline(always)]
+    pub(crate) fn translate_cached(
+        &self,
+        cache: &mut TranslationCache,
+        iova: u64,
+        len: usize,
+    ) -> Option<DmaSlice<'_>> {
+        if cache.generation != self.generation || iova < cache.start || iova >= cache.end {
+            self.refill(cache, iova)?;
+        }
+        self.slice_of(
+            cache.start,
+            (cache.end - cache.start) as usize,
+            cache.host,
+            iova,
+            len,
+        )
+    }
+
+    /// Fill `cache` with the piece holding `iova` (the slow path).
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, cache: &mut TranslationCache, iova: u64) -> Option<()> {
+        let p = self.lookup(iova)?;
+        *cache = TranslationCache {
+            generation: self.generation,
+            start: p.start,
+            end: p.start + p.len as u64,
+            host: p.host,
+        };
+        Some(())
+    }
+
+    /// `len` bytes at `iova` inside the piece (`start`, `piece_len`, `host`).
+    #[inline(always)]
+    fn slice_of(
+        &self,
+        start: u64,
+        piece_len: usize,
+        host: usize,
+        iova: u64,
+        len: usize,
+    ) -> Option<DmaSlice<'_>> {
+        let off = iova.checked_sub(start)? as usize;
+        if off >= piece_len || len > piece_len - off {
+            return None;
+        }
+        Some(DmaSlice {
+            ptr: (host + off) as *mut u8,
+            len,
+            _guard: std::marker::PhantomData,
+        })
+    }
+
+    /// The contiguous piece of a live registration holding `iova`.
+    fn lookup(&self, iova: u64) -> Option<Piece> {
         let hw = self.iommu.high_water.load(Ordering::SeqCst);
         for slot in &self.iommu.slots[..hw.min(MAX_MAPPINGS)] {
             if slot.state.load(Ordering::SeqCst) != LIVE {
@@ -214,28 +315,27 @@ impl<'a> DmaGuard<'a> {
             };
             let host_len = slot.len.load(Ordering::Relaxed);
             let shift = slot.shift.load(Ordering::Relaxed);
-            let (host_off, room) = if shift == 0 {
-                (off as usize, host_len - off as usize)
-            } else {
-                let within = off & ((1u64 << (shift + 1)) - 1);
-                if within >= 1u64 << shift {
-                    return None; // in the gap after a chunk
-                }
-                let host_off = ((off >> (shift + 1)) << shift) as usize + within as usize;
-                if host_off >= host_len {
-                    return None;
-                }
-                let chunk_room = (1usize << shift) - within as usize;
-                (host_off, chunk_room.min(host_len - host_off))
-            };
-            if len > room {
+            let host = slot.host.load(Ordering::Relaxed);
+            if shift == 0 {
+                return Some(Piece {
+                    start,
+                    len: host_len,
+                    host,
+                });
+            }
+            let within = off & ((1u64 << (shift + 1)) - 1);
+            if within >= 1u64 << shift {
+                return None; // in the gap after a chunk
+            }
+            let chunk_iova = iova - within;
+            let host_off = ((off >> (shift + 1)) << shift) as usize;
+            if host_off >= host_len {
                 return None;
             }
-            let host = slot.host.load(Ordering::Relaxed) + host_off;
-            return Some(DmaSlice {
-                ptr: host as *mut u8,
-                len,
-                _guard: std::marker::PhantomData,
+            return Some(Piece {
+                start: chunk_iova,
+                len: (1usize << shift).min(host_len - host_off),
+                host: host + host_off,
             });
         }
         None
@@ -394,6 +494,43 @@ mod tests {
         assert!(g.translate(c0 + (2 << 20) - 8, 16).is_none());
         assert!(g.translate(c0 + (2 << 20), 1).is_none(), "the gap");
         assert!(g.translate(c1, 4096).is_some());
+    }
+
+    #[test]
+    fn cached_translations_match_and_die_with_the_mapping() {
+        let iommu = Iommu::new("t".into());
+        let a = iommu.map(HostMemory::plain(2 * 4096).unwrap()).unwrap();
+        let b = iommu.map(HostMemory::plain(4096).unwrap()).unwrap();
+        let (ia, ib) = (a.iova(0).unwrap(), b.iova(0).unwrap());
+        let mut cache = TranslationCache::default();
+        {
+            let g = iommu.guard();
+            let s = g.translate_cached(&mut cache, ia + 4096, 8).unwrap();
+            assert!(s.write(0, &[9; 8]));
+            let hit = g.translate_cached(&mut cache, ia + 8, 16).unwrap();
+            assert_eq!(hit.ptr, g.translate(ia + 8, 16).unwrap().ptr);
+            assert!(
+                g.translate_cached(&mut cache, ia + 2 * 4096 - 4, 8)
+                    .is_none()
+            );
+            assert!(
+                g.translate_cached(&mut cache, ib, 4096).is_some(),
+                "refills"
+            );
+            assert!(g.translate_cached(&mut cache, ia, 8).is_some());
+        }
+        drop(b);
+        let g = iommu.guard();
+        assert!(
+            g.translate_cached(&mut cache, ib, 8).is_none(),
+            "an unregistration invalidates every cache"
+        );
+        assert_eq!(
+            g.translate_cached(&mut cache, ia + 4096, 8)
+                .unwrap()
+                .read_u64(0),
+            Some(0x0909_0909_0909_0909)
+        );
     }
 
     #[test]

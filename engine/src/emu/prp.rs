@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::memory::{DmaGuard, DmaSlice};
+use super::memory::{DmaGuard, DmaSlice, TranslationCache};
 
 /// Memory page size (CC.MPS = 0).
 pub(crate) const PAGE: u64 = 4096;
@@ -23,8 +23,11 @@ pub(crate) enum XferError {
 
 /// Call `f(slice, offset_in_transfer)` for every piece of a `len`-byte
 /// transfer described by `prp1`/`prp2`, in order. Pieces never cross a page.
+/// Data pages are translated through `cache` (consecutive commands mostly
+/// hit the same buffer pool); PRP lists are translated directly.
 pub(crate) fn walk(
     g: &DmaGuard<'_>,
+    cache: &mut TranslationCache,
     prp1: u64,
     prp2: u64,
     len: usize,
@@ -34,7 +37,7 @@ pub(crate) fn walk(
         return Ok(());
     }
     let mut piece = |addr: u64, n: usize, at: usize| -> Result<(), XferError> {
-        let s = g.translate(addr, n).ok_or(XferError::Dma)?;
+        let s = g.translate_cached(cache, addr, n).ok_or(XferError::Dma)?;
         f(&s, at);
         Ok(())
     };
@@ -89,11 +92,12 @@ pub(crate) fn walk(
 /// Copy `data` to the host buffer described by the PRPs.
 pub(crate) fn write_to_host(
     g: &DmaGuard<'_>,
+    cache: &mut TranslationCache,
     prp1: u64,
     prp2: u64,
     data: &[u8],
 ) -> Result<(), XferError> {
-    walk(g, prp1, prp2, data.len(), |s, at| {
+    walk(g, cache, prp1, prp2, data.len(), |s, at| {
         s.write(0, &data[at..at + s.len()]);
     })
 }
@@ -101,11 +105,12 @@ pub(crate) fn write_to_host(
 /// Fill `out` from the host buffer described by the PRPs.
 pub(crate) fn read_from_host(
     g: &DmaGuard<'_>,
+    cache: &mut TranslationCache,
     prp1: u64,
     prp2: u64,
     out: &mut [u8],
 ) -> Result<(), XferError> {
-    walk(g, prp1, prp2, out.len(), |s, at| {
+    walk(g, cache, prp1, prp2, out.len(), |s, at| {
         let n = s.len();
         s.read(0, &mut out[at..at + n]);
     })
@@ -134,16 +139,42 @@ mod tests {
         let base = r.iova(0).unwrap();
         let g = iommu.guard();
         let data: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
-        write_to_host(&g, base + 100 * 4, base + 2 * 4096, &data).unwrap();
+        write_to_host(
+            &g,
+            &mut TranslationCache::default(),
+            base + 100 * 4,
+            base + 2 * 4096,
+            &data,
+        )
+        .unwrap();
         let mut back = vec![0; 6000];
-        read_from_host(&g, base + 400, base + 2 * 4096, &mut back).unwrap();
+        read_from_host(
+            &g,
+            &mut TranslationCache::default(),
+            base + 400,
+            base + 2 * 4096,
+            &mut back,
+        )
+        .unwrap();
         assert_eq!(back, data);
         assert_eq!(
-            write_to_host(&g, base + 2, 0, &data[..8]),
+            write_to_host(
+                &g,
+                &mut TranslationCache::default(),
+                base + 2,
+                0,
+                &data[..8]
+            ),
             Err(XferError::Offset)
         );
         assert_eq!(
-            write_to_host(&g, base, base + 4096 + 8, &data),
+            write_to_host(
+                &g,
+                &mut TranslationCache::default(),
+                base,
+                base + 4096 + 8,
+                &data
+            ),
             Err(XferError::Offset)
         );
     }
@@ -162,7 +193,14 @@ mod tests {
         put_u64(&g, b + 4096 + 8, b + 5 * 4096);
         let len = 4 * 4096;
         let data: Vec<u8> = (0..len).map(|i| (i / 4096) as u8 + 1).collect();
-        write_to_host(&g, b + 2 * 4096, l0, &data).unwrap();
+        write_to_host(
+            &g,
+            &mut TranslationCache::default(),
+            b + 2 * 4096,
+            l0,
+            &data,
+        )
+        .unwrap();
         for page in 2..6u64 {
             let mut x = [0u8; 1];
             g.translate(b + page * 4096 + 17, 1)
@@ -178,11 +216,17 @@ mod tests {
         let b = r.iova(0).unwrap();
         let g = iommu.guard();
         assert_eq!(
-            write_to_host(&g, b + 4096, 0, &[0; 16]),
+            write_to_host(&g, &mut TranslationCache::default(), b + 4096, 0, &[0; 16]),
             Err(XferError::Dma)
         );
         assert_eq!(
-            write_to_host(&g, b, 0xdead_0000, &[0; 8192]),
+            write_to_host(
+                &g,
+                &mut TranslationCache::default(),
+                b,
+                0xdead_0000,
+                &[0; 8192]
+            ),
             Err(XferError::Dma)
         );
     }

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::memory::DmaGuard;
+use super::memory::{DmaGuard, TranslationCache};
 use crate::spec::Completion;
 
 /// Bytes per submission queue entry.
@@ -26,6 +26,14 @@ pub(crate) struct Sq {
     pub(crate) cqid: u16,
     /// One bit per CID ever fetched from this queue (for invented CIDs).
     seen: Box<[u64]>,
+    /// Translation of the ring's memory.
+    pub(crate) cache: TranslationCache,
+}
+
+/// `(a - b) mod size` for ring indices `a, b < size`, without a division.
+#[inline]
+fn ring_distance(a: u32, b: u32, size: u32) -> u32 {
+    if a >= b { a - b } else { a + size - b }
 }
 
 impl Sq {
@@ -36,12 +44,13 @@ impl Sq {
             head: 0,
             cqid,
             seen: vec![0u64; 1024].into_boxed_slice(),
+            cache: TranslationCache::default(),
         }
     }
 
     /// Entries between the device's head and `tail`.
     pub(crate) fn pending(&self, tail: u32) -> u32 {
-        (tail + self.size - self.head) % self.size
+        ring_distance(tail, self.head, self.size)
     }
 
     /// Record that `cid` was fetched.
@@ -77,6 +86,8 @@ pub(crate) struct Cq {
     pub(crate) sqs: u32,
     /// Completions waiting for a free slot, in order.
     pub(crate) held: VecDeque<Completion>,
+    /// Translation of the ring's memory.
+    cache: TranslationCache,
 }
 
 /// Why a completion could not be written.
@@ -94,12 +105,13 @@ impl Cq {
             phase: true,
             sqs: 0,
             held: VecDeque::with_capacity(size as usize),
+            cache: TranslationCache::default(),
         }
     }
 
     /// Entries posted and not yet released by the host.
     pub(crate) fn used(&self) -> u32 {
-        (self.tail + self.size - self.head) % self.size
+        ring_distance(self.tail, self.head, self.size)
     }
 
     /// Slots the device may still fill (one always stays empty).
@@ -118,7 +130,7 @@ impl Cq {
         if head >= self.size {
             return false;
         }
-        let advance = (head + self.size - self.head) % self.size;
+        let advance = ring_distance(head, self.head, self.size);
         if advance > self.used() {
             return false;
         }
@@ -153,7 +165,7 @@ impl Cq {
         c.status_phase = (c.status_phase & !1) | self.phase as u16;
         let at = self.iova + self.tail as u64 * CQE_BYTES;
         let ok = g
-            .translate(at, CQE_BYTES as usize)
+            .translate_cached(&mut self.cache, at, CQE_BYTES as usize)
             .is_some_and(|s| s.write_completion(0, &c));
         // The slot is consumed even on a fault, as on hardware: the host's
         // view of the ring stays consistent.

@@ -1,6 +1,16 @@
 //! The device thread of threaded mode: polls doorbells like a controller's
 //! front end, runs rounds of command processing, and backs off when idle
 //! according to the configured [`IdlePolicy`].
+//!
+//! An idle poll takes no lock and touches no line the host does not already
+//! share with the device: the thread compares every existing queue's two
+//! doorbells, and the host's state-change count, with a snapshot taken just
+//! before its last round. Only when one moved, or the last round did work (a
+//! queue may hold more than one round's batch), or completions wait for a
+//! number of rounds, does it take the device lock and run a round. A doorbell
+//! cannot return to its snapshot value without the device consuming entries
+//! in between (a ring holds at most size - 1 new entries), so no change is
+//! missed.
 
 #![forbid(unsafe_code)]
 
@@ -8,29 +18,118 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::thread::JoinHandle;
 
-use super::config::IdlePolicy;
+use super::config::{EmuError, IdlePolicy};
 use super::controller::Shared;
 
-/// Start the device thread. It exits when `shared.stop` is set.
+/// Start the device thread, pinned to `core` when one is given. It exits
+/// when `shared.stop` is set.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     idle: IdlePolicy,
     batch: u32,
-) -> std::io::Result<JoinHandle<()>> {
+    core: Option<usize>,
+) -> Result<JoinHandle<()>, EmuError> {
+    if let Some(id) = core {
+        // Only CPUs in the affinity set can be pinned to (and the pinning
+        // call cannot even represent CPUs beyond its set size).
+        let allowed = core_affinity::get_core_ids().unwrap_or_default();
+        if !allowed.iter().any(|c| c.id == id) {
+            return Err(EmuError::Pin { core: id });
+        }
+    }
     let name = format!("{}-device", shared.name);
+    let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&shared, idle, batch))?;
-    Ok(handle)
+        .spawn(move || {
+            let pinned =
+                core.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+            let _ = tx.send(pinned);
+            if pinned {
+                run(&shared, idle, batch);
+            }
+        })
+        .map_err(EmuError::Thread)?;
+    // The thread always answers before it does anything else; a closed
+    // channel means it died, which counts as not pinned.
+    if rx.recv().unwrap_or(false) {
+        Ok(handle)
+    } else {
+        let _ = handle.join();
+        Err(EmuError::Pin {
+            core: core.unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// The doorbell values and state-change count a round started from.
+struct Snapshot {
+    doorbells: Vec<(u32, u32)>,
+    pokes: u64,
+    /// No round has run yet.
+    fresh: bool,
+}
+
+impl Snapshot {
+    fn new(queues: usize) -> Self {
+        Snapshot {
+            doorbells: vec![(0, 0); queues],
+            pokes: 0,
+            fresh: true,
+        }
+    }
+
+    /// Whether anything differs from the snapshot.
+    fn changed(&self, sh: &Shared) -> bool {
+        if self.fresh || sh.pokes() != self.pokes {
+            return true;
+        }
+        let n = sh.queue_bound();
+        // Relaxed: only a hint; the round that follows a change loads the
+        // doorbells with acquire under the lock.
+        sh.doorbells[..n]
+            .iter()
+            .zip(&self.doorbells)
+            .any(|(db, &(t, h))| {
+                db.sq_tail.load(Ordering::Relaxed) != t || db.cq_head.load(Ordering::Relaxed) != h
+            })
+    }
+
+    /// Record the current values, just before a round (which then sees
+    /// these or newer ones).
+    fn take(&mut self, sh: &Shared) {
+        self.fresh = false;
+        self.pokes = sh.pokes();
+        let n = sh.queue_bound();
+        for (db, s) in sh.doorbells[..n].iter().zip(self.doorbells.iter_mut()) {
+            *s = (
+                db.sq_tail.load(Ordering::Relaxed),
+                db.cq_head.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// Take a snapshot and run a round: (work done, more rounds needed).
+fn round(sh: &Shared, snap: &mut Snapshot, batch: u32) -> (usize, bool) {
+    snap.take(sh);
+    let (work, pending) = sh.poll_round(batch);
+    (work, work > 0 || pending)
 }
 
 fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
     let _ = sh.poller.set(std::thread::current());
     let mut idle_rounds: u32 = 0;
+    let mut snap = Snapshot::new(sh.doorbells.len());
+    let mut again = true;
     while !sh.stop.load(Ordering::Acquire) {
-        if sh.poll_round(batch) > 0 {
-            idle_rounds = 0;
-            continue;
+        if again || snap.changed(sh) {
+            let (work, more) = round(sh, &mut snap, batch);
+            again = more;
+            if work > 0 {
+                idle_rounds = 0;
+                continue;
+            }
         }
         idle_rounds = idle_rounds.saturating_add(1);
         match idle {
@@ -50,7 +149,9 @@ fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
                     // stored before this point is seen by the round below, one
                     // stored after sees `sleeping` and unparks us.
                     fence(Ordering::SeqCst);
-                    if sh.poll_round(batch) == 0 && !sh.stop.load(Ordering::Acquire) {
+                    let (work, more) = round(sh, &mut snap, batch);
+                    again = more;
+                    if work == 0 && !sh.stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(sleep);
                     } else {
                         idle_rounds = 0;
