@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nvme_reactor::{AllowedCores, CoreError, CoreSpec, format_cores};
 use serde_json::json;
 
 use crate::cli::Args;
 use crate::clock::Clock;
-use crate::cores::{allowed_cores, check_allowed, format_cores, parse_cores};
 use crate::json::{self, RunInfo};
 use crate::plan::{self, PlanOptions};
 use crate::run::{self, Timing};
@@ -30,16 +30,9 @@ const EXIT_IO_FAILED: i32 = 3;
 /// Run nvme-perf; the process exit status.
 pub fn main() -> Result<i32> {
     let args = Args::parse();
-    let allowed = allowed_cores();
-    let cores = match &args.cores {
-        Some(c) => parse_cores(c).context("bad -c")?,
-        None => vec![if allowed.contains(&0) {
-            0
-        } else {
-            allowed.first().copied().unwrap_or(0)
-        }],
-    };
-    check_allowed(&cores, &allowed).context("bad -c")?;
+    let allowed_set = AllowedCores::current().context("cannot place workers")?;
+    let cores = worker_cores(args.cores.as_deref(), &allowed_set).context("bad -c")?;
+    let allowed = allowed_set.cores();
     let json_stdout = matches!(args.json, Some(None));
     let mut human: Box<dyn Write> = if json_stdout {
         Box::new(std::io::stderr())
@@ -86,10 +79,10 @@ pub fn main() -> Result<i32> {
     if let Some(c) = requested.iter().flatten().find(|c| !allowed.contains(c)) {
         bail!(
             "core:{c} in an emu transport ID is not a CPU this process may run on (allowed: {}); pick one of those",
-            format_cores(&allowed)
+            format_cores(allowed)
         );
     }
-    let mut placements = placement::place(&allowed, &cores, &requested).into_iter();
+    let mut placements = placement::place(allowed, &cores, &requested).into_iter();
     let mut shared_cores: Vec<usize> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for t in &transports {
@@ -103,7 +96,7 @@ pub fn main() -> Result<i32> {
                 human,
                 "Warning: no free core for the emulated controller's device thread (workers on {}, allowed {}): it shares core {} and both sides yield when idle; expect far lower IOPS than with a core of its own (free one with -c, or pick one with core:N)",
                 format_cores(&cores),
-                format_cores(&allowed),
+                format_cores(allowed),
                 p.core
             )?;
         }
@@ -282,9 +275,65 @@ pub fn main() -> Result<i32> {
     Ok(0)
 }
 
+/// The distinct cores workers run on, ascending (one worker per distinct
+/// core, so repeats in `-c` collapse): `-c` as a core list or mask, or without
+/// it the lowest allowed core (core 0 when allowed). Every core is checked
+/// against `allowed`.
+fn worker_cores(arg: Option<&str>, allowed: &AllowedCores) -> Result<Vec<usize>, CoreError> {
+    let mut cores = match arg {
+        Some(text) => CoreSpec::parse(text)?.cores().to_vec(),
+        None => allowed.cores().first().copied().into_iter().collect(),
+    };
+    cores.sort_unstable();
+    cores.dedup();
+    CoreSpec::from_cores(cores.iter().copied()).check(allowed)?;
+    Ok(cores)
+}
+
 fn report_fatal(f: &stats::FailedIo) {
     eprintln!(
         "nvme-perf: error: {} of {} blocks at LBA {} on {} namespace {} failed: {}; the run stopped at the first failed I/O (pass --continue-on-error to count failures and keep going)",
         f.op, f.blocks, f.lba, f.device, f.nsid, f.reason
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_cores_are_distinct_and_ascending() {
+        let allowed = AllowedCores::from_cores(0..4);
+        assert_eq!(
+            worker_cores(Some("3,0-2,2"), &allowed),
+            Ok(vec![0, 1, 2, 3])
+        );
+        assert_eq!(worker_cores(Some("[2,0,0]"), &allowed), Ok(vec![0, 2]));
+        assert_eq!(worker_cores(Some("0x3"), &allowed), Ok(vec![0, 1]));
+    }
+
+    #[test]
+    fn without_a_selection_workers_take_the_lowest_allowed_core() {
+        assert_eq!(
+            worker_cores(None, &AllowedCores::from_cores(0..4)),
+            Ok(vec![0])
+        );
+        assert_eq!(
+            worker_cores(None, &AllowedCores::from_cores([5, 3])),
+            Ok(vec![3])
+        );
+    }
+
+    #[test]
+    fn empty_and_disallowed_selections_are_refused() {
+        let allowed = AllowedCores::from_cores([0, 1, 2]);
+        assert_eq!(worker_cores(Some("0x0"), &allowed), Err(CoreError::Empty));
+        assert_eq!(
+            worker_cores(Some("0,7"), &allowed),
+            Err(CoreError::NotAllowed {
+                core: 7,
+                allowed: "0-2".into()
+            })
+        );
+    }
 }

@@ -5,7 +5,6 @@
 mod app;
 mod cli;
 mod clock;
-mod cores;
 mod device;
 mod json;
 mod pattern;

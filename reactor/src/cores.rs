@@ -1,5 +1,5 @@
-//! Core selection and pinning: parsing a core list (`"0,2-3"`) or a hex
-//! mask (`"0x3"`), checking it against the CPU set the process may run on,
+//! Core selection and pinning: parsing a core list (`"0,2-3"`, optionally
+//! bracketed as `"[0,2-3]"`) or a hex mask (`"0x3"`), checking it against the CPU set the process may run on,
 //! and pinning a reactor thread to its core with `core_affinity`.
 //!
 //! The allowed set is read once, when a reactor set starts, from the calling
@@ -74,9 +74,18 @@ impl CoreSpec {
         }
     }
 
-    /// Parse `"0,2-3"` (list with ranges) or `"0x3"` (hex mask, bit n = core n).
+    /// Parse `"0,2-3"` (list with ranges, optionally in brackets: `"[0,2-3]"`)
+    /// or `"0x3"` (hex mask, bit n = core n). Blank text or `"[]"` selects no
+    /// core and is [`CoreError::Empty`].
     pub fn parse(text: &str) -> Result<Self, CoreError> {
         let t = text.trim();
+        let t = match t.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
+            Some(inner) => inner.trim(),
+            None => t,
+        };
+        if t.is_empty() {
+            return Err(CoreError::Empty);
+        }
         let err = |reason: &str| CoreError::Parse {
             text: text.to_string(),
             reason: reason.to_string(),
@@ -171,7 +180,7 @@ impl FromStr for CoreSpec {
 
 impl fmt::Display for CoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_list(&self.cores))
+        f.write_str(&format_cores(&self.cores))
     }
 }
 
@@ -218,7 +227,7 @@ impl AllowedCores {
 
 impl fmt::Display for AllowedCores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_list(&self.cores))
+        f.write_str(&format_cores(&self.cores))
     }
 }
 
@@ -231,8 +240,10 @@ pub fn pin_current_thread(core: usize) -> Result<(), CoreError> {
     }
 }
 
-/// `[0,1,2,5]` → `"0-2,5"` (input order kept, consecutive runs merged).
-fn format_list(cores: &[usize]) -> String {
+/// Format cores as a compact list: `[0,1,2,5]` → `"0-2,5"` (input order
+/// kept, consecutive ascending runs merged). The inverse of the list form
+/// [`CoreSpec::parse`] accepts.
+pub fn format_cores(cores: &[usize]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < cores.len() {
@@ -293,6 +304,53 @@ mod tests {
         );
         assert!(err.to_string().contains("0-2,5"));
         assert!(CoreSpec::parse("0-2,5").unwrap().check(&allowed).is_ok());
+    }
+
+    #[test]
+    fn bracketed_lists_and_repeats_parse_in_order() {
+        assert_eq!(CoreSpec::parse("[0,2-3]").unwrap().cores(), &[0, 2, 3]);
+        assert_eq!(CoreSpec::parse(" [ 5 ] ").unwrap().cores(), &[5]);
+        assert_eq!(
+            CoreSpec::parse("3,0-2,2").unwrap().cores(),
+            &[3, 0, 1, 2, 2]
+        );
+        assert_eq!(CoreSpec::parse("5").unwrap().cores(), &[5]);
+    }
+
+    #[test]
+    fn mask_digits_and_prefix_are_case_insensitive() {
+        assert_eq!(CoreSpec::parse("0xA").unwrap().cores(), &[1, 3]);
+        assert_eq!(CoreSpec::parse("0xa").unwrap().cores(), &[1, 3]);
+        assert_eq!(CoreSpec::parse("0X30").unwrap().cores(), &[4, 5]);
+        assert_eq!(CoreSpec::parse("0x1").unwrap().cores(), &[0]);
+    }
+
+    #[test]
+    fn blank_and_empty_bracket_selections_select_no_core() {
+        for empty in ["", "  ", "[]", "[ ]", "0x0"] {
+            assert_eq!(CoreSpec::parse(empty), Err(CoreError::Empty), "{empty:?}");
+        }
+        assert!(CoreError::Empty.to_string().contains("selects no core"));
+    }
+
+    #[test]
+    fn malformed_specs_are_parse_errors_naming_the_text() {
+        for bad in ["a,b", "[0,1", "0,1]", "1-x", "0-99999", "1,,2"] {
+            match CoreSpec::parse(bad) {
+                Err(e @ CoreError::Parse { .. }) => {
+                    assert!(e.to_string().contains(bad), "{bad:?}: {e}")
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn core_lists_format_compactly() {
+        assert_eq!(format_cores(&[0, 1, 2, 5]), "0-2,5");
+        assert_eq!(format_cores(&[3]), "3");
+        assert_eq!(format_cores(&[]), "");
+        assert_eq!(CoreSpec::parse("[0,2-3]").unwrap().to_string(), "0,2-3");
     }
 
     #[test]

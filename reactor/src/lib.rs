@@ -202,7 +202,7 @@ mod stats;
 mod timer;
 
 pub use context::{ContextError, LocalPoller, LocalRejected, ReactorContext};
-pub use cores::{AllowedCores, CoreError, CoreSpec, pin_current_thread};
+pub use cores::{AllowedCores, CoreError, CoreSpec, format_cores, pin_current_thread};
 pub use direct::{DirectError, DirectQueue, DirectSubmit};
 pub use poller::{PollStatus, Poller};
 pub use producer::{Producer, ProducerError, ProducerStats, Rejected};
