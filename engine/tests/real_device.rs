@@ -10,11 +10,15 @@
 //!   scratch device. Without it only reads are issued.
 //! - Needs free 2 MiB hugepages (`sudo HUGEMEM=64 scripts/setup.sh`).
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-use nvme_engine::dma::{DmaPool, HostMemory, PageSize};
+use nvme_engine::dma::{DmaBuf, DmaPool, HostMemory, PageSize};
 use nvme_engine::vfio::{RealDevice, VfioOptions};
-use nvme_engine::{Controller, ControllerOptions, Device, LbaRange, Namespace, QueuePairOptions};
+use nvme_engine::{
+    Controller, ControllerOptions, Device, IoCompletion, LbaRange, Namespace, QueuePairOptions,
+    SubmitErrorKind,
+};
 
 fn addresses() -> Option<Vec<String>> {
     let v = std::env::var("NVME_ENGINE_TEST_PCI").ok()?;
@@ -106,14 +110,47 @@ fn pattern(lba: u64, len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn read_blocks(
-    q: &mut nvme_engine::IoQueuePair<RealDevice>,
-    pool: &mut DmaPool,
-    ns: &Namespace,
-    lba: u64,
-    len: usize,
-) -> Vec<u8> {
-    let buf = pool.alloc(len).expect("pool buffer");
+/// Bytes no read result is expected to equal: buffers are filled with it
+/// before a read so stale pool contents cannot pass for read data.
+const POISON: u8 = 0xa5;
+
+/// A pseudo-random byte stream unique to `seed` (every block of it differs,
+/// so a misplaced page or block shows).
+fn stamp(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Seed for data written to `lba` of namespace `nsid` by test step `tag`.
+fn seed(nsid: u32, lba: u64, tag: u64) -> u64 {
+    (u64::from(nsid) << 56) ^ (tag << 44) ^ lba
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at byte {i} of {} (read {:#04x}, wrote {:#04x})",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+type Qp = nvme_engine::IoQueuePair<RealDevice>;
+
+fn read_blocks(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, len: usize) -> Vec<u8> {
+    let mut buf = pool.alloc(len).expect("pool buffer");
+    buf.fill(POISON);
     let buf = q
         .read_sync(ns, lba, buf)
         .unwrap_or_else(|e| panic!("read {len} bytes at LBA {lba}: {e}"));
@@ -122,14 +159,7 @@ fn read_blocks(
     data
 }
 
-fn write_blocks(
-    q: &mut nvme_engine::IoQueuePair<RealDevice>,
-    pool: &mut DmaPool,
-    ns: &Namespace,
-    lba: u64,
-    data: &[u8],
-    fua: bool,
-) {
+fn write_blocks(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8], fua: bool) {
     let mut buf = pool.alloc(data.len()).expect("pool buffer");
     assert!(buf.write_at(0, data));
     let buf = q
@@ -278,6 +308,16 @@ fn exercise(addr: &str, dev: RealDevice) {
             "original data restored"
         );
         eprintln!("{addr}: write, FUA, flush, write zeroes, deallocate checked at LBA {lba}");
+
+        for ns in ctrl.namespaces() {
+            if ns.read_only {
+                eprintln!("{addr}: namespace {} is write protected; skipped", ns.id);
+                continue;
+            }
+            sizes(addr, &ctrl, &mut q, &mut pool, ns);
+        }
+        queue_wrap(addr, &ctrl, &mut q, &mut pool, &ns);
+        parallel(addr, &ctrl, &mut q, &mut pool);
     }
 
     let stats = format!("{:?}", q.stats());
@@ -285,6 +325,371 @@ fn exercise(addr: &str, dev: RealDevice) {
         .unwrap_or_else(|e| panic!("delete queue pair: {e}"));
     ctrl.shutdown().unwrap_or_else(|e| panic!("shutdown: {e}"));
     eprintln!("{addr}: OK ({stats})");
+}
+
+/// Whether `ns` is large enough for the write checks' fixed layout: the
+/// sizes at 1/8, the queue wrap at 3/8, the basic checks at 1/2 and the
+/// parallel queues at 5/8 of the namespace.
+fn roomy(ns: &Namespace) -> bool {
+    ns.size_bytes() >= 16 << 20
+}
+
+/// Blocks per command for saving and restoring: at most 1 MiB.
+fn chunk_blocks(ns: &Namespace) -> u64 {
+    let bs = ns.block_size as usize;
+    ((1 << 20) / bs).clamp(1, ns.max_blocks_per_io as usize) as u64
+}
+
+/// Read `blocks` blocks at `lba` so they can be put back afterwards.
+fn save(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, blocks: u64) -> Vec<u8> {
+    let bs = ns.block_size as usize;
+    let step = chunk_blocks(ns);
+    let mut out = Vec::with_capacity(blocks as usize * bs);
+    let mut at = 0;
+    while at < blocks {
+        let n = step.min(blocks - at);
+        out.extend(read_blocks(q, pool, ns, lba + at, n as usize * bs));
+        at += n;
+    }
+    out
+}
+
+/// Write back what [`save`] read, with FUA, and check it reads back.
+fn restore(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8]) {
+    let bs = ns.block_size as usize;
+    let step = chunk_blocks(ns) as usize * bs;
+    for (i, chunk) in data.chunks(step).enumerate() {
+        let at = lba + (i * step / bs) as u64;
+        write_blocks(q, pool, ns, at, chunk, true);
+        assert_same(
+            &read_blocks(q, pool, ns, at, chunk.len()),
+            chunk,
+            &format!("namespace {} LBA {at}: original data restored", ns.id),
+        );
+    }
+}
+
+/// Reap completions until `count` have arrived (30 s at most).
+fn reap(q: &mut Qp, count: usize, mut f: impl FnMut(IoCompletion)) {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < count {
+        done += q.process_completions(count - done, &mut f);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "queue {}: {done} of {count} commands completed in 30 s",
+            q.qid()
+        );
+    }
+}
+
+/// Write a unique pattern and read it back for each transfer size, plus
+/// buffers whose window starts inside a page (PRP1 with an offset).
+fn sizes(
+    addr: &str,
+    ctrl: &Controller<RealDevice>,
+    q: &mut Qp,
+    pool: &mut DmaPool,
+    ns: &Namespace,
+) {
+    if !roomy(ns) {
+        eprintln!("{addr}: namespace {} under 16 MiB; sizes skipped", ns.id);
+        return;
+    }
+    let bs = ns.block_size as usize;
+    let up = |n: usize| n.div_ceil(bs) * bs;
+    let max = (ctrl.max_transfer_bytes().min(2 << 20) / bs * bs)
+        .min(ns.max_blocks_per_io as usize * bs)
+        .max(bs);
+    let offset_big = up(64 << 10).min(max.saturating_sub(4096) / bs * bs).max(bs);
+    // (window start in the buffer, bytes)
+    let cases = [
+        (0, bs),
+        (0, 2 * bs),
+        (0, up(4096)),
+        (0, up(8192) + bs),
+        (0, up(64 << 10)),
+        (0, max),
+        (512, up(4096)),
+        (512, offset_big),
+    ];
+    let base = ns.blocks / 8;
+    let total: u64 = cases.iter().map(|&(_, len)| (len / bs) as u64).sum();
+    let original = save(q, pool, ns, base, total);
+    let mut lba = base;
+    for (i, &(start, len)) in cases.iter().enumerate() {
+        let what = format!(
+            "namespace {} LBA {lba}: {len} bytes at buffer offset {start}",
+            ns.id
+        );
+        let data = stamp(seed(ns.id, lba, 16 + i as u64), len);
+        let mut buf = pool.alloc(start + len).expect("pool buffer");
+        assert!(buf.set_window(start, len));
+        assert!(buf.write_at(0, &data));
+        let buf = q
+            .write_sync(ns, lba, buf, false)
+            .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        pool.free(buf).expect("return buffer");
+
+        let mut buf = pool.alloc(start + len).expect("pool buffer");
+        let cap = buf.capacity();
+        assert!(buf.set_window(0, cap));
+        buf.fill(POISON);
+        assert!(buf.set_window(start, len));
+        let mut buf = q
+            .read_sync(ns, lba, buf)
+            .unwrap_or_else(|e| panic!("{what}: read: {e}"));
+        assert_same(&buf.to_vec(), &data, &what);
+        assert!(buf.set_window(0, cap));
+        let whole = buf.to_vec();
+        assert!(
+            whole[..start].iter().all(|&b| b == POISON)
+                && whole[start + len..].iter().all(|&b| b == POISON),
+            "{what}: the read wrote outside its buffer window"
+        );
+        pool.free(buf).expect("return buffer");
+        lba += (len / bs) as u64;
+    }
+    restore(q, pool, ns, base, &original);
+    let list: Vec<String> = cases
+        .iter()
+        .map(|&(start, len)| match start {
+            0 => len.to_string(),
+            s => format!("{len}@+{s}"),
+        })
+        .collect();
+    eprintln!(
+        "{addr}: namespace {}: write/read-back of {} bytes checked at LBA {base}",
+        ns.id,
+        list.join(", ")
+    );
+}
+
+/// Many write-then-read pairs through an 8-entry queue pair, kept full, so
+/// both rings wrap many times.
+fn queue_wrap(
+    addr: &str,
+    ctrl: &Controller<RealDevice>,
+    main: &mut Qp,
+    pool: &mut DmaPool,
+    ns: &Namespace,
+) {
+    if !roomy(ns) {
+        eprintln!(
+            "{addr}: namespace {} under 16 MiB; queue wrap skipped",
+            ns.id
+        );
+        return;
+    }
+    let mut q = ctrl
+        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .expect("small I/O queue pair");
+    let cap = q.capacity();
+    assert!(cap <= 8, "asked for 8 entries, got room for {cap} commands");
+    let bs = ns.block_size as usize;
+    let units = 96usize;
+    let base = ns.blocks / 8 * 3;
+    let original = save(main, pool, ns, base, units as u64);
+    let data = |unit: usize| stamp(seed(ns.id, base + unit as u64, 3), bs);
+
+    let mut times = vec![0u8; 2 * units];
+    let mut pending = VecDeque::new();
+    let mut next_write = 0;
+    let mut verified = 0;
+    let mut full = 0;
+    let mut held: Option<DmaBuf> = None;
+    while verified < units {
+        // Submit reads of written blocks first, then new writes, until the
+        // queue refuses.
+        loop {
+            let (unit, read) = match pending.front() {
+                Some(&u) => (u, true),
+                None if next_write < units => (next_write, false),
+                None => break,
+            };
+            let mut buf = held
+                .take()
+                .unwrap_or_else(|| pool.alloc(bs).expect("pool buffer"));
+            let lba = base + unit as u64;
+            let r = if read {
+                buf.fill(POISON);
+                q.read(ns, lba, buf, 2 * unit as u64 + 1)
+            } else {
+                assert!(buf.write_at(0, &data(unit)));
+                q.write(ns, lba, buf, false, 2 * unit as u64)
+            };
+            match r {
+                Ok(()) if read => drop(pending.pop_front()),
+                Ok(()) => next_write += 1,
+                Err(e) if matches!(e.kind, SubmitErrorKind::QueueFull { .. }) => {
+                    assert_eq!(q.outstanding(), cap, "queue full before it is");
+                    full += 1;
+                    held = e.buf;
+                    break;
+                }
+                Err(e) => panic!("submit unit {unit}: {e}"),
+            }
+        }
+        q.ring_doorbell();
+        reap(&mut q, 1, |c| {
+            let t = c.token as usize;
+            assert!(t < times.len(), "unknown token {t}");
+            times[t] += 1;
+            assert_eq!(times[t], 1, "token {t} completed twice");
+            if let Err(e) = c.result {
+                panic!("token {t}: {e}");
+            }
+            let buf = c.buf.expect("the data buffer comes back");
+            if t % 2 == 1 {
+                assert_same(
+                    &buf.to_vec(),
+                    &data(t / 2),
+                    &format!("queue wrap: LBA {}", base + (t / 2) as u64),
+                );
+                verified += 1;
+            } else {
+                pending.push_back(t / 2);
+            }
+            pool.free(buf).expect("return buffer");
+        });
+    }
+    if let Some(b) = held {
+        pool.free(b).expect("return buffer");
+    }
+    assert!(times.iter().all(|&n| n == 1), "every token completes once");
+    assert!(full > 0, "the queue never filled");
+    let stats = *q.stats();
+    assert_eq!(stats.submitted, 2 * units as u64);
+    assert_eq!(stats.completed, 2 * units as u64);
+    q.delete()
+        .unwrap_or_else(|e| panic!("delete small queue pair: {e}"));
+    restore(main, pool, ns, base, &original);
+    eprintln!(
+        "{addr}: queue wrap: {} commands through a {cap}-command queue, full {full} times, all verified",
+        2 * units
+    );
+}
+
+/// Each thread: `rounds` of (write `units` blocks of `unit` bytes, reap,
+/// read them back, reap, compare), all in flight at once on its own queue.
+fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64) -> usize {
+    let bs = ns.block_size as usize;
+    let unit = 8192usize.div_ceil(bs) * bs;
+    let units = 16u64;
+    let step = (unit / bs) as u64;
+    let mut ios = 0;
+    for round in 0..2 {
+        let data = |i: u64| stamp(seed(ns.id, base + i * step, tag + round), unit);
+        for i in 0..units {
+            let mut buf = pool.alloc(unit).expect("pool buffer");
+            assert!(buf.write_at(0, &data(i)));
+            if let Err(e) = q.write(ns, base + i * step, buf, false, i) {
+                panic!("queue {}: submit write {i}: {e}", q.qid());
+            }
+        }
+        q.ring_doorbell();
+        reap(q, units as usize, |c| {
+            assert!(c.result.is_ok(), "write {}: {:?}", c.token, c.result);
+            pool.free(c.buf.expect("buffer")).expect("return buffer");
+        });
+        for i in 0..units {
+            let mut buf = pool.alloc(unit).expect("pool buffer");
+            buf.fill(POISON);
+            if let Err(e) = q.read(ns, base + i * step, buf, 100 + i) {
+                panic!("queue {}: submit read {i}: {e}", q.qid());
+            }
+        }
+        q.ring_doorbell();
+        let mut seen = [false; 16];
+        reap(q, units as usize, |c| {
+            let i = c.token - 100;
+            assert!(c.result.is_ok(), "read {i}: {:?}", c.result);
+            assert!(!seen[i as usize], "read {i} completed twice");
+            seen[i as usize] = true;
+            let buf = c.buf.expect("buffer");
+            assert_same(
+                &buf.to_vec(),
+                &data(i),
+                &format!("namespace {} LBA {}", ns.id, base + i * step),
+            );
+            pool.free(buf).expect("return buffer");
+        });
+        ios += 2 * units as usize;
+    }
+    ios
+}
+
+/// Four queue pairs on four threads, each with its own pool and LBA range,
+/// spread over the namespaces, all at once.
+fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut DmaPool) {
+    let spare = ctrl.io_queues_granted() as usize - 1;
+    let threads = 4.min(spare);
+    let namespaces: Vec<Namespace> = ctrl
+        .namespaces()
+        .iter()
+        .filter(|n| !n.read_only && roomy(n))
+        .cloned()
+        .collect();
+    if threads < 2 || namespaces.is_empty() {
+        eprintln!("{addr}: {spare} spare I/O queues; parallel queues skipped");
+        return;
+    }
+    let span = |ns: &Namespace| 16 * 8192u64.div_ceil(u64::from(ns.block_size));
+    let plan: Vec<(Namespace, u64)> = (0..threads)
+        .map(|t| {
+            let ns = namespaces[t % namespaces.len()].clone();
+            let base = ns.blocks / 8 * 5 + t as u64 * span(&ns);
+            (ns, base)
+        })
+        .collect();
+    let saved: Vec<Vec<u8>> = plan
+        .iter()
+        .map(|(ns, base)| save(main, pool, ns, *base, span(ns)))
+        .collect();
+    let mut qids = Vec::new();
+    let work: Vec<(Qp, DmaPool)> = (0..threads)
+        .map(|_| {
+            let q = ctrl
+                .create_io_qpair(QueuePairOptions::default())
+                .expect("I/O queue pair");
+            qids.push(q.qid());
+            (q, ctrl.create_pool(2 << 20).expect("DMA pool"))
+        })
+        .collect();
+    let mut sorted = qids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), threads, "queue ids {qids:?}");
+
+    let done: Vec<(Qp, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .into_iter()
+            .zip(&plan)
+            .enumerate()
+            .map(|(t, ((mut q, mut pool), (ns, base)))| {
+                s.spawn(move || {
+                    let ios = thread_io(&mut q, &mut pool, ns, *base, 8 + 2 * t as u64);
+                    (q, ios)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("an I/O thread failed")))
+            .collect()
+    });
+    let mut total = 0;
+    for (q, ios) in done {
+        total += ios;
+        q.delete()
+            .unwrap_or_else(|e| panic!("delete queue pair: {e}"));
+    }
+    for ((ns, base), data) in plan.iter().zip(&saved) {
+        restore(main, pool, ns, *base, data);
+    }
+    eprintln!(
+        "{addr}: {threads} queue pairs (ids {qids:?}) on {threads} threads: {total} I/Os verified, deleted"
+    );
 }
 
 #[test]
