@@ -106,8 +106,18 @@ impl Example for Identify {
         let cap = controller.cap();
         let vs = controller.version();
         println!("device    : {}", controller.device().name());
-        println!("cap       : {cap:?}");
-        println!("version   : {vs:?}");
+        println!(
+            "cap       : {:#018x} (max queue entries {}, cqr {}, to {} ms, dstrd {}, css {:#x}, mpsmin {} KiB, mpsmax {} KiB)",
+            u64::from(cap),
+            cap.max_queue_entries(),
+            u8::from(cap.cqr()),
+            cap.timeout_ms(),
+            cap.dstrd(),
+            cap.css(),
+            4u32 << cap.mpsmin(),
+            4u32 << cap.mpsmax()
+        );
+        println!("version   : {}.{}.{}", vs.mjr(), vs.mnr(), vs.ter());
         println!(
             "I/O queues granted: {}, max transfer: {} bytes",
             controller.io_queues_granted(),
