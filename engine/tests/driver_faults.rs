@@ -146,3 +146,52 @@ fn lost_completion_times_out_in_sync_helper_after_abort_and_returns_the_buffer()
     assert_eq!(qp.stats().timeouts, 1);
     qp.delete().unwrap();
 }
+
+#[test]
+fn delete_with_completes_every_outstanding_command_once_and_returns_buffers() {
+    // The drain before deletion waits at most the admin timeout for the
+    // commands the device will never complete.
+    let opts = nvme_engine::ControllerOptions {
+        admin_timeout: std::time::Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
+    let mut qp = ctrl.create_io_qpair(Default::default()).unwrap();
+    let mut pool = ctrl.create_pool(1 << 20).unwrap();
+    let ns = ctrl.namespace(1).unwrap().clone();
+    // The first three reads are never completed by the device; the last one is.
+    h.add_fault(FaultRule::new(FaultAction::NeverComplete).io().times(3));
+    for t in 0..4u64 {
+        qp.read(&ns, t, pool.alloc(512).unwrap(), t).unwrap();
+    }
+    qp.ring_doorbell();
+    let mut seen: HashMap<u64, Result<u32, nvme_engine::IoError>> = HashMap::new();
+    qp.delete_with(|c| {
+        assert!(
+            c.buf.is_some(),
+            "token {} came back without its buffer",
+            c.token
+        );
+        assert!(
+            seen.insert(c.token, c.result).is_none(),
+            "token {} completed twice",
+            c.token
+        );
+        pool.free(c.buf.unwrap()).unwrap();
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[&3].is_ok(), "{:?}", seen[&3]);
+    for t in 0..3 {
+        match &seen[&t] {
+            Err(nvme_engine::IoError::Status(s)) => {
+                assert_eq!(
+                    s.to_string(),
+                    "Command Aborted due to SQ Deletion (SCT 0h, SC 08h)"
+                )
+            }
+            other => panic!("token {t}: {other:?}"),
+        }
+    }
+    assert_eq!(pool.used(), 0);
+}

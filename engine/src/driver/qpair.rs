@@ -25,7 +25,8 @@ use crate::device::Device;
 use crate::dma::{self, DmaBuf};
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
-use crate::spec::{AdminOpcode, Command, NvmOpcode, Status};
+use crate::spec::status::generic;
+use crate::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
 
 use super::admin::{AdminData, WindowSink, pages};
 use super::controller::Inner;
@@ -721,13 +722,25 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Reap what is outstanding (bounded by the admin timeout), then delete
-    /// the SQ and the CQ. Buffers of commands that never completed are
-    /// dropped. Also done, best effort, on drop.
+    /// the SQ and the CQ. Completions reaped here, and buffers of commands
+    /// that never completed, are dropped; use [`Self::delete_with`] to receive
+    /// them. Also done, best effort, on drop.
     pub fn delete(mut self) -> Result<(), DriverError> {
-        self.teardown()
+        self.teardown(&mut |_| {})
     }
 
-    fn teardown(&mut self) -> Result<(), DriverError> {
+    /// Like [`Self::delete`], but every command still outstanding completes
+    /// exactly once through `f`: those the device finishes while the queue
+    /// drains with their own result, and, once the SQ is gone (deleted by
+    /// the controller, which aborts whatever it still held, or already lost
+    /// to a reset, shutdown or removal), the rest with `Command Aborted due
+    /// to SQ Deletion` and their buffers. When the deletion fails the device
+    /// may still own those buffers, so they are not handed back.
+    pub fn delete_with<F: FnMut(IoCompletion)>(mut self, mut f: F) -> Result<(), DriverError> {
+        self.teardown(&mut f)
+    }
+
+    fn teardown(&mut self, sink: &mut dyn FnMut(IoCompletion)) -> Result<(), DriverError> {
         if !self.live {
             return Ok(());
         }
@@ -737,7 +750,7 @@ impl<D: Device> IoQueuePair<D> {
             && !self.ctrl.is_shut_down()
             && start.elapsed() < self.ctrl.opts.admin_timeout
         {
-            if self.process_completions(usize::MAX, |_| {}) == 0 {
+            if self.process_completions(usize::MAX, &mut *sink) == 0 {
                 std::thread::yield_now();
             }
         }
@@ -758,9 +771,18 @@ impl<D: Device> IoQueuePair<D> {
                 .and_then(|_| self.ctrl.admin_execute(delete_cq, AdminData::None))
                 .map(|_| ())
         };
-        self.tracker.drain().for_each(drop);
         if result.is_ok() {
+            let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORTED_SQ_DELETION);
+            for req in self.tracker.drain() {
+                sink(IoCompletion {
+                    token: req.token,
+                    result: Err(IoError::Status(aborted)),
+                    buf: req.buf,
+                });
+            }
             self.ctrl.return_qid(self.qid);
+        } else {
+            self.tracker.drain().for_each(drop);
         }
         result
     }
@@ -768,7 +790,7 @@ impl<D: Device> IoQueuePair<D> {
 
 impl<D: Device> Drop for IoQueuePair<D> {
     fn drop(&mut self) {
-        let _ = self.teardown();
+        let _ = self.teardown(&mut |_| {});
     }
 }
 
