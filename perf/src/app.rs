@@ -26,6 +26,13 @@ use crate::{placement, report, stats};
 
 /// Exit status when the run completed but I/O failed or data mismatched.
 const EXIT_IO_FAILED: i32 = 3;
+/// Exit status when a device was removed or failed, or commands were lost.
+const EXIT_DEVICE_GONE: i32 = 4;
+/// Exit status when every I/O succeeded but the device misbehaved
+/// (completions discarded, controller resets).
+const EXIT_DEVICE_MISBEHAVED: i32 = 5;
+/// Admin command timeout the driver uses (ControllerOptions' default).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run nvme-perf; the process exit status.
 pub fn main() -> Result<i32> {
@@ -112,6 +119,8 @@ pub fn main() -> Result<i32> {
                 io_queues: queues,
                 queue_entries: ask_entries,
                 emu_placement,
+                io_timeout: args.io_timeout,
+                seed: args.seed,
             },
         )?);
     }
@@ -196,6 +205,9 @@ pub fn main() -> Result<i32> {
         args.seed,
         entries
     )?;
+    // A lost command times out, its Abort may take an admin timeout and the
+    // grace after it as long again, then a reset: wait for all of it.
+    let drain_timeout = args.io_timeout * 2 + ADMIN_TIMEOUT * 3 + Duration::from_secs(1);
     let params = Arc::new(RunParams {
         queue_depth: o.queue_depth,
         io_size: o.io_size,
@@ -209,12 +221,15 @@ pub fn main() -> Result<i32> {
         qpairs: o.qpairs,
         clock,
         max_ticks,
+        scan_ticks: clock.ticks(scan_interval(args.io_timeout)).max(1),
+        drain_timeout,
     });
     let ctrls: Vec<_> = targets.iter().map(|t| t.ctrl.clone()).collect();
     let timing = Timing {
         warmup: Duration::from_secs(args.warmup),
         time: time.map(Duration::from_secs),
         terminal,
+        stall_timeout: drain_timeout,
     };
     crate::signal::install();
     let results = run::run(plans, &ctrls, params, timing, &mut *human)?;
@@ -261,18 +276,62 @@ pub fn main() -> Result<i32> {
     for t in &targets {
         let _ = t.ctrl.shutdown();
     }
+    Ok(exit_status(&s))
+}
+
+/// The exit status of a finished run, with its reason on stderr.
+fn exit_status(s: &summary::Summary) -> i32 {
+    if s.device_gone() || s.lost > 0 {
+        for c in s.controllers.iter().filter(|c| {
+            matches!(
+                c.health,
+                nvme_engine::Health::Removed | nvme_engine::Health::Failed
+            )
+        }) {
+            eprintln!(
+                "nvme-perf: error: controller {} is {:?} after the run; its I/O failed",
+                c.name, c.health
+            );
+        }
+        if s.lost > 0 {
+            eprintln!(
+                "nvme-perf: error: {} commands never completed (not even through a timeout, abort or reset)",
+                s.lost
+            );
+        }
+        return EXIT_DEVICE_GONE;
+    }
+    let mut code = 0;
     if let Some(f) = &s.fatal {
         report_fatal(f);
-        return Ok(EXIT_IO_FAILED);
+        code = EXIT_IO_FAILED;
+    } else if s.failed() > 0 {
+        eprintln!(
+            "nvme-perf: error: {} I/Os failed (see 'failed I/O' per core above)",
+            s.failed()
+        );
+        code = EXIT_IO_FAILED;
     }
     if s.total.verify.mismatches > 0 {
         eprintln!(
             "nvme-perf: error: --verify found {} reads whose data differs from what was written",
             s.total.verify.mismatches
         );
-        return Ok(EXIT_IO_FAILED);
+        code = EXIT_IO_FAILED;
     }
-    Ok(0)
+    if code == 0 && s.device_misbehaved() {
+        eprintln!(
+            "nvme-perf: error: every I/O succeeded but the device misbehaved (controller resets or discarded completions; see the per-core lines above)"
+        );
+        code = EXIT_DEVICE_MISBEHAVED;
+    }
+    code
+}
+
+/// Least time between two deadline checks: a quarter of the I/O timeout,
+/// at most 10 ms (the driver's default scan interval).
+fn scan_interval(io_timeout: Duration) -> Duration {
+    (io_timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(10))
 }
 
 /// The distinct cores workers run on, ascending (one worker per distinct

@@ -3,11 +3,12 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::transport::TransportId;
-use crate::units::parse_size;
+use crate::units::{parse_duration, parse_size};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -29,11 +30,25 @@ Examples:
 Transport IDs (-r, repeatable):
   trtype:PCIe traddr:<pci address> [ns:<nsid>] [noiommu:1]
   trtype:emu [size:1G] [ns:<namespace count>] [lba:512|4096] [null:1] [file:/path]
-             [mode:threaded|inline] [idle:spin|backoff] [fail:<fraction>]
-  emu ns: is the number of namespaces; file: backs namespace 1, namespace N uses <path>.N;
-  fail: makes that share of reads complete with Unrecovered Read Error (fault injection).
+             [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>]
+             [<fault>:<fraction of I/O commands>]... [rounds:<n>]
+  emu ns: is the number of namespaces; file: backs namespace 1, namespace N uses <path>.N.
+  Faults (seeded by --seed): fail (reads: Unrecovered Read Error), status (Internal Error),
+  lose (never completes: times out), delay (held for rounds:N device rounds, default 1000),
+  dup (posted twice), unknowncid, stale, sqhd (bogus SQ head), fatal (CSTS.CFS), vanish
+  (surprise removal).
   Keys are separated by spaces or commas (trtype:PCIe,traddr:0000:04:00.0).
-  Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).";
+  Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).
+
+Exit status:
+  0  every I/O succeeded
+  1  bad input, or a controller could not be opened (the message says what to change)
+  2  command-line syntax error
+  3  an I/O failed (NVMe status, timed out, aborted, reset; with --continue-on-error
+     too, at the end) or --verify found a mismatch
+  4  a controller was removed or failed, or commands never completed
+  5  every I/O succeeded but the device misbehaved: a controller reset, or completions
+     the driver discarded (duplicate, stale, unknown CID, bogus SQ head)";
 
 /// The I/O pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -182,9 +197,15 @@ pub struct Args {
     #[arg(long, default_value = "0x5eed", value_parser = seed)]
     pub seed: u64,
 
-    /// Count failed I/Os and keep going (default: stop at the first failure).
+    /// Count failed I/Os and keep going (default: stop at the first failure);
+    /// the exit status still reports failures at the end.
     #[arg(long)]
     pub continue_on_error: bool,
+
+    /// Deadline of one I/O command: 30s, 500ms. A command without a
+    /// completion by then is aborted, then the controller reset.
+    #[arg(long = "io-timeout", default_value = "30s", value_parser = parse_duration)]
+    pub io_timeout: Duration,
 }
 
 #[cfg(test)]

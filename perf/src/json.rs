@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::summary::{RowSummary, Summary};
+use crate::summary::{CoreSummary, RowSummary, Summary};
 
 /// Run settings echoed in the report.
 #[derive(Clone, Debug)]
@@ -60,6 +60,7 @@ fn row(r: &RowSummary) -> Value {
         },
         "failed": r.failed,
         "errors": r.errors.iter().map(|(s, n)| json!({"status": s, "count": n})).collect::<Vec<_>>(),
+        "failures": r.kinds.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
         "verify": {
             "checked": r.verify.checked,
             "mismatches": r.verify.mismatches,
@@ -67,6 +68,49 @@ fn row(r: &RowSummary) -> Value {
             "first_mismatch": r.verify.first.map(|m| json!({
                 "lba": m.lba, "offset": m.offset, "expected": m.expected, "found": m.found
             })),
+        },
+    })
+}
+
+fn core(c: &CoreSummary) -> Value {
+    let f = &c.failures;
+    let q = &c.qpair;
+    let (sq, cq) = c.doorbells_per_io();
+    json!({
+        "core": c.core,
+        "busy_polls": c.busy,
+        "idle_polls": c.idle,
+        "busy_percent": c.busy_percent,
+        "busy_time_percent": c.busy_time_percent,
+        "failed": {
+            "nvme_status": f.status.total(),
+            "timed_out": f.timed_out,
+            "aborted": f.aborted,
+            "reset": f.reset,
+            "controller_failed": f.controller_failed,
+            "device_removed": f.removed,
+            "refused": f.refused,
+            "lost": c.lost,
+        },
+        "doorbells": {
+            "sq_writes": q.sq_doorbell_writes,
+            "cq_writes": q.cq_doorbell_writes,
+            "sq_per_io": sq,
+            "cq_per_io": cq,
+        },
+        "qpair": {
+            "submitted": q.submitted,
+            "completed": q.completed,
+            "duplicate_completions": q.duplicate_completions,
+            "stale_completions": q.stale_completions,
+            "unknown_completions": q.unknown_completions,
+            "invalid_sqhd": q.invalid_sqhd,
+            "wrong_sqid": q.wrong_sqid,
+            "timeouts": q.timeouts,
+            "aborts_sent": q.aborts_sent,
+            "resets_requested": q.resets_requested,
+            "retries": q.retries,
+            "resubmitted": q.resubmitted,
         },
     })
 }
@@ -91,12 +135,16 @@ pub fn report(info: &RunInfo, s: &Summary) -> Value {
         "controllers": info.controllers,
         "rows": s.rows.iter().map(row).collect::<Vec<_>>(),
         "total": row(&s.total),
-        "cores": s.cores.iter().map(|c| json!({
-            "core": c.core, "busy_polls": c.busy, "idle_polls": c.idle, "busy_percent": c.busy_percent, "busy_time_percent": c.busy_time_percent
+        "cores": s.cores.iter().map(core).collect::<Vec<_>>(),
+        "controllers_after_run": s.controllers.iter().map(|c| json!({
+            "name": c.name,
+            "health": format!("{:?}", c.health),
+            "resets": c.resets,
+            "injected_faults": c.faults.iter().map(|(k, n)| json!({"key": k, "fired": n})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "fatal_error": s.fatal.as_ref().map(|f| json!({
             "device": f.device, "nsid": f.nsid, "op": f.op, "lba": f.lba, "blocks": f.blocks, "reason": f.reason
         })),
-        "abandoned_commands": s.abandoned,
+        "lost_commands": s.lost,
     })
 }

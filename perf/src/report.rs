@@ -90,6 +90,58 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             c.busy_time_percent
         )?;
     }
+    for c in &s.cores {
+        let f = &c.failures;
+        let (sq, cq) = c.doorbells_per_io();
+        let q = &c.qpair;
+        writeln!(
+            out,
+            "Core {:>3}: failed I/O: NVMe status {}, timed out {}, aborted {}, reset {}, controller failed {}, device removed {}, refused {}; lost {}",
+            c.core,
+            f.status.total(),
+            f.timed_out,
+            f.aborted,
+            f.reset,
+            f.controller_failed,
+            f.removed,
+            f.refused,
+            c.lost
+        )?;
+        writeln!(
+            out,
+            "Core {:>3}: doorbell writes per I/O: SQ {sq:.3}, CQ {cq:.3}; discarded completions: duplicate {}, stale {}, unknown CID {}, bad SQ head {}, wrong SQ {}; timeouts {}, aborts sent {}, resets requested {}, retries {}, resubmitted {}",
+            c.core,
+            q.duplicate_completions,
+            q.stale_completions,
+            q.unknown_completions,
+            q.invalid_sqhd,
+            q.wrong_sqid,
+            q.timeouts,
+            q.aborts_sent,
+            q.resets_requested,
+            q.retries,
+            q.resubmitted
+        )?;
+    }
+    for c in &s.controllers {
+        let faults: Vec<String> = c
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k} fired {n}"))
+            .collect();
+        writeln!(
+            out,
+            "Controller {}: {:?}, {} resets{}",
+            c.name,
+            c.health,
+            c.resets,
+            if faults.is_empty() {
+                String::new()
+            } else {
+                format!("; injected faults: {}", faults.join(", "))
+            }
+        )?;
+    }
     if s.total.failed > 0 {
         writeln!(
             out,
@@ -99,6 +151,9 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
         for r in s.rows.iter().filter(|r| r.failed > 0) {
             for (status, n) in &r.errors {
                 writeln!(out, "  {}: {n} x {status}", r.label)?;
+            }
+            for (kind, n) in &r.kinds {
+                writeln!(out, "  {}: {n} x {kind}", r.label)?;
             }
         }
     }
@@ -119,11 +174,11 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             }
         }
     }
-    if s.abandoned > 0 {
+    if s.lost > 0 {
         writeln!(
             out,
-            "\nWarning: {} commands never completed (the device may be hung)",
-            s.abandoned
+            "\nWarning: {} commands never completed, not even through a timeout, abort or reset (the device may be hung)",
+            s.lost
         )?;
     }
     Ok(())

@@ -20,9 +20,6 @@ use crate::worker::{
     self, Control, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams, WorkerPlan,
 };
 
-/// A run in which no I/O completes for this long is stopped (hung device).
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How the main thread paces the run.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -32,6 +29,9 @@ pub struct Timing {
     pub time: Option<Duration>,
     /// Rewrite the progress line in place (stdout is a terminal).
     pub terminal: bool,
+    /// A run in which no I/O completes for this long is stopped (hung
+    /// device): longer than a command needs to time out, abort and reset.
+    pub stall_timeout: Duration,
 }
 
 /// Run all workers; returns their results in plan order.
@@ -101,11 +101,11 @@ pub fn run(
             .sum();
         if done != last_change.0 {
             last_change = (done, now);
-        } else if now.duration_since(last_change.1) >= STALL_TIMEOUT {
+        } else if now.duration_since(last_change.1) >= timing.stall_timeout {
             let _ = writeln!(
                 out,
                 "\nNo I/O completed for {} s: the device may be hung; stopping the run",
-                STALL_TIMEOUT.as_secs()
+                timing.stall_timeout.as_secs()
             );
             ctl.advance(PHASE_STOP);
             last_change = (done, now);

@@ -6,7 +6,10 @@
 #![forbid(unsafe_code)]
 
 use hdrhistogram::Histogram;
-use nvme_engine::spec::Status;
+use nvme_engine::IoError;
+use nvme_engine::QueuePairStats;
+use nvme_engine::spec::status::generic;
+use nvme_engine::spec::{Status, StatusCodeType};
 
 use crate::pattern::Mismatch;
 
@@ -79,6 +82,83 @@ impl StatusCounts {
     }
 }
 
+/// Failed I/Os by kind of failure.
+#[derive(Clone, Debug, Default)]
+pub struct FailureCounts {
+    /// Completed with an NVMe error status (other than the abort statuses),
+    /// by status.
+    pub status: StatusCounts,
+    /// Completed with Command Abort Requested or Command Aborted due to SQ
+    /// Deletion without having timed out.
+    pub aborted: u64,
+    /// No completion within the I/O timeout: aborted, or the controller reset.
+    pub timed_out: u64,
+    /// In flight across a controller reset and not resubmitted.
+    pub reset: u64,
+    /// The controller failed and could not be reset.
+    pub controller_failed: u64,
+    /// In flight when the device was removed.
+    pub removed: u64,
+    /// Refused at submission (the controller was resetting, failed or removed).
+    pub refused: u64,
+}
+
+impl FailureCounts {
+    /// Count one failed I/O.
+    #[cold]
+    pub fn record(&mut self, e: &IoError) {
+        match e {
+            IoError::Status(s) if is_abort(*s) => self.aborted += 1,
+            IoError::Status(s) => self.status.record(*s),
+            IoError::TimedOut(_) => self.timed_out += 1,
+            IoError::ControllerReset => self.reset += 1,
+            IoError::ControllerFailed => self.controller_failed += 1,
+            IoError::DeviceRemoved => self.removed += 1,
+            IoError::Rejected(_) | IoError::Busy(_) => self.refused += 1,
+        }
+    }
+
+    /// Add `other`'s counts.
+    pub fn merge(&mut self, other: &FailureCounts) {
+        self.status.merge(&other.status);
+        self.aborted += other.aborted;
+        self.timed_out += other.timed_out;
+        self.reset += other.reset;
+        self.controller_failed += other.controller_failed;
+        self.removed += other.removed;
+        self.refused += other.refused;
+    }
+
+    /// Every failed I/O.
+    pub fn total(&self) -> u64 {
+        self.status.total()
+            + self.aborted
+            + self.timed_out
+            + self.reset
+            + self.controller_failed
+            + self.removed
+            + self.refused
+    }
+
+    /// `(kind, count)` for every kind but NVMe status, in report order.
+    pub fn kinds(&self) -> [(&'static str, u64); 6] {
+        [
+            ("timed out", self.timed_out),
+            ("aborted", self.aborted),
+            ("reset", self.reset),
+            ("controller failed", self.controller_failed),
+            ("device removed", self.removed),
+            ("refused", self.refused),
+        ]
+    }
+}
+
+/// Command Abort Requested (00/07h) or Command Aborted due to SQ Deletion (00/08h).
+fn is_abort(s: Status) -> bool {
+    s.sct() == StatusCodeType::GENERIC
+        && (s.sc() == generic::ABORT_REQUESTED || s.sc() == generic::ABORTED_SQ_DELETION)
+}
+
 /// Verification counters of one row.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyStats {
@@ -120,8 +200,8 @@ pub struct RowStats {
     /// submitted in one batch and reaped in one call share both time stamps,
     /// so they are recorded with one `record_n`.
     pending: (u64, u64),
-    /// Failed I/Os by status (the whole run, warm-up included).
-    pub errors: StatusCounts,
+    /// Failed I/Os by kind (the whole run, warm-up included).
+    pub errors: FailureCounts,
     /// Verification (the whole run, warm-up included).
     pub verify: VerifyStats,
 }
@@ -136,7 +216,7 @@ impl RowStats {
             io_size,
             hist: Histogram::new_with_bounds(1, max_ticks.max(2), 3)?,
             pending: (0, 0),
-            errors: StatusCounts::default(),
+            errors: FailureCounts::default(),
             verify: VerifyStats::default(),
         })
     }
@@ -224,8 +304,13 @@ pub struct WorkerResult {
     pub busy_ticks: u64,
     /// The failure that stopped the run, if any.
     pub fatal: Option<FailedIo>,
-    /// Commands still outstanding when the drain timed out.
-    pub abandoned: usize,
+    /// Commands still outstanding when the drain gave up (lost: the device
+    /// never completed them, nor did a timeout, abort or reset end them).
+    pub lost: u64,
+    /// Submissions refused because the controller was removed or failed.
+    pub refused: u64,
+    /// Queue-pair counters summed over the worker's queue pairs.
+    pub qpair: QueuePairStats,
 }
 
 impl WorkerResult {
@@ -280,7 +365,8 @@ mod tests {
         let mut a = RowStats::new(1 << 40, 4096).unwrap();
         a.record(100, true);
         a.flush();
-        a.errors.record(Status::new(StatusCodeType::GENERIC, 0x80));
+        a.errors
+            .record(&IoError::Status(Status::new(StatusCodeType::GENERIC, 0x80)));
         let mut b = RowStats::new(1 << 40, 4096).unwrap();
         b.record(300, false);
         b.flush();
@@ -290,6 +376,37 @@ mod tests {
         assert_eq!(b.hist.min(), 100);
         a.reset_performance();
         assert_eq!((a.ios, a.hist.len(), a.errors.total()), (0, 0, 1));
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        let mut f = FailureCounts::default();
+        f.record(&IoError::Status(Status::new(StatusCodeType::MEDIA, 0x81)));
+        f.record(&IoError::Status(Status::new(
+            StatusCodeType::GENERIC,
+            generic::ABORT_REQUESTED,
+        )));
+        f.record(&IoError::TimedOut(std::time::Duration::from_secs(1)));
+        f.record(&IoError::ControllerReset);
+        f.record(&IoError::ControllerFailed);
+        f.record(&IoError::DeviceRemoved);
+        f.record(&IoError::DeviceRemoved);
+        assert_eq!(f.status.total(), 1);
+        assert_eq!(
+            f.kinds(),
+            [
+                ("timed out", 1),
+                ("aborted", 1),
+                ("reset", 1),
+                ("controller failed", 1),
+                ("device removed", 2),
+                ("refused", 0)
+            ]
+        );
+        assert_eq!(f.total(), 7);
+        let mut g = FailureCounts::default();
+        g.merge(&f);
+        assert_eq!(g.total(), 7);
     }
 
     #[test]

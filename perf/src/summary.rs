@@ -6,7 +6,9 @@
 
 use crate::clock::Clock;
 use crate::plan::RowInfo;
-use crate::stats::{FailedIo, RowStats, VerifyStats, WorkerResult};
+use nvme_engine::{Health, QueuePairStats};
+
+use crate::stats::{FailedIo, FailureCounts, RowStats, VerifyStats, WorkerResult};
 use crate::target::Target;
 
 /// Percentiles reported (as `spdk_nvme_perf -L` does).
@@ -58,8 +60,10 @@ pub struct RowSummary {
     pub percentiles: Vec<(f64, f64)>,
     /// Buckets (doubling widths), only non-empty ones.
     pub histogram: Vec<Bucket>,
-    /// Failed I/Os by status text.
+    /// Failed I/Os with an NVMe status, by status text.
     pub errors: Vec<(String, u64)>,
+    /// Failed I/Os of the other kinds (timed out, aborted, ...), non-zero only.
+    pub kinds: Vec<(&'static str, u64)>,
     /// Failed I/Os in total.
     pub failed: u64,
     /// Verification counters.
@@ -79,6 +83,46 @@ pub struct CoreSummary {
     pub busy_percent: f64,
     /// Share of the measured time spent in busy turns, percent.
     pub busy_time_percent: f64,
+    /// Failed I/Os of every row of this core, plus refused submissions.
+    pub failures: FailureCounts,
+    /// Commands that never completed.
+    pub lost: u64,
+    /// Queue-pair counters (whole run, warm-up included).
+    pub qpair: QueuePairStats,
+}
+
+impl CoreSummary {
+    /// MMIO doorbell writes (SQ tail, CQ head) per completed command.
+    pub fn doorbells_per_io(&self) -> (f64, f64) {
+        let n = self.qpair.completed.max(1) as f64;
+        (
+            self.qpair.sq_doorbell_writes as f64 / n,
+            self.qpair.cq_doorbell_writes as f64 / n,
+        )
+    }
+    /// Completions the driver had to discard: duplicate, stale or unknown
+    /// CID, SQ head outside the ring, wrong SQ id.
+    pub fn bogus_completions(&self) -> u64 {
+        let q = &self.qpair;
+        q.duplicate_completions
+            + q.stale_completions
+            + q.unknown_completions
+            + q.invalid_sqhd
+            + q.wrong_sqid
+    }
+}
+
+/// What happened to one controller.
+#[derive(Clone, Debug)]
+pub struct ControllerSummary {
+    /// Device name.
+    pub name: String,
+    /// Controller resets during the run.
+    pub resets: u64,
+    /// Health at the end of the run.
+    pub health: Health,
+    /// Injected faults: (transport-ID key, times fired).
+    pub faults: Vec<(&'static str, u64)>,
 }
 
 /// Everything reported.
@@ -93,7 +137,28 @@ pub struct Summary {
     /// The failure that stopped the run.
     pub fatal: Option<FailedIo>,
     /// Commands that never completed.
-    pub abandoned: usize,
+    pub lost: u64,
+    /// Per controller.
+    pub controllers: Vec<ControllerSummary>,
+}
+
+impl Summary {
+    /// Failed I/Os of every kind, all cores.
+    pub fn failed(&self) -> u64 {
+        self.cores.iter().map(|c| c.failures.total()).sum()
+    }
+    /// A controller was removed or failed for good.
+    pub fn device_gone(&self) -> bool {
+        self.controllers
+            .iter()
+            .any(|c| matches!(c.health, Health::Removed | Health::Failed))
+    }
+    /// The device misbehaved although no I/O failed: completions were
+    /// discarded or a controller was reset.
+    pub fn device_misbehaved(&self) -> bool {
+        self.controllers.iter().any(|c| c.resets > 0)
+            || self.cores.iter().any(|c| c.bogus_completions() > 0)
+    }
 }
 
 fn summarize(
@@ -141,7 +206,7 @@ fn summarize(
             from = to;
         }
     }
-    let (list, other) = s.errors.list();
+    let (list, other) = s.errors.status.list();
     let mut errors: Vec<(String, u64)> = list
         .into_iter()
         .map(|(st, n)| (st.to_string(), n))
@@ -149,6 +214,7 @@ fn summarize(
     if other > 0 {
         errors.push(("other statuses".into(), other));
     }
+    let kinds = s.errors.kinds().into_iter().filter(|k| k.1 > 0).collect();
     let rate = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
     RowSummary {
         label,
@@ -166,6 +232,7 @@ fn summarize(
         percentiles,
         histogram,
         errors,
+        kinds,
         failed: s.errors.total(),
         verify: s.verify.clone(),
     }
@@ -211,12 +278,35 @@ pub fn build(
     t.mib_s = total_mib;
     let cores = results
         .iter()
-        .map(|w| CoreSummary {
-            core: w.core,
-            busy: w.busy_polls,
-            idle: w.idle_polls,
-            busy_percent: w.busy_share() * 100.0,
-            busy_time_percent: w.busy_time_share() * 100.0,
+        .map(|w| {
+            let mut failures = FailureCounts::default();
+            for r in &w.rows {
+                failures.merge(&r.errors);
+            }
+            failures.refused += w.refused;
+            CoreSummary {
+                core: w.core,
+                busy: w.busy_polls,
+                idle: w.idle_polls,
+                busy_percent: w.busy_share() * 100.0,
+                busy_time_percent: w.busy_time_share() * 100.0,
+                failures,
+                lost: w.lost,
+                qpair: w.qpair,
+            }
+        })
+        .collect();
+    let controllers = targets
+        .iter()
+        .map(|t| ControllerSummary {
+            name: t.name(),
+            resets: t.ctrl.resets(),
+            health: t.ctrl.health(),
+            faults: t
+                .fault_hits()
+                .into_iter()
+                .map(|(k, n)| (k.key(), n))
+                .collect(),
         })
         .collect();
     Ok(Summary {
@@ -224,6 +314,7 @@ pub fn build(
         total: t,
         cores,
         fatal: results.iter().find_map(|w| w.fatal.clone()),
-        abandoned: results.iter().map(|w| w.abandoned).sum(),
+        lost: results.iter().map(|w| w.lost).sum(),
+        controllers,
     })
 }

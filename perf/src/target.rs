@@ -3,17 +3,16 @@
 
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
-use nvme_engine::emu::{
-    EmuConfig, EmuController, EmuMode, EmuNamespaceConfig, FaultAction, FaultRule,
-};
-use nvme_engine::spec::status::media;
-use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, EmuMode, EmuNamespaceConfig};
 use nvme_engine::vfio::{RealDevice, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Namespace};
 
 use crate::device::PerfDevice;
+use crate::inject::{InjectKind, Installed};
 use crate::placement::EmuPlacement;
 use crate::transport::{EmuRunMode, EmuSpec, TransportId};
 use crate::units::format_size;
@@ -28,9 +27,19 @@ pub struct Target {
     pub namespaces: Vec<Namespace>,
     /// Whether reads return no data (null backing): --verify cannot work.
     pub null_data: bool,
+    /// Fault rules installed on an emulated controller.
+    pub faults: Option<(EmuHandle, Installed)>,
 }
 
 impl Target {
+    /// How often each injected fault fired (emulated controllers).
+    pub fn fault_hits(&self) -> Vec<(InjectKind, u64)> {
+        match &self.faults {
+            Some((h, i)) => i.hits(h),
+            None => Vec::new(),
+        }
+    }
+
     /// `emu:0` or the PCI address.
     pub fn name(&self) -> String {
         use nvme_engine::Device;
@@ -47,6 +56,10 @@ pub struct OpenOptions {
     pub queue_entries: u16,
     /// Where an emulated controller's device thread runs (threaded mode).
     pub emu_placement: Option<EmuPlacement>,
+    /// Per-command deadline.
+    pub io_timeout: Duration,
+    /// Seed of the fault rules.
+    pub seed: u64,
 }
 
 fn emu_config(spec: &EmuSpec, place: Option<EmuPlacement>) -> EmuConfig {
@@ -114,10 +127,17 @@ fn describe_emu(spec: &EmuSpec, place: Option<EmuPlacement>) -> String {
 }
 
 fn driver_options(opts: OpenOptions) -> ControllerOptions {
+    let d = ControllerOptions::default();
     ControllerOptions {
         io_queues: opts.io_queues.max(1),
         io_queue_entries: opts.queue_entries,
-        ..ControllerOptions::default()
+        io_timeout: opts.io_timeout,
+        // Deadlines are at most a quarter of the timeout late.
+        timeout_scan_interval: d
+            .timeout_scan_interval
+            .min(opts.io_timeout / 4)
+            .max(Duration::from_millis(1)),
+        ..d
     }
 }
 
@@ -127,17 +147,8 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
         TransportId::Emu(spec) => {
             let dev = EmuController::new(emu_config(spec, opts.emu_placement))
                 .context("cannot create the emulated controller")?;
-            if spec.fail_ppm > 0 {
-                // DNR: the driver retries failures without it, which would
-                // turn the asked-for share into share^(retries + 1).
-                let status = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR)
-                    .with_dnr(true);
-                let rule = FaultRule::new(FaultAction::CompleteWithStatus(status))
-                    .io()
-                    .opcode(NvmOpcode::READ.0)
-                    .probability(spec.fail_ppm as f64 / 1e6);
-                dev.handle().add_fault(rule);
-            }
+            let handle = dev.handle();
+            let installed = Installed::install(&handle, &spec.faults, spec.delay_rounds, opts.seed);
             let ctrl = Controller::new(PerfDevice::Emu(dev), driver_options(opts))
                 .context("bring-up of the emulated controller failed")?;
             let namespaces = ctrl.namespaces().to_vec();
@@ -146,6 +157,7 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
                 transport: describe_emu(spec, opts.emu_placement),
                 namespaces,
                 null_data: spec.null,
+                faults: Some((handle, installed)),
             })
         }
         TransportId::Pcie {
@@ -197,6 +209,7 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
                 transport: format!("PCIe {addr} ({how})"),
                 namespaces,
                 null_data: false,
+                faults: None,
             })
         }
     }

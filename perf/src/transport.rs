@@ -11,14 +11,16 @@ use std::path::PathBuf;
 
 use nvme_engine::vfio::PciAddress;
 
+use crate::inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection};
 use crate::units::parse_size;
 
 /// The accepted syntax, shown with every transport ID error.
 pub const SYNTAX: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1]' or \
--r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [fail:<fraction of reads>]'";
+-r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [<fault>:<fraction of I/O>] [rounds:<n>]' \
+(faults: fail status lose delay dup unknowncid stale sqhd fatal vanish)";
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu";
-const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, core, fail";
+const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, core, rounds, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
 
 /// Why a transport ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,9 +122,10 @@ pub struct EmuSpec {
     pub file: Option<PathBuf>,
     /// Execution mode.
     pub mode: EmuRunMode,
-    /// Fault injection: this share of Read commands (parts per million)
-    /// completes with Unrecovered Read Error.
-    pub fail_ppm: u32,
+    /// Fault injection: each kind with the share of I/O commands it hits.
+    pub faults: Vec<Injection>,
+    /// Rounds a `delay` fault holds a completion.
+    pub delay_rounds: u32,
     /// CPU for the device thread (threaded mode); `None`: nvme-perf picks
     /// one no worker uses.
     pub core: Option<usize>,
@@ -139,7 +142,8 @@ impl Default for EmuSpec {
             null: false,
             file: None,
             mode: EmuRunMode::Threaded { spin: true },
-            fail_ppm: 0,
+            faults: Vec::new(),
+            delay_rounds: DEFAULT_DELAY_ROUNDS,
             core: None,
         }
     }
@@ -306,14 +310,13 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                             _ => return Err(bad(key, value, "expected threaded or inline")),
                         }
                     }
-                    "fail" => {
-                        spec.fail_ppm = value
-                            .parse::<f64>()
+                    "rounds" => {
+                        spec.delay_rounds = value
+                            .parse::<u32>()
                             .ok()
-                            .filter(|f| (0.0..=1.0).contains(f))
-                            .map(|f| (f * 1e6).round() as u32)
+                            .filter(|&n| n > 0)
                             .ok_or_else(|| {
-                                bad(key, value, "expected a fraction of reads 0..=1, e.g. 0.01")
+                                bad(key, value, "expected a number of device rounds, at least 1")
                             })?
                     }
                     "core" => {
@@ -328,6 +331,19 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                             "backoff" => false,
                             _ => return Err(bad(key, value, "expected spin or backoff")),
                         })
+                    }
+                    k if let Some(kind) = InjectKind::from_key(k) => {
+                        let i = Injection::parse(kind, value).ok_or_else(|| {
+                            bad(
+                                key,
+                                value,
+                                &format!(
+                                    "expected the share of I/O commands hit by '{}', a fraction 0..=1 such as 0.01",
+                                    kind.describe()
+                                ),
+                            )
+                        })?;
+                        spec.faults.push(i);
                     }
                     _ => {
                         return Err(TransportError::UnknownKey {
@@ -417,7 +433,8 @@ mod tests {
                 null: true,
                 file: None,
                 mode: EmuRunMode::Inline,
-                fail_ppm: 0,
+                faults: Vec::new(),
+                delay_rounds: DEFAULT_DELAY_ROUNDS,
                 core: None,
             })
         );
@@ -432,7 +449,26 @@ mod tests {
         let TransportId::Emu(s) = parse_transport_id("trtype:emu fail:0.25").unwrap() else {
             panic!("not emu");
         };
-        assert_eq!(s.fail_ppm, 250_000);
+        assert_eq!(
+            s.faults,
+            vec![Injection {
+                kind: InjectKind::ReadError,
+                rate_ppb: 250_000_000
+            }]
+        );
+        let TransportId::Emu(s) =
+            parse_transport_id("trtype:emu lose:0.001 vanish:1e-6 delay:0.5 rounds:7").unwrap()
+        else {
+            panic!("not emu");
+        };
+        let kinds: Vec<_> = s.faults.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [InjectKind::Lose, InjectKind::Vanish, InjectKind::Delay]
+        );
+        assert_eq!(s.delay_rounds, 7);
+        assert!(parse_transport_id("trtype:emu dup:2").is_err());
+        assert!(parse_transport_id("trtype:emu rounds:0").is_err());
         let TransportId::Emu(s) = parse_transport_id("trtype:emu,core:3").unwrap() else {
             panic!("not emu");
         };

@@ -71,6 +71,35 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     Ok(bytes)
 }
 
+/// Parse a duration: `30` or `30s` (seconds), `500ms`, `100us`; at least
+/// one millisecond, at most a day.
+pub fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!(
+            "'{input}' is not a duration; give a whole number with s, ms or us, e.g. 30s, 500ms"
+        )
+    })?;
+    let d = match unit {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "us" => std::time::Duration::from_micros(n),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{input}'; use s, ms or us, e.g. 30s, 500ms"
+            ));
+        }
+    };
+    if d < std::time::Duration::from_millis(1) || d > std::time::Duration::from_secs(86_400) {
+        return Err(format!(
+            "'{input}' is out of range; give at least 1ms and at most 86400s"
+        ));
+    }
+    Ok(d)
+}
+
 /// `4096` → `4 KiB`, `1536` → `1536 B`: the largest exact binary unit.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
@@ -117,6 +146,24 @@ mod tests {
         ));
         let msg = parse_size("4x").unwrap_err().to_string();
         assert!(msg.contains("'x'") && msg.contains("k, m, g"), "{msg}");
+    }
+
+    #[test]
+    fn durations_take_s_ms_and_us_within_bounds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1500us"), Ok(Duration::from_micros(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("10us").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert!(
+            parse_duration("5m")
+                .unwrap_err()
+                .contains("unknown unit 'm'")
+        );
+        assert!(parse_duration("x").is_err());
     }
 
     #[test]

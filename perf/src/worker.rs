@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::{Controller, IoCompletion, IoError, IoQueuePair, Namespace, QueuePairOptions};
+use nvme_engine::{
+    Controller, IoCompletion, IoQueuePair, Namespace, QueuePairOptions, QueuePairStats,
+    SubmitErrorKind,
+};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -36,9 +39,6 @@ const GEN_NONE: u32 = 0;
 const GEN_UNKNOWN: u32 = 0x7fff_ffff;
 /// Verify flag: an I/O to this unit is in flight.
 const GEN_BUSY: u32 = 0x8000_0000;
-
-/// How long a worker waits for outstanding commands after the run.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A progress counter on its own cache line (no false sharing between workers).
 #[repr(align(128))]
@@ -96,6 +96,12 @@ pub struct RunParams {
     pub clock: Clock,
     /// Largest latency the histograms track, in ticks.
     pub max_ticks: u64,
+    /// Ticks between two deadline checks of the queue pairs.
+    pub scan_ticks: u64,
+    /// How long the drain after the run waits for outstanding commands: long
+    /// enough for a lost command to time out, be aborted and, failing that,
+    /// for the controller to be reset.
+    pub drain_timeout: Duration,
 }
 
 /// One namespace driven by a worker.
@@ -155,6 +161,8 @@ struct Job {
     free: Vec<u32>,
     /// Per-unit verify generation (empty without --verify).
     gens: Vec<u32>,
+    /// The controller was removed or failed: nothing more is submitted here.
+    dead: bool,
 }
 
 /// Per-worker mutable state the hot path touches besides the job.
@@ -168,6 +176,12 @@ struct Ctx<'a> {
     /// All completions (progress).
     completed: u64,
     counting: bool,
+    /// Submissions still allowed by `-d` (u64::MAX without it).
+    budget: u64,
+    /// Commands in flight on all jobs.
+    inflight: u64,
+    /// Failures that are not tied to one row (refused submissions).
+    refused: u64,
 }
 
 fn setup(
@@ -246,6 +260,7 @@ fn setup(
                 slots,
                 free: (0..p.queue_depth as u32).rev().collect(),
                 gens: Vec::new(),
+                dead: false,
             });
         }
     }
@@ -300,6 +315,9 @@ pub fn run(
         measured: 0,
         completed: 0,
         counting: false,
+        budget: u64::MAX,
+        inflight: 0,
+        refused: 0,
     };
     // Wait for the start signal.
     let mut phase = ctl.phase.load(Ordering::Relaxed);
@@ -317,6 +335,7 @@ pub fn run(
     let mut local_phase = PHASE_WARMUP;
     let limit = p.number_ios.unwrap_or(u64::MAX);
     let progress = &ctl.progress[plan.index].0;
+    let mut next_scan = clock.now().saturating_add(p.scan_ticks);
     loop {
         let phase = ctl.phase.load(Ordering::Relaxed);
         if phase != local_phase {
@@ -333,6 +352,8 @@ pub fn run(
                 last_busy = false;
                 cx.measured = 0;
                 cx.counting = true;
+                // What is in flight now completes in the measured phase.
+                cx.budget = limit.saturating_sub(cx.inflight);
                 measure_start = clock.now();
             }
             local_phase = phase;
@@ -342,25 +363,31 @@ pub fn run(
             busy_ticks += t.saturating_sub(turn_start);
         }
         turn_start = t;
-        let mut work = 0usize;
-        let mut inflight = 0u64;
-        for job in &mut jobs {
-            inflight += job.qp.outstanding() as u64;
+        if t >= next_scan {
+            next_scan = t.saturating_add(p.scan_ticks);
+            if scan(&mut jobs) {
+                // Every controller this worker drives is gone.
+                break;
+            }
         }
+        let mut work = 0usize;
         for job in &mut jobs {
-            if !job.free.is_empty() {
+            if !job.free.is_empty() && !job.dead {
                 let now = clock.now();
                 while let Some(&slot) = job.free.last() {
-                    if cx.counting && cx.measured + inflight >= limit {
+                    if cx.budget == 0 {
                         break;
                     }
-                    if let Err(e) = submit(job, slot, now, &mut cx) {
-                        cx.fatal.get_or_insert(e);
-                        ctl.advance(PHASE_STOP);
-                        break;
+                    match submit(job, slot, now, &mut cx) {
+                        Ok(()) => {}
+                        Err(Refused::Gone) => break,
+                        Err(Refused::Bug(e)) => {
+                            cx.fatal.get_or_insert(e);
+                            ctl.advance(PHASE_STOP);
+                            break;
+                        }
                     }
                     job.free.pop();
-                    inflight += 1;
                     work += 1;
                 }
                 job.qp.ring_doorbell();
@@ -392,17 +419,20 @@ pub fn run(
     }
     let end = clock.now();
     cx.counting = false;
-    // Drain: keep checking data and failures, stop counting performance.
+    // Drain: keep checking data, failures and deadlines; stop counting
+    // performance.
     let start = Instant::now();
     let mut turns = 0u32;
     loop {
-        let outstanding: usize = jobs.iter().map(|j| j.qp.outstanding()).sum();
-        if outstanding == 0 {
+        if cx.inflight == 0 {
             break;
         }
         turns = turns.wrapping_add(1);
-        if turns.is_multiple_of(1024) && start.elapsed() > DRAIN_TIMEOUT {
-            break;
+        if turns.is_multiple_of(256) {
+            if start.elapsed() > p.drain_timeout {
+                break;
+            }
+            scan(&mut jobs);
         }
         let mut n = 0;
         for job in &mut jobs {
@@ -420,9 +450,15 @@ pub fn run(
     for r in &mut rows {
         r.flush();
     }
-    let abandoned = jobs.iter().map(|j| j.qp.outstanding()).sum();
+    let mut qpair = QueuePairStats::default();
+    for job in &jobs {
+        qpair += job.qp.stats();
+    }
+    let lost = cx.inflight;
     for job in jobs {
-        let _ = job.qp.delete();
+        // Commands the device never completed come back here (Command
+        // Aborted due to SQ Deletion); they are already counted as lost.
+        let _ = job.qp.delete_with(|_| {});
     }
     Ok(WorkerResult {
         core: plan.core,
@@ -432,8 +468,32 @@ pub fn run(
         busy_ticks,
         idle_polls: idle,
         fatal: cx.fatal,
-        abandoned,
+        lost,
+        refused: cx.refused,
+        qpair,
     })
+}
+
+/// Check the deadlines of every queue pair; true when every job's
+/// controller is gone (removed or failed) and nothing is in flight on it.
+#[cold]
+#[inline(never)]
+fn scan(jobs: &mut [Job]) -> bool {
+    let now = Instant::now();
+    let mut all_dead = true;
+    for job in jobs.iter_mut() {
+        job.qp.check_timeouts(now);
+        all_dead &= job.dead && job.qp.outstanding() == 0;
+    }
+    all_dead
+}
+
+/// Why a submission did not happen.
+enum Refused {
+    /// The controller is removed or failed; the job is marked dead.
+    Gone,
+    /// Anything else: a bug in the plan (stops the run).
+    Bug(FailedIo),
 }
 
 /// Pick an offset and direction for `slot` and submit it.
@@ -443,7 +503,7 @@ fn submit(
     slot: u32,
     now: u64,
     cx: &mut Ctx<'_>,
-) -> std::result::Result<(), FailedIo> {
+) -> std::result::Result<(), Refused> {
     let p = cx.p;
     let read = match p.read_percent {
         100 => true,
@@ -460,20 +520,22 @@ fn submit(
     let lba_of = |unit: u64| job.start_lba + unit * job.blocks;
     let s = &mut job.slots[slot as usize];
     let Some(mut buf) = s.buf.take() else {
-        return Err(failed(
+        return Err(Refused::Bug(failed(
             job,
             "submit",
             lba_of(unit),
             "slot has no buffer".into(),
-        ));
+        )));
     };
     let mut generation = GEN_NONE;
+    let mut prev_generation = GEN_NONE;
     if p.verify {
         // Never two I/Os on one unit at once: the result would be undefined.
         while job.gens[unit as usize] & GEN_BUSY != 0 {
             unit = if unit + 1 == job.units { 0 } else { unit + 1 };
         }
         let g = &mut job.gens[unit as usize];
+        prev_generation = *g;
         if read {
             generation = *g;
         } else {
@@ -502,19 +564,32 @@ fn submit(
         job.qp.write(&job.ns, lba, buf, false, slot as u64)
     };
     match r {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            cx.inflight += 1;
+            cx.budget -= 1;
+            Ok(())
+        }
         Err(e) => {
             job.slots[slot as usize].buf = e.buf;
             if p.verify {
-                job.gens[unit as usize] &= !GEN_BUSY;
+                // Nothing reached the device: the unit keeps its contents.
+                job.gens[unit as usize] = prev_generation;
+            }
+            if matches!(
+                e.kind,
+                SubmitErrorKind::DeviceRemoved | SubmitErrorKind::ControllerFailed
+            ) {
+                job.dead = true;
+                cx.refused += 1;
+                return Err(Refused::Gone);
             }
             let op = if read { "read" } else { "write" };
-            Err(failed(
+            Err(Refused::Bug(failed(
                 job,
                 op,
                 lba,
                 format!("submission refused: {}", e.kind),
-            ))
+            )))
         }
     }
 }
@@ -550,6 +625,7 @@ fn reap(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> us
         let slot = &mut slots[c.token as usize];
         slot.buf = c.buf;
         free.push(c.token as u32);
+        cx.inflight -= 1;
         cx.completed += 1;
         if cx.counting {
             cx.measured += 1;
@@ -580,9 +656,7 @@ fn reap(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> us
                         GEN_UNKNOWN
                     };
                 }
-                if let IoError::Status(s) = e {
-                    row.errors.record(s);
-                }
+                row.errors.record(&e);
                 if !cx.p.continue_on_error && cx.fatal.is_none() {
                     cx.fatal = Some(FailedIo {
                         device: device.clone(),

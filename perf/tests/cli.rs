@@ -282,14 +282,18 @@ fn failed_io_stops_the_run_with_its_status() {
 }
 
 #[test]
-fn continue_on_error_counts_failures_by_status_and_not_as_iops() {
-    let (v, human) = json_run(&[
+fn continue_on_error_counts_failures_by_status_and_not_as_iops_and_still_exits_3() {
+    let o = perf(&[
+        "--json",
         "-r",
         "trtype:emu mode:inline size:16M fail:0.25",
         "--continue-on-error",
         "-d",
         "4000",
     ]);
+    let human = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{human}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     let t = &v["total"];
     let (ios, failed) = (t["ios"].as_u64().unwrap(), t["failed"].as_u64().unwrap());
     assert_eq!(ios + failed, 4000, "{t}");

@@ -583,7 +583,14 @@ impl Engine {
             let d = &mut self.delayed[i];
             d.rounds = d.rounds.saturating_sub(1);
             if d.rounds == 0 {
-                let d = self.delayed.remove(i);
+                let mut d = self.delayed.remove(i);
+                // SQHD is the head when the entry is posted, not when the
+                // command ran (a bogus-SQHD fault keeps its bogus value).
+                if let Some(sq) = self.sqs.get(d.c.sqid as usize).and_then(|q| q.as_ref())
+                    && (d.c.sqhd as u32) < sq.size
+                {
+                    d.c.sqhd = sq.head as u16;
+                }
                 self.post(sh, g, d.cqid, d.c);
                 posted += 1;
             } else {
