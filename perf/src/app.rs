@@ -22,7 +22,7 @@ use crate::target::{self, OpenOptions, Target};
 use crate::transport::{EmuRunMode, EmuSpec, TransportId};
 use crate::units::format_size;
 use crate::worker::RunParams;
-use crate::{placement, report, stats};
+use crate::{placement, precheck, report, stats};
 
 /// Exit status when the run completed but I/O failed or data mismatched.
 const EXIT_IO_FAILED: i32 = 3;
@@ -51,11 +51,23 @@ pub fn main() -> Result<i32> {
     } else {
         std::io::stdout().is_terminal()
     };
-    let transports = if args.transports.is_empty() {
+    let json_file = match &args.json {
+        Some(Some(path)) => Some(precheck::json_destination(path)?),
+        _ => None,
+    };
+    let mut transports = if args.transports.is_empty() {
         vec![TransportId::Emu(EmuSpec::default())]
     } else {
         args.transports.clone()
     };
+    precheck::distinct_controllers(&transports)?;
+    let writes = args.workload.read_percent(args.read_percent) < 100;
+    for t in &mut transports {
+        if let TransportId::Emu(spec) = t {
+            precheck::settle_file_backing(spec, writes)?;
+        }
+    }
+    precheck::memory_fits(precheck::emu_ram_need(&transports, writes), 0)?;
     let o = PlanOptions {
         queue_depth: args.queue_depth as usize,
         io_size: args.io_size,
@@ -112,7 +124,11 @@ pub fn main() -> Result<i32> {
             TransportId::Pcie { nsid: Some(_), .. } => 1,
             TransportId::Pcie { nsid: None, .. } => 16,
         };
-        let queues = (cores.len() * o.qpairs * ns_hint).clamp(1, 65534) as u16;
+        let queues = cores
+            .len()
+            .saturating_mul(o.qpairs)
+            .saturating_mul(ns_hint)
+            .clamp(1, 65534) as u16;
         targets.push(target::open(
             t,
             OpenOptions {
@@ -121,11 +137,19 @@ pub fn main() -> Result<i32> {
                 emu_placement,
                 io_timeout: args.io_timeout,
                 seed: args.seed,
+                writes,
             },
         )?);
     }
     let entries = plan::queue_entries(&targets, &o)?;
     let (mut plans, rows) = plan::build(&targets, &cores, &o)?;
+    let per_qpair = precheck::qpair_dma_bytes(o.queue_depth, o.io_size, entries);
+    let dma = plans
+        .iter()
+        .map(|p| (p.jobs.len() * o.qpairs) as u64)
+        .fold(0u64, u64::saturating_add)
+        .saturating_mul(per_qpair);
+    precheck::memory_fits(precheck::emu_ram_need(&transports, writes), dma)?;
     for p in &mut plans {
         p.yield_when_idle = shared_cores.contains(&p.core);
     }
@@ -267,10 +291,17 @@ pub fn main() -> Result<i32> {
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&json::report(&info, &s))?;
-        match dest {
-            None => println!("{text}"),
-            Some(path) => std::fs::write(path, text + "\n")
-                .with_context(|| format!("cannot write the JSON report to {}", path.display()))?,
+        match (dest, json_file) {
+            (Some(path), Some(mut f)) => {
+                use std::io::Seek;
+                f.set_len(0)
+                    .and_then(|()| f.rewind())
+                    .and_then(|()| f.write_all((text + "\n").as_bytes()))
+                    .with_context(|| {
+                        format!("cannot write the JSON report to {}", path.display())
+                    })?
+            }
+            _ => println!("{text}"),
         }
     }
     for t in &targets {

@@ -104,14 +104,35 @@ fn io_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("IO size {v} is too large"))
 }
 
-fn run_time(s: &str) -> Result<u64, String> {
+/// Longest run or warm-up: a year, far below where time arithmetic overflows.
+pub const MAX_SECONDS: u64 = 365 * 86_400;
+
+fn seconds(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
-        Ok(0) => Err(
+        Ok(v) if v > MAX_SECONDS => Err(format!(
+            "{v} seconds is more than a year ({MAX_SECONDS} s); give at most {MAX_SECONDS}, or -d to stop after a number of I/Os"
+        )),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("'{s}' is not a whole number of seconds")),
+    }
+}
+
+fn run_time(s: &str) -> Result<u64, String> {
+    match seconds(s)? {
+        0 => Err(
             "run time must be at least 1 second (use -d to stop after a number of I/Os instead)"
                 .into(),
         ),
-        Ok(v) => Ok(v),
-        Err(_) => Err(format!("'{s}' is not a whole number of seconds")),
+        v => Ok(v),
+    }
+}
+
+fn qpairs(s: &str) -> Result<u64, String> {
+    match positive(s)? {
+        v if v > u16::MAX as u64 => Err(format!(
+            "{v} queue pairs per namespace is more than any controller has (65535); lower -P"
+        )),
+        v => Ok(v),
     }
 }
 
@@ -158,7 +179,7 @@ pub struct Args {
     pub time: Option<u64>,
 
     /// Warm-up seconds before measuring (not counted).
-    #[arg(short = 'a', long = "warmup-time", default_value_t = 0)]
+    #[arg(short = 'a', long = "warmup-time", default_value_t = 0, value_parser = seconds)]
     pub warmup: u64,
 
     /// Cores to run workers on: hex mask (0x3) or list (0,1 or 0-1). Default: the first allowed core.
@@ -170,7 +191,7 @@ pub struct Args {
     pub transports: Vec<TransportId>,
 
     /// I/O queue pairs per namespace per core.
-    #[arg(short = 'P', long = "num-qpairs", default_value_t = 1, value_parser = positive)]
+    #[arg(short = 'P', long = "num-qpairs", default_value_t = 1, value_parser = qpairs)]
     pub qpairs: u64,
 
     /// Entries per I/O queue (default: at least queue depth + 1, and 1024).
@@ -269,6 +290,10 @@ mod tests {
     #[test]
     fn bad_values_are_refused_by_the_parser() {
         assert!(parse(&["-t", "0"]).is_err());
+        assert!(parse(&["-t", "18446744073709551615"]).is_err());
+        assert!(parse(&["-a", "18446744073709551615"]).is_err());
+        assert!(parse(&["-t", "31536000", "-a", "31536000"]).is_ok());
+        assert!(parse(&["-P", "65536"]).is_err());
         assert!(parse(&["-M", "101"]).is_err());
         assert!(parse(&["-w", "randomread"]).is_err());
         assert!(parse(&["-q", "0"]).is_err());

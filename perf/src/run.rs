@@ -77,6 +77,7 @@ pub fn run(
     }
     let io_bytes = params.io_size as f64;
     let start = Instant::now();
+    // -t and -a are bounded to a year, so these sums cannot overflow.
     let warm_end = start + timing.warmup;
     let mut measuring = timing.warmup.is_zero();
     ctl.advance(if measuring {

@@ -14,6 +14,7 @@ use nvme_engine::{Controller, ControllerOptions, Namespace};
 use crate::device::PerfDevice;
 use crate::inject::{InjectKind, Installed};
 use crate::placement::EmuPlacement;
+use crate::precheck::ns_file;
 use crate::transport::{EmuRunMode, EmuSpec, TransportId};
 use crate::units::format_size;
 
@@ -60,23 +61,25 @@ pub struct OpenOptions {
     pub io_timeout: Duration,
     /// Seed of the fault rules.
     pub seed: u64,
+    /// The run writes (file backings are opened read-only otherwise).
+    pub writes: bool,
 }
 
-fn emu_config(spec: &EmuSpec, place: Option<EmuPlacement>) -> EmuConfig {
+fn emu_config(spec: &EmuSpec, place: Option<EmuPlacement>, writes: bool) -> EmuConfig {
     let blocks = spec.size / spec.lba_size as u64;
     let mut cfg = EmuConfig::ram(spec.size).without_namespaces();
     for n in 1..=spec.namespaces {
         let ns = match (&spec.file, spec.null) {
             (_, true) => EmuNamespaceConfig::null(spec.lba_size, blocks),
             (Some(path), false) => {
-                let path = if n == 1 {
-                    path.clone()
-                } else {
-                    let mut p = path.clone().into_os_string();
-                    p.push(format!(".{n}"));
-                    p.into()
-                };
-                EmuNamespaceConfig::file(path, spec.lba_size, blocks)
+                let ns = EmuNamespaceConfig::file(ns_file(path, n), spec.lba_size, blocks);
+                // Read workloads open the file read-only; an existing file
+                // is extended only to a size asked for explicitly.
+                match (writes, spec.size_given) {
+                    (false, _) => ns.read_only(),
+                    (true, true) => ns.grow_file(),
+                    (true, false) => ns,
+                }
             }
             (None, false) => EmuNamespaceConfig::ram(spec.lba_size, blocks),
         };
@@ -145,7 +148,7 @@ fn driver_options(opts: OpenOptions) -> ControllerOptions {
 pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
     match id {
         TransportId::Emu(spec) => {
-            let dev = EmuController::new(emu_config(spec, opts.emu_placement))
+            let dev = EmuController::new(emu_config(spec, opts.emu_placement, opts.writes))
                 .context("cannot create the emulated controller")?;
             let handle = dev.handle();
             let installed = Installed::install(&handle, &spec.faults, spec.delay_rounds, opts.seed);

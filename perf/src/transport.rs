@@ -112,6 +112,9 @@ pub enum EmuRunMode {
 pub struct EmuSpec {
     /// Bytes per namespace.
     pub size: u64,
+    /// `size:` was given (an existing backing file is then extended to it
+    /// if smaller; without it the file's own size is used).
+    pub size_given: bool,
     /// Number of namespaces.
     pub namespaces: u32,
     /// LBA size, 512 or 4096.
@@ -137,6 +140,7 @@ impl Default for EmuSpec {
     fn default() -> Self {
         EmuSpec {
             size: 1 << 30,
+            size_given: false,
             namespaces: 1,
             lba_size: 512,
             null: false,
@@ -282,7 +286,8 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                     "trtype" => {}
                     "size" => {
                         spec.size =
-                            parse_size(value).map_err(|e| bad(key, value, &e.to_string()))?
+                            parse_size(value).map_err(|e| bad(key, value, &e.to_string()))?;
+                        spec.size_given = true;
                     }
                     "ns" => {
                         spec.namespaces = value
@@ -428,6 +433,7 @@ mod tests {
             t,
             TransportId::Emu(EmuSpec {
                 size: 1 << 30,
+                size_given: true,
                 namespaces: 2,
                 lba_size: 4096,
                 null: true,

@@ -100,6 +100,23 @@ pub fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `21474836480` → `20.0 GiB`: one decimal in the largest unit that fits.
+pub fn format_size_approx(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 5] = [
+        (50, "PiB"),
+        (40, "TiB"),
+        (30, "GiB"),
+        (20, "MiB"),
+        (10, "KiB"),
+    ];
+    for (shift, name) in UNITS {
+        if bytes >= 1u64 << shift {
+            return format!("{:.1} {name}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// `4096` → `4 KiB`, `1536` → `1536 B`: the largest exact binary unit.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
@@ -172,5 +189,9 @@ mod tests {
         assert_eq!(format_size(1 << 30), "1 GiB");
         assert_eq!(format_size(1536), "1536 B");
         assert_eq!(format_size(3 << 20), "3 MiB");
+        assert_eq!(format_size_approx(20 << 30), "20.0 GiB");
+        assert_eq!(format_size_approx(1536), "1.5 KiB");
+        assert_eq!(format_size_approx(100), "100 B");
+        assert_eq!(format_size_approx(u64::MAX), "16384.0 PiB");
     }
 }

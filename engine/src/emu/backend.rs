@@ -48,6 +48,7 @@ impl Backend {
                 (Store::Ram(map), Vec::new())
             }
             Backing::File(path) => {
+                let existed = path.exists();
                 let file = OpenOptions::new()
                     .read(true)
                     .write(!cfg.read_only)
@@ -67,6 +68,14 @@ impl Backend {
                         source,
                     })?
                     .len();
+                if cur < bytes && existed && !cfg.grow && !cfg.read_only {
+                    return Err(EmuError::FileTooSmall {
+                        nsid,
+                        path: path.clone(),
+                        file_bytes: cur,
+                        bytes,
+                    });
+                }
                 if cur < bytes {
                     let extend = if cfg.read_only {
                         Err(io::Error::new(
@@ -200,6 +209,47 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 32 * 512);
         let mut b = Backend::open(1, &cfg, 8192).unwrap();
         assert_eq!(b.load(1024, 3).unwrap(), b"abc");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_existing_smaller_file_is_refused_unless_growing_is_asked_for() {
+        let path = std::env::temp_dir().join(format!("emu-grow-{}.img", std::process::id()));
+        std::fs::write(&path, [7u8; 1024]).unwrap();
+        let cfg = EmuNamespaceConfig::file(&path, 512, 8);
+        let e = Backend::open(1, &cfg, 4096).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                EmuError::FileTooSmall {
+                    file_bytes: 1024,
+                    bytes: 4096,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024, "untouched");
+        Backend::open(1, &cfg.clone().grow_file(), 4096).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_namespace_opens_its_file_read_only() {
+        let path = std::env::temp_dir().join(format!("emu-ro-{}.img", std::process::id()));
+        std::fs::write(&path, [7u8; 4096]).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&path, perms).unwrap();
+        let cfg = EmuNamespaceConfig::file(&path, 512, 8).read_only();
+        let mut b = Backend::open(1, &cfg, 4096).unwrap();
+        assert_eq!(b.load(0, 4).unwrap(), &[7u8; 4]);
+        // Missing files are not created for a read-only namespace.
+        let missing = path.with_extension("missing");
+        let cfg = EmuNamespaceConfig::file(&missing, 512, 8).read_only();
+        assert!(Backend::open(1, &cfg, 4096).is_err());
+        assert!(!missing.exists());
         std::fs::remove_file(&path).unwrap();
     }
 

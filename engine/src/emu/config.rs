@@ -14,8 +14,11 @@ pub enum Backing {
     /// Zero-filled anonymous memory of the namespace's size (pages are
     /// allocated lazily by the kernel, so a large, mostly unused namespace is cheap).
     Ram,
-    /// A file, created if missing and extended to the namespace's size. Data
-    /// survives the controller; a Flush, a FUA write and shutdown call `fdatasync`.
+    /// A file, created at the namespace's size if missing. An existing file
+    /// smaller than the namespace is refused unless
+    /// [`EmuNamespaceConfig::grow_file`] allows extending it; a read-only
+    /// namespace opens it read-only. Data survives the controller; a Flush,
+    /// a FUA write and shutdown call `fdatasync`.
     File(PathBuf),
     /// No storage: reads leave the host buffer untouched, writes are
     /// discarded and no data is moved at all. For measuring the driver alone.
@@ -32,8 +35,12 @@ pub struct EmuNamespaceConfig {
     /// Backing store.
     pub backing: Backing,
     /// Report the namespace write protected (NSATTR bit 0) and fail writes
-    /// with Attempted Write to Read Only Range.
+    /// with Attempted Write to Read Only Range. A backing file is opened
+    /// read-only (and neither created nor extended).
     pub read_only: bool,
+    /// Extend an existing backing file smaller than the namespace (default:
+    /// refused, so a typo in a size never silently grows someone's file).
+    pub grow: bool,
 }
 
 impl EmuNamespaceConfig {
@@ -44,6 +51,7 @@ impl EmuNamespaceConfig {
             blocks,
             backing: Backing::Ram,
             read_only: false,
+            grow: false,
         }
     }
     /// A namespace backed by the file at `path`.
@@ -53,6 +61,7 @@ impl EmuNamespaceConfig {
             blocks,
             backing: Backing::File(path.into()),
             read_only: false,
+            grow: false,
         }
     }
     /// A namespace that moves no data.
@@ -62,11 +71,17 @@ impl EmuNamespaceConfig {
             blocks,
             backing: Backing::Null,
             read_only: false,
+            grow: false,
         }
     }
     /// This namespace, write protected.
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
+        self
+    }
+    /// Allow extending an existing backing file to the namespace's size.
+    pub fn grow_file(mut self) -> Self {
+        self.grow = true;
         self
     }
     /// Namespace size in bytes.
@@ -348,6 +363,22 @@ pub enum EmuError {
         /// The open error.
         #[source]
         source: std::io::Error,
+    },
+    /// An existing backing file is smaller than the namespace and growing
+    /// it was not asked for.
+    #[error(
+        "namespace {nsid}: backing file {path} holds {file_bytes} bytes, less than the {bytes} bytes asked for; \
+         ask for at most {file_bytes} bytes, or allow extending the file (EmuNamespaceConfig::grow_file)"
+    )]
+    FileTooSmall {
+        /// The namespace.
+        nsid: u32,
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        file_bytes: u64,
+        /// Size needed.
+        bytes: u64,
     },
     /// A backing file could not be extended to the namespace size.
     #[error(
