@@ -76,6 +76,7 @@ pub fn main() -> Result<i32> {
         qpairs: args.qpairs as usize,
         io_queue_size: args.io_queue_size,
         verify: args.verify,
+        verify_span: args.verify_span,
     };
     if o.queue_depth > u16::MAX as usize {
         bail!(
@@ -153,10 +154,20 @@ pub fn main() -> Result<i32> {
     for p in &mut plans {
         p.yield_when_idle = shared_cores.contains(&p.core);
     }
-    if args.verify && o.workload.read_percent(o.read_percent) == 100 {
+    if args.verify {
         writeln!(
             human,
-            "Note: --verify with a read-only workload checks nothing (no block is written in this run); use rw or randrw"
+            "Verify: checking {} of each namespace (--verify-size) before the run{}",
+            if args.verify_span == u64::MAX {
+                "all".to_string()
+            } else {
+                crate::units::format_size(args.verify_span)
+            },
+            if writes {
+                "; blocks not written with this seed are pre-filled"
+            } else {
+                " (read-only: reads of blocks not written with this seed are not checked)"
+            }
         )?;
     }
     for t in &targets {
@@ -238,6 +249,7 @@ pub fn main() -> Result<i32> {
         read_percent: o.workload.read_percent(o.read_percent),
         random: o.workload.random(),
         verify: o.verify,
+        verify_writes: writes,
         number_ios: args.number_ios,
         seed: args.seed,
         continue_on_error: args.continue_on_error,
@@ -340,6 +352,13 @@ fn exit_status(s: &summary::Summary) -> i32 {
         eprintln!(
             "nvme-perf: error: {} I/Os failed (see 'failed I/O' per core above)",
             s.failed()
+        );
+        code = EXIT_IO_FAILED;
+    }
+    if s.total.verify.bad_blocks() > 0 {
+        eprintln!(
+            "nvme-perf: error: the verify pass found {} torn, {} foreign and {} corrupt blocks (see 'Verify pass' above)",
+            s.total.verify.torn, s.total.verify.foreign, s.total.verify.corrupt
         );
         code = EXIT_IO_FAILED;
     }

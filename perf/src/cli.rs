@@ -144,6 +144,13 @@ fn positive(s: &str) -> Result<u64, String> {
     }
 }
 
+fn span(s: &str) -> Result<u64, String> {
+    if s == "all" {
+        return Ok(u64::MAX);
+    }
+    parse_size(s).map_err(|e| e.to_string())
+}
+
 fn seed(s: &str) -> Result<u64, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16),
@@ -206,9 +213,17 @@ pub struct Args {
     #[arg(long = "json", value_name = "FILE", num_args = 0..=1)]
     pub json: Option<Option<PathBuf>>,
 
-    /// Write a pattern derived from LBA, seed and generation; check every read.
+    /// Stamp every written block (seed, LBA, generation, checksum), check
+    /// the working set before the run and every read during it.
     #[arg(long)]
     pub verify: bool,
+
+    /// With --verify: the bytes at the start of each namespace the run
+    /// confines itself to (all: the whole namespace). A pass before the run
+    /// reads all of it, checks every block's stamp and, when the workload
+    /// writes, pre-fills blocks not written with this seed.
+    #[arg(long = "verify-size", default_value = "1G", value_parser = span)]
+    pub verify_span: u64,
 
     /// Stop each worker after this many measured I/Os instead of after a time.
     #[arg(short = 'd', long = "number-ios", value_parser = positive)]

@@ -65,6 +65,19 @@ fn row(r: &RowSummary) -> Value {
             "checked": r.verify.checked,
             "mismatches": r.verify.mismatches,
             "unverified": r.verify.unverified,
+            "checked_percent": r.verify.checked as f64 * 100.0 / (r.verify.checked + r.verify.unverified).max(1) as f64,
+            "pass": {
+                "blocks": r.verify.pass_blocks,
+                "stamped": r.verify.pass_stamped,
+                "not_written_with_seed": r.verify.pass_unwritten,
+                "prefilled_units": r.verify.prefilled,
+                "torn": r.verify.torn,
+                "foreign": r.verify.foreign,
+                "corrupt": r.verify.corrupt,
+                "first_bad": r.verify.first_bad.map(|(lba, st)| json!({
+                    "lba": lba, "state": crate::report::describe(st)
+                })),
+            },
             "first_mismatch": r.verify.first.map(|m| json!({
                 "lba": m.lba, "offset": m.offset, "expected": m.expected, "found": m.found
             })),

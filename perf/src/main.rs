@@ -22,6 +22,7 @@ mod summary;
 mod target;
 mod transport;
 mod units;
+mod vpass;
 mod worker;
 
 fn main() {

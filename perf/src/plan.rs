@@ -46,6 +46,8 @@ pub struct PlanOptions {
     pub io_queue_size: Option<u64>,
     /// --verify.
     pub verify: bool,
+    /// Bytes at the start of each namespace a verified run confines itself to.
+    pub verify_span: u64,
 }
 
 /// The entries each I/O queue gets on every target, or why the queue depth
@@ -154,7 +156,11 @@ pub fn build(
     for (w, plan) in workers.iter_mut().enumerate() {
         for (ti, t) in targets.iter().enumerate() {
             for ns in &t.namespaces {
-                let total_units = ns.blocks / (o.io_size / ns.block_size as usize) as u64;
+                let mut blocks = ns.blocks;
+                if o.verify {
+                    blocks = blocks.min(o.verify_span / ns.block_size as u64);
+                }
+                let total_units = blocks / (o.io_size / ns.block_size as usize) as u64;
                 let mut per_core = total_units / cores.len() as u64;
                 if o.verify {
                     per_core = per_core.min(MAX_VERIFY_UNITS);

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 
+use crate::pattern::BlockState;
 use crate::summary::{RowSummary, Summary};
 
 const RULE: &str = "========================================================";
@@ -40,6 +41,24 @@ fn histogram(out: &mut dyn Write, r: &RowSummary) -> io::Result<()> {
         )?;
     }
     writeln!(out)
+}
+
+/// What a bad block holds, in words.
+pub fn describe(state: BlockState) -> String {
+    match state {
+        BlockState::Torn { sector } => format!(
+            "torn: sector {sector} (bytes {}..) does not match the rest of the block",
+            sector * crate::pattern::SECTOR
+        ),
+        BlockState::Foreign { claims } => {
+            format!("foreign: it holds the block written for LBA {claims}")
+        }
+        BlockState::Corrupt { offset } => {
+            format!("corrupt: bad checksum or data at byte {offset} of the block")
+        }
+        BlockState::Stamped(g) => format!("generation {g}"),
+        BlockState::Unwritten => "not written with this seed".into(),
+    }
 }
 
 /// Print the report; `latency` is the -L count.
@@ -158,11 +177,39 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
         }
     }
     let v = &s.total.verify;
-    if v.checked + v.unverified + v.mismatches > 0 {
+    if v.pass_blocks > 0 {
         writeln!(
             out,
-            "\nVerify: {} reads checked, {} mismatches, {} reads of blocks not written in this run (not checked)",
-            v.checked, v.mismatches, v.unverified
+            "\nVerify pass: {} blocks read: {} hold one whole generation written with this seed, {} were not written with it ({} I/O units pre-filled); {} torn, {} foreign, {} corrupt",
+            v.pass_blocks,
+            v.pass_stamped,
+            v.pass_unwritten,
+            v.prefilled,
+            v.torn,
+            v.foreign,
+            v.corrupt
+        )?;
+        for r in s.rows.iter() {
+            if let Some((lba, state)) = r.verify.first_bad {
+                writeln!(
+                    out,
+                    "  {}: first bad block at LBA {lba}: {}",
+                    r.label,
+                    describe(state)
+                )?;
+            }
+        }
+    }
+    if v.checked + v.unverified + v.mismatches > 0 {
+        let reads = v.checked + v.unverified;
+        writeln!(
+            out,
+            "\nVerify: {} of {} reads checked ({:.1}%), {} mismatches, {} reads of blocks with no known contents (not checked)",
+            v.checked,
+            reads,
+            v.checked as f64 * 100.0 / reads.max(1) as f64,
+            v.mismatches,
+            v.unverified
         )?;
         for r in s.rows.iter().filter(|r| r.verify.mismatches > 0) {
             if let Some(m) = r.verify.first {

@@ -11,7 +11,7 @@ use nvme_engine::QueuePairStats;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{Status, StatusCodeType};
 
-use crate::pattern::Mismatch;
+use crate::pattern::{BlockState, Mismatch};
 
 /// Distinct statuses counted individually; later ones land in `other`.
 const STATUS_SLOTS: usize = 16;
@@ -170,6 +170,44 @@ pub struct VerifyStats {
     pub mismatches: u64,
     /// The first mismatch seen.
     pub first: Option<Mismatch>,
+    /// Blocks the pass before the run read and classified.
+    pub pass_blocks: u64,
+    /// Of which one whole generation written with this seed.
+    pub pass_stamped: u64,
+    /// Of which not written with this seed (contents from before).
+    pub pass_unwritten: u64,
+    /// Of which torn (sectors of different generations or owners).
+    pub torn: u64,
+    /// Of which stamped for another LBA.
+    pub foreign: u64,
+    /// Of which with a bad checksum or payload.
+    pub corrupt: u64,
+    /// I/O-sized units the pass wrote so that later reads can be checked.
+    pub prefilled: u64,
+    /// The first torn, foreign or corrupt block: (LBA, what it holds).
+    pub first_bad: Option<(u64, BlockState)>,
+}
+
+impl VerifyStats {
+    /// Blocks found torn, foreign or corrupt by the pass.
+    pub fn bad_blocks(&self) -> u64 {
+        self.torn + self.foreign + self.corrupt
+    }
+
+    /// Count one block the pass classified.
+    pub fn record_block(&mut self, lba: u64, state: BlockState) {
+        self.pass_blocks += 1;
+        match state {
+            BlockState::Stamped(_) => self.pass_stamped += 1,
+            BlockState::Unwritten => self.pass_unwritten += 1,
+            BlockState::Torn { .. } => self.torn += 1,
+            BlockState::Foreign { .. } => self.foreign += 1,
+            BlockState::Corrupt { .. } => self.corrupt += 1,
+        }
+        if !matches!(state, BlockState::Stamped(_) | BlockState::Unwritten) {
+            self.first_bad.get_or_insert((lba, state));
+        }
+    }
 }
 
 impl VerifyStats {
@@ -180,6 +218,16 @@ impl VerifyStats {
         self.mismatches += other.mismatches;
         if self.first.is_none() {
             self.first = other.first;
+        }
+        self.pass_blocks += other.pass_blocks;
+        self.pass_stamped += other.pass_stamped;
+        self.pass_unwritten += other.pass_unwritten;
+        self.torn += other.torn;
+        self.foreign += other.foreign;
+        self.corrupt += other.corrupt;
+        self.prefilled += other.prefilled;
+        if self.first_bad.is_none() {
+            self.first_bad = other.first_bad;
         }
     }
 }

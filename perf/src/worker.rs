@@ -33,10 +33,10 @@ pub const PHASE_MEASURE: u8 = 2;
 /// Stop submitting, drain, report.
 pub const PHASE_STOP: u8 = 3;
 
-/// Verify generation: block never written in this run.
-const GEN_NONE: u32 = 0;
+/// Verify generation: contents not known (not written with this seed).
+pub(crate) const GEN_NONE: u32 = 0;
 /// Verify generation: a write failed, contents unknown.
-const GEN_UNKNOWN: u32 = 0x7fff_ffff;
+pub(crate) const GEN_UNKNOWN: u32 = 0x7fff_ffff;
 /// Verify flag: an I/O to this unit is in flight.
 const GEN_BUSY: u32 = 0x8000_0000;
 
@@ -82,6 +82,8 @@ pub struct RunParams {
     pub random: bool,
     /// Write patterns and check reads.
     pub verify: bool,
+    /// The verify pass may write (pre-fill) units it finds no generation in.
+    pub verify_writes: bool,
     /// Measured I/Os per worker, if bounded by count.
     pub number_ios: Option<u64>,
     /// Run seed.
@@ -140,37 +142,40 @@ pub struct WorkerPlan {
 /// device thread yields.
 pub const YIELD_AFTER_IDLE: u32 = 32;
 
-struct Slot {
-    buf: Option<DmaBuf>,
+pub(crate) struct Slot {
+    pub(crate) buf: Option<DmaBuf>,
     start: u64,
     unit: u64,
     generation: u32,
     read: bool,
 }
 
-struct Job {
-    qp: IoQueuePair<PerfDevice>,
-    ns: Namespace,
-    device: String,
-    row: usize,
-    start_lba: u64,
-    units: u64,
-    blocks: u64,
+pub(crate) struct Job {
+    pub(crate) qp: IoQueuePair<PerfDevice>,
+    pub(crate) ns: Namespace,
+    pub(crate) device: String,
+    pub(crate) row: usize,
+    pub(crate) start_lba: u64,
+    pub(crate) units: u64,
+    pub(crate) blocks: u64,
     seq: u64,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) free: Vec<u32>,
     /// Per-unit verify generation (empty without --verify).
-    gens: Vec<u32>,
+    pub(crate) gens: Vec<u32>,
     /// The controller was removed or failed: nothing more is submitted here.
-    dead: bool,
+    pub(crate) dead: bool,
 }
 
 /// Per-worker mutable state the hot path touches besides the job.
-struct Ctx<'a> {
-    p: &'a RunParams,
+pub(crate) struct Ctx<'a> {
+    pub(crate) p: &'a RunParams,
     rng: WyRand,
-    scratch: Vec<u8>,
-    fatal: Option<FailedIo>,
+    /// One I/O's worth of bytes: data read back, or a pattern to write.
+    pub(crate) scratch: Vec<u8>,
+    /// One I/O's worth of bytes: the pattern a read should return.
+    pub(crate) expected: Vec<u8>,
+    pub(crate) fatal: Option<FailedIo>,
     /// Completions counted toward `-d` (measure phase).
     measured: u64,
     /// All completions (progress).
@@ -181,7 +186,7 @@ struct Ctx<'a> {
     /// Commands in flight on all jobs.
     inflight: u64,
     /// Failures that are not tied to one row (refused submissions).
-    refused: u64,
+    pub(crate) refused: u64,
 }
 
 fn setup(
@@ -294,10 +299,7 @@ pub fn run(
     ready: std::sync::mpsc::Sender<std::result::Result<(), String>>,
 ) -> Result<WorkerResult> {
     let (mut jobs, _pools) = match setup(&plan, &ctrls, &p) {
-        Ok(v) => {
-            let _ = ready.send(Ok(()));
-            v
-        }
+        Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(format!("{e:#}")));
             return Err(e);
@@ -305,12 +307,19 @@ pub fn run(
     };
     let mut rows = Vec::with_capacity(plan.rows);
     for _ in 0..plan.rows {
-        rows.push(RowStats::new(p.max_ticks, p.io_size as u64)?);
+        match RowStats::new(p.max_ticks, p.io_size as u64) {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                let _ = ready.send(Err(format!("latency histogram: {e}")));
+                return Err(e.into());
+            }
+        }
     }
     let mut cx = Ctx {
         p: &p,
         rng: WyRand::new(worker_seed(p.seed, plan.index)),
         scratch: vec![0u8; if p.verify { p.io_size } else { 0 }],
+        expected: vec![0u8; if p.verify { p.io_size } else { 0 }],
         fatal: None,
         measured: 0,
         completed: 0,
@@ -319,6 +328,12 @@ pub fn run(
         inflight: 0,
         refused: 0,
     };
+    if p.verify {
+        for job in &mut jobs {
+            crate::vpass::run(job, &mut rows, &mut cx);
+        }
+    }
+    let _ = ready.send(Ok(()));
     // Wait for the start signal.
     let mut phase = ctl.phase.load(Ordering::Relaxed);
     while phase == PHASE_SETUP {
@@ -363,13 +378,6 @@ pub fn run(
             busy_ticks += t.saturating_sub(turn_start);
         }
         turn_start = t;
-        if t >= next_scan {
-            next_scan = t.saturating_add(p.scan_ticks);
-            if scan(&mut jobs) {
-                // Every controller this worker drives is gone.
-                break;
-            }
-        }
         let mut work = 0usize;
         for job in &mut jobs {
             if !job.free.is_empty() && !job.dead {
@@ -396,6 +404,15 @@ pub fn run(
             work += reap(job, &mut rows[job.row], &mut cx, clock);
             if !before && cx.fatal.is_some() {
                 ctl.advance(PHASE_STOP);
+            }
+        }
+        // Deadlines are judged after reaping, so a completion already in
+        // the queue is never taken for a timeout.
+        if t >= next_scan {
+            next_scan = t.saturating_add(p.scan_ticks);
+            if scan(&mut jobs) {
+                // Every controller this worker drives is gone.
+                break;
             }
         }
         last_busy = work > 0;
@@ -427,16 +444,16 @@ pub fn run(
         if cx.inflight == 0 {
             break;
         }
+        let mut n = 0;
+        for job in &mut jobs {
+            n += reap(job, &mut rows[job.row], &mut cx, clock);
+        }
         turns = turns.wrapping_add(1);
         if turns.is_multiple_of(256) {
             if start.elapsed() > p.drain_timeout {
                 break;
             }
             scan(&mut jobs);
-        }
-        let mut n = 0;
-        for job in &mut jobs {
-            n += reap(job, &mut rows[job.row], &mut cx, clock);
         }
         if n == 0 {
             if plan.yield_when_idle {
@@ -684,7 +701,14 @@ fn check(slot: &Slot, lba: u64, block_size: usize, row: &mut RowStats, cx: &mut 
         return;
     }
     row.verify.checked += 1;
-    if let Some(m) = pattern::check(&cx.scratch, lba, block_size, cx.p.seed, slot.generation) {
+    if let Some(m) = pattern::check(
+        &cx.scratch,
+        &mut cx.expected,
+        lba,
+        block_size,
+        cx.p.seed,
+        slot.generation,
+    ) {
         row.verify.mismatches += 1;
         row.verify.first.get_or_insert(m);
     }

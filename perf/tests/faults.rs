@@ -122,12 +122,22 @@ fn lost_commands_time_out_are_aborted_and_exit_3() {
     assert_eq!(r.code, 3, "{}", r.human);
     let fired = r.fired("lose");
     assert!(fired > 0);
-    assert_eq!(r.core("/failed/timed_out"), fired, "{}", r.human);
+    let timed_out = r.core("/failed/timed_out");
     assert_eq!(r.core("/failed/lost"), 0);
-    assert_eq!(r.core("/qpair/timeouts"), fired);
+    assert_eq!(r.core("/qpair/timeouts"), timed_out);
     // Aborted, or (several at once, or an abort too late) a reset.
-    assert!(r.core("/qpair/aborts_sent") + r.core("/qpair/resets_requested") >= 1);
-    assert!(r.human.contains(&format!("timed out {fired},")));
+    let resets = r.core("/qpair/resets_requested");
+    assert!(r.core("/qpair/aborts_sent") + resets >= 1);
+    if resets == 0 {
+        assert_eq!(timed_out, fired, "{}", r.human);
+    } else {
+        // A reset resubmits lost commands that had not timed out yet.
+        assert!(
+            timed_out >= 1 && timed_out <= fired,
+            "{timed_out} of {fired}"
+        );
+    }
+    assert!(r.human.contains(&format!("timed out {timed_out},")));
     assert!(r.human.contains("x timed out"));
 }
 
@@ -135,7 +145,12 @@ fn lost_commands_time_out_are_aborted_and_exit_3() {
 fn lost_commands_on_a_threaded_controller_time_out_too() {
     let r = run("threaded", "lose:0.002", &["--continue-on-error"]);
     assert_eq!(r.code, 3, "{}", r.human);
-    assert_eq!(r.core("/failed/timed_out"), r.fired("lose"));
+    let timed_out = r.core("/failed/timed_out");
+    assert!(
+        timed_out >= 1 && timed_out <= r.fired("lose"),
+        "{}",
+        r.human
+    );
 }
 
 #[test]
