@@ -104,12 +104,16 @@ pub fn main() -> Result<i32> {
     }
     let mut placements = placement::place(allowed, &cores, &requested).into_iter();
     let mut shared_cores: Vec<usize> = Vec::new();
+    let mut device_cores: Vec<usize> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for t in &transports {
         let emu_placement = match t {
             TransportId::Emu(s) if s.mode != EmuRunMode::Inline => placements.next(),
             _ => None,
         };
+        if let Some(p) = emu_placement {
+            device_cores.push(p.core);
+        }
         if let Some(p) = emu_placement.filter(|p| p.shared) {
             shared_cores.push(p.core);
             writeln!(
@@ -243,6 +247,22 @@ pub fn main() -> Result<i32> {
     // A lost command times out, its Abort may take an admin timeout and the
     // grace after it as long again, then a reset: wait for all of it.
     let drain_timeout = args.io_timeout * 2 + ADMIN_TIMEOUT * 3 + Duration::from_secs(1);
+    // The main thread goes to a CPU no worker and no device thread uses.
+    let reporter_core = allowed
+        .iter()
+        .copied()
+        .find(|c| !cores.contains(c) && !device_cores.contains(c));
+    writeln!(
+        human,
+        "{}",
+        match reporter_core {
+            Some(c) => format!("Progress reporting on core {c}"),
+            None => format!(
+                "Progress reporting shares a busy CPU (allowed {}): it wakes once a second",
+                format_cores(allowed)
+            ),
+        }
+    )?;
     let params = Arc::new(RunParams {
         queue_depth: o.queue_depth,
         io_size: o.io_size,
@@ -250,6 +270,7 @@ pub fn main() -> Result<i32> {
         random: o.workload.random(),
         verify: o.verify,
         verify_writes: writes,
+        fua: false,
         number_ios: args.number_ios,
         seed: args.seed,
         continue_on_error: args.continue_on_error,
@@ -266,6 +287,7 @@ pub fn main() -> Result<i32> {
         time: time.map(Duration::from_secs),
         terminal,
         stall_timeout: drain_timeout,
+        reporter_core,
     };
     crate::signal::install();
     let results = run::run(plans, &ctrls, params, timing, &mut *human)?;

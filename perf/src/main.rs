@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod clock;
 mod device;
+mod hot;
 mod inject;
 mod json;
 mod memory;

@@ -2,6 +2,13 @@
 //! has its queue pairs, then drive the phases (warm-up, measure, stop) from
 //! the main thread and print a progress line every second from the
 //! workers' relaxed counters.
+//!
+//! The main thread costs the workers nothing: it reads their counters
+//! (relaxed loads of cache lines only their owner writes), runs pinned to a
+//! CPU no worker or device thread uses when there is one, and otherwise
+//! wakes once a second — never every few milliseconds on a worker's CPU. It
+//! sleeps until the next event (progress line, end of warm-up, end of run)
+//! and a worker that finishes wakes it at once.
 
 #![forbid(unsafe_code)]
 
@@ -32,7 +39,15 @@ pub struct Timing {
     /// A run in which no I/O completes for this long is stopped (hung
     /// device): longer than a command needs to time out, abort and reset.
     pub stall_timeout: Duration,
+    /// A CPU no worker or device thread uses, for the main thread.
+    pub reporter_core: Option<usize>,
 }
+
+/// Longest sleep of the main thread when it has a CPU of its own (bounds
+/// how late Ctrl-C is noticed).
+const WAKE_OWN_CPU: Duration = Duration::from_millis(50);
+/// Longest sleep when it shares a CPU with a worker or a device thread.
+const WAKE_SHARED_CPU: Duration = Duration::from_secs(1);
 
 /// Run all workers; returns their results in plan order.
 pub fn run(
@@ -44,17 +59,29 @@ pub fn run(
 ) -> Result<Vec<WorkerResult>> {
     let ctl = Arc::new(Control::new(plans.len()));
     let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut handles = Vec::new();
     for plan in plans {
         let (ctrls, p, ctl, tx) = (ctrls.to_vec(), params.clone(), ctl.clone(), tx.clone());
+        let done = done_tx.clone();
         let name = format!("nvme-perf-c{}", plan.core);
         let h = std::thread::Builder::new()
             .name(name)
-            .spawn(move || worker::run(plan, ctrls, p, ctl, tx))
+            .spawn(move || {
+                let r = worker::run(plan, ctrls, p, ctl, tx);
+                // Wake the main thread; it may be gone already.
+                let _ = done.send(());
+                r
+            })
             .map_err(|e| anyhow!("cannot start a worker thread: {e}"))?;
         handles.push(h);
     }
     drop(tx);
+    drop(done_tx);
+    let wake = match timing.reporter_core {
+        Some(c) if core_affinity::set_for_current(core_affinity::CoreId { id: c }) => WAKE_OWN_CPU,
+        _ => WAKE_SHARED_CPU,
+    };
     let mut setup_error = None;
     for _ in 0..handles.len() {
         match rx.recv() {
@@ -142,7 +169,24 @@ pub fn run(
         if measure_end.is_some_and(|e| now >= e) || crate::signal::stop_requested() {
             ctl.advance(PHASE_STOP);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Sleep until the next event, a finished worker, or `wake`.
+        let mut next = last_print + Duration::from_secs(1);
+        if !measuring {
+            next = next.min(warm_end);
+        }
+        if let Some(e) = measure_end {
+            next = next.min(e);
+        }
+        let nap = next
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), wake);
+        match done_rx.recv_timeout(nap) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every worker is gone: the loop ends at the top.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+        }
     }
     if printed && timing.terminal {
         let _ = writeln!(out);

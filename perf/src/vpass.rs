@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::IoCompletion;
 
+use crate::hot::{Ctx, Job};
 use crate::pattern::{self, BlockState};
 use crate::stats::{FailedIo, RowStats};
-use crate::worker::{Ctx, GEN_NONE, GEN_UNKNOWN, Job};
+use crate::worker::{GEN_NONE, GEN_UNKNOWN};
 
 /// How often the pass checks command deadlines.
 const SCAN_EVERY: Duration = Duration::from_millis(10);
@@ -40,11 +41,11 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
     let mut done: Vec<IoCompletion> = Vec::with_capacity(job.slots.len());
     loop {
         while next < job.units && !job.dead {
-            let Some(&slot) = job.free.last() else { break };
+            let Some(slot) = job.free.pop() else { break };
             if !submit(job, slot, Step::Read(next), &mut steps, cx) {
+                job.free.push(slot);
                 break;
             }
-            job.free.pop();
             next += 1;
             inflight += 1;
         }

@@ -1,9 +1,10 @@
 //! One worker thread: pinned to its core, it creates its own queue pairs
 //! and DMA pool, preallocates `qd` buffers per queue pair and runs to
 //! completion — submit up to QD, ring the doorbell once, reap a batch,
-//! resubmit — like `spdk_nvme_perf`'s direct mode. The loop allocates
-//! nothing and makes no system call; time comes from [`Clock`], offsets from
-//! [`WyRand`], latency goes into per-namespace histograms.
+//! resubmit — like `spdk_nvme_perf`'s direct mode (the loop itself is in
+//! [`crate::hot`]). The loop allocates nothing and makes no system call;
+//! time comes from the TSC, offsets from [`WyRand`], latency goes into
+//! per-namespace histograms.
 
 #![forbid(unsafe_code)]
 
@@ -12,17 +13,14 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::{
-    Controller, IoCompletion, IoQueuePair, Namespace, QueuePairOptions, QueuePairStats,
-    SubmitErrorKind,
-};
+use nvme_engine::dma::DmaPool;
+use nvme_engine::{Controller, Namespace, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
-use crate::pattern;
-use crate::rng::{WyRand, below, worker_seed};
-use crate::stats::{FailedIo, RowStats, WorkerResult};
+use crate::hot::{self, Ctx, FreeList, Job, Slot};
+use crate::rng::{WyRand, worker_seed};
+use crate::stats::{RowStats, WorkerResult};
 
 /// Workers are creating their queue pairs.
 pub const PHASE_SETUP: u8 = 0;
@@ -38,7 +36,7 @@ pub(crate) const GEN_NONE: u32 = 0;
 /// Verify generation: a write failed, contents unknown.
 pub(crate) const GEN_UNKNOWN: u32 = 0x7fff_ffff;
 /// Verify flag: an I/O to this unit is in flight.
-const GEN_BUSY: u32 = 0x8000_0000;
+pub(crate) const GEN_BUSY: u32 = 0x8000_0000;
 
 /// A progress counter on its own cache line (no false sharing between workers).
 #[repr(align(128))]
@@ -82,6 +80,8 @@ pub struct RunParams {
     pub random: bool,
     /// Write patterns and check reads.
     pub verify: bool,
+    /// Writes carry Force Unit Access.
+    pub fua: bool,
     /// The verify pass may write (pre-fill) units it finds no generation in.
     pub verify_writes: bool,
     /// Measured I/Os per worker, if bounded by count.
@@ -141,53 +141,6 @@ pub struct WorkerPlan {
 /// Idle loop turns in a row after which a worker sharing its core with a
 /// device thread yields.
 pub const YIELD_AFTER_IDLE: u32 = 32;
-
-pub(crate) struct Slot {
-    pub(crate) buf: Option<DmaBuf>,
-    start: u64,
-    unit: u64,
-    generation: u32,
-    read: bool,
-}
-
-pub(crate) struct Job {
-    pub(crate) qp: IoQueuePair<PerfDevice>,
-    pub(crate) ns: Namespace,
-    pub(crate) device: String,
-    pub(crate) row: usize,
-    pub(crate) start_lba: u64,
-    pub(crate) units: u64,
-    pub(crate) blocks: u64,
-    seq: u64,
-    pub(crate) slots: Vec<Slot>,
-    pub(crate) free: Vec<u32>,
-    /// Per-unit verify generation (empty without --verify).
-    pub(crate) gens: Vec<u32>,
-    /// The controller was removed or failed: nothing more is submitted here.
-    pub(crate) dead: bool,
-}
-
-/// Per-worker mutable state the hot path touches besides the job.
-pub(crate) struct Ctx<'a> {
-    pub(crate) p: &'a RunParams,
-    rng: WyRand,
-    /// One I/O's worth of bytes: data read back, or a pattern to write.
-    pub(crate) scratch: Vec<u8>,
-    /// One I/O's worth of bytes: the pattern a read should return.
-    pub(crate) expected: Vec<u8>,
-    pub(crate) fatal: Option<FailedIo>,
-    /// Completions counted toward `-d` (measure phase).
-    measured: u64,
-    /// All completions (progress).
-    completed: u64,
-    counting: bool,
-    /// Submissions still allowed by `-d` (u64::MAX without it).
-    budget: u64,
-    /// Commands in flight on all jobs.
-    inflight: u64,
-    /// Failures that are not tied to one row (refused submissions).
-    pub(crate) refused: u64,
-}
 
 fn setup(
     plan: &WorkerPlan,
@@ -263,7 +216,7 @@ fn setup(
                 blocks: (p.io_size / jp.ns.block_size as usize) as u64,
                 seq: 0,
                 slots,
-                free: (0..p.queue_depth as u32).rev().collect(),
+                free: FreeList::full(p.queue_depth),
                 gens: Vec::new(),
                 dead: false,
             });
@@ -318,14 +271,11 @@ pub fn run(
     let mut cx = Ctx {
         p: &p,
         rng: WyRand::new(worker_seed(p.seed, plan.index)),
+        read_below: (((p.read_percent as u128) << 64) / 100).min(u64::MAX as u128) as u64,
         scratch: vec![0u8; if p.verify { p.io_size } else { 0 }],
         expected: vec![0u8; if p.verify { p.io_size } else { 0 }],
         fatal: None,
-        measured: 0,
         completed: 0,
-        counting: false,
-        budget: u64::MAX,
-        inflight: 0,
         refused: 0,
     };
     if p.verify {
@@ -340,129 +290,15 @@ pub fn run(
         std::thread::yield_now();
         phase = ctl.phase.load(Ordering::Relaxed);
     }
-    let clock = p.clock;
-    let mut measure_start = clock.now();
-    let (mut busy, mut idle) = (0u64, 0u64);
-    let mut idle_run = 0u32;
-    // Time in busy turns: one clock read per turn, charged to the turn
-    // before it when that turn did work.
-    let (mut busy_ticks, mut turn_start, mut last_busy) = (0u64, clock.now(), false);
-    let mut local_phase = PHASE_WARMUP;
-    let limit = p.number_ios.unwrap_or(u64::MAX);
+    let out = hot::drive(&mut jobs, &mut rows, &mut cx, &ctl, &plan);
+    hot::drain(
+        &mut jobs,
+        &mut rows,
+        &mut cx,
+        &plan,
+        Instant::now() + p.drain_timeout,
+    );
     let progress = &ctl.progress[plan.index].0;
-    let mut next_scan = clock.now().saturating_add(p.scan_ticks);
-    loop {
-        let phase = ctl.phase.load(Ordering::Relaxed);
-        if phase != local_phase {
-            if phase >= PHASE_STOP {
-                break;
-            }
-            if phase == PHASE_MEASURE {
-                for r in &mut rows {
-                    r.reset_performance();
-                }
-                busy = 0;
-                idle = 0;
-                busy_ticks = 0;
-                last_busy = false;
-                cx.measured = 0;
-                cx.counting = true;
-                // What is in flight now completes in the measured phase.
-                cx.budget = limit.saturating_sub(cx.inflight);
-                measure_start = clock.now();
-            }
-            local_phase = phase;
-        }
-        let t = clock.now();
-        if last_busy {
-            busy_ticks += t.saturating_sub(turn_start);
-        }
-        turn_start = t;
-        let mut work = 0usize;
-        for job in &mut jobs {
-            if !job.free.is_empty() && !job.dead {
-                let now = clock.now();
-                while let Some(&slot) = job.free.last() {
-                    if cx.budget == 0 {
-                        break;
-                    }
-                    match submit(job, slot, now, &mut cx) {
-                        Ok(()) => {}
-                        Err(Refused::Gone) => break,
-                        Err(Refused::Bug(e)) => {
-                            cx.fatal.get_or_insert(e);
-                            ctl.advance(PHASE_STOP);
-                            break;
-                        }
-                    }
-                    job.free.pop();
-                    work += 1;
-                }
-                job.qp.ring_doorbell();
-            }
-            let before = cx.fatal.is_some();
-            work += reap(job, &mut rows[job.row], &mut cx, clock);
-            if !before && cx.fatal.is_some() {
-                ctl.advance(PHASE_STOP);
-            }
-        }
-        // Deadlines are judged after reaping, so a completion already in
-        // the queue is never taken for a timeout.
-        if t >= next_scan {
-            next_scan = t.saturating_add(p.scan_ticks);
-            if scan(&mut jobs) {
-                // Every controller this worker drives is gone.
-                break;
-            }
-        }
-        last_busy = work > 0;
-        if work > 0 {
-            busy += 1;
-            idle_run = 0;
-        } else {
-            idle += 1;
-            if plan.yield_when_idle {
-                idle_run += 1;
-                if idle_run >= YIELD_AFTER_IDLE {
-                    idle_run = 0;
-                    std::thread::yield_now();
-                }
-            }
-        }
-        progress.store(cx.completed, Ordering::Relaxed);
-        if cx.counting && cx.measured >= limit {
-            break;
-        }
-    }
-    let end = clock.now();
-    cx.counting = false;
-    // Drain: keep checking data, failures and deadlines; stop counting
-    // performance.
-    let start = Instant::now();
-    let mut turns = 0u32;
-    loop {
-        if cx.inflight == 0 {
-            break;
-        }
-        let mut n = 0;
-        for job in &mut jobs {
-            n += reap(job, &mut rows[job.row], &mut cx, clock);
-        }
-        turns = turns.wrapping_add(1);
-        if turns.is_multiple_of(256) {
-            if start.elapsed() > p.drain_timeout {
-                break;
-            }
-            scan(&mut jobs);
-        }
-        if n == 0 {
-            if plan.yield_when_idle {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    }
     progress.store(cx.completed, Ordering::Relaxed);
     for r in &mut rows {
         r.flush();
@@ -471,7 +307,7 @@ pub fn run(
     for job in &jobs {
         qpair += job.qp.stats();
     }
-    let lost = cx.inflight;
+    let lost: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum();
     for job in jobs {
         // Commands the device never completed come back here (Command
         // Aborted due to SQ Deletion); they are already counted as lost.
@@ -480,236 +316,13 @@ pub fn run(
     Ok(WorkerResult {
         core: plan.core,
         rows,
-        elapsed_ticks: end.saturating_sub(measure_start),
-        busy_polls: busy,
-        busy_ticks,
-        idle_polls: idle,
+        elapsed_ticks: out.end.saturating_sub(out.measure_start),
+        busy_polls: out.busy,
+        busy_ticks: out.busy_ticks,
+        idle_polls: out.idle,
         fatal: cx.fatal,
         lost,
         refused: cx.refused,
         qpair,
     })
-}
-
-/// Check the deadlines of every queue pair; true when every job's
-/// controller is gone (removed or failed) and nothing is in flight on it.
-#[cold]
-#[inline(never)]
-fn scan(jobs: &mut [Job]) -> bool {
-    let now = Instant::now();
-    let mut all_dead = true;
-    for job in jobs.iter_mut() {
-        job.qp.check_timeouts(now);
-        all_dead &= job.dead && job.qp.outstanding() == 0;
-    }
-    all_dead
-}
-
-/// Why a submission did not happen.
-enum Refused {
-    /// The controller is removed or failed; the job is marked dead.
-    Gone,
-    /// Anything else: a bug in the plan (stops the run).
-    Bug(FailedIo),
-}
-
-/// Pick an offset and direction for `slot` and submit it.
-#[inline]
-fn submit(
-    job: &mut Job,
-    slot: u32,
-    now: u64,
-    cx: &mut Ctx<'_>,
-) -> std::result::Result<(), Refused> {
-    let p = cx.p;
-    let read = match p.read_percent {
-        100 => true,
-        0 => false,
-        pct => below(cx.rng.next_u64(), 100) < pct as u64,
-    };
-    let mut unit = if p.random {
-        cx.rng.below(job.units)
-    } else {
-        let u = job.seq;
-        job.seq = if u + 1 == job.units { 0 } else { u + 1 };
-        u
-    };
-    let lba_of = |unit: u64| job.start_lba + unit * job.blocks;
-    let s = &mut job.slots[slot as usize];
-    let Some(mut buf) = s.buf.take() else {
-        return Err(Refused::Bug(failed(
-            job,
-            "submit",
-            lba_of(unit),
-            "slot has no buffer".into(),
-        )));
-    };
-    let mut generation = GEN_NONE;
-    let mut prev_generation = GEN_NONE;
-    if p.verify {
-        // Never two I/Os on one unit at once: the result would be undefined.
-        while job.gens[unit as usize] & GEN_BUSY != 0 {
-            unit = if unit + 1 == job.units { 0 } else { unit + 1 };
-        }
-        let g = &mut job.gens[unit as usize];
-        prev_generation = *g;
-        if read {
-            generation = *g;
-        } else {
-            generation = if *g + 1 >= GEN_UNKNOWN { 1 } else { *g + 1 };
-            *g = generation;
-            pattern::fill(
-                &mut cx.scratch,
-                job.start_lba + unit * job.blocks,
-                job.ns.block_size as usize,
-                p.seed,
-                generation,
-            );
-            buf.write_at(0, &cx.scratch);
-        }
-        *g |= GEN_BUSY;
-    }
-    let lba = job.start_lba + unit * job.blocks;
-    let s = &mut job.slots[slot as usize];
-    s.start = now;
-    s.unit = unit;
-    s.generation = generation;
-    s.read = read;
-    let r = if read {
-        job.qp.read(&job.ns, lba, buf, slot as u64)
-    } else {
-        job.qp.write(&job.ns, lba, buf, false, slot as u64)
-    };
-    match r {
-        Ok(()) => {
-            cx.inflight += 1;
-            cx.budget -= 1;
-            Ok(())
-        }
-        Err(e) => {
-            job.slots[slot as usize].buf = e.buf;
-            if p.verify {
-                // Nothing reached the device: the unit keeps its contents.
-                job.gens[unit as usize] = prev_generation;
-            }
-            if matches!(
-                e.kind,
-                SubmitErrorKind::DeviceRemoved | SubmitErrorKind::ControllerFailed
-            ) {
-                job.dead = true;
-                cx.refused += 1;
-                return Err(Refused::Gone);
-            }
-            let op = if read { "read" } else { "write" };
-            Err(Refused::Bug(failed(
-                job,
-                op,
-                lba,
-                format!("submission refused: {}", e.kind),
-            )))
-        }
-    }
-}
-
-fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
-    FailedIo {
-        device: job.device.clone(),
-        nsid: job.ns.id,
-        op,
-        lba,
-        blocks: job.blocks,
-        reason,
-    }
-}
-
-/// Reap up to a queue's worth of completions of `job`.
-#[inline]
-fn reap(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> usize {
-    let Job {
-        qp,
-        ns,
-        device,
-        start_lba,
-        blocks,
-        slots,
-        free,
-        gens,
-        ..
-    } = job;
-    let (start_lba, blocks, bs) = (*start_lba, *blocks, ns.block_size as usize);
-    let mut now = 0u64;
-    qp.process_completions(cx.p.queue_depth, |c: IoCompletion| {
-        let slot = &mut slots[c.token as usize];
-        slot.buf = c.buf;
-        free.push(c.token as u32);
-        cx.inflight -= 1;
-        cx.completed += 1;
-        if cx.counting {
-            cx.measured += 1;
-        }
-        let lba = start_lba + slot.unit * blocks;
-        match c.result {
-            Ok(_) => {
-                if cx.p.verify {
-                    let g = &mut gens[slot.unit as usize];
-                    *g &= !GEN_BUSY;
-                    if slot.read {
-                        check(slot, lba, bs, row, cx);
-                    }
-                }
-                if cx.counting {
-                    if now == 0 {
-                        now = clock.now();
-                    }
-                    row.record(now.wrapping_sub(slot.start), slot.read);
-                }
-            }
-            Err(e) => {
-                if cx.p.verify {
-                    let g = &mut gens[slot.unit as usize];
-                    *g = if slot.read {
-                        *g & !GEN_BUSY
-                    } else {
-                        GEN_UNKNOWN
-                    };
-                }
-                row.errors.record(&e);
-                if !cx.p.continue_on_error && cx.fatal.is_none() {
-                    cx.fatal = Some(FailedIo {
-                        device: device.clone(),
-                        nsid: ns.id,
-                        op: if slot.read { "read" } else { "write" },
-                        lba,
-                        blocks,
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        }
-    })
-}
-
-/// Compare a completed read with the pattern last written there.
-fn check(slot: &Slot, lba: u64, block_size: usize, row: &mut RowStats, cx: &mut Ctx<'_>) {
-    if slot.generation == GEN_NONE || slot.generation == GEN_UNKNOWN {
-        row.verify.unverified += 1;
-        return;
-    }
-    let Some(buf) = &slot.buf else { return };
-    if !buf.read_at(0, &mut cx.scratch) {
-        row.verify.unverified += 1;
-        return;
-    }
-    row.verify.checked += 1;
-    if let Some(m) = pattern::check(
-        &cx.scratch,
-        &mut cx.expected,
-        lba,
-        block_size,
-        cx.p.seed,
-        slot.generation,
-    ) {
-        row.verify.mismatches += 1;
-        row.verify.first.get_or_insert(m);
-    }
 }

@@ -1,0 +1,613 @@
+//! The worker's I/O loop: submit up to the queue depth, ring the doorbell
+//! once, reap a bounded batch, resubmit. The loop is compiled once per
+//! combination of verify on/off, random/sequential offsets and read mix
+//! (all reads, all writes, mixed), so none of those choices costs a branch
+//! per I/O. Per I/O it does one random draw (two when mixed), moves the
+//! buffer in and out of its slot, and records the latency; per loop turn it
+//! reads the TSC once for the submissions, once for the completions, and
+//! compares it against the next deadline check (`check_timeouts`), and
+//! publishes its completion count with one relaxed store.
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use nvme_engine::dma::DmaBuf;
+use nvme_engine::{IoCompletion, IoQueuePair, Namespace, SubmitErrorKind};
+
+use crate::clock::Clock;
+use crate::device::PerfDevice;
+use crate::pattern;
+use crate::rng::WyRand;
+use crate::stats::{FailedIo, RowStats};
+use crate::worker::{
+    Control, GEN_BUSY, GEN_NONE, GEN_UNKNOWN, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams,
+    WorkerPlan, YIELD_AFTER_IDLE,
+};
+
+/// Every I/O reads.
+pub const MIX_READ: u8 = 0;
+/// Every I/O writes.
+pub const MIX_WRITE: u8 = 1;
+/// Reads and writes mixed by `-M`.
+pub const MIX_BOTH: u8 = 2;
+
+/// A command slot: its buffer (absent while in flight) and what is in flight.
+pub(crate) struct Slot {
+    pub(crate) buf: Option<DmaBuf>,
+    pub(crate) start: u64,
+    pub(crate) unit: u64,
+    pub(crate) generation: u32,
+    pub(crate) read: bool,
+}
+
+/// Free slot numbers: a fixed-size stack (no capacity check per push).
+pub(crate) struct FreeList {
+    items: Box<[u32]>,
+    len: usize,
+}
+
+impl FreeList {
+    /// All of `0..n` free; the lowest is taken first.
+    pub(crate) fn full(n: usize) -> Self {
+        FreeList {
+            items: (0..n as u32).rev().collect(),
+            len: n,
+        }
+    }
+    #[inline(always)]
+    pub(crate) fn pop(&mut self) -> Option<u32> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.items[self.len])
+    }
+    #[inline(always)]
+    pub(crate) fn push(&mut self, slot: u32) {
+        // A slot is freed once per completion, so this never overflows;
+        // the bounds check would catch a bug.
+        self.items[self.len] = slot;
+        self.len += 1;
+    }
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One queue pair on one namespace, driven by one worker.
+pub(crate) struct Job {
+    pub(crate) qp: IoQueuePair<PerfDevice>,
+    pub(crate) ns: Namespace,
+    pub(crate) device: String,
+    pub(crate) row: usize,
+    pub(crate) start_lba: u64,
+    pub(crate) units: u64,
+    pub(crate) blocks: u64,
+    pub(crate) seq: u64,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) free: FreeList,
+    /// Per-unit verify generation (empty without --verify).
+    pub(crate) gens: Vec<u32>,
+    /// The controller was removed or failed: nothing more is submitted here.
+    pub(crate) dead: bool,
+}
+
+/// Per-worker mutable state the loop touches besides the job.
+pub(crate) struct Ctx<'a> {
+    pub(crate) p: &'a RunParams,
+    pub(crate) rng: WyRand,
+    /// A mixed workload reads when a random value is below this.
+    pub(crate) read_below: u64,
+    /// One I/O's worth of bytes: data read back, or a pattern to write.
+    pub(crate) scratch: Vec<u8>,
+    /// One I/O's worth of bytes: the pattern a read should return.
+    pub(crate) expected: Vec<u8>,
+    pub(crate) fatal: Option<FailedIo>,
+    /// All completions (progress, and `-d` through `stop_at`).
+    pub(crate) completed: u64,
+    /// Failures that are not tied to one row (refused submissions).
+    pub(crate) refused: u64,
+}
+
+/// What the measured loop hands back.
+pub(crate) struct LoopOut {
+    pub(crate) measure_start: u64,
+    pub(crate) end: u64,
+    pub(crate) busy: u64,
+    pub(crate) idle: u64,
+    pub(crate) busy_ticks: u64,
+}
+
+/// Run the loop compiled for this run's verify, offset and mix choices.
+pub(crate) fn drive(
+    jobs: &mut [Job],
+    rows: &mut [RowStats],
+    cx: &mut Ctx<'_>,
+    ctl: &Control,
+    plan: &WorkerPlan,
+) -> LoopOut {
+    let p = cx.p;
+    let mix = match p.read_percent {
+        100 => MIX_READ,
+        0 => MIX_WRITE,
+        _ => MIX_BOTH,
+    };
+    macro_rules! pick {
+        ($($v:literal, $r:literal, $m:ident);*) => {
+            match (p.verify, p.random, mix) {
+                $(($v, $r, $m) => run_loop::<$v, $r, $m>(jobs, rows, cx, ctl, plan),)*
+                _ => unreachable!("mix is one of three values"),
+            }
+        };
+    }
+    pick!(
+        false, true, MIX_READ; false, true, MIX_WRITE; false, true, MIX_BOTH;
+        false, false, MIX_READ; false, false, MIX_WRITE; false, false, MIX_BOTH;
+        true, true, MIX_READ; true, true, MIX_WRITE; true, true, MIX_BOTH;
+        true, false, MIX_READ; true, false, MIX_WRITE; true, false, MIX_BOTH
+    )
+}
+
+fn run_loop<const V: bool, const R: bool, const M: u8>(
+    jobs: &mut [Job],
+    rows: &mut [RowStats],
+    cx: &mut Ctx<'_>,
+    ctl: &Control,
+    plan: &WorkerPlan,
+) -> LoopOut {
+    let p = cx.p;
+    let clock = p.clock;
+    let mut out = LoopOut {
+        measure_start: clock.now(),
+        end: 0,
+        busy: 0,
+        idle: 0,
+        busy_ticks: 0,
+    };
+    let mut idle_run = 0u32;
+    // Time in busy turns: one clock read per turn, charged to the turn
+    // before it when that turn did work.
+    let (mut turn_start, mut last_busy) = (clock.now(), false);
+    let mut local_phase = PHASE_WARMUP;
+    let limit = p.number_ios.unwrap_or(u64::MAX);
+    // Submissions `-d` still allows, and the completion count that ends it.
+    let (mut budget, mut stop_at) = (u64::MAX, u64::MAX);
+    let progress = &ctl.progress[plan.index].0;
+    let mut next_scan = clock.now().saturating_add(p.scan_ticks);
+    let mut stop_sent = false;
+    loop {
+        let phase = ctl.phase.load(Ordering::Relaxed);
+        if phase != local_phase {
+            if phase >= PHASE_STOP {
+                break;
+            }
+            if phase == PHASE_MEASURE {
+                // Latencies recorded in warm-up are dropped here.
+                for r in rows.iter_mut() {
+                    r.reset_performance();
+                }
+                out.busy = 0;
+                out.idle = 0;
+                out.busy_ticks = 0;
+                last_busy = false;
+                // What is in flight now completes in the measured phase.
+                let inflight: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum();
+                budget = limit.saturating_sub(inflight);
+                stop_at = cx.completed.saturating_add(limit);
+                out.measure_start = clock.now();
+            }
+            local_phase = phase;
+        }
+        let t = clock.now();
+        if last_busy {
+            out.busy_ticks += t.saturating_sub(turn_start);
+        }
+        turn_start = t;
+        let mut work = 0u64;
+        for job in jobs.iter_mut() {
+            if !job.free.is_empty() && !job.dead && budget > 0 {
+                let now = clock.now();
+                let n = submit_batch::<V, R, M>(job, now, cx, budget);
+                budget -= n;
+                work += n;
+                job.qp.ring_doorbell();
+            }
+            work += reap::<V>(job, &mut rows[job.row], cx, clock) as u64;
+        }
+        if cx.fatal.is_some() && !stop_sent {
+            stop_sent = true;
+            ctl.advance(PHASE_STOP);
+        }
+        // Deadlines are judged after reaping, so a completion already in
+        // the queue is never taken for a timeout.
+        if t >= next_scan {
+            next_scan = t.saturating_add(p.scan_ticks);
+            if scan(jobs) {
+                // Every controller this worker drives is gone.
+                break;
+            }
+        }
+        last_busy = work > 0;
+        if work > 0 {
+            out.busy += 1;
+            idle_run = 0;
+        } else {
+            out.idle += 1;
+            if plan.yield_when_idle {
+                idle_run += 1;
+                if idle_run >= YIELD_AFTER_IDLE {
+                    idle_run = 0;
+                    std::thread::yield_now();
+                }
+            }
+        }
+        progress.store(cx.completed, Ordering::Relaxed);
+        if cx.completed >= stop_at {
+            break;
+        }
+    }
+    out.end = clock.now();
+    out
+}
+
+/// Reap until nothing is in flight (or `deadline` passes), checking data,
+/// failures and deadlines; performance is no longer counted.
+pub(crate) fn drain(
+    jobs: &mut [Job],
+    rows: &mut [RowStats],
+    cx: &mut Ctx<'_>,
+    plan: &WorkerPlan,
+    deadline: Instant,
+) {
+    let clock = cx.p.clock;
+    let mut turns = 0u32;
+    loop {
+        if jobs.iter().all(|j| j.qp.outstanding() == 0) {
+            break;
+        }
+        let mut n = 0;
+        for job in jobs.iter_mut() {
+            n += if cx.p.verify {
+                reap::<true>(job, &mut rows[job.row], cx, clock)
+            } else {
+                reap::<false>(job, &mut rows[job.row], cx, clock)
+            };
+        }
+        turns = turns.wrapping_add(1);
+        if turns.is_multiple_of(256) {
+            if Instant::now() > deadline {
+                break;
+            }
+            scan(jobs);
+        }
+        if n == 0 {
+            if plan.yield_when_idle {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Check the deadlines of every queue pair; true when every job's
+/// controller is gone (removed or failed) and nothing is in flight on it.
+#[cold]
+#[inline(never)]
+pub(crate) fn scan(jobs: &mut [Job]) -> bool {
+    let now = Instant::now();
+    let mut all_dead = true;
+    for job in jobs.iter_mut() {
+        job.qp.check_timeouts(now);
+        all_dead &= job.dead && job.qp.outstanding() == 0;
+    }
+    all_dead
+}
+
+/// Submit on free slots until none is left or `budget` is used; how many
+/// were submitted.
+#[inline(always)]
+fn submit_batch<const V: bool, const R: bool, const M: u8>(
+    job: &mut Job,
+    now: u64,
+    cx: &mut Ctx<'_>,
+    budget: u64,
+) -> u64 {
+    let mut n = 0;
+    while n < budget {
+        let Some(slot) = job.free.pop() else { break };
+        if !submit::<V, R, M>(job, slot, now, cx) {
+            job.free.push(slot);
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Pick an offset and direction for `slot` and submit it; false when it
+/// was refused (the job is then dead, or the run has a fatal error).
+#[inline(always)]
+fn submit<const V: bool, const R: bool, const M: u8>(
+    job: &mut Job,
+    slot: u32,
+    now: u64,
+    cx: &mut Ctx<'_>,
+) -> bool {
+    let read = match M {
+        MIX_READ => true,
+        MIX_WRITE => false,
+        _ => cx.rng.next_u64() < cx.read_below,
+    };
+    let mut unit = if R {
+        cx.rng.below(job.units)
+    } else {
+        let u = job.seq;
+        job.seq = if u + 1 == job.units { 0 } else { u + 1 };
+        u
+    };
+    let Some(mut buf) = job.slots[slot as usize].buf.take() else {
+        return no_buffer(job, unit, cx);
+    };
+    let mut generation = GEN_NONE;
+    let mut prev = GEN_NONE;
+    if V {
+        (unit, generation, prev) = verify_submit(job, unit, read, &mut buf, cx);
+    }
+    let lba = job.start_lba + unit * job.blocks;
+    let s = &mut job.slots[slot as usize];
+    s.start = now;
+    s.unit = unit;
+    s.generation = generation;
+    s.read = read;
+    let r = if read {
+        job.qp.read(&job.ns, lba, buf, slot as u64)
+    } else {
+        job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
+    };
+    match r {
+        Ok(()) => true,
+        Err(e) => refused(job, slot, unit, prev, read, e, cx),
+    }
+}
+
+/// The verify side of a submission: never two I/Os on one unit, writes
+/// carry the next generation. Returns (unit, generation, previous generation).
+#[inline(never)]
+fn verify_submit(
+    job: &mut Job,
+    mut unit: u64,
+    read: bool,
+    buf: &mut DmaBuf,
+    cx: &mut Ctx<'_>,
+) -> (u64, u32, u32) {
+    while job.gens[unit as usize] & GEN_BUSY != 0 {
+        unit = if unit + 1 == job.units { 0 } else { unit + 1 };
+    }
+    let g = &mut job.gens[unit as usize];
+    let prev = *g;
+    let generation = if read {
+        *g
+    } else {
+        let next = if *g + 1 >= GEN_UNKNOWN { 1 } else { *g + 1 };
+        *g = next;
+        pattern::fill(
+            &mut cx.scratch,
+            job.start_lba + unit * job.blocks,
+            job.ns.block_size as usize,
+            cx.p.seed,
+            next,
+        );
+        buf.write_at(0, &cx.scratch);
+        next
+    };
+    *g |= GEN_BUSY;
+    (unit, generation, prev)
+}
+
+#[cold]
+#[inline(never)]
+fn no_buffer(job: &Job, unit: u64, cx: &mut Ctx<'_>) -> bool {
+    let lba = job.start_lba + unit * job.blocks;
+    cx.fatal
+        .get_or_insert_with(|| failed(job, "submit", lba, "slot has no buffer".into()));
+    false
+}
+
+#[cold]
+#[inline(never)]
+fn refused(
+    job: &mut Job,
+    slot: u32,
+    unit: u64,
+    prev: u32,
+    read: bool,
+    e: nvme_engine::SubmitError,
+    cx: &mut Ctx<'_>,
+) -> bool {
+    job.slots[slot as usize].buf = e.buf;
+    if cx.p.verify {
+        // Nothing reached the device: the unit keeps its contents.
+        job.gens[unit as usize] = prev;
+    }
+    if matches!(
+        e.kind,
+        SubmitErrorKind::DeviceRemoved | SubmitErrorKind::ControllerFailed
+    ) {
+        job.dead = true;
+        cx.refused += 1;
+        return false;
+    }
+    let lba = job.start_lba + unit * job.blocks;
+    let op = if read { "read" } else { "write" };
+    let f = failed(job, op, lba, format!("submission refused: {}", e.kind));
+    cx.fatal.get_or_insert(f);
+    false
+}
+
+fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
+    FailedIo {
+        device: job.device.clone(),
+        nsid: job.ns.id,
+        op,
+        lba,
+        blocks: job.blocks,
+        reason,
+    }
+}
+
+/// Reap up to a queue depth's worth of completions of `job`.
+#[inline(always)]
+fn reap<const V: bool>(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> usize {
+    let Job {
+        qp,
+        ns,
+        device,
+        start_lba,
+        blocks,
+        slots,
+        free,
+        gens,
+        ..
+    } = job;
+    let at = Where {
+        device,
+        ns,
+        start_lba: *start_lba,
+        blocks: *blocks,
+    };
+    let max = slots.len();
+    let mut now = 0u64;
+    qp.process_completions(max, |c| {
+        complete::<V>(c, slots, free, gens, row, cx, &at, clock, &mut now)
+    })
+}
+
+/// What a failure report needs to name the I/O.
+struct Where<'a> {
+    device: &'a String,
+    ns: &'a Namespace,
+    start_lba: u64,
+    blocks: u64,
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn complete<const V: bool>(
+    c: IoCompletion,
+    slots: &mut [Slot],
+    free: &mut FreeList,
+    gens: &mut [u32],
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+    clock: Clock,
+    now: &mut u64,
+) {
+    let slot = &mut slots[c.token as usize];
+    slot.buf = c.buf;
+    free.push(c.token as u32);
+    cx.completed += 1;
+    match c.result {
+        Ok(_) => {
+            if V {
+                verify_complete(slot, gens, row, cx, at);
+            }
+            // One clock read per batch of completions. Latencies recorded
+            // in warm-up are dropped when measuring starts.
+            if *now == 0 {
+                *now = clock.now();
+            }
+            row.record(now.wrapping_sub(slot.start), slot.read);
+        }
+        Err(e) => failure(slot, gens, row, cx, at, e),
+    }
+}
+
+#[inline(never)]
+fn verify_complete(
+    slot: &Slot,
+    gens: &mut [u32],
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+) {
+    gens[slot.unit as usize] &= !GEN_BUSY;
+    if slot.read {
+        let lba = at.start_lba + slot.unit * at.blocks;
+        check(slot, lba, at.ns.block_size as usize, row, cx);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn failure(
+    slot: &Slot,
+    gens: &mut [u32],
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+    e: nvme_engine::IoError,
+) {
+    if cx.p.verify {
+        let g = &mut gens[slot.unit as usize];
+        *g = if slot.read {
+            *g & !GEN_BUSY
+        } else {
+            GEN_UNKNOWN
+        };
+    }
+    row.errors.record(&e);
+    if !cx.p.continue_on_error && cx.fatal.is_none() {
+        cx.fatal = Some(FailedIo {
+            device: at.device.clone(),
+            nsid: at.ns.id,
+            op: if slot.read { "read" } else { "write" },
+            lba: at.start_lba + slot.unit * at.blocks,
+            blocks: at.blocks,
+            reason: e.to_string(),
+        });
+    }
+}
+
+/// Compare a completed read with the pattern last written there.
+fn check(slot: &Slot, lba: u64, block_size: usize, row: &mut RowStats, cx: &mut Ctx<'_>) {
+    if slot.generation == GEN_NONE || slot.generation == GEN_UNKNOWN {
+        row.verify.unverified += 1;
+        return;
+    }
+    let Some(buf) = &slot.buf else { return };
+    if !buf.read_at(0, &mut cx.scratch) {
+        row.verify.unverified += 1;
+        return;
+    }
+    row.verify.checked += 1;
+    if let Some(m) = pattern::check(
+        &cx.scratch,
+        &mut cx.expected,
+        lba,
+        block_size,
+        cx.p.seed,
+        slot.generation,
+    ) {
+        row.verify.mismatches += 1;
+        row.verify.first.get_or_insert(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_free_list_hands_out_the_lowest_slot_first_and_takes_them_back() {
+        let mut f = FreeList::full(3);
+        assert_eq!(f.pop(), Some(0));
+        assert_eq!(f.pop(), Some(1));
+        f.push(0);
+        assert_eq!(f.pop(), Some(0));
+        assert_eq!(f.pop(), Some(2));
+        assert_eq!(f.pop(), None);
+        assert!(f.is_empty());
+    }
+}
