@@ -19,7 +19,7 @@ use crate::plan::{self, PlanOptions};
 use crate::run::{self, Timing};
 use crate::summary;
 use crate::target::{self, OpenOptions, Target};
-use crate::transport::{EmuRunMode, EmuSpec, TransportId};
+use crate::transport::{EmuRunMode, TransportId};
 use crate::units::format_size;
 use crate::worker::RunParams;
 use crate::{placement, precheck, report, stats};
@@ -37,6 +37,18 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Run nvme-perf; the process exit status.
 pub fn main() -> Result<i32> {
     let args = Args::parse();
+    if let Some((opt, instead)) = args.unsupported.first() {
+        bail!("spdk_nvme_perf's {opt} is not supported by nvme-perf: {instead}");
+    }
+    if let Some(unit) = args.io_unit_size
+        && unit != args.io_size
+    {
+        bail!(
+            "-O {unit}: nvme-perf moves each I/O through one contiguous buffer (one PRP list), so the I/O unit is the whole I/O ({} bytes); drop -O or give -O {}",
+            args.io_size,
+            args.io_size
+        );
+    }
     let allowed_set = AllowedCores::current().context("cannot place workers")?;
     let cores = worker_cores(args.cores.as_deref(), &allowed_set).context("bad -c")?;
     let allowed = allowed_set.cores();
@@ -55,11 +67,20 @@ pub fn main() -> Result<i32> {
         Some(Some(path)) => Some(precheck::json_destination(path)?),
         _ => None,
     };
-    let mut transports = if args.transports.is_empty() {
-        vec![TransportId::Emu(EmuSpec::default())]
-    } else {
-        args.transports.clone()
-    };
+    let (mut transports, chosen_note) = crate::discover::transports(
+        &args.transports,
+        &args.allowed_pci,
+        std::path::Path::new("/sys/bus/pci"),
+    )?;
+    if args.no_shutdown_notification
+        && transports
+            .iter()
+            .any(|t| matches!(t, TransportId::Pcie { no_iommu: true, .. }))
+    {
+        bail!(
+            "-N with noiommu:1: without an IOMMU the controller must be shut down and disabled before the process exits, or it could write into freed memory; drop -N"
+        );
+    }
     precheck::distinct_controllers(&transports)?;
     let writes = args.workload.read_percent(args.read_percent) < 100;
     for t in &mut transports {
@@ -145,6 +166,9 @@ pub fn main() -> Result<i32> {
                 writes,
             },
         )?);
+    }
+    if let Some(note) = &chosen_note {
+        writeln!(human, "{note}")?;
     }
     let entries = plan::queue_entries(&targets, &o)?;
     let (mut plans, rows) = plan::build(&targets, &cores, &o)?;
@@ -270,10 +294,18 @@ pub fn main() -> Result<i32> {
         random: o.workload.random(),
         verify: o.verify,
         verify_writes: writes,
-        fua: false,
+        fua: args.fua,
         number_ios: args.number_ios,
         seed: args.seed,
-        continue_on_error: args.continue_on_error,
+        continue_on_error: args.continue_on_error.is_some(),
+        log_every: args.continue_on_error.unwrap_or(1),
+        max_completions: if args.max_completions == 0 {
+            o.queue_depth
+        } else {
+            (args.max_completions as usize).min(o.queue_depth)
+        },
+        alignment: args.buffer_alignment.unwrap_or(4),
+        zipf: args.zipf,
         queue_entries: entries,
         qpairs: o.qpairs,
         clock,
@@ -288,9 +320,14 @@ pub fn main() -> Result<i32> {
         terminal,
         stall_timeout: drain_timeout,
         reporter_core,
+        cpu_usage: args.cpu_usage.then(|| cores.clone()),
     };
     crate::signal::install();
     let results = run::run(plans, &ctrls, params, timing, &mut *human)?;
+    let results_qpairs: Vec<_> = results
+        .iter()
+        .flat_map(|w| w.qpairs.iter().map(move |q| (w.core, q.clone())))
+        .collect();
     drop(ctrls);
     let s = summary::build(&targets, &rows, &results, &clock, max_ticks)?;
     report::print(&mut *human, &s, args.latency)?;
@@ -338,8 +375,20 @@ pub fn main() -> Result<i32> {
             _ => println!("{text}"),
         }
     }
-    for t in &targets {
-        let _ = t.ctrl.shutdown();
+    if args.transport_stats {
+        report::transport_stats(&mut *human, &results_qpairs)?;
+    }
+    if args.no_shutdown_notification {
+        // -N: no CC.SHN handshake. Every queue pair is deleted by now, so
+        // nothing is in flight; the controller is left enabled and the
+        // kernel resets it when the process's VFIO file closes.
+        for t in targets {
+            std::mem::forget(t.ctrl);
+        }
+    } else {
+        for t in &targets {
+            let _ = t.ctrl.shutdown();
+        }
     }
     Ok(exit_status(&s))
 }

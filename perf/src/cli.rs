@@ -144,6 +144,24 @@ fn positive(s: &str) -> Result<u64, String> {
     }
 }
 
+fn zipf_theta(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
+        Ok(t) => Err(format!(
+            "Zipf exponent {t} is outside 0 < θ < 1 (0.99 is YCSB's; smaller is more uniform)"
+        )),
+        Err(_) => Err(format!("'{s}' is not a number; give θ such as 0.9")),
+    }
+}
+
+fn alignment(s: &str) -> Result<usize, String> {
+    let v = parse_size(s).map_err(|e| e.to_string())?;
+    usize::try_from(v)
+        .ok()
+        .filter(|v| v.is_power_of_two() && *v >= 4 && *v <= 1 << 30)
+        .ok_or_else(|| format!("alignment {v} must be a power of two from 4 to 1G, e.g. 4096"))
+}
+
 fn span(s: &str) -> Result<u64, String> {
     if s == "all" {
         return Ok(u64::MAX);
@@ -162,8 +180,17 @@ fn seed(s: &str) -> Result<u64, String> {
 /// nvme-perf: measure IOPS, bandwidth and latency of NVMe controllers
 /// driven by nvme-engine's polled userspace driver.
 #[derive(Debug, Parser)]
-#[command(name = "nvme-perf", version, after_help = EXAMPLES)]
+#[command(
+    name = "nvme-perf",
+    version,
+    disable_version_flag = true,
+    after_help = EXAMPLES
+)]
 pub struct Args {
+    /// Print the version (long only: -V is spdk_nvme_perf's VMD switch).
+    #[arg(long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+
     /// Queue depth per queue pair.
     #[arg(short = 'q', long = "io-depth", default_value_t = 32, value_parser = positive)]
     pub queue_depth: u64,
@@ -233,10 +260,69 @@ pub struct Args {
     #[arg(long, default_value = "0x5eed", value_parser = seed)]
     pub seed: u64,
 
-    /// Count failed I/Os and keep going (default: stop at the first failure);
-    /// the exit status still reports failures at the end.
-    #[arg(long)]
-    pub continue_on_error: bool,
+    /// Count failed I/Os and keep going (default: stop at the first failure),
+    /// printing every Nth failure (default 1: each); the exit status still
+    /// reports failures at the end.
+    #[arg(short = 'Q', long = "continue-on-error", value_name = "N", num_args = 0..=1,
+          default_missing_value = "1", value_parser = positive)]
+    pub continue_on_error: Option<u64>,
+
+    /// Zipf distribution with exponent THETA (0 < θ < 1) for random offsets:
+    /// low offsets are hot (rank 1 is the first unit).
+    #[arg(short = 'F', long = "zipf", value_name = "THETA", value_parser = zipf_theta)]
+    pub zipf: Option<f64>,
+
+    /// Most completions reaped per poll of a queue pair (0: up to the queue depth).
+    #[arg(
+        short = 'C',
+        long = "max-completion-per-poll",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_completions: u64,
+
+    /// I/O unit size: the largest piece of one I/O's buffer; nvme-perf
+    /// moves each I/O through one contiguous buffer, so only -O equal to -o
+    /// is accepted.
+    #[arg(short = 'O', long = "io-unit-size", value_parser = io_size)]
+    pub io_unit_size: Option<usize>,
+
+    /// Buffer alignment in bytes: a power of two, at least 4 (dword).
+    /// Default: the buffer's own size rounded up to a power of two, at least 4 KiB.
+    #[arg(short = 'A', long = "buffer-alignment", value_parser = alignment)]
+    pub buffer_alignment: Option<usize>,
+
+    /// Allowed PCI address (repeatable): without -r, drive every controller
+    /// bound to vfio-pci among these; with -r, only these may be named.
+    #[arg(short = 'b', long = "allowed-pci-addr", value_name = "ADDR")]
+    pub allowed_pci: Vec<nvme_engine::vfio::PciAddress>,
+
+    /// Print every queue pair's counters (submissions, completions,
+    /// doorbell writes, discarded completions, timeouts, resets) after the run.
+    #[arg(long = "transport-stats")]
+    pub transport_stats: bool,
+
+    /// Writes carry Force Unit Access (FUA): they complete only once on media.
+    #[arg(long = "fua")]
+    pub fua: bool,
+
+    /// Skip the controller shutdown notification (CC.SHN) at exit.
+    #[arg(short = 'N', long = "no-shst-notification")]
+    pub no_shutdown_notification: bool,
+
+    /// Show the CPU use of the worker cores (from /proc/stat) on every
+    /// progress line.
+    #[arg(short = 'm', long = "cpu-usage")]
+    pub cpu_usage: bool,
+
+    /// Accepted for spdk_nvme_perf compatibility: every worker core already
+    /// drives every namespace (its own slice, its own queue pairs).
+    #[arg(long = "use-every-core")]
+    pub use_every_core: bool,
+
+    /// spdk_nvme_perf options nvme-perf refuses with a pointer to what to use instead.
+    #[command(flatten)]
+    pub unsupported: crate::spdk::Unsupported,
 
     /// Deadline of one I/O command: 30s, 500ms. A command without a
     /// completion by then is aborted, then the controller reset.
@@ -314,6 +400,25 @@ mod tests {
         assert!(parse(&["-q", "0"]).is_err());
         assert!(parse(&["-o", "4x"]).is_err());
         assert!(parse(&["-r", "trtype:tcp"]).is_err());
+        assert!(parse(&["-F", "1"]).is_err());
+        assert!(parse(&["-A", "3"]).is_err());
+    }
+
+    #[test]
+    fn spdk_letters_mean_what_they_mean_in_spdk() {
+        let a = parse(&["-Q", "10", "-F", "0.9", "-C", "8", "-A", "512", "-N", "-m"]).unwrap();
+        assert_eq!(a.continue_on_error, Some(10));
+        assert_eq!(a.zipf, Some(0.9));
+        assert_eq!(a.max_completions, 8);
+        assert_eq!(a.buffer_alignment, Some(512));
+        assert!(a.no_shutdown_notification && a.cpu_usage);
+        let a = parse(&["--continue-on-error", "-d", "5"]).unwrap();
+        assert_eq!(a.continue_on_error, Some(1));
+        // -V is VMD in SPDK: refused with a pointer, never the version.
+        let a = parse(&["-V"]).unwrap();
+        assert_eq!(a.unsupported.first().map(|u| u.0), Some("-V/--enable-vmd"));
+        let a = parse(&["-b", "0000:04:00.0", "-b", "05:00.0"]).unwrap();
+        assert_eq!(a.allowed_pci.len(), 2);
     }
 
     #[test]

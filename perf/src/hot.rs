@@ -25,6 +25,7 @@ use crate::worker::{
     Control, GEN_BUSY, GEN_NONE, GEN_UNKNOWN, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams,
     WorkerPlan, YIELD_AFTER_IDLE,
 };
+use crate::zipf::Zipf;
 
 /// Every I/O reads.
 pub const MIX_READ: u8 = 0;
@@ -32,47 +33,26 @@ pub const MIX_READ: u8 = 0;
 pub const MIX_WRITE: u8 = 1;
 /// Reads and writes mixed by `-M`.
 pub const MIX_BOTH: u8 = 2;
+/// Sequential offsets.
+pub const OFF_SEQ: u8 = 0;
+/// Uniformly random offsets.
+pub const OFF_UNIFORM: u8 = 1;
+/// Zipf-distributed offsets (`-F`).
+pub const OFF_ZIPF: u8 = 2;
 
-/// A command slot: its buffer (absent while in flight) and what is in flight.
+/// What a command slot has in flight (its buffer travels with the command
+/// and waits in the free list in between).
 pub(crate) struct Slot {
-    pub(crate) buf: Option<DmaBuf>,
     pub(crate) start: u64,
     pub(crate) unit: u64,
     pub(crate) generation: u32,
     pub(crate) read: bool,
 }
 
-/// Free slot numbers: a fixed-size stack (no capacity check per push).
-pub(crate) struct FreeList {
-    items: Box<[u32]>,
-    len: usize,
-}
-
-impl FreeList {
-    /// All of `0..n` free; the lowest is taken first.
-    pub(crate) fn full(n: usize) -> Self {
-        FreeList {
-            items: (0..n as u32).rev().collect(),
-            len: n,
-        }
-    }
-    #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Option<u32> {
-        self.len = self.len.checked_sub(1)?;
-        Some(self.items[self.len])
-    }
-    #[inline(always)]
-    pub(crate) fn push(&mut self, slot: u32) {
-        // A slot is freed once per completion, so this never overflows;
-        // the bounds check would catch a bug.
-        self.items[self.len] = slot;
-        self.len += 1;
-    }
-    #[inline(always)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
+/// Free slots with their buffers, a stack preallocated to the queue depth:
+/// a completion pushes, a submission pops, and the buffer moves only with
+/// them.
+pub(crate) type FreeList = Vec<(u32, DmaBuf)>;
 
 /// One queue pair on one namespace, driven by one worker.
 pub(crate) struct Job {
@@ -88,6 +68,8 @@ pub(crate) struct Job {
     pub(crate) free: FreeList,
     /// Per-unit verify generation (empty without --verify).
     pub(crate) gens: Vec<u32>,
+    /// Zipf sampler over the units (`-F`).
+    pub(crate) zipf: Option<Zipf>,
     /// The controller was removed or failed: nothing more is submitted here.
     pub(crate) dead: bool,
 }
@@ -107,6 +89,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) completed: u64,
     /// Failures that are not tied to one row (refused submissions).
     pub(crate) refused: u64,
+    /// Buffers the driver did not hand back (never expected).
+    pub(crate) lost_buffers: u64,
+    /// Failed I/Os so far (for `-Q N`).
+    pub(crate) failures: u64,
+}
+
+fn ordinal(n: u64) -> String {
+    match n {
+        1 => "failure".into(),
+        2 => "2nd".into(),
+        3 => "3rd".into(),
+        n => format!("{n}th"),
+    }
 }
 
 /// What the measured loop hands back.
@@ -132,23 +127,30 @@ pub(crate) fn drive(
         0 => MIX_WRITE,
         _ => MIX_BOTH,
     };
+    let off = match (p.random, p.zipf) {
+        (false, _) => OFF_SEQ,
+        (true, None) => OFF_UNIFORM,
+        (true, Some(_)) => OFF_ZIPF,
+    };
     macro_rules! pick {
-        ($($v:literal, $r:literal, $m:ident);*) => {
-            match (p.verify, p.random, mix) {
-                $(($v, $r, $m) => run_loop::<$v, $r, $m>(jobs, rows, cx, ctl, plan),)*
-                _ => unreachable!("mix is one of three values"),
+        ($($v:literal, $o:ident, $m:ident);*) => {
+            match (p.verify, off, mix) {
+                $(($v, $o, $m) => run_loop::<$v, $o, $m>(jobs, rows, cx, ctl, plan),)*
+                _ => unreachable!("offset and mix modes are one of three values each"),
             }
         };
     }
     pick!(
-        false, true, MIX_READ; false, true, MIX_WRITE; false, true, MIX_BOTH;
-        false, false, MIX_READ; false, false, MIX_WRITE; false, false, MIX_BOTH;
-        true, true, MIX_READ; true, true, MIX_WRITE; true, true, MIX_BOTH;
-        true, false, MIX_READ; true, false, MIX_WRITE; true, false, MIX_BOTH
+        false, OFF_SEQ, MIX_READ; false, OFF_SEQ, MIX_WRITE; false, OFF_SEQ, MIX_BOTH;
+        false, OFF_UNIFORM, MIX_READ; false, OFF_UNIFORM, MIX_WRITE; false, OFF_UNIFORM, MIX_BOTH;
+        false, OFF_ZIPF, MIX_READ; false, OFF_ZIPF, MIX_WRITE; false, OFF_ZIPF, MIX_BOTH;
+        true, OFF_SEQ, MIX_READ; true, OFF_SEQ, MIX_WRITE; true, OFF_SEQ, MIX_BOTH;
+        true, OFF_UNIFORM, MIX_READ; true, OFF_UNIFORM, MIX_WRITE; true, OFF_UNIFORM, MIX_BOTH;
+        true, OFF_ZIPF, MIX_READ; true, OFF_ZIPF, MIX_WRITE; true, OFF_ZIPF, MIX_BOTH
     )
 }
 
-fn run_loop<const V: bool, const R: bool, const M: u8>(
+fn run_loop<const V: bool, const R: u8, const M: u8>(
     jobs: &mut [Job],
     rows: &mut [RowStats],
     cx: &mut Ctx<'_>,
@@ -212,7 +214,7 @@ fn run_loop<const V: bool, const R: bool, const M: u8>(
                 work += n;
                 job.qp.ring_doorbell();
             }
-            work += reap::<V>(job, &mut rows[job.row], cx, clock) as u64;
+            work += reap::<V, M, true>(job, &mut rows[job.row], cx, clock) as u64;
         }
         if cx.fatal.is_some() && !stop_sent {
             stop_sent = true;
@@ -267,10 +269,12 @@ pub(crate) fn drain(
         }
         let mut n = 0;
         for job in jobs.iter_mut() {
+            // No latency is recorded any more; failures and data still are
+            // checked.
             n += if cx.p.verify {
-                reap::<true>(job, &mut rows[job.row], cx, clock)
+                reap::<true, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
             } else {
-                reap::<false>(job, &mut rows[job.row], cx, clock)
+                reap::<false, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
             };
         }
         turns = turns.wrapping_add(1);
@@ -307,30 +311,32 @@ pub(crate) fn scan(jobs: &mut [Job]) -> bool {
 /// Submit on free slots until none is left or `budget` is used; how many
 /// were submitted.
 #[inline(always)]
-fn submit_batch<const V: bool, const R: bool, const M: u8>(
+fn submit_batch<const V: bool, const R: u8, const M: u8>(
     job: &mut Job,
     now: u64,
     cx: &mut Ctx<'_>,
     budget: u64,
 ) -> u64 {
-    let mut n = 0;
-    while n < budget {
-        let Some(slot) = job.free.pop() else { break };
-        if !submit::<V, R, M>(job, slot, now, cx) {
-            job.free.push(slot);
-            break;
+    let n = (job.free.len() as u64).min(budget);
+    for done in 0..n {
+        let Some((slot, buf)) = job.free.pop() else {
+            return done;
+        };
+        if !submit::<V, R, M>(job, slot, buf, now, cx) {
+            return done;
         }
-        n += 1;
     }
     n
 }
 
-/// Pick an offset and direction for `slot` and submit it; false when it
-/// was refused (the job is then dead, or the run has a fatal error).
+/// Pick an offset and direction for `slot` and submit it with `buf`; false
+/// when it was refused (the job is then dead, or the run has a fatal
+/// error; the slot is free again).
 #[inline(always)]
-fn submit<const V: bool, const R: bool, const M: u8>(
+fn submit<const V: bool, const R: u8, const M: u8>(
     job: &mut Job,
     slot: u32,
+    mut buf: DmaBuf,
     now: u64,
     cx: &mut Ctx<'_>,
 ) -> bool {
@@ -339,15 +345,17 @@ fn submit<const V: bool, const R: bool, const M: u8>(
         MIX_WRITE => false,
         _ => cx.rng.next_u64() < cx.read_below,
     };
-    let mut unit = if R {
-        cx.rng.below(job.units)
-    } else {
-        let u = job.seq;
-        job.seq = if u + 1 == job.units { 0 } else { u + 1 };
-        u
-    };
-    let Some(mut buf) = job.slots[slot as usize].buf.take() else {
-        return no_buffer(job, unit, cx);
+    let mut unit = match R {
+        OFF_UNIFORM => cx.rng.below(job.units),
+        OFF_ZIPF => match &job.zipf {
+            Some(z) => z.sample(cx.rng.next_u64()),
+            None => cx.rng.below(job.units),
+        },
+        _ => {
+            let u = job.seq;
+            job.seq = if u + 1 == job.units { 0 } else { u + 1 };
+            u
+        }
     };
     let mut generation = GEN_NONE;
     let mut prev = GEN_NONE;
@@ -407,15 +415,6 @@ fn verify_submit(
 
 #[cold]
 #[inline(never)]
-fn no_buffer(job: &Job, unit: u64, cx: &mut Ctx<'_>) -> bool {
-    let lba = job.start_lba + unit * job.blocks;
-    cx.fatal
-        .get_or_insert_with(|| failed(job, "submit", lba, "slot has no buffer".into()));
-    false
-}
-
-#[cold]
-#[inline(never)]
 fn refused(
     job: &mut Job,
     slot: u32,
@@ -425,7 +424,10 @@ fn refused(
     e: nvme_engine::SubmitError,
     cx: &mut Ctx<'_>,
 ) -> bool {
-    job.slots[slot as usize].buf = e.buf;
+    match e.buf {
+        Some(buf) => job.free.push((slot, buf)),
+        None => cx.lost_buffers += 1,
+    }
     if cx.p.verify {
         // Nothing reached the device: the unit keeps its contents.
         job.gens[unit as usize] = prev;
@@ -456,9 +458,16 @@ fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
     }
 }
 
-/// Reap up to a queue depth's worth of completions of `job`.
+/// Reap up to a queue depth's worth of completions of `job`. The clock is
+/// read once per call, before the completion queue is looked at: every
+/// completion of the batch shares that time stamp.
 #[inline(always)]
-fn reap<const V: bool>(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, clock: Clock) -> usize {
+fn reap<const V: bool, const M: u8, const REC: bool>(
+    job: &mut Job,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    clock: Clock,
+) -> usize {
     let Job {
         qp,
         ns,
@@ -476,10 +485,10 @@ fn reap<const V: bool>(job: &mut Job, row: &mut RowStats, cx: &mut Ctx<'_>, cloc
         start_lba: *start_lba,
         blocks: *blocks,
     };
-    let max = slots.len();
-    let mut now = 0u64;
+    let max = cx.p.max_completions;
+    let now = clock.now();
     qp.process_completions(max, |c| {
-        complete::<V>(c, slots, free, gens, row, cx, &at, clock, &mut now)
+        complete::<V, M, REC>(c, slots, free, gens, row, cx, &at, now)
     })
 }
 
@@ -493,40 +502,47 @@ struct Where<'a> {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn complete<const V: bool>(
+fn complete<const V: bool, const M: u8, const REC: bool>(
     c: IoCompletion,
-    slots: &mut [Slot],
+    slots: &[Slot],
     free: &mut FreeList,
     gens: &mut [u32],
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
     at: &Where<'_>,
-    clock: Clock,
-    now: &mut u64,
+    now: u64,
 ) {
-    let slot = &mut slots[c.token as usize];
-    slot.buf = c.buf;
-    free.push(c.token as u32);
+    let slot = &slots[c.token as usize];
     cx.completed += 1;
+    let Some(buf) = c.buf else {
+        // Read and write always hand their buffer back; should one not,
+        // the slot is retired rather than reused without a buffer.
+        cx.lost_buffers += 1;
+        return;
+    };
     match c.result {
         Ok(_) => {
             if V {
-                verify_complete(slot, gens, row, cx, at);
+                verify_complete(slot, &buf, gens, row, cx, at);
             }
-            // One clock read per batch of completions. Latencies recorded
-            // in warm-up are dropped when measuring starts.
-            if *now == 0 {
-                *now = clock.now();
+            // Latencies recorded in warm-up are dropped when measuring
+            // starts; the drain after the run records none.
+            if REC {
+                row.record(now.wrapping_sub(slot.start));
+                if M == MIX_BOTH {
+                    row.reads += slot.read as u64;
+                }
             }
-            row.record(now.wrapping_sub(slot.start), slot.read);
         }
         Err(e) => failure(slot, gens, row, cx, at, e),
     }
+    free.push((c.token as u32, buf));
 }
 
 #[inline(never)]
 fn verify_complete(
     slot: &Slot,
+    buf: &DmaBuf,
     gens: &mut [u32],
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
@@ -535,7 +551,7 @@ fn verify_complete(
     gens[slot.unit as usize] &= !GEN_BUSY;
     if slot.read {
         let lba = at.start_lba + slot.unit * at.blocks;
-        check(slot, lba, at.ns.block_size as usize, row, cx);
+        check(slot, buf, lba, at.ns.block_size as usize, row, cx);
     }
 }
 
@@ -558,6 +574,20 @@ fn failure(
         };
     }
     row.errors.record(&e);
+    cx.failures += 1;
+    if cx.p.continue_on_error && cx.failures.is_multiple_of(cx.p.log_every) {
+        eprintln!(
+            "nvme-perf: {} of {} blocks at LBA {} on {} namespace {} failed: {e} ({} failures so far; -Q {} prints every {})",
+            if slot.read { "read" } else { "write" },
+            at.blocks,
+            at.start_lba + slot.unit * at.blocks,
+            at.device,
+            at.ns.id,
+            cx.failures,
+            cx.p.log_every,
+            ordinal(cx.p.log_every)
+        );
+    }
     if !cx.p.continue_on_error && cx.fatal.is_none() {
         cx.fatal = Some(FailedIo {
             device: at.device.clone(),
@@ -571,12 +601,18 @@ fn failure(
 }
 
 /// Compare a completed read with the pattern last written there.
-fn check(slot: &Slot, lba: u64, block_size: usize, row: &mut RowStats, cx: &mut Ctx<'_>) {
+fn check(
+    slot: &Slot,
+    buf: &DmaBuf,
+    lba: u64,
+    block_size: usize,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+) {
     if slot.generation == GEN_NONE || slot.generation == GEN_UNKNOWN {
         row.verify.unverified += 1;
         return;
     }
-    let Some(buf) = &slot.buf else { return };
     if !buf.read_at(0, &mut cx.scratch) {
         row.verify.unverified += 1;
         return;
@@ -592,22 +628,5 @@ fn check(slot: &Slot, lba: u64, block_size: usize, row: &mut RowStats, cx: &mut 
     ) {
         row.verify.mismatches += 1;
         row.verify.first.get_or_insert(m);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_free_list_hands_out_the_lowest_slot_first_and_takes_them_back() {
-        let mut f = FreeList::full(3);
-        assert_eq!(f.pop(), Some(0));
-        assert_eq!(f.pop(), Some(1));
-        f.push(0);
-        assert_eq!(f.pop(), Some(0));
-        assert_eq!(f.pop(), Some(2));
-        assert_eq!(f.pop(), None);
-        assert!(f.is_empty());
     }
 }

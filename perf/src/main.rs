@@ -5,7 +5,9 @@
 mod app;
 mod cli;
 mod clock;
+mod cpu;
 mod device;
+mod discover;
 mod hot;
 mod inject;
 mod json;
@@ -18,6 +20,7 @@ mod report;
 mod rng;
 mod run;
 mod signal;
+mod spdk;
 mod stats;
 mod summary;
 mod target;
@@ -25,6 +28,7 @@ mod transport;
 mod units;
 mod vpass;
 mod worker;
+mod zipf;
 
 fn main() {
     match app::main() {

@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 
 use crate::pattern::BlockState;
+use crate::stats::QpairReport;
 use crate::summary::{RowSummary, Summary};
 
 const RULE: &str = "========================================================";
@@ -226,6 +227,42 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             out,
             "\nWarning: {} commands never completed, not even through a timeout, abort or reset (the device may be hung)",
             s.lost
+        )?;
+    }
+    Ok(())
+}
+
+/// `--transport-stats`: every queue pair's counters.
+pub fn transport_stats(out: &mut dyn Write, qpairs: &[(usize, QpairReport)]) -> io::Result<()> {
+    writeln!(
+        out,
+        "\nTransport statistics (per I/O queue pair, whole run):"
+    )?;
+    for (core, q) in qpairs {
+        let s = &q.stats;
+        writeln!(
+            out,
+            "  {} NSID {} qid {} (core {core}): submitted {}, completed {}, failed {}, retries {}, queue full {}, SQ doorbells {}, CQ doorbells {}, duplicate {}, stale {}, unknown CID {}, bad SQ head {}, wrong SQ {}, timeouts {}, aborts sent {}, resets requested {}, re-created {}, resubmitted {}",
+            q.device,
+            q.nsid,
+            q.qid,
+            s.submitted,
+            s.completed,
+            s.failed,
+            s.retries,
+            s.queue_full,
+            s.sq_doorbell_writes,
+            s.cq_doorbell_writes,
+            s.duplicate_completions,
+            s.stale_completions,
+            s.unknown_completions,
+            s.invalid_sqhd,
+            s.wrong_sqid,
+            s.timeouts,
+            s.aborts_sent,
+            s.resets_requested,
+            s.recreated,
+            s.resubmitted
         )?;
     }
     Ok(())

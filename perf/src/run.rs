@@ -28,7 +28,7 @@ use crate::worker::{
 };
 
 /// How the main thread paces the run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Timing {
     /// Warm-up length.
     pub warmup: Duration,
@@ -41,6 +41,8 @@ pub struct Timing {
     pub stall_timeout: Duration,
     /// A CPU no worker or device thread uses, for the main thread.
     pub reporter_core: Option<usize>,
+    /// `-m`: the worker cores whose CPU use each progress line shows.
+    pub cpu_usage: Option<Vec<usize>>,
 }
 
 /// Longest sleep of the main thread when it has a CPU of its own (bounds
@@ -114,6 +116,11 @@ pub fn run(
     });
     let mut measure_end = timing.time.map(|t| warm_end + t);
     let mut last_print = start;
+    let mut cpu_before = timing
+        .cpu_usage
+        .as_deref()
+        .map(crate::cpu::sample)
+        .unwrap_or_default();
     let mut last_total = 0u64;
     let mut printed = false;
     let mut last_change = (0u64, start);
@@ -143,12 +150,20 @@ pub fn run(
             let secs = now.duration_since(last_print).as_secs_f64();
             let iops = (total - last_total) as f64 / secs;
             let what = if measuring { "measuring" } else { "warming up" };
-            let line = format!(
+            let mut line = format!(
                 "[{:>4}s] {what}: {:>12.0} IOPS {:>10.2} MiB/s",
                 now.duration_since(start).as_secs(),
                 iops,
                 iops * io_bytes / (1 << 20) as f64
             );
+            if let Some(cores) = &timing.cpu_usage {
+                let after = crate::cpu::sample(cores);
+                line.push_str(&format!(
+                    "  CPU: {}",
+                    crate::cpu::describe(cores, &cpu_before, &after)
+                ));
+                cpu_before = after;
+            }
             if timing.terminal {
                 let _ = write!(out, "\r{line}");
             } else {

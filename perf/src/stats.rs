@@ -235,9 +235,11 @@ impl VerifyStats {
 /// Counters of one namespace driven from one core.
 #[derive(Clone, Debug)]
 pub struct RowStats {
-    /// Successful I/Os measured.
+    /// Successful I/Os measured (the histogram's count, set by
+    /// [`RowStats::flush`]).
     pub ios: u64,
-    /// Of which reads.
+    /// Of which reads (counted per I/O for mixed workloads only; see
+    /// [`RowStats::set_reads`]).
     pub reads: u64,
     /// Bytes per I/O.
     pub io_size: u64,
@@ -285,9 +287,7 @@ impl RowStats {
 
     /// Record one successful I/O that took `ticks`.
     #[inline]
-    pub fn record(&mut self, ticks: u64, read: bool) {
-        self.ios += 1;
-        self.reads += read as u64;
+    pub fn record(&mut self, ticks: u64) {
         if ticks == self.pending.0 {
             self.pending.1 += 1;
         } else {
@@ -296,13 +296,25 @@ impl RowStats {
         }
     }
 
-    /// Move the pending run of equal latencies into the histogram.
+    /// Move the pending run of equal latencies into the histogram and
+    /// update `ios`.
     #[inline]
     pub fn flush(&mut self) {
         if self.pending.1 > 0 {
             self.hist
                 .saturating_record_n(self.pending.0.max(1), self.pending.1);
             self.pending.1 = 0;
+        }
+        self.ios = self.hist.len();
+    }
+
+    /// Set the read count of a workload that only reads (`percent` 100) or
+    /// only writes (0); mixed workloads count reads per I/O.
+    pub fn set_reads(&mut self, percent: u8) {
+        match percent {
+            100 => self.reads = self.ios,
+            0 => self.reads = 0,
+            _ => {}
         }
     }
 
@@ -359,6 +371,21 @@ pub struct WorkerResult {
     pub refused: u64,
     /// Queue-pair counters summed over the worker's queue pairs.
     pub qpair: QueuePairStats,
+    /// Each queue pair's counters (`--transport-stats`).
+    pub qpairs: Vec<QpairReport>,
+}
+
+/// One queue pair's counters after the run.
+#[derive(Clone, Debug)]
+pub struct QpairReport {
+    /// Device name.
+    pub device: String,
+    /// Namespace it drove.
+    pub nsid: u32,
+    /// Queue identifier.
+    pub qid: u16,
+    /// Its counters.
+    pub stats: QueuePairStats,
 }
 
 impl WorkerResult {
@@ -411,13 +438,15 @@ mod tests {
     #[test]
     fn rows_merge_and_reset_keeps_failures() {
         let mut a = RowStats::new(1 << 40, 4096).unwrap();
-        a.record(100, true);
+        a.record(100);
         a.flush();
+        a.set_reads(100);
         a.errors
             .record(&IoError::Status(Status::new(StatusCodeType::GENERIC, 0x80)));
         let mut b = RowStats::new(1 << 40, 4096).unwrap();
-        b.record(300, false);
+        b.record(300);
         b.flush();
+        b.set_reads(0);
         b.merge(&a);
         assert_eq!((b.ios, b.reads, b.bytes()), (2, 1, 8192));
         assert_eq!(b.hist.len(), 2);
@@ -461,7 +490,7 @@ mod tests {
     fn runs_of_equal_latencies_are_recorded_exactly() {
         let mut r = RowStats::new(1 << 40, 512).unwrap();
         for t in [5, 5, 5, 9, 9, 5, 0] {
-            r.record(t, true);
+            r.record(t);
         }
         assert_eq!(r.hist.len(), 6, "the last run is still pending");
         r.flush();

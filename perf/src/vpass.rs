@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use nvme_engine::IoCompletion;
+use nvme_engine::dma::DmaBuf;
 
 use crate::hot::{Ctx, Job};
 use crate::pattern::{self, BlockState};
@@ -35,15 +36,22 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
     let row = &mut rows[job.row];
     let bs = job.ns.block_size as usize;
     let mut steps = vec![Step::Idle; job.slots.len()];
+    // The pass keeps buffers by slot; they go back to the free list after.
+    let mut bufs: Vec<Option<DmaBuf>> = (0..job.slots.len()).map(|_| None).collect();
+    let mut free: Vec<u32> = Vec::with_capacity(job.slots.len());
+    while let Some((slot, buf)) = job.free.pop() {
+        bufs[slot as usize] = Some(buf);
+        free.push(slot);
+    }
     let mut next = 0u64;
     let mut inflight = 0usize;
     let mut last_scan = Instant::now();
     let mut done: Vec<IoCompletion> = Vec::with_capacity(job.slots.len());
     loop {
         while next < job.units && !job.dead {
-            let Some(slot) = job.free.pop() else { break };
-            if !submit(job, slot, Step::Read(next), &mut steps, cx) {
-                job.free.push(slot);
+            let Some(slot) = free.pop() else { break };
+            if !submit(job, &mut bufs, slot, Step::Read(next), &mut steps, cx) {
+                free.push(slot);
                 break;
             }
             next += 1;
@@ -57,11 +65,13 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
             .process_completions(job.slots.len(), |c| done.push(c));
         for c in done.drain(..) {
             let slot = c.token as u32;
-            job.slots[slot as usize].buf = c.buf;
+            bufs[slot as usize] = c.buf;
             inflight -= 1;
             let step = std::mem::replace(&mut steps[slot as usize], Step::Idle);
             let follow = match (step, c.result) {
-                (Step::Read(unit), Ok(_)) => after_read(job, slot, unit, row, cx, bs),
+                (Step::Read(unit), Ok(_)) => {
+                    after_read(job, bufs[slot as usize].as_ref(), unit, row, cx, bs)
+                }
                 (Step::Write(unit, g), Ok(_)) => {
                     job.gens[unit as usize] = g;
                     row.verify.prefilled += 1;
@@ -85,8 +95,8 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
                 (Step::Idle, _) => None,
             };
             match follow {
-                Some(step) if submit(job, slot, step, &mut steps, cx) => inflight += 1,
-                _ => job.free.push(slot),
+                Some(step) if submit(job, &mut bufs, slot, step, &mut steps, cx) => inflight += 1,
+                _ => free.push(slot),
             }
         }
         if cx.fatal.is_some() {
@@ -97,21 +107,26 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
             job.qp.check_timeouts(last_scan);
         }
     }
+    // Back to the free list, lowest slot on top.
+    for slot in (0..bufs.len()).rev() {
+        if let Some(buf) = bufs[slot].take() {
+            job.free.push((slot as u32, buf));
+        }
+    }
 }
 
 /// Classify the blocks of a unit just read; the write to pre-fill it, if
 /// one is due.
 fn after_read(
     job: &mut Job,
-    slot: u32,
+    buf: Option<&DmaBuf>,
     unit: u64,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
     bs: usize,
 ) -> Option<Step> {
     let lba = job.start_lba + unit * job.blocks;
-    let buf = job.slots[slot as usize].buf.as_ref()?;
-    if !buf.read_at(0, &mut cx.scratch) {
+    if !buf?.read_at(0, &mut cx.scratch) {
         job.gens[unit as usize] = GEN_NONE;
         return None;
     }
@@ -150,8 +165,15 @@ fn after_read(
 
 /// Submit `step` on `slot`; false when the controller refused (it is then
 /// marked dead and the slot stays free).
-fn submit(job: &mut Job, slot: u32, step: Step, steps: &mut [Step], cx: &mut Ctx<'_>) -> bool {
-    let Some(mut buf) = job.slots[slot as usize].buf.take() else {
+fn submit(
+    job: &mut Job,
+    bufs: &mut [Option<DmaBuf>],
+    slot: u32,
+    step: Step,
+    steps: &mut [Step],
+    cx: &mut Ctx<'_>,
+) -> bool {
+    let Some(mut buf) = bufs[slot as usize].take() else {
         return false;
     };
     let bs = job.ns.block_size as usize;
@@ -167,7 +189,7 @@ fn submit(job: &mut Job, slot: u32, step: Step, steps: &mut [Step], cx: &mut Ctx
             job.qp.write(&job.ns, lba, buf, false, slot as u64)
         }
         Step::Idle => {
-            job.slots[slot as usize].buf = Some(buf);
+            bufs[slot as usize] = Some(buf);
             return false;
         }
     };
@@ -177,7 +199,7 @@ fn submit(job: &mut Job, slot: u32, step: Step, steps: &mut [Step], cx: &mut Ctx
             true
         }
         Err(e) => {
-            job.slots[slot as usize].buf = e.buf;
+            bufs[slot as usize] = e.buf;
             job.dead = true;
             cx.refused += 1;
             false

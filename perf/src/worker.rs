@@ -20,7 +20,8 @@ use crate::clock::Clock;
 use crate::device::PerfDevice;
 use crate::hot::{self, Ctx, FreeList, Job, Slot};
 use crate::rng::{WyRand, worker_seed};
-use crate::stats::{RowStats, WorkerResult};
+use crate::stats::{QpairReport, RowStats, WorkerResult};
+use crate::zipf::Zipf;
 
 /// Workers are creating their queue pairs.
 pub const PHASE_SETUP: u8 = 0;
@@ -90,6 +91,14 @@ pub struct RunParams {
     pub seed: u64,
     /// Count failures and keep going.
     pub continue_on_error: bool,
+    /// With `continue_on_error`: print every Nth failure.
+    pub log_every: u64,
+    /// Most completions reaped per poll (`-C`; at least 1).
+    pub max_completions: usize,
+    /// Buffer alignment (`-A`), a power of two.
+    pub alignment: usize,
+    /// Zipf exponent for random offsets (`-F`).
+    pub zipf: Option<f64>,
     /// Entries per I/O queue.
     pub queue_entries: u16,
     /// Queue pairs per namespace.
@@ -153,7 +162,7 @@ fn setup(
             plan.core
         );
     }
-    let block_bytes = p.io_size.next_power_of_two().max(4096);
+    let block_bytes = p.io_size.next_power_of_two().max(4096).max(p.alignment);
     let mut pools: Vec<Option<DmaPool>> = (0..ctrls.len()).map(|_| None).collect();
     for (t, pool) in pools.iter_mut().enumerate() {
         let n = plan.jobs.iter().filter(|j| j.target == t).count();
@@ -194,12 +203,20 @@ fn setup(
                 );
             }
             let mut slots = Vec::with_capacity(p.queue_depth);
+            let mut free: FreeList = Vec::with_capacity(p.queue_depth);
             for _ in 0..p.queue_depth {
-                let buf = pool
-                    .alloc(p.io_size)
+                // A block of at least the alignment is aligned to it; the
+                // window is the I/O.
+                let mut buf = pool
+                    .alloc(p.io_size.max(p.alignment))
                     .with_context(|| format!("core {}: DMA buffer for {device}", plan.core))?;
+                if !buf.set_window(0, p.io_size) {
+                    bail!("core {}: DMA buffer smaller than the I/O size", plan.core);
+                }
+                // Written blocks differ from never-written (zero) ones.
+                buf.fill(0xA5);
+                free.push((slots.len() as u32, buf));
                 slots.push(Slot {
-                    buf: Some(buf),
                     start: 0,
                     unit: 0,
                     generation: GEN_NONE,
@@ -216,8 +233,10 @@ fn setup(
                 blocks: (p.io_size / jp.ns.block_size as usize) as u64,
                 seq: 0,
                 slots,
-                free: FreeList::full(p.queue_depth),
+                // The lowest slot is taken first.
+                free: free.into_iter().rev().collect::<Vec<_>>(),
                 gens: Vec::new(),
+                zipf: None,
                 dead: false,
             });
         }
@@ -236,6 +255,7 @@ fn setup(
             if p.verify {
                 j.gens = vec![GEN_NONE; per as usize];
             }
+            j.zipf = p.zipf.map(|theta| Zipf::new(per, theta));
         }
         i += n as usize;
     }
@@ -277,6 +297,8 @@ pub fn run(
         fatal: None,
         completed: 0,
         refused: 0,
+        lost_buffers: 0,
+        failures: 0,
     };
     if p.verify {
         for job in &mut jobs {
@@ -302,12 +324,22 @@ pub fn run(
     progress.store(cx.completed, Ordering::Relaxed);
     for r in &mut rows {
         r.flush();
+        r.set_reads(p.read_percent);
     }
     let mut qpair = QueuePairStats::default();
+    let mut qpairs = Vec::with_capacity(jobs.len());
     for job in &jobs {
         qpair += job.qp.stats();
+        qpairs.push(QpairReport {
+            device: job.device.clone(),
+            nsid: job.ns.id,
+            qid: job.qp.qid(),
+            stats: *job.qp.stats(),
+        });
     }
-    let lost: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum();
+    // Commands still outstanding, and (never expected) buffers the driver
+    // did not hand back.
+    let lost: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum::<u64>() + cx.lost_buffers;
     for job in jobs {
         // Commands the device never completed come back here (Command
         // Aborted due to SQ Deletion); they are already counted as lost.
@@ -324,5 +356,6 @@ pub fn run(
         lost,
         refused: cx.refused,
         qpair,
+        qpairs,
     })
 }
