@@ -40,6 +40,11 @@ pub fn main() -> Result<i32> {
     if let Some((opt, instead)) = args.unsupported.first() {
         bail!("spdk_nvme_perf's {opt} is not supported by nvme-perf: {instead}");
     }
+    if args.zipf.is_some() && !args.workload.random() {
+        bail!(
+            "-F (Zipf offsets) applies to random workloads; use -w randread, randwrite or randrw with it"
+        );
+    }
     if let Some(unit) = args.io_unit_size
         && unit != args.io_size
     {
@@ -323,7 +328,7 @@ pub fn main() -> Result<i32> {
         cpu_usage: args.cpu_usage.then(|| cores.clone()),
     };
     crate::signal::install();
-    let results = run::run(plans, &ctrls, params, timing, &mut *human)?;
+    let results = run::run(plans, &ctrls, params.clone(), timing, &mut *human)?;
     let results_qpairs: Vec<_> = results
         .iter()
         .flat_map(|w| w.qpairs.iter().map(move |q| (w.core, q.clone())))
@@ -345,6 +350,16 @@ pub fn main() -> Result<i32> {
             number_ios: args.number_ios,
             seed: args.seed,
             verify: args.verify,
+            options: json!({
+                "zipf_theta": args.zipf,
+                "fua": args.fua,
+                "max_completions_per_poll": params.max_completions,
+                "buffer_alignment": o.io_size.next_power_of_two().max(4096).max(params.alignment),
+                "io_timeout_ms": args.io_timeout.as_millis() as u64,
+                "verify_size_bytes": args.verify.then_some(args.verify_span),
+                "continue_on_error": args.continue_on_error,
+                "no_shutdown_notification": args.no_shutdown_notification,
+            }),
             controllers: targets
                 .iter()
                 .map(|t| {
@@ -363,14 +378,16 @@ pub fn main() -> Result<i32> {
         };
         let text = serde_json::to_string_pretty(&json::report(&info, &s))?;
         match (dest, json_file) {
-            (Some(path), Some(mut f)) => {
+            (Some(path), Some(mut d)) => {
                 use std::io::Seek;
+                let f = &mut d.file;
                 f.set_len(0)
                     .and_then(|()| f.rewind())
                     .and_then(|()| f.write_all((text + "\n").as_bytes()))
                     .with_context(|| {
                         format!("cannot write the JSON report to {}", path.display())
-                    })?
+                    })?;
+                d.written = true;
             }
             _ => println!("{text}"),
         }

@@ -35,6 +35,8 @@ pub struct RunInfo {
     pub verify: bool,
     /// Controllers: (name, model, serial, transport).
     pub controllers: Vec<Value>,
+    /// The other options that shape the run (Zipf, FUA, -C, -A, timeouts, ...).
+    pub options: Value,
 }
 
 fn row(r: &RowSummary) -> Value {
@@ -144,6 +146,7 @@ pub fn report(info: &RunInfo, s: &Summary) -> Value {
             "number_ios": info.number_ios,
             "seed": info.seed,
             "verify": info.verify,
+            "options": info.options,
         },
         "controllers": info.controllers,
         "rows": s.rows.iter().map(row).collect::<Vec<_>>(),

@@ -16,17 +16,37 @@ use crate::memory::{self, Need};
 use crate::transport::{EmuSpec, TransportId};
 use crate::units::format_size;
 
+/// The `--json` file, opened before the run. A file this run created is
+/// removed again if no report is written into it (the run failed).
+pub struct JsonDest {
+    /// The open file (not truncated until the report is written).
+    pub file: File,
+    path: std::path::PathBuf,
+    created: bool,
+    /// Set once the report is in the file.
+    pub written: bool,
+}
+
+impl Drop for JsonDest {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Open the `--json` file now (created if missing, not truncated until the
 /// report is written), so a bad destination fails before the run.
-pub fn json_destination(path: &Path) -> Result<File> {
+pub fn json_destination(path: &Path) -> Result<JsonDest> {
     if path.is_dir() {
         bail!(
-            "--json {}: is a directory; give a file name, e.g. {}/report.json",
+            "--json {}: is a directory; give a file name, e.g. {}",
             path.display(),
-            path.display()
+            path.join("report.json").display()
         );
     }
-    OpenOptions::new()
+    let created = !path.exists();
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
@@ -36,7 +56,13 @@ pub fn json_destination(path: &Path) -> Result<File> {
                 "--json {}: cannot write the report there (checked before the run); pick a writable path or use --json alone for stdout",
                 path.display()
             )
-        })
+        })?;
+    Ok(JsonDest {
+        file,
+        path: path.to_path_buf(),
+        created,
+        written: false,
+    })
 }
 
 /// Refuse a PCI controller or an emulated backing file named twice.

@@ -79,6 +79,28 @@ fn unwritable_json_destination_is_refused_before_the_run() {
     );
     let e = refused(1, &["--json", "/", "-d", "10"]);
     assert!(e.contains("is a directory"), "{e}");
+    // A run that fails later leaves no empty report behind.
+    let f = temp("never.json");
+    let e = refused(
+        1,
+        &[
+            "--json",
+            f.to_str().unwrap(),
+            "-r",
+            "trtype:PCIe traddr:0000:ff:1f.7",
+        ],
+    );
+    assert!(e.contains("cannot open PCIe controller"), "{e}");
+    assert!(!f.exists(), "the report file this run created is removed");
+}
+
+#[test]
+fn zipf_offsets_on_a_sequential_workload_are_refused() {
+    let e = refused(1, &["-w", "read", "-F", "0.9", "-d", "10"]);
+    assert!(
+        e.contains("-F (Zipf offsets) applies to random workloads"),
+        "{e}"
+    );
 }
 
 #[test]
