@@ -36,7 +36,8 @@ Transport IDs (-r, repeatable):
   Faults (seeded by --seed): fail (reads: Unrecovered Read Error), status (Internal Error),
   lose (never completes: times out), delay (held for rounds:N device rounds, default 1000),
   dup (posted twice), unknowncid, stale, sqhd (bogus SQ head), fatal (CSTS.CFS), vanish
-  (surprise removal).
+  (surprise removal). recover:1 brings a vanished controller back on reset; sticky:1 makes
+  fatal status survive the reset (the controller fails for good).
   Keys are separated by spaces or commas (trtype:PCIe,traddr:0000:04:00.0).
   Without -r: trtype:emu size:1G mode:threaded (RAM-backed, device thread busy-polls).
 

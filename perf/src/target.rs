@@ -151,6 +151,8 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
             let dev = EmuController::new(emu_config(spec, opts.emu_placement, opts.writes))
                 .context("cannot create the emulated controller")?;
             let handle = dev.handle();
+            handle.set_vanish_recovers_on_reset(spec.vanish_recovers);
+            handle.set_fatal_survives_reset(spec.fatal_sticky);
             let installed = Installed::install(&handle, &spec.faults, spec.delay_rounds, opts.seed);
             let ctrl = Controller::new(PerfDevice::Emu(dev), driver_options(opts))
                 .context("bring-up of the emulated controller failed")?;

@@ -16,11 +16,11 @@ use crate::units::parse_size;
 
 /// The accepted syntax, shown with every transport ID error.
 pub const SYNTAX: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1]' or \
--r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [<fault>:<fraction of I/O>] [rounds:<n>]' \
+-r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [<fault>:<fraction of I/O>] [rounds:<n>] [recover:1] [sticky:1]' \
 (faults: fail status lose delay dup unknowncid stale sqhd fatal vanish)";
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu";
-const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, core, rounds, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
+const EMU_KEYS: &str = "trtype, size, ns, lba, null, file, mode, idle, core, rounds, recover, sticky, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
 
 /// Why a transport ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +129,11 @@ pub struct EmuSpec {
     pub faults: Vec<Injection>,
     /// Rounds a `delay` fault holds a completion.
     pub delay_rounds: u32,
+    /// A vanished controller comes back when the host resets it (`recover:1`).
+    pub vanish_recovers: bool,
+    /// Fatal status survives a controller reset (`sticky:1`): the reset
+    /// fails and the controller is failed for good.
+    pub fatal_sticky: bool,
     /// CPU for the device thread (threaded mode); `None`: nvme-perf picks
     /// one no worker uses.
     pub core: Option<usize>,
@@ -148,6 +153,8 @@ impl Default for EmuSpec {
             mode: EmuRunMode::Threaded { spin: true },
             faults: Vec::new(),
             delay_rounds: DEFAULT_DELAY_ROUNDS,
+            vanish_recovers: false,
+            fatal_sticky: false,
             core: None,
         }
     }
@@ -315,6 +322,14 @@ pub fn parse_transport_id(input: &str) -> Result<TransportId, TransportError> {
                             _ => return Err(bad(key, value, "expected threaded or inline")),
                         }
                     }
+                    "recover" => {
+                        spec.vanish_recovers =
+                            parse_bool(value).ok_or_else(|| bad(key, value, "expected 0 or 1"))?
+                    }
+                    "sticky" => {
+                        spec.fatal_sticky =
+                            parse_bool(value).ok_or_else(|| bad(key, value, "expected 0 or 1"))?
+                    }
                     "rounds" => {
                         spec.delay_rounds = value
                             .parse::<u32>()
@@ -441,6 +456,8 @@ mod tests {
                 mode: EmuRunMode::Inline,
                 faults: Vec::new(),
                 delay_rounds: DEFAULT_DELAY_ROUNDS,
+                vanish_recovers: false,
+                fatal_sticky: false,
                 core: None,
             })
         );

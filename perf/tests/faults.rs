@@ -258,6 +258,30 @@ fn surprise_removal_on_a_threaded_controller_exits_4_without_continue_on_error()
 }
 
 #[test]
+fn sticky_fatal_status_fails_the_controller_and_exits_4() {
+    let r = run("inline", "fatal:0.001 sticky:1", &["--continue-on-error"]);
+    assert_eq!(r.code, 4, "{}", r.human);
+    assert_eq!(r.health(), "Failed");
+    let failed = r.core("/failed/controller_failed") + r.core("/failed/refused");
+    assert!(failed > 0, "{}", r.human);
+    assert!(
+        r.human.contains("controller emu:0 is Failed"),
+        "{}",
+        r.human
+    );
+}
+
+#[test]
+fn a_vanished_controller_that_recovers_on_reset_finishes_the_run_and_exits_5() {
+    let r = run("inline", "vanish:0.001 recover:1", &[]);
+    assert_eq!(r.code, 5, "{}", r.human);
+    assert_eq!(r.health(), "Live");
+    assert!(r.json["controllers_after_run"][0]["resets"].as_u64() >= Some(1));
+    assert_eq!(r.failed_total(), 0, "{}", r.human);
+    assert_eq!(r.json["total"]["ios"], 4000);
+}
+
+#[test]
 fn a_clean_run_exits_0_with_every_failure_count_zero() {
     let r = run("inline", "", &[]);
     assert_eq!(r.code, 0, "{}", r.human);
