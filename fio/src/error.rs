@@ -72,7 +72,7 @@ pub enum EngineError {
     },
     /// A block size the namespace cannot take.
     #[error(
-        "job '{job}': {option}={value} is not a multiple of the {lba}-byte LBA size of namespace \
+        "job '{job}': {option} is not a multiple of the {lba}-byte LBA size of namespace \
          {nsid} on {ctrl}; use a multiple of {lba} (e.g. bs=4k)"
     )]
     BlockSize {
@@ -91,7 +91,7 @@ pub enum EngineError {
     },
     /// A block size above the controller's largest transfer.
     #[error(
-        "job '{job}': {option}={value} is larger than one command may transfer on {ctrl} \
+        "job '{job}': {option} is larger than one command may transfer on {ctrl} \
          ({max} bytes, bounded by MDTS); use bs={max} or less"
     )]
     TransferTooLarge {

@@ -169,9 +169,9 @@ impl Job {
                     continue;
                 }
                 let option = if info.min_bs[d] == info.max_bs[d] {
-                    format!("bs ({dir})")
+                    format!("bs={value} ({dir})")
                 } else {
-                    format!("bsrange {kind} ({dir})")
+                    format!("bsrange {kind}={value} ({dir})")
                 };
                 if value % lba != 0 {
                     return Err(EngineError::BlockSize {
@@ -217,11 +217,12 @@ impl Job {
         }
         let max_bs = info.max_bs.iter().copied().max().unwrap_or(0).max(4096) as usize;
         let depth = info.iodepth.max(1) as usize;
-        // fio's buffer: iodepth x largest bs, plus a page and mem_align for
-        // its own alignment (allocate_io_mem).
+        // fio's buffer: iodepth x largest bs, plus up to a page for each of
+        // its two alignment steps (init_io_u_buffers, allocate_io_mem) and
+        // mem_align; iomem_alloc checks the exact size against the block.
         let bytes = depth
             .saturating_mul(max_bs)
-            .saturating_add(4096)
+            .saturating_add(3 * 4096)
             .saturating_add(info.mem_align as usize);
         self.worker = Some(Worker::new(&self.name, shared, depth, bytes)?);
         Ok(())
