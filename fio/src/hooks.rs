@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::error::EngineError;
 use crate::job::{FileTable, Job, JobInfo};
-use crate::worker::Queued;
+use crate::worker::{Queued, Worker};
 
 unsafe extern "C" {
     fn nvme_fio_log(msg: *const c_char);
@@ -209,6 +209,38 @@ pub unsafe extern "C" fn nvme_fio_rs_iomem_free(data: *mut c_void) {
     }));
 }
 
+/// Run a hot-path hook body: no error type on this path (its drop glue
+/// alone costs ~100 instructions per I/O), only a panic is caught.
+#[inline]
+fn hot<T>(hook: &'static str, fail: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(p) => {
+            log(&format!(
+                "nvme-engine: internal error in {hook}: {}",
+                panic_message(&*p)
+            ));
+            fail
+        }
+    }
+}
+
+/// The job's worker, or `None` before init (a fio call order this engine
+/// does not expect).
+///
+/// # Safety
+/// `data` is `td->io_ops_data`: null or a Job this module created.
+#[inline]
+unsafe fn worker_of<'a>(data: *mut c_void) -> Option<&'a mut Worker> {
+    // SAFETY: per the contract; one fio thread calls its job's hooks.
+    unsafe { data.cast::<Job>().as_mut() }?.worker.as_mut()
+}
+
+#[cold]
+fn not_ready(hook: &'static str) -> c_int {
+    report(Err(EngineError::NotReady { hook }))
+}
+
 /// fio's queue hook. Returns an `enum fio_q_status`.
 ///
 /// # Safety
@@ -225,16 +257,12 @@ pub unsafe extern "C" fn nvme_fio_rs_queue(
     file: usize,
     index: c_uint,
 ) -> c_int {
-    let r = guard("queue", || {
+    let r = hot("queue", Some(Queued::Failed(libc::EIO)), || {
         // SAFETY: per the contract.
-        let job = unsafe { job_of(data, "queue") }?;
-        let (Some(f), Some(w)) = (
-            file.checked_sub(1).and_then(|i| job.files.get(i)),
-            job.worker.as_mut(),
-        ) else {
-            return Err(EngineError::NotReady { hook: "queue" });
-        };
-        Ok(w.queue(
+        let job = unsafe { data.cast::<Job>().as_mut() }?;
+        let f = file.checked_sub(1).and_then(|i| job.files.get(i))?;
+        let w = job.worker.as_mut()?;
+        Some(w.queue(
             f,
             io_u as usize,
             index as usize,
@@ -245,10 +273,10 @@ pub unsafe extern "C" fn nvme_fio_rs_queue(
         ))
     });
     let errno = match r {
-        Ok(Queued::Queued) => return FIO_Q_QUEUED,
-        Ok(Queued::Busy) => return FIO_Q_BUSY,
-        Ok(Queued::Failed(errno)) => errno,
-        Err(e) => report(Err(e)),
+        Some(Queued::Queued) => return FIO_Q_QUEUED,
+        Some(Queued::Busy) => return FIO_Q_BUSY,
+        Some(Queued::Failed(errno)) => errno,
+        None => not_ready("queue"),
     };
     // SAFETY: fio's io_u, completed synchronously.
     unsafe { nvme_fio_io_u_done(io_u, errno) };
@@ -261,13 +289,16 @@ pub unsafe extern "C" fn nvme_fio_rs_queue(
 /// `data` is `td->io_ops_data`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvme_fio_rs_commit(data: *mut c_void) -> c_int {
-    report(guard("commit", || {
+    hot("commit", libc::EIO, || {
         // SAFETY: per the contract.
-        if let Some(w) = unsafe { job_of(data, "commit") }?.worker.as_mut() {
-            w.commit();
+        match unsafe { worker_of(data) } {
+            Some(w) => {
+                w.commit();
+                0
+            }
+            None => not_ready("commit"),
         }
-        Ok(())
-    }))
+    })
 }
 
 /// fio's getevents hook: the number of completed io_us.
@@ -281,7 +312,7 @@ pub unsafe extern "C" fn nvme_fio_rs_getevents(
     max: c_uint,
     t: *const libc::timespec,
 ) -> c_int {
-    let r = guard("getevents", || {
+    hot("getevents", -libc::EIO, || {
         // SAFETY: per the contract.
         let timeout = unsafe { t.as_ref() }.map(|t| {
             Duration::new(
@@ -290,16 +321,11 @@ pub unsafe extern "C" fn nvme_fio_rs_getevents(
             )
         });
         // SAFETY: per the contract.
-        let w = unsafe { job_of(data, "getevents") }?
-            .worker
-            .as_mut()
-            .ok_or(EngineError::NotReady { hook: "getevents" })?;
-        Ok(w.getevents(min as usize, max as usize, timeout))
-    });
-    match r {
-        Ok(n) => n as c_int,
-        Err(e) => -report(Err(e)),
-    }
+        match unsafe { worker_of(data) } {
+            Some(w) => w.getevents(min as usize, max as usize, timeout) as c_int,
+            None => -not_ready("getevents"),
+        }
+    })
 }
 
 /// fio's event hook: the `ev`th completed io_u, its error set.
@@ -308,29 +334,22 @@ pub unsafe extern "C" fn nvme_fio_rs_getevents(
 /// `data` is `td->io_ops_data`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvme_fio_rs_event(data: *mut c_void, ev: c_int) -> *mut c_void {
-    let r = guard("event", || {
+    let r = hot("event", None, || {
         // SAFETY: per the contract.
-        let w = unsafe { job_of(data, "event") }?
-            .worker
-            .as_ref()
-            .ok_or(EngineError::NotReady { hook: "event" })?;
-        Ok(usize::try_from(ev).ok().and_then(|i| w.event(i)))
+        let w = unsafe { worker_of(data) }?;
+        usize::try_from(ev).ok().and_then(|i| w.event(i))
     });
     match r {
-        Ok(Some((io_u, errno))) => {
+        Some((io_u, errno)) => {
             let io_u = io_u as *mut c_void;
             // SAFETY: the io_u fio queued; it is not in flight any more.
             unsafe { nvme_fio_io_u_done(io_u, errno) };
             io_u
         }
-        Ok(None) => {
+        None => {
             log(&format!(
                 "nvme-engine: fio asked for event {ev}, which getevents did not return"
             ));
-            std::ptr::null_mut()
-        }
-        Err(e) => {
-            report(Err(e));
             std::ptr::null_mut()
         }
     }

@@ -14,7 +14,8 @@
 #   keeps the console in $QEMU_FIO_LOG (default bench-fio-qemu.log) and
 #   prints the table. scripts/bench.sh runs it as section 4.
 # In the guest (as /payload/run.sh): runs the jobs, one "BENCH-JSON" console
-#   line per run (the format of guest-perf.sh).
+#   line per run (the format of guest-perf.sh). fio's null engine runs first
+#   as the measure of fio's own cost per I/O.
 
 if [ ! -f /payload/lib.sh ]; then
 	# ---- host side ----
@@ -67,7 +68,7 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
 def f(v, fmt):
     return fmt.format(v) if v is not None else "-"
 
-order = ["fio nvme-engine", "nvme-perf", "fio io_uring-polled", "fio io_uring"]
+order = ["fio nvme-engine", "nvme-perf", "fio null", "fio io_uring-polled", "fio io_uring"]
 print(f"{'QD':>3}  {'tool':<28} {'IOPS':>9} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
 for qd in sorted(rows):
     r = rows[qd]
@@ -83,6 +84,13 @@ for qd in sorted(rows):
         else:
             print(f"{'':5}engine over nvme-perf: {cpu:.0f} ns CPU time per I/O (1 vCPU saturated);"
                   f" IOPS {eng[0] / perf[0]:.2f}x")
+    null = r.get("fio null")
+    if eng and perf and null and null[0] and qd != 1:
+        # CPU time per I/O, one vCPU saturated: what the engine run costs
+        # beyond fio's own work (null engine), against nvme-perf's whole run.
+        glue = (1 / eng[0] - 1 / null[0]) * 1e9
+        print(f"{'':5}fio + engine minus fio null: {glue:.0f} ns per I/O (driver, device and the"
+              f" engine's glue), nvme-perf: {1e9 / perf[0]:.0f} ns per I/O")
     kern = {t: v for t, v in r.items() if t.startswith("fio io_uring") and "FAILED" not in t}
     if eng and kern:
         best_t, best = max(kern.items(), key=lambda kv: kv[1][0])
@@ -127,6 +135,14 @@ fio_run() {
 	[ "$rc" -eq 0 ] || echo "guest-fio: fio $name FAILED (exit status $rc)"
 	return $rc
 }
+
+echo "guest-fio: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
+
+# 0. fio's own cost per I/O: its null engine (no device, no driver).
+for qd in $qds; do
+	step "fio null engine 4KiB randread QD$qd (fio's own cost)"
+	fio_run null --name=null-qd$qd --ioengine=null --size=1g --iodepth="$qd" || status=1
+done
 
 # 1. fio on the kernel driver.
 if [ "$(pci_driver "$bdf")" != nvme ]; then
