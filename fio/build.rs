@@ -35,6 +35,16 @@ fn installed_fio() -> Option<String> {
     (!v.is_empty()).then_some(v)
 }
 
+/// The installed Debian package's version (`3.33-3`), if dpkg knows fio.
+fn installed_package() -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "fio"])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
 /// The release a source tree is (`DEF_VER=fio-3.33` in FIO-VERSION-GEN).
 fn source_release(dir: &Path) -> Option<String> {
     let script = std::fs::read_to_string(dir.join("FIO-VERSION-GEN")).ok()?;
@@ -72,6 +82,10 @@ fn main() {
         "cargo::rerun-if-changed={}",
         dir.join("config-host.h").display()
     );
+    // A fio upgrade changes dpkg's database: check again.
+    if Path::new("/var/lib/dpkg/status").exists() {
+        println!("cargo::rerun-if-changed=/var/lib/dpkg/status");
+    }
     if !dir.join("config-host.h").is_file() || !dir.join("ioengines.h").is_file() {
         fail(format!(
             "nvme-fio: no configured headers for the installed fio {release} in {}; run {SCRIPT} (as root) first",
@@ -88,6 +102,18 @@ fn main() {
             "nvme-fio: cannot tell which fio release {} holds (no DEF_VER in FIO-VERSION-GEN); rerun {SCRIPT}",
             dir.display()
         )),
+    }
+    // The Debian revision too, when the headers came from scripts/fio-headers.sh.
+    if let (Ok(fetched), Some(installed)) = (
+        std::fs::read_to_string(dir.join(".nvme-fio-configured")),
+        installed_package(),
+    ) && fetched.trim() != installed
+    {
+        fail(format!(
+            "nvme-fio: headers in {} are from fio package {} but {installed} is installed; rerun {SCRIPT}",
+            dir.display(),
+            fetched.trim()
+        ));
     }
     let Some(abi) = ioops_version(&dir) else {
         fail(format!(

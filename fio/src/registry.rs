@@ -12,7 +12,7 @@ use nvme_engine::emu::{
 };
 use nvme_engine::spec::status::media;
 use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
-use nvme_engine::vfio::{RealDevice, VfioOptions};
+use nvme_engine::vfio::{RealDevice, VfioError, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions};
 
 use crate::device::FioDevice;
@@ -94,11 +94,16 @@ fn bring_up(spec: &ControllerSpec) -> Result<Shared, EngineError> {
                 ..VfioOptions::default()
             };
             let what = format!("PCIe controller {addr}");
-            let dev =
-                RealDevice::open(&addr.to_string(), opts).map_err(|err| EngineError::Open {
+            let dev = RealDevice::open(&addr.to_string(), opts).map_err(|err| {
+                let mut reason = chain(&err);
+                if matches!(err, VfioError::NoIommuNotAllowed { .. }) {
+                    reason.push_str(" (in a fio filename the opt-in is the key noiommu=1)");
+                }
+                EngineError::Open {
                     what: what.clone(),
-                    reason: chain(&err),
-                })?;
+                    reason,
+                }
+            })?;
             let how = match &dev {
                 RealDevice::Vfio(_) => "vfio-pci",
                 RealDevice::Uio(_) => "uio_pci_generic",
