@@ -93,5 +93,6 @@ build_guest_fio_engine() {
 	so=${CARGO_TARGET_DIR:-$REPO/target}/$dir/libnvme_fio.so
 	[[ -f $so ]] || die "cargo built nvme-fio but $so is missing"
 	PAYLOAD_BINS+=("$so")
+	# shellcheck disable=SC2034 # read by host-initramfs.sh
 	PAYLOAD_FIO=1
 }
