@@ -101,6 +101,9 @@ expect_pass "time_based norandommap randread, 2 jobs" "${COMMON[@]}" \
 expect_pass "randwrite with fsync every 8 writes, then randtrim" "${COMMON[@]}" \
 	--filename="trtype=emu size=16M mode=inline" --size=2M --iodepth=4 \
 	--name=s --rw=randwrite --fsync=8 --name=t --stonewall --rw=randtrim
+expect_pass "one job on two namespaces of one controller, file-backed, + verify" "${COMMON[@]}" \
+	--name=n2 --filename="trtype=emu size=16M namespaces=2 ns=1 file=$WORK/ns.img mode=inline:trtype=emu size=16M namespaces=2 ns=2 file=$WORK/ns.img mode=inline" \
+	--rw=randwrite --size=8M --iodepth=8 --verify=crc32c --verify_fatal=1
 expect_pass "examples/fio/emu-verify.fio" emu-verify.fio
 
 expect_fail "missing thread=1 is refused with the fix" "add thread=1" \
