@@ -237,3 +237,11 @@ if not rows:
 PY
 fi
 fi
+
+# 4. fio with the nvme-fio ioengine vs fio io_uring vs nvme-perf, one QEMU guest
+#    boot (scripts/qemu/guest-fio.sh has the method). Only when SECTIONS names 4.
+if [[ " ${SECTIONS:-} " == *" 4 "* ]]; then
+	echo
+	echo "== 4. QEMU guest: fio + nvme-fio ioengine vs fio io_uring vs nvme-perf, 4 KiB randread, ${QSECS}s per run"
+	scripts/qemu/guest-fio.sh "$QSECS" || echo "(scripts/qemu/guest-fio.sh exited with status $?)"
+fi

@@ -160,6 +160,9 @@ if [[ $BUILD == 1 ]]; then
 	build_guest_tests
 	if [[ $PERF == 1 ]]; then
 		build_guest_perf
+		build_guest_fio_engine --release
+	else
+		build_guest_fio_engine
 	fi
 fi
 build_base "$RUN_DIR/base.cpio.gz"

@@ -5,12 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The fio ioengine (fio/) builds against the installed fio's headers:
+# install fio and fetch its source once (cached in scripts/.cache/fio-src).
+echo "== fio headers for the nvme-fio ioengine"
+scripts/fio-headers.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== fio with the nvme-fio ioengine on the emulated controller"
+scripts/tests/fio_engine_test.sh
 
 # The real-device tests, setup.sh and the no-IOMMU path, inside a QEMU guest
 # whose NVMe controller is QEMU's own (installs qemu, busybox and the guest

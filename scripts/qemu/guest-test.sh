@@ -68,6 +68,22 @@ if [ "$ntests" -eq 0 ]; then
 	record "test binaries present" 1
 fi
 
+# fio through the nvme-fio ioengine on the same controller (still bound by
+# setup.sh): CRC32C verify of random writes, two threads with a queue pair each.
+if [ -f /payload/bin/libnvme_fio.so ] && command -v fio >/dev/null; then
+	traddr=$(echo "$bdf" | tr : .)
+	[ "$mode" = noiommu ] && traddr="$traddr noiommu=1"
+	step "fio with the nvme-fio ioengine: randwrite + verify=crc32c on $bdf"
+	fio --name=engine-verify --ioengine=external:/payload/bin/libnvme_fio.so --thread \
+		--filename="trtype=PCIe traddr=$traddr ns=1" --rw=randwrite --bs=4k --size=16M \
+		--offset_increment=16M --numjobs=2 --iodepth=16 --verify=crc32c --verify_fatal=1 \
+		--group_reporting --eta=never
+	record "fio ioengine verify" $?
+else
+	echo "guest-test: the fio ioengine or fio is not in the payload (built with --no-build?)"
+	record "fio ioengine present" 1
+fi
+
 if [ "$have_setup" -eq 1 ]; then
 	step "setup.sh reset"
 	run_setup reset

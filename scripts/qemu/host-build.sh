@@ -79,3 +79,20 @@ build_guest_perf() {
 	[[ -n $exe ]] || die "cargo built nvme-perf but named no executable"
 	PAYLOAD_BINS+=("$exe")
 }
+
+# build_guest_fio_engine [--release]: the nvme-fio ioengine for the guest's
+# fio. It is a shared library that fio loads, so it is built for the host
+# (dynamic, like fio) and goes into /payload/bin with its libraries; fio comes
+# along (PAYLOAD_FIO). Needs fio's headers: scripts/fio-headers.sh provides them.
+build_guest_fio_engine() {
+	local so dir=debug
+	[[ ${1:-} == --release ]] && dir=release
+	"$REPO/scripts/fio-headers.sh" || die "scripts/fio-headers.sh failed: the fio ioengine cannot be built"
+	log "cargo build ${1:-} -p nvme-fio (fio ioengine for the guest)"
+	(cd "$REPO" && cargo build -q ${1:+"$1"} -p nvme-fio) || die "cargo build -p nvme-fio failed"
+	so=${CARGO_TARGET_DIR:-$REPO/target}/$dir/libnvme_fio.so
+	[[ -f $so ]] || die "cargo built nvme-fio but $so is missing"
+	PAYLOAD_BINS+=("$so")
+	# shellcheck disable=SC2034 # read by host-initramfs.sh
+	PAYLOAD_FIO=1
+}

@@ -14,6 +14,9 @@ use super::region::DmaRegion;
 
 const MIN_SHIFT: u32 = 12;
 
+/// `DmaBuf::offset` of an alias: it names no block the pool could take back.
+const ALIAS: usize = usize::MAX;
+
 /// A pool of DMA buffers owned by one thread (it is `Send`, not `Sync`;
 /// every operation takes `&mut self`).
 pub struct DmaPool {
@@ -107,7 +110,7 @@ impl DmaPool {
 
     /// Return a buffer to the pool.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
-        if !Arc::ptr_eq(&buf.region, &self.region) {
+        if !Arc::ptr_eq(&buf.region, &self.region) || buf.offset == ALIAS {
             return Err(DmaError::ForeignBuffer);
         }
         self.used -= 1 << buf.shift;
@@ -192,8 +195,9 @@ pub struct DmaBuf {
     len: usize,
 }
 
-// SAFETY: the buffer exclusively owns its block of the region, which is kept
-// alive by the Arc; moving that ownership to another thread is sound.
+// SAFETY: the buffer exclusively owns its block of the region (aliases share
+// it only under the contract of `DmaBuf::alias`), which is kept alive by the
+// Arc; moving that ownership to another thread is sound.
 unsafe impl Send for DmaBuf {}
 
 impl DmaBuf {
@@ -233,6 +237,32 @@ impl DmaBuf {
     /// IOVA of the start of the window.
     pub fn iova(&self) -> u64 {
         self.iova + self.start as u64
+    }
+    /// Another handle on this buffer's block, with the same window, for
+    /// memory that someone else lays out: e.g. one block holding the I/O
+    /// buffers of a program that hands the driver pointers into it (fio's
+    /// ioengine). Each handle moves its own window and can be submitted on
+    /// its own. An alias is never taken back by [`DmaPool::free`]
+    /// (`ForeignBuffer`); dropping it is enough. Cost: one reference count.
+    ///
+    /// # Safety
+    ///
+    /// The handles share memory. While more than one lives, the caller
+    /// makes sure that no two of them are accessed at overlapping bytes at
+    /// the same time where one access writes (through their methods, or by
+    /// the device through I/O submitted with them), and that this buffer is
+    /// not returned to its pool (which would hand the block out again)
+    /// until every alias is dropped.
+    pub unsafe fn alias(&self) -> DmaBuf {
+        DmaBuf {
+            region: Arc::clone(&self.region),
+            base: self.base,
+            iova: self.iova,
+            offset: ALIAS,
+            shift: self.shift,
+            start: self.start,
+            len: self.len,
+        }
     }
     /// Copy `data` into the window at `offset`. Returns false when it does not fit.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
@@ -353,6 +383,36 @@ mod tests {
         let mut other = pool(16 << 10);
         let b = other.alloc(4096).unwrap();
         assert!(matches!(p.free(b), Err(DmaError::ForeignBuffer)));
+    }
+
+    #[test]
+    fn alias_shares_the_block_with_its_own_window_and_is_never_freed() {
+        let mut p = pool(64 << 10);
+        let mut block = p.alloc(16 << 10).unwrap();
+        block.fill(0);
+        // SAFETY: the handles below are used one at a time on this thread.
+        let mut a = unsafe { block.alias() };
+        assert!(a.set_window(4096, 8));
+        assert_eq!(a.iova(), block.iova() + 4096);
+        assert_eq!(a.capacity(), block.capacity());
+        assert!(a.write_at(0, b"aliasing"));
+        let mut out = [0u8; 8];
+        assert!(block.set_window(4096, 8));
+        assert!(block.read_at(0, &mut out));
+        assert_eq!(&out, b"aliasing");
+        assert!(
+            !a.set_window(16 << 10, 1),
+            "a window stays inside the block"
+        );
+        let used = p.used();
+        assert!(matches!(p.free(a), Err(DmaError::ForeignBuffer)));
+        assert_eq!(
+            p.used(),
+            used,
+            "freeing an alias must not release the block"
+        );
+        p.free(block).unwrap();
+        assert_eq!(p.used(), 0);
     }
 
     #[test]
