@@ -118,8 +118,15 @@
 //! pairs; and exits. Deadline checks keep running while it drains, so a
 //! lost completion is timed out and a removed or failed controller fails
 //! its commands: shutdown does not hang on them. It gives up after
-//! [`ReactorConfig::shutdown_timeout`], which should exceed the I/O
-//! timeout. The returned [`ShutdownReport`] has the counters and
+//! [`ReactorConfig::shutdown_timeout`], by default derived from the
+//! timeouts so that a lost command is answered with its real outcome
+//! first ([`ReactorConfig::shutdown_wait_needed`]); a shorter explicit value
+//! is refused ([`ReactorError::ShutdownTooShort`]), and
+//! [`ReactorSet::shutdown_within`] stops sooner on purpose. When it gives
+//! up, deleting the queues answers what is left: aborted by the SQ
+//! deletion with its buffer, or, on a queue the device would not delete,
+//! [`RequestError::QueueNotDeleted`] without the buffer (the device may
+//! still write it). The returned [`ShutdownReport`] has the counters and
 //! any failure. A request that slipped into a ring as the reactor exited is
 //! answered by [`Producer::poll_completions`] with
 //! [`RequestError::ShutDown`], buffer included.

@@ -64,8 +64,9 @@ pub(crate) enum Control<D: Device> {
     AddTimer(Duration, TimerFn),
     /// Reply with a snapshot of the counters.
     Stats(Sender<ReactorStats>),
-    /// Stop accepting, drain, tear down, exit.
-    Shutdown,
+    /// Stop accepting, drain, tear down, exit; give up waiting for the
+    /// device after the given time (`None`: the configured wait).
+    Shutdown(Option<Duration>),
 }
 
 /// What a reactor thread is started with.
@@ -103,6 +104,8 @@ pub(crate) struct Queue<D: Device> {
 pub(crate) struct Slot {
     /// Index of the producer link, or [`LOCAL_LINK`].
     pub(crate) link: u32,
+    /// Index of the controller whose queue the request is for.
+    pub(crate) controller: u32,
     /// The request's own token.
     pub(crate) token: u64,
     /// The request itself while it waits in a backlog.
@@ -180,24 +183,16 @@ pub(crate) fn run<D: Device>(
         Ok(errors) => errors,
         Err(payload) => reactor.recover(params.index, payload.as_ref()),
     };
-    let stats = reactor.snapshot();
+    errors.extend(reactor.teardown());
     let Reactor {
-        queues,
+        stats,
         links,
         failures,
         ..
     } = reactor;
-    // Dropping a link hands what it still holds to its producer.
+    // Dropping a link hands what it still holds (responses waiting for
+    // ring room, requests still in its ring) to its producer.
     drop(links);
-    for q in queues {
-        let qid = q.qp.qid();
-        if let Err(e) = q.qp.delete() {
-            errors.push(format!(
-                "deleting I/O queue {qid} on {}: {e}",
-                q.controller.device().name()
-            ));
-        }
-    }
     ReactorReport {
         stats,
         errors,
@@ -346,8 +341,8 @@ impl<D: Device> Reactor<D> {
         match panic::catch_unwind(AssertUnwindSafe(|| self.run_loop())) {
             Ok(more) => errors.extend(more),
             Err(_) => errors.push(format!(
-                "reactor {index} panicked again while draining; requests still in flight \
-                 on its queues were not answered"
+                "reactor {index} panicked again while draining; what was still in flight \
+                 is answered as its queues are deleted"
             )),
         }
         errors
@@ -534,6 +529,7 @@ impl<D: Device> Reactor<D> {
                 };
                 let s = &mut slots[slot as usize];
                 s.link = li as u32;
+                s.controller = ci as u32;
                 s.token = req.token;
                 if !q.backlog.is_empty() {
                     // Keep order: newer requests queue behind older ones.
@@ -626,7 +622,14 @@ impl<D: Device> Reactor<D> {
                 Ok(Control::Stats(reply)) => {
                     let _ = reply.send(self.snapshot());
                 }
-                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                Ok(Control::Shutdown(wait)) => {
+                    if let Some(wait) = wait {
+                        self.shutdown_timeout = wait;
+                    }
+                    self.begin_shutdown();
+                    return;
+                }
+                Err(TryRecvError::Disconnected) => {
                     self.begin_shutdown();
                     return;
                 }
@@ -673,6 +676,107 @@ impl<D: Device> Reactor<D> {
         }
     }
 
+    /// Delete every queue pair and answer, exactly once, every request the
+    /// reactor still holds:
+    /// - commands the device finishes while its queue drains, with their
+    ///   own result; once the controller deleted the queue (which aborts
+    ///   what it still held), the rest with `Command Aborted due to SQ
+    ///   Deletion` — all with their buffers (`IoQueuePair::delete_with`);
+    /// - commands on a queue the device would not delete, with
+    ///   [`RequestError::QueueNotDeleted`] and **without** their buffers:
+    ///   the device may still write them, so they are never handed back;
+    /// - requests still waiting for queue room, with
+    ///   [`RequestError::ShutDown`] and their buffers.
+    ///
+    /// Leaves the final counters (queue counters as of before deletion)
+    /// in `self.stats`; returns teardown notes.
+    fn teardown(&mut self) -> Vec<String> {
+        let final_stats = self.snapshot();
+        let mut errors = Vec::new();
+        let queues = std::mem::take(&mut self.queues);
+        let Reactor {
+            links,
+            slots,
+            free,
+            stats,
+            failures,
+            local,
+            ..
+        } = self;
+        for (ci, q) in queues.into_iter().enumerate() {
+            let Queue { controller, qp, .. } = q;
+            let qid = qp.qid();
+            let deleted = qp.delete_with(|c: IoCompletion| {
+                let Some(s) = slots.get(c.token as usize) else {
+                    return;
+                };
+                let (link, token) = (s.link, s.token);
+                free.push(c.token as u32);
+                let r = Response {
+                    token,
+                    result: c.result.map_err(|e| RequestError::from_io(ci, e)),
+                    buf: c.buf,
+                };
+                Sinks {
+                    links,
+                    local,
+                    stats,
+                    failures,
+                }
+                .respond(link, r);
+            });
+            if let Err(e) = deleted {
+                errors.push(format!(
+                    "deleting I/O queue {qid} on {}: {e}; the commands still on it are answered \
+                     with an error and their buffers are withheld, since the device may still \
+                     write them — reset the controller or restart the process",
+                    controller.device().name()
+                ));
+            }
+        }
+        // Whatever is not free now was never answered: parked in a backlog,
+        // or on a queue the device did not delete.
+        let mut is_free = vec![false; slots.len()];
+        for &f in free.iter() {
+            is_free[f as usize] = true;
+        }
+        for (i, s) in slots.iter_mut().enumerate() {
+            if is_free[i] {
+                continue;
+            }
+            let r = match s.parked.take() {
+                Some(req) => Response {
+                    token: req.token,
+                    result: Err(RequestError::ShutDown),
+                    buf: req.buf,
+                },
+                None => Response {
+                    token: s.token,
+                    result: Err(RequestError::QueueNotDeleted {
+                        controller: s.controller as usize,
+                    }),
+                    buf: None,
+                },
+            };
+            free.push(i as u32);
+            Sinks {
+                links,
+                local,
+                stats,
+                failures,
+            }
+            .respond(s.link, r);
+        }
+        *stats = ReactorStats {
+            queues: final_stats.queues,
+            producers: final_stats.producers,
+            pollers: final_stats.pollers,
+            timers: final_stats.timers,
+            ..*stats
+        };
+        errors
+    }
+
     fn begin_shutdown(&mut self) {
         for link in self.links.iter().flatten() {
             // Release: a producer that sees the flag also sees everything
@@ -701,7 +805,7 @@ impl<D: Device> Reactor<D> {
         let waiting: usize = self.queues.iter().map(|q| q.backlog.len()).sum();
         format!(
             "shutdown gave up after {:?}: {in_flight} command(s) still in flight on the device, \
-             {waiting} waiting for queue room; they will not complete",
+             {waiting} waiting for queue room; they are answered as the queues are deleted",
             self.shutdown_timeout
         )
     }
