@@ -10,23 +10,40 @@
 //!   prints p50/p99/p99.9 commit latency and reads every record back.
 //!
 //! With no argument an example runs on the built-in emulated controller
-//! (RAM-backed, threaded mode: a device thread polls the doorbells like
-//! hardware). With a PCI address (`0000:04:00.0`) it runs on that
+//! (RAM-backed), placed to fit the machine ([`CorePlan`]): a device thread
+//! spinning on a core none of the example's busy threads uses when one is
+//! free, otherwise the inline device (commands execute in the doorbell
+//! write, on the polling thread). The first line of output says which. With a PCI address (`0000:04:00.0`) it runs on that
 //! controller through VFIO (bind it first with `scripts/setup.sh`); set
 //! `NVME_ENGINE_NO_IOMMU=1` to opt in to the no-IOMMU paths.
 
 #![forbid(unsafe_code)]
 
+pub mod baseline;
+
 use anyhow::{Context, Result, bail};
 use nvme_engine::Device;
 use nvme_engine::driver::{Controller, ControllerOptions};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuMode};
+use nvme_engine::emu::{EmuConfig, EmuController};
 use nvme_engine::vfio::{RealDevice, VfioOptions};
+use nvme_reactor::{AllowedCores, CorePlan, DevicePlacement};
 
 /// A program body that works on any device.
 pub trait Example {
-    /// Run on `controller`.
-    fn run<D: Device>(self, controller: Controller<D>) -> Result<()>;
+    /// How many threads the program keeps busy polling (application
+    /// threads and reactors); they get the first cores of the plan.
+    fn busy_threads(&self) -> usize;
+    /// Run on `controller`, with its threads on `setup.plan.threads`.
+    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()>;
+}
+
+/// Where an example's threads and device run.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Cores for the busy threads, and the emulated device's placement.
+    pub plan: CorePlan,
+    /// `Some` when the device is the built-in emulated controller.
+    pub builtin: Option<DevicePlacement>,
 }
 
 /// Size of the emulated controller's RAM namespace.
@@ -62,18 +79,25 @@ pub fn option<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
 }
 
 /// Bring up the controller named by `pci` (or the emulated one) and run `example` on it.
-pub fn run(pci: Option<&str>, example: impl Example) -> Result<()> {
+pub fn run<E: Example>(pci: Option<&str>, example: E) -> Result<()> {
+    let allowed = AllowedCores::current().context("reading the CPUs this process may use")?;
+    let plan = CorePlan::new(allowed.cores(), example.busy_threads().max(1));
     match pci {
         None => {
             println!(
-                "device: built-in emulated controller ({} MiB RAM namespace)",
-                EMU_BYTES >> 20
+                "device: built-in emulated controller ({} MiB RAM namespace); {}",
+                EMU_BYTES >> 20,
+                plan.device
             );
-            let device = EmuController::new(EmuConfig::ram(EMU_BYTES).mode(EmuMode::threaded()))
+            let device = EmuController::new(EmuConfig::ram(EMU_BYTES).mode(plan.device.mode()))
                 .context("creating the emulated controller")?;
             let controller = Controller::new(device, ControllerOptions::default())
                 .context("bringing up the emulated controller")?;
-            example.run(controller)
+            let setup = Setup {
+                builtin: Some(plan.device),
+                plan,
+            };
+            example.run(controller, &setup)
         }
         Some(addr) => {
             let no_iommu = std::env::var_os("NVME_ENGINE_NO_IOMMU").is_some_and(|v| v == "1");
@@ -87,7 +111,11 @@ pub fn run(pci: Option<&str>, example: impl Example) -> Result<()> {
             println!("device: {}", device.name());
             let controller = Controller::new(device, ControllerOptions::default())
                 .with_context(|| format!("bringing up the NVMe controller at {addr}"))?;
-            example.run(controller)
+            let setup = Setup {
+                builtin: None,
+                plan,
+            };
+            example.run(controller, &setup)
         }
     }
 }

@@ -54,6 +54,53 @@ fn journal_commits_reports_percentiles_and_reads_back() {
 }
 
 #[test]
+fn the_first_line_says_where_the_emulated_device_runs() {
+    for exe in [
+        env!("CARGO_BIN_EXE_hello_world"),
+        env!("CARGO_BIN_EXE_identify"),
+        env!("CARGO_BIN_EXE_journal"),
+    ] {
+        let args: &[&str] = if exe.ends_with("journal") {
+            &["--records", "16"]
+        } else {
+            &[]
+        };
+        let out = run(exe, args);
+        let first = out.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("device: built-in emulated controller")
+                && (first.contains("inline device") || first.contains("device thread spinning")),
+            "{exe}: {first}"
+        );
+    }
+}
+
+#[test]
+fn journal_shows_where_a_commit_s_time_goes_against_direct_mode() {
+    let out = run(env!("CARGO_BIN_EXE_journal"), &["--records", "64"]);
+    for field in [
+        "through the reactor",
+        "direct mode on this thread (engine + device)",
+        "reactor hop",
+        "target on the built-in device",
+        "journal-summary records=64 record_bytes=4096 depth=1 p50_us=",
+    ] {
+        assert!(out.contains(field), "missing {field}:\n{out}");
+    }
+    // The inline device's own work is split out only when it runs inline.
+    let inline = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .contains("inline device");
+    assert_eq!(
+        out.contains("device: the inline doorbell write"),
+        inline,
+        "{out}"
+    );
+}
+
+#[test]
 fn a_bad_pci_address_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_hello_world"))
         .arg("not-an-address")

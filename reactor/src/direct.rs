@@ -27,22 +27,33 @@ pub enum DirectError {
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
     /// Deleting the queue pair failed. Every request that was outstanding
-    /// has still been answered (through the callback of
-    /// [`DirectQueue::delete_with`], or in `answered`); those the device
-    /// still held failed with [`RequestError::QueueNotDeleted`] and
-    /// without their buffers, which the device may still write.
+    /// has still been answered through the callback of
+    /// [`DirectQueue::delete_with`]; those the device still held failed
+    /// with [`RequestError::QueueNotDeleted`] and without their buffers,
+    /// which the device may still write.
     #[error(
         "deleting the direct-mode queue pair failed; commands still on it were answered with an \
          error and their buffers withheld — reset the controller before reusing those blocks"
     )]
-    Delete {
-        /// What the driver reported.
-        #[source]
-        source: DriverError,
-        /// The responses of the outstanding requests ([`DirectQueue::delete`]
-        /// only; empty after [`DirectQueue::delete_with`]).
-        answered: Vec<Response>,
-    },
+    Delete(#[source] DriverError),
+}
+
+/// [`DirectQueue::delete`] failed: the queue pair could not be deleted.
+/// The outstanding requests are still answered, in `answered` (kept apart
+/// from [`DirectError`] because buffers are not `Sync`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "deleting the direct-mode queue pair failed; {} outstanding request(s) were answered, those \
+     the device still held with an error and without their buffers — reset the controller \
+     before reusing those blocks",
+    answered.len()
+)]
+pub struct DeleteFailed {
+    /// What the driver reported.
+    #[source]
+    pub source: DriverError,
+    /// The responses of the requests that were outstanding.
+    pub answered: Vec<Response>,
 }
 
 /// What `submit` did with a request it could not put on the queue.
@@ -173,14 +184,11 @@ impl<D: Device> DirectQueue<D> {
     /// Delete the queue pair, answering every request still outstanding
     /// exactly once, and return those responses (see
     /// [`DirectQueue::delete_with`]).
-    pub fn delete(self) -> Result<Vec<Response>, DirectError> {
+    pub fn delete(self) -> Result<Vec<Response>, DeleteFailed> {
         let mut answered = Vec::with_capacity(self.qp.outstanding());
-        match self.delete_with(|r| answered.push(r)) {
+        match self.qp_delete(|r| answered.push(r)) {
             Ok(()) => Ok(answered),
-            Err(DirectError::Delete { source, .. }) => {
-                Err(DirectError::Delete { source, answered })
-            }
-            Err(other) => Err(other),
+            Err(source) => Err(DeleteFailed { source, answered }),
         }
     }
 
@@ -197,7 +205,11 @@ impl<D: Device> DirectQueue<D> {
     /// Dropping a `DirectQueue` deletes the queue the same way but has
     /// nobody to answer: call this (or [`DirectQueue::delete`]) when
     /// requests may be outstanding.
-    pub fn delete_with<F: FnMut(Response)>(self, mut f: F) -> Result<(), DirectError> {
+    pub fn delete_with<F: FnMut(Response)>(self, f: F) -> Result<(), DirectError> {
+        self.qp_delete(f).map_err(DirectError::Delete)
+    }
+
+    fn qp_delete<F: FnMut(Response)>(self, mut f: F) -> Result<(), DriverError> {
         let index = self.controller_index;
         // Tokens are the caller's and may repeat: count them.
         let mut pending: HashMap<u64, usize> = HashMap::new();
@@ -226,10 +238,7 @@ impl<D: Device> DirectQueue<D> {
                         });
                     }
                 }
-                Err(DirectError::Delete {
-                    source,
-                    answered: Vec::new(),
-                })
+                Err(source)
             }
         }
     }

@@ -164,6 +164,15 @@
 //! # }
 //! ```
 //!
+//! # The built-in emulated controller's placement
+//!
+//! A program on the emulated controller should not let its device compete
+//! for a core with its busy threads: [`CorePlan`] gives each busy thread
+//! (application threads, reactors) a core and the device a spinning thread
+//! on a core none of them uses when one is left, or the inline device
+//! (commands execute in the doorbell write, on the polling thread) when
+//! none is ([`DevicePlacement`]). The examples print the choice first.
+//!
 //! # Ring choice (measured)
 //!
 //! `reactor/examples/ring_bench.rs` pushes N `u64`-sized messages from one
@@ -200,6 +209,7 @@ mod context;
 mod cores;
 mod direct;
 mod issue;
+mod placement;
 mod poller;
 mod producer;
 mod reactor;
@@ -210,7 +220,8 @@ mod timer;
 
 pub use context::{ContextError, LocalPoller, LocalRejected, ReactorContext};
 pub use cores::{AllowedCores, CoreError, CoreSpec, format_cores, pin_current_thread};
-pub use direct::{DirectError, DirectQueue, DirectSubmit};
+pub use direct::{DeleteFailed, DirectError, DirectQueue, DirectSubmit};
+pub use placement::{CorePlan, DevicePlacement};
 pub use poller::{PollStatus, Poller};
 pub use producer::{Producer, ProducerError, ProducerStats, Rejected};
 pub use request::{Op, Request, RequestError, Response};

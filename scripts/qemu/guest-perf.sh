@@ -59,6 +59,12 @@ run_nvme_perf() {
 	done <<EOF_RUNS
 $runs
 EOF_RUNS
+	# The journal example (QD1 FUA commits through a reactor, with its own
+	# direct-mode reference), when the host put it in the payload.
+	if [ -x /payload/bin/journal ]; then
+		step "journal $bdf --records ${JOURNAL_RECORDS:-2000}"
+		/payload/bin/journal "$bdf" --records "${JOURNAL_RECORDS:-2000}" || rc=1
+	fi
 	run_setup reset || rc=1
 	return $rc
 }

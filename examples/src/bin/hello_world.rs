@@ -6,10 +6,8 @@
 use anyhow::{Context, Result, bail};
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
-use nvme_engine_examples::{Example, pci_address_arg, run};
-use nvme_reactor::{
-    AllowedCores, CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response,
-};
+use nvme_engine_examples::{Example, Setup, pci_address_arg, run};
+use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 
 struct Hello;
 
@@ -25,7 +23,12 @@ fn wait_one(p: &mut Producer) -> Response {
 }
 
 impl Example for Hello {
-    fn run<D: Device>(self, controller: Controller<D>) -> Result<()> {
+    /// This thread (waiting for each completion) and the reactor.
+    fn busy_threads(&self) -> usize {
+        2
+    }
+
+    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
         let ns = controller
             .namespaces()
             .first()
@@ -39,11 +42,10 @@ impl Example for Hello {
             ns.blocks
         );
 
-        let allowed = AllowedCores::current()?;
-        let core = allowed.cores()[0];
+        let core = setup.plan.threads[1];
         let config = ReactorConfig {
             cores: CoreSpec::from_cores([core]),
-            idle_yield: true,
+            idle_yield: setup.plan.shared,
             ..ReactorConfig::default()
         };
         let set = ReactorSet::start(config, vec![controller])?;

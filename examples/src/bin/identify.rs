@@ -7,7 +7,7 @@ use anyhow::Result;
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
-use nvme_engine_examples::{Example, pci_address_arg, run};
+use nvme_engine_examples::{Example, Setup, pci_address_arg, run};
 
 struct Identify;
 
@@ -102,7 +102,12 @@ fn print_namespace(nsid: u32, id: &IdentifyNamespace) {
 }
 
 impl Example for Identify {
-    fn run<D: Device>(self, controller: Controller<D>) -> Result<()> {
+    /// This thread, polling the admin queue.
+    fn busy_threads(&self) -> usize {
+        1
+    }
+
+    fn run<D: Device>(self, controller: Controller<D>, _setup: &Setup) -> Result<()> {
         let cap = controller.cap();
         let vs = controller.version();
         println!("device    : {}", controller.device().name());
