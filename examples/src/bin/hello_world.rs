@@ -4,9 +4,10 @@
 //! On a real device this overwrites the first 4 KiB of namespace 1.
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
-use nvme_engine_examples::{Example, Setup, pci_address_arg, run};
+use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 
 struct Hello;
@@ -92,6 +93,14 @@ impl Example for Hello {
     }
 }
 
+#[derive(Parser)]
+#[command(about = "Write a block through a reactor, read it back and compare.")]
+struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
 fn main() -> Result<()> {
-    run(pci_address_arg().as_deref(), Hello)
+    let args = Args::parse();
+    run(args.device.pci.as_deref(), Hello)
 }

@@ -4,10 +4,11 @@
 //! Usage: `identify [PCI address]` (no address: the emulated controller).
 
 use anyhow::Result;
+use clap::Parser;
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
-use nvme_engine_examples::{Example, Setup, pci_address_arg, run};
+use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 
 struct Identify;
 
@@ -141,6 +142,16 @@ impl Example for Identify {
     }
 }
 
+#[derive(Parser)]
+#[command(
+    about = "Print a controller's and its namespaces' Identify data, laid out like nvme id-ctrl / id-ns."
+)]
+struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
 fn main() -> Result<()> {
-    run(pci_address_arg().as_deref(), Identify)
+    let args = Args::parse();
+    run(args.device.pci.as_deref(), Identify)
 }
