@@ -221,3 +221,13 @@ fn journal_refuses_bad_values_before_doing_any_work() {
         );
     }
 }
+
+#[test]
+fn journal_can_skip_the_read_back_for_devices_that_discard_data() {
+    let out = run(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--records", "16", "--no-read-back"],
+    );
+    assert!(out.contains("read back skipped (--no-read-back)"), "{out}");
+    assert!(!out.contains("intact"), "{out}");
+}
