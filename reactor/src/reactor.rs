@@ -44,10 +44,10 @@ use nvme_engine::driver::{
 
 use crate::context::{LOCAL_LINK, Local, LocalPoller, ReactorContext};
 use crate::cores;
-use crate::issue::{IssueError, issue};
+use crate::issue::{InPlaceError, IssueError, issue, issue_in_place};
 use crate::poller::{PollStatus, Poller, Pollers};
-use crate::producer::Link;
-use crate::request::{Request, RequestError, Response};
+use crate::producer::{Link, deliver};
+use crate::request::{Op, Request, RequestError, Response};
 use crate::set::ReactorError;
 use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats};
 use crate::timer::{TimerFn, Timers};
@@ -261,6 +261,40 @@ pub(crate) fn count_response(
                 token,
                 error: *error,
             });
+        }
+    }
+}
+
+/// Move a request out of its ring slot, leaving an empty shell behind
+/// (only for requests that must wait: the backlog owns them).
+fn take_request(req: &mut Request) -> Request {
+    std::mem::replace(req, Request::without_data(Op::Flush, 0, 0, 0, 0))
+}
+
+/// A link's answering side, apart from its submission ring.
+struct Answer<'a> {
+    completions: &'a mut rtrb::Producer<Response>,
+    pending: &'a mut VecDeque<Response>,
+    outstanding: &'a mut usize,
+}
+
+impl Answer<'_> {
+    /// Answer a request still in its ring slot with `result` and its buffer.
+    fn send(
+        &mut self,
+        stats: &mut ReactorStats,
+        failures: &mut Vec<FailedIo>,
+        req: &mut Request,
+        result: Result<u32, RequestError>,
+    ) {
+        let response = Response {
+            token: req.token,
+            result,
+            buf: req.buf.take(),
+        };
+        count_response(stats, failures, response.token, &response.result);
+        if deliver(self.completions, self.pending, self.outstanding, response) {
+            stats.completion_ring_full += 1;
         }
     }
 }
@@ -480,6 +514,11 @@ impl<D: Device> Reactor<D> {
     }
 
     /// Take requests from every submission ring, up to `batch` per ring.
+    ///
+    /// The requests are read in place, as one chunk per ring: only each
+    /// one's buffer moves (to the driver), and the ring's read index is
+    /// published once per chunk (hop_bench: about 50 instructions per I/O
+    /// fewer than popping and moving each request).
     fn drain_rings(&mut self) -> bool {
         let Reactor {
             queues,
@@ -488,43 +527,49 @@ impl<D: Device> Reactor<D> {
             free,
             stats,
             failures,
-            local,
             batch,
             ..
         } = self;
         let mut busy = false;
-        for li in 0..links.len() {
-            let mut taken = 0;
-            while taken < *batch {
-                let Some(link) = links[li].as_mut() else {
-                    break;
-                };
-                if !link.has_credit() {
-                    break;
-                }
+        for (li, link) in links.iter_mut().enumerate() {
+            let Some(link) = link.as_mut() else {
+                continue;
+            };
+            let Link {
+                submissions,
+                completions,
+                pending,
+                outstanding,
+                limit,
+                ..
+            } = link;
+            let credit = limit.saturating_sub(*outstanding + pending.len());
+            let n = (*batch)
+                .min(credit)
+                .min(free.len())
+                .min(submissions.slots());
+            if n == 0 {
+                continue;
+            }
+            let Ok(mut chunk) = submissions.read_chunk(n) else {
+                continue;
+            };
+            let mut answer = Answer {
+                completions,
+                pending,
+                outstanding,
+            };
+            let (first, second) = chunk.as_mut_slices();
+            for req in first.iter_mut().chain(second.iter_mut()) {
+                // n <= free.len(): a slot is always there.
                 let Some(slot) = free.pop() else { break };
-                let Ok(req) = link.submissions.pop() else {
-                    free.push(slot);
-                    break;
-                };
-                taken += 1;
-                link.outstanding += 1;
+                *answer.outstanding += 1;
                 let ci = req.controller;
                 let Some(q) = queues.get_mut(ci) else {
                     free.push(slot);
                     let count = queues.len();
-                    let r = Response {
-                        token: req.token,
-                        result: Err(RequestError::NoSuchController { index: ci, count }),
-                        buf: req.buf,
-                    };
-                    Sinks {
-                        links,
-                        local,
-                        stats,
-                        failures,
-                    }
-                    .respond(li as u32, r);
+                    let result = Err(RequestError::NoSuchController { index: ci, count });
+                    answer.send(stats, failures, req, result);
                     continue;
                 };
                 let s = &mut slots[slot as usize];
@@ -533,38 +578,29 @@ impl<D: Device> Reactor<D> {
                 s.token = req.token;
                 if !q.backlog.is_empty() {
                     // Keep order: newer requests queue behind older ones.
-                    s.parked = Some(req);
+                    s.parked = Some(take_request(req));
                     q.backlog.push_back(slot);
                     continue;
                 }
-                match issue(&q.controller, ci, &mut q.qp, req, slot as u64) {
+                match issue_in_place(&q.controller, ci, &mut q.qp, req, slot as u64) {
                     Ok(()) => {
                         q.dirty = true;
                         stats.submitted += 1;
                     }
-                    Err(IssueError::QueueFull(req)) => {
+                    Err(InPlaceError::QueueFull) => {
                         stats.queue_full += 1;
-                        s.parked = Some(req);
+                        s.parked = Some(take_request(req));
                         q.backlog.push_back(slot);
                     }
-                    Err(IssueError::Failed { request, error }) => {
+                    Err(InPlaceError::Failed(error)) => {
                         free.push(slot);
-                        let r = Response {
-                            token: request.token,
-                            result: Err(error),
-                            buf: request.buf,
-                        };
-                        Sinks {
-                            links,
-                            local,
-                            stats,
-                            failures,
-                        }
-                        .respond(li as u32, r);
+                        answer.send(stats, failures, req, Err(error));
                     }
                 }
             }
-            busy |= taken > 0;
+            // Drops what is left of the requests (their buffers are gone).
+            chunk.commit_all();
+            busy = true;
         }
         busy
     }
