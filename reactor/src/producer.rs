@@ -142,6 +142,7 @@ impl Link {
 
 /// [`Link::deliver`] on the link's parts, for callers that hold its
 /// submission ring borrowed.
+#[inline(always)]
 pub(crate) fn deliver(
     completions: &mut rtrb::Producer<Response>,
     pending: &mut VecDeque<Response>,

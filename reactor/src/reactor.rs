@@ -309,6 +309,7 @@ struct Sinks<'a> {
 
 impl Sinks<'_> {
     /// Answer a request: count it and hand the response to its link.
+    #[inline(always)]
     fn respond(&mut self, link: u32, response: Response) {
         count_response(self.stats, self.failures, response.token, &response.result);
         if link == LOCAL_LINK {
