@@ -19,8 +19,11 @@ pub struct Baseline {
     /// Submit to completion reaped, per write.
     pub total: Histogram<u64>,
     /// The doorbell write alone (the device's work with the inline
-    /// device), from a second pass; `None` unless asked for.
+    /// device), from a separate pass; `None` unless asked for.
     pub doorbell: Option<Histogram<u64>>,
+    /// The rest of each I/O of that pass (building and submitting the
+    /// command, reaping its completion): the engine's part.
+    pub engine: Option<Histogram<u64>>,
 }
 
 /// A histogram for latencies from 1 ns to 60 s.
@@ -51,10 +54,10 @@ pub fn direct_qd1_writes<D: Device>(
     let mut buf = Some(q.alloc(record_bytes)?);
     let mut scratch = vec![0u8; record_bytes];
     let mut total = histogram()?;
-    let mut doorbell = if split_doorbell {
-        Some(histogram()?)
+    let (mut doorbell, mut engine) = if split_doorbell {
+        (Some(histogram()?), Some(histogram()?))
     } else {
-        None
+        (None, None)
     };
     // Pass 0 is untimed: it touches every block once, so that neither the
     // timed passes nor the journal after them pay for first-touch page
@@ -92,8 +95,11 @@ pub fn direct_qd1_writes<D: Device>(
             if i < warmup || pass == 0 {
                 continue;
             }
-            match (rung, doorbell.as_mut()) {
-                (Some((t1, t2)), Some(h)) => h.record((t2 - t1).as_nanos().max(1) as u64)?,
+            match (rung, doorbell.as_mut(), engine.as_mut()) {
+                (Some((t1, t2)), Some(d), Some(e)) => {
+                    d.record((t2 - t1).as_nanos().max(1) as u64)?;
+                    e.record(((t1 - t0) + (t3 - t2)).as_nanos().max(1) as u64)?;
+                }
                 _ => total.record((t3 - t0).as_nanos().max(1) as u64)?,
             }
         }
@@ -107,5 +113,9 @@ pub fn direct_qd1_writes<D: Device>(
     if !left.is_empty() {
         bail!("{} baseline writes were still outstanding", left.len());
     }
-    Ok(Baseline { total, doorbell })
+    Ok(Baseline {
+        total,
+        doorbell,
+        engine,
+    })
 }
