@@ -111,6 +111,7 @@ impl Drop for Link {
 impl Link {
     /// Push a response, or keep it pending when the ring is full. Returns
     /// true when the ring was full.
+    #[inline(always)]
     pub(crate) fn deliver(&mut self, response: Response) -> bool {
         deliver(
             &mut self.completions,
