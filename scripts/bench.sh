@@ -40,7 +40,10 @@
 #    on a null-co namespace, back to back. Each run prints its JSON report as
 #    a BENCH-JSON console line; the table shows IOPS, p50 and p99 of total
 #    latency (submission to completion; fio with --lat_percentiles) and the
-#    ratio of nvme-perf to the best fio engine of the same case.
+#    ratio of nvme-perf to the best fio engine of the same case. The journal
+#    example runs in the same boot (QD1 FUA commits through a reactor, and
+#    the same writes in direct mode): its p50/p99 sit in the randwrite QD1
+#    rows, with the ratio of its p50 to nvme-perf's (target <= 1.10).
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
 # QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), N1/N2 (callgrind I/O
@@ -169,10 +172,22 @@ else
 	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
 	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
 	log=$tmp/qemu.log
+	# The journal example rides along (guest-perf.sh runs it after nvme-perf):
+	# a static build, like the guest's nvme-perf, in the extra payload.
+	payload=()
+	if (RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$TARGET_DIR/guest \
+		cargo build --release --quiet -p nvme-engine-examples --bin journal \
+		--target "$(rustc -vV | sed -n 's/^host: //p')"); then
+		mkdir -p "$tmp/payload/bin"
+		cp "$TARGET_DIR"/guest/*/release/journal "$tmp/payload/bin/journal"
+		payload=(--payload "$tmp/payload")
+	else
+		echo "(building the journal example for the guest failed: no journal row)"
+	fi
 	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
 	scripts/qemu-test.sh --perf --null --perf-qds "1 32" --perf-runtime "$QSECS" \
-		--perf-args "$runs" >"$log" 2>&1 || qrc=$?
+		"${payload[@]}" --perf-args "$runs" >"$log" 2>&1 || qrc=$?
 	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
 	if ((qrc != 0)); then
 		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
@@ -209,6 +224,19 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             rows.setdefault((rw, qd), {})["fio " + engine] = (d["iops"], us("50.000000"), us("99.000000"))
     except (KeyError, ValueError, IndexError) as e:
         print(f"(unparsable BENCH-JSON line: {e})")
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    # The journal example: QD1 FUA commits through a reactor, and the same
+    # writes in direct mode in the same process (sequential LBAs).
+    if line.startswith("journal-summary "):
+        kv = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+        try:
+            qd = int(kv["depth"])
+            rows.setdefault(("randwrite", qd), {})["journal, reactor (FUA)"] = (
+                None, float(kv["p50_us"]), float(kv["p99_us"]))
+            rows[("randwrite", qd)]["journal, direct mode (FUA)"] = (
+                None, float(kv["direct_p50_us"]), float(kv["direct_p99_us"]))
+        except (KeyError, ValueError) as e:
+            print(f"(unparsable journal-summary line: {e})")
 
 def f(v, fmt):
     return fmt.format(v) if v is not None else "-"
@@ -218,8 +246,11 @@ for key in sorted(rows, key=lambda k: (k[0], k[1])):
     r = rows[key]
     for tool in sorted(r, key=lambda t: (t != "nvme-perf", t)):
         iops, p50, p99 = r[tool]
-        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {iops:>10.0f} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
-    fios = {t: v for t, v in r.items() if t != "nvme-perf" and "FAILED" not in t}
+        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {f(iops, '{:10.0f}')} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
+    if "journal, reactor (FUA)" in r and "nvme-perf" in r and r["nvme-perf"][1]:
+        j, n = r["journal, reactor (FUA)"][1], r["nvme-perf"][1]
+        print(f"{'':<15} journal p50 / nvme-perf p50: {j / n:.2f}x (target <= 1.10x; nvme-perf has no FUA option)")
+    fios = {t: v for t, v in r.items() if t.startswith("fio") and "FAILED" not in t}
     stalled = [t for t in r if "FAILED" in t]
     if "nvme-perf" in r and fios:
         best_t, best = max(fios.items(), key=lambda kv: kv[1][0])

@@ -54,6 +54,53 @@ fn journal_commits_reports_percentiles_and_reads_back() {
 }
 
 #[test]
+fn the_first_line_says_where_the_emulated_device_runs() {
+    for exe in [
+        env!("CARGO_BIN_EXE_hello_world"),
+        env!("CARGO_BIN_EXE_identify"),
+        env!("CARGO_BIN_EXE_journal"),
+    ] {
+        let args: &[&str] = if exe.ends_with("journal") {
+            &["--records", "16"]
+        } else {
+            &[]
+        };
+        let out = run(exe, args);
+        let first = out.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("device: built-in emulated controller")
+                && (first.contains("inline device") || first.contains("device thread spinning")),
+            "{exe}: {first}"
+        );
+    }
+}
+
+#[test]
+fn journal_shows_where_a_commit_s_time_goes_against_direct_mode() {
+    let out = run(env!("CARGO_BIN_EXE_journal"), &["--records", "64"]);
+    for field in [
+        "through the reactor",
+        "direct mode on this thread (engine + device)",
+        "reactor hop",
+        "target on the built-in device",
+        "journal-summary records=64 record_bytes=4096 depth=1 p50_us=",
+    ] {
+        assert!(out.contains(field), "missing {field}:\n{out}");
+    }
+    // The inline device's own work is split out only when it runs inline.
+    let inline = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .contains("inline device");
+    assert_eq!(
+        out.contains("device: the inline doorbell write"),
+        inline,
+        "{out}"
+    );
+}
+
+#[test]
 fn a_bad_pci_address_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_hello_world"))
         .arg("not-an-address")
@@ -62,4 +109,125 @@ fn a_bad_pci_address_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not-an-address"), "{err}");
+}
+
+fn run_failing(exe: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("example starts");
+    assert!(!out.status.success(), "{exe} {args:?} succeeded");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const ALL: [&str; 3] = [
+    env!("CARGO_BIN_EXE_hello_world"),
+    env!("CARGO_BIN_EXE_identify"),
+    env!("CARGO_BIN_EXE_journal"),
+];
+
+#[test]
+fn help_prints_usage_and_runs_nothing() {
+    for exe in ALL {
+        let out = run(exe, &["--help"]);
+        assert!(out.contains("Usage:"), "{exe}: {out}");
+        assert!(out.contains("[PCI]"), "{exe}: {out}");
+        assert!(!out.contains("device:"), "{exe} ran on --help: {out}");
+    }
+}
+
+#[test]
+fn unknown_arguments_are_refused_by_name() {
+    for exe in ALL {
+        let (stdout, err) = run_failing(exe, &["--recrods", "5"]);
+        assert!(err.contains("--recrods"), "{exe}: {err}");
+        assert!(!stdout.contains("device:"), "{exe} ran anyway: {stdout}");
+        let (_, err) = run_failing(exe, &["0000:01:00.0", "extra"]);
+        assert!(err.contains("extra"), "{exe}: {err}");
+    }
+}
+
+#[test]
+fn journal_records_of_exactly_the_maximum_transfer_commit_and_read_back() {
+    let out = run(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--record-bytes", "524288", "--records", "8"],
+    );
+    assert!(
+        out.contains("read back 8 records: 8 intact, 0 damaged"),
+        "{out}"
+    );
+    assert!(out.contains("8 records in"), "{out}");
+}
+
+#[test]
+fn journal_refuses_records_larger_than_the_maximum_transfer() {
+    let (_, err) = run_failing(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--record-bytes", "1048576", "--records", "4"],
+    );
+    assert!(err.contains("maximum transfer of 524288 bytes"), "{err}");
+}
+
+/// Failed commits are counted apart, never as committed, are not read
+/// back, and make the exit status non-zero.
+#[test]
+fn journal_counts_failed_records_apart_and_exits_non_zero() {
+    let (out, err) = run_failing(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--records", "64", "--fail-writes", "0.25"],
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("committed "))
+        .unwrap_or_else(|| panic!("no summary line:\n{out}"));
+    let committed: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let failed: u64 = line
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failure count in {line:?}"));
+    assert!(failed > 0, "{out}");
+    assert_eq!(committed + failed, 64, "{out}");
+    assert!(
+        out.contains(&format!(
+            "read back {committed} records: {committed} intact, 0 damaged"
+        )),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("{failed} record(s) failed to commit")),
+        "{err}"
+    );
+    assert!(err.contains("Write Fault"), "{err}");
+}
+
+#[test]
+fn journal_refuses_bad_values_before_doing_any_work() {
+    for args in [
+        &["--records", "0"][..],
+        &["--depth", "0"],
+        &["--fail-writes", "1.5"],
+        &["--record-bytes", "1000"],
+    ] {
+        let (_, err) = run_failing(env!("CARGO_BIN_EXE_journal"), args);
+        assert!(
+            err.contains(args[0]) || err.contains(args[1]),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn journal_can_skip_the_read_back_for_devices_that_discard_data() {
+    let out = run(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--records", "16", "--no-read-back"],
+    );
+    assert!(out.contains("read back skipped (--no-read-back)"), "{out}");
+    assert!(!out.contains("intact"), "{out}");
 }

@@ -187,6 +187,7 @@ impl<D: Device> ReactorContext<'_, D> {
             Ok(()) => {
                 let s = &mut self.slots[slot as usize];
                 s.link = LOCAL_LINK;
+                s.controller = ci as u32;
                 s.token = token;
                 q.dirty = true;
                 self.stats.submitted += 1;

@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+
 use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
 use nvme_engine::driver::{Controller, DriverError, IoQueuePair, QueuePairOptions};
@@ -24,9 +26,34 @@ pub enum DirectError {
     /// The pool could not serve a buffer.
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
-    /// Deleting the queue pair failed.
-    #[error("deleting the direct-mode queue pair failed")]
+    /// Deleting the queue pair failed. Every request that was outstanding
+    /// has still been answered through the callback of
+    /// [`DirectQueue::delete_with`]; those the device still held failed
+    /// with [`RequestError::QueueNotDeleted`] and without their buffers,
+    /// which the device may still write.
+    #[error(
+        "deleting the direct-mode queue pair failed; commands still on it were answered with an \
+         error and their buffers withheld — reset the controller before reusing those blocks"
+    )]
     Delete(#[source] DriverError),
+}
+
+/// [`DirectQueue::delete`] failed: the queue pair could not be deleted.
+/// The outstanding requests are still answered, in `answered` (kept apart
+/// from [`DirectError`] because buffers are not `Sync`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "deleting the direct-mode queue pair failed; {} outstanding request(s) were answered, those \
+     the device still held with an error and without their buffers — reset the controller \
+     before reusing those blocks",
+    answered.len()
+)]
+pub struct DeleteFailed {
+    /// What the driver reported.
+    #[source]
+    pub source: DriverError,
+    /// The responses of the requests that were outstanding.
+    pub answered: Vec<Response>,
 }
 
 /// What `submit` did with a request it could not put on the queue.
@@ -154,8 +181,65 @@ impl<D: Device> DirectQueue<D> {
         &mut self.pool
     }
 
-    /// Reap what is outstanding and delete the queue pair.
-    pub fn delete(self) -> Result<(), DirectError> {
-        self.qp.delete().map_err(DirectError::Delete)
+    /// Delete the queue pair, answering every request still outstanding
+    /// exactly once, and return those responses (see
+    /// [`DirectQueue::delete_with`]).
+    pub fn delete(self) -> Result<Vec<Response>, DeleteFailed> {
+        let mut answered = Vec::with_capacity(self.qp.outstanding());
+        match self.qp_delete(|r| answered.push(r)) {
+            Ok(()) => Ok(answered),
+            Err(source) => Err(DeleteFailed { source, answered }),
+        }
+    }
+
+    /// Delete the queue pair, calling `f` once for every request still
+    /// outstanding: with its own result when the device completes it while
+    /// the queue drains (up to the admin timeout); once the controller
+    /// deleted the queue, which aborts what it still held, with `Command
+    /// Aborted due to SQ Deletion` — both with the buffer. When the device
+    /// does not delete the queue, the requests it still holds get
+    /// [`RequestError::QueueNotDeleted`] **without** their buffers (the
+    /// device may still write them) and this returns
+    /// [`DirectError::Delete`].
+    ///
+    /// Dropping a `DirectQueue` deletes the queue the same way but has
+    /// nobody to answer: call this (or [`DirectQueue::delete`]) when
+    /// requests may be outstanding.
+    pub fn delete_with<F: FnMut(Response)>(self, f: F) -> Result<(), DirectError> {
+        self.qp_delete(f).map_err(DirectError::Delete)
+    }
+
+    fn qp_delete<F: FnMut(Response)>(self, mut f: F) -> Result<(), DriverError> {
+        let index = self.controller_index;
+        // Tokens are the caller's and may repeat: count them.
+        let mut pending: HashMap<u64, usize> = HashMap::new();
+        for t in self.qp.outstanding_tokens() {
+            *pending.entry(t).or_default() += 1;
+        }
+        let deleted = self.qp.delete_with(|c| {
+            if let Some(n) = pending.get_mut(&c.token) {
+                *n -= 1;
+            }
+            f(Response {
+                token: c.token,
+                result: c.result.map_err(|e| RequestError::from_io(index, e)),
+                buf: c.buf,
+            })
+        });
+        match deleted {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                for (token, n) in pending {
+                    for _ in 0..n {
+                        f(Response {
+                            token,
+                            result: Err(RequestError::QueueNotDeleted { controller: index }),
+                            buf: None,
+                        });
+                    }
+                }
+                Err(source)
+            }
+        }
     }
 }

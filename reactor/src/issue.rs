@@ -25,12 +25,22 @@ pub(crate) enum IssueError {
     },
 }
 
+/// Why a request, submitted in place, did not go onto the queue; the
+/// request keeps its buffer.
+pub(crate) enum InPlaceError {
+    /// The queue pair is full: retry later.
+    QueueFull,
+    /// The request can never be submitted; it completes with this error.
+    Failed(RequestError),
+}
+
 /// Submit `req` on `qp` with the driver-side tag `tag` (the application's
 /// token travels separately). Does not ring the doorbell.
 #[allow(
     clippy::result_large_err,
     reason = "the request comes back by value for the backlog; boxing would allocate"
 )]
+#[inline]
 pub(crate) fn issue<D: Device>(
     controller: &Controller<D>,
     controller_index: usize,
@@ -38,24 +48,37 @@ pub(crate) fn issue<D: Device>(
     mut req: Request,
     tag: u64,
 ) -> Result<(), IssueError> {
-    let Some(ns) = controller.namespace(req.nsid) else {
-        let error = RequestError::NoSuchNamespace {
-            controller: controller_index,
-            nsid: req.nsid,
-        };
-        return Err(IssueError::Failed {
+    match issue_in_place(controller, controller_index, qp, &mut req, tag) {
+        Ok(()) => Ok(()),
+        Err(InPlaceError::QueueFull) => Err(IssueError::QueueFull(req)),
+        Err(InPlaceError::Failed(error)) => Err(IssueError::Failed {
             request: req,
             error,
-        });
+        }),
+    }
+}
+
+/// [`issue`] on a request that stays where it is (in a ring slot): only
+/// its buffer moves, to the driver; on failure the buffer is put back.
+pub(crate) fn issue_in_place<D: Device>(
+    controller: &Controller<D>,
+    controller_index: usize,
+    qp: &mut IoQueuePair<D>,
+    req: &mut Request,
+    tag: u64,
+) -> Result<(), InPlaceError> {
+    let Some(ns) = controller.namespace(req.nsid) else {
+        return Err(InPlaceError::Failed(RequestError::NoSuchNamespace {
+            controller: controller_index,
+            nsid: req.nsid,
+        }));
     };
     let result = match req.op {
         Op::Read | Op::Write { .. } => {
             let Some(buf) = req.buf.take() else {
-                let error = RequestError::MissingBuffer { op: req.op };
-                return Err(IssueError::Failed {
-                    request: req,
-                    error,
-                });
+                return Err(InPlaceError::Failed(RequestError::MissingBuffer {
+                    op: req.op,
+                }));
             };
             match req.op {
                 Op::Write { fua } => qp.write(ns, req.lba, buf, fua, tag),
@@ -81,12 +104,12 @@ pub(crate) fn issue<D: Device>(
                 req.buf = e.buf;
             }
             if matches!(e.kind, SubmitErrorKind::QueueFull { .. }) {
-                Err(IssueError::QueueFull(req))
+                Err(InPlaceError::QueueFull)
             } else {
-                Err(IssueError::Failed {
-                    request: req,
-                    error: RequestError::from_submit(controller_index, e.kind),
-                })
+                Err(InPlaceError::Failed(RequestError::from_submit(
+                    controller_index,
+                    e.kind,
+                )))
             }
         }
     }

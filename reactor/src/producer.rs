@@ -111,19 +111,14 @@ impl Drop for Link {
 impl Link {
     /// Push a response, or keep it pending when the ring is full. Returns
     /// true when the ring was full.
+    #[inline(always)]
     pub(crate) fn deliver(&mut self, response: Response) -> bool {
-        self.outstanding -= 1;
-        if !self.pending.is_empty() {
-            self.pending.push_back(response);
-            return true;
-        }
-        match self.completions.push(response) {
-            Ok(()) => false,
-            Err(rtrb::PushError::Full(response)) => {
-                self.pending.push_back(response);
-                true
-            }
-        }
+        deliver(
+            &mut self.completions,
+            &mut self.pending,
+            &mut self.outstanding,
+            response,
+        )
     }
 
     /// Move pending responses into the ring while it has room; true when
@@ -143,6 +138,29 @@ impl Link {
     /// Whether the reactor may take another request from this ring.
     pub(crate) fn has_credit(&self) -> bool {
         self.outstanding + self.pending.len() < self.limit
+    }
+}
+
+/// [`Link::deliver`] on the link's parts, for callers that hold its
+/// submission ring borrowed.
+#[inline(always)]
+pub(crate) fn deliver(
+    completions: &mut rtrb::Producer<Response>,
+    pending: &mut VecDeque<Response>,
+    outstanding: &mut usize,
+    response: Response,
+) -> bool {
+    *outstanding -= 1;
+    if !pending.is_empty() {
+        pending.push_back(response);
+        return true;
+    }
+    match completions.push(response) {
+        Ok(()) => false,
+        Err(rtrb::PushError::Full(response)) => {
+            pending.push_back(response);
+            true
+        }
     }
 }
 
@@ -263,10 +281,14 @@ impl Producer {
 
     /// Call `f` for every response available now; returns how many.
     pub fn poll_completions<F: FnMut(Response)>(&mut self, mut f: F) -> usize {
+        // One chunk for everything available: the ring's read index is
+        // published once, not once per response.
         let mut n = 0;
-        while let Ok(r) = self.completions.pop() {
-            f(r);
-            n += 1;
+        if let Ok(chunk) = self.completions.read_chunk(self.completions.slots()) {
+            for r in chunk {
+                f(r);
+                n += 1;
+            }
         }
         if n == 0 && self.shared.closing.load(Ordering::Acquire) {
             n += self.take_leftovers(&mut f);

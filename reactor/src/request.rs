@@ -199,6 +199,19 @@ pub enum RequestError {
         /// The operation.
         op: Op,
     },
+    /// At shutdown the device would not delete the I/O queue the command
+    /// was on: the command may still execute, and the device may still
+    /// write its buffer, so the buffer is not handed back.
+    #[error(
+        "controller {controller} did not delete its I/O queue at shutdown while this command was \
+         still on it: it may or may not take effect, and its buffer is withheld because the \
+         device may still write it — reset the controller (or restart the process) before \
+         trusting those blocks"
+    )]
+    QueueNotDeleted {
+        /// Controller index.
+        controller: usize,
+    },
     /// The reactor was shutting down when the request reached it.
     #[error("the reactor shut down before this request could be submitted; nothing was written")]
     ShutDown,
@@ -245,6 +258,7 @@ impl RequestError {
                 | RequestError::ControllerReset { .. }
                 | RequestError::DeviceRemoved { .. }
                 | RequestError::ControllerFailed { .. }
+                | RequestError::QueueNotDeleted { .. }
         )
     }
 

@@ -50,9 +50,14 @@ pub struct ReactorConfig {
     /// is nothing to do). Useful when reactors share cores with other work.
     pub idle_yield: bool,
     /// How long shutdown waits for in-flight commands before giving up on
-    /// them. Keep it above the I/O timeout, so that lost completions are
-    /// timed out (and answered) before shutdown gives up.
-    pub shutdown_timeout: Duration,
+    /// them and deleting the queues (which answers them, see
+    /// [`ReactorSet::shutdown`]). `None` (the default) derives it from the
+    /// controllers' timeouts ([`ReactorConfig::shutdown_wait_needed`]): long
+    /// enough for a lost command to time out, be aborted and have its
+    /// controller reset, so that it is answered with its real outcome.
+    /// A value below that is refused by [`ReactorSet::start`]; to stop
+    /// sooner on purpose, use [`ReactorSet::shutdown_within`].
+    pub shutdown_timeout: Option<Duration>,
     /// How often each reactor checks the deadlines of its queue pairs
     /// (`IoQueuePair::check_timeouts`). The driver scans at most once per
     /// `ControllerOptions::timeout_scan_interval` whatever this is. Default 5 ms.
@@ -78,10 +83,58 @@ impl Default for ReactorConfig {
             producer_pool_bytes: 2 << 20,
             batch: 32,
             idle_yield: false,
-            shutdown_timeout: Duration::from_secs(10),
+            shutdown_timeout: None,
             timeout_check: Duration::from_millis(5),
             io_timeout: None,
             io_retry_limit: None,
+        }
+    }
+}
+
+impl ReactorConfig {
+    /// The least shutdown wait that lets a command lost by `controller`
+    /// be answered with its real outcome rather than by queue deletion:
+    /// its deadline (the I/O timeout, found at most one driver scan and
+    /// one reactor check late), an Abort and its grace period (up to the
+    /// admin timeout each), then a controller reset (up to twice CAP.TO
+    /// plus two admin commands to bring the controller and the queue back).
+    pub fn shutdown_wait_needed<D: Device>(&self, controller: &Controller<D>) -> Duration {
+        let opts = controller.options();
+        let io = self.io_timeout.unwrap_or(opts.io_timeout);
+        let cap_to = Duration::from_millis(controller.cap().timeout_ms());
+        let detect = io + opts.timeout_scan_interval + self.timeout_check;
+        let abort = opts.admin_timeout + io.min(opts.admin_timeout);
+        let reset = 2 * cap_to + 2 * opts.admin_timeout;
+        detect + abort + reset
+    }
+
+    /// The wait shutdown uses: `shutdown_timeout`, or the largest
+    /// [`ReactorConfig::shutdown_wait_needed`] over `controllers`; an
+    /// explicit value below that is an error naming both.
+    fn shutdown_wait<D: Device>(
+        &self,
+        controllers: &[Controller<D>],
+    ) -> Result<Duration, ReactorError> {
+        let (needed, worst) = controllers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.shutdown_wait_needed(c), i))
+            .max()
+            .unwrap_or((Duration::ZERO, 0));
+        match self.shutdown_timeout {
+            None => Ok(needed),
+            Some(t) if t >= needed => Ok(t),
+            Some(t) => {
+                let c = &controllers[worst];
+                Err(ReactorError::ShutdownTooShort {
+                    shutdown_timeout: t,
+                    needed,
+                    controller: worst,
+                    io_timeout: self.io_timeout.unwrap_or(c.options().io_timeout),
+                    admin_timeout: c.options().admin_timeout,
+                    cap_to_ms: c.cap().timeout_ms(),
+                })
+            }
         }
     }
 }
@@ -95,6 +148,29 @@ pub enum ReactorError {
     /// No controller was given.
     #[error("a reactor set needs at least one controller; bring one up with Controller::new")]
     NoControllers,
+    /// The shutdown wait is shorter than a lost command needs to be
+    /// timed out, aborted and recovered.
+    #[error(
+        "shutdown_timeout {shutdown_timeout:?} is shorter than the {needed:?} a lost command on \
+         controller {controller} can take to be answered (io_timeout {io_timeout:?} + abort and \
+         grace, admin_timeout {admin_timeout:?} each + reset, 2 × CAP.TO {cap_to_ms} ms + 2 × \
+         admin_timeout); set shutdown_timeout to at least {needed:?} (or None to derive it), \
+         lower io_timeout, or use ReactorSet::shutdown_within to stop sooner on purpose"
+    )]
+    ShutdownTooShort {
+        /// The configured shutdown wait.
+        shutdown_timeout: Duration,
+        /// What the controller's timeouts need.
+        needed: Duration,
+        /// The controller that needs it.
+        controller: usize,
+        /// Its per-command deadline.
+        io_timeout: Duration,
+        /// Its admin-command deadline.
+        admin_timeout: Duration,
+        /// Its CAP.TO in milliseconds.
+        cap_to_ms: u64,
+    },
     /// A configuration value is out of range.
     #[error("invalid reactor configuration: {0}")]
     Config(&'static str),
@@ -201,6 +277,7 @@ impl<D: Device> ReactorSet<D> {
         if controllers.is_empty() {
             return Err(ReactorError::NoControllers);
         }
+        let shutdown_timeout = config.shutdown_wait(&controllers)?;
         let mut set = ReactorSet {
             reactors: Vec::with_capacity(config.cores.len()),
             controllers,
@@ -220,7 +297,7 @@ impl<D: Device> ReactorSet<D> {
                 local_capacity: config.local_capacity,
                 batch: config.batch,
                 idle_yield: config.idle_yield,
-                shutdown_timeout: config.shutdown_timeout,
+                shutdown_timeout,
                 timeout_check: config.timeout_check,
                 io_timeout: config.io_timeout,
                 io_retry_limit: config.io_retry_limit,
@@ -343,13 +420,32 @@ impl<D: Device> ReactorSet<D> {
 
     /// Stop accepting I/O, finish what is in flight, deliver every response,
     /// delete the queues, join the threads and report.
+    ///
+    /// Every request accepted by a producer is answered exactly once, on
+    /// every path: with its own result when the device completes it in
+    /// time; when the wait runs out, by deleting its queue (the controller
+    /// aborts what it holds: `Command Aborted due to SQ Deletion`, buffer
+    /// included); if the device will not delete the queue, with
+    /// [`RequestError::QueueNotDeleted`](crate::RequestError::QueueNotDeleted)
+    /// and without the buffer, which the device may still write. Requests
+    /// never taken from a ring are answered with
+    /// [`RequestError::ShutDown`](crate::RequestError::ShutDown) and their
+    /// buffers by [`Producer::poll_completions`]. Also run on drop.
     pub fn shutdown(mut self) -> ShutdownReport {
-        self.stop()
+        self.stop(None)
     }
 
-    fn stop(&mut self) -> ShutdownReport {
+    /// [`ReactorSet::shutdown`], giving up on the device after `wait`
+    /// even when that is shorter than the I/O timeout (a process that must
+    /// exit now). Requests the device has not completed by then are
+    /// answered by queue deletion, as described there.
+    pub fn shutdown_within(mut self, wait: Duration) -> ShutdownReport {
+        self.stop(Some(wait))
+    }
+
+    fn stop(&mut self, wait: Option<Duration>) -> ShutdownReport {
         for h in &self.reactors {
-            let _ = h.control.send(Control::Shutdown);
+            let _ = h.control.send(Control::Shutdown(wait));
         }
         let mut report = ShutdownReport::default();
         for (index, h) in self.reactors.iter_mut().enumerate() {
@@ -386,6 +482,6 @@ impl<D: Device> ReactorSet<D> {
 
 impl<D: Device> Drop for ReactorSet<D> {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(None);
     }
 }

@@ -59,6 +59,14 @@ run_nvme_perf() {
 	done <<EOF_RUNS
 $runs
 EOF_RUNS
+	# The journal example (QD1 FUA commits through a reactor, with its own
+	# direct-mode reference), when the host put it in the payload. A null-co
+	# namespace reads back zeros: no read-back check there.
+	if [ -x /payload/bin/journal ]; then
+		step "journal $bdf --records ${JOURNAL_RECORDS:-2000} ${JOURNAL_ARGS:---no-read-back}"
+		# shellcheck disable=SC2086 # JOURNAL_ARGS is split on purpose
+		/payload/bin/journal "$bdf" --records "${JOURNAL_RECORDS:-2000}" ${JOURNAL_ARGS:---no-read-back} || rc=1
+	fi
 	run_setup reset || rc=1
 	return $rc
 }

@@ -279,6 +279,11 @@ impl<D: Device> IoQueuePair<D> {
     pub fn outstanding(&self) -> usize {
         self.tracker.in_flight()
     }
+    /// The tokens of the commands submitted and not yet completed (not a
+    /// hot-path call: for teardown and diagnostics).
+    pub fn outstanding_tokens(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tracker.tokens_in_flight()
+    }
     /// Counters.
     pub fn stats(&self) -> &QueuePairStats {
         &self.stats

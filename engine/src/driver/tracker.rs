@@ -171,6 +171,10 @@ impl Tracker {
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }
+    /// The tokens of the commands in flight, in slot order.
+    pub(crate) fn tokens_in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter(|s| s.in_flight()).map(|s| s.token)
+    }
     /// Whether every slot is in flight.
     #[cfg(test)]
     pub(crate) fn is_full(&self) -> bool {

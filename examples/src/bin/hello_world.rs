@@ -4,12 +4,11 @@
 //! On a real device this overwrites the first 4 KiB of namespace 1.
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
-use nvme_engine_examples::{Example, pci_address_arg, run};
-use nvme_reactor::{
-    AllowedCores, CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response,
-};
+use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
+use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 
 struct Hello;
 
@@ -25,7 +24,12 @@ fn wait_one(p: &mut Producer) -> Response {
 }
 
 impl Example for Hello {
-    fn run<D: Device>(self, controller: Controller<D>) -> Result<()> {
+    /// This thread (waiting for each completion) and the reactor.
+    fn busy_threads(&self) -> usize {
+        2
+    }
+
+    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
         let ns = controller
             .namespaces()
             .first()
@@ -39,11 +43,10 @@ impl Example for Hello {
             ns.blocks
         );
 
-        let allowed = AllowedCores::current()?;
-        let core = allowed.cores()[0];
+        let core = setup.plan.threads[1];
         let config = ReactorConfig {
             cores: CoreSpec::from_cores([core]),
-            idle_yield: true,
+            idle_yield: setup.plan.shared,
             ..ReactorConfig::default()
         };
         let set = ReactorSet::start(config, vec![controller])?;
@@ -90,6 +93,14 @@ impl Example for Hello {
     }
 }
 
+#[derive(Parser)]
+#[command(about = "Write a block through a reactor, read it back and compare.")]
+struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
 fn main() -> Result<()> {
-    run(pci_address_arg().as_deref(), Hello)
+    let args = Args::parse();
+    run(args.device.pci.as_deref(), Hello)
 }

@@ -4,10 +4,11 @@
 //! Usage: `identify [PCI address]` (no address: the emulated controller).
 
 use anyhow::Result;
+use clap::Parser;
 use nvme_engine::Device;
 use nvme_engine::driver::Controller;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
-use nvme_engine_examples::{Example, pci_address_arg, run};
+use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 
 struct Identify;
 
@@ -102,7 +103,12 @@ fn print_namespace(nsid: u32, id: &IdentifyNamespace) {
 }
 
 impl Example for Identify {
-    fn run<D: Device>(self, controller: Controller<D>) -> Result<()> {
+    /// This thread, polling the admin queue.
+    fn busy_threads(&self) -> usize {
+        1
+    }
+
+    fn run<D: Device>(self, controller: Controller<D>, _setup: &Setup) -> Result<()> {
         let cap = controller.cap();
         let vs = controller.version();
         println!("device    : {}", controller.device().name());
@@ -136,6 +142,16 @@ impl Example for Identify {
     }
 }
 
+#[derive(Parser)]
+#[command(
+    about = "Print a controller's and its namespaces' Identify data, laid out like nvme id-ctrl / id-ns."
+)]
+struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
 fn main() -> Result<()> {
-    run(pci_address_arg().as_deref(), Identify)
+    let args = Args::parse();
+    run(args.device.pci.as_deref(), Identify)
 }
