@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source-path=SCRIPTDIR
 # Prepare a machine for nvme-engine: reserve hugepages and hand NVMe
 # controllers to vfio-pci (or uio_pci_generic), or give them back to the
 # drivers they had. Follows the conventions of SPDK's scripts/setup.sh
@@ -200,11 +201,14 @@ check_command() {
 
 node_list() {
 	for nl_n in "$NODES"/node[0-9]*; do
-		if [ -d "$nl_n" ]; then printf '%s ' "${nl_n##*node}"; fi
-	done
+		if [ -d "$nl_n" ]; then printf '%s\n' "${nl_n##*node}"; fi
+	done | tr '\n' ' ' | sed 's/ $//'
 }
 
 validate() {
+	# Only an amount the user asked for is checked against the machine: the
+	# default is reserved as far as it goes, with a warning.
+	ASKED=${HUGEMEM:-}${NRHUGE:-}
 	HUGEMEM=${HUGEMEM:-2048}
 	if ! is_uint "$HUGEMEM"; then
 		bad "HUGEMEM='$HUGEMEM' is not a whole number of MiB: e.g. HUGEMEM=2048 (2 GiB)"
@@ -242,7 +246,11 @@ validate() {
 	fi
 	TARGET_USER=${TARGET_USER:-}
 	if [ -n "$TARGET_USER" ] && ! id -u "$TARGET_USER" >/dev/null 2>&1; then
-		bad "$TARGET_FROM='$TARGET_USER' is not a user on this machine (TARGET_USER names who runs nvme-engine without root)"
+		if [ "$TARGET_FROM" = SUDO_USER ]; then
+			bad "SUDO_USER='$TARGET_USER' is not a user on this machine (TARGET_USER defaults to it): set TARGET_USER to the user who runs nvme-engine"
+		else
+			bad "TARGET_USER='$TARGET_USER' is not a user on this machine: name the user who runs nvme-engine without root"
+		fi
 		TARGET_USER=
 	fi
 
@@ -299,7 +307,7 @@ validate() {
 
 	# Memory: a reservation larger than the machine is a typo, not a wish.
 	v_total=$(awk '/^MemTotal:/ {print $2}' "$PROC_ROOT/meminfo" 2>/dev/null || true)
-	if is_uint "${v_total:-x}" && [ "$SKIP_HUGE" = no ]; then
+	if is_uint "${v_total:-x}" && [ "$SKIP_HUGE" = no ] && [ -n "$ASKED$HUGE_PLAN" ]; then
 		v_want=0
 		if [ -n "$HUGE_PLAN" ] && [ "$HUGE_EVEN_ALLOC" = no ]; then
 			for v_p in $HUGE_PLAN; do v_want=$((v_want + ${v_p#*:})); done
@@ -317,361 +325,18 @@ validate() {
 	TMP=$(mktemp -d "${TMPDIR:-/tmp}/nvme-setup.XXXXXX")
 }
 
-# --- what is in use ---------------------------------------------------------
-
-# maj:min of a block device given by path (any symlink: by-uuid, mapper), or
-# nothing.
-devnum() {
-	dn_p=$(readlink -f "$1" 2>/dev/null || printf '%s' "$1")
-	dn_n=${dn_p##*/}
-	if [ -r "$SYSFS_ROOT/class/block/$dn_n/dev" ]; then
-		read_file "$SYSFS_ROOT/class/block/$dn_n/dev"
-	elif [ -b "$dn_p" ]; then
-		dn_h=$(stat -L -c '%t %T' "$dn_p" 2>/dev/null) || return 0
-		# shellcheck disable=SC2086 # two words: major and minor in hex
-		set -- $dn_h
-		printf '%d:%d\n' "0x$1" "0x$2"
+# The in-use checks and the hugepage code live beside this script.
+SETUP_LIB=$(dirname "$(readlink -f "$0" 2>/dev/null || printf '%s' "$0")")/setup
+for lib in in-use.sh hugepages.sh; do
+	if [ ! -r "$SETUP_LIB/$lib" ]; then
+		printf 'setup.sh: error: %s is missing: run setup.sh from the nvme-engine tree (it needs scripts/setup/)\n' "$SETUP_LIB/$lib" >&2
+		exit 1
 	fi
-}
-
-# Every mount of every visible mount namespace, one line each:
-# "maj:min mountpoint fstype source where", in $TMP/mounts. Mounts whose
-# device number is anonymous (btrfs: 0:N) also get their source's number.
-collect_mounts() {
-	: >"$TMP/mounts"
-	: >"$TMP/seen-ns"
-	MNT_UNREADABLE=0
-	for cm_f in "$PROC_ROOT"/self/mountinfo "$PROC_ROOT"/[0-9]*/mountinfo; do
-		[ -e "$cm_f" ] || continue
-		cm_pid=${cm_f%/mountinfo}
-		cm_pid=${cm_pid##*/}
-		cm_ns=$(readlink "${cm_f%/mountinfo}/ns/mnt" 2>/dev/null || printf 'file %s' "$cm_f")
-		if grep -Fxq "$cm_ns" "$TMP/seen-ns"; then continue; fi
-		if ! cat "$cm_f" >"$TMP/mi" 2>/dev/null; then
-			MNT_UNREADABLE=$((MNT_UNREADABLE + 1))
-			continue
-		fi
-		printf '%s\n' "$cm_ns" >>"$TMP/seen-ns"
-		if [ "$cm_pid" = self ]; then cm_where="this mount namespace"; else cm_where="the mount namespace of pid $cm_pid"; fi
-		awk -v where="$cm_where" '{
-			for (i = 7; i <= NF && $i != "-"; i++) ;
-			print $3, $5, $(i + 1), $(i + 2), where
-		}' "$TMP/mi" >>"$TMP/mounts"
-	done
-	if [ ! -s "$TMP/seen-ns" ]; then
-		die "cannot read $PROC_ROOT/self/mountinfo, so mounted disks cannot be recognised; is /proc mounted?"
-	fi
-	awk '$1 ~ /^0:/ && $4 ~ /^\// {print $4}' "$TMP/mounts" | sort -u >"$TMP/anon"
-	while read -r cm_src; do
-		cm_num=$(devnum "$cm_src")
-		if [ -n "$cm_num" ]; then
-			awk -v src="$cm_src" -v num="$cm_num" '$1 ~ /^0:/ && $4 == src {$1 = num; print}' "$TMP/mounts"
-		fi
-	done <"$TMP/anon" >"$TMP/mounts-anon"
-	cat "$TMP/mounts-anon" >>"$TMP/mounts"
-	: >"$TMP/swaps"
-	if [ -r "$PROC_ROOT/swaps" ]; then
-		awk 'NR > 1 {print $1}' "$PROC_ROOT/swaps" | while read -r cm_s; do
-			printf '%s %s\n' "$(devnum "$cm_s")" "$cm_s"
-		done >"$TMP/swaps"
-	fi
-}
-
-# Namespace block devices of a controller the kernel driver owns, from
-# /sys/bus/pci/devices/BDF/nvme/* and /sys/class/nvme/* (path devices of a
-# multipath namespace, nvme0c1n1, are reported as their head, nvme0n1).
-block_devices() {
-	for bd_c in "$PCI_DEVICES/$1"/nvme/nvme* "$SYSFS_ROOT"/class/nvme/nvme*; do
-		[ -d "$bd_c" ] || continue
-		case $bd_c in
-		"$SYSFS_ROOT"/class/*)
-			bd_a=$(read_file "$bd_c/address")
-			[ "$bd_a" = "$1" ] || [ "$(link_name "$bd_c/device")" = "$1" ] || continue
-			;;
-		esac
-		for bd_ns in "$bd_c"/nvme*n*; do
-			if [ -e "$bd_ns" ]; then printf '%s\n' "${bd_ns##*/}"; fi
-		done
-	done | sed 's/c[0-9][0-9]*n/n/' | sort -u
-}
-
-le32() { # 8 hex digits, little-endian order, of a 32-bit magic
-	printf '%s%s%s%s' "$(printf '%s' "$1" | cut -c7-8)" "$(printf '%s' "$1" | cut -c5-6)" \
-		"$(printf '%s' "$1" | cut -c3-4)" "$(printf '%s' "$1" | cut -c1-2)"
-}
-
-# hex DEV OFFSET LENGTH: LENGTH bytes at byte OFFSET as lower-case hex.
-hex() {
-	hx_in=$(($2 % 512))
-	dd if="$1" bs=512 skip=$(($2 / 512)) count=$(((hx_in + $3 + 511) / 512)) 2>/dev/null |
-		od -A n -t x1 -v | tr -d ' \n' | cut -c "$((hx_in * 2 + 1))-$(((hx_in + $3) * 2))"
-}
-
-# The signatures the built-in reader knows (offsets from the formats' specs):
-# the first one found on device $1 (sectors $2, logical block $3).
-builtin_signature() {
-	bs_d=$1
-	bs_head=$(hex "$bs_d" 0 8192)
-	at() { printf '%s' "$bs_head" | cut -c "$(($1 * 2 + 1))-$((($1 + $2) * 2))"; }
-	if [ "$(at "$3" 8)" = 4546492050415254 ] || [ "$(at 512 8)" = 4546492050415254 ]; then
-		say "a GPT partition table ('EFI PART' at LBA 1)"
-	elif [ "$(at 0 4)" = 58465342 ]; then
-		say "an XFS filesystem ('XFSB' at byte 0)"
-	elif [ "$(at 0 6)" = 4c554b53babe ]; then
-		say "a LUKS encrypted volume header"
-	elif [ "$(at 0 4)" = fc4e2ba9 ] || [ "$(at 4096 4)" = fc4e2ba9 ]; then
-		say "an md RAID member (superblock 1.1/1.2)"
-	elif [ "$(at 1080 2)" = 53ef ]; then
-		say "an ext2/3/4 filesystem (magic 0xEF53 at byte 1080)"
-	elif [ "$(at 1024 4)" = "$(le32 f2f52010)" ]; then
-		say "an F2FS filesystem"
-	elif [ "$(at 4120 8)" = c68573f64e1a45ca ]; then
-		say "a bcache device"
-	elif [ "$(at 510 2)" = 55aa ]; then
-		say "an MBR/DOS partition table or boot sector (0x55AA at byte 510)"
-	else
-		for bs_o in 0 512 1024 1536; do
-			if [ "$(at "$bs_o" 8)" = 4c4142454c4f4e45 ] && [ "$(at $((bs_o + 24)) 8)" = 4c564d3220303031 ]; then
-				say "an LVM2 physical volume (LABELONE at byte $bs_o)"
-				return
-			fi
-		done
-		for bs_o in 4086 8182 16374 65526; do
-			case $(hex "$bs_d" "$bs_o" 10) in
-			53574150535041434532 | 535741502d5350414345)
-				say "a swap area (SWAPSPACE2 at byte $bs_o)"
-				return
-				;;
-			esac
-		done
-		if [ "$(hex "$bs_d" 65600 8)" = 5f42485266535f4d ]; then
-			say "a btrfs filesystem ('_BHRfS_M' at byte 65600)"
-			return
-		fi
-		# md 0.90 (64 KiB-aligned, 64 KiB from the end) and 1.0 (8 KiB from
-		# the end); ZFS uberblocks (magic 0x00bab10c) in labels 0 and 3.
-		if [ "$2" -gt 1024 ]; then
-			for bs_s in $((($2 / 128) * 128 - 128)) $((($2 - 16) / 8 * 8)); do
-				if [ "$(hex "$bs_d" $((bs_s * 512)) 4)" = fc4e2ba9 ]; then
-					say "an md RAID member (superblock 0.90/1.0 at the end)"
-					return
-				fi
-			done
-		fi
-		for bs_o in 131072 $((($2 / 512) * 262144 - 131072)); do
-			[ "$bs_o" -gt 0 ] || continue
-			if dd if="$bs_d" bs=1024 skip=$((bs_o / 1024)) count=128 2>/dev/null | od -A d -t x1 -v |
-				awk '$1 % 1024 == 0 { b = $2 $3 $4 $5 $6 $7 $8 $9
-					if (b == "0cb1ba0000000000" || b == "0000000000bab10c") { found = 1; exit } }
-					END { exit !found }'; then
-				say "a ZFS pool member (uberblock at byte $bs_o)"
-				return
-			fi
-		done
-	fi
-}
-
-# Which signature prober to use besides the built-in reader.
-pick_prober() {
-	PROBER=builtin
-	PROBER_NOTE="built-in reader (GPT, MBR, ext2/3/4, XFS, btrfs, F2FS, swap, LVM2, md, ZFS, LUKS, bcache)"
-	[ "${SETUP_PROBE:-}" != builtin ] || return 0
-	if command -v blkid >/dev/null 2>&1 && blkid -V 2>&1 | grep -q util-linux; then
-		PROBER=blkid
-		PROBER_NOTE="blkid -p (util-linux) and the $PROBER_NOTE"
-	elif command -v wipefs >/dev/null 2>&1; then
-		PROBER=wipefs
-		PROBER_NOTE="wipefs -n (util-linux) and the $PROBER_NOTE"
-	else
-		PROBER_NOTE="$PROBER_NOTE only; util-linux blkid is not installed (a busybox blkid cannot probe)"
-	fi
-}
-
-# Why whole namespace device $1 carries data: a signature, or nothing.
-signature() {
-	sg_dev=$DEV_ROOT/$1
-	if ! [ -r "$sg_dev" ] || ! dd if="$sg_dev" of=/dev/null bs=512 count=1 2>/dev/null; then
-		say "$sg_dev cannot be read to look for partition tables and filesystems (run as root)"
-		return
-	fi
-	case $PROBER in
-	blkid)
-		sg_rc=0
-		sg_out=$(blkid -p -o export "$sg_dev" 2>&1) || sg_rc=$?
-		case $sg_rc in
-		0) say "$(printf '%s\n' "$sg_out" | grep -E '^(PTTYPE|TYPE|USAGE)=' | tr '\n' ' ' | sed 's/ $//') (blkid -p)" && return ;;
-		2) ;;
-		*) say "blkid -p cannot tell what $sg_dev holds (exit $sg_rc: $(printf '%s' "$sg_out" | head -n1))" && return ;;
-		esac
-		;;
-	wipefs)
-		sg_out=$(wipefs -n --noheadings -o TYPE,OFFSET "$sg_dev" 2>/dev/null | tr '\n' ' ' | sed 's/ $//' || true)
-		if [ -n "$sg_out" ]; then say "$sg_out (wipefs)" && return; fi
-		;;
-	esac
-	sg_sectors=$(read_file "$SYSFS_ROOT/block/$1/size")
-	is_uint "${sg_sectors:-x}" || sg_sectors=0
-	sg_lbs=$(read_file "$SYSFS_ROOT/block/$1/queue/logical_block_size")
-	is_uint "${sg_lbs:-x}" || sg_lbs=512
-	builtin_signature "$sg_dev" "$sg_sectors" "$sg_lbs"
-}
-
-# Name and kind of holder device $1 (dm-0, md127).
-describe_holder() {
-	dh_name=$(read_file "$SYSFS_ROOT/block/$1/dm/name")
-	dh_uuid=$(read_file "$SYSFS_ROOT/block/$1/dm/uuid")
-	case $1:$dh_uuid in
-	*:LVM-*) say "$1 (LVM logical volume ${dh_name:-?})" ;;
-	*:CRYPT-*) say "$1 (dm-crypt ${dh_name:-?})" ;;
-	*:mpath-*) say "$1 (dm-multipath ${dh_name:-?})" ;;
-	dm-*) say "$1 (device-mapper ${dh_name:-?})" ;;
-	md*) say "$1 (md software RAID)" ;;
-	bcache*) say "$1 (bcache)" ;;
-	*) say "$1" ;;
-	esac
-}
-
-# Every reason namespace $1 (and its partitions) is in use, one per line.
-ns_in_use() {
-	nu_parts=
-	for nu_p in "$SYSFS_ROOT/block/$1/$1"p[0-9]*; do
-		if [ -d "$nu_p" ]; then nu_parts="$nu_parts ${nu_p##*/}"; fi
-	done
-	for nu_d in "$1" $nu_parts; do
-		if [ "$nu_d" = "$1" ]; then nu_s=$SYSFS_ROOT/block/$1; else nu_s=$SYSFS_ROOT/block/$1/$nu_d; fi
-		nu_num=$(read_file "$nu_s/dev")
-		if [ -n "$nu_num" ]; then
-			awk -v num="$nu_num" -v d="$nu_d" '$1 == num {
-				w = $5; for (i = 6; i <= NF; i++) w = w " " $i
-				printf "%s (%s) is mounted at %s (%s from %s, in %s)\n", d, num, $2, $3, $4, w }' "$TMP/mounts" | sort -u
-			awk -v num="$nu_num" -v d="$nu_d" '$1 == num {printf "%s (%s) is used as swap (%s)\n", d, num, $2}' "$TMP/swaps"
-		fi
-		for nu_h in "$nu_s"/holders/*; do
-			if [ -e "$nu_h" ]; then say "$nu_d is held by $(describe_holder "${nu_h##*/}")"; fi
-		done
-		for nu_b in "$SYSFS_ROOT"/fs/btrfs/*/devices/"$nu_d"; do
-			if [ -e "$nu_b" ]; then
-				nu_u=${nu_b%/devices/*}
-				say "$nu_d is a device of the mounted btrfs filesystem ${nu_u##*/}"
-			fi
-		done
-	done
-	if [ -n "$nu_parts" ]; then say "$1 has partitions:$nu_parts"; fi
-	nu_sig=$(signature "$1")
-	if [ -n "$nu_sig" ]; then say "$1 holds $nu_sig"; fi
-}
-
-# Every reason controller $1 is in use (its namespaces), one per line.
-ctrl_in_use() {
-	for ci_ns in $(block_devices "$1"); do ns_in_use "$ci_ns"; done
-}
-
-# --- hugepages -------------------------------------------------------------
-
-size_dir() { printf '%s\n' "$SYSFS_ROOT/kernel/mm/hugepages/hugepages-${HUGEPGSZ}kB"; }
-
-# set_pages FILE PAGES WHERE
-set_pages() {
-	sp_have=$(read_file "$1")
-	sp_have=${sp_have:-0}
-	if [ "$sp_have" -ge "$2" ] && { [ "$SHRINK_HUGE" = no ] || [ "$sp_have" = "$2" ]; }; then
-		sp_hint=
-		if [ "$sp_have" != "$2" ]; then sp_hint="; kept, SHRINK_HUGE=yes lowers it"; fi
-		say "hugepages: $sp_have x $HUGEPGSZ KiB reserved on $3 (asked for $2$sp_hint)"
-		return
-	fi
-	write_sysfs "$1" "$2" || true
-	sp_got=$(read_file "$1")
-	say "hugepages: ${sp_got:-0} x $HUGEPGSZ KiB reserved on $3 (asked for $2)"
-	if [ "${sp_got:-0}" -lt "$2" ]; then
-		fail "only ${sp_got:-0} of $2 hugepages could be reserved on $3 (memory is fragmented or short):" \
-			"reserve them at boot (hugepagesz=${HUGEPGSZ}K hugepages=$2 on the kernel command line) or ask for fewer"
-	fi
-}
-
-configure_hugepages() {
-	if [ "$SKIP_HUGE" = yes ]; then
-		say "hugepages: left alone (SKIP_HUGE=yes)"
-		return
-	fi
-	ch_dir=$(size_dir)
-	if [ ! -d "$ch_dir" ]; then
-		fail "this kernel has no ${HUGEPGSZ} KiB hugepages ($ch_dir is missing); build it with CONFIG_HUGETLBFS or set HUGEPGSZ"
-		return
-	fi
-	if [ "$CLEAR_HUGE" = yes ] || [ "$HUGE_EVEN_ALLOC" = yes ]; then
-		write_sysfs "$ch_dir/nr_hugepages" 0 || true
-		say "hugepages: released the free ${HUGEPGSZ} KiB pages first (now $(read_file "$ch_dir/nr_hugepages") reserved)"
-	fi
-	if [ "$HUGE_EVEN_ALLOC" = yes ] || [ -z "$(node_list)" ]; then
-		set_pages "$ch_dir/nr_hugepages" "$NRHUGE" "all nodes"
-		return
-	fi
-	for ch_p in ${HUGE_PLAN:-0:$NRHUGE}; do
-		set_pages "$NODES/node${ch_p%%:*}/hugepages/hugepages-${HUGEPGSZ}kB/nr_hugepages" "${ch_p#*:}" "node ${ch_p%%:*}"
-	done
-}
-
-# hugetlbfs mounts of this mount namespace: "mountpoint pagesize-in-KiB".
-hugetlbfs_mounts() {
-	awk -v def="$DEFAULT_PGSZ" '{
-		for (i = 7; i <= NF && $i != "-"; i++) ;
-		if ($(i + 1) != "hugetlbfs") next
-		sz = ""; n = split($(i + 3), o, ",")
-		for (j = 1; j <= n; j++) if (o[j] ~ /^pagesize=/) sz = substr(o[j], 10)
-		if (sz ~ /G$/) sz = sz * 1048576; else if (sz ~ /M$/) sz = sz * 1024; else if (sz ~ /K$/) sz = sz + 0
-		print $5, (sz == "" ? def : sz)
-	}' "$PROC_ROOT/self/mountinfo" 2>/dev/null || true
-}
-
-mount_hugetlbfs() {
-	[ "$SKIP_HUGE" = no ] || return 0
-	if ! hugetlbfs_mounts | awk -v s="$HUGEPGSZ" '$2 == s {f = 1} END {exit !f}'; then
-		if [ "$HUGEPGSZ" = "$DEFAULT_PGSZ" ]; then
-			mh_dir=$DEV_ROOT/hugepages
-		else
-			mh_dir=$DEV_ROOT/hugepages-${HUGEPGSZ}kB
-		fi
-		if [ "$SYSTEM" = no ]; then
-			say "hugetlbfs: none of ${HUGEPGSZ} KiB pages mounted (would mount at $mh_dir)"
-		elif mkdir -p "$mh_dir" && mount -t hugetlbfs -o "pagesize=${HUGEPGSZ}K" nodev "$mh_dir"; then
-			say "hugetlbfs: mounted at $mh_dir"
-		else
-			warn "cannot mount hugetlbfs at $mh_dir (nvme-engine does not need it; DPDK/SPDK tools do)"
-		fi
-	fi
-	hugetlbfs_mounts | while read -r mh_m mh_s; do
-		say "hugetlbfs: $mh_m (${mh_s} KiB pages)"
-		if [ -n "$TARGET_USER" ]; then
-			if chown "$TARGET_USER" "$mh_m"; then
-				say "  now owned by $TARGET_USER"
-			else
-				warn "cannot chown $mh_m to $TARGET_USER"
-			fi
-		fi
-	done
-}
-
-# The memlock limit of TARGET_USER against the memory reserved.
-check_memlock() {
-	[ -n "$TARGET_USER" ] || return 0
-	cm_pages=$(read_file "$(size_dir)/nr_hugepages")
-	cm_need=$((${cm_pages:-0} * HUGEPGSZ))
-	cm_lim=
-	if [ "$(id -u)" = 0 ]; then cm_lim=$(su -s /bin/sh "$TARGET_USER" -c 'ulimit -l' 2>/dev/null </dev/null || true); fi
-	case $cm_lim in
-	unlimited) say "memlock: $TARGET_USER may lock unlimited memory" ;;
-	'' | *[!0-9]*) warn "cannot read $TARGET_USER's memlock limit (needs root and su); check 'ulimit -l' as $TARGET_USER: it must be at least $cm_need KiB" ;;
-	*)
-		say "memlock: $TARGET_USER may lock $cm_lim KiB; the reserved hugepages are $cm_need KiB"
-		if [ "$cm_lim" -lt "$cm_need" ]; then
-			warn "$TARGET_USER's memlock limit ($cm_lim KiB) is below the reserved hugepage memory ($cm_need KiB):" \
-				"VFIO DMA mappings count against it. Add '$TARGET_USER - memlock unlimited' to" \
-				"/etc/security/limits.conf (or a file in /etc/security/limits.d) and log in again"
-		fi
-		;;
-	esac
-}
+done
+# shellcheck source=setup/in-use.sh
+. "$SETUP_LIB/in-use.sh"
+# shellcheck source=setup/hugepages.sh
+. "$SETUP_LIB/hugepages.sh"
 
 # --- binding -----------------------------------------------------------------
 
@@ -805,7 +470,7 @@ configure_pci() {
 	fi
 	collect_mounts
 	if [ "$MNT_UNREADABLE" -gt 0 ]; then
-		warn "$MNT_UNREADABLE mount tables in $PROC_ROOT/*/mountinfo were not readable: run as root to see every mount namespace"
+		warn "not running as root: the mount namespaces of other users' processes cannot be seen, nor can signatures be read"
 	fi
 	say "in-use checks: mounts (all visible mount namespaces), swap, holders, btrfs devices, signatures by: $PROBER_NOTE"
 	cp_found=0
@@ -908,55 +573,6 @@ reset() {
 		if [ -e "$PCI_DEVICES/$bdf/driver_override" ]; then write_sysfs "$PCI_DEVICES/$bdf/driver_override" "" || true; fi
 	done
 	if [ "$CHANGED" = 1 ]; then rescan; fi
-}
-
-# --- cleanup -------------------------------------------------------------------
-
-cleanup() {
-	: >"$TMP/used"
-	cl_unreadable=0
-	for cl_p in "$PROC_ROOT"/[0-9]*; do
-		[ -d "$cl_p/fd" ] || continue
-		cl_pid=${cl_p##*/}
-		if ! cat "$cl_p/maps" >"$TMP/maps" 2>/dev/null; then
-			cl_unreadable=$((cl_unreadable + 1))
-			continue
-		fi
-		awk -v pid="$cl_pid" 'NF >= 6 {print pid, $6}' "$TMP/maps" >>"$TMP/used"
-		# One ls per process rather than one readlink per descriptor.
-		# shellcheck disable=SC2012
-		ls -l "$cl_p/fd" 2>/dev/null | awk -v pid="$cl_pid" '/ -> \// {sub(/.* -> /, ""); print pid, $0}' >>"$TMP/used" || true
-	done
-	if [ "$cl_unreadable" -gt 0 ]; then
-		die "$cl_unreadable processes' mappings in $PROC_ROOT/*/maps are not readable, so files in use cannot be told from stale ones: run as root"
-	fi
-	cl_n=0
-	cl_mounts=$(hugetlbfs_mounts | awk '{print $1}' | tr '\n' ' ')
-	for cl_m in $cl_mounts; do
-		for cl_f in "$cl_m"/*; do
-			[ -f "$cl_f" ] || continue
-			case ${cl_f##*/} in
-			*map_[0-9]*) ;;
-			*)
-				say "kept:    $cl_f (not a DPDK/SPDK hugepage file)"
-				continue
-				;;
-			esac
-			cl_pid=$(awk -v f="$cl_f" '$2 == f {print $1; exit}' "$TMP/used")
-			cl_owner=$(printf '%s\n' "${cl_f##*/}" | sed -n 's/.*pid\([0-9][0-9]*\)map_.*/\1/p')
-			if [ -n "$cl_pid" ]; then
-				say "in use:  $cl_f (pid $cl_pid)"
-			elif [ -n "$cl_owner" ] && [ -d "$PROC_ROOT/$cl_owner" ]; then
-				say "in use:  $cl_f (its process $cl_owner is alive)"
-			elif rm -f "$cl_f"; then
-				say "removed: $cl_f (no live process has it open or mapped)"
-				cl_n=$((cl_n + 1))
-			else
-				fail "cannot remove $cl_f"
-			fi
-		done
-	done
-	say "cleanup: $cl_n stale hugepage file(s) removed from ${cl_mounts:-no hugetlbfs mount}"
 }
 
 # --- status ------------------------------------------------------------------

@@ -11,6 +11,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== setup.sh on a fake sysfs (sh, dash, bash --posix, busybox sh; shellcheck)"
+scripts/tests/setup_test.sh
 
 # The real-device tests, setup.sh and the no-IOMMU path, inside a QEMU guest
 # whose NVMe controller is QEMU's own (installs qemu, busybox and the guest

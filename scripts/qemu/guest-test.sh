@@ -38,9 +38,52 @@ step "environment self-test"
 sh /payload/selftest.sh
 record selftest $?
 
+# setup.sh must leave the controller alone while namespace 2 is mounted or
+# carries a filesystem, and take it only when PCI_IN_USE_OK names it. The
+# namespace is a scratch image: it is wiped afterwards.
+setup_in_use() {
+	ns2=
+	for d in /sys/bus/pci/devices/"$bdf"/nvme/nvme*/nvme*n2; do
+		[ -e "$d" ] && ns2=$(basename "$d")
+	done
+	if [ -z "$ns2" ] || ! wait_for "/dev/$ns2" 5; then
+		echo "guest-test: no second namespace under $bdf"
+		return 1
+	fi
+	mke2fs -F "/dev/$ns2" >/dev/null 2>&1 || return 1
+	mkdir -p /mnt/ns2
+	mount -t ext4 "/dev/$ns2" /mnt/ns2 || return 1
+	run_setup config >/tmp/setup.out 2>&1
+	_rc=$?
+	umount /mnt/ns2
+	cat /tmp/setup.out
+	if [ "$_rc" -ne 0 ] || ! grep -q "$ns2 .* is mounted at /mnt/ns2" /tmp/setup.out ||
+		[ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf (mounted $ns2) alone"
+		return 1
+	fi
+	run_setup config >/tmp/setup.out 2>&1
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 holds an ext2/3/4 filesystem" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf ($ns2 holds ext2) alone"
+		return 1
+	fi
+	PCI_IN_USE_OK=$bdf run_setup config || return 1
+	if [ "$(pci_driver "$bdf")" = nvme ]; then
+		echo "guest-test: PCI_IN_USE_OK=$bdf did not bind it"
+		return 1
+	fi
+	run_setup reset || return 1
+	wait_for "/dev/$ns2" 10 || return 1
+	dd if=/dev/zero of="/dev/$ns2" bs=1M count=1 2>/dev/null
+}
+
 have_setup=0
 [ -f /payload/setup.sh ] && have_setup=1
 if [ "$have_setup" -eq 1 ]; then
+	step "setup.sh leaves a controller in use alone"
+	setup_in_use
+	record "setup.sh in-use checks" $?
 	step "setup.sh config (HUGEMEM=$HUGEMEM)"
 	run_setup config
 	record "setup.sh config" $?

@@ -85,6 +85,11 @@ build_payload() {
 	install -m 0755 "$QEMU_DIR/guest-selftest.sh" "$stage/payload/selftest.sh"
 	if [[ -f $REPO/scripts/setup.sh ]]; then
 		install -m 0755 "$REPO/scripts/setup.sh" "$stage/payload/setup.sh"
+		# setup.sh sources its in-use checks and hugepage code from setup/.
+		if [[ -d $REPO/scripts/setup ]]; then
+			install -d "$stage/payload/setup"
+			install -m 0644 "$REPO"/scripts/setup/*.sh "$stage/payload/setup/"
+		fi
 	fi
 	for f in "${PAYLOAD_TESTS[@]}"; do
 		# cargo names test executables <target>-<16 hex digit hash>; drop the hash.

@@ -282,7 +282,7 @@ test_in_use() {
 
 	# The same tree through blkid -p / wipefs when util-linux has them.
 	if command -v mke2fs >/dev/null 2>&1; then
-		mke2fs -q -F "$R/dev/nvme0n1" >/dev/null 2>&1 || busybox mke2fs "$R/dev/nvme0n1" >/dev/null 2>&1
+		mke2fs -q -F "$R/dev/nvme0n1" >/dev/null 2>&1 || busybox mke2fs -F "$R/dev/nvme0n1" >/dev/null 2>&1
 		runk HUGEMEM=4 PCI_ALLOWED=01:00.0 "$SH" "$SETUP" config
 		expect_driver 0000:01:00.0 nvme "a real ext2/4 image is in use"
 		expect_contains "$out" "0000:01:00.0: skipped, in use:" "a real ext2/4 image is reported"
@@ -386,7 +386,7 @@ test_hugepages() {
 	expect_file "$n0/hugepages-1048576kB/nr_hugepages" 2 "default page size from meminfo (2 x 1 GiB)"
 	sed -i 's/^Hugepagesize:.*/Hugepagesize:       2048 kB/' "$R/proc/meminfo"
 	echo 50 >"$all/hugepages-2048kB/nr_hugepages"
-	run SKIP_PCI=yes SKIP_HUGE=yes HUGEMEM=4 "$SH" "$SETUP" config
+	run SKIP_PCI=yes SKIP_HUGE=yes HUGEMEM=100 "$SH" "$SETUP" config
 	expect_file "$n0/hugepages-2048kB/nr_hugepages" 20 "SKIP_HUGE reserves nothing"
 	expect_file "$all/hugepages-2048kB/nr_hugepages" 50 "SKIP_HUGE releases nothing"
 	expect_contains "$out" "hugepages: left alone (SKIP_HUGE=yes)" "SKIP_HUGE said"
@@ -573,7 +573,7 @@ test_shellcheck() {
 		printf 'setup_test: shellcheck not installed; skipped\n'
 		return
 	fi
-	if sc=$(shellcheck -s sh "$SETUP" "$0" 2>&1); then ok; else bad "shellcheck" && printf '%s\n' "$sc"; fi
+	if sc=$(shellcheck -s sh -x "$SETUP" "$0" 2>&1); then ok; else bad "shellcheck" && printf '%s\n' "$sc"; fi
 }
 
 WRAPPERS=$(mktemp -d "${TMPDIR:-/tmp}/setup-test-shells.XXXXXX")
