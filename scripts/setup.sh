@@ -589,7 +589,7 @@ status() {
 	say ""
 	collect_mounts
 	say "NVMe controllers (in-use checks: $PROBER_NOTE)"
-	printf '%-13s %-7s %-7s %-5s %-16s %-22s %s\n' BDF vendor device numa driver "devices / VFIO group" "in use"
+	printf '%-13s %-7s %-7s %-5s %-24s %-22s %s\n' BDF vendor device numa driver "devices / VFIO group" "in use"
 	for bdf in $(nvme_controllers); do
 		st_dev=$PCI_DEVICES/$bdf
 		st_drv=$(link_name "$st_dev/driver")
@@ -604,7 +604,7 @@ status() {
 		*) st_what= ;;
 		esac
 		st_rec=$(recorded_driver "$bdf")
-		printf '%-13s %-7s %-7s %-5s %-16s %-22s %s\n' "$bdf" \
+		printf '%-13s %-7s %-7s %-5s %-24s %-22s %s\n' "$bdf" \
 			"$(read_file "$st_dev/vendor")" "$(read_file "$st_dev/device")" "$(read_file "$st_dev/numa_node")" \
 			"${st_drv:--}${st_rec:+ (was $st_rec)}" "${st_what:--}" "$st_use"
 	done

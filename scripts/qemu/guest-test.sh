@@ -38,13 +38,20 @@ step "environment self-test"
 sh /payload/selftest.sh
 record selftest $?
 
-# setup.sh must leave the controller alone while namespace 2 is mounted or
-# carries a filesystem, and take it only when PCI_IN_USE_OK names it. The
+# setup.sh must leave the controller alone while namespace 2 is mounted,
+# carries a filesystem or is swap, and take it only when PCI_IN_USE_OK names it. The
 # namespace is a scratch image: it is wiped afterwards.
 setup_in_use() {
+	# The namespaces come back asynchronously after the self-test's rebind;
+	# a multipath path device (nvme0c0n2) stands for its head (nvme0n2).
 	ns2=
-	for d in /sys/bus/pci/devices/"$bdf"/nvme/nvme*/nvme*n2; do
-		[ -e "$d" ] && ns2=$(basename "$d")
+	_n=0
+	while [ -z "$ns2" ] && [ "$_n" -lt 100 ]; do
+		for d in /sys/bus/pci/devices/"$bdf"/nvme/nvme*/nvme*n2; do
+			[ -e "$d" ] && ns2=$(basename "$d" | sed 's/c[0-9][0-9]*n/n/')
+		done
+		[ -n "$ns2" ] || usleep 100000
+		_n=$((_n + 1))
 	done
 	if [ -z "$ns2" ] || ! wait_for "/dev/$ns2" 5; then
 		echo "guest-test: no second namespace under $bdf"
@@ -66,6 +73,14 @@ setup_in_use() {
 	cat /tmp/setup.out
 	if ! grep -q "$ns2 holds an ext2/3/4 filesystem" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
 		echo "guest-test: setup.sh did not leave $bdf ($ns2 holds ext2) alone"
+		return 1
+	fi
+	mkswap "/dev/$ns2" >/dev/null 2>&1 && swapon "/dev/$ns2" || return 1
+	run_setup config >/tmp/setup.out 2>&1
+	swapoff "/dev/$ns2"
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 .* is used as swap" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf (swap on $ns2) alone"
 		return 1
 	fi
 	PCI_IN_USE_OK=$bdf run_setup config || return 1

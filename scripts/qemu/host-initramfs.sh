@@ -13,8 +13,10 @@
 # Modules loaded by /init, dependencies resolved from .modinfo. The generic CRC
 # algorithms are soft dependencies of crc-t10dif/crc64-rocksoft, so they are
 # named explicitly.
+# ext4 (and crc32c, which it loads at mount) mounts a filesystem on a
+# namespace for setup.sh's in-use check.
 GUEST_MODULES=(crct10dif_generic crc64_rocksoft_generic nvme vfio_pci vfio_iommu_type1
-	uio_pci_generic)
+	uio_pci_generic crc32c_generic ext4)
 
 # stage_elf ROOT BINARY GUEST_PATH: copy a dynamic (or static) executable to
 # ROOT/GUEST_PATH and its shared libraries and loader to the guest's standard
