@@ -580,11 +580,15 @@ WRAPPERS=$(mktemp -d "${TMPDIR:-/tmp}/setup-test-shells.XXXXXX")
 KERNEL=$WRAPPERS/fake-kernel
 trap 'rm -rf "$WRAPPERS"' EXIT
 write_fake_kernel
-for candidate in sh dash "bash --posix" "busybox sh"; do
+# sh is dash on Debian: each shell binary runs once.
+seen=
+for candidate in dash sh "bash --posix" "busybox sh"; do
 	bin=${candidate%% *}
-	if command -v "$bin" >/dev/null 2>&1; then
-		test_shell "$candidate"
-	fi
+	command -v "$bin" >/dev/null 2>&1 || continue
+	real=$(readlink -f "$(command -v "$bin")")
+	case " $seen " in *" $real "*) continue ;; esac
+	seen="$seen $real"
+	test_shell "$candidate"
 done
 test_shellcheck
 
