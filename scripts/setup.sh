@@ -130,6 +130,9 @@ is_uint() {
 	[ ${#1} -le 12 ]
 }
 
+# A validated number without leading zeros (shell arithmetic reads 010 as 8).
+dec() { printf '%s\n' "$1" | sed 's/^0*\([0-9]\)/\1/'; }
+
 # --- settings ------------------------------------------------------------------
 
 BAD=0
@@ -214,11 +217,13 @@ validate() {
 		bad "HUGEMEM='$HUGEMEM' is not a whole number of MiB: e.g. HUGEMEM=2048 (2 GiB)"
 		HUGEMEM=0
 	fi
+	HUGEMEM=$(dec "$HUGEMEM")
 	NRHUGE=${NRHUGE:-}
 	if [ -n "$NRHUGE" ] && ! is_uint "$NRHUGE"; then
 		bad "NRHUGE='$NRHUGE' is not a whole number of hugepages: e.g. NRHUGE=1024 (or set HUGEMEM in MiB)"
 		NRHUGE=0
 	fi
+	if [ -n "$NRHUGE" ]; then NRHUGE=$(dec "$NRHUGE"); fi
 	for v_b in CLEAR_HUGE SKIP_HUGE SHRINK_HUGE HUGE_EVEN_ALLOC SKIP_PCI; do bool "$v_b"; done
 	for v_l in PCI_ALLOWED PCI_BLOCKED PCI_IN_USE_OK; do pci_list "$v_l"; done
 	if [ "$SKIP_PCI" = yes ]; then PCI_ALLOWED=none; fi
@@ -227,6 +232,7 @@ validate() {
 		bad "PROBE_RETRIES='$PROBE_RETRIES' must be a number of attempts from 1 to 1000 (default 10)"
 		PROBE_RETRIES=1
 	fi
+	PROBE_RETRIES=$(dec "$PROBE_RETRIES")
 	PROBE_DELAY=${PROBE_DELAY:-0.5}
 	if ! printf '%s\n' "$PROBE_DELAY" | grep -Eq '^[0-9]{1,3}(\.[0-9]{1,3})?$'; then
 		bad "PROBE_DELAY='$PROBE_DELAY' must be seconds between probe attempts, e.g. 0.5"
@@ -265,6 +271,7 @@ validate() {
 	DEFAULT_PGSZ=$(awk '/^Hugepagesize:/ {print $2}' "$PROC_ROOT/meminfo" 2>/dev/null || true)
 	is_uint "${DEFAULT_PGSZ:-x}" || DEFAULT_PGSZ=2048
 	if [ -n "${HUGEPGSZ:-}" ]; then
+		if is_uint "$HUGEPGSZ"; then HUGEPGSZ=$(dec "$HUGEPGSZ"); fi
 		if ! is_uint "$HUGEPGSZ"; then
 			bad "HUGEPGSZ='$HUGEPGSZ' must be a page size in KiB, one of:${v_sizes:- (none: this kernel has no hugepages)} (2048 = 2 MiB, 1048576 = 1 GiB)"
 		elif ! in_list "$HUGEPGSZ" "$v_sizes"; then
@@ -298,10 +305,10 @@ validate() {
 		esac
 		if ! is_uint "$v_n" || ! is_uint "$v_c"; then
 			bad "HUGENODE entry '$v_e' is not a node number or nodes_hp[NODE]=PAGES: e.g. HUGENODE=0,1 or HUGENODE='nodes_hp[0]=512,nodes_hp[1]=1024'"
-		elif ! in_list "$v_n" "$v_nodes"; then
+		elif ! in_list "$(dec "$v_n")" "$v_nodes"; then
 			bad "HUGENODE names node $v_n, but this machine's NUMA nodes are: ${v_nodes:-none (no $NODES)}"
 		else
-			HUGE_PLAN="$HUGE_PLAN $v_n:$v_c"
+			HUGE_PLAN="$HUGE_PLAN $(dec "$v_n"):$(dec "$v_c")"
 		fi
 	done
 

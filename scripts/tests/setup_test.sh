@@ -361,8 +361,8 @@ test_hugepages() {
 	n0=$R/sys/devices/system/node/node0/hugepages
 	n1=$R/sys/devices/system/node/node1/hugepages
 	all=$R/sys/kernel/mm/hugepages
-	run SKIP_PCI=yes HUGEMEM=64 "$SH" "$SETUP" config
-	expect_file "$n0/hugepages-2048kB/nr_hugepages" 32 "HUGEMEM=64 reserves 32 pages on node 0"
+	run SKIP_PCI=yes HUGEMEM=0064 "$SH" "$SETUP" config
+	expect_file "$n0/hugepages-2048kB/nr_hugepages" 32 "HUGEMEM=0064 (decimal, not octal) reserves 32 pages on node 0"
 	expect_file "$n1/hugepages-2048kB/nr_hugepages" 0 "node 1 untouched by default (as SPDK)"
 	expect_contains "$out" "controllers: left alone (PCI_ALLOWED=none / SKIP_PCI=yes)" "SKIP_PCI"
 	run SKIP_PCI=yes HUGEMEM=64 NRHUGE=10 SHRINK_HUGE=yes "$SH" "$SETUP" config
@@ -370,7 +370,7 @@ test_hugepages() {
 	run SKIP_PCI=yes NRHUGE=4 "$SH" "$SETUP" config
 	expect_file "$n0/hugepages-2048kB/nr_hugepages" 10 "a larger reservation is kept without SHRINK_HUGE"
 	expect_contains "$out" "10 x 2048 KiB reserved on node 0 (asked for 4; kept, SHRINK_HUGE=yes lowers it)" "kept reservation said"
-	run SKIP_PCI=yes HUGENODE="nodes_hp[0]=12,nodes_hp[1]=6" "$SH" "$SETUP" config
+	run SKIP_PCI=yes HUGENODE="nodes_hp[0]=12,nodes_hp[01]=06" "$SH" "$SETUP" config
 	expect_file "$n0/hugepages-2048kB/nr_hugepages" 12 "HUGENODE nodes_hp[0]"
 	expect_file "$n1/hugepages-2048kB/nr_hugepages" 6 "HUGENODE nodes_hp[1]"
 	run SKIP_PCI=yes NRHUGE=20 HUGENODE="0 1" "$SH" "$SETUP" config
