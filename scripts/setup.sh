@@ -7,9 +7,9 @@
 # POSIX sh: runs the same under dash, bash --posix and busybox sh.
 #
 # A controller is never taken while any of its namespaces is in use (mounted
-# in any visible mount namespace, swap, held by md/dm/LVM/btrfs, or carrying a
-# partition table or a filesystem/RAID/LVM/ZFS signature) unless its address
-# is in PCI_IN_USE_OK. `scripts/setup.sh help` lists commands and settings.
+# in any visible mount namespace, swap, open by a process, held by
+# md/dm/LVM/btrfs, or carrying a partition table or a filesystem/RAID/LVM/ZFS
+# signature) unless its address is in PCI_IN_USE_OK. `scripts/setup.sh help` lists commands and settings.
 #
 # Testing: SYSFS_ROOT, PROC_ROOT and DEV_ROOT point the script at a fake tree
 # (scripts/tests/setup_test.sh); then modprobe, mount and the PCI rescan are
@@ -479,7 +479,7 @@ configure_pci() {
 	if [ "$MNT_UNREADABLE" -gt 0 ]; then
 		warn "not running as root: the mount namespaces of other users' processes cannot be seen, nor can signatures be read"
 	fi
-	say "in-use checks: mounts (all visible mount namespaces), swap, holders, btrfs devices, signatures by: $PROBER_NOTE"
+	say "in-use checks: mounts (all visible mount namespaces), swap, open descriptors, holders, btrfs devices, signatures by: $PROBER_NOTE"
 	cp_found=0
 	for bdf in $(nvme_controllers); do
 		cp_found=1

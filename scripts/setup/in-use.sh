@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # What makes a controller "in use" for scripts/setup.sh (sourced by it):
 # mounts in every visible mount namespace matched by device number, swap,
+# processes holding a namespace open,
 # holders (md, dm/LVM, bcache), devices of a mounted btrfs, partitions, and
 # on-disk signatures read by blkid -p / wipefs -n (util-linux) and by a
 # built-in reader of the common magic numbers (docs/SETUP.md lists them).
@@ -61,6 +62,13 @@ collect_mounts() {
 		fi
 	done <"$TMP/anon" >"$TMP/mounts-anon"
 	cat "$TMP/mounts-anon" >>"$TMP/mounts"
+	# Block devices under DEV_ROOT that processes hold open ("path pid"): a
+	# benchmark, a database or a VM on the raw device. One ls for every
+	# process's descriptors (two or more directories, so ls names each).
+	# shellcheck disable=SC2012
+	ls -l "$PROC_ROOT"/self/fd/ "$PROC_ROOT"/[0-9]*/fd/ 2>/dev/null | awk -v dev="$DEV_ROOT/" '
+		/:$/ { pid = $0; sub("/fd/?:$", "", pid); sub(".*/", "", pid); next }
+		/ -> / { t = $0; sub(/.* -> /, "", t); if (index(t, dev) == 1) print t, pid }' | sort -u >"$TMP/open"
 	: >"$TMP/swaps"
 	if [ -r "$PROC_ROOT/swaps" ]; then
 		awk 'NR > 1 {print $1}' "$PROC_ROOT/swaps" | while read -r cm_s; do
@@ -238,6 +246,9 @@ ns_in_use() {
 				printf "%s (%s) is mounted at %s (%s from %s, in %s)\n", d, num, $2, $3, $4, w }' "$TMP/mounts" | sort -u
 			awk -v num="$nu_num" -v d="$nu_d" '$1 == num {printf "%s (%s) is used as swap (%s)\n", d, num, $2}' "$TMP/swaps"
 		fi
+		awk -v p="$DEV_ROOT/$nu_d" '$1 == p {print $2}' "$TMP/open" | head -n 3 | while read -r nu_pid; do
+			say "$nu_d is open by pid $nu_pid ($(read_file "$PROC_ROOT/$nu_pid/comm"))"
+		done
 		for nu_h in "$nu_s"/holders/*; do
 			if [ -e "$nu_h" ]; then say "$nu_d is held by $(describe_holder "${nu_h##*/}")"; fi
 		done

@@ -186,6 +186,12 @@ in_use_tree() {
 	poke nvme12n1 1080 53ef
 	fake_pci 0000:0e:00.0 0x010802 nvme 14 # blocked (comma list)
 	fake_ns 0000:0e:00.0 nvme13 nvme13n1 259:15
+	fake_pci 0000:12:00.0 0x010802 nvme 19 # open by a process (raw-device benchmark)
+	fake_ns 0000:12:00.0 nvme15 nvme15n1 259:17
+	mkdir -p "$R/proc/777/fd"
+	echo fio >"$R/proc/777/comm"
+	: >"$R/proc/777/maps"
+	ln -s "$R/dev/nvme15n1" "$R/proc/777/fd/9"
 	fake_pci 0000:0f:00.0 0x010802 nvme 15 # blocked (comma list, short form)
 	fake_ns 0000:0f:00.0 nvme14 nvme14n1 259:16
 	fake_pci 0000:10:00.0 0x010802 pci-stub 16 # another driver before config
@@ -213,7 +219,7 @@ test_in_use() {
 	expect_rc 0 "config on the in-use tree"
 	expect_driver 0000:01:00.0 vfio-pci "a free controller is bound"
 	expect_contains "$out" "0000:01:00.0: nvme -> vfio-pci" "bind reported"
-	for b in 02 03 04 05 06 07 08 09 0a 0b 0c 20 21 22 23 24 25 26 27 29 30; do
+	for b in 02 03 04 05 06 07 08 09 0a 0b 0c 12 20 21 22 23 24 25 26 27 29 30; do
 		expect_driver "0000:$b:00.0" nvme "controller $b in use stays with nvme"
 		expect_missing "$R/sys/bus/pci/devices/0000:$b:00.0/driver_override" "controller $b untouched"
 		expect_contains "$out" "0000:$b:00.0: skipped, in use:" "controller $b skip reported"
@@ -230,6 +236,7 @@ test_in_use() {
 	expect_contains "$out" "nvme9n1 holds a GPT partition table" "partition table, not mounted"
 	expect_contains "$out" "nvme10n1 holds an ext2/3/4 filesystem" "filesystem signature"
 	expect_contains "$out" "nvme11n2 has partitions: nvme11n2p1" "second namespace in use"
+	expect_contains "$out" "nvme15n1 is open by pid 777 (fio)" "a raw device held open"
 	expect_contains "$out" "PCI_IN_USE_OK=0000:02:00.0" "the skip names the override"
 	for sig in "20:an XFS filesystem" "21:a btrfs filesystem" "22:a swap area" "23:an LVM2 physical volume" \
 		"24:an md RAID member (superblock 1.1/1.2)" "25:a LUKS" "26:an F2FS" "27:a bcache" \
