@@ -1,10 +1,10 @@
 # shellcheck shell=sh
 # What makes a controller "in use" for scripts/setup.sh (sourced by it):
 # mounts in every visible mount namespace matched by device number, swap,
-# processes holding a namespace open,
-# holders (md, dm/LVM, bcache), devices of a mounted btrfs, partitions, and
-# on-disk signatures read by blkid -p / wipefs -n (util-linux) and by a
-# built-in reader of the common magic numbers (docs/SETUP.md lists them).
+# processes holding a namespace open, holders (md, dm/LVM, bcache), devices
+# of a mounted btrfs, partitions, and on-disk signatures read by blkid -p /
+# wipefs -n (util-linux) and by a built-in reader of the common magic numbers
+# (docs/SETUP.md lists them).
 # Uses setup.sh's SYSFS_ROOT, PROC_ROOT, DEV_ROOT, TMP and helpers.
 
 # --- what is in use ---------------------------------------------------------
