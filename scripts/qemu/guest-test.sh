@@ -39,7 +39,8 @@ sh /payload/selftest.sh
 record selftest $?
 
 # setup.sh must leave the controller alone while namespace 2 is mounted,
-# carries a filesystem or is swap, and take it only when PCI_IN_USE_OK names it. The
+# carries a filesystem, is swap or is held open by a process, and take it only
+# when PCI_IN_USE_OK names it. The
 # namespace is a scratch image: it is wiped afterwards.
 setup_in_use() {
 	# The namespaces come back asynchronously after the self-test's rebind;
@@ -81,6 +82,17 @@ setup_in_use() {
 	cat /tmp/setup.out
 	if ! grep -q "$ns2 .* is used as swap" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
 		echo "guest-test: setup.sh did not leave $bdf (swap on $ns2) alone"
+		return 1
+	fi
+	# A process holding the raw device open (as a benchmark would).
+	# shellcheck disable=SC2217
+	sleep 600 <"/dev/$ns2" &
+	_holder=$!
+	run_setup config >/tmp/setup.out 2>&1
+	kill "$_holder"
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 is open by pid $_holder (sleep)" /tmp/setup.out; then
+		echo "guest-test: setup.sh did not see pid $_holder holding /dev/$ns2 open"
 		return 1
 	fi
 	PCI_IN_USE_OK=$bdf run_setup config || return 1
