@@ -199,7 +199,11 @@ signature() {
 		sg_rc=0
 		sg_out=$(blkid -p -o export "$sg_dev" 2>&1) || sg_rc=$?
 		case $sg_rc in
-		0) say "$(printf '%s\n' "$sg_out" | grep -E '^(PTTYPE|TYPE|USAGE)=' | tr '\n' ' ' | sed 's/ $//') (blkid -p)" && return ;;
+		0)
+			sg_t=$(printf '%s\n' "$sg_out" | grep -E '^(PTTYPE|TYPE|USAGE)=' | tr '\n' ' ' | sed 's/ $//' || true)
+			say "${sg_t:-a signature blkid -p names: $(printf '%s' "$sg_out" | tr '\n' ' ')} (blkid -p)"
+			return
+			;;
 		2) ;;
 		*) say "blkid -p cannot tell what $sg_dev holds (exit $sg_rc: $(printf '%s' "$sg_out" | head -n1))" && return ;;
 		esac
