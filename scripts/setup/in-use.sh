@@ -200,8 +200,14 @@ signature() {
 		sg_out=$(blkid -p -o export "$sg_dev" 2>&1) || sg_rc=$?
 		case $sg_rc in
 		0)
-			sg_t=$(printf '%s\n' "$sg_out" | grep -E '^(PTTYPE|TYPE|USAGE)=' | tr '\n' ' ' | sed 's/ $//' || true)
-			say "${sg_t:-a signature blkid -p names: $(printf '%s' "$sg_out" | tr '\n' ' ')} (blkid -p)"
+			sg_t=$(printf '%s\n' "$sg_out" | awk -F= '
+				$1 == "PTTYPE" { pt = $2 } $1 == "TYPE" { t = $2 } $1 == "USAGE" { u = $2 }
+				END {
+					if (pt != "") s = "a " pt " partition table"
+					art = (t ~ /^[aeiouAEIOU]/) ? "an " : "a "
+					if (t != "") s = s (s == "" ? "" : " and ") art t (u == "filesystem" ? " filesystem" : " signature (" u ")")
+					print s }')
+			say "${sg_t:-a signature: $(printf '%s' "$sg_out" | tr '\n' ' ')} (blkid -p)"
 			return
 			;;
 		2) ;;

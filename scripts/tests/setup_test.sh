@@ -294,7 +294,7 @@ test_in_use() {
 		expect_driver 0000:01:00.0 nvme "a real ext2/4 image is in use"
 		expect_contains "$out" "0000:01:00.0: skipped, in use:" "a real ext2/4 image is reported"
 		if blkid -V 2>&1 | grep -q util-linux; then
-			expect_contains "$out" 'TYPE=ext' "blkid -p names the filesystem"
+			expect_contains "$out" "nvme0n1 holds an ext2 filesystem (blkid -p)" "blkid -p names the filesystem"
 			expect_contains "$out" "signatures by: blkid -p (util-linux)" "blkid named as prober"
 		else
 			expect_contains "$out" "ext2/3/4 filesystem" "the built-in reader finds a real ext image"
