@@ -95,11 +95,6 @@ block_devices() {
 	done | sed 's/c[0-9][0-9]*n/n/' | sort -u
 }
 
-le32() { # 8 hex digits, little-endian order, of a 32-bit magic
-	printf '%s%s%s%s' "$(printf '%s' "$1" | cut -c7-8)" "$(printf '%s' "$1" | cut -c5-6)" \
-		"$(printf '%s' "$1" | cut -c3-4)" "$(printf '%s' "$1" | cut -c1-2)"
-}
-
 # hex DEV OFFSET LENGTH: LENGTH bytes at byte OFFSET as lower-case hex.
 hex() {
 	hx_in=$(($2 % 512))
@@ -108,67 +103,71 @@ hex() {
 }
 
 # The signatures the built-in reader knows (offsets from the formats' specs):
-# the first one found on device $1 (sectors $2, logical block $3).
+# the first one found on device $1 (sectors $2, logical block $3). The first
+# 8 KiB are matched by one awk; the rest are read where they live.
 builtin_signature() {
 	bs_d=$1
-	bs_head=$(hex "$bs_d" 0 8192)
-	at() { printf '%s' "$bs_head" | cut -c "$(($1 * 2 + 1))-$((($1 + $2) * 2))"; }
-	if [ "$(at "$3" 8)" = 4546492050415254 ] || [ "$(at 512 8)" = 4546492050415254 ]; then
-		say "a GPT partition table ('EFI PART' at LBA 1)"
-	elif [ "$(at 0 4)" = 58465342 ]; then
-		say "an XFS filesystem ('XFSB' at byte 0)"
-	elif [ "$(at 0 6)" = 4c554b53babe ]; then
-		say "a LUKS encrypted volume header"
-	elif [ "$(at 0 4)" = fc4e2ba9 ] || [ "$(at 4096 4)" = fc4e2ba9 ]; then
-		say "an md RAID member (superblock 1.1/1.2)"
-	elif [ "$(at 1080 2)" = 53ef ]; then
-		say "an ext2/3/4 filesystem (magic 0xEF53 at byte 1080)"
-	elif [ "$(at 1024 4)" = "$(le32 f2f52010)" ]; then
-		say "an F2FS filesystem"
-	elif [ "$(at 4120 8)" = c68573f64e1a45ca ]; then
-		say "a bcache device"
-	elif [ "$(at 510 2)" = 55aa ]; then
-		say "an MBR/DOS partition table or boot sector (0x55AA at byte 510)"
-	else
-		for bs_o in 0 512 1024 1536; do
-			if [ "$(at "$bs_o" 8)" = 4c4142454c4f4e45 ] && [ "$(at $((bs_o + 24)) 8)" = 4c564d3220303031 ]; then
-				say "an LVM2 physical volume (LABELONE at byte $bs_o)"
-				return
-			fi
-		done
-		for bs_o in 4086 8182 16374 65526; do
-			case $(hex "$bs_d" "$bs_o" 10) in
-			53574150535041434532 | 535741502d5350414345)
-				say "a swap area (SWAPSPACE2 at byte $bs_o)"
-				return
-				;;
-			esac
-		done
-		if [ "$(hex "$bs_d" 65600 8)" = 5f42485266535f4d ]; then
-			say "a btrfs filesystem ('_BHRfS_M' at byte 65600)"
-			return
-		fi
-		# md 0.90 (64 KiB-aligned, 64 KiB from the end) and 1.0 (8 KiB from
-		# the end); ZFS uberblocks (magic 0x00bab10c) in labels 0 and 3.
-		if [ "$2" -gt 1024 ]; then
-			for bs_s in $((($2 / 128) * 128 - 128)) $((($2 - 16) / 8 * 8)); do
-				if [ "$(hex "$bs_d" $((bs_s * 512)) 4)" = fc4e2ba9 ]; then
-					say "an md RAID member (superblock 0.90/1.0 at the end)"
-					return
-				fi
-			done
-		fi
-		for bs_o in 131072 $((($2 / 512) * 262144 - 131072)); do
-			[ "$bs_o" -gt 0 ] || continue
-			if dd if="$bs_d" bs=1024 skip=$((bs_o / 1024)) count=128 2>/dev/null | od -A d -t x1 -v |
-				awk '$1 % 1024 == 0 { b = $2 $3 $4 $5 $6 $7 $8 $9
-					if (b == "0cb1ba0000000000" || b == "0000000000bab10c") { found = 1; exit } }
-					END { exit !found }'; then
-				say "a ZFS pool member (uberblock at byte $bs_o)"
+	bs_r=$(hex "$bs_d" 0 8192 | awk -v lbs="$3" 'function at(o, n) { return substr(h, o * 2 + 1, n * 2) }
+	{ h = $0 }
+	END {
+		if (at(lbs, 8) == "4546492050415254" || at(512, 8) == "4546492050415254") r = "a GPT partition table (\047EFI PART\047 at LBA 1)"
+		else if (at(0, 4) == "58465342") r = "an XFS filesystem (\047XFSB\047 at byte 0)"
+		else if (at(0, 6) == "4c554b53babe") r = "a LUKS encrypted volume header"
+		else if (at(0, 4) == "fc4e2ba9" || at(4096, 4) == "fc4e2ba9") r = "an md RAID member (superblock 1.1/1.2)"
+		else if (at(1080, 2) == "53ef") r = "an ext2/3/4 filesystem (magic 0xEF53 at byte 1080)"
+		else if (at(1024, 4) == "1020f5f2") r = "an F2FS filesystem"
+		else if (at(4120, 8) == "c68573f64e1a45ca") r = "a bcache device"
+		else if (at(510, 2) == "55aa") r = "an MBR/DOS partition table or boot sector (0x55AA at byte 510)"
+		for (o = 0; r == "" && o < 2048; o += 512)
+			if (at(o, 8) == "4c4142454c4f4e45" && at(o + 24, 8) == "4c564d3220303031")
+				r = "an LVM2 physical volume (LABELONE at byte " o ")"
+		for (o = 4086; r == "" && o < 8192; o += 4096)
+			if (at(o, 10) == "53574150535041434532" || at(o, 10) == "535741502d5350414345")
+				r = "a swap area (SWAPSPACE2 at byte " o ")"
+		print r
+	}')
+	if [ -n "$bs_r" ]; then
+		say "$bs_r"
+		return
+	fi
+	# Swap with 16 KiB pages; swap with 64 KiB pages and btrfs in one read.
+	case $(hex "$bs_d" 16374 10) in
+	53574150535041434532 | 535741502d5350414345)
+		say "a swap area (SWAPSPACE2 at byte 16374)"
+		return
+		;;
+	esac
+	bs_h=$(hex "$bs_d" 65526 82)
+	case $bs_h in
+	53574150535041434532* | 535741502d5350414345*)
+		say "a swap area (SWAPSPACE2 at byte 65526)"
+		return
+		;;
+	esac
+	if [ "$(printf '%s' "$bs_h" | cut -c 149-164)" = 5f42485266535f4d ]; then
+		say "a btrfs filesystem ('_BHRfS_M' at byte 65600)"
+		return
+	fi
+	# md 0.90 (64 KiB-aligned, 64 KiB from the end) and 1.0 (8 KiB from the
+	# end); ZFS uberblocks (magic 0x00bab10c) in labels 0 and 3.
+	if [ "$2" -gt 1024 ]; then
+		for bs_s in $((($2 / 128) * 128 - 128)) $((($2 - 16) / 8 * 8)); do
+			if [ "$(hex "$bs_d" $((bs_s * 512)) 4)" = fc4e2ba9 ]; then
+				say "an md RAID member (superblock 0.90/1.0 at the end)"
 				return
 			fi
 		done
 	fi
+	for bs_o in 131072 $((($2 / 512) * 262144 - 131072)); do
+		[ "$bs_o" -gt 0 ] || continue
+		if dd if="$bs_d" bs=1024 skip=$((bs_o / 1024)) count=128 2>/dev/null | od -A d -t x1 -v |
+			awk '$1 % 1024 == 0 { b = $2 $3 $4 $5 $6 $7 $8 $9
+				if (b == "0cb1ba0000000000" || b == "0000000000bab10c") { found = 1; exit } }
+				END { exit !found }'; then
+			say "a ZFS pool member (uberblock at byte $bs_o)"
+			return
+		fi
+	done
 }
 
 # Which signature prober to use besides the built-in reader.
