@@ -18,6 +18,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== fio with the nvme-fio ioengine on the emulated controller"
 scripts/tests/fio_engine_test.sh
+echo "== setup.sh on a fake sysfs (sh, dash, bash --posix, busybox sh; shellcheck)"
+scripts/tests/setup_test.sh
 
 # The real-device tests, setup.sh and the no-IOMMU path, inside a QEMU guest
 # whose NVMe controller is QEMU's own (installs qemu, busybox and the guest

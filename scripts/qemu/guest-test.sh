@@ -38,9 +38,79 @@ step "environment self-test"
 sh /payload/selftest.sh
 record selftest $?
 
+# setup.sh must leave the controller alone while namespace 2 is mounted,
+# carries a filesystem, is swap or is held open by a process, and take it only
+# when PCI_IN_USE_OK names it. The
+# namespace is a scratch image: it is wiped afterwards.
+setup_in_use() {
+	# The namespaces come back asynchronously after the self-test's rebind;
+	# a multipath path device (nvme0c0n2) stands for its head (nvme0n2).
+	ns2=
+	_n=0
+	while [ -z "$ns2" ] && [ "$_n" -lt 100 ]; do
+		for d in /sys/bus/pci/devices/"$bdf"/nvme/nvme*/nvme*n2; do
+			[ -e "$d" ] && ns2=$(basename "$d" | sed 's/c[0-9][0-9]*n/n/')
+		done
+		[ -n "$ns2" ] || usleep 100000
+		_n=$((_n + 1))
+	done
+	if [ -z "$ns2" ] || ! wait_for "/dev/$ns2" 5; then
+		echo "guest-test: no second namespace under $bdf"
+		return 1
+	fi
+	mke2fs -F "/dev/$ns2" >/dev/null 2>&1 || return 1
+	mkdir -p /mnt/ns2
+	mount -t ext4 "/dev/$ns2" /mnt/ns2 || return 1
+	run_setup config >/tmp/setup.out 2>&1
+	_rc=$?
+	umount /mnt/ns2
+	cat /tmp/setup.out
+	if [ "$_rc" -ne 0 ] || ! grep -q "$ns2 .* is mounted at /mnt/ns2" /tmp/setup.out ||
+		[ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf (mounted $ns2) alone"
+		return 1
+	fi
+	run_setup config >/tmp/setup.out 2>&1
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 holds an ext2/3/4 filesystem" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf ($ns2 holds ext2) alone"
+		return 1
+	fi
+	mkswap "/dev/$ns2" >/dev/null 2>&1 && swapon "/dev/$ns2" || return 1
+	run_setup config >/tmp/setup.out 2>&1
+	swapoff "/dev/$ns2"
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 .* is used as swap" /tmp/setup.out || [ "$(pci_driver "$bdf")" != nvme ]; then
+		echo "guest-test: setup.sh did not leave $bdf (swap on $ns2) alone"
+		return 1
+	fi
+	# A process holding the raw device open (as a benchmark would).
+	# shellcheck disable=SC2217
+	sleep 600 <"/dev/$ns2" &
+	_holder=$!
+	run_setup config >/tmp/setup.out 2>&1
+	kill "$_holder"
+	cat /tmp/setup.out
+	if ! grep -q "$ns2 is open by pid $_holder (sleep)" /tmp/setup.out; then
+		echo "guest-test: setup.sh did not see pid $_holder holding /dev/$ns2 open"
+		return 1
+	fi
+	PCI_IN_USE_OK=$bdf run_setup config || return 1
+	if [ "$(pci_driver "$bdf")" = nvme ]; then
+		echo "guest-test: PCI_IN_USE_OK=$bdf did not bind it"
+		return 1
+	fi
+	run_setup reset || return 1
+	wait_for "/dev/$ns2" 10 || return 1
+	dd if=/dev/zero of="/dev/$ns2" bs=1M count=1 2>/dev/null
+}
+
 have_setup=0
 [ -f /payload/setup.sh ] && have_setup=1
 if [ "$have_setup" -eq 1 ]; then
+	step "setup.sh leaves a controller in use alone"
+	setup_in_use
+	record "setup.sh in-use checks" $?
 	step "setup.sh config (HUGEMEM=$HUGEMEM)"
 	run_setup config
 	record "setup.sh config" $?

@@ -13,8 +13,10 @@
 # Modules loaded by /init, dependencies resolved from .modinfo. The generic CRC
 # algorithms are soft dependencies of crc-t10dif/crc64-rocksoft, so they are
 # named explicitly.
+# ext4 (and crc32c, which it loads at mount) mounts a filesystem on a
+# namespace for setup.sh's in-use check.
 GUEST_MODULES=(crct10dif_generic crc64_rocksoft_generic nvme vfio_pci vfio_iommu_type1
-	uio_pci_generic)
+	uio_pci_generic crc32c_generic ext4)
 
 # stage_elf ROOT BINARY GUEST_PATH: copy a dynamic (or static) executable to
 # ROOT/GUEST_PATH and its shared libraries and loader to the guest's standard
@@ -85,6 +87,11 @@ build_payload() {
 	install -m 0755 "$QEMU_DIR/guest-selftest.sh" "$stage/payload/selftest.sh"
 	if [[ -f $REPO/scripts/setup.sh ]]; then
 		install -m 0755 "$REPO/scripts/setup.sh" "$stage/payload/setup.sh"
+		# setup.sh sources its in-use checks and hugepage code from setup/.
+		if [[ -d $REPO/scripts/setup ]]; then
+			install -d "$stage/payload/setup"
+			install -m 0644 "$REPO"/scripts/setup/*.sh "$stage/payload/setup/"
+		fi
 	fi
 	for f in "${PAYLOAD_TESTS[@]}"; do
 		# cargo names test executables <target>-<16 hex digit hash>; drop the hash.
