@@ -32,6 +32,7 @@
 
 mod admin;
 mod controller;
+mod dbbuf;
 mod error;
 mod log;
 mod namespace;

@@ -30,6 +30,7 @@ use crate::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
 
 use super::admin::{AdminData, WindowSink, pages};
 use super::controller::Inner;
+use super::dbbuf::{ShadowPair, keep_if_configured, shadow_slots};
 use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
 use super::namespace::{LbaRange, Namespace};
 use super::prp::{self, PAGE_SIZE};
@@ -71,10 +72,15 @@ pub struct QueuePairStats {
     pub invalid_sqhd: u64,
     /// Completions naming another submission queue (SQID).
     pub wrong_sqid: u64,
-    /// SQ tail doorbell writes.
+    /// SQ tail doorbell MMIO writes.
     pub sq_doorbell_writes: u64,
-    /// CQ head doorbell writes.
+    /// CQ head doorbell MMIO writes.
     pub cq_doorbell_writes: u64,
+    /// SQ tail updates published in the shadow doorbell only (the device's
+    /// EventIdx did not ask for an MMIO write).
+    pub sq_shadow_updates: u64,
+    /// CQ head updates published in the shadow doorbell only.
+    pub cq_shadow_updates: u64,
     /// Commands resubmitted after an error status with DNR=0.
     pub retries: u64,
     /// Commands whose deadline passed.
@@ -106,6 +112,8 @@ impl std::ops::AddAssign<&QueuePairStats> for QueuePairStats {
             wrong_sqid,
             sq_doorbell_writes,
             cq_doorbell_writes,
+            sq_shadow_updates,
+            cq_shadow_updates,
             retries,
             timeouts,
             aborts_sent,
@@ -124,6 +132,8 @@ impl std::ops::AddAssign<&QueuePairStats> for QueuePairStats {
         self.wrong_sqid += wrong_sqid;
         self.sq_doorbell_writes += sq_doorbell_writes;
         self.cq_doorbell_writes += cq_doorbell_writes;
+        self.sq_shadow_updates += sq_shadow_updates;
+        self.cq_shadow_updates += cq_shadow_updates;
         self.retries += retries;
         self.timeouts += timeouts;
         self.aborts_sent += aborts_sent;
@@ -144,6 +154,10 @@ pub struct IoCompletion {
     pub buf: Option<DmaBuf>,
 }
 
+/// What `IoQueuePair::build` makes: rings, PRP-list pages, pages per slot,
+/// the generation the queues were created in, and the shadow slots.
+type Built = (SqRing, CqRing, DmaWindow, usize, u64, Option<ShadowPair>);
+
 /// One I/O submission/completion queue pair, owned by one thread.
 pub struct IoQueuePair<D: Device> {
     pub(super) ctrl: Arc<Inner<D>>,
@@ -155,6 +169,9 @@ pub struct IoQueuePair<D: Device> {
     pages_per_slot: usize,
     sq_doorbell: usize,
     cq_doorbell: usize,
+    /// Shadow doorbell slots (SQ tail, CQ head) while the controller has the
+    /// buffers configured in `generation`.
+    pub(super) shadow: Option<ShadowPair>,
     pub(super) stats: QueuePairStats,
     live: bool,
     /// Reset generation the SQ/CQ exist in.
@@ -191,7 +208,7 @@ impl<D: Device> IoQueuePair<D> {
         let entries = asked.min(limit);
         let qid = ctrl.take_qid()?;
         match Self::build(&ctrl, qid, entries) {
-            Ok((sq, cq, lists, pages_per_slot, generation)) => {
+            Ok((sq, cq, lists, pages_per_slot, generation, shadow)) => {
                 let stride = ctrl.stride;
                 let (timeout, retry_limit, scan_interval) = (
                     ctrl.opts.io_timeout,
@@ -208,6 +225,7 @@ impl<D: Device> IoQueuePair<D> {
                     pages_per_slot,
                     sq_doorbell: sq_tail_doorbell(qid, stride),
                     cq_doorbell: cq_head_doorbell(qid, stride),
+                    shadow,
                     stats: QueuePairStats::default(),
                     live: true,
                     generation,
@@ -232,7 +250,7 @@ impl<D: Device> IoQueuePair<D> {
         ctrl: &Inner<D>,
         qid: u16,
         entries: u16,
-    ) -> Result<(SqRing, CqRing, DmaWindow, usize, u64), DriverError> {
+    ) -> Result<Built, DriverError> {
         let sq_pages = pages(entries as usize * SQE_BYTES);
         let cq_pages = pages(entries as usize * CQE_BYTES);
         // At least one page per slot: a Dataset Management range list needs it.
@@ -263,8 +281,10 @@ impl<D: Device> IoQueuePair<D> {
         if !cq.is_contiguous() {
             return Err(memory_error("I/O completion queue"));
         }
+        let shadow = shadow_slots(ctrl, qid);
         let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
-        Ok((sq, cq, lists, pages_per_slot, generation))
+        let shadow = keep_if_configured(ctrl, shadow, generation);
+        Ok((sq, cq, lists, pages_per_slot, generation, shadow))
     }
 
     /// The queue id (SQ and CQ share it).
@@ -597,8 +617,32 @@ impl<D: Device> IoQueuePair<D> {
     #[inline]
     pub(super) fn ring_doorbell_live(&mut self) {
         if let Some(tail) = self.sq.doorbell_value() {
-            self.ctrl.device.write32(self.sq_doorbell, tail as u32);
-            self.stats.sq_doorbell_writes += 1;
+            let mmio = match &mut self.shadow {
+                Some((sq, _)) => sq.update(tail),
+                None => true,
+            };
+            if mmio {
+                self.ctrl.device.write32(self.sq_doorbell, tail as u32);
+                self.stats.sq_doorbell_writes += 1;
+            } else {
+                self.stats.sq_shadow_updates += 1;
+            }
+        }
+    }
+
+    /// Publish the CQ head (after consuming entries).
+    #[inline]
+    fn ring_cq_doorbell(&mut self) {
+        let head = self.cq.head();
+        let mmio = match &mut self.shadow {
+            Some((_, cq)) => cq.update(head),
+            None => true,
+        };
+        if mmio {
+            self.ctrl.device.write32(self.cq_doorbell, head as u32);
+            self.stats.cq_doorbell_writes += 1;
+        } else {
+            self.stats.cq_shadow_updates += 1;
         }
     }
 
@@ -666,10 +710,7 @@ impl<D: Device> IoQueuePair<D> {
             });
         }
         if consumed > 0 {
-            self.ctrl
-                .device
-                .write32(self.cq_doorbell, self.cq.head() as u32);
-            self.stats.cq_doorbell_writes += 1;
+            self.ring_cq_doorbell();
             self.idle_since = None;
         }
         if retried {
