@@ -368,7 +368,7 @@ impl<D: Device> IoQueuePair<D> {
     ) -> Result<(), SubmitError> {
         let write = OPCODE == NvmOpcode::WRITE.0;
         let (len, iova) = (buf.len(), buf.iova());
-        let nlb_z = match ns.check_rw(lba, len, iova, write, self.ctrl.max_transfer) {
+        let nlb_z = match ns.check_rw(lba, len, iova, write) {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
