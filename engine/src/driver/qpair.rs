@@ -178,6 +178,11 @@ pub struct IoQueuePair<D: Device> {
     pub(super) generation: u64,
     /// The queues could not be re-created in `generation`.
     pub(super) dead: bool,
+    /// `live_word(generation)`: the state word while the queues exist.
+    live_state: u64,
+    /// `live_state`, or a value no state word takes when `dead`: one
+    /// compare tells a submission whether anything needs a closer look.
+    submit_state: u64,
     /// Per-command deadline.
     pub(super) timeout: Duration,
     pub(super) retry_limit: u8,
@@ -230,6 +235,8 @@ impl<D: Device> IoQueuePair<D> {
                     live: true,
                     generation,
                     dead: false,
+                    live_state: live_word(generation),
+                    submit_state: live_word(generation),
                     timeout,
                     retry_limit,
                     scan_interval,
@@ -285,6 +292,16 @@ impl<D: Device> IoQueuePair<D> {
         let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
         let shadow = keep_if_configured(ctrl, shadow, generation);
         Ok((sq, cq, lists, pages_per_slot, generation, shadow))
+    }
+
+    /// Record the generation the queues exist in (or, `dead`, could not be
+    /// re-created in).
+    pub(super) fn set_generation(&mut self, generation: u64, dead: bool) {
+        self.generation = generation;
+        self.dead = dead;
+        self.live_state = live_word(generation);
+        // The health byte of a real state word is 0..=3, never 0xff.
+        self.submit_state = if dead { u64::MAX } else { self.live_state };
     }
 
     /// The queue id (SQ and CQ share it).
@@ -481,7 +498,7 @@ impl<D: Device> IoQueuePair<D> {
         // controller; during a reset it is held in the slot and sent once
         // the queues are re-created.
         let state = self.ctrl.state();
-        if state != live_word(self.generation) || self.dead {
+        if state != self.submit_state {
             self.check_health(state)?;
         }
         if self.sq.is_full() {
@@ -608,7 +625,7 @@ impl<D: Device> IoQueuePair<D> {
     pub fn ring_doorbell(&mut self) {
         // Not while the controller resets or after it: the queue does not
         // exist on the device; recovery re-sends what is in flight.
-        if self.ctrl.state() != live_word(self.generation) {
+        if self.ctrl.state() != self.live_state {
             return;
         }
         self.ring_doorbell_live();
@@ -662,9 +679,9 @@ impl<D: Device> IoQueuePair<D> {
         // The one load of the controller's state word per call.
         let state = self.ctrl.state();
         let mut delivered = 0;
-        if state != live_word(self.generation) {
+        if state != self.live_state {
             delivered = self.recover(state, &mut f);
-            if self.ctrl.state() != live_word(self.generation) || self.dead {
+            if self.ctrl.state() != self.live_state || self.dead {
                 return delivered;
             }
         }

@@ -63,15 +63,13 @@ impl<D: Device> IoQueuePair<D> {
                     Some(generation),
                 ) {
                     Ok(g) => {
-                        self.generation = g;
-                        self.dead = false;
+                        self.set_generation(g, false);
                         self.shadow = keep_if_configured(&self.ctrl, shadow, g);
                     }
                     // Another reset started meanwhile: try again later.
                     Err(DriverError::NotLive { .. }) => return 0,
                     Err(_) => {
-                        self.generation = generation;
-                        self.dead = true;
+                        self.set_generation(generation, true);
                         return self.fail_all(IoError::ControllerFailed, f);
                     }
                 }
