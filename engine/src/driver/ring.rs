@@ -238,14 +238,18 @@ impl SqRing {
     /// anything else is a device error and is ignored (returns false).
     #[inline]
     pub(crate) fn update_head(&mut self, sqhd: u16) -> bool {
-        let (head, tail) = (self.head, self.tail);
-        let ok = if head <= tail {
-            // Not wrapped: head..=tail, all inside the ring.
-            head <= sqhd && sqhd <= tail
-        } else {
-            // Wrapped: head..entries, then 0..=tail.
-            sqhd < self.entries && (sqhd >= head || sqhd <= tail)
+        // Completions of one fetch usually repeat the same head.
+        if sqhd == self.head {
+            return true;
+        }
+        // Positions in ring order from the head: sqhd must not be past the
+        // tail. Indices below the head come after the wrap.
+        let (n, head) = (self.entries as u32, self.head as u32);
+        let order = |x: u16| {
+            let x = x as u32;
+            if x < head { x + n } else { x }
         };
+        let ok = (sqhd as u32) < n && order(sqhd) <= order(self.tail);
         if ok {
             self.head = sqhd;
         }
