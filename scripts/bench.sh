@@ -36,14 +36,24 @@
 # 3. QEMU guest comparison, one boot through scripts/qemu-test.sh --perf
 #    (if that script exists; BENCH_QEMU=0 skips it; minutes under TCG):
 #    nvme-perf through VFIO and fio on the kernel nvme driver (libaio,
-#    io_uring, io_uring polled), 4 KiB randread and randwrite at QD 1 and 32
-#    on a null-co namespace, back to back. Each run prints its JSON report as
-#    a BENCH-JSON console line; the table shows IOPS, p50 and p99 of total
-#    latency (submission to completion; fio with --lat_percentiles) and the
-#    ratio of nvme-perf to the best fio engine of the same case.
+#    io_uring, io_uring polled, and io_uring_cmd: NVMe passthrough on the
+#    generic device /dev/ngXnY, with --hipri since the boot has a poll
+#    queue), 4 KiB randread and randwrite at QD 1 and 32 on a null-co
+#    namespace, back to back. Each run prints its JSON report as a BENCH-JSON
+#    console line; the table shows IOPS and the p50, p99 and p99.9 of total
+#    latency (submission to completion; fio with --lat_percentiles), the
+#    ratio of nvme-perf to the best fio engine of the same case, and the
+#    fio jobs' worst latency flag stalls.
+#    A/B: with AB_REV=<git revision>, nvme-perf is also built from that
+#    revision (build A, in a temporary worktree) and the working tree's build
+#    is B; in the same boot every nvme-perf case runs AB_ROUNDS rounds
+#    (default 2) in alternating order (A B, B A, ...), and the table adds
+#    each build's median and the B/A ratios. Absolute figures move with the
+#    host's load; the same-boot alternation is what makes A and B comparable.
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
-# QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), N1/N2 (callgrind I/O
+# QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3
+# A/B, see above), N1/N2 (callgrind I/O
 # counts, default 20000/220000), CARGO_TARGET_DIR (default target/), CORE
 # (worker core, default the first allowed one).
 set -euo pipefail
@@ -169,30 +179,54 @@ else
 	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
 	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
 	log=$tmp/qemu.log
+	qemu_args=(--perf --null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs")
+	ab_label=""
+	if [[ -n ${AB_REV:-} ]]; then
+		# Build A: a static nvme-perf from AB_REV, built the way the guest
+		# harness builds B (same flags and target directory, so shared
+		# dependencies are reused), handed to the guest as nvme-perf-a.
+		rev=$(git rev-parse --short "$AB_REV^{commit}") || { echo "AB_REV=$AB_REV is not a revision"; exit 1; }
+		ab_label="A = $AB_REV ($rev), B = working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes'))"
+		echo "(A/B: $ab_label, ${AB_ROUNDS:-2} alternating rounds per case; building A...)"
+		src=$tmp/ab-src
+		git worktree add --quiet --detach "$src" "$rev"
+		trap 'git worktree remove --force "$src" 2>/dev/null; rm -rf "$tmp"' EXIT
+		triple=$(rustc -vV | sed -n 's/^host: //p')
+		guest_dir=${NVME_ENGINE_GUEST_TARGET_DIR:-$(cd "$TARGET_DIR" && pwd)/guest}
+		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$guest_dir \
+			cargo build --release --quiet -p nvme-perf --bin nvme-perf --target "$triple") \
+			|| { echo "building nvme-perf at $AB_REV failed"; exit 1; }
+		mkdir -p "$tmp/ab-payload/bin"
+		cp "$guest_dir/$triple/release/nvme-perf" "$tmp/ab-payload/bin/nvme-perf-a"
+		qemu_args+=(--payload "$tmp/ab-payload" --env "PERF_AB_ROUNDS=${AB_ROUNDS:-2}")
+	fi
 	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
-	scripts/qemu-test.sh --perf --null --perf-qds "1 32" --perf-runtime "$QSECS" \
-		--perf-args "$runs" >"$log" 2>&1 || qrc=$?
+	scripts/qemu-test.sh "${qemu_args[@]}" >"$log" 2>&1 || qrc=$?
 	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
 	if ((qrc != 0)); then
 		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
 		grep -aE "FAILED|error" "$log" | tail -n 5 | sed 's/^/    /'
 	fi
-	python3 - "$log" <<'PY'
-import json, sys
+	python3 - "$log" "$ab_label" <<'PY'
+import json, statistics, sys
 
-rows = {}  # (workload, qd) -> {"nvme-perf": (iops, p50, p99), fio engine: ...}
+# (workload, qd) -> tool -> [(iops, p50, p99, p99.9)], one entry per run.
+rows = {}
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    line = line.rstrip("\r\n")
     if not line.startswith("BENCH-JSON "):
         continue
-    parts = line.rstrip("\n").split(" ", 3)
+    parts = line.split(" ", 3)
     try:
-        if parts[1] == "nvme-perf":
+        if parts[1].startswith("nvme-perf"):
             j = json.loads(line.split(" ", 2)[2])
             c, t = j["config"], j["total"]
             pct = {round(p["percentile"], 3): p["us"] for p in t["latency_us"]["percentiles"]}
+            tool = {"nvme-perf:A": "nvme-perf A", "nvme-perf:B": "nvme-perf B"}.get(parts[1], "nvme-perf")
             key = (c["workload"], c["queue_depth"])
-            rows.setdefault(key, {})["nvme-perf"] = (t["iops"], pct.get(50.0), pct.get(99.0))
+            rows.setdefault(key, {}).setdefault(tool, []).append(
+                (t["iops"], pct.get(50.0), pct.get(99.0), pct.get(99.9)))
         elif parts[1] == "fio":
             engine, j = parts[2], json.loads(parts[3])
             job = j["jobs"][0]
@@ -202,33 +236,52 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             # kernel timed out and reset the queue), is not a fair peer figure.
             if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
                 engine += " FAILED/stalled"
-                d = dict(d, iops=float(d["iops"]))
             pct = d["lat_ns"].get("percentile", {})
             us = lambda k: pct[k] / 1000 if k in pct else None
             qd = int(job["job options"]["iodepth"])
-            rows.setdefault((rw, qd), {})["fio " + engine] = (d["iops"], us("50.000000"), us("99.000000"))
+            rows.setdefault((rw, qd), {}).setdefault("fio " + engine, []).append(
+                (float(d["iops"]), us("50.000000"), us("99.000000"), us("99.900000")))
     except (KeyError, ValueError, IndexError) as e:
         print(f"(unparsable BENCH-JSON line: {e})")
+
+def med(runs, i):
+    v = [r[i] for r in runs if r[i] is not None]
+    return statistics.median(v) if v else None
 
 def f(v, fmt):
     return fmt.format(v) if v is not None else "-"
 
-print(f"{'workload':<10} {'QD':>3}  {'tool':<32} {'IOPS':>10} {'p50 us':>9} {'p99 us':>9}")
-for key in sorted(rows, key=lambda k: (k[0], k[1])):
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+if sys.argv[2]:
+    print(sys.argv[2])
+hdr = f"{'workload':<10} {'QD':>3}  {'tool':<30} {'IOPS':>9} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}"
+print(hdr)
+order = lambda t: (not t.startswith("nvme-perf"), t)
+for key in sorted(rows):
     r = rows[key]
-    for tool in sorted(r, key=lambda t: (t != "nvme-perf", t)):
-        iops, p50, p99 = r[tool]
-        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {iops:>10.0f} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
-    fios = {t: v for t, v in r.items() if t != "nvme-perf" and "FAILED" not in t}
+    for tool in sorted(r, key=order):
+        runs = r[tool]
+        if len(runs) > 1:
+            for n, (iops, p50, p99, p999) in enumerate(runs, 1):
+                print(f"{key[0]:<10} {key[1]:>3}  {tool + f' run {n}':<30} {iops:>9.0f} "
+                      f"{f(p50, '{:8.1f}')} {f(p99, '{:8.1f}')} {f(p999, '{:9.1f}')}")
+        label = tool + (" median" if len(runs) > 1 else "")
+        print(f"{key[0]:<10} {key[1]:>3}  {label:<30} {med(runs, 0):>9.0f} "
+              f"{f(med(runs, 1), '{:8.1f}')} {f(med(runs, 2), '{:8.1f}')} {f(med(runs, 3), '{:9.1f}')}")
+    if "nvme-perf A" in r and "nvme-perf B" in r:
+        a, b = r["nvme-perf A"], r["nvme-perf B"]
+        print(f"{'':<15} B/A: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
+              f"p99 {ratio(med(b, 2), med(a, 2))}, p99.9 {ratio(med(b, 3), med(a, 3))} (medians)")
+    ours_t = "nvme-perf B" if "nvme-perf B" in r else "nvme-perf"
+    fios = {t: v for t, v in r.items() if t.startswith("fio") and "FAILED" not in t}
+    if ours_t in r and fios:
+        best_t, best = max(fios.items(), key=lambda kv: med(kv[1], 0))
+        ours = r[ours_t]
+        print(f"{'':<15} {ours_t} / best fio ({best_t}): IOPS {ratio(med(ours, 0), med(best, 0))}, "
+              f"p99 {f(med(ours, 2), '{:.1f}')} vs {f(med(best, 2), '{:.1f}')} us")
     stalled = [t for t in r if "FAILED" in t]
-    if "nvme-perf" in r and fios:
-        best_t, best = max(fios.items(), key=lambda kv: kv[1][0])
-        ours = r["nvme-perf"]
-        ratio = ours[0] / best[0] if best[0] else float("inf")
-        p99 = ""
-        if ours[2] is not None and best[2] is not None:
-            p99 = f", p99 {ours[2]:.1f} vs {best[2]:.1f} us"
-        print(f"{'':<15} nvme-perf / best fio ({best_t}): {ratio:.2f}x IOPS{p99}")
     if stalled:
         print(f"{'':<15} (not compared: {', '.join(stalled)})")
     print()

@@ -98,8 +98,8 @@ impl Namespace {
         }
         let block_size = 1u32 << lbads;
         let oncs = ctrl.oncs.get();
-        let max_blocks_per_io = ((max_transfer / block_size as usize) as u64)
-            .min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
+        let max_blocks_per_io =
+            ((max_transfer / block_size as usize) as u64).min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
         Ok(Namespace {
             id,
             block_size,
