@@ -45,7 +45,7 @@
 #    ratio of nvme-perf to the best fio engine of the same case, and the
 #    fio jobs' worst latency flag stalls.
 #    A/B: with AB_REV=<git revision>, nvme-perf is also built from that
-#    revision (build A, in a temporary worktree) and the working tree's build
+#    revision (build A, from `git archive` in a temporary directory) and the working tree's build
 #    is B; in the same boot every nvme-perf case runs AB_ROUNDS rounds
 #    (default 2) in alternating order (A B, B A, ...), and the table adds
 #    each build's median and the B/A ratios. Absolute figures move with the
@@ -189,8 +189,8 @@ else
 		ab_label="A = $AB_REV ($rev), B = working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes'))"
 		echo "(A/B: $ab_label, ${AB_ROUNDS:-2} alternating rounds per case; building A...)"
 		src=$tmp/ab-src
-		git worktree add --quiet --detach "$src" "$rev"
-		trap 'git worktree remove --force "$src" 2>/dev/null; rm -rf "$tmp"' EXIT
+		mkdir -p "$src"
+		git archive "$rev" | tar -x -C "$src"
 		triple=$(rustc -vV | sed -n 's/^host: //p')
 		guest_dir=${NVME_ENGINE_GUEST_TARGET_DIR:-$(cd "$TARGET_DIR" && pwd)/guest}
 		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$guest_dir \
