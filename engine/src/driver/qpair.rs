@@ -390,7 +390,7 @@ impl<D: Device> IoQueuePair<D> {
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         // `check_rw` proved the length non-zero and the start dword aligned.
-        let (prp1, prp2) = if len <= PAGE_SIZE - (iova as usize & (PAGE_SIZE - 1)) {
+        let (prp1, prp2) = if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE {
             (iova, prp::PRP_UNUSED)
         } else {
             match self.list_prps(index, &buf) {

@@ -271,6 +271,9 @@ impl SqRing {
     }
 }
 
+/// The phase tag in a completion's DW3.
+const PHASE_BIT: u32 = 1 << 16;
+
 /// A completion queue ring: the device owns the tail, the host the head and
 /// the expected phase tag.
 pub(crate) struct CqRing {
@@ -280,7 +283,8 @@ pub(crate) struct CqRing {
     base: *mut u8,
     entries: u16,
     head: u16,
-    phase: bool,
+    /// The phase tag a new entry carries, as its DW3 bit (bit 16).
+    phase: u32,
 }
 
 // SAFETY: as for `SqRing`: `base` points into the region `mem` keeps alive,
@@ -301,7 +305,7 @@ impl CqRing {
             base,
             entries,
             head: 0,
-            phase: true,
+            phase: PHASE_BIT,
         })
     }
 
@@ -315,7 +319,7 @@ impl CqRing {
     pub(crate) fn reset(&mut self) {
         self.mem.zero();
         self.head = 0;
-        self.phase = true;
+        self.phase = PHASE_BIT;
     }
     /// Whether the ring is IOVA-contiguous.
     pub(crate) fn is_contiguous(&self) -> bool {
@@ -329,7 +333,7 @@ impl CqRing {
     /// The phase tag a new entry at the head carries.
     #[cfg(test)]
     pub(crate) fn phase(&self) -> bool {
-        self.phase
+        self.phase != 0
     }
 
     /// The entry at the head if the device has posted it.
@@ -348,8 +352,7 @@ impl CqRing {
             // Acquire: the other dwords, written by the device before the
             // phase tag, must not be read before this load.
             .load(Ordering::Acquire);
-        let phase = dw3 & (1 << 16) != 0;
-        if phase != self.phase {
+        if dw3 & PHASE_BIT != self.phase {
             return None;
         }
         // SAFETY: same entry; these dwords are complete once the phase tag
@@ -384,7 +387,7 @@ impl CqRing {
         self.head += 1;
         if self.head == self.entries {
             self.head = 0;
-            self.phase = !self.phase;
+            self.phase ^= PHASE_BIT;
         }
     }
 }
