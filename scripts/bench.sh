@@ -256,18 +256,27 @@ else
 		mkdir -p "$src"
 		git archive "$rev" | tar -x -C "$src"
 		triple=$(rustc -vV | sed -n 's/^host: //p')
-		guest_dir=${NVME_ENGINE_GUEST_TARGET_DIR:-$(cd "$TARGET_DIR" && pwd)/guest}
-		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$guest_dir \
+		# A target directory of its own: cargo names the workspace's
+		# artifacts the same in every checkout, so in B's directory A's
+		# build would replace B's binary and B's next build would look fresh.
+		ab_dir=$(mkdir -p "$TARGET_DIR" && cd "$TARGET_DIR" && pwd)/guest-ab
+		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$ab_dir \
 			cargo build --release --quiet -p nvme-perf --bin nvme-perf --target "$triple") \
 			|| { echo "building nvme-perf at $AB_REV failed"; exit 1; }
 		mkdir -p "$tmp/ab-payload/bin"
-		cp "$guest_dir/$triple/release/nvme-perf" "$tmp/ab-payload/bin/nvme-perf-a"
+		cp "$ab_dir/$triple/release/nvme-perf" "$tmp/ab-payload/bin/nvme-perf-a"
+		echo "(A built: $(md5sum <"$tmp/ab-payload/bin/nvme-perf-a" | cut -c1-12))"
 		qemu_args+=(--payload "$tmp/ab-payload" --env "PERF_AB_ROUNDS=${AB_ROUNDS:-2}")
 	fi
 	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
 	scripts/qemu-test.sh "${qemu_args[@]}" >"$log" 2>&1 || qrc=$?
 	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
+	if [[ -n $ab_label ]]; then
+		b_bin=$(sed -n 's/^.*guest perf executable: //p' "$log" | tail -n 1)
+		b_bin=${b_bin:-${NVME_ENGINE_GUEST_TARGET_DIR:-$TARGET_DIR/guest}/$triple/release/nvme-perf}
+		echo "(B built: $(md5sum <"$b_bin" | cut -c1-12))"
+	fi
 	if ((qrc != 0)); then
 		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
 		grep -aE "FAILED|error" "$log" | tail -n 5 | sed 's/^/    /'
