@@ -103,19 +103,22 @@ fio_job() {
 	engine=$1
 	rw=$3
 	file=$dev
+	direct=1
 	if [ "$engine" = io_uring-polled ]; then
 		engine=io_uring
 		extra="--hipri"
 	elif [ "$engine" = io_uring_cmd ]; then
-		# NVMe passthrough: the namespace's generic character device.
+		# NVMe passthrough: the namespace's generic character device. It
+		# has no page cache to bypass and refuses O_DIRECT.
 		file=$ngdev
+		direct=0
 		extra="--cmd_type=nvme"
 		[ "$poll_queues" -gt 0 ] 2>/dev/null && extra="$extra --hipri"
 	fi
 	step "fio $1${extra:+ ($extra)} 4KiB $rw QD$2 ${runtime}s on $file"
 	out=/tmp/fio-$1-$rw-qd$2.txt
-	# shellcheck disable=SC2086 # $extra is empty or one flag
-	timeout $((runtime + 60)) fio --name="$1-$rw-qd$2" --filename="$file" --direct=1 --rw="$rw" \
+	# shellcheck disable=SC2086 # $extra holds zero or more flags
+	timeout $((runtime + 60)) fio --name="$1-$rw-qd$2" --filename="$file" --direct=$direct --rw="$rw" \
 		--bs=4k --ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
 		--numjobs=1 --norandommap --randrepeat=0 --eta=never --lat_percentiles=1 $extra \
 		--output-format=terse,json --terse-version=3 >"$out" 2>"$out.err"
