@@ -286,3 +286,54 @@ fn several_queue_pairs_on_their_own_threads_use_their_own_shadow_slots() {
         assert_eq!(h.stats().invalid_doorbell_writes, 0);
     }
 }
+
+fn admin_status(ctrl: &Controller<EmuController>, prp1: u64, prp2: u64) -> Option<u8> {
+    let mut cmd = nvme_engine::spec::Command::new(AdminOpcode::DOORBELL_BUFFER_CONFIG.0, 0);
+    cmd.prp1 = prp1;
+    cmd.prp2 = prp2;
+    match ctrl.admin_command(cmd, None) {
+        Ok(_) => None,
+        Err(nvme_engine::DriverError::AdminFailed { status, .. }) => Some(status.sc()),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[test]
+fn emulated_doorbell_buffer_config_refuses_unaligned_or_unmapped_pages_and_unsupported_use() {
+    // Turned off in the driver, so only the raw commands below reach the
+    // device; its queues keep using MMIO doorbells throughout.
+    let (ctrl, h) = bring_up(EmuConfig::ram(4 << 20), options(false));
+    assert_eq!(
+        admin_status(&ctrl, 0x1_0000_0010, 0x1_0000_2000),
+        Some(generic::INVALID_FIELD),
+        "PRP1 not page aligned"
+    );
+    assert_eq!(
+        admin_status(&ctrl, 0x1_0000_2000, 0x1_0000_0008),
+        Some(generic::INVALID_FIELD),
+        "PRP2 not page aligned"
+    );
+    let faults = h.dma_faults();
+    assert_eq!(
+        admin_status(&ctrl, 0x1000, 0x2000),
+        Some(generic::INVALID_FIELD),
+        "pages outside every mapping"
+    );
+    assert_eq!(h.dma_faults(), faults + 1);
+    let mut qp = qpair(&ctrl, 8);
+    write_read_verify(&ctrl, &mut qp, 0, 20, 7);
+    assert_eq!(qp.stats().sq_shadow_updates, 0);
+
+    let mut cfg = EmuConfig::ram(4 << 20);
+    cfg.doorbell_buffer = false;
+    let (plain, _h) = bring_up(cfg, options(false));
+    assert_eq!(
+        plain.identify().oacs.get() & (1 << 8),
+        0,
+        "OACS bit 8 clear"
+    );
+    assert_eq!(
+        admin_status(&plain, 0x1_0000_0000, 0x1_0000_1000),
+        Some(generic::INVALID_OPCODE)
+    );
+}
