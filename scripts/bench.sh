@@ -41,8 +41,9 @@
 #    (if that script exists; BENCH_QEMU=0 skips it; minutes under TCG):
 #    nvme-perf through VFIO and fio on the kernel nvme driver (libaio,
 #    io_uring, io_uring polled, and io_uring_cmd: NVMe passthrough on the
-#    generic device /dev/ngXnY, with --hipri since the boot has a poll
-#    queue), 4 KiB randread and randwrite at QD 1 and 32 on a null-co
+#    generic device /dev/ngXnY, interrupt-driven and polled with --hipri,
+#    since the boot has a poll queue), 4 KiB randread and randwrite at QD 1
+#    and 32 on a null-co
 #    namespace, back to back. Each run prints its JSON report as a BENCH-JSON
 #    console line; the table shows IOPS and the p50, p99 and p99.9 of total
 #    latency (submission to completion; fio with --lat_percentiles), the
@@ -57,7 +58,8 @@
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
 # QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3
-# A/B, see above), N1/N2 (callgrind I/O
+# A/B, see above), QEMU_TIMEOUT (seconds for the guest boot, default 2400), QEMU_EXTRA (more qemu-test.sh options),
+# N1/N2 (callgrind I/O
 # counts, default 20000/220000), CARGO_TARGET_DIR (default target/), CORE
 # (worker core, default the first allowed one).
 set -euo pipefail
@@ -243,7 +245,13 @@ else
 	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
 	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
 	log=$tmp/qemu.log
-	qemu_args=(--perf --null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs")
+	# A boot runs every case AB_ROUNDS times per build plus the fio jobs
+	# (each bounded by runtime + 60 s in the guest): allow for all of them.
+	qemu_args=(--perf --null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs"
+		--timeout "${QEMU_TIMEOUT:-2400}")
+	# More qemu-test.sh options, e.g. QEMU_EXTRA='--env PERF_FIO_ENGINES=libaio'.
+	# shellcheck disable=SC2206 # split on spaces on purpose
+	[[ -n ${QEMU_EXTRA:-} ]] && qemu_args+=($QEMU_EXTRA)
 	ab_label=""
 	if [[ -n ${AB_REV:-} ]]; then
 		# Build A: a static nvme-perf from AB_REV, built the way the guest

@@ -10,9 +10,10 @@
 #   PERF_RUNTIME     seconds per fio job (default 10)
 #   PERF_QDS         queue depths to run (default "1 32")
 #   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled
-#                    io_uring_cmd"; io_uring_cmd is NVMe passthrough on the
-#                    namespace's generic device /dev/ngXnY, polled with
-#                    --hipri when the kernel driver has poll queues)
+#                    io_uring_cmd io_uring_cmd-polled"; io_uring_cmd is NVMe
+#                    passthrough on the namespace's generic device /dev/ngXnY,
+#                    its -polled variant adds --hipri and runs only when the
+#                    kernel driver has poll queues)
 #   PERF_FIO_RW      fio workloads (default "randread randwrite")
 #   PERF_AB_ROUNDS   with /payload/bin/nvme-perf-a in the payload (build A;
 #                    /payload/bin/nvme-perf is build B): every nvme-perf run
@@ -29,7 +30,7 @@
 
 runtime=${PERF_RUNTIME:-10}
 qds=${PERF_QDS:-1 32}
-engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled io_uring_cmd}
+engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled io_uring_cmd io_uring_cmd-polled}
 ab_rounds=${PERF_AB_ROUNDS:-2}
 rws=${PERF_FIO_RW:-randread randwrite}
 HUGEMEM=${HUGEMEM:-256}
@@ -107,13 +108,21 @@ fio_job() {
 	if [ "$engine" = io_uring-polled ]; then
 		engine=io_uring
 		extra="--hipri"
-	elif [ "$engine" = io_uring_cmd ]; then
+	elif [ "$engine" = io_uring_cmd ] || [ "$engine" = io_uring_cmd-polled ]; then
 		# NVMe passthrough: the namespace's generic character device. It
 		# has no page cache to bypass and refuses O_DIRECT.
 		file=$ngdev
 		direct=0
 		extra="--cmd_type=nvme"
-		[ "$poll_queues" -gt 0 ] 2>/dev/null && extra="$extra --hipri"
+		if [ "$engine" = io_uring_cmd-polled ]; then
+			if [ "$poll_queues" -gt 0 ] 2>/dev/null; then
+				extra="$extra --hipri"
+			else
+				echo "guest-perf: $1 skipped: the nvme driver has no poll queues (nvme.poll_queues=0)"
+				return 0
+			fi
+		fi
+		engine=io_uring_cmd
 	fi
 	step "fio $1${extra:+ ($extra)} 4KiB $rw QD$2 ${runtime}s on $file"
 	out=/tmp/fio-$1-$rw-qd$2.txt
@@ -166,10 +175,10 @@ run_fio() {
 		"poll_queues=$poll_queues passthrough=$ngdev"
 	rc=0
 	case " $engines " in
-	*" io_uring_cmd "*)
+	*" io_uring_cmd"*)
 		if ! wait_for "$ngdev" 10; then
 			echo "guest-perf: $ngdev (NVMe generic device) did not appear; io_uring_cmd skipped" >&2
-			engines=$(echo " $engines " | sed 's/ io_uring_cmd / /')
+			engines=$(echo " $engines " | sed 's/ io_uring_cmd-polled / /; s/ io_uring_cmd / /')
 			rc=1
 		fi
 		;;
