@@ -26,27 +26,44 @@
 #      them. Their inclusive cost (callgrind_annotate --inclusive=yes) is the
 #      emulator's cost; everything else on the worker thread is engine + the
 #      benchmark loop.
-#    - The rest is split by source file using the line tables of the release
-#      build (inlined code is attributed to its own file): engine/src/{driver,
-#      spec,dma}/ is the driver; perf/src/ and hdrhistogram are nvme-perf's own
-#      bookkeeping (offsets, TSC reads, histogram, counters); standard-library
-#      code inlined into a function is charged to that function's crate.
-#    Target: <= 250 driver instructions per 4 KiB read (submit + complete).
+#    - The rest is split by owner: every executed instruction address is
+#      looked up in the release build's debug info with its inline stack
+#      (addr2line -i); the innermost frame outside the standard library
+#      names the owner: engine/src/{driver,spec,dma}/ is the driver,
+#      perf/src/ and hdrhistogram are nvme-perf's own bookkeeping (offsets,
+#      TSC reads, histogram, counters). So driver code inlined into
+#      nvme-perf's loop, and standard-library code inlined into driver code,
+#      both count as driver; line tables alone would charge them to the
+#      function they ended up in.
+#    Target: <= 150 driver instructions per 4 KiB read (submit + complete).
 #
 # 3. QEMU guest comparison, one boot through scripts/qemu-test.sh --perf
 #    (if that script exists; BENCH_QEMU=0 skips it; minutes under TCG):
 #    nvme-perf through VFIO and fio on the kernel nvme driver (libaio,
-#    io_uring, io_uring polled), 4 KiB randread and randwrite at QD 1 and 32
-#    on a null-co namespace, back to back. Each run prints its JSON report as
-#    a BENCH-JSON console line; the table shows IOPS, p50 and p99 of total
-#    latency (submission to completion; fio with --lat_percentiles) and the
-#    ratio of nvme-perf to the best fio engine of the same case. The journal
-#    example runs in the same boot (QD1 FUA commits through a reactor, and
-#    the same writes in direct mode): its p50/p99 sit in the randwrite QD1
-#    rows, with the ratio of its p50 to nvme-perf's (target <= 1.10).
+#    io_uring, io_uring polled, and io_uring_cmd: NVMe passthrough on the
+#    generic device /dev/ngXnY, interrupt-driven and polled with --hipri,
+#    since the boot has a poll queue), 4 KiB randread and randwrite at QD 1
+#    and 32 on a null-co
+#    namespace, back to back. Each run prints its JSON report as a BENCH-JSON
+#    console line; the table shows IOPS and the p50, p99 and p99.9 of total
+#    latency (submission to completion; fio with --lat_percentiles), the
+#    ratio of nvme-perf to the best fio engine of the same case, and the
+#    fio jobs' worst latency flag stalls.
+#    A/B: with AB_REV=<git revision>, nvme-perf is also built from that
+#    revision (build A, from `git archive` in a temporary directory) and the working tree's build
+#    is B; in the same boot every nvme-perf case runs AB_ROUNDS rounds
+#    (default 2) in alternating order (A B, B A, ...), and the table adds
+#    each build's median and the B/A ratios. Absolute figures move with the
+#    host's load; the same-boot alternation is what makes A and B comparable.
+#    The journal example runs in the same boot (QD1 FUA commits through a
+#    reactor, and the same writes in direct mode): its p50/p99 sit in the
+#    randwrite QD1 rows, with the ratio of its p50 to nvme-perf's (target
+#    <= 1.10).
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
-# QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), N1/N2 (callgrind I/O
+# QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3
+# A/B, see above), QEMU_TIMEOUT (seconds for the guest boot, default 2400), QEMU_EXTRA (more qemu-test.sh options),
+# N1/N2 (callgrind I/O
 # counts, default 20000/220000), CARGO_TARGET_DIR (default target/), CORE
 # (worker core, default the first allowed one).
 set -euo pipefail
@@ -101,13 +118,15 @@ fi
 if want 2; then
 echo
 echo "== 2. Instructions per 4 KiB randread, inline null emulated controller, QD 32 (callgrind)"
-if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/null; then
-	echo "valgrind is not installed: install it (apt-get install -y valgrind); skipped"
+if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/null || ! command -v addr2line >/dev/null; then
+	echo "valgrind or addr2line is not installed: install them (apt-get install -y valgrind binutils); skipped"
 else
-	# One callgrind run: prints "total emu_inclusive driver perf other emu_by_file" for the worker thread.
+	# One callgrind run: prints "total emu_inclusive driver perf other emu_by_stack submit"
+	# for the worker thread.
 	measure() {
 		local n=$1 base=$tmp/cg-$1
-		valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$base" \
+		valgrind --tool=callgrind --separate-threads=yes --dump-instr=yes --compress-pos=no \
+			--compress-strings=no --callgrind-out-file="$base" \
 			"$BIN" -r 'trtype:emu null:1 mode:inline size:64M' -q 32 -o 4k -w randread -d "$n" \
 			"${CORE_ARG[@]}" >"$tmp/cg-$n.log" 2>&1 || { cat "$tmp/cg-$n.log"; exit 1; }
 		local f best=0 worker=""
@@ -116,27 +135,85 @@ else
 			t=$(awk '/^summary:/ { print $2; exit }' "$f")
 			if ((t > best)); then best=$t worker=$f; fi
 		done
-		local emu submit inclusive=$tmp/cg-$n.incl
+		local emu inclusive=$tmp/cg-$n.incl
 		callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$worker" >"$inclusive" 2>/dev/null
 		emu=$(awk '/:nvme_perf::device::emu_(read|write)32 \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }' "$inclusive")
-		# The driver's submit path is one out-of-line function (read and write share it).
-		submit=$(awk '/:nvme_engine::driver::qpair::IoQueuePair<D>::rw \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }' "$inclusive")
-		callgrind_annotate --auto=no --threshold=100 "$worker" 2>/dev/null | awk -v total="$best" -v emu="$emu" '
-			/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ {
-				n = $1; gsub(",", "", n)
-				rest = $0; sub(/^ *[0-9,]+ +\([^)]*\) +/, "", rest)
-				file = rest; sub(/:.*/, "", file)
-				fn = rest; sub(/^[^:]*:/, "", fn)
-				# Emulator functions first: spec/ and dma/ code inlined into them
-				# counts as emulator cost, not driver cost.
-				if (file ~ /engine\/src\/emu\// || fn ~ /nvme_engine::emu::|emu_(read|write)32/) e += n
-				else if (file ~ /engine\/src\//) d += n
-				else if (file ~ /perf\/src\// || file ~ /hdrhistogram/) p += n
-				else if (fn ~ /nvme_engine::/) d += n
-				else if (fn ~ /nvme_perf::|hdrhistogram/) p += n
-				else o += n
-			}
-			END { printf "%d %d %d %d %d %d %d\n", total, emu, d, p, o, e, submit }' submit="$submit"
+		python3 - "$worker" "$BIN" "$best" "$emu" <<'PY'
+import collections, re, subprocess, sys
+
+# Self cost per instruction address of the worker thread (call lines carry
+# inclusive costs of the callee and are skipped).
+path, binary, total, emu = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cost = collections.Counter()
+skip = False
+for line in open(path):
+    if line.startswith("calls="):
+        skip = True
+        continue
+    if skip:
+        skip = False
+        continue
+    m = re.match(r"^0x([0-9a-f]+) \d+ (\d+)", line)
+    if m:
+        cost[int(m.group(1), 16)] += int(m.group(2))
+
+# Each address's inline stack from the debug info (innermost frame first):
+# the first frame outside the standard library names who owns the code.
+addrs = sorted(cost)
+out = subprocess.run(["addr2line", "-e", binary, "-i", "-f", "-C", "-a"] + [hex(a) for a in addrs],
+                     capture_output=True, text=True).stdout.splitlines()
+stacks, cur = {}, None
+i = 0
+while i < len(out):
+    if out[i].startswith("0x"):
+        cur = int(out[i], 16)
+        stacks[cur] = []
+        i += 1
+    elif cur is not None and i + 1 < len(out):
+        stacks[cur].append((out[i], out[i + 1]))
+        i += 2
+    else:
+        i += 1
+
+def owner(frames):
+    for fn, loc in frames:
+        if "engine/src/emu/" in loc:
+            return "emu"
+        if "engine/src/" in loc:
+            return "driver"
+        if "perf/src/" in loc or "hdrhistogram" in loc:
+            return "perf"
+        if "/rustc/" in loc or "/library/" in loc:
+            continue  # standard library inlined into its caller: look outward
+        if loc.startswith("??"):
+            continue
+        return "other"
+    outer = frames[-1][0] if frames else ""
+    if "nvme_engine::emu::" in outer or re.search(r"emu_(read|write)32", outer):
+        return "emu"
+    if "nvme_engine::" in outer:
+        return "driver"
+    if "nvme_perf::" in outer or "hdrhistogram" in outer:
+        return "perf"
+    return "other"
+
+by = collections.Counter()
+submit = 0
+for a, c in cost.items():
+    frames = stacks.get(a, [])
+    o = owner(frames)
+    # The emulator is measured inclusively through emu_read32/emu_write32;
+    # driver code the emulator's device calls into (spec types) stays with it.
+    if any(re.search(r"emu_(read|write)32|nvme_engine::emu::", fn) for fn, _ in frames):
+        o = "emu"
+    by[o] += c
+    # The submit path: IoQueuePair::rw, out of line or inlined (addr2line
+    # names an inlined frame without its path: "rw<Device, OPCODE, CDW12>").
+    if o == "driver" and any(re.match(r"(.*IoQueuePair<[^>]*>::)?rw<", fn) or fn.endswith("IoQueuePair<D>::rw")
+                             for fn, _ in frames):
+        submit += c
+print(total, emu, by["driver"], by["perf"], by["other"], by["emu"], submit)
+PY
 	}
 	read -r t1 e1 d1 p1 o1 ef1 s1 < <(measure "$N1")
 	read -r t2 e2 d2 p2 o2 ef2 s2 < <(measure "$N2")
@@ -148,13 +225,13 @@ else
 		printf "%-44s %10.1f\n", "engine + nvme-perf loop (total - emulator)", (t - e) / n
 		printf "%-44s %10.1f\n", "  driver (engine/src/{driver,spec,dma})", d / n
 		if (s > 0) {
-			printf "%-44s %10.1f\n", "    of which submit (IoQueuePair::rw, incl.)", s / n
+			printf "%-44s %10.1f\n", "    of which submit (IoQueuePair::rw)", s / n
 			printf "%-44s %10.1f\n", "    of which completion and doorbells", (d - s) / n
 		}
 		printf "%-44s %10.1f\n", "  nvme-perf (offsets, TSC, histogram)", p / n
 		printf "%-44s %10.1f\n", "  unattributed (libc, std outside crates)", o / n
-		printf "%-44s %10.1f\n", "emulator by function and file (cross-check)", ef / n
-		printf "target: <= 250 driver instructions per I/O\n"
+		printf "%-44s %10.1f\n", "emulator by inline stack (cross-check)", ef / n
+		printf "target: <= 150 driver instructions per I/O\n"
 	}'
 fi
 fi
@@ -174,40 +251,76 @@ else
 	log=$tmp/qemu.log
 	# The journal example rides along (guest-perf.sh runs it after nvme-perf):
 	# a static build, like the guest's nvme-perf, in the extra payload.
-	payload=()
+	mkdir -p "$tmp/payload/bin"
 	if (RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$TARGET_DIR/guest \
 		cargo build --release --quiet -p nvme-engine-examples --bin journal \
 		--target "$(rustc -vV | sed -n 's/^host: //p')"); then
-		mkdir -p "$tmp/payload/bin"
 		cp "$TARGET_DIR"/guest/*/release/journal "$tmp/payload/bin/journal"
-		payload=(--payload "$tmp/payload")
 	else
 		echo "(building the journal example for the guest failed: no journal row)"
 	fi
+	# A boot runs every case AB_ROUNDS times per build plus the fio jobs
+	# (each bounded by runtime + 60 s in the guest): allow for all of them.
+	qemu_args=(--perf --null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs"
+		--timeout "${QEMU_TIMEOUT:-2400}" --payload "$tmp/payload")
+	# More qemu-test.sh options, e.g. QEMU_EXTRA='--env PERF_FIO_ENGINES=libaio'.
+	# shellcheck disable=SC2206 # split on spaces on purpose
+	[[ -n ${QEMU_EXTRA:-} ]] && qemu_args+=($QEMU_EXTRA)
+	ab_label=""
+	if [[ -n ${AB_REV:-} ]]; then
+		# Build A: a static nvme-perf from AB_REV, built the way the guest
+		# harness builds B (same flags and target directory, so shared
+		# dependencies are reused), handed to the guest as nvme-perf-a.
+		rev=$(git rev-parse --short "$AB_REV^{commit}") || { echo "AB_REV=$AB_REV is not a revision"; exit 1; }
+		ab_label="A = $AB_REV ($rev), B = working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes'))"
+		echo "(A/B: $ab_label, ${AB_ROUNDS:-2} alternating rounds per case; building A...)"
+		src=$tmp/ab-src
+		mkdir -p "$src"
+		git archive "$rev" | tar -x -C "$src"
+		triple=$(rustc -vV | sed -n 's/^host: //p')
+		# A target directory of its own: cargo names the workspace's
+		# artifacts the same in every checkout, so in B's directory A's
+		# build would replace B's binary and B's next build would look fresh.
+		ab_dir=$(mkdir -p "$TARGET_DIR" && cd "$TARGET_DIR" && pwd)/guest-ab
+		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$ab_dir \
+			cargo build --release --quiet -p nvme-perf --bin nvme-perf --target "$triple") \
+			|| { echo "building nvme-perf at $AB_REV failed"; exit 1; }
+		cp "$ab_dir/$triple/release/nvme-perf" "$tmp/payload/bin/nvme-perf-a"
+		echo "(A built: $(md5sum <"$tmp/payload/bin/nvme-perf-a" | cut -c1-12))"
+		qemu_args+=(--env "PERF_AB_ROUNDS=${AB_ROUNDS:-2}")
+	fi
 	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
-	scripts/qemu-test.sh --perf --null --perf-qds "1 32" --perf-runtime "$QSECS" \
-		"${payload[@]}" --perf-args "$runs" >"$log" 2>&1 || qrc=$?
+	scripts/qemu-test.sh "${qemu_args[@]}" >"$log" 2>&1 || qrc=$?
 	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
+	if [[ -n $ab_label ]]; then
+		b_bin=$(sed -n 's/^.*guest perf executable: //p' "$log" | tail -n 1)
+		b_bin=${b_bin:-${NVME_ENGINE_GUEST_TARGET_DIR:-$TARGET_DIR/guest}/$triple/release/nvme-perf}
+		echo "(B built: $(md5sum <"$b_bin" | cut -c1-12))"
+	fi
 	if ((qrc != 0)); then
 		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
 		grep -aE "FAILED|error" "$log" | tail -n 5 | sed 's/^/    /'
 	fi
-	python3 - "$log" <<'PY'
-import json, sys
+	python3 - "$log" "$ab_label" <<'PY'
+import json, statistics, sys
 
-rows = {}  # (workload, qd) -> {"nvme-perf": (iops, p50, p99), fio engine: ...}
+# (workload, qd) -> tool -> [(iops, p50, p99, p99.9)], one entry per run.
+rows = {}
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    line = line.rstrip("\r\n")
     if not line.startswith("BENCH-JSON "):
         continue
-    parts = line.rstrip("\n").split(" ", 3)
+    parts = line.split(" ", 3)
     try:
-        if parts[1] == "nvme-perf":
+        if parts[1].startswith("nvme-perf"):
             j = json.loads(line.split(" ", 2)[2])
             c, t = j["config"], j["total"]
             pct = {round(p["percentile"], 3): p["us"] for p in t["latency_us"]["percentiles"]}
+            tool = {"nvme-perf:A": "nvme-perf A", "nvme-perf:B": "nvme-perf B"}.get(parts[1], "nvme-perf")
             key = (c["workload"], c["queue_depth"])
-            rows.setdefault(key, {})["nvme-perf"] = (t["iops"], pct.get(50.0), pct.get(99.0))
+            rows.setdefault(key, {}).setdefault(tool, []).append(
+                (t["iops"], pct.get(50.0), pct.get(99.0), pct.get(99.9)))
         elif parts[1] == "fio":
             engine, j = parts[2], json.loads(parts[3])
             job = j["jobs"][0]
@@ -217,11 +330,11 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             # kernel timed out and reset the queue), is not a fair peer figure.
             if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
                 engine += " FAILED/stalled"
-                d = dict(d, iops=float(d["iops"]))
             pct = d["lat_ns"].get("percentile", {})
             us = lambda k: pct[k] / 1000 if k in pct else None
             qd = int(job["job options"]["iodepth"])
-            rows.setdefault((rw, qd), {})["fio " + engine] = (d["iops"], us("50.000000"), us("99.000000"))
+            rows.setdefault((rw, qd), {}).setdefault("fio " + engine, []).append(
+                (float(d["iops"]), us("50.000000"), us("99.000000"), us("99.900000")))
     except (KeyError, ValueError, IndexError) as e:
         print(f"(unparsable BENCH-JSON line: {e})")
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
@@ -231,35 +344,54 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         kv = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
         try:
             qd = int(kv["depth"])
-            rows.setdefault(("randwrite", qd), {})["journal, reactor (FUA)"] = (
-                None, float(kv["p50_us"]), float(kv["p99_us"]))
-            rows[("randwrite", qd)]["journal, direct mode (FUA)"] = (
-                None, float(kv["direct_p50_us"]), float(kv["direct_p99_us"]))
+            rows.setdefault(("randwrite", qd), {}).setdefault("journal, reactor (FUA)", []).append(
+                (None, float(kv["p50_us"]), float(kv["p99_us"]), None))
+            rows[("randwrite", qd)].setdefault("journal, direct mode (FUA)", []).append(
+                (None, float(kv["direct_p50_us"]), float(kv["direct_p99_us"]), None))
         except (KeyError, ValueError) as e:
             print(f"(unparsable journal-summary line: {e})")
 
-def f(v, fmt):
-    return fmt.format(v) if v is not None else "-"
+def med(runs, i):
+    v = [r[i] for r in runs if r[i] is not None]
+    return statistics.median(v) if v else None
 
-print(f"{'workload':<10} {'QD':>3}  {'tool':<32} {'IOPS':>10} {'p50 us':>9} {'p99 us':>9}")
-for key in sorted(rows, key=lambda k: (k[0], k[1])):
+def f(v, fmt):
+    return fmt.format(v) if v is not None else "-".rjust(len(fmt.format(0)))
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+if sys.argv[2]:
+    print(sys.argv[2])
+hdr = f"{'workload':<10} {'QD':>3}  {'tool':<30} {'IOPS':>9} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}"
+print(hdr)
+order = lambda t: (not t.startswith("nvme-perf"), t)
+for key in sorted(rows):
     r = rows[key]
-    for tool in sorted(r, key=lambda t: (t != "nvme-perf", t)):
-        iops, p50, p99 = r[tool]
-        print(f"{key[0]:<10} {key[1]:>3}  {tool:<32} {f(iops, '{:10.0f}')} {f(p50, '{:9.1f}')} {f(p99, '{:9.1f}')}")
-    if "journal, reactor (FUA)" in r and "nvme-perf" in r and r["nvme-perf"][1]:
-        j, n = r["journal, reactor (FUA)"][1], r["nvme-perf"][1]
-        print(f"{'':<15} journal p50 / nvme-perf p50: {j / n:.2f}x (target <= 1.10x; nvme-perf has no FUA option)")
+    for tool in sorted(r, key=order):
+        runs = r[tool]
+        if len(runs) > 1:
+            for n, (iops, p50, p99, p999) in enumerate(runs, 1):
+                print(f"{key[0]:<10} {key[1]:>3}  {tool + f' run {n}':<30} {f(iops, '{:9.0f}')} "
+                      f"{f(p50, '{:8.1f}')} {f(p99, '{:8.1f}')} {f(p999, '{:9.1f}')}")
+        label = tool + (" median" if len(runs) > 1 else "")
+        print(f"{key[0]:<10} {key[1]:>3}  {label:<30} {f(med(runs, 0), '{:9.0f}')} "
+              f"{f(med(runs, 1), '{:8.1f}')} {f(med(runs, 2), '{:8.1f}')} {f(med(runs, 3), '{:9.1f}')}")
+    if "nvme-perf A" in r and "nvme-perf B" in r:
+        a, b = r["nvme-perf A"], r["nvme-perf B"]
+        print(f"{'':<15} B/A: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
+              f"p99 {ratio(med(b, 2), med(a, 2))}, p99.9 {ratio(med(b, 3), med(a, 3))} (medians)")
+    ours_t = "nvme-perf B" if "nvme-perf B" in r else "nvme-perf"
+    if "journal, reactor (FUA)" in r and ours_t in r and med(r[ours_t], 1):
+        j, n = med(r["journal, reactor (FUA)"], 1), med(r[ours_t], 1)
+        print(f"{'':<15} journal p50 / {ours_t} p50: {j / n:.2f}x (target <= 1.10x; nvme-perf runs without FUA)")
     fios = {t: v for t, v in r.items() if t.startswith("fio") and "FAILED" not in t}
+    if ours_t in r and fios:
+        best_t, best = max(fios.items(), key=lambda kv: med(kv[1], 0))
+        ours = r[ours_t]
+        print(f"{'':<15} {ours_t} / best fio ({best_t}): IOPS {ratio(med(ours, 0), med(best, 0))}, "
+              f"p99 {f(med(ours, 2), '{:.1f}')} vs {f(med(best, 2), '{:.1f}')} us")
     stalled = [t for t in r if "FAILED" in t]
-    if "nvme-perf" in r and fios:
-        best_t, best = max(fios.items(), key=lambda kv: kv[1][0])
-        ours = r["nvme-perf"]
-        ratio = ours[0] / best[0] if best[0] else float("inf")
-        p99 = ""
-        if ours[2] is not None and best[2] is not None:
-            p99 = f", p99 {ours[2]:.1f} vs {best[2]:.1f} us"
-        print(f"{'':<15} nvme-perf / best fio ({best_t}): {ratio:.2f}x IOPS{p99}")
     if stalled:
         print(f"{'':<15} (not compared: {', '.join(stalled)})")
     print()

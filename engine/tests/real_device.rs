@@ -713,3 +713,120 @@ fn real_controllers_open_map_dma_and_do_io() {
         exercise(&addr, dev);
     }
 }
+
+/// Doorbell figures of one controller life: `ios` 4 KiB reads at QD32 from
+/// the first namespace, reaping one completion and submitting one read per
+/// call: the worst case for doorbells (a tail and a head update per I/O;
+/// reaping whole batches leaves about 2/32 MMIO writes per I/O either way).
+struct DoorbellRun {
+    shadow_active: bool,
+    configurations: u64,
+    stats: nvme_engine::QueuePairStats,
+    ios: u64,
+}
+
+impl DoorbellRun {
+    fn mmio_per_io(&self) -> f64 {
+        (self.stats.sq_doorbell_writes + self.stats.cq_doorbell_writes) as f64 / self.ios as f64
+    }
+}
+
+fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
+    let opts = ControllerOptions {
+        shadow_doorbells: shadow,
+        ..ControllerOptions::default()
+    };
+    let ctrl =
+        Controller::new(open(addr), opts).unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
+    let ns = ctrl
+        .namespaces()
+        .first()
+        .expect("a usable namespace")
+        .clone();
+    let mut q = ctrl
+        .create_io_qpair(QueuePairOptions { entries: Some(256) })
+        .unwrap_or_else(|e| panic!("{addr}: queue pair: {e}"));
+    let mut pool = ctrl.create_pool(64 * 4096).expect("pool");
+    let span = (ns.blocks * ns.block_size as u64 / 4096).clamp(1, 4096);
+    let per = 4096 / ns.block_size as u64;
+    let mut next = 0u64;
+    for _ in 0..32 {
+        let buf = pool.alloc(4096).expect("alloc");
+        q.read(&ns, (next % span) * per, buf, next)
+            .expect("read submitted");
+        next += 1;
+    }
+    let mut done = 0u64;
+    let start = Instant::now();
+    while done < ios {
+        let mut back = None;
+        q.process_completions(1, |c: IoCompletion| {
+            c.result
+                .unwrap_or_else(|e| panic!("{addr}: read failed: {e}"));
+            back = c.buf;
+        });
+        if let Some(buf) = back {
+            done += 1;
+            q.read(&ns, (next % span) * per, buf, next)
+                .expect("read submitted");
+            next += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{addr}: {done} of {ios} reads in 120 s"
+        );
+    }
+    reap(&mut q, 32, |c| {
+        c.result.expect("read");
+    });
+    DoorbellRun {
+        shadow_active: ctrl.shadow_doorbells_active(),
+        configurations: ctrl.shadow_doorbell_configurations(),
+        stats: *q.stats(),
+        ios,
+    }
+}
+
+#[test]
+fn real_controllers_use_shadow_doorbells_and_write_fewer_mmio_doorbells_per_io() {
+    let Some(addrs) =
+        skip("real_controllers_use_shadow_doorbells_and_write_fewer_mmio_doorbells_per_io")
+    else {
+        return;
+    };
+    const IOS: u64 = 20_000;
+    for addr in &addrs {
+        // One controller life each: shadow doorbells on (the default), then off.
+        let on = doorbell_run(addr, true, IOS);
+        let off = doorbell_run(addr, false, IOS);
+        eprintln!(
+            "{addr}: QD32 4 KiB reads: MMIO doorbell writes per I/O {:.3} with shadow doorbells \
+             ({} SQ + {} CQ shadow-only updates), {:.3} without",
+            on.mmio_per_io(),
+            on.stats.sq_shadow_updates,
+            on.stats.cq_shadow_updates,
+            off.mmio_per_io()
+        );
+        assert!(!off.shadow_active && off.configurations == 0);
+        assert_eq!(off.stats.sq_shadow_updates + off.stats.cq_shadow_updates, 0);
+        if !on.shadow_active {
+            eprintln!(
+                "{addr}: SKIPPED the shadow doorbell figures: the controller does not support \
+                 Doorbell Buffer Config (OACS bit 8) or refused it"
+            );
+            continue;
+        }
+        assert_eq!(on.configurations, 1);
+        assert!(
+            on.stats.sq_shadow_updates + on.stats.cq_shadow_updates > 0,
+            "{addr}: the device never let an update stay in the shadow: {:?}",
+            on.stats
+        );
+        assert!(
+            on.mmio_per_io() < off.mmio_per_io(),
+            "{addr}: MMIO doorbell writes per I/O did not drop: {:.3} with, {:.3} without",
+            on.mmio_per_io(),
+            off.mmio_per_io()
+        );
+    }
+}

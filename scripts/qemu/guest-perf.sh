@@ -9,11 +9,20 @@
 #                    ";" (one binding for all of them). Empty: nvme-perf is skipped.
 #   PERF_RUNTIME     seconds per fio job (default 10)
 #   PERF_QDS         queue depths to run (default "1 32")
-#   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled")
+#   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled
+#                    io_uring_cmd io_uring_cmd-polled"; io_uring_cmd is NVMe
+#                    passthrough on the namespace's generic device /dev/ngXnY,
+#                    its -polled variant adds --hipri and runs only when the
+#                    kernel driver has poll queues)
 #   PERF_FIO_RW      fio workloads (default "randread randwrite")
+#   PERF_AB_ROUNDS   with /payload/bin/nvme-perf-a in the payload (build A;
+#                    /payload/bin/nvme-perf is build B): every nvme-perf run
+#                    is repeated this many rounds, alternating A B, B A, ...
+#                    (default 2), so both builds see the same boot and drift
 #
 # For tools on the host, every nvme-perf run and fio job also prints its JSON
-# report as one console line: "BENCH-JSON nvme-perf <json>" or
+# report as one console line: "BENCH-JSON nvme-perf <json>" (or, in A/B mode,
+# "BENCH-JSON nvme-perf:A <json>" / "nvme-perf:B") or
 # "BENCH-JSON fio <engine> <json>" (scripts/bench.sh parses them).
 
 # shellcheck source-path=SCRIPTDIR source=guest-lib.sh
@@ -21,7 +30,8 @@
 
 runtime=${PERF_RUNTIME:-10}
 qds=${PERF_QDS:-1 32}
-engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled}
+engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled io_uring_cmd io_uring_cmd-polled}
+ab_rounds=${PERF_AB_ROUNDS:-2}
 rws=${PERF_FIO_RW:-randread randwrite}
 HUGEMEM=${HUGEMEM:-256}
 export HUGEMEM
@@ -49,13 +59,21 @@ run_nvme_perf() {
 	runs=$(echo "$NVME_PERF_ARGS" | sed "s/@BDF@/$bdf/g" | tr ';' '\n')
 	while IFS= read -r args; do
 		[ -n "$(echo "$args" | tr -d ' ')" ] || continue
-		step "nvme-perf $args"
-		# shellcheck disable=SC2086 # the argument string is split on purpose
-		NVME_ENGINE_TEST_PCI=$bdf /payload/bin/nvme-perf $args --json /tmp/nvme-perf.json || rc=1
-		if [ -s /tmp/nvme-perf.json ]; then
-			echo "BENCH-JSON nvme-perf $(tr -d '\n' </tmp/nvme-perf.json)"
+		if [ -x /payload/bin/nvme-perf-a ]; then
+			# Same boot, alternating order: A B, B A, A B, ...
+			round=1
+			while [ "$round" -le "$ab_rounds" ]; do
+				if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+				for build in $order; do
+					bin=/payload/bin/nvme-perf
+					[ "$build" = A ] && bin=/payload/bin/nvme-perf-a
+					perf_run "$bin" "nvme-perf:$build" "round $round" "$args" || rc=1
+				done
+				round=$((round + 1))
+			done
+		else
+			perf_run /payload/bin/nvme-perf nvme-perf "" "$args" || rc=1
 		fi
-		rm -f /tmp/nvme-perf.json
 	done <<EOF_RUNS
 $runs
 EOF_RUNS
@@ -71,6 +89,20 @@ EOF_RUNS
 	return $rc
 }
 
+# perf_run BINARY TAG NOTE ARGS: one nvme-perf run, its JSON as a BENCH-JSON
+# line tagged TAG.
+perf_run() {
+	step "$2 ${3:+($3) }$4"
+	prc=0
+	# shellcheck disable=SC2086 # the argument string is split on purpose
+	NVME_ENGINE_TEST_PCI=$bdf "$1" $4 --json /tmp/nvme-perf.json || prc=1
+	if [ -s /tmp/nvme-perf.json ]; then
+		echo "BENCH-JSON $2 $(tr -d '\n' </tmp/nvme-perf.json)"
+	fi
+	rm -f /tmp/nvme-perf.json
+	return $prc
+}
+
 # One fio job: fio_job ENGINE QD RW. Prints fio's report, its JSON as one
 # BENCH-JSON line, and adds a line to $summary. A guest-side timeout ends a
 # job that stalls (polled QD32 on one vCPU occasionally makes the kernel time
@@ -79,14 +111,31 @@ fio_job() {
 	extra=""
 	engine=$1
 	rw=$3
+	file=$dev
+	direct=1
 	if [ "$engine" = io_uring-polled ]; then
 		engine=io_uring
 		extra="--hipri"
+	elif [ "$engine" = io_uring_cmd ] || [ "$engine" = io_uring_cmd-polled ]; then
+		# NVMe passthrough: the namespace's generic character device. It
+		# has no page cache to bypass and refuses O_DIRECT.
+		file=$ngdev
+		direct=0
+		extra="--cmd_type=nvme"
+		if [ "$engine" = io_uring_cmd-polled ]; then
+			if [ "$poll_queues" -gt 0 ] 2>/dev/null; then
+				extra="$extra --hipri"
+			else
+				echo "guest-perf: $1 skipped: the nvme driver has no poll queues (nvme.poll_queues=0)"
+				return 0
+			fi
+		fi
+		engine=io_uring_cmd
 	fi
-	step "fio $1 4KiB $rw QD$2 ${runtime}s on $dev"
+	step "fio $1${extra:+ ($extra)} 4KiB $rw QD$2 ${runtime}s on $file"
 	out=/tmp/fio-$1-$rw-qd$2.txt
-	# shellcheck disable=SC2086 # $extra is empty or one flag
-	timeout $((runtime + 60)) fio --name="$1-$rw-qd$2" --filename="$dev" --direct=1 --rw="$rw" \
+	# shellcheck disable=SC2086 # $extra holds zero or more flags
+	timeout $((runtime + 60)) fio --name="$1-$rw-qd$2" --filename="$file" --direct=$direct --rw="$rw" \
 		--bs=4k --ioengine="$engine" --iodepth="$2" --runtime="$runtime" --time_based \
 		--numjobs=1 --norandommap --randrepeat=0 --eta=never --lat_percentiles=1 $extra \
 		--output-format=terse,json --terse-version=3 >"$out" 2>"$out.err"
@@ -128,9 +177,20 @@ run_fio() {
 		echo "guest-perf: $dev did not appear under the kernel driver" >&2
 		return 1
 	}
+	poll_queues=$(cat /sys/module/nvme/parameters/poll_queues 2>/dev/null || echo 0)
+	ngdev=/dev/ng${ctrl#nvme}n1
 	echo "guest-perf: $dev io_poll=$(cat "/sys/block/${ctrl}n1/queue/io_poll" 2>/dev/null)" \
-		"poll_queues=$(cat /sys/module/nvme/parameters/poll_queues 2>/dev/null)"
+		"poll_queues=$poll_queues passthrough=$ngdev"
 	rc=0
+	case " $engines " in
+	*" io_uring_cmd"*)
+		if ! wait_for "$ngdev" 10; then
+			echo "guest-perf: $ngdev (NVMe generic device) did not appear; io_uring_cmd skipped" >&2
+			engines=$(echo " $engines " | sed 's/ io_uring_cmd-polled / /; s/ io_uring_cmd / /')
+			rc=1
+		fi
+		;;
+	esac
 	for rw in $rws; do
 		for e in $engines; do
 			for qd in $qds; do

@@ -19,6 +19,7 @@ use crate::spec::registers::{
 use crate::spec::{AdminOpcode, Command, Completion};
 
 use super::admin::{AdminData, AdminQueue, AdminStats};
+use super::dbbuf::DoorbellBuffer;
 use super::error::DriverError;
 use super::namespace::{Namespace, SkippedNamespace};
 use super::qpair::{IoQueuePair, QueuePairOptions};
@@ -46,6 +47,10 @@ pub struct ControllerOptions {
     /// ([`IoQueuePair::check_timeouts`]); also the granularity of I/O
     /// deadlines. Default 10 ms.
     pub timeout_scan_interval: Duration,
+    /// Use shadow doorbells (Doorbell Buffer Config) on I/O queues when the
+    /// controller supports them (OACS bit 8): MMIO doorbell writes only when
+    /// the device asks for them. Default true; false always writes MMIO.
+    pub shadow_doorbells: bool,
 }
 
 impl Default for ControllerOptions {
@@ -59,6 +64,7 @@ impl Default for ControllerOptions {
             max_transfer_bytes: 2 << 20,
             io_retry_limit: 3,
             timeout_scan_interval: Duration::from_millis(10),
+            shadow_doorbells: true,
         }
     }
 }
@@ -88,6 +94,8 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) resets: AtomicU64,
     /// Admin queue entries (for re-enabling after a reset).
     pub(crate) admin_entries: u16,
+    /// Shadow doorbell pages, when supported and wanted.
+    pub(crate) dbbuf: Option<DoorbellBuffer>,
 }
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
@@ -282,6 +290,19 @@ impl<D: Device> Controller<D> {
         let mut admin = admin;
         match Self::discover(&device, &mut admin, &opts) {
             Ok((identify, namespaces, skipped, granted, max_transfer)) => {
+                // Optional: without DMA memory for it, or when the device
+                // refuses the command, I/O queues ring MMIO doorbells.
+                let dbbuf = DoorbellBuffer::allocate(
+                    &device,
+                    identify.oacs.get(),
+                    opts.shadow_doorbells,
+                    stride,
+                )
+                .ok()
+                .flatten();
+                if let Some(b) = &dbbuf {
+                    let _ = b.configure(&device, &mut admin, 0);
+                }
                 let inner = Inner {
                     name,
                     cap,
@@ -299,6 +320,7 @@ impl<D: Device> Controller<D> {
                     state: AtomicU64::new(0),
                     resets: AtomicU64::new(0),
                     admin_entries: entries,
+                    dbbuf,
                     device,
                 };
                 Ok(Controller {
@@ -483,6 +505,21 @@ impl<D: Device> Controller<D> {
     /// controller failed until a later reset succeeds.
     pub fn reset(&self) -> Result<(), DriverError> {
         self.inner.reset(None)
+    }
+    /// Whether I/O queues use shadow doorbells now: the controller supports
+    /// Doorbell Buffer Config, [`ControllerOptions::shadow_doorbells`] is on,
+    /// and the controller accepted the buffers since its last reset.
+    pub fn shadow_doorbells_active(&self) -> bool {
+        let generation = super::recovery::generation_of(self.inner.state());
+        self.inner
+            .dbbuf
+            .as_ref()
+            .is_some_and(|b| b.configured_in(generation))
+    }
+    /// Times the controller accepted the shadow doorbell buffers (once at
+    /// bring-up and once after each reset).
+    pub fn shadow_doorbell_configurations(&self) -> u64 {
+        self.inner.dbbuf.as_ref().map_or(0, |b| b.configurations())
     }
     /// Controller resets completed so far (explicit and automatic).
     pub fn resets(&self) -> u64 {

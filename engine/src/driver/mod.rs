@@ -6,6 +6,11 @@
 //! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - [`prp`]: the PRP builder.
+//! - Shadow doorbells (Doorbell Buffer Config): when the controller supports
+//!   them, I/O queues publish tails and heads in host memory and write MMIO
+//!   doorbells only when the device's EventIdx asks for one
+//!   ([`ControllerOptions::shadow_doorbells`]; configured again after every
+//!   reset; [`QueuePairStats`] counts MMIO writes and shadow-only updates).
 //! - Reliability: per-command deadlines checked by
 //!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
 //!   [`Controller::reset`] with each queue pair re-creating its queues on its
@@ -32,6 +37,7 @@
 
 mod admin;
 mod controller;
+mod dbbuf;
 mod error;
 mod log;
 mod namespace;

@@ -34,6 +34,14 @@ pub struct Namespace {
     pub volatile_write_cache: bool,
     /// The Identify Namespace data.
     pub identify: Box<IdentifyNamespace>,
+    /// log2 of the block size, from Identify: reads and writes divide by
+    /// shifting, and are checked against this geometry even if a copy's
+    /// public fields were changed.
+    lba_shift: u32,
+    /// Block size − 1.
+    block_mask: usize,
+    /// Most bytes one read or write may move (whole blocks).
+    max_io_bytes: usize,
 }
 
 /// A namespace the controller reported but the driver does not use, and why.
@@ -90,12 +98,16 @@ impl Namespace {
         }
         let block_size = 1u32 << lbads;
         let oncs = ctrl.oncs.get();
+        let max_blocks_per_io =
+            ((max_transfer / block_size as usize) as u64).min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
         Ok(Namespace {
             id,
             block_size,
             blocks,
-            max_blocks_per_io: ((max_transfer / block_size as usize) as u64)
-                .min(MAX_BLOCKS_PER_COMMAND as u64) as u32,
+            max_blocks_per_io,
+            lba_shift: lbads as u32,
+            block_mask: block_size as usize - 1,
+            max_io_bytes: (max_blocks_per_io as usize) << lbads,
             read_only: data.write_protected(),
             supports_write_zeroes: oncs & ONCS_WRITE_ZEROES != 0,
             supports_deallocate: oncs & ONCS_DSM != 0,
@@ -122,37 +134,53 @@ impl Namespace {
     }
 
     /// Check a read or write of a `len` byte buffer at `iova` to `lba`;
-    /// returns the zero-based block count (CDW12.NLB).
+    /// returns the zero-based block count (CDW12.NLB). The common case is
+    /// one combined test; the error path names the first failing check.
+    #[inline]
     pub(crate) fn check_rw(
         &self,
         lba: u64,
         len: usize,
         iova: u64,
         write: bool,
-        max_transfer: usize,
     ) -> Result<u16, SubmitErrorKind> {
-        if write && self.read_only {
-            return Err(SubmitErrorKind::ReadOnly { nsid: self.id });
+        // `len - 1 >= max` also catches `len == 0` (it wraps). Non-short-
+        // circuit `|`: one branch instead of four.
+        let bad = (len.wrapping_sub(1) >= self.max_io_bytes)
+            | (len & self.block_mask != 0)
+            | (iova & 3 != 0)
+            | (write & self.read_only);
+        if bad {
+            return Err(self.rw_error(len, iova, write));
         }
-        if len == 0 {
-            return Err(SubmitErrorKind::ZeroLength);
-        }
-        if !len.is_multiple_of(self.block_size as usize) {
-            return Err(SubmitErrorKind::NotBlockMultiple {
-                len,
-                block_size: self.block_size,
-            });
-        }
-        if iova & 3 != 0 {
-            return Err(SubmitErrorKind::Misaligned { iova });
-        }
-        let max = max_transfer.min(self.max_blocks_per_io as usize * self.block_size as usize);
-        if len > max {
-            return Err(SubmitErrorKind::TooLarge { len, max });
-        }
-        let blocks = (len / self.block_size as usize) as u64;
+        let blocks = (len >> self.lba_shift) as u64;
         self.check_range(lba, blocks)?;
         Ok((blocks - 1) as u16)
+    }
+
+    /// Why `check_rw` refused, in the order users expect the checks.
+    #[cold]
+    #[inline(never)]
+    fn rw_error(&self, len: usize, iova: u64, write: bool) -> SubmitErrorKind {
+        if write && self.read_only {
+            return SubmitErrorKind::ReadOnly { nsid: self.id };
+        }
+        if len == 0 {
+            return SubmitErrorKind::ZeroLength;
+        }
+        if len & self.block_mask != 0 {
+            return SubmitErrorKind::NotBlockMultiple {
+                len,
+                block_size: 1 << self.lba_shift,
+            };
+        }
+        if iova & 3 != 0 {
+            return SubmitErrorKind::Misaligned { iova };
+        }
+        SubmitErrorKind::TooLarge {
+            len,
+            max: self.max_io_bytes,
+        }
     }
 
     /// Check a Write Zeroes of `blocks` at `lba`; returns the zero-based count.
@@ -253,22 +281,21 @@ mod tests {
     #[test]
     fn read_write_checks_are_distinct() {
         let n = ns(9, 0, 0, false).unwrap();
-        let mt = 128 << 10;
-        assert_eq!(n.check_rw(0, 512, 0x1000, false, mt), Ok(0));
+        assert_eq!(n.check_rw(0, 512, 0x1000, false), Ok(0));
         assert_eq!(
-            n.check_rw(0, 0, 0x1000, false, mt),
+            n.check_rw(0, 0, 0x1000, false),
             Err(SubmitErrorKind::ZeroLength)
         );
         assert!(matches!(
-            n.check_rw(0, 100, 0x1000, false, mt),
+            n.check_rw(0, 100, 0x1000, false),
             Err(SubmitErrorKind::NotBlockMultiple { .. })
         ));
         assert!(matches!(
-            n.check_rw(0, 512, 0x1002, false, mt),
+            n.check_rw(0, 512, 0x1002, false),
             Err(SubmitErrorKind::Misaligned { iova: 0x1002 })
         ));
         assert!(matches!(
-            n.check_rw(999, 1024, 0x1000, false, mt),
+            n.check_rw(999, 1024, 0x1000, false),
             Err(SubmitErrorKind::LbaOutOfRange {
                 lba: 999,
                 blocks: 2,
@@ -277,19 +304,42 @@ mod tests {
             })
         ));
         assert!(matches!(
-            n.check_rw(u64::MAX, 512, 0x1000, false, mt),
+            n.check_rw(u64::MAX, 512, 0x1000, false),
             Err(SubmitErrorKind::LbaOutOfRange { .. })
         ));
         assert!(matches!(
-            n.check_rw(0, 256 << 10, 0x1000, false, mt),
+            n.check_rw(0, 256 << 10, 0x1000, false),
             Err(SubmitErrorKind::TooLarge { .. })
         ));
         let ro = ns(9, 0, ONCS_WRITE_ZEROES | ONCS_DSM, true).unwrap();
         assert_eq!(
-            ro.check_rw(0, 512, 0, true, mt),
+            ro.check_rw(0, 512, 0, true),
             Err(SubmitErrorKind::ReadOnly { nsid: 1 })
         );
-        assert_eq!(ro.check_rw(0, 512, 0, false, mt), Ok(0));
+        assert_eq!(ro.check_rw(0, 512, 0, false), Ok(0));
+    }
+
+    #[test]
+    fn largest_transfer_passes_and_one_block_more_is_too_large() {
+        let n = ns(9, 0, 0, false).unwrap();
+        assert_eq!(n.check_rw(0, 128 << 10, 0, false), Ok(255));
+        assert_eq!(
+            n.check_rw(0, (128 << 10) + 512, 0, true),
+            Err(SubmitErrorKind::TooLarge {
+                len: (128 << 10) + 512,
+                max: 128 << 10
+            })
+        );
+        // A copy with edited public fields is still checked against the
+        // geometry Identify reported.
+        let mut edited = n.clone();
+        edited.block_size = 4096;
+        edited.max_blocks_per_io = 65536;
+        assert_eq!(edited.check_rw(0, 1024, 0, false), Ok(1));
+        assert!(matches!(
+            edited.check_rw(0, 1 << 20, 0, false),
+            Err(SubmitErrorKind::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
 
 use super::admin::{AdminData, WindowSink, pages};
 use super::controller::Inner;
+use super::dbbuf::{ShadowPair, keep_if_configured, shadow_slots};
 use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
 use super::namespace::{LbaRange, Namespace};
 use super::prp::{self, PAGE_SIZE};
@@ -71,10 +72,15 @@ pub struct QueuePairStats {
     pub invalid_sqhd: u64,
     /// Completions naming another submission queue (SQID).
     pub wrong_sqid: u64,
-    /// SQ tail doorbell writes.
+    /// SQ tail doorbell MMIO writes.
     pub sq_doorbell_writes: u64,
-    /// CQ head doorbell writes.
+    /// CQ head doorbell MMIO writes.
     pub cq_doorbell_writes: u64,
+    /// SQ tail updates published in the shadow doorbell only (the device's
+    /// EventIdx did not ask for an MMIO write).
+    pub sq_shadow_updates: u64,
+    /// CQ head updates published in the shadow doorbell only.
+    pub cq_shadow_updates: u64,
     /// Commands resubmitted after an error status with DNR=0.
     pub retries: u64,
     /// Commands whose deadline passed.
@@ -106,6 +112,8 @@ impl std::ops::AddAssign<&QueuePairStats> for QueuePairStats {
             wrong_sqid,
             sq_doorbell_writes,
             cq_doorbell_writes,
+            sq_shadow_updates,
+            cq_shadow_updates,
             retries,
             timeouts,
             aborts_sent,
@@ -124,6 +132,8 @@ impl std::ops::AddAssign<&QueuePairStats> for QueuePairStats {
         self.wrong_sqid += wrong_sqid;
         self.sq_doorbell_writes += sq_doorbell_writes;
         self.cq_doorbell_writes += cq_doorbell_writes;
+        self.sq_shadow_updates += sq_shadow_updates;
+        self.cq_shadow_updates += cq_shadow_updates;
         self.retries += retries;
         self.timeouts += timeouts;
         self.aborts_sent += aborts_sent;
@@ -144,6 +154,10 @@ pub struct IoCompletion {
     pub buf: Option<DmaBuf>,
 }
 
+/// What `IoQueuePair::build` makes: rings, PRP-list pages, pages per slot,
+/// the generation the queues were created in, and the shadow slots.
+type Built = (SqRing, CqRing, DmaWindow, usize, u64, Option<ShadowPair>);
+
 /// One I/O submission/completion queue pair, owned by one thread.
 pub struct IoQueuePair<D: Device> {
     pub(super) ctrl: Arc<Inner<D>>,
@@ -155,12 +169,20 @@ pub struct IoQueuePair<D: Device> {
     pages_per_slot: usize,
     sq_doorbell: usize,
     cq_doorbell: usize,
+    /// Shadow doorbell slots (SQ tail, CQ head) while the controller has the
+    /// buffers configured in `generation`.
+    pub(super) shadow: Option<ShadowPair>,
     pub(super) stats: QueuePairStats,
     live: bool,
     /// Reset generation the SQ/CQ exist in.
     pub(super) generation: u64,
     /// The queues could not be re-created in `generation`.
     pub(super) dead: bool,
+    /// `live_word(generation)`: the state word while the queues exist.
+    live_state: u64,
+    /// `live_state`, or a value no state word takes when `dead`: one
+    /// compare tells a submission whether anything needs a closer look.
+    submit_state: u64,
     /// Per-command deadline.
     pub(super) timeout: Duration,
     pub(super) retry_limit: u8,
@@ -191,7 +213,7 @@ impl<D: Device> IoQueuePair<D> {
         let entries = asked.min(limit);
         let qid = ctrl.take_qid()?;
         match Self::build(&ctrl, qid, entries) {
-            Ok((sq, cq, lists, pages_per_slot, generation)) => {
+            Ok((sq, cq, lists, pages_per_slot, generation, shadow)) => {
                 let stride = ctrl.stride;
                 let (timeout, retry_limit, scan_interval) = (
                     ctrl.opts.io_timeout,
@@ -208,10 +230,13 @@ impl<D: Device> IoQueuePair<D> {
                     pages_per_slot,
                     sq_doorbell: sq_tail_doorbell(qid, stride),
                     cq_doorbell: cq_head_doorbell(qid, stride),
+                    shadow,
                     stats: QueuePairStats::default(),
                     live: true,
                     generation,
                     dead: false,
+                    live_state: live_word(generation),
+                    submit_state: live_word(generation),
                     timeout,
                     retry_limit,
                     scan_interval,
@@ -228,11 +253,7 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Allocate the rings and PRP-list pages, then Create I/O CQ and SQ.
-    fn build(
-        ctrl: &Inner<D>,
-        qid: u16,
-        entries: u16,
-    ) -> Result<(SqRing, CqRing, DmaWindow, usize, u64), DriverError> {
+    fn build(ctrl: &Inner<D>, qid: u16, entries: u16) -> Result<Built, DriverError> {
         let sq_pages = pages(entries as usize * SQE_BYTES);
         let cq_pages = pages(entries as usize * CQE_BYTES);
         // At least one page per slot: a Dataset Management range list needs it.
@@ -263,8 +284,20 @@ impl<D: Device> IoQueuePair<D> {
         if !cq.is_contiguous() {
             return Err(memory_error("I/O completion queue"));
         }
+        let shadow = shadow_slots(ctrl, qid);
         let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
-        Ok((sq, cq, lists, pages_per_slot, generation))
+        let shadow = keep_if_configured(ctrl, shadow, generation);
+        Ok((sq, cq, lists, pages_per_slot, generation, shadow))
+    }
+
+    /// Record the generation the queues exist in (or, `dead`, could not be
+    /// re-created in).
+    pub(super) fn set_generation(&mut self, generation: u64, dead: bool) {
+        self.generation = generation;
+        self.dead = dead;
+        self.live_state = live_word(generation);
+        // The health byte of a real state word is 0..=3, never 0xff.
+        self.submit_state = if dead { u64::MAX } else { self.live_state };
     }
 
     /// The queue id (SQ and CQ share it).
@@ -340,10 +373,10 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Queue a read or write (`OPCODE`) with `CDW12` flags. The opcode and
-    /// flags are constants so each variant gets a straight-line body. Out
-    /// of line: one copy per variant, and its cost is measurable on its own
-    /// (`scripts/bench.sh`).
-    #[inline(never)]
+    /// flags are constants so each variant gets a straight-line body.
+    /// Inlined into the caller: a call costs a register save and restore
+    /// and a result written through memory (`scripts/bench.sh` section 2).
+    #[inline]
     fn rw<const OPCODE: u8, const CDW12: u32>(
         &mut self,
         ns: &Namespace,
@@ -353,7 +386,7 @@ impl<D: Device> IoQueuePair<D> {
     ) -> Result<(), SubmitError> {
         let write = OPCODE == NvmOpcode::WRITE.0;
         let (len, iova) = (buf.len(), buf.iova());
-        let nlb_z = match ns.check_rw(lba, len, iova, write, self.ctrl.max_transfer) {
+        let nlb_z = match ns.check_rw(lba, len, iova, write) {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
@@ -362,7 +395,7 @@ impl<D: Device> IoQueuePair<D> {
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         // `check_rw` proved the length non-zero and the start dword aligned.
-        let (prp1, prp2) = if len <= PAGE_SIZE - (iova as usize & (PAGE_SIZE - 1)) {
+        let (prp1, prp2) = if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE {
             (iova, prp::PRP_UNUSED)
         } else {
             match self.list_prps(index, &buf) {
@@ -466,7 +499,7 @@ impl<D: Device> IoQueuePair<D> {
         // controller; during a reset it is held in the slot and sent once
         // the queues are re-created.
         let state = self.ctrl.state();
-        if state != live_word(self.generation) || self.dead {
+        if state != self.submit_state {
             self.check_health(state)?;
         }
         if self.sq.is_full() {
@@ -593,7 +626,7 @@ impl<D: Device> IoQueuePair<D> {
     pub fn ring_doorbell(&mut self) {
         // Not while the controller resets or after it: the queue does not
         // exist on the device; recovery re-sends what is in flight.
-        if self.ctrl.state() != live_word(self.generation) {
+        if self.ctrl.state() != self.live_state {
             return;
         }
         self.ring_doorbell_live();
@@ -602,8 +635,32 @@ impl<D: Device> IoQueuePair<D> {
     #[inline]
     pub(super) fn ring_doorbell_live(&mut self) {
         if let Some(tail) = self.sq.doorbell_value() {
-            self.ctrl.device.write32(self.sq_doorbell, tail as u32);
-            self.stats.sq_doorbell_writes += 1;
+            let mmio = match &mut self.shadow {
+                Some((sq, _)) => sq.update(tail),
+                None => true,
+            };
+            if mmio {
+                self.ctrl.device.write32(self.sq_doorbell, tail as u32);
+                self.stats.sq_doorbell_writes += 1;
+            } else {
+                self.stats.sq_shadow_updates += 1;
+            }
+        }
+    }
+
+    /// Publish the CQ head (after consuming entries).
+    #[inline]
+    fn ring_cq_doorbell(&mut self) {
+        let head = self.cq.head();
+        let mmio = match &mut self.shadow {
+            Some((_, cq)) => cq.update(head),
+            None => true,
+        };
+        if mmio {
+            self.ctrl.device.write32(self.cq_doorbell, head as u32);
+            self.stats.cq_doorbell_writes += 1;
+        } else {
+            self.stats.cq_shadow_updates += 1;
         }
     }
 
@@ -623,9 +680,9 @@ impl<D: Device> IoQueuePair<D> {
         // The one load of the controller's state word per call.
         let state = self.ctrl.state();
         let mut delivered = 0;
-        if state != live_word(self.generation) {
+        if state != self.live_state {
             delivered = self.recover(state, &mut f);
-            if self.ctrl.state() != live_word(self.generation) || self.dead {
+            if self.ctrl.state() != self.live_state || self.dead {
                 return delivered;
             }
         }
@@ -671,10 +728,7 @@ impl<D: Device> IoQueuePair<D> {
             });
         }
         if consumed > 0 {
-            self.ctrl
-                .device
-                .write32(self.cq_doorbell, self.cq.head() as u32);
-            self.stats.cq_doorbell_writes += 1;
+            self.ring_cq_doorbell();
             self.idle_since = None;
         }
         if retried {

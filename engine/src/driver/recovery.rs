@@ -103,7 +103,10 @@ impl<D: Device> Inner<D> {
             return Ok(());
         }
         self.set_state(generation, RESETTING);
-        match self.reset_locked(&mut admin) {
+        if let Some(b) = &self.dbbuf {
+            b.invalidate();
+        }
+        match self.reset_locked(&mut admin, generation + 1) {
             Ok(()) => {
                 self.resets.fetch_add(1, Ordering::Relaxed);
                 self.set_state(generation + 1, LIVE);
@@ -123,7 +126,7 @@ impl<D: Device> Inner<D> {
         }
     }
 
-    fn reset_locked(&self, admin: &mut AdminQueue) -> Result<(), DriverError> {
+    fn reset_locked(&self, admin: &mut AdminQueue, next: u64) -> Result<(), DriverError> {
         let device = &self.device;
         // Write CC outright: a vanished device reads all ones, and
         // read-modify-write would set reserved and shutdown bits.
@@ -145,6 +148,12 @@ impl<D: Device> Inner<D> {
         cmd.cdw10 = FeatureId::NUMBER_OF_QUEUES.0 as u32;
         cmd.cdw11 = number_of_queues_cdw11(self.opts.io_queues, self.opts.io_queues);
         admin.execute(device, cmd, AdminData::None)?;
+        // The reset dropped the shadow doorbell buffers: configure them
+        // again (zeroed) before queue pairs re-create their queues. A
+        // refusal leaves the queues on MMIO doorbells.
+        if let Some(b) = &self.dbbuf {
+            let _ = b.configure(device, admin, next);
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 use crate::device::Device;
 use crate::spec::NvmOpcode;
 
+use super::dbbuf::{keep_if_configured, shadow_slots};
 use super::error::{DriverError, IoError};
 use super::qpair::{IoCompletion, IoQueuePair};
 use super::recovery::{Health, generation_of, health_of};
@@ -50,6 +51,10 @@ impl<D: Device> IoQueuePair<D> {
                 self.cq.reset();
                 let generation = generation_of(state);
                 let entries = self.sq.entries();
+                // Buffers from before the reset are not used: fresh, zeroed
+                // slots, kept only if the buffers were configured again.
+                self.shadow = None;
+                let shadow = shadow_slots(&self.ctrl, self.qid);
                 match self.ctrl.create_io_queues(
                     self.qid,
                     entries,
@@ -58,14 +63,13 @@ impl<D: Device> IoQueuePair<D> {
                     Some(generation),
                 ) {
                     Ok(g) => {
-                        self.generation = g;
-                        self.dead = false;
+                        self.set_generation(g, false);
+                        self.shadow = keep_if_configured(&self.ctrl, shadow, g);
                     }
                     // Another reset started meanwhile: try again later.
                     Err(DriverError::NotLive { .. }) => return 0,
                     Err(_) => {
-                        self.generation = generation;
-                        self.dead = true;
+                        self.set_generation(generation, true);
                         return self.fail_all(IoError::ControllerFailed, f);
                     }
                 }

@@ -238,14 +238,18 @@ impl SqRing {
     /// anything else is a device error and is ignored (returns false).
     #[inline]
     pub(crate) fn update_head(&mut self, sqhd: u16) -> bool {
-        let (head, tail) = (self.head, self.tail);
-        let ok = if head <= tail {
-            // Not wrapped: head..=tail, all inside the ring.
-            head <= sqhd && sqhd <= tail
-        } else {
-            // Wrapped: head..entries, then 0..=tail.
-            sqhd < self.entries && (sqhd >= head || sqhd <= tail)
+        // Completions of one fetch usually repeat the same head.
+        if sqhd == self.head {
+            return true;
+        }
+        // Positions in ring order from the head: sqhd must not be past the
+        // tail. Indices below the head come after the wrap.
+        let (n, head) = (self.entries as u32, self.head as u32);
+        let order = |x: u16| {
+            let x = x as u32;
+            if x < head { x + n } else { x }
         };
+        let ok = (sqhd as u32) < n && order(sqhd) <= order(self.tail);
         if ok {
             self.head = sqhd;
         }
@@ -267,6 +271,9 @@ impl SqRing {
     }
 }
 
+/// The phase tag in a completion's DW3.
+const PHASE_BIT: u32 = 1 << 16;
+
 /// A completion queue ring: the device owns the tail, the host the head and
 /// the expected phase tag.
 pub(crate) struct CqRing {
@@ -276,7 +283,8 @@ pub(crate) struct CqRing {
     base: *mut u8,
     entries: u16,
     head: u16,
-    phase: bool,
+    /// The phase tag a new entry carries, as its DW3 bit (bit 16).
+    phase: u32,
 }
 
 // SAFETY: as for `SqRing`: `base` points into the region `mem` keeps alive,
@@ -297,7 +305,7 @@ impl CqRing {
             base,
             entries,
             head: 0,
-            phase: true,
+            phase: PHASE_BIT,
         })
     }
 
@@ -311,7 +319,7 @@ impl CqRing {
     pub(crate) fn reset(&mut self) {
         self.mem.zero();
         self.head = 0;
-        self.phase = true;
+        self.phase = PHASE_BIT;
     }
     /// Whether the ring is IOVA-contiguous.
     pub(crate) fn is_contiguous(&self) -> bool {
@@ -325,7 +333,7 @@ impl CqRing {
     /// The phase tag a new entry at the head carries.
     #[cfg(test)]
     pub(crate) fn phase(&self) -> bool {
-        self.phase
+        self.phase != 0
     }
 
     /// The entry at the head if the device has posted it.
@@ -344,8 +352,7 @@ impl CqRing {
             // Acquire: the other dwords, written by the device before the
             // phase tag, must not be read before this load.
             .load(Ordering::Acquire);
-        let phase = dw3 & (1 << 16) != 0;
-        if phase != self.phase {
+        if dw3 & PHASE_BIT != self.phase {
             return None;
         }
         // SAFETY: same entry; these dwords are complete once the phase tag
@@ -380,10 +387,133 @@ impl CqRing {
         self.head += 1;
         if self.head == self.entries {
             self.head = 0;
-            self.phase = !self.phase;
+            self.phase ^= PHASE_BIT;
         }
     }
 }
+
+/// The virtio "need event" rule the shadow doorbell protocol uses: moving
+/// a doorbell from `old` to `new` needs an MMIO write when the device's
+/// EventIdx `event` lies in `old..new`. The u16 differences make the test
+/// wrap-safe: ring indices wrap at the queue size, all three values are
+/// below it, and at most size − 1 entries separate `old` from `new`.
+#[inline]
+pub(crate) fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// One doorbell's shadow slot and EventIdx slot (Doorbell Buffer Config,
+/// admin opcode 7Ch): the host stores the new tail or head in the shadow
+/// slot and rings the MMIO doorbell only when [`need_event`] says so.
+pub(crate) struct ShadowSlot {
+    /// Keeps the doorbell buffer pages alive.
+    _region: Arc<DmaRegion>,
+    /// The shadow doorbell (host writes, device reads).
+    shadow: *mut u32,
+    /// The EventIdx (device writes, host reads).
+    event: *mut u32,
+    /// The value last stored in the shadow slot.
+    last: u16,
+}
+
+// SAFETY: the pointers address two u32 slots inside the region kept alive by
+// `_region`; each slot belongs to one doorbell of one queue pair, and a queue
+// pair has one owner thread at a time. Every access is atomic.
+unsafe impl Send for ShadowSlot {}
+
+impl ShadowSlot {
+    /// The slots at byte `off` of the shadow pages `shadow` and `event`
+    /// (each one page of `region`), zeroed. `None` when a slot is out of
+    /// bounds or not 4-byte aligned.
+    pub(crate) fn new(
+        region: &Arc<DmaRegion>,
+        shadow: usize,
+        event: usize,
+        off: usize,
+    ) -> Option<Self> {
+        let fits = |page: usize| {
+            off.is_multiple_of(4)
+                && off + 4 <= PAGE
+                && page.is_multiple_of(PAGE)
+                && page + PAGE <= region.len()
+        };
+        if !fits(shadow) || !fits(event) {
+            return None;
+        }
+        // SAFETY: both offsets plus 4 bytes are inside the region (checked
+        // just above), which is page aligned, so the words are aligned.
+        let (shadow, event) = unsafe {
+            (
+                region.as_ptr().add(shadow + off).cast::<u32>(),
+                region.as_ptr().add(event + off).cast::<u32>(),
+            )
+        };
+        let slot = ShadowSlot {
+            _region: Arc::clone(region),
+            shadow,
+            event,
+            last: 0,
+        };
+        slot.clear();
+        Some(slot)
+    }
+
+    /// Zero both slots (before the queue is created: a stale tail or
+    /// EventIdx from an earlier queue with this id must not be used).
+    pub(crate) fn clear(&self) {
+        // Relaxed: the Create I/O queue command that follows is sent with
+        // the admin queue's own release ordering.
+        self.shadow_word().store(0, Ordering::Relaxed);
+        self.event_word().store(0, Ordering::Relaxed);
+    }
+
+    fn shadow_word(&self) -> &AtomicU32 {
+        // SAFETY: `shadow` is an aligned u32 inside the region `_region`
+        // keeps alive (checked in `new`); the device accesses it only with
+        // 32-bit reads, so treating it as an atomic is sound.
+        unsafe { AtomicU32::from_ptr(self.shadow) }
+    }
+
+    fn event_word(&self) -> &AtomicU32 {
+        // SAFETY: as for `shadow_word`; the device writes this word whole.
+        unsafe { AtomicU32::from_ptr(self.event) }
+    }
+
+    /// Publish `new` in the shadow slot; true when the MMIO doorbell must
+    /// be written too. The caller already issued the release fence that
+    /// orders the queue entries before this store.
+    #[inline]
+    pub(crate) fn update(&mut self, new: u16) -> bool {
+        let old = self.last;
+        self.last = new;
+        // Relaxed store: the caller's release fence orders the entries
+        // before it, and the SeqCst fence below orders it before the load.
+        self.shadow_word().store(new as u32, Ordering::Relaxed);
+        // Full fence: the EventIdx load must not be satisfied before the
+        // shadow store is visible, or a device going idle in between would
+        // miss this update and never be woken.
+        fence(Ordering::SeqCst);
+        // Relaxed: the value only decides whether to ring; the fence above
+        // already ordered it after the shadow store.
+        let event = self.event_word().load(Ordering::Relaxed) as u16;
+        need_event(event, new, old)
+    }
+
+    /// The EventIdx the device last wrote (tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn event(&self) -> u32 {
+        self.event_word().load(Ordering::Relaxed)
+    }
+
+    /// The value last published.
+    #[cfg(test)]
+    pub(crate) fn shadow(&self) -> u32 {
+        self.shadow_word().load(Ordering::Relaxed)
+    }
+}
+
+/// Host page size the doorbell buffer pages use.
+const PAGE: usize = 4096;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -498,6 +628,48 @@ pub(crate) mod tests {
         }
         assert_eq!(cq.head(), 1);
         assert!(!cq.phase(), "three wraps flip the phase three times");
+    }
+
+    #[test]
+    fn need_event_rings_only_when_event_idx_lies_between_old_and_new() {
+        // Plain window 3..7.
+        assert!(need_event(3, 7, 3));
+        assert!(need_event(6, 7, 3));
+        assert!(!need_event(7, 7, 3));
+        assert!(!need_event(2, 7, 3));
+        // The device caught up with the old value: ring.
+        assert!(need_event(5, 6, 5));
+        // Window across the ring wrap (size 8): 6, 7, 0.
+        for (e, want) in [
+            (6, true),
+            (7, true),
+            (0, true),
+            (1, false),
+            (5, false),
+            (3, false),
+        ] {
+            assert_eq!(need_event(e, 1, 6), want, "event {e}");
+        }
+        // Nothing moved: never ring.
+        assert!(!need_event(4, 4, 4));
+    }
+
+    #[test]
+    fn shadow_slot_publishes_and_asks_event_idx() {
+        let mem = HostMemory::plain(3 * 4096).unwrap();
+        let region = Arc::new(DmaRegion::contiguous(mem, 0x8000_0000, None));
+        let mut s = ShadowSlot::new(&region, 4096, 8192, 8).unwrap();
+        assert_eq!((s.shadow(), s.event()), (0, 0));
+        // EventIdx 0 lies in 0..1: the first update rings.
+        assert!(s.update(1));
+        assert_eq!(s.shadow(), 1);
+        // The device says "tell me after 3": 1..3 does not contain it.
+        s.event_word().store(3, Ordering::Relaxed);
+        assert!(!s.update(3));
+        assert!(s.update(5));
+        assert!(ShadowSlot::new(&region, 4096, 8192, 4094).is_none());
+        assert!(ShadowSlot::new(&region, 4096, 12288, 0).is_none());
+        assert!(ShadowSlot::new(&region, 100, 8192, 0).is_none());
     }
 
     #[test]

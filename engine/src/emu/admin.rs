@@ -17,7 +17,8 @@ use super::queues::{CQE_BYTES, Cq, SQE_BYTES, Sq};
 use crate::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
 use crate::spec::features::FeatureId;
 use crate::spec::identify::{
-    IdentifyController, IdentifyNamespace, LbaFormat, ONCS_DSM, ONCS_WRITE_ZEROES,
+    IdentifyController, IdentifyNamespace, LbaFormat, OACS_DOORBELL_BUFFER_CONFIG, ONCS_DSM,
+    ONCS_WRITE_ZEROES,
 };
 use crate::spec::log::{LogId, SmartHealth, to_u128_le};
 use crate::spec::status::{command_specific as cs, generic};
@@ -57,6 +58,9 @@ pub(crate) fn identify_controller(cfg: &EmuConfig) -> Box<IdentifyController> {
     c.maxcmd = U16::new(0);
     c.nn = U32::new(cfg.namespaces.len() as u32);
     c.oncs = U16::new(ONCS_DSM | ONCS_WRITE_ZEROES);
+    if cfg.doorbell_buffer {
+        c.oacs = U16::new(OACS_DOORBELL_BUFFER_CONFIG);
+    }
     // VWC present; bits 2:1 = 11b: Flush with NSID FFFFFFFFh supported.
     c.vwc = if cfg.volatile_write_cache { 0b111 } else { 0 };
     let nqn = format!("nqn.2024-01.io.nvme-engine:emu:{}", cfg.serial);
@@ -115,6 +119,9 @@ impl Engine {
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
             AdminOpcode::ABORT => self.abort(sh, g, cmd),
             AdminOpcode::KEEP_ALIVE => Done::ok(0),
+            AdminOpcode::DOORBELL_BUFFER_CONFIG if self.limits.doorbell_buffer => {
+                self.dbbuf_config(sh, g, cmd)
+            }
             AdminOpcode::ASYNC_EVENT_REQUEST => {
                 if self.aers.len() >= AER_LIMIT {
                     Done::err(specific_err(0x05))
@@ -237,7 +244,7 @@ impl Engine {
         self.flush_held_for_sq(sh, g, qid, aborted);
         // Commands submitted but not yet fetched are aborted too.
         let db = &sh.doorbells[qid as usize];
-        let tail = db.sq_tail.load(std::sync::atomic::Ordering::Acquire);
+        let tail = self.sq_tail(sh, g, qid);
         if let Some(sq) = self.sqs[qid as usize].take() {
             if tail < sq.size {
                 let mut head = sq.head;
@@ -416,9 +423,7 @@ impl Engine {
             return Done::ok(1);
         }
         // Submitted but not yet fetched: abort it when it is fetched.
-        let tail = sh.doorbells[sqid as usize]
-            .sq_tail
-            .load(std::sync::atomic::Ordering::Acquire);
+        let tail = self.sq_tail(sh, g, sqid);
         if tail < size {
             let mut at = head;
             while at != tail {

@@ -207,6 +207,9 @@ pub struct EmuConfig {
     pub firmware: String,
     /// Execution mode.
     pub mode: EmuMode,
+    /// Whether Doorbell Buffer Config (shadow doorbells, OACS bit 8) is
+    /// supported. Default true, as on QEMU 7.1 and later.
+    pub doorbell_buffer: bool,
 }
 
 impl Default for EmuConfig {
@@ -230,6 +233,7 @@ impl EmuConfig {
             model: "nvme-engine emulated controller".into(),
             firmware: "1.0".into(),
             mode: EmuMode::Inline,
+            doorbell_buffer: true,
         }
     }
     /// The same configuration with no namespaces (add them with [`EmuConfig::namespace`]).

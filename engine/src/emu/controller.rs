@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     /// must check whether to wake it.
     may_sleep: bool,
     vanished: AtomicBool,
+    /// Shadow doorbells are configured: the device thread must look at
+    /// them every poll (they change without an MMIO write).
+    shadow_doorbells: AtomicBool,
     /// A vanished controller comes back when the host clears CC.EN.
     pub(crate) vanish_recovers: AtomicBool,
     /// A controller with fatal status stays failed across resets.
@@ -96,11 +99,23 @@ impl Shared {
     /// One device round (see [`Engine::poll_round`]). Returns the work done
     /// and whether the engine needs further rounds even without new
     /// doorbells (completions delayed by a fault rule).
-    pub(crate) fn poll_round(&self, batch: u32) -> (usize, bool) {
+    pub(crate) fn poll_round(&self, batch: u32, armed: bool) -> (usize, bool) {
         let mut e = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
         let g = self.iommu.guard();
-        let work = e.poll_round(self, &g, batch);
+        let work = e.poll_round(self, &g, batch, armed);
         (work, e.needs_rounds())
+    }
+
+    /// Record whether shadow doorbells are configured (lock held).
+    pub(crate) fn set_shadow_doorbells(&self, on: bool) {
+        // Relaxed: a hint for the device thread's idle check, like
+        // `queue_bound`.
+        self.shadow_doorbells.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether shadow doorbells are configured.
+    pub(crate) fn shadow_doorbells(&self) -> bool {
+        self.shadow_doorbells.load(Ordering::Relaxed)
     }
 
     pub(crate) fn vanished(&self) -> bool {
@@ -206,6 +221,7 @@ impl EmuController {
                 }
             ),
             vanished: AtomicBool::new(false),
+            shadow_doorbells: AtomicBool::new(false),
             vanish_recovers: AtomicBool::new(false),
             fatal_sticky: AtomicBool::new(false),
             stop: AtomicBool::new(false),

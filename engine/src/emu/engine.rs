@@ -14,6 +14,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 use super::backend::Backend;
 use super::config::{EmuConfig, EmuError};
 use super::controller::Shared;
+use super::dbbuf::DbBuf;
 use super::faults::FaultAction;
 use super::memory::{DmaGuard, TranslationCache};
 use super::queues::{Cq, SQE_BYTES, Sq};
@@ -80,6 +81,8 @@ pub(crate) struct Limits {
     pub(crate) max_entries: u32,
     pub(crate) max_transfer: usize,
     pub(crate) vwc: bool,
+    /// Doorbell Buffer Config supported.
+    pub(crate) doorbell_buffer: bool,
 }
 
 /// A completion waiting some rounds before it is posted.
@@ -155,6 +158,12 @@ pub(crate) struct Engine {
     pub(crate) aers: Vec<u16>,
     /// Translation of the last data buffer region the controller touched.
     pub(crate) data_cache: TranslationCache,
+    /// Shadow doorbell buffers, once configured.
+    pub(crate) dbbuf: Option<DbBuf>,
+    /// EventIdx values ask for MMIO doorbells (inline processing, or the
+    /// device thread's last round before it parks); otherwise the device
+    /// thread polls the shadows and asks for none.
+    pub(crate) armed: bool,
 }
 
 impl Engine {
@@ -180,6 +189,7 @@ impl Engine {
                 max_entries: cfg.max_queue_entries,
                 max_transfer,
                 vwc: cfg.volatile_write_cache,
+                doorbell_buffer: cfg.doorbell_buffer,
             },
             nss,
             identify: super::admin::identify_controller(cfg),
@@ -198,6 +208,8 @@ impl Engine {
             abort_on_fetch: Vec::with_capacity(8),
             aers: Vec::with_capacity(4),
             data_cache: TranslationCache::default(),
+            dbbuf: None,
+            armed: true,
         })
     }
 
@@ -267,6 +279,7 @@ impl Engine {
         self.abort_on_fetch.clear();
         self.aers.clear();
         self.features = Features::new(self.limits.vwc);
+        self.dbbuf_reset(sh);
         self.enabled = false;
         self.halted = sh.vanished() || sticky;
         let csts = if sticky {
@@ -314,10 +327,18 @@ impl Engine {
 
     /// One polling round: CQ head doorbells, then every SQ (up to `batch`
     /// commands each), then delayed completions. Returns the work done.
-    pub(crate) fn poll_round(&mut self, sh: &Shared, g: &DmaGuard<'_>, batch: u32) -> usize {
+    /// `armed`: shadowed queues ask for MMIO doorbells (see `dbbuf.rs`).
+    pub(crate) fn poll_round(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        batch: u32,
+        armed: bool,
+    ) -> usize {
         if !self.enabled || self.halted {
             return 0;
         }
+        self.armed = armed;
         let mut work = 0;
         let mut i = 0;
         while i < self.active_cqs.len() {
@@ -343,6 +364,14 @@ impl Engine {
         if !self.enabled || self.halted {
             return;
         }
+        // Nothing runs between doorbells: always ask for the next one.
+        self.armed = true;
+        if !is_cq && self.shadowed(qid) {
+            // The CQ head may have moved in its shadow slot only.
+            if let Some(cqid) = self.sqs[qid as usize].as_ref().map(|s| s.cqid) {
+                self.cq_doorbell(sh, g, cqid);
+            }
+        }
         if is_cq {
             self.cq_doorbell(sh, g, qid);
             // SQs that stalled on this CQ may continue.
@@ -363,12 +392,26 @@ impl Engine {
         self.tick(sh, g);
     }
 
-    /// Apply a changed CQ head doorbell; post held completions.
+    /// Apply a changed CQ head doorbell (or shadow doorbell); post held
+    /// completions.
     fn cq_doorbell(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16) -> usize {
-        // Acquire: pairs with the host's release of its doorbell write.
-        let v = sh.doorbells[qid as usize]
-            .cq_head
-            .load(std::sync::atomic::Ordering::Acquire);
+        let mut v = self.cq_head(sh, g, qid);
+        let mut work = 0;
+        loop {
+            work += self.apply_cq_head(sh, g, qid, v);
+            if !self.shadowed(qid) {
+                return work;
+            }
+            let size = self.cqs[qid as usize].as_ref().map_or(0, |c| c.size);
+            match self.cq_event(sh, g, qid, v, size) {
+                Some(again) if again != v => v = again,
+                _ => return work,
+            }
+        }
+    }
+
+    /// Apply head value `v` to CQ `qid`.
+    fn apply_cq_head(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16, v: u32) -> usize {
         let Some(cq) = self.cqs[qid as usize].as_mut() else {
             return 0;
         };
@@ -392,7 +435,8 @@ impl Engine {
         }
     }
 
-    /// Fetch and execute up to `budget` commands from SQ `qid`.
+    /// Fetch and execute up to `budget` commands from SQ `qid`; for a
+    /// shadowed queue, then write its EventIdx (and, armed, look again).
     pub(crate) fn service_sq(
         &mut self,
         sh: &Shared,
@@ -400,10 +444,35 @@ impl Engine {
         qid: u16,
         budget: u32,
     ) -> usize {
-        // Acquire: the SQEs the host wrote before ringing are visible.
-        let tail = sh.doorbells[qid as usize]
-            .sq_tail
-            .load(std::sync::atomic::Ordering::Acquire);
+        let mut tail = self.sq_tail(sh, g, qid);
+        let mut done = 0;
+        loop {
+            done += self.fetch_sq(sh, g, qid, tail, budget.saturating_sub(done as u32));
+            if self.halted || !self.shadowed(qid) {
+                return done;
+            }
+            let Some(sq) = self.sqs[qid as usize].as_mut() else {
+                return done;
+            };
+            sq.shadow_seen = tail;
+            let size = sq.size;
+            match self.sq_event(sh, g, qid, tail, size) {
+                Some(again) if again != tail && (done as u32) < budget => tail = again,
+                _ => return done,
+            }
+        }
+    }
+
+    /// Fetch and execute up to `budget` commands from SQ `qid` whose tail
+    /// is `tail`.
+    fn fetch_sq(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        qid: u16,
+        tail: u32,
+        budget: u32,
+    ) -> usize {
         match self.sqs[qid as usize].as_ref() {
             Some(sq) if tail < sq.size && tail != sq.head => {}
             _ => return 0, // idle: the common case of a polling round

@@ -210,7 +210,7 @@ impl EmuHandle {
     /// completions without ringing a doorbell. In threaded mode it only adds
     /// a round to those the device thread runs.
     pub fn poll(&self) -> usize {
-        self.shared.poll_round(u32::MAX).0
+        self.shared.poll_round(u32::MAX, true).0
     }
 
     /// A snapshot of the counters.

@@ -395,6 +395,37 @@ impl DmaSlice<'_> {
         self.read(off, &mut b).then(|| u64::from_le_bytes(b))
     }
 
+    /// Load the little-endian u32 at `off` (a shadow doorbell the host
+    /// updates concurrently). `None` when out of range or not 4-byte aligned.
+    #[inline]
+    pub(crate) fn load_u32(&self, off: usize) -> Option<u32> {
+        if !self.fits(off, 4) || !(self.ptr as usize + off).is_multiple_of(4) {
+            return None;
+        }
+        // SAFETY: 4 bytes inside the live registration, 4-byte aligned (both
+        // checked). The host stores this word atomically; an atomic load
+        // through the aligned pointer forms no reference to plain memory.
+        let v = unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast::<u32>()) }
+            // Acquire: queue entries the host wrote before publishing the
+            // new tail are visible once it is seen.
+            .load(Ordering::Acquire);
+        Some(u32::from_le(v))
+    }
+
+    /// Store `value` as a little-endian u32 at `off` (an EventIdx). False
+    /// when out of range or not 4-byte aligned.
+    #[inline]
+    pub(crate) fn store_u32(&self, off: usize, value: u32) -> bool {
+        if !self.fits(off, 4) || !(self.ptr as usize + off).is_multiple_of(4) {
+            return false;
+        }
+        // SAFETY: as in `load_u32`; the host reads this word atomically.
+        unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast::<u32>()) }
+            // Relaxed: callers that need ordering issue a full fence next.
+            .store(value.to_le(), Ordering::Relaxed);
+        true
+    }
+
     /// Read the submission queue entry at `off`.
     #[inline]
     pub(crate) fn read_command(&self, off: usize) -> Option<Command> {

@@ -15,6 +15,7 @@
 //! - namespaces in RAM, in files, or in nothing at all (null);
 //! - inline mode (a doorbell write processes its queue on the writing
 //!   thread) or threaded mode (a device thread polls the doorbells);
+//! - shadow doorbells (Doorbell Buffer Config) with QEMU's EventIdx rule;
 //! - fault injection and counters through an [`EmuHandle`].
 //!
 //! ```
@@ -29,6 +30,7 @@ mod admin;
 mod backend;
 mod config;
 mod controller;
+mod dbbuf;
 mod engine;
 mod faults;
 mod handle;

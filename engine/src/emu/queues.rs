@@ -26,6 +26,8 @@ pub(crate) struct Sq {
     pub(crate) cqid: u16,
     /// One bit per CID ever fetched from this queue (for invented CIDs).
     seen: Box<[u64]>,
+    /// The tail last read from the shadow doorbell (when shadowed).
+    pub(crate) shadow_seen: u32,
     /// Translation of the ring's memory.
     pub(crate) cache: TranslationCache,
 }
@@ -44,6 +46,7 @@ impl Sq {
             head: 0,
             cqid,
             seen: vec![0u64; 1024].into_boxed_slice(),
+            shadow_seen: 0,
             cache: TranslationCache::default(),
         }
     }

@@ -81,7 +81,9 @@ impl Snapshot {
 
     /// Whether anything differs from the snapshot.
     fn changed(&self, sh: &Shared) -> bool {
-        if self.fresh || sh.pokes() != self.pokes {
+        // Shadow doorbells change in host memory without an MMIO write:
+        // only a round (which reads them) can tell.
+        if self.fresh || sh.pokes() != self.pokes || sh.shadow_doorbells() {
             return true;
         }
         let n = sh.queue_bound();
@@ -111,9 +113,10 @@ impl Snapshot {
 }
 
 /// Take a snapshot and run a round: (work done, more rounds needed).
-fn round(sh: &Shared, snap: &mut Snapshot, batch: u32) -> (usize, bool) {
+/// `armed`: the round before parking, which asks for MMIO doorbells.
+fn round(sh: &Shared, snap: &mut Snapshot, batch: u32, armed: bool) -> (usize, bool) {
     snap.take(sh);
-    let (work, pending) = sh.poll_round(batch);
+    let (work, pending) = sh.poll_round(batch, armed);
     (work, work > 0 || pending)
 }
 
@@ -124,7 +127,7 @@ fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
     let mut again = true;
     while !sh.stop.load(Ordering::Acquire) {
         if again || snap.changed(sh) {
-            let (work, more) = round(sh, &mut snap, batch);
+            let (work, more) = round(sh, &mut snap, batch, false);
             again = more;
             if work > 0 {
                 idle_rounds = 0;
@@ -149,7 +152,9 @@ fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
                     // stored before this point is seen by the round below, one
                     // stored after sees `sleeping` and unparks us.
                     fence(Ordering::SeqCst);
-                    let (work, more) = round(sh, &mut snap, batch);
+                    // Armed: EventIdx values ask for MMIO doorbells, whose
+                    // writes see `sleeping` and unpark this thread.
+                    let (work, more) = round(sh, &mut snap, batch, true);
                     again = more;
                     if work == 0 && !sh.stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(sleep);
