@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::{IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
+use nvme_trid::AnyDevice;
 
-use crate::device::FioDevice;
 use crate::error::{EngineError, chain};
 use crate::job::FileCtx;
 use crate::registry::Shared;
@@ -59,7 +59,7 @@ struct Slot {
 pub struct Worker {
     job: String,
     shared: Arc<Shared>,
-    qp: Option<IoQueuePair<FioDevice>>,
+    qp: Option<IoQueuePair<AnyDevice>>,
     pool: Option<DmaPool>,
     /// The block fio's buffers live in.
     block: Option<DmaBuf>,
@@ -447,19 +447,31 @@ mod tests {
         unsafe { std::ptr::read_volatile(addr as *const u8) }
     }
 
+    /// Queue one block-sized I/O of io_u `io_u` through slot `slot`'s
+    /// buffer (the slot-th block after `base`).
+    fn queue_slot(
+        w: &mut Worker,
+        file: &FileCtx,
+        (io_u, slot): (usize, usize),
+        dir: i32,
+        offset: u64,
+        base: usize,
+    ) -> Queued {
+        w.queue(file, io_u, slot, dir, offset, BS, base + slot * BS as usize)
+    }
+
     #[test]
     fn io_through_each_io_us_buffer_lands_at_its_offset_and_reads_back() {
         let (file, mut w, base) = setup(4, "1M");
         for i in 0..4 {
             fill(base + i * BS as usize, 0xA0 + i as u8);
-            let q = w.queue(
+            let q = queue_slot(
+                &mut w,
                 &file,
-                1000 + i,
-                i,
+                (1000 + i, i),
                 ddir::WRITE,
                 i as u64 * 8 * BS,
-                BS,
-                base + i * BS as usize,
+                base,
             );
             assert_eq!(q, Queued::Queued);
         }
@@ -474,14 +486,13 @@ mod tests {
         // Read block i's data into io_u (3 - i)'s buffer.
         for i in 0..4 {
             let slot = 3 - i;
-            let q = w.queue(
+            let q = queue_slot(
+                &mut w,
                 &file,
-                2000 + slot,
-                slot,
+                (2000 + slot, slot),
                 ddir::READ,
                 i as u64 * 8 * BS,
-                BS,
-                base + slot * BS as usize,
+                base,
             );
             assert_eq!(q, Queued::Queued);
         }
@@ -496,7 +507,7 @@ mod tests {
     fn a_full_queue_says_busy_and_the_io_goes_through_after_reaping() {
         let (file, mut w, base) = setup(3, "1M");
         for i in 0..3 {
-            let q = w.queue(&file, 1 + i, i, ddir::READ, 0, BS, base + i * BS as usize);
+            let q = queue_slot(&mut w, &file, (1 + i, i), ddir::READ, 0, base);
             assert_eq!(q, Queued::Queued);
         }
         // The queue pair holds iodepth commands; one more (fio requeues an
@@ -540,7 +551,7 @@ mod tests {
         let (file, mut w, base) = setup(4, "1M");
         for i in 0..4 {
             assert_eq!(
-                w.queue(&file, 1 + i, i, ddir::WRITE, 0, BS, base + i * BS as usize),
+                queue_slot(&mut w, &file, (1 + i, i), ddir::WRITE, 0, base),
                 Queued::Queued
             );
         }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::transport::TransportId;
 use crate::units::{parse_duration, parse_size};
+use nvme_trid::TransportId;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -215,10 +215,7 @@ impl<D: Device> Opened<D> {
     pub fn namespaces(&self, nsid: Option<u32>) -> Result<Vec<Namespace>, OpenError> {
         let namespaces = match nsid {
             None => self.ctrl.namespaces().to_vec(),
-            Some(n) => match self.ctrl.namespace(n) {
-                Some(ns) => vec![ns.clone()],
-                None => return Err(self.not_usable(n)),
-            },
+            Some(n) => vec![self.namespace(n)?],
         };
         if namespaces.is_empty() {
             return Err(OpenError::NoNamespace {
@@ -226,6 +223,14 @@ impl<D: Device> Opened<D> {
             });
         }
         Ok(namespaces)
+    }
+
+    /// Namespace `nsid`, if it is active and usable.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace, OpenError> {
+        self.ctrl
+            .namespace(nsid)
+            .cloned()
+            .ok_or_else(|| self.not_usable(nsid))
     }
 
     fn not_usable(&self, nsid: u32) -> OpenError {
@@ -428,6 +433,13 @@ mod tests {
     use super::*;
     use crate::parse::TransportId;
 
+    fn emu_spec(s: &str) -> EmuSpec {
+        match s.parse::<TransportId>().unwrap().controller {
+            ControllerId::Emu(spec) => spec,
+            other => panic!("not emu: {other:?}"),
+        }
+    }
+
     fn open_cli(s: &str) -> Result<Opened<AnyDevice>, OpenError> {
         let id: TransportId = s.parse().unwrap();
         open(&id.controller, &OpenOptions::new(Syntax::Cli))
@@ -456,10 +468,7 @@ mod tests {
 
     #[test]
     fn a_placed_device_thread_is_described_where_it_runs() {
-        let id: TransportId = "trtype:emu idle:backoff core:0".parse().unwrap();
-        let ControllerId::Emu(spec) = id.controller else {
-            panic!("not emu")
-        };
+        let spec = emu_spec("trtype:emu idle:backoff core:0");
         assert!(describe_emu(&spec, None).contains("threaded on core 0, back-off"));
         let shared = Some(EmuThread {
             core: 1,
@@ -485,10 +494,7 @@ mod tests {
 
     #[test]
     fn namespace_files_after_the_first_take_a_suffix() {
-        let id: TransportId = "trtype:emu file:/tmp/x.img".parse().unwrap();
-        let ControllerId::Emu(spec) = id.controller else {
-            panic!("not emu")
-        };
+        let spec = emu_spec("trtype:emu file:/tmp/x.img");
         assert_eq!(spec.namespace_file(1), Some(PathBuf::from("/tmp/x.img")));
         assert_eq!(spec.namespace_file(3), Some(PathBuf::from("/tmp/x.img.3")));
         assert_eq!(EmuSpec::default().namespace_file(1), None);
