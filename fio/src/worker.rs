@@ -447,17 +447,20 @@ mod tests {
         unsafe { std::ptr::read_volatile(addr as *const u8) }
     }
 
-    /// Queue one block-sized I/O of io_u `io_u` through slot `slot`'s
-    /// buffer (the slot-th block after `base`).
-    fn queue_slot(
+    /// Queue each `(io_u, slot, offset)` of `ios` in direction `dir`: one
+    /// block through slot `slot`'s buffer (the slot-th block after `base`).
+    /// Every one must be accepted.
+    fn queue_all(
         w: &mut Worker,
         file: &FileCtx,
-        (io_u, slot): (usize, usize),
         dir: i32,
-        offset: u64,
         base: usize,
-    ) -> Queued {
-        w.queue(file, io_u, slot, dir, offset, BS, base + slot * BS as usize)
+        ios: impl IntoIterator<Item = (usize, usize, u64)>,
+    ) {
+        for (io_u, slot, offset) in ios {
+            let q = w.queue(file, io_u, slot, dir, offset, BS, base + slot * BS as usize);
+            assert_eq!(q, Queued::Queued, "io_u {io_u}");
+        }
     }
 
     #[test]
@@ -465,16 +468,10 @@ mod tests {
         let (file, mut w, base) = setup(4, "1M");
         for i in 0..4 {
             fill(base + i * BS as usize, 0xA0 + i as u8);
-            let q = queue_slot(
-                &mut w,
-                &file,
-                (1000 + i, i),
-                ddir::WRITE,
-                i as u64 * 8 * BS,
-                base,
-            );
-            assert_eq!(q, Queued::Queued);
         }
+        // io_u 1000 + i writes block 8i from buffer slot i.
+        let writes = (0..4).map(|i| (1000 + i, i, i as u64 * 8 * BS));
+        queue_all(&mut w, &file, ddir::WRITE, base, writes);
         w.commit();
         assert_eq!(w.getevents(4, 4, None), 4);
         let mut seen: Vec<_> = (0..4).map(|i| w.event(i).unwrap()).collect();
@@ -483,19 +480,9 @@ mod tests {
         for i in 0..4 {
             fill(base + i * BS as usize, 0);
         }
-        // Read block i's data into io_u (3 - i)'s buffer.
-        for i in 0..4 {
-            let slot = 3 - i;
-            let q = queue_slot(
-                &mut w,
-                &file,
-                (2000 + slot, slot),
-                ddir::READ,
-                i as u64 * 8 * BS,
-                base,
-            );
-            assert_eq!(q, Queued::Queued);
-        }
+        // Read block 8i's data into io_u (3 - i)'s buffer.
+        let reads = (0..4).map(|i| (2000 + 3 - i, 3 - i, i as u64 * 8 * BS));
+        queue_all(&mut w, &file, ddir::READ, base, reads);
         w.commit();
         assert_eq!(w.getevents(4, 4, None), 4);
         for i in 0..4 {
@@ -506,10 +493,13 @@ mod tests {
     #[test]
     fn a_full_queue_says_busy_and_the_io_goes_through_after_reaping() {
         let (file, mut w, base) = setup(3, "1M");
-        for i in 0..3 {
-            let q = queue_slot(&mut w, &file, (1 + i, i), ddir::READ, 0, base);
-            assert_eq!(q, Queued::Queued);
-        }
+        queue_all(
+            &mut w,
+            &file,
+            ddir::READ,
+            base,
+            (0..3).map(|i| (1 + i, i, 0)),
+        );
         // The queue pair holds iodepth commands; one more (fio requeues an
         // io_u after a Busy) must wait.
         assert_eq!(w.queue(&file, 9, 0, ddir::READ, 0, BS, base), Queued::Busy);
@@ -549,12 +539,13 @@ mod tests {
     #[test]
     fn io_in_flight_at_release_completes_before_the_queue_pair_goes() {
         let (file, mut w, base) = setup(4, "1M");
-        for i in 0..4 {
-            assert_eq!(
-                queue_slot(&mut w, &file, (1 + i, i), ddir::WRITE, 0, base),
-                Queued::Queued
-            );
-        }
+        queue_all(
+            &mut w,
+            &file,
+            ddir::WRITE,
+            base,
+            (0..4).map(|i| (1 + i, i, 0)),
+        );
         // Never committed nor reaped: the doorbell was not rung.
         assert_eq!(w.outstanding(), 4);
         w.release_buffers();
