@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use nvme_reactor::{AllowedCores, CoreError, CoreSpec, format_cores};
+use nvme_trid::{ControllerId, EmuRunMode};
 use serde_json::json;
 
 use crate::cli::Args;
@@ -22,7 +23,6 @@ use crate::target::{self, OpenOptions, Target};
 use crate::units::format_size;
 use crate::worker::RunParams;
 use crate::{placement, precheck, report, stats};
-use nvme_trid::{ControllerId, EmuRunMode};
 
 /// Exit status when the run completed but I/O failed or data mismatched.
 const EXIT_IO_FAILED: i32 = 3;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
+use nvme_trid::TransportId;
 
 use crate::units::{parse_duration, parse_size};
-use nvme_trid::TransportId;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use nvme_engine::vfio::PciAddress;
-
 use nvme_trid::{ControllerId, EmuSpec, TransportId};
 
 /// PCI class code of an NVM Express I/O controller.

@@ -11,10 +11,10 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use nvme_trid::{ControllerId, EmuSpec, TransportId};
 
 use crate::memory::{self, Need};
 use crate::units::format_size;
-use nvme_trid::{ControllerId, EmuSpec, TransportId};
 
 /// The `--json` file, opened before the run. A file this run created is
 /// removed again if no report is written into it (the run failed).
