@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::filename::FilenameError;
+use nvme_trid::{OpenError, TransportIdError};
 
 /// A setup, init or buffer failure of one job.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +23,9 @@ pub enum EngineError {
     Filename {
         /// Job name.
         job: String,
-        /// The parse error.
+        /// The parse error (boxed: it is large, and rare).
         #[source]
-        source: FilenameError,
+        source: Box<TransportIdError>,
     },
     /// A job without files.
     #[error("job '{job}': no filename; name a controller, e.g. filename=trtype=emu size=64M")]
@@ -34,27 +34,19 @@ pub enum EngineError {
         job: String,
     },
     /// The controller could not be opened or brought up.
-    #[error("cannot open {what}: {reason}")]
+    #[error("{reason}")]
     Open {
-        /// Which controller.
-        what: String,
-        /// The chain of causes.
+        /// What failed, with the chain of causes.
         reason: String,
     },
     /// The namespace is not there.
-    #[error(
-        "job '{job}': namespace {nsid} is not usable on {ctrl}: usable namespaces are [{usable}]; \
-         pick one with ns=<id>"
-    )]
-    NoNamespace {
+    #[error("job '{job}': {source}")]
+    Namespace {
         /// Job name.
         job: String,
-        /// Asked-for NSID.
-        nsid: u32,
-        /// Controller description.
-        ctrl: String,
-        /// Active NSIDs.
-        usable: String,
+        /// Which namespaces there are (boxed: it is large, and rare).
+        #[source]
+        source: Box<OpenError>,
     },
     /// A job whose files are on two controllers.
     #[error(
@@ -160,7 +152,7 @@ impl EngineError {
     /// The errno fio reports for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            EngineError::Open { .. } | EngineError::NoNamespace { .. } => libc::ENODEV,
+            EngineError::Open { .. } | EngineError::Namespace { .. } => libc::ENODEV,
             EngineError::Memory { .. } | EngineError::BuffersTooLarge { .. } => libc::ENOMEM,
             EngineError::QueuePair { .. } | EngineError::Panic { .. } => libc::EIO,
             _ => libc::EINVAL,

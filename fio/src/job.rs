@@ -117,9 +117,9 @@ impl Job {
             })?;
             let target = filename::parse(&name).map_err(|source| EngineError::Filename {
                 job: self.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
-            let key = target.controller.key();
+            let key = filename::controller_key(&target.controller);
             let ctrl = match &shared {
                 Some((k, s)) if *k == key => Arc::clone(s),
                 Some((_, s)) => {
@@ -135,20 +135,12 @@ impl Job {
                     s
                 }
             };
-            let Some(ns) = ctrl.ctrl.namespace(target.nsid).cloned() else {
-                let usable: Vec<String> = ctrl
-                    .ctrl
-                    .namespaces()
-                    .iter()
-                    .map(|n| n.id.to_string())
-                    .collect();
-                return Err(EngineError::NoNamespace {
+            let ns = ctrl
+                .namespace(target.nsid)
+                .map_err(|source| EngineError::Namespace {
                     job: self.name.clone(),
-                    nsid: target.nsid,
-                    ctrl: ctrl.description.clone(),
-                    usable: usable.join(", "),
-                });
-            };
+                    source: Box::new(source),
+                })?;
             self.check_sizes(info, &ns, &ctrl)?;
             files.push(FileCtx {
                 lba_shift: ns.block_size.trailing_zeros(),

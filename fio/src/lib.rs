@@ -5,13 +5,12 @@
 //! `filename=trtype=PCIe traddr=0000.04.00.0 ns=1`). docs/FIO.md has the
 //! whole story.
 //!
-//! - [`filename`]: the filename syntax.
+//! - [`filename`]: fio filenames, transport IDs parsed by nvme-trid.
 //! - [`registry`]: controllers shared by every job of the process.
 //! - [`job`]: per-job checks and state; [`worker`]: the I/O path.
 //! - [`hooks`]: the functions `src/shim.c` (fio's ops table, compiled
 //!   against the installed fio's headers) calls.
 
-pub mod device;
 pub mod error;
 pub mod filename;
 pub mod hooks;

@@ -128,20 +128,24 @@ static int set_td_error(struct thread_data *td, int err, const char *what)
 	return err;
 }
 
-static int shim_setup(struct thread_data *td)
+/* setup and init: the job's values to the Rust hook, its errno to fio. */
+static int call_with_job(struct thread_data *td,
+			 int (*hook)(void **, const struct nvme_fio_job *, void *), const char *what)
 {
 	struct nvme_fio_job job;
 
 	read_job(td, &job);
-	return set_td_error(td, nvme_fio_rs_setup(&td->io_ops_data, &job, td), "setup");
+	return set_td_error(td, hook(&td->io_ops_data, &job, td), what);
+}
+
+static int shim_setup(struct thread_data *td)
+{
+	return call_with_job(td, nvme_fio_rs_setup, "setup");
 }
 
 static int shim_init(struct thread_data *td)
 {
-	struct nvme_fio_job job;
-
-	read_job(td, &job);
-	return set_td_error(td, nvme_fio_rs_init(&td->io_ops_data, &job, td), "init");
+	return call_with_job(td, nvme_fio_rs_init, "init");
 }
 
 static int shim_iomem_alloc(struct thread_data *td, size_t len)
@@ -224,18 +228,15 @@ static int shim_open_file(struct thread_data *td, struct fio_file *f)
 	return nvme_fio_rs_open_file(td->io_ops_data, (uintptr_t)FILE_ENG_DATA(f));
 }
 
-static int shim_close_file(struct thread_data *td, struct fio_file *f)
+/*
+ * close_file and invalidate: nothing to do. A file holds no descriptor (the
+ * controller stays open for the other jobs until the last one cleans up),
+ * and there is no page cache in front of the device.
+ */
+static int shim_file_nop(struct thread_data *td, struct fio_file *f)
 {
 	(void)td;
 	(void)f;
-	return 0;
-}
-
-static int shim_invalidate(struct thread_data *td, struct fio_file *f)
-{
-	(void)td;
-	(void)f;
-	/* No page cache in front of the device. */
 	return 0;
 }
 
@@ -252,8 +253,8 @@ static struct ioengine_ops nvme_fio_ops = {
 	.errdetails = shim_errdetails,
 	.cleanup = shim_cleanup,
 	.open_file = shim_open_file,
-	.close_file = shim_close_file,
-	.invalidate = shim_invalidate,
+	.close_file = shim_file_nop,
+	.invalidate = shim_file_nop,
 	.iomem_alloc = shim_iomem_alloc,
 	.iomem_free = shim_iomem_free,
 };

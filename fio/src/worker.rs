@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::{IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
+use nvme_trid::AnyDevice;
 
-use crate::device::FioDevice;
 use crate::error::{EngineError, chain};
 use crate::job::FileCtx;
 use crate::registry::Shared;
@@ -59,7 +59,7 @@ struct Slot {
 pub struct Worker {
     job: String,
     shared: Arc<Shared>,
-    qp: Option<IoQueuePair<FioDevice>>,
+    qp: Option<IoQueuePair<AnyDevice>>,
     pool: Option<DmaPool>,
     /// The block fio's buffers live in.
     block: Option<DmaBuf>,
@@ -447,22 +447,31 @@ mod tests {
         unsafe { std::ptr::read_volatile(addr as *const u8) }
     }
 
+    /// Queue each `(io_u, slot, offset)` of `ios` in direction `dir`: one
+    /// block through slot `slot`'s buffer (the slot-th block after `base`).
+    /// Every one must be accepted.
+    fn queue_all(
+        w: &mut Worker,
+        file: &FileCtx,
+        dir: i32,
+        base: usize,
+        ios: impl IntoIterator<Item = (usize, usize, u64)>,
+    ) {
+        for (io_u, slot, offset) in ios {
+            let q = w.queue(file, io_u, slot, dir, offset, BS, base + slot * BS as usize);
+            assert_eq!(q, Queued::Queued, "io_u {io_u}");
+        }
+    }
+
     #[test]
     fn io_through_each_io_us_buffer_lands_at_its_offset_and_reads_back() {
         let (file, mut w, base) = setup(4, "1M");
         for i in 0..4 {
             fill(base + i * BS as usize, 0xA0 + i as u8);
-            let q = w.queue(
-                &file,
-                1000 + i,
-                i,
-                ddir::WRITE,
-                i as u64 * 8 * BS,
-                BS,
-                base + i * BS as usize,
-            );
-            assert_eq!(q, Queued::Queued);
         }
+        // io_u 1000 + i writes block 8i from buffer slot i.
+        let writes = (0..4).map(|i| (1000 + i, i, i as u64 * 8 * BS));
+        queue_all(&mut w, &file, ddir::WRITE, base, writes);
         w.commit();
         assert_eq!(w.getevents(4, 4, None), 4);
         let mut seen: Vec<_> = (0..4).map(|i| w.event(i).unwrap()).collect();
@@ -471,20 +480,9 @@ mod tests {
         for i in 0..4 {
             fill(base + i * BS as usize, 0);
         }
-        // Read block i's data into io_u (3 - i)'s buffer.
-        for i in 0..4 {
-            let slot = 3 - i;
-            let q = w.queue(
-                &file,
-                2000 + slot,
-                slot,
-                ddir::READ,
-                i as u64 * 8 * BS,
-                BS,
-                base + slot * BS as usize,
-            );
-            assert_eq!(q, Queued::Queued);
-        }
+        // Read block 8i's data into io_u (3 - i)'s buffer.
+        let reads = (0..4).map(|i| (2000 + 3 - i, 3 - i, i as u64 * 8 * BS));
+        queue_all(&mut w, &file, ddir::READ, base, reads);
         w.commit();
         assert_eq!(w.getevents(4, 4, None), 4);
         for i in 0..4 {
@@ -495,10 +493,13 @@ mod tests {
     #[test]
     fn a_full_queue_says_busy_and_the_io_goes_through_after_reaping() {
         let (file, mut w, base) = setup(3, "1M");
-        for i in 0..3 {
-            let q = w.queue(&file, 1 + i, i, ddir::READ, 0, BS, base + i * BS as usize);
-            assert_eq!(q, Queued::Queued);
-        }
+        queue_all(
+            &mut w,
+            &file,
+            ddir::READ,
+            base,
+            (0..3).map(|i| (1 + i, i, 0)),
+        );
         // The queue pair holds iodepth commands; one more (fio requeues an
         // io_u after a Busy) must wait.
         assert_eq!(w.queue(&file, 9, 0, ddir::READ, 0, BS, base), Queued::Busy);
@@ -538,12 +539,13 @@ mod tests {
     #[test]
     fn io_in_flight_at_release_completes_before_the_queue_pair_goes() {
         let (file, mut w, base) = setup(4, "1M");
-        for i in 0..4 {
-            assert_eq!(
-                w.queue(&file, 1 + i, i, ddir::WRITE, 0, BS, base + i * BS as usize),
-                Queued::Queued
-            );
-        }
+        queue_all(
+            &mut w,
+            &file,
+            ddir::WRITE,
+            base,
+            (0..4).map(|i| (1 + i, i, 0)),
+        );
         // Never committed nor reaped: the doorbell was not rung.
         assert_eq!(w.outstanding(), 4);
         w.release_buffers();

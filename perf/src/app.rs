@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use nvme_reactor::{AllowedCores, CoreError, CoreSpec, format_cores};
+use nvme_trid::{ControllerId, EmuRunMode};
 use serde_json::json;
 
 use crate::cli::Args;
@@ -19,7 +20,6 @@ use crate::plan::{self, PlanOptions};
 use crate::run::{self, Timing};
 use crate::summary;
 use crate::target::{self, OpenOptions, Target};
-use crate::transport::{EmuRunMode, TransportId};
 use crate::units::format_size;
 use crate::worker::RunParams;
 use crate::{placement, precheck, report, stats};
@@ -80,7 +80,7 @@ pub fn main() -> Result<i32> {
     if args.no_shutdown_notification
         && transports
             .iter()
-            .any(|t| matches!(t, TransportId::Pcie { no_iommu: true, .. }))
+            .any(|t| matches!(t.controller, ControllerId::Pcie { no_iommu: true, .. }))
     {
         bail!(
             "-N with noiommu:1: without an IOMMU the controller must be shut down and disabled before the process exits, or it could write into freed memory; drop -N"
@@ -89,7 +89,7 @@ pub fn main() -> Result<i32> {
     precheck::distinct_controllers(&transports)?;
     let writes = args.workload.read_percent(args.read_percent) < 100;
     for t in &mut transports {
-        if let TransportId::Emu(spec) = t {
+        if let ControllerId::Emu(spec) = &mut t.controller {
             precheck::settle_file_backing(spec, writes)?;
         }
     }
@@ -117,8 +117,8 @@ pub fn main() -> Result<i32> {
     // Device threads of threaded emulated controllers, in transport order.
     let requested: Vec<Option<usize>> = transports
         .iter()
-        .filter_map(|t| match t {
-            TransportId::Emu(s) if s.mode != EmuRunMode::Inline => Some(s.core),
+        .filter_map(|t| match &t.controller {
+            ControllerId::Emu(s) if s.mode != EmuRunMode::Inline => Some(s.core),
             _ => None,
         })
         .collect();
@@ -133,8 +133,8 @@ pub fn main() -> Result<i32> {
     let mut device_cores: Vec<usize> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for t in &transports {
-        let emu_placement = match t {
-            TransportId::Emu(s) if s.mode != EmuRunMode::Inline => placements.next(),
+        let emu_placement = match &t.controller {
+            ControllerId::Emu(s) if s.mode != EmuRunMode::Inline => placements.next(),
             _ => None,
         };
         if let Some(p) = emu_placement {
@@ -150,10 +150,10 @@ pub fn main() -> Result<i32> {
                 p.core
             )?;
         }
-        let ns_hint = match t {
-            TransportId::Emu(s) => s.namespaces as usize,
-            TransportId::Pcie { nsid: Some(_), .. } => 1,
-            TransportId::Pcie { nsid: None, .. } => 16,
+        let ns_hint = match (&t.controller, t.nsid) {
+            (_, Some(_)) => 1,
+            (ControllerId::Emu(s), None) => s.namespaces as usize,
+            (ControllerId::Pcie { .. }, None) => 16,
         };
         let queues = cores
             .len()

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
+use nvme_trid::TransportId;
 
-use crate::transport::TransportId;
 use crate::units::{parse_duration, parse_size};
 
 const EXAMPLES: &str = "\

@@ -23,6 +23,18 @@ pub enum PerfDevice {
     Real(RealDevice),
 }
 
+impl From<EmuController> for PerfDevice {
+    fn from(d: EmuController) -> Self {
+        PerfDevice::Emu(d)
+    }
+}
+
+impl From<RealDevice> for PerfDevice {
+    fn from(d: RealDevice) -> Self {
+        PerfDevice::Real(d)
+    }
+}
+
 #[inline(never)]
 fn emu_read32(d: &EmuController, offset: usize) -> u32 {
     d.read32(offset)

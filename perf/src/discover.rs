@@ -9,8 +9,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use nvme_engine::vfio::PciAddress;
-
-use crate::transport::{EmuSpec, TransportId};
+use nvme_trid::{ControllerId, EmuSpec, TransportId};
 
 /// PCI class code of an NVM Express I/O controller.
 const NVME_CLASS: u32 = 0x01_08_02;
@@ -44,7 +43,7 @@ pub fn transports(
     if !given.is_empty() {
         if !allowed.is_empty() {
             for t in given {
-                if let TransportId::Pcie { addr, .. } = t
+                if let ControllerId::Pcie { addr, .. } = &t.controller
                     && !allowed.contains(addr)
                 {
                     bail!(
@@ -76,7 +75,10 @@ pub fn transports(
     };
     if chosen.is_empty() {
         return Ok((
-            vec![TransportId::Emu(EmuSpec::default())],
+            vec![TransportId {
+                controller: ControllerId::Emu(EmuSpec::default()),
+                nsid: None,
+            }],
             Some(
                 "No NVMe controller is bound to vfio-pci (scripts/setup.sh binds them; -r picks one): running on the built-in emulated controller, trtype:emu size:1G"
                     .into(),
@@ -94,10 +96,12 @@ pub fn transports(
     );
     let ids = chosen
         .into_iter()
-        .map(|addr| TransportId::Pcie {
-            addr,
+        .map(|addr| TransportId {
+            controller: ControllerId::Pcie {
+                addr,
+                no_iommu: false,
+            },
             nsid: None,
-            no_iommu: false,
         })
         .collect();
     Ok((ids, Some(note)))
@@ -170,13 +174,19 @@ mod tests {
     fn without_bound_controllers_the_emulated_one_runs_and_says_so() {
         let root = std::path::PathBuf::from("/nonexistent-sysfs");
         let (ids, note) = transports(&[], &[], &root).unwrap();
-        assert!(matches!(ids[..], [TransportId::Emu(_)]));
+        assert!(matches!(
+            ids[..],
+            [TransportId {
+                controller: ControllerId::Emu(_),
+                ..
+            }]
+        ));
         assert!(note.unwrap().contains("built-in emulated controller"));
     }
 
     #[test]
     fn an_r_address_outside_b_is_refused() {
-        let r = crate::transport::parse_transport_id("trtype:PCIe traddr:0000:04:00.0").unwrap();
+        let r: TransportId = "trtype:PCIe traddr:0000:04:00.0".parse().unwrap();
         let e = transports(&[r], &["0000:05:00.0".parse().unwrap()], Path::new("/x"))
             .unwrap_err()
             .to_string();

@@ -113,15 +113,14 @@ pub(crate) struct LoopOut {
     pub(crate) busy_ticks: u64,
 }
 
-/// Run the loop compiled for this run's verify, offset and mix choices.
-pub(crate) fn drive(
-    jobs: &mut [Job],
-    rows: &mut [RowStats],
-    cx: &mut Ctx<'_>,
-    ctl: &Control,
-    plan: &WorkerPlan,
-) -> LoopOut {
-    let p = cx.p;
+/// One compiled I/O loop: the worker's jobs and their stats rows, its
+/// context, the run's control block and the worker's plan in, the loop's
+/// times out.
+pub(crate) type LoopFn =
+    fn(&mut [Job], &mut [RowStats], &mut Ctx<'_>, &Control, &WorkerPlan) -> LoopOut;
+
+/// The loop compiled for this run's verify, offset and mix choices.
+pub(crate) fn compiled_loop(p: &RunParams) -> LoopFn {
     let mix = match p.read_percent {
         100 => MIX_READ,
         0 => MIX_WRITE,
@@ -135,7 +134,7 @@ pub(crate) fn drive(
     macro_rules! pick {
         ($($v:literal, $o:ident, $m:ident);*) => {
             match (p.verify, off, mix) {
-                $(($v, $o, $m) => run_loop::<$v, $o, $m>(jobs, rows, cx, ctl, plan),)*
+                $(($v, $o, $m) => run_loop::<$v, $o, $m>,)*
                 _ => unreachable!("offset and mix modes are one of three values each"),
             }
         };

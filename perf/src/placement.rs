@@ -6,15 +6,10 @@
 
 #![forbid(unsafe_code)]
 
-/// Where one emulated controller's device thread runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EmuPlacement {
-    /// The CPU the device thread is pinned to.
-    pub core: usize,
-    /// The core is also used by a worker or by another device thread: both
-    /// sides must yield when idle.
-    pub shared: bool,
-}
+/// Where one emulated controller's device thread runs (`shared`: the core
+/// is also used by a worker or by another device thread, and both sides
+/// must yield when idle).
+pub use nvme_trid::EmuThread as EmuPlacement;
 
 /// Place device threads, one per entry of `requested` (`Some(core)` when the
 /// user pinned it with `core:N`), given the CPUs the process may use and the

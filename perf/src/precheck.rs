@@ -11,9 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use nvme_trid::{ControllerId, EmuSpec, TransportId};
 
 use crate::memory::{self, Need};
-use crate::transport::{EmuSpec, TransportId};
 use crate::units::format_size;
 
 /// The `--json` file, opened before the run. A file this run created is
@@ -69,8 +69,8 @@ pub fn json_destination(path: &Path) -> Result<JsonDest> {
 pub fn distinct_controllers(transports: &[TransportId]) -> Result<()> {
     for (i, a) in transports.iter().enumerate() {
         for (j, b) in transports.iter().enumerate().skip(i + 1) {
-            match (a, b) {
-                (TransportId::Pcie { addr: x, .. }, TransportId::Pcie { addr: y, .. })
+            match (&a.controller, &b.controller) {
+                (ControllerId::Pcie { addr: x, .. }, ControllerId::Pcie { addr: y, .. })
                     if x == y =>
                 {
                     bail!(
@@ -79,7 +79,7 @@ pub fn distinct_controllers(transports: &[TransportId]) -> Result<()> {
                         j + 1
                     );
                 }
-                (TransportId::Emu(x), TransportId::Emu(y)) => {
+                (ControllerId::Emu(x), ControllerId::Emu(y)) => {
                     if let (Some(p), Some(q)) = (&x.file, &y.file)
                         && same_file(p, q)
                     {
@@ -105,26 +105,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The backing file of namespace `n` (1-based) of `spec`.
-pub fn ns_file(path: &Path, n: u32) -> std::path::PathBuf {
-    if n == 1 {
-        path.to_path_buf()
-    } else {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        p.into()
-    }
-}
-
 /// Settle an emulated controller's file backing against what is on disk:
 /// without `size:` an existing file keeps its own size (namespace 1's file
 /// decides for all); a read-only workload needs every file to exist.
 pub fn settle_file_backing(spec: &mut EmuSpec, writes: bool) -> Result<()> {
-    let Some(path) = spec.file.clone() else {
-        return Ok(());
-    };
     for n in 1..=spec.namespaces {
-        let f = ns_file(&path, n);
+        let Some(f) = spec.namespace_file(n) else {
+            return Ok(());
+        };
         match std::fs::metadata(&f) {
             Ok(m) if m.is_dir() => bail!(
                 "file:{} names a directory; give a file (created if missing)",
@@ -175,8 +163,8 @@ pub fn emu_ram_need(transports: &[TransportId], writes: bool) -> u64 {
     }
     transports
         .iter()
-        .map(|t| match t {
-            TransportId::Emu(s) if !s.null && s.file.is_none() => {
+        .map(|t| match &t.controller {
+            ControllerId::Emu(s) if !s.null && s.file.is_none() => {
                 s.size.saturating_mul(s.namespaces as u64)
             }
             _ => 0,
@@ -209,11 +197,14 @@ pub fn qpair_dma_bytes(queue_depth: usize, io_size: usize, entries: u16) -> u64 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::parse_transport_id;
+
+    fn parse_transport_id(s: &str) -> Result<TransportId, nvme_trid::TransportIdError> {
+        s.parse()
+    }
 
     fn emu(s: &str) -> EmuSpec {
-        match parse_transport_id(s).unwrap() {
-            TransportId::Emu(e) => e,
+        match parse_transport_id(s).unwrap().controller {
+            ControllerId::Emu(e) => e,
             _ => unreachable!(),
         }
     }

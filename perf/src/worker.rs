@@ -312,7 +312,7 @@ pub fn run(
         std::thread::yield_now();
         phase = ctl.phase.load(Ordering::Relaxed);
     }
-    let out = hot::drive(&mut jobs, &mut rows, &mut cx, &ctl, &plan);
+    let out = hot::compiled_loop(cx.p)(&mut jobs, &mut rows, &mut cx, &ctl, &plan);
     hot::drain(
         &mut jobs,
         &mut rows,

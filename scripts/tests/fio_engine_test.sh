@@ -5,7 +5,8 @@
 # several threads sharing one controller, time_based/norandommap reads, trim
 # and fsync, the example job file, and the errors a user meets (thread=1
 # missing, bs not a multiple of the LBA size, failing reads, verify that
-# must fail on a controller that stores nothing).
+# must fail on a controller that stores nothing, fault keys shared with
+# nvme-perf's -r).
 #
 # Usage: scripts/tests/fio_engine_test.sh [path/to/libnvme_fio.so]
 # Without an argument it builds the engine (cargo build -p nvme-fio).
@@ -116,6 +117,12 @@ expect_fail "a filename that names no controller is refused" "valid filenames:" 
 expect_fail "failed reads reach fio with the NVMe status" "Unrecovered Read Error" \
 	--thread --name=e --filename="trtype=emu size=16M fail=1 mode=inline" --rw=randread \
 	--size=1M
+expect_fail "an injected fault key of nvme-perf's -r (status) reaches fio with the NVMe status" \
+	"Internal Error" --thread --name=s --filename="trtype=emu size=16M status=1 mode=inline" \
+	--rw=randwrite --size=1M
+expect_fail "a bad fault rate in a filename is refused with the key and the range" \
+	"bad value '2' for key 'lose'" --thread --name=b --filename="trtype=emu size=16M lose=2" \
+	--rw=randread --size=1M
 expect_fail "verify catches a controller that stores nothing" "verify" \
 	--thread --name=n --filename="trtype=emu size=16M null=1 mode=inline" --rw=randwrite \
 	--size=1M --verify=crc32c --verify_fatal=1

@@ -1,10 +1,10 @@
-//! Fault injection on the built-in emulated controller from the command
-//! line: one transport-ID key per fault kind the emulator has, each with the
-//! share of I/O commands it hits (`lose:0.001 dup:0.01`). Rules are seeded
-//! from `--seed`, so a run with the same seed and one worker on an inline
-//! controller injects the same faults at the same commands. After the run the
-//! report prints how often each rule fired beside what the driver and the
-//! workers counted.
+//! Fault injection on the built-in emulated controller from a transport ID:
+//! one key per fault kind the emulator has, each with the share of I/O
+//! commands it hits (`lose:0.001 dup:0.01`, in a fio filename
+//! `lose=0.001 dup=0.01`). Rules are seeded by the tool (nvme-perf's
+//! `--seed`), so a run with the same seed and one worker on an inline
+//! controller injects the same faults at the same commands; [`Installed`]
+//! reads back how often each rule fired.
 
 #![forbid(unsafe_code)]
 
@@ -154,9 +154,15 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// Install `faults` on I/O queues, seeded with `seed`.
-    pub fn install(handle: &EmuHandle, faults: &[Injection], delay_rounds: u32, seed: u64) -> Self {
-        if !faults.is_empty() {
+    /// Install `faults` on I/O queues, seeded with `seed` (`None`: the
+    /// emulator's own seed).
+    pub fn install(
+        handle: &EmuHandle,
+        faults: &[Injection],
+        delay_rounds: u32,
+        seed: Option<u64>,
+    ) -> Self {
+        if let Some(seed) = seed.filter(|_| !faults.is_empty()) {
             handle.seed_faults(seed);
         }
         let rules = faults

@@ -1,0 +1,42 @@
+//! nvme-trid: transport IDs for every nvme-engine tool — one parser and one
+//! way to open the controller an ID names.
+//!
+//! A transport ID names a controller as SPDK's tools do
+//! (`trtype:PCIe traddr:0000:04:00.0 ns:1`, or `trtype:emu size:64M` for the
+//! built-in emulated controller). nvme-perf reads it from `-r`; the fio
+//! ioengine reads it from a fio filename, spelled as SPDK's fio plugin
+//! spells it (`trtype=PCIe traddr=0000.04.00.0 ns=1`). Both spellings share
+//! every key, check and message here; [`Syntax`] holds the few differences.
+//!
+//! - [`parse`]: the keys and their checks ([`TransportId`]).
+//! - [`syntax`]: the spellings; [`error`]: why an ID was refused.
+//! - [`open`]: bringing up the controller an ID names ([`open()`]).
+//! - [`inject`]: the emulated controller's fault keys (`lose:0.001`).
+//! - [`size`]: byte sizes with binary suffixes (`64M`).
+//!
+//! Why a crate of its own rather than a module of `nvme-engine`: a transport
+//! ID is the tools' front end — command-line spellings, help text, fault
+//! injection by share of I/O — built on top of the driver, the emulated
+//! controller and VFIO alike. Applications that link the driver name their
+//! device in code and need none of it; keeping it out of the product crate
+//! also keeps it out of the way of moving the emulated controller to a crate
+//! of its own. The tools (nvme-perf, nvme-fio, and the examples) own it
+//! together and depend on it; the engine does not.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod inject;
+pub mod open;
+pub mod parse;
+pub mod size;
+pub mod syntax;
+
+pub use error::TransportIdError;
+pub use open::{
+    AnyDevice, EmuThread, FileAccess, OpenError, OpenOptions, Opened, describe_emu, emu_config,
+    open,
+};
+pub use parse::{ControllerId, EmuRunMode, EmuSpec, TransportId};
+pub use size::{SizeError, format_size, parse_size};
+pub use syntax::Syntax;
