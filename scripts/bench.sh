@@ -60,7 +60,7 @@
 #    randwrite QD1 rows, with the ratio of its p50 to nvme-perf's (target
 #    <= 1.10).
 #
-# Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3),
+# Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3), SHADOW_AB (1: section 3 also runs every case with shadow:0),
 # QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3
 # A/B, see above), QEMU_TIMEOUT (seconds for the guest boot, default 2400), QEMU_EXTRA (more qemu-test.sh options),
 # N1/N2 (callgrind I/O
@@ -248,6 +248,14 @@ else
 	# spaces); ";" separates runs. ns:1 drives the namespace fio uses.
 	base="-r trtype:PCIe,traddr:@BDF@,ns:1 -o 4k -t $QSECS -L"
 	runs="$base -w randread -q 1;$base -w randread -q 32;$base -w randwrite -q 1;$base -w randwrite -q 32"
+	# QD1 FUA writes: the journal example's commit, in direct mode.
+	runs="$runs;$base -w randwrite -q 1 --fua"
+	# SHADOW_AB=1: every case again with shadow doorbells off (shadow:0), in
+	# the same boot, so their effect on this controller is measured.
+	if [[ ${SHADOW_AB:-0} == 1 ]]; then
+		off="-r trtype:PCIe,traddr:@BDF@,ns:1,shadow:0 -o 4k -t $QSECS -L"
+		runs="$runs;$off -w randread -q 1;$off -w randread -q 32;$off -w randwrite -q 1;$off -w randwrite -q 32"
+	fi
 	log=$tmp/qemu.log
 	# The journal example rides along (guest-perf.sh runs it after nvme-perf):
 	# a static build, like the guest's nvme-perf, in the extra payload.
@@ -318,6 +326,10 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             c, t = j["config"], j["total"]
             pct = {round(p["percentile"], 3): p["us"] for p in t["latency_us"]["percentiles"]}
             tool = {"nvme-perf:A": "nvme-perf A", "nvme-perf:B": "nvme-perf B"}.get(parts[1], "nvme-perf")
+            if c.get("options", {}).get("fua"):
+                tool += " FUA"
+            if not all(x.get("shadow_doorbells", True) for x in j.get("controllers", [])):
+                tool += " shadow off"
             key = (c["workload"], c["queue_depth"])
             rows.setdefault(key, {}).setdefault(tool, []).append(
                 (t["iops"], pct.get(50.0), pct.get(99.0), pct.get(99.9)))
@@ -382,9 +394,14 @@ for key in sorted(rows):
         print(f"{'':<15} B/A: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
               f"p99 {ratio(med(b, 2), med(a, 2))}, p99.9 {ratio(med(b, 3), med(a, 3))} (medians)")
     ours_t = "nvme-perf B" if "nvme-perf B" in r else "nvme-perf"
-    if "journal, reactor (FUA)" in r and ours_t in r and med(r[ours_t], 1):
-        j, n = med(r["journal, reactor (FUA)"], 1), med(r[ours_t], 1)
-        print(f"{'':<15} journal p50 / {ours_t} p50: {j / n:.2f}x (target <= 1.10x; nvme-perf runs without FUA)")
+    fua_t = ours_t + " FUA" if ours_t + " FUA" in r else ours_t
+    if "journal, reactor (FUA)" in r and fua_t in r and med(r[fua_t], 1):
+        j, n = med(r["journal, reactor (FUA)"], 1), med(r[fua_t], 1)
+        print(f"{'':<15} journal p50 / {fua_t} p50: {j / n:.2f}x (target <= 1.10x)")
+    if ours_t + " shadow off" in r and ours_t in r:
+        a, b = r[ours_t + " shadow off"], r[ours_t]
+        print(f"{'':<15} shadow doorbells on/off: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
+              f"p99 {ratio(med(b, 2), med(a, 2))} (medians)")
     fios = {t: v for t, v in r.items() if t.startswith("fio") and "FAILED" not in t}
     if ours_t in r and fios:
         best_t, best = max(fios.items(), key=lambda kv: med(kv[1], 0))

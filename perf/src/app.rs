@@ -207,14 +207,19 @@ pub fn main() -> Result<i32> {
         let id = t.ctrl.identify();
         writeln!(
             human,
-            "Attached to {} [{}]: model '{}', serial '{}', firmware '{}', max transfer {}, {} I/O queues granted",
+            "Attached to {} [{}]: model '{}', serial '{}', firmware '{}', max transfer {}, {} I/O queues granted, shadow doorbells {}",
             t.name(),
             t.transport,
             id.model(),
             id.serial(),
             id.firmware(),
             format_size(t.ctrl.max_transfer_bytes() as u64),
-            t.ctrl.io_queues_granted()
+            t.ctrl.io_queues_granted(),
+            if t.ctrl.shadow_doorbells_active() {
+                "on"
+            } else {
+                "off"
+            }
         )?;
         for ns in &t.namespaces {
             writeln!(
@@ -367,6 +372,7 @@ pub fn main() -> Result<i32> {
                     json!({
                         "name": t.name(),
                         "transport": t.transport,
+                        "shadow_doorbells": t.ctrl.shadow_doorbells_active(),
                         "model": id.model(),
                         "serial": id.serial(),
                         "namespaces": t.namespaces.iter().map(|n| json!({

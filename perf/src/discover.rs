@@ -100,6 +100,7 @@ pub fn transports(
             controller: ControllerId::Pcie {
                 addr,
                 no_iommu: false,
+                shadow_doorbells: true,
             },
             nsid: None,
         })

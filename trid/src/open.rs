@@ -352,6 +352,14 @@ pub fn describe_emu(spec: &EmuSpec, thread: Option<EmuThread>) -> String {
     )
 }
 
+/// The tool's driver options, with shadow doorbells turned off when the
+/// transport ID says `shadow:0`.
+fn controller_options(opts: &OpenOptions, shadow_doorbells: bool) -> ControllerOptions {
+    let mut c = opts.controller.clone();
+    c.shadow_doorbells &= shadow_doorbells;
+    c
+}
+
 /// Open and bring up the controller `id` names.
 pub fn open<D>(id: &ControllerId, opts: &OpenOptions) -> Result<Opened<D>, OpenError>
 where
@@ -366,13 +374,14 @@ where
             handle.set_fatal_survives_reset(spec.fatal_sticky);
             let faults =
                 Installed::install(&handle, &spec.faults, spec.delay_rounds, opts.fault_seed);
-            let ctrl =
-                Controller::new(D::from(dev), opts.controller.clone()).map_err(|source| {
-                    OpenError::BringUp {
-                        what: "the emulated controller".into(),
-                        source,
-                    }
-                })?;
+            let ctrl = Controller::new(
+                D::from(dev),
+                controller_options(opts, spec.shadow_doorbells),
+            )
+            .map_err(|source| OpenError::BringUp {
+                what: "the emulated controller".into(),
+                source,
+            })?;
             let description = describe_emu(spec, opts.emu_thread);
             Ok(Opened {
                 ctrl,
@@ -384,7 +393,11 @@ where
                 syntax: opts.syntax,
             })
         }
-        ControllerId::Pcie { addr, no_iommu } => {
+        ControllerId::Pcie {
+            addr,
+            no_iommu,
+            shadow_doorbells,
+        } => {
             let vopts = VfioOptions {
                 no_iommu: *no_iommu,
                 ..VfioOptions::default()
@@ -408,13 +421,11 @@ where
                 RealDevice::Vfio(_) => "vfio-pci",
                 RealDevice::Uio(_) => "uio_pci_generic",
             };
-            let ctrl =
-                Controller::new(D::from(dev), opts.controller.clone()).map_err(|source| {
-                    OpenError::BringUp {
-                        what: format!("PCIe controller {addr}"),
-                        source,
-                    }
-                })?;
+            let ctrl = Controller::new(D::from(dev), controller_options(opts, *shadow_doorbells))
+                .map_err(|source| OpenError::BringUp {
+                what: format!("PCIe controller {addr}"),
+                source,
+            })?;
             Ok(Opened {
                 ctrl,
                 description: format!("PCIe {addr} ({how})"),
@@ -443,6 +454,24 @@ mod tests {
     fn open_cli(s: &str) -> Result<Opened<AnyDevice>, OpenError> {
         let id: TransportId = s.parse().unwrap();
         open(&id.controller, &OpenOptions::new(Syntax::Cli))
+    }
+
+    #[test]
+    fn shadow_0_turns_shadow_doorbells_off_and_they_are_on_by_default() {
+        let on = open_cli("trtype:emu mode:inline size:1M").unwrap();
+        assert!(on.ctrl.shadow_doorbells_active());
+        let off = open_cli("trtype:emu mode:inline size:1M shadow:0").unwrap();
+        assert!(!off.ctrl.shadow_doorbells_active());
+        let e = "trtype:emu shadow:2".parse::<TransportId>().unwrap_err();
+        assert!(e.to_string().contains("'shadow'"), "{e}");
+        let pcie: TransportId = "trtype:PCIe traddr:0000:04:00.0 shadow:0".parse().unwrap();
+        assert!(matches!(
+            pcie.controller,
+            ControllerId::Pcie {
+                shadow_doorbells: false,
+                ..
+            }
+        ));
     }
 
     #[test]

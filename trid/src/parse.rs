@@ -14,8 +14,8 @@ use crate::inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection};
 use crate::size::parse_size;
 use crate::syntax::Syntax;
 
-const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu";
-const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, rounds, recover, sticky, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
+const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu, shadow";
+const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
 
 /// Largest namespace count of an emulated controller.
 const MAX_EMU_NAMESPACES: u32 = 1024;
@@ -59,6 +59,9 @@ pub struct EmuSpec {
     /// Fatal status survives a controller reset (`sticky`): the reset
     /// fails and the controller is failed for good.
     pub fatal_sticky: bool,
+    /// The host uses shadow doorbells (`shadow`, default on; the emulated
+    /// controller always offers Doorbell Buffer Config).
+    pub shadow_doorbells: bool,
     /// CPU for the device thread (threaded mode); `None`: the tool decides
     /// (nvme-perf picks one no worker uses, fio leaves it to the scheduler).
     pub core: Option<usize>,
@@ -78,6 +81,7 @@ impl Default for EmuSpec {
             mode: EmuRunMode::Threaded { spin: true },
             faults: Vec::new(),
             delay_rounds: DEFAULT_DELAY_ROUNDS,
+            shadow_doorbells: true,
             vanish_recovers: false,
             fatal_sticky: false,
             core: None,
@@ -94,6 +98,9 @@ pub enum ControllerId {
         addr: PciAddress,
         /// Allow no-IOMMU access.
         no_iommu: bool,
+        /// Use shadow doorbells when the controller offers them (`shadow`,
+        /// default on; `shadow:0` rings every doorbell through MMIO).
+        shadow_doorbells: bool,
     },
     /// The built-in emulated controller.
     Emu(EmuSpec),
@@ -242,7 +249,7 @@ impl<'a> Parser<'a> {
     }
 
     fn pcie(&self, pairs: &[(String, &str)]) -> Result<TransportId, TransportIdError> {
-        let (mut addr, mut nsid, mut no_iommu) = (None, None, false);
+        let (mut addr, mut nsid, mut no_iommu, mut shadow_doorbells) = (None, None, false, true);
         for (key, value) in pairs {
             match key.as_str() {
                 "trtype" => {}
@@ -254,6 +261,7 @@ impl<'a> Parser<'a> {
                 }
                 "ns" => nsid = Some(self.nsid(value)?),
                 "noiommu" => no_iommu = self.flag(key, value)?,
+                "shadow" => shadow_doorbells = self.flag(key, value)?,
                 _ => return Err(self.unknown_key(key, "PCIe", PCIE_KEYS)),
             }
         }
@@ -265,7 +273,11 @@ impl<'a> Parser<'a> {
             syntax: self.syntax,
         })?;
         Ok(TransportId {
-            controller: ControllerId::Pcie { addr, no_iommu },
+            controller: ControllerId::Pcie {
+                addr,
+                no_iommu,
+                shadow_doorbells,
+            },
             nsid,
         })
     }
@@ -318,6 +330,7 @@ impl<'a> Parser<'a> {
                 }
                 "recover" => spec.vanish_recovers = self.flag(key, value)?,
                 "sticky" => spec.fatal_sticky = self.flag(key, value)?,
+                "shadow" => spec.shadow_doorbells = self.flag(key, value)?,
                 "rounds" => {
                     spec.delay_rounds =
                         value

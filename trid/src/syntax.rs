@@ -19,13 +19,13 @@ pub enum Syntax {
     FioFilename,
 }
 
-const CLI_HELP: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1]' or \
--r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [<fault>:<fraction of I/O>] [rounds:<n>] [recover:1] [sticky:1]' \
+const CLI_HELP: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1] [shadow:0]' or \
+-r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [shadow:0] [<fault>:<fraction of I/O>] [rounds:<n>] [recover:1] [sticky:1]' \
 (faults: fail status lose delay dup unknowncid stale sqhd fatal vanish)";
 
-const FIO_HELP: &str = "valid filenames: 'trtype=PCIe traddr=0000.04.00.0 ns=1 [noiommu=1]' or \
+const FIO_HELP: &str = "valid filenames: 'trtype=PCIe traddr=0000.04.00.0 ns=1 [noiommu=1] [shadow=0]' or \
 'trtype=emu [size=64M] [ns=1] [namespaces=N] [lba=512|4096] [null=1] [file=/path] \
-[mode=threaded|inline] [idle=spin|backoff] [core=N] [<fault>=<fraction of I/O>] [rounds=<n>] [recover=1] [sticky=1]' \
+[mode=threaded|inline] [idle=spin|backoff] [core=N] [shadow=0] [<fault>=<fraction of I/O>] [rounds=<n>] [recover=1] [sticky=1]' \
 (faults: fail status lose delay dup unknowncid stale sqhd fatal vanish)";
 
 impl Syntax {

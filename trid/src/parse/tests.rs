@@ -25,7 +25,8 @@ fn spdk_pcie_syntax_parses_with_either_separator() {
         TransportId {
             controller: ControllerId::Pcie {
                 addr: "0000:04:00.0".parse().unwrap(),
-                no_iommu: false
+                no_iommu: false,
+                shadow_doorbells: true,
             },
             nsid: Some(1),
         }
@@ -46,7 +47,8 @@ fn spdk_plugin_pcie_filename_parses_with_dots_for_colons() {
         t.controller,
         ControllerId::Pcie {
             addr: "0000:04:00.0".parse().unwrap(),
-            no_iommu: false
+            no_iommu: false,
+            shadow_doorbells: true,
         }
     );
     let short = fio("trtype=pcie traddr=04.00.0 noiommu=1").unwrap();
@@ -55,7 +57,8 @@ fn spdk_plugin_pcie_filename_parses_with_dots_for_colons() {
         short.controller,
         ControllerId::Pcie {
             addr: "0000:04:00.0".parse().unwrap(),
-            no_iommu: true
+            no_iommu: true,
+            shadow_doorbells: true,
         },
         "the short form names the same controller"
     );
@@ -95,6 +98,7 @@ fn emu_keys_set_every_field() {
                 delay_rounds: DEFAULT_DELAY_ROUNDS,
                 vanish_recovers: false,
                 fatal_sticky: false,
+                shadow_doorbells: true,
                 core: None,
             }),
             nsid: None,
