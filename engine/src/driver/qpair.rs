@@ -344,7 +344,7 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Queue a read of `buf.len()` bytes at `lba` into `buf`.
-    #[inline]
+    #[inline(always)]
     pub fn read(
         &mut self,
         ns: &Namespace,
@@ -356,7 +356,7 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Queue a write of `buf` at `lba`; `fua` forces it to media.
-    #[inline]
+    #[inline(always)]
     pub fn write(
         &mut self,
         ns: &Namespace,
@@ -374,9 +374,11 @@ impl<D: Device> IoQueuePair<D> {
 
     /// Queue a read or write (`OPCODE`) with `CDW12` flags. The opcode and
     /// flags are constants so each variant gets a straight-line body.
-    /// Inlined into the caller: a call costs a register save and restore
-    /// and a result written through memory (`scripts/bench.sh` section 2).
-    #[inline]
+    /// Always inlined into the caller: a call costs a register save and
+    /// restore, the buffer copied into the argument and a result written
+    /// through memory (`scripts/bench.sh` section 2); plain `#[inline]` left
+    /// it out of line in nvme-perf's loop.
+    #[inline(always)]
     fn rw<const OPCODE: u8, const CDW12: u32>(
         &mut self,
         ns: &Namespace,
