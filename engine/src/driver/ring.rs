@@ -357,12 +357,14 @@ impl CqRing {
         }
         // SAFETY: same entry; these dwords are complete once the phase tag
         // matched (ordered by the Acquire load above) and the device will not
-        // rewrite the slot until the head doorbell releases it.
+        // rewrite the slot until the head doorbell releases it, so nothing
+        // writes them concurrently: plain reads, which lets the compiler drop
+        // those the caller never uses (DW1 always, DW0 mostly).
         let (dw0, dw1, dw2) = unsafe {
             (
-                ptr::read_volatile(p.cast::<u32>()),
-                ptr::read_volatile(p.add(4).cast::<u32>()),
-                ptr::read_volatile(p.add(8).cast::<u32>()),
+                ptr::read(p.cast::<u32>()),
+                ptr::read(p.add(4).cast::<u32>()),
+                ptr::read(p.add(8).cast::<u32>()),
             )
         };
         let (dw0, dw1, dw2, dw3) = (
