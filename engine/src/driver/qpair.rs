@@ -596,25 +596,18 @@ impl<D: Device> IoQueuePair<D> {
     ) -> Result<(), SubmitError> {
         let cmd = match self.tracker.start_with(token, buf, fill) {
             Ok(cmd) => cmd,
-            Err(buf) => return Err(self.unreachable_full(None, buf)),
+            Err(buf) => return Err(self.unreachable_full(buf)),
         };
-        if !self.sq.push(cmd) {
-            let cid = cmd.cid();
-            let index = self.tracker.lookup(cid).ok();
-            return Err(self.unreachable_full(index, None));
-        }
+        // `reserve` saw room in the SQ and nothing pushed since.
+        self.sq.push_checked(cmd);
         self.stats.submitted += 1;
         Ok(())
     }
 
-    /// `reserve` checked for room, so this does not happen; should it,
-    /// release slot `index` and never lose the buffer.
+    /// `reserve` checked for a free slot, so this does not happen; should
+    /// it, the buffer goes back with the error.
     #[cold]
-    fn unreachable_full(&mut self, index: Option<usize>, buf: Option<DmaBuf>) -> SubmitError {
-        let buf = match index {
-            Some(i) => self.tracker.complete(i).buf,
-            None => buf,
-        };
+    fn unreachable_full(&mut self, buf: Option<DmaBuf>) -> SubmitError {
         SubmitError::new(
             SubmitErrorKind::QueueFull {
                 capacity: self.capacity(),
