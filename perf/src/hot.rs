@@ -501,11 +501,13 @@ fn reap<const V: bool, const M: u8, const REC: bool>(
     let max = cx.p.max_completions;
     let now = clock.now();
     // Inlined into the driver's loop: no call and no copy of the
-    // completion per I/O.
+    // completion per I/O. A `move` closure holds the time stamp itself,
+    // not a pointer to it that each completion loads first.
+    let (at, ctx) = (&at, &mut *cx);
     let n = qp.process_completions(
         max,
         #[inline(always)]
-        |c| complete::<V, M, REC>(c, slots, free, gens, row, cx, &at, now),
+        move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now),
     );
     cx.completed += n as u64;
     n
