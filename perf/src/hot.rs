@@ -540,11 +540,14 @@ fn complete<const V: bool, const M: u8, const REC: bool>(
         cx.lost_buffers += 1;
         return;
     };
+    // The buffer goes back to the free list first (after a read is
+    // checked), straight from the registers it was loaded into.
+    if V && c.result.is_ok() {
+        verify_complete(slot, &buf, gens, row, cx, at);
+    }
+    free.push((c.token as u32, buf));
     match c.result {
         Ok(_) => {
-            if V {
-                verify_complete(slot, &buf, gens, row, cx, at);
-            }
             // Latencies recorded in warm-up are dropped when measuring
             // starts; the drain after the run records none.
             if REC {
@@ -563,7 +566,6 @@ fn complete<const V: bool, const M: u8, const REC: bool>(
             failure(slot, read, gens, row, cx, at, e)
         }
     }
-    free.push((c.token as u32, buf));
 }
 
 #[inline(never)]
