@@ -320,10 +320,7 @@ fn submit_batch<const V: bool, const R: u8, const M: u8>(
     // A plain down-count: cheaper per I/O than a range iterator.
     let mut left = n;
     while left > 0 {
-        let Some((slot, buf)) = job.free.pop() else {
-            break;
-        };
-        if !submit::<V, R, M>(job, slot, buf, now, cx) {
+        if !submit::<V, R, M>(job, now, cx) {
             break;
         }
         left -= 1;
@@ -331,14 +328,12 @@ fn submit_batch<const V: bool, const R: u8, const M: u8>(
     n - left
 }
 
-/// Pick an offset and direction for `slot` and submit it with `buf`; false
-/// when it was refused (the job is then dead, or the run has a fatal
-/// error; the slot is free again).
+/// Pick an offset and direction and submit them on a free slot with its
+/// buffer; false when it was refused (the job is then dead, or the run has
+/// a fatal error; the slot is free again).
 #[inline(always)]
 fn submit<const V: bool, const R: u8, const M: u8>(
     job: &mut Job,
-    slot: u32,
-    mut buf: DmaBuf,
     now: u64,
     cx: &mut Ctx<'_>,
 ) -> bool {
@@ -359,29 +354,40 @@ fn submit<const V: bool, const R: u8, const M: u8>(
             u
         }
     };
+    // Taken from the free list only now, right before the driver takes it:
+    // popped earlier, the buffer was copied to the stack and again into the
+    // call (`submit_batch` never asks for more than the list holds).
+    let Some((slot, mut buf)) = job.free.pop() else {
+        return false;
+    };
     let mut generation = GEN_NONE;
     let mut prev = GEN_NONE;
     if V {
         (unit, generation, prev) = verify_submit(job, unit, read, &mut buf, cx);
     }
     let lba = job.start_lba + unit * job.blocks;
-    let s = &mut job.slots[slot as usize];
-    s.start = now;
-    s.unit = unit;
-    // What only verify or a mixed workload reads back is stored only then.
-    if V {
-        s.generation = generation;
-    }
-    if V || M == MIX_BOTH {
-        s.read = read;
-    }
     let r = if read {
         job.qp.read(&job.ns, lba, buf, slot as u64)
     } else {
         job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
     };
     match r {
-        Ok(()) => true,
+        Ok(()) => {
+            // Completions are reaped only after this returns: the slot is
+            // filled in before anything reads it.
+            let s = &mut job.slots[slot as usize];
+            s.start = now;
+            s.unit = unit;
+            // What only verify or a mixed workload reads back is stored
+            // only then.
+            if V {
+                s.generation = generation;
+            }
+            if V || M == MIX_BOTH {
+                s.read = read;
+            }
+            true
+        }
         Err(e) => refused(job, slot, unit, prev, read, e, cx),
     }
 }
@@ -495,11 +501,13 @@ fn reap<const V: bool, const M: u8, const REC: bool>(
     let max = cx.p.max_completions;
     let now = clock.now();
     // Inlined into the driver's loop: no call and no copy of the
-    // completion per I/O.
+    // completion per I/O. A `move` closure holds the time stamp itself,
+    // not a pointer to it that each completion loads first.
+    let (at, ctx) = (&at, &mut *cx);
     let n = qp.process_completions(
         max,
         #[inline(always)]
-        |c| complete::<V, M, REC>(c, slots, free, gens, row, cx, &at, now),
+        move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now),
     );
     cx.completed += n as u64;
     n
@@ -532,11 +540,14 @@ fn complete<const V: bool, const M: u8, const REC: bool>(
         cx.lost_buffers += 1;
         return;
     };
+    // The buffer goes back to the free list first (after a read is
+    // checked), straight from the registers it was loaded into.
+    if V && c.result.is_ok() {
+        verify_complete(slot, &buf, gens, row, cx, at);
+    }
+    free.push((c.token as u32, buf));
     match c.result {
         Ok(_) => {
-            if V {
-                verify_complete(slot, &buf, gens, row, cx, at);
-            }
             // Latencies recorded in warm-up are dropped when measuring
             // starts; the drain after the run records none.
             if REC {
@@ -555,7 +566,6 @@ fn complete<const V: bool, const M: u8, const REC: bool>(
             failure(slot, read, gens, row, cx, at, e)
         }
     }
-    free.push((c.token as u32, buf));
 }
 
 #[inline(never)]

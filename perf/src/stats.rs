@@ -291,9 +291,17 @@ impl RowStats {
         if ticks == self.pending.0 {
             self.pending.1 += 1;
         } else {
-            self.flush();
-            self.pending = (ticks, 1);
+            self.start_run(ticks);
         }
+    }
+
+    /// A latency unlike the pending run's: flush the run and start one.
+    /// Out of line: the histogram's code stays out of the reap loop.
+    #[cold]
+    #[inline(never)]
+    fn start_run(&mut self, ticks: u64) {
+        self.flush();
+        self.pending = (ticks, 1);
     }
 
     /// Move the pending run of equal latencies into the histogram and

@@ -121,15 +121,19 @@ impl Namespace {
         self.blocks * self.block_size as u64
     }
 
+    #[inline]
     fn check_range(&self, lba: u64, blocks: u64) -> Result<(), SubmitErrorKind> {
-        match lba.checked_add(blocks) {
-            Some(end) if end <= self.blocks => Ok(()),
-            _ => Err(SubmitErrorKind::LbaOutOfRange {
+        // Saturating: an end past u64::MAX is past every namespace, and the
+        // test is one add, a conditional move and a compare.
+        if lba.saturating_add(blocks) <= self.blocks {
+            Ok(())
+        } else {
+            Err(SubmitErrorKind::LbaOutOfRange {
                 nsid: self.id,
                 lba,
                 blocks,
                 namespace_blocks: self.blocks,
-            }),
+            })
         }
     }
 

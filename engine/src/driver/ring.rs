@@ -219,18 +219,34 @@ impl SqRing {
         if self.is_full() {
             return false;
         }
+        self.push_checked(cmd);
+        true
+    }
+
+    /// Write `cmd` at the tail and advance it, the caller having seen
+    /// [`Self::is_full`] false with no push since (the submit path checks
+    /// once, in `IoQueuePair::reserve`, not twice). Memory safety does not
+    /// rest on that check: the tail stays inside the ring either way.
+    #[inline]
+    pub(crate) fn push_checked(&mut self, cmd: &Command) {
+        debug_assert!(!self.is_full(), "push_checked on a full submission queue");
         // SAFETY: `tail < entries` always (it starts at 0 and `next` wraps
         // at `entries`), and `new` checked that the window holds `entries`
         // SQEs from `base`, so the entry is inside the mapping and 64-byte
-        // aligned (the ring base is page aligned). The device only reads
-        // entries between head and tail, and this one is past the tail until
-        // the doorbell says otherwise; nothing else references it.
+        // aligned (the ring base is page aligned); `cmd` is a whole entry
+        // elsewhere. The device only reads entries between head and tail,
+        // and this one is past the tail until the doorbell says otherwise;
+        // nothing else references it, so plain stores are race-free. They
+        // reach the device before it can look: every doorbell (MMIO or
+        // shadow) is written after `doorbell_value`'s release fence, which
+        // orders these stores first, as a write barrier does before an
+        // SQ doorbell. (A volatile store of the whole entry made the
+        // compiler stage it on the stack first: twice the copies.)
         unsafe {
             let p = self.base.add(self.tail as usize * SQE_BYTES);
-            ptr::write_volatile(p.cast::<Command>(), *cmd);
+            ptr::copy_nonoverlapping(cmd, p.cast::<Command>(), 1);
         }
         self.tail = self.next(self.tail);
-        true
     }
 
     /// Accept a head reported by the device (CQE.SQHD). It must lie inside
@@ -357,12 +373,14 @@ impl CqRing {
         }
         // SAFETY: same entry; these dwords are complete once the phase tag
         // matched (ordered by the Acquire load above) and the device will not
-        // rewrite the slot until the head doorbell releases it.
+        // rewrite the slot until the head doorbell releases it, so nothing
+        // writes them concurrently: plain reads, which lets the compiler drop
+        // those the caller never uses (DW1 always, DW0 mostly).
         let (dw0, dw1, dw2) = unsafe {
             (
-                ptr::read_volatile(p.cast::<u32>()),
-                ptr::read_volatile(p.add(4).cast::<u32>()),
-                ptr::read_volatile(p.add(8).cast::<u32>()),
+                ptr::read(p.cast::<u32>()),
+                ptr::read(p.add(4).cast::<u32>()),
+                ptr::read(p.add(8).cast::<u32>()),
             )
         };
         let (dw0, dw1, dw2, dw3) = (
