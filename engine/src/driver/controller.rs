@@ -19,6 +19,7 @@ use crate::spec::registers::{
 use crate::spec::{AdminOpcode, Command, Completion};
 
 use super::admin::{AdminData, AdminQueue, AdminStats};
+use super::bounds;
 use super::error::DriverError;
 use super::namespace::{Namespace, SkippedNamespace};
 use super::qpair::{IoQueuePair, QueuePairOptions};
@@ -244,6 +245,7 @@ impl<D: Device> Controller<D> {
             disable(&device, cap)?;
         }
         // Step 2: command set and page size.
+        bounds::check_cap(&name, cap)?;
         if !cap.supports_nvm() {
             return Err(DriverError::NoNvmCommandSet { device: name });
         }
@@ -343,15 +345,14 @@ impl<D: Device> Controller<D> {
                 .scratch()
                 .ok_or_else(|| bad("Identify Controller data unreadable".into()))?,
         );
+        bounds::check_entry_sizes(&device.name(), &identify)?;
         // MDTS is in units of CAP.MPSMIN pages, which is 4 KiB here.
-        let max_transfer = match identify.mdts {
-            0 => opts.max_transfer_bytes,
-            m if m >= 20 => opts.max_transfer_bytes,
-            m => (4096usize << m).min(opts.max_transfer_bytes),
-        };
+        let max_transfer = bounds::mdts_bytes(identify.mdts, opts.max_transfer_bytes);
 
-        let mut ids = Vec::new();
+        // Bounded by NN, by the list's own end (a zero entry or a short
+        // page) and by MAX_ACTIVE_NAMESPACES.
         let nn = identify.nn.get();
+        let mut scan = bounds::NamespaceScan::default();
         let mut after = 0u32;
         loop {
             let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, after);
@@ -360,20 +361,12 @@ impl<D: Device> Controller<D> {
             let list: NamespaceList = admin
                 .scratch()
                 .ok_or_else(|| bad("active namespace list unreadable".into()))?;
-            let before = ids.len();
-            for id in list.active() {
-                if id <= after || (nn != 0 && id > nn) {
-                    return Err(bad(format!(
-                        "active namespace list is not increasing or exceeds NN {nn}: NSID {id} after {after}"
-                    )));
-                }
-                ids.push(id);
-                after = id;
-            }
-            if ids.len() - before < 1024 {
-                break;
+            match scan.page(&device.name(), nn, list.active())? {
+                bounds::Next::After(last) => after = last,
+                bounds::Next::Done => break,
             }
         }
+        let ids = std::mem::take(&mut scan.ids);
         let mut namespaces = Vec::new();
         let mut skipped = Vec::new();
         for id in ids {
@@ -389,12 +382,22 @@ impl<D: Device> Controller<D> {
             }
         }
 
+        if let Some(id) = scan.truncated_at {
+            skipped.push(SkippedNamespace {
+                id,
+                reason: format!(
+                    "this and later active namespaces were not scanned: the driver uses at most {} (NN reports {nn})",
+                    bounds::MAX_ACTIVE_NAMESPACES
+                ),
+            });
+        }
+
         let mut cmd = Command::new(AdminOpcode::SET_FEATURES.0, 0);
         cmd.cdw10 = FeatureId::NUMBER_OF_QUEUES.0 as u32;
         cmd.cdw11 = number_of_queues_cdw11(opts.io_queues, opts.io_queues);
         let c = admin.execute(device, cmd, AdminData::None)?;
         let (sqs, cqs) = number_of_queues_granted(c.dw0);
-        let granted = sqs.min(cqs).min(opts.io_queues as u32) as u16;
+        let granted = bounds::queues_granted(sqs, cqs, opts.io_queues);
         Ok((identify, namespaces, skipped, granted, max_transfer))
     }
 

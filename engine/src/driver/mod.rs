@@ -31,6 +31,7 @@
 //! ```
 
 mod admin;
+mod bounds;
 mod controller;
 mod error;
 mod log;
@@ -45,6 +46,7 @@ mod timeouts;
 mod tracker;
 
 pub use admin::AdminStats;
+pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::{Controller, ControllerOptions};
 pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};

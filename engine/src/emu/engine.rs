@@ -155,6 +155,9 @@ pub(crate) struct Engine {
     pub(crate) aers: Vec<u16>,
     /// Translation of the last data buffer region the controller touched.
     pub(crate) data_cache: TranslationCache,
+    /// A hostile controller's claim: the active namespace list runs up to
+    /// this NSID (full pages), namespaces past the real ones read as empty.
+    pub(crate) claimed_namespaces: Option<u32>,
 }
 
 impl Engine {
@@ -198,6 +201,7 @@ impl Engine {
             abort_on_fetch: Vec::with_capacity(8),
             aers: Vec::with_capacity(4),
             data_cache: TranslationCache::default(),
+            claimed_namespaces: None,
         })
     }
 

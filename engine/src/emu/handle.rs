@@ -191,6 +191,17 @@ impl EmuHandle {
             bytes[offset % n] = value;
         })
     }
+    /// Claim `nn` namespaces: Identify Controller NN reads `nn` and the
+    /// active namespace list enumerates every NSID up to it in full pages of
+    /// 1024; the ones past the configured namespaces read as all-zero
+    /// Identify Namespace data. A hostile controller for bounds tests.
+    #[doc(hidden)]
+    pub fn claim_namespaces(&self, nn: u32) {
+        self.shared.with_engine(|e| {
+            e.identify.nn = zerocopy::little_endian::U32::new(nn);
+            e.claimed_namespaces = Some(nn);
+        })
+    }
     /// Overwrite byte `offset` (mod 4096) of namespace `nsid`'s Identify
     /// Namespace data. For fuzzing the host's parsing.
     #[doc(hidden)]
