@@ -19,7 +19,7 @@ mod region;
 
 pub use memory::{HostMemory, PageSize, hugepage_status};
 pub use pool::{DmaBuf, DmaPool};
-pub use region::{DmaRegion, Unmap, allocate};
+pub use region::{DmaRegion, Unmap, allocate, quarantined_bytes};
 
 use std::io;
 

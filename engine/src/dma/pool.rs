@@ -23,6 +23,8 @@ pub struct DmaPool {
     free: Vec<Vec<usize>>,
     bump: usize,
     used: usize,
+    /// Bytes of blocks given back quarantined and kept out of reuse.
+    quarantined: usize,
 }
 
 impl DmaPool {
@@ -45,6 +47,7 @@ impl DmaPool {
             free,
             bump: 0,
             used: 0,
+            quarantined: 0,
         }
     }
 
@@ -55,6 +58,11 @@ impl DmaPool {
     /// Bytes currently handed out (rounded up to block sizes).
     pub fn used(&self) -> usize {
         self.used
+    }
+    /// Bytes of blocks that came back quarantined (a device might still
+    /// write them) and are never handed out again.
+    pub fn quarantined(&self) -> usize {
+        self.quarantined
     }
     /// The largest block this pool can hand out.
     pub fn max_block(&self) -> usize {
@@ -102,15 +110,23 @@ impl DmaPool {
             shift,
             start: 0,
             len,
+            quarantined: false,
         })
     }
 
-    /// Return a buffer to the pool.
+    /// Return a buffer to the pool. A quarantined buffer (see
+    /// [`DmaBuf::is_quarantined`]) is accepted but its block is never
+    /// handed out again and the region is never unmapped.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
         if !Arc::ptr_eq(&buf.region, &self.region) {
             return Err(DmaError::ForeignBuffer);
         }
         self.used -= 1 << buf.shift;
+        if buf.quarantined {
+            self.quarantined += 1 << buf.shift;
+            self.region.quarantine();
+            return Ok(());
+        }
         self.put_block(buf.offset, buf.shift);
         Ok(())
     }
@@ -190,6 +206,8 @@ pub struct DmaBuf {
     shift: u32,
     start: usize,
     len: usize,
+    /// A device may still write the block: it must never be reused.
+    quarantined: bool,
 }
 
 // SAFETY: the buffer exclusively owns its block of the region, which is kept
@@ -197,6 +215,17 @@ pub struct DmaBuf {
 unsafe impl Send for DmaBuf {}
 
 impl DmaBuf {
+    /// Mark the buffer as one a device may still write (it could not be
+    /// stopped): its pool never hands the block out again and its region is
+    /// never unmapped. Contents read from it are not trustworthy.
+    pub fn quarantine(&mut self) {
+        self.quarantined = true;
+        self.region.quarantine();
+    }
+    /// Whether the buffer was quarantined: a device may still write it.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined
+    }
     /// Size of the whole block.
     pub fn capacity(&self) -> usize {
         1 << self.shift

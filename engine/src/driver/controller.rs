@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,10 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) resets: AtomicU64,
     /// Admin queue entries (for re-enabling after a reset).
     pub(crate) admin_entries: u16,
+    /// Whether the driver stopped the device's DMA, see [`super::fence`].
+    pub(crate) fence: AtomicU8,
+    /// Why quiescing failed, once it did.
+    pub(crate) fence_reason: Mutex<Option<String>>,
 }
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
@@ -301,6 +305,8 @@ impl<D: Device> Controller<D> {
                     state: AtomicU64::new(0),
                     resets: AtomicU64::new(0),
                     admin_entries: entries,
+                    fence: AtomicU8::new(super::fence::OPEN),
+                    fence_reason: Mutex::new(None),
                     device,
                 };
                 Ok(Controller {
@@ -520,6 +526,17 @@ impl<D: Device> Inner<D> {
         data: AdminData<'_>,
     ) -> Result<Completion, DriverError> {
         let mut admin = self.admin();
+        self.admin_execute_locked(&mut admin, cmd, data)
+    }
+
+    /// [`Self::admin_execute`] with the admin lock held (so the caller can
+    /// read the scratch page afterwards).
+    pub(crate) fn admin_execute_locked(
+        &self,
+        admin: &mut AdminQueue,
+        cmd: Command,
+        data: AdminData<'_>,
+    ) -> Result<Completion, DriverError> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(DriverError::ShutDown);
         }
@@ -529,7 +546,22 @@ impl<D: Device> Inner<D> {
                 during: "an admin command (the device was removed)",
             });
         }
-        admin.execute(&self.device, cmd, data)
+        if self.fence_state() == super::fence::QUIESCED {
+            return Err(self.quiesced_error("an admin command"));
+        }
+        let mut data = data;
+        let carries_data = !matches!(data, AdminData::None);
+        let r = match &mut data {
+            AdminData::None => admin.execute(&self.device, cmd, AdminData::None),
+            AdminData::Scratch => admin.execute(&self.device, cmd, AdminData::Scratch),
+            AdminData::Buf(b) => admin.execute(&self.device, cmd, AdminData::Buf(b)),
+        };
+        match r {
+            Err(DriverError::AdminTimeout { command, timeout }) if carries_data => {
+                Err(self.recover_admin_data_timeout(admin, &mut data, command, timeout))
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn take_qid(&self) -> Result<u16, DriverError> {
@@ -596,7 +628,13 @@ impl<D: Device> Drop for Inner<D> {
         // afterwards guarantees the controller stops using the admin queue
         // before its memory is released.
         let _ = self.shutdown();
-        let _ = disable(&self.device, self.cap);
+        if disable(&self.device, self.cap).is_err() && self.fence_state() == super::fence::OPEN {
+            // The controller may still use the admin queue: stop it through
+            // the transport, or keep the admin memory mapped for good.
+            if let super::fence::Fence::Unproven(_) = self.fence_dma() {
+                self.admin().quarantine();
+            }
+        }
     }
 }
 

@@ -34,6 +34,7 @@ mod admin;
 mod bounds;
 mod controller;
 mod error;
+mod fence;
 mod log;
 mod namespace;
 pub mod prp;

@@ -263,7 +263,14 @@ impl<D: Device> IoQueuePair<D> {
         if !cq.is_contiguous() {
             return Err(memory_error("I/O completion queue"));
         }
-        let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
+        let generation = ctrl
+            .create_io_queues(qid, entries, sq.iova(), cq.iova(), None)
+            .inspect_err(|e| {
+                // The device may still hold the CQ in this memory.
+                if matches!(e, DriverError::DmaQuarantined { .. }) {
+                    lists.quarantine();
+                }
+            })?;
         Ok((sq, cq, lists, pages_per_slot, generation))
     }
 
@@ -781,10 +788,17 @@ impl<D: Device> IoQueuePair<D> {
                 });
             }
             self.ctrl.return_qid(self.qid);
-        } else {
-            self.tracker.drain().for_each(drop);
+        } else if let Err(e) = result {
+            // The device may still own the queues and every buffer in them.
+            return self.after_failed_delete(e, sink);
         }
         result
+    }
+
+    /// Keep this pair's rings and PRP-list pages mapped for good (the
+    /// device could not be stopped, see `fence`).
+    pub(super) fn quarantine_rings(&self) {
+        self.lists.quarantine();
     }
 }
 

@@ -70,4 +70,11 @@ impl Device for RealDevice {
             RealDevice::Uio(d) => d.name(),
         }
     }
+
+    fn quiesce(&self) -> Result<(), crate::device::QuiesceError> {
+        match self {
+            RealDevice::Vfio(d) => d.quiesce(),
+            RealDevice::Uio(d) => d.quiesce(),
+        }
+    }
 }
