@@ -171,6 +171,7 @@ pub fn allocate<D: Device + ?Sized>(device: &D, len: usize) -> Result<DmaRegion,
     let memory = match HostMemory::hugepages(len, PageSize::Huge2M) {
         Ok(m) => m,
         Err(DmaError::HugepagesMissing { .. }) if device.allows_plain_memory() => {
+            super::check_memory(len as u64, "DMA memory in ordinary pages")?;
             PLAIN_WARNING.call_once(|| {
                 eprintln!(
                     "nvme-engine: warning: no free 2 MiB hugepages; {} uses ordinary memory \

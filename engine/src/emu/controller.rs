@@ -193,6 +193,16 @@ impl EmuController {
     /// threaded mode, starts the device thread.
     pub fn new(config: EmuConfig) -> Result<Self, EmuError> {
         config.validate()?;
+        // RAM namespaces are mapped lazily but a run that writes them all
+        // would end in the OOM killer: refuse what cannot fit up front.
+        let ram: u64 = config
+            .namespaces
+            .iter()
+            .filter(|n| matches!(n.backing, super::config::Backing::Ram))
+            .map(|n| n.bytes())
+            .fold(0u64, u64::saturating_add);
+        crate::dma::check_memory(ram, "the emulated controller's RAM namespaces")
+            .map_err(EmuError::Memory)?;
         let engine = Engine::new(&config)?;
         let name = format!("emu:{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(Shared {
