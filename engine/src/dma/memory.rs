@@ -60,7 +60,7 @@ enum Keep {
     /// A zeroed, page-aligned heap block: Miri cannot run `mmap`, so its
     /// runs of the ring and pool tests use this instead.
     #[cfg(miri)]
-    Heap(HeapBlock),
+    Heap(#[allow(dead_code)] HeapBlock),
 }
 
 /// A page-aligned heap allocation, freed on drop (Miri only).

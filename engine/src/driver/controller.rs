@@ -557,9 +557,11 @@ impl<D: Device> Inner<D> {
             AdminData::Buf(b) => admin.execute(&self.device, cmd, AdminData::Buf(b)),
         };
         match r {
-            Err(DriverError::AdminTimeout { command, timeout }) if carries_data => {
-                Err(self.recover_admin_data_timeout(admin, &mut data, command, timeout))
-            }
+            Err(
+                e @ (DriverError::AdminTimeout { .. }
+                | DriverError::DeviceGone { .. }
+                | DriverError::ControllerFatal { .. }),
+            ) if carries_data => Err(self.recover_admin_data_failure(admin, &mut data, e)),
             other => other,
         }
     }

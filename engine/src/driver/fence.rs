@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::device::Device;
 use crate::spec::status::generic;
@@ -93,6 +92,15 @@ impl<D: Device> Inner<D> {
         error: DriverError,
         lingering: bool,
     ) -> DriverError {
+        // A create that ended without a completion may still be carried
+        // out later, pointing the device at memory the caller releases.
+        let lingering = lingering
+            || matches!(
+                error,
+                DriverError::AdminTimeout { .. }
+                    | DriverError::DeviceGone { .. }
+                    | DriverError::ControllerFatal { .. }
+            );
         if lingering {
             let _ = self.reset_holding(admin, None);
             if self.fence_state() == UNPROVEN {
@@ -118,40 +126,68 @@ impl<D: Device> Inner<D> {
         }
     }
 
-    /// An admin command carrying data timed out (the admin lock is held):
-    /// abort it, reset the controller, and if that fails quiesce it; the
-    /// caller's buffer (or the admin data page) is quarantined when nothing
-    /// could be proven. Returns the error to report.
-    pub(crate) fn recover_admin_data_timeout(
+    /// An admin command carrying data (or pointing the controller at host
+    /// memory, like Create I/O CQ/SQ) ended without a completion — it timed
+    /// out, or the controller turned fatal or stopped answering — so the
+    /// device may still write the memory (the admin lock is held). A
+    /// timed-out command is aborted first; then the controller is reset,
+    /// and if that fails it is quiesced; the caller's buffer and the admin
+    /// queue's memory are quarantined when nothing could be proven. Returns
+    /// the error to report.
+    pub(crate) fn recover_admin_data_failure(
         &self,
         admin: &mut AdminQueue,
         data: &mut AdminData<'_>,
-        command: &'static str,
-        timeout: Duration,
+        error: DriverError,
     ) -> DriverError {
-        // Abort (§5.1) first: a controller that honours it completes the
-        // command with Command Abort Requested and stops its transfer.
-        let mut abort = Command::new(AdminOpcode::ABORT.0, 0);
-        abort.cdw10 = u32::from(admin.last_cid) << 16;
-        let _ = admin.execute(&self.device, abort, AdminData::None);
-        // A late completion of the aborted command cannot prove the device
-        // is done with the buffer: only a reset (or quiesce) can.
+        let timeout = match error {
+            DriverError::AdminTimeout { command, timeout } => Some((command, timeout)),
+            DriverError::DeviceGone { .. } | DriverError::ControllerFatal { .. } => None,
+            other => return other,
+        };
+        let command = match &error {
+            DriverError::AdminTimeout { command, .. } => *command,
+            DriverError::DeviceGone { during, .. }
+            | DriverError::ControllerFatal { during, .. } => during,
+            _ => "an admin command",
+        };
+        if timeout.is_some() {
+            // Abort (§5.1) first: a controller that honours it completes
+            // the command with Command Abort Requested and stops its
+            // transfer.
+            let mut abort = Command::new(AdminOpcode::ABORT.0, 0);
+            abort.cdw10 = u32::from(admin.last_cid) << 16;
+            let _ = admin.execute(&self.device, abort, AdminData::None);
+        }
+        // A late completion cannot prove the device is done with the
+        // memory: only a reset (or quiesce) can.
         let fence = match self.reset_holding(admin, None) {
             Ok(()) => {
-                return DriverError::AdminDataTimeout {
-                    command,
-                    timeout,
-                    recovery: "it was aborted and the controller was reset, which stops all DMA",
+                return match timeout {
+                    Some((command, timeout)) => DriverError::AdminDataTimeout {
+                        command,
+                        timeout,
+                        recovery: "it was aborted and the controller was reset, which stops all DMA",
+                    },
+                    None => error,
                 };
             }
-            Err(_) => self.fence_dma(),
+            // A reset that got CSTS.RDY to 0 stopped all DMA even though it
+            // failed later; the fence state says whether it was proven.
+            Err(_) => match self.fence_state() {
+                OPEN => return error,
+                _ => self.fence_dma(),
+            },
         };
         match fence {
-            Fence::Quiesced => DriverError::AdminDataTimeout {
-                command,
-                timeout,
-                recovery: "the controller could not be reset, so it was quiesced \
-                           (bus mastering off); re-create the Controller",
+            Fence::Quiesced => match timeout {
+                Some((command, timeout)) => DriverError::AdminDataTimeout {
+                    command,
+                    timeout,
+                    recovery: "the controller could not be reset, so it was quiesced \
+                               (bus mastering off); re-create the Controller",
+                },
+                None => error,
             },
             Fence::Unproven(reason) => {
                 let bytes = match data {
