@@ -102,7 +102,12 @@ impl FuzzDevice {
 
 impl Device for FuzzDevice {
     fn read32(&self, off: usize) -> u32 {
-        let real = self.emu.read32(off);
+        let mut real = self.emu.read32(off);
+        if off == offset::CAP && real != ALL_ONES {
+            // CAP.TO = 500 ms: a reset the device refuses costs half a
+            // second, not the emulator's 5 s.
+            real = (real & !(0xff << 24)) | 1 << 24;
+        }
         if off < offset::DOORBELLS {
             self.lie().unwrap_or(real)
         } else {
@@ -190,6 +195,10 @@ pub struct Outcome {
     pub namespaces: usize,
     /// The emulator ran its own device thread.
     pub threaded: bool,
+    /// The driver quiesced the device (a reset it could not complete).
+    pub quiesced: bool,
+    /// Bytes of buffers handed back quarantined.
+    pub quarantined: usize,
 }
 
 /// Per-command bookkeeping: completions seen, whether it carries a buffer,
@@ -344,9 +353,20 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         next: 0,
     };
     let mut ops = 0;
+    let (mut stuck_budget, mut stuck_phase) = (2u8, 0u8);
     while !input.done() && ops < 256 {
         ops += 1;
         let op = input.u8();
+        // The stuck controller lasts for the one operation after the one
+        // that asked for it, whatever that operation does.
+        match stuck_phase {
+            1 => stuck_phase = 2,
+            2 => {
+                h.set_ignores_disable(false);
+                stuck_phase = 0;
+            }
+            _ => {}
+        }
         let qi = input.u8() as usize % qps.len();
         match op % 14 {
             0..=3 => {
@@ -435,6 +455,16 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
                 3 => {
                     let _ = ctrl.smart_log();
                 }
+                // A controller that cannot be reset (CSTS.RDY stays 1), for
+                // the next operation only and twice per run at most (each
+                // refused reset waits CAP.TO); and a transport that cannot
+                // quiesce it.
+                4 if stuck_budget > 0 => {
+                    stuck_budget -= 1;
+                    h.set_ignores_disable(true);
+                    stuck_phase = 1;
+                }
+                5 => h.set_quiesce_fails(input.u8() & 1 == 1),
                 _ => {}
             },
             11 => {
@@ -487,6 +517,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     // The device becomes honest: no more faults, register reads true. Every
     // command must now complete within a bounded number of rounds.
     h.clear_faults();
+    h.set_ignores_disable(false);
     for _ in 0..64 {
         if qps.iter().flatten().all(|q| q.outstanding() == 0) {
             break;
@@ -498,6 +529,8 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
             qp.process_completions(usize::MAX, |c| book.record(c, &mut out, &mut pool));
         }
     }
+    out.quiesced = h.is_quiesced();
+    out.quarantined = pool.quarantined();
     assert!(
         canary.to_vec().iter().all(|&b| b == 0xA5),
         "memory outside every command's buffer was written"
