@@ -399,4 +399,22 @@ mod tests {
         assert!(!b.set_window(4000, 200));
         assert_eq!(b.len(), 16);
     }
+
+    #[test]
+    fn quarantined_block_is_never_handed_out_again_and_keeps_its_region() {
+        let mut p = pool(16 << 10);
+        let mut b = p.alloc(4096).unwrap();
+        let iova = b.iova();
+        b.quarantine();
+        assert!(b.is_quarantined());
+        p.free(b).unwrap();
+        assert_eq!((p.used(), p.quarantined()), (0, 4096));
+        assert!(p.region().is_quarantined());
+        let mut rest = Vec::new();
+        while let Ok(b) = p.alloc(4096) {
+            assert_ne!(b.iova(), iova, "the quarantined block came back");
+            rest.push(b);
+        }
+        assert_eq!(rest.len(), 3, "the other blocks are still usable");
+    }
 }
