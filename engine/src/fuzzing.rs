@@ -77,6 +77,10 @@ impl<'a> Input<'a> {
 /// An emulated controller whose register reads the input may replace.
 struct FuzzDevice {
     emu: EmuController,
+    /// CSTS reads are true while set: the emulator is refusing CC.EN = 0,
+    /// and a lie of CSTS.RDY = 0 on top would be a controller claiming to
+    /// have stopped while it runs on, which no driver can detect.
+    honest_csts: std::sync::atomic::AtomicBool,
     /// Bytes deciding, per register read, whether to lie and with what.
     script: Mutex<(Vec<u8>, usize)>,
 }
@@ -108,7 +112,9 @@ impl Device for FuzzDevice {
             // second, not the emulator's 5 s.
             real = (real & !(0xff << 24)) | 1 << 24;
         }
-        if off < offset::DOORBELLS {
+        let honest =
+            off == offset::CSTS && self.honest_csts.load(std::sync::atomic::Ordering::SeqCst);
+        if off < offset::DOORBELLS && !honest {
             self.lie().unwrap_or(real)
         } else {
             real
@@ -312,6 +318,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     let script = input.take(script_len).to_vec();
     let device = FuzzDevice {
         emu,
+        honest_csts: std::sync::atomic::AtomicBool::new(false),
         script: Mutex::new((script, 0)),
     };
     let opts = ControllerOptions {
@@ -363,6 +370,9 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
             1 => stuck_phase = 2,
             2 => {
                 h.set_ignores_disable(false);
+                ctrl.device()
+                    .honest_csts
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
                 stuck_phase = 0;
             }
             _ => {}
@@ -462,6 +472,9 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
                 4 if stuck_budget > 0 => {
                     stuck_budget -= 1;
                     h.set_ignores_disable(true);
+                    ctrl.device()
+                        .honest_csts
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     stuck_phase = 1;
                 }
                 5 => h.set_quiesce_fails(input.u8() & 1 == 1),
