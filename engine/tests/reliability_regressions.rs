@@ -140,3 +140,42 @@ fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memo
     // And the controller is usable again.
     assert!(ctrl.create_io_qpair(Default::default()).is_ok());
 }
+
+/// Found by fuzzing with queue pairs deleted and re-created: when Create
+/// I/O SQ failed and the Delete I/O CQ that undoes it failed too, the ring
+/// memory was released while the controller still had the CQ. The driver
+/// now resets the controller (which deletes every queue) first.
+#[test]
+fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_ring() {
+    use nvme_engine::emu::{FaultAction, FaultRule};
+    use nvme_engine::spec::status::generic;
+    use nvme_engine::spec::{AdminOpcode, Completion, Status, StatusCodeType};
+    let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
+    let h = emu.handle();
+    let ctrl = Controller::new(emu, ControllerOptions::default()).unwrap();
+    let fail = |opcode: u8| {
+        FaultRule::new(FaultAction::CompleteWithStatus(Status::new(
+            StatusCodeType::GENERIC,
+            generic::INTERNAL_ERROR,
+        )))
+        .admin()
+        .opcode(opcode)
+        .once()
+    };
+    h.add_fault(fail(AdminOpcode::CREATE_IO_SQ.0));
+    h.add_fault(fail(AdminOpcode::DELETE_IO_CQ.0));
+    let e = ctrl.create_io_qpair(Default::default()).unwrap_err();
+    assert!(e.to_string().contains("Create I/O Submission Queue"), "{e}");
+    assert_eq!(ctrl.resets(), 1, "the reset removed the CQ");
+    let c = Completion {
+        dw0: 0,
+        dw1: 0,
+        sqhd: 0,
+        sqid: 1,
+        cid: 0,
+        status_phase: 0,
+    };
+    assert!(!h.inject_completion(1, c), "the CQ is gone");
+    assert_eq!(h.dma_faults(), 0);
+    assert!(ctrl.create_io_qpair(Default::default()).is_ok());
+}
