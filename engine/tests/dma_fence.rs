@@ -281,3 +281,39 @@ fn failed_queue_deletion_without_quiesce_quarantines_buffers_and_says_so() {
     pool.free(buf).unwrap();
     never_handed_out_again(&mut pool, iova, 512);
 }
+
+/// Found by fuzzing: after a reset that could not be proven to stop the
+/// device, an idle queue pair was deleted as if the reset had removed its
+/// queues, and its rings were released while the controller could still
+/// write its CQ.
+#[test]
+fn idle_queue_pair_deleted_after_an_unproven_stop_keeps_its_rings_mapped() {
+    let (ctrl, h, _pool) = up();
+    let qp = ctrl
+        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .unwrap();
+    let qid = qp.qid();
+    h.set_ignores_disable(true);
+    h.set_quiesce_fails(true);
+    assert!(ctrl.reset().is_err());
+    let before = nvme_engine::dma::quarantined_bytes();
+    qp.delete_with(|c| panic!("nothing was outstanding: {}", c.token))
+        .unwrap();
+    assert!(nvme_engine::dma::quarantined_bytes() > before);
+    // The controller, never stopped, writes its CQ: the memory is still
+    // there for it, and nobody else's.
+    let c = nvme_engine::spec::Completion {
+        dw0: 0,
+        dw1: 0,
+        sqhd: 0,
+        sqid: qid,
+        cid: 0,
+        status_phase: 0,
+    };
+    assert!(h.inject_completion(qid, c));
+    assert_eq!(
+        h.dma_faults(),
+        0,
+        "the CQ was written after its memory went"
+    );
+}

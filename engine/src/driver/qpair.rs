@@ -778,9 +778,18 @@ impl<D: Device> IoQueuePair<D> {
                 .and_then(|_| self.ctrl.admin_execute(delete_cq, AdminData::None))
                 .map(|_| ())
         };
+        // A device that could not be proven stopped may still use these
+        // queues, whatever the deletion said.
+        let unproven = self.ctrl.fence_state() == super::fence::UNPROVEN;
+        if unproven {
+            self.quarantine_rings();
+        }
         if result.is_ok() {
             let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORTED_SQ_DELETION);
-            for req in self.tracker.drain() {
+            for mut req in self.tracker.drain() {
+                if unproven && let Some(b) = req.buf.as_mut() {
+                    b.quarantine();
+                }
                 sink(IoCompletion {
                     token: req.token,
                     result: Err(IoError::Status(aborted)),
