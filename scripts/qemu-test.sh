@@ -46,7 +46,8 @@ Perf mode:
   --env PERF_FIO_ENGINES="libaio io_uring io_uring-polled"
                              fio variants to run (this is the default)
 
-Environment: NVME_ENGINE_QEMU_CACHE (cache dir, default scripts/.cache),
+Environment: NVME_ENGINE_QEMU_NVME_PROPS (extra QEMU nvme properties, e.g.
+"mdts=1,max_ioqpairs=1"), NVME_ENGINE_QEMU_CACHE (cache dir, default scripts/.cache),
 NVME_ENGINE_QEMU_KERNEL_PKG (kernel package to use), NVME_ENGINE_GUEST_TARGET_DIR
 (cargo target dir for guest builds, default $CARGO_TARGET_DIR/guest).
 USAGE

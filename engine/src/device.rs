@@ -44,4 +44,31 @@ pub trait Device: Send + Sync + 'static {
 
     /// A short human-readable name for messages (`emu:0`, `0000:04:00.0`).
     fn name(&self) -> String;
+
+    /// Stop the device from doing any further DMA, for good: bus mastering
+    /// off in the PCI command register, then a function-level reset where
+    /// the transport has one. Called when the controller could not be reset
+    /// (CSTS.RDY stays 1) or a queue teardown gave up, before any buffer
+    /// the device might still write is handed back. `Ok` only when the stop
+    /// is proven (the register reads back with bus mastering off, or the
+    /// reset succeeded); on `Err` the driver quarantines that memory
+    /// instead. The device is unusable afterwards: reopen it.
+    ///
+    /// The default cannot stop anything and says so.
+    fn quiesce(&self) -> Result<(), QuiesceError> {
+        Err(QuiesceError {
+            device: self.name(),
+            reason: "this transport has no way to turn off bus mastering".into(),
+        })
+    }
+}
+
+/// A device that could not be proven to have stopped DMA.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{device}: could not stop the device's DMA: {reason}")]
+pub struct QuiesceError {
+    /// Device name.
+    pub device: String,
+    /// What failed.
+    pub reason: String,
 }

@@ -1,15 +1,23 @@
 //! Fuzzing harness: the driver against a device the input controls.
 //!
-//! Not part of the supported API. [`run`] builds an emulated controller
-//! whose Identify data, fault rules (every [`FaultAction`]), recovery
-//! behaviour and register reads come from the input, brings the driver up
-//! on it, and plays a script of I/O, polling, raw completion entries with
-//! arbitrary CID/SQ head/SQ id/status, timeout scans with a synthetic
-//! clock, resets, fatal status and removal. It checks the driver's promise:
-//! no panic, every submitted command completes at most once, every refused
-//! or completed command gives its buffer back, and once the device is
-//! honest again every command completes. Loops are bounded by the input
-//! length; waits are bounded by short admin timeouts.
+//! Built only with the `fuzzing` cargo feature; not part of the supported
+//! API. [`run`] builds an emulated controller (inline, or threaded with its
+//! own device thread) with one to three namespaces, whose Identify data,
+//! claimed namespace count (up to NN = 0xFFFFFFFF with an endless active
+//! list), fault rules (every [`FaultAction`]), recovery behaviour and
+//! register reads come from the input. It brings the driver up on it and
+//! plays a script over up to three I/O queue pairs: reads and writes on any
+//! namespace, polling, raw completion entries with arbitrary CID/SQ head/SQ
+//! id/status, timeout scans with a synthetic clock, resets in the middle of
+//! I/O, fatal status, removal, admin commands with caller buffers (Get Log
+//! Page, raw Identify), and deletion of a queue pair with I/O outstanding.
+//!
+//! It checks the driver's promise: no panic, every submitted command
+//! completes at most once, every refused or completed command gives its
+//! buffer back, a deleted queue pair answers everything it held, memory
+//! outside every buffer is never written, and once the device is honest
+//! again every command completes. Loops are bounded by the input length;
+//! waits are bounded by short admin timeouts.
 //!
 //! Used by the `cargo fuzz` crate in `fuzz/` and by a seeded stable test.
 
@@ -20,10 +28,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::device::Device;
+use crate::dma::{DmaBuf, DmaPool};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
-use crate::driver::{Controller, ControllerOptions, IoCompletion, QueuePairOptions};
-use crate::emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
+use crate::driver::{Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions};
+use crate::emu::{EmuConfig, EmuController, EmuHandle, EmuMode, EmuNamespaceConfig};
+use crate::emu::{FaultAction, FaultRule};
+use crate::spec::command::cns;
+use crate::spec::log::LogId;
 use crate::spec::registers::{ALL_ONES, offset};
+use crate::spec::{AdminOpcode, Command};
 use crate::spec::{Completion, Status, StatusCodeType};
 
 /// Reads values from the fuzz input; zeros once it is exhausted.
@@ -64,6 +77,10 @@ impl<'a> Input<'a> {
 /// An emulated controller whose register reads the input may replace.
 struct FuzzDevice {
     emu: EmuController,
+    /// CSTS reads are true while set: the emulator is refusing CC.EN = 0,
+    /// and a lie of CSTS.RDY = 0 on top would be a controller claiming to
+    /// have stopped while it runs on, which no driver can detect.
+    honest_csts: std::sync::atomic::AtomicBool,
     /// Bytes deciding, per register read, whether to lie and with what.
     script: Mutex<(Vec<u8>, usize)>,
 }
@@ -89,8 +106,15 @@ impl FuzzDevice {
 
 impl Device for FuzzDevice {
     fn read32(&self, off: usize) -> u32 {
-        let real = self.emu.read32(off);
-        if off < offset::DOORBELLS {
+        let mut real = self.emu.read32(off);
+        if off == offset::CAP && real != ALL_ONES {
+            // CAP.TO = 500 ms: a reset the device refuses costs half a
+            // second, not the emulator's 5 s.
+            real = (real & !(0xff << 24)) | 1 << 24;
+        }
+        let honest =
+            off == offset::CSTS && self.honest_csts.load(std::sync::atomic::Ordering::SeqCst);
+        if off < offset::DOORBELLS && !honest {
             self.lie().unwrap_or(real)
         } else {
             real
@@ -108,8 +132,15 @@ impl Device for FuzzDevice {
     fn name(&self) -> String {
         self.emu.name()
     }
+    fn quiesce(&self) -> Result<(), crate::device::QuiesceError> {
+        self.emu.quiesce()
+    }
 }
 
+/// An error status for a fault rule. Never Successful Completion: a device
+/// that reports success for a command it did not carry out (a Delete I/O
+/// CQ it ignores, then keeps writing that CQ) cannot be told from an honest
+/// one by any driver, so it is outside what the harness checks.
 fn status(input: &mut Input<'_>) -> Status {
     let sct = [
         StatusCodeType::GENERIC,
@@ -117,7 +148,11 @@ fn status(input: &mut Input<'_>) -> Status {
         StatusCodeType::MEDIA,
         StatusCodeType::PATH,
     ][input.u8() as usize % 4];
-    Status::new(sct, input.u8()).with_dnr(input.u8() & 1 == 1)
+    let sc = match input.u8() {
+        0 if sct == StatusCodeType::GENERIC => crate::spec::status::generic::INTERNAL_ERROR,
+        sc => sc,
+    };
+    Status::new(sct, sc).with_dnr(input.u8() & 1 == 1)
 }
 
 fn rule(input: &mut Input<'_>) -> FaultRule {
@@ -158,26 +193,121 @@ pub struct Outcome {
     pub succeeded: u64,
     /// Commands completed with an error.
     pub failed: u64,
+    /// Queue pairs deleted with commands outstanding.
+    pub deleted_busy: u64,
+    /// Admin commands with a caller buffer that completed.
+    pub admin_buffers: u64,
+    /// Usable namespaces found.
+    pub namespaces: usize,
+    /// The emulator ran its own device thread.
+    pub threaded: bool,
+    /// The driver quiesced the device (a reset it could not complete).
+    pub quiesced: bool,
+    /// Bytes of buffers handed back quarantined.
+    pub quarantined: usize,
+}
+
+/// Per-command bookkeeping: completions seen, whether it carries a buffer,
+/// and the queue pair it went to.
+#[derive(Clone, Copy)]
+struct Entry {
+    seen: u32,
+    buf: bool,
+    qp: usize,
+}
+
+struct Book {
+    entries: HashMap<u64, Entry>,
+    next: u64,
+}
+
+impl Book {
+    fn record(&mut self, c: IoCompletion, out: &mut Outcome, pool: &mut DmaPool) {
+        let e = self
+            .entries
+            .get_mut(&c.token)
+            .expect("completion for a token never submitted");
+        e.seen += 1;
+        assert_eq!(e.seen, 1, "command {} completed twice", c.token);
+        assert_eq!(
+            c.buf.is_some(),
+            e.buf,
+            "command {} lost or gained a buffer",
+            c.token
+        );
+        if c.result.is_ok() {
+            out.succeeded += 1;
+        } else {
+            out.failed += 1;
+        }
+        if let Some(b) = c.buf {
+            give_back(pool, b);
+        }
+    }
+}
+
+/// Return a buffer to its pool (a quarantined one is kept out of reuse by
+/// the pool itself).
+fn give_back(pool: &mut DmaPool, b: DmaBuf) {
+    assert!(
+        pool.free(b).is_ok(),
+        "a buffer came back twice or to the wrong pool"
+    );
+}
+
+fn config(input: &mut Input<'_>, allow_threaded: bool) -> EmuConfig {
+    let flags = input.u8();
+    let mut cfg = EmuConfig::ram(256 << 10).without_namespaces();
+    for i in 0..1 + flags % 3 {
+        let lba = if (flags >> (2 + i)) & 1 == 1 {
+            4096
+        } else {
+            512
+        };
+        cfg = cfg.namespace(EmuNamespaceConfig::ram(lba, (128u64 << 10) / lba as u64));
+    }
+    if allow_threaded && flags & 0xe0 == 0xe0 {
+        cfg = cfg.mode(EmuMode::threaded_cooperative());
+    }
+    cfg.mdts = 1 + input.u8() % 10;
+    cfg.max_queue_entries = 2 + input.u8() as u32 % 63;
+    cfg.io_queues = 1 + input.u8() as u16 % 3;
+    cfg
+}
+
+/// A hostile namespace count, sometimes.
+fn claim(input: &mut Input<'_>, h: &EmuHandle) {
+    match input.u8() {
+        0..=199 => {}
+        200..=239 => h.claim_namespaces(1 + input.u8() as u32 * 8),
+        240..=249 => h.claim_namespaces(1024 * (1 + input.u8() as u32 % 4)),
+        _ => h.claim_namespaces(u32::MAX - input.u8() as u32),
+    }
 }
 
 /// Run one input. Panics only when the driver breaks its promise.
 pub fn run(data: &[u8]) -> Outcome {
+    run_with(data, true)
+}
+
+/// [`run`], with the threaded emulator only when `allow_threaded` (its runs
+/// wait out real admin timeouts, so a stable test keeps them few).
+pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     let mut input = Input::new(data);
     let mut out = Outcome::default();
-    let mut cfg = EmuConfig::ram(256 << 10);
-    cfg.mdts = 1 + input.u8() % 10;
-    cfg.max_queue_entries = 2 + input.u8() as u32 % 63;
-    cfg.io_queues = 1 + input.u8() as u16 % 3;
+    let cfg = config(&mut input, allow_threaded);
+    out.threaded = !matches!(cfg.mode, EmuMode::Inline);
     let Ok(emu) = EmuController::new(cfg) else {
         return out;
     };
     let h: EmuHandle = emu.handle();
     h.seed_faults(input.u64());
+    claim(&mut input, &h);
     for _ in 0..input.u8() % 4 {
         h.patch_identify_controller(input.u16() as usize, input.u8());
     }
     for _ in 0..input.u8() % 3 {
-        h.patch_identify_namespace(1, input.u16() as usize, input.u8());
+        h.patch_identify_namespace(1 + input.u8() as u32 % 3, input.u16() as usize, input.u8());
     }
     for _ in 0..input.u8() % 4 {
         h.add_fault(rule(&mut input));
@@ -188,12 +318,13 @@ pub fn run(data: &[u8]) -> Outcome {
     let script = input.take(script_len).to_vec();
     let device = FuzzDevice {
         emu,
+        honest_csts: std::sync::atomic::AtomicBool::new(false),
         script: Mutex::new((script, 0)),
     };
     let opts = ControllerOptions {
         admin_queue_entries: 2 + input.u8() as u16 % 16,
-        io_queues: 2,
-        admin_timeout: Duration::from_millis(2),
+        io_queues: 3,
+        admin_timeout: Duration::from_millis(if out.threaded { 200 } else { 2 }),
         io_timeout: Duration::from_secs(30),
         max_transfer_bytes: [4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4],
         ..ControllerOptions::default()
@@ -202,61 +333,65 @@ pub fn run(data: &[u8]) -> Outcome {
         return out;
     };
     out.brought_up = true;
+    out.namespaces = ctrl.namespaces().len();
     let entries = 2 + input.u8() as u16 % 32;
-    let Ok(mut qp) = ctrl.create_io_qpair(QueuePairOptions {
+    let qp_opts = QueuePairOptions {
         entries: Some(entries),
-    }) else {
-        return out;
     };
+    let mut qps: Vec<Option<IoQueuePair<FuzzDevice>>> = Vec::new();
+    for _ in 0..1 + input.u8() % 3 {
+        qps.push(ctrl.create_io_qpair(qp_opts).ok());
+    }
+    if qps.iter().all(Option::is_none) {
+        return out;
+    }
     let Ok(mut pool) = ctrl.create_pool(1 << 20) else {
         return out;
     };
-    let ns = ctrl.namespaces().first().cloned();
+    let nss = ctrl.namespaces().to_vec();
     // Never handed to the device: must still hold its pattern at the end.
     let Ok(mut canary) = pool.alloc(8192) else {
         return out;
     };
     canary.fill(0xA5);
     let mut now = Instant::now();
-    // token -> (completions seen, carries a buffer)
-    let mut book: HashMap<u64, (u32, bool)> = HashMap::new();
-    let mut next_token = 0u64;
-    let record = |book: &mut HashMap<u64, (u32, bool)>,
-                  c: IoCompletion,
-                  out: &mut Outcome,
-                  pool: &mut crate::dma::DmaPool| {
-        let e = book.entry(c.token).or_insert((0, false));
-        e.0 += 1;
-        assert_eq!(e.0, 1, "command {} completed twice", c.token);
-        assert_eq!(
-            c.buf.is_some(),
-            e.1,
-            "command {} lost or gained a buffer",
-            c.token
-        );
-        if c.result.is_ok() {
-            out.succeeded += 1;
-        } else {
-            out.failed += 1;
-        }
-        if let Some(b) = c.buf {
-            assert!(pool.free(b).is_ok(), "a buffer came back twice");
-        }
+    let mut book = Book {
+        entries: HashMap::new(),
+        next: 0,
     };
     let mut ops = 0;
+    let (mut stuck_budget, mut stuck_phase) = (2u8, 0u8);
     while !input.done() && ops < 256 {
         ops += 1;
         let op = input.u8();
-        match op % 12 {
+        // The stuck controller lasts for the one operation after the one
+        // that asked for it, whatever that operation does.
+        match stuck_phase {
+            1 => stuck_phase = 2,
+            2 => {
+                h.set_ignores_disable(false);
+                ctrl.device()
+                    .honest_csts
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                stuck_phase = 0;
+            }
+            _ => {}
+        }
+        let qi = input.u8() as usize % qps.len();
+        match op % 14 {
             0..=3 => {
-                let Some(ns) = &ns else { continue };
+                let Some(qp) = qps[qi].as_mut() else { continue };
+                if nss.is_empty() {
+                    continue;
+                }
+                let ns = &nss[input.u8() as usize % nss.len()];
                 let blocks = 1 + input.u8() as usize % 8;
                 let lba = input.u16() as u64 % ns.blocks.max(1);
                 let Ok(buf) = pool.alloc(blocks * ns.block_size as usize) else {
                     continue;
                 };
-                let token = next_token;
-                next_token += 1;
+                let token = book.next;
+                book.next += 1;
                 let r = if op & 1 == 0 {
                     qp.read(ns, lba, buf, token)
                 } else {
@@ -264,26 +399,42 @@ pub fn run(data: &[u8]) -> Outcome {
                 };
                 match r {
                     Ok(()) => {
-                        book.insert(token, (0, true));
+                        book.entries.insert(
+                            token,
+                            Entry {
+                                seen: 0,
+                                buf: true,
+                                qp: qi,
+                            },
+                        );
                         out.submitted += 1;
                     }
                     Err(e) => {
                         let buf = e.buf.expect("a refused command returns its buffer");
-                        assert!(pool.free(buf).is_ok());
+                        give_back(&mut pool, buf);
                     }
                 }
             }
             4 => {
-                let Some(ns) = &ns else { continue };
-                let token = next_token;
-                next_token += 1;
+                let Some(qp) = qps[qi].as_mut() else { continue };
+                let Some(ns) = nss.first() else { continue };
+                let token = book.next;
+                book.next += 1;
                 if qp.flush(ns, token).is_ok() {
-                    book.insert(token, (0, false));
+                    book.entries.insert(
+                        token,
+                        Entry {
+                            seen: 0,
+                            buf: false,
+                            qp: qi,
+                        },
+                    );
                     out.submitted += 1;
                 }
             }
             5 | 6 => {
-                qp.process_completions(usize::MAX, |c| record(&mut book, c, &mut out, &mut pool));
+                let Some(qp) = qps[qi].as_mut() else { continue };
+                qp.process_completions(usize::MAX, |c| book.record(c, &mut out, &mut pool));
             }
             7 => {
                 let c = Completion {
@@ -294,11 +445,13 @@ pub fn run(data: &[u8]) -> Outcome {
                     cid: input.u16(),
                     status_phase: input.u16(),
                 };
-                h.inject_completion(input.u8() as u16 % 3, c);
+                h.inject_completion(input.u8() as u16 % 4, c);
             }
             8 => {
                 now += Duration::from_millis(input.u16() as u64 * 10);
-                qp.check_timeouts(now);
+                if let Some(qp) = qps[qi].as_mut() {
+                    qp.check_timeouts(now);
+                }
             }
             9 => {
                 h.poll();
@@ -312,23 +465,85 @@ pub fn run(data: &[u8]) -> Outcome {
                 3 => {
                     let _ = ctrl.smart_log();
                 }
+                // A controller that cannot be reset (CSTS.RDY stays 1), for
+                // the next operation only and twice per run at most (each
+                // refused reset waits CAP.TO); and a transport that cannot
+                // quiesce it.
+                4 if stuck_budget > 0 => {
+                    stuck_budget -= 1;
+                    h.set_ignores_disable(true);
+                    ctrl.device()
+                        .honest_csts
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    stuck_phase = 1;
+                }
+                5 => h.set_quiesce_fails(input.u8() & 1 == 1),
                 _ => {}
             },
-            _ => qp.ring_doorbell(),
+            11 => {
+                // An admin command with a caller buffer.
+                let len = 4 * (1 + input.u16() as usize % 2048);
+                let Ok(mut buf) = pool.alloc(len) else {
+                    continue;
+                };
+                let r = if input.u8() & 1 == 0 {
+                    ctrl.get_log_page(0xffff_ffff, LogId(1 + input.u8() % 3), &mut buf)
+                } else {
+                    let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, input.u32() % 4);
+                    cmd.cdw10 = [cns::CONTROLLER, cns::NAMESPACE, cns::ACTIVE_NAMESPACES]
+                        [input.u8() as usize % 3] as u32;
+                    ctrl.admin_command(cmd, Some(&mut buf)).map(|_| ())
+                };
+                if r.is_ok() {
+                    out.admin_buffers += 1;
+                }
+                give_back(&mut pool, buf);
+            }
+            12 => {
+                // Delete a queue pair with whatever it holds, then replace it.
+                let Some(qp) = qps[qi].take() else {
+                    qps[qi] = ctrl.create_io_qpair(qp_opts).ok();
+                    continue;
+                };
+                if qp.outstanding() > 0 {
+                    out.deleted_busy += 1;
+                }
+                // Deleted or not, every command it held is answered once.
+                let _ = qp.delete_with(|c| book.record(c, &mut out, &mut pool));
+                assert!(
+                    book.entries
+                        .values()
+                        .filter(|e| e.qp == qi)
+                        .all(|e| e.seen == 1),
+                    "a deleted queue pair did not answer every command it held"
+                );
+                book.entries.retain(|_, e| e.qp != qi);
+                qps[qi] = ctrl.create_io_qpair(qp_opts).ok();
+            }
+            _ => {
+                if let Some(qp) = qps[qi].as_mut() {
+                    qp.ring_doorbell();
+                }
+            }
         }
     }
     // The device becomes honest: no more faults, register reads true. Every
     // command must now complete within a bounded number of rounds.
     h.clear_faults();
+    h.set_ignores_disable(false);
     for _ in 0..64 {
-        if qp.outstanding() == 0 {
+        if qps.iter().flatten().all(|q| q.outstanding() == 0) {
             break;
         }
         h.poll();
         now += Duration::from_secs(40);
-        qp.check_timeouts(now);
-        qp.process_completions(usize::MAX, |c| record(&mut book, c, &mut out, &mut pool));
+        for qp in qps.iter_mut().flatten() {
+            qp.check_timeouts(now);
+            qp.process_completions(usize::MAX, |c| book.record(c, &mut out, &mut pool));
+        }
     }
+    out.quiesced = h.is_quiesced();
+    out.quarantined = pool.quarantined();
     assert!(
         canary.to_vec().iter().all(|&b| b == 0xA5),
         "memory outside every command's buffer was written"
@@ -338,19 +553,25 @@ pub fn run(data: &[u8]) -> Outcome {
         0,
         "the driver pointed the device outside its memory"
     );
-    if qp.outstanding() == 0 {
-        assert!(
-            book.values().all(|&(n, _)| n == 1),
-            "a command never completed though none is outstanding"
-        );
-    } else {
-        // Only a controller that stays fatal or gone after resets keeps
-        // commands outstanding, and only while no reset was possible.
-        assert!(
-            !ctrl.health().eq(&crate::driver::Health::Live) || h.is_vanished(),
-            "commands stuck on a live controller: {:?}",
-            qp.stats()
-        );
+    for (qi, qp) in qps.iter().enumerate() {
+        let Some(qp) = qp else { continue };
+        if qp.outstanding() == 0 {
+            assert!(
+                book.entries
+                    .values()
+                    .filter(|e| e.qp == qi)
+                    .all(|e| e.seen == 1),
+                "a command never completed though none is outstanding"
+            );
+        } else if !out.threaded {
+            // Only a controller that stays fatal or gone after resets keeps
+            // commands outstanding, and only while no reset was possible.
+            assert!(
+                !ctrl.health().eq(&crate::driver::Health::Live) || h.is_vanished(),
+                "commands stuck on a live controller: {:?}",
+                qp.stats()
+            );
+        }
     }
     out
 }

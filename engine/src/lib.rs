@@ -12,12 +12,12 @@ pub mod device;
 pub mod dma;
 pub mod driver;
 pub mod emu;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod spec;
 pub mod vfio;
 
-pub use device::Device;
+pub use device::{Device, QuiesceError};
 pub use driver::{
     Controller, ControllerOptions, DriverError, Health, IoCompletion, IoError, IoQueuePair,
     LbaRange, Namespace, QueuePairOptions, QueuePairStats, SubmitError, SubmitErrorKind, SyncError,

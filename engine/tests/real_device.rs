@@ -9,12 +9,19 @@
 //!   first and restored at the end, but a crash in between loses it: use a
 //!   scratch device. Without it only reads are issued.
 //! - Needs free 2 MiB hugepages (`sudo HUGEMEM=64 scripts/setup.sh`).
+//!
+//! The checks adapt to the controller: transfer sizes are capped at its
+//! MDTS, and what needs more I/O queues than it granted is skipped with the
+//! reason printed. The same checks also run, always, against the emulated
+//! controller configured like the smallest real ones (MDTS 8 KiB or 32 KiB,
+//! one or two I/O queues), so that adaptation is tested without hardware.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use nvme_engine::dma::{DmaBuf, DmaPool, HostMemory, PageSize};
-use nvme_engine::vfio::{RealDevice, VfioOptions};
+use nvme_engine::dma::{DmaBuf, DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
+use nvme_engine::emu::{EmuConfig, EmuController};
+use nvme_engine::vfio::{RealDevice as PciDevice, VfioOptions};
 use nvme_engine::{
     Controller, ControllerOptions, Device, IoCompletion, LbaRange, Namespace, QueuePairOptions,
     SubmitErrorKind,
@@ -52,15 +59,58 @@ fn skip(test: &str) -> Option<Vec<String>> {
     a
 }
 
-fn open(addr: &str) -> RealDevice {
-    match RealDevice::open(addr, options()) {
+/// The device under test: a PCI controller, or the emulated controller
+/// standing in for a small one.
+enum RealDevice {
+    Pci(PciDevice),
+    Emu(EmuController),
+}
+
+impl Device for RealDevice {
+    fn read32(&self, offset: usize) -> u32 {
+        match self {
+            RealDevice::Pci(d) => d.read32(offset),
+            RealDevice::Emu(d) => d.read32(offset),
+        }
+    }
+    fn write32(&self, offset: usize, value: u32) {
+        match self {
+            RealDevice::Pci(d) => d.write32(offset, value),
+            RealDevice::Emu(d) => d.write32(offset, value),
+        }
+    }
+    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
+        match self {
+            RealDevice::Pci(d) => d.map_dma(memory),
+            RealDevice::Emu(d) => d.map_dma(memory),
+        }
+    }
+    fn allows_plain_memory(&self) -> bool {
+        matches!(self, RealDevice::Emu(_))
+    }
+    fn name(&self) -> String {
+        match self {
+            RealDevice::Pci(d) => d.name(),
+            RealDevice::Emu(d) => d.name(),
+        }
+    }
+    fn quiesce(&self) -> Result<(), nvme_engine::QuiesceError> {
+        match self {
+            RealDevice::Pci(d) => d.quiesce(),
+            RealDevice::Emu(d) => d.quiesce(),
+        }
+    }
+}
+
+fn open(addr: &str) -> PciDevice {
+    match PciDevice::open(addr, options()) {
         Ok(d) => d,
         Err(e) => panic!("opening {addr}: {e}"),
     }
 }
 
 /// The transport alone: registers, bounds checks and an IOMMU mapping.
-fn check_transport(addr: &str, dev: &RealDevice) {
+fn check_transport(addr: &str, dev: &PciDevice) {
     let cap = dev.read64(0x00);
     let vs = dev.read32(0x08);
     eprintln!("{addr}: CAP={cap:#018x} VS={vs:#010x}");
@@ -84,7 +134,7 @@ fn check_transport(addr: &str, dev: &RealDevice) {
         "{addr}: 4 MiB at vaddr {vaddr:#x} mapped; device addresses per chunk: {:x?}",
         region.chunk_iovas()
     );
-    if let RealDevice::Vfio(v) = dev
+    if let PciDevice::Vfio(v) = dev
         && !v.is_no_iommu()
     {
         let ranges = v.iova_ranges();
@@ -168,7 +218,7 @@ fn write_blocks(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: 
     pool.free(buf).expect("return buffer");
 }
 
-fn exercise(addr: &str, dev: RealDevice) {
+fn exercise(addr: &str, dev: RealDevice, writes: bool) {
     let ctrl = Controller::new(dev, ControllerOptions::default())
         .unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
     let id = ctrl.identify();
@@ -255,7 +305,7 @@ fn exercise(addr: &str, dev: RealDevice) {
     }
     assert!(seen.iter().all(|&s| s));
 
-    if !flag("NVME_ENGINE_TEST_WRITE") {
+    if !writes {
         eprintln!("{addr}: writes SKIPPED (set NVME_ENGINE_TEST_WRITE=1 on a scratch device)");
     } else if ns.read_only {
         eprintln!("{addr}: namespace is write protected; writes skipped");
@@ -403,7 +453,7 @@ fn sizes(
         .max(bs);
     let offset_big = up(64 << 10).min(max.saturating_sub(4096) / bs * bs).max(bs);
     // (window start in the buffer, bytes)
-    let cases = [
+    let all = [
         (0, bs),
         (0, 2 * bs),
         (0, up(4096)),
@@ -413,6 +463,15 @@ fn sizes(
         (512, up(4096)),
         (512, offset_big),
     ];
+    // Sizes above the controller's largest transfer (MDTS) are capped away.
+    let (cases, over): (Vec<_>, Vec<_>) = all.iter().partition(|&&(_, len)| len <= max);
+    if !over.is_empty() {
+        eprintln!(
+            "{addr}: namespace {}: sizes {:?} skipped: above the {max} byte maximum transfer",
+            ns.id,
+            over.iter().map(|&(_, len)| len).collect::<Vec<_>>()
+        );
+    }
     let base = ns.blocks / 8;
     let total: u64 = cases.iter().map(|&(_, len)| (len / bs) as u64).sum();
     let original = save(q, pool, ns, base, total);
@@ -478,6 +537,14 @@ fn queue_wrap(
         eprintln!(
             "{addr}: namespace {} under 16 MiB; queue wrap skipped",
             ns.id
+        );
+        return;
+    }
+    if ctrl.io_queues_granted() < 2 {
+        eprintln!(
+            "{addr}: queue wrap skipped: the controller granted {} I/O queue, and the \
+             main queue pair uses it",
+            ctrl.io_queues_granted()
         );
         return;
     }
@@ -574,7 +641,7 @@ fn queue_wrap(
 /// read them back, reap, compare), all in flight at once on its own queue.
 fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64) -> usize {
     let bs = ns.block_size as usize;
-    let unit = 8192usize.div_ceil(bs) * bs;
+    let unit = unit_bytes(ns, q.max_transfer_bytes());
     let units = 16u64;
     let step = (unit / bs) as u64;
     let mut ios = 0;
@@ -619,10 +686,17 @@ fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64
     ios
 }
 
+/// Bytes per command of the parallel checks: 8 KiB, or less when the
+/// controller's maximum transfer is smaller.
+fn unit_bytes(ns: &Namespace, max_transfer: usize) -> usize {
+    let bs = ns.block_size as usize;
+    (8192usize.min(max_transfer).div_ceil(bs) * bs).max(bs)
+}
+
 /// Four queue pairs on four threads, each with its own pool and LBA range,
 /// spread over the namespaces, all at once.
 fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut DmaPool) {
-    let spare = ctrl.io_queues_granted() as usize - 1;
+    let spare = (ctrl.io_queues_granted() as usize).saturating_sub(1);
     let threads = 4.min(spare);
     let namespaces: Vec<Namespace> = ctrl
         .namespaces()
@@ -630,11 +704,17 @@ fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut
         .filter(|n| !n.read_only && roomy(n))
         .cloned()
         .collect();
-    if threads < 2 || namespaces.is_empty() {
-        eprintln!("{addr}: {spare} spare I/O queues; parallel queues skipped");
+    if threads == 0 || namespaces.is_empty() {
+        eprintln!(
+            "{addr}: parallel queues skipped: the controller granted {} I/O queues ({spare} \
+             beside the main one; one is needed) and {} namespaces are writable and 16 MiB or more",
+            ctrl.io_queues_granted(),
+            namespaces.len()
+        );
         return;
     }
-    let span = |ns: &Namespace| 16 * 8192u64.div_ceil(u64::from(ns.block_size));
+    let unit = |ns: &Namespace| unit_bytes(ns, ctrl.max_transfer_bytes()) as u64;
+    let span = |ns: &Namespace| 16 * unit(ns).div_ceil(u64::from(ns.block_size));
     let plan: Vec<(Namespace, u64)> = (0..threads)
         .map(|t| {
             let ns = namespaces[t % namespaces.len()].clone();
@@ -698,19 +778,19 @@ fn real_controllers_open_map_dma_and_do_io() {
         return;
     };
     // All controllers open at once, each with its own container.
-    let devices: Vec<(String, RealDevice)> = addrs.iter().map(|a| (a.clone(), open(a))).collect();
+    let devices: Vec<(String, PciDevice)> = addrs.iter().map(|a| (a.clone(), open(a))).collect();
     for (addr, dev) in &devices {
         check_transport(addr, dev);
-        if let RealDevice::Vfio(_) = dev {
+        if let PciDevice::Vfio(_) = dev {
             // A VFIO group is exclusive: a second open must fail, and say why.
-            match RealDevice::open(addr, options()) {
+            match PciDevice::open(addr, options()) {
                 Ok(_) => panic!("{addr} opened twice"),
                 Err(e) => eprintln!("{addr}: second open refused: {e}"),
             }
         }
     }
     for (addr, dev) in devices {
-        exercise(&addr, dev);
+        exercise(&addr, RealDevice::Pci(dev), flag("NVME_ENGINE_TEST_WRITE"));
     }
 }
 
@@ -736,8 +816,8 @@ fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
         shadow_doorbells: shadow,
         ..ControllerOptions::default()
     };
-    let ctrl =
-        Controller::new(open(addr), opts).unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
+    let ctrl = Controller::new(RealDevice::Pci(open(addr)), opts)
+        .unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
     let ns = ctrl
         .namespaces()
         .first()
@@ -829,4 +909,25 @@ fn real_controllers_use_shadow_doorbells_and_write_fewer_mmio_doorbells_per_io()
             off.mmio_per_io()
         );
     }
+}
+
+/// The emulated controller as a small real one: `mdts` (8 KiB = 1,
+/// 32 KiB = 3), `queues` I/O queues, two 32 MiB namespaces (512 B and 4 KiB
+/// blocks). Writes are always on: the media is RAM.
+fn small_controller(mdts: u8, queues: u16) -> RealDevice {
+    let mut cfg =
+        EmuConfig::ram(32 << 20).namespace(nvme_engine::emu::EmuNamespaceConfig::ram(4096, 8192));
+    cfg.mdts = mdts;
+    cfg.io_queues = queues;
+    RealDevice::Emu(EmuController::new(cfg).expect("emulated controller"))
+}
+
+#[test]
+fn real_device_checks_adapt_to_8k_mdts_and_one_granted_queue() {
+    exercise("emu(mdts 8 KiB, 1 queue)", small_controller(1, 1), true);
+}
+
+#[test]
+fn real_device_checks_adapt_to_32k_mdts_and_two_granted_queues() {
+    exercise("emu(mdts 32 KiB, 2 queues)", small_controller(3, 2), true);
 }

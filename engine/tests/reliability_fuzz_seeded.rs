@@ -22,8 +22,15 @@ fn hostile_device_inputs_never_break_the_completion_promise() {
     let mut up = 0;
     let mut submitted = 0;
     let mut done = 0;
+    let (mut deleted_busy, mut admin_buffers, mut multi_ns) = (0, 0, 0);
+    let (mut quiesced, mut quarantined) = (0, 0);
     for data in inputs(0x5eed, 3000) {
-        let o = fuzzing::run(&data);
+        let o = fuzzing::run_with(&data, false);
+        deleted_busy += o.deleted_busy;
+        admin_buffers += o.admin_buffers;
+        multi_ns += (o.namespaces > 1) as u32;
+        quiesced += o.quiesced as u32;
+        quarantined += (o.quarantined > 0) as u32;
         up += o.brought_up as u32;
         submitted += o.submitted;
         done += o.succeeded + o.failed;
@@ -34,4 +41,23 @@ fn hostile_device_inputs_never_break_the_completion_promise() {
         submitted > 1000 && done > 500,
         "{submitted} submitted, {done} completed"
     );
+    // And the wider script: deletion with I/O outstanding, admin commands
+    // with buffers, several namespaces.
+    assert!(deleted_busy > 20, "{deleted_busy} busy deletions");
+    assert!(admin_buffers > 50, "{admin_buffers} admin buffer commands");
+    assert!(multi_ns > 50, "{multi_ns} runs with several namespaces");
+    eprintln!("{quiesced} runs quiesced the device, {quarantined} quarantined buffers");
+    assert!(quiesced > 0, "no run reached the quiesce path");
+}
+
+#[test]
+fn threaded_emulator_inputs_never_break_the_completion_promise() {
+    // Inputs whose first byte selects the threaded emulator.
+    let mut threaded = 0;
+    for mut data in inputs(0x7ead, 40) {
+        data[0] |= 0xe0;
+        let o = fuzzing::run(&data);
+        threaded += o.threaded as u32;
+    }
+    assert!(threaded > 0);
 }

@@ -59,3 +59,123 @@ fn shutdown_of_a_disabled_controller_returns_at_once() {
     ctrl.shutdown().unwrap();
     assert_eq!(ctrl.device().read32(offset::CC), 0, "CC was left alone");
 }
+
+/// The emulated controller with one CSTS read, once armed, that returns all
+/// ones: a transient PCIe error seen by the host while the device works on.
+struct FlickeringCsts {
+    emu: EmuController,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Device for FlickeringCsts {
+    fn read32(&self, off: usize) -> u32 {
+        use std::sync::atomic::Ordering;
+        if off == offset::CSTS && self.armed.swap(false, Ordering::SeqCst) {
+            return u32::MAX;
+        }
+        self.emu.read32(off)
+    }
+    fn write32(&self, off: usize, value: u32) {
+        self.emu.write32(off, value)
+    }
+    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
+        self.emu.map_dma(memory)
+    }
+    fn allows_plain_memory(&self) -> bool {
+        true
+    }
+    fn name(&self) -> String {
+        self.emu.name()
+    }
+    fn quiesce(&self) -> Result<(), nvme_engine::QuiesceError> {
+        self.emu.quiesce()
+    }
+}
+
+/// Found by fuzzing the threaded emulator: a CSTS read of all ones while
+/// Create I/O CQ was outstanding made queue creation fail and release the
+/// ring memory, though the controller had created the CQ and went on
+/// writing it. A create that ends without a completion now resets the
+/// controller (deleting the CQ) before the memory goes.
+#[test]
+fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memory() {
+    use nvme_engine::emu::{FaultAction, FaultRule};
+    use nvme_engine::spec::{AdminOpcode, Completion};
+    use std::sync::atomic::Ordering;
+    let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
+    let h = emu.handle();
+    let dev = FlickeringCsts {
+        emu,
+        armed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let ctrl = Controller::new(dev, ControllerOptions::default()).unwrap();
+    // The CQ is created at once; its completion waits for device rounds,
+    // so the host polls CSTS meanwhile and sees the flicker.
+    h.add_fault(
+        FaultRule::new(FaultAction::DelayPolls(1_000_000))
+            .admin()
+            .opcode(AdminOpcode::CREATE_IO_CQ.0)
+            .once(),
+    );
+    ctrl.device().armed.store(true, Ordering::SeqCst);
+    let e = ctrl
+        .create_io_qpair(Default::default())
+        .expect_err("creation sees the device gone");
+    assert!(e.to_string().contains("0xFFFFFFFF"), "{e}");
+    // The device writing its CQ now must not reach memory the host freed.
+    let c = Completion {
+        dw0: 0,
+        dw1: 0,
+        sqhd: 0,
+        sqid: 1,
+        cid: 0,
+        status_phase: 0,
+    };
+    h.inject_completion(1, c);
+    assert_eq!(
+        h.dma_faults(),
+        0,
+        "the device wrote a CQ in released memory"
+    );
+    // And the controller is usable again.
+    assert!(ctrl.create_io_qpair(Default::default()).is_ok());
+}
+
+/// Found by fuzzing with queue pairs deleted and re-created: when Create
+/// I/O SQ failed and the Delete I/O CQ that undoes it failed too, the ring
+/// memory was released while the controller still had the CQ. The driver
+/// now resets the controller (which deletes every queue) first.
+#[test]
+fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_ring() {
+    use nvme_engine::emu::{FaultAction, FaultRule};
+    use nvme_engine::spec::status::generic;
+    use nvme_engine::spec::{AdminOpcode, Completion, Status, StatusCodeType};
+    let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
+    let h = emu.handle();
+    let ctrl = Controller::new(emu, ControllerOptions::default()).unwrap();
+    let fail = |opcode: u8| {
+        FaultRule::new(FaultAction::CompleteWithStatus(Status::new(
+            StatusCodeType::GENERIC,
+            generic::INTERNAL_ERROR,
+        )))
+        .admin()
+        .opcode(opcode)
+        .once()
+    };
+    h.add_fault(fail(AdminOpcode::CREATE_IO_SQ.0));
+    h.add_fault(fail(AdminOpcode::DELETE_IO_CQ.0));
+    let e = ctrl.create_io_qpair(Default::default()).unwrap_err();
+    assert!(e.to_string().contains("Create I/O Submission Queue"), "{e}");
+    assert_eq!(ctrl.resets(), 1, "the reset removed the CQ");
+    let c = Completion {
+        dw0: 0,
+        dw1: 0,
+        sqhd: 0,
+        sqid: 1,
+        cid: 0,
+        status_phase: 0,
+    };
+    assert!(!h.inject_completion(1, c), "the CQ is gone");
+    assert_eq!(h.dma_faults(), 0);
+    assert!(ctrl.create_io_qpair(Default::default()).is_ok());
+}

@@ -195,16 +195,33 @@ fn unbound_controller_says_how_to_bind_it() {
 }
 
 #[test]
-fn no_iommu_without_opt_in_says_to_enable_it_or_opt_in() {
+fn no_iommu_without_opt_in_says_to_enable_it_or_opt_in_from_every_interface() {
     let fake = Fake::new();
-    let dir = fake.pci(BDF, 0x010802, Some("uio_pci_generic"), None);
-    fake.uio_files(&dir);
+    fake.pci(BDF, 0x010802, Some("vfio-pci"), None);
     let (e, msg) = open_err(&fake, BDF, false);
     assert!(matches!(e, VfioError::NoIommu { .. }), "{e:?}");
     assert!(msg.contains("iommu_group is missing"), "{msg}");
     assert!(msg.contains("intel_iommu=on"), "{msg}");
     assert!(msg.contains("amd_iommu=on"), "{msg}");
+    assert!(msg.contains("DRIVER_OVERRIDE=uio_pci_generic"), "{msg}");
+    assert!(msg.contains("noiommu:1"), "{msg}");
+    assert!(msg.contains("NVME_ENGINE_NO_IOMMU=1"), "{msg}");
     assert!(msg.contains("no_iommu: true"), "{msg}");
+}
+
+#[test]
+fn uio_bound_device_without_opt_in_is_not_told_to_bind_uio_again() {
+    let fake = Fake::new();
+    let dir = fake.pci(BDF, 0x010802, Some("uio_pci_generic"), None);
+    fake.uio_files(&dir);
+    let (e, msg) = open_err(&fake, BDF, false);
+    assert!(matches!(e, VfioError::NoIommuNotAllowed { .. }), "{e:?}");
+    assert!(msg.contains("bound to uio_pci_generic"), "{msg}");
+    assert!(!msg.contains("DRIVER_OVERRIDE"), "{msg}");
+    assert!(
+        msg.contains("noiommu:1") && msg.contains("NVME_ENGINE_NO_IOMMU=1"),
+        "{msg}"
+    );
     // The same device opens once the caller opts in.
     assert!(RealDevice::open(BDF, fake.opts(true)).is_ok());
 }

@@ -82,4 +82,11 @@ impl Device for PerfDevice {
             PerfDevice::Real(d) => d.name(),
         }
     }
+
+    fn quiesce(&self) -> Result<(), nvme_engine::QuiesceError> {
+        match self {
+            PerfDevice::Emu(d) => d.quiesce(),
+            PerfDevice::Real(d) => d.quiesce(),
+        }
+    }
 }

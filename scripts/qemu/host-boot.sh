@@ -33,7 +33,9 @@ qemu_args() {
 	fi
 	[[ -z $EXTRA_CMDLINE ]] || append+=" $EXTRA_CMDLINE"
 	printf '%s\n' -kernel "$VMLINUX" -initrd "$initrd" -append "$append"
-	printf '%s\n' -device nvme,id=nvme0,serial=nvme-engine-qemu
+	# NVME_ENGINE_QEMU_NVME_PROPS: extra controller properties, e.g.
+	# "mdts=1,max_ioqpairs=1" for a controller with 8 KiB transfers and one queue.
+	printf '%s\n' "-device" "nvme,id=nvme0,serial=nvme-engine-qemu${NVME_ENGINE_QEMU_NVME_PROPS:+,$NVME_ENGINE_QEMU_NVME_PROPS}"
 	for n in 1 2; do
 		if [[ $NULL_BACKEND == 1 ]]; then
 			printf '%s\n' -blockdev "driver=null-co,node-name=ns$n,size=$((NS_SIZE_MIB * 1024 * 1024)),read-zeroes=off"

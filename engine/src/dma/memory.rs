@@ -50,7 +50,33 @@ pub struct HostMemory {
     page: PageSize,
     // Keeps the mapping alive; never dereferenced (DMA memory is reached only
     // through `ptr`).
-    _map: MmapMut,
+    _map: Keep,
+}
+
+/// What owns the memory behind a [`HostMemory`].
+enum Keep {
+    /// An anonymous mapping (always, outside Miri).
+    Map(#[allow(dead_code)] MmapMut),
+    /// A zeroed, page-aligned heap block: Miri cannot run `mmap`, so its
+    /// runs of the ring and pool tests use this instead.
+    #[cfg(miri)]
+    Heap(#[allow(dead_code)] HeapBlock),
+}
+
+/// A page-aligned heap allocation, freed on drop (Miri only).
+#[cfg(miri)]
+struct HeapBlock {
+    ptr: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+#[cfg(miri)]
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed` with this `layout` and is
+        // freed once, here.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
 }
 
 // SAFETY: HostMemory owns its mapping; the raw pointer is only an address,
@@ -67,6 +93,9 @@ impl HostMemory {
     pub fn hugepages(len: usize, page: PageSize) -> Result<Self, DmaError> {
         if page == PageSize::Base4K {
             return Self::plain(len);
+        }
+        if cfg!(miri) {
+            return Err(hugepages_missing(page, len.div_ceil(page.bytes())));
         }
         let len = round_up(len.max(1), page.bytes());
         let mut opts = MmapOptions::new();
@@ -89,16 +118,41 @@ impl HostMemory {
     /// controller accepts them.
     pub fn plain(len: usize) -> Result<Self, DmaError> {
         let len = round_up(len.max(1), 4096);
-        let map = MmapOptions::new()
-            .len(len)
-            .populate()
-            .map_anon()
-            .map_err(|source| DmaError::Map {
+        #[cfg(miri)]
+        {
+            let layout =
+                std::alloc::Layout::from_size_align(len, 4096).map_err(|e| DmaError::Map {
+                    len,
+                    what: "ordinary memory",
+                    source: io::Error::other(e.to_string()),
+                })?;
+            // SAFETY: the layout has a non-zero size (len >= 4096).
+            let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+            let ptr = NonNull::new(raw).ok_or_else(|| DmaError::Map {
                 len,
                 what: "ordinary memory",
-                source,
+                source: io::Error::other("the allocator returned null"),
             })?;
-        Self::finish(map, len, PageSize::Base4K, "ordinary memory")
+            return Ok(HostMemory {
+                ptr,
+                len,
+                page: PageSize::Base4K,
+                _map: Keep::Heap(HeapBlock { ptr, layout }),
+            });
+        }
+        #[cfg(not(miri))]
+        {
+            let map = MmapOptions::new()
+                .len(len)
+                .populate()
+                .map_anon()
+                .map_err(|source| DmaError::Map {
+                    len,
+                    what: "ordinary memory",
+                    source,
+                })?;
+            Self::finish(map, len, PageSize::Base4K, "ordinary memory")
+        }
     }
 
     fn finish(
@@ -118,7 +172,7 @@ impl HostMemory {
             ptr,
             len,
             page,
-            _map: map,
+            _map: Keep::Map(map),
         })
     }
 

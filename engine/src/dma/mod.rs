@@ -13,13 +13,16 @@
 //! Nothing in this module hands out a Rust reference into DMA memory: the
 //! device may write it at any time, so all access goes through raw pointers.
 
+mod budget;
 mod memory;
 mod pool;
 mod region;
 
+pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};
+
 pub use memory::{HostMemory, PageSize, hugepage_status};
 pub use pool::{DmaBuf, DmaPool};
-pub use region::{DmaRegion, Unmap, allocate};
+pub use region::{DmaRegion, Unmap, allocate, quarantined_bytes};
 
 use std::io;
 
@@ -103,6 +106,23 @@ pub enum DmaError {
     /// Zero bytes requested.
     #[error("a DMA buffer of zero bytes was requested")]
     ZeroLength,
+    /// More memory was asked for than the machine or the cgroup has left.
+    #[error(
+        "{what} needs {needed} bytes ({} MiB) but only {available} bytes ({} MiB) are available \
+         ({limit}); ask for less, free memory, or raise the limit",
+        .needed >> 20,
+        .available >> 20
+    )]
+    MemoryShort {
+        /// What the memory is for.
+        what: &'static str,
+        /// Bytes requested.
+        needed: u64,
+        /// Bytes that may still be used.
+        available: u64,
+        /// Where the limit comes from.
+        limit: String,
+    },
     /// A buffer was returned to a pool that did not hand it out.
     #[error("DMA buffer returned to a pool that did not allocate it")]
     ForeignBuffer,

@@ -26,6 +26,8 @@ pub struct DmaPool {
     free: Vec<Vec<usize>>,
     bump: usize,
     used: usize,
+    /// Bytes of blocks given back quarantined and kept out of reuse.
+    quarantined: usize,
 }
 
 impl DmaPool {
@@ -48,6 +50,7 @@ impl DmaPool {
             free,
             bump: 0,
             used: 0,
+            quarantined: 0,
         }
     }
 
@@ -58,6 +61,11 @@ impl DmaPool {
     /// Bytes currently handed out (rounded up to block sizes).
     pub fn used(&self) -> usize {
         self.used
+    }
+    /// Bytes of blocks that came back quarantined (a device might still
+    /// write them) and are never handed out again.
+    pub fn quarantined(&self) -> usize {
+        self.quarantined
     }
     /// The largest block this pool can hand out.
     pub fn max_block(&self) -> usize {
@@ -105,15 +113,23 @@ impl DmaPool {
             shift,
             start: 0,
             len,
+            quarantined: false,
         })
     }
 
-    /// Return a buffer to the pool.
+    /// Return a buffer to the pool. A quarantined buffer (see
+    /// [`DmaBuf::is_quarantined`]) is accepted but its block is never
+    /// handed out again and the region is never unmapped.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
         if !Arc::ptr_eq(&buf.region, &self.region) || buf.offset == ALIAS {
             return Err(DmaError::ForeignBuffer);
         }
         self.used -= 1 << buf.shift;
+        if buf.quarantined {
+            self.quarantined += 1 << buf.shift;
+            self.region.quarantine();
+            return Ok(());
+        }
         self.put_block(buf.offset, buf.shift);
         Ok(())
     }
@@ -193,6 +209,8 @@ pub struct DmaBuf {
     shift: u32,
     start: usize,
     len: usize,
+    /// A device may still write the block: it must never be reused.
+    quarantined: bool,
 }
 
 // SAFETY: the buffer exclusively owns its block of the region (aliases share
@@ -201,6 +219,17 @@ pub struct DmaBuf {
 unsafe impl Send for DmaBuf {}
 
 impl DmaBuf {
+    /// Mark the buffer as one a device may still write (it could not be
+    /// stopped): its pool never hands the block out again and its region is
+    /// never unmapped. Contents read from it are not trustworthy.
+    pub fn quarantine(&mut self) {
+        self.quarantined = true;
+        self.region.quarantine();
+    }
+    /// Whether the buffer was quarantined: a device may still write it.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined
+    }
     /// Size of the whole block.
     pub fn capacity(&self) -> usize {
         1 << self.shift
@@ -262,6 +291,7 @@ impl DmaBuf {
             shift: self.shift,
             start: self.start,
             len: self.len,
+            quarantined: self.quarantined,
         }
     }
     /// Copy `data` into the window at `offset`. Returns false when it does not fit.
@@ -429,5 +459,23 @@ mod tests {
         assert_eq!(&out, b"\xAA\xAAhello");
         assert!(!b.set_window(4000, 200));
         assert_eq!(b.len(), 16);
+    }
+
+    #[test]
+    fn quarantined_block_is_never_handed_out_again_and_keeps_its_region() {
+        let mut p = pool(16 << 10);
+        let mut b = p.alloc(4096).unwrap();
+        let iova = b.iova();
+        b.quarantine();
+        assert!(b.is_quarantined());
+        p.free(b).unwrap();
+        assert_eq!((p.used(), p.quarantined()), (0, 4096));
+        assert!(p.region().is_quarantined());
+        let mut rest = Vec::new();
+        while let Ok(b) = p.alloc(4096) {
+            assert_ne!(b.iova(), iova, "the quarantined block came back");
+            rest.push(b);
+        }
+        assert_eq!(rest.len(), 3, "the other blocks are still usable");
     }
 }

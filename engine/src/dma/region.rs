@@ -1,6 +1,8 @@
 //! A host mapping made reachable by one device, with the IOVA of every page.
 
+use std::mem::ManuallyDrop;
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::DmaError;
 use super::memory::{HostMemory, PageSize};
@@ -17,12 +19,31 @@ impl<T: Send + Sync> Unmap for T {}
 /// each chunk (a hugepage, or the whole region when the device gave it one
 /// contiguous IOVA range) is contiguous for the device; two chunks need not be.
 pub struct DmaRegion {
-    memory: HostMemory,
+    // Released in `Drop` unless the region was quarantined.
+    memory: ManuallyDrop<HostMemory>,
     chunk_shift: u32,
     iovas: Box<[u64]>,
     // Declared after `memory` is not enough: the unmap guard must run before
     // the memory is released, so it is dropped explicitly in `Drop`.
     unmap: Option<Box<dyn Unmap>>,
+    /// A device may still write somewhere in the region: never unmap it.
+    quarantined: AtomicBool,
+}
+
+/// Bytes of DMA regions kept mapped forever because a device could not be
+/// proven to have stopped writing them (see [`DmaRegion::quarantine`]).
+static QUARANTINED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Quarantined memory and its device mappings, held until the process
+/// exits.
+#[allow(clippy::type_complexity)]
+static QUARANTINE: std::sync::Mutex<Vec<(HostMemory, Option<Box<dyn Unmap>>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Bytes of DMA memory this process has quarantined so far: regions a
+/// device might still write, deliberately never unmapped or reused.
+pub fn quarantined_bytes() -> u64 {
+    QUARANTINED_BYTES.load(Ordering::Relaxed)
 }
 
 impl DmaRegion {
@@ -47,10 +68,11 @@ impl DmaRegion {
             return None;
         }
         Some(DmaRegion {
-            memory,
+            memory: ManuallyDrop::new(memory),
             chunk_shift,
             iovas: iovas.into_boxed_slice(),
             unmap,
+            quarantined: AtomicBool::new(false),
         })
     }
 
@@ -58,10 +80,11 @@ impl DmaRegion {
     pub fn contiguous(memory: HostMemory, iova: u64, unmap: Option<Box<dyn Unmap>>) -> Self {
         let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
         DmaRegion {
-            memory,
+            memory: ManuallyDrop::new(memory),
             chunk_shift: shift,
             iovas: vec![iova].into_boxed_slice(),
             unmap,
+            quarantined: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +112,18 @@ impl DmaRegion {
     pub fn chunk_iovas(&self) -> &[u64] {
         &self.iovas
     }
+    /// Keep the region mapped for the device and its memory allocated for
+    /// the rest of the process: a device that could not be stopped may
+    /// still write into it, and without an IOMMU a released page would be
+    /// reused by the kernel for something else. Counted in
+    /// [`quarantined_bytes`] when the region is dropped.
+    pub fn quarantine(&self) {
+        self.quarantined.store(true, Ordering::Release);
+    }
+    /// Whether the region was quarantined.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Acquire)
+    }
     /// IOVA of the byte at `offset`, or `None` past the end.
     #[inline]
     pub fn iova(&self, offset: usize) -> Option<u64> {
@@ -107,8 +142,26 @@ impl DmaRegion {
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
+        if self.is_quarantined() {
+            // Kept for the rest of the process on purpose: neither the
+            // device mapping nor the host pages are released, so a late
+            // write lands in memory nobody else will ever be given.
+            QUARANTINED_BYTES.fetch_add(self.len() as u64, Ordering::Relaxed);
+            // SAFETY: `memory` is taken exactly once, here, and the region
+            // is not used after `drop`.
+            let memory = unsafe { ManuallyDrop::take(&mut self.memory) };
+            let unmap = self.unmap.take();
+            QUARANTINE
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((memory, unmap));
+            return;
+        }
         // Unmap from the device before the host pages go away.
         drop(self.unmap.take());
+        // SAFETY: `memory` is dropped exactly once, here, and the region is
+        // not used after `drop`.
+        unsafe { ManuallyDrop::drop(&mut self.memory) };
     }
 }
 
@@ -131,6 +184,7 @@ pub fn allocate<D: Device + ?Sized>(device: &D, len: usize) -> Result<DmaRegion,
     let memory = match HostMemory::hugepages(len, PageSize::Huge2M) {
         Ok(m) => m,
         Err(DmaError::HugepagesMissing { .. }) if device.allows_plain_memory() => {
+            super::check_memory(len as u64, "DMA memory in ordinary pages")?;
             PLAIN_WARNING.call_once(|| {
                 eprintln!(
                     "nvme-engine: warning: no free 2 MiB hugepages; {} uses ordinary memory \
@@ -173,6 +227,29 @@ mod tests {
         let r = DmaRegion::contiguous(mem, 0x1000_0000, None);
         assert_eq!(r.iova(5 * 4096 - 1), Some(0x1000_0000 + 5 * 4096 - 1));
         assert_eq!(r.contiguous_len(0), 5 * 4096);
+    }
+
+    #[test]
+    fn quarantined_region_is_never_unmapped_and_is_counted() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        struct Guard(Arc<AtomicBool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        let mem = HostMemory::plain(8192).unwrap();
+        let r = DmaRegion::contiguous(mem, 0, Some(Box::new(Guard(flag.clone()))));
+        let before = quarantined_bytes();
+        r.quarantine();
+        drop(r);
+        assert!(
+            !flag.load(Ordering::SeqCst),
+            "a quarantined region was unmapped"
+        );
+        assert!(quarantined_bytes() >= before + 8192);
     }
 
     #[test]

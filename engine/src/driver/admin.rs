@@ -28,8 +28,9 @@ pub(crate) enum AdminData<'a> {
     None,
     /// The admin queue's own 4 KiB scratch page.
     Scratch,
-    /// A caller's buffer (its whole window).
-    Buf(&'a DmaBuf),
+    /// A caller's buffer (its whole window). Mutable so a buffer the device
+    /// may still write after a failed recovery can be quarantined.
+    Buf(&'a mut DmaBuf),
 }
 
 /// Counters of completions the admin queue refused to trust.
@@ -73,6 +74,8 @@ pub(crate) struct AdminQueue {
     list: DmaWindow,
     list_pages: usize,
     next_cid: u16,
+    /// CID of the last command submitted (the one to abort on a timeout).
+    pub(crate) last_cid: u16,
     sq_doorbell: usize,
     cq_doorbell: usize,
     timeout: Duration,
@@ -138,6 +141,7 @@ impl AdminQueue {
             list,
             list_pages,
             next_cid: 0,
+            last_cid: 0,
             sq_doorbell: sq_tail_doorbell(0, stride),
             cq_doorbell: cq_head_doorbell(0, stride),
             timeout,
@@ -152,6 +156,12 @@ impl AdminQueue {
             + 1
             + prp::list_pages_for_transfer(max_transfer).max(1))
             * PAGE_SIZE
+    }
+
+    /// Keep the admin queue's memory (rings, data page, PRP lists) mapped
+    /// for the rest of the process: the device could not be stopped.
+    pub(crate) fn quarantine(&self) {
+        self.scratch.quarantine();
     }
 
     /// IOVAs of the submission and completion rings (for ASQ/ACQ).
@@ -187,6 +197,7 @@ impl AdminQueue {
         let command = AdminOpcode(cmd.opcode())
             .name()
             .unwrap_or("(vendor specific)");
+        let has_data = !matches!(data, AdminData::None);
         let (prp1, prp2) = match data {
             AdminData::None => (0, 0),
             AdminData::Scratch => {
@@ -208,12 +219,13 @@ impl AdminQueue {
                     .map_err(DriverError::Buffer)?
             }
         };
-        if !matches!(data, AdminData::None) {
+        if has_data {
             cmd.prp1 = prp1;
             cmd.prp2 = prp2;
         }
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1);
+        self.last_cid = cid;
         cmd.set_cid(cid);
         if !self.sq.push(&cmd) {
             return Err(DriverError::AdminQueueFull);

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::spec::registers::{
 use crate::spec::{AdminOpcode, Command, Completion};
 
 use super::admin::{AdminData, AdminQueue, AdminStats};
+use super::bounds;
 use super::dbbuf::DoorbellBuffer;
 use super::error::DriverError;
 use super::namespace::{Namespace, SkippedNamespace};
@@ -96,6 +97,10 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) admin_entries: u16,
     /// Shadow doorbell pages, when supported and wanted.
     pub(crate) dbbuf: Option<DoorbellBuffer>,
+    /// Whether the driver stopped the device's DMA, see [`super::fence`].
+    pub(crate) fence: AtomicU8,
+    /// Why quiescing failed, once it did.
+    pub(crate) fence_reason: Mutex<Option<String>>,
 }
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
@@ -252,6 +257,7 @@ impl<D: Device> Controller<D> {
             disable(&device, cap)?;
         }
         // Step 2: command set and page size.
+        bounds::check_cap(&name, cap)?;
         if !cap.supports_nvm() {
             return Err(DriverError::NoNvmCommandSet { device: name });
         }
@@ -321,6 +327,8 @@ impl<D: Device> Controller<D> {
                     resets: AtomicU64::new(0),
                     admin_entries: entries,
                     dbbuf,
+                    fence: AtomicU8::new(super::fence::OPEN),
+                    fence_reason: Mutex::new(None),
                     device,
                 };
                 Ok(Controller {
@@ -365,15 +373,14 @@ impl<D: Device> Controller<D> {
                 .scratch()
                 .ok_or_else(|| bad("Identify Controller data unreadable".into()))?,
         );
+        bounds::check_entry_sizes(&device.name(), &identify)?;
         // MDTS is in units of CAP.MPSMIN pages, which is 4 KiB here.
-        let max_transfer = match identify.mdts {
-            0 => opts.max_transfer_bytes,
-            m if m >= 20 => opts.max_transfer_bytes,
-            m => (4096usize << m).min(opts.max_transfer_bytes),
-        };
+        let max_transfer = bounds::mdts_bytes(identify.mdts, opts.max_transfer_bytes);
 
-        let mut ids = Vec::new();
+        // Bounded by NN, by the list's own end (a zero entry or a short
+        // page) and by MAX_ACTIVE_NAMESPACES.
         let nn = identify.nn.get();
+        let mut scan = bounds::NamespaceScan::default();
         let mut after = 0u32;
         loop {
             let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, after);
@@ -382,20 +389,12 @@ impl<D: Device> Controller<D> {
             let list: NamespaceList = admin
                 .scratch()
                 .ok_or_else(|| bad("active namespace list unreadable".into()))?;
-            let before = ids.len();
-            for id in list.active() {
-                if id <= after || (nn != 0 && id > nn) {
-                    return Err(bad(format!(
-                        "active namespace list is not increasing or exceeds NN {nn}: NSID {id} after {after}"
-                    )));
-                }
-                ids.push(id);
-                after = id;
-            }
-            if ids.len() - before < 1024 {
-                break;
+            match scan.page(&device.name(), nn, list.active())? {
+                bounds::Next::After(last) => after = last,
+                bounds::Next::Done => break,
             }
         }
+        let ids = std::mem::take(&mut scan.ids);
         let mut namespaces = Vec::new();
         let mut skipped = Vec::new();
         for id in ids {
@@ -411,12 +410,22 @@ impl<D: Device> Controller<D> {
             }
         }
 
+        if let Some(id) = scan.truncated_at {
+            skipped.push(SkippedNamespace {
+                id,
+                reason: format!(
+                    "this and later active namespaces were not scanned: the driver uses at most {} (NN reports {nn})",
+                    bounds::MAX_ACTIVE_NAMESPACES
+                ),
+            });
+        }
+
         let mut cmd = Command::new(AdminOpcode::SET_FEATURES.0, 0);
         cmd.cdw10 = FeatureId::NUMBER_OF_QUEUES.0 as u32;
         cmd.cdw11 = number_of_queues_cdw11(opts.io_queues, opts.io_queues);
         let c = admin.execute(device, cmd, AdminData::None)?;
         let (sqs, cqs) = number_of_queues_granted(c.dw0);
-        let granted = sqs.min(cqs).min(opts.io_queues as u32) as u16;
+        let granted = bounds::queues_granted(sqs, cqs, opts.io_queues);
         Ok((identify, namespaces, skipped, granted, max_transfer))
     }
 
@@ -554,6 +563,17 @@ impl<D: Device> Inner<D> {
         data: AdminData<'_>,
     ) -> Result<Completion, DriverError> {
         let mut admin = self.admin();
+        self.admin_execute_locked(&mut admin, cmd, data)
+    }
+
+    /// [`Self::admin_execute`] with the admin lock held (so the caller can
+    /// read the scratch page afterwards).
+    pub(crate) fn admin_execute_locked(
+        &self,
+        admin: &mut AdminQueue,
+        cmd: Command,
+        data: AdminData<'_>,
+    ) -> Result<Completion, DriverError> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(DriverError::ShutDown);
         }
@@ -563,7 +583,24 @@ impl<D: Device> Inner<D> {
                 during: "an admin command (the device was removed)",
             });
         }
-        admin.execute(&self.device, cmd, data)
+        if self.fence_state() == super::fence::QUIESCED {
+            return Err(self.quiesced_error("an admin command"));
+        }
+        let mut data = data;
+        let carries_data = !matches!(data, AdminData::None);
+        let r = match &mut data {
+            AdminData::None => admin.execute(&self.device, cmd, AdminData::None),
+            AdminData::Scratch => admin.execute(&self.device, cmd, AdminData::Scratch),
+            AdminData::Buf(b) => admin.execute(&self.device, cmd, AdminData::Buf(b)),
+        };
+        match r {
+            Err(
+                e @ (DriverError::AdminTimeout { .. }
+                | DriverError::DeviceGone { .. }
+                | DriverError::ControllerFatal { .. }),
+            ) if carries_data => Err(self.recover_admin_data_failure(admin, &mut data, e)),
+            other => other,
+        }
     }
 
     pub(crate) fn take_qid(&self) -> Result<u16, DriverError> {
@@ -630,7 +667,13 @@ impl<D: Device> Drop for Inner<D> {
         // afterwards guarantees the controller stops using the admin queue
         // before its memory is released.
         let _ = self.shutdown();
-        let _ = disable(&self.device, self.cap);
+        if disable(&self.device, self.cap).is_err() && self.fence_state() == super::fence::OPEN {
+            // The controller may still use the admin queue: stop it through
+            // the transport, or keep the admin memory mapped for good.
+            if let super::fence::Fence::Unproven(_) = self.fence_dma() {
+                self.admin().quarantine();
+            }
+        }
     }
 }
 

@@ -106,6 +106,52 @@ pub enum DriverError {
         /// The timeout.
         timeout: Duration,
     },
+    /// An admin command with a data buffer timed out; the driver made sure
+    /// the device can no longer write the buffer before returning.
+    #[error(
+        "admin command {command} got no completion within {timeout:?}; {recovery}. Its buffer \
+         is safe to reuse; if this repeats the controller is hung — check its firmware and \
+         error log, or raise ControllerOptions::admin_timeout"
+    )]
+    AdminDataTimeout {
+        /// Command name.
+        command: &'static str,
+        /// The timeout.
+        timeout: Duration,
+        /// What made the buffer safe (abort and reset, or quiesce).
+        recovery: &'static str,
+    },
+    /// The device could not be proven to have stopped DMA; the memory it
+    /// may still write is quarantined.
+    #[error(
+        "{device}: {during} failed and the device could not be stopped from writing to memory \
+         ({reason}); the buffers it may still write ({bytes} bytes of caller buffer, plus the \
+         queues' own memory) are quarantined: never reused or unmapped while the process runs. \
+         Re-create the Controller after a power cycle or PCI remove/rescan; with vfio-pci and an \
+         IOMMU a device can never write outside its mappings"
+    )]
+    DmaQuarantined {
+        /// Device name.
+        device: String,
+        /// What failed.
+        during: &'static str,
+        /// Why quiescing failed.
+        reason: String,
+        /// Bytes of caller buffer quarantined.
+        bytes: usize,
+    },
+    /// The device was quiesced (bus mastering off) after a failed recovery.
+    #[error(
+        "{device}: refused {during}: the controller could not be reset, so its DMA was stopped \
+         (bus mastering off / function reset); re-create the Controller (reopen the device) to \
+         use it again"
+    )]
+    Quiesced {
+        /// Device name.
+        device: String,
+        /// What was refused.
+        during: &'static str,
+    },
     /// The admin submission queue is full (only possible after timeouts).
     #[error(
         "the admin submission queue is full of commands that never completed; reset the controller"

@@ -85,10 +85,8 @@ impl<D: Device> Controller<D> {
             cmd.cdw12 = offset as u32;
             cmd.cdw13 = (offset >> 32) as u32;
             let mut admin = self.inner.admin();
-            if self.inner.is_shut_down() {
-                return Err(DriverError::ShutDown);
-            }
-            admin.execute(&self.inner.device, cmd, AdminData::Scratch)?;
+            self.inner
+                .admin_execute_locked(&mut admin, cmd, AdminData::Scratch)?;
             for i in 0..chunk / size_of::<T>() {
                 if let Some(v) = admin.scratch_at::<T>(i * size_of::<T>()) {
                     out.push(v);

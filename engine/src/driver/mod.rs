@@ -36,9 +36,11 @@
 //! ```
 
 mod admin;
+mod bounds;
 mod controller;
 mod dbbuf;
 mod error;
+mod fence;
 mod log;
 mod namespace;
 pub mod prp;
@@ -51,6 +53,7 @@ mod timeouts;
 mod tracker;
 
 pub use admin::AdminStats;
+pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::{Controller, ControllerOptions};
 pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};

@@ -97,6 +97,11 @@ impl Namespace {
             ));
         }
         let block_size = 1u32 << lbads;
+        if blocks.checked_mul(u64::from(block_size)).is_none() {
+            return Err(format!(
+                "NSZE {blocks} blocks of {block_size} bytes overflows a 64-bit byte size (the controller reports an impossible namespace size)"
+            ));
+        }
         let oncs = ctrl.oncs.get();
         let max_blocks_per_io =
             ((max_transfer / block_size as usize) as u64).min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
@@ -116,9 +121,9 @@ impl Namespace {
         })
     }
 
-    /// Size in bytes.
+    /// Size in bytes (checked at bring-up to fit in a `u64`).
     pub fn size_bytes(&self) -> u64 {
-        self.blocks * self.block_size as u64
+        self.blocks.saturating_mul(self.block_size as u64)
     }
 
     #[inline]

@@ -285,7 +285,14 @@ impl<D: Device> IoQueuePair<D> {
             return Err(memory_error("I/O completion queue"));
         }
         let shadow = shadow_slots(ctrl, qid);
-        let generation = ctrl.create_io_queues(qid, entries, sq.iova(), cq.iova(), None)?;
+        let generation = ctrl
+            .create_io_queues(qid, entries, sq.iova(), cq.iova(), None)
+            .inspect_err(|e| {
+                // The device may still hold the CQ in this memory.
+                if matches!(e, DriverError::DmaQuarantined { .. }) {
+                    lists.quarantine();
+                }
+            })?;
         let shadow = keep_if_configured(ctrl, shadow, generation);
         Ok((sq, cq, lists, pages_per_slot, generation, shadow))
     }
@@ -825,9 +832,18 @@ impl<D: Device> IoQueuePair<D> {
                 .and_then(|_| self.ctrl.admin_execute(delete_cq, AdminData::None))
                 .map(|_| ())
         };
+        // A device that could not be proven stopped may still use these
+        // queues, whatever the deletion said.
+        let unproven = self.ctrl.fence_state() == super::fence::UNPROVEN;
+        if unproven {
+            self.quarantine_rings();
+        }
         if result.is_ok() {
             let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORTED_SQ_DELETION);
-            for req in self.tracker.drain() {
+            for mut req in self.tracker.drain() {
+                if unproven && let Some(b) = req.buf.as_mut() {
+                    b.quarantine();
+                }
                 sink(IoCompletion {
                     token: req.token,
                     result: Err(IoError::Status(aborted)),
@@ -835,10 +851,17 @@ impl<D: Device> IoQueuePair<D> {
                 });
             }
             self.ctrl.return_qid(self.qid);
-        } else {
-            self.tracker.drain().for_each(drop);
+        } else if let Err(e) = result {
+            // The device may still own the queues and every buffer in them.
+            return self.after_failed_delete(e, sink);
         }
         result
+    }
+
+    /// Keep this pair's rings and PRP-list pages mapped for good (the
+    /// device could not be stopped, see `fence`).
+    pub(super) fn quarantine_rings(&self) {
+        self.lists.quarantine();
     }
 }
 

@@ -71,6 +71,20 @@ pub(crate) fn live_word(generation: u64) -> u64 {
     word(generation, LIVE)
 }
 
+/// What a reset waits for while disabling the controller.
+const DISABLE_WAIT: &str = "CSTS.RDY=0 during a reset";
+
+/// Whether a failed reset got as far as a disabled controller (CSTS.RDY
+/// read 0), which stops all DMA: only a timeout of the disable step or a
+/// device that stopped answering leaves that unproven.
+fn disabled(e: &DriverError) -> bool {
+    match e {
+        DriverError::ReadyTimeout { what, .. } => *what != DISABLE_WAIT,
+        DriverError::DeviceGone { .. } => false,
+        _ => true,
+    }
+}
+
 impl<D: Device> Inner<D> {
     /// The state word (health and generation).
     #[inline]
@@ -95,8 +109,20 @@ impl<D: Device> Inner<D> {
     /// generation already moved past it (another thread reset meanwhile).
     pub(crate) fn reset(&self, observed: Option<u64>) -> Result<(), DriverError> {
         let mut admin = self.admin();
+        self.reset_holding(&mut admin, observed)
+    }
+
+    /// [`Self::reset`] with the admin lock already held.
+    pub(crate) fn reset_holding(
+        &self,
+        admin: &mut AdminQueue,
+        observed: Option<u64>,
+    ) -> Result<(), DriverError> {
         if self.is_shut_down() {
             return Err(DriverError::ShutDown);
+        }
+        if self.fence_state() == super::fence::QUIESCED {
+            return Err(self.quiesced_error("a reset"));
         }
         let generation = generation_of(self.state());
         if observed.is_some_and(|g| g != generation) {
@@ -106,7 +132,7 @@ impl<D: Device> Inner<D> {
         if let Some(b) = &self.dbbuf {
             b.invalidate();
         }
-        match self.reset_locked(&mut admin, generation + 1) {
+        match self.reset_locked(admin, generation + 1) {
             Ok(()) => {
                 self.resets.fetch_add(1, Ordering::Relaxed);
                 self.set_state(generation + 1, LIVE);
@@ -118,6 +144,12 @@ impl<D: Device> Inner<D> {
                 } else {
                     FAILED
                 };
+                // CSTS.RDY never went to 0 (or the device stopped
+                // answering): nothing proves DMA stopped. Quiesce the device
+                // before queue pairs hand their buffers back.
+                if !disabled(&e) {
+                    let _ = self.fence_dma();
+                }
                 // The generation moves on so queue pairs notice the failure
                 // and release what they hold.
                 self.set_state(generation + 1, health);
@@ -131,9 +163,7 @@ impl<D: Device> Inner<D> {
         // Write CC outright: a vanished device reads all ones, and
         // read-modify-write would set reserved and shutdown bits.
         device.write32(offset::CC, 0);
-        wait_csts(device, self.cap, "CSTS.RDY=0 during a reset", false, |c| {
-            !c.rdy()
-        })?;
+        wait_csts(device, self.cap, DISABLE_WAIT, false, |c| !c.rdy())?;
         if device.read32(offset::CSTS) == registers::ALL_ONES {
             return Err(DriverError::DeviceGone {
                 device: self.name.clone(),
@@ -194,7 +224,12 @@ impl<D: Device> Inner<D> {
         create_cq.cdw10 = qsize;
         // PC=1; IEN=0: this driver polls, so no interrupt vector is used.
         create_cq.cdw11 = CREATE_Q_PC;
-        admin.execute(&self.device, create_cq, AdminData::None)?;
+        if let Err(e) = admin.execute(&self.device, create_cq, AdminData::None) {
+            // A Create I/O CQ that timed out may still be carried out later,
+            // pointing the device at memory the caller releases.
+            let lingering = matches!(e, DriverError::AdminTimeout { .. });
+            return Err(self.release_failed_create(&mut admin, e, lingering));
+        }
         let mut create_sq = Command::new(AdminOpcode::CREATE_IO_SQ.0, 0);
         create_sq.prp1 = sq_iova.unwrap_or(prp::PRP_UNUSED);
         create_sq.cdw10 = qsize;
@@ -202,8 +237,11 @@ impl<D: Device> Inner<D> {
         if let Err(e) = admin.execute(&self.device, create_sq, AdminData::None) {
             let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
             delete_cq.cdw10 = qid as u32;
-            let _ = admin.execute(&self.device, delete_cq, AdminData::None);
-            return Err(e);
+            let lingering = matches!(e, DriverError::AdminTimeout { .. })
+                || admin
+                    .execute(&self.device, delete_cq, AdminData::None)
+                    .is_err();
+            return Err(self.release_failed_create(&mut admin, e, lingering));
         }
         Ok(generation_of(state))
     }

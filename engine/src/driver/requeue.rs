@@ -101,8 +101,13 @@ impl<D: Device> IoQueuePair<D> {
         }
     }
 
-    /// Complete every in-flight command with `error` (buffers returned).
+    /// Complete every in-flight command with `error` (buffers returned;
+    /// quarantined when the device could not be proven to have stopped).
     fn fail_all<F: FnMut(IoCompletion)>(&mut self, error: IoError, f: &mut F) -> usize {
+        let quarantine = self.ctrl.fence_state() == super::fence::UNPROVEN;
+        if quarantine {
+            self.quarantine_rings();
+        }
         let mut delivered = 0;
         for index in 0..self.tracker.capacity() {
             if self.tracker.slot(index).in_flight() {
@@ -123,7 +128,12 @@ impl<D: Device> IoQueuePair<D> {
         error: IoError,
         f: &mut F,
     ) -> usize {
-        let req = self.tracker.complete(index);
+        let mut req = self.tracker.complete(index);
+        if self.ctrl.fence_state() == super::fence::UNPROVEN
+            && let Some(b) = req.buf.as_mut()
+        {
+            b.quarantine();
+        }
         self.stats.completed += 1;
         self.stats.failed += 1;
         f(IoCompletion {

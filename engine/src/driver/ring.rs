@@ -34,6 +34,12 @@ pub(crate) struct DmaWindow {
 unsafe impl Send for DmaWindow {}
 
 impl DmaWindow {
+    /// Never unmap or release the region behind this window (a device that
+    /// could not be stopped may still write it).
+    pub(crate) fn quarantine(&self) {
+        self.region.quarantine();
+    }
+
     /// The window `offset..offset + len` of `region`, or `None` when it does
     /// not fit or is not 8-byte aligned.
     pub(crate) fn new(region: Arc<DmaRegion>, offset: usize, len: usize) -> Option<Self> {

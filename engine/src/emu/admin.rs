@@ -143,14 +143,17 @@ impl Engine {
     }
 
     fn identify(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
-        let nn = self.nss.len() as u32;
+        let real = self.nss.len() as u32;
+        let nn = self.claimed_namespaces.unwrap_or(real);
         match cmd.cdw10 as u8 {
             cns::CONTROLLER => Self::send(sh, g, cmd, self.identify.as_bytes()),
             cns::NAMESPACE => match cmd.nsid {
-                n @ 1.. if n <= nn => {
+                n @ 1.. if n <= real => {
                     let data = self.nss[n as usize - 1].identify.as_bytes();
                     Self::send(sh, g, cmd, data)
                 }
+                // Claimed but not real: an all-zero (inactive) namespace.
+                n @ 1.. if n <= nn => Self::send(sh, g, cmd, &[0u8; 4096]),
                 _ => Done::err(generic_err(generic::INVALID_NAMESPACE)),
             },
             cns::ACTIVE_NAMESPACES => {

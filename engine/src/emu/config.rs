@@ -355,6 +355,9 @@ pub enum EmuError {
         #[source]
         source: std::io::Error,
     },
+    /// The RAM namespaces need more memory than the machine has left.
+    #[error("{0}; or back the namespaces with a file or null media")]
+    Memory(#[source] crate::dma::DmaError),
     /// A backing file could not be opened or created.
     #[error(
         "namespace {nsid}: cannot open or create backing file {path}; check the directory exists and is writable"

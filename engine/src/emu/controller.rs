@@ -15,7 +15,7 @@ use super::faults::FaultTable;
 use super::handle::{Counters, EmuHandle, Padded};
 use super::memory::Iommu;
 use super::registers::{DoorbellPair, Registers, doorbell_at};
-use crate::device::Device;
+use crate::device::{Device, QuiesceError};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
 use crate::spec::registers::{ALL_ONES, Cc, offset};
 
@@ -51,6 +51,11 @@ pub(crate) struct Shared {
     pub(crate) vanish_recovers: AtomicBool,
     /// A controller with fatal status stays failed across resets.
     pub(crate) fatal_sticky: AtomicBool,
+    /// Clearing CC.EN is ignored: CSTS.RDY stays 1 (a controller that
+    /// cannot be reset).
+    pub(crate) ignores_disable: AtomicBool,
+    /// [`Device::quiesce`] fails (a transport without config-space access).
+    pub(crate) quiesce_fails: AtomicBool,
     /// Tells the device thread to exit.
     pub(crate) stop: AtomicBool,
     /// The device thread is (about to be) parked.
@@ -138,7 +143,12 @@ impl Shared {
         if !old.en() && new.en() {
             e.enable(self, new);
         } else if old.en() && !new.en() {
-            e.reset(self);
+            if self.ignores_disable.load(Ordering::Acquire) {
+                // Keep CC.EN = 1 as far as the device is concerned.
+                self.regs.cc.store(u32::from(old), Ordering::Release);
+            } else {
+                e.reset(self);
+            }
         }
         if new.en() && new.shn() != 0 && old.shn() == 0 {
             e.shutdown(self);
@@ -198,6 +208,16 @@ impl EmuController {
     /// threaded mode, starts the device thread.
     pub fn new(config: EmuConfig) -> Result<Self, EmuError> {
         config.validate()?;
+        // RAM namespaces are mapped lazily but a run that writes them all
+        // would end in the OOM killer: refuse what cannot fit up front.
+        let ram: u64 = config
+            .namespaces
+            .iter()
+            .filter(|n| matches!(n.backing, super::config::Backing::Ram))
+            .map(|n| n.bytes())
+            .fold(0u64, u64::saturating_add);
+        crate::dma::check_memory(ram, "the emulated controller's RAM namespaces")
+            .map_err(EmuError::Memory)?;
         let engine = Engine::new(&config)?;
         let name = format!("emu:{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(Shared {
@@ -224,6 +244,8 @@ impl EmuController {
             shadow_doorbells: AtomicBool::new(false),
             vanish_recovers: AtomicBool::new(false),
             fatal_sticky: AtomicBool::new(false),
+            ignores_disable: AtomicBool::new(false),
+            quiesce_fails: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             poller: OnceLock::new(),
@@ -307,6 +329,22 @@ impl Device for EmuController {
 
     fn allows_plain_memory(&self) -> bool {
         true
+    }
+
+    /// Bus mastering off: every later DMA access fails (and the device
+    /// stops processing, as a real one can no longer fetch commands). Fails
+    /// only when a test asked it to ([`super::EmuHandle::set_quiesce_fails`]).
+    fn quiesce(&self) -> Result<(), QuiesceError> {
+        let sh = &*self.shared;
+        if sh.quiesce_fails.load(Ordering::Acquire) {
+            return Err(QuiesceError {
+                device: sh.name.clone(),
+                reason: "the emulated transport was told to refuse".into(),
+            });
+        }
+        sh.with_engine(|e| e.halted = true);
+        sh.iommu.stop_mastering();
+        Ok(())
     }
 
     fn name(&self) -> String {

@@ -164,6 +164,9 @@ pub(crate) struct Engine {
     /// device thread's last round before it parks); otherwise the device
     /// thread polls the shadows and asks for none.
     pub(crate) armed: bool,
+    /// A hostile controller's claim: the active namespace list runs up to
+    /// this NSID (full pages), namespaces past the real ones read as empty.
+    pub(crate) claimed_namespaces: Option<u32>,
 }
 
 impl Engine {
@@ -210,6 +213,7 @@ impl Engine {
             data_cache: TranslationCache::default(),
             dbbuf: None,
             armed: true,
+            claimed_namespaces: None,
         })
     }
 

@@ -159,6 +159,33 @@ impl EmuHandle {
     pub fn set_fatal_survives_reset(&self, sticky: bool) {
         self.shared.fatal_sticky.store(sticky, Ordering::Release);
     }
+    /// Whether clearing CC.EN is ignored, so CSTS.RDY stays 1 and nothing
+    /// the device holds is dropped: a controller that cannot be reset.
+    pub fn set_ignores_disable(&self, ignores: bool) {
+        self.shared
+            .ignores_disable
+            .store(ignores, Ordering::Release);
+    }
+    /// Whether [`crate::Device::quiesce`] fails, as on a transport without
+    /// access to the PCI command register.
+    pub fn set_quiesce_fails(&self, fails: bool) {
+        self.shared.quiesce_fails.store(fails, Ordering::Release);
+    }
+    /// Whether the device was quiesced (bus mastering off).
+    pub fn is_quiesced(&self) -> bool {
+        !self.shared.iommu.is_mastering()
+    }
+    /// Write `data` at `iova` as the device's DMA engine would, now.
+    /// Returns whether it landed: false when the memory is not mapped for
+    /// the device or the device was quiesced. Lets a test play a device
+    /// that writes a buffer late, after the host gave up on the command.
+    pub fn dma_write(&self, iova: u64, data: &[u8]) -> bool {
+        let g = self.shared.iommu.guard();
+        match g.translate(iova, data.len()) {
+            Some(slice) => slice.write(0, data),
+            None => false,
+        }
+    }
     /// Whether the controller currently reads as removed (all ones).
     pub fn is_vanished(&self) -> bool {
         self.shared.vanished()
@@ -171,6 +198,10 @@ impl EmuHandle {
     #[doc(hidden)]
     pub fn inject_completion(&self, cqid: u16, c: crate::spec::Completion) -> bool {
         let sh = &*self.shared;
+        if !sh.iommu.is_mastering() {
+            // A quiesced device cannot write anything.
+            return false;
+        }
         sh.with_engine(|e| {
             if !e.cqs.get(cqid as usize).is_some_and(|q| q.is_some()) {
                 return false;
@@ -189,6 +220,17 @@ impl EmuHandle {
             let bytes = e.identify.as_mut_bytes();
             let n = bytes.len();
             bytes[offset % n] = value;
+        })
+    }
+    /// Claim `nn` namespaces: Identify Controller NN reads `nn` and the
+    /// active namespace list enumerates every NSID up to it in full pages of
+    /// 1024; the ones past the configured namespaces read as all-zero
+    /// Identify Namespace data. A hostile controller for bounds tests.
+    #[doc(hidden)]
+    pub fn claim_namespaces(&self, nn: u32) {
+        self.shared.with_engine(|e| {
+            e.identify.nn = zerocopy::little_endian::U32::new(nn);
+            e.claimed_namespaces = Some(nn);
         })
     }
     /// Overwrite byte `offset` (mod 4096) of namespace `nsid`'s Identify

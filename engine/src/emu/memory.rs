@@ -20,7 +20,7 @@
 //! instead of silently working.
 
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::dma::{DmaError, DmaRegion, HostMemory};
@@ -62,6 +62,8 @@ pub(crate) struct Iommu {
     /// Bumped by every unregistration before it waits for guards; a
     /// [`TranslationCache`] filled under an older value is stale.
     generation: AtomicU64,
+    /// Bus mastering: once off (a quiesced device), no translation succeeds.
+    mastering: AtomicBool,
     name: String,
 }
 
@@ -84,6 +86,7 @@ impl Iommu {
             alloc: Mutex::new(IOVA_BASE),
             // Starts at 1 so an empty cache (generation 0) never matches.
             generation: AtomicU64::new(1),
+            mastering: AtomicBool::new(true),
             name,
         })
     }
@@ -161,6 +164,25 @@ impl Iommu {
                 std::thread::yield_now();
             }
         }
+    }
+
+    /// Turn bus mastering off for good: no DMA access succeeds afterwards.
+    /// Returns once every access group already running has finished, so no
+    /// write lands after this returns.
+    pub(crate) fn stop_mastering(&self) {
+        let _lock = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        // SeqCst, as in `unregister`: a guard taken after the generation
+        // bump sees mastering off; one taken before is waited for.
+        self.mastering.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        while self.active.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether the device may still master the bus.
+    pub(crate) fn is_mastering(&self) -> bool {
+        self.mastering.load(Ordering::SeqCst)
     }
 
     /// Start a group of DMA accesses. Registrations live when the guard is
@@ -302,6 +324,9 @@ impl<'a> DmaGuard<'a> {
 
     /// The contiguous piece of a live registration holding `iova`.
     fn lookup(&self, iova: u64) -> Option<Piece> {
+        if !self.iommu.mastering.load(Ordering::SeqCst) {
+            return None;
+        }
         let hw = self.iommu.high_water.load(Ordering::SeqCst);
         for slot in &self.iommu.slots[..hw.min(MAX_MAPPINGS)] {
             if slot.state.load(Ordering::SeqCst) != LIVE {

@@ -82,8 +82,10 @@ pub enum VfioError {
          Intel, `amd_iommu=on iommu=pt` on AMD; also in the firmware as VT-d / AMD-Vi) and reboot, \
          then run `sudo scripts/setup.sh`. Or, accepting that the device can then reach all \
          memory, opt in to no-IOMMU: bind uio_pci_generic with \
-         `sudo DRIVER_OVERRIDE=uio_pci_generic scripts/setup.sh` and open with \
-         `VfioOptions {{ no_iommu: true, .. }}` as root"
+         `sudo DRIVER_OVERRIDE=uio_pci_generic scripts/setup.sh`, then, as root, add \
+         `noiommu:1` to nvme-perf's transport ID (`-r 'trtype:PCIe traddr:{address} noiommu:1'`), \
+         set `NVME_ENGINE_NO_IOMMU=1` for the examples, or open with \
+         `VfioOptions {{ no_iommu: true, .. }}` in code"
     )]
     NoIommu {
         /// The device.
@@ -95,9 +97,11 @@ pub enum VfioError {
     /// The binding gives no IOMMU protection and the caller did not opt in.
     #[error(
         "{address} is reachable only without IOMMU protection ({how}); the device could then \
-         read and write all memory. Opt in with `VfioOptions {{ no_iommu: true, .. }}` (root \
-         needed for physical addresses), or enable the IOMMU and bind vfio-pci with \
-         `sudo scripts/setup.sh`"
+         read and write all memory. To accept that, opt in as root: add `noiommu:1` to \
+         nvme-perf's transport ID (`-r 'trtype:PCIe traddr:{address} noiommu:1'`), set \
+         `NVME_ENGINE_NO_IOMMU=1` for the examples, or open with \
+         `VfioOptions {{ no_iommu: true, .. }}` in code. Otherwise enable the IOMMU and bind \
+         vfio-pci with `sudo scripts/setup.sh`"
     )]
     NoIommuNotAllowed {
         /// The device.

@@ -36,9 +36,60 @@ pub fn enable_bus_master(file: &File, base: u64) -> io::Result<u16> {
     Ok(new)
 }
 
+/// Turn bus mastering off in the command register at `base` in `file` and
+/// read it back: `Ok` only when the register answers with the bit clear, so
+/// the device can no longer start a DMA.
+pub fn disable_bus_master(file: &File, base: u64) -> io::Result<()> {
+    let mut raw = [0u8; 2];
+    file.read_exact_at(&mut raw, base + COMMAND)?;
+    let old = u16::from_le_bytes(raw);
+    if old == u16::MAX {
+        return Err(io::Error::other(
+            "the command register reads all-ones: the device is not responding, so bus \
+             mastering cannot be turned off",
+        ));
+    }
+    file.write_all_at(&(old & !BUS_MASTER).to_le_bytes(), base + COMMAND)?;
+    file.read_exact_at(&mut raw, base + COMMAND)?;
+    let now = u16::from_le_bytes(raw);
+    if now == u16::MAX || now & BUS_MASTER != 0 {
+        return Err(io::Error::other(format!(
+            "the command register reads {now:#06x} after clearing bus mastering"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bus_master_is_cleared_and_verified_and_all_ones_is_refused() {
+        let path = std::env::temp_dir().join(format!("nvme-engine-cfg-bm-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all_at(&[0u8; 512], 0).unwrap();
+        f.write_all_at(&0x0506u16.to_le_bytes(), 256 + COMMAND)
+            .unwrap();
+        disable_bus_master(&f, 256).unwrap();
+        let mut raw = [0u8; 2];
+        f.read_exact_at(&mut raw, 256 + COMMAND).unwrap();
+        assert_eq!(
+            u16::from_le_bytes(raw),
+            0x0502,
+            "only bus mastering cleared"
+        );
+        f.write_all_at(&[0xff, 0xff], COMMAND).unwrap();
+        let e = disable_bus_master(&f, 0).unwrap_err();
+        assert!(e.to_string().contains("not responding"), "{e}");
+    }
 
     #[test]
     fn command_bits_are_set_and_others_kept() {

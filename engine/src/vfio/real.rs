@@ -26,7 +26,9 @@ impl RealDevice {
     /// No-IOMMU bindings are used only with `opts.no_iommu`.
     pub fn open(pci_address: &str, opts: VfioOptions) -> Result<RealDevice, VfioError> {
         let probe = sysfs::probe(pci_address, &opts)?;
-        if probe.iommu_group.is_none() && !opts.no_iommu {
+        // A uio_pci_generic binding is already the no-IOMMU path: its own
+        // refusal says how to opt in, without asking to bind it again.
+        if probe.iommu_group.is_none() && !opts.no_iommu && probe.binding != Binding::Uio {
             return Err(VfioError::NoIommu {
                 address: probe.address.to_string(),
                 sysfs: opts.sysfs_root.display().to_string(),
@@ -68,6 +70,13 @@ impl Device for RealDevice {
         match self {
             RealDevice::Vfio(d) => d.name(),
             RealDevice::Uio(d) => d.name(),
+        }
+    }
+
+    fn quiesce(&self) -> Result<(), crate::device::QuiesceError> {
+        match self {
+            RealDevice::Vfio(d) => d.quiesce(),
+            RealDevice::Uio(d) => d.quiesce(),
         }
     }
 }

@@ -15,7 +15,7 @@ use super::options::{VfioOptions, warn_no_iommu};
 use super::pci_config;
 use super::sysfs::{self, Binding, PciProbe};
 use super::vfio_device::{MIN_BAR0, wrong_driver};
-use crate::device::Device;
+use crate::device::{Device, QuiesceError};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
 
 /// An NVMe controller driven through `uio_pci_generic` without an IOMMU.
@@ -23,6 +23,10 @@ pub struct UioDevice {
     name: String,
     bar: Bar,
     _resource: File,
+    /// The sysfs `config` file (bus mastering).
+    config: File,
+    /// The sysfs `reset` file (function-level reset), when the device has one.
+    reset: std::path::PathBuf,
 }
 
 impl UioDevice {
@@ -84,6 +88,8 @@ impl UioDevice {
             name,
             bar,
             _resource: resource,
+            config,
+            reset: probe.dir.join("reset"),
         })
     }
 }
@@ -105,6 +111,25 @@ impl Device for UioDevice {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// Bus mastering off through the sysfs `config` file (read back), then
+    /// a function-level reset through sysfs `reset` where the device has
+    /// one. Either proves the device can no longer DMA.
+    fn quiesce(&self) -> Result<(), QuiesceError> {
+        let bus_master = pci_config::disable_bus_master(&self.config, 0);
+        let reset = std::fs::write(&self.reset, b"1");
+        match (bus_master, reset) {
+            (Ok(()), _) | (_, Ok(())) => Ok(()),
+            (Err(bm), Err(rst)) => Err(QuiesceError {
+                device: self.name.clone(),
+                reason: format!(
+                    "turning off bus mastering through the sysfs config file failed ({bm}) and \
+                     {} failed ({rst})",
+                    self.reset.display()
+                ),
+            }),
+        }
     }
 }
 

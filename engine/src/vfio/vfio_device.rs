@@ -20,7 +20,7 @@ use super::options::{VfioOptions, warn_no_iommu};
 use super::pci_config;
 use super::sys;
 use super::sysfs::{self, Binding, PciProbe};
-use crate::device::Device;
+use crate::device::{Device, QuiesceError};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
 
 /// The smallest BAR0 that holds the registers and the admin queue's
@@ -34,7 +34,9 @@ pub struct VfioDevice {
     // release the container (kept alive longer by any DMA region).
     bar: Bar,
     // Keeps the device open (and therefore owned by this process).
-    _device: File,
+    device: File,
+    /// Offset of the PCI config region in the device fd.
+    config_offset: u64,
     container: Arc<Container>,
 }
 
@@ -98,7 +100,8 @@ impl VfioDevice {
         Ok(VfioDevice {
             name,
             bar,
-            _device: device,
+            device,
+            config_offset: config.offset,
             container,
         })
     }
@@ -151,6 +154,23 @@ impl Device for VfioDevice {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// Bus mastering off through the VFIO config region (read back), then
+    /// VFIO_DEVICE_RESET (a function-level or bus reset chosen by vfio-pci).
+    /// Either one proves the device can no longer DMA.
+    fn quiesce(&self) -> Result<(), QuiesceError> {
+        let bus_master = pci_config::disable_bus_master(&self.device, self.config_offset);
+        let reset = sys::ioctl_value(self.device.as_fd(), sys::nr::DEVICE_RESET, 0);
+        match (bus_master, reset) {
+            (Ok(()), _) | (_, Ok(_)) => Ok(()),
+            (Err(bm), Err(rst)) => Err(QuiesceError {
+                device: self.name.clone(),
+                reason: format!(
+                    "turning off bus mastering failed ({bm}) and VFIO_DEVICE_RESET failed ({rst})"
+                ),
+            }),
+        }
     }
 }
 
