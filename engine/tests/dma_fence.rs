@@ -317,3 +317,18 @@ fn idle_queue_pair_deleted_after_an_unproven_stop_keeps_its_rings_mapped() {
         "the CQ was written after its memory went"
     );
 }
+
+#[test]
+fn shadow_doorbell_pages_of_a_controller_that_cannot_be_stopped_stay_mapped() {
+    let (ctrl, h, pool) = up();
+    assert!(ctrl.shadow_doorbells_active());
+    let (shadow, event) = h.doorbell_buffer_pages().expect("pages configured");
+    h.set_ignores_disable(true);
+    h.set_quiesce_fails(true);
+    drop(pool);
+    drop(ctrl);
+    // The controller still runs and may write EventIdx values: both pages
+    // must still be memory the device can reach, never released for reuse.
+    assert!(h.dma_write(event, &[0xee; 8]));
+    assert!(h.dma_write(shadow, &[0xee; 8]));
+}

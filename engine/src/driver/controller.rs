@@ -672,6 +672,9 @@ impl<D: Device> Drop for Inner<D> {
             // the transport, or keep the admin memory mapped for good.
             if let super::fence::Fence::Unproven(_) = self.fence_dma() {
                 self.admin().quarantine();
+                if let Some(b) = &self.dbbuf {
+                    b.quarantine();
+                }
             }
         }
     }

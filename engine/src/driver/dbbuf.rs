@@ -51,6 +51,12 @@ const SHADOW: usize = 0;
 const EVENT: usize = PAGE_SIZE;
 
 impl DoorbellBuffer {
+    /// Keep both pages mapped and allocated for good: a controller that
+    /// could not be stopped may still write EventIdx values into them.
+    pub(crate) fn quarantine(&self) {
+        self.region.quarantine();
+    }
+
     /// Allocate the two pages when the controller supports the command
     /// (`oacs`) and the option asks for it. Allocation failure is an error:
     /// the caller asked for the feature and DMA memory is short.

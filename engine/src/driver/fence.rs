@@ -198,6 +198,9 @@ impl<D: Device> Inner<D> {
                     _ => 0,
                 };
                 admin.quarantine();
+                if let Some(b) = &self.dbbuf {
+                    b.quarantine();
+                }
                 DriverError::DmaQuarantined {
                     device: self.name.clone(),
                     during: command,

@@ -35,8 +35,8 @@ const PAGE: u64 = 4096;
 
 /// The configured buffers.
 pub(crate) struct DbBuf {
-    shadow: u64,
-    event: u64,
+    pub(crate) shadow: u64,
+    pub(crate) event: u64,
     shadow_cache: TranslationCache,
     event_cache: TranslationCache,
 }

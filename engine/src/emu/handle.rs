@@ -186,6 +186,12 @@ impl EmuHandle {
             None => false,
         }
     }
+    /// The shadow doorbell and EventIdx pages (IOVAs) the host configured
+    /// with Doorbell Buffer Config, while the device uses them.
+    pub fn doorbell_buffer_pages(&self) -> Option<(u64, u64)> {
+        self.shared
+            .with_engine(|e| e.dbbuf.as_ref().map(|d| (d.shadow, d.event)))
+    }
     /// Whether the controller currently reads as removed (all ones).
     pub fn is_vanished(&self) -> bool {
         self.shared.vanished()
