@@ -26,14 +26,13 @@ pub enum DirectError {
     /// The pool could not serve a buffer.
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
-    /// Deleting the queue pair failed. Every request that was outstanding
-    /// has still been answered through the callback of
-    /// [`DirectQueue::delete_with`]; those the device still held failed
-    /// with [`RequestError::QueueNotDeleted`] and without their buffers,
-    /// which the device may still write.
+    /// Deleting the queue pair failed and the controller could not be
+    /// reset. Every request that was outstanding has still been answered
+    /// through the callback of [`DirectQueue::delete_with`]; buffers the
+    /// device may still write come back quarantined (never reused).
     #[error(
-        "deleting the direct-mode queue pair failed; commands still on it were answered with an \
-         error and their buffers withheld — reset the controller before reusing those blocks"
+        "deleting the direct-mode queue pair failed and the controller could not be reset; every \
+         command on it was answered, and buffers the device may still write are quarantined"
     )]
     Delete(#[source] DriverError),
 }
@@ -197,10 +196,11 @@ impl<D: Device> DirectQueue<D> {
     /// the queue drains (up to the admin timeout); once the controller
     /// deleted the queue, which aborts what it still held, with `Command
     /// Aborted due to SQ Deletion` — both with the buffer. When the device
-    /// does not delete the queue, the requests it still holds get
-    /// [`RequestError::QueueNotDeleted`] **without** their buffers (the
-    /// device may still write them) and this returns
-    /// [`DirectError::Delete`].
+    /// does not delete the queue, the driver resets the controller (the
+    /// same answers); when that fails too, the buffers come back
+    /// quarantined and this returns [`DirectError::Delete`].
+    /// [`RequestError::QueueNotDeleted`] without a buffer answers a request
+    /// the driver left unanswered, which it never should.
     ///
     /// Dropping a `DirectQueue` deletes the queue the same way but has
     /// nobody to answer: call this (or [`DirectQueue::delete`]) when

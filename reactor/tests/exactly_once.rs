@@ -12,7 +12,7 @@ use common::*;
 use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
 use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType, status::generic};
-use nvme_reactor::{DirectError, DirectQueue, ReactorError, ReactorSet, Request, RequestError};
+use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 
 /// An inline emulated controller whose admin commands give up quickly
 /// (queue deletion waits up to one admin timeout for stragglers).
@@ -85,41 +85,69 @@ fn a_device_that_never_completes_still_answers_every_request_with_its_buffer_aft
     assert_eq!(report.completed(), N, "{report}");
 }
 
-#[test]
-fn a_queue_the_device_will_not_delete_answers_its_requests_without_their_buffers() {
+/// Shut down with `N` writes the device never completes and a Delete I/O
+/// SQ it never answers; `stoppable: false` also makes the controller ignore
+/// CC.EN = 0 and the transport unable to quiesce it. Returns the responses.
+fn shutdown_with_a_queue_the_device_will_not_delete(
+    stoppable: bool,
+) -> Vec<nvme_reactor::Response> {
     let (ctrl, h) = impatient_controller();
     h.add_fault(FaultRule::new(FaultAction::NeverComplete).io());
     let set = ReactorSet::start(config(1), vec![ctrl]).unwrap();
     let mut p = set.producer(0).unwrap();
-    const N: u64 = 4;
-    submit_writes(&set, &mut p, N);
+    submit_writes(&set, &mut p, 4);
     h.add_fault(
         FaultRule::new(FaultAction::NeverComplete)
             .admin()
             .opcode(AdminOpcode::DELETE_IO_SQ.0),
     );
+    if !stoppable {
+        h.set_ignores_disable(true);
+        h.set_quiesce_fails(true);
+    }
     let report = set.shutdown_within(Duration::from_millis(50));
-    let errors = report.reactors[0].errors.join("\n");
-    assert!(errors.contains("deleting I/O queue"), "{report}");
-    assert!(errors.contains("withheld"), "{report}");
-    let mut seen = vec![0u32; N as usize];
-    p.poll_completions(|r| {
+    assert_eq!(report.completed(), 4, "{report}");
+    let mut answered = Vec::new();
+    p.poll_completions(|r| answered.push(r));
+    assert_eq!(p.poll_completions(|_| panic!("answered twice")), 0);
+    answered
+}
+
+#[test]
+fn a_queue_the_device_will_not_delete_is_reset_away_and_every_request_gets_its_buffer() {
+    let answered = shutdown_with_a_queue_the_device_will_not_delete(true);
+    let mut seen = vec![0u32; 4];
+    for r in &answered {
         seen[r.token as usize] += 1;
-        assert_eq!(
-            r.result,
-            Err(RequestError::QueueNotDeleted { controller: 0 })
-        );
-        assert!(
-            r.buf.is_none(),
-            "a buffer the device may still write came back"
-        );
-    });
+        // The driver reset the controller, which deleted the queue: the
+        // device can no longer write the buffers.
+        assert_eq!(r.result, Err(aborted_by_deletion()));
+        let buf = r.buf.as_ref().expect("every buffer comes back");
+        assert!(!buf.is_quarantined());
+    }
     assert!(seen.iter().all(|&n| n == 1), "answered counts: {seen:?}");
-    assert!(
-        RequestError::QueueNotDeleted { controller: 0 }
-            .to_string()
-            .contains("withheld")
-    );
+}
+
+#[test]
+fn a_queue_on_a_controller_that_cannot_be_stopped_answers_every_request_with_a_quarantined_buffer()
+{
+    let answered = shutdown_with_a_queue_the_device_will_not_delete(false);
+    let mut seen = vec![0u32; 4];
+    for r in &answered {
+        seen[r.token as usize] += 1;
+        assert!(r.result.is_err(), "{r:?}");
+        // The device may still write it: it comes back marked, and its pool
+        // never hands the block out again.
+        let buf = r
+            .buf
+            .as_ref()
+            .expect("every request is answered with its buffer");
+        assert!(
+            buf.is_quarantined(),
+            "a buffer the device may still write came back for reuse"
+        );
+    }
+    assert!(seen.iter().all(|&n| n == 1), "answered counts: {seen:?}");
 }
 
 #[test]
@@ -167,7 +195,7 @@ fn direct_mode_delete_answers_outstanding_requests_with_their_buffers() {
 }
 
 #[test]
-fn direct_mode_delete_that_fails_still_answers_every_request_once() {
+fn direct_mode_delete_that_the_device_ignores_resets_and_answers_every_request_once() {
     let (ctrl, h) = impatient_controller();
     h.add_fault(FaultRule::new(FaultAction::NeverComplete).io());
     let mut q = DirectQueue::new(&ctrl, QueuePairOptions::default(), 1 << 20).unwrap();
@@ -183,19 +211,14 @@ fn direct_mode_delete_that_fails_still_answers_every_request_once() {
             .opcode(AdminOpcode::DELETE_IO_SQ.0),
     );
     let mut answered = Vec::new();
-    let e = q.delete_with(|r| answered.push(r)).unwrap_err();
-    assert!(matches!(e, DirectError::Delete(_)), "{e}");
+    q.delete_with(|r| answered.push(r))
+        .expect("the reset deleted the queue");
     let mut tokens: Vec<u64> = answered.iter().map(|r| r.token).collect();
     tokens.sort_unstable();
     assert_eq!(tokens, vec![7, 7, 8], "each request answered exactly once");
     for r in answered {
-        assert_eq!(
-            r.result,
-            Err(RequestError::QueueNotDeleted { controller: 0 })
-        );
-        assert!(
-            r.buf.is_none(),
-            "a buffer the device may still write came back"
-        );
+        assert_eq!(r.result, Err(aborted_by_deletion()));
+        assert!(r.buf.is_some(), "buffer lost");
     }
+    assert!(ctrl.resets() >= 1, "the controller was reset");
 }

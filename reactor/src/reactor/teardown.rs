@@ -18,9 +18,11 @@ impl<D: Device> Reactor<D> {
     ///   own result; once the controller deleted the queue (which aborts
     ///   what it still held), the rest with `Command Aborted due to SQ
     ///   Deletion` — all with their buffers (`IoQueuePair::delete_with`);
-    /// - commands on a queue the device would not delete, with
-    ///   [`RequestError::QueueNotDeleted`] and **without** their buffers:
-    ///   the device may still write them, so they are never handed back;
+    /// - commands on a queue the device would not delete: the driver resets
+    ///   the controller and answers them the same way, or with quarantined
+    ///   buffers when the device can be neither reset nor quiesced; a request
+    ///   the driver left unanswered (never expected) gets
+    ///   [`RequestError::QueueNotDeleted`] without its buffer;
     /// - requests still waiting for queue room, with
     ///   [`RequestError::ShutDown`] and their buffers.
     ///
@@ -63,9 +65,9 @@ impl<D: Device> Reactor<D> {
             });
             if let Err(e) = deleted {
                 errors.push(format!(
-                    "deleting I/O queue {qid} on {}: {e}; the commands still on it are answered \
-                     with an error and their buffers are withheld, since the device may still \
-                     write them — reset the controller or restart the process",
+                    "deleting I/O queue {qid} on {}: {e}; every command on it was answered, and \
+                     buffers the device may still write are quarantined (never reused) — \
+                     re-create the controller or restart the process",
                     controller.device().name()
                 ));
             }
