@@ -179,19 +179,7 @@ impl Engine {
         seen: u32,
         size: u32,
     ) -> Option<u32> {
-        let off = sq_slot(qid)?;
-        let armed = self.armed;
-        let b = self.dbbuf.as_mut()?;
-        let page = b.event;
-        b.store(sh, g, page, off, event_value(seen, size, armed));
-        if !armed {
-            return None;
-        }
-        // Full fence: the EventIdx store must be visible before the shadow
-        // is read again, or a host that stored a new tail and then loaded
-        // the old EventIdx would skip its doorbell while we go idle.
-        fence(Ordering::SeqCst);
-        b.load(sh, g, off)
+        self.event_then_reread(sh, g, sq_slot(qid)?, seen, size)
     }
 
     /// The CQ counterpart of [`Engine::sq_event`].
@@ -203,7 +191,20 @@ impl Engine {
         seen: u32,
         size: u32,
     ) -> Option<u32> {
-        let off = cq_slot(qid)?;
+        self.event_then_reread(sh, g, cq_slot(qid)?, seen, size)
+    }
+
+    /// Write the EventIdx of the slot at byte `off` for `seen`; when armed,
+    /// fence and return the shadow value read again.
+    #[inline]
+    fn event_then_reread(
+        &mut self,
+        sh: &Shared,
+        g: &DmaGuard<'_>,
+        off: u64,
+        seen: u32,
+        size: u32,
+    ) -> Option<u32> {
         let armed = self.armed;
         let b = self.dbbuf.as_mut()?;
         let page = b.event;
@@ -211,7 +212,9 @@ impl Engine {
         if !armed {
             return None;
         }
-        // Full fence: as for the SQ.
+        // Full fence: the EventIdx store must be visible before the shadow
+        // is read again, or a host that stored a new tail (or head) and then
+        // loaded the old EventIdx would skip its doorbell while we go idle.
         fence(Ordering::SeqCst);
         b.load(sh, g, off)
     }
