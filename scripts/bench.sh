@@ -286,10 +286,12 @@ else
 		mkdir -p "$src"
 		git archive "$rev" | tar -x -C "$src"
 		triple=$(rustc -vV | sed -n 's/^host: //p')
-		# A target directory of its own: cargo names the workspace's
-		# artifacts the same in every checkout, so in B's directory A's
-		# build would replace B's binary and B's next build would look fresh.
-		ab_dir=$(mkdir -p "$TARGET_DIR" && cd "$TARGET_DIR" && pwd)/guest-ab
+		# A target directory of its own, one per revision: cargo names the
+		# workspace's artifacts the same in every checkout and judges them by
+		# modification time, and `git archive` stamps every file with the
+		# commit's time — in a shared directory an older revision's sources
+		# would look older than another revision's artifacts and not be built.
+		ab_dir=$(mkdir -p "$TARGET_DIR" && cd "$TARGET_DIR" && pwd)/guest-ab-$rev
 		(cd "$src" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$ab_dir \
 			cargo build --release --quiet -p nvme-perf --bin nvme-perf --target "$triple") \
 			|| { echo "building nvme-perf at $AB_REV failed"; exit 1; }
