@@ -64,9 +64,9 @@ pub fn disable_bus_master(file: &File, base: u64) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bus_master_is_cleared_and_verified_and_all_ones_is_refused() {
-        let path = std::env::temp_dir().join(format!("nvme-engine-cfg-bm-{}", std::process::id()));
+    /// A zeroed, unlinked 512-byte file standing in for config space.
+    fn fake_config(tag: &str) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("nvme-engine-{tag}-{}", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -76,6 +76,12 @@ mod tests {
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         f.write_all_at(&[0u8; 512], 0).unwrap();
+        f
+    }
+
+    #[test]
+    fn bus_master_is_cleared_and_verified_and_all_ones_is_refused() {
+        let f = fake_config("cfg-bm");
         f.write_all_at(&0x0506u16.to_le_bytes(), 256 + COMMAND)
             .unwrap();
         disable_bus_master(&f, 256).unwrap();
@@ -93,16 +99,7 @@ mod tests {
 
     #[test]
     fn command_bits_are_set_and_others_kept() {
-        let path = std::env::temp_dir().join(format!("nvme-engine-cfg-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.write_all_at(&[0u8; 512], 0).unwrap();
+        let f = fake_config("cfg");
         // Config space at 256 in the file; SERR# enable (bit 8) already set.
         f.write_all_at(&0x0100u16.to_le_bytes(), 256 + COMMAND)
             .unwrap();
