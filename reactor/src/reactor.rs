@@ -322,6 +322,24 @@ impl Sinks<'_> {
             self.stats.completion_ring_full += 1;
         }
     }
+
+    /// Answer the driver's completion `c` of controller `ci`: release its
+    /// slot to `free` and respond to the slot's link. A token that names no
+    /// slot (never expected) is dropped.
+    #[inline(always)]
+    fn complete(&mut self, slots: &[Slot], free: &mut Vec<u32>, ci: usize, c: IoCompletion) {
+        let Some(s) = slots.get(c.token as usize) else {
+            return;
+        };
+        let (link, token) = (s.link, s.token);
+        free.push(c.token as u32);
+        let r = Response {
+            token,
+            result: c.result.map_err(|e| RequestError::from_io(ci, e)),
+            buf: c.buf,
+        };
+        self.respond(link, r);
+    }
 }
 
 impl<D: Device> Reactor<D> {
@@ -627,23 +645,13 @@ impl<D: Device> Reactor<D> {
                 continue;
             }
             let n = q.qp.process_completions(*batch, |c: IoCompletion| {
-                let Some(s) = slots.get(c.token as usize) else {
-                    return;
-                };
-                let (link, token) = (s.link, s.token);
-                free.push(c.token as u32);
-                let r = Response {
-                    token,
-                    result: c.result.map_err(|e| RequestError::from_io(ci, e)),
-                    buf: c.buf,
-                };
                 Sinks {
                     links,
                     local,
                     stats,
                     failures,
                 }
-                .respond(link, r);
+                .complete(slots, free, ci, c)
             });
             busy |= n > 0;
         }

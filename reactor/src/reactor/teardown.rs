@@ -45,23 +45,13 @@ impl<D: Device> Reactor<D> {
             let Queue { controller, qp, .. } = q;
             let qid = qp.qid();
             let deleted = qp.delete_with(|c: IoCompletion| {
-                let Some(s) = slots.get(c.token as usize) else {
-                    return;
-                };
-                let (link, token) = (s.link, s.token);
-                free.push(c.token as u32);
-                let r = Response {
-                    token,
-                    result: c.result.map_err(|e| RequestError::from_io(ci, e)),
-                    buf: c.buf,
-                };
                 Sinks {
                     links,
                     local,
                     stats,
                     failures,
                 }
-                .respond(link, r);
+                .complete(slots, free, ci, c)
             });
             if let Err(e) = deleted {
                 errors.push(format!(
