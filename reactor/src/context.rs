@@ -9,19 +9,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
-
 use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaError};
 
-use crate::issue::{IssueError, issue};
+use crate::dispatch::{Dispatch, LocalRefusal, Queue};
 use crate::poller::PollStatus;
-use crate::reactor::{Queue, Slot};
 use crate::request::{Request, Response};
-use crate::stats::{FailedIo, ReactorStats};
-
-/// The link index that marks a slot as reactor-local.
-pub(crate) const LOCAL_LINK: u32 = u32::MAX;
 
 /// A poller that may do I/O on its reactor.
 pub type LocalPoller<D> = Box<dyn FnMut(&mut ReactorContext<'_, D>) -> PollStatus + Send>;
@@ -63,34 +56,6 @@ pub struct LocalRejected {
     pub reason: ContextError,
 }
 
-/// Local responses and credit.
-pub(crate) struct Local {
-    pub(crate) responses: VecDeque<Response>,
-    pub(crate) outstanding: usize,
-    pub(crate) limit: usize,
-}
-
-impl Local {
-    pub(crate) fn new(limit: usize) -> Self {
-        Local {
-            responses: VecDeque::with_capacity(limit),
-            outstanding: 0,
-            limit,
-        }
-    }
-
-    /// Keep a response for the poller; `outstanding + responses <= limit`
-    /// holds, so this never grows the reserved queue.
-    pub(crate) fn deliver(&mut self, response: Response) {
-        self.outstanding -= 1;
-        self.responses.push_back(response);
-    }
-
-    fn has_credit(&self) -> bool {
-        self.outstanding + self.responses.len() < self.limit
-    }
-}
-
 #[allow(
     clippy::result_large_err,
     reason = "the request comes back by value; boxing it would allocate per rejection"
@@ -104,11 +69,7 @@ pub struct ReactorContext<'a, D: Device> {
     pub(crate) reactor: usize,
     pub(crate) closing: bool,
     pub(crate) queues: &'a mut [Queue<D>],
-    pub(crate) slots: &'a mut [Slot],
-    pub(crate) free: &'a mut Vec<u32>,
-    pub(crate) stats: &'a mut ReactorStats,
-    pub(crate) failures: &'a mut Vec<FailedIo>,
-    pub(crate) local: &'a mut Local,
+    pub(crate) dispatch: &'a mut Dispatch,
 }
 
 impl<D: Device> ReactorContext<'_, D> {
@@ -125,7 +86,7 @@ impl<D: Device> ReactorContext<'_, D> {
 
     /// Local requests submitted and not yet collected.
     pub fn outstanding(&self) -> usize {
-        self.local.outstanding + self.local.responses.len()
+        self.dispatch.local_uncollected()
     }
 
     /// A buffer from the reactor's DMA pool for controller `controller`.
@@ -166,7 +127,7 @@ impl<D: Device> ReactorContext<'_, D> {
         if self.closing {
             return reject(request, ContextError::Closing);
         }
-        if !self.local.has_credit() {
+        if !self.dispatch.local_has_credit() {
             return reject(request, ContextError::NoCredit);
         }
         let ci = request.controller;
@@ -174,54 +135,17 @@ impl<D: Device> ReactorContext<'_, D> {
         let Some(q) = self.queues.get_mut(ci) else {
             return reject(request, ContextError::NoSuchController { index: ci, count });
         };
-        if !q.backlog.is_empty() {
-            // Requests from the rings are waiting for this queue: do not
-            // overtake them.
-            return reject(request, ContextError::QueueFull);
-        }
-        let Some(slot) = self.free.pop() else {
-            return reject(request, ContextError::NoCredit);
-        };
-        let token = request.token;
-        match issue(&q.controller, ci, &mut q.qp, request, slot as u64) {
-            Ok(()) => {
-                let s = &mut self.slots[slot as usize];
-                s.link = LOCAL_LINK;
-                s.controller = ci as u32;
-                s.token = token;
-                q.dirty = true;
-                self.stats.submitted += 1;
-                self.local.outstanding += 1;
-                Ok(())
-            }
-            Err(IssueError::QueueFull(request)) => {
-                self.free.push(slot);
-                self.stats.queue_full += 1;
-                reject(request, ContextError::QueueFull)
-            }
-            Err(IssueError::Failed { request, error }) => {
-                self.free.push(slot);
-                self.local.outstanding += 1;
-                crate::reactor::count_response(
-                    self.stats,
-                    self.failures,
-                    request.token,
-                    &Err(error),
-                );
-                self.local.deliver(Response {
-                    token: request.token,
-                    result: Err(error),
-                    buf: request.buf,
-                });
-                Ok(())
-            }
+        match self.dispatch.submit_local(q, ci, request) {
+            Ok(()) => Ok(()),
+            Err((request, LocalRefusal::NoCredit)) => reject(request, ContextError::NoCredit),
+            Err((request, LocalRefusal::QueueFull)) => reject(request, ContextError::QueueFull),
         }
     }
 
     /// Call `f` for each local response collected so far; returns how many.
     pub fn poll_completions<F: FnMut(Response)>(&mut self, mut f: F) -> usize {
         let mut n = 0;
-        while let Some(r) = self.local.responses.pop_front() {
+        while let Some(r) = self.dispatch.collect_local() {
             f(r);
             n += 1;
         }

@@ -4,7 +4,11 @@
 //!
 //! This is a thin layer over the driver's `IoQueuePair`: `submit` writes the
 //! command (no doorbell), `poll` rings the doorbell once for everything
-//! submitted since the last call and reaps completions.
+//! submitted since the last call and reaps completions. Submitting and
+//! answering go through the reactor's dispatch functions, so a request
+//! fails, times out or is aborted with the same [`Response`] in both modes.
+//! There is no slot table here: the driver's tracker is the only record of
+//! a command, and the application's token is the driver's token.
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +18,7 @@ use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
 use nvme_engine::driver::{Controller, DriverError, IoQueuePair, QueuePairOptions};
 
-use crate::issue::{IssueError, issue};
+use crate::dispatch::{IssueError, completed, issue, not_deleted, refused};
 use crate::request::{Request, RequestError, Response};
 
 /// Errors of direct mode.
@@ -119,11 +123,8 @@ impl<D: Device> DirectQueue<D> {
     pub fn submit(&mut self, request: Request) -> Result<(), DirectSubmit> {
         if request.controller != self.controller_index {
             let index = request.controller;
-            return Err(DirectSubmit::Failed(Response {
-                token: request.token,
-                result: Err(RequestError::NoSuchController { index, count: 1 }),
-                buf: request.buf,
-            }));
+            let error = RequestError::NoSuchController { index, count: 1 };
+            return Err(DirectSubmit::Failed(refused(request, error)));
         }
         let token = request.token;
         match issue(
@@ -135,11 +136,9 @@ impl<D: Device> DirectQueue<D> {
         ) {
             Ok(()) => Ok(()),
             Err(IssueError::QueueFull(r)) => Err(DirectSubmit::QueueFull(r)),
-            Err(IssueError::Failed { request, error }) => Err(DirectSubmit::Failed(Response {
-                token: request.token,
-                result: Err(error),
-                buf: request.buf,
-            })),
+            Err(IssueError::Failed { request, error }) => {
+                Err(DirectSubmit::Failed(refused(request, error)))
+            }
         }
     }
 
@@ -148,13 +147,8 @@ impl<D: Device> DirectQueue<D> {
     pub fn poll<F: FnMut(Response)>(&mut self, max: usize, mut f: F) -> usize {
         let index = self.controller_index;
         self.qp.ring_doorbell();
-        self.qp.process_completions(max, |c| {
-            f(Response {
-                token: c.token,
-                result: c.result.map_err(|e| RequestError::from_io(index, e)),
-                buf: c.buf,
-            })
-        })
+        self.qp
+            .process_completions(max, |c| f(completed(index, c.token, c)))
     }
 
     /// Check deadlines as of `now` (see `IoQueuePair::check_timeouts`).
@@ -220,22 +214,14 @@ impl<D: Device> DirectQueue<D> {
             if let Some(n) = pending.get_mut(&c.token) {
                 *n -= 1;
             }
-            f(Response {
-                token: c.token,
-                result: c.result.map_err(|e| RequestError::from_io(index, e)),
-                buf: c.buf,
-            })
+            f(completed(index, c.token, c))
         });
         match deleted {
             Ok(()) => Ok(()),
             Err(source) => {
                 for (token, n) in pending {
                     for _ in 0..n {
-                        f(Response {
-                            token,
-                            result: Err(RequestError::QueueNotDeleted { controller: index }),
-                            buf: None,
-                        });
+                        f(not_deleted(index, token));
                     }
                 }
                 Err(source)

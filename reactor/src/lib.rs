@@ -164,6 +164,27 @@
 //! # }
 //! ```
 //!
+//! # Layers
+//!
+//! Each module uses only modules of the rows above its own, or earlier ones
+//! in its own row; nothing imports downwards, so there are no cycles:
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | foundations | `request`, `stats`, `cores`, `placement`, `poller`, `timer`, `error` | [`Request`]/[`Response`]/[`RequestError`], counters, core sets and placement, poller and timer lists, [`ReactorError`] |
+//! | rings | `producer` | a (producer, reactor) ring pair: [`Producer`], and the reactor's end, whose state only its own methods change |
+//! | dispatch | `dispatch` (`slots`, `local`, `issue`) | the request slots (a slot's tag is the driver's token) and the one path by which a request is submitted to a queue pair and answered: success, NVMe error, timeout, abort, removal, shutdown |
+//! | users of dispatch | `context`, `direct` | reactor-local I/O ([`ReactorContext`]), direct mode ([`DirectQueue`]) |
+//! | the loop | `reactor` (`teardown`) | one reactor thread: the turn, control messages, teardown |
+//! | the set | `set` | starting reactors, attaching producers, shutdown |
+//!
+//! One I/O through a reactor: [`Producer::try_submit`] (producer) → the
+//! reactor's turn takes it from the ring (reactor → dispatch, which gives
+//! it a slot and submits it to the driver's queue pair) → the driver's
+//! completion comes back through the dispatch's answer path, which frees
+//! the slot and pushes the [`Response`] to the completion ring →
+//! [`Producer::poll_completions`].
+//!
 //! # The built-in emulated controller's placement
 //!
 //! A program on the emulated controller should not let its device compete
@@ -236,7 +257,8 @@
 mod context;
 mod cores;
 mod direct;
-mod issue;
+mod dispatch;
+mod error;
 mod placement;
 mod poller;
 mod producer;
@@ -249,11 +271,12 @@ mod timer;
 pub use context::{ContextError, LocalPoller, LocalRejected, ReactorContext};
 pub use cores::{AllowedCores, CoreError, CoreSpec, format_cores, pin_current_thread};
 pub use direct::{DeleteFailed, DirectError, DirectQueue, DirectSubmit};
+pub use error::ReactorError;
 pub use placement::{CorePlan, DevicePlacement};
 pub use poller::{PollStatus, Poller};
 pub use producer::{Producer, ProducerError, ProducerStats, Rejected};
 pub use request::{Op, Request, RequestError, Response};
-pub use set::{ReactorConfig, ReactorError, ReactorSet};
+pub use set::{ReactorConfig, ReactorSet};
 pub use stats::{
     ControllerReport, FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats, ShutdownReport,
 };

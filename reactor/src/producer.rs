@@ -75,19 +75,22 @@ pub(crate) struct LinkShared {
     pub(crate) leftovers: Mutex<Option<Leftovers>>,
 }
 
-/// The reactor's end of a pair.
+/// The reactor's end of a pair. Its fields are private to this module:
+/// the reactor takes requests through [`Link::intake`] and answers through
+/// [`Link::deliver`] (or the [`Answer`] of an intake), which keep the
+/// credit invariant below.
 pub(crate) struct Link {
-    pub(crate) submissions: rtrb::Consumer<Request>,
-    pub(crate) completions: rtrb::Producer<Response>,
+    submissions: rtrb::Consumer<Request>,
+    completions: rtrb::Producer<Response>,
     /// Responses waiting for room in the completion ring (capacity `limit`,
     /// reserved at attach time).
-    pub(crate) pending: VecDeque<Response>,
+    pending: VecDeque<Response>,
     /// Requests taken from the ring and not yet answered.
-    pub(crate) outstanding: usize,
+    outstanding: usize,
     /// Most requests taken and not yet in the completion ring:
     /// `outstanding + pending.len() <= limit`, so `pending` never grows.
-    pub(crate) limit: usize,
-    pub(crate) shared: Arc<LinkShared>,
+    limit: usize,
+    shared: Arc<LinkShared>,
 }
 
 impl Drop for Link {
@@ -109,16 +112,31 @@ impl Drop for Link {
 }
 
 impl Link {
-    /// Push a response, or keep it pending when the ring is full. Returns
-    /// true when the ring was full.
+    /// The most requests of this producer the reactor holds at once (its
+    /// credit): what the reactor reserves for it when it attaches.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Answer a request taken from this link: push the response, or keep
+    /// it pending when the ring is full. Returns true when the ring was full.
     #[inline(always)]
     pub(crate) fn deliver(&mut self, response: Response) -> bool {
-        deliver(
-            &mut self.completions,
-            &mut self.pending,
-            &mut self.outstanding,
-            response,
-        )
+        self.answer().deliver(response)
+    }
+
+    fn answer(&mut self) -> Answer<'_> {
+        Answer {
+            completions: &mut self.completions,
+            pending: &mut self.pending,
+            outstanding: &mut self.outstanding,
+        }
+    }
+
+    /// Whether responses wait for room in the completion ring.
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Move pending responses into the ring while it has room; true when
@@ -139,28 +157,103 @@ impl Link {
     pub(crate) fn has_credit(&self) -> bool {
         self.outstanding + self.pending.len() < self.limit
     }
+
+    /// Take up to `max` requests (fewer when the producer's credit or the
+    /// ring has fewer), read in place as one chunk: `None` when there is
+    /// nothing to take.
+    #[inline]
+    pub(crate) fn intake(&mut self, max: usize) -> Option<Intake<'_>> {
+        let credit = self
+            .limit
+            .saturating_sub(self.outstanding + self.pending.len());
+        let n = max.min(credit).min(self.submissions.slots());
+        if n == 0 {
+            return None;
+        }
+        let chunk = self.submissions.read_chunk(n).ok()?;
+        Some(Intake {
+            chunk,
+            answer: Answer {
+                completions: &mut self.completions,
+                pending: &mut self.pending,
+                outstanding: &mut self.outstanding,
+            },
+        })
+    }
+
+    /// Tell the producer the reactor is closing: new submissions fail with
+    /// [`ProducerError::ShuttingDown`].
+    pub(crate) fn close(&self) {
+        // Release: a producer that sees the flag also sees everything this
+        // reactor did before (nothing it relies on, but cheap).
+        self.shared.closing.store(true, Ordering::Release);
+    }
+
+    /// Nothing of this producer is in flight, and nothing is left in its
+    /// ring that the reactor could still take.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.outstanding == 0 && (self.submissions.is_empty() || !self.has_credit())
+    }
+
+    /// When the producer was dropped, forget the responses nobody can
+    /// receive (which frees its credit, so the requests still in its ring
+    /// are carried out and then forgotten the same way). True when the
+    /// link holds nothing any more and can be let go.
+    pub(crate) fn release_if_abandoned(&mut self) -> bool {
+        if !self.completions.is_abandoned() {
+            return false;
+        }
+        self.pending.clear();
+        self.submissions.is_empty() && self.outstanding == 0
+    }
 }
 
-/// [`Link::deliver`] on the link's parts, for callers that hold its
-/// submission ring borrowed.
-#[inline(always)]
-pub(crate) fn deliver(
-    completions: &mut rtrb::Producer<Response>,
-    pending: &mut VecDeque<Response>,
-    outstanding: &mut usize,
-    response: Response,
-) -> bool {
-    *outstanding -= 1;
-    if !pending.is_empty() {
-        pending.push_back(response);
-        return true;
-    }
-    match completions.push(response) {
-        Ok(()) => false,
-        Err(rtrb::PushError::Full(response)) => {
-            pending.push_back(response);
-            true
+/// A link's answering side, apart from its submission ring.
+pub(crate) struct Answer<'a> {
+    completions: &'a mut rtrb::Producer<Response>,
+    pending: &'a mut VecDeque<Response>,
+    outstanding: &'a mut usize,
+}
+
+impl Answer<'_> {
+    /// Answer one request taken from the link (see [`Link::deliver`]).
+    #[inline(always)]
+    pub(crate) fn deliver(&mut self, response: Response) -> bool {
+        *self.outstanding -= 1;
+        if !self.pending.is_empty() {
+            self.pending.push_back(response);
+            return true;
         }
+        match self.completions.push(response) {
+            Ok(()) => false,
+            Err(rtrb::PushError::Full(response)) => {
+                self.pending.push_back(response);
+                true
+            }
+        }
+    }
+}
+
+/// Requests taken from a link's ring, read in place (see [`Link::intake`]).
+pub(crate) struct Intake<'a> {
+    chunk: rtrb::chunks::ReadChunk<'a, Request>,
+    answer: Answer<'a>,
+}
+
+impl Intake<'_> {
+    /// Hand each request, in ring order, to `f` with the link's answering
+    /// side. Every request handed out counts as taken: it is answered once,
+    /// through that [`Answer`] now or through [`Link::deliver`] later.
+    /// Whatever `f` leaves in a request is dropped when the ring slots are
+    /// released, once, after the last one (one index update per chunk).
+    #[inline(always)]
+    pub(crate) fn for_each<F: FnMut(&mut Request, &mut Answer<'_>)>(mut self, mut f: F) {
+        let (first, second) = self.chunk.as_mut_slices();
+        for req in first.iter_mut().chain(second.iter_mut()) {
+            *self.answer.outstanding += 1;
+            f(req, &mut self.answer);
+        }
+        self.chunk.commit_all();
     }
 }
 

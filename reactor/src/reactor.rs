@@ -30,26 +30,20 @@
 #![forbid(unsafe_code)]
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use nvme_engine::Device;
-use nvme_engine::dma::DmaPool;
-use nvme_engine::driver::{
-    Controller, IoCompletion, IoQueuePair, QueuePairOptions, QueuePairStats,
-};
+use nvme_engine::driver::{Controller, QueuePairOptions, QueuePairStats};
 
-use crate::context::{LOCAL_LINK, Local, LocalPoller, ReactorContext};
+use crate::context::{LocalPoller, ReactorContext};
 use crate::cores;
-use crate::issue::{InPlaceError, IssueError, issue, issue_in_place};
+use crate::dispatch::{Dispatch, Queue};
+use crate::error::ReactorError;
 use crate::poller::{PollStatus, Poller, Pollers};
-use crate::producer::{Link, deliver};
-use crate::request::{Op, Request, RequestError, Response};
-use crate::set::ReactorError;
-use crate::stats::{FailedIo, MAX_RECORDED_FAILURES, ReactorReport, ReactorStats};
+use crate::producer::Link;
+use crate::stats::{ReactorReport, ReactorStats};
 use crate::timer::{TimerFn, Timers};
 
 mod teardown;
@@ -88,48 +82,18 @@ pub(crate) struct ReactorParams<D: Device> {
     pub(crate) io_retry_limit: Option<u8>,
 }
 
-/// One controller as seen by one reactor.
-pub(crate) struct Queue<D: Device> {
-    pub(crate) controller: Controller<D>,
-    pub(crate) qp: IoQueuePair<D>,
-    /// The reactor's own DMA memory for this controller: buffers for
-    /// reactor-local I/O. Released after the queue pair is deleted.
-    pub(crate) pool: DmaPool,
-    /// Slots whose request waits for room on this queue, oldest first.
-    pub(crate) backlog: VecDeque<u32>,
-    /// Whether entries were added since the last doorbell.
-    pub(crate) dirty: bool,
-}
-
-/// A request between leaving its ring and being answered.
-#[derive(Default)]
-pub(crate) struct Slot {
-    /// Index of the producer link, or [`LOCAL_LINK`].
-    pub(crate) link: u32,
-    /// Index of the controller whose queue the request is for.
-    pub(crate) controller: u32,
-    /// The request's own token.
-    pub(crate) token: u64,
-    /// The request itself while it waits in a backlog.
-    pub(crate) parked: Option<Request>,
-}
-
 struct Reactor<D: Device> {
-    stats: ReactorStats,
     queues: Vec<Queue<D>>,
-    links: Vec<Option<Link>>,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// The request slots, the links to producers and the answer path.
+    dispatch: Dispatch,
     pollers: Pollers,
     local_pollers: Vec<LocalPoller<D>>,
-    local: Local,
     timers: Timers,
     control: Receiver<Control<D>>,
     batch: usize,
     idle_yield: bool,
     shutdown_timeout: Duration,
     closing: Option<Instant>,
-    failures: Vec<FailedIo>,
     /// Period of the deadline checks.
     timeout_check: Duration,
     /// When the next deadline check is due (`None`: at the next clock read).
@@ -162,36 +126,25 @@ pub(crate) fn run<D: Device>(
     };
     let _ = ready.send(Ok(()));
     let mut reactor = Reactor {
-        stats,
         queues,
-        links: Vec::new(),
-        slots: Vec::new(),
-        free: Vec::new(),
+        dispatch: Dispatch::new(stats, params.local_capacity),
         pollers: Pollers::default(),
         local_pollers: Vec::new(),
-        local: Local::new(params.local_capacity),
         timers: Timers::default(),
         control,
         batch: params.batch.max(1),
         idle_yield: params.idle_yield,
         shutdown_timeout: params.shutdown_timeout,
         closing: None,
-        failures: Vec::with_capacity(MAX_RECORDED_FAILURES),
         timeout_check: params.timeout_check,
         next_timeout_check: None,
     };
-    reactor.add_slots(params.local_capacity);
     let mut errors = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run_loop())) {
         Ok(errors) => errors,
         Err(payload) => reactor.recover(params.index, payload.as_ref()),
     };
     errors.extend(reactor.teardown());
-    let Reactor {
-        stats,
-        links,
-        failures,
-        ..
-    } = reactor;
+    let (stats, failures, links) = reactor.dispatch.into_parts();
     // Dropping a link hands what it still holds (responses waiting for
     // ring room, requests still in its ring) to its producer.
     drop(links);
@@ -222,13 +175,7 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
                 if let Some(n) = params.io_retry_limit {
                     qp.set_retry_limit(n);
                 }
-                queues.push(Queue {
-                    controller: controller.clone(),
-                    qp,
-                    pool,
-                    backlog: VecDeque::new(),
-                    dirty: false,
-                })
+                queues.push(Queue::new(controller.clone(), qp, pool))
             }
             Err(source) => {
                 for q in queues {
@@ -245,119 +192,23 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
     Ok(queues)
 }
 
-/// Count an answer, remembering the first failures.
-pub(crate) fn count_response(
-    stats: &mut ReactorStats,
-    failures: &mut Vec<FailedIo>,
-    token: u64,
-    result: &Result<u32, RequestError>,
-) {
-    stats.completed += 1;
-    if let Err(error) = result {
-        stats.failed += 1;
-        stats.count_error(error);
-        // Capacity reserved at start: recording never allocates.
-        if failures.len() < MAX_RECORDED_FAILURES {
-            failures.push(FailedIo {
-                reactor: stats.reactor,
-                token,
-                error: *error,
-            });
-        }
-    }
-}
-
-/// Move a request out of its ring slot, leaving an empty shell behind
-/// (only for requests that must wait: the backlog owns them).
-fn take_request(req: &mut Request) -> Request {
-    std::mem::replace(req, Request::without_data(Op::Flush, 0, 0, 0, 0))
-}
-
-/// A link's answering side, apart from its submission ring.
-struct Answer<'a> {
-    completions: &'a mut rtrb::Producer<Response>,
-    pending: &'a mut VecDeque<Response>,
-    outstanding: &'a mut usize,
-}
-
-impl Answer<'_> {
-    /// Answer a request still in its ring slot with `result` and its buffer.
-    fn send(
-        &mut self,
-        stats: &mut ReactorStats,
-        failures: &mut Vec<FailedIo>,
-        req: &mut Request,
-        result: Result<u32, RequestError>,
-    ) {
-        let response = Response {
-            token: req.token,
-            result,
-            buf: req.buf.take(),
-        };
-        count_response(stats, failures, response.token, &response.result);
-        if deliver(self.completions, self.pending, self.outstanding, response) {
-            stats.completion_ring_full += 1;
-        }
-    }
-}
-
-/// Where answers go: producer links, or the reactor-local queue.
-struct Sinks<'a> {
-    links: &'a mut [Option<Link>],
-    local: &'a mut Local,
-    stats: &'a mut ReactorStats,
-    failures: &'a mut Vec<FailedIo>,
-}
-
-impl Sinks<'_> {
-    /// Answer a request: count it and hand the response to its link.
-    #[inline(always)]
-    fn respond(&mut self, link: u32, response: Response) {
-        count_response(self.stats, self.failures, response.token, &response.result);
-        if link == LOCAL_LINK {
-            self.local.deliver(response);
-        } else if let Some(Some(l)) = self.links.get_mut(link as usize)
-            && l.deliver(response)
-        {
-            self.stats.completion_ring_full += 1;
-        }
-    }
-
-    /// Answer the driver's completion `c` of controller `ci`: release its
-    /// slot to `free` and respond to the slot's link. A token that names no
-    /// slot (never expected) is dropped.
-    #[inline(always)]
-    fn complete(&mut self, slots: &[Slot], free: &mut Vec<u32>, ci: usize, c: IoCompletion) {
-        let Some(s) = slots.get(c.token as usize) else {
-            return;
-        };
-        let (link, token) = (s.link, s.token);
-        free.push(c.token as u32);
-        let r = Response {
-            token,
-            result: c.result.map_err(|e| RequestError::from_io(ci, e)),
-            buf: c.buf,
-        };
-        self.respond(link, r);
-    }
-}
-
 impl<D: Device> Reactor<D> {
     /// Loop until shutdown has drained everything; returns teardown notes.
     fn run_loop(&mut self) -> Vec<String> {
         let mut turn: u64 = 0;
         loop {
             let busy = self.turn();
+            let stats = self.dispatch.stats_mut();
             if busy {
-                self.stats.iterations_busy += 1;
+                stats.iterations_busy += 1;
             } else {
-                self.stats.iterations_idle += 1;
+                stats.iterations_idle += 1;
             }
             turn = turn.wrapping_add(1);
             if !busy || turn.is_multiple_of(64) {
                 if self.closing.is_none() {
                     self.control();
-                    self.reap_abandoned();
+                    self.dispatch.release_abandoned();
                 }
                 if let Some(since) = self.closing {
                     if self.drained() {
@@ -405,25 +256,18 @@ impl<D: Device> Reactor<D> {
 
     /// One loop turn; true when it did any work.
     fn turn(&mut self) -> bool {
-        let mut busy = false;
-        for link in self.links.iter_mut().flatten() {
-            if !link.pending.is_empty() {
-                busy |= link.flush_pending();
-            }
-        }
-        busy |= self.retry_backlogs();
-        busy |= self.drain_rings();
+        let mut busy = self.dispatch.flush_pending();
+        busy |= self.dispatch.retry_backlogs(&mut self.queues);
+        busy |= self.dispatch.take_from_rings(&mut self.queues, self.batch);
         if !self.local_pollers.is_empty() {
             busy |= self.run_local_pollers();
         }
         for q in &mut self.queues {
-            if q.dirty {
-                q.qp.ring_doorbell();
-                q.dirty = false;
-                self.stats.doorbells += 1;
+            if q.ring_doorbell() {
+                self.dispatch.stats_mut().doorbells += 1;
             }
         }
-        busy |= self.reap();
+        busy |= self.dispatch.reap(&mut self.queues, self.batch);
         busy |= self.pollers.run();
         let in_flight = self.queues.iter().any(|q| q.qp.outstanding() > 0);
         if in_flight || !self.timers.is_empty() {
@@ -431,7 +275,7 @@ impl<D: Device> Reactor<D> {
             let now = Instant::now();
             if !self.timers.is_empty() {
                 let ran = self.timers.run_due(now);
-                self.stats.timers_run += ran as u64;
+                self.dispatch.stats_mut().timers_run += ran as u64;
                 busy |= ran > 0;
             }
             if in_flight {
@@ -449,7 +293,7 @@ impl<D: Device> Reactor<D> {
             return false;
         }
         self.next_timeout_check = now.checked_add(self.timeout_check);
-        self.stats.timeout_checks += 1;
+        self.dispatch.stats_mut().timeout_checks += 1;
         let mut timed_out = 0;
         for q in &mut self.queues {
             timed_out += q.qp.check_timeouts(now);
@@ -463,14 +307,10 @@ impl<D: Device> Reactor<D> {
         // rest of the reactor.
         let mut pollers = std::mem::take(&mut self.local_pollers);
         let mut ctx = ReactorContext {
-            reactor: self.stats.reactor,
+            reactor: self.dispatch.stats().reactor,
             closing: self.closing.is_some(),
             queues: &mut self.queues,
-            slots: &mut self.slots,
-            free: &mut self.free,
-            stats: &mut self.stats,
-            failures: &mut self.failures,
-            local: &mut self.local,
+            dispatch: &mut self.dispatch,
         };
         let mut busy = false;
         for p in &mut pollers {
@@ -480,189 +320,11 @@ impl<D: Device> Reactor<D> {
         busy
     }
 
-    /// Resubmit backlogged requests, oldest first, until a queue is full again.
-    fn retry_backlogs(&mut self) -> bool {
-        let Reactor {
-            queues,
-            links,
-            slots,
-            free,
-            stats,
-            failures,
-            local,
-            ..
-        } = self;
-        let mut busy = false;
-        for (ci, q) in queues.iter_mut().enumerate() {
-            while let Some(&slot) = q.backlog.front() {
-                let Some(req) = slots[slot as usize].parked.take() else {
-                    q.backlog.pop_front();
-                    continue;
-                };
-                match issue(&q.controller, ci, &mut q.qp, req, slot as u64) {
-                    Ok(()) => {
-                        busy = true;
-                        q.backlog.pop_front();
-                        q.dirty = true;
-                        stats.submitted += 1;
-                    }
-                    Err(IssueError::QueueFull(req)) => {
-                        slots[slot as usize].parked = Some(req);
-                        break;
-                    }
-                    Err(IssueError::Failed { request, error }) => {
-                        busy = true;
-                        q.backlog.pop_front();
-                        let link = slots[slot as usize].link;
-                        free.push(slot);
-                        let r = Response {
-                            token: request.token,
-                            result: Err(error),
-                            buf: request.buf,
-                        };
-                        Sinks {
-                            links,
-                            local,
-                            stats,
-                            failures,
-                        }
-                        .respond(link, r);
-                    }
-                }
-            }
-        }
-        busy
-    }
-
-    /// Take requests from every submission ring, up to `batch` per ring.
-    ///
-    /// The requests are read in place, as one chunk per ring: only each
-    /// one's buffer moves (to the driver), and the ring's read index is
-    /// published once per chunk (hop_bench: about 50 instructions per I/O
-    /// fewer than popping and moving each request).
-    fn drain_rings(&mut self) -> bool {
-        let Reactor {
-            queues,
-            links,
-            slots,
-            free,
-            stats,
-            failures,
-            batch,
-            ..
-        } = self;
-        let mut busy = false;
-        for (li, link) in links.iter_mut().enumerate() {
-            let Some(link) = link.as_mut() else {
-                continue;
-            };
-            let Link {
-                submissions,
-                completions,
-                pending,
-                outstanding,
-                limit,
-                ..
-            } = link;
-            let credit = limit.saturating_sub(*outstanding + pending.len());
-            let n = (*batch)
-                .min(credit)
-                .min(free.len())
-                .min(submissions.slots());
-            if n == 0 {
-                continue;
-            }
-            let Ok(mut chunk) = submissions.read_chunk(n) else {
-                continue;
-            };
-            let mut answer = Answer {
-                completions,
-                pending,
-                outstanding,
-            };
-            let (first, second) = chunk.as_mut_slices();
-            for req in first.iter_mut().chain(second.iter_mut()) {
-                // n <= free.len(): a slot is always there.
-                let Some(slot) = free.pop() else { break };
-                *answer.outstanding += 1;
-                let ci = req.controller;
-                let Some(q) = queues.get_mut(ci) else {
-                    free.push(slot);
-                    let count = queues.len();
-                    let result = Err(RequestError::NoSuchController { index: ci, count });
-                    answer.send(stats, failures, req, result);
-                    continue;
-                };
-                let s = &mut slots[slot as usize];
-                s.link = li as u32;
-                s.controller = ci as u32;
-                s.token = req.token;
-                if !q.backlog.is_empty() {
-                    // Keep order: newer requests queue behind older ones.
-                    s.parked = Some(take_request(req));
-                    q.backlog.push_back(slot);
-                    continue;
-                }
-                match issue_in_place(&q.controller, ci, &mut q.qp, req, slot as u64) {
-                    Ok(()) => {
-                        q.dirty = true;
-                        stats.submitted += 1;
-                    }
-                    Err(InPlaceError::QueueFull) => {
-                        stats.queue_full += 1;
-                        s.parked = Some(take_request(req));
-                        q.backlog.push_back(slot);
-                    }
-                    Err(InPlaceError::Failed(error)) => {
-                        free.push(slot);
-                        answer.send(stats, failures, req, Err(error));
-                    }
-                }
-            }
-            // Drops what is left of the requests (their buffers are gone).
-            chunk.commit_all();
-            busy = true;
-        }
-        busy
-    }
-
-    /// Reap every completion queue with a bounded budget.
-    fn reap(&mut self) -> bool {
-        let Reactor {
-            queues,
-            links,
-            slots,
-            free,
-            stats,
-            failures,
-            local,
-            batch,
-            ..
-        } = self;
-        let mut busy = false;
-        for (ci, q) in queues.iter_mut().enumerate() {
-            if q.qp.outstanding() == 0 {
-                continue;
-            }
-            let n = q.qp.process_completions(*batch, |c: IoCompletion| {
-                Sinks {
-                    links,
-                    local,
-                    stats,
-                    failures,
-                }
-                .complete(slots, free, ci, c)
-            });
-            busy |= n > 0;
-        }
-        busy
-    }
-
     /// Apply control messages.
     fn control(&mut self) {
         loop {
             match self.control.try_recv() {
-                Ok(Control::Attach(link)) => self.attach(link),
+                Ok(Control::Attach(link)) => self.dispatch.attach(link, &mut self.queues),
                 Ok(Control::AddPoller(p)) => self.pollers.add(p),
                 Ok(Control::AddLocalPoller(p)) => self.local_pollers.push(p),
                 Ok(Control::AddTimer(period, f)) => self.timers.add(Instant::now(), period, f),
@@ -685,70 +347,19 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// Reserve everything a new producer can ever need, then add its link.
-    fn attach(&mut self, link: Link) {
-        let more = link.limit;
-        self.add_slots(more);
-        for q in &mut self.queues {
-            q.backlog.reserve(more);
-        }
-        self.links.push(Some(link));
-    }
-
-    /// Grow the slot table (and the free list's capacity) by `more`.
-    fn add_slots(&mut self, more: usize) {
-        let base = self.slots.len();
-        self.slots.reserve(more);
-        self.slots.extend((0..more).map(|_| Slot::default()));
-        self.free.reserve(more);
-        self.free
-            .extend((base..base + more).rev().map(|i| i as u32));
-    }
-
-    /// Forget responses nobody can receive, and drop links whose producer
-    /// is gone once nothing of theirs is in flight.
-    fn reap_abandoned(&mut self) {
-        for slot in &mut self.links {
-            let Some(l) = slot else { continue };
-            if !l.completions.is_abandoned() {
-                continue;
-            }
-            // The producer was dropped: its pending responses have no
-            // reader; dropping them frees its credit so the requests still
-            // in its ring are carried out (and then dropped the same way).
-            l.pending.clear();
-            if l.submissions.is_empty() && l.outstanding == 0 {
-                *slot = None;
-            }
-        }
-    }
-
     fn begin_shutdown(&mut self) {
-        for link in self.links.iter().flatten() {
-            // Release: a producer that sees the flag also sees everything
-            // this reactor did before (nothing it relies on, but cheap).
-            link.shared.closing.store(true, Ordering::Release);
-        }
+        self.dispatch.close_links();
         self.closing = Some(Instant::now());
     }
 
     /// Nothing in flight, and nothing left in a ring that could still be taken.
     fn drained(&self) -> bool {
-        self.local.outstanding == 0
-            && self
-                .queues
-                .iter()
-                .all(|q| q.backlog.is_empty() && q.qp.outstanding() == 0)
-            && self
-                .links
-                .iter()
-                .flatten()
-                .all(|l| l.outstanding == 0 && (l.submissions.is_empty() || !l.has_credit()))
+        self.dispatch.is_drained(&self.queues)
     }
 
     fn stuck_report(&self) -> String {
         let in_flight: usize = self.queues.iter().map(|q| q.qp.outstanding()).sum();
-        let waiting: usize = self.queues.iter().map(|q| q.backlog.len()).sum();
+        let waiting: usize = self.queues.iter().map(Queue::waiting).sum();
         format!(
             "shutdown gave up after {:?}: {in_flight} command(s) still in flight on the device, \
              {waiting} waiting for queue room; they are answered as the queues are deleted",
@@ -763,10 +374,10 @@ impl<D: Device> Reactor<D> {
         }
         ReactorStats {
             queues,
-            producers: self.links.iter().flatten().count(),
+            producers: self.dispatch.producers(),
             pollers: self.pollers.len() + self.local_pollers.len(),
             timers: self.timers.len(),
-            ..self.stats
+            ..*self.dispatch.stats()
         }
     }
 }

@@ -5,10 +5,8 @@
 #![forbid(unsafe_code)]
 
 use nvme_engine::Device;
-use nvme_engine::driver::IoCompletion;
 
-use super::{Queue, Reactor, Sinks};
-use crate::request::{RequestError, Response};
+use super::Reactor;
 use crate::stats::ReactorStats;
 
 impl<D: Device> Reactor<D> {
@@ -22,79 +20,34 @@ impl<D: Device> Reactor<D> {
     ///   the controller and answers them the same way, or with quarantined
     ///   buffers when the device can be neither reset nor quiesced; a request
     ///   the driver left unanswered (never expected) gets
-    ///   [`RequestError::QueueNotDeleted`] without its buffer;
+    ///   [`RequestError::QueueNotDeleted`](crate::RequestError::QueueNotDeleted) without its buffer;
     /// - requests still waiting for queue room, with
-    ///   [`RequestError::ShutDown`] and their buffers.
+    ///   [`RequestError::ShutDown`](crate::RequestError::ShutDown) and their buffers.
     ///
-    /// Leaves the final counters (queue counters as of before deletion)
-    /// in `self.stats`; returns teardown notes.
+    /// The answers take the dispatch's one answer path
+    /// ([`Dispatch::delete_queue`](crate::dispatch::Dispatch::delete_queue),
+    /// then
+    /// [`Dispatch::answer_unanswered`](crate::dispatch::Dispatch::answer_unanswered)).
+    /// Leaves the final counters (queue counters as of before deletion) in
+    /// the dispatch; returns teardown notes.
     pub(super) fn teardown(&mut self) -> Vec<String> {
         let final_stats = self.snapshot();
         let mut errors = Vec::new();
-        let queues = std::mem::take(&mut self.queues);
-        let Reactor {
-            links,
-            slots,
-            free,
-            stats,
-            failures,
-            local,
-            ..
-        } = self;
-        for (ci, q) in queues.into_iter().enumerate() {
-            let Queue { controller, qp, .. } = q;
-            let qid = qp.qid();
-            let deleted = qp.delete_with(|c: IoCompletion| {
-                Sinks {
-                    links,
-                    local,
-                    stats,
-                    failures,
-                }
-                .complete(slots, free, ci, c)
-            });
-            if let Err(e) = deleted {
+        for (ci, q) in std::mem::take(&mut self.queues).into_iter().enumerate() {
+            let qid = q.qp.qid();
+            let device = q.controller.device().name();
+            if let Err(e) = self.dispatch.delete_queue(ci, q) {
                 errors.push(format!(
-                    "deleting I/O queue {qid} on {}: {e}; every command on it was answered, and \
-                     buffers the device may still write are quarantined (never reused) — \
-                     re-create the controller or restart the process",
-                    controller.device().name()
+                    "deleting I/O queue {qid} on {device}: {e}; every command on it was answered, \
+                     and buffers the device may still write are quarantined (never reused) — \
+                     re-create the controller or restart the process"
                 ));
             }
         }
-        // Whatever is not free now was never answered: parked in a backlog,
-        // or on a queue the device did not delete.
-        let mut is_free = vec![false; slots.len()];
-        for &f in free.iter() {
-            is_free[f as usize] = true;
-        }
-        for (i, s) in slots.iter_mut().enumerate() {
-            if is_free[i] {
-                continue;
-            }
-            let r = match s.parked.take() {
-                Some(req) => Response {
-                    token: req.token,
-                    result: Err(RequestError::ShutDown),
-                    buf: req.buf,
-                },
-                None => Response {
-                    token: s.token,
-                    result: Err(RequestError::QueueNotDeleted {
-                        controller: s.controller as usize,
-                    }),
-                    buf: None,
-                },
-            };
-            free.push(i as u32);
-            Sinks {
-                links,
-                local,
-                stats,
-                failures,
-            }
-            .respond(s.link, r);
-        }
+        // Whatever still holds a slot was never answered: parked in a
+        // backlog, or on a queue the device did not delete.
+        self.dispatch.answer_unanswered();
+        let stats = self.dispatch.stats_mut();
         *stats = ReactorStats {
             queues: final_stats.queues,
             producers: final_stats.producers,

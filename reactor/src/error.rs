@@ -1,0 +1,94 @@
+//! The errors of starting and managing a reactor set ([`ReactorError`]).
+//! Apart from the rest so that the reactor threads, which report their
+//! set-up failures with it, need nothing from the set that starts them.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use nvme_engine::driver::DriverError;
+
+use crate::cores::CoreError;
+
+/// Errors from starting and managing reactors.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    /// The core specification is invalid or not allowed.
+    #[error(transparent)]
+    Cores(#[from] CoreError),
+    /// No controller was given.
+    #[error("a reactor set needs at least one controller; bring one up with Controller::new")]
+    NoControllers,
+    /// The shutdown wait is shorter than a lost command needs to be
+    /// timed out, aborted and recovered.
+    #[error(
+        "shutdown_timeout {shutdown_timeout:?} is shorter than the {needed:?} a lost command on \
+         controller {controller} can take to be answered (io_timeout {io_timeout:?} + abort and \
+         grace, admin_timeout {admin_timeout:?} each + reset, 2 × CAP.TO {cap_to_ms} ms + 2 × \
+         admin_timeout); set shutdown_timeout to at least {needed:?} (or None to derive it), \
+         lower io_timeout, or use ReactorSet::shutdown_within to stop sooner on purpose"
+    )]
+    ShutdownTooShort {
+        /// The configured shutdown wait.
+        shutdown_timeout: Duration,
+        /// What the controller's timeouts need.
+        needed: Duration,
+        /// The controller that needs it.
+        controller: usize,
+        /// Its per-command deadline.
+        io_timeout: Duration,
+        /// Its admin-command deadline.
+        admin_timeout: Duration,
+        /// Its CAP.TO in milliseconds.
+        cap_to_ms: u64,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid reactor configuration: {0}")]
+    Config(&'static str),
+    /// A reactor could not create its queue pair or pool.
+    #[error(
+        "reactor {reactor} could not set up controller {controller}; lower the number of \
+         reactors or queue entries, or check the controller"
+    )]
+    Setup {
+        /// Reactor index.
+        reactor: usize,
+        /// Controller index.
+        controller: usize,
+        /// What the driver reported.
+        #[source]
+        source: DriverError,
+    },
+    /// A reactor thread could not be spawned.
+    #[error("spawning reactor thread {reactor} failed")]
+    Spawn {
+        /// Reactor index.
+        reactor: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A reactor index out of range.
+    #[error("no reactor {index}: this set runs {count} reactor(s), indexed from 0")]
+    NoSuchReactor {
+        /// Index given.
+        index: usize,
+        /// Reactors running.
+        count: usize,
+    },
+    /// A reactor thread has exited (it panicked, or the set is shutting down).
+    #[error("reactor {index} is no longer running; shut the set down and read its report")]
+    ReactorGone {
+        /// Reactor index.
+        index: usize,
+    },
+    /// A producer's DMA pool could not be created.
+    #[error("creating a producer's DMA pool for controller {controller} failed")]
+    ProducerPool {
+        /// Controller index.
+        controller: usize,
+        /// What the driver reported.
+        #[source]
+        source: DriverError,
+    },
+}
