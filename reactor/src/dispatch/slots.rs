@@ -5,12 +5,13 @@
 //!
 //! A slot is the only record the reactor keeps of a request. The driver's
 //! token for the command is the slot's [`Tag`]: its index in the low 32
-//! bits and, in the high 32, a generation that advances every time the
-//! slot is taken. A completion is matched to a slot only when the slot is
-//! taken and the generation is the current one, so a token from an earlier
-//! use of the slot (never expected: the driver already rejects stale and
-//! duplicate completions by CID) answers nothing and cannot free a slot
-//! twice.
+//! bits and, in the high 32, the slot's generation. The generation
+//! advances when the slot is taken (to an odd value) and again when it is
+//! released (to an even one), so it is odd exactly while a request holds
+//! the slot, and a tag matches only the use of the slot it was made for:
+//! a token from an earlier use, or one answered already (never expected:
+//! the driver already rejects stale and duplicate completions by CID),
+//! answers nothing and cannot free a slot twice.
 
 #![forbid(unsafe_code)]
 
@@ -30,12 +31,11 @@ struct Slot {
     token: u64,
     /// Index of the producer link, or [`LOCAL_LINK`].
     link: u32,
-    /// Advances every time the slot is taken (the high half of its tag).
+    /// Odd while a request holds the slot (the high half of its tag),
+    /// even while it is free.
     generation: u32,
     /// Index of the controller whose queue the request is for.
     controller: u32,
-    /// Whether a request holds the slot.
-    taken: bool,
     /// The request itself while it waits in a backlog for queue room.
     parked: Option<Request>,
 }
@@ -93,7 +93,6 @@ impl Slots {
         s.token = owner.token;
         s.link = owner.link;
         s.controller = controller as u32;
-        s.taken = true;
         Some(((s.generation as u64) << 32) | index as u64)
     }
 
@@ -111,10 +110,12 @@ impl Slots {
     pub(crate) fn finish(&mut self, tag: Tag) -> Option<Owner> {
         let index = tag as u32;
         let s = self.slots.get_mut(index as usize)?;
-        if !s.taken || s.generation != (tag >> 32) as u32 {
+        // Tags are issued with odd generations only; a free slot's is even.
+        let generation = (tag >> 32) as u32;
+        if s.generation != generation || generation.is_multiple_of(2) {
             return None;
         }
-        s.taken = false;
+        s.generation = s.generation.wrapping_add(1);
         self.free.push(index);
         Some(Owner {
             link: s.link,
@@ -141,9 +142,9 @@ impl Slots {
         self.slots
             .iter_mut()
             .enumerate()
-            .filter(|(_, s)| s.taken)
+            .filter(|(_, s)| !s.generation.is_multiple_of(2))
             .map(move |(i, s)| {
-                s.taken = false;
+                s.generation = s.generation.wrapping_add(1);
                 free.push(i as u32);
                 Unanswered {
                     owner: Owner {
@@ -185,6 +186,10 @@ mod tests {
         let mut slots = Slots::default();
         slots.grow(2);
         assert_eq!(slots.finish(1 << 32 | 9), None);
+        // Slot 0 is free: a tag of generation 0 (even, never issued) or 1
+        // (not issued yet) matches nothing.
+        assert_eq!(slots.finish(0), None);
+        assert_eq!(slots.finish(1 << 32), None);
         assert_eq!(slots.available(), 2);
     }
 
