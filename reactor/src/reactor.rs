@@ -5,7 +5,7 @@
 //! 1. move responses waiting for completion-ring room into their rings;
 //! 2. retry commands waiting for NVMe queue room (the backlog), oldest first;
 //! 3. drain each submission ring, up to `batch` requests per ring, as long
-//!    as the ring's producer has credit (see [`Link::has_credit`]);
+//!    as the ring's producer has credit (see [`Link::intake`]);
 //! 4. run local pollers, which may submit more commands directly;
 //! 5. write each SQ Tail Doorbell once for everything added this turn (one
 //!    tail write covers every new entry);
@@ -16,6 +16,10 @@
 //!    commands in flight;
 //! 8. now and then (every 64 turns, or when idle) look at the control
 //!    channel: new producers, pollers, timers, stats requests, shutdown.
+//!
+//! Steps 1–3 and 6, the local pollers' submissions and the answers of
+//! teardown are the dispatch's ([`Dispatch`]): this module decides when,
+//! the dispatch how a request is submitted and answered.
 //!
 //! Nothing on this path allocates, locks or makes a system call: slots,
 //! backlogs and pending-response queues are reserved when a producer
@@ -287,7 +291,7 @@ impl<D: Device> Reactor<D> {
 
     /// Every `timeout_check`, check the deadlines of every queue pair. May
     /// block while the driver aborts commands or resets a controller; the
-    /// commands concerned are answered by a later [`Reactor::reap`].
+    /// commands concerned are answered by a later [`Dispatch::reap`].
     fn check_timeouts(&mut self, now: Instant) -> bool {
         if self.next_timeout_check.is_some_and(|t| now < t) {
             return false;

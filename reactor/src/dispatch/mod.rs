@@ -82,6 +82,16 @@ impl<D: Device> Queue<D> {
         true
     }
 
+    /// Put `req` on this queue under `tag`: its buffer moves to the driver
+    /// (and comes back into `req` when the driver refuses it). The doorbell
+    /// is left for [`Queue::ring_doorbell`], once per batch.
+    #[inline(always)]
+    fn submit(&mut self, ci: usize, req: &mut Request, tag: Tag) -> Result<(), InPlaceError> {
+        issue_in_place(&self.controller, ci, &mut self.qp, req, tag)?;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Requests waiting for room on this queue.
     pub(crate) fn waiting(&self) -> usize {
         self.backlog.len()
@@ -361,11 +371,8 @@ impl Dispatch {
                     q.backlog.push_back(tag);
                     return;
                 }
-                match issue_in_place(&q.controller, ci, &mut q.qp, req, tag) {
-                    Ok(()) => {
-                        q.dirty = true;
-                        stats.submitted += 1;
-                    }
+                match q.submit(ci, req, tag) {
+                    Ok(()) => stats.submitted += 1,
                     Err(InPlaceError::QueueFull) => {
                         stats.queue_full += 1;
                         slots.park(tag, take_request(req));
@@ -393,29 +400,24 @@ impl Dispatch {
         let mut busy = false;
         for (ci, q) in queues.iter_mut().enumerate() {
             while let Some(&tag) = q.backlog.front() {
-                let Some(req) = self.slots.unpark(tag) else {
+                let Some(mut req) = self.slots.unpark(tag) else {
                     q.backlog.pop_front();
                     continue;
                 };
-                match issue(&q.controller, ci, &mut q.qp, req, tag) {
-                    Ok(()) => {
-                        busy = true;
-                        q.backlog.pop_front();
-                        q.dirty = true;
-                        self.out.stats.submitted += 1;
-                    }
-                    Err(IssueError::QueueFull(req)) => {
+                match q.submit(ci, &mut req, tag) {
+                    Ok(()) => self.out.stats.submitted += 1,
+                    Err(InPlaceError::QueueFull) => {
                         self.slots.park(tag, req);
                         break;
                     }
-                    Err(IssueError::Failed { request, error }) => {
-                        busy = true;
-                        q.backlog.pop_front();
+                    Err(InPlaceError::Failed(error)) => {
                         if let Some(owner) = self.slots.finish(tag) {
-                            self.out.respond(owner.link, refused(request, error));
+                            self.out.respond(owner.link, refused(req, error));
                         }
                     }
                 }
+                busy = true;
+                q.backlog.pop_front();
             }
         }
         busy
@@ -446,7 +448,7 @@ impl Dispatch {
         &mut self,
         q: &mut Queue<D>,
         ci: usize,
-        request: Request,
+        mut request: Request,
     ) -> Result<(), (Request, LocalRefusal)> {
         if !self.out.local.has_credit() {
             return Err((request, LocalRefusal::NoCredit));
@@ -463,19 +465,18 @@ impl Dispatch {
         let Some(tag) = self.slots.take(owner, ci) else {
             return Err((request, LocalRefusal::NoCredit));
         };
-        match issue(&q.controller, ci, &mut q.qp, request, tag) {
+        match q.submit(ci, &mut request, tag) {
             Ok(()) => {
-                q.dirty = true;
                 self.out.stats.submitted += 1;
                 self.out.local.take();
                 Ok(())
             }
-            Err(IssueError::QueueFull(request)) => {
+            Err(InPlaceError::QueueFull) => {
                 self.slots.put_back(tag);
                 self.out.stats.queue_full += 1;
                 Err((request, LocalRefusal::QueueFull))
             }
-            Err(IssueError::Failed { request, error }) => {
+            Err(InPlaceError::Failed(error)) => {
                 self.slots.put_back(tag);
                 self.out.local.take();
                 self.out.respond(LOCAL_LINK, refused(request, error));
