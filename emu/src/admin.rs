@@ -14,15 +14,15 @@ use super::engine::{Done, ERROR_LOG_ENTRIES, Engine, generic_err, specific_err};
 use super::memory::DmaGuard;
 use super::prp;
 use super::queues::{CQE_BYTES, Cq, SQE_BYTES, Sq};
-use crate::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
-use crate::spec::features::FeatureId;
-use crate::spec::identify::{
+use nvme_engine::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
+use nvme_engine::spec::features::FeatureId;
+use nvme_engine::spec::identify::{
     IdentifyController, IdentifyNamespace, LbaFormat, OACS_DOORBELL_BUFFER_CONFIG, ONCS_DSM,
     ONCS_WRITE_ZEROES,
 };
-use crate::spec::log::{LogId, SmartHealth, to_u128_le};
-use crate::spec::status::{command_specific as cs, generic};
-use crate::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::log::{LogId, SmartHealth, to_u128_le};
+use nvme_engine::spec::status::{command_specific as cs, generic};
+use nvme_engine::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
 
 /// Most outstanding Asynchronous Event Requests (Identify AERL + 1).
 const AER_LIMIT: usize = 4;

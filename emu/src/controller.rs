@@ -15,9 +15,9 @@ use super::faults::FaultTable;
 use super::handle::{Counters, EmuHandle, Padded};
 use super::memory::Iommu;
 use super::registers::{DoorbellPair, Registers, doorbell_at};
-use crate::device::{Device, QuiesceError};
-use crate::dma::{DmaError, DmaRegion, HostMemory};
-use crate::spec::registers::{ALL_ONES, Cc, offset};
+use nvme_engine::device::{Device, QuiesceError};
+use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
+use nvme_engine::spec::registers::{ALL_ONES, Cc, offset};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -216,7 +216,7 @@ impl EmuController {
             .filter(|n| matches!(n.backing, super::config::Backing::Ram))
             .map(|n| n.bytes())
             .fold(0u64, u64::saturating_add);
-        crate::dma::check_memory(ram, "the emulated controller's RAM namespaces")
+        nvme_engine::dma::check_memory(ram, "the emulated controller's RAM namespaces")
             .map_err(EmuError::Memory)?;
         let engine = Engine::new(&config)?;
         let name = format!("emu:{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));

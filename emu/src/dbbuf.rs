@@ -27,8 +27,8 @@ use std::sync::atomic::{Ordering, fence};
 use super::controller::Shared;
 use super::engine::{Done, Engine, generic_err};
 use super::memory::{DmaGuard, TranslationCache};
-use crate::spec::Command;
-use crate::spec::status::generic;
+use nvme_engine::spec::Command;
+use nvme_engine::spec::status::generic;
 
 /// Bytes of each buffer page.
 const PAGE: u64 = 4096;

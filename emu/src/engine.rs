@@ -18,11 +18,11 @@ use super::dbbuf::DbBuf;
 use super::faults::FaultAction;
 use super::memory::{DmaGuard, TranslationCache};
 use super::queues::{Cq, SQE_BYTES, Sq};
-use crate::spec::identify::{IdentifyController, IdentifyNamespace};
-use crate::spec::log::ErrorInformation;
-use crate::spec::registers::{Aqa, Cc};
-use crate::spec::status::{command_specific, generic};
-use crate::spec::{Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
+use nvme_engine::spec::log::ErrorInformation;
+use nvme_engine::spec::registers::{Aqa, Cc};
+use nvme_engine::spec::status::{command_specific, generic};
+use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
 
 /// Most commands fetched from one SQ in one go.
 const FETCH_BATCH: usize = 32;
@@ -259,7 +259,7 @@ impl Engine {
     /// Controller reset (CC.EN 1→0): delete every queue, drop everything
     /// in flight, clear CSTS.
     pub(crate) fn reset(&mut self, sh: &Shared) {
-        let fatal = crate::spec::registers::Csts::from(
+        let fatal = nvme_engine::spec::registers::Csts::from(
             sh.regs.csts.load(std::sync::atomic::Ordering::Acquire),
         )
         .cfs();
@@ -287,7 +287,7 @@ impl Engine {
         self.enabled = false;
         self.halted = sh.vanished() || sticky;
         let csts = if sticky {
-            u32::from(crate::spec::registers::Csts::new().with_cfs(true))
+            u32::from(nvme_engine::spec::registers::Csts::new().with_cfs(true))
         } else {
             0
         };

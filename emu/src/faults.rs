@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::spec::status::{generic, media};
-use crate::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::status::{generic, media};
+use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
 /// What a matching command does instead of completing normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub enum QueueKind {
 /// A fault rule: match conditions plus an action.
 ///
 /// ```
-/// use nvme_engine::emu::{FaultAction, FaultRule};
+/// use nvme_emu::{FaultAction, FaultRule};
 /// use nvme_engine::spec::NvmOpcode;
 /// let rule = FaultRule::new(FaultAction::DuplicateCompletion)
 ///     .io()

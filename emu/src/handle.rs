@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::controller::Shared;
 use super::faults::{FaultId, FaultRule};
-use crate::spec::{AdminOpcode, NvmOpcode};
+use nvme_engine::spec::{AdminOpcode, NvmOpcode};
 
 /// A value on its own cache lines (adjacent-line prefetch included).
 #[repr(align(128))]
@@ -166,7 +166,7 @@ impl EmuHandle {
             .ignores_disable
             .store(ignores, Ordering::Release);
     }
-    /// Whether [`crate::Device::quiesce`] fails, as on a transport without
+    /// Whether [`nvme_engine::Device::quiesce`] fails, as on a transport without
     /// access to the PCI command register.
     pub fn set_quiesce_fails(&self, fails: bool) {
         self.shared.quiesce_fails.store(fails, Ordering::Release);
@@ -202,7 +202,7 @@ impl EmuHandle {
     /// Returns false when that queue does not exist. For fuzzing and
     /// adversarial tests: the host must survive whatever arrives.
     #[doc(hidden)]
-    pub fn inject_completion(&self, cqid: u16, c: crate::spec::Completion) -> bool {
+    pub fn inject_completion(&self, cqid: u16, c: nvme_engine::spec::Completion) -> bool {
         let sh = &*self.shared;
         if !sh.iommu.is_mastering() {
             // A quiesced device cannot write anything.

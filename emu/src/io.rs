@@ -12,9 +12,9 @@ use super::controller::Shared;
 use super::engine::{Done, Engine, generic_err, specific_err};
 use super::memory::DmaGuard;
 use super::prp;
-use crate::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
-use crate::spec::status::{command_specific, generic, media};
-use crate::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
+use nvme_engine::spec::status::{command_specific, generic, media};
+use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
 fn media_err(sc: u8) -> Done {
     Done::err(Status::new(StatusCodeType::MEDIA, sc))

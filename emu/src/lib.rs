@@ -1,6 +1,6 @@
 //! The built-in emulated NVMe controller.
 //!
-//! [`EmuController`] implements [`crate::Device`] with the same protocol as
+//! [`EmuController`] implements [`nvme_engine::Device`] with the same protocol as
 //! hardware, so the driver runs against it unchanged:
 //!
 //! - a BAR0 register file (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, doorbells at
@@ -19,7 +19,7 @@
 //! - fault injection and counters through an [`EmuHandle`].
 //!
 //! ```
-//! use nvme_engine::emu::{EmuConfig, EmuController};
+//! use nvme_emu::{EmuConfig, EmuController};
 //! let ctrl = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();
 //! let handle = ctrl.handle();
 //! // hand `ctrl` to the driver; keep `handle` for faults and counters
@@ -33,6 +33,8 @@ mod controller;
 mod dbbuf;
 mod engine;
 mod faults;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handle;
 mod io;
 mod memory;

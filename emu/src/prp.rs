@@ -119,8 +119,8 @@ pub(crate) fn read_from_host(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{DmaRegion, HostMemory};
-    use crate::emu::memory::Iommu;
+    use crate::memory::Iommu;
+    use nvme_engine::dma::{DmaRegion, HostMemory};
     use std::sync::Arc;
 
     fn setup(pages: usize) -> (Arc<Iommu>, DmaRegion) {
