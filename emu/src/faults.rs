@@ -39,7 +39,7 @@ pub enum FaultAction {
     /// SQ deletion or controller reset).
     NeverComplete,
     /// Execute, but hold the completion for this many rounds (threaded:
-    /// polling rounds; inline: doorbell writes or [`super::EmuHandle::poll`] calls).
+    /// polling rounds; inline: doorbell writes or [`crate::EmuHandle::poll`] calls).
     DelayPolls(u32),
     /// Execute and complete with an SQ head pointer outside the queue.
     BogusSqhd,

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::memory::{DmaGuard, TranslationCache};
+use crate::guest_memory::{DmaGuard, TranslationCache};
 use nvme_engine::spec::Completion;
 
 /// Bytes per submission queue entry.
@@ -184,7 +184,7 @@ impl Cq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::Iommu;
+    use crate::guest_memory::Iommu;
     use nvme_engine::dma::HostMemory;
     use nvme_engine::spec::Status;
 
