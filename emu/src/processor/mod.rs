@@ -39,7 +39,7 @@ mod nvm_set;
 const FETCH_BATCH: usize = 32;
 
 /// One namespace as the processor keeps it.
-pub(crate) struct Namespace {
+pub(crate) struct DeviceNamespace {
     pub(crate) lba_shift: u32,
     pub(crate) blocks: u64,
     pub(crate) read_only: bool,
@@ -47,7 +47,7 @@ pub(crate) struct Namespace {
     pub(crate) identify: Box<IdentifyNamespace>,
 }
 
-impl Namespace {
+impl DeviceNamespace {
     /// The Identify Namespace bytes, writable (fuzzing hooks).
     pub(crate) fn identify_bytes_mut(&mut self) -> &mut [u8] {
         use zerocopy::IntoBytes;
@@ -116,7 +116,7 @@ pub(crate) struct Smart {
 /// The device-side state behind the device lock.
 pub(crate) struct CommandProcessor {
     pub(crate) limits: Limits,
-    pub(crate) nss: Vec<Namespace>,
+    pub(crate) nss: Vec<DeviceNamespace>,
     pub(crate) identify: Box<IdentifyController>,
     pub(crate) sqs: Vec<Option<Sq>>,
     pub(crate) cqs: Vec<Option<Cq>>,
@@ -157,7 +157,7 @@ impl CommandProcessor {
             let nsid = i as u32 + 1;
             let backend = Backend::open(nsid, ns, max_transfer)?;
             let lba_shift = ns.lba_size.trailing_zeros();
-            nss.push(Namespace {
+            nss.push(DeviceNamespace {
                 lba_shift,
                 blocks: ns.blocks,
                 read_only: ns.read_only,
