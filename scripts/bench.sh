@@ -177,7 +177,7 @@ while i < len(out):
 
 def owner(frames):
     for fn, loc in frames:
-        if "engine/src/emu/" in loc:
+        if "/emu/src/" in loc:
             return "emu"
         if "engine/src/" in loc:
             return "driver"
@@ -189,7 +189,7 @@ def owner(frames):
             continue
         return "other"
     outer = frames[-1][0] if frames else ""
-    if "nvme_engine::emu::" in outer or re.search(r"emu_(read|write)32", outer):
+    if "nvme_emu::" in outer or re.search(r"emu_(read|write)32", outer):
         return "emu"
     if "nvme_engine::" in outer:
         return "driver"
@@ -204,7 +204,7 @@ for a, c in cost.items():
     o = owner(frames)
     # The emulator is measured inclusively through emu_read32/emu_write32;
     # driver code the emulator's device calls into (spec types) stays with it.
-    if any(re.search(r"emu_(read|write)32|nvme_engine::emu::", fn) for fn, _ in frames):
+    if any(re.search(r"emu_(read|write)32|nvme_emu::", fn) for fn, _ in frames):
         o = "emu"
     by[o] += c
     # The submit path: IoQueuePair::rw, out of line or inlined (addr2line

@@ -3,7 +3,7 @@
 //! A [`Device`] gives access to the controller's BAR0 registers and maps host
 //! memory for DMA. The driver is generic over it, so every register and
 //! doorbell access on the hot path is statically dispatched. Implementations:
-//! the built-in emulated controller ([`crate::emu`]) and, for real hardware,
+//! the built-in emulated controller (the `nvme-emu` crate) and, for real hardware,
 //! VFIO.
 
 use crate::dma::{DmaError, DmaRegion, HostMemory};

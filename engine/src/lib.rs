@@ -5,15 +5,14 @@
 //! - [`device`]: the transport seam (register access and DMA mapping).
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
-//! - [`emu`]: the built-in emulated NVMe controller (the default device).
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
+//!
+//! The emulated NVMe controller every tool opens by default lives in its own
+//! crate, `nvme-emu`.
 
 pub mod device;
 pub mod dma;
 pub mod driver;
-pub mod emu;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
 pub mod spec;
 pub mod vfio;
 

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType};

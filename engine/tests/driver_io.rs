@@ -5,8 +5,8 @@
 mod driver_common;
 
 use driver_common::*;
+use nvme_emu::{EmuConfig, EmuNamespaceConfig};
 use nvme_engine::driver::{IoError, LbaRange, SubmitErrorKind};
-use nvme_engine::emu::{EmuConfig, EmuNamespaceConfig};
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
@@ -395,7 +395,7 @@ fn device_error_status_is_reported_by_name_and_the_buffer_returned() {
     // DNR=1: not retried, reported as is (DNR=0 errors are retried first).
     let st = Status::new(StatusCodeType::MEDIA, 0x81).with_dnr(true);
     h.add_fault(
-        nvme_engine::emu::FaultRule::new(nvme_engine::emu::FaultAction::CompleteWithStatus(st))
+        nvme_emu::FaultRule::new(nvme_emu::FaultAction::CompleteWithStatus(st))
             .io()
             .once(),
     );

@@ -4,8 +4,8 @@
 mod emu_support;
 
 use emu_support::*;
+use nvme_emu::{EmuConfig, EmuMode, FaultAction, FaultRule};
 use nvme_engine::Device;
-use nvme_engine::emu::{EmuConfig, EmuMode, FaultAction, FaultRule};
 use nvme_engine::spec::log::{SmartHealth, u128_le};
 use nvme_engine::spec::registers::{Csts, offset};
 use nvme_engine::spec::status::generic;

@@ -4,9 +4,9 @@
 mod emu_support;
 
 use emu_support::*;
+use nvme_emu::{EmuConfig, EmuController, EmuMode, EmuNamespaceConfig};
 use nvme_engine::Device;
 use nvme_engine::dma;
-use nvme_engine::emu::{EmuConfig, EmuController, EmuMode, EmuNamespaceConfig};
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
 use nvme_engine::spec::registers::{Cap, Csts, offset};

@@ -6,8 +6,8 @@
 mod emu_support;
 
 use emu_support::*;
+use nvme_emu::{EmuConfig, EmuMode, FaultAction, FaultRule};
 use nvme_engine::Device;
-use nvme_engine::emu::{EmuConfig, EmuMode, FaultAction, FaultRule};
 use nvme_engine::spec::NvmOpcode;
 use nvme_engine::spec::registers::{Csts, offset};
 
@@ -32,7 +32,7 @@ fn pinned_spinning_device_thread_completes_io() {
 #[test]
 fn pinning_to_a_cpu_that_does_not_exist_is_an_error() {
     let cfg = EmuConfig::ram(1 << 20).mode(EmuMode::threaded_spin().on_core(100_000));
-    let e = nvme_engine::emu::EmuController::new(cfg).unwrap_err();
+    let e = nvme_emu::EmuController::new(cfg).unwrap_err();
     assert!(e.to_string().contains("CPU 100000"), "{e}");
 }
 

@@ -3,8 +3,8 @@
 //! mapped: an oversized emulated controller or DMA pool fails at once with
 //! needed and available bytes, instead of being killed by the OOM killer.
 
+use nvme_emu::{EmuConfig, EmuController, EmuError, EmuNamespaceConfig};
 use nvme_engine::dma::{DmaError, memory_budget};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuError, EmuNamespaceConfig};
 use nvme_engine::{Controller, ControllerOptions, DriverError};
 
 #[test]

@@ -19,8 +19,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use nvme_emu::{EmuConfig, EmuController};
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
-use nvme_engine::emu::{EmuConfig, EmuController};
 use nvme_engine::vfio::{RealDevice as PciDevice, VfioOptions};
 use nvme_engine::{
     Controller, ControllerOptions, Device, IoCompletion, LbaRange, Namespace, QueuePairOptions,
@@ -915,8 +915,7 @@ fn real_controllers_use_shadow_doorbells_and_write_fewer_mmio_doorbells_per_io()
 /// 32 KiB = 3), `queues` I/O queues, two 32 MiB namespaces (512 B and 4 KiB
 /// blocks). Writes are always on: the media is RAM.
 fn small_controller(mdts: u8, queues: u16) -> RealDevice {
-    let mut cfg =
-        EmuConfig::ram(32 << 20).namespace(nvme_engine::emu::EmuNamespaceConfig::ram(4096, 8192));
+    let mut cfg = EmuConfig::ram(32 << 20).namespace(nvme_emu::EmuNamespaceConfig::ram(4096, 8192));
     cfg.mdts = mdts;
     cfg.io_queues = queues;
     RealDevice::Emu(EmuController::new(cfg).expect("emulated controller"))

@@ -2,17 +2,14 @@
 //! `Device` trait: recovery on reset from removal and fatal status (both
 //! configurable), status shorthands, and per-command matching.
 
+use nvme_emu::{EmuConfig, EmuController, FaultAction};
 use nvme_engine::Device;
-use nvme_engine::emu::{EmuConfig, EmuController, FaultAction};
 use nvme_engine::spec::registers::{ALL_ONES, Csts, offset};
 use nvme_engine::spec::{Status, StatusCodeType};
 
 /// A controller the driver brought up (CC.EN = 1, ready); the tests then
 /// poke its registers directly.
-fn enabled() -> (
-    nvme_engine::Controller<EmuController>,
-    nvme_engine::emu::EmuHandle,
-) {
+fn enabled() -> (nvme_engine::Controller<EmuController>, nvme_emu::EmuHandle) {
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let h = emu.handle();
     let ctrl = nvme_engine::Controller::new(emu, Default::default()).unwrap();

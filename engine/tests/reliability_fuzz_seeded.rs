@@ -1,7 +1,7 @@
 //! The fuzz harness's logic on a few thousand seeded random inputs, so the
 //! stable test run exercises what `cargo +nightly fuzz` explores.
 
-use nvme_engine::fuzzing;
+use nvme_emu::fuzzing;
 
 fn inputs(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
     let mut x = seed | 1;

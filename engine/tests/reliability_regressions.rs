@@ -1,8 +1,8 @@
 //! Regression tests for what fuzzing the driver against a hostile device
-//! found (`engine/src/fuzzing.rs`, run by `fuzz/` and the seeded test).
+//! found (`emu/src/fuzzing.rs`, run by `fuzz/` and the seeded test).
 
+use nvme_emu::{EmuConfig, EmuController};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::emu::{EmuConfig, EmuController};
 use nvme_engine::spec::registers::{Cc, Csts, offset};
 use nvme_engine::{Controller, ControllerOptions, Device};
 
@@ -99,7 +99,7 @@ impl Device for FlickeringCsts {
 /// controller (deleting the CQ) before the memory goes.
 #[test]
 fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memory() {
-    use nvme_engine::emu::{FaultAction, FaultRule};
+    use nvme_emu::{FaultAction, FaultRule};
     use nvme_engine::spec::{AdminOpcode, Completion};
     use std::sync::atomic::Ordering;
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
@@ -147,7 +147,7 @@ fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memo
 /// now resets the controller (which deletes every queue) first.
 #[test]
 fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_ring() {
-    use nvme_engine::emu::{FaultAction, FaultRule};
+    use nvme_emu::{FaultAction, FaultRule};
     use nvme_engine::spec::status::generic;
     use nvme_engine::spec::{AdminOpcode, Completion, Status, StatusCodeType};
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();

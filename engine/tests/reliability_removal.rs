@@ -10,10 +10,10 @@ mod driver_common;
 use std::time::{Duration, Instant};
 
 use driver_common::*;
-use nvme_engine::emu::{EmuConfig, FaultAction, FaultRule};
+use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::{Health, IoCompletion, IoError, SubmitErrorKind};
 
-type Qp = nvme_engine::IoQueuePair<nvme_engine::emu::EmuController>;
+type Qp = nvme_engine::IoQueuePair<nvme_emu::EmuController>;
 
 fn collect(qp: &mut Qp) -> Vec<IoCompletion> {
     let mut v = Vec::new();

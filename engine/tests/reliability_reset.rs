@@ -9,12 +9,12 @@ mod driver_common;
 use std::time::{Duration, Instant};
 
 use driver_common::*;
-use nvme_engine::emu::{EmuConfig, FaultAction, FaultRule};
+use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::status::{generic, media};
 use nvme_engine::spec::{Command, Status, StatusCodeType};
 use nvme_engine::{ControllerOptions, Health, IoCompletion, IoError, QueuePairOptions};
 
-type Qp = nvme_engine::IoQueuePair<nvme_engine::emu::EmuController>;
+type Qp = nvme_engine::IoQueuePair<nvme_emu::EmuController>;
 
 fn collect(qp: &mut Qp) -> Vec<IoCompletion> {
     let mut v = Vec::new();
@@ -211,7 +211,7 @@ fn mdts_10_transfers_use_chained_prp_lists_end_to_end() {
 /// The emulated controller, with a gate that holds a reset at CC.EN = 0
 /// until the test opens it.
 struct GatedReset {
-    emu: nvme_engine::emu::EmuController,
+    emu: nvme_emu::EmuController,
     armed: std::sync::atomic::AtomicBool,
     gate: std::sync::Mutex<bool>,
     opened: std::sync::Condvar,
@@ -251,7 +251,7 @@ impl nvme_engine::Device for GatedReset {
 #[test]
 fn submissions_during_a_reset_are_held_and_sent_once_the_queues_exist_again() {
     use std::sync::atomic::Ordering;
-    let emu = nvme_engine::emu::EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
+    let emu = nvme_emu::EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let dev = GatedReset {
         emu,
         armed: std::sync::atomic::AtomicBool::new(false),

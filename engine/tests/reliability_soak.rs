@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use driver_common::*;
-use nvme_engine::emu::{EmuConfig, FaultAction, FaultRule};
+use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::status::{generic, media};
 use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
 use nvme_engine::{ControllerOptions, IoError, QueuePairOptions};

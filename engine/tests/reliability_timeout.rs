@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use driver_common::*;
-use nvme_engine::emu::{EmuConfig, FaultAction, FaultRule};
+use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::{AdminOpcode, Completion, NvmOpcode, Status};
 use nvme_engine::{ControllerOptions, IoCompletion, IoError, QueuePairOptions};
 
 const T: Duration = Duration::from_secs(30);
 
-fn collect(
-    qp: &mut nvme_engine::IoQueuePair<nvme_engine::emu::EmuController>,
-) -> Vec<IoCompletion> {
+fn collect(qp: &mut nvme_engine::IoQueuePair<nvme_emu::EmuController>) -> Vec<IoCompletion> {
     let mut v = Vec::new();
     qp.process_completions(usize::MAX, |c| v.push(c));
     v
@@ -202,7 +200,7 @@ fn per_queue_timeout_and_scan_interval_are_honoured() {
 
 #[test]
 fn threaded_device_timeouts_are_aborted_and_complete_exactly_once() {
-    let cfg = EmuConfig::ram(1 << 20).mode(nvme_engine::emu::EmuMode::threaded());
+    let cfg = EmuConfig::ram(1 << 20).mode(nvme_emu::EmuMode::threaded());
     let (ctrl, h, mut qp, mut pool) = setup(cfg, 8, 1 << 20);
     let ns = ctrl.namespace(1).unwrap().clone();
     h.add_fault(

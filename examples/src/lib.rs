@@ -25,9 +25,9 @@
 pub mod baseline;
 
 use anyhow::{Context, Result};
+use nvme_emu::{EmuConfig, EmuController, EmuHandle};
 use nvme_engine::Device;
 use nvme_engine::driver::{Controller, ControllerOptions};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle};
 use nvme_engine::vfio::{RealDevice, VfioOptions};
 use nvme_reactor::{AllowedCores, CorePlan, DevicePlacement};
 

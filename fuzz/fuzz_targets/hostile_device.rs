@@ -1,11 +1,11 @@
 //! The driver against an emulated controller whose registers, Identify data,
 //! faults and completion entries come from the fuzz input (see
-//! `nvme_engine::fuzzing`). A panic, hang or out-of-bounds access is a bug.
+//! `nvme_emu::fuzzing`). A panic, hang or out-of-bounds access is a bug.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    nvme_engine::fuzzing::run(data);
+    nvme_emu::fuzzing::run(data);
 });

@@ -9,9 +9,9 @@
 
 #![forbid(unsafe_code)]
 
+use nvme_emu::EmuController;
 use nvme_engine::Device;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::emu::EmuController;
 use nvme_engine::vfio::RealDevice;
 
 /// A controller nvme-perf can drive.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use nvme_engine::emu::EmuHandle;
+use nvme_emu::EmuHandle;
 use nvme_engine::{Controller, ControllerOptions, Namespace};
 use nvme_trid::inject::{InjectKind, Installed};
 use nvme_trid::{ControllerId, FileAccess, Syntax, TransportId};

@@ -139,7 +139,7 @@
 //!
 //! ```
 //! use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
-//! use nvme_engine::emu::{EmuConfig, EmuController};
+//! use nvme_emu::{EmuConfig, EmuController};
 //! use nvme_reactor::{DirectQueue, Request};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

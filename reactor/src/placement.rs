@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use nvme_engine::emu::EmuMode;
+use nvme_emu::EmuMode;
 
 use crate::cores::format_cores;
 
@@ -135,7 +135,7 @@ mod tests {
             plan.device.mode(),
             EmuMode::Threaded {
                 core: Some(6),
-                idle: nvme_engine::emu::IdlePolicy::Spin,
+                idle: nvme_emu::IdlePolicy::Spin,
                 ..
             }
         ));

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType, status::generic};
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 

@@ -8,8 +8,8 @@
 mod common;
 
 use common::*;
+use nvme_emu::EmuHandle;
 use nvme_engine::driver::Health;
-use nvme_engine::emu::EmuHandle;
 use nvme_reactor::{Producer, ReactorSet, Request, RequestError};
 
 /// Requests per producer in each phase.

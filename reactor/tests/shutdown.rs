@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use nvme_engine::emu::{FaultAction, FaultRule};
+use nvme_emu::{FaultAction, FaultRule};
 use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
 use nvme_reactor::{ProducerError, ReactorSet, Request, RequestError};
 

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultId, FaultRule};
 use nvme_engine::driver::{Controller, ControllerOptions, Health, IoError, QueuePairOptions};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultId, FaultRule};
 use nvme_engine::spec::Status;
 use nvme_reactor::{PollStatus, Producer, ReactorSet, Request, RequestError};
 

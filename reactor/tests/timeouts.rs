@@ -12,8 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use nvme_emu::{FaultAction, FaultRule};
 use nvme_engine::driver::{Health, QueuePairOptions};
-use nvme_engine::emu::{FaultAction, FaultRule};
 use nvme_engine::spec::NvmOpcode;
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 

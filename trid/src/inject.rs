@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use nvme_engine::emu::{EmuHandle, FaultAction, FaultId, FaultRule};
+use nvme_emu::{EmuHandle, FaultAction, FaultId, FaultRule};
 use nvme_engine::spec::status::{generic, media};
 use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
 

@@ -20,7 +20,7 @@
 //! A complete program against the built-in emulated controller:
 //!
 //! ```
-//! use nvme_engine::emu::{EmuConfig, EmuController};
+//! use nvme_emu::{EmuConfig, EmuController};
 //! use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 //!
 //! let device = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();

@@ -23,7 +23,7 @@ use vfio_bindings::bindings::vfio::{
 use super::error::{VfioError, memlock_message, plain_memory_message};
 use super::iova::{FALLBACK_RANGES, IovaAllocator, IovaRange, parse_iova_ranges};
 use super::options::VfioOptions;
-use super::sys::{self, nr};
+use super::sys;
 use super::sysfs::{self, PciProbe};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
 
@@ -98,7 +98,7 @@ impl Container {
         let container_path = vfio_dir.join("vfio");
         let container = open_node(&container_path, &name)?;
 
-        let version = sys::ioctl_value(container.as_fd(), nr::GET_API_VERSION, 0)
+        let version = sys::api_version(container.as_fd())
             .map_err(ioctl_err("VFIO_GET_API_VERSION", &container_path))?;
         if version != VFIO_API_VERSION as i32 {
             return Err(VfioError::ApiVersion {
@@ -111,7 +111,7 @@ impl Container {
         } else {
             VFIO_TYPE1v2_IOMMU
         };
-        let supported = sys::ioctl_value(container.as_fd(), nr::CHECK_EXTENSION, backend.into())
+        let supported = sys::check_extension(container.as_fd(), backend)
             .map_err(ioctl_err("VFIO_CHECK_EXTENSION", &container_path))?;
         if supported <= 0 {
             return Err(if no_iommu {
@@ -136,7 +136,7 @@ impl Container {
         }
         sys::group_set_container(group_file.as_fd(), container.as_fd())
             .map_err(ioctl_err("VFIO_GROUP_SET_CONTAINER", &group_path))?;
-        sys::ioctl_value(container.as_fd(), nr::SET_IOMMU, backend.into())
+        sys::set_iommu(container.as_fd(), backend)
             .map_err(ioctl_err("VFIO_SET_IOMMU", &container_path))?;
 
         let iova = if no_iommu {

@@ -25,10 +25,10 @@ mod error;
 mod iova;
 mod mmio;
 mod options;
-pub mod pci_config;
+mod pci_config;
 mod real;
 mod sys;
-pub mod sysfs;
+mod sysfs;
 mod uio;
 mod vfio_device;
 

@@ -9,18 +9,18 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// Offset of the command register in configuration space.
-pub const COMMAND: u64 = 0x04;
+pub(crate) const COMMAND: u64 = 0x04;
 /// Command register: respond to memory-space accesses (BAR0).
-pub const MEMORY_SPACE: u16 = 1 << 1;
+pub(crate) const MEMORY_SPACE: u16 = 1 << 1;
 /// Command register: the device may master the bus (DMA).
-pub const BUS_MASTER: u16 = 1 << 2;
+pub(crate) const BUS_MASTER: u16 = 1 << 2;
 /// Command register: INTx assertion disabled.
-pub const INTX_DISABLE: u16 = 1 << 10;
+pub(crate) const INTX_DISABLE: u16 = 1 << 10;
 
 /// Turn on memory space and bus mastering and turn off INTx in the command
 /// register of the configuration space found at `base` in `file` (a VFIO
 /// config region, or a sysfs `config` file at 0). Returns the new value.
-pub fn enable_bus_master(file: &File, base: u64) -> io::Result<u16> {
+pub(crate) fn enable_bus_master(file: &File, base: u64) -> io::Result<u16> {
     let mut raw = [0u8; 2];
     file.read_exact_at(&mut raw, base + COMMAND)?;
     let old = u16::from_le_bytes(raw);
@@ -39,7 +39,7 @@ pub fn enable_bus_master(file: &File, base: u64) -> io::Result<u16> {
 /// Turn bus mastering off in the command register at `base` in `file` and
 /// read it back: `Ok` only when the register answers with the bit clear, so
 /// the device can no longer start a DMA.
-pub fn disable_bus_master(file: &File, base: u64) -> io::Result<()> {
+pub(crate) fn disable_bus_master(file: &File, base: u64) -> io::Result<()> {
     let mut raw = [0u8; 2];
     file.read_exact_at(&mut raw, base + COMMAND)?;
     let old = u16::from_le_bytes(raw);

@@ -21,7 +21,7 @@ const fn vfio_io(n: u32) -> u32 {
 }
 
 /// VFIO request numbers (`VFIO_TYPE` ';', `VFIO_BASE` 100).
-pub(crate) mod nr {
+mod nr {
     use super::vfio_io;
     /// VFIO_GET_API_VERSION.
     pub const GET_API_VERSION: u32 = vfio_io(0);
@@ -82,13 +82,43 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// An ioctl whose argument is passed by value (API version, extension checks,
-/// SET_IOMMU, DEVICE_RESET). Returns the ioctl's non-negative result.
-pub(crate) fn ioctl_value(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> io::Result<i32> {
-    // SAFETY: the requests used with this helper (GET_API_VERSION,
-    // CHECK_EXTENSION, SET_IOMMU, DEVICE_RESET) take an integer argument, or
-    // none, and never dereference it; `fd` is a live descriptor for the call.
+/// An ioctl whose argument is passed by value. Returns the ioctl's
+/// non-negative result.
+///
+/// # Safety
+/// `request` must be a request that takes an integer argument (or none) and
+/// never dereferences it, so that no value of `arg` makes the kernel read or
+/// write memory; the typed wrappers below are the only callers.
+unsafe fn ioctl_value(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> io::Result<i32> {
+    // SAFETY: the caller guarantees the request never treats `arg` as a
+    // pointer; `fd` is a live descriptor for the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg) })
+}
+
+/// VFIO_GET_API_VERSION on a container.
+pub(crate) fn api_version(container: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: VFIO_GET_API_VERSION takes no argument.
+    unsafe { ioctl_value(container, nr::GET_API_VERSION, 0) }
+}
+
+/// VFIO_CHECK_EXTENSION: whether the container supports IOMMU type
+/// `extension` (positive when it does).
+pub(crate) fn check_extension(container: BorrowedFd<'_>, extension: u32) -> io::Result<i32> {
+    // SAFETY: VFIO_CHECK_EXTENSION takes the extension number by value.
+    unsafe { ioctl_value(container, nr::CHECK_EXTENSION, extension.into()) }
+}
+
+/// VFIO_SET_IOMMU: give the container IOMMU type `backend` (its groups must
+/// be attached first).
+pub(crate) fn set_iommu(container: BorrowedFd<'_>, backend: u32) -> io::Result<()> {
+    // SAFETY: VFIO_SET_IOMMU takes the IOMMU type by value.
+    unsafe { ioctl_value(container, nr::SET_IOMMU, backend.into()) }.map(drop)
+}
+
+/// VFIO_DEVICE_RESET: a function-level or bus reset, chosen by vfio-pci.
+pub(crate) fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: VFIO_DEVICE_RESET takes no argument.
+    unsafe { ioctl_value(device, nr::DEVICE_RESET, 0) }.map(drop)
 }
 
 /// VFIO_GROUP_GET_STATUS: the group's flags (`VFIO_GROUP_FLAGS_VIABLE`, ...).
@@ -325,6 +355,7 @@ mod tests {
         use std::os::fd::AsFd;
         let e = group_status(f.as_fd()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
-        assert!(ioctl_value(f.as_fd(), nr::GET_API_VERSION, 0).is_err());
+        assert!(api_version(f.as_fd()).is_err());
+        assert!(device_reset(f.as_fd()).is_err());
     }
 }

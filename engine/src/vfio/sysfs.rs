@@ -13,11 +13,11 @@ use super::options::VfioOptions;
 
 /// PCI class code of an NVM Express controller (base 01h mass storage,
 /// sub 08h non-volatile memory, interface 02h NVMe).
-pub const NVME_CLASS: u32 = 0x010802;
+pub(crate) const NVME_CLASS: u32 = 0x010802;
 
 /// How a function is bound, as far as this transport cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Binding {
+pub(crate) enum Binding {
     /// `vfio-pci` (or a vendor `*vfio*` variant driver).
     Vfio,
     /// `uio_pci_generic`.
@@ -32,15 +32,15 @@ pub enum Binding {
 
 /// The sysfs facts about one controller.
 #[derive(Clone, Debug)]
-pub struct PciProbe {
+pub(crate) struct PciProbe {
     /// The function.
-    pub address: PciAddress,
+    pub(crate) address: PciAddress,
     /// Its directory under `<sysfs>/bus/pci/devices`.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The driver it is bound to.
-    pub binding: Binding,
+    pub(crate) binding: Binding,
     /// Its IOMMU group, when the kernel created one.
-    pub iommu_group: Option<u32>,
+    pub(crate) iommu_group: Option<u32>,
 }
 
 fn basename_of_link(path: &Path) -> Option<String> {
@@ -67,7 +67,7 @@ pub(crate) fn driver_of(dir: &Path) -> Option<String> {
 }
 
 /// Every NVMe controller under `<sysfs>/bus/pci/devices`, sorted.
-pub fn nvme_controllers(sysfs_root: &Path) -> Vec<String> {
+pub(crate) fn nvme_controllers(sysfs_root: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(sysfs_root.join("bus/pci/devices")) else {
         return Vec::new();
     };
@@ -82,7 +82,7 @@ pub fn nvme_controllers(sysfs_root: &Path) -> Vec<String> {
 
 /// Namespace block devices (`nvme0n1`, `nvme0c0n1`) of a controller bound to
 /// the kernel driver, from `<dev>/nvme/nvmeN/`.
-pub fn block_devices(dir: &Path) -> Vec<String> {
+pub(crate) fn block_devices(dir: &Path) -> Vec<String> {
     let is_namespace = |name: &str| -> bool {
         let Some(rest) = name.strip_prefix("nvme") else {
             return false;
@@ -123,7 +123,11 @@ pub fn block_devices(dir: &Path) -> Vec<String> {
 }
 
 /// Members of IOMMU group `group` other than `me`, with their drivers.
-pub fn group_members(sysfs_root: &Path, group: u32, me: &str) -> Vec<(String, Option<String>)> {
+pub(crate) fn group_members(
+    sysfs_root: &Path,
+    group: u32,
+    me: &str,
+) -> Vec<(String, Option<String>)> {
     let dir = sysfs_root.join(format!("kernel/iommu_groups/{group}/devices"));
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -178,7 +182,7 @@ pub(crate) fn describe_members(members: &[(String, Option<String>)]) -> String {
 /// Check that `address` names an NVMe controller and learn its binding and
 /// IOMMU group. Fails, naming the fix, when it is missing, not NVMe, or
 /// owned by the kernel's nvme driver.
-pub fn probe(address: &str, opts: &VfioOptions) -> Result<PciProbe, VfioError> {
+pub(crate) fn probe(address: &str, opts: &VfioOptions) -> Result<PciProbe, VfioError> {
     let addr: PciAddress = address.parse()?;
     let name = addr.to_string();
     let sysfs = &opts.sysfs_root;

@@ -161,7 +161,7 @@ impl Device for VfioDevice {
     /// Either one proves the device can no longer DMA.
     fn quiesce(&self) -> Result<(), QuiesceError> {
         let bus_master = pci_config::disable_bus_master(&self.device, self.config_offset);
-        let reset = sys::ioctl_value(self.device.as_fd(), sys::nr::DEVICE_RESET, 0);
+        let reset = sys::device_reset(self.device.as_fd());
         match (bus_master, reset) {
             (Ok(()), _) | (_, Ok(_)) => Ok(()),
             (Err(bm), Err(rst)) => Err(QuiesceError {

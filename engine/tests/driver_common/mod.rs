@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
+use nvme_emu::{EmuConfig, EmuController, EmuHandle, EmuMode};
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle, EmuMode};
 use nvme_engine::{Controller, ControllerOptions, IoQueuePair, QueuePairOptions};
 
 /// Both execution modes of the emulator.

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use nvme_emu::{EmuConfig, EmuController, EmuHandle};
 use nvme_engine::Device;
 use nvme_engine::dma::{self, DmaBuf, DmaPool};
-use nvme_engine::emu::{EmuConfig, EmuController, EmuHandle};
 use nvme_engine::spec::command::CREATE_Q_PC;
 use nvme_engine::spec::registers::{Cc, Csts, offset};
 use nvme_engine::spec::{AdminOpcode, Command, Completion, NvmOpcode, Status, StatusCodeType};

@@ -1,65 +1,45 @@
-//! The command engine: controller enable/reset (NVMe Base 2.0 §3.5), SQ
-//! fetching in batches, fault actions, completion posting with CQ-full
-//! back-pressure, and the Error Information log. Admin and I/O command
-//! semantics live in `admin.rs` and `io.rs`.
+//! The command processor: the device-side state behind the device lock
+//! and what a controller does with it — enable and reset (NVMe Base 2.0
+//! §3.5), SQ fetching in batches, fault actions, completion posting with
+//! CQ-full back-pressure, shadow doorbell reads, and the Error Information
+//! log. The admin command set (`admin_set.rs`) and the NVM command set
+//! (`nvm_set.rs`) extend it from the child modules; this file imports
+//! neither.
 //!
-//! The engine is owned by one thread at a time (the device lock): the
+//! The processor is owned by one thread at a time (the device lock): the
 //! polling thread once per round, or a host thread for an inline doorbell
 //! or a CC write.
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::Ordering;
+
 use zerocopy::little_endian::{U16, U32, U64};
 
-use super::backend::Backend;
-use super::config::{EmuConfig, EmuError};
-use super::controller::Shared;
-use super::dbbuf::DbBuf;
-use super::faults::FaultAction;
-use super::memory::{DmaGuard, TranslationCache};
-use super::queues::{Cq, SQE_BYTES, Sq};
-use crate::spec::identify::{IdentifyController, IdentifyNamespace};
-use crate::spec::log::ErrorInformation;
-use crate::spec::registers::{Aqa, Cc};
-use crate::spec::status::{command_specific, generic};
-use crate::spec::{Command, Completion, Status, StatusCodeType};
+use crate::backend::Backend;
+use crate::command_outcome::{Done, generic_err, specific_err};
+use crate::config::{EmuConfig, EmuError};
+use crate::device_state::DeviceState;
+use crate::faults::FaultAction;
+use crate::guest_memory::{DmaGuard, TranslationCache};
+use crate::identify_data::{self, ERROR_LOG_ENTRIES};
+use crate::prp_walker::XferError;
+use crate::queues::{Cq, SQE_BYTES, Sq};
+use crate::shadow_doorbells::ShadowDoorbells;
+use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
+use nvme_engine::spec::log::ErrorInformation;
+use nvme_engine::spec::registers::{Aqa, Cc};
+use nvme_engine::spec::status::{command_specific, generic};
+use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
+
+mod admin_set;
+mod nvm_set;
 
 /// Most commands fetched from one SQ in one go.
 const FETCH_BATCH: usize = 32;
-/// Error Information log entries kept (Identify ELPE + 1).
-pub(crate) const ERROR_LOG_ENTRIES: usize = 64;
 
-/// A generic-status error with DNR set.
-pub(crate) fn generic_err(sc: u8) -> Status {
-    Status::new(StatusCodeType::GENERIC, sc).with_dnr(true)
-}
-
-/// A command-specific-status error with DNR set.
-pub(crate) fn specific_err(sc: u8) -> Status {
-    Status::new(StatusCodeType::COMMAND_SPECIFIC, sc).with_dnr(true)
-}
-
-/// The outcome of executing one command.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Done {
-    pub(crate) dw0: u32,
-    pub(crate) status: Status,
-}
-
-impl Done {
-    pub(crate) fn ok(dw0: u32) -> Self {
-        Done {
-            dw0,
-            status: Status::SUCCESS,
-        }
-    }
-    pub(crate) fn err(status: Status) -> Self {
-        Done { dw0: 0, status }
-    }
-}
-
-/// One namespace as the engine keeps it.
-pub(crate) struct Namespace {
+/// One namespace as the processor keeps it.
+pub(crate) struct DeviceNamespace {
     pub(crate) lba_shift: u32,
     pub(crate) blocks: u64,
     pub(crate) read_only: bool,
@@ -67,7 +47,7 @@ pub(crate) struct Namespace {
     pub(crate) identify: Box<IdentifyNamespace>,
 }
 
-impl Namespace {
+impl DeviceNamespace {
     /// The Identify Namespace bytes, writable (fuzzing hooks).
     pub(crate) fn identify_bytes_mut(&mut self) -> &mut [u8] {
         use zerocopy::IntoBytes;
@@ -134,9 +114,9 @@ pub(crate) struct Smart {
 }
 
 /// The device-side state behind the device lock.
-pub(crate) struct Engine {
+pub(crate) struct CommandProcessor {
     pub(crate) limits: Limits,
-    pub(crate) nss: Vec<Namespace>,
+    pub(crate) nss: Vec<DeviceNamespace>,
     pub(crate) identify: Box<IdentifyController>,
     pub(crate) sqs: Vec<Option<Sq>>,
     pub(crate) cqs: Vec<Option<Cq>>,
@@ -159,7 +139,7 @@ pub(crate) struct Engine {
     /// Translation of the last data buffer region the controller touched.
     pub(crate) data_cache: TranslationCache,
     /// Shadow doorbell buffers, once configured.
-    pub(crate) dbbuf: Option<DbBuf>,
+    pub(crate) dbbuf: Option<ShadowDoorbells>,
     /// EventIdx values ask for MMIO doorbells (inline processing, or the
     /// device thread's last round before it parks); otherwise the device
     /// thread polls the shadows and asks for none.
@@ -169,7 +149,7 @@ pub(crate) struct Engine {
     pub(crate) claimed_namespaces: Option<u32>,
 }
 
-impl Engine {
+impl CommandProcessor {
     pub(crate) fn new(cfg: &EmuConfig) -> Result<Self, EmuError> {
         let max_transfer = cfg.max_transfer_bytes();
         let mut nss = Vec::with_capacity(cfg.namespaces.len());
@@ -177,16 +157,16 @@ impl Engine {
             let nsid = i as u32 + 1;
             let backend = Backend::open(nsid, ns, max_transfer)?;
             let lba_shift = ns.lba_size.trailing_zeros();
-            nss.push(Namespace {
+            nss.push(DeviceNamespace {
                 lba_shift,
                 blocks: ns.blocks,
                 read_only: ns.read_only,
                 backend,
-                identify: super::admin::identify_namespace(cfg, nsid, ns),
+                identify: identify_data::identify_namespace(cfg, nsid, ns),
             });
         }
         let qn = cfg.io_queues as usize + 1;
-        Ok(Engine {
+        Ok(CommandProcessor {
             limits: Limits {
                 io_queues: cfg.io_queues,
                 max_entries: cfg.max_queue_entries,
@@ -195,7 +175,7 @@ impl Engine {
                 doorbell_buffer: cfg.doorbell_buffer,
             },
             nss,
-            identify: super::admin::identify_controller(cfg),
+            identify: identify_data::identify_controller(cfg),
             sqs: (0..qn).map(|_| None).collect(),
             cqs: (0..qn).map(|_| None).collect(),
             active_sqs: Vec::with_capacity(qn),
@@ -219,12 +199,12 @@ impl Engine {
 
     /// CC.EN 0→1: read AQA/ASQ/ACQ, create the admin queues and report
     /// ready, or report fatal status for an invalid configuration.
-    pub(crate) fn enable(&mut self, sh: &Shared, cc: Cc) {
+    pub(crate) fn enable(&mut self, sh: &DeviceState, cc: Cc) {
         self.reset(sh);
         if self.halted {
             return;
         }
-        let aqa = Aqa::from(sh.regs.aqa.load(std::sync::atomic::Ordering::Acquire));
+        let aqa = Aqa::from(sh.regs.aqa.load(Ordering::Acquire));
         let (asq, acq) = (sh.regs.asq(), sh.regs.acq());
         let sq_size = aqa.asqs_z() as u32 + 1;
         let cq_size = aqa.acqs_z() as u32 + 1;
@@ -258,22 +238,19 @@ impl Engine {
 
     /// Controller reset (CC.EN 1→0): delete every queue, drop everything
     /// in flight, clear CSTS.
-    pub(crate) fn reset(&mut self, sh: &Shared) {
-        let fatal = crate::spec::registers::Csts::from(
-            sh.regs.csts.load(std::sync::atomic::Ordering::Acquire),
-        )
-        .cfs();
-        let sticky = fatal
-            && (self.halted || !self.enabled)
-            && sh.fatal_sticky.load(std::sync::atomic::Ordering::Acquire);
+    pub(crate) fn reset(&mut self, sh: &DeviceState) {
+        let fatal =
+            nvme_engine::spec::registers::Csts::from(sh.regs.csts.load(Ordering::Acquire)).cfs();
+        let sticky =
+            fatal && (self.halted || !self.enabled) && sh.fatal_sticky.load(Ordering::Acquire);
         for qid in 0..self.sqs.len() {
             self.sqs[qid] = None;
             self.cqs[qid] = None;
             if let Some(db) = sh.doorbells.get(qid) {
-                db.sq_size.store(0, std::sync::atomic::Ordering::Release);
-                db.cq_size.store(0, std::sync::atomic::Ordering::Release);
-                db.sq_tail.store(0, std::sync::atomic::Ordering::Release);
-                db.cq_head.store(0, std::sync::atomic::Ordering::Release);
+                db.sq_size.store(0, Ordering::Release);
+                db.cq_size.store(0, Ordering::Release);
+                db.sq_tail.store(0, Ordering::Release);
+                db.cq_head.store(0, Ordering::Release);
             }
         }
         self.active_sqs.clear();
@@ -287,17 +264,15 @@ impl Engine {
         self.enabled = false;
         self.halted = sh.vanished() || sticky;
         let csts = if sticky {
-            u32::from(crate::spec::registers::Csts::new().with_cfs(true))
+            u32::from(nvme_engine::spec::registers::Csts::new().with_cfs(true))
         } else {
             0
         };
-        sh.regs
-            .csts
-            .store(csts, std::sync::atomic::Ordering::Release);
+        sh.regs.csts.store(csts, Ordering::Release);
     }
 
     /// Normal or abrupt shutdown: make data durable and report SHST complete.
-    pub(crate) fn shutdown(&mut self, sh: &Shared) {
+    pub(crate) fn shutdown(&mut self, sh: &DeviceState) {
         for ns in &mut self.nss {
             // A failed sync cannot be reported through SHST; the data stays
             // in the page cache and a later flush may succeed.
@@ -306,24 +281,22 @@ impl Engine {
         sh.regs.set_shutdown_complete();
     }
 
-    pub(crate) fn add_cq(&mut self, sh: &Shared, qid: u16, cq: Cq) {
+    pub(crate) fn add_cq(&mut self, sh: &DeviceState, qid: u16, cq: Cq) {
         let db = &sh.doorbells[qid as usize];
-        db.cq_head.store(0, std::sync::atomic::Ordering::Release);
-        db.cq_size
-            .store(cq.size, std::sync::atomic::Ordering::Release);
+        db.cq_head.store(0, Ordering::Release);
+        db.cq_size.store(cq.size, Ordering::Release);
         self.cqs[qid as usize] = Some(cq);
         self.active_cqs.push(qid);
         sh.note_queue(qid);
     }
 
-    pub(crate) fn add_sq(&mut self, sh: &Shared, qid: u16, sq: Sq) {
+    pub(crate) fn add_sq(&mut self, sh: &DeviceState, qid: u16, sq: Sq) {
         let db = &sh.doorbells[qid as usize];
         if let Some(cq) = self.cqs[sq.cqid as usize].as_mut() {
             cq.sqs += 1;
         }
-        db.sq_tail.store(0, std::sync::atomic::Ordering::Release);
-        db.sq_size
-            .store(sq.size, std::sync::atomic::Ordering::Release);
+        db.sq_tail.store(0, Ordering::Release);
+        db.sq_size.store(sq.size, Ordering::Release);
         self.sqs[qid as usize] = Some(sq);
         self.active_sqs.push(qid);
         sh.note_queue(qid);
@@ -331,10 +304,10 @@ impl Engine {
 
     /// One polling round: CQ head doorbells, then every SQ (up to `batch`
     /// commands each), then delayed completions. Returns the work done.
-    /// `armed`: shadowed queues ask for MMIO doorbells (see `dbbuf.rs`).
+    /// `armed`: shadowed queues ask for MMIO doorbells (see `shadow_doorbells.rs`).
     pub(crate) fn poll_round(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         batch: u32,
         armed: bool,
@@ -364,7 +337,7 @@ impl Engine {
     }
 
     /// An inline doorbell write: process the queue it names.
-    pub(crate) fn doorbell(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16, is_cq: bool) {
+    pub(crate) fn doorbell(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16, is_cq: bool) {
         if !self.enabled || self.halted {
             return;
         }
@@ -398,7 +371,7 @@ impl Engine {
 
     /// Apply a changed CQ head doorbell (or shadow doorbell); post held
     /// completions.
-    fn cq_doorbell(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16) -> usize {
+    fn cq_doorbell(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> usize {
         let mut v = self.cq_head(sh, g, qid);
         let mut work = 0;
         loop {
@@ -415,7 +388,7 @@ impl Engine {
     }
 
     /// Apply head value `v` to CQ `qid`.
-    fn apply_cq_head(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16, v: u32) -> usize {
+    fn apply_cq_head(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16, v: u32) -> usize {
         let Some(cq) = self.cqs[qid as usize].as_mut() else {
             return 0;
         };
@@ -443,7 +416,7 @@ impl Engine {
     /// shadowed queue, then write its EventIdx (and, armed, look again).
     pub(crate) fn service_sq(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         qid: u16,
         budget: u32,
@@ -471,7 +444,7 @@ impl Engine {
     /// is `tail`.
     fn fetch_sq(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         qid: u16,
         tail: u32,
@@ -540,7 +513,7 @@ impl Engine {
     /// Execute one fetched command and post its completion.
     fn run(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         sqid: u16,
         cqid: u16,
@@ -589,7 +562,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         sqid: u16,
         cqid: u16,
@@ -635,7 +608,7 @@ impl Engine {
     }
 
     /// Post (or hold) a completion on CQ `cqid`.
-    pub(crate) fn post(&mut self, sh: &Shared, g: &DmaGuard<'_>, cqid: u16, c: Completion) {
+    pub(crate) fn post(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cqid: u16, c: Completion) {
         let Some(cq) = self.cqs.get_mut(cqid as usize).and_then(|q| q.as_mut()) else {
             return;
         };
@@ -646,7 +619,7 @@ impl Engine {
     }
 
     /// Count down delayed completions and post those that are due.
-    fn tick(&mut self, sh: &Shared, g: &DmaGuard<'_>) -> usize {
+    fn tick(&mut self, sh: &DeviceState, g: &DmaGuard<'_>) -> usize {
         if self.delayed.is_empty() {
             return 0;
         }
@@ -677,7 +650,7 @@ impl Engine {
     /// `status` (Abort, SQ deletion).
     pub(crate) fn flush_held_for_sq(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         sqid: u16,
         status: Status,
@@ -725,11 +698,75 @@ impl Engine {
         self.errors.push(e);
     }
 
+    /// Forget the shadow doorbell buffers (controller reset).
+    fn dbbuf_reset(&mut self, sh: &DeviceState) {
+        self.dbbuf = None;
+        sh.set_shadow_doorbells(false);
+    }
+
+    /// Whether SQ/CQ `qid` is shadowed now.
+    #[inline]
+    fn shadowed(&self, qid: u16) -> bool {
+        self.dbbuf.is_some() && ShadowDoorbells::covers(qid)
+    }
+
+    /// The SQ tail the device acts on: the shadow slot of a shadowed I/O
+    /// queue, otherwise (or when the page cannot be read) the MMIO doorbell.
+    #[inline]
+    pub(crate) fn sq_tail(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> u32 {
+        if let Some(b) = self.dbbuf.as_mut()
+            && let Some(v) = b.sq_tail(sh, g, qid)
+        {
+            return v;
+        }
+        // Acquire: the SQEs the host wrote before ringing are visible.
+        sh.doorbells[qid as usize].sq_tail.load(Ordering::Acquire)
+    }
+
+    /// The CQ head the device acts on (as [`CommandProcessor::sq_tail`]).
+    #[inline]
+    fn cq_head(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> u32 {
+        if let Some(b) = self.dbbuf.as_mut()
+            && let Some(v) = b.cq_head(sh, g, qid)
+        {
+            return v;
+        }
+        // Acquire: pairs with the host's release of its doorbell write.
+        sh.doorbells[qid as usize].cq_head.load(Ordering::Acquire)
+    }
+
+    /// After reading `seen` from shadowed SQ `qid`: write its EventIdx and,
+    /// when armed, return the shadow tail read again.
+    fn sq_event(
+        &mut self,
+        sh: &DeviceState,
+        g: &DmaGuard<'_>,
+        qid: u16,
+        seen: u32,
+        size: u32,
+    ) -> Option<u32> {
+        let armed = self.armed;
+        self.dbbuf.as_mut()?.sq_event(sh, g, qid, seen, size, armed)
+    }
+
+    /// The CQ counterpart of [`CommandProcessor::sq_event`].
+    fn cq_event(
+        &mut self,
+        sh: &DeviceState,
+        g: &DmaGuard<'_>,
+        qid: u16,
+        seen: u32,
+        size: u32,
+    ) -> Option<u32> {
+        let armed = self.armed;
+        self.dbbuf.as_mut()?.cq_event(sh, g, qid, seen, size, armed)
+    }
+
     /// Status for a failed data transfer (and count DMA faults).
-    pub(crate) fn xfer_status(sh: &Shared, e: super::prp::XferError) -> Status {
+    pub(crate) fn xfer_status(sh: &DeviceState, e: XferError) -> Status {
         match e {
-            super::prp::XferError::Offset => generic_err(generic::INVALID_PRP_OFFSET),
-            super::prp::XferError::Dma => {
+            XferError::Offset => generic_err(generic::INVALID_PRP_OFFSET),
+            XferError::Dma => {
                 sh.counters.dma_fault();
                 Status::new(StatusCodeType::GENERIC, generic::DATA_TRANSFER_ERROR)
             }

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::spec::registers::{Cap, Csts, SHST_COMPLETE, Version, offset};
+use nvme_engine::spec::registers::{Cap, Csts, SHST_COMPLETE, Version, offset};
 
 /// Register state readable without the device lock.
 pub(crate) struct Registers {

@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::spec::status::{generic, media};
-use crate::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::status::{generic, media};
+use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
 /// What a matching command does instead of completing normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum FaultAction {
     /// SQ deletion or controller reset).
     NeverComplete,
     /// Execute, but hold the completion for this many rounds (threaded:
-    /// polling rounds; inline: doorbell writes or [`super::EmuHandle::poll`] calls).
+    /// polling rounds; inline: doorbell writes or [`crate::EmuHandle::poll`] calls).
     DelayPolls(u32),
     /// Execute and complete with an SQ head pointer outside the queue.
     BogusSqhd,
@@ -83,7 +83,7 @@ pub enum QueueKind {
 /// A fault rule: match conditions plus an action.
 ///
 /// ```
-/// use nvme_engine::emu::{FaultAction, FaultRule};
+/// use nvme_emu::{FaultAction, FaultRule};
 /// use nvme_engine::spec::NvmOpcode;
 /// let rule = FaultRule::new(FaultAction::DuplicateCompletion)
 ///     .io()

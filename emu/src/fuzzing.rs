@@ -27,17 +27,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::device::Device;
-use crate::dma::{DmaBuf, DmaPool};
-use crate::dma::{DmaError, DmaRegion, HostMemory};
-use crate::driver::{Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions};
-use crate::emu::{EmuConfig, EmuController, EmuHandle, EmuMode, EmuNamespaceConfig};
-use crate::emu::{FaultAction, FaultRule};
-use crate::spec::command::cns;
-use crate::spec::log::LogId;
-use crate::spec::registers::{ALL_ONES, offset};
-use crate::spec::{AdminOpcode, Command};
-use crate::spec::{Completion, Status, StatusCodeType};
+use crate::{EmuConfig, EmuController, EmuHandle, EmuMode, EmuNamespaceConfig};
+use crate::{FaultAction, FaultRule};
+use nvme_engine::device::Device;
+use nvme_engine::dma::{DmaBuf, DmaPool};
+use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
+use nvme_engine::driver::{
+    Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions,
+};
+use nvme_engine::spec::command::cns;
+use nvme_engine::spec::log::LogId;
+use nvme_engine::spec::registers::{ALL_ONES, offset};
+use nvme_engine::spec::{AdminOpcode, Command};
+use nvme_engine::spec::{Completion, Status, StatusCodeType};
 
 /// Reads values from the fuzz input; zeros once it is exhausted.
 struct Input<'a> {
@@ -132,7 +134,7 @@ impl Device for FuzzDevice {
     fn name(&self) -> String {
         self.emu.name()
     }
-    fn quiesce(&self) -> Result<(), crate::device::QuiesceError> {
+    fn quiesce(&self) -> Result<(), nvme_engine::device::QuiesceError> {
         self.emu.quiesce()
     }
 }
@@ -149,7 +151,7 @@ fn status(input: &mut Input<'_>) -> Status {
         StatusCodeType::PATH,
     ][input.u8() as usize % 4];
     let sc = match input.u8() {
-        0 if sct == StatusCodeType::GENERIC => crate::spec::status::generic::INTERNAL_ERROR,
+        0 if sct == StatusCodeType::GENERIC => nvme_engine::spec::status::generic::INTERNAL_ERROR,
         sc => sc,
     };
     Status::new(sct, sc).with_dnr(input.u8() & 1 == 1)
@@ -567,7 +569,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
             // Only a controller that stays fatal or gone after resets keeps
             // commands outstanding, and only while no reset was possible.
             assert!(
-                !ctrl.health().eq(&crate::driver::Health::Live) || h.is_vanished(),
+                !ctrl.health().eq(&nvme_engine::driver::Health::Live) || h.is_vanished(),
                 "commands stuck on a live controller: {:?}",
                 qp.stats()
             );

@@ -1,5 +1,7 @@
-//! The device side of shadow doorbells: Doorbell Buffer Config (NVMe Base
-//! 2.0 §5.8, admin opcode 7Ch, advertised by OACS bit 8).
+//! The device side of shadow doorbells (Doorbell Buffer Config, NVMe Base
+//! 2.0 §5.8, admin opcode 7Ch, advertised by OACS bit 8): the two pages the
+//! host configured, the slot of each queue, reading shadow values and
+//! writing EventIdx values.
 //!
 //! PRP1 names the shadow doorbell page, PRP2 the EventIdx page, both page
 //! aligned and laid out like the doorbell registers (stride 4: SQ y tail at
@@ -24,18 +26,26 @@
 
 use std::sync::atomic::{Ordering, fence};
 
-use super::controller::Shared;
-use super::engine::{Done, Engine, generic_err};
-use super::memory::{DmaGuard, TranslationCache};
-use crate::spec::Command;
-use crate::spec::status::generic;
+use crate::device_state::DeviceState;
+use crate::guest_memory::{DmaGuard, TranslationCache};
 
 /// Bytes of each buffer page.
 const PAGE: u64 = 4096;
 
+/// Why Doorbell Buffer Config was refused (both are Invalid Field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConfigError {
+    /// A page address is not page aligned.
+    Misaligned,
+    /// A page is not mapped for the device (counted as a DMA fault).
+    Unmapped,
+}
+
 /// The configured buffers.
-pub(crate) struct DbBuf {
+pub(crate) struct ShadowDoorbells {
+    /// IOVA of the shadow doorbell page (PRP1).
     pub(crate) shadow: u64,
+    /// IOVA of the EventIdx page (PRP2).
     pub(crate) event: u64,
     shadow_cache: TranslationCache,
     event_cache: TranslationCache,
@@ -54,32 +64,6 @@ fn cq_slot(qid: u16) -> Option<u64> {
     sq_slot(qid).map(|off| off + 4)
 }
 
-impl DbBuf {
-    fn load(&mut self, sh: &Shared, g: &DmaGuard<'_>, off: u64) -> Option<u32> {
-        let v = g
-            .translate_cached(&mut self.shadow_cache, self.shadow + off, 4)
-            .and_then(|s| s.load_u32(0));
-        if v.is_none() {
-            sh.counters.dma_fault();
-        }
-        v
-    }
-
-    fn store(&mut self, sh: &Shared, g: &DmaGuard<'_>, page: u64, off: u64, value: u32) {
-        let cache = if page == self.shadow {
-            &mut self.shadow_cache
-        } else {
-            &mut self.event_cache
-        };
-        let ok = g
-            .translate_cached(cache, page + off, 4)
-            .is_some_and(|s| s.store_u32(0, value));
-        if !ok {
-            sh.counters.dma_fault();
-        }
-    }
-}
-
 /// The EventIdx to write after reading `seen` from a ring of `size`:
 /// `seen` when armed (ring me once you pass it), else one behind it.
 #[inline]
@@ -93,105 +77,93 @@ fn event_value(seen: u32, size: u32, armed: bool) -> u32 {
     }
 }
 
-impl Engine {
-    /// Doorbell Buffer Config.
-    pub(crate) fn dbbuf_config(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
-        let (shadow, event) = (cmd.prp1, cmd.prp2);
+impl ShadowDoorbells {
+    /// Take the pages of a Doorbell Buffer Config command (PRP1 shadow,
+    /// PRP2 EventIdx). Existing I/O queues carry on from their current
+    /// values: `sq_tails` and `cq_heads` list (queue ID, value), written to
+    /// both pages.
+    pub(crate) fn configure(
+        st: &DeviceState,
+        g: &DmaGuard<'_>,
+        shadow: u64,
+        event: u64,
+        sq_tails: impl IntoIterator<Item = (u16, u32)>,
+        cq_heads: impl IntoIterator<Item = (u16, u32)>,
+    ) -> Result<Self, ConfigError> {
         if shadow & (PAGE - 1) != 0 || event & (PAGE - 1) != 0 {
-            return Done::err(generic_err(generic::INVALID_FIELD));
+            return Err(ConfigError::Misaligned);
         }
         if g.translate(shadow, PAGE as usize).is_none()
             || g.translate(event, PAGE as usize).is_none()
         {
-            sh.counters.dma_fault();
-            return Done::err(generic_err(generic::INVALID_FIELD));
+            st.counters.dma_fault();
+            return Err(ConfigError::Unmapped);
         }
-        let mut b = DbBuf {
+        let mut b = ShadowDoorbells {
             shadow,
             event,
             shadow_cache: TranslationCache::default(),
             event_cache: TranslationCache::default(),
         };
-        // Existing I/O queues carry on from their current doorbell values.
-        for &qid in &self.active_sqs {
-            if let (Some(off), Some(sq)) = (sq_slot(qid), self.sqs[qid as usize].as_mut()) {
-                let tail = sh.doorbells[qid as usize].sq_tail.load(Ordering::Acquire);
-                b.store(sh, g, shadow, off, tail);
-                b.store(sh, g, event, off, tail);
-                sq.shadow_seen = tail;
+        for (qid, tail) in sq_tails {
+            if let Some(off) = sq_slot(qid) {
+                b.store(st, g, shadow, off, tail);
+                b.store(st, g, event, off, tail);
             }
         }
-        for &qid in &self.active_cqs {
-            if let (Some(off), Some(cq)) = (cq_slot(qid), self.cqs[qid as usize].as_ref()) {
-                b.store(sh, g, shadow, off, cq.head);
-                b.store(sh, g, event, off, cq.head);
+        for (qid, head) in cq_heads {
+            if let Some(off) = cq_slot(qid) {
+                b.store(st, g, shadow, off, head);
+                b.store(st, g, event, off, head);
             }
         }
-        self.dbbuf = Some(b);
-        sh.set_shadow_doorbells(true);
-        Done::ok(0)
+        Ok(b)
     }
 
-    /// Forget the buffers (controller reset).
-    pub(crate) fn dbbuf_reset(&mut self, sh: &Shared) {
-        self.dbbuf = None;
-        sh.set_shadow_doorbells(false);
-    }
-
-    /// Whether SQ/CQ `qid` is shadowed now.
+    /// Whether SQ/CQ `qid` has slots (I/O queues within the page).
     #[inline]
-    pub(crate) fn shadowed(&self, qid: u16) -> bool {
-        self.dbbuf.is_some() && sq_slot(qid).is_some()
+    pub(crate) fn covers(qid: u16) -> bool {
+        sq_slot(qid).is_some()
     }
 
-    /// The SQ tail the device acts on: the shadow slot of a shadowed I/O
-    /// queue, otherwise (or when the page cannot be read) the MMIO doorbell.
+    /// SQ `qid`'s shadow tail; `None` for a queue without a slot or when
+    /// the page cannot be read (a DMA fault, counted).
     #[inline]
-    pub(crate) fn sq_tail(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16) -> u32 {
-        if let (Some(b), Some(off)) = (self.dbbuf.as_mut(), sq_slot(qid))
-            && let Some(v) = b.load(sh, g, off)
-        {
-            return v;
-        }
-        // Acquire: the SQEs the host wrote before ringing are visible.
-        sh.doorbells[qid as usize].sq_tail.load(Ordering::Acquire)
+    pub(crate) fn sq_tail(&mut self, st: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> Option<u32> {
+        self.load(st, g, sq_slot(qid)?)
     }
 
-    /// The CQ head the device acts on (as [`Engine::sq_tail`]).
+    /// CQ `qid`'s shadow head (as [`ShadowDoorbells::sq_tail`]).
     #[inline]
-    pub(crate) fn cq_head(&mut self, sh: &Shared, g: &DmaGuard<'_>, qid: u16) -> u32 {
-        if let (Some(b), Some(off)) = (self.dbbuf.as_mut(), cq_slot(qid))
-            && let Some(v) = b.load(sh, g, off)
-        {
-            return v;
-        }
-        // Acquire: pairs with the host's release of its doorbell write.
-        sh.doorbells[qid as usize].cq_head.load(Ordering::Acquire)
+    pub(crate) fn cq_head(&mut self, st: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> Option<u32> {
+        self.load(st, g, cq_slot(qid)?)
     }
 
     /// After reading `seen` from SQ `qid`'s shadow slot: write its EventIdx
-    /// and, when armed, fence and return the shadow tail read again.
+    /// and, when `armed`, fence and return the shadow tail read again.
     pub(crate) fn sq_event(
         &mut self,
-        sh: &Shared,
+        st: &DeviceState,
         g: &DmaGuard<'_>,
         qid: u16,
         seen: u32,
         size: u32,
+        armed: bool,
     ) -> Option<u32> {
-        self.event_then_reread(sh, g, sq_slot(qid)?, seen, size)
+        self.event_then_reread(st, g, sq_slot(qid)?, seen, size, armed)
     }
 
-    /// The CQ counterpart of [`Engine::sq_event`].
+    /// The CQ counterpart of [`ShadowDoorbells::sq_event`].
     pub(crate) fn cq_event(
         &mut self,
-        sh: &Shared,
+        st: &DeviceState,
         g: &DmaGuard<'_>,
         qid: u16,
         seen: u32,
         size: u32,
+        armed: bool,
     ) -> Option<u32> {
-        self.event_then_reread(sh, g, cq_slot(qid)?, seen, size)
+        self.event_then_reread(st, g, cq_slot(qid)?, seen, size, armed)
     }
 
     /// Write the EventIdx of the slot at byte `off` for `seen`; when armed,
@@ -199,16 +171,15 @@ impl Engine {
     #[inline]
     fn event_then_reread(
         &mut self,
-        sh: &Shared,
+        st: &DeviceState,
         g: &DmaGuard<'_>,
         off: u64,
         seen: u32,
         size: u32,
+        armed: bool,
     ) -> Option<u32> {
-        let armed = self.armed;
-        let b = self.dbbuf.as_mut()?;
-        let page = b.event;
-        b.store(sh, g, page, off, event_value(seen, size, armed));
+        let page = self.event;
+        self.store(st, g, page, off, event_value(seen, size, armed));
         if !armed {
             return None;
         }
@@ -216,7 +187,31 @@ impl Engine {
         // is read again, or a host that stored a new tail (or head) and then
         // loaded the old EventIdx would skip its doorbell while we go idle.
         fence(Ordering::SeqCst);
-        b.load(sh, g, off)
+        self.load(st, g, off)
+    }
+
+    fn load(&mut self, st: &DeviceState, g: &DmaGuard<'_>, off: u64) -> Option<u32> {
+        let v = g
+            .translate_cached(&mut self.shadow_cache, self.shadow + off, 4)
+            .and_then(|s| s.load_u32(0));
+        if v.is_none() {
+            st.counters.dma_fault();
+        }
+        v
+    }
+
+    fn store(&mut self, st: &DeviceState, g: &DmaGuard<'_>, page: u64, off: u64, value: u32) {
+        let cache = if page == self.shadow {
+            &mut self.shadow_cache
+        } else {
+            &mut self.event_cache
+        };
+        let ok = g
+            .translate_cached(cache, page + off, 4)
+            .is_some_and(|s| s.store_u32(0, value));
+        if !ok {
+            st.counters.dma_fault();
+        }
     }
 }
 

@@ -357,7 +357,7 @@ pub enum EmuError {
     },
     /// The RAM namespaces need more memory than the machine has left.
     #[error("{0}; or back the namespaces with a file or null media")]
-    Memory(#[source] crate::dma::DmaError),
+    Memory(#[source] nvme_engine::dma::DmaError),
     /// A backing file could not be opened or created.
     #[error(
         "namespace {nsid}: cannot open or create backing file {path}; check the directory exists and is writable"

@@ -23,8 +23,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::dma::{DmaError, DmaRegion, HostMemory};
-use crate::spec::{Command, Completion};
+use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
+use nvme_engine::spec::{Command, Completion};
 
 /// Lowest IOVA handed out.
 pub(crate) const IOVA_BASE: u64 = 0x1_0000_0000;
@@ -133,7 +133,7 @@ impl Iommu {
         self.high_water.fetch_max(slot_idx + 1, Ordering::SeqCst);
         drop(next);
 
-        let guard: Box<dyn crate::dma::Unmap> = Box::new(UnmapGuard {
+        let guard: Box<dyn nvme_engine::dma::Unmap> = Box::new(UnmapGuard {
             iommu: Arc::downgrade(self),
             slot: slot_idx,
         });
@@ -491,8 +491,8 @@ impl DmaSlice<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::PageSize;
-    use crate::spec::Status;
+    use nvme_engine::dma::PageSize;
+    use nvme_engine::spec::Status;
 
     #[test]
     fn iovas_are_not_virtual_addresses_and_translate_back() {

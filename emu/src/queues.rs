@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 
-use super::memory::{DmaGuard, TranslationCache};
-use crate::spec::Completion;
+use crate::guest_memory::{DmaGuard, TranslationCache};
+use nvme_engine::spec::Completion;
 
 /// Bytes per submission queue entry.
 pub(crate) const SQE_BYTES: u64 = 64;
@@ -184,9 +184,9 @@ impl Cq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::HostMemory;
-    use crate::emu::memory::Iommu;
-    use crate::spec::Status;
+    use crate::guest_memory::Iommu;
+    use nvme_engine::dma::HostMemory;
+    use nvme_engine::spec::Status;
 
     #[test]
     fn phase_flips_on_wrap_and_full_queue_holds_completions() {

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use memmap2::MmapMut;
 
-use super::config::{Backing, EmuError, EmuNamespaceConfig};
+use crate::config::{Backing, EmuError, EmuNamespaceConfig};
 
 enum Store {
     Ram(MmapMut),

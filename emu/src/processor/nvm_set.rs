@@ -1,4 +1,4 @@
-//! NVM command set I/O commands (NVM Command Set 1.0 §3): Read, Write (with
+//! The NVM command set handler (NVM Command Set 1.0 §3): Read, Write (with
 //! FUA), Flush, Write Zeroes (with DEAC), Dataset Management (deallocate),
 //! and their error statuses: Invalid Namespace or Format, LBA Out of Range,
 //! transfers beyond MDTS (Invalid Field), writes to a write-protected
@@ -8,13 +8,14 @@
 
 use zerocopy::FromBytes;
 
-use super::controller::Shared;
-use super::engine::{Done, Engine, generic_err, specific_err};
-use super::memory::DmaGuard;
-use super::prp;
-use crate::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
-use crate::spec::status::{command_specific, generic, media};
-use crate::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use super::CommandProcessor;
+use crate::command_outcome::{Done, generic_err, specific_err};
+use crate::device_state::DeviceState;
+use crate::guest_memory::DmaGuard;
+use crate::prp_walker;
+use nvme_engine::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
+use nvme_engine::spec::status::{command_specific, generic, media};
+use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
 
 fn media_err(sc: u8) -> Done {
     Done::err(Status::new(StatusCodeType::MEDIA, sc))
@@ -28,9 +29,9 @@ fn read_only() -> Done {
     Done::err(specific_err(command_specific::WRITE_TO_READ_ONLY_RANGE))
 }
 
-impl Engine {
+impl CommandProcessor {
     /// Execute an I/O command.
-    pub(crate) fn io(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    pub(crate) fn io(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let op = NvmOpcode(cmd.opcode());
         if !matches!(
             op,
@@ -84,7 +85,7 @@ impl Engine {
         Ok((slba << ns.lba_shift, len))
     }
 
-    fn read(&mut self, sh: &Shared, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
+    fn read(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,
             Err(d) => return d,
@@ -99,13 +100,13 @@ impl Engine {
             Ok(d) => d,
             Err(_) => return media_err(media::UNRECOVERED_READ_ERROR),
         };
-        match prp::write_to_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, data) {
+        match prp_walker::write_to_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, data) {
             Ok(()) => Done::ok(0),
-            Err(e) => Done::err(Engine::xfer_status(sh, e)),
+            Err(e) => Done::err(CommandProcessor::xfer_status(sh, e)),
         }
     }
 
-    fn write(&mut self, sh: &Shared, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
+    fn write(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,
             Err(d) => return d,
@@ -123,8 +124,9 @@ impl Engine {
             Ok(b) => b,
             Err(_) => return media_err(media::WRITE_FAULT),
         };
-        if let Err(e) = prp::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, buf) {
-            return Done::err(Engine::xfer_status(sh, e));
+        if let Err(e) = prp_walker::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, buf)
+        {
+            return Done::err(CommandProcessor::xfer_status(sh, e));
         }
         let fua = cmd.cdw12 & CDW12_FUA != 0;
         match backend.commit(off, len, fua) {
@@ -150,7 +152,7 @@ impl Engine {
 
     fn dataset_management(
         &mut self,
-        sh: &Shared,
+        sh: &DeviceState,
         g: &DmaGuard<'_>,
         idx: usize,
         cmd: &Command,
@@ -158,8 +160,9 @@ impl Engine {
         let nr = (cmd.cdw10 & 0xff) as usize + 1;
         let mut raw = [0u8; 256 * 16];
         let raw = &mut raw[..nr * 16];
-        if let Err(e) = prp::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, raw) {
-            return Done::err(Engine::xfer_status(sh, e));
+        if let Err(e) = prp_walker::read_from_host(g, &mut self.data_cache, cmd.prp1, cmd.prp2, raw)
+        {
+            return Done::err(CommandProcessor::xfer_status(sh, e));
         }
         let deallocate = cmd.cdw11 & DSM_ATTR_DEALLOCATE != 0;
         let ns = &mut self.nss[idx];

@@ -1,110 +1,43 @@
-//! Admin command set of the emulated controller (NVMe Base 2.0 §5):
+//! The admin command set handler of the emulated controller (NVMe Base
+//! 2.0 §5):
 //! Identify (CNS 00h/01h/02h), Create/Delete I/O SQ and CQ with the spec's
 //! validation, Get Log Page (Error Information, SMART / Health, Firmware
-//! Slot), Set/Get Features, Abort, Asynchronous Event Request, Keep Alive.
+//! Slot), Set/Get Features, Abort, Asynchronous Event Request, Keep Alive,
+//! Doorbell Buffer Config.
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::Ordering;
+
 use zerocopy::IntoBytes;
-use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::little_endian::U16;
 
-use super::config::{EmuConfig, EmuNamespaceConfig};
-use super::controller::Shared;
-use super::engine::{Done, ERROR_LOG_ENTRIES, Engine, generic_err, specific_err};
-use super::memory::DmaGuard;
-use super::prp;
-use super::queues::{CQE_BYTES, Cq, SQE_BYTES, Sq};
-use crate::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
-use crate::spec::features::FeatureId;
-use crate::spec::identify::{
-    IdentifyController, IdentifyNamespace, LbaFormat, OACS_DOORBELL_BUFFER_CONFIG, ONCS_DSM,
-    ONCS_WRITE_ZEROES,
-};
-use crate::spec::log::{LogId, SmartHealth, to_u128_le};
-use crate::spec::status::{command_specific as cs, generic};
-use crate::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
-
-/// Most outstanding Asynchronous Event Requests (Identify AERL + 1).
-const AER_LIMIT: usize = 4;
-
-fn pad(dst: &mut [u8], s: &str) {
-    dst.fill(b' ');
-    for (d, b) in dst
-        .iter_mut()
-        .zip(s.bytes().filter(|b| (0x20..0x7f).contains(b)))
-    {
-        *d = b;
-    }
-}
-
-/// The Identify Controller structure this configuration reports.
-pub(crate) fn identify_controller(cfg: &EmuConfig) -> Box<IdentifyController> {
-    let mut c = Box::new(IdentifyController::zeroed());
-    pad(&mut c.sn, &cfg.serial);
-    pad(&mut c.mn, &cfg.model);
-    pad(&mut c.fr, &cfg.firmware);
-    c.mdts = cfg.mdts;
-    c.cntlid = U16::new(1);
-    c.ver = U32::new(0x0001_0400);
-    c.cntrltype = 1;
-    c.acl = 3;
-    c.aerl = (AER_LIMIT - 1) as u8;
-    c.frmw = 0x03; // one slot, read-only
-    c.elpe = (ERROR_LOG_ENTRIES - 1) as u8;
-    c.wctemp = U16::new(343);
-    c.cctemp = U16::new(373);
-    c.sqes = 0x66;
-    c.cqes = 0x44;
-    c.maxcmd = U16::new(0);
-    c.nn = U32::new(cfg.namespaces.len() as u32);
-    c.oncs = U16::new(ONCS_DSM | ONCS_WRITE_ZEROES);
-    if cfg.doorbell_buffer {
-        c.oacs = U16::new(OACS_DOORBELL_BUFFER_CONFIG);
-    }
-    // VWC present; bits 2:1 = 11b: Flush with NSID FFFFFFFFh supported.
-    c.vwc = if cfg.volatile_write_cache { 0b111 } else { 0 };
-    let nqn = format!("nqn.2024-01.io.nvme-engine:emu:{}", cfg.serial);
-    for (d, b) in c.subnqn.iter_mut().zip(nqn.bytes()) {
-        *d = b;
-    }
-    // Power state 0: maximum power 25.00 W (MP, centiwatts).
-    c.psd[0][0..2].copy_from_slice(&2500u16.to_le_bytes());
-    c
-}
-
-/// The Identify Namespace structure for namespace `nsid`.
-pub(crate) fn identify_namespace(
-    cfg: &EmuConfig,
-    nsid: u32,
-    ns: &EmuNamespaceConfig,
-) -> Box<IdentifyNamespace> {
-    let mut n = Box::new(IdentifyNamespace::zeroed());
-    n.nsze = U64::new(ns.blocks);
-    n.ncap = U64::new(ns.blocks);
-    n.nuse = U64::new(ns.blocks);
-    n.nlbaf = 1;
-    n.lbaf[0] = LbaFormat::new(0, 9);
-    n.lbaf[1] = LbaFormat::new(0, 12);
-    n.flbas = if ns.lba_size == 4096 { 1 } else { 0 };
-    // Deallocated blocks read as zeroes; Write Zeroes may deallocate.
-    n.dlfeat = 0b1001;
-    n.nsattr = ns.read_only as u8;
-    n.nguid[..4].copy_from_slice(&nsid.to_be_bytes());
-    for (d, b) in n.nguid[4..].iter_mut().zip(cfg.serial.bytes()) {
-        *d = b;
-    }
-    n.eui64[..4].copy_from_slice(b"EMU\0");
-    n.eui64[4..].copy_from_slice(&nsid.to_be_bytes());
-    n
-}
+use super::{CommandProcessor, Features};
+use crate::command_outcome::{Done, generic_err, specific_err};
+use crate::device_state::DeviceState;
+use crate::guest_memory::{DmaGuard, TranslationCache};
+use crate::identify_data::{AER_LIMIT, ERROR_LOG_ENTRIES};
+use crate::prp_walker;
+use crate::queues::{CQE_BYTES, Cq, SQE_BYTES, Sq};
+use crate::shadow_doorbells::ShadowDoorbells;
+use nvme_engine::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
+use nvme_engine::spec::features::FeatureId;
+use nvme_engine::spec::log::{LogId, SmartHealth, to_u128_le};
+use nvme_engine::spec::status::{command_specific as cs, generic};
+use nvme_engine::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
 
 fn invalid_field() -> Done {
     Done::err(generic_err(generic::INVALID_FIELD))
 }
 
-impl Engine {
+impl CommandProcessor {
     /// Execute an admin command. `None`: no completion now (AER).
-    pub(crate) fn admin(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Option<Done> {
+    pub(crate) fn admin(
+        &mut self,
+        sh: &DeviceState,
+        g: &DmaGuard<'_>,
+        cmd: &Command,
+    ) -> Option<Done> {
         if cmd.psdt() != 0 || cmd.fuse() != 0 {
             return Some(invalid_field());
         }
@@ -134,15 +67,53 @@ impl Engine {
         })
     }
 
-    fn send(sh: &Shared, g: &DmaGuard<'_>, cmd: &Command, data: &[u8]) -> Done {
-        let mut cache = super::memory::TranslationCache::default();
-        match prp::write_to_host(g, &mut cache, cmd.prp1, cmd.prp2, data) {
+    /// Doorbell Buffer Config: shadow page in PRP1, EventIdx page in PRP2.
+    fn dbbuf_config(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+        // Existing I/O queues carry on from their current doorbell values.
+        // Acquire: pairs with the host's release of its doorbell write.
+        let sq_tails: Vec<(u16, u32)> = (self.active_sqs.iter())
+            .map(|&qid| {
+                (
+                    qid,
+                    sh.doorbells[qid as usize].sq_tail.load(Ordering::Acquire),
+                )
+            })
+            .collect();
+        let cqs = &self.cqs;
+        let cq_heads = (self.active_cqs.iter())
+            .filter_map(|&qid| cqs[qid as usize].as_ref().map(|cq| (qid, cq.head)));
+        let b = match ShadowDoorbells::configure(
+            sh,
+            g,
+            cmd.prp1,
+            cmd.prp2,
+            sq_tails.iter().copied(),
+            cq_heads,
+        ) {
+            Ok(b) => b,
+            Err(_) => return Done::err(generic_err(generic::INVALID_FIELD)),
+        };
+        for &(qid, tail) in &sq_tails {
+            if ShadowDoorbells::covers(qid)
+                && let Some(sq) = self.sqs[qid as usize].as_mut()
+            {
+                sq.shadow_seen = tail;
+            }
+        }
+        self.dbbuf = Some(b);
+        sh.set_shadow_doorbells(true);
+        Done::ok(0)
+    }
+
+    fn send(sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command, data: &[u8]) -> Done {
+        let mut cache = TranslationCache::default();
+        match prp_walker::write_to_host(g, &mut cache, cmd.prp1, cmd.prp2, data) {
             Ok(()) => Done::ok(0),
-            Err(e) => Done::err(Engine::xfer_status(sh, e)),
+            Err(e) => Done::err(CommandProcessor::xfer_status(sh, e)),
         }
     }
 
-    fn identify(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn identify(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let real = self.nss.len() as u32;
         let nn = self.claimed_namespaces.unwrap_or(real);
         match cmd.cdw10 as u8 {
@@ -186,11 +157,11 @@ impl Engine {
         }
     }
 
-    fn create_cq(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn create_cq(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let qid = cmd.cdw10 as u16;
         let size = (cmd.cdw10 >> 16) + 1;
         if qid == 0 || qid > self.max_qid(false) || self.cqs[qid as usize].is_some() {
-            return Done::err(Engine::invalid_qid());
+            return Done::err(CommandProcessor::invalid_qid());
         }
         if size < 2 || size > self.limits.max_entries {
             return Done::err(specific_err(cs::INVALID_QUEUE_SIZE));
@@ -212,12 +183,12 @@ impl Engine {
         Done::ok(0)
     }
 
-    fn create_sq(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn create_sq(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let qid = cmd.cdw10 as u16;
         let size = (cmd.cdw10 >> 16) + 1;
         let cqid = (cmd.cdw11 >> 16) as u16;
         if qid == 0 || qid > self.max_qid(true) || self.sqs[qid as usize].is_some() {
-            return Done::err(Engine::invalid_qid());
+            return Done::err(CommandProcessor::invalid_qid());
         }
         if size < 2 || size > self.limits.max_entries {
             return Done::err(specific_err(cs::INVALID_QUEUE_SIZE));
@@ -238,10 +209,10 @@ impl Engine {
         Done::ok(0)
     }
 
-    fn delete_sq(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn delete_sq(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let qid = cmd.cdw10 as u16;
         if qid == 0 || self.sqs.get(qid as usize).is_none_or(|s| s.is_none()) {
-            return Done::err(Engine::invalid_qid());
+            return Done::err(CommandProcessor::invalid_qid());
         }
         let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORTED_SQ_DELETION);
         self.flush_held_for_sq(sh, g, qid, aborted);
@@ -270,13 +241,13 @@ impl Engine {
         Done::ok(0)
     }
 
-    fn delete_cq(&mut self, sh: &Shared, cmd: &Command) -> Done {
+    fn delete_cq(&mut self, sh: &DeviceState, cmd: &Command) -> Done {
         let qid = cmd.cdw10 as u16;
         let Some(cq) = self.cqs.get(qid as usize).and_then(|c| c.as_ref()) else {
-            return Done::err(Engine::invalid_qid());
+            return Done::err(CommandProcessor::invalid_qid());
         };
         if qid == 0 {
-            return Done::err(Engine::invalid_qid());
+            return Done::err(CommandProcessor::invalid_qid());
         }
         if cq.sqs > 0 {
             return Done::err(specific_err(cs::INVALID_QUEUE_DELETION));
@@ -289,7 +260,7 @@ impl Engine {
         Done::ok(0)
     }
 
-    fn get_log_page(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn get_log_page(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let lid = LogId(cmd.cdw10 as u8);
         let dwords = ((cmd.cdw10 >> 16) as u64 | (cmd.cdw11 as u64 & 0xffff) << 16) + 1;
         let len = (dwords * 4) as usize;
@@ -375,7 +346,7 @@ impl Engine {
     fn get_features(&self, cmd: &Command) -> Done {
         let sel = (cmd.cdw10 >> 8) & 7;
         // SEL 01b reports defaults; saved values (10b) equal current ones.
-        let defaults = super::engine::Features::new(self.limits.vwc);
+        let defaults = Features::new(self.limits.vwc);
         let f = if sel == 1 { &defaults } else { &self.features };
         let value = match FeatureId(cmd.cdw10 as u8) {
             FeatureId::NUMBER_OF_QUEUES => {
@@ -398,7 +369,7 @@ impl Engine {
         }
     }
 
-    fn abort(&mut self, sh: &Shared, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+    fn abort(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let sqid = cmd.cdw10 as u16;
         let cid = (cmd.cdw10 >> 16) as u16;
         let requested = Status::new(StatusCodeType::GENERIC, generic::ABORT_REQUESTED);

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::thread::JoinHandle;
 
-use super::config::{EmuError, IdlePolicy};
-use super::controller::Shared;
+use crate::config::{EmuError, IdlePolicy};
+use crate::shared::Shared;
 
 /// Start the device thread, pinned to `core` when one is given. It exits
 /// when `shared.stop` is set.
@@ -37,7 +37,7 @@ pub(crate) fn spawn(
             return Err(EmuError::Pin { core: id });
         }
     }
-    let name = format!("{}-device", shared.name);
+    let name = format!("{}-device", shared.state.name);
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(name)
@@ -83,13 +83,13 @@ impl Snapshot {
     fn changed(&self, sh: &Shared) -> bool {
         // Shadow doorbells change in host memory without an MMIO write:
         // only a round (which reads them) can tell.
-        if self.fresh || sh.pokes() != self.pokes || sh.shadow_doorbells() {
+        if self.fresh || sh.pokes() != self.pokes || sh.state.shadow_doorbells() {
             return true;
         }
-        let n = sh.queue_bound();
+        let n = sh.state.queue_bound();
         // Relaxed: only a hint; the round that follows a change loads the
         // doorbells with acquire under the lock.
-        sh.doorbells[..n]
+        sh.state.doorbells[..n]
             .iter()
             .zip(&self.doorbells)
             .any(|(db, &(t, h))| {
@@ -102,8 +102,11 @@ impl Snapshot {
     fn take(&mut self, sh: &Shared) {
         self.fresh = false;
         self.pokes = sh.pokes();
-        let n = sh.queue_bound();
-        for (db, s) in sh.doorbells[..n].iter().zip(self.doorbells.iter_mut()) {
+        let n = sh.state.queue_bound();
+        for (db, s) in sh.state.doorbells[..n]
+            .iter()
+            .zip(self.doorbells.iter_mut())
+        {
             *s = (
                 db.sq_tail.load(Ordering::Relaxed),
                 db.cq_head.load(Ordering::Relaxed),
@@ -123,7 +126,7 @@ fn round(sh: &Shared, snap: &mut Snapshot, batch: u32, armed: bool) -> (usize, b
 fn run(sh: &Shared, idle: IdlePolicy, batch: u32) {
     let _ = sh.poller.set(std::thread::current());
     let mut idle_rounds: u32 = 0;
-    let mut snap = Snapshot::new(sh.doorbells.len());
+    let mut snap = Snapshot::new(sh.state.doorbells.len());
     let mut again = true;
     while !sh.stop.load(Ordering::Acquire) {
         if again || snap.changed(sh) {

@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::memory::{DmaGuard, DmaSlice, TranslationCache};
+use crate::guest_memory::{DmaGuard, DmaSlice, TranslationCache};
 
 /// Memory page size (CC.MPS = 0).
 pub(crate) const PAGE: u64 = 4096;
@@ -119,8 +119,8 @@ pub(crate) fn read_from_host(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{DmaRegion, HostMemory};
-    use crate::emu::memory::Iommu;
+    use crate::guest_memory::Iommu;
+    use nvme_engine::dma::{DmaRegion, HostMemory};
     use std::sync::Arc;
 
     fn setup(pages: usize) -> (Arc<Iommu>, DmaRegion) {

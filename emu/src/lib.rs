@@ -1,0 +1,88 @@
+//! The built-in emulated NVMe controller.
+//!
+//! [`EmuController`] implements [`nvme_engine::Device`] with the same protocol as
+//! hardware, so the driver runs against it unchanged:
+//!
+//! - a BAR0 register file (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, doorbells at
+//!   0x1000 with a 4-byte stride) with the specification's enable, reset
+//!   and shutdown semantics;
+//! - queues in the host's DMA memory, reached only through an emulated
+//!   IOMMU that hands out its own IOVAs and fails any access outside
+//!   registered memory with Data Transfer Error (counted in `dma_faults`);
+//! - PRP handling like hardware, admin and NVM I/O commands with the
+//!   specification's error statuses, and a CQ that never overflows (the
+//!   device holds completions back until the host frees slots);
+//! - namespaces in RAM, in files, or in nothing at all (null);
+//! - inline mode (a doorbell write processes its queue on the writing
+//!   thread) or threaded mode (a device thread polls the doorbells);
+//! - shadow doorbells (Doorbell Buffer Config) with QEMU's EventIdx rule;
+//! - fault injection and counters through an [`EmuHandle`].
+//!
+//! ## Layers
+//!
+//! The modules are layered; each imports only from the layers below it
+//! (`tests/module_layers.rs` checks this against the sources):
+//!
+//! 0. data and primitives: configuration, fault rules, counters, the BAR0
+//!    register file, guest memory access (the emulated IOMMU and its
+//!    bounded copies), command outcomes;
+//! 1. namespace backends, Identify data, the PRP walker, the device-side
+//!    submission and completion queues;
+//! 2. the device state the processor sees (registers, doorbells, IOMMU,
+//!    counters, faults, condition flags);
+//! 3. shadow doorbells;
+//! 4. the command processor (`processor/`; its children, the admin and NVM
+//!    command set handlers, extend it and are never imported by it);
+//! 5. the shared controller: the processor behind the device lock, and the
+//!    BAR0 writes that change state;
+//! 6. the device thread and [`EmuHandle`];
+//! 7. [`EmuController`];
+//! 8. the fuzzing harness (the public API only).
+//!
+//! ```
+//! use nvme_emu::{EmuConfig, EmuController};
+//! let ctrl = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();
+//! let handle = ctrl.handle();
+//! // hand `ctrl` to the driver; keep `handle` for faults and counters
+//! assert_eq!(handle.stats().dma_faults, 0);
+//! ```
+
+// Modules in layers, lowest first. A module imports only from layers
+// below its own (and `nvme_engine`); nothing imports upwards. Inside
+// `processor/`, `mod.rs` owns the processor and its children (the admin and
+// NVM command sets) extend it; the parent imports neither child.
+
+// 0: data and primitives.
+mod command_outcome;
+mod config;
+mod counters;
+mod faults;
+mod guest_memory;
+mod register_file;
+// 1: built on 0.
+mod backend;
+mod identify_data;
+mod prp_walker;
+mod queues;
+// 2: what the processor sees of the controller.
+mod device_state;
+// 3: shadow doorbells, read and written on the device state's behalf.
+mod shadow_doorbells;
+// 4: the command processor.
+mod processor;
+// 5: the processor behind the device lock, and BAR0 writes.
+mod shared;
+// 6: the ways in.
+mod device_thread;
+mod handle;
+// 7: the controller object.
+mod emulated_controller;
+// 8: the public API only.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
+pub use config::{Backing, EmuConfig, EmuError, EmuMode, EmuNamespaceConfig, IdlePolicy};
+pub use counters::EmuStats;
+pub use emulated_controller::EmuController;
+pub use faults::{FaultAction, FaultId, FaultRule, QueueKind};
+pub use handle::EmuHandle;
