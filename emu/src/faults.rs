@@ -30,7 +30,8 @@ pub enum FaultAction {
     /// Execute and post the completion twice.
     DuplicateCompletion,
     /// Execute, complete, then post an extra completion with a CID never
-    /// submitted on that queue.
+    /// submitted on that queue, chosen so that the host cannot submit it
+    /// later either (see `Sq::unseen_cid`).
     CompleteWithUnknownCid,
     /// Execute and complete; one round later post the same completion
     /// again (a stale CID the host has already retired).

@@ -329,6 +329,8 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         admin_timeout: Duration::from_millis(if out.threaded { 200 } else { 2 }),
         io_timeout: Duration::from_secs(30),
         max_transfer_bytes: [4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4],
+        // Off by default; the shadow paths are fuzzed too.
+        shadow_doorbells: true,
         ..ControllerOptions::default()
     };
     let Ok(ctrl) = Controller::new(device, opts) else {

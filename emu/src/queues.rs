@@ -62,11 +62,21 @@ impl Sq {
         self.seen[cid as usize >> 6] |= 1 << (cid & 63);
     }
 
-    /// A CID never fetched from this queue, searching upward from `from`.
+    /// A CID for an invented completion: one never fetched from this queue
+    /// that the host cannot submit later either, or the entry, if the host
+    /// reaps it late, completes a command the device has not run. A CID
+    /// merely not fetched yet is often the very next one a host issues
+    /// (this driver puts a slot index in the low bits and a generation
+    /// above). So prefer CIDs whose low 12 bits are all ones: a host that
+    /// numbers at most 4095 outstanding commands by slot index in those
+    /// bits never uses one. Otherwise any CID not fetched, searching upward
+    /// from `from`.
     pub(crate) fn unseen_cid(&self, from: u16) -> u16 {
-        (1..=u16::MAX as u32 + 1)
-            .map(|d| from.wrapping_add(d as u16))
-            .find(|&c| self.seen[c as usize >> 6] & (1 << (c & 63)) == 0)
+        let unseen = |c: u16| self.seen[c as usize >> 6] & (1 << (c & 63)) == 0;
+        (1..=16u16)
+            .map(|d| (from >> 12).wrapping_add(d) << 12 | 0x0FFF)
+            .chain((1..=u16::MAX as u32 + 1).map(|d| from.wrapping_add(d as u16)))
+            .find(|&c| unseen(c))
             .unwrap_or(from.wrapping_add(1))
     }
 }
@@ -226,9 +236,18 @@ mod tests {
     #[test]
     fn unseen_cid_skips_fetched_ones() {
         let mut sq = Sq::new(0, 4, 1);
+        sq.mark_seen(0x1FFF);
+        assert_eq!(
+            sq.unseen_cid(4),
+            0x2FFF,
+            "low 12 bits all ones, not fetched"
+        );
+        for hi in 0..16u16 {
+            sq.mark_seen(hi << 12 | 0x0FFF);
+        }
         sq.mark_seen(5);
         sq.mark_seen(6);
-        assert_eq!(sq.unseen_cid(4), 7);
+        assert_eq!(sq.unseen_cid(4), 7, "then any CID not fetched");
         assert_eq!(sq.pending(2), 2);
     }
 }

@@ -25,6 +25,8 @@ fn up() -> (Ctrl, EmuHandle, DmaPool) {
     let h = emu.handle();
     let opts = ControllerOptions {
         admin_timeout: Duration::from_millis(100),
+        // The shadow doorbell pages are fenced with the admin queue.
+        shadow_doorbells: true,
         ..Default::default()
     };
     let ctrl = Controller::new(emu, opts).unwrap();

@@ -100,7 +100,7 @@ pub fn transports(
             controller: ControllerId::Pcie {
                 addr,
                 no_iommu: false,
-                shadow_doorbells: true,
+                shadow_doorbells: false,
             },
             nsid: None,
         })

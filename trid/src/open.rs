@@ -350,11 +350,11 @@ pub fn describe_emu(spec: &EmuSpec, thread: Option<EmuThread>) -> String {
     )
 }
 
-/// The tool's driver options, with shadow doorbells turned off when the
-/// transport ID says `shadow:0`.
+/// The tool's driver options, with shadow doorbells as the transport ID
+/// says (`shadow:1` on, `shadow:0` or nothing off).
 fn controller_options(opts: &OpenOptions, shadow_doorbells: bool) -> ControllerOptions {
     let mut c = opts.controller.clone();
-    c.shadow_doorbells &= shadow_doorbells;
+    c.shadow_doorbells = shadow_doorbells;
     c
 }
 
@@ -455,8 +455,10 @@ mod tests {
     }
 
     #[test]
-    fn shadow_0_turns_shadow_doorbells_off_and_they_are_on_by_default() {
-        let on = open_cli("trtype:emu mode:inline size:1M").unwrap();
+    fn shadow_1_turns_shadow_doorbells_on_and_they_are_off_by_default() {
+        let off = open_cli("trtype:emu mode:inline size:1M").unwrap();
+        assert!(!off.ctrl.shadow_doorbells_active());
+        let on = open_cli("trtype:emu mode:inline size:1M shadow:1").unwrap();
         assert!(on.ctrl.shadow_doorbells_active());
         let off = open_cli("trtype:emu mode:inline size:1M shadow:0").unwrap();
         assert!(!off.ctrl.shadow_doorbells_active());

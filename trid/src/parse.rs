@@ -59,8 +59,8 @@ pub struct EmuSpec {
     /// Fatal status survives a controller reset (`sticky`): the reset
     /// fails and the controller is failed for good.
     pub fatal_sticky: bool,
-    /// The host uses shadow doorbells (`shadow`, default on; the emulated
-    /// controller always offers Doorbell Buffer Config).
+    /// The host uses shadow doorbells (`shadow:1`; default off, as in the
+    /// engine; the emulated controller always offers Doorbell Buffer Config).
     pub shadow_doorbells: bool,
     /// CPU for the device thread (threaded mode); `None`: the tool decides
     /// (nvme-perf picks one no worker uses, fio leaves it to the scheduler).
@@ -81,7 +81,7 @@ impl Default for EmuSpec {
             mode: EmuRunMode::Threaded { spin: true },
             faults: Vec::new(),
             delay_rounds: DEFAULT_DELAY_ROUNDS,
-            shadow_doorbells: true,
+            shadow_doorbells: false,
             vanish_recovers: false,
             fatal_sticky: false,
             core: None,
@@ -98,8 +98,8 @@ pub enum ControllerId {
         addr: PciAddress,
         /// Allow no-IOMMU access.
         no_iommu: bool,
-        /// Use shadow doorbells when the controller offers them (`shadow`,
-        /// default on; `shadow:0` rings every doorbell through MMIO).
+        /// Use shadow doorbells when the controller offers them (`shadow:1`;
+        /// default off: every doorbell is an MMIO write).
         shadow_doorbells: bool,
     },
     /// The built-in emulated controller.
@@ -249,7 +249,7 @@ impl<'a> Parser<'a> {
     }
 
     fn pcie(&self, pairs: &[(String, &str)]) -> Result<TransportId, TransportIdError> {
-        let (mut addr, mut nsid, mut no_iommu, mut shadow_doorbells) = (None, None, false, true);
+        let (mut addr, mut nsid, mut no_iommu, mut shadow_doorbells) = (None, None, false, false);
         for (key, value) in pairs {
             match key.as_str() {
                 "trtype" => {}

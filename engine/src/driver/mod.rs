@@ -6,7 +6,7 @@
 //! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - [`prp`]: the PRP builder.
-//! - Shadow doorbells (Doorbell Buffer Config): when the controller supports
+//! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
 //!   them, I/O queues publish tails and heads in host memory and write MMIO
 //!   doorbells only when the device's EventIdx asks for one
 //!   ([`ControllerOptions::shadow_doorbells`]; configured again after every

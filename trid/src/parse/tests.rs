@@ -26,7 +26,7 @@ fn spdk_pcie_syntax_parses_with_either_separator() {
             controller: ControllerId::Pcie {
                 addr: "0000:04:00.0".parse().unwrap(),
                 no_iommu: false,
-                shadow_doorbells: true,
+                shadow_doorbells: false,
             },
             nsid: Some(1),
         }
@@ -48,7 +48,7 @@ fn spdk_plugin_pcie_filename_parses_with_dots_for_colons() {
         ControllerId::Pcie {
             addr: "0000:04:00.0".parse().unwrap(),
             no_iommu: false,
-            shadow_doorbells: true,
+            shadow_doorbells: false,
         }
     );
     let short = fio("trtype=pcie traddr=04.00.0 noiommu=1").unwrap();
@@ -58,7 +58,7 @@ fn spdk_plugin_pcie_filename_parses_with_dots_for_colons() {
         ControllerId::Pcie {
             addr: "0000:04:00.0".parse().unwrap(),
             no_iommu: true,
-            shadow_doorbells: true,
+            shadow_doorbells: false,
         },
         "the short form names the same controller"
     );
@@ -82,7 +82,7 @@ fn both_spellings_of_one_controller_parse_to_the_same_id() {
 
 #[test]
 fn emu_keys_set_every_field() {
-    let t = cli("trtype:emu size:1G ns:2 lba:4096 null:1 mode:inline").unwrap();
+    let t = cli("trtype:emu size:1G ns:2 lba:4096 null:1 mode:inline shadow:1").unwrap();
     assert_eq!(
         t,
         TransportId {
