@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use nvme_emu::{EmuConfig, EmuController, FaultAction, FaultRule};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::emu::{EmuConfig, EmuController, FaultAction, FaultRule};
 use nvme_engine::{Controller, ControllerOptions, Device, IoQueuePair, QueuePairOptions};
 
 #[derive(Default)]
@@ -57,7 +57,7 @@ impl Device for Counting {
 
 type Ctrl = Controller<Counting>;
 
-fn up(shadow: bool) -> (Ctrl, nvme_engine::emu::EmuHandle, Arc<Counts>) {
+fn up(shadow: bool) -> (Ctrl, nvme_emu::EmuHandle, Arc<Counts>) {
     let emu = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();
     let h = emu.handle();
     let counts = Arc::new(Counts::default());
