@@ -2,12 +2,14 @@
 //!
 //! - [`spec`]: NVMe specification types (registers, queue entries, identify
 //!   data, status codes, log pages).
+//! - [`cpu`]: the CPUs the process may use, pinning, helper-thread CPUs.
 //! - [`device`]: the transport seam (register access and DMA mapping).
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
 //! - [`emu`]: the built-in emulated NVMe controller (the default device).
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
 
+pub mod cpu;
 pub mod device;
 pub mod dma;
 pub mod driver;
