@@ -156,12 +156,8 @@ fn setup(
     ctrls: &[Controller<PerfDevice>],
     p: &RunParams,
 ) -> Result<(Vec<Job>, Vec<Option<DmaPool>>)> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: plan.core }) {
-        bail!(
-            "cannot pin the worker thread to core {}; check the core is online and allowed",
-            plan.core
-        );
-    }
+    nvme_engine::cpu::pin_current_thread(plan.core)
+        .with_context(|| format!("cannot pin the worker thread to core {}", plan.core))?;
     let block_bytes = p.io_size.next_power_of_two().max(4096).max(p.alignment);
     let mut pools: Vec<Option<DmaPool>> = (0..ctrls.len()).map(|_| None).collect();
     for (t, pool) in pools.iter_mut().enumerate() {
