@@ -56,10 +56,17 @@ pub fn allowed_cpus() -> Result<Vec<usize>, CpuError> {
     Ok(cpus)
 }
 
-/// Pin the calling thread to `cpu`, which must be in its affinity mask
-/// (checked first: a CPU beyond the mask's size could not even be named in
-/// the call).
+/// Pin the calling thread to `cpu`, which must be one the process may run
+/// on. The kernel decides: a thread already pinned elsewhere may still move
+/// to any CPU of its cpuset. A refusal names the CPUs this thread may use.
 pub fn pin_current_thread(cpu: usize) -> Result<(), CpuError> {
+    // The affinity call cannot name a CPU beyond the set size (it would
+    // index past the mask), so such a CPU is refused without trying.
+    if cpu < libc::CPU_SETSIZE as usize
+        && core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    {
+        return Ok(());
+    }
     let allowed = allowed_cpus()?;
     if allowed.binary_search(&cpu).is_err() {
         return Err(CpuError::NotAllowed {
@@ -67,11 +74,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), CpuError> {
             allowed: format_cpus(&allowed),
         });
     }
-    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-        Ok(())
-    } else {
-        Err(CpuError::PinFailed { cpu })
-    }
+    Err(CpuError::PinFailed { cpu })
 }
 
 /// The first CPU of `allowed` (in its order) that no busy thread uses, for
@@ -124,6 +127,20 @@ mod tests {
             pin_current_thread(cpu).unwrap();
             // After the pin the mask holds only that CPU.
             assert_eq!(allowed_cpus().unwrap(), vec![cpu]);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_pinned_thread_can_move_to_another_allowed_cpu() {
+        let allowed = allowed_cpus().unwrap();
+        let (first, last) = (allowed[0], *allowed.last().unwrap());
+        std::thread::spawn(move || {
+            pin_current_thread(first).unwrap();
+            // The mask now holds `first` only; the cpuset still allows `last`.
+            pin_current_thread(last).unwrap();
+            assert_eq!(allowed_cpus().unwrap(), vec![last]);
         })
         .join()
         .unwrap();
