@@ -37,7 +37,7 @@
 #      function they ended up in.
 #    Target: <= 150 driver instructions per 4 KiB read (submit + complete).
 #
-# 3. QEMU guest comparison, one boot through scripts/qemu-test.sh --perf
+# 3. QEMU guest comparison, one boot through scripts/qemu-bench.sh
 #    (if that script exists; BENCH_QEMU=0 skips it; minutes under TCG):
 #    nvme-perf through VFIO and fio on the kernel nvme driver (libaio,
 #    io_uring, io_uring polled, and io_uring_cmd: NVMe passthrough on the
@@ -45,7 +45,7 @@
 #    since the boot has a poll queue), 4 KiB randread and randwrite at QD 1
 #    and 32 on a null-co
 #    namespace, back to back. Each run prints its JSON report as a BENCH-JSON
-#    console line; the table shows IOPS and the p50, p99 and p99.9 of total
+#    console line (scripts/qemu/bench_json.py parses them); the table shows IOPS and the p50, p99 and p99.9 of total
 #    latency (submission to completion; fio with --lat_percentiles), the
 #    ratio of nvme-perf to the best fio engine of the same case, and the
 #    fio jobs' worst latency flag stalls.
@@ -62,7 +62,7 @@
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3), SHADOW_AB (1: section 3 also runs every case with shadow doorbells on, shadow:1),
 # QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3
-# A/B, see above), QEMU_TIMEOUT (seconds for the guest boot, default 2400), QEMU_EXTRA (more qemu-test.sh options),
+# A/B, see above), QEMU_TIMEOUT (seconds for the guest boot, default 2400), QEMU_EXTRA (more qemu-bench.sh options),
 # N1/N2 (callgrind I/O
 # counts, default 20000/220000), CARGO_TARGET_DIR (default target/), CORE
 # (worker core, default the first allowed one).
@@ -177,7 +177,7 @@ while i < len(out):
 
 def owner(frames):
     for fn, loc in frames:
-        if "/emu/src/" in loc:
+        if "engine/src/emu/" in loc:
             return "emu"
         if "engine/src/" in loc:
             return "driver"
@@ -189,7 +189,7 @@ def owner(frames):
             continue
         return "other"
     outer = frames[-1][0] if frames else ""
-    if "nvme_emu::" in outer or re.search(r"emu_(read|write)32", outer):
+    if "nvme_engine::emu::" in outer or re.search(r"emu_(read|write)32", outer):
         return "emu"
     if "nvme_engine::" in outer:
         return "driver"
@@ -204,7 +204,7 @@ for a, c in cost.items():
     o = owner(frames)
     # The emulator is measured inclusively through emu_read32/emu_write32;
     # driver code the emulator's device calls into (spec types) stays with it.
-    if any(re.search(r"emu_(read|write)32|nvme_emu::", fn) for fn, _ in frames):
+    if any(re.search(r"emu_(read|write)32|nvme_engine::emu::", fn) for fn, _ in frames):
         o = "emu"
     by[o] += c
     # The submit path: IoQueuePair::rw, out of line or inlined (addr2line
@@ -241,8 +241,8 @@ echo
 echo "== 3. QEMU guest (TCG, 1 vCPU, null-co namespace): nvme-perf (userspace, VFIO) vs fio (kernel driver), 4 KiB, ${QSECS}s per run, one boot"
 if [[ ${BENCH_QEMU:-1} == 0 ]]; then
 	echo "skipped (BENCH_QEMU=0)"
-elif [[ ! -x scripts/qemu-test.sh ]]; then
-	echo "skipped: scripts/qemu-test.sh is not in this tree"
+elif [[ ! -x scripts/qemu-bench.sh ]]; then
+	echo "skipped: scripts/qemu-bench.sh is not in this tree"
 else
 	# Commas separate transport ID keys (the guest splits arguments on
 	# spaces); ";" separates runs. ns:1 drives the namespace fio uses.
@@ -270,9 +270,9 @@ else
 	fi
 	# A boot runs every case AB_ROUNDS times per build plus the fio jobs
 	# (each bounded by runtime + 60 s in the guest): allow for all of them.
-	qemu_args=(--perf --null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs"
+	qemu_args=(--null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs"
 		--timeout "${QEMU_TIMEOUT:-2400}" --payload "$tmp/payload")
-	# More qemu-test.sh options, e.g. QEMU_EXTRA='--env PERF_FIO_ENGINES=libaio'.
+	# More qemu-bench.sh options, e.g. QEMU_EXTRA='--env PERF_FIO_ENGINES=libaio'.
 	# shellcheck disable=SC2206 # split on spaces on purpose
 	[[ -n ${QEMU_EXTRA:-} ]] && qemu_args+=($QEMU_EXTRA)
 	ab_label=""
@@ -302,7 +302,7 @@ else
 	fi
 	echo "(booting; the guest console is kept in ${QEMU_LOG:-bench-qemu.log})"
 	qrc=0
-	scripts/qemu-test.sh "${qemu_args[@]}" >"$log" 2>&1 || qrc=$?
+	scripts/qemu-bench.sh "${qemu_args[@]}" >"$log" 2>&1 || qrc=$?
 	cp "$log" "${QEMU_LOG:-bench-qemu.log}"
 	if [[ -n $ab_label ]]; then
 		b_bin=$(sed -n 's/^.*guest perf executable: //p' "$log" | tail -n 1)
@@ -310,114 +310,10 @@ else
 		echo "(B built: $(md5sum <"$b_bin" | cut -c1-12))"
 	fi
 	if ((qrc != 0)); then
-		echo "qemu-test.sh --perf exited with status $qrc (a failed or stalled job; rows below are what completed):"
+		echo "qemu-bench.sh exited with status $qrc (a failed or stalled job; rows below are what completed):"
 		grep -aE "FAILED|error" "$log" | tail -n 5 | sed 's/^/    /'
 	fi
-	python3 - "$log" "$ab_label" <<'PY'
-import json, statistics, sys
-
-# (workload, qd) -> tool -> [(iops, p50, p99, p99.9)], one entry per run.
-rows = {}
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    line = line.rstrip("\r\n")
-    if not line.startswith("BENCH-JSON "):
-        continue
-    parts = line.split(" ", 3)
-    try:
-        if parts[1].startswith("nvme-perf"):
-            j = json.loads(line.split(" ", 2)[2])
-            c, t = j["config"], j["total"]
-            pct = {round(p["percentile"], 3): p["us"] for p in t["latency_us"]["percentiles"]}
-            tool = {"nvme-perf:A": "nvme-perf A", "nvme-perf:B": "nvme-perf B"}.get(parts[1], "nvme-perf")
-            if c.get("options", {}).get("fua"):
-                tool += " FUA"
-            if any(x.get("shadow_doorbells", False) for x in j.get("controllers", [])):
-                tool += " shadow on"
-            key = (c["workload"], c["queue_depth"])
-            rows.setdefault(key, {}).setdefault(tool, []).append(
-                (t["iops"], pct.get(50.0), pct.get(99.0), pct.get(99.9)))
-        elif parts[1] == "fio":
-            engine, j = parts[2], json.loads(parts[3])
-            job = j["jobs"][0]
-            rw = job["job options"]["rw"]
-            d = job["read" if rw == "randread" else "write"]
-            # A job with an error, or an I/O that took over a second (the
-            # kernel timed out and reset the queue), is not a fair peer figure.
-            if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
-                engine += " FAILED/stalled"
-            pct = d["lat_ns"].get("percentile", {})
-            us = lambda k: pct[k] / 1000 if k in pct else None
-            qd = int(job["job options"]["iodepth"])
-            rows.setdefault((rw, qd), {}).setdefault("fio " + engine, []).append(
-                (float(d["iops"]), us("50.000000"), us("99.000000"), us("99.900000")))
-    except (KeyError, ValueError, IndexError) as e:
-        print(f"(unparsable BENCH-JSON line: {e})")
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    # The journal example: QD1 FUA commits through a reactor, and the same
-    # writes in direct mode in the same process (sequential LBAs).
-    if line.startswith("journal-summary "):
-        kv = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
-        try:
-            qd = int(kv["depth"])
-            rows.setdefault(("randwrite", qd), {}).setdefault("journal, reactor (FUA)", []).append(
-                (None, float(kv["p50_us"]), float(kv["p99_us"]), None))
-            rows[("randwrite", qd)].setdefault("journal, direct mode (FUA)", []).append(
-                (None, float(kv["direct_p50_us"]), float(kv["direct_p99_us"]), None))
-        except (KeyError, ValueError) as e:
-            print(f"(unparsable journal-summary line: {e})")
-
-def med(runs, i):
-    v = [r[i] for r in runs if r[i] is not None]
-    return statistics.median(v) if v else None
-
-def f(v, fmt):
-    return fmt.format(v) if v is not None else "-".rjust(len(fmt.format(0)))
-
-def ratio(a, b):
-    return f"{a / b:.2f}x" if a is not None and b else "-"
-
-if sys.argv[2]:
-    print(sys.argv[2])
-hdr = f"{'workload':<10} {'QD':>3}  {'tool':<30} {'IOPS':>9} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}"
-print(hdr)
-order = lambda t: (not t.startswith("nvme-perf"), t)
-for key in sorted(rows):
-    r = rows[key]
-    for tool in sorted(r, key=order):
-        runs = r[tool]
-        if len(runs) > 1:
-            for n, (iops, p50, p99, p999) in enumerate(runs, 1):
-                print(f"{key[0]:<10} {key[1]:>3}  {tool + f' run {n}':<30} {f(iops, '{:9.0f}')} "
-                      f"{f(p50, '{:8.1f}')} {f(p99, '{:8.1f}')} {f(p999, '{:9.1f}')}")
-        label = tool + (" median" if len(runs) > 1 else "")
-        print(f"{key[0]:<10} {key[1]:>3}  {label:<30} {f(med(runs, 0), '{:9.0f}')} "
-              f"{f(med(runs, 1), '{:8.1f}')} {f(med(runs, 2), '{:8.1f}')} {f(med(runs, 3), '{:9.1f}')}")
-    if "nvme-perf A" in r and "nvme-perf B" in r:
-        a, b = r["nvme-perf A"], r["nvme-perf B"]
-        print(f"{'':<15} B/A: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
-              f"p99 {ratio(med(b, 2), med(a, 2))}, p99.9 {ratio(med(b, 3), med(a, 3))} (medians)")
-    ours_t = "nvme-perf B" if "nvme-perf B" in r else "nvme-perf"
-    fua_t = ours_t + " FUA" if ours_t + " FUA" in r else ours_t
-    if "journal, reactor (FUA)" in r and fua_t in r and med(r[fua_t], 1):
-        j, n = med(r["journal, reactor (FUA)"], 1), med(r[fua_t], 1)
-        print(f"{'':<15} journal p50 / {fua_t} p50: {j / n:.2f}x (target <= 1.10x)")
-    if ours_t + " shadow on" in r and ours_t in r:
-        a, b = r[ours_t], r[ours_t + " shadow on"]
-        print(f"{'':<15} shadow doorbells on/off: IOPS {ratio(med(b, 0), med(a, 0))}, p50 {ratio(med(b, 1), med(a, 1))}, "
-              f"p99 {ratio(med(b, 2), med(a, 2))} (medians)")
-    fios = {t: v for t, v in r.items() if t.startswith("fio") and "FAILED" not in t}
-    if ours_t in r and fios:
-        best_t, best = max(fios.items(), key=lambda kv: med(kv[1], 0))
-        ours = r[ours_t]
-        print(f"{'':<15} {ours_t} / best fio ({best_t}): IOPS {ratio(med(ours, 0), med(best, 0))}, "
-              f"p99 {f(med(ours, 2), '{:.1f}')} vs {f(med(best, 2), '{:.1f}')} us")
-    stalled = [t for t in r if "FAILED" in t]
-    if stalled:
-        print(f"{'':<15} (not compared: {', '.join(stalled)})")
-    print()
-if not rows:
-    print("no results: see the console log")
-PY
+	python3 scripts/qemu/bench_json.py compare "$log" "$ab_label"
 fi
 fi
 

@@ -4,6 +4,7 @@
 #
 #   scripts/fio-headers.sh            install fio if missing, fetch and configure its source
 #   scripts/fio-headers.sh --print    print the configured source directory and exit
+#                                     (installs nothing; fails when not provisioned)
 #
 # What it does, each step only when needed (it is idempotent):
 #   1. installs the Debian package fio (and dpkg-dev, which unpacks sources);
@@ -15,6 +16,7 @@
 # The nvme-fio build (fio/build.rs) reads that directory; NVME_FIO_SRC=<dir>
 # points it at another configured fio source tree instead.
 # Steps 1 and 2 need root; without it the script prints the command to run.
+# scripts/provision.sh runs it with the other host packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -46,43 +48,18 @@ as_root() {
 	fi
 }
 
-# Wait for another apt/dpkg run to let go of the lock (at most two minutes).
-wait_for_dpkg() {
-	local i
-	for ((i = 0; i < 60; i++)); do
-		if ! fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; then
-			return 0
-		fi
-		((i == 0)) && log "waiting for another apt/dpkg run to finish"
-		sleep 2
-	done
-	die "apt/dpkg has been locked for two minutes; retry when the other package run is done"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
 
-installed() {
-	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
-
-APT_UPDATED=0
+# apt-get update, again if it ran before (a deb-src entry was just added).
 apt_update() {
-	wait_for_dpkg
-	log "apt-get update"
-	as_root apt-get update -qq || die "apt-get update failed: check the network and /etc/apt/sources.list*"
-	APT_UPDATED=1
+	APT_UPDATED=0
+	apt_update_once
 }
 
-ensure_packages() {
-	local missing=() p
-	for p in "$@"; do installed "$p" || missing+=("$p"); done
-	[[ ${#missing[@]} == 0 ]] && return 0
-	[[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]}; install them with: sudo apt-get install --no-install-recommends ${missing[*]}"
-	[[ $APT_UPDATED == 1 ]] || apt_update
-	wait_for_dpkg
-	log "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-		die "apt-get install ${missing[*]} failed"
-}
-
+if [[ $PRINT == 1 ]] && ! installed fio; then
+	die "fio is not installed; run scripts/provision.sh (or scripts/fio-headers.sh as root)"
+fi
 ensure_packages fio
 PKG_VERSION=$(dpkg-query -W -f='${Version}' fio)          # 3.33-3
 UPSTREAM=$(fio --version | sed -n 's/^fio-\([0-9][0-9.]*\).*/\1/p') # 3.33

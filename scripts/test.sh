@@ -5,10 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The fio ioengine (fio/) builds against the installed fio's headers:
-# install fio and fetch its source once (cached in scripts/.cache/fio-src).
-echo "== fio headers for the nvme-fio ioengine"
-scripts/fio-headers.sh
+# Host packages, once and cached (idempotent; installing needs root, as in
+# CI): fio and its headers, which the fio ioengine (fio/) builds against, the
+# linters and shells of setup_test.sh, and for the QEMU guest test qemu,
+# busybox and the guest kernel. Nothing after this installs anything.
+echo "== provision (scripts/provision.sh)"
+if [ "${NVME_ENGINE_SKIP_QEMU:-0}" = 1 ]; then
+	scripts/provision.sh --test
+else
+	scripts/provision.sh --test --qemu
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,8 +28,8 @@ echo "== setup.sh on a fake sysfs (sh, dash, bash --posix, busybox sh; shellchec
 scripts/tests/setup_test.sh
 
 # The real-device tests, setup.sh and the no-IOMMU path, inside a QEMU guest
-# whose NVMe controller is QEMU's own (installs qemu, busybox and the guest
-# kernel on first use; needs root for apt-get). NVME_ENGINE_SKIP_QEMU=1 skips it.
+# whose NVMe controller is QEMU's own (provisioned above).
+# NVME_ENGINE_SKIP_QEMU=1 skips it.
 if [ "${NVME_ENGINE_SKIP_QEMU:-0}" = 1 ]; then
 	echo "== QEMU guest test: skipped (NVME_ENGINE_SKIP_QEMU=1)"
 else

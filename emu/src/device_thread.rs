@@ -29,21 +29,13 @@ pub(crate) fn spawn(
     batch: u32,
     core: Option<usize>,
 ) -> Result<JoinHandle<()>, EmuError> {
-    if let Some(id) = core {
-        // Only CPUs in the affinity set can be pinned to (and the pinning
-        // call cannot even represent CPUs beyond its set size).
-        let allowed = core_affinity::get_core_ids().unwrap_or_default();
-        if !allowed.iter().any(|c| c.id == id) {
-            return Err(EmuError::Pin { core: id });
-        }
-    }
     let name = format!("{}-device", shared.state.name);
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let pinned =
-                core.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+            // Only CPUs in the affinity set can be pinned to (checked there).
+            let pinned = core.is_none_or(|id| nvme_engine::cpu::pin_current_thread(id).is_ok());
             let _ = tx.send(pinned);
             if pinned {
                 run(&shared, idle, batch);

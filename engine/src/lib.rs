@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: NVMe specification types (registers, queue entries, identify
 //!   data, status codes, log pages).
+//! - [`cpu`]: the CPUs the process may use, pinning, helper-thread CPUs.
 //! - [`device`]: the transport seam (register access and DMA mapping).
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
@@ -10,6 +11,7 @@
 //! The emulated NVMe controller every tool opens by default lives in its own
 //! crate, `nvme-emu`.
 
+pub mod cpu;
 pub mod device;
 pub mod dma;
 pub mod driver;

@@ -134,7 +134,7 @@ fn help_prints_usage_and_runs_nothing() {
     for exe in ALL {
         let out = run(exe, &["--help"]);
         assert!(out.contains("Usage:"), "{exe}: {out}");
-        assert!(out.contains("[PCI]"), "{exe}: {out}");
+        assert!(out.contains("-r, --transport-id <TRID>"), "{exe}: {out}");
         assert!(!out.contains("device:"), "{exe} ran on --help: {out}");
     }
 }
@@ -154,7 +154,7 @@ fn unknown_arguments_are_refused_by_name() {
 fn journal_records_of_exactly_the_maximum_transfer_commit_and_read_back() {
     let out = run(
         env!("CARGO_BIN_EXE_journal"),
-        &["--record-bytes", "524288", "--records", "8"],
+        &["--record-bytes", "2097152", "--records", "8"],
     );
     assert!(
         out.contains("read back 8 records: 8 intact, 0 damaged"),
@@ -167,9 +167,9 @@ fn journal_records_of_exactly_the_maximum_transfer_commit_and_read_back() {
 fn journal_refuses_records_larger_than_the_maximum_transfer() {
     let (_, err) = run_failing(
         env!("CARGO_BIN_EXE_journal"),
-        &["--record-bytes", "1048576", "--records", "4"],
+        &["--record-bytes", "4194304", "--records", "4"],
     );
-    assert!(err.contains("maximum transfer of 524288 bytes"), "{err}");
+    assert!(err.contains("maximum transfer of 2097152 bytes"), "{err}");
 }
 
 /// Failed commits are counted apart, never as committed, are not read
@@ -230,4 +230,49 @@ fn journal_can_skip_the_read_back_for_devices_that_discard_data() {
     );
     assert!(out.contains("read back skipped (--no-read-back)"), "{out}");
     assert!(!out.contains("intact"), "{out}");
+}
+
+fn refused(exe: &str, args: &[&str]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("example starts");
+    assert!(!out.status.success(), "{exe} {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn examples_open_the_controller_a_transport_id_names() {
+    let out = run(
+        env!("CARGO_BIN_EXE_hello_world"),
+        &["-r", "trtype:emu size:16M lba:4096 mode:inline"],
+    );
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("emulated (RAM, inline, 1 x 16 MiB, 4096-byte blocks)"),
+        "{first}"
+    );
+    assert!(out.contains("4096 blocks of 4096 bytes"), "{out}");
+    assert!(out.contains("compare: identical"), "{out}");
+}
+
+#[test]
+fn bad_transport_ids_and_bare_pci_addresses_are_refused_with_the_spelling_to_use() {
+    let exe = env!("CARGO_BIN_EXE_identify");
+    let e = refused(exe, &["-r", "trtype:foo"]);
+    assert!(e.contains("trtype must be PCIe or emu"), "{e}");
+    let e = refused(exe, &["0000:04:00.0"]);
+    assert!(e.contains("-r 'trtype:PCIe traddr:0000:04:00.0'"), "{e}");
+    let e = refused(exe, &["--bogus"]);
+    assert!(e.contains("unexpected argument '--bogus'"), "{e}");
+    let e = refused(
+        env!("CARGO_BIN_EXE_journal"),
+        &[
+            "-r",
+            "trtype:PCIe traddr:0000:04:00.0",
+            "--fail-writes",
+            "0.1",
+        ],
+    );
+    assert!(e.contains("--fail-writes injects faults"), "{e}");
 }

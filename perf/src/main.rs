@@ -11,6 +11,7 @@ mod discover;
 mod hot;
 mod json;
 mod memory;
+mod options;
 mod pattern;
 mod placement;
 mod plan;

@@ -29,10 +29,8 @@ pub fn place(
         let core = match r {
             Some(c) => *c,
             None => {
-                let free = allowed
-                    .iter()
-                    .copied()
-                    .find(|c| !workers.contains(c) && !taken.contains(c));
+                let busy: Vec<usize> = workers.iter().chain(&taken).copied().collect();
+                let free = nvme_engine::cpu::free_cpu(allowed, &busy);
                 let c = free
                     .or_else(|| fallback.next().copied())
                     .or_else(|| allowed.first().copied())

@@ -64,6 +64,34 @@ pub fn describe(state: BlockState) -> String {
 
 /// Print the report; `latency` is the -L count.
 pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
+    table(out, s)?;
+    if latency >= 1 {
+        for r in &s.rows {
+            percentiles(out, r)?;
+        }
+    }
+    if latency >= 2 {
+        for r in &s.rows {
+            histogram(out, r)?;
+        }
+    }
+    cores(out, s)?;
+    controllers(out, s)?;
+    failed(out, s)?;
+    verify_pass(out, s)?;
+    verify_reads(out, s)?;
+    if s.lost > 0 {
+        writeln!(
+            out,
+            "\nWarning: {} commands never completed, not even through a timeout, abort or reset (the device may be hung)",
+            s.lost
+        )?;
+    }
+    Ok(())
+}
+
+/// The table: one row per namespace per core, then the total.
+fn table(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let width = s
         .rows
         .iter()
@@ -89,16 +117,11 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
     writeln!(out, "{RULE}")?;
     row_line(out, width, &s.total)?;
     writeln!(out)?;
-    if latency >= 1 {
-        for r in &s.rows {
-            percentiles(out, r)?;
-        }
-    }
-    if latency >= 2 {
-        for r in &s.rows {
-            histogram(out, r)?;
-        }
-    }
+    Ok(())
+}
+
+/// Each worker core's loop share, failures and queue-pair counters.
+fn cores(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     for c in &s.cores {
         writeln!(
             out,
@@ -143,6 +166,11 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             q.resubmitted
         )?;
     }
+    Ok(())
+}
+
+/// Each controller's health, resets and injected faults.
+fn controllers(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     for c in &s.controllers {
         let faults: Vec<String> = c
             .faults
@@ -162,6 +190,11 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             }
         )?;
     }
+    Ok(())
+}
+
+/// Failed I/O by status and kind, per row.
+fn failed(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     if s.total.failed > 0 {
         writeln!(
             out,
@@ -177,6 +210,11 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The verify pass before the run (`--verify`).
+fn verify_pass(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     let v = &s.total.verify;
     if v.pass_blocks > 0 {
         writeln!(
@@ -201,6 +239,12 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Reads checked during the run (`--verify`).
+fn verify_reads(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let v = &s.total.verify;
     if v.checked + v.unverified + v.mismatches > 0 {
         let reads = v.checked + v.unverified;
         writeln!(
@@ -221,13 +265,6 @@ pub fn print(out: &mut dyn Write, s: &Summary, latency: u8) -> io::Result<()> {
                 )?;
             }
         }
-    }
-    if s.lost > 0 {
-        writeln!(
-            out,
-            "\nWarning: {} commands never completed, not even through a timeout, abort or reset (the device may be hung)",
-            s.lost
-        )?;
     }
     Ok(())
 }

@@ -151,17 +151,37 @@ pub struct WorkerPlan {
 /// device thread yields.
 pub const YIELD_AFTER_IDLE: u32 = 32;
 
+/// Pin the worker, allocate its DMA pools and create its queue pairs: one
+/// job per queue pair.
 fn setup(
     plan: &WorkerPlan,
     ctrls: &[Controller<PerfDevice>],
     p: &RunParams,
 ) -> Result<(Vec<Job>, Vec<Option<DmaPool>>)> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: plan.core }) {
-        bail!(
-            "cannot pin the worker thread to core {}; check the core is online and allowed",
-            plan.core
-        );
+    nvme_engine::cpu::pin_current_thread(plan.core)
+        .with_context(|| format!("cannot pin the worker thread to core {}", plan.core))?;
+    let mut pools = create_pools(plan, ctrls, p)?;
+    let mut jobs = Vec::new();
+    for jp in &plan.jobs {
+        let ctrl = &ctrls[jp.target];
+        let device = nvme_engine::Device::name(ctrl.device());
+        let pool = pools[jp.target]
+            .as_mut()
+            .ok_or_else(|| anyhow!("no DMA pool for {device}"))?;
+        for _ in 0..p.qpairs {
+            jobs.push(new_job(plan, jp, ctrl, &device, pool, p)?);
+        }
     }
+    divide_among_qpairs(&mut jobs, p);
+    Ok((jobs, pools))
+}
+
+/// One DMA pool per controller the worker drives, sized for its buffers.
+fn create_pools(
+    plan: &WorkerPlan,
+    ctrls: &[Controller<PerfDevice>],
+    p: &RunParams,
+) -> Result<Vec<Option<DmaPool>>> {
     let block_bytes = p.io_size.next_power_of_two().max(4096).max(p.alignment);
     let mut pools: Vec<Option<DmaPool>> = (0..ctrls.len()).map(|_| None).collect();
     for (t, pool) in pools.iter_mut().enumerate() {
@@ -177,72 +197,77 @@ fn setup(
             })?);
         }
     }
-    let mut jobs = Vec::new();
-    for jp in &plan.jobs {
-        let ctrl = &ctrls[jp.target];
-        let device = nvme_engine::Device::name(ctrl.device());
-        let pool = pools[jp.target]
-            .as_mut()
-            .ok_or_else(|| anyhow!("no DMA pool for {device}"))?;
-        for _ in 0..p.qpairs {
-            let qp = ctrl
-                .create_io_qpair(QueuePairOptions {
-                    entries: Some(p.queue_entries),
-                })
-                .with_context(|| {
-                    format!(
-                        "core {}: cannot create an I/O queue pair on {device}",
-                        plan.core
-                    )
-                })?;
-            if qp.capacity() < p.queue_depth {
-                bail!(
-                    "{device}: the I/O queue holds {} commands, fewer than queue depth {}; lower -q or raise --io-queue-size",
-                    qp.capacity(),
-                    p.queue_depth
-                );
-            }
-            let mut slots = Vec::with_capacity(p.queue_depth);
-            let mut free: FreeList = Vec::with_capacity(p.queue_depth);
-            for _ in 0..p.queue_depth {
-                // A block of at least the alignment is aligned to it; the
-                // window is the I/O.
-                let mut buf = pool
-                    .alloc(p.io_size.max(p.alignment))
-                    .with_context(|| format!("core {}: DMA buffer for {device}", plan.core))?;
-                if !buf.set_window(0, p.io_size) {
-                    bail!("core {}: DMA buffer smaller than the I/O size", plan.core);
-                }
-                // Written blocks differ from never-written (zero) ones.
-                buf.fill(0xA5);
-                free.push((slots.len() as u32, buf));
-                slots.push(Slot {
-                    start: 0,
-                    unit: 0,
-                    generation: GEN_NONE,
-                    read: true,
-                });
-            }
-            jobs.push(Job {
-                qp,
-                ns: jp.ns.clone(),
-                device: device.clone(),
-                row: jp.row,
-                start_lba: jp.start_lba,
-                units: jp.units,
-                blocks: (p.io_size / jp.ns.block_size as usize) as u64,
-                seq: 0,
-                slots,
-                // The lowest slot is taken first.
-                free: free.into_iter().rev().collect::<Vec<_>>(),
-                gens: Vec::new(),
-                zipf: None,
-                dead: false,
-            });
-        }
+    Ok(pools)
+}
+
+/// A queue pair on `ctrl` for job `jp`, with one buffer per slot.
+fn new_job(
+    plan: &WorkerPlan,
+    jp: &JobPlan,
+    ctrl: &Controller<PerfDevice>,
+    device: &str,
+    pool: &mut DmaPool,
+    p: &RunParams,
+) -> Result<Job> {
+    let qp = ctrl
+        .create_io_qpair(QueuePairOptions {
+            entries: Some(p.queue_entries),
+        })
+        .with_context(|| {
+            format!(
+                "core {}: cannot create an I/O queue pair on {device}",
+                plan.core
+            )
+        })?;
+    if qp.capacity() < p.queue_depth {
+        bail!(
+            "{device}: the I/O queue holds {} commands, fewer than queue depth {}; lower -q or raise --io-queue-size",
+            qp.capacity(),
+            p.queue_depth
+        );
     }
-    // With several queue pairs on one namespace, each takes its own slice of
-    // the worker's share so verified units never race.
+    let mut slots = Vec::with_capacity(p.queue_depth);
+    let mut free: FreeList = Vec::with_capacity(p.queue_depth);
+    for _ in 0..p.queue_depth {
+        // A block of at least the alignment is aligned to it; the
+        // window is the I/O.
+        let mut buf = pool
+            .alloc(p.io_size.max(p.alignment))
+            .with_context(|| format!("core {}: DMA buffer for {device}", plan.core))?;
+        if !buf.set_window(0, p.io_size) {
+            bail!("core {}: DMA buffer smaller than the I/O size", plan.core);
+        }
+        // Written blocks differ from never-written (zero) ones.
+        buf.fill(0xA5);
+        free.push((slots.len() as u32, buf));
+        slots.push(Slot {
+            start: 0,
+            unit: 0,
+            generation: GEN_NONE,
+            read: true,
+        });
+    }
+    Ok(Job {
+        qp,
+        ns: jp.ns.clone(),
+        device: device.to_string(),
+        row: jp.row,
+        start_lba: jp.start_lba,
+        units: jp.units,
+        blocks: (p.io_size / jp.ns.block_size as usize) as u64,
+        seq: 0,
+        slots,
+        // The lowest slot is taken first.
+        free: free.into_iter().rev().collect::<Vec<_>>(),
+        gens: Vec::new(),
+        zipf: None,
+        dead: false,
+    })
+}
+
+/// With several queue pairs on one namespace, each takes its own slice of
+/// the worker's share so verified units never race.
+fn divide_among_qpairs(jobs: &mut [Job], p: &RunParams) {
     let mut i = 0;
     while i < jobs.len() {
         let (row, start, units) = (jobs[i].row, jobs[i].start_lba, jobs[i].units);
@@ -259,7 +284,6 @@ fn setup(
         }
         i += n as usize;
     }
-    Ok((jobs, pools))
 }
 
 /// Run one worker: set up, report readiness through `ready`, wait for the
@@ -326,25 +350,7 @@ pub fn run(
         r.flush();
         r.set_reads(p.read_percent);
     }
-    let mut qpair = QueuePairStats::default();
-    let mut qpairs = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        qpair += job.qp.stats();
-        qpairs.push(QpairReport {
-            device: job.device.clone(),
-            nsid: job.ns.id,
-            qid: job.qp.qid(),
-            stats: *job.qp.stats(),
-        });
-    }
-    // Commands still outstanding, and (never expected) buffers the driver
-    // did not hand back.
-    let lost: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum::<u64>() + cx.lost_buffers;
-    for job in jobs {
-        // Commands the device never completed come back here (Command
-        // Aborted due to SQ Deletion); they are already counted as lost.
-        let _ = job.qp.delete_with(|_| {});
-    }
+    let (qpair, qpairs, lost) = tear_down(jobs, cx.lost_buffers);
     Ok(WorkerResult {
         core: plan.core,
         rows,
@@ -358,4 +364,29 @@ pub fn run(
         qpair,
         qpairs,
     })
+}
+
+/// Every queue pair's counters, their sum, and the commands (and, never
+/// expected, buffers) lost; then delete the queue pairs.
+fn tear_down(jobs: Vec<Job>, lost_buffers: u64) -> (QueuePairStats, Vec<QpairReport>, u64) {
+    let mut qpair = QueuePairStats::default();
+    let mut qpairs = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        qpair += job.qp.stats();
+        qpairs.push(QpairReport {
+            device: job.device.clone(),
+            nsid: job.ns.id,
+            qid: job.qp.qid(),
+            stats: *job.qp.stats(),
+        });
+    }
+    // Commands still outstanding, and (never expected) buffers the driver
+    // did not hand back.
+    let lost: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum::<u64>() + lost_buffers;
+    for job in jobs {
+        // Commands the device never completed come back here (Command
+        // Aborted due to SQ Deletion); they are already counted as lost.
+        let _ = job.qp.delete_with(|_| {});
+    }
+    (qpair, qpairs, lost)
 }

@@ -1,6 +1,6 @@
 //! Core selection and pinning: parsing a core list (`"0,2-3"`, optionally
 //! bracketed as `"[0,2-3]"`) or a hex mask (`"0x3"`), checking it against the CPU set the process may run on,
-//! and pinning a reactor thread to its core with `core_affinity`.
+//! and pinning a reactor thread to its core (through `nvme_engine::cpu`).
 //!
 //! The allowed set is read once, when a reactor set starts, from the calling
 //! thread's affinity mask (`sched_getaffinity` underneath). Pinning is
@@ -193,16 +193,7 @@ pub struct AllowedCores {
 impl AllowedCores {
     /// Read the calling thread's affinity mask.
     pub fn current() -> Result<Self, CoreError> {
-        let mut cores: Vec<usize> = core_affinity::get_core_ids()
-            .ok_or(CoreError::AffinityUnavailable)?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        if cores.is_empty() {
-            return Err(CoreError::AffinityUnavailable);
-        }
-        cores.sort_unstable();
-        cores.dedup();
+        let cores = nvme_engine::cpu::allowed_cpus().map_err(|_| CoreError::AffinityUnavailable)?;
         Ok(AllowedCores { cores })
     }
 
@@ -233,37 +224,14 @@ impl fmt::Display for AllowedCores {
 
 /// Pin the calling thread to `core`.
 pub fn pin_current_thread(core: usize) -> Result<(), CoreError> {
-    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        Ok(())
-    } else {
-        Err(CoreError::PinFailed { core })
-    }
+    nvme_engine::cpu::pin_current_thread(core).map_err(|_| CoreError::PinFailed { core })
 }
 
 /// Format cores as a compact list: `[0,1,2,5]` → `"0-2,5"` (input order
 /// kept, consecutive ascending runs merged). The inverse of the list form
 /// [`CoreSpec::parse`] accepts.
 pub fn format_cores(cores: &[usize]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < cores.len() {
-        let start = cores[i];
-        let mut end = start;
-        while i + 1 < cores.len() && cores[i + 1] == end + 1 {
-            i += 1;
-            end = cores[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if end == start {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}-{end}"));
-        }
-        i += 1;
-    }
-    out
+    nvme_engine::cpu::format_cpus(cores)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!
 //! A [`ReactorSet`] starts one reactor thread per configured core
 //! ([`CoreSpec`]: `"0,2-3"` or `"0x3"`, checked against the process's
-//! allowed CPU set, pinned with `core_affinity` when [`ReactorConfig::pin`]
+//! allowed CPU set, pinned through `nvme_engine::cpu` when [`ReactorConfig::pin`]
 //! is set). Each reactor creates, **on its own thread**, one I/O queue pair
 //! and one DMA pool per attached controller (the pool serves reactor-local
 //! I/O, below). Nothing on the I/O path is

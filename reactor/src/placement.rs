@@ -39,7 +39,7 @@ impl DevicePlacement {
     /// lowest allowed core outside `busy` for a spinning device thread, or
     /// the inline device when there is none.
     pub fn for_busy_cores(allowed: &[usize], busy: &[usize]) -> Self {
-        match allowed.iter().copied().find(|c| !busy.contains(c)) {
+        match nvme_engine::cpu::free_cpu(allowed, busy) {
             Some(core) => DevicePlacement::Thread { core },
             None => DevicePlacement::Inline,
         }

@@ -10,9 +10,9 @@
 # Benchmarks print; they assert nothing.
 #
 # On the host:  scripts/qemu/guest-fio.sh [SECONDS per run, default 5]
-#   boots the guest with scripts/qemu-test.sh --perf --script <this file>,
+#   boots the guest with scripts/qemu-bench.sh --script <this file>,
 #   keeps the console in $QEMU_FIO_LOG (default bench-fio-qemu.log) and
-#   prints the table. scripts/bench.sh runs it as section 4.
+#   prints the table (scripts/qemu/bench_json.py fio). scripts/bench.sh runs it as section 4.
 # In the guest (as /payload/run.sh): runs the jobs, one "BENCH-JSON" console
 #   line per run (the format of guest-perf.sh). fio's null engine runs first
 #   as the measure of fio's own cost per I/O.
@@ -27,85 +27,14 @@ if [ ! -f /payload/lib.sh ]; then
 	trap 'rm -f "$tmp"' EXIT
 	echo "(booting; the guest console is kept in $log)"
 	rc=0
-	"$repo/scripts/qemu-test.sh" --perf --null --perf-qds "1 32" --perf-runtime "$secs" \
+	"$repo/scripts/qemu-bench.sh" --null --perf-qds "1 32" --perf-runtime "$secs" \
 		--script "$repo/scripts/qemu/guest-fio.sh" >"$tmp" 2>&1 || rc=$?
 	cp "$tmp" "$log"
 	if [ "$rc" -ne 0 ]; then
-		echo "qemu-test.sh exited with status $rc (rows below are what completed):"
+		echo "qemu-bench.sh exited with status $rc (rows below are what completed):"
 		grep -aE "FAILED|error|ERROR" "$tmp" | tail -n 8 | sed 's/^/    /'
 	fi
-	python3 - "$tmp" <<'PY'
-import json, sys
-
-rows = {}  # qd -> tool -> (iops, p50 us, p99 us, mean us)
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    line = line.rstrip("\r\n")
-    if not line.startswith("BENCH-JSON "):
-        continue
-    parts = line.split(" ", 3)
-    try:
-        if parts[1] == "nvme-perf":
-            j = json.loads(line.split(" ", 2)[2])
-            t = j["total"]
-            lat = t["latency_us"]
-            pct = {round(p["percentile"], 3): p["us"] for p in lat["percentiles"]}
-            qd = j["config"]["queue_depth"]
-            rows.setdefault(qd, {})["nvme-perf"] = (t["iops"], pct.get(50.0), pct.get(99.0), lat["average"])
-        elif parts[1] == "fio":
-            engine, j = parts[2], json.loads(parts[3])
-            job = j["jobs"][0]
-            d = job["read"]
-            if job.get("error", 0) != 0 or d["lat_ns"].get("max", 0) > 1e9:
-                engine += " FAILED/stalled"
-            pct = d["lat_ns"].get("percentile", {})
-            us = lambda k: pct[k] / 1000 if k in pct else None
-            qd = int(job["job options"]["iodepth"])
-            rows.setdefault(qd, {})["fio " + engine] = (
-                d["iops"], us("50.000000"), us("99.000000"), d["lat_ns"]["mean"] / 1000)
-    except (KeyError, ValueError, IndexError) as e:
-        print(f"(unparsable BENCH-JSON line: {e})")
-
-def f(v, fmt):
-    return fmt.format(v) if v is not None else "-"
-
-order = ["fio nvme-engine", "fio nvme-engine-batch", "nvme-perf", "fio null",
-         "fio io_uring-polled", "fio io_uring", "fio io_uring-batch"]
-print(f"{'QD':>3}  {'tool':<28} {'IOPS':>9} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
-for qd in sorted(rows):
-    r = rows[qd]
-    for tool in sorted(r, key=lambda t: (order.index(t) if t in order else 99, t)):
-        iops, p50, p99, mean = r[tool]
-        print(f"{qd:>3}  {tool:<28} {iops:>9.0f} {f(p50, '{:8.1f}')} {f(p99, '{:8.1f}')} {f(mean, '{:8.1f}')}")
-    perf = r.get("nvme-perf")
-    for name in ("fio nvme-engine", "fio nvme-engine-batch"):
-        eng = r.get(name)
-        if not (eng and perf and eng[0] and perf[0]):
-            continue
-        cpu = (1 / eng[0] - 1 / perf[0]) * 1e9
-        if qd == 1:
-            print(f"{'':5}{name} over nvme-perf: {(eng[1] - perf[1]) * 1000:.0f} ns p50 latency,"
-                  f" {(eng[3] - perf[3]) * 1000:.0f} ns mean latency per I/O; IOPS {eng[0] / perf[0]:.2f}x")
-        else:
-            print(f"{'':5}{name} over nvme-perf: {cpu:.0f} ns CPU time per I/O (1 vCPU saturated);"
-                  f" IOPS {eng[0] / perf[0]:.2f}x")
-    eng = r.get("fio nvme-engine")
-    null = r.get("fio null")
-    if eng and perf and null and null[0] and qd != 1:
-        # CPU time per I/O, one vCPU saturated: what the engine run costs
-        # beyond fio's own work (null engine), against nvme-perf's whole run.
-        glue = (1 / eng[0] - 1 / null[0]) * 1e9
-        print(f"{'':5}fio + engine minus fio null: {glue:.0f} ns per I/O (driver, device and the"
-              f" engine's glue), nvme-perf: {1e9 / perf[0]:.0f} ns per I/O")
-    kern = {t: v for t, v in r.items() if t.startswith("fio io_uring") and "FAILED" not in t}
-    ours = {t: v for t, v in r.items() if t.startswith("fio nvme-engine") and "FAILED" not in t}
-    if ours and kern:
-        best_t, best = max(kern.items(), key=lambda kv: kv[1][0])
-        our_t, our = max(ours.items(), key=lambda kv: kv[1][0])
-        print(f"{'':5}{our_t} / best kernel path ({best_t}): {our[0] / best[0]:.2f}x IOPS")
-    print()
-if not rows:
-    print("no results: see the console log")
-PY
+	python3 "$repo/scripts/qemu/bench_json.py" fio "$tmp"
 	exit "$rc"
 fi
 

@@ -81,9 +81,9 @@ EOF_RUNS
 	# direct-mode reference), when the host put it in the payload. A null-co
 	# namespace reads back zeros: no read-back check there.
 	if [ -x /payload/bin/journal ]; then
-		step "journal $bdf --records ${JOURNAL_RECORDS:-2000} ${JOURNAL_ARGS:---no-read-back}"
+		step "journal -r 'trtype:PCIe traddr:$bdf' --records ${JOURNAL_RECORDS:-2000} ${JOURNAL_ARGS:---no-read-back}"
 		# shellcheck disable=SC2086 # JOURNAL_ARGS is split on purpose
-		/payload/bin/journal "$bdf" --records "${JOURNAL_RECORDS:-2000}" ${JOURNAL_ARGS:---no-read-back} || rc=1
+		/payload/bin/journal -r "trtype:PCIe traddr:$bdf" --records "${JOURNAL_RECORDS:-2000}" ${JOURNAL_ARGS:---no-read-back} || rc=1
 	fi
 	run_setup reset || rc=1
 	return $rc

@@ -1,4 +1,4 @@
-# Booting the guest (bash, sourced by scripts/qemu-test.sh).
+# Booting the guest (bash, sourced by scripts/qemu-test.sh and scripts/qemu-bench.sh).
 #
 # The uncompressed kernel is booted directly (PVH entry, no firmware) on a q35
 # machine with one NVMe controller holding two namespaces, with or without an

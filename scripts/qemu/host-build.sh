@@ -1,5 +1,5 @@
-# Static guest executables built from the workspace (bash, sourced by
-# scripts/qemu-test.sh).
+# Guest executables built from the workspace (bash, sourced by
+# scripts/qemu-test.sh and scripts/qemu-bench.sh).
 #
 # The guest has no C library, so everything is linked statically against the
 # installed gnu target (+crt-static), in a target directory of its own so the
@@ -83,11 +83,12 @@ build_guest_perf() {
 # build_guest_fio_engine [--release]: the nvme-fio ioengine for the guest's
 # fio. It is a shared library that fio loads, so it is built for the host
 # (dynamic, like fio) and goes into /payload/bin with its libraries; fio comes
-# along (PAYLOAD_FIO). Needs fio's headers: scripts/fio-headers.sh provides them.
+# along (PAYLOAD_FIO). Needs fio's headers: scripts/provision.sh --fio provides them.
 build_guest_fio_engine() {
 	local so dir=debug
 	[[ ${1:-} == --release ]] && dir=release
-	"$REPO/scripts/fio-headers.sh" || die "scripts/fio-headers.sh failed: the fio ioengine cannot be built"
+	"$REPO/scripts/fio-headers.sh" --print >/dev/null 2>&1 ||
+		die "fio's headers are not provisioned, so the fio ioengine cannot be built: run scripts/provision.sh --fio (as root) first"
 	log "cargo build ${1:-} -p nvme-fio (fio ioengine for the guest)"
 	(cd "$REPO" && cargo build -q ${1:+"$1"} -p nvme-fio) || die "cargo build -p nvme-fio failed"
 	so=${CARGO_TARGET_DIR:-$REPO/target}/$dir/libnvme_fio.so

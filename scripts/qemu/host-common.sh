@@ -1,4 +1,5 @@
-# Common functions of the QEMU test harness (bash, sourced by scripts/qemu-test.sh).
+# Common functions of the QEMU guest harness (bash, sourced by scripts/qemu-test.sh
+# and scripts/qemu-bench.sh).
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the variables here are used by the other host-*.sh files
 
@@ -6,13 +7,15 @@
 QEMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$QEMU_DIR/../.." && pwd)
 CACHE=${NVME_ENGINE_QEMU_CACHE:-$REPO/scripts/.cache}
+# The entry point, for log lines: qemu-test or qemu-bench.
+HARNESS=$(basename "$0" .sh)
 
 log() {
-	printf '[qemu-test] %s\n' "$*" >&2
+	printf '[%s] %s\n' "$HARNESS" "$*" >&2
 }
 
 die() {
-	printf '[qemu-test] ERROR: %s\n' "$*" >&2
+	printf '[%s] ERROR: %s\n' "$HARNESS" "$*" >&2
 	exit 1
 }
 

@@ -1,4 +1,5 @@
-# Guest initramfs assembly (bash, sourced by scripts/qemu-test.sh).
+# Guest initramfs assembly (bash, sourced by scripts/qemu-test.sh and
+# scripts/qemu-bench.sh).
 #
 # The guest's initrd is three concatenated archives:
 #   1. base.cpio.gz  busybox-static, /init, bash, the kernel modules; gzip'd and

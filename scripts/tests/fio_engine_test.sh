@@ -10,7 +10,7 @@
 #
 # Usage: scripts/tests/fio_engine_test.sh [path/to/libnvme_fio.so]
 # Without an argument it builds the engine (cargo build -p nvme-fio).
-# Needs fio and its headers: scripts/fio-headers.sh.
+# Needs fio and its headers: scripts/provision.sh --fio.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
@@ -24,7 +24,7 @@ bad() {
 	[[ -f $WORK/out ]] && sed 's/^/    | /' "$WORK/out" | tail -n 25
 }
 
-command -v fio >/dev/null || { echo "fio is not installed: run scripts/fio-headers.sh" >&2; exit 1; }
+command -v fio >/dev/null || { echo "fio is not installed: run scripts/provision.sh --fio (as root)" >&2; exit 1; }
 SO=${1:-}
 if [[ -z $SO ]]; then
 	cargo build -q -p nvme-fio

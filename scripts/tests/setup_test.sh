@@ -7,8 +7,8 @@
 # can also fail probes or remove a device to exercise the retries.
 #
 # Runs setup.sh under every available POSIX shell (sh, dash, bash --posix,
-# busybox sh), then shellcheck on the scripts (installed with apt-get when
-# missing and running as root).
+# busybox sh), then shellcheck on the scripts (scripts/provision.sh --test
+# installs it; without it the check is skipped, except in CI).
 #
 # Usage: scripts/tests/setup_test.sh
 set -eu
@@ -569,14 +569,11 @@ test_shell() {
 	test_probe
 }
 
-# The scripts stay shellcheck-clean (installed when missing and root).
+# The scripts stay shellcheck-clean (scripts/provision.sh --test installs it).
 test_shellcheck() {
 	SHELL_NAME=shellcheck
-	if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		(apt-get install -y shellcheck || { apt-get update && apt-get install -y shellcheck; }) >/dev/null 2>&1 || true
-	fi
 	if ! command -v shellcheck >/dev/null 2>&1; then
-		if [ "${CI:-}" = true ]; then bad "shellcheck is not installed (apt-get install shellcheck)"; fi
+		if [ "${CI:-}" = true ]; then bad "shellcheck is not installed (run scripts/provision.sh --test)"; fi
 		printf 'setup_test: shellcheck not installed; skipped\n'
 		return
 	fi

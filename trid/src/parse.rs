@@ -5,13 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+mod emu;
+
 use std::path::PathBuf;
 
 use nvme_engine::vfio::PciAddress;
 
 use crate::error::TransportIdError;
-use crate::inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection};
-use crate::size::parse_size;
+use crate::inject::{DEFAULT_DELAY_ROUNDS, Injection};
 use crate::syntax::Syntax;
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu, shadow";
@@ -278,149 +279,6 @@ impl<'a> Parser<'a> {
                 no_iommu,
                 shadow_doorbells,
             },
-            nsid,
-        })
-    }
-
-    fn emu(&self, pairs: &[(String, &str)]) -> Result<TransportId, TransportIdError> {
-        let syntax = self.syntax;
-        let mut spec = EmuSpec::default();
-        let (mut nsid, mut count_key, mut idle_spin, mut threaded) = (None, None, None, true);
-        for (key, value) in pairs {
-            let value = *value;
-            match key.as_str() {
-                "trtype" => {}
-                "size" => {
-                    spec.size =
-                        parse_size(value).map_err(|e| self.bad(key, value, &e.to_string()))?;
-                    spec.size_given = true;
-                }
-                "ns" if !syntax.ns_counts_emu_namespaces() => nsid = Some(self.nsid(value)?),
-                "ns" | "namespaces" => {
-                    if let Some(other) = count_key.replace(key.as_str()) {
-                        return Err(self.bad(
-                            key,
-                            value,
-                            &format!("{other} and {key} both set the namespace count; give one"),
-                        ));
-                    }
-                    spec.namespaces = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_EMU_NAMESPACES).contains(n))
-                        .ok_or_else(|| {
-                            self.bad(key, value, "expected a namespace count 1..=1024")
-                        })?
-                }
-                "lba" => {
-                    spec.lba_size = match value {
-                        "512" => 512,
-                        "4096" | "4k" | "4K" => 4096,
-                        _ => return Err(self.bad(key, value, "expected 512 or 4096")),
-                    }
-                }
-                "null" => spec.null = self.flag(key, value)?,
-                "file" => spec.file = Some(PathBuf::from(value)),
-                "mode" => {
-                    threaded = match value.to_ascii_lowercase().as_str() {
-                        "threaded" => true,
-                        "inline" => false,
-                        _ => return Err(self.bad(key, value, "expected threaded or inline")),
-                    }
-                }
-                "recover" => spec.vanish_recovers = self.flag(key, value)?,
-                "sticky" => spec.fatal_sticky = self.flag(key, value)?,
-                "shadow" => spec.shadow_doorbells = self.flag(key, value)?,
-                "rounds" => {
-                    spec.delay_rounds =
-                        value
-                            .parse::<u32>()
-                            .ok()
-                            .filter(|&n| n > 0)
-                            .ok_or_else(|| {
-                                self.bad(
-                                    key,
-                                    value,
-                                    "expected a number of device rounds, at least 1",
-                                )
-                            })?
-                }
-                "core" => {
-                    spec.core =
-                        Some(value.parse::<usize>().map_err(|_| {
-                            self.bad(key, value, "expected a CPU number (0, 1, ...)")
-                        })?)
-                }
-                "idle" => {
-                    idle_spin = Some(match value.to_ascii_lowercase().as_str() {
-                        "spin" => true,
-                        "backoff" => false,
-                        _ => return Err(self.bad(key, value, "expected spin or backoff")),
-                    })
-                }
-                k if let Some(kind) = InjectKind::from_key(k) => {
-                    let i = Injection::parse(kind, value).ok_or_else(|| {
-                        self.bad(
-                            key,
-                            value,
-                            &format!(
-                                "expected the share of I/O commands hit by '{}', a fraction 0..=1 such as 0.01",
-                                kind.describe()
-                            ),
-                        )
-                    })?;
-                    spec.faults.push(i);
-                }
-                _ => return Err(self.unknown_key(key, "emu", EMU_KEYS)),
-            }
-        }
-        if spec.null && spec.file.is_some() {
-            return Err(self.bad(
-                "null",
-                "1",
-                "null and file backings exclude each other; drop one of them",
-            ));
-        }
-        if spec.size < spec.lba_size as u64 {
-            return Err(self.bad(
-                "size",
-                &spec.size.to_string(),
-                "a namespace needs at least one block",
-            ));
-        }
-        if let Some(n) = nsid.filter(|&n| n > spec.namespaces) {
-            return Err(self.bad(
-                "ns",
-                &n.to_string(),
-                &format!(
-                    "the emulated controller has {} namespace(s); add {}",
-                    spec.namespaces,
-                    syntax.kv("namespaces", &n.to_string())
-                ),
-            ));
-        }
-        let only_threaded = syntax.kv("mode", "threaded");
-        spec.mode = if threaded {
-            EmuRunMode::Threaded {
-                spin: idle_spin.unwrap_or(true),
-            }
-        } else if idle_spin.is_some() {
-            return Err(self.bad(
-                "idle",
-                "set",
-                &format!("idle applies to {only_threaded} only"),
-            ));
-        } else if let Some(c) = spec.core {
-            return Err(self.bad(
-                "core",
-                &c.to_string(),
-                &format!("core applies to {only_threaded} only (inline mode has no device thread)"),
-            ));
-        } else {
-            EmuRunMode::Inline
-        };
-        Ok(TransportId {
-            controller: ControllerId::Emu(spec),
             nsid,
         })
     }

@@ -1,6 +1,6 @@
 //! hello_world: write a block, read it back and compare, through a reactor.
 //!
-//! Usage: `hello_world [PCI address]` (no address: the emulated controller).
+//! Usage: `hello_world [-r TRANSPORT_ID]` (without -r: the built-in emulated controller).
 //! On a real device this overwrites the first 4 KiB of namespace 1.
 
 use anyhow::{Context, Result, bail};
@@ -30,10 +30,7 @@ impl Example for Hello {
     }
 
     fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
-        let ns = controller
-            .namespaces()
-            .first()
-            .context("the controller has no active namespace")?;
+        let ns = setup.namespace(&controller)?;
         let (nsid, block) = (ns.id, ns.block_size as usize);
         let len = block.max(4096);
         println!(
@@ -102,5 +99,5 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    run(args.device.pci.as_deref(), Hello)
+    run(&args.device, Hello)
 }

@@ -1,7 +1,7 @@
 //! identify: print controller and namespace data the way `nvme id-ctrl`
 //! and `nvme id-ns` users expect.
 //!
-//! Usage: `identify [PCI address]` (no address: the emulated controller).
+//! Usage: `identify [-r TRANSPORT_ID]` (without -r: the built-in emulated controller).
 
 use anyhow::Result;
 use clap::Parser;
@@ -108,7 +108,7 @@ impl Example for Identify {
         1
     }
 
-    fn run<D: Device>(self, controller: Controller<D>, _setup: &Setup) -> Result<()> {
+    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
         let cap = controller.cap();
         let vs = controller.version();
         println!("device    : {}", controller.device().name());
@@ -131,8 +131,11 @@ impl Example for Identify {
         );
         println!();
         print_controller(controller.identify());
+        // ns:N prints that namespace only.
         for ns in controller.namespaces() {
-            print_namespace(ns.id, &ns.identify);
+            if setup.nsid.is_none_or(|n| n == ns.id) {
+                print_namespace(ns.id, &ns.identify);
+            }
         }
         for skipped in controller.skipped_namespaces() {
             println!();
@@ -153,5 +156,5 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    run(args.device.pci.as_deref(), Identify)
+    run(&args.device, Identify)
 }

@@ -2,10 +2,10 @@
 //! write from an application thread through a pinned reactor, and reports
 //! commit latency percentiles.
 //!
-//! Usage: `journal [PCI address] [--records N] [--record-bytes B] [--depth D]
+//! Usage: `journal [-r TRANSPORT_ID] [--records N] [--record-bytes B] [--depth D]
 //! [--fail-writes P]` (`--help` for details; defaults: 2000 records of 4096
-//! bytes, one commit in flight; no address: the emulated controller). On a
-//! real device this overwrites the start of namespace 1.
+//! bytes, one commit in flight; without -r: the built-in emulated controller). On a
+//! real device this overwrites the start of namespace 1 (or of ns:N).
 //!
 //! A record counts as committed only when its write succeeded; failed
 //! records are counted apart, not read back, and make the exit status
@@ -61,10 +61,7 @@ impl Example for Journal {
     }
 
     fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
-        let ns = controller
-            .namespaces()
-            .first()
-            .context("the controller has no active namespace")?;
+        let ns = setup.namespace(&controller)?;
         let nsid = ns.id;
         let block = ns.block_size as usize;
         if self.record_bytes == 0 || !self.record_bytes.is_multiple_of(block) {
@@ -410,10 +407,10 @@ fn main() -> Result<()> {
         fail_writes: args.fail_writes,
         read_back: !args.no_read_back,
     };
-    if journal.fail_writes.is_some() && args.device.pci.is_some() {
+    if journal.fail_writes.is_some() && args.device.is_pcie() {
         bail!(
-            "--fail-writes injects faults into the built-in emulated controller; drop the PCI address to use it"
+            "--fail-writes injects faults into an emulated controller; drop the PCIe -r to use it"
         );
     }
-    run(args.device.pci.as_deref(), journal)
+    run(&args.device, journal)
 }

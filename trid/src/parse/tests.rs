@@ -1,6 +1,7 @@
 //! The keys, checks and messages of both spellings.
 
 use super::*;
+use crate::inject::InjectKind;
 
 fn cli(s: &str) -> Result<TransportId, TransportIdError> {
     TransportId::parse(s, Syntax::Cli)

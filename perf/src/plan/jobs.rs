@@ -1,5 +1,5 @@
 //! Checking the options against the opened controllers and dividing the
-//! namespaces among the workers.
+//! namespaces among the workers (one job per namespace per worker).
 
 #![forbid(unsafe_code)]
 
@@ -89,58 +89,75 @@ pub fn build(
     cores: &[usize],
     o: &PlanOptions,
 ) -> Result<(Vec<WorkerPlan>, Vec<RowInfo>)> {
-    let writes = o.workload.read_percent(o.read_percent) < 100;
     for t in targets {
-        let name = t.name();
-        let max = t.ctrl.max_transfer_bytes();
-        if o.io_size > max {
+        check_target(t, cores, o)?;
+    }
+    divide(targets, cores, o)
+}
+
+/// Check the I/O size, the workload and the queue count against one
+/// controller and its namespaces.
+fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
+    let writes = o.workload.read_percent(o.read_percent) < 100;
+    let name = t.name();
+    let max = t.ctrl.max_transfer_bytes();
+    if o.io_size > max {
+        bail!(
+            "IO size {} is above the maximum transfer of {name} ({}, from MDTS); use -o {} or less",
+            o.io_size,
+            format_size(max as u64),
+            format_size(max as u64)
+        );
+    }
+    if o.verify && t.null_data {
+        bail!(
+            "--verify cannot work on {name}: its null backing returns no data; drop null:1 from -r"
+        );
+    }
+    let queues = cores.len() * t.namespaces.len() * o.qpairs;
+    let granted = t.ctrl.io_queues_granted() as usize;
+    if queues > granted {
+        bail!(
+            "{queues} I/O queue pairs needed on {name} ({} cores x {} namespaces x -P {}) but the controller granted {granted}; use fewer cores, namespaces or queue pairs",
+            cores.len(),
+            t.namespaces.len(),
+            o.qpairs
+        );
+    }
+    for ns in &t.namespaces {
+        let bs = ns.block_size as usize;
+        if !o.io_size.is_multiple_of(bs) {
             bail!(
-                "IO size {} is above the maximum transfer of {name} ({}, from MDTS); use -o {} or less",
+                "IO size {} is not a multiple of the {bs}-byte LBA size of namespace {} on {name}; use a multiple of {bs}",
                 o.io_size,
-                format_size(max as u64),
-                format_size(max as u64)
+                ns.id
             );
         }
-        if o.verify && t.null_data {
+        if (o.io_size / bs) as u64 > ns.max_blocks_per_io as u64 {
             bail!(
-                "--verify cannot work on {name}: its null backing returns no data; drop null:1 from -r"
+                "IO size {} is above the {} blocks one command can move on namespace {} of {name}",
+                o.io_size,
+                ns.max_blocks_per_io,
+                ns.id
             );
         }
-        let queues = cores.len() * t.namespaces.len() * o.qpairs;
-        let granted = t.ctrl.io_queues_granted() as usize;
-        if queues > granted {
+        if writes && ns.read_only {
             bail!(
-                "{queues} I/O queue pairs needed on {name} ({} cores x {} namespaces x -P {}) but the controller granted {granted}; use fewer cores, namespaces or queue pairs",
-                cores.len(),
-                t.namespaces.len(),
-                o.qpairs
+                "namespace {} of {name} is write protected; use -w read or randread",
+                ns.id
             );
-        }
-        for ns in &t.namespaces {
-            let bs = ns.block_size as usize;
-            if !o.io_size.is_multiple_of(bs) {
-                bail!(
-                    "IO size {} is not a multiple of the {bs}-byte LBA size of namespace {} on {name}; use a multiple of {bs}",
-                    o.io_size,
-                    ns.id
-                );
-            }
-            if (o.io_size / bs) as u64 > ns.max_blocks_per_io as u64 {
-                bail!(
-                    "IO size {} is above the {} blocks one command can move on namespace {} of {name}",
-                    o.io_size,
-                    ns.max_blocks_per_io,
-                    ns.id
-                );
-            }
-            if writes && ns.read_only {
-                bail!(
-                    "namespace {} of {name} is write protected; use -w read or randread",
-                    ns.id
-                );
-            }
         }
     }
+    Ok(())
+}
+
+/// Give each core an equal, disjoint share of every namespace; one job and
+/// one report row per namespace per core.
+fn divide(
+    targets: &[Target],
+    cores: &[usize],
+    o: &PlanOptions,
+) -> Result<(Vec<WorkerPlan>, Vec<RowInfo>)> {
     let mut workers: Vec<WorkerPlan> = cores
         .iter()
         .enumerate()
