@@ -20,7 +20,8 @@ use crate::spec::{AdminOpcode, Command, Completion};
 
 use super::error::DriverError;
 use super::prp::{self, PAGE_SIZE, PrpListSink};
-use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
+use super::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
+use crate::dma::DmaWindow;
 
 /// Where an admin command's data goes.
 pub(crate) enum AdminData<'a> {
@@ -62,6 +63,7 @@ impl PrpListSink for WindowSink<'_> {
     }
     fn write_entry(&mut self, page: usize, entry: usize, value: u64) {
         self.mem
+            .view()
             .write_u64((self.first_page + page) * PAGE_SIZE + entry * 8, value);
     }
 }
@@ -180,7 +182,7 @@ impl AdminQueue {
     /// Read a `T` at byte `off` of the scratch page.
     pub(crate) fn scratch_at<T: FromBytes>(&self, off: usize) -> Option<T> {
         let mut bytes = vec![0u8; size_of::<T>()];
-        if !self.scratch.read_bytes(off, &mut bytes) {
+        if !self.scratch.view().read(off, &mut bytes) {
             return None;
         }
         T::read_from_bytes(&bytes).ok()
@@ -201,7 +203,7 @@ impl AdminQueue {
         let (prp1, prp2) = match data {
             AdminData::None => (0, 0),
             AdminData::Scratch => {
-                self.scratch.zero();
+                self.scratch.view().zero();
                 (
                     self.scratch.iova(0).unwrap_or(prp::PRP_UNUSED),
                     prp::PRP_UNUSED,

@@ -735,7 +735,7 @@ mod tests {
             }
         }
         fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
-            Ok(DmaRegion::contiguous(memory, 0x1000_0000, None))
+            Ok(DmaRegion::unmapped_for_tests(memory, 0x1000_0000))
         }
         fn allows_plain_memory(&self) -> bool {
             true

@@ -29,7 +29,8 @@ use super::admin::{AdminData, AdminQueue};
 use super::controller::Inner;
 use super::error::DriverError;
 use super::prp::PAGE_SIZE;
-use super::ring::{DmaWindow, ShadowSlot};
+use super::ring::ShadowSlot;
+use crate::dma::DmaWindow;
 
 /// `configured` value meaning "not configured in any generation".
 const NOT_CONFIGURED: u64 = u64::MAX;
@@ -108,7 +109,7 @@ impl DoorbellBuffer {
         self.invalidate();
         // No I/O queue exists yet in this controller life: nothing reads
         // the pages, and stale tails or EventIdx values must not survive.
-        self.pages.zero();
+        self.pages.view().zero();
         let (Some(shadow), Some(event)) = (self.pages.iova(SHADOW), self.pages.iova(EVENT)) else {
             return Err(DriverError::QueueMemory {
                 what: "shadow doorbell buffers",
@@ -190,7 +191,7 @@ mod tests {
         }
         fn write32(&self, _: usize, _: u32) {}
         fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
-            Ok(DmaRegion::contiguous(m, 0x4000_0000, None))
+            Ok(DmaRegion::unmapped_for_tests(m, 0x4000_0000))
         }
         fn allows_plain_memory(&self) -> bool {
             true

@@ -35,6 +35,8 @@
 //! assert_eq!(&buf.to_vec()[..11], b"hello, nvme");
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bounds;
 mod controller;

@@ -36,8 +36,9 @@ use super::namespace::{LbaRange, Namespace};
 use super::prp::{self, PAGE_SIZE};
 use super::recovery::{Health, generation_of, health_of, live_word};
 use super::requeue::idempotent;
-use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
+use super::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
 use super::tracker::{CidError, Tracker};
+use crate::dma::DmaWindow;
 
 /// Largest I/O queue the driver creates: keeps at least four generation
 /// bits in every CID.
@@ -471,7 +472,9 @@ impl<D: Device> IoQueuePair<D> {
         let index = self.reserve().map_err(|k| SubmitError::new(k, None))?;
         let base = index * self.pages_per_slot * PAGE_SIZE;
         for (i, r) in ranges.iter().enumerate() {
-            self.lists.write_bytes(base + i * 16, r.to_dsm().as_bytes());
+            self.lists
+                .view()
+                .write(base + i * 16, r.to_dsm().as_bytes());
         }
         let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id);
         cmd.prp1 = self.lists.iova(base).unwrap_or(prp::PRP_UNUSED);
@@ -895,7 +898,7 @@ mod tests {
         }
         fn write32(&self, _: usize, _: u32) {}
         fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
-            Ok(DmaRegion::contiguous(m, 0, None))
+            Ok(DmaRegion::unmapped_for_tests(m, 0))
         }
         fn name(&self) -> String {
             "nothing".into()
