@@ -40,18 +40,12 @@
 mod admin;
 mod bounds;
 mod controller;
-mod dbbuf;
 mod error;
-mod fence;
-mod log;
 mod namespace;
 pub mod prp;
 mod qpair;
-mod recovery;
-mod requeue;
 mod ring;
-mod sync;
-mod timeouts;
+mod shared;
 mod tracker;
 
 pub use admin::AdminStats;
@@ -59,8 +53,8 @@ pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::{Controller, ControllerOptions};
 pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
+pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,
 };
-pub use recovery::Health;
-pub use timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
+pub use shared::recovery::Health;

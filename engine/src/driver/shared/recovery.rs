@@ -21,10 +21,10 @@ use crate::spec::features::{FeatureId, number_of_queues_cdw11};
 use crate::spec::registers::{self, offset};
 use crate::spec::{AdminOpcode, Command};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::{Inner, enable, wait_csts};
-use super::error::DriverError;
-use super::prp;
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::controller::{Inner, enable, wait_csts};
+use crate::driver::error::DriverError;
+use crate::driver::prp;
 
 /// The controller's health as the driver sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl<D: Device> Inner<D> {
         if self.is_shut_down() {
             return Err(DriverError::ShutDown);
         }
-        if self.fence_state() == super::fence::QUIESCED {
+        if self.fence_state() == crate::driver::shared::fence::QUIESCED {
             return Err(self.quiesced_error("a reset"));
         }
         let generation = generation_of(self.state());

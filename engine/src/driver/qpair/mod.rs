@@ -14,6 +14,10 @@
 
 #![forbid(unsafe_code)]
 
+mod requeue;
+mod sync;
+pub(crate) mod timeouts;
+
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -28,17 +32,17 @@ use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
 use crate::spec::status::generic;
 use crate::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
 
-use super::admin::{AdminData, WindowSink, pages};
-use super::controller::Inner;
-use super::dbbuf::{ShadowPair, keep_if_configured, shadow_slots};
-use super::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
-use super::namespace::{LbaRange, Namespace};
-use super::prp::{self, PAGE_SIZE};
-use super::recovery::{Health, generation_of, health_of, live_word};
-use super::requeue::idempotent;
-use super::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
-use super::tracker::{CidError, Tracker};
 use crate::dma::DmaWindow;
+use crate::driver::admin::{AdminData, WindowSink, pages};
+use crate::driver::controller::Inner;
+use crate::driver::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
+use crate::driver::namespace::{LbaRange, Namespace};
+use crate::driver::prp::{self, PAGE_SIZE};
+use crate::driver::qpair::requeue::idempotent;
+use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
+use crate::driver::shared::dbbuf::{ShadowPair, keep_if_configured, shadow_slots};
+use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
+use crate::driver::tracker::{CidError, Tracker};
 
 /// Largest I/O queue the driver creates: keeps at least four generation
 /// bits in every CID.
@@ -47,7 +51,7 @@ pub const MAX_IO_QUEUE_ENTRIES: u16 = 4096;
 /// Options for one I/O queue pair.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueuePairOptions {
-    /// Queue entries (SQ and CQ); `None` uses [`super::ControllerOptions::io_queue_entries`].
+    /// Queue entries (SQ and CQ); `None` uses [`crate::driver::ControllerOptions::io_queue_entries`].
     /// Clamped to CAP.MQES+1 and [`MAX_IO_QUEUE_ENTRIES`].
     pub entries: Option<u16>,
 }
@@ -837,7 +841,7 @@ impl<D: Device> IoQueuePair<D> {
         };
         // A device that could not be proven stopped may still use these
         // queues, whatever the deletion said.
-        let unproven = self.ctrl.fence_state() == super::fence::UNPROVEN;
+        let unproven = self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN;
         if unproven {
             self.quarantine_rings();
         }
@@ -887,9 +891,9 @@ impl<D: Device> std::fmt::Debug for IoQueuePair<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::dma::{DmaError, DmaRegion, HostMemory};
     use crate::driver::Controller;
+    use super::*;
 
     struct Nothing;
     impl Device for Nothing {

@@ -23,10 +23,10 @@ use crate::device::Device;
 use crate::spec::status::generic;
 use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::Inner;
-use super::error::{DriverError, IoError};
-use super::qpair::{IoCompletion, IoQueuePair};
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::controller::Inner;
+use crate::driver::error::{DriverError, IoError};
+use crate::driver::qpair::{IoCompletion, IoQueuePair};
 
 /// DMA was never stopped by the driver (the normal state).
 pub(crate) const OPEN: u8 = 0;
@@ -218,7 +218,7 @@ impl<D: Device> IoQueuePair<D> {
     /// them and stops all DMA; if it fails, the device is quiesced; if
     /// that fails too, the rings and buffers are quarantined. Every command
     /// still held completes once through `sink`, with its buffer.
-    pub(super) fn after_failed_delete(
+    pub(crate) fn after_failed_delete(
         &mut self,
         error: DriverError,
         sink: &mut dyn FnMut(IoCompletion),

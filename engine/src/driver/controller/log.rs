@@ -10,9 +10,9 @@ use crate::spec::Command;
 use crate::spec::features::FeatureId;
 use crate::spec::log::{ErrorInformation, LogId, SmartHealth};
 
-use super::admin::AdminData;
-use super::controller::Controller;
-use super::error::DriverError;
+use crate::driver::admin::AdminData;
+use crate::driver::controller::Controller;
+use crate::driver::error::DriverError;
 
 impl<D: Device> Controller<D> {
     /// Get Log Page `lid` for `nsid` into the whole window of `buf`

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+mod log;
+
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,12 +20,12 @@ use crate::spec::registers::{
 };
 use crate::spec::{AdminOpcode, Command, Completion};
 
-use super::admin::{AdminData, AdminQueue, AdminStats};
-use super::bounds;
-use super::dbbuf::DoorbellBuffer;
-use super::error::DriverError;
-use super::namespace::{Namespace, SkippedNamespace};
-use super::qpair::{IoQueuePair, QueuePairOptions};
+use crate::driver::admin::{AdminData, AdminQueue, AdminStats};
+use crate::driver::bounds;
+use crate::driver::error::DriverError;
+use crate::driver::namespace::{Namespace, SkippedNamespace};
+use crate::driver::qpair::{IoQueuePair, QueuePairOptions};
+use crate::driver::shared::dbbuf::DoorbellBuffer;
 
 /// Options for bring-up.
 #[derive(Clone, Debug)]
@@ -89,7 +91,7 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) max_transfer: usize,
     pub(crate) opts: ControllerOptions,
     shut_down: AtomicBool,
-    /// Health and reset generation, see [`super::recovery`].
+    /// Health and reset generation, see [`crate::driver::shared::recovery`].
     pub(crate) state: AtomicU64,
     /// Controller resets completed.
     pub(crate) resets: AtomicU64,
@@ -97,7 +99,7 @@ pub(crate) struct Inner<D: Device> {
     pub(crate) admin_entries: u16,
     /// Shadow doorbell pages, when supported and wanted.
     pub(crate) dbbuf: Option<DoorbellBuffer>,
-    /// Whether the driver stopped the device's DMA, see [`super::fence`].
+    /// Whether the driver stopped the device's DMA, see [`crate::driver::shared::fence`].
     pub(crate) fence: AtomicU8,
     /// Why quiescing failed, once it did.
     pub(crate) fence_reason: Mutex<Option<String>>,
@@ -327,7 +329,7 @@ impl<D: Device> Controller<D> {
                     resets: AtomicU64::new(0),
                     admin_entries: entries,
                     dbbuf,
-                    fence: AtomicU8::new(super::fence::OPEN),
+                    fence: AtomicU8::new(crate::driver::shared::fence::OPEN),
                     fence_reason: Mutex::new(None),
                     device,
                 };
@@ -508,7 +510,7 @@ impl<D: Device> Controller<D> {
     /// Number of Queues again. I/O queue pairs notice the new generation on
     /// their next `process_completions` and re-create their queues on their
     /// own threads; commands they had in flight are resubmitted (up to the
-    /// retry limit) or fail with [`super::IoError::ControllerReset`]. A
+    /// retry limit) or fail with [`crate::driver::IoError::ControllerReset`]. A
     /// device that still reads all ones is marked removed
     /// ([`DriverError::DeviceGone`]); any other failure leaves the
     /// controller failed until a later reset succeeds.
@@ -519,7 +521,7 @@ impl<D: Device> Controller<D> {
     /// Doorbell Buffer Config, [`ControllerOptions::shadow_doorbells`] is on,
     /// and the controller accepted the buffers since its last reset.
     pub fn shadow_doorbells_active(&self) -> bool {
-        let generation = super::recovery::generation_of(self.inner.state());
+        let generation = crate::driver::shared::recovery::generation_of(self.inner.state());
         self.inner
             .dbbuf
             .as_ref()
@@ -536,10 +538,10 @@ impl<D: Device> Controller<D> {
     }
     /// Whether the device was found surprise-removed.
     pub fn is_removed(&self) -> bool {
-        self.inner.health() == super::recovery::Health::Removed
+        self.inner.health() == crate::driver::shared::recovery::Health::Removed
     }
     /// The controller's health now.
-    pub fn health(&self) -> super::recovery::Health {
+    pub fn health(&self) -> crate::driver::shared::recovery::Health {
         self.inner.health()
     }
 
@@ -577,13 +579,13 @@ impl<D: Device> Inner<D> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(DriverError::ShutDown);
         }
-        if self.health() == super::recovery::Health::Removed {
+        if self.health() == crate::driver::shared::recovery::Health::Removed {
             return Err(DriverError::DeviceGone {
                 device: self.name.clone(),
                 during: "an admin command (the device was removed)",
             });
         }
-        if self.fence_state() == super::fence::QUIESCED {
+        if self.fence_state() == crate::driver::shared::fence::QUIESCED {
             return Err(self.quiesced_error("an admin command"));
         }
         let mut data = data;
@@ -622,7 +624,7 @@ impl<D: Device> Inner<D> {
     fn shutdown(&self) -> Result<(), DriverError> {
         // Hold the admin lock so no admin command races the shutdown.
         let _admin = self.admin();
-        if self.health() == super::recovery::Health::Removed {
+        if self.health() == crate::driver::shared::recovery::Health::Removed {
             self.shut_down.store(true, Ordering::Release);
             return Ok(());
         }
@@ -667,10 +669,12 @@ impl<D: Device> Drop for Inner<D> {
         // afterwards guarantees the controller stops using the admin queue
         // before its memory is released.
         let _ = self.shutdown();
-        if disable(&self.device, self.cap).is_err() && self.fence_state() == super::fence::OPEN {
+        if disable(&self.device, self.cap).is_err()
+            && self.fence_state() == crate::driver::shared::fence::OPEN
+        {
             // The controller may still use the admin queue: stop it through
             // the transport, or keep the admin memory mapped for good.
-            if let super::fence::Fence::Unproven(_) = self.fence_dma() {
+            if let crate::driver::shared::fence::Fence::Unproven(_) = self.fence_dma() {
                 self.admin().quarantine();
                 if let Some(b) = &self.dbbuf {
                     b.quarantine();
@@ -682,8 +686,8 @@ impl<D: Device> Drop for Inner<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::dma::{DmaError, DmaRegion, HostMemory};
+    use super::*;
     use std::sync::atomic::AtomicU32;
 
     /// Registers only: enough to drive the bring-up state machine into

@@ -5,7 +5,7 @@
 //! values, both laid out like the doorbell registers (SQ y tail at
 //! 2y·stride, CQ y head at (2y+1)·stride). An I/O queue pair stores each new
 //! tail or head in its shadow slot and writes the MMIO doorbell only when the
-//! device's EventIdx asks for it ([`super::ring::need_event`]); the admin
+//! device's EventIdx asks for it ([`crate::driver::ring::need_event`]); the admin
 //! queue always uses MMIO.
 //!
 //! The device forgets the buffers on every controller reset, so they are
@@ -25,12 +25,12 @@ use crate::spec::identify::OACS_DOORBELL_BUFFER_CONFIG;
 use crate::spec::registers::{cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::{AdminOpcode, Command};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::Inner;
-use super::error::DriverError;
-use super::prp::PAGE_SIZE;
-use super::ring::ShadowSlot;
 use crate::dma::DmaWindow;
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::controller::Inner;
+use crate::driver::error::DriverError;
+use crate::driver::prp::PAGE_SIZE;
+use crate::driver::ring::ShadowSlot;
 
 /// `configured` value meaning "not configured in any generation".
 const NOT_CONFIGURED: u64 = u64::MAX;
@@ -181,8 +181,8 @@ pub(crate) fn keep_if_configured<D: Device>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::dma::{DmaError, HostMemory};
+    use super::*;
 
     struct Plain;
     impl Device for Plain {

@@ -14,7 +14,7 @@
 //! stays reserved until the device is proven done with it: its completion
 //! arrives (the aborted command, or its late completion) or the controller
 //! is reset. Only then does it complete, exactly once, with
-//! [`super::IoError::TimedOut`] and the buffer. If the abort fails, or the
+//! [`crate::driver::IoError::TimedOut`] and the buffer. If the abort fails, or the
 //! command is still in flight a grace period later (the smaller of the
 //! timeout and the admin timeout), or more commands time out in one scan
 //! than may be aborted, the controller is reset.
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use crate::device::Device;
 use crate::spec::registers::{ALL_ONES, Csts, offset};
 
-use super::qpair::IoQueuePair;
-use super::recovery::{generation_of, live_word};
+use crate::driver::qpair::IoQueuePair;
+use crate::driver::shared::recovery::{generation_of, live_word};
 
 /// Most Abort commands one scan sends; more timeouts at once reset the
 /// controller instead (a device with that many stuck commands is hung).
