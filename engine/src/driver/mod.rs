@@ -42,6 +42,7 @@ mod bounds;
 mod controller;
 mod error;
 mod namespace;
+mod options;
 pub mod prp;
 mod qpair;
 mod ring;
@@ -50,9 +51,10 @@ mod tracker;
 
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
-pub use controller::{Controller, ControllerOptions};
+pub use controller::Controller;
 pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
+pub use options::ControllerOptions;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,

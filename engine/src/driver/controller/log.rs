@@ -55,7 +55,7 @@ impl<D: Device> Controller<D> {
             .into_iter()
             .next()
             .ok_or_else(|| DriverError::BadDeviceData {
-                device: self.inner.name.clone(),
+                device: self.inner.name().to_string(),
                 what: "SMART / Health log unreadable".into(),
             })
     }

@@ -14,8 +14,11 @@
 
 #![forbid(unsafe_code)]
 
+mod complete;
 mod requeue;
+mod submit;
 mod sync;
+mod teardown;
 pub(crate) mod timeouts;
 
 use std::cell::Cell;
@@ -23,26 +26,19 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocopy::IntoBytes;
-
 use crate::device::Device;
 use crate::dma::{self, DmaBuf};
-use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
-use crate::spec::status::generic;
-use crate::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
 
 use crate::dma::DmaWindow;
-use crate::driver::admin::{AdminData, WindowSink, pages};
-use crate::driver::controller::Inner;
-use crate::driver::error::{DriverError, IoError, SubmitError, SubmitErrorKind};
-use crate::driver::namespace::{LbaRange, Namespace};
+use crate::driver::admin::pages;
+use crate::driver::error::{DriverError, IoError};
 use crate::driver::prp::{self, PAGE_SIZE};
-use crate::driver::qpair::requeue::idempotent;
 use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
-use crate::driver::shared::dbbuf::{ShadowPair, keep_if_configured, shadow_slots};
-use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
-use crate::driver::tracker::{CidError, Tracker};
+use crate::driver::shared::Inner;
+use crate::driver::shared::dbbuf::ShadowPair;
+use crate::driver::shared::recovery::live_word;
+use crate::driver::tracker::Tracker;
 
 /// Largest I/O queue the driver creates: keeps at least four generation
 /// bits in every CID.
@@ -165,36 +161,36 @@ type Built = (SqRing, CqRing, DmaWindow, usize, u64, Option<ShadowPair>);
 
 /// One I/O submission/completion queue pair, owned by one thread.
 pub struct IoQueuePair<D: Device> {
-    pub(super) ctrl: Arc<Inner<D>>,
-    pub(super) qid: u16,
-    pub(super) sq: SqRing,
-    pub(super) cq: CqRing,
-    pub(super) tracker: Tracker,
+    ctrl: Arc<Inner<D>>,
+    qid: u16,
+    sq: SqRing,
+    cq: CqRing,
+    tracker: Tracker,
     lists: DmaWindow,
     pages_per_slot: usize,
     sq_doorbell: usize,
     cq_doorbell: usize,
     /// Shadow doorbell slots (SQ tail, CQ head) while the controller has the
     /// buffers configured in `generation`.
-    pub(super) shadow: Option<ShadowPair>,
-    pub(super) stats: QueuePairStats,
+    shadow: Option<ShadowPair>,
+    stats: QueuePairStats,
     live: bool,
     /// Reset generation the SQ/CQ exist in.
-    pub(super) generation: u64,
+    generation: u64,
     /// The queues could not be re-created in `generation`.
-    pub(super) dead: bool,
+    dead: bool,
     /// `live_word(generation)`: the state word while the queues exist.
     live_state: u64,
     /// `live_state`, or a value no state word takes when `dead`: one
     /// compare tells a submission whether anything needs a closer look.
     submit_state: u64,
     /// Per-command deadline.
-    pub(super) timeout: Duration,
-    pub(super) retry_limit: u8,
-    pub(super) scan_interval: Duration,
-    pub(super) next_scan: Option<Instant>,
+    timeout: Duration,
+    retry_limit: u8,
+    scan_interval: Duration,
+    next_scan: Option<Instant>,
     /// Since when commands have waited with no completion (timeout scans).
-    pub(super) idle_since: Option<Instant>,
+    idle_since: Option<Instant>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -203,7 +199,7 @@ impl<D: Device> IoQueuePair<D> {
         if ctrl.is_shut_down() {
             return Err(DriverError::ShutDown);
         }
-        let asked = opts.entries.unwrap_or(ctrl.opts.io_queue_entries);
+        let asked = opts.entries.unwrap_or(ctrl.opts().io_queue_entries);
         if asked < 2 {
             return Err(DriverError::InvalidOption {
                 name: "entries",
@@ -212,18 +208,18 @@ impl<D: Device> IoQueuePair<D> {
             });
         }
         let limit = ctrl
-            .cap
+            .cap()
             .max_queue_entries()
             .min(MAX_IO_QUEUE_ENTRIES as u32) as u16;
         let entries = asked.min(limit);
         let qid = ctrl.take_qid()?;
         match Self::build(&ctrl, qid, entries) {
             Ok((sq, cq, lists, pages_per_slot, generation, shadow)) => {
-                let stride = ctrl.stride;
+                let stride = ctrl.stride();
                 let (timeout, retry_limit, scan_interval) = (
-                    ctrl.opts.io_timeout,
-                    ctrl.opts.io_retry_limit,
-                    ctrl.opts.timeout_scan_interval,
+                    ctrl.opts().io_timeout,
+                    ctrl.opts().io_retry_limit,
+                    ctrl.opts().timeout_scan_interval,
                 );
                 Ok(IoQueuePair {
                     ctrl,
@@ -262,12 +258,12 @@ impl<D: Device> IoQueuePair<D> {
         let sq_pages = pages(entries as usize * SQE_BYTES);
         let cq_pages = pages(entries as usize * CQE_BYTES);
         // At least one page per slot: a Dataset Management range list needs it.
-        let pages_per_slot = prp::list_pages_for_transfer(ctrl.max_transfer).max(1);
+        let pages_per_slot = prp::list_pages_for_transfer(ctrl.max_transfer()).max(1);
         let list_pages = (entries as usize - 1) * pages_per_slot;
         let bytes = (sq_pages + cq_pages + list_pages) * PAGE_SIZE;
         let region =
             Arc::new(
-                dma::allocate(&ctrl.device, bytes).map_err(|source| DriverError::Dma {
+                dma::allocate(ctrl.device(), bytes).map_err(|source| DriverError::Dma {
                     what: "an I/O queue pair",
                     source,
                 })?,
@@ -289,7 +285,7 @@ impl<D: Device> IoQueuePair<D> {
         if !cq.is_contiguous() {
             return Err(memory_error("I/O completion queue"));
         }
-        let shadow = shadow_slots(ctrl, qid);
+        let shadow = ctrl.shadow_slots(qid);
         let generation = ctrl
             .create_io_queues(qid, entries, sq.iova(), cq.iova(), None)
             .inspect_err(|e| {
@@ -298,7 +294,7 @@ impl<D: Device> IoQueuePair<D> {
                     lists.quarantine();
                 }
             })?;
-        let shadow = keep_if_configured(ctrl, shadow, generation);
+        let shadow = ctrl.keep_if_configured(shadow, generation);
         Ok((sq, cq, lists, pages_per_slot, generation, shadow))
     }
 
@@ -348,527 +344,11 @@ impl<D: Device> IoQueuePair<D> {
     }
     /// The controller's admin timeout (bounds for synchronous helpers).
     pub(crate) fn admin_timeout(&self) -> Duration {
-        self.ctrl.opts.admin_timeout
+        self.ctrl.opts().admin_timeout
     }
     /// Most bytes one command may transfer.
     pub fn max_transfer_bytes(&self) -> usize {
-        self.ctrl.max_transfer
-    }
-
-    /// Queue a read of `buf.len()` bytes at `lba` into `buf`.
-    #[inline(always)]
-    pub fn read(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        buf: DmaBuf,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        self.rw::<{ NvmOpcode::READ.0 }, 0>(ns, lba, buf, token)
-    }
-
-    /// Queue a write of `buf` at `lba`; `fua` forces it to media.
-    #[inline(always)]
-    pub fn write(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        buf: DmaBuf,
-        fua: bool,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        if fua {
-            self.rw::<{ NvmOpcode::WRITE.0 }, CDW12_FUA>(ns, lba, buf, token)
-        } else {
-            self.rw::<{ NvmOpcode::WRITE.0 }, 0>(ns, lba, buf, token)
-        }
-    }
-
-    /// Queue a read or write (`OPCODE`) with `CDW12` flags. The opcode and
-    /// flags are constants so each variant gets a straight-line body.
-    /// Always inlined into the caller: a call costs a register save and
-    /// restore, the buffer copied into the argument and a result written
-    /// through memory (`scripts/bench.sh` section 2); plain `#[inline]` left
-    /// it out of line in nvme-perf's loop.
-    #[inline(always)]
-    fn rw<const OPCODE: u8, const CDW12: u32>(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        buf: DmaBuf,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        let write = OPCODE == NvmOpcode::WRITE.0;
-        let (len, iova) = (buf.len(), buf.iova());
-        let nlb_z = match ns.check_rw(lba, len, iova, write) {
-            Ok(n) => n,
-            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
-        };
-        let index = match self.reserve() {
-            Ok(i) => i,
-            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
-        };
-        // `check_rw` proved the length non-zero and the start dword aligned.
-        let (prp1, prp2) = if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE {
-            (iova, prp::PRP_UNUSED)
-        } else {
-            match self.list_prps(index, &buf) {
-                Ok(p) => p,
-                Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
-            }
-        };
-        let nsid = ns.id;
-        self.push_with(Some(buf), token, |cmd, cid| {
-            // Every field in one literal: no zero fill then rewrite.
-            *cmd = Command {
-                cdw0: OPCODE as u32 | (cid as u32) << 16,
-                nsid,
-                cdw2: 0,
-                cdw3: 0,
-                mptr: 0,
-                prp1,
-                prp2,
-                // SLBA, CDW10 low and CDW11 high.
-                cdw10: lba as u32,
-                cdw11: (lba >> 32) as u32,
-                cdw12: nlb_z as u32 | CDW12,
-                cdw13: 0,
-                cdw14: 0,
-                cdw15: 0,
-            };
-        })
-    }
-
-    /// Queue a Flush of the namespace's volatile write cache.
-    pub fn flush(&mut self, ns: &Namespace, token: u64) -> Result<(), SubmitError> {
-        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id), None, token)
-    }
-
-    /// Queue a Write Zeroes of `blocks` at `lba`; `deallocate` lets the
-    /// device deallocate the blocks instead of writing them.
-    pub fn write_zeroes(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        deallocate: bool,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        let nlb_z = ns
-            .check_write_zeroes(lba, blocks)
-            .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id);
-        cmd.set_slba(lba);
-        cmd.cdw12 = nlb_z as u32 | if deallocate { CDW12_DEAC } else { 0 };
-        self.submit(cmd, None, token)
-    }
-
-    /// Queue a Dataset Management deallocate of up to 256 ranges. The range
-    /// list is written into the slot's preallocated page: no allocation.
-    pub fn deallocate(
-        &mut self,
-        ns: &Namespace,
-        ranges: &[LbaRange],
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        ns.check_deallocate(ranges)
-            .map_err(|k| SubmitError::new(k, None))?;
-        let index = self.reserve().map_err(|k| SubmitError::new(k, None))?;
-        let base = index * self.pages_per_slot * PAGE_SIZE;
-        for (i, r) in ranges.iter().enumerate() {
-            self.lists
-                .view()
-                .write(base + i * 16, r.to_dsm().as_bytes());
-        }
-        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id);
-        cmd.prp1 = self.lists.iova(base).unwrap_or(prp::PRP_UNUSED);
-        cmd.prp2 = prp::PRP_UNUSED;
-        cmd.cdw10 = ranges.len() as u32 - 1;
-        cmd.cdw11 = DSM_ATTR_DEALLOCATE;
-        self.push(cmd, None, token)
-    }
-
-    /// Queue any command. With `buf`, the driver fills PRP1/PRP2 for the
-    /// buffer's whole window; without, the command's own PRP fields are sent
-    /// as given. The CID is always the driver's.
-    pub fn submit_raw(
-        &mut self,
-        cmd: Command,
-        buf: Option<DmaBuf>,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        if buf.is_some() && cmd.psdt() != 0 {
-            return Err(SubmitError::new(
-                SubmitErrorKind::InvalidCommand(
-                    "PSDT selects SGLs but the driver builds PRPs; clear CDW0.PSDT",
-                ),
-                buf,
-            ));
-        }
-        self.submit(cmd, buf, token)
-    }
-
-    /// Check there is room; returns the free slot's index.
-    #[inline]
-    fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
-        // One atomic load: new work fails fast on a removed or failed
-        // controller; during a reset it is held in the slot and sent once
-        // the queues are re-created.
-        let state = self.ctrl.state();
-        if state != self.submit_state {
-            self.check_health(state)?;
-        }
-        if self.sq.is_full() {
-            return Err(self.queue_full());
-        }
-        match self.tracker.next_free() {
-            Some(index) => Ok(index),
-            None => Err(self.queue_full()),
-        }
-    }
-
-    #[cold]
-    fn queue_full(&mut self) -> SubmitErrorKind {
-        self.stats.queue_full += 1;
-        SubmitErrorKind::QueueFull {
-            capacity: self.capacity(),
-        }
-    }
-
-    /// Whether new work may be queued in controller state `state` (not
-    /// live in this queue's generation, or the queue is dead).
-    #[cold]
-    fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
-        match health_of(state) {
-            Health::Removed => Err(SubmitErrorKind::DeviceRemoved),
-            Health::Failed => Err(SubmitErrorKind::ControllerFailed),
-            _ if self.dead && generation_of(state) == self.generation => {
-                Err(SubmitErrorKind::ControllerFailed)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// PRP2 for a buffer that does not fit in PRP1's page: the next page,
-    /// or a list in slot `index`'s list pages.
-    #[inline(never)]
-    fn list_prps(&self, index: usize, buf: &DmaBuf) -> Result<(u64, u64), SubmitErrorKind> {
-        let mut sink = WindowSink {
-            mem: &self.lists,
-            first_page: index * self.pages_per_slot,
-            pages: self.pages_per_slot,
-        };
-        let (base, len) = (buf.iova(), buf.len());
-        // A DmaBuf's window is IOVA-contiguous.
-        prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink).map_err(
-            |e| match e {
-                prp::PrpError::ZeroLength => SubmitErrorKind::ZeroLength,
-                e => SubmitErrorKind::Buffer(e),
-            },
-        )
-    }
-
-    /// Fill the PRPs for `buf` (if any) and queue the command.
-    fn submit(
-        &mut self,
-        mut cmd: Command,
-        buf: Option<DmaBuf>,
-        token: u64,
-    ) -> Result<(), SubmitError> {
-        let index = match self.reserve() {
-            Ok(i) => i,
-            Err(kind) => return Err(SubmitError::new(kind, buf)),
-        };
-        if let Some(b) = &buf {
-            match self.list_prps(index, b) {
-                Ok((p1, p2)) => {
-                    cmd.prp1 = p1;
-                    cmd.prp2 = p2;
-                }
-                Err(kind) => return Err(SubmitError::new(kind, buf)),
-            }
-        }
-        self.push(cmd, buf, token)
-    }
-
-    /// Give the command a CID and write it to the SQ (room was checked).
-    fn push(&mut self, cmd: Command, buf: Option<DmaBuf>, token: u64) -> Result<(), SubmitError> {
-        self.push_with(buf, token, |c, cid| {
-            *c = cmd;
-            c.set_cid(cid);
-        })
-    }
-
-    /// Take the tracker slot `reserve` returned, build the entry in it with
-    /// `fill`, and copy it to the SQ (room was checked).
-    #[inline]
-    fn push_with(
-        &mut self,
-        buf: Option<DmaBuf>,
-        token: u64,
-        fill: impl FnOnce(&mut Command, u16),
-    ) -> Result<(), SubmitError> {
-        let cmd = match self.tracker.start_with(token, buf, fill) {
-            Ok(cmd) => cmd,
-            Err(buf) => return Err(self.unreachable_full(buf)),
-        };
-        // `reserve` saw room in the SQ and nothing pushed since.
-        self.sq.push_checked(cmd);
-        self.stats.submitted += 1;
-        Ok(())
-    }
-
-    /// `reserve` checked for a free slot, so this does not happen; should
-    /// it, the buffer goes back with the error.
-    #[cold]
-    fn unreachable_full(&mut self, buf: Option<DmaBuf>) -> SubmitError {
-        SubmitError::new(
-            SubmitErrorKind::QueueFull {
-                capacity: self.capacity(),
-            },
-            buf,
-        )
-    }
-
-    /// Write the SQ tail doorbell if the tail moved since the last write.
-    #[inline]
-    pub fn ring_doorbell(&mut self) {
-        // Not while the controller resets or after it: the queue does not
-        // exist on the device; recovery re-sends what is in flight.
-        if self.ctrl.state() != self.live_state {
-            return;
-        }
-        self.ring_doorbell_live();
-    }
-
-    #[inline]
-    pub(super) fn ring_doorbell_live(&mut self) {
-        if let Some(tail) = self.sq.doorbell_value() {
-            let mmio = match &mut self.shadow {
-                Some((sq, _)) => sq.update(tail),
-                None => true,
-            };
-            if mmio {
-                self.ctrl.device.write32(self.sq_doorbell, tail as u32);
-                self.stats.sq_doorbell_writes += 1;
-            } else {
-                self.stats.sq_shadow_updates += 1;
-            }
-        }
-    }
-
-    /// Publish the CQ head (after consuming entries).
-    #[inline]
-    fn ring_cq_doorbell(&mut self) {
-        let head = self.cq.head();
-        let mmio = match &mut self.shadow {
-            Some((_, cq)) => cq.update(head),
-            None => true,
-        };
-        if mmio {
-            self.ctrl.device.write32(self.cq_doorbell, head as u32);
-            self.stats.cq_doorbell_writes += 1;
-        } else {
-            self.stats.cq_shadow_updates += 1;
-        }
-    }
-
-    /// Ring the SQ doorbell, then reap up to `max` completions (looking at no
-    /// more than one ring's worth of entries), calling `f` for each. Writes
-    /// the CQ head doorbell once if anything was consumed. Completions with
-    /// unknown, stale or duplicate CIDs are counted and skipped.
-    ///
-    /// This is also where the queue pair follows the controller: after a
-    /// reset it re-creates its queues and resubmits or fails what it had in
-    /// flight; after a removal everything in flight completes with
-    /// [`IoError::DeviceRemoved`]. A command that timed out completes with
-    /// [`IoError::TimedOut`] once the device is done with it. A command that
-    /// fails with DNR=0 is resubmitted up to the retry limit instead of
-    /// being delivered.
-    pub fn process_completions<F: FnMut(IoCompletion)>(&mut self, max: usize, mut f: F) -> usize {
-        // The one load of the controller's state word per call.
-        let state = self.ctrl.state();
-        let mut delivered = 0;
-        if state != self.live_state {
-            delivered = self.recover(state, &mut f);
-            if self.ctrl.state() != self.live_state || self.dead {
-                return delivered;
-            }
-        }
-        self.ring_doorbell_live();
-        let ring = self.sq.entries() as usize;
-        let mut consumed = 0usize;
-        let mut retried = false;
-        while delivered < max && consumed < ring {
-            let Some(c) = self.cq.peek() else { break };
-            self.cq.advance();
-            consumed += 1;
-            if c.sqid != self.qid {
-                self.stats.wrong_sqid += 1;
-            }
-            if !self.sq.update_head(c.sqhd) {
-                self.stats.invalid_sqhd += 1;
-            }
-            let index = match self.tracker.lookup(c.cid) {
-                Ok(index) => index,
-                Err(e) => {
-                    self.count_rejected(e);
-                    continue;
-                }
-            };
-            let status = c.status();
-            if !status.is_success() || self.tracker.slot(index).timed_out() {
-                match self.complete_unusual(index, status) {
-                    Some(done) => {
-                        delivered += 1;
-                        f(done);
-                    }
-                    None => retried = true,
-                }
-                continue;
-            }
-            let req = self.tracker.complete(index);
-            self.stats.completed += 1;
-            delivered += 1;
-            f(IoCompletion {
-                token: req.token,
-                result: Ok(c.dw0),
-                buf: req.buf,
-            });
-        }
-        if consumed > 0 {
-            self.ring_cq_doorbell();
-            self.idle_since = None;
-        }
-        if retried {
-            self.ring_doorbell_live();
-        }
-        delivered
-    }
-
-    /// Count a completion whose CID was not accepted.
-    #[cold]
-    fn count_rejected(&mut self, e: CidError) {
-        match e {
-            CidError::Stale => self.stats.stale_completions += 1,
-            CidError::Duplicate => self.stats.duplicate_completions += 1,
-            CidError::Unknown => self.stats.unknown_completions += 1,
-        }
-    }
-
-    /// The in-flight command in slot `index` completed with an error status
-    /// or after its deadline: resubmit it (returns `None`) or complete it.
-    #[cold]
-    #[inline(never)]
-    fn complete_unusual(&mut self, index: usize, status: Status) -> Option<IoCompletion> {
-        let slot = self.tracker.slot(index);
-        if !slot.timed_out()
-            && !status.dnr()
-            && slot.retries < self.retry_limit
-            && idempotent(slot.cmd.opcode())
-            && !self.sq.is_full()
-        {
-            let cmd = self.tracker.reissue(index);
-            if self.sq.push(&cmd) {
-                self.stats.retries += 1;
-                return None;
-            }
-        }
-        let req = self.tracker.complete(index);
-        self.stats.completed += 1;
-        self.stats.failed += 1;
-        let result = if req.timed_out {
-            Err(IoError::TimedOut(self.timeout))
-        } else {
-            Err(IoError::Status(status))
-        };
-        Some(IoCompletion {
-            token: req.token,
-            result,
-            buf: req.buf,
-        })
-    }
-
-    /// Reap what is outstanding (bounded by the admin timeout), then delete
-    /// the SQ and the CQ. Completions reaped here, and buffers of commands
-    /// that never completed, are dropped; use [`Self::delete_with`] to receive
-    /// them. Also done, best effort, on drop.
-    pub fn delete(mut self) -> Result<(), DriverError> {
-        self.teardown(&mut |_| {})
-    }
-
-    /// Like [`Self::delete`], but every command still outstanding completes
-    /// exactly once through `f`: those the device finishes while the queue
-    /// drains with their own result, and, once the SQ is gone (deleted by
-    /// the controller, which aborts whatever it still held, or already lost
-    /// to a reset, shutdown or removal), the rest with `Command Aborted due
-    /// to SQ Deletion` and their buffers. When the deletion fails the device
-    /// may still own those buffers, so they are not handed back.
-    pub fn delete_with<F: FnMut(IoCompletion)>(mut self, mut f: F) -> Result<(), DriverError> {
-        self.teardown(&mut f)
-    }
-
-    fn teardown(&mut self, sink: &mut dyn FnMut(IoCompletion)) -> Result<(), DriverError> {
-        if !self.live {
-            return Ok(());
-        }
-        self.live = false;
-        let start = Instant::now();
-        while self.outstanding() > 0
-            && !self.ctrl.is_shut_down()
-            && start.elapsed() < self.ctrl.opts.admin_timeout
-        {
-            if self.process_completions(usize::MAX, &mut *sink) == 0 {
-                std::thread::yield_now();
-            }
-        }
-        let result = if self.ctrl.is_shut_down()
-            || self.dead
-            || self.ctrl.state() != live_word(self.generation)
-        {
-            // Nothing to delete: the controller is gone or was reset and
-            // this queue was never re-created.
-            Ok(())
-        } else {
-            let mut delete_sq = Command::new(AdminOpcode::DELETE_IO_SQ.0, 0);
-            delete_sq.cdw10 = self.qid as u32;
-            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
-            delete_cq.cdw10 = self.qid as u32;
-            self.ctrl
-                .admin_execute(delete_sq, AdminData::None)
-                .and_then(|_| self.ctrl.admin_execute(delete_cq, AdminData::None))
-                .map(|_| ())
-        };
-        // A device that could not be proven stopped may still use these
-        // queues, whatever the deletion said.
-        let unproven = self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN;
-        if unproven {
-            self.quarantine_rings();
-        }
-        if result.is_ok() {
-            let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORTED_SQ_DELETION);
-            for mut req in self.tracker.drain() {
-                if unproven && let Some(b) = req.buf.as_mut() {
-                    b.quarantine();
-                }
-                sink(IoCompletion {
-                    token: req.token,
-                    result: Err(IoError::Status(aborted)),
-                    buf: req.buf,
-                });
-            }
-            self.ctrl.return_qid(self.qid);
-        } else if let Err(e) = result {
-            // The device may still own the queues and every buffer in them.
-            return self.after_failed_delete(e, sink);
-        }
-        result
-    }
-
-    /// Keep this pair's rings and PRP-list pages mapped for good (the
-    /// device could not be stopped, see `fence`).
-    pub(super) fn quarantine_rings(&self) {
-        self.lists.quarantine();
+        self.ctrl.max_transfer()
     }
 }
 
@@ -891,9 +371,9 @@ impl<D: Device> std::fmt::Debug for IoQueuePair<D> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::dma::{DmaError, DmaRegion, HostMemory};
     use crate::driver::Controller;
-    use super::*;
 
     struct Nothing;
     impl Device for Nothing {

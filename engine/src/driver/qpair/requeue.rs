@@ -17,7 +17,6 @@ use crate::spec::NvmOpcode;
 
 use crate::driver::error::{DriverError, IoError};
 use crate::driver::qpair::{IoCompletion, IoQueuePair};
-use crate::driver::shared::dbbuf::{keep_if_configured, shadow_slots};
 use crate::driver::shared::recovery::{Health, generation_of, health_of};
 
 /// Commands that may be sent again with the same effect (block-level
@@ -54,7 +53,7 @@ impl<D: Device> IoQueuePair<D> {
                 // Buffers from before the reset are not used: fresh, zeroed
                 // slots, kept only if the buffers were configured again.
                 self.shadow = None;
-                let shadow = shadow_slots(&self.ctrl, self.qid);
+                let shadow = self.ctrl.shadow_slots(self.qid);
                 match self.ctrl.create_io_queues(
                     self.qid,
                     entries,
@@ -64,7 +63,7 @@ impl<D: Device> IoQueuePair<D> {
                 ) {
                     Ok(g) => {
                         self.set_generation(g, false);
-                        self.shadow = keep_if_configured(&self.ctrl, shadow, g);
+                        self.shadow = self.ctrl.keep_if_configured(shadow, g);
                     }
                     // Another reset started meanwhile: try again later.
                     Err(DriverError::NotLive { .. }) => return 0,

@@ -68,7 +68,7 @@ impl<D: Device> IoQueuePair<D> {
             None => self.idle_since = Some(now),
             Some(t) if now.saturating_duration_since(t) >= STALL_CHECK => {
                 self.idle_since = Some(now);
-                let csts = self.ctrl.device.read32(offset::CSTS);
+                let csts = self.ctrl.device().read32(offset::CSTS);
                 if csts == ALL_ONES || Csts::from(csts).cfs() {
                     self.stats.resets_requested += 1;
                     // The outcome is recorded in the controller's state.
@@ -79,7 +79,7 @@ impl<D: Device> IoQueuePair<D> {
             Some(_) => {}
         }
         let timeout = self.timeout;
-        let grace = timeout.min(self.ctrl.opts.admin_timeout);
+        let grace = timeout.min(self.ctrl.opts().admin_timeout);
         let mut aborts = [0u16; MAX_ABORTS_PER_SCAN];
         let (mut n_aborts, mut newly, mut reset) = (0usize, 0usize, false);
         let tracker = &mut self.tracker;

@@ -25,9 +25,9 @@ use crate::spec::identify::OACS_DOORBELL_BUFFER_CONFIG;
 use crate::spec::registers::{cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::{AdminOpcode, Command};
 
+use super::Inner;
 use crate::dma::DmaWindow;
 use crate::driver::admin::{AdminData, AdminQueue};
-use crate::driver::controller::Inner;
 use crate::driver::error::DriverError;
 use crate::driver::prp::PAGE_SIZE;
 use crate::driver::ring::ShadowSlot;
@@ -159,30 +159,40 @@ impl DoorbellBuffer {
 pub(crate) type ShadowPair = (ShadowSlot, ShadowSlot);
 
 /// Zeroed shadow slots for queue `qid`, taken before its queues are
-/// created (so the device never reads a tail left by an earlier queue with
-/// this id), when the controller has a doorbell buffer.
-pub(crate) fn shadow_slots<D: Device>(ctrl: &Inner<D>, qid: u16) -> Option<ShadowPair> {
-    ctrl.dbbuf.as_ref()?.slots(qid)
-}
+/// created (so the device never reads a tail left by an earlier queue
+/// with this id), when the controller has a doorbell buffer.
+impl<D: Device> Inner<D> {
+    pub(crate) fn shadow_slots(&self, qid: u16) -> Option<ShadowPair> {
+        self.dbbuf.as_ref()?.slots(qid)
+    }
 
-/// Keep `slots` only when the buffers are configured in `generation`, the
-/// generation the queues were just created in.
-pub(crate) fn keep_if_configured<D: Device>(
-    ctrl: &Inner<D>,
-    slots: Option<ShadowPair>,
-    generation: u64,
-) -> Option<ShadowPair> {
-    slots.filter(|_| {
-        ctrl.dbbuf
+    /// Keep `slots` only when the buffers are configured in `generation`,
+    /// the generation the queues were just created in.
+    pub(crate) fn keep_if_configured(
+        &self,
+        slots: Option<ShadowPair>,
+        generation: u64,
+    ) -> Option<ShadowPair> {
+        slots.filter(|_| self.shadow_configured_in(generation))
+    }
+
+    /// Whether the shadow doorbell buffers were accepted in `generation`.
+    pub(crate) fn shadow_configured_in(&self, generation: u64) -> bool {
+        self.dbbuf
             .as_ref()
             .is_some_and(|b| b.configured_in(generation))
-    })
+    }
+
+    /// Times the controller accepted the shadow doorbell buffers.
+    pub(crate) fn shadow_configurations(&self) -> u64 {
+        self.dbbuf.as_ref().map_or(0, |b| b.configurations())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::dma::{DmaError, HostMemory};
     use super::*;
+    use crate::dma::{DmaError, HostMemory};
 
     struct Plain;
     impl Device for Plain {
