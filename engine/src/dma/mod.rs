@@ -26,8 +26,8 @@ pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};
 pub use memory::{HostMemory, PageSize, hugepage_status};
 pub use pool::{DmaBuf, DmaPool};
 pub use region::{DmaRegion, Unmap, allocate, quarantined_bytes};
-pub use view::DmaView;
-pub(crate) use view::DmaWindow;
+pub(crate) use view::{DmaArray, DmaWindow};
+pub use view::{DmaEntry, DmaView};
 
 use std::io;
 

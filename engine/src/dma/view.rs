@@ -144,6 +144,23 @@ impl<'a> DmaView<'a> {
         (p as usize).is_multiple_of(n).then_some(p)
     }
 
+    /// The `N` bytes at `off` as one fixed-size entry (a queue entry), or
+    /// `None` when they do not fit or `off` is not 8-byte aligned. One
+    /// check here; the entry's accessors take constant dword indices, so
+    /// theirs fold away when inlined.
+    #[inline(always)]
+    pub fn entry<const N: usize>(&self, off: usize) -> Option<DmaEntry<'a, N>> {
+        let p = self.at(off, N)?;
+        if !(p as usize).is_multiple_of(8) {
+            return None;
+        }
+        Some(DmaEntry {
+            // `at` returned a pointer into the range, which is not null.
+            ptr: NonNull::new(p)?,
+            _mem: PhantomData,
+        })
+    }
+
     /// Copy `out.len()` bytes from `off` into `out`. False (and nothing
     /// copied) when the source does not fit.
     #[inline]
@@ -280,6 +297,101 @@ impl<'a> DmaView<'a> {
     }
 }
 
+/// `N` bytes of DMA memory, at least 4-byte aligned, valid for `'a`: one
+/// queue entry or doorbell slot. Accessors address dwords by index and
+/// check it against `N`.
+#[derive(Clone, Copy)]
+pub struct DmaEntry<'a, const N: usize> {
+    ptr: NonNull<u8>,
+    _mem: PhantomData<&'a HostMemory>,
+}
+
+impl<const N: usize> DmaEntry<'_, N> {
+    /// Pointer to dword `i` when it lies inside the entry.
+    #[inline(always)]
+    fn dword(&self, i: usize) -> Option<*mut u32> {
+        if i >= N / 4 {
+            return None;
+        }
+        // SAFETY: i * 4 + 4 <= N, inside the entry; the entry is 4-byte
+        // aligned (checked where it is made), so the dword is aligned.
+        Some(unsafe { self.ptr.as_ptr().add(i * 4) }.cast::<u32>())
+    }
+
+    /// Atomic load of little-endian dword `i` with `order` (a completion's
+    /// DW3, loaded with Acquire before the rest).
+    #[inline(always)]
+    pub fn load_u32(&self, i: usize, order: Ordering) -> Option<u32> {
+        let p = self.dword(i)?;
+        // SAFETY: an aligned dword inside the entry (checked by `dword`),
+        // mapped for 'a; the other side accesses it whole.
+        let v = unsafe { AtomicU32::from_ptr(p) }.load(order);
+        Some(u32::from_le(v))
+    }
+
+    /// Atomic store of `value` as little-endian dword `i` with `order` (a
+    /// completion's DW3, published with Release after the rest).
+    #[inline(always)]
+    pub fn store_u32(&self, i: usize, value: u32, order: Ordering) -> bool {
+        let Some(p) = self.dword(i) else {
+            return false;
+        };
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(p) }.store(value.to_le(), order);
+        true
+    }
+
+    /// Volatile load of little-endian dword `i`.
+    #[inline(always)]
+    pub fn read_u32(&self, i: usize) -> Option<u32> {
+        let p = self.dword(i)?;
+        // SAFETY: an aligned dword inside the entry (checked by `dword`).
+        Some(u32::from_le(unsafe { ptr::read_volatile(p) }))
+    }
+
+    /// Volatile store of `value` as little-endian dword `i`.
+    #[inline(always)]
+    pub fn write_u32(&self, i: usize, value: u32) -> bool {
+        let Some(p) = self.dword(i) else {
+            return false;
+        };
+        // SAFETY: as in `read_u32`.
+        unsafe { ptr::write_volatile(p, value.to_le()) };
+        true
+    }
+
+    /// Copy `value` to the start of the entry; false when it is larger
+    /// than the entry. A plain copy, as [`DmaView::write_obj`] argues.
+    #[inline(always)]
+    pub fn write_obj<T: IntoBytes + Immutable>(&self, value: &T) -> bool {
+        if size_of::<T>() > N {
+            return false;
+        }
+        // SAFETY: size_of::<T>() <= N bytes from the entry's start, inside
+        // the range it was cut from; `value` is ordinary, initialized memory.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr::from_ref(value).cast::<u8>(),
+                self.ptr.as_ptr(),
+                size_of::<T>(),
+            )
+        };
+        true
+    }
+
+    /// A copy of the `T` at the start of the entry, or `None` when it is
+    /// larger than the entry.
+    #[inline(always)]
+    pub fn read_obj<T: FromBytes>(&self) -> Option<T> {
+        if size_of::<T>() > N {
+            return None;
+        }
+        // SAFETY: size_of::<T>() <= N bytes inside the entry; T is valid
+        // for any bit pattern and read_unaligned forms no reference.
+        Some(unsafe { ptr::read_unaligned(self.ptr.as_ptr().cast::<T>()) })
+    }
+}
+
 impl std::fmt::Debug for DmaView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DmaView")
@@ -390,6 +502,72 @@ impl DmaWindow {
     }
 }
 
+/// An owned array of `count` entries of `N` bytes in DMA memory (a queue
+/// ring, a doorbell slot), 4-byte aligned. Reaching entry `i` costs one
+/// comparison with `count`: the bounds and alignment of the whole array
+/// were checked once, in [`DmaArray::new`].
+pub(crate) struct DmaArray<const N: usize> {
+    window: DmaWindow,
+    count: usize,
+}
+
+impl<const N: usize> DmaArray<N> {
+    /// `count` entries of `N` bytes at `offset` of `region`, or `None`
+    /// when they do not fit, `N` is not a multiple of 4, or the start is
+    /// not aligned to 4 (or to 8, when `offset` is: the window's rule).
+    pub(crate) fn new(region: Arc<DmaRegion>, offset: usize, count: usize) -> Option<Self> {
+        if N == 0 || !N.is_multiple_of(4) || count == 0 || !offset.is_multiple_of(4) {
+            return None;
+        }
+        let len = N.checked_mul(count)?;
+        let base = region.view().subview(offset, len)?.ptr;
+        if !(base.as_ptr() as usize).is_multiple_of(4) {
+            return None;
+        }
+        Some(DmaArray {
+            window: DmaWindow { region, base, len },
+            count,
+        })
+    }
+
+    /// The first `count` entries of `window`, or `None` when they do not
+    /// fit or `N` is not a multiple of 4 (the window is 8-byte aligned).
+    pub(crate) fn from_window(window: DmaWindow, count: usize) -> Option<Self> {
+        let len = N.checked_mul(count)?;
+        if N == 0 || !N.is_multiple_of(4) || count == 0 || len > window.len {
+            return None;
+        }
+        Some(DmaArray { window, count })
+    }
+
+    /// Entry `i`, or `None` past the end.
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> Option<DmaEntry<'_, N>> {
+        if i >= self.count {
+            return None;
+        }
+        Some(DmaEntry {
+            // SAFETY: i < count, so i * N + N <= count * N = the window's
+            // length (checked in `new`): the entry is inside the window,
+            // which keeps its memory alive for the borrow, and it is
+            // 4-byte aligned (base aligned, N a multiple of 4).
+            ptr: unsafe { self.window.base.add(i * N) },
+            _mem: PhantomData,
+        })
+    }
+
+    /// Number of entries.
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The whole array as a window (zeroing, IOVAs, quarantine).
+    pub(crate) fn window(&self) -> &DmaWindow {
+        &self.window
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,15 +600,47 @@ mod tests {
             "unaligned copies are fine"
         );
         assert!(v.read_obj::<[u8; 16]>(4081).is_none());
+        let e = v.entry::<16>(4080).unwrap();
+        assert!(e.write_u32(0, 5) && e.store_u32(3, 9, Ordering::Release));
+        assert_eq!(
+            (e.read_u32(0), e.load_u32(3, Ordering::Acquire)),
+            (Some(5), Some(9))
+        );
+        assert_eq!(e.read_u32(4), None, "dword past the entry");
+        assert!(!e.write_obj(&[0u8; 17]));
+        assert!(v.entry::<16>(4088).is_none(), "past the end");
+        assert!(v.entry::<16>(4).is_none(), "misaligned");
         v.zero();
         assert_eq!(v.read_u64(4088), Some(0));
     }
 
     #[test]
+    fn array_entries_stay_inside_and_aligned() {
+        let mem = HostMemory::plain(2 * 4096).unwrap();
+        let region = Arc::new(DmaRegion::unmapped_for_tests(mem, 0));
+        assert!(
+            DmaArray::<16>::new(Arc::clone(&region), 2, 4).is_none(),
+            "misaligned"
+        );
+        assert!(
+            DmaArray::<6>::new(Arc::clone(&region), 0, 4).is_none(),
+            "odd size"
+        );
+        assert!(DmaArray::<64>::new(Arc::clone(&region), 4096, 65).is_none());
+        let a = DmaArray::<64>::new(Arc::clone(&region), 4096, 64).unwrap();
+        assert_eq!(a.count(), 64);
+        assert!(a.get(63).unwrap().write_u32(15, 0xabcd));
+        assert_eq!(region.view().read_u32(2 * 4096 - 4), Some(0xabcd));
+        assert!(a.get(64).is_none());
+        let slot = DmaArray::<4>::new(Arc::clone(&region), 4, 1).unwrap();
+        assert!(slot.get(0).unwrap().store_u32(0, 3, Ordering::Relaxed));
+        assert_eq!(region.view().read_u32(4), Some(3));
+    }
+
+    #[test]
     fn window_reaches_only_its_own_range() {
         let mem = HostMemory::plain(3 * 4096).unwrap();
-        // SAFETY: no device ever sees this region.
-        let region = Arc::new(unsafe { DmaRegion::contiguous(mem, 0x8000_0000, None) });
+        let region = Arc::new(DmaRegion::unmapped_for_tests(mem, 0x8000_0000));
         assert!(
             DmaWindow::new(Arc::clone(&region), 4, 8).is_none(),
             "misaligned"

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use crate::dma::{DmaRegion, DmaWindow};
+use crate::dma::{DmaArray, DmaRegion, DmaWindow};
 use crate::spec::{Command, Completion};
 
 /// Size of one submission queue entry.
@@ -32,8 +32,8 @@ pub(crate) const CQE_BYTES: usize = 16;
 /// A submission queue ring: the host owns the tail, the device reports the
 /// head through CQE.SQHD.
 pub(crate) struct SqRing {
-    /// Holds `entries` whole SQEs (checked in `new`).
-    mem: DmaWindow,
+    /// The ring's `entries` SQEs.
+    mem: DmaArray<SQE_BYTES>,
     entries: u16,
     tail: u16,
     head: u16,
@@ -44,10 +44,11 @@ impl SqRing {
     /// A ring of `entries` (2..=65536 in spec terms; 2..=u16::MAX here) over
     /// `mem`, which must hold `entries` SQEs.
     pub(crate) fn new(mem: DmaWindow, entries: u16) -> Option<Self> {
-        if entries < 2 || mem.len() < entries as usize * SQE_BYTES {
+        if entries < 2 {
             return None;
         }
-        mem.view().zero();
+        let mem = DmaArray::from_window(mem, entries as usize)?;
+        mem.window().view().zero();
         Some(SqRing {
             mem,
             entries,
@@ -59,20 +60,20 @@ impl SqRing {
 
     /// IOVA of the ring base.
     pub(crate) fn iova(&self) -> Option<u64> {
-        self.mem.iova(0)
+        self.mem.window().iova(0)
     }
     /// Empty the ring for a queue re-created after a controller reset. Only
     /// call it while the device does not use the queue (controller disabled
     /// or queue deleted).
     pub(crate) fn reset(&mut self) {
-        self.mem.view().zero();
+        self.mem.window().view().zero();
         self.tail = 0;
         self.head = 0;
         self.rung_tail = 0;
     }
     /// Whether the ring is IOVA-contiguous (required with CC/PC=1).
     pub(crate) fn is_contiguous(&self) -> bool {
-        self.mem.contiguous_len(0) >= self.entries as usize * SQE_BYTES
+        self.mem.window().contiguous_len(0) >= self.entries as usize * SQE_BYTES
     }
     /// Number of entries.
     pub(crate) fn entries(&self) -> u16 {
@@ -129,8 +130,8 @@ impl SqRing {
         // twice the copies.)
         let stored = self
             .mem
-            .view()
-            .write_obj(self.tail as usize * SQE_BYTES, cmd);
+            .get(self.tail as usize)
+            .is_some_and(|e| e.write_obj(cmd));
         debug_assert!(stored, "SQ tail outside its window");
         self.tail = self.next(self.tail);
     }
@@ -179,8 +180,8 @@ const PHASE_BIT: u32 = 1 << 16;
 /// A completion queue ring: the device owns the tail, the host the head and
 /// the expected phase tag.
 pub(crate) struct CqRing {
-    /// Holds `entries` whole CQEs (checked in `new`).
-    mem: DmaWindow,
+    /// The ring's `entries` CQEs.
+    mem: DmaArray<CQE_BYTES>,
     entries: u16,
     head: u16,
     /// The phase tag a new entry carries, as its DW3 bit (bit 16).
@@ -191,10 +192,11 @@ impl CqRing {
     /// A ring of `entries` over `mem`, zeroed so that no entry carries the
     /// initial phase tag (1).
     pub(crate) fn new(mem: DmaWindow, entries: u16) -> Option<Self> {
-        if entries < 2 || mem.len() < entries as usize * CQE_BYTES {
+        if entries < 2 {
             return None;
         }
-        mem.view().zero();
+        let mem = DmaArray::from_window(mem, entries as usize)?;
+        mem.window().view().zero();
         Some(CqRing {
             mem,
             entries,
@@ -205,19 +207,19 @@ impl CqRing {
 
     /// IOVA of the ring base.
     pub(crate) fn iova(&self) -> Option<u64> {
-        self.mem.iova(0)
+        self.mem.window().iova(0)
     }
     /// Empty the ring (no entry carries the initial phase tag) for a queue
     /// re-created after a controller reset; same precondition as
     /// [`SqRing::reset`].
     pub(crate) fn reset(&mut self) {
-        self.mem.view().zero();
+        self.mem.window().view().zero();
         self.head = 0;
         self.phase = PHASE_BIT;
     }
     /// Whether the ring is IOVA-contiguous.
     pub(crate) fn is_contiguous(&self) -> bool {
-        self.mem.contiguous_len(0) >= self.entries as usize * CQE_BYTES
+        self.mem.window().contiguous_len(0) >= self.entries as usize * CQE_BYTES
     }
     /// The host's head.
     #[inline]
@@ -235,22 +237,17 @@ impl CqRing {
     pub(crate) fn peek(&self) -> Option<Completion> {
         // In bounds: `head < entries` and the window holds `entries` CQEs;
         // a `None` from the view (impossible) reads as "nothing posted".
-        let view = self.mem.view();
-        let off = self.head as usize * CQE_BYTES;
+        let entry = self.mem.get(self.head as usize)?;
         // Acquire: the other dwords, written by the device before the
         // phase tag, must not be read before this load.
-        let dw3 = view.load_u32(off + 12, Ordering::Acquire)?;
+        let dw3 = entry.load_u32(3, Ordering::Acquire)?;
         if dw3 & PHASE_BIT != self.phase {
             return None;
         }
         // Volatile loads: the device wrote these before the phase tag
         // (ordered by the Acquire load above) and will not rewrite the slot
         // until the head doorbell releases it.
-        let (dw0, dw1, dw2) = (
-            view.read_u32(off)?,
-            view.read_u32(off + 4)?,
-            view.read_u32(off + 8)?,
-        );
+        let (dw0, dw1, dw2) = (entry.read_u32(0)?, entry.read_u32(1)?, entry.read_u32(2)?);
         Some(Completion {
             dw0,
             dw1,
@@ -286,12 +283,10 @@ pub(crate) fn need_event(event: u16, new: u16, old: u16) -> bool {
 /// admin opcode 7Ch): the host stores the new tail or head in the shadow
 /// slot and rings the MMIO doorbell only when [`need_event`] says so.
 pub(crate) struct ShadowSlot {
-    /// The doorbell buffer pages (kept alive by the window).
-    pages: DmaWindow,
-    /// Offset of the shadow doorbell (host writes, device reads).
-    shadow: usize,
-    /// Offset of the EventIdx (device writes, host reads).
-    event: usize,
+    /// The shadow doorbell (host writes, device reads).
+    shadow: DmaArray<4>,
+    /// The EventIdx (device writes, host reads).
+    event: DmaArray<4>,
     /// The value last stored in the shadow slot.
     last: u16,
 }
@@ -316,9 +311,8 @@ impl ShadowSlot {
             return None;
         }
         let slot = ShadowSlot {
-            pages: DmaWindow::new(Arc::clone(region), 0, region.len())?,
-            shadow: shadow + off,
-            event: event + off,
+            shadow: DmaArray::new(Arc::clone(region), shadow + off, 1)?,
+            event: DmaArray::new(Arc::clone(region), event + off, 1)?,
             last: 0,
         };
         slot.clear();
@@ -330,9 +324,11 @@ impl ShadowSlot {
     pub(crate) fn clear(&self) {
         // Relaxed: the Create I/O queue command that follows is sent with
         // the admin queue's own release ordering.
-        let view = self.pages.view();
-        view.store_u32(self.shadow, 0, Ordering::Relaxed);
-        view.store_u32(self.event, 0, Ordering::Relaxed);
+        for slot in [&self.shadow, &self.event] {
+            if let Some(word) = slot.get(0) {
+                word.store_u32(0, 0, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Publish `new` in the shadow slot; true when the MMIO doorbell must
@@ -342,33 +338,44 @@ impl ShadowSlot {
     pub(crate) fn update(&mut self, new: u16) -> bool {
         let old = self.last;
         self.last = new;
-        let view = self.pages.view();
         // Relaxed store: the caller's release fence orders the entries
         // before it, and the SeqCst fence below orders it before the load.
         // (Both slots are in bounds and aligned: checked in `new`.)
-        view.store_u32(self.shadow, new as u32, Ordering::Relaxed);
+        if let Some(word) = self.shadow.get(0) {
+            word.store_u32(0, new as u32, Ordering::Relaxed);
+        }
         // Full fence: the EventIdx load must not be satisfied before the
         // shadow store is visible, or a device going idle in between would
         // miss this update and never be woken.
         fence(Ordering::SeqCst);
         // Relaxed: the value only decides whether to ring; the fence above
         // already ordered it after the shadow store.
-        let event = view.load_u32(self.event, Ordering::Relaxed).unwrap_or(0) as u16;
+        let event = self
+            .event
+            .get(0)
+            .and_then(|w| w.load_u32(0, Ordering::Relaxed));
+        let event = event.unwrap_or(0) as u16;
         need_event(event, new, old)
     }
 
     /// The EventIdx the device last wrote (tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn event(&self) -> u32 {
-        let view = self.pages.view();
-        view.load_u32(self.event, Ordering::Relaxed).unwrap_or(0)
+        let word = self
+            .event
+            .get(0)
+            .and_then(|w| w.load_u32(0, Ordering::Relaxed));
+        word.unwrap_or(0)
     }
 
     /// The value last published.
     #[cfg(test)]
     pub(crate) fn shadow(&self) -> u32 {
-        let view = self.pages.view();
-        view.load_u32(self.shadow, Ordering::Relaxed).unwrap_or(0)
+        let word = self
+            .shadow
+            .get(0)
+            .and_then(|w| w.load_u32(0, Ordering::Relaxed));
+        word.unwrap_or(0)
     }
 }
 
@@ -388,9 +395,8 @@ pub(crate) mod tests {
     }
 
     /// What a device does: write a CQE at slot `i`.
-    fn post(mem: &DmaWindow, i: u16, c: Completion) {
-        use zerocopy::IntoBytes;
-        assert!(mem.view().write(i as usize * CQE_BYTES, c.as_bytes()));
+    fn post(mem: &DmaArray<CQE_BYTES>, i: u16, c: Completion) {
+        assert!(mem.get(i as usize).unwrap().write_obj(&c));
     }
 
     #[test]
@@ -455,7 +461,7 @@ pub(crate) mod tests {
         assert_eq!(sq.doorbell_value(), Some(2));
         assert_eq!(sq.doorbell_value(), None);
         let mut raw = [0u8; 64];
-        assert!(sq.mem.view().read(64, &mut raw));
+        assert!(sq.mem.window().view().read(64, &mut raw));
         assert_eq!(u16::from_le_bytes([raw[2], raw[3]]), 0x77);
     }
 
@@ -524,7 +530,7 @@ pub(crate) mod tests {
         assert!(s.update(1));
         assert_eq!(s.shadow(), 1);
         // The device says "tell me after 3": 1..3 does not contain it.
-        assert!(s.pages.view().store_u32(s.event, 3, Ordering::Relaxed));
+        assert!(s.event.get(0).unwrap().store_u32(0, 3, Ordering::Relaxed));
         assert!(!s.update(3));
         assert!(s.update(5));
         assert!(ShadowSlot::new(&region, 4096, 8192, 4094).is_none());
