@@ -118,10 +118,9 @@ impl DmaPool {
         Ok(DmaBuf {
             block,
             iova,
-            alias: false,
+            state: BufState::Owned,
             start: 0,
             len,
-            quarantined: false,
             _one_owner: PhantomData,
         })
     }
@@ -130,12 +129,12 @@ impl DmaPool {
     /// [`DmaBuf::is_quarantined`]) is accepted but its block is never
     /// handed out again and the region is never unmapped.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
-        if !Arc::ptr_eq(buf.block.region(), &self.region) || buf.alias {
+        if !Arc::ptr_eq(buf.block.region(), &self.region) || buf.state.is_alias() {
             return Err(DmaError::ForeignBuffer);
         }
         let size = buf.capacity();
         self.used -= size;
-        if buf.quarantined {
+        if buf.state.is_quarantined() {
             self.quarantined += size;
             self.region.quarantine();
             return Ok(());
@@ -217,12 +216,50 @@ pub struct DmaBuf {
     iova: u64,
     start: usize,
     len: usize,
-    /// An alias names no block the pool could take back.
-    alias: bool,
-    /// A device may still write the block: it must never be reused.
-    quarantined: bool,
+    /// Alias or not, quarantined or not (one byte, as one field: keeps the
+    /// buffer, and `Option<DmaBuf>` in every completion, small).
+    state: BufState,
     /// `Send`, not `Sync`: a buffer belongs to one I/O at a time.
     _one_owner: PhantomData<Cell<()>>,
+}
+
+/// Who may give a buffer back and whether its block may be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufState {
+    /// From the pool, reusable.
+    Owned,
+    /// From the pool; a device may still write the block: never reused.
+    OwnedQuarantined,
+    /// An alias: names no block the pool could take back.
+    Alias,
+    /// A quarantined alias.
+    AliasQuarantined,
+}
+
+impl BufState {
+    fn is_alias(self) -> bool {
+        matches!(self, BufState::Alias | BufState::AliasQuarantined)
+    }
+    fn is_quarantined(self) -> bool {
+        matches!(
+            self,
+            BufState::OwnedQuarantined | BufState::AliasQuarantined
+        )
+    }
+    fn quarantined(self) -> BufState {
+        if self.is_alias() {
+            BufState::AliasQuarantined
+        } else {
+            BufState::OwnedQuarantined
+        }
+    }
+    fn alias(self) -> BufState {
+        if self.is_quarantined() {
+            BufState::AliasQuarantined
+        } else {
+            BufState::Alias
+        }
+    }
 }
 
 /// `DmaPool` is `Send` and not `Sync`; `DmaBuf` is `Send` (a buffer moves
@@ -250,12 +287,12 @@ impl DmaBuf {
     /// stopped): its pool never hands the block out again and its region is
     /// never unmapped. Contents read from it are not trustworthy.
     pub fn quarantine(&mut self) {
-        self.quarantined = true;
+        self.state = self.state.quarantined();
         self.block.quarantine();
     }
     /// Whether the buffer was quarantined: a device may still write it.
     pub fn is_quarantined(&self) -> bool {
-        self.quarantined
+        self.state.is_quarantined()
     }
     /// Size of the whole block.
     pub fn capacity(&self) -> usize {
@@ -321,10 +358,9 @@ impl DmaBuf {
         DmaBuf {
             block: self.block.share(),
             iova: self.iova,
-            alias: true,
+            state: self.state.alias(),
             start: self.start,
             len: self.len,
-            quarantined: self.quarantined,
             _one_owner: PhantomData,
         }
     }
