@@ -22,7 +22,7 @@ pub struct ControllerOptions {
     /// or after a controller reset, before it fails. Default 3.
     pub io_retry_limit: u8,
     /// Least time between two timeout scans of a queue pair
-    /// ([`IoQueuePair::check_timeouts`]); also the granularity of I/O
+    /// ([`crate::driver::IoQueuePair::check_timeouts`]); also the granularity of I/O
     /// deadlines. Default 10 ms.
     pub timeout_scan_interval: Duration,
     /// Use shadow doorbells (Doorbell Buffer Config) on I/O queues when the

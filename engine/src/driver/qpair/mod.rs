@@ -8,9 +8,14 @@
 //! entries and writes the CQ head doorbell once. Nothing on this path
 //! allocates, locks or makes a system call.
 //!
-//! Reliability (timeouts, aborts, retries, controller resets, surprise
-//! removal) is split out: `timeouts.rs` scans deadlines, `recover` below
-//! re-creates the queues after a reset on the owning thread.
+//! The type lives here with its creation and accessors; its fields are
+//! private to this folder. The path of one I/O: `submit.rs` (checks, slot,
+//! PRPs, SQ entry) and `complete.rs` (doorbells, bounded reaping). Around
+//! it: `timeouts.rs` scans deadlines, `requeue.rs` re-creates the queues
+//! after a reset on the owning thread, `teardown.rs` deletes them, and
+//! `sync.rs` holds the blocking helpers. The ring, CID and generation
+//! invariants are written where they are enforced: `ring.rs`,
+//! `tracker.rs` and `shared/recovery.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -31,8 +36,8 @@ use crate::dma::{self, DmaBuf};
 use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
 
 use crate::dma::DmaWindow;
-use crate::driver::admin::pages;
 use crate::driver::error::{DriverError, IoError};
+use crate::driver::prp::pages;
 use crate::driver::prp::{self, PAGE_SIZE};
 use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
 use crate::driver::shared::Inner;

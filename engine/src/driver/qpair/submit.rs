@@ -12,9 +12,9 @@ use crate::dma::DmaBuf;
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::{Command, NvmOpcode};
 
-use crate::driver::admin::WindowSink;
 use crate::driver::error::{SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
+use crate::driver::prp::WindowSink;
 use crate::driver::prp::{self, PAGE_SIZE};
 use crate::driver::shared::recovery::{Health, generation_of, health_of};
 

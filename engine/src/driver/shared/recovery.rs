@@ -27,20 +27,7 @@ use super::bringup::{enable, wait_csts};
 use crate::driver::admin::{AdminData, AdminQueue};
 use crate::driver::error::DriverError;
 
-/// The controller's health as the driver sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Working.
-    Live,
-    /// A reset is in progress; queue pairs hold their commands.
-    Resetting,
-    /// Registers read all ones even after a reset attempt: the device is
-    /// gone. Everything in flight completes with `IoError::DeviceRemoved`.
-    Removed,
-    /// A reset failed for another reason; everything in flight completes
-    /// with `IoError::ControllerFailed` until a later reset succeeds.
-    Failed,
-}
+pub use crate::driver::health::Health;
 
 const LIVE: u64 = 0;
 const RESETTING: u64 = 1;
