@@ -13,7 +13,7 @@
 //! Nothing in this module hands out a Rust reference into DMA memory: the
 //! device may write it at any time, so all access goes through [`DmaView`]
 //! (`view.rs`), the one bounds-checked, volatile accessor. `view.rs` and
-//! `memory.rs` are the only files here with `unsafe` code.
+//! `memory.rs` are the only files here with unsafe operations.
 
 mod budget;
 mod memory;

@@ -28,7 +28,8 @@
 //! pairs and buffers: a range of a region it holds alive.
 //!
 //! This file and `memory.rs` (the mapping itself) are the only places in
-//! `dma/` with `unsafe` code.
+//! `dma/` with unsafe operations; `region.rs` and `pool.rs` only declare
+//! contracts (`unsafe fn` with a `# Safety` section) for their callers.
 
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
