@@ -143,10 +143,13 @@ impl Iommu {
                 .map(|i| iova + (i << (CHUNK_SHIFT + 1)))
                 .collect();
             // On failure the guard is dropped inside `new`, unregistering.
-            DmaRegion::new(memory, CHUNK_SHIFT, iovas, Some(guard))
+            // SAFETY: this IOMMU just registered `memory` at these IOVAs
+            // (one per 2 MiB chunk) and `guard` unregisters it on drop.
+            unsafe { DmaRegion::new(memory, CHUNK_SHIFT, iovas, Some(guard)) }
                 .ok_or_else(|| err("the region rejected the IOVA table"))
         } else {
-            Ok(DmaRegion::contiguous(memory, iova, Some(guard)))
+            // SAFETY: registered at `iova` just above; `guard` unregisters.
+            Ok(unsafe { DmaRegion::contiguous(memory, iova, Some(guard)) })
         }
     }
 

@@ -33,7 +33,11 @@ pub trait Device: Send + Sync + 'static {
     }
 
     /// Make `memory` reachable by the device and return it with its I/O
-    /// virtual addresses. Dropping the region unmaps it.
+    /// virtual addresses. Dropping the region unmaps it. The region is
+    /// built with [`DmaRegion::new`] or [`DmaRegion::contiguous`], whose
+    /// `# Safety` sections state what the IOVAs must be: the transport
+    /// that just set up the mapping is the one place that can promise it
+    /// (or [`HostMemory::into_physical_region`] without an IOMMU).
     fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError>;
 
     /// Whether ordinary (non-hugepage) memory may back DMA regions. Only a

@@ -9,6 +9,7 @@ use std::ptr::NonNull;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
 use super::DmaError;
+use super::region::DmaRegion;
 
 /// Size of the pages backing a [`HostMemory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +58,16 @@ pub struct HostMemory {
 enum Keep {
     /// An anonymous mapping (always, outside Miri).
     Map(#[allow(dead_code)] MmapMut),
+    /// Handed to [`HostMemory::keep_forever`]'s caller: nothing to release.
+    Kept,
     /// A zeroed, page-aligned heap block: Miri cannot run `mmap`, so its
     /// runs of the ring and pool tests use this instead.
     #[cfg(miri)]
     Heap(#[allow(dead_code)] HeapBlock),
 }
+
+/// The owner of a mapping taken by [`HostMemory::keep_forever`].
+pub(super) struct KeptMapping(#[allow(dead_code)] Keep);
 
 /// A page-aligned heap allocation, freed on drop (Miri only).
 #[cfg(miri)]
@@ -69,6 +75,11 @@ struct HeapBlock {
     ptr: NonNull<u8>,
     layout: std::alloc::Layout,
 }
+
+// SAFETY: the block is owned memory reached only through raw pointers; it
+// moves to another thread when a quarantined mapping is parked (Miri only).
+#[cfg(miri)]
+unsafe impl Send for HeapBlock {}
 
 #[cfg(miri)]
 impl Drop for HeapBlock {
@@ -180,6 +191,17 @@ impl HostMemory {
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+    /// Start of the mapping, never null.
+    pub(super) fn non_null(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Take the mapping out of this value so that dropping it releases
+    /// nothing: the returned owner keeps the pages mapped for as long as
+    /// it lives (a quarantined region keeps it until the process exits).
+    /// The memory must not be accessed through `self` afterwards.
+    pub(super) fn keep_forever(&mut self) -> KeptMapping {
+        KeptMapping(std::mem::replace(&mut self._map, Keep::Kept))
+    }
     /// Length in bytes (a whole number of pages).
     pub fn len(&self) -> usize {
         self.len
@@ -224,6 +246,35 @@ impl HostMemory {
             out.push(pfn * base_page as u64);
         }
         Ok(out)
+    }
+}
+
+impl HostMemory {
+    /// This memory as a region addressed by physical address, one
+    /// IOVA-contiguous chunk per hugepage: what a device sees without an
+    /// IOMMU (VFIO no-IOMMU, uio). Hugepages are contiguous inside; two of
+    /// them usually are not, so each gets its own address. Ordinary pages
+    /// are refused: they can move, so their physical address is no promise.
+    pub fn into_physical_region(self, device: &str) -> Result<DmaRegion, DmaError> {
+        let len = self.len;
+        let err = |reason: &str| DmaError::DeviceMap {
+            device: device.to_string(),
+            len,
+            reason: reason.to_string(),
+        };
+        if !self.is_hugepage() {
+            return Err(err(
+                "ordinary memory can move and cannot be used for DMA by a real device; reserve hugepages with `sudo scripts/setup.sh`",
+            ));
+        }
+        let phys = self.physical_addresses()?;
+        let shift = self.page.shift();
+        // SAFETY: without an IOMMU a device addresses host memory by its
+        // physical address; `phys` holds that of every hugepage (from
+        // pagemap, checked present and non-zero), and hugepages are pinned:
+        // they keep these addresses until the memory is released.
+        let region = unsafe { DmaRegion::new(self, shift, phys, None) };
+        region.ok_or_else(|| err("the physical address table does not cover the memory"))
     }
 }
 

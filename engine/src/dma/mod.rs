@@ -11,18 +11,23 @@
 //! needs one large, populated, pinned mapping.
 //!
 //! Nothing in this module hands out a Rust reference into DMA memory: the
-//! device may write it at any time, so all access goes through raw pointers.
+//! device may write it at any time, so all access goes through [`DmaView`]
+//! (`view.rs`), the one bounds-checked, volatile accessor. `view.rs` and
+//! `memory.rs` are the only files here with unsafe operations.
 
 mod budget;
 mod memory;
 mod pool;
 mod region;
+mod view;
 
 pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};
 
 pub use memory::{HostMemory, PageSize, hugepage_status};
 pub use pool::{DmaBuf, DmaPool};
 pub use region::{DmaRegion, Unmap, allocate, quarantined_bytes};
+pub(crate) use view::{DmaArray, DmaWindow};
+pub use view::{DmaEntry, DmaView};
 
 use std::io;
 

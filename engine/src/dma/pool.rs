@@ -6,20 +6,22 @@
 //! lock or make a system call. A block is aligned to its own size, so it
 //! never straddles a hugepage and its IOVA range is contiguous.
 
-use std::ptr;
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::DmaError;
 use super::region::DmaRegion;
+use super::view::{DmaView, DmaWindow};
 
 const MIN_SHIFT: u32 = 12;
-
-/// `DmaBuf::offset` of an alias: it names no block the pool could take back.
-const ALIAS: usize = usize::MAX;
 
 /// A pool of DMA buffers owned by one thread (it is `Send`, not `Sync`;
 /// every operation takes `&mut self`).
 pub struct DmaPool {
+    /// Makes the pool `!Sync`, as documented: it is one thread's, and
+    /// sharing `&DmaPool` between threads has no use.
+    _one_thread: PhantomData<Cell<()>>,
     region: Arc<DmaRegion>,
     max_shift: u32,
     /// `free[k]` holds offsets of free blocks of `4096 << k` bytes.
@@ -45,6 +47,7 @@ impl DmaPool {
             .map(|k| Vec::with_capacity(len >> (MIN_SHIFT as usize + k)))
             .collect();
         DmaPool {
+            _one_thread: PhantomData,
             region: Arc::new(region),
             max_shift,
             free,
@@ -102,18 +105,23 @@ impl DmaPool {
             used: self.used,
             capacity: self.capacity(),
         })?;
-        // SAFETY: offset + block size <= region length (take_block only hands
-        // out blocks inside the region), so the pointer stays in bounds.
-        let base = unsafe { self.region.as_ptr().add(offset) };
+        // take_block only hands out blocks inside the region, aligned to
+        // their size, so the window always exists.
+        let block = DmaWindow::new(Arc::clone(&self.region), offset, 1 << shift).ok_or(
+            DmaError::PoolExhausted {
+                len,
+                class: 1 << shift,
+                used: self.used,
+                capacity: self.capacity(),
+            },
+        )?;
         Ok(DmaBuf {
-            region: Arc::clone(&self.region),
-            base,
+            block,
             iova,
-            offset,
-            shift,
+            state: BufState::Owned,
             start: 0,
             len,
-            quarantined: false,
+            _one_owner: PhantomData,
         })
     }
 
@@ -121,16 +129,17 @@ impl DmaPool {
     /// [`DmaBuf::is_quarantined`]) is accepted but its block is never
     /// handed out again and the region is never unmapped.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
-        if !Arc::ptr_eq(&buf.region, &self.region) || buf.offset == ALIAS {
+        if !Arc::ptr_eq(buf.block.region(), &self.region) || buf.state.is_alias() {
             return Err(DmaError::ForeignBuffer);
         }
-        self.used -= 1 << buf.shift;
-        if buf.quarantined {
-            self.quarantined += 1 << buf.shift;
+        let size = buf.capacity();
+        self.used -= size;
+        if buf.state.is_quarantined() {
+            self.quarantined += size;
             self.region.quarantine();
             return Ok(());
         }
-        self.put_block(buf.offset, buf.shift);
+        self.put_block(buf.block.offset(), size.trailing_zeros());
         Ok(())
     }
 
@@ -202,37 +211,92 @@ impl std::fmt::Debug for DmaPool {
 /// no Rust reference into the buffer is ever created, since the device may
 /// write it while an I/O is in flight.
 pub struct DmaBuf {
-    region: Arc<DmaRegion>,
-    base: *mut u8,
+    /// The whole block (`capacity` bytes); keeps the region alive.
+    block: DmaWindow,
     iova: u64,
-    offset: usize,
-    shift: u32,
     start: usize,
     len: usize,
-    /// A device may still write the block: it must never be reused.
-    quarantined: bool,
+    /// Alias or not, quarantined or not (one byte, as one field: keeps the
+    /// buffer, and `Option<DmaBuf>` in every completion, small).
+    state: BufState,
+    /// `Send`, not `Sync`: a buffer belongs to one I/O at a time.
+    _one_owner: PhantomData<Cell<()>>,
 }
 
-// SAFETY: the buffer exclusively owns its block of the region (aliases share
-// it only under the contract of `DmaBuf::alias`), which is kept alive by the
-// Arc; moving that ownership to another thread is sound.
-unsafe impl Send for DmaBuf {}
+/// Who may give a buffer back and whether its block may be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufState {
+    /// From the pool, reusable.
+    Owned,
+    /// From the pool; a device may still write the block: never reused.
+    OwnedQuarantined,
+    /// An alias: names no block the pool could take back.
+    Alias,
+    /// A quarantined alias.
+    AliasQuarantined,
+}
+
+impl BufState {
+    fn is_alias(self) -> bool {
+        matches!(self, BufState::Alias | BufState::AliasQuarantined)
+    }
+    fn is_quarantined(self) -> bool {
+        matches!(
+            self,
+            BufState::OwnedQuarantined | BufState::AliasQuarantined
+        )
+    }
+    fn quarantined(self) -> BufState {
+        if self.is_alias() {
+            BufState::AliasQuarantined
+        } else {
+            BufState::OwnedQuarantined
+        }
+    }
+    fn alias(self) -> BufState {
+        if self.is_quarantined() {
+            BufState::AliasQuarantined
+        } else {
+            BufState::Alias
+        }
+    }
+}
+
+/// `DmaPool` is `Send` and not `Sync`; `DmaBuf` is `Send` (a buffer moves
+/// with its I/O) and not `Sync`.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<DmaPool>();
+    send::<DmaBuf>();
+};
+/// ... and neither is `Sync`: with `T: Sync` the call below would have two
+/// candidate impls and not compile.
+const _: fn() = || {
+    trait AmbiguousIfSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    struct IsSync;
+    impl<T: ?Sized + Sync> AmbiguousIfSync<IsSync> for T {}
+    <DmaPool as AmbiguousIfSync<_>>::check();
+    <DmaBuf as AmbiguousIfSync<_>>::check();
+};
 
 impl DmaBuf {
     /// Mark the buffer as one a device may still write (it could not be
     /// stopped): its pool never hands the block out again and its region is
     /// never unmapped. Contents read from it are not trustworthy.
     pub fn quarantine(&mut self) {
-        self.quarantined = true;
-        self.region.quarantine();
+        self.state = self.state.quarantined();
+        self.block.quarantine();
     }
     /// Whether the buffer was quarantined: a device may still write it.
     pub fn is_quarantined(&self) -> bool {
-        self.quarantined
+        self.state.is_quarantined()
     }
     /// Size of the whole block.
     pub fn capacity(&self) -> usize {
-        1 << self.shift
+        self.block.len()
     }
     /// Length of the window.
     pub fn len(&self) -> usize {
@@ -258,10 +322,18 @@ impl DmaBuf {
             _ => false,
         }
     }
-    /// Pointer to the start of the window.
+    /// Address of the start of the window (for programs that lay out
+    /// their own memory; access it through [`DmaBuf::view`] or the copy
+    /// methods, never through a reference).
     pub fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: start <= capacity, inside the block.
-        unsafe { self.base.add(self.start) }
+        self.block.view().as_ptr().wrapping_add(self.start)
+    }
+    /// The window's bytes, for bounds-checked volatile access.
+    #[inline]
+    pub fn view(&self) -> DmaView<'_> {
+        // `set_window` keeps start + len <= capacity, the block's length,
+        // so the clamp never cuts anything.
+        self.block.view().clamped(self.start, self.len)
     }
     /// IOVA of the start of the window.
     pub fn iova(&self) -> u64 {
@@ -284,47 +356,26 @@ impl DmaBuf {
     /// until every alias is dropped.
     pub unsafe fn alias(&self) -> DmaBuf {
         DmaBuf {
-            region: Arc::clone(&self.region),
-            base: self.base,
+            block: self.block.share(),
             iova: self.iova,
-            offset: ALIAS,
-            shift: self.shift,
+            state: self.state.alias(),
             start: self.start,
             len: self.len,
-            quarantined: self.quarantined,
+            _one_owner: PhantomData,
         }
     }
     /// Copy `data` into the window at `offset`. Returns false when it does not fit.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
-        if offset
-            .checked_add(data.len())
-            .is_none_or(|end| end > self.len)
-        {
-            return false;
-        }
-        // SAFETY: the destination range lies inside the window (checked
-        // above), which lies inside this buffer's exclusively owned block;
-        // `data` is ordinary memory, so the ranges cannot overlap.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
-        true
+        self.view().write(offset, data)
     }
     /// Copy from the window at `offset` into `out`. Returns false when out of range.
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
-        if offset
-            .checked_add(out.len())
-            .is_none_or(|end| end > self.len)
-        {
-            return false;
-        }
-        // SAFETY: the source range lies inside the window (checked above);
-        // `out` is ordinary memory, so the ranges cannot overlap.
-        unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
-        true
+        self.view().read(offset, out)
     }
     /// Set every byte of the window to `byte`.
     pub fn fill(&mut self, byte: u8) {
-        // SAFETY: the window lies inside this buffer's block.
-        unsafe { ptr::write_bytes(self.as_ptr(), byte, self.len) };
+        let v = self.view();
+        v.fill(0, v.len(), byte);
     }
     /// A copy of the window.
     pub fn to_vec(&self) -> Vec<u8> {
@@ -351,7 +402,7 @@ mod tests {
 
     fn pool(len: usize) -> DmaPool {
         let mem = HostMemory::plain(len).unwrap();
-        DmaPool::new(DmaRegion::contiguous(mem, 0x4000_0000, None))
+        DmaPool::new(DmaRegion::unmapped_for_tests(mem, 0x4000_0000))
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! A host mapping made reachable by one device, with the IOVA of every page.
 
-use std::mem::ManuallyDrop;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::DmaError;
-use super::memory::{HostMemory, PageSize};
+use super::memory::{HostMemory, KeptMapping, PageSize};
+use super::view::DmaView;
 use crate::device::Device;
 
 /// Undoes a device mapping when dropped (VFIO unmap, emulator unregister).
@@ -18,14 +18,19 @@ impl<T: Send + Sync> Unmap for T {}
 /// The IOVA of byte `off` is `iovas[off >> chunk_shift] + (off & chunk_mask)`:
 /// each chunk (a hugepage, or the whole region when the device gave it one
 /// contiguous IOVA range) is contiguous for the device; two chunks need not be.
+///
+/// The IOVAs are trusted: a device given a buffer of this region transfers
+/// to and from them. That is why the constructors are `unsafe`; the
+/// transports (`Device::map_dma`) make regions from the mappings they set up.
 pub struct DmaRegion {
-    // Released in `Drop` unless the region was quarantined.
-    memory: ManuallyDrop<HostMemory>,
+    // Dropped before `memory` (fields drop in declaration order, and `Drop`
+    // takes it first anyway): the device mapping goes before the pages.
+    unmap: Option<Box<dyn Unmap>>,
+    // Released on drop unless the region was quarantined, in which case
+    // `Drop` parks its mapping in `QUARANTINE` first.
+    memory: HostMemory,
     chunk_shift: u32,
     iovas: Box<[u64]>,
-    // Declared after `memory` is not enough: the unmap guard must run before
-    // the memory is released, so it is dropped explicitly in `Drop`.
-    unmap: Option<Box<dyn Unmap>>,
     /// A device may still write somewhere in the region: never unmap it.
     quarantined: AtomicBool,
 }
@@ -37,7 +42,7 @@ static QUARANTINED_BYTES: AtomicU64 = AtomicU64::new(0);
 /// Quarantined memory and its device mappings, held until the process
 /// exits.
 #[allow(clippy::type_complexity)]
-static QUARANTINE: std::sync::Mutex<Vec<(HostMemory, Option<Box<dyn Unmap>>)>> =
+static QUARANTINE: std::sync::Mutex<Vec<(KeptMapping, Option<Box<dyn Unmap>>)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// Bytes of DMA memory this process has quarantined so far: regions a
@@ -52,7 +57,26 @@ impl DmaRegion {
     ///
     /// Returns `None` when `iovas` does not cover the memory exactly or the
     /// chunk size is smaller than 4 KiB.
-    pub fn new(
+    ///
+    /// # Safety
+    ///
+    /// Every byte of `memory` is reachable by the device this region is for
+    /// at the IOVA the table gives it, and stays so until `unmap` is dropped
+    /// (or for the rest of the process when there is none): a buffer of the
+    /// region handed to that device makes it transfer to and from these
+    /// addresses, so a wrong one lets it write memory the program does not
+    /// own. A region no device ever sees may carry any IOVAs.
+    pub unsafe fn new(
+        memory: HostMemory,
+        chunk_shift: u32,
+        iovas: Vec<u64>,
+        unmap: Option<Box<dyn Unmap>>,
+    ) -> Option<Self> {
+        Self::checked(memory, chunk_shift, iovas, unmap)
+    }
+
+    /// [`DmaRegion::new`]'s shape checks, then the region.
+    fn checked(
         memory: HostMemory,
         chunk_shift: u32,
         iovas: Vec<u64>,
@@ -67,23 +91,39 @@ impl DmaRegion {
         if iovas.len() != chunks {
             return None;
         }
-        Some(DmaRegion {
-            memory: ManuallyDrop::new(memory),
-            chunk_shift,
-            iovas: iovas.into_boxed_slice(),
-            unmap,
-            quarantined: AtomicBool::new(false),
-        })
+        Some(Self::build(memory, chunk_shift, iovas, unmap))
     }
 
     /// A region with one contiguous IOVA range starting at `iova`.
-    pub fn contiguous(memory: HostMemory, iova: u64, unmap: Option<Box<dyn Unmap>>) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// As for [`DmaRegion::new`]: the device this region is for reaches byte
+    /// `i` of `memory` at `iova + i` until `unmap` is dropped.
+    pub unsafe fn contiguous(memory: HostMemory, iova: u64, unmap: Option<Box<dyn Unmap>>) -> Self {
         let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
+        Self::build(memory, shift, vec![iova], unmap)
+    }
+
+    /// A region of ordinary memory with made-up IOVAs starting at `iova`,
+    /// for unit tests whose fake devices never transfer anything.
+    #[cfg(test)]
+    pub(crate) fn unmapped_for_tests(memory: HostMemory, iova: u64) -> Self {
+        let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
+        Self::build(memory, shift, vec![iova], None)
+    }
+
+    fn build(
+        memory: HostMemory,
+        chunk_shift: u32,
+        iovas: Vec<u64>,
+        unmap: Option<Box<dyn Unmap>>,
+    ) -> Self {
         DmaRegion {
-            memory: ManuallyDrop::new(memory),
-            chunk_shift: shift,
-            iovas: vec![iova].into_boxed_slice(),
             unmap,
+            memory,
+            chunk_shift,
+            iovas: iovas.into_boxed_slice(),
             quarantined: AtomicBool::new(false),
         }
     }
@@ -91,6 +131,10 @@ impl DmaRegion {
     /// Start of the region in this process.
     pub fn as_ptr(&self) -> *mut u8 {
         self.memory.as_ptr()
+    }
+    /// The region's bytes, for bounds-checked volatile access.
+    pub fn view(&self) -> DmaView<'_> {
+        DmaView::new(&self.memory)
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {
@@ -147,9 +191,7 @@ impl Drop for DmaRegion {
             // device mapping nor the host pages are released, so a late
             // write lands in memory nobody else will ever be given.
             QUARANTINED_BYTES.fetch_add(self.len() as u64, Ordering::Relaxed);
-            // SAFETY: `memory` is taken exactly once, here, and the region
-            // is not used after `drop`.
-            let memory = unsafe { ManuallyDrop::take(&mut self.memory) };
+            let memory = self.memory.keep_forever();
             let unmap = self.unmap.take();
             QUARANTINE
                 .lock()
@@ -157,11 +199,9 @@ impl Drop for DmaRegion {
                 .push((memory, unmap));
             return;
         }
-        // Unmap from the device before the host pages go away.
+        // Unmap from the device before the host pages go away (when
+        // `memory` drops, right after this).
         drop(self.unmap.take());
-        // SAFETY: `memory` is dropped exactly once, here, and the region is
-        // not used after `drop`.
-        unsafe { ManuallyDrop::drop(&mut self.memory) };
     }
 }
 
@@ -206,7 +246,7 @@ mod tests {
     #[test]
     fn iova_lookup_follows_chunks() {
         let mem = HostMemory::plain(3 * 4096).unwrap();
-        let r = DmaRegion::new(mem, 12, vec![0x10_0000, 0x50_0000, 0x20_0000], None).unwrap();
+        let r = DmaRegion::checked(mem, 12, vec![0x10_0000, 0x50_0000, 0x20_0000], None).unwrap();
         assert_eq!(r.iova(0), Some(0x10_0000));
         assert_eq!(r.iova(4095), Some(0x10_0fff));
         assert_eq!(r.iova(4096), Some(0x50_0000));
@@ -218,13 +258,13 @@ mod tests {
     #[test]
     fn region_rejects_iova_tables_of_the_wrong_length() {
         let mem = HostMemory::plain(2 * 4096).unwrap();
-        assert!(DmaRegion::new(mem, 12, vec![0], None).is_none());
+        assert!(DmaRegion::checked(mem, 12, vec![0], None).is_none());
     }
 
     #[test]
     fn contiguous_region_is_one_chunk() {
         let mem = HostMemory::plain(5 * 4096).unwrap();
-        let r = DmaRegion::contiguous(mem, 0x1000_0000, None);
+        let r = DmaRegion::unmapped_for_tests(mem, 0x1000_0000);
         assert_eq!(r.iova(5 * 4096 - 1), Some(0x1000_0000 + 5 * 4096 - 1));
         assert_eq!(r.contiguous_len(0), 5 * 4096);
     }
@@ -241,7 +281,12 @@ mod tests {
         }
         let flag = Arc::new(AtomicBool::new(false));
         let mem = HostMemory::plain(8192).unwrap();
-        let r = DmaRegion::contiguous(mem, 0, Some(Box::new(Guard(flag.clone()))));
+        let r = DmaRegion::build(
+            mem,
+            12,
+            vec![0, 0x1000],
+            Some(Box::new(Guard(flag.clone()))),
+        );
         let before = quarantined_bytes();
         r.quarantine();
         drop(r);
@@ -264,7 +309,7 @@ mod tests {
         }
         let flag = Arc::new(AtomicBool::new(false));
         let mem = HostMemory::plain(4096).unwrap();
-        let r = DmaRegion::contiguous(mem, 0, Some(Box::new(Guard(flag.clone()))));
+        let r = DmaRegion::build(mem, 12, vec![0], Some(Box::new(Guard(flag.clone()))));
         assert!(!flag.load(Ordering::SeqCst));
         drop(r);
         assert!(flag.load(Ordering::SeqCst));

@@ -19,8 +19,9 @@ use crate::spec::registers::{self, Csts, cq_head_doorbell, sq_tail_doorbell};
 use crate::spec::{AdminOpcode, Command, Completion};
 
 use super::error::DriverError;
-use super::prp::{self, PAGE_SIZE, PrpListSink};
-use super::ring::{CQE_BYTES, CqRing, DmaWindow, SQE_BYTES, SqRing};
+use super::prp::{self, PAGE_SIZE, WindowSink, pages};
+use super::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
+use crate::dma::DmaWindow;
 
 /// Where an admin command's data goes.
 pub(crate) enum AdminData<'a> {
@@ -44,28 +45,6 @@ pub struct AdminStats {
     pub invalid_sqhd: u64,
 }
 
-/// A PRP list in a window of list pages.
-pub(crate) struct WindowSink<'a> {
-    pub(crate) mem: &'a DmaWindow,
-    pub(crate) first_page: usize,
-    pub(crate) pages: usize,
-}
-
-impl PrpListSink for WindowSink<'_> {
-    fn pages(&self) -> usize {
-        self.pages
-    }
-    fn page_iova(&self, page: usize) -> u64 {
-        self.mem
-            .iova((self.first_page + page) * PAGE_SIZE)
-            .unwrap_or(prp::PRP_UNUSED)
-    }
-    fn write_entry(&mut self, page: usize, entry: usize, value: u64) {
-        self.mem
-            .write_u64((self.first_page + page) * PAGE_SIZE + entry * 8, value);
-    }
-}
-
 /// The admin submission/completion queue pair and its scratch memory.
 pub(crate) struct AdminQueue {
     sq: SqRing,
@@ -80,11 +59,6 @@ pub(crate) struct AdminQueue {
     cq_doorbell: usize,
     timeout: Duration,
     pub(crate) stats: AdminStats,
-}
-
-/// Round up to whole pages.
-pub(crate) const fn pages(bytes: usize) -> usize {
-    bytes.div_ceil(PAGE_SIZE)
 }
 
 impl AdminQueue {
@@ -180,7 +154,7 @@ impl AdminQueue {
     /// Read a `T` at byte `off` of the scratch page.
     pub(crate) fn scratch_at<T: FromBytes>(&self, off: usize) -> Option<T> {
         let mut bytes = vec![0u8; size_of::<T>()];
-        if !self.scratch.read_bytes(off, &mut bytes) {
+        if !self.scratch.view().read(off, &mut bytes) {
             return None;
         }
         T::read_from_bytes(&bytes).ok()
@@ -201,7 +175,7 @@ impl AdminQueue {
         let (prp1, prp2) = match data {
             AdminData::None => (0, 0),
             AdminData::Scratch => {
-                self.scratch.zero();
+                self.scratch.view().zero();
                 (
                     self.scratch.iova(0).unwrap_or(prp::PRP_UNUSED),
                     prp::PRP_UNUSED,

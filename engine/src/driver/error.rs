@@ -215,7 +215,7 @@ pub enum DriverError {
     )]
     NotLive {
         /// Its health.
-        health: super::recovery::Health,
+        health: crate::driver::health::Health,
     },
     /// A synchronous I/O helper failed.
     #[error("I/O failed")]

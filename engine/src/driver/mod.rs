@@ -17,6 +17,32 @@
 //!   own thread, retries of DNR=0 errors, and surprise removal
 //!   ([`IoError::DeviceRemoved`]). `docs/GUARANTEES.md` states the contract.
 //!
+//! # Floor plan
+//!
+//! Layers, lowest first. A module imports only from layers below its own
+//! (and its own folder); none imports upward, so there are no cycles.
+//!
+//! 1. Leaves: `error` (every error type), `health`, `options`
+//!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
+//!    `namespace`, [`prp`] (the PRP builder and its sink into list pages),
+//!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
+//!    written there), `tracker` (the CID slab: the CID and generation-bit
+//!    invariants are written there).
+//! 2. `admin`: the admin queue, one synchronous command at a time.
+//! 3. `shared/`: the state a controller and its queue pairs share — the
+//!    device, the admin queue behind its mutex, queue ids and queue
+//!    creation, bring-up, reset and the health/generation word (its
+//!    invariant is written in `shared/recovery.rs`), the DMA fence, the
+//!    doorbell buffer. Fields private to the folder.
+//! 4. `qpair/`: [`IoQueuePair`] — submit, complete, timeouts, recovery
+//!    after a reset, teardown, synchronous helpers. Fields private to the
+//!    folder.
+//! 5. `controller/`: [`Controller`], the public handle over `shared/`, and
+//!    its log-page and feature helpers.
+//!
+//! The driver has no `unsafe` code: device-visible memory is reached only
+//! through [`crate::dma::DmaView`] and its fixed-size entries.
+//!
 //! A complete program against the built-in emulated controller:
 //!
 //! ```
@@ -35,30 +61,29 @@
 //! assert_eq!(&buf.to_vec()[..11], b"hello, nvme");
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bounds;
 mod controller;
-mod dbbuf;
 mod error;
-mod fence;
-mod log;
+mod health;
 mod namespace;
+mod options;
 pub mod prp;
 mod qpair;
-mod recovery;
-mod requeue;
 mod ring;
-mod sync;
-mod timeouts;
+mod shared;
 mod tracker;
 
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
-pub use controller::{Controller, ControllerOptions};
+pub use controller::Controller;
 pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
+pub use options::ControllerOptions;
+pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,
 };
-pub use recovery::Health;
-pub use timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};

@@ -9,9 +9,12 @@
 //!
 //! The builder is a pure function: it asks a closure for the IOVA of a byte
 //! offset of the buffer (so it works for any region, contiguous or not) and
-//! writes list entries through a [`PrpListSink`].
+//! writes list entries through a [`PrpListSink`]; the driver's sink writes
+//! them into preallocated list pages of DMA memory.
 
 #![forbid(unsafe_code)]
+
+use crate::dma::DmaWindow;
 
 /// Memory page size the driver configures (CC.MPS = 0).
 pub const PAGE_SIZE: usize = 4096;
@@ -155,6 +158,34 @@ pub fn build(
         slot += 1;
     }
     Ok((prp1, sink.page_iova(0)))
+}
+
+/// Round up to whole pages.
+pub(crate) const fn pages(bytes: usize) -> usize {
+    bytes.div_ceil(PAGE_SIZE)
+}
+
+/// A PRP list in a window of list pages.
+pub(crate) struct WindowSink<'a> {
+    pub(crate) mem: &'a DmaWindow,
+    pub(crate) first_page: usize,
+    pub(crate) pages: usize,
+}
+
+impl PrpListSink for WindowSink<'_> {
+    fn pages(&self) -> usize {
+        self.pages
+    }
+    fn page_iova(&self, page: usize) -> u64 {
+        self.mem
+            .iova((self.first_page + page) * PAGE_SIZE)
+            .unwrap_or(PRP_UNUSED)
+    }
+    fn write_entry(&mut self, page: usize, entry: usize, value: u64) {
+        self.mem
+            .view()
+            .write_u64((self.first_page + page) * PAGE_SIZE + entry * 8, value);
+    }
 }
 
 #[cfg(test)]

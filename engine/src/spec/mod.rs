@@ -7,6 +7,8 @@
 //! codes, log identifiers) are open newtypes with named constants, so an
 //! unexpected value is representable and never a crash.
 
+#![forbid(unsafe_code)]
+
 pub mod command;
 pub mod completion;
 pub mod features;

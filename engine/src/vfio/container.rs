@@ -25,7 +25,7 @@ use super::iova::{FALLBACK_RANGES, IovaAllocator, IovaRange, parse_iova_ranges};
 use super::options::VfioOptions;
 use super::sys;
 use super::sysfs::{self, PciProbe};
-use crate::dma::{DmaError, DmaRegion, HostMemory};
+use crate::dma::{DmaError, DmaRegion, HostMemory, Unmap};
 
 /// A container and the group attached to it. Shared (through `Arc`) by the
 /// device and every DMA mapping, so mappings stay valid while any exists.
@@ -189,7 +189,7 @@ impl Container {
         let align = memory.page_size().bytes() as u64;
         let device_err = |reason: String| DmaError::DeviceMap {
             device: self.name.clone(),
-            len: memory.len(),
+            len: len as usize,
             reason,
         };
         let iova = lock(alloc).allocate(len, align).ok_or_else(|| {
@@ -198,21 +198,22 @@ impl Container {
                 self.iova_ranges()
             ))
         })?;
-        if let Err(e) = sys::map_dma(self.container.as_fd(), memory.as_ptr() as u64, iova, len) {
+        let guard = || -> Box<dyn Unmap> {
+            Box::new(Mapping {
+                container: Arc::clone(self),
+                iova,
+                len,
+            })
+        };
+        sys::map_dma_region(self.container.as_fd(), memory, iova, guard).map_err(|e| {
             lock(alloc).release(iova, len);
             let reason = if e.raw_os_error() == Some(libc::ENOMEM) {
                 memlock_message(len, sys::memlock_limit().ok().flatten())
             } else {
                 format!("VFIO_IOMMU_MAP_DMA at IOVA {iova:#x} failed: {e}")
             };
-            return Err(device_err(reason));
-        }
-        let guard = Mapping {
-            container: Arc::clone(self),
-            iova,
-            len,
-        };
-        Ok(DmaRegion::contiguous(memory, iova, Some(Box::new(guard))))
+            device_err(reason)
+        })
     }
 }
 
@@ -285,14 +286,7 @@ pub(crate) fn require_hugepages(memory: &HostMemory, name: &str) -> Result<(), D
 /// usually are not, so each gets its own address.
 pub(crate) fn physical_region(memory: HostMemory, name: &str) -> Result<DmaRegion, DmaError> {
     require_hugepages(&memory, name)?;
-    let phys = memory.physical_addresses()?;
-    let shift = memory.page_size().shift();
-    let len = memory.len();
-    DmaRegion::new(memory, shift, phys, None).ok_or_else(|| DmaError::DeviceMap {
-        device: name.to_string(),
-        len,
-        reason: "the physical address table does not cover the memory".to_string(),
-    })
+    memory.into_physical_region(name)
 }
 
 #[cfg(test)]

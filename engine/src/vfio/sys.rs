@@ -9,6 +9,8 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
+use crate::dma::{DmaRegion, HostMemory, Unmap};
+
 use vfio_bindings::bindings::vfio::{
     vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info,
     vfio_region_info,
@@ -269,6 +271,22 @@ pub(crate) fn map_dma(
         )
     })?;
     Ok(())
+}
+
+/// [`map_dma`] of all of `memory` at `iova`, as the region a device of the
+/// container reaches there; `unmap` (made only once the mapping exists)
+/// undoes it when the region drops.
+pub(crate) fn map_dma_region(
+    container: BorrowedFd<'_>,
+    memory: HostMemory,
+    iova: u64,
+    unmap: impl FnOnce() -> Box<dyn Unmap>,
+) -> io::Result<DmaRegion> {
+    map_dma(container, memory.as_ptr() as u64, iova, memory.len() as u64)?;
+    // SAFETY: the kernel just mapped every byte of `memory` for the
+    // container's devices at `iova + offset`, and `unmap` removes that
+    // mapping when the region drops, before the memory is released.
+    Ok(unsafe { DmaRegion::contiguous(memory, iova, Some(unmap())) })
 }
 
 /// VFIO_IOMMU_UNMAP_DMA for a range mapped by [`map_dma`].

@@ -20,13 +20,11 @@
 use std::sync::atomic::Ordering;
 
 use crate::device::Device;
-use crate::spec::status::generic;
-use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use crate::spec::{AdminOpcode, Command};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::Inner;
-use super::error::{DriverError, IoError};
-use super::qpair::{IoCompletion, IoQueuePair};
+use super::Inner;
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::error::DriverError;
 
 /// DMA was never stopped by the driver (the normal state).
 pub(crate) const OPEN: u8 = 0;
@@ -208,63 +206,6 @@ impl<D: Device> Inner<D> {
                     bytes,
                 }
             }
-        }
-    }
-}
-
-impl<D: Device> IoQueuePair<D> {
-    /// Deleting the queues failed (`error`): the device may still own the
-    /// SQ, the CQ and every buffer in flight. A controller reset deletes
-    /// them and stops all DMA; if it fails, the device is quiesced; if
-    /// that fails too, the rings and buffers are quarantined. Every command
-    /// still held completes once through `sink`, with its buffer.
-    pub(super) fn after_failed_delete(
-        &mut self,
-        error: DriverError,
-        sink: &mut dyn FnMut(IoCompletion),
-    ) -> Result<(), DriverError> {
-        let reset = self.ctrl.reset(None);
-        let unproven = match self.ctrl.fence_state() {
-            UNPROVEN => Some(self.ctrl.fence_dma()),
-            _ => None,
-        };
-        if unproven.is_some() {
-            self.quarantine_rings();
-        }
-        let outcome = if reset.is_ok() {
-            // The reset deleted the queues: exactly as if the deletion had
-            // worked.
-            Err(IoError::Status(Status::new(
-                StatusCodeType::GENERIC,
-                generic::ABORTED_SQ_DELETION,
-            )))
-        } else {
-            Err(IoError::ControllerFailed)
-        };
-        for mut req in self.tracker.drain() {
-            if unproven.is_some()
-                && let Some(b) = req.buf.as_mut()
-            {
-                b.quarantine();
-            }
-            sink(IoCompletion {
-                token: req.token,
-                result: outcome,
-                buf: req.buf,
-            });
-        }
-        match (reset, unproven) {
-            (Ok(()), _) => {
-                self.ctrl.return_qid(self.qid);
-                Ok(())
-            }
-            (Err(_), Some(Fence::Unproven(reason))) => Err(DriverError::DmaQuarantined {
-                device: self.ctrl.name.clone(),
-                during: "deleting an I/O queue pair",
-                reason,
-                bytes: 0,
-            }),
-            (Err(_), _) => Err(error),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Controller recovery: health and reset generation, controller reset
 //! (NVMe Base 2.0 §3.7.2: CC.EN 1→0 deletes every queue and stops all DMA,
 //! then the host re-initializes as in §3.5.1), Abort (§5.1) of timed-out
-//! commands, and re-creation of I/O queues after a reset.
+//! commands. Queue pairs re-create their own queues after a reset
+//! (`qpair/requeue.rs`) through [`Inner::create_io_queues`].
 //!
-//! One `AtomicU64` per controller holds the health (low 8 bits) and the
+//! The generation invariant, kept here and nowhere else: one `AtomicU64`
+//! per controller holds the health (low 8 bits) and the
 //! reset generation (the rest). Queue pairs load it once per
 //! `process_completions` call and once per submission: no lock on the I/O
 //! path. A reset runs under the admin lock: health goes to `Resetting`, the
@@ -16,30 +18,16 @@
 use std::sync::atomic::Ordering;
 
 use crate::device::Device;
-use crate::spec::command::CREATE_Q_PC;
 use crate::spec::features::{FeatureId, number_of_queues_cdw11};
 use crate::spec::registers::{self, offset};
 use crate::spec::{AdminOpcode, Command};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::{Inner, enable, wait_csts};
-use super::error::DriverError;
-use super::prp;
+use super::Inner;
+use super::bringup::{enable, wait_csts};
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::error::DriverError;
 
-/// The controller's health as the driver sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Working.
-    Live,
-    /// A reset is in progress; queue pairs hold their commands.
-    Resetting,
-    /// Registers read all ones even after a reset attempt: the device is
-    /// gone. Everything in flight completes with `IoError::DeviceRemoved`.
-    Removed,
-    /// A reset failed for another reason; everything in flight completes
-    /// with `IoError::ControllerFailed` until a later reset succeeds.
-    Failed,
-}
+pub use crate::driver::health::Health;
 
 const LIVE: u64 = 0;
 const RESETTING: u64 = 1;
@@ -121,7 +109,7 @@ impl<D: Device> Inner<D> {
         if self.is_shut_down() {
             return Err(DriverError::ShutDown);
         }
-        if self.fence_state() == super::fence::QUIESCED {
+        if self.fence_state() == crate::driver::shared::fence::QUIESCED {
             return Err(self.quiesced_error("a reset"));
         }
         let generation = generation_of(self.state());
@@ -194,56 +182,6 @@ impl<D: Device> Inner<D> {
         cmd.cdw10 = (cid as u32) << 16 | qid as u32;
         let c = self.admin_execute(cmd, AdminData::None)?;
         Ok(c.dw0 & 1 == 0)
-    }
-
-    /// Create I/O CQ and SQ `qid` on rings at `sq_iova`/`cq_iova`. With
-    /// `generation`, only when the controller is live in that generation.
-    /// Returns the generation the queues were created in.
-    pub(crate) fn create_io_queues(
-        &self,
-        qid: u16,
-        entries: u16,
-        sq_iova: Option<u64>,
-        cq_iova: Option<u64>,
-        generation: Option<u64>,
-    ) -> Result<u64, DriverError> {
-        let mut admin = self.admin();
-        if self.is_shut_down() {
-            return Err(DriverError::ShutDown);
-        }
-        let state = self.state();
-        if health_of(state) != Health::Live || generation.is_some_and(|g| g != generation_of(state))
-        {
-            return Err(DriverError::NotLive {
-                health: health_of(state),
-            });
-        }
-        let qsize = ((entries as u32 - 1) << 16) | qid as u32;
-        let mut create_cq = Command::new(AdminOpcode::CREATE_IO_CQ.0, 0);
-        create_cq.prp1 = cq_iova.unwrap_or(prp::PRP_UNUSED);
-        create_cq.cdw10 = qsize;
-        // PC=1; IEN=0: this driver polls, so no interrupt vector is used.
-        create_cq.cdw11 = CREATE_Q_PC;
-        if let Err(e) = admin.execute(&self.device, create_cq, AdminData::None) {
-            // A Create I/O CQ that timed out may still be carried out later,
-            // pointing the device at memory the caller releases.
-            let lingering = matches!(e, DriverError::AdminTimeout { .. });
-            return Err(self.release_failed_create(&mut admin, e, lingering));
-        }
-        let mut create_sq = Command::new(AdminOpcode::CREATE_IO_SQ.0, 0);
-        create_sq.prp1 = sq_iova.unwrap_or(prp::PRP_UNUSED);
-        create_sq.cdw10 = qsize;
-        create_sq.cdw11 = ((qid as u32) << 16) | CREATE_Q_PC;
-        if let Err(e) = admin.execute(&self.device, create_sq, AdminData::None) {
-            let mut delete_cq = Command::new(AdminOpcode::DELETE_IO_CQ.0, 0);
-            delete_cq.cdw10 = qid as u32;
-            let lingering = matches!(e, DriverError::AdminTimeout { .. })
-                || admin
-                    .execute(&self.device, delete_cq, AdminData::None)
-                    .is_err();
-            return Err(self.release_failed_create(&mut admin, e, lingering));
-        }
-        Ok(generation_of(state))
     }
 }
 

@@ -12,9 +12,9 @@ use crate::device::Device;
 use crate::dma::DmaBuf;
 use crate::spec::Command;
 
-use super::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
-use super::namespace::{LbaRange, Namespace};
-use super::qpair::IoQueuePair;
+use crate::driver::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
+use crate::driver::namespace::{LbaRange, Namespace};
+use crate::driver::qpair::IoQueuePair;
 
 /// The token synchronous helpers use for their own command.
 const SYNC_TOKEN: u64 = u64::MAX;

@@ -15,10 +15,9 @@
 use crate::device::Device;
 use crate::spec::NvmOpcode;
 
-use super::dbbuf::{keep_if_configured, shadow_slots};
-use super::error::{DriverError, IoError};
-use super::qpair::{IoCompletion, IoQueuePair};
-use super::recovery::{Health, generation_of, health_of};
+use crate::driver::error::{DriverError, IoError};
+use crate::driver::qpair::{IoCompletion, IoQueuePair};
+use crate::driver::shared::recovery::{Health, generation_of, health_of};
 
 /// Commands that may be sent again with the same effect (block-level
 /// idempotent): resubmitted after DNR=0 errors and controller resets.
@@ -54,7 +53,7 @@ impl<D: Device> IoQueuePair<D> {
                 // Buffers from before the reset are not used: fresh, zeroed
                 // slots, kept only if the buffers were configured again.
                 self.shadow = None;
-                let shadow = shadow_slots(&self.ctrl, self.qid);
+                let shadow = self.ctrl.shadow_slots(self.qid);
                 match self.ctrl.create_io_queues(
                     self.qid,
                     entries,
@@ -64,7 +63,7 @@ impl<D: Device> IoQueuePair<D> {
                 ) {
                     Ok(g) => {
                         self.set_generation(g, false);
-                        self.shadow = keep_if_configured(&self.ctrl, shadow, g);
+                        self.shadow = self.ctrl.keep_if_configured(shadow, g);
                     }
                     // Another reset started meanwhile: try again later.
                     Err(DriverError::NotLive { .. }) => return 0,
@@ -104,7 +103,7 @@ impl<D: Device> IoQueuePair<D> {
     /// Complete every in-flight command with `error` (buffers returned;
     /// quarantined when the device could not be proven to have stopped).
     fn fail_all<F: FnMut(IoCompletion)>(&mut self, error: IoError, f: &mut F) -> usize {
-        let quarantine = self.ctrl.fence_state() == super::fence::UNPROVEN;
+        let quarantine = self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN;
         if quarantine {
             self.quarantine_rings();
         }
@@ -129,7 +128,7 @@ impl<D: Device> IoQueuePair<D> {
         f: &mut F,
     ) -> usize {
         let mut req = self.tracker.complete(index);
-        if self.ctrl.fence_state() == super::fence::UNPROVEN
+        if self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN
             && let Some(b) = req.buf.as_mut()
         {
             b.quarantine();

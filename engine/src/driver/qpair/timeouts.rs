@@ -14,7 +14,7 @@
 //! stays reserved until the device is proven done with it: its completion
 //! arrives (the aborted command, or its late completion) or the controller
 //! is reset. Only then does it complete, exactly once, with
-//! [`super::IoError::TimedOut`] and the buffer. If the abort fails, or the
+//! [`crate::driver::IoError::TimedOut`] and the buffer. If the abort fails, or the
 //! command is still in flight a grace period later (the smaller of the
 //! timeout and the admin timeout), or more commands time out in one scan
 //! than may be aborted, the controller is reset.
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use crate::device::Device;
 use crate::spec::registers::{ALL_ONES, Csts, offset};
 
-use super::qpair::IoQueuePair;
-use super::recovery::{generation_of, live_word};
+use crate::driver::qpair::IoQueuePair;
+use crate::driver::shared::recovery::{generation_of, live_word};
 
 /// Most Abort commands one scan sends; more timeouts at once reset the
 /// controller instead (a device with that many stuck commands is hung).
@@ -68,7 +68,7 @@ impl<D: Device> IoQueuePair<D> {
             None => self.idle_since = Some(now),
             Some(t) if now.saturating_duration_since(t) >= STALL_CHECK => {
                 self.idle_since = Some(now);
-                let csts = self.ctrl.device.read32(offset::CSTS);
+                let csts = self.ctrl.device().read32(offset::CSTS);
                 if csts == ALL_ONES || Csts::from(csts).cfs() {
                     self.stats.resets_requested += 1;
                     // The outcome is recorded in the controller's state.
@@ -79,7 +79,7 @@ impl<D: Device> IoQueuePair<D> {
             Some(_) => {}
         }
         let timeout = self.timeout;
-        let grace = timeout.min(self.ctrl.opts.admin_timeout);
+        let grace = timeout.min(self.ctrl.opts().admin_timeout);
         let mut aborts = [0u16; MAX_ABORTS_PER_SCAN];
         let (mut n_aborts, mut newly, mut reset) = (0usize, 0usize, false);
         let tracker = &mut self.tracker;

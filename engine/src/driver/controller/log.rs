@@ -10,9 +10,9 @@ use crate::spec::Command;
 use crate::spec::features::FeatureId;
 use crate::spec::log::{ErrorInformation, LogId, SmartHealth};
 
-use super::admin::AdminData;
-use super::controller::Controller;
-use super::error::DriverError;
+use crate::driver::admin::AdminData;
+use crate::driver::controller::Controller;
+use crate::driver::error::DriverError;
 
 impl<D: Device> Controller<D> {
     /// Get Log Page `lid` for `nsid` into the whole window of `buf`
@@ -55,7 +55,7 @@ impl<D: Device> Controller<D> {
             .into_iter()
             .next()
             .ok_or_else(|| DriverError::BadDeviceData {
-                device: self.inner.name.clone(),
+                device: self.inner.name().to_string(),
                 what: "SMART / Health log unreadable".into(),
             })
     }

@@ -5,7 +5,7 @@
 //! values, both laid out like the doorbell registers (SQ y tail at
 //! 2y·stride, CQ y head at (2y+1)·stride). An I/O queue pair stores each new
 //! tail or head in its shadow slot and writes the MMIO doorbell only when the
-//! device's EventIdx asks for it ([`super::ring::need_event`]); the admin
+//! device's EventIdx asks for it ([`crate::driver::ring::need_event`]); the admin
 //! queue always uses MMIO.
 //!
 //! The device forgets the buffers on every controller reset, so they are
@@ -25,11 +25,12 @@ use crate::spec::identify::OACS_DOORBELL_BUFFER_CONFIG;
 use crate::spec::registers::{cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::{AdminOpcode, Command};
 
-use super::admin::{AdminData, AdminQueue};
-use super::controller::Inner;
-use super::error::DriverError;
-use super::prp::PAGE_SIZE;
-use super::ring::{DmaWindow, ShadowSlot};
+use super::Inner;
+use crate::dma::DmaWindow;
+use crate::driver::admin::{AdminData, AdminQueue};
+use crate::driver::error::DriverError;
+use crate::driver::prp::PAGE_SIZE;
+use crate::driver::ring::ShadowSlot;
 
 /// `configured` value meaning "not configured in any generation".
 const NOT_CONFIGURED: u64 = u64::MAX;
@@ -108,7 +109,7 @@ impl DoorbellBuffer {
         self.invalidate();
         // No I/O queue exists yet in this controller life: nothing reads
         // the pages, and stale tails or EventIdx values must not survive.
-        self.pages.zero();
+        self.pages.view().zero();
         let (Some(shadow), Some(event)) = (self.pages.iova(SHADOW), self.pages.iova(EVENT)) else {
             return Err(DriverError::QueueMemory {
                 what: "shadow doorbell buffers",
@@ -158,24 +159,34 @@ impl DoorbellBuffer {
 pub(crate) type ShadowPair = (ShadowSlot, ShadowSlot);
 
 /// Zeroed shadow slots for queue `qid`, taken before its queues are
-/// created (so the device never reads a tail left by an earlier queue with
-/// this id), when the controller has a doorbell buffer.
-pub(crate) fn shadow_slots<D: Device>(ctrl: &Inner<D>, qid: u16) -> Option<ShadowPair> {
-    ctrl.dbbuf.as_ref()?.slots(qid)
-}
+/// created (so the device never reads a tail left by an earlier queue
+/// with this id), when the controller has a doorbell buffer.
+impl<D: Device> Inner<D> {
+    pub(crate) fn shadow_slots(&self, qid: u16) -> Option<ShadowPair> {
+        self.dbbuf.as_ref()?.slots(qid)
+    }
 
-/// Keep `slots` only when the buffers are configured in `generation`, the
-/// generation the queues were just created in.
-pub(crate) fn keep_if_configured<D: Device>(
-    ctrl: &Inner<D>,
-    slots: Option<ShadowPair>,
-    generation: u64,
-) -> Option<ShadowPair> {
-    slots.filter(|_| {
-        ctrl.dbbuf
+    /// Keep `slots` only when the buffers are configured in `generation`,
+    /// the generation the queues were just created in.
+    pub(crate) fn keep_if_configured(
+        &self,
+        slots: Option<ShadowPair>,
+        generation: u64,
+    ) -> Option<ShadowPair> {
+        slots.filter(|_| self.shadow_configured_in(generation))
+    }
+
+    /// Whether the shadow doorbell buffers were accepted in `generation`.
+    pub(crate) fn shadow_configured_in(&self, generation: u64) -> bool {
+        self.dbbuf
             .as_ref()
             .is_some_and(|b| b.configured_in(generation))
-    })
+    }
+
+    /// Times the controller accepted the shadow doorbell buffers.
+    pub(crate) fn shadow_configurations(&self) -> u64 {
+        self.dbbuf.as_ref().map_or(0, |b| b.configurations())
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +201,7 @@ mod tests {
         }
         fn write32(&self, _: usize, _: u32) {}
         fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
-            Ok(DmaRegion::contiguous(m, 0x4000_0000, None))
+            Ok(DmaRegion::unmapped_for_tests(m, 0x4000_0000))
         }
         fn allows_plain_memory(&self) -> bool {
             true
