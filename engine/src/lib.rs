@@ -7,6 +7,7 @@
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
 //! - [`emu`]: the built-in emulated NVMe controller (the default device).
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
+//! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
 
 pub mod device;
 pub mod dma;
@@ -15,6 +16,8 @@ pub mod emu;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod spec;
+#[cfg(target_os = "linux")]
+pub mod uring;
 pub mod vfio;
 
 pub use device::{Device, QuiesceError};
