@@ -16,10 +16,13 @@ scripts/qemu/guest-test.sh): environment self-test, setup.sh config/status,
 every test binary in /payload/tests with NVME_ENGINE_TEST_PCI=<BDF>, setup.sh
 reset/status.
 
-  --mode iommu|noiommu|both  iommu: intel-iommu + vfio-pci (default);
+  --mode iommu|noiommu|both|uring
+                             iommu: intel-iommu + vfio-pci (default);
                              noiommu: no IOMMU, uio_pci_generic and physical
                              addresses (NVME_ENGINE_TEST_NOIOMMU=1); both: one
-                             boot of each
+                             boot of each; uring: controller left with the
+                             kernel nvme driver (nvme.poll_queues=1), io_uring
+                             passthrough tests (scripts/qemu/guest-uring.sh)
   --smp N                    guest CPUs (default 2; 1 with --perf)
   --mem SIZE                 guest memory (default 2G)
   --null                     null-co namespaces (free media; for perf runs)
@@ -117,7 +120,15 @@ case "$MODE" in
 iommu) MODES=(iommu) ;;
 noiommu) MODES=(noiommu) ;;
 both) MODES=(iommu noiommu) ;;
-*) die "--mode must be iommu, noiommu or both, not '$MODE'" ;;
+# The controller stays with the kernel's nvme driver (poll queues on): NVMe
+# passthrough over io_uring, engine/tests/uring_device.rs, scripts/qemu/guest-uring.sh.
+uring)
+	MODES=(uring)
+	GUEST_SCRIPT=${GUEST_SCRIPT:-$QEMU_DIR/guest-uring.sh}
+	GUEST_TEST_TARGETS=(uring_device)
+	EXTRA_CMDLINE+=" nvme.poll_queues=1"
+	;;
+*) die "--mode must be iommu, noiommu, both or uring, not '$MODE'" ;;
 esac
 [[ -z $SMP || $SMP =~ ^[1-9][0-9]*$ ]] || die "--smp needs a positive number, not '$SMP'"
 [[ -z $NS_SIZE_MIB || $NS_SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "--ns-size needs MiB as a positive number"
