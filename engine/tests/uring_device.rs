@@ -215,6 +215,24 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
             q.stats().ring.enter_calls > before + 1,
             "a polled ring enters the kernel to reap"
         );
+        let concurrent = dev
+            .kernel()
+            .is_some_and(|k| k.at_least(KernelVersion::CONCURRENT_POLL));
+        let second = dev.create_queue(UringQueueOptions::default()).unwrap();
+        if concurrent {
+            assert_eq!(second.completion_mode(), &CompletionMode::Polled);
+        } else {
+            // Before Linux 6.5 two rings polling one device can crash the
+            // kernel: the second queue of the process takes interrupts.
+            match second.completion_mode() {
+                CompletionMode::Interrupts { reason } => {
+                    assert!(reason.contains("6.5"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(second);
+        drop(q);
         let strict = dev
             .create_queue(UringQueueOptions {
                 require_polled: true,
@@ -235,6 +253,37 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
             .unwrap_err();
         assert!(err.to_string().contains("poll_queues"), "{err}");
     }
+}
+
+#[test]
+fn interrupt_completion_is_reaped_without_blocking_when_polling_is_off() {
+    let Some(dev) = device() else { return };
+    let mut q = dev
+        .create_queue(UringQueueOptions {
+            polled: false,
+            fixed_buffers: false,
+            ..Default::default()
+        })
+        .unwrap();
+    match q.completion_mode() {
+        CompletionMode::Interrupts { reason } => assert!(reason.contains("not asked"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let mut pool = dev.create_pool(1 << 20).unwrap();
+    q.register_pool(&mut pool).unwrap();
+    assert!(matches!(q.buffer_mode(), BufferMode::Unregistered { .. }));
+    let bs = dev.namespace().block_size as usize;
+    let mut w = pool.alloc(bs).unwrap();
+    w.fill(0x5a);
+    let w = q.write_sync(50_000, w, true).unwrap();
+    let r = q.read_sync(50_000, pool.alloc(bs).unwrap()).unwrap();
+    assert_eq!(r.to_vec(), w.to_vec());
+    let st = q.stats();
+    assert_eq!(st.ring.unregistered_io, 2, "{st:?}");
+    assert_eq!(
+        st.ring.enter_calls, 2,
+        "one submission each; reaping an interrupt-mode ring makes no system call"
+    );
 }
 
 #[test]
@@ -380,4 +429,40 @@ fn the_block_device_is_refused_with_the_generic_node_named() {
     let ctrl = dev.nodes().controller.clone();
     let err = UringDevice::open(&ctrl).unwrap_err();
     assert!(matches!(err, UringError::ControllerNode { .. }), "{err}");
+}
+
+#[test]
+fn fixed_buffers_carry_io_with_and_without_polling_and_in_pools_of_any_size() {
+    let Some(dev) = device() else { return };
+    if !new_enough(&dev) {
+        eprintln!("skipped: fixed buffers for uring commands need Linux 6.1");
+        return;
+    }
+    let max = dev.max_transfer_bytes();
+    for (polled, pool_bytes) in [(false, 2 << 20), (true, 2 << 20), (true, 6 << 20)] {
+        let mut q = dev
+            .create_queue(UringQueueOptions {
+                polled,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut pool = dev.create_pool(pool_bytes).unwrap();
+        assert_eq!(q.register_pool(&mut pool).unwrap(), &BufferMode::Fixed);
+        // Buffers from every part of the pool, the largest transfer last.
+        let mut bufs = Vec::new();
+        while let Ok(b) = pool.alloc(max) {
+            bufs.push(b);
+        }
+        assert!(bufs.len() >= 2);
+        for (i, mut b) in bufs.into_iter().enumerate() {
+            b.fill(i as u8 ^ 0xa5);
+            let lba = 60_000 + (i * max / 512) as u64;
+            let b = q.write_sync(lba, b, false).unwrap();
+            let r = q.read_sync(lba, b).unwrap();
+            assert!(r.to_vec().iter().all(|&x| x == i as u8 ^ 0xa5));
+        }
+        let st = q.stats();
+        assert_eq!(st.ring.unregistered_io, 0, "{st:?}");
+        assert_eq!(st.failed, 0, "{st:?}");
+    }
 }

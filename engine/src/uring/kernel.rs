@@ -9,6 +9,9 @@
 //!   driver's poll queues) and `IORING_URING_CMD_FIXED` (registered buffers).
 //! - 6.2: passthrough without CAP_SYS_ADMIN: reads and Identify need read
 //!   access to the node, writes need it opened for writing.
+//! - 6.5: the NVMe driver polls uring commands by request; before, a ring
+//!   could poll a request another ring had completed and freed, so only one
+//!   ring per process polls there.
 //! - 6.6: the `kernel.io_uring_disabled` sysctl.
 
 #![forbid(unsafe_code)]
@@ -31,6 +34,9 @@ impl KernelVersion {
     pub const IOPOLL_AND_FIXED: Self = Self::new(6, 1);
     /// Passthrough by file access instead of CAP_SYS_ADMIN.
     pub const UNPRIVILEGED: Self = Self::new(6, 2);
+    /// Several rings may poll one device at once (the driver polls by
+    /// request, not by a bio that may already be freed).
+    pub const CONCURRENT_POLL: Self = Self::new(6, 5);
 
     /// `major.minor`.
     pub const fn new(major: u32, minor: u32) -> Self {

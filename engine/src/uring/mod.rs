@@ -23,6 +23,8 @@
 //! | `IORING_OP_URING_CMD`, `SQE128`/`CQE32`, `NVME_URING_CMD_IO` | 5.19 | none: [`UringError::NoUringCmd`] / [`UringError::KernelTooOld`] |
 //! | `IORING_SETUP_IOPOLL` for uring commands | 6.1 | interrupt completion, reaped without a system call |
 //! | `IORING_URING_CMD_FIXED` (registered buffers) | 6.1 | the kernel pins each I/O's pages |
+//! | several rings polling one device at once | 6.5 | one polling queue per process, the others interrupt-driven |
+//! | `IORING_OP_ASYNC_CANCEL` on a polled ring | newer than 6.1 | refused (EINVAL, counted); the kernel driver's own timeout ends the command |
 //! | passthrough without CAP_SYS_ADMIN (read/write access to the node) | 6.2 | [`UringError::PermissionDenied`] names what to grant |
 //! | `kernel.io_uring_disabled` | 6.6 | [`UringError::IoUringDisabled`] |
 //!

@@ -5,6 +5,7 @@
 //! submission. Dropping (or [`UringQueue::close_with`]) cancels what is in
 //! flight and reaps every completion before a buffer is released.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dma::{DmaBuf, DmaPool};
@@ -93,6 +94,14 @@ pub struct UringQueue {
     close_timeout: Duration,
     completion_mode: CompletionMode,
     buffer_mode: BufferMode,
+    /// Fixed buffers were asked for and the kernel has them.
+    fixed_allowed: bool,
+    /// Largest transfer (a power of two): the fixed buffer chunk size.
+    max_transfer: usize,
+    /// Held while this queue polls on a kernel that allows one polling
+    /// ring at a time; declared after the ring so it is released after
+    /// the ring is closed.
+    _poll_slot: Option<PolledRingSlot>,
     /// One small buffer of every registered pool: keeps its memory mapped
     /// for as long as the ring may reach it.
     keepalive: Vec<DmaBuf>,
@@ -112,6 +121,7 @@ impl UringQueue {
         let new_enough = kernel.is_none_or(|k| k.at_least(KernelVersion::IOPOLL_AND_FIXED));
         let release = super::kernel::release();
         let poll = dev.poll_support();
+        let mut poll_slot = None;
         let completion_mode = if !opts.polled {
             CompletionMode::Interrupts {
                 reason: "polling not asked for".into(),
@@ -121,7 +131,20 @@ impl UringQueue {
                 reason: format!("kernel {release} predates polled uring commands (Linux 6.1)"),
             }
         } else if poll.available == Some(true) {
-            CompletionMode::Polled
+            match PolledRingSlot::take(kernel) {
+                Some(slot) => {
+                    poll_slot = Some(slot);
+                    CompletionMode::Polled
+                }
+                None => CompletionMode::Interrupts {
+                    reason: format!(
+                        "another queue of this process already polls; on kernel {release} \
+                         (before Linux 6.5) several rings polling one NVMe device can crash \
+                         the kernel (the polled request's bio may be freed while another ring \
+                         polls it), so only one queue at a time polls"
+                    ),
+                },
+            }
         } else {
             CompletionMode::Interrupts {
                 reason: format!(
@@ -185,6 +208,9 @@ impl UringQueue {
             close_timeout: opts.close_timeout,
             completion_mode,
             buffer_mode,
+            fixed_allowed: opts.fixed_buffers && new_enough,
+            max_transfer: dev.max_transfer_bytes(),
+            _poll_slot: poll_slot,
             keepalive: Vec::new(),
             stats: UringQueueStats::default(),
         })
@@ -196,10 +222,7 @@ impl UringQueue {
     /// allocation failure of the pool is an error. Call while nothing is
     /// in flight. Takes one 4 KiB block of the pool to keep it mapped.
     pub fn register_pool(&mut self, pool: &mut DmaPool) -> Result<&BufferMode, UringError> {
-        if !matches!(self.buffer_mode, BufferMode::Fixed)
-            && let BufferMode::Unregistered { reason } = &self.buffer_mode
-            && (reason.contains("predates") || reason.contains("not asked"))
-        {
+        if !self.fixed_allowed {
             return Ok(&self.buffer_mode);
         }
         let keep = pool.alloc(4096).map_err(UringError::Dma)?;
@@ -207,7 +230,7 @@ impl UringQueue {
         // SAFETY: `keep` holds the pool's region alive (its Arc) until the
         // queue, and so the ring, is dropped: the registered memory stays
         // mapped and belongs to this pool for the ring's whole life.
-        match unsafe { self.ring.register(addr, len) } {
+        match unsafe { self.ring.register(addr, len, self.max_transfer) } {
             Ok(()) => {
                 self.keepalive.push(keep);
                 self.buffer_mode = BufferMode::Fixed;
@@ -565,6 +588,39 @@ impl UringQueue {
                 result: Err(IoError::TimedOut(self.close_timeout)),
                 buf,
             });
+        }
+    }
+}
+
+/// Polling rings of this process on kernels where only one may poll.
+static POLLED_RINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// The right to poll on a kernel before Linux 6.5, where the NVMe
+/// driver's uring command polling dereferences the polled request's bio,
+/// which a concurrent poller on another ring may already have completed
+/// and freed (a kernel crash seen on 6.1 with several threads polling one
+/// device). From 6.5 the driver polls by request and any number of rings
+/// may poll.
+struct PolledRingSlot {
+    counted: bool,
+}
+
+impl PolledRingSlot {
+    fn take(kernel: Option<KernelVersion>) -> Option<Self> {
+        if kernel.is_some_and(|k| k.at_least(KernelVersion::CONCURRENT_POLL)) {
+            return Some(PolledRingSlot { counted: false });
+        }
+        POLLED_RINGS
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| PolledRingSlot { counted: true })
+    }
+}
+
+impl Drop for PolledRingSlot {
+    fn drop(&mut self) {
+        if self.counted {
+            POLLED_RINGS.store(0, Ordering::Release);
         }
     }
 }

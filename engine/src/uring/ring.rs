@@ -29,6 +29,49 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 const CANCEL_MARK: u64 = 1 << 63;
 /// Largest iovec one fixed buffer registration takes (the kernel's limit).
 const MAX_FIXED_BYTES: usize = 1 << 30;
+/// Most fixed buffers one ring registers (the kernel's limit).
+const MAX_FIXED_BUFFERS: usize = 1 << 14;
+
+/// A registered region: buffers `first..first + count` of `1 << shift`
+/// bytes each (the last may be shorter), starting at `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FixedRegion {
+    base: u64,
+    len: usize,
+    first: usize,
+    count: usize,
+    shift: u32,
+}
+
+/// The buffer of `regions` holding all of `[addr, addr + len)`, if any.
+#[inline]
+fn find_buffer(regions: &[FixedRegion], addr: u64, len: u32) -> Option<u16> {
+    if len == 0 {
+        return None;
+    }
+    let last = addr.checked_add(len as u64 - 1)?;
+    regions.iter().find_map(|r| {
+        let off = addr.checked_sub(r.base)?;
+        let end = last - r.base;
+        (end < r.len as u64 && off >> r.shift == end >> r.shift)
+            .then(|| (r.first + (off >> r.shift) as usize) as u16)
+    })
+}
+
+/// The iovecs registering `regions`, in buffer-index order.
+fn iovecs(regions: &[FixedRegion]) -> Vec<libc::iovec> {
+    let mut v = Vec::new();
+    for r in regions {
+        let chunk = 1usize << r.shift;
+        for i in 0..r.count {
+            v.push(libc::iovec {
+                iov_base: (r.base + (i * chunk) as u64) as *mut libc::c_void,
+                iov_len: chunk.min(r.len - i * chunk),
+            });
+        }
+    }
+    v
+}
 
 /// How the ring learns about completions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,8 +132,8 @@ pub struct UringTransport {
     /// SQEs queued since the last `io_uring_enter`.
     pending: u32,
     polled: bool,
-    /// Registered memory, `(start address, length)`; index = buffer index.
-    fixed: Vec<(u64, usize)>,
+    /// Registered memory regions, each as buffers of one chunk size.
+    fixed: Vec<FixedRegion>,
     fixed_allowed: bool,
     max_transfer: usize,
     timeout_ms: u32,
@@ -162,34 +205,50 @@ impl UringTransport {
         !self.fixed.is_empty()
     }
 
-    /// Register `[addr, addr + len)` as fixed buffers (with what was
-    /// registered before; only while nothing is in flight).
+    /// Register `[addr, addr + len)` as fixed buffers, in chunks of
+    /// `chunk` bytes (a power of two) counted from `addr`, along with what
+    /// was registered before; only while nothing is in flight.
+    ///
+    /// Chunks, not one buffer per region: Linux 6.1 hands the block layer
+    /// every page from the I/O's start to the end of its registered buffer
+    /// and refuses the command (EINVAL) when those are more than the queue's
+    /// `max_segments`. A chunk no larger than the largest transfer, which
+    /// is capped by `max_segments` pages, keeps every I/O inside one chunk
+    /// (pool blocks are aligned to their size) and under that count.
     ///
     /// # Safety
     ///
     /// The memory stays mapped, and is not handed to anything else, for as
     /// long as this ring lives (the caller keeps its region alive).
-    pub(super) unsafe fn register(&mut self, addr: u64, len: usize) -> io::Result<()> {
+    pub(super) unsafe fn register(
+        &mut self,
+        addr: u64,
+        len: usize,
+        chunk: usize,
+    ) -> io::Result<()> {
         if !self.fixed_allowed {
             return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
         }
         if self.in_flight != 0 {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
-        let mut ranges = self.fixed.clone();
-        let mut off = 0;
-        while off < len {
-            let n = (len - off).min(MAX_FIXED_BYTES);
-            ranges.push((addr + off as u64, n));
-            off += n;
+        if !chunk.is_power_of_two() || !(4096..=MAX_FIXED_BYTES).contains(&chunk) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let iovecs: Vec<libc::iovec> = ranges
-            .iter()
-            .map(|&(a, l)| libc::iovec {
-                iov_base: a as *mut libc::c_void,
-                iov_len: l,
-            })
-            .collect();
+        let first = self.fixed.last().map_or(0, |r| r.first + r.count);
+        let count = len.div_ceil(chunk);
+        if first + count > MAX_FIXED_BUFFERS {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut regions = self.fixed.clone();
+        regions.push(FixedRegion {
+            base: addr,
+            len,
+            first,
+            count,
+            shift: chunk.trailing_zeros(),
+        });
+        let vecs = iovecs(&regions);
         let sub = self.ring.submitter();
         if !self.fixed.is_empty() {
             sub.unregister_buffers()?;
@@ -197,23 +256,15 @@ impl UringTransport {
         // SAFETY: every iovec names memory the caller keeps mapped for the
         // ring's life (this function's contract, and that of the earlier
         // registrations re-registered here).
-        match unsafe { sub.register_buffers(&iovecs) } {
+        match unsafe { sub.register_buffers(&vecs) } {
             Ok(()) => {
-                self.fixed = ranges;
+                self.fixed = regions;
                 Ok(())
             }
             Err(e) => {
                 if !self.fixed.is_empty() {
-                    let old: Vec<libc::iovec> = self
-                        .fixed
-                        .iter()
-                        .map(|&(a, l)| libc::iovec {
-                            iov_base: a as *mut libc::c_void,
-                            iov_len: l,
-                        })
-                        .collect();
-                    // SAFETY: as above: these ranges were registered before.
-                    if unsafe { sub.register_buffers(&old) }.is_err() {
+                    // SAFETY: as above: these regions were registered before.
+                    if unsafe { sub.register_buffers(&iovecs(&self.fixed)) }.is_err() {
                         self.fixed.clear();
                     }
                 }
@@ -225,10 +276,7 @@ impl UringTransport {
     /// The fixed buffer holding `[addr, addr + len)`, if any.
     #[inline]
     fn buffer_index(&self, addr: u64, len: u32) -> Option<u16> {
-        self.fixed
-            .iter()
-            .position(|&(a, l)| addr >= a && addr + len as u64 <= a + l as u64)
-            .map(|i| i as u16)
+        find_buffer(&self.fixed, addr, len)
     }
 
     /// Push one SQE; the caller checked there is room.
@@ -417,5 +465,45 @@ impl CommandTransport for UringTransport {
         }
         self.stats.cancels_sent += 1;
         CancelRequest::Sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_maps_to_the_one_chunk_holding_it_or_to_none() {
+        let regions = [
+            FixedRegion {
+                base: 0x10_0000,
+                len: 0x10_0000,
+                first: 0,
+                count: 4,
+                shift: 18,
+            },
+            FixedRegion {
+                base: 0x100_0000,
+                len: 0x5000,
+                first: 4,
+                count: 2,
+                shift: 14,
+            },
+        ];
+        assert_eq!(find_buffer(&regions, 0x10_0000, 4096), Some(0));
+        assert_eq!(find_buffer(&regions, 0x14_0000, 0x4_0000), Some(1));
+        assert_eq!(find_buffer(&regions, 0x1f_f000, 4096), Some(3));
+        // Straddles two chunks: goes unregistered rather than wrong.
+        assert_eq!(find_buffer(&regions, 0x13_f000, 8192), None);
+        // Past the region, before it, empty.
+        assert_eq!(find_buffer(&regions, 0x20_0000, 4096), None);
+        assert_eq!(find_buffer(&regions, 0xf_f000, 4096), None);
+        assert_eq!(find_buffer(&regions, 0x10_0000, 0), None);
+        assert_eq!(find_buffer(&regions, 0x100_4000, 4096), Some(5));
+        assert_eq!(find_buffer(&regions, 0x100_4000, 8192), None);
+        let v = iovecs(&regions);
+        assert_eq!(v.len(), 6);
+        assert_eq!(v[3].iov_base as u64, 0x1c_0000);
+        assert_eq!(v[5].iov_len, 0x1000, "the last chunk is shorter");
     }
 }
