@@ -116,7 +116,9 @@ impl UringDevice {
         cmd.cdw10 = cns::NAMESPACE as u32;
         dev.admin_command(&cmd, Some(ns.as_mut_bytes()), "Identify Namespace")?;
         dev.max_transfer = transfer_limit(ctrl.mdts, dev.nodes.queue_sysfs.as_deref());
-        let mut namespace =
+        // A node opened read-only is not write protected: writes go to the
+        // kernel, which refuses them with a permission error that says so.
+        let namespace =
             Namespace::from_identify(nsid, *ns, &ctrl, dev.max_transfer).map_err(|reason| {
                 UringError::Namespace {
                     path: shown.clone(),
@@ -124,9 +126,6 @@ impl UringDevice {
                     reason,
                 }
             })?;
-        if !writable {
-            namespace.read_only = true;
-        }
         dev.namespace = namespace;
         dev.identify = ctrl;
         Ok(dev)
