@@ -479,3 +479,92 @@ fn fixed_buffers_carry_io_with_and_without_polling_and_in_pools_of_any_size() {
         assert_eq!(st.failed, 0, "{st:?}");
     }
 }
+
+/// Stage of the unprivileged child process (see the next test).
+const CHILD_STAGE: &str = "NVME_ENGINE_TEST_URING_UNPRIVILEGED_STAGE";
+
+#[test]
+fn without_privilege_the_errors_say_what_the_kernel_requires() {
+    let Some(dev) = device() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change the node's mode and drop privileges");
+        return;
+    }
+    if std::env::var(CHILD_STAGE).is_ok() {
+        return; // the child runs `unprivileged_child` only
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let node = dev.path().to_path_buf();
+    let mode = std::fs::metadata(&node).unwrap().permissions().mode();
+    let run = |stage: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "unprivileged_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_STAGE, stage)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("unprivileged child, stage {stage}:\n{text}");
+        assert!(out.status.success(), "stage {stage} failed");
+        assert!(text.contains("1 passed"), "the child test did not run");
+    };
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o600)).unwrap();
+    run("closed");
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let result = std::panic::catch_unwind(|| run("open"));
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(mode)).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Run by the test above as user nobody; does nothing otherwise.
+#[test]
+fn unprivileged_child() {
+    let Ok(stage) = std::env::var(CHILD_STAGE) else {
+        return;
+    };
+    let path = std::env::var("NVME_ENGINE_TEST_URING").unwrap();
+    // SAFETY: setgid/setuid have no memory-safety preconditions; the
+    // process drops root for good, which is the point of this child.
+    let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+    assert!(dropped, "could not drop privileges");
+    let res = UringDevice::open(&path);
+    eprintln!("as nobody ({stage}): {:?}", res.as_ref().map(|d| d.path()));
+    match stage.as_str() {
+        "closed" => {
+            let err = res.expect_err("opened a 0600 node as nobody");
+            assert!(matches!(err, UringError::Open { .. }), "{err:?}");
+            let m = err.to_string();
+            eprintln!("{m}");
+            assert!(
+                m.contains("permission denied") && m.contains(&format!("chmod 0660 {path}")),
+                "{m}"
+            );
+        }
+        "open" => {
+            let old =
+                KernelVersion::running().is_some_and(|k| !k.at_least(KernelVersion::UNPRIVILEGED));
+            if old {
+                // Node readable, but the kernel wants CAP_SYS_ADMIN.
+                let err = res.expect_err("passthrough without CAP_SYS_ADMIN before 6.2");
+                eprintln!("{err}");
+                assert!(
+                    matches!(err, UringError::PermissionDenied { .. }),
+                    "{err:?}"
+                );
+                assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
+            }
+        }
+        other => panic!("unknown stage {other}"),
+    }
+}

@@ -272,7 +272,7 @@ fn open_node(path: &Path, write: bool) -> std::io::Result<File> {
 fn open_error(path: &str, e: std::io::Error) -> UringError {
     UringError::Open {
         path: path.into(),
-        hint: open_hint(&e),
+        hint: open_hint(&e, path),
         source: e,
     }
 }

@@ -267,15 +267,14 @@ fn errno_hint(e: &io::Error) -> String {
     format!(" ({e}){hint}")
 }
 
-/// What to do when opening a node failed with `e`.
-pub(crate) fn open_hint(e: &io::Error) -> String {
+/// What to do when opening `path` failed with `e`.
+pub(crate) fn open_hint(e: &io::Error, path: &str) -> String {
     match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => {
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
             "permission denied; the node is usually root-only (mode 0600): run as root, or grant \
-             the user access (`sudo chgrp disk NODE && sudo chmod 0660 NODE`, lasting with a udev \
-             rule `KERNEL==\"ng[0-9]*n[0-9]*\", GROUP=\"disk\", MODE=\"0660\"`)"
-                .into()
-        }
+             the user access (`sudo chgrp disk {path} && sudo chmod 0660 {path}`, lasting with a \
+             udev rule `KERNEL==\"ng[0-9]*n[0-9]*\", GROUP=\"disk\", MODE=\"0660\"`)"
+        ),
         Some(libc::ENXIO) | Some(libc::ENODEV) => {
             "the device behind the node is gone (controller removed or being reset)".into()
         }
@@ -318,6 +317,16 @@ pub fn permission_requirement(kernel: Option<KernelVersion>, node: &str, admin: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_permission_hint_names_the_node_and_the_lasting_fix() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        let h = open_hint(&e, "/dev/ng1n2");
+        assert!(h.contains("sudo chmod 0660 /dev/ng1n2"), "{h}");
+        assert!(h.contains("udev rule"), "{h}");
+        let gone = open_hint(&io::Error::from_raw_os_error(libc::ENXIO), "/dev/ng1n2");
+        assert!(gone.contains("gone"), "{gone}");
+    }
 
     #[test]
     fn block_device_error_names_the_generic_node() {

@@ -138,7 +138,7 @@ pub fn resolve(path: &Path, dev: &Path, sys: &Path) -> Result<NamespaceNodes, Ur
         },
         _ => UringError::Open {
             path: shown.clone(),
-            hint: super::error::open_hint(&e),
+            hint: super::error::open_hint(&e, &shown),
             source: e,
         },
     })?;
