@@ -18,10 +18,13 @@ environment self-test, setup.sh config/status, every test binary in
 /payload/tests with NVME_ENGINE_TEST_PCI=<BDF>, a fio verify job through the
 nvme-fio ioengine, setup.sh reset/status.
 
-  --mode iommu|noiommu|both  iommu: intel-iommu + vfio-pci (default);
+  --mode iommu|noiommu|both|uring
+                             iommu: intel-iommu + vfio-pci (default);
                              noiommu: no IOMMU, uio_pci_generic and physical
                              addresses (NVME_ENGINE_TEST_NOIOMMU=1); both: one
-                             boot of each
+                             boot of each; uring: controller left with the
+                             kernel nvme driver (nvme.poll_queues=1), io_uring
+                             passthrough tests (scripts/qemu/guest-uring.sh)
 USAGE
 	machine_usage
 	cat <<'USAGE'
@@ -71,13 +74,24 @@ case "$MODE" in
 iommu) MODES=(iommu) ;;
 noiommu) MODES=(noiommu) ;;
 both) MODES=(iommu noiommu) ;;
-*) die "--mode must be iommu, noiommu or both, not '$MODE'" ;;
+# The controller stays with the kernel's nvme driver (poll queues on): NVMe
+# passthrough over io_uring, engine/tests/uring_device.rs, guest-uring.sh.
+uring)
+	MODES=(uring)
+	GUEST_TEST_TARGETS=(uring_device)
+	EXTRA_CMDLINE+=" nvme.poll_queues=1"
+	;;
+*) die "--mode must be iommu, noiommu, both or uring, not '$MODE'" ;;
 esac
-check_machine_options 2 "$QEMU_DIR/guest-test.sh"
-
-start_run fio
+if [[ $MODE == uring ]]; then
+	check_machine_options 2 "$QEMU_DIR/guest-uring.sh"
+	start_run
+else
+	check_machine_options 2 "$QEMU_DIR/guest-test.sh"
+	start_run fio
+fi
 if [[ $BUILD == 1 ]]; then
 	build_guest_tests
-	build_guest_fio_engine
+	[[ $MODE == uring ]] || build_guest_fio_engine
 fi
 boot_modes "${MODES[@]}"

@@ -35,4 +35,6 @@ if [ "${NVME_ENGINE_SKIP_QEMU:-0}" = 1 ]; then
 else
 	echo "== QEMU guest test (vfio-pci with an emulated IOMMU, then uio_pci_generic)"
 	scripts/qemu-test.sh --mode both
+	echo "== QEMU guest test (controller kept by the kernel nvme driver: NVMe passthrough over io_uring)"
+	scripts/qemu-test.sh --mode uring
 fi

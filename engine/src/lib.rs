@@ -7,6 +7,7 @@
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
+//! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
 //!
 //! The emulated NVMe controller every tool opens by default lives in its own
 //! crate, `nvme-emu`.
@@ -16,6 +17,8 @@ pub mod device;
 pub mod dma;
 pub mod driver;
 pub mod spec;
+#[cfg(target_os = "linux")]
+pub mod uring;
 pub mod vfio;
 
 pub use device::{Device, QuiesceError};

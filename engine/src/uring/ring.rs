@@ -1,0 +1,509 @@
+//! The io_uring side of the command seam: one ring (128-byte SQEs, 32-byte
+//! CQEs) per queue, owned by one thread, carrying `NVME_URING_CMD_IO`
+//! commands to one namespace node. [`UringTransport`] implements
+//! [`CommandTransport`]: submissions only fill SQEs, `flush` makes one
+//! `io_uring_enter` for the whole batch (none when nothing is queued), and
+//! `poll` reaps without blocking — from the shared completion ring alone
+//! when the kernel completes by interrupt, with one non-blocking
+//! `io_uring_enter(GETEVENTS)` per call when the ring is polled
+//! (`IORING_SETUP_IOPOLL`), which is what drives the driver's poll queue.
+//! Data buffers inside memory registered with the ring go out as fixed
+//! buffers (`IORING_URING_CMD_FIXED` + buffer index): the kernel pins
+//! nothing per I/O.
+
+use std::cell::Cell;
+use std::io;
+use std::marker::PhantomData;
+
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+
+use super::abi::{NVME_URING_CMD_IO, UringCmd};
+use super::transport::{
+    CancelRequest, CommandTransport, DataRef, SubmitRefusal, TransportCompletion, uring_outcome,
+};
+use crate::spec::Command;
+
+/// `IORING_ENTER_GETEVENTS`: reap (and, on a polled ring, poll) completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
+/// Marks the user data of a cancellation SQE (command tags are 16 bits).
+const CANCEL_MARK: u64 = 1 << 63;
+/// Largest iovec one fixed buffer registration takes (the kernel's limit).
+const MAX_FIXED_BYTES: usize = 1 << 30;
+/// Most fixed buffers one ring registers (the kernel's limit).
+const MAX_FIXED_BUFFERS: usize = 1 << 14;
+
+/// A registered region: buffers `first..first + count` of `1 << shift`
+/// bytes each (the last may be shorter), starting at `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FixedRegion {
+    base: u64,
+    len: usize,
+    first: usize,
+    count: usize,
+    shift: u32,
+}
+
+/// The buffer of `regions` holding all of `[addr, addr + len)`, if any.
+#[inline]
+fn find_buffer(regions: &[FixedRegion], addr: u64, len: u32) -> Option<u16> {
+    if len == 0 {
+        return None;
+    }
+    let last = addr.checked_add(len as u64 - 1)?;
+    regions.iter().find_map(|r| {
+        let off = addr.checked_sub(r.base)?;
+        let end = last - r.base;
+        (end < r.len as u64 && off >> r.shift == end >> r.shift)
+            .then(|| (r.first + (off >> r.shift) as usize) as u16)
+    })
+}
+
+/// The iovecs registering `regions`, in buffer-index order.
+fn iovecs(regions: &[FixedRegion]) -> Vec<libc::iovec> {
+    let mut v = Vec::new();
+    for r in regions {
+        let chunk = 1usize << r.shift;
+        for i in 0..r.count {
+            v.push(libc::iovec {
+                iov_base: (r.base + (i * chunk) as u64) as *mut libc::c_void,
+                iov_len: chunk.min(r.len - i * chunk),
+            });
+        }
+    }
+    v
+}
+
+/// How the ring learns about completions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompletionMode {
+    /// `IORING_SETUP_IOPOLL`: each reap polls the driver's poll queue.
+    Polled,
+    /// Interrupt-driven completion, reaped from the shared ring without a
+    /// system call; why polling is not in use.
+    Interrupts {
+        /// Why (no poll queues, kernel too old, not asked for).
+        reason: String,
+    },
+}
+
+/// How data buffers reach the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BufferMode {
+    /// Buffers inside registered memory go as fixed buffers.
+    Fixed,
+    /// Every I/O's pages are pinned by the kernel per command; why.
+    Unregistered {
+        /// Why (kernel before 6.1, registration refused, not asked for).
+        reason: String,
+    },
+}
+
+/// Counters of one ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls (submissions and polled reaps).
+    pub enter_calls: u64,
+    /// `io_uring_enter` calls that failed (retried later).
+    pub enter_errors: u64,
+    /// Commands that went with a fixed buffer.
+    pub fixed_buffer_io: u64,
+    /// Commands with data outside any registered buffer.
+    pub unregistered_io: u64,
+    /// Cancellation requests sent.
+    pub cancels_sent: u64,
+    /// Cancellations the kernel carried out (result 0).
+    pub cancels_done: u64,
+    /// Cancellations the kernel could not carry out (-ENOENT: not found,
+    /// -EALREADY: already running in the driver); the command then
+    /// completes on its own or by the kernel driver's own timeout.
+    pub cancels_refused: u64,
+    /// The last errno of a cancellation that was neither done nor refused.
+    pub cancel_last_errno: i32,
+    /// The last errno a command completed with (0 if none).
+    pub last_errno: i32,
+}
+
+/// One ring carrying NVMe commands to one namespace node.
+pub struct UringTransport {
+    ring: IoUring<squeue::Entry128, cqueue::Entry32>,
+    fd: i32,
+    capacity: usize,
+    in_flight: usize,
+    /// SQEs queued since the last `io_uring_enter`.
+    pending: u32,
+    polled: bool,
+    /// Registered memory regions, each as buffers of one chunk size.
+    fixed: Vec<FixedRegion>,
+    fixed_allowed: bool,
+    max_transfer: usize,
+    timeout_ms: u32,
+    stats: RingStats,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// Why a ring could not be created.
+#[derive(Debug)]
+pub(super) enum RingSetupError {
+    /// io_uring_setup failed.
+    Setup(io::Error),
+    /// The kernel has no `IORING_OP_URING_CMD`.
+    NoUringCmd(String),
+}
+
+impl UringTransport {
+    /// A ring for up to `capacity` commands on the namespace node `fd`.
+    /// The SQ has room for a cancellation per command, the CQ twice that.
+    pub(super) fn new(
+        fd: i32,
+        capacity: usize,
+        polled: bool,
+        fixed_allowed: bool,
+        max_transfer: usize,
+        timeout_ms: u32,
+    ) -> Result<Self, RingSetupError> {
+        let sq_entries = (capacity * 2).next_power_of_two().max(4) as u32;
+        let mut b = IoUring::<squeue::Entry128, cqueue::Entry32>::builder();
+        if polled {
+            b.setup_iopoll();
+        }
+        let ring = b.build(sq_entries).map_err(RingSetupError::Setup)?;
+        let mut probe = Probe::new();
+        match ring.submitter().register_probe(&mut probe) {
+            Ok(()) if !probe.is_supported(opcode::UringCmd80::CODE) => {
+                return Err(RingSetupError::NoUringCmd(
+                    "IORING_OP_URING_CMD is not in the ring's opcode probe".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(UringTransport {
+            ring,
+            fd,
+            capacity,
+            in_flight: 0,
+            pending: 0,
+            polled,
+            fixed: Vec::new(),
+            fixed_allowed,
+            max_transfer,
+            timeout_ms,
+            stats: RingStats::default(),
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Whether completions are polled.
+    pub fn polled(&self) -> bool {
+        self.polled
+    }
+    /// Counters.
+    pub fn stats(&self) -> &RingStats {
+        &self.stats
+    }
+    /// Whether any memory is registered as fixed buffers.
+    pub fn has_fixed_buffers(&self) -> bool {
+        !self.fixed.is_empty()
+    }
+
+    /// Register `[addr, addr + len)` as fixed buffers, in chunks of
+    /// `chunk` bytes (a power of two) counted from `addr`, along with what
+    /// was registered before; only while nothing is in flight.
+    ///
+    /// Chunks, not one buffer per region: Linux 6.1 hands the block layer
+    /// every page from the I/O's start to the end of its registered buffer
+    /// and refuses the command (EINVAL) when those are more than the queue's
+    /// `max_segments`. A chunk no larger than the largest transfer, which
+    /// is capped by `max_segments` pages, keeps every I/O inside one chunk
+    /// (pool blocks are aligned to their size) and under that count.
+    ///
+    /// # Safety
+    ///
+    /// The memory stays mapped, and is not handed to anything else, for as
+    /// long as this ring lives (the caller keeps its region alive).
+    pub(super) unsafe fn register(
+        &mut self,
+        addr: u64,
+        len: usize,
+        chunk: usize,
+    ) -> io::Result<()> {
+        if !self.fixed_allowed {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        if self.in_flight != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        if !chunk.is_power_of_two() || !(4096..=MAX_FIXED_BYTES).contains(&chunk) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let first = self.fixed.last().map_or(0, |r| r.first + r.count);
+        let count = len.div_ceil(chunk);
+        if first + count > MAX_FIXED_BUFFERS {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut regions = self.fixed.clone();
+        regions.push(FixedRegion {
+            base: addr,
+            len,
+            first,
+            count,
+            shift: chunk.trailing_zeros(),
+        });
+        let vecs = iovecs(&regions);
+        let sub = self.ring.submitter();
+        if !self.fixed.is_empty() {
+            sub.unregister_buffers()?;
+        }
+        // SAFETY: every iovec names memory the caller keeps mapped for the
+        // ring's life (this function's contract, and that of the earlier
+        // registrations re-registered here).
+        match unsafe { sub.register_buffers(&vecs) } {
+            Ok(()) => {
+                self.fixed = regions;
+                Ok(())
+            }
+            Err(e) => {
+                if !self.fixed.is_empty() {
+                    // SAFETY: as above: these regions were registered before.
+                    if unsafe { sub.register_buffers(&iovecs(&self.fixed)) }.is_err() {
+                        self.fixed.clear();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The fixed buffer holding `[addr, addr + len)`, if any.
+    #[inline]
+    fn buffer_index(&self, addr: u64, len: u32) -> Option<u16> {
+        find_buffer(&self.fixed, addr, len)
+    }
+
+    /// Push one SQE; the caller checked there is room.
+    fn push(&mut self, sqe: &squeue::Entry128) -> Result<(), SubmitRefusal> {
+        let mut sq = self.ring.submission();
+        // SAFETY: the SQE's command area and addresses describe memory the
+        // caller of `submit` keeps valid until the completion (the seam's
+        // contract); a cancellation SQE names only user data.
+        unsafe { sq.push(sqe) }.map_err(|_| SubmitRefusal::Full)?;
+        drop(sq);
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// One `io_uring_enter`: submit what is pending and, with `reap` on a
+    /// polled ring, poll for completions without waiting.
+    fn enter(&mut self, reap: bool) -> io::Result<()> {
+        let flags = if reap { IORING_ENTER_GETEVENTS } else { 0 };
+        self.stats.enter_calls += 1;
+        // SAFETY: no argument struct is passed (None), and the SQEs being
+        // submitted were pushed by `push` under the seam's contract.
+        let r = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(self.pending, 0, flags, None)
+        };
+        match r {
+            Ok(n) => {
+                self.pending -= (n as u32).min(self.pending);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.enter_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ask the kernel to cancel everything in flight on this ring.
+    pub(super) fn cancel_all(&mut self) -> CancelRequest {
+        if self.in_flight == 0 {
+            return CancelRequest::NotInFlight;
+        }
+        let sqe: squeue::Entry128 = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL_MARK)
+            .into();
+        if self.push(&sqe).is_err() {
+            return CancelRequest::Busy;
+        }
+        self.stats.cancels_sent += 1;
+        CancelRequest::Sent
+    }
+
+    /// Block until at least one completion is ready, or `ms` milliseconds
+    /// pass (teardown only: never called from the polling path).
+    pub(super) fn wait(&mut self, ms: u64) {
+        let ts = types::Timespec::new().nsec((ms.min(999) * 1_000_000) as u32);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        self.stats.enter_calls += 1;
+        let pending = self.pending;
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(n) => self.pending -= (n as u32).min(pending),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {}
+            Err(_) => {
+                self.stats.enter_errors += 1;
+                std::thread::sleep(std::time::Duration::from_millis(ms.min(10)));
+            }
+        }
+    }
+}
+
+impl CommandTransport for UringTransport {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn max_transfer(&self) -> usize {
+        self.max_transfer
+    }
+
+    unsafe fn submit(
+        &mut self,
+        cmd: &Command,
+        data: Option<DataRef>,
+        tag: u16,
+    ) -> Result<(), SubmitRefusal> {
+        if self.in_flight >= self.capacity {
+            return Err(SubmitRefusal::Full);
+        }
+        let (addr, len) = data.map_or((0, 0), |d| (d.addr as u64, d.len));
+        if len as usize > self.max_transfer {
+            return Err(SubmitRefusal::BadData(
+                "transfer larger than the kernel accepts for this namespace",
+            ));
+        }
+        let area = UringCmd::from_command(cmd, addr, len, self.timeout_ms).to_area();
+        let mut op = opcode::UringCmd80::new(types::Fd(self.fd), NVME_URING_CMD_IO).cmd(area);
+        if len != 0 {
+            match self.buffer_index(addr, len) {
+                Some(i) => {
+                    op = op.buf_index(Some(i));
+                    self.stats.fixed_buffer_io += 1;
+                }
+                None => self.stats.unregistered_io += 1,
+            }
+        }
+        let sqe = op.build().user_data(tag as u64);
+        self.push(&sqe)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SubmitRefusal> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        match self.enter(false) {
+            Ok(()) => Ok(()),
+            // Transient: the SQEs stay queued and go with the next enter.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::EBADF)) => {
+                Err(SubmitRefusal::Gone)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn poll<F: FnMut(TransportCompletion)>(&mut self, max: usize, mut f: F) -> usize {
+        if self.polled && (self.in_flight != 0 || self.pending != 0) {
+            // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
+            // call polls again.
+            let _ = self.enter(true);
+        } else if self.pending != 0 {
+            let _ = self.enter(false);
+        }
+        let mut done = 0;
+        let mut cq = self.ring.completion();
+        cq.sync();
+        while done < max {
+            let Some(cqe) = cq.next() else { break };
+            let ud = cqe.user_data();
+            if ud & CANCEL_MARK != 0 {
+                match -cqe.result() {
+                    0 => self.stats.cancels_done += 1,
+                    libc::ENOENT | libc::EALREADY => self.stats.cancels_refused += 1,
+                    e => self.stats.cancel_last_errno = e,
+                }
+                continue;
+            }
+            let outcome = uring_outcome(cqe.result(), cqe.big_cqe()[0]);
+            if cqe.result() < 0 {
+                self.stats.last_errno = -cqe.result();
+            }
+            self.in_flight = self.in_flight.saturating_sub(1);
+            f(TransportCompletion {
+                tag: ud as u16,
+                outcome,
+            });
+            done += 1;
+        }
+        done
+    }
+
+    fn cancel(&mut self, tag: u16) -> CancelRequest {
+        if self.in_flight == 0 {
+            return CancelRequest::NotInFlight;
+        }
+        let sqe: squeue::Entry128 = opcode::AsyncCancel::new(tag as u64)
+            .build()
+            .user_data(CANCEL_MARK | tag as u64)
+            .into();
+        if self.push(&sqe).is_err() {
+            return CancelRequest::Busy;
+        }
+        self.stats.cancels_sent += 1;
+        CancelRequest::Sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_maps_to_the_one_chunk_holding_it_or_to_none() {
+        let regions = [
+            FixedRegion {
+                base: 0x10_0000,
+                len: 0x10_0000,
+                first: 0,
+                count: 4,
+                shift: 18,
+            },
+            FixedRegion {
+                base: 0x100_0000,
+                len: 0x5000,
+                first: 4,
+                count: 2,
+                shift: 14,
+            },
+        ];
+        assert_eq!(find_buffer(&regions, 0x10_0000, 4096), Some(0));
+        assert_eq!(find_buffer(&regions, 0x14_0000, 0x4_0000), Some(1));
+        assert_eq!(find_buffer(&regions, 0x1f_f000, 4096), Some(3));
+        // Straddles two chunks: goes unregistered rather than wrong.
+        assert_eq!(find_buffer(&regions, 0x13_f000, 8192), None);
+        // Past the region, before it, empty.
+        assert_eq!(find_buffer(&regions, 0x20_0000, 4096), None);
+        assert_eq!(find_buffer(&regions, 0xf_f000, 4096), None);
+        assert_eq!(find_buffer(&regions, 0x10_0000, 0), None);
+        assert_eq!(find_buffer(&regions, 0x100_4000, 4096), Some(5));
+        assert_eq!(find_buffer(&regions, 0x100_4000, 8192), None);
+        let v = iovecs(&regions);
+        assert_eq!(v.len(), 6);
+        assert_eq!(v[3].iov_base as u64, 0x1c_0000);
+        assert_eq!(v[5].iov_len, 0x1000, "the last chunk is shorter");
+    }
+}
