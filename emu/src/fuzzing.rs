@@ -455,6 +455,9 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
                 now += Duration::from_millis(input.u16() as u64 * 10);
                 if let Some(qp) = qps[qi].as_mut() {
                     qp.check_timeouts(now);
+                    // Aborts and resets run on the admin worker: wait for
+                    // them so a seed replays the same way.
+                    let _ = ctrl.wait_for_admin_work(Duration::from_secs(60));
                 }
             }
             9 => {
@@ -543,6 +546,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         now += Duration::from_secs(40);
         for qp in qps.iter_mut().flatten() {
             qp.check_timeouts(now);
+            let _ = ctrl.wait_for_admin_work(Duration::from_secs(60));
             qp.process_completions(usize::MAX, |c| book.record(c, &mut out, &mut pool));
         }
     }

@@ -83,6 +83,18 @@ impl EmuHandle {
             .ignores_disable
             .store(ignores, Ordering::Release);
     }
+    /// Hold controller resets (`true`) or let them through: while held, a
+    /// host write that clears CC.EN does not return until the hold is
+    /// released, as a controller whose reset takes long. Releasing lets
+    /// every held write finish; the reset then proceeds normally. For
+    /// tests that must act while a reset is in progress, without timing.
+    pub fn hold_resets(&self, hold: bool) {
+        self.shared.reset_gate.set_closed(hold);
+    }
+    /// Host writes clearing CC.EN waiting on [`Self::hold_resets`] now.
+    pub fn resets_held(&self) -> usize {
+        self.shared.reset_gate.waiting()
+    }
     /// Whether [`nvme_engine::Device::quiesce`] fails, as on a transport without
     /// access to the PCI command register.
     pub fn set_quiesce_fails(&self, fails: bool) {

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use crate::config::{EmuConfig, EmuMode, IdlePolicy};
 use crate::counters::Padded;
@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     /// [`Device::quiesce`](nvme_engine::Device::quiesce) fails (a transport
     /// without config-space access).
     pub(crate) quiesce_fails: AtomicBool,
+    /// Holds host writes that clear CC.EN (a reset that takes long), see
+    /// [`crate::EmuHandle::hold_resets`].
+    pub(crate) reset_gate: ResetGate,
     /// Tells the device thread to exit.
     pub(crate) stop: AtomicBool,
     /// The device thread is (about to be) parked.
@@ -71,6 +74,7 @@ impl Shared {
             vanish_recovers: AtomicBool::new(false),
             ignores_disable: AtomicBool::new(false),
             quiesce_fails: AtomicBool::new(false),
+            reset_gate: ResetGate::default(),
             stop: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             poller: OnceLock::new(),
@@ -109,6 +113,10 @@ impl Shared {
     }
 
     pub(crate) fn write_cc(&self, value: u32) {
+        if !Cc::from(value).en() && Cc::from(self.state.regs.cc.load(Ordering::Acquire)).en() {
+            // Outside the device lock: the device thread keeps running.
+            self.reset_gate.pass();
+        }
         let mut e = self.processor.0.lock().unwrap_or_else(|p| p.into_inner());
         let old = Cc::from(self.state.regs.cc.swap(value, Ordering::AcqRel));
         let new = Cc::from(value);
@@ -165,5 +173,42 @@ impl Shared {
                 t.unpark();
             }
         }
+    }
+}
+
+/// A gate a test closes to make controller resets take as long as it
+/// wants: a host write clearing CC.EN waits at the gate (the write does not
+/// return, as a device that stalls the bus while it resets) until the gate
+/// opens. Deterministic: no clock is involved.
+#[derive(Default)]
+pub(crate) struct ResetGate {
+    /// Closed, and how many writers wait.
+    state: Mutex<(bool, usize)>,
+    opened: Condvar,
+}
+
+impl ResetGate {
+    /// Close (`true`) or open the gate; opening lets every waiter through.
+    pub(crate) fn set_closed(&self, closed: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = closed;
+        if !closed {
+            self.opened.notify_all();
+        }
+    }
+
+    /// Writers waiting at the gate now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Wait while the gate is closed.
+    fn pass(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.1 += 1;
+        while s.0 {
+            s = self.opened.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.1 -= 1;
     }
 }

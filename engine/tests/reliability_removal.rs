@@ -39,6 +39,7 @@ fn removal_fails_in_flight_io_once_and_new_io_fast_while_another_controller_work
     qa.check_timeouts(t0);
     assert_eq!(a.health(), Health::Live);
     qa.check_timeouts(t0 + Duration::from_millis(100));
+    settle(&a);
     assert!(a.is_removed());
     let done = collect(&mut qa);
     assert_eq!(done.len(), 5);
@@ -84,6 +85,7 @@ fn device_that_returns_on_reset_recovers_its_in_flight_io() {
     let t0 = Instant::now();
     qp.check_timeouts(t0);
     qp.check_timeouts(t0 + Duration::from_millis(100));
+    settle(&ctrl);
     assert_eq!(ctrl.health(), Health::Live);
     assert_eq!(ctrl.resets(), 1);
     let done = collect(&mut qp);

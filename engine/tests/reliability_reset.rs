@@ -130,6 +130,7 @@ fn fatal_status_is_found_by_the_stall_check_and_a_reset_recovers_the_io() {
     qp.check_timeouts(t0);
     assert_eq!(ctrl.resets(), 0);
     qp.check_timeouts(t0 + Duration::from_millis(100));
+    settle(&ctrl);
     assert_eq!(
         ctrl.resets(),
         1,

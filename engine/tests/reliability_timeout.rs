@@ -36,6 +36,7 @@ fn lost_completion_is_aborted_and_completes_once_timed_out_with_its_buffer() {
     assert_eq!(qp.check_timeouts(t0 + T / 2), 0);
     assert!(collect(&mut qp).is_empty());
     assert_eq!(qp.check_timeouts(t0 + T), 1);
+    settle(&ctrl);
     assert_eq!(qp.stats().aborts_sent, 1);
     assert_eq!(h.admin_commands(AdminOpcode::ABORT), 1);
     let done = collect(&mut qp);
@@ -102,6 +103,7 @@ fn failed_abort_escalates_to_a_reset_and_the_queue_keeps_working() {
     let t0 = Instant::now();
     qp.check_timeouts(t0);
     assert_eq!(qp.check_timeouts(t0 + T), 1);
+    settle(&ctrl);
     assert_eq!(ctrl.resets(), 1, "the abort timed out");
     let done = collect(&mut qp);
     assert_eq!(done.len(), 1);
@@ -136,10 +138,13 @@ fn unanswered_abort_resets_after_the_grace_period() {
     let t0 = Instant::now();
     qp.check_timeouts(t0);
     qp.check_timeouts(t0 + T);
+    settle(&ctrl);
     assert_eq!(ctrl.resets(), 0);
     qp.check_timeouts(t0 + T + Duration::from_secs(4));
+    settle(&ctrl);
     assert_eq!(ctrl.resets(), 0, "grace is the admin timeout (5 s)");
     qp.check_timeouts(t0 + T + Duration::from_secs(5));
+    settle(&ctrl);
     assert_eq!(ctrl.resets(), 1);
     let done = collect(&mut qp);
     assert_eq!(done.len(), 1);
@@ -164,6 +169,7 @@ fn many_timeouts_in_one_scan_reset_instead_of_aborting_each() {
     let t0 = Instant::now();
     qp.check_timeouts(t0);
     assert_eq!(qp.check_timeouts(t0 + T), 6);
+    settle(&ctrl);
     assert_eq!(qp.stats().aborts_sent, 0);
     assert_eq!(ctrl.resets(), 1);
     let mut seen: HashMap<u64, usize> = HashMap::new();
@@ -191,6 +197,7 @@ fn per_queue_timeout_and_scan_interval_are_honoured() {
     assert_eq!(qp.check_timeouts(t0 + Duration::from_millis(5)), 0);
     assert_eq!(qp.check_timeouts(t0 + Duration::from_millis(1990)), 0);
     assert_eq!(qp.check_timeouts(t0 + Duration::from_secs(2)), 1);
+    settle(&ctrl);
     let done = collect(&mut qp);
     assert_eq!(
         done[0].result,
@@ -236,6 +243,7 @@ fn threaded_device_timeouts_are_aborted_and_complete_exactly_once() {
     let t0 = Instant::now();
     qp.check_timeouts(t0);
     qp.check_timeouts(t0 + T);
+    settle(&ctrl);
     poll_until(&mut qp, &mut seen, 3);
     assert_eq!(seen[&1], Err(IoError::TimedOut(T)));
     assert_eq!(seen[&2], Err(IoError::TimedOut(T)));

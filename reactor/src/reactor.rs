@@ -27,9 +27,12 @@
 //! A panic that escapes a poller or timer is caught: the reactor drops its
 //! application code, stops accepting, drains, and reports it.
 //!
-//! The deadline check is the one step that may block: when a command timed
-//! out, or the controller looks removed or fatal, the driver aborts it or
-//! resets the controller on this thread (see the crate documentation).
+//! The deadline check never blocks on admin work: when a command timed
+//! out, or a controller looks removed or fatal, the driver posts the Abort
+//! or the reset to that controller's admin worker and returns; the reactor
+//! keeps serving every controller while one recovers. The longest loop
+//! turn is measured from the clock reads the loop makes anyway
+//! ([`ReactorStats::longest_turn`]).
 
 #![forbid(unsafe_code)]
 
@@ -102,6 +105,8 @@ struct Reactor<D: Device> {
     timeout_check: Duration,
     /// When the next deadline check is due (`None`: at the next clock read).
     next_timeout_check: Option<Instant>,
+    /// The clock read of the previous turn, if that turn read the clock.
+    last_clock: Option<Instant>,
 }
 
 /// The body of a reactor thread: set up on this thread, report readiness
@@ -142,6 +147,7 @@ pub(crate) fn run<D: Device>(
         closing: None,
         timeout_check: params.timeout_check,
         next_timeout_check: None,
+        last_clock: None,
     };
     let mut errors = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run_loop())) {
         Ok(errors) => errors,
@@ -277,6 +283,14 @@ impl<D: Device> Reactor<D> {
         if in_flight || !self.timers.is_empty() {
             // The one clock read of the turn (a vDSO call, not a system call).
             let now = Instant::now();
+            if let Some(last) = self.last_clock {
+                let turn = now.saturating_duration_since(last);
+                let stats = self.dispatch.stats_mut();
+                if turn > stats.longest_turn {
+                    stats.longest_turn = turn;
+                }
+            }
+            self.last_clock = Some(now);
             if !self.timers.is_empty() {
                 let ran = self.timers.run_due(now);
                 self.dispatch.stats_mut().timers_run += ran as u64;
@@ -285,13 +299,16 @@ impl<D: Device> Reactor<D> {
             if in_flight {
                 busy |= self.check_timeouts(now);
             }
+        } else {
+            self.last_clock = None;
         }
         busy
     }
 
-    /// Every `timeout_check`, check the deadlines of every queue pair. May
-    /// block while the driver aborts commands or resets a controller; the
-    /// commands concerned are answered by a later [`Dispatch::reap`].
+    /// Every `timeout_check`, check the deadlines of every queue pair. Does
+    /// not wait for aborts or resets (the controllers' admin workers run
+    /// them); the commands concerned are answered by a later
+    /// [`Dispatch::reap`].
     fn check_timeouts(&mut self, now: Instant) -> bool {
         if self.next_timeout_check.is_some_and(|t| now < t) {
             return false;

@@ -196,6 +196,13 @@ impl<D: Device> ReactorSet<D> {
             return Err(ReactorError::NoControllers);
         }
         let shutdown_timeout = config.shutdown_wait(&controllers)?;
+        if config.pin {
+            // Aborts and resets run on each controller's admin worker: keep
+            // it off the cores the reactors spin on, when a core is free.
+            for c in &controllers {
+                c.keep_admin_work_off(config.cores.cores());
+            }
+        }
         let mut set = ReactorSet {
             reactors: Vec::with_capacity(config.cores.len()),
             controllers,

@@ -39,6 +39,11 @@ pub struct ReactorStats {
     pub timers_run: u64,
     /// Deadline checks run over the reactor's queue pairs.
     pub timeout_checks: u64,
+    /// The longest loop turn measured: the time between the clock reads of
+    /// two consecutive turns (the clock is read on turns with commands in
+    /// flight or timers registered, so idle stretches are not counted).
+    /// A turn that stalls every controller of the reactor shows up here.
+    pub longest_turn: std::time::Duration,
     /// Responses that failed with [`RequestError::TimedOut`].
     pub timed_out: u64,
     /// Responses that failed with [`RequestError::DeviceRemoved`].
@@ -65,7 +70,8 @@ impl fmt::Display for ReactorStats {
             f,
             "reactor {} (core {}): submitted {}, completed {}, failed {}, loop busy/idle {}/{}, \
              queue-full {}, completion-ring-full {}, doorbells {}; timed out {}, removed {}, \
-             reset {}, controller failed {}; driver retries {}, aborts {}, queue re-creations {}",
+             reset {}, controller failed {}; driver retries {}, aborts {}, queue re-creations {}; \
+             longest turn {:?}",
             self.reactor,
             self.core,
             self.submitted,
@@ -82,7 +88,8 @@ impl fmt::Display for ReactorStats {
             self.controller_failed,
             self.queues.retries,
             self.queues.aborts_sent,
-            self.queues.recreated
+            self.queues.recreated,
+            self.longest_turn
         )
     }
 }

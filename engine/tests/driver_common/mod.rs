@@ -60,3 +60,13 @@ pub fn filled(pool: &mut DmaPool, data: &[u8]) -> DmaBuf {
     assert!(b.write_at(0, data));
     b
 }
+
+/// Wait until the aborts and resets the queue pairs posted from their
+/// deadline scans have been carried out by the controller's admin worker
+/// (the scans themselves never wait for them).
+pub fn settle(ctrl: &Controller<EmuController>) {
+    assert!(
+        ctrl.wait_for_admin_work(std::time::Duration::from_secs(120)),
+        "the admin worker did not finish the posted aborts and resets"
+    );
+}

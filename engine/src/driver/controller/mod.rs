@@ -51,9 +51,9 @@ impl<D: Device> Controller<D> {
     /// namespaces and Number of Queues. On failure the controller is left
     /// disabled.
     pub fn new(device: D, opts: ControllerOptions) -> Result<Self, DriverError> {
-        Ok(Controller {
-            inner: Arc::new(Inner::bring_up(device, opts)?),
-        })
+        let inner = Arc::new(Inner::bring_up(device, opts)?);
+        inner.start_admin_worker();
+        Ok(Controller { inner })
     }
 
     /// The device this controller drives.
@@ -165,6 +165,24 @@ impl<D: Device> Controller<D> {
     /// The controller's health now.
     pub fn health(&self) -> crate::driver::shared::recovery::Health {
         self.inner.health()
+    }
+
+    /// Wait until the aborts and resets queue pairs asked for so far have
+    /// been carried out, at most `limit`; returns whether they were. Queue
+    /// pairs post that work from their deadline scans
+    /// ([`IoQueuePair::check_timeouts`]) and go on polling; the
+    /// controller's admin worker runs it. Their outcome reaches the queue
+    /// pairs on their next `process_completions`. For tests and tools that
+    /// want to look at the result of a scan; the I/O path never waits.
+    pub fn wait_for_admin_work(&self, limit: std::time::Duration) -> bool {
+        self.inner.wait_admin_work(limit)
+    }
+
+    /// Keep the controller's admin worker (the thread that runs aborts and
+    /// resets) off `cpus`, typically the cores of polling threads: it moves
+    /// to the first CPU this process may use that no call named, if any.
+    pub fn keep_admin_work_off(&self, cpus: &[usize]) {
+        self.inner.keep_admin_work_off(cpus)
     }
 
     /// Orderly shutdown: CC.SHN = 01b, then wait for CSTS.SHST = 10b,

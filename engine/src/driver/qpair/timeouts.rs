@@ -9,8 +9,8 @@
 //! a command still in flight `timeout` after its stamp has timed out, so a
 //! deadline is never early and at most one scan interval late.
 //!
-//! A timed-out command is aborted (a bounded synchronous admin command;
-//! at most [`MAX_ABORTS_PER_SCAN`] per scan). Its slot — and its buffer —
+//! A timed-out command is aborted (at most [`MAX_ABORTS_PER_SCAN`] per
+//! scan). Its slot — and its buffer —
 //! stays reserved until the device is proven done with it: its completion
 //! arrives (the aborted command, or its late completion) or the controller
 //! is reset. Only then does it complete, exactly once, with
@@ -24,6 +24,13 @@
 //! [`STALL_CHECK`], it reads CSTS once. All ones or CFS set triggers a
 //! controller reset, which marks the controller removed if the registers
 //! still read all ones.
+//!
+//! The scan only decides: aborts and resets are *posted* to the
+//! controller's admin worker (`shared/worker.rs`) — a few atomic
+//! operations, no allocation, no lock an admin command holds — and the scan
+//! returns at once. The worker sends the Abort (a failed one is followed by
+//! a reset) or resets the controller while this thread keeps polling; the
+//! outcome arrives through `process_completions` like any other.
 
 #![forbid(unsafe_code)]
 
@@ -45,8 +52,9 @@ pub const STALL_CHECK: Duration = Duration::from_millis(100);
 
 impl<D: Device> IoQueuePair<D> {
     /// Check deadlines as of `now`; cheap when called more often than the
-    /// scan interval (one comparison). Sends Aborts or resets the
-    /// controller as described in the [module documentation](self); the
+    /// scan interval (one comparison). Asks the controller's admin worker
+    /// for Aborts or a reset as described in the [module
+    /// documentation](self) and returns without waiting for them; the
     /// affected commands complete through
     /// [`IoQueuePair::process_completions`]. Returns how many commands
     /// timed out in this call.
@@ -71,8 +79,7 @@ impl<D: Device> IoQueuePair<D> {
                 let csts = self.ctrl.device().read32(offset::CSTS);
                 if csts == ALL_ONES || Csts::from(csts).cfs() {
                     self.stats.resets_requested += 1;
-                    // The outcome is recorded in the controller's state.
-                    let _ = self.ctrl.reset(Some(observed));
+                    self.ctrl.post_reset(observed);
                     return 0;
                 }
             }
@@ -111,7 +118,9 @@ impl<D: Device> IoQueuePair<D> {
         if !reset {
             for &cid in &aborts[..n_aborts] {
                 self.stats.aborts_sent += 1;
-                if self.ctrl.abort(self.qid(), cid).is_err() {
+                if !self.ctrl.post_abort(observed, self.qid(), cid) {
+                    // More aborts waiting controller-wide than the mailbox
+                    // holds: the device is hung.
                     reset = true;
                     break;
                 }
@@ -119,7 +128,7 @@ impl<D: Device> IoQueuePair<D> {
         }
         if reset {
             self.stats.resets_requested += 1;
-            let _ = self.ctrl.reset(Some(observed));
+            self.ctrl.post_reset(observed);
         }
         newly
     }

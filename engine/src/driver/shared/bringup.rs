@@ -225,6 +225,7 @@ impl<D: Device> Inner<D> {
                     dbbuf,
                     fence: AtomicU8::new(crate::driver::shared::fence::OPEN),
                     fence_reason: Mutex::new(None),
+                    work: super::worker::AdminWork::new(),
                     device,
                 };
                 Ok(inner)

@@ -1,7 +1,8 @@
 //! The state a controller's handles and its queue pairs share: the device,
 //! the admin queue behind its mutex, I/O queue ids, the health and reset
 //! generation word ([`recovery`]), the DMA fence ([`fence`]) and the shadow
-//! doorbell pages ([`dbbuf`]). Its fields are private to this folder; the
+//! doorbell pages ([`dbbuf`]), and the admin worker that runs aborts and
+//! resets off the polling threads ([`worker`]). Its fields are private to this folder; the
 //! controller handle and queue pairs use its methods.
 //!
 //! Layer: above `admin`, `ring`, `prp`, `bounds`, `namespace`, `error`,
@@ -12,6 +13,7 @@ pub(crate) mod dbbuf;
 pub(crate) mod fence;
 mod queues;
 pub(crate) mod recovery;
+pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -27,6 +29,7 @@ use crate::driver::namespace::{Namespace, SkippedNamespace};
 use crate::driver::options::ControllerOptions;
 use bringup::{disable, enabled_cc, wait_csts};
 use dbbuf::DoorbellBuffer;
+use worker::AdminWork;
 
 /// Shared state of one brought-up controller.
 pub(crate) struct Inner<D: Device> {
@@ -56,6 +59,8 @@ pub(crate) struct Inner<D: Device> {
     fence: AtomicU8,
     /// Why quiescing failed, once it did.
     fence_reason: Mutex<Option<String>>,
+    /// Aborts and resets posted by queue pairs, see [`worker`].
+    work: AdminWork,
 }
 
 impl<D: Device> Inner<D> {
@@ -168,6 +173,8 @@ impl<D: Device> Inner<D> {
     }
 
     pub(crate) fn shutdown(&self) -> Result<(), DriverError> {
+        // First the worker, which may be waiting for the admin lock.
+        self.stop_admin_worker();
         // Hold the admin lock so no admin command races the shutdown.
         let _admin = self.admin();
         if self.health() == crate::driver::shared::recovery::Health::Removed {

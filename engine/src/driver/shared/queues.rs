@@ -30,6 +30,12 @@ impl<D: Device> Inner<D> {
     /// Create I/O CQ and SQ `qid` on rings at `sq_iova`/`cq_iova`. With
     /// `generation`, only when the controller is live in that generation.
     /// Returns the generation the queues were created in.
+    ///
+    /// With `generation` (a queue pair re-creating its queues after a
+    /// reset, on its polling thread) the admin lock is only tried: while
+    /// the admin worker or another thread runs an admin command, this
+    /// returns [`DriverError::NotLive`] at once and the queue pair tries
+    /// again on its next poll instead of waiting.
     pub(crate) fn create_io_queues(
         &self,
         qid: u16,
@@ -38,7 +44,18 @@ impl<D: Device> Inner<D> {
         cq_iova: Option<u64>,
         generation: Option<u64>,
     ) -> Result<u64, DriverError> {
-        let mut admin = self.admin();
+        let mut admin = match generation {
+            None => self.admin(),
+            Some(_) => match self.admin.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(DriverError::NotLive {
+                        health: self.health(),
+                    });
+                }
+            },
+        };
         if self.is_shut_down() {
             return Err(DriverError::ShutDown);
         }
