@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuNamespaceConfig, FaultAction, FaultRule};
-use nvme_engine::driver::DriverError;
+use nvme_engine::DriverError;
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::features::FeatureId;
 use nvme_engine::spec::identify::IdentifyController;

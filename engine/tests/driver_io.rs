@@ -6,9 +6,9 @@ mod driver_common;
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuNamespaceConfig};
-use nvme_engine::driver::{IoError, LbaRange, SubmitErrorKind};
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::{IoError, LbaRange, SubmitErrorKind};
 
 #[test]
 fn every_nvm_command_works() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, EmuMode, FaultAction, FaultRule};
-use nvme_engine::driver::IoCompletion;
+use nvme_engine::IoCompletion;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{AdminOpcode, StatusCodeType};
 use nvme_engine::{Controller, ControllerOptions, IoQueuePair, QueuePairOptions, QueuePairStats};

@@ -82,7 +82,7 @@ impl Worker {
         bytes: usize,
     ) -> Result<Self, EngineError> {
         let ctrl = &shared.ctrl;
-        let entries = (depth + 1).clamp(2, nvme_engine::driver::MAX_IO_QUEUE_ENTRIES as usize);
+        let entries = (depth + 1).clamp(2, nvme_engine::MAX_IO_QUEUE_ENTRIES as usize);
         let qp = ctrl
             .create_io_qpair(QueuePairOptions {
                 entries: Some(entries as u16),

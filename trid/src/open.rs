@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use nvme_emu::{EmuConfig, EmuController, EmuError, EmuHandle, EmuMode, EmuNamespaceConfig};
+use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
 use nvme_engine::vfio::{PciAddress, RealDevice, VfioError, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError, Namespace};
 

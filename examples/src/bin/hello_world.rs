@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 

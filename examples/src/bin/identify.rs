@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 use clap::Parser;
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 

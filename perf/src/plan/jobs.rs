@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Result, bail};
-use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
+use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 
 use crate::cli::Workload;
 use crate::target::Target;
