@@ -388,8 +388,8 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
                 }
                 let ns = &nss[input.u8() as usize % nss.len()];
                 let blocks = 1 + input.u8() as usize % 8;
-                let lba = input.u16() as u64 % ns.blocks.max(1);
-                let Ok(buf) = pool.alloc(blocks * ns.block_size as usize) else {
+                let lba = input.u16() as u64 % ns.blocks().max(1);
+                let Ok(buf) = pool.alloc(blocks * ns.block_size() as usize) else {
                     continue;
                 };
                 let token = book.next;

@@ -126,7 +126,7 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         },
     )?;
     let nsid = match id.nsid {
-        Some(n) => Some(opened.namespace(n)?.id),
+        Some(n) => Some(opened.namespace(n)?.id()),
         None => None,
     };
     if device.transport.is_none() {

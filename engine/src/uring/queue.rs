@@ -323,7 +323,7 @@ impl UringQueue {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
-        let mut cmd = Command::new(op.0, self.ns.id);
+        let mut cmd = Command::new(op.0, self.ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb as u32 | cdw12;
         let dir = if op == NvmOpcode::WRITE {
@@ -336,7 +336,7 @@ impl UringQueue {
 
     /// Flush the volatile write cache.
     pub fn flush(&mut self, token: u64) -> Result<(), SubmitError> {
-        let cmd = Command::new(NvmOpcode::FLUSH.0, self.ns.id);
+        let cmd = Command::new(NvmOpcode::FLUSH.0, self.ns.id());
         self.submit(&cmd, None, token)
     }
 
@@ -346,7 +346,7 @@ impl UringQueue {
             .ns
             .check_write_zeroes(lba, blocks)
             .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, self.ns.id);
+        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, self.ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb as u32;
         self.submit(&cmd, None, token)
@@ -361,7 +361,7 @@ impl UringQueue {
         buf: Option<DmaBuf>,
         token: u64,
     ) -> Result<(), SubmitError> {
-        cmd.nsid = self.ns.id;
+        cmd.nsid = self.ns.id();
         let data = match buf {
             Some(b) => {
                 let dir = match cmd.opcode() & 3 {
@@ -639,7 +639,7 @@ impl Drop for UringQueue {
 impl std::fmt::Debug for UringQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringQueue")
-            .field("nsid", &self.ns.id)
+            .field("nsid", &self.ns.id())
             .field("capacity", &self.capacity())
             .field("outstanding", &self.outstanding())
             .field("completion_mode", &self.completion_mode)
