@@ -53,18 +53,23 @@
 // NVM command sets) extend it; the parent imports neither child.
 
 // 0: data and primitives.
+mod block_ranges;
 mod command_outcome;
 mod config;
 mod counters;
+mod event_state;
 mod faults;
 mod guest_memory;
 mod register_file;
 // 1: built on 0.
 mod backend;
 mod identify_data;
+mod protection;
 mod prp_walker;
 mod queues;
-// 2: what the processor sees of the controller.
+mod sgl_walker;
+// 2: what the processor sees of the controller, and the data pointers.
+mod data_pointer;
 mod device_state;
 // 3: shadow doorbells, read and written on the device state's behalf.
 mod shadow_doorbells;
@@ -81,7 +86,9 @@ mod emulated_controller;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-pub use config::{Backing, EmuConfig, EmuError, EmuMode, EmuNamespaceConfig, IdlePolicy};
+pub use config::{
+    Backing, EmuConfig, EmuError, EmuMode, EmuNamespaceConfig, IdlePolicy, ProtectionType,
+};
 pub use counters::EmuStats;
 pub use emulated_controller::EmuController;
 pub use faults::{FaultAction, FaultId, FaultRule, QueueKind};
