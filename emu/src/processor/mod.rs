@@ -14,7 +14,6 @@
 
 use std::sync::atomic::Ordering;
 
-
 use crate::backend::Backend;
 use crate::block_ranges::BlockRanges;
 use crate::command_outcome::{Done, generic_err, specific_err};
