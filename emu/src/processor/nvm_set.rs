@@ -36,8 +36,33 @@ pub(crate) fn read_only() -> Done {
 }
 
 impl CommandProcessor {
-    /// Execute an I/O command.
+    /// Execute an I/O command. A plain Read or Write (no fusing, PRPs or an
+    /// SGL, a namespace without metadata) is decided here, inlined into the
+    /// fetch loop; everything else goes through [`Self::io_other`].
+    #[inline]
     pub(crate) fn io(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
+        let op = NvmOpcode(cmd.opcode());
+        let plain = (op == NvmOpcode::READ || op == NvmOpcode::WRITE)
+            && cmd.fuse() == 0
+            && (cmd.psdt() == 0 || (self.limits.sgl && cmd.psdt() == 1));
+        if plain {
+            let idx = cmd.nsid.wrapping_sub(1) as usize;
+            if let Some(Some(ns)) = self.nss.get(idx)
+                && ns.ms == 0
+            {
+                return if op == NvmOpcode::READ {
+                    self.read(sh, g, idx, cmd)
+                } else {
+                    self.write(sh, g, idx, cmd)
+                };
+            }
+        }
+        self.io_other(sh, g, cmd)
+    }
+
+    /// Every I/O command but a plain Read or Write, and their errors.
+    #[inline(never)]
+    fn io_other(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let op = NvmOpcode(cmd.opcode());
         if !matches!(
             op,
@@ -96,6 +121,7 @@ impl CommandProcessor {
     }
 
     /// Write Uncorrectable: later reads of the blocks fail until they are written.
+    #[inline(never)]
     fn write_uncorrectable(&mut self, idx: usize, cmd: &Command) -> Done {
         if let Err(d) = self.extent(idx, cmd, false) {
             return d;
@@ -111,6 +137,7 @@ impl CommandProcessor {
     }
 
     /// Byte offset and length of the command's LBA range, or the status that rejects it.
+    #[inline]
     pub(crate) fn extent(
         &mut self,
         idx: usize,
@@ -131,6 +158,7 @@ impl CommandProcessor {
         Ok((slba << ns.lba_shift, len))
     }
 
+    #[inline]
     fn read(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,
@@ -162,6 +190,7 @@ impl CommandProcessor {
         }
     }
 
+    #[inline]
     fn write(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,

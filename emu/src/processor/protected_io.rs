@@ -96,6 +96,7 @@ impl CommandProcessor {
     }
 
     /// Read, Compare or Verify.
+    #[inline(never)]
     pub(crate) fn read_blocks(
         &mut self,
         sh: &DeviceState,
@@ -190,6 +191,7 @@ impl CommandProcessor {
     }
 
     /// Write on a namespace with metadata.
+    #[inline(never)]
     pub(crate) fn write_blocks(
         &mut self,
         sh: &DeviceState,
@@ -287,6 +289,7 @@ impl CommandProcessor {
 
     /// Run an I/O command under a fault that corrupts stored protection
     /// information: after a write, before anything else.
+    #[inline(never)]
     pub(crate) fn io_corrupting(
         &mut self,
         sh: &DeviceState,
