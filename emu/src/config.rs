@@ -688,6 +688,35 @@ mod tests {
     }
 
     #[test]
+    fn event_limit_namespace_slots_and_formats_are_checked() {
+        let mut c = EmuConfig::ram(4096);
+        c.async_event_limit = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(EmuError::BadAsyncEventLimit { limit: 0 })
+        ));
+        c.async_event_limit = 17;
+        assert!(c.validate().is_err());
+        let mut c = EmuConfig::ram(4096);
+        c.max_namespaces = 1025;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("1..=1024"), "{e}");
+        c.max_namespaces = 8;
+        c.validate().unwrap();
+        assert_eq!(c.namespace_slots(), 8);
+        assert_eq!(EmuConfig::ram(4096).namespace_slots(), 1);
+        let ns = EmuNamespaceConfig::ram(512, 8).protection(ProtectionType::Type3, true);
+        assert_eq!(ns.metadata_size, 8, "protection brings its 8 bytes");
+        ns.validate(1).unwrap();
+        let mut ns = EmuNamespaceConfig::ram(512, 8).metadata(16, false);
+        ns.pi_first = true;
+        assert!(matches!(
+            ns.validate(2),
+            Err(EmuError::PiLocationWithoutProtection { nsid: 2 })
+        ));
+    }
+
+    #[test]
     fn on_core_pins_threaded_modes_only() {
         assert!(matches!(
             EmuMode::threaded_spin().on_core(3),

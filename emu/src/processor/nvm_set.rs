@@ -39,7 +39,7 @@ impl CommandProcessor {
     /// Execute an I/O command. A plain Read or Write (no fusing, PRPs or an
     /// SGL, a namespace without metadata) is decided here, inlined into the
     /// fetch loop; everything else goes through [`Self::io_other`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn io(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let op = NvmOpcode(cmd.opcode());
         let plain = (op == NvmOpcode::READ || op == NvmOpcode::WRITE)
@@ -158,7 +158,7 @@ impl CommandProcessor {
         Ok((slba << ns.lba_shift, len))
     }
 
-    #[inline]
+    #[inline(always)]
     fn read(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,
@@ -190,7 +190,7 @@ impl CommandProcessor {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, idx: usize, cmd: &Command) -> Done {
         let (off, len) = match self.extent(idx, cmd, true) {
             Ok(x) => x,
