@@ -39,6 +39,7 @@ fn unfused(cmd: &Command) -> Command {
 impl CommandProcessor {
     /// Handle fusing for an I/O command fetched from `sqid`. Returns whether
     /// the command was dealt with (completed or held); false: run it as usual.
+    #[cold]
     #[inline(never)]
     pub(crate) fn fused_intercept(
         &mut self,

@@ -642,6 +642,7 @@ impl CommandProcessor {
 
     /// Log a failure, build the completion and post it as `action` says.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn finish(
         &mut self,
         sh: &DeviceState,
