@@ -373,3 +373,54 @@ fn metadata_outside_registered_memory_is_a_data_transfer_error() {
         st(StatusCodeType::GENERIC, generic::DATA_TRANSFER_ERROR),
     );
 }
+
+#[test]
+fn verify_and_compare_check_protection_information_on_the_device() {
+    let ns = EmuNamespaceConfig::ram(512, 64)
+        .metadata(16, true)
+        .protection(ProtectionType::Type2, false);
+    let (mut h, mut q) = host(ns);
+    let mut buf = h.buf(8192);
+    for i in 0..2 {
+        buf.write_at(i * 528, &[0x99; 512]);
+        buf.write_at(i * 528 + 512, &[0xcd; 16]);
+    }
+    let mut w = cmd(NvmOpcode::WRITE, 30, 2, &buf, None);
+    w.cdw12 |= PRACT;
+    w.cdw14 = 1000;
+    assert_eq!(h.exec(&mut q, w).status(), Status::SUCCESS);
+    let verify = |h: &mut Host, q: &mut Qp, ref_tag: u32| {
+        let mut v = Command::new(0x0C, 1);
+        v.set_slba(30);
+        v.cdw12 = 1 | CHK_ALL;
+        v.cdw14 = ref_tag;
+        v.cdw15 = 0xffff << 16;
+        h.exec(q, v).status()
+    };
+    assert_eq!(verify(&mut h, &mut q, 1000), Status::SUCCESS);
+    assert_status_is(
+        verify(&mut h, &mut q, 999),
+        media(media::REF_TAG_CHECK_ERROR),
+    );
+    // Compare sees the stored image (data, the host's metadata and the
+    // tuple the device wrote): read it back and compare it unchanged.
+    let mut r = cmd(NvmOpcode::READ, 30, 2, &buf, None);
+    r.cdw14 = 1000;
+    assert_eq!(h.exec(&mut q, r).status(), Status::SUCCESS);
+    let mut c = cmd(NvmOpcode::COMPARE, 30, 2, &buf, None);
+    c.cdw12 |= CHK_ALL;
+    c.cdw14 = 1000;
+    assert_eq!(h.exec(&mut q, c).status(), Status::SUCCESS);
+    buf.write_at(528 + 520, &[0]);
+    assert_status_is(h.exec(&mut q, c).status(), media(media::COMPARE_FAILURE));
+    h.emu.add_fault(
+        FaultRule::new(FaultAction::CorruptGuard)
+            .io()
+            .opcode(0x0C)
+            .once(),
+    );
+    assert_status_is(
+        verify(&mut h, &mut q, 1000),
+        media(media::GUARD_CHECK_ERROR),
+    );
+}
