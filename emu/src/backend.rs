@@ -26,6 +26,8 @@ pub(crate) struct Backend {
     /// File staging buffer, as large as one command may transfer.
     bounce: Vec<u8>,
     bytes: u64,
+    /// The file behind a file store (for errors).
+    path: Option<PathBuf>,
     /// Metadata bytes per block, kept in their own store (RAM or a
     /// `.meta` file beside the data file).
     meta: Option<Box<Backend>>,
@@ -125,10 +127,15 @@ impl Backend {
             }
             Backing::Null => (Store::Null, Vec::new()),
         };
+        let path = match backing {
+            Backing::File(p) => Some(p.clone()),
+            _ => None,
+        };
         Ok(Backend {
             store,
             bounce,
             bytes,
+            path,
             meta: None,
         })
     }
@@ -229,7 +236,7 @@ impl Backend {
             Store::File(file) => {
                 file.set_len(bytes).map_err(|source| EmuError::FileExtend {
                     nsid,
-                    path: PathBuf::from("(namespace backing file)"),
+                    path: self.path.clone().unwrap_or_default(),
                     bytes,
                     source,
                 })?;

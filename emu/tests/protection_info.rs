@@ -424,3 +424,72 @@ fn verify_and_compare_check_protection_information_on_the_device() {
         media(media::GUARD_CHECK_ERROR),
     );
 }
+
+#[test]
+fn write_zeroes_with_pract_leaves_blocks_that_pass_every_check() {
+    let ns = EmuNamespaceConfig::ram(512, 64)
+        .metadata(8, false)
+        .protection(ProtectionType::Type1, false);
+    let (mut h, mut q) = host(ns);
+    let data = h.buf(4096);
+    let meta = h.buf(4096);
+    let read = |h: &mut Host, q: &mut Qp| {
+        let mut r = cmd(NvmOpcode::READ, 40, 4, &data, Some(&meta));
+        r.cdw12 |= CHK_ALL;
+        r.cdw14 = 40;
+        r.cdw15 = 7 | 0xffff << 16;
+        h.exec(q, r).status()
+    };
+    let mut wz = Command::new(NvmOpcode::WRITE_ZEROES.0, 1);
+    wz.set_slba(40);
+    wz.cdw12 = 3;
+    assert_eq!(h.exec(&mut q, wz).status(), Status::SUCCESS);
+    assert_status_is(read(&mut h, &mut q), media(media::APP_TAG_CHECK_ERROR));
+    wz.cdw12 = 3 | PRACT;
+    wz.cdw14 = 40;
+    wz.cdw15 = 7;
+    assert_eq!(h.exec(&mut q, wz).status(), Status::SUCCESS);
+    assert_eq!(read(&mut h, &mut q), Status::SUCCESS);
+}
+
+#[test]
+fn protection_information_in_a_file_namespace_survives_the_controller() {
+    let path = std::env::temp_dir().join(format!("emu-pi-{}.img", std::process::id()));
+    let meta_path = std::path::PathBuf::from(format!("{}.meta", path.display()));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&meta_path);
+    let ns = || {
+        EmuNamespaceConfig::file(&path, 512, 64)
+            .grow_file()
+            .metadata(8, false)
+            .protection(ProtectionType::Type1, true)
+    };
+    {
+        let (mut h, mut q) = host(ns());
+        let mut data = h.buf(4096);
+        data.fill(0x6b);
+        let meta = h.buf(4096);
+        let mut w = cmd(NvmOpcode::WRITE, 12, 3, &data, Some(&meta));
+        w.cdw12 |= PRACT;
+        w.cdw14 = 12;
+        assert_eq!(h.exec(&mut q, w).status(), Status::SUCCESS);
+    }
+    assert_eq!(std::fs::metadata(&meta_path).unwrap().len(), 64 * 8);
+    let (mut h, mut q) = host(ns());
+    let data = h.buf(4096);
+    let meta = h.buf(4096);
+    let mut r = cmd(NvmOpcode::READ, 12, 3, &data, Some(&meta));
+    r.cdw12 |= CHK_ALL;
+    r.cdw14 = 12;
+    assert_eq!(h.exec(&mut q, r).status(), Status::SUCCESS);
+    let mut t = [0u8; 8];
+    meta.read_at(16, &mut t);
+    assert_eq!(
+        u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        14,
+        "block 14's reference tag"
+    );
+    drop(h);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&meta_path).unwrap();
+}

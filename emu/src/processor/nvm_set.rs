@@ -16,6 +16,7 @@ use crate::command_outcome::{Done, generic_err, specific_err};
 use crate::data_pointer;
 use crate::device_state::DeviceState;
 use crate::guest_memory::DmaGuard;
+use crate::protection::{CDW12_PRACT, PiCommand};
 use nvme_engine::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
 use nvme_engine::spec::status::{command_specific, generic, media};
 use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
@@ -238,14 +239,37 @@ impl CommandProcessor {
         if ns.read_only {
             return read_only();
         }
-        ns.written(off >> ns.lba_shift, (off + len as u64) >> ns.lba_shift);
-        // With or without DEAC the blocks read back as zeroes afterwards
-        // (and their metadata as zeroes too: protection information of all
-        // zeroes, which a guard check of zero data accepts).
-        match ns.backend.zero(off, len as u64) {
-            Ok(()) => Done::ok(0),
-            Err(_) => media_err(media::WRITE_FAULT),
+        let start = off >> ns.lba_shift;
+        ns.written(start, (off + len as u64) >> ns.lba_shift);
+        // With or without DEAC the blocks read back as zeroes afterwards,
+        // and their metadata as zeroes too; with PRACT on a namespace with
+        // protection information the device writes each block's tuple.
+        if ns.backend.zero(off, len as u64).is_err() {
+            return media_err(media::WRITE_FAULT);
         }
+        if let Some(p) = ns.pi
+            && cmd.cdw12 & CDW12_PRACT != 0
+        {
+            let pic = PiCommand::from_dwords(cmd.cdw12, cmd.cdw14, cmd.cdw15);
+            let nlb = (len >> ns.lba_shift) as u64;
+            let zero_block = vec![0u8; 1 << ns.lba_shift];
+            let mut meta = vec![0u8; nlb as usize * p.ms];
+            for (i, m) in meta.chunks_exact_mut(p.ms).enumerate() {
+                p.generate(&pic, i as u64, &zero_block, m);
+            }
+            let moff = start * p.ms as u64;
+            let stored = match ns.backend.meta() {
+                Some(m) => m
+                    .stage(moff, meta.len())
+                    .map(|b| b.copy_from_slice(&meta))
+                    .and_then(|()| m.commit(moff, meta.len(), false)),
+                None => Ok(()),
+            };
+            if stored.is_err() {
+                return media_err(media::WRITE_FAULT);
+            }
+        }
+        Done::ok(0)
     }
 
     fn dataset_management(
