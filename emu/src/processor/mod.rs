@@ -2,9 +2,13 @@
 //! and what a controller does with it — enable and reset (NVMe Base 2.0
 //! §3.5), SQ fetching in batches, fault actions, completion posting with
 //! CQ-full back-pressure, shadow doorbell reads, and the Error Information
-//! log. The admin command set (`admin_set.rs`) and the NVM command set
-//! (`nvm_set.rs`) extend it from the child modules; this file imports
-//! neither.
+//! log. The child modules extend it and this file imports none of them:
+//! the admin command set (`admin_set.rs`), the NVM command set
+//! (`nvm_set.rs`), commands on namespaces with metadata and protection
+//! information (`protected_io.rs`), fused Compare and Write (`fused.rs`),
+//! asynchronous events and the error log (`async_events.rs`), namespaces
+//! changed at run time (`namespace_changes.rs`), and where doorbell values
+//! are read (`doorbell_values.rs`).
 //!
 //! The processor is owned by one thread at a time (the device lock): the
 //! polling thread once per round, or a host thread for an inline doorbell
