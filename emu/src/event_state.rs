@@ -13,6 +13,12 @@ pub(crate) const EVENT_ERROR: u8 = 0;
 pub(crate) const EVENT_SMART: u8 = 1;
 /// Asynchronous event type: Notice.
 pub(crate) const EVENT_NOTICE: u8 = 2;
+/// Error event information: Write to Invalid Doorbell Register.
+pub(crate) const INFO_INVALID_DOORBELL_REGISTER: u8 = 0x00;
+/// Error event information: Invalid Doorbell Write Value.
+pub(crate) const INFO_INVALID_DOORBELL_VALUE: u8 = 0x01;
+/// Log page: Error Information.
+pub(crate) const LOG_ERROR_INFORMATION: u8 = 0x01;
 /// Log page: Changed Namespace List.
 pub(crate) const LOG_CHANGED_NAMESPACES: u8 = 0x04;
 /// Asynchronous Event Configuration bit 8: Namespace Attribute Notices.

@@ -271,3 +271,20 @@ fn a_reset_ends_outstanding_requests_without_completions_and_keeps_unreported_ev
     let c = take(&mut h);
     assert_eq!((c.cid, c.dw0), (aer, event(1, 0x01, 0x02)));
 }
+
+#[test]
+fn bad_doorbell_writes_raise_error_events() {
+    let mut h = Host::new(config());
+    let aer = send_aer(&mut h);
+    // Queue 7 does not exist.
+    h.dev.write32(0x1000 + 8 * 7, 1);
+    let c = take(&mut h);
+    assert_eq!((c.cid, c.dw0), (aer, event(0, 0x00, 0x01)));
+    get_log(&mut h, 0x01, false);
+    let aer = send_aer(&mut h);
+    // A tail past the end of the admin SQ (16 entries).
+    h.dev.write32(0x1000, 40);
+    let c = take(&mut h);
+    assert_eq!((c.cid, c.dw0), (aer, event(0, 0x01, 0x01)));
+    assert_eq!(h.emu.stats().invalid_doorbell_writes, 2);
+}

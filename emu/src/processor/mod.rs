@@ -23,7 +23,7 @@ use crate::block_ranges::BlockRanges;
 use crate::command_outcome::{Done, generic_err, specific_err};
 use crate::config::{EmuConfig, EmuError, EmuNamespaceConfig, ProtectionType};
 use crate::device_state::DeviceState;
-use crate::event_state::EventState;
+use crate::event_state::{EVENT_ERROR, EventState, INFO_INVALID_DOORBELL_VALUE};
 use crate::faults::FaultAction;
 use crate::guest_memory::{DmaGuard, TranslationCache};
 use crate::identify_data::{self, ERROR_LOG_ENTRIES};
@@ -477,6 +477,7 @@ impl CommandProcessor {
         cq.last_doorbell = v;
         if !cq.set_head(v) {
             sh.counters.invalid_doorbell();
+            self.raise_event(sh, g, EVENT_ERROR, INFO_INVALID_DOORBELL_VALUE, 0x01);
             return 0;
         }
         match cq.drain_held(g) {
