@@ -288,3 +288,14 @@ fn bad_doorbell_writes_raise_error_events() {
     assert_eq!((c.cid, c.dw0), (aer, event(0, 0x01, 0x01)));
     assert_eq!(h.emu.stats().invalid_doorbell_writes, 2);
 }
+
+#[test]
+fn events_reach_a_threaded_controller_outstanding_request() {
+    let mut h = Host::new(config().mode(nvme_emu::EmuMode::threaded_cooperative()));
+    enable_events(&mut h, 0xff);
+    let aer = send_aer(&mut h);
+    h.emu.set_critical_warning(0x04);
+    let c = pop(&mut h.admin);
+    ring_cq(&h.dev, &h.admin);
+    assert_eq!((c.cid, c.dw0), (aer, event(1, 0x00, 0x02)));
+}
