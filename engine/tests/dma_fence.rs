@@ -14,7 +14,7 @@ use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType};
 use nvme_engine::{
-    Controller, ControllerOptions, DriverError, IoCompletion, IoError, IoQueuePair,
+    Controller, ControllerOptions, DeviceGone, DriverError, IoCompletion, IoError, IoQueuePair,
     QueuePairOptions,
 };
 
@@ -191,7 +191,7 @@ fn failed_reset_quiesces_the_device_before_in_flight_buffers_come_back() {
     assert!(e.to_string().contains("CSTS.RDY=0"), "{e}");
     assert!(h.is_quiesced(), "quiesced before anything is handed back");
     let mut done = collect(&mut qp);
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert_eq!(buf.iova(), iova);
     assert!(!buf.is_quarantined());
@@ -206,7 +206,7 @@ fn failed_reset_without_quiesce_hands_back_quarantined_buffers() {
     h.set_quiesce_fails(true);
     assert!(ctrl.reset().is_err());
     let mut done = collect(&mut qp);
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert!(buf.is_quarantined());
     assert!(h.dma_write(iova, &[1; 8]), "the device can still write it");
@@ -258,7 +258,7 @@ fn failed_queue_deletion_on_a_controller_that_cannot_be_reset_quiesces_it() {
     let e = qp.delete_with(|c| done.push(c)).unwrap_err();
     assert!(matches!(e, DriverError::AdminFailed { .. }), "{e}");
     assert!(h.is_quiesced());
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert!(!buf.is_quarantined());
     assert!(!h.dma_write(iova, &[1; 8]));

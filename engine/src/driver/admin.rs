@@ -36,6 +36,7 @@ pub(crate) enum AdminData<'a> {
 
 /// Counters of completions the admin queue refused to trust.
 #[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
 pub struct AdminStats {
     /// Commands completed.
     pub completed: u64,

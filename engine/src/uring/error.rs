@@ -13,6 +13,7 @@ use crate::spec::Status;
 
 /// Errors from opening a namespace, admin commands and queue set-up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UringError {
     /// The path does not exist.
     #[error(
