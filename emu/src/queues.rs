@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::guest_memory::{DmaGuard, TranslationCache};
+use crate::guest_memory::{self, DmaGuard, TranslationCache};
 use nvme_engine::spec::Completion;
 
 /// Bytes per submission queue entry.
@@ -179,7 +179,7 @@ impl Cq {
         let at = self.iova + self.tail as u64 * CQE_BYTES;
         let ok = g
             .translate_cached(&mut self.cache, at, CQE_BYTES as usize)
-            .is_some_and(|s| s.write_completion(0, &c));
+            .is_some_and(|s| guest_memory::publish_completion(&s, 0, &c));
         // The slot is consumed even on a fault, as on hardware: the host's
         // view of the ring stays consistent.
         self.tail += 1;

@@ -225,7 +225,7 @@ impl CommandProcessor {
                 while head != tail {
                     let at = sq.iova + head as u64 * SQE_BYTES;
                     head = (head + 1) % sq.size;
-                    if let Some(c) = g.translate(at, 64).and_then(|s| s.read_command(0)) {
+                    if let Some(c) = g.translate(at, 64).and_then(|s| s.read_obj::<Command>(0)) {
                         let cqe = Completion::new(0, head as u16, qid, c.cid(), aborted, false);
                         self.post(sh, g, sq.cqid, cqe);
                     }
@@ -403,7 +403,7 @@ impl CommandProcessor {
             while at != tail {
                 let c = g
                     .translate(iova + at as u64 * SQE_BYTES, 64)
-                    .and_then(|s| s.read_command(0));
+                    .and_then(|s| s.read_obj::<Command>(0));
                 if c.is_some_and(|c| c.cid() == cid) {
                     self.abort_on_fetch.push((sqid, cid));
                     return Done::ok(0);

@@ -489,7 +489,7 @@ impl CommandProcessor {
             };
             for (i, c) in cmds[..n].iter_mut().enumerate() {
                 *c = slice
-                    .read_command(i * SQE_BYTES as usize)
+                    .read_obj::<Command>(i * SQE_BYTES as usize)
                     .unwrap_or_default();
                 sq.mark_seen(c.cid());
             }
