@@ -120,6 +120,7 @@ impl Request {
 /// controller; see
 /// `docs/GUARANTEES.md` for what each says about the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The controller completed the command with an error status (after
     /// the driver's retries, for statuses with DNR clear).

@@ -14,6 +14,7 @@ use crate::request::RequestError;
 
 /// Counters of one reactor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReactorStats {
     /// Reactor index.
     pub reactor: usize,
