@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, Weak};
 
 use nvme_engine::dma::{DmaError, DmaRegion, DmaView, HostMemory};
-use nvme_engine::spec::Completion;
+use nvme_engine::spec::completion::Completion;
 
 /// Lowest IOVA handed out.
 pub(crate) const IOVA_BASE: u64 = 0x1_0000_0000;
@@ -405,7 +405,7 @@ pub(crate) fn publish_completion(cq: &DmaView<'_>, off: usize, c: &Completion) -
 mod tests {
     use super::*;
     use nvme_engine::dma::PageSize;
-    use nvme_engine::spec::Status;
+    use nvme_engine::spec::status::Status;
 
     #[test]
     fn iovas_are_not_virtual_addresses_and_translate_back() {

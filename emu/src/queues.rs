@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use crate::guest_memory::{self, DmaGuard, TranslationCache};
-use nvme_engine::spec::Completion;
+use nvme_engine::spec::completion::Completion;
 
 /// Bytes per submission queue entry.
 pub(crate) const SQE_BYTES: u64 = 64;
@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use crate::guest_memory::Iommu;
     use nvme_engine::dma::HostMemory;
-    use nvme_engine::spec::Status;
+    use nvme_engine::spec::status::Status;
 
     #[test]
     fn phase_flips_on_wrap_and_full_queue_holds_completions() {

@@ -12,7 +12,10 @@ use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::AdminOpcode,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{
     Controller, ControllerOptions, DeviceGone, DriverError, IoCompletion, IoError, IoQueuePair,
     QueuePairOptions,
@@ -130,7 +133,8 @@ fn admin_buffer_timeout_without_a_way_to_quiesce_quarantines_the_buffer() {
     let e = ctrl
         .admin_command(
             {
-                let mut c = nvme_engine::spec::Command::new(AdminOpcode::GET_LOG_PAGE.0, 0);
+                let mut c =
+                    nvme_engine::spec::command::Command::new(AdminOpcode::GET_LOG_PAGE.0, 0);
                 c.cdw10 = 2 | (1023 << 16);
                 c
             },
@@ -304,7 +308,7 @@ fn idle_queue_pair_deleted_after_an_unproven_stop_keeps_its_rings_mapped() {
     assert!(nvme_engine::dma::quarantined_bytes() > before);
     // The controller, never stopped, writes its CQ: the memory is still
     // there for it, and nobody else's.
-    let c = nvme_engine::spec::Completion {
+    let c = nvme_engine::spec::completion::Completion {
         dw0: 0,
         dw1: 0,
         sqhd: 0,

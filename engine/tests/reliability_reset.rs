@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::Command,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{ControllerOptions, DeviceGone, Health, IoCompletion, IoError, QueuePairOptions};
 
 type Qp = nvme_engine::IoQueuePair<nvme_emu::EmuController>;

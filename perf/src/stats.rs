@@ -8,7 +8,7 @@
 use hdrhistogram::Histogram;
 use nvme_engine::QueuePairStats;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Status, StatusCodeType};
+use nvme_engine::spec::status::{Status, StatusCodeType};
 use nvme_engine::{DeviceGone, IoError};
 
 use crate::pattern::{BlockState, Mismatch};
@@ -428,7 +428,7 @@ impl WorkerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_engine::spec::StatusCodeType;
+    use nvme_engine::spec::status::StatusCodeType;
 
     #[test]
     fn status_counts_group_by_status_and_overflow_into_other() {

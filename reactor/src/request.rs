@@ -270,7 +270,7 @@ pub struct Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_engine::spec::{Status, StatusCodeType};
+    use nvme_engine::spec::status::{Status, StatusCodeType};
 
     #[test]
     fn driver_errors_map_to_request_errors_that_name_the_controller() {

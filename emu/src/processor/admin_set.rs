@@ -24,7 +24,11 @@ use nvme_engine::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
 use nvme_engine::spec::features::FeatureId;
 use nvme_engine::spec::log::{LogId, SmartHealth, to_u128_le};
 use nvme_engine::spec::status::{command_specific as cs, generic};
-use nvme_engine::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command},
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 
 fn invalid_field() -> Done {
     Done::err(generic_err(generic::INVALID_FIELD))

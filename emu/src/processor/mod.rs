@@ -30,7 +30,11 @@ use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine::spec::log::ErrorInformation;
 use nvme_engine::spec::registers::{Aqa, Cc};
 use nvme_engine::spec::status::{command_specific, generic};
-use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::Command,
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 
 mod admin_set;
 mod nvm_set;

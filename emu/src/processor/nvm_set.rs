@@ -15,7 +15,10 @@ use crate::guest_memory::DmaGuard;
 use crate::prp_walker;
 use nvme_engine::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
 use nvme_engine::spec::status::{command_specific, generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 
 fn media_err(sc: u8) -> Done {
     Done::err(Status::new(StatusCodeType::MEDIA, sc))

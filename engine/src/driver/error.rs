@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::dma::{DmaBuf, DmaError};
-use crate::spec::Status;
+use crate::spec::status::Status;
 
 use super::prp::PrpError;
 

@@ -13,7 +13,7 @@ use crate::driver::{
     DeviceGone, IoCompletion, IoError, Namespace, SubmitError, SubmitErrorKind, SyncError,
 };
 use crate::spec::command::CDW12_FUA;
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::driver::{DeviceGone, IoError, SubmitErrorKind};
-use crate::spec::{Command, Status};
+use crate::spec::{command::Command, status::Status};
 
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +198,7 @@ pub fn uring_outcome(res: i32, big_cqe0: u64) -> CommandOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::StatusCodeType;
+    use crate::spec::status::StatusCodeType;
     use crate::spec::status::generic;
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::device::Device;
 
-use crate::spec::Status;
+use crate::spec::status::Status;
 
 use super::requeue::idempotent;
 use crate::driver::error::IoError;

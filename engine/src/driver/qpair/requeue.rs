@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::device::Device;
-use crate::spec::NvmOpcode;
+use crate::spec::command::NvmOpcode;
 
 use crate::driver::error::{DeviceGone, DriverError, IoError};
 use crate::driver::qpair::{IoCompletion, IoQueuePair};

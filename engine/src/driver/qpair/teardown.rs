@@ -8,7 +8,10 @@ use crate::device::Device;
 use std::time::Instant;
 
 use crate::spec::status::generic;
-use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use crate::spec::{
+    command::{AdminOpcode, Command},
+    status::{Status, StatusCodeType},
+};
 
 use crate::driver::admin::AdminData;
 use crate::driver::error::{DeviceGone, DriverError, IoError};
