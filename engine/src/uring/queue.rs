@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dma::{DmaBuf, DmaPool};
-use crate::driver::{IoCompletion, IoError, Namespace, SubmitError, SubmitErrorKind, SyncError};
+use crate::driver::{
+    DeviceGone, IoCompletion, IoError, Namespace, SubmitError, SubmitErrorKind, SyncError,
+};
 use crate::spec::command::CDW12_FUA;
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;
@@ -59,6 +61,7 @@ impl Default for UringQueueOptions {
 
 /// Counters of one queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UringQueueStats {
     /// Commands submitted.
     pub submitted: u64,
@@ -428,7 +431,7 @@ impl UringQueue {
                         capacity: self.slots.len(),
                     },
                     SubmitRefusal::BadData(why) => SubmitErrorKind::InvalidCommand(why),
-                    SubmitRefusal::Gone => SubmitErrorKind::DeviceRemoved,
+                    SubmitRefusal::Gone => SubmitErrorKind::Gone(DeviceGone::Removed),
                 };
                 Err(SubmitError::new(kind, data.map(|d| d.0)))
             }

@@ -10,9 +10,9 @@ use zerocopy::IntoBytes;
 
 use crate::dma::DmaBuf;
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
-use crate::driver::error::{SubmitError, SubmitErrorKind};
+use crate::driver::error::{DeviceGone, SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
 use crate::driver::prp::WindowSink;
 use crate::driver::prp::{self, PAGE_SIZE};
@@ -206,10 +206,10 @@ impl<D: Device> IoQueuePair<D> {
     #[cold]
     fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
         match health_of(state) {
-            Health::Removed => Err(SubmitErrorKind::DeviceRemoved),
-            Health::Failed => Err(SubmitErrorKind::ControllerFailed),
+            Health::Removed => Err(SubmitErrorKind::Gone(DeviceGone::Removed)),
+            Health::Failed => Err(SubmitErrorKind::Gone(DeviceGone::Failed)),
             _ if self.dead && generation_of(state) == self.generation => {
-                Err(SubmitErrorKind::ControllerFailed)
+                Err(SubmitErrorKind::Gone(DeviceGone::Failed))
             }
             _ => Ok(()),
         }
