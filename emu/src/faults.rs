@@ -1,7 +1,8 @@
 //! Fault injection: rules that match commands as the controller fetches
 //! them and make it misbehave the way real devices do (error statuses,
 //! duplicate, invented or stale completions, lost or late completions, a
-//! bogus SQ head, fatal status, surprise removal).
+//! bogus SQ head, fatal status, surprise removal, protection information
+//! whose stored guard or reference tag went bad).
 //!
 //! Every rule matches per command: queue kind or id, opcode, namespace,
 //! LBA range, a number of matches to let pass, a firing count and a seeded
@@ -19,7 +20,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 
 /// What a matching command does instead of completing normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +52,15 @@ pub enum FaultAction {
     FatalStatus,
     /// Disappear: register reads return all ones and no DMA happens again.
     Vanish,
+    /// On a namespace with protection information: a Write stores the
+    /// tuples of its blocks with a guard that does not match the data; any
+    /// other command with an LBA range finds the stored guards of its
+    /// blocks corrupted before it runs. A later check of those blocks fails
+    /// with End-to-end Guard Check Error. No effect elsewhere.
+    CorruptGuard,
+    /// As [`FaultAction::CorruptGuard`], for the reference tag (End-to-end
+    /// Reference Tag Check Error).
+    CorruptReferenceTag,
 }
 
 impl FaultAction {
@@ -85,7 +98,7 @@ pub enum QueueKind {
 ///
 /// ```
 /// use nvme_emu::{FaultAction, FaultRule};
-/// use nvme_engine::spec::NvmOpcode;
+/// use nvme_engine::spec::command::NvmOpcode;
 /// let rule = FaultRule::new(FaultAction::DuplicateCompletion)
 ///     .io()
 ///     .opcode(NvmOpcode::READ.0)
@@ -202,6 +215,8 @@ impl FaultRule {
                         | NvmOpcode::WRITE
                         | NvmOpcode::WRITE_ZEROES
                         | NvmOpcode::COMPARE
+                        | NvmOpcode::WRITE_UNCORRECTABLE
+                        | NvmOpcode(0x0C)
                 );
             if !has_lba {
                 return false;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::{IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
+use nvme_engine::{DeviceGone, IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
 use nvme_trid::AnyDevice;
 
 use crate::error::{EngineError, chain};
@@ -82,7 +82,7 @@ impl Worker {
         bytes: usize,
     ) -> Result<Self, EngineError> {
         let ctrl = &shared.ctrl;
-        let entries = (depth + 1).clamp(2, nvme_engine::driver::MAX_IO_QUEUE_ENTRIES as usize);
+        let entries = (depth + 1).clamp(2, nvme_engine::MAX_IO_QUEUE_ENTRIES as usize);
         let qp = ctrl
             .create_io_qpair(QueuePairOptions {
                 entries: Some(entries as u16),
@@ -192,7 +192,7 @@ impl Worker {
                         format!(
                             "I/O at offset {offset}, {len} bytes is not aligned to the {}-byte LBA size \
                              of namespace {}; keep offset, size and bs multiples of it",
-                            ns.block_size, ns.id
+                            ns.block_size(), ns.id()
                         ),
                     );
                 }
@@ -272,8 +272,8 @@ impl Worker {
                     SubmitErrorKind::QueueFull { .. } => Queued::Busy,
                     kind => {
                         let errno = match kind {
-                            SubmitErrorKind::DeviceRemoved => libc::ENODEV,
-                            SubmitErrorKind::ControllerFailed => libc::EIO,
+                            SubmitErrorKind::Gone(DeviceGone::Removed) => libc::ENODEV,
+                            SubmitErrorKind::Gone(DeviceGone::Failed) => libc::EIO,
                             _ => libc::EINVAL,
                         };
                         self.refuse(index, errno, chain(&kind))
@@ -314,7 +314,7 @@ impl Worker {
                     Err(e) => {
                         slot.error = Some(chain(e));
                         match e {
-                            IoError::DeviceRemoved => libc::ENODEV,
+                            IoError::Gone(DeviceGone::Removed) => libc::ENODEV,
                             IoError::TimedOut(_) => libc::ETIMEDOUT,
                             _ => libc::EIO,
                         }
@@ -429,7 +429,7 @@ mod tests {
         let shared = registry::get(&spec).unwrap();
         let ns = shared.ctrl.namespace(1).unwrap().clone();
         let file = FileCtx {
-            lba_shift: ns.block_size.trailing_zeros(),
+            lba_shift: ns.block_size().trailing_zeros(),
             ns,
         };
         let w = Worker::new("t", &shared, depth, depth * BS as usize).unwrap();

@@ -16,13 +16,14 @@ use std::collections::HashMap;
 
 use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
-use nvme_engine::driver::{Controller, DriverError, IoQueuePair, QueuePairOptions};
+use nvme_engine::{Controller, DriverError, IoQueuePair, QueuePairOptions};
 
 use crate::dispatch::{IssueError, completed, issue, not_deleted, refused};
 use crate::request::{Request, RequestError, Response};
 
 /// Errors of direct mode.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DirectError {
     /// Creating the queue pair or pool failed.
     #[error("setting up a direct-mode queue pair failed")]

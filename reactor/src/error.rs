@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use nvme_engine::driver::DriverError;
+use nvme_engine::DriverError;
 
 use crate::cores::CoreError;
 
 /// Errors from starting and managing reactors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReactorError {
     /// The core specification is invalid or not allowed.
     #[error(transparent)]

@@ -5,7 +5,10 @@ mod common;
 
 use common::*;
 use nvme_emu::{FaultAction, FaultRule};
-use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::NvmOpcode,
+    status::{Status, StatusCodeType},
+};
 use nvme_reactor::{ProducerError, ReactorSet, Request, RequestError};
 
 #[test]
@@ -123,7 +126,7 @@ fn failed_io_is_answered_and_summarised_in_the_report() {
         .io()
         .lba(100..101),
     );
-    let blocks = ctrl.namespace(1).unwrap().blocks;
+    let blocks = ctrl.namespace(1).unwrap().blocks();
     let set = ReactorSet::start(config(1), vec![ctrl]).unwrap();
     let mut p = set.producer(0).unwrap();
     let requests = vec![

@@ -5,7 +5,7 @@
 //!   Queues, admin passthrough, log pages, features, shutdown.
 //! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
 //! - [`Namespace`]: block geometry and the checks run before submission.
-//! - [`prp`]: the PRP builder.
+//! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
 //!   them, I/O queues publish tails and heads in host memory and write MMIO
 //!   doorbells only when the device's EventIdx asks for one
@@ -15,7 +15,7 @@
 //!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
 //!   [`Controller::reset`] with each queue pair re-creating its queues on its
 //!   own thread, retries of DNR=0 errors, and surprise removal
-//!   ([`IoError::DeviceRemoved`]). `docs/GUARANTEES.md` states the contract.
+//!   ([`DeviceGone`]). `docs/GUARANTEES.md` states the contract.
 //!
 //! # Floor plan
 //!
@@ -24,7 +24,7 @@
 //!
 //! 1. Leaves: `error` (every error type), `health`, `options`
 //!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, [`prp`] (the PRP builder and its sink into list pages),
+//!    `namespace`, `prp` (the PRP builder and its sink into list pages),
 //!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
 //!    written there), `tracker` (the CID slab: the CID and generation-bit
 //!    invariants are written there).
@@ -70,7 +70,7 @@ mod error;
 mod health;
 mod namespace;
 mod options;
-pub mod prp;
+mod prp;
 mod qpair;
 mod ring;
 mod shared;
@@ -79,10 +79,11 @@ mod tracker;
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
-pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;
+pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dma::{DmaBuf, DmaPool};
-use crate::driver::{IoCompletion, IoError, Namespace, SubmitError, SubmitErrorKind, SyncError};
+use crate::driver::{
+    DeviceGone, IoCompletion, IoError, Namespace, SubmitError, SubmitErrorKind, SyncError,
+};
 use crate::spec::command::CDW12_FUA;
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;
@@ -59,6 +61,7 @@ impl Default for UringQueueOptions {
 
 /// Counters of one queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UringQueueStats {
     /// Commands submitted.
     pub submitted: u64,
@@ -323,7 +326,7 @@ impl UringQueue {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
-        let mut cmd = Command::new(op.0, self.ns.id);
+        let mut cmd = Command::new(op.0, self.ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb as u32 | cdw12;
         let dir = if op == NvmOpcode::WRITE {
@@ -336,7 +339,7 @@ impl UringQueue {
 
     /// Flush the volatile write cache.
     pub fn flush(&mut self, token: u64) -> Result<(), SubmitError> {
-        let cmd = Command::new(NvmOpcode::FLUSH.0, self.ns.id);
+        let cmd = Command::new(NvmOpcode::FLUSH.0, self.ns.id());
         self.submit(&cmd, None, token)
     }
 
@@ -346,7 +349,7 @@ impl UringQueue {
             .ns
             .check_write_zeroes(lba, blocks)
             .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, self.ns.id);
+        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, self.ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb as u32;
         self.submit(&cmd, None, token)
@@ -361,7 +364,7 @@ impl UringQueue {
         buf: Option<DmaBuf>,
         token: u64,
     ) -> Result<(), SubmitError> {
-        cmd.nsid = self.ns.id;
+        cmd.nsid = self.ns.id();
         let data = match buf {
             Some(b) => {
                 let dir = match cmd.opcode() & 3 {
@@ -428,7 +431,7 @@ impl UringQueue {
                         capacity: self.slots.len(),
                     },
                     SubmitRefusal::BadData(why) => SubmitErrorKind::InvalidCommand(why),
-                    SubmitRefusal::Gone => SubmitErrorKind::DeviceRemoved,
+                    SubmitRefusal::Gone => SubmitErrorKind::Gone(DeviceGone::Removed),
                 };
                 Err(SubmitError::new(kind, data.map(|d| d.0)))
             }
@@ -639,7 +642,7 @@ impl Drop for UringQueue {
 impl std::fmt::Debug for UringQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringQueue")
-            .field("nsid", &self.ns.id)
+            .field("nsid", &self.ns.id())
             .field("capacity", &self.capacity())
             .field("outstanding", &self.outstanding())
             .field("completion_mode", &self.completion_mode)

@@ -21,7 +21,7 @@ use super::abi::{NVME_URING_CMD_IO, UringCmd};
 use super::transport::{
     CancelRequest, CommandTransport, DataRef, SubmitRefusal, TransportCompletion, uring_outcome,
 };
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 /// `IORING_ENTER_GETEVENTS`: reap (and, on a polled ring, poll) completions.
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -100,6 +100,7 @@ pub enum BufferMode {
 
 /// Counters of one ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RingStats {
     /// `io_uring_enter` calls (submissions and polled reaps).
     pub enter_calls: u64,

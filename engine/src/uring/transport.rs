@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::driver::{IoError, SubmitErrorKind};
-use crate::spec::{Command, Status};
+use crate::driver::{DeviceGone, IoError, SubmitErrorKind};
+use crate::spec::{command::Command, status::Status};
 
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub fn outcome_to_result(
 /// How a kernel errno on a passthrough command maps onto [`IoError`].
 pub fn errno_to_io_error(errno: i32) -> IoError {
     let why = match errno {
-        libc::ENODEV | libc::ENXIO | libc::ESHUTDOWN => return IoError::DeviceRemoved,
+        libc::ENODEV | libc::ENXIO | libc::ESHUTDOWN => return IoError::Gone(DeviceGone::Removed),
         libc::EACCES | libc::EPERM => {
             "the kernel refused the passthrough command for lack of privilege (EACCES/EPERM): \
              CAP_SYS_ADMIN before Linux 6.2, read/write access to the node after"
@@ -198,7 +198,7 @@ pub fn uring_outcome(res: i32, big_cqe0: u64) -> CommandOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::StatusCodeType;
+    use crate::spec::status::StatusCodeType;
     use crate::spec::status::generic;
 
     #[test]
@@ -230,7 +230,7 @@ mod tests {
     fn negative_res_is_an_errno_and_cancellation_is_a_timeout_past_the_deadline() {
         assert_eq!(
             outcome_to_result(uring_outcome(-libc::ENODEV, 0), None),
-            Err(IoError::DeviceRemoved)
+            Err(IoError::Gone(DeviceGone::Removed))
         );
         let d = Duration::from_millis(5);
         assert_eq!(

@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::dma::{self, DmaBuf, DmaPool};
 use crate::spec::identify::IdentifyController;
 use crate::spec::registers::{Cap, Version};
-use crate::spec::{Command, Completion};
+use crate::spec::{command::Command, completion::Completion};
 
 use crate::driver::admin::{AdminData, AdminStats};
 use crate::driver::error::DriverError;
@@ -78,7 +78,7 @@ impl<D: Device> Controller<D> {
     }
     /// The usable namespace `nsid`.
     pub fn namespace(&self, nsid: u32) -> Option<&Namespace> {
-        self.inner.namespaces().iter().find(|n| n.id == nsid)
+        self.inner.namespaces().iter().find(|n| n.id() == nsid)
     }
     /// Active namespaces the driver does not use, with the reason.
     pub fn skipped_namespaces(&self) -> &[SkippedNamespace] {

@@ -7,15 +7,15 @@
 //! complete with `TimedOut`. Idempotent commands with retries left are
 //! resubmitted under a new CID. Everything else completes with
 //! `ControllerReset`. After a removal or a failed reset, everything in
-//! flight completes with `DeviceRemoved` or `ControllerFailed`. Buffers
+//! flight completes with `IoError::Gone` (removed or failed). Buffers
 //! always come back, because the device no longer uses them.
 
 #![forbid(unsafe_code)]
 
 use crate::device::Device;
-use crate::spec::NvmOpcode;
+use crate::spec::command::NvmOpcode;
 
-use crate::driver::error::{DriverError, IoError};
+use crate::driver::error::{DeviceGone, DriverError, IoError};
 use crate::driver::qpair::{IoCompletion, IoQueuePair};
 use crate::driver::shared::recovery::{Health, generation_of, health_of};
 
@@ -41,8 +41,8 @@ impl<D: Device> IoQueuePair<D> {
     pub(super) fn recover<F: FnMut(IoCompletion)>(&mut self, state: u64, f: &mut F) -> usize {
         match health_of(state) {
             Health::Resetting => 0,
-            Health::Removed => self.fail_all(IoError::DeviceRemoved, f),
-            Health::Failed => self.fail_all(IoError::ControllerFailed, f),
+            Health::Removed => self.fail_all(IoError::Gone(DeviceGone::Removed), f),
+            Health::Failed => self.fail_all(IoError::Gone(DeviceGone::Failed), f),
             Health::Live => {
                 // The controller was reset: the device deleted our queues
                 // and stopped all DMA, so every buffer we hold is ours again.
@@ -69,7 +69,7 @@ impl<D: Device> IoQueuePair<D> {
                     Err(DriverError::NotLive { .. }) => return 0,
                     Err(_) => {
                         self.set_generation(generation, true);
-                        return self.fail_all(IoError::ControllerFailed, f);
+                        return self.fail_all(IoError::Gone(DeviceGone::Failed), f);
                     }
                 }
                 self.stats.recreated += 1;

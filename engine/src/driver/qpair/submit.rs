@@ -10,9 +10,9 @@ use zerocopy::IntoBytes;
 
 use crate::dma::DmaBuf;
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
-use crate::driver::error::{SubmitError, SubmitErrorKind};
+use crate::driver::error::{DeviceGone, SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
 use crate::driver::prp::WindowSink;
 use crate::driver::prp::{self, PAGE_SIZE};
@@ -83,7 +83,7 @@ impl<D: Device> IoQueuePair<D> {
                 Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
             }
         };
-        let nsid = ns.id;
+        let nsid = ns.id();
         self.push_with(Some(buf), token, |cmd, cid| {
             // Every field in one literal: no zero fill then rewrite.
             *cmd = Command {
@@ -107,7 +107,7 @@ impl<D: Device> IoQueuePair<D> {
 
     /// Queue a Flush of the namespace's volatile write cache.
     pub fn flush(&mut self, ns: &Namespace, token: u64) -> Result<(), SubmitError> {
-        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id), None, token)
+        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id()), None, token)
     }
 
     /// Queue a Write Zeroes of `blocks` at `lba`; `deallocate` lets the
@@ -123,7 +123,7 @@ impl<D: Device> IoQueuePair<D> {
         let nlb_z = ns
             .check_write_zeroes(lba, blocks)
             .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id);
+        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb_z as u32 | if deallocate { CDW12_DEAC } else { 0 };
         self.submit(cmd, None, token)
@@ -146,7 +146,7 @@ impl<D: Device> IoQueuePair<D> {
                 .view()
                 .write(base + i * 16, r.to_dsm().as_bytes());
         }
-        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id);
+        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id());
         cmd.prp1 = self.lists.iova(base).unwrap_or(prp::PRP_UNUSED);
         cmd.prp2 = prp::PRP_UNUSED;
         cmd.cdw10 = ranges.len() as u32 - 1;
@@ -206,10 +206,10 @@ impl<D: Device> IoQueuePair<D> {
     #[cold]
     fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
         match health_of(state) {
-            Health::Removed => Err(SubmitErrorKind::DeviceRemoved),
-            Health::Failed => Err(SubmitErrorKind::ControllerFailed),
+            Health::Removed => Err(SubmitErrorKind::Gone(DeviceGone::Removed)),
+            Health::Failed => Err(SubmitErrorKind::Gone(DeviceGone::Failed)),
             _ if self.dead && generation_of(state) == self.generation => {
-                Err(SubmitErrorKind::ControllerFailed)
+                Err(SubmitErrorKind::Gone(DeviceGone::Failed))
             }
             _ => Ok(()),
         }

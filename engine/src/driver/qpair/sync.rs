@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::device::Device;
 use crate::dma::DmaBuf;
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 use crate::driver::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
 use crate::driver::namespace::{LbaRange, Namespace};

@@ -8,10 +8,13 @@ use crate::device::Device;
 use std::time::Instant;
 
 use crate::spec::status::generic;
-use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use crate::spec::{
+    command::{AdminOpcode, Command},
+    status::{Status, StatusCodeType},
+};
 
 use crate::driver::admin::AdminData;
-use crate::driver::error::{DriverError, IoError};
+use crate::driver::error::{DeviceGone, DriverError, IoError};
 use crate::driver::shared::recovery::live_word;
 
 use super::{IoCompletion, IoQueuePair};
@@ -129,7 +132,7 @@ impl<D: Device> IoQueuePair<D> {
                 generic::ABORTED_SQ_DELETION,
             )))
         } else {
-            Err(IoError::ControllerFailed)
+            Err(IoError::Gone(DeviceGone::Failed))
         };
         for mut req in self.tracker.drain() {
             if unproven.is_some()
