@@ -85,29 +85,32 @@
 //! [`ShutdownReport`] lists every controller that was removed or failed
 //! ([`ShutdownReport::lost_controllers`]).
 //!
-//! **A reactor may block while it recovers a controller.** Normally the
-//! check is one comparison. When a command timed out, the driver sends an
-//! Abort on the reactor's thread and waits for it (bounded by the
-//! controller's `admin_timeout`, default 5 s). It may also reset the
-//! controller, which takes up to about twice CAP.TO plus one admin command.
-//! A reset started by another thread (`Controller::reset()`, or another
-//! reactor) also holds the controller's admin lock, which this reactor's
-//! Abort and queue re-creation wait for. While a reactor is blocked:
+//! **A reactor never blocks on admin work.** The deadline check only
+//! decides: when a command timed out, or a controller reads all ones or
+//! fatal, the driver posts the Abort or the reset to that controller's
+//! admin worker (a thread per controller, parked while idle) and the check
+//! returns. What runs where:
 //!
-//! - the queues of **every** controller on that reactor are not serviced:
-//!   their completions wait in the completion queues (nothing is lost) and
-//!   are answered when the reactor resumes; new requests wait in the
-//!   submission rings, and producers see [`ProducerError::RingFull`] once
-//!   their credit is used;
-//! - the deadlines of commands on the other controllers keep running. When
-//!   the reactor resumes it reaps before it checks deadlines, so commands
-//!   the device completed meanwhile are answered normally; only those still
-//!   not completed can time out (when the recovery outlasts their
-//!   `io_timeout`);
-//! - other reactors are not blocked, except briefly on the admin lock of a
-//!   controller being reset, when they re-create their own queues.
+//! - on the reactor: submission, reaping, deadline scans (one comparison
+//!   between scans), posting (a few atomic operations, no allocation, no
+//!   lock an admin command holds), one CSTS read when commands wait
+//!   100 ms without a completion, and, after a reset, re-creating its own
+//!   queues (two admin commands, started only when the admin lock is free:
+//!   otherwise it tries again on a later turn);
+//! - on the controller's admin worker: Aborts (each bounded by the
+//!   controller's `admin_timeout`) and resets (up to about twice CAP.TO plus
+//!   one admin command). The worker runs on the CPUs of the thread that
+//!   brought the controller up; a [`ReactorSet`] that pins its reactors
+//!   moves it off their cores when a core is free
+//!   (`Controller::keep_admin_work_off`);
+//! - on the caller: `Controller::reset()`, admin passthrough, and queue
+//!   deletion at teardown.
 //!
-//! Put controllers that must not stall each other on different reactors.
+//! While one controller recovers, the reactor keeps serving every other
+//! controller it owns; requests to the recovering one wait in its queue
+//! (submissions are held until the queues exist again) and are answered
+//! when it comes back, or fail as above. [`ReactorStats::longest_turn`]
+//! shows the longest loop turn.
 //!
 //! # Shutdown
 //!

@@ -2,7 +2,9 @@
 //! (NVMe Base 2.0 §3.7.2: CC.EN 1→0 deletes every queue and stops all DMA,
 //! then the host re-initializes as in §3.5.1), Abort (§5.1) of timed-out
 //! commands. Queue pairs re-create their own queues after a reset
-//! (`qpair/requeue.rs`) through [`Inner::create_io_queues`].
+//! (`qpair/requeue.rs`) through [`Inner::create_io_queues`]. Aborts and
+//! resets a queue pair asks for run on the controller's admin worker
+//! ([`super::worker`]), not on the queue pair's thread.
 //!
 //! The generation invariant, kept here and nowhere else: one `AtomicU64`
 //! per controller holds the health (low 8 bits) and the
