@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
-use nvme_engine::spec::{AdminOpcode, NvmOpcode};
+use nvme_engine::spec::command::{AdminOpcode, NvmOpcode};
 use nvme_engine::{ControllerOptions, IoCompletion, IoError, IoQueuePair, QueuePairOptions};
 
 const T: Duration = Duration::from_secs(30);

@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use nvme_engine::driver::Health;
+use nvme_engine::Health;
 use nvme_reactor::{ReactorSet, Request};
 
 /// Reads in flight on controller A when it fails.
