@@ -92,9 +92,9 @@ def records(path):
     return out
 
 
-JOURNAL_TOOLS = {"ring": "journal, ring → reactor (FUA)",
-                 "local": "journal, on the reactor (FUA)"}
-JOURNAL_DIRECT = "journal, direct mode (FUA)"
+JOURNAL_TOOLS = {"ring": "journal, ring (FUA)",
+                 "local": "journal, local (FUA)"}
+JOURNAL_DIRECT = "journal, direct (FUA)"
 
 
 def journal_records(path):
