@@ -18,7 +18,10 @@
 #   JOURNAL_ROUNDS   rounds of the journal example (default 2), when
 #                    /payload/bin/journal is in the payload; JOURNAL_MODES
 #                    its --mode values per round (default "local ring"),
-#                    JOURNAL_RECORDS and JOURNAL_ARGS its other arguments
+#                    JOURNAL_RECORDS its records (default 20000: about
+#                    0.7 s of commits here, so a burst of host load moves
+#                    its p50 no more than it moves a 3 s nvme-perf run's),
+#                    JOURNAL_ARGS its other arguments
 #   PERF_AB_ROUNDS   with /payload/bin/nvme-perf-a in the payload (build A;
 #                    /payload/bin/nvme-perf is build B): every nvme-perf run
 #                    is repeated this many rounds, alternating A B, B A, ...
@@ -99,7 +102,7 @@ $fua_runs
 EOF_FUA
 			fi
 			for mode in ${JOURNAL_MODES:-local ring}; do
-				jargs="-r trtype:PCIe,traddr:$bdf --mode $mode --records ${JOURNAL_RECORDS:-2000} ${JOURNAL_ARGS:---no-read-back}"
+				jargs="-r trtype:PCIe,traddr:$bdf --mode $mode --records ${JOURNAL_RECORDS:-20000} ${JOURNAL_ARGS:---no-read-back}"
 				step "journal (round $round) $jargs"
 				# shellcheck disable=SC2086 # the arguments are split on purpose
 				/payload/bin/journal $jargs || rc=1
