@@ -164,7 +164,11 @@ impl Example for Journal {
             idle_yield: setup.plan.shared,
             ring_capacity: window * 2,
             producer_pool_bytes: pool_bytes,
-            pool_bytes,
+            // The reactor's own pool serves the local poller's records.
+            pool_bytes: match self.mode {
+                Mode::Ring => ReactorConfig::default().pool_bytes,
+                Mode::Local => pool_bytes,
+            },
             local_capacity: self.depth.max(64),
             ..ReactorConfig::default()
         };
