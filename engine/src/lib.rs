@@ -8,6 +8,7 @@
 //! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
 //! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
+//! - [`tcp`]: NVMe over TCP (NVMe/TCP PDUs, Fabrics commands, connections).
 //!
 //! The emulated NVMe controller every tool opens by default lives in its own
 //! crate, `nvme-emu`.
@@ -17,6 +18,7 @@ pub mod device;
 pub mod dma;
 pub mod driver;
 pub mod spec;
+pub mod tcp;
 #[cfg(target_os = "linux")]
 pub mod uring;
 pub mod vfio;
