@@ -80,12 +80,16 @@ null_blk_device() {
 		echo 512 >"$NULLB/blocksize"
 		echo 1 >"$NULLB/power"
 	fi
-	local dev=/dev/nullb$(cat "$NULLB/index") i
+	# The disk is named after the configfs directory on recent kernels,
+	# nullb<index> on older ones.
+	local dev i name
 	for i in $(seq 50); do
-		[[ -b $dev ]] && break
+		for name in "$(basename "$NULLB")" "nullb$(cat "$NULLB/index")"; do
+			[[ -b /dev/$name ]] && dev=/dev/$name && break 2
+		done
 		sleep 0.1
 	done
-	[[ -b $dev ]] || die "null_blk device $dev did not appear"
+	[[ -n ${dev:-} ]] || die "the null_blk device of $NULLB did not appear in /dev"
 	echo "$dev"
 }
 

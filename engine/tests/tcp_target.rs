@@ -102,8 +102,8 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Write and read back at sizes below and above the in-capsule size, above
-/// an H2CData PDU, and above MAXH2CDATA itself, on both namespaces.
+/// Write and read back at sizes below and above the in-capsule size (R2T),
+/// up to MAXH2CDATA itself, on both namespaces.
 fn write_read_back_at_every_size(digests: Digests) {
     let Some(t) = target() else { return };
     let mut c = FabricsController::connect(&t, &opts(digests)).unwrap();
@@ -125,9 +125,11 @@ fn write_read_back_at_every_size(digests: Digests) {
     for nsid in [1, 2] {
         let (nsze, block) = namespace(&mut c, nsid);
         let mut sizes = vec![block, 4096, 8192, icd + block, 64 << 10, 256 << 10, 1 << 20];
-        if h2c + block <= q.max_transfer() as usize {
-            sizes.push((h2c + block).next_multiple_of(block));
-        }
+        // The largest H2CData PDU the target takes. (nvmet-tcp fails any
+        // transfer above its MAXH2CDATA with Data SGL Length Invalid, so a
+        // write that needs several PDUs per R2T is the next test's, with a
+        // smaller PDU limit of our own.)
+        sizes.push(h2c.min(q.max_transfer() as usize));
         sizes.retain(|&s| s > 0 && s % block == 0 && s <= q.max_transfer() as usize);
         let mut slba = 0u64;
         for (i, &size) in sizes.iter().enumerate() {
@@ -168,9 +170,14 @@ fn writes_read_back_at_every_size_with_header_and_data_digests() {
 #[test]
 fn h2c_data_split_into_small_pdus_and_many_commands_in_flight_read_back() {
     let Some(t) = target() else { return };
+    // Without data digest: Linux's nvmet-tcp before 6.5 checks the data
+    // digest of each H2CData PDU against the whole transfer, so it only
+    // accepts digests when one PDU carries everything (which its own 4 MiB
+    // MAXH2CDATA makes the case for the kernel's initiator). Split PDUs with
+    // data digests are covered by the connection's unit tests.
     let mut o = opts(Digests {
-        header: false,
-        data: true,
+        header: true,
+        data: false,
     });
     // H2CData in 8 KiB PDUs: every large write takes several per R2T.
     o.conn.max_h2c_pdu = Some(8192);

@@ -842,3 +842,7 @@ fn direct(
     }
     r
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

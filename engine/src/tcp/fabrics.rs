@@ -203,16 +203,16 @@ pub mod connect_sc {
 }
 
 /// A rejected Connect explained: the status, and for Invalid Parameters
-/// which field the target named (DW0 IATTR bit 0: 1 = Connect data, IPO
-/// bits 31:16: byte offset).
+/// which field the target named (DW0 bits 23:16 IATTR, bit 16 set: in the
+/// Connect data; bits 15:0 IPO, the byte offset).
 pub fn explain_connect_failure(status: Status, dw0: u32) -> String {
     if status.sct() != StatusCodeType::COMMAND_SPECIFIC {
         return format!("the target rejected Connect: {status}");
     }
     match status.sc() {
         connect_sc::INVALID_PARAMETERS => {
-            let in_data = dw0 & 1 != 0;
-            let ipo = (dw0 >> 16) as u16;
+            let in_data = (dw0 >> 16) & 1 != 0;
+            let ipo = dw0 as u16;
             let field = match (in_data, ipo) {
                 (true, 256) => {
                     "the subsystem NQN: the target has no such subsystem on this port \
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn unknown_subsystem_rejection_names_the_subsystem_nqn() {
         let st = Status::new(StatusCodeType::COMMAND_SPECIFIC, 0x82).with_dnr(true);
-        let msg = explain_connect_failure(st, 1 | (256 << 16));
+        let msg = explain_connect_failure(st, (1 << 16) | 256);
         assert!(msg.contains("subsystem NQN"), "{msg}");
         let msg = explain_connect_failure(Status::new(StatusCodeType::COMMAND_SPECIFIC, 0x84), 0);
         assert!(msg.contains("allow_any_host"), "{msg}");

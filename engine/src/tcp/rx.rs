@@ -336,3 +336,248 @@ impl RxMachine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Status, StatusCodeType};
+    use crate::tcp::pdu::{TermReq, encode};
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Rec {
+        events: Vec<String>,
+        data: Vec<u8>,
+    }
+
+    impl RxSink for Rec {
+        fn ic_resp(&mut self, r: IcResp) -> Result<(), RxError> {
+            self.events.push(format!("icresp {r:?}"));
+            Ok(())
+        }
+        fn response(&mut self, cqe: Completion) -> Result<(), RxError> {
+            self.events
+                .push(format!("resp cid {} sqhd {}", cqe.cid, cqe.sqhd));
+            Ok(())
+        }
+        fn r2t(&mut self, r: R2t) -> Result<(), RxError> {
+            self.events.push(format!("r2t {r:?}"));
+            Ok(())
+        }
+        fn c2h_begin(&mut self, d: &DataHeader) -> Result<(), RxError> {
+            if d.cccid == 666 {
+                return Err(RxError::Protocol("unknown CID".into()));
+            }
+            self.events.push(format!("c2h {} at {}", d.len, d.offset));
+            Ok(())
+        }
+        fn c2h_data(&mut self, _: u16, offset: u32, bytes: &[u8]) {
+            assert_eq!(offset as usize, self.data.len(), "data arrives in order");
+            self.data.extend_from_slice(bytes);
+        }
+        fn c2h_end(&mut self, d: &DataHeader, ok: bool) {
+            self.events.push(format!(
+                "c2h end {} digest ok {ok} success {}",
+                d.cccid, d.success
+            ));
+        }
+    }
+
+    const ALL: Digests = Digests {
+        header: true,
+        data: true,
+    };
+
+    fn pdu(h: Header, data: &[u8], d: Digests, pda: u8) -> Vec<u8> {
+        let mut b = vec![0u8; 256 + data.len()];
+        let n = encode(&mut b, &h, data, d, pda).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    /// ICResp (digests on from then on), C2HData in two PDUs with padding,
+    /// an R2T and a response.
+    fn stream() -> Vec<u8> {
+        let mut s = pdu(
+            Header::IcResp(IcResp {
+                pfv: 0,
+                cpda: 0,
+                digests: ALL,
+                maxh2cdata: 8192,
+            }),
+            &[],
+            Digests::default(),
+            0,
+        );
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        for (off, len, last) in [(0u32, 1000u32, false), (1000, 2000, true)] {
+            let d = DataHeader {
+                cccid: 3,
+                ttag: 0,
+                offset: off,
+                len,
+                last,
+                success: last,
+            };
+            s.extend(pdu(
+                Header::C2hData(d),
+                &data[off as usize..(off + len) as usize],
+                ALL,
+                3,
+            ));
+        }
+        let r = R2t {
+            cccid: 4,
+            ttag: 1,
+            offset: 0,
+            len: 65536,
+        };
+        s.extend(pdu(Header::R2t(r), &[], ALL, 0));
+        let cqe = Completion::new(0, 9, 1, 4, Status::SUCCESS, false);
+        s.extend(pdu(Header::CapsuleResp(cqe), &[], ALL, 0));
+        s
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_gives_the_same_pdus_as_one_feed() {
+        let s = stream();
+        let mut whole = Rec::default();
+        RxMachine::new(1 << 20).feed(&s, &mut whole).unwrap();
+        assert_eq!(whole.events.len(), 7, "{:?}", whole.events);
+        assert_eq!(
+            whole.data,
+            (0..3000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>()
+        );
+        assert!(
+            whole
+                .events
+                .contains(&"c2h end 3 digest ok true success true".to_string())
+        );
+        for chunk in [1, 2, 3, 5, 7, 13, 64] {
+            let mut rec = Rec::default();
+            let mut m = RxMachine::new(1 << 20);
+            for c in s.chunks(chunk) {
+                m.feed(c, &mut rec).unwrap();
+            }
+            assert_eq!(rec, whole, "chunk {chunk}");
+            assert!(m.at_pdu_boundary());
+        }
+    }
+
+    #[test]
+    fn direct_placement_gives_the_same_result_as_copying() {
+        let s = stream();
+        let mut whole = Rec::default();
+        RxMachine::new(1 << 20).feed(&s, &mut whole).unwrap();
+        let mut rec = Rec::default();
+        let mut m = RxMachine::new(1 << 20);
+        let mut at = 0;
+        while at < s.len() {
+            if let Some((_, off, left)) = m.data_wanted() {
+                // What a socket read into the command's buffer would do.
+                let n = left.min(333);
+                assert_eq!(off as usize, rec.data.len());
+                rec.data.extend_from_slice(&s[at..at + n]);
+                m.data_direct(&s[at..at + n], &mut rec).unwrap();
+                at += n;
+            } else {
+                m.feed(&s[at..at + 1], &mut rec).unwrap();
+                at += 1;
+            }
+        }
+        assert_eq!(rec, whole);
+    }
+
+    #[test]
+    fn a_data_digest_mismatch_fails_the_pdu_and_the_stream_goes_on() {
+        let mut s = stream();
+        // The first C2HData's data starts at 132 (ICResp 128 + header 24 + digest 4, PDO 32).
+        let first_data = 128 + 32;
+        s[first_data + 10] ^= 0xff;
+        let mut rec = Rec::default();
+        RxMachine::new(1 << 20).feed(&s, &mut rec).unwrap();
+        assert!(
+            rec.events
+                .contains(&"c2h end 3 digest ok false success false".to_string()),
+            "{:?}",
+            rec.events
+        );
+        assert!(rec.events.last().unwrap().starts_with("resp cid 4"));
+    }
+
+    #[test]
+    fn a_header_digest_mismatch_is_fatal_and_stays_fatal() {
+        let mut s = stream();
+        s[128 + 9] ^= 1;
+        let mut m = RxMachine::new(1 << 20);
+        let e = m.feed(&s, &mut Rec::default()).unwrap_err();
+        assert!(
+            matches!(e, RxError::Pdu(DecodeError::HeaderDigest { .. })),
+            "{e}"
+        );
+        assert_eq!(e.fes().map(|f| f.0), Some(Fes::HEADER_DIGEST_ERROR));
+        assert_eq!(m.feed(&[0], &mut Rec::default()).unwrap_err(), e);
+    }
+
+    #[test]
+    fn controller_termination_is_reported_after_its_data() {
+        let t = pdu(
+            Header::C2hTermReq(TermReq {
+                fes: Fes::DATA_LIMIT_EXCEEDED,
+                fei: 4096,
+            }),
+            &[1; 24],
+            Digests::default(),
+            0,
+        );
+        let mut m = RxMachine::new(1 << 20);
+        m.feed(&t[..30], &mut Rec::default()).unwrap();
+        let e = m.feed(&t[30..], &mut Rec::default()).unwrap_err();
+        assert_eq!(
+            e,
+            RxError::Terminated {
+                fes: Fes::DATA_LIMIT_EXCEEDED,
+                fei: 4096
+            }
+        );
+        assert!(e.to_string().contains("Data Transfer Limit Exceeded"));
+    }
+
+    #[test]
+    fn host_to_controller_pdus_and_sink_refusals_are_fatal() {
+        let h2c = pdu(
+            Header::H2cData(DataHeader {
+                cccid: 1,
+                ttag: 0,
+                offset: 0,
+                len: 4,
+                last: true,
+                success: false,
+            }),
+            &[0; 4],
+            Digests::default(),
+            0,
+        );
+        let e = RxMachine::new(1 << 20)
+            .feed(&h2c, &mut Rec::default())
+            .unwrap_err();
+        assert_eq!(e, RxError::Pdu(DecodeError::UnexpectedType(6)));
+        let c2h = pdu(
+            Header::C2hData(DataHeader {
+                cccid: 666,
+                ttag: 0,
+                offset: 0,
+                len: 4,
+                last: true,
+                success: false,
+            }),
+            &[0; 4],
+            Digests::default(),
+            0,
+        );
+        let e = RxMachine::new(1 << 20)
+            .feed(&c2h, &mut Rec::default())
+            .unwrap_err();
+        assert!(matches!(e, RxError::Protocol(_)));
+        let _ = Status::new(StatusCodeType::GENERIC, 0);
+    }
+}

@@ -351,12 +351,15 @@ impl FabricsController {
         Ok(conn)
     }
 
-    /// Largest transfer (MDTS, in CAP.MPSMIN units; unlimited reads as 1 MiB).
+    /// Largest transfer: MDTS (in CAP.MPSMIN units) bounded by the
+    /// connection options' `max_transfer`, which alone applies when the
+    /// controller sets no limit (MDTS 0).
     pub fn max_transfer(&self) -> u32 {
         let mpsmin = 1u64 << (12 + ((self.cap >> 48) & 0xf));
+        let own = self.opts.conn.max_transfer;
         match self.identify.mdts {
-            0 => 1 << 20,
-            m => (mpsmin << m).min(1 << 30) as u32,
+            0 => own,
+            m => (mpsmin << m.min(20)).min(own as u64) as u32,
         }
     }
 

@@ -35,6 +35,9 @@ pub fn encoded_len(pdu_type: PduType, data_len: usize, digests: Digests, pda: u8
     if data_len == 0 {
         return hlen + hd;
     }
+    if matches!(pdu_type, PduType::H2C_TERM_REQ | PduType::C2H_TERM_REQ) {
+        return hlen + data_len;
+    }
     let dd = if digests.data { DIGEST_LEN } else { 0 };
     data_offset(hlen + hd, pda) + data_len + dd
 }

@@ -305,3 +305,6 @@ impl PduHeader {
         self.ch.plen as usize
     }
 }
+
+#[cfg(test)]
+mod tests;
