@@ -65,6 +65,19 @@ pub enum TcpError {
         /// Whether it happened before the connection was set up.
         during_setup: bool,
     },
+    /// The connection failed while a blocking step waited on it; every
+    /// command in flight on it completed with an error.
+    #[error(
+        "{what} failed: the connection to {addr} failed ({why}); every command in flight on it was failed, reconnect to go on"
+    )]
+    Lost {
+        /// The step.
+        what: &'static str,
+        /// The peer.
+        addr: SocketAddr,
+        /// Why the connection failed.
+        why: String,
+    },
     /// The target sent something the protocol forbids, or terminated.
     #[error("connection to {addr}: {source}")]
     Protocol {

@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::buf::DataBuf;
-use super::conn::{Connection, ConnectionOptions, Direction, TcpOutcome};
+use super::conn::{Connection, ConnectionOptions, Direction, SubmitRefusal, TcpOutcome};
 use super::discovery::{self, DiscoveryLog};
 use super::error::TcpError;
 use super::fabrics::{self, property};
 use crate::spec::identify::IdentifyController;
-use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use crate::spec::{AdminOpcode, Command};
 
 /// Where a subsystem is and who asks.
 #[derive(Clone, Debug)]
@@ -74,7 +74,9 @@ impl Default for SessionOptions {
 
 /// Run one command on `conn` and wait for it (bounded by `timeout`). On a
 /// timeout the connection is failed before returning, so `data` is never
-/// written after this returns.
+/// written after this returns. For a connection with no other command in
+/// flight (bring-up, the admin queue of [`FabricsController`], tests): the
+/// completions of other commands polled meanwhile are not kept.
 #[allow(unsafe_code)]
 pub fn run_blocking(
     conn: &mut Connection,
@@ -92,9 +94,17 @@ pub fn run_blocking(
     });
     let addr = conn.peer();
     conn.submit(cmd, buf, cid)
-        .map_err(|_| TcpError::Transport {
-            what,
-            failure: super::conn::TcpFailure::ConnectionLost,
+        .map_err(|refusal| match refusal {
+            SubmitRefusal::Gone => TcpError::Lost {
+                what,
+                addr,
+                why: conn
+                    .failure()
+                    .unwrap_or("the connection failed")
+                    .to_string(),
+            },
+            SubmitRefusal::Full => TcpError::Invalid("no free command slot on the connection"),
+            SubmitRefusal::BadData(why) => TcpError::Invalid(why),
         })?;
     let start = Instant::now();
     let mut result = None;
@@ -110,17 +120,17 @@ pub fn run_blocking(
                 TcpOutcome::Completed { dw0, status, .. } => {
                     Err(TcpError::Command { what, status, dw0 })
                 }
-                TcpOutcome::Failed(failure) => match conn.failure() {
-                    Some(_) if failure == super::conn::TcpFailure::ConnectionLost => {
-                        Err(TcpError::Closed {
-                            addr,
-                            outstanding: 1,
-                            during_setup: false,
-                        })
-                        .map_err(|e| annotate(e, conn))
-                    }
-                    _ => Err(TcpError::Transport { what, failure }),
-                },
+                TcpOutcome::Failed(super::conn::TcpFailure::ConnectionLost) => {
+                    Err(TcpError::Lost {
+                        what,
+                        addr,
+                        why: conn
+                            .failure()
+                            .unwrap_or("the connection failed")
+                            .to_string(),
+                    })
+                }
+                TcpOutcome::Failed(failure) => Err(TcpError::Transport { what, failure }),
             };
         }
         if start.elapsed() >= timeout {
@@ -132,18 +142,6 @@ pub fn run_blocking(
             });
         }
         std::thread::yield_now();
-    }
-}
-
-fn annotate(e: TcpError, conn: &Connection) -> TcpError {
-    match (e, conn.failure()) {
-        (TcpError::Closed { addr, .. }, Some(why)) if why != "the target closed the connection" => {
-            TcpError::Negotiation {
-                addr,
-                what: why.to_string(),
-            }
-        }
-        (e, _) => e,
     }
 }
 
@@ -441,10 +439,4 @@ pub fn discover(addr: SocketAddr, opts: &SessionOptions) -> Result<DiscoveryLog,
     o.kato = Duration::ZERO;
     let mut c = FabricsController::connect(&target, &o)?;
     c.discovery_log(256)
-}
-
-/// Whether a status is Connect's "invalid parameters" (for tests and callers).
-pub fn is_connect_invalid_parameters(status: Status) -> bool {
-    status.sct() == StatusCodeType::COMMAND_SPECIFIC
-        && status.sc() == fabrics::connect_sc::INVALID_PARAMETERS
 }
