@@ -469,3 +469,26 @@ fn a_c2h_data_digest_mismatch_fails_that_read_and_the_connection_goes_on() {
     assert!(v.iter().all(|&b| b == 7));
     h.join().unwrap();
 }
+
+#[test]
+fn sq_head_advancing_in_a_response_frees_entries_before_other_commands_complete() {
+    let (addr, h) = peer(ic(8192), |s| {
+        recv(s);
+        recv(s);
+        // CID 0 completes and the target has fetched both SQEs (SQHD 2).
+        resp(s, 0, 2);
+        recv(s);
+        resp(s, 1, 0);
+        resp(s, 0, 0);
+    });
+    let mut c = Connection::connect(addr, &opts(2)).unwrap();
+    c.submit(&rw(NvmOpcode::FLUSH), None, 0).unwrap();
+    c.submit(&rw(NvmOpcode::FLUSH), None, 1).unwrap();
+    c.flush().unwrap();
+    assert_eq!(wait_all(&mut c, 1)[0].cid, 0);
+    // CID 1 is still in flight; the SQ has room because the head moved.
+    c.submit(&rw(NvmOpcode::FLUSH), None, 0).unwrap();
+    c.flush().unwrap();
+    assert_eq!(wait_all(&mut c, 2).len(), 2);
+    h.join().unwrap();
+}
