@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::spec::{Completion, NvmOpcode, Status};
-use crate::tcp::pdu::{IcResp, decode_pdu, encode};
+use crate::tcp::pdu::{IcResp, R2t, decode_pdu, encode};
 
 /// A peer that answers ICReq with `ic`, then runs `script`.
 fn peer(
