@@ -82,8 +82,8 @@ null_blk_device() {
 	fi
 	# The disk is named after the configfs directory on recent kernels,
 	# nullb<index> on older ones.
-	local dev i name
-	for i in $(seq 50); do
+	local dev _ name
+	for _ in $(seq 50); do
 		for name in "$(basename "$NULLB")" "nullb$(cat "$NULLB/index")"; do
 			[[ -b /dev/$name ]] && dev=/dev/$name && break 2
 		done
@@ -167,7 +167,7 @@ status() {
 	for p in "$NVMET"/ports/*; do
 		[[ -d $p ]] || continue
 		log "port $(basename "$p"): $(cat "$p/addr_trtype") $(cat "$p/addr_traddr"):$(cat "$p/addr_trsvcid") ->" \
-			"$(ls "$p/subsystems" | tr '\n' ' ')"
+			"$(cd "$p/subsystems" && echo *)"
 	done
 	for s in "$NVMET"/subsystems/*; do
 		[[ -d $s ]] || continue
