@@ -440,3 +440,144 @@ pub fn discover(addr: SocketAddr, opts: &SessionOptions) -> Result<DiscoveryLog,
     let mut c = FabricsController::connect(&target, &o)?;
     c.discovery_log(256)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::spec::{Completion, Status, StatusCodeType};
+    use crate::tcp::pdu::{self, DataHeader, Digests, Header, IcResp};
+
+    fn send(s: &mut TcpStream, h: &Header, data: &[u8]) {
+        let mut b = vec![0u8; 256 + data.len()];
+        let n = pdu::encode(&mut b, h, data, Digests::default(), 0).unwrap();
+        s.write_all(&b[..n]).unwrap();
+    }
+
+    fn resp(s: &mut TcpStream, cid: u16, dw0: u32, dw1: u32, status: Status) {
+        let mut cqe = Completion::new(dw0, 0, 0, cid, status, false);
+        cqe.dw1 = dw1;
+        send(s, &Header::CapsuleResp(cqe), &[]);
+    }
+
+    /// A controller that speaks just enough Fabrics for bring-up: Connect
+    /// (rejecting any subsystem but `nqn.test`), CAP/VS/CC/CSTS, Identify.
+    fn controller(s: &mut TcpStream) {
+        let mut ic = [0u8; 128];
+        s.read_exact(&mut ic).unwrap();
+        let r = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: Digests::default(),
+            maxh2cdata: 65536,
+        };
+        send(s, &Header::IcResp(r), &[]);
+        let mut cc = 0u32;
+        loop {
+            let mut ch = [0u8; 8];
+            if s.read_exact(&mut ch).is_err() {
+                return;
+            }
+            let plen = u32::from_le_bytes(ch[4..8].try_into().unwrap()) as usize;
+            let mut b = ch.to_vec();
+            b.resize(plen, 0);
+            s.read_exact(&mut b[8..]).unwrap();
+            let (p, _) = pdu::decode_pdu(&b, Digests::default(), 1 << 20).unwrap();
+            let Header::CapsuleCmd(cmd) = p.header.header else {
+                panic!()
+            };
+            let cid = cmd.cid();
+            match (cmd.opcode(), cmd.nsid as u8) {
+                (0x7F, 0x01) => {
+                    let nqn = &p.data[256..264];
+                    if nqn == b"nqn.test" {
+                        resp(s, cid, 5, 0, Status::SUCCESS);
+                    } else {
+                        let st = Status::new(StatusCodeType::COMMAND_SPECIFIC, 0x82);
+                        resp(s, cid, (1 << 16) | 256, 0, st.with_dnr(true));
+                    }
+                }
+                (0x7F, 0x04) => {
+                    let v: u64 = match cmd.cdw11 {
+                        fabrics::property::CAP => 2 << 24 | 127,
+                        fabrics::property::VS => 0x10400,
+                        fabrics::property::CSTS => (cc & 1) as u64,
+                        _ => 0,
+                    };
+                    resp(s, cid, v as u32, (v >> 32) as u32, Status::SUCCESS);
+                }
+                (0x7F, 0x00) => {
+                    cc = cmd.cdw12;
+                    resp(s, cid, 0, 0, Status::SUCCESS);
+                }
+                (0x06, _) => {
+                    let mut id = vec![0u8; 4096];
+                    id[1792..1796].copy_from_slice(&260u32.to_le_bytes());
+                    id[4..8].copy_from_slice(b"fake"); // SN
+                    let d = DataHeader {
+                        cccid: cid,
+                        ttag: 0,
+                        offset: 0,
+                        len: 4096,
+                        last: true,
+                        success: false,
+                    };
+                    send(s, &Header::C2hData(d), &id);
+                    resp(s, cid, 0, 0, Status::SUCCESS);
+                }
+                _ => resp(s, cid, 0, 0, Status::new(StatusCodeType::GENERIC, 1)),
+            }
+        }
+    }
+
+    fn serve() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = l.accept() {
+                std::thread::spawn(move || controller(&mut s));
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn bring_up_connects_reads_cap_and_vs_enables_and_identifies() {
+        let addr = serve();
+        let t = TcpTarget::new(addr, "nqn.test");
+        let mut c = FabricsController::connect(&t, &SessionOptions::default()).unwrap();
+        assert_eq!(c.cntlid(), 5);
+        assert_eq!(c.cap() & 0xffff, 127);
+        assert_eq!(c.version(), 0x10400);
+        assert_eq!(c.ioccsz_bytes(), 260 * 16);
+        assert_eq!(&c.identify().sn[..4], b"fake");
+        assert!(
+            !c.keep_alive_if_due().unwrap(),
+            "nothing is due right after bring-up"
+        );
+        let q = c.connect_io_queue(1, 8).unwrap();
+        assert_eq!(q.in_capsule_max(), 260 * 16 - 64);
+        assert_eq!(q.capacity(), 8);
+    }
+
+    #[test]
+    fn a_rejected_connect_names_the_subsystem_nqn() {
+        let addr = serve();
+        let t = TcpTarget::new(addr, "nqn.other");
+        let e = FabricsController::connect(&t, &SessionOptions::default()).unwrap_err();
+        assert!(
+            matches!(e, TcpError::ConnectRejected { qid: 0, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("no such subsystem"), "{e}");
+    }
+
+    #[test]
+    fn host_nqn_and_id_are_a_uuid_shared_by_every_queue() {
+        let t = TcpTarget::new("127.0.0.1:4420".parse().unwrap(), "nqn.x");
+        assert!(t.hostnqn.starts_with("nqn.2014-08.org.nvmexpress:uuid:"));
+        assert_eq!(t.host_id[6] >> 4, 4, "UUID version 4 layout");
+    }
+}
