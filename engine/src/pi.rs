@@ -23,6 +23,7 @@
 
 use crc::{CRC_16_T10_DIF, Crc, Table};
 
+use crate::driver::Namespace;
 use crate::spec::protection::{
     MetadataFormat, MetadataLayout, PI_TUPLE_BYTES, PiFormat, PiLocation, PiType, PrChk,
 };
@@ -188,6 +189,20 @@ impl Protection {
                 PiLocation::Last => ms - TUPLE,
             },
         })
+    }
+
+    /// The format of a namespace, or [`PiError::NoProtection`].
+    pub fn of(ns: &Namespace) -> Result<Self, PiError> {
+        match ns.metadata() {
+            Some(m) if m.pi.is_some() => Self::new(ns.block_size() as usize, m),
+            other => Err(PiError::NoProtection {
+                what: format!(
+                    "namespace {} ({})",
+                    ns.id(),
+                    other.map_or_else(|| "no metadata".to_string(), |m| m.to_string())
+                ),
+            }),
+        }
     }
 
     /// The protection information type.
