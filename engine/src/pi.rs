@@ -77,6 +77,16 @@ pub enum PiField {
     RefTag,
 }
 
+impl std::fmt::Display for PiField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PiField::Guard => "guard",
+            PiField::AppTag => "application tag",
+            PiField::RefTag => "reference tag",
+        })
+    }
+}
+
 /// Why protection information could not be generated or did not check.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PiError {
@@ -136,8 +146,8 @@ pub enum PiError {
     },
     /// A tuple failed a check.
     #[error(
-        "{field:?} check failed at block {block} of the buffer: expected {expected:#x}, found \
-         {found:#x}{masked}",
+        "protection information {field} check failed at block {block} of the buffer: expected \
+         {expected:#x}, found {found:#x}{masked}",
         masked = if *field == PiField::AppTag { " (under the application tag mask)" } else { "" }
     )]
     Check {

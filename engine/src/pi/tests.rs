@@ -148,7 +148,11 @@ fn each_corrupted_field_is_named_with_its_block() {
                     found: want ^ 0x80
                 }
             );
-            assert!(err.to_string().contains("RefTag check failed at block 6"));
+            assert!(
+                err.to_string()
+                    .contains("reference tag check failed at block 6 of the buffer"),
+                "{err}"
+            );
             // Reading the blocks as if they started elsewhere fails on the
             // reference tag for types 1 and 2 only.
             let moved = PiTags::for_lba(1001, 7);
