@@ -15,9 +15,10 @@
 //! (as the controller computes it); in the first 8 bytes it covers the data
 //! only. A block whose application tag is FFFFh (types 1 and 2), or whose
 //! application tag is FFFFh and reference tag FFFFFFFFh (type 3), is not
-//! checked. The work is plain computation on host slices: copy a
-//! [`DmaBuf`](crate::dma::DmaBuf) out (or in) first, since no reference may
-//! point at memory a device can write.
+//! checked. The work is plain computation on host slices; the `_dma`
+//! functions copy a [`DmaBuf`](crate::dma::DmaBuf) through a scratch vector
+//! one block at a time, since no reference may point at memory a device can
+//! write.
 
 #![forbid(unsafe_code)]
 
@@ -393,5 +394,6 @@ impl Protection {
     }
 }
 
+mod dma;
 #[cfg(test)]
 mod tests;

@@ -166,6 +166,20 @@ fn host_generated_pi_passes_the_controllers_checks_and_reads_back_checked() {
         let (mut data, mut meta) = host_buffers(&c, n);
         generate(&p, &t, &mut data, &mut meta);
 
+        // The same tuples generated straight into DMA buffers.
+        let (mut dbuf, mut mbuf) = (h.buf(data.len()), h.buf(meta.len().max(8)));
+        let (plain_data, plain_meta) = host_buffers(&c, n);
+        assert!(dbuf.write_at(0, &plain_data) && mbuf.write_at(0, &plain_meta));
+        assert!(mbuf.set_window(0, meta.len()));
+        let mut scratch = Vec::new();
+        let sep = (!c.extended).then_some(&mut mbuf);
+        p.generate_dma(&mut dbuf, sep, &t, &mut scratch).unwrap();
+        let mut dma_data = vec![0u8; data.len()];
+        let mut dma_meta = vec![0u8; meta.len()];
+        dbuf.read_at(0, &mut dma_data);
+        mbuf.read_at(0, &mut dma_meta);
+        assert_eq!((&dma_data, &dma_meta), (&data, &meta), "{}", c.label());
+
         let (mut dbuf, mut mbuf) = (h.buf(8192), h.buf(4096));
         assert!(dbuf.write_at(0, &data) && mbuf.write_at(0, &meta));
         let w = command(
@@ -264,6 +278,23 @@ fn pi_the_controller_inserts_with_pract_passes_the_host_checker() {
         rbuf.read_at(0, &mut back);
         rmeta.read_at(0, &mut back_meta);
         check(&p, &t, &back, &back_meta).unwrap_or_else(|e| panic!("{}: {e}", c.label()));
+        // The same check straight on the DMA buffers, through a scratch block.
+        let (mut rbuf, mut rmeta) = (rbuf, rmeta);
+        assert!(rbuf.set_window(0, n * unit));
+        assert!(rmeta.set_window(0, n * ms));
+        let sep = (!c.extended).then_some(&rmeta);
+        let mut scratch = Vec::new();
+        p.check_dma(&rbuf, sep, &t, PrChk::ALL, &mut scratch)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.label()));
+        let other_app = PiTags { app_tag: !APP, ..t };
+        assert!(matches!(
+            p.check_dma(&rbuf, sep, &other_app, PrChk::ALL, &mut scratch),
+            Err(PiError::Check {
+                block: 0,
+                field: PiField::AppTag,
+                ..
+            })
+        ));
 
         // The same blocks read as if they started one block later fail on
         // the reference tag for types 1 and 2 (type 3's does not advance).
