@@ -12,6 +12,8 @@
 //!   data, status codes, log pages).
 //! - [`cpu`]: the CPUs the process may use, pinning, helper-thread CPUs.
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
+//! - [`pi`]: protection information in software (T10-DIF guard, tuples
+//!   generated and checked per block).
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
 //! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
 //! - [`tcp`]: NVMe over TCP (NVMe/TCP PDUs, Fabrics commands, connections).
@@ -26,6 +28,7 @@ pub mod cpu;
 mod device;
 pub mod dma;
 mod driver;
+pub mod pi;
 pub mod spec;
 pub mod tcp;
 #[cfg(target_os = "linux")]

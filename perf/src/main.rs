@@ -16,6 +16,7 @@ mod pattern;
 mod placement;
 mod plan;
 mod precheck;
+mod protection;
 mod report;
 mod rng;
 mod run;

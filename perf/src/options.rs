@@ -1,7 +1,7 @@
 //! The command line, checked: every test of nvme-perf's options that needs
 //! no device (spdk_nvme_perf options it does not take, option pairs that
 //! exclude each other, the queue depth, `-c` against the CPUs this process
-//! may use, the `--json` destination), and the values derived from them
+//! may use, the `--json` destination, `-e`), and the values derived from them
 //! that the plan and the run share.
 
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ use nvme_reactor::{AllowedCores, CoreError, CoreSpec};
 use crate::cli::Args;
 use crate::plan::PlanOptions;
 use crate::precheck::{self, JsonDest};
+use crate::protection::PiOption;
 
 /// Run length when neither `-t` nor `-d` is given, in seconds.
 const DEFAULT_TIME: u64 = 10;
@@ -135,6 +136,11 @@ fn plan_options(args: &Args) -> Result<PlanOptions> {
         io_queue_size: args.io_queue_size,
         verify: args.verify,
         verify_span: args.verify_span,
+        pi: args
+            .unsupported
+            .metadata()
+            .map(PiOption::parse)
+            .transpose()?,
     };
     if o.queue_depth > u16::MAX as usize {
         bail!(
@@ -210,6 +216,16 @@ mod tests {
     fn a_queue_depth_no_nvme_queue_holds_is_refused_before_any_device_opens() {
         let e = Options::check(args(&["-q", "70000"])).err().unwrap();
         assert!(e.to_string().contains("lower -q"), "{e}");
+    }
+
+    #[test]
+    fn protection_information_option_is_parsed_or_refused_before_any_device_opens() {
+        let o = Options::check(args(&["-e", "PRACT=1,PRCHK=GUARD|APPTAG"])).unwrap();
+        let pi = o.plan.pi.unwrap();
+        assert!(pi.pract && pi.check.guard && pi.check.app_tag && !pi.check.ref_tag);
+        assert_eq!(Options::check(args(&[])).unwrap().plan.pi, None);
+        let e = Options::check(args(&["-e", "PRCHK=CRC"])).err().unwrap();
+        assert!(e.to_string().contains("not GUARD, REFTAG or APPTAG"), "{e}");
     }
 
     #[test]

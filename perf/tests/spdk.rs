@@ -35,7 +35,6 @@ fn dash_capital_v_is_vmd_as_in_spdk_and_the_version_is_long_only() {
 fn unsupported_spdk_options_name_what_to_use_instead() {
     for (args, says) in [
         (&["-s", "2048"][..], "scripts/setup.sh"),
-        (&["-e", "PRACT=1"][..], "protection information"),
         (&["-l"][..], "use -L"),
         (&["-U", "2"][..], "use -P"),
         (&["-k", "1000"][..], "NVMe over Fabrics is not supported"),
@@ -50,6 +49,35 @@ fn unsupported_spdk_options_name_what_to_use_instead() {
             "{args:?}: {t}"
         );
     }
+}
+
+#[test]
+fn dash_e_is_parsed_and_refused_at_plan_time_with_the_reason() {
+    let refused = |args: &[&str], says: &str| {
+        let o = perf(args);
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?}: {t}");
+        assert!(!t.contains("Running"), "{args:?} started a run: {t}");
+        assert!(t.contains(says), "{args:?}: {t}");
+    };
+    refused(
+        &["-r", EMU, "-e", "PRACT=1", "-d", "10"],
+        "-e needs a namespace formatted with protection information, but namespace 1",
+    );
+    let pi = format!("{EMU} pi:1");
+    refused(
+        &["-r", &pi, "-e", "PRACT=0,PRCHK=GUARD|REFTAG", "-d", "10"],
+        "is not supported by the queue pair yet",
+    );
+    let ms = format!("{EMU} ms:8 mset:1");
+    refused(
+        &["-r", &ms, "-d", "10"],
+        "8 bytes of metadata (extended LBA); reads and writes with metadata are not supported",
+    );
+    refused(
+        &["-e", "PRCHK=CRC"],
+        "PRCHK flag 'CRC' is not GUARD, REFTAG or APPTAG",
+    );
 }
 
 #[test]

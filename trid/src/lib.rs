@@ -42,6 +42,6 @@ pub use open::{
     AnyDevice, EmuThread, FileAccess, OpenError, OpenOptions, Opened, describe_emu, emu_config,
     open,
 };
-pub use parse::{ControllerId, EmuRunMode, EmuSpec, TransportId};
+pub use parse::{ControllerId, EmuFeatures, EmuRunMode, EmuSpec, TransportId};
 pub use size::{SizeError, format_size, parse_size};
 pub use syntax::Syntax;

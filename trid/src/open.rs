@@ -282,8 +282,10 @@ impl EmuSpec {
     }
 }
 
-/// The emulator configuration `spec` describes: 2 MiB transfers (MDTS 9),
-/// up to 1024 I/O queues of the driver's largest size.
+/// The emulator configuration `spec` describes: its namespaces' metadata
+/// format and protection, its MDTS (default 9: 2 MiB transfers), SGL
+/// support and event request limit, up to 1024 I/O queues of the driver's
+/// largest size.
 pub fn emu_config(spec: &EmuSpec, thread: Option<EmuThread>, files: FileAccess) -> EmuConfig {
     let blocks = spec.size / spec.lba_size as u64;
     let mut cfg = EmuConfig::ram(spec.size).without_namespaces();
@@ -300,9 +302,16 @@ pub fn emu_config(spec: &EmuSpec, thread: Option<EmuThread>, files: FileAccess) 
             }
             (None, false) => EmuNamespaceConfig::ram(spec.lba_size, blocks),
         };
+        let f = &spec.features;
+        let ns = ns
+            .metadata(f.metadata_size, f.extended_lba)
+            .protection(f.protection, f.pi_first)
+            .optimal_io_boundary(f.optimal_io_boundary);
         cfg = cfg.namespace(ns);
     }
-    cfg.mdts = 9;
+    cfg.mdts = spec.features.mdts;
+    cfg.sgl = spec.features.sgl;
+    cfg.async_event_limit = spec.features.aerl_z + 1;
     cfg.io_queues = 1024;
     cfg.max_queue_entries = MAX_IO_QUEUE_ENTRIES as u32;
     cfg.mode = match (spec.mode, spec.thread(thread)) {
@@ -342,8 +351,27 @@ pub fn describe_emu(spec: &EmuSpec, thread: Option<EmuThread>) -> String {
             if spin { "spinning" } else { "back-off" }
         ),
     };
+    let f = &spec.features;
+    let metadata = match (f.metadata_size, f.protection.dps()) {
+        (0, _) => String::new(),
+        (ms, pi) => format!(
+            " + {ms} bytes of {} metadata{}",
+            if f.extended_lba {
+                "extended"
+            } else {
+                "separate"
+            },
+            match pi {
+                0 => String::new(),
+                t => format!(
+                    ", PI type {t} in the {} 8 bytes",
+                    if f.pi_first { "first" } else { "last" }
+                ),
+            }
+        ),
+    };
     format!(
-        "emulated ({backing}, {mode}, {} x {}, {}-byte blocks)",
+        "emulated ({backing}, {mode}, {} x {}, {}-byte blocks{metadata})",
         spec.namespaces,
         format_size(spec.size),
         spec.lba_size

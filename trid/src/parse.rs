@@ -7,6 +7,8 @@
 
 mod emu;
 
+pub use emu::EmuFeatures;
+
 use std::path::PathBuf;
 
 use nvme_engine::vfio::PciAddress;
@@ -16,7 +18,7 @@ use crate::inject::{DEFAULT_DELAY_ROUNDS, Injection};
 use crate::syntax::Syntax;
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu, shadow";
-const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
+const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, ms, mset, pi, pil, noiob, mdts, sgl, aerl, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
 
 /// Largest namespace count of an emulated controller.
 const MAX_EMU_NAMESPACES: u32 = 1024;
@@ -66,6 +68,9 @@ pub struct EmuSpec {
     /// CPU for the device thread (threaded mode); `None`: the tool decides
     /// (nvme-perf picks one no worker uses, fio leaves it to the scheduler).
     pub core: Option<usize>,
+    /// Metadata, protection information and controller limits (`ms`,
+    /// `mset`, `pi`, `pil`, `noiob`, `mdts`, `sgl`, `aerl`).
+    pub features: EmuFeatures,
 }
 
 impl Default for EmuSpec {
@@ -86,6 +91,7 @@ impl Default for EmuSpec {
             vanish_recovers: false,
             fatal_sticky: false,
             core: None,
+            features: EmuFeatures::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::dma::{DmaBuf, DmaError};
+use crate::spec::protection::MetadataFormat;
 use crate::spec::status::Status;
 
 use super::prp::PrpError;
@@ -334,6 +335,19 @@ pub enum SubmitErrorKind {
     /// The controller lacks an optional command.
     #[error("{0} is not supported by this controller (Identify Controller ONCS)")]
     Unsupported(&'static str),
+    /// A read or write on a namespace formatted with metadata: the queue
+    /// pair does not carry metadata buffers yet.
+    #[error(
+        "namespace {nsid} is formatted with {format}; reads and writes with metadata are not \
+         supported by the queue pair yet — use a namespace formatted without metadata \
+         (nvme format --lbaf=N with an LBA format whose metadata size is 0)"
+    )]
+    MetadataNotSupported {
+        /// Namespace id.
+        nsid: u32,
+        /// The namespace's metadata format.
+        format: MetadataFormat,
+    },
     /// More Dataset Management ranges than one command carries.
     #[error(
         "{count} ranges given but one Dataset Management command carries at most {max}; split the list"

@@ -1,12 +1,17 @@
 //! Namespaces (NVM Command Set 1.0 §4.1.5.1, Identify Namespace) and the
 //! checks every NVM request passes before it is submitted: length, alignment,
 //! LBA range, transfer size, write protection and optional-command support.
+//! A namespace formatted with metadata (extended or separate, with or
+//! without protection information) is opened and describes its format, but
+//! reads and writes on it are refused here, with the format named, until the
+//! queue pair carries metadata buffers.
 
 #![forbid(unsafe_code)]
 
 use crate::spec::command::DSM_MAX_RANGES;
 use crate::spec::command::DsmRange;
 use crate::spec::identify::{IdentifyController, IdentifyNamespace, ONCS_DSM, ONCS_WRITE_ZEROES};
+use crate::spec::protection::{MetadataFormat, MetadataLayout};
 
 use super::error::SubmitErrorKind;
 
@@ -16,8 +21,9 @@ pub const MAX_BLOCKS_PER_COMMAND: u32 = 1 << 16;
 /// An active namespace the driver can use.
 ///
 /// The geometry is read from Identify once, at bring-up, and checked there
-/// (block size in 512 B..64 KiB, no metadata, a byte size that fits in a
-/// `u64`); every submission is checked against it. The fields are private so
+/// (block size in 512 B..64 KiB, a metadata format whose protection settings
+/// agree with it, a byte size that fits in a `u64`); every submission is
+/// checked against it. The fields are private so
 /// no copy can disagree with what the controller reported: read them through
 /// the getters.
 #[derive(Clone, Debug)]
@@ -47,6 +53,13 @@ pub struct Namespace {
     block_mask: usize,
     /// Most bytes one read or write may move (whole blocks).
     max_io_bytes: usize,
+    /// `max_io_bytes`, or 0 on a metadata format: `check_rw` then always
+    /// takes its cold path, which names the format (no cost for the others).
+    rw_max_bytes: usize,
+    /// The metadata of the current LBA format (`None`: none).
+    metadata: Option<MetadataFormat>,
+    /// NOIOB — optimal I/O boundary in blocks.
+    optimal_io_boundary: Option<u16>,
 }
 
 /// A namespace the controller reported but the driver does not use, and why.
@@ -94,13 +107,9 @@ impl Namespace {
                  reformat the namespace with a 512 or 4096 byte LBA format"
             ));
         }
-        if format.ms() != 0 {
-            return Err(format!(
-                "LBA format carries {} metadata bytes per block, which this driver does not \
-                 support; reformat the namespace with a format whose metadata size is 0",
-                format.ms()
-            ));
-        }
+        let metadata = data
+            .metadata_format()
+            .map_err(|e| format!("{e}; reformat the namespace"))?;
         let block_size = 1u32 << lbads;
         if blocks.checked_mul(u64::from(block_size)).is_none() {
             return Err(format!(
@@ -108,8 +117,15 @@ impl Namespace {
             ));
         }
         let oncs = ctrl.oncs.get();
+        // MDTS counts metadata interleaved with the data, not a separate buffer.
+        let per_block = block_size as usize
+            + match metadata {
+                Some(m) if m.layout == MetadataLayout::Extended => m.size as usize,
+                _ => 0,
+            };
         let max_blocks_per_io =
-            ((max_transfer / block_size as usize) as u64).min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
+            ((max_transfer / per_block) as u64).min(MAX_BLOCKS_PER_COMMAND as u64) as u32;
+        let max_io_bytes = (max_blocks_per_io as usize) << lbads;
         Ok(Namespace {
             id,
             block_size,
@@ -117,7 +133,10 @@ impl Namespace {
             max_blocks_per_io,
             lba_shift: lbads as u32,
             block_mask: block_size as usize - 1,
-            max_io_bytes: (max_blocks_per_io as usize) << lbads,
+            max_io_bytes,
+            rw_max_bytes: if metadata.is_some() { 0 } else { max_io_bytes },
+            metadata,
+            optimal_io_boundary: data.optimal_io_boundary(),
             read_only: data.write_protected(),
             supports_write_zeroes: oncs & ONCS_WRITE_ZEROES != 0,
             supports_deallocate: oncs & ONCS_DSM != 0,
@@ -181,6 +200,23 @@ impl Namespace {
         self.volatile_write_cache
     }
 
+    /// The metadata the namespace's LBA format carries — size, extended or
+    /// separate, protection information type and location — or `None`.
+    /// Reads and writes on a namespace with metadata are refused
+    /// ([`SubmitErrorKind::MetadataNotSupported`](crate::SubmitErrorKind))
+    /// until the queue pair carries metadata buffers.
+    #[inline]
+    pub fn metadata(&self) -> Option<MetadataFormat> {
+        self.metadata
+    }
+
+    /// NOIOB — the optimal I/O boundary in blocks: a request should not
+    /// cross a multiple of it (`None`: not reported).
+    #[inline]
+    pub fn optimal_io_boundary(&self) -> Option<u16> {
+        self.optimal_io_boundary
+    }
+
     /// The Identify Namespace data the geometry was read from.
     pub fn identify(&self) -> &IdentifyNamespace {
         &self.identify
@@ -220,7 +256,7 @@ impl Namespace {
     ) -> Result<u16, SubmitErrorKind> {
         // `len - 1 >= max` also catches `len == 0` (it wraps). Non-short-
         // circuit `|`: one branch instead of four.
-        let bad = (len.wrapping_sub(1) >= self.max_io_bytes)
+        let bad = (len.wrapping_sub(1) >= self.rw_max_bytes)
             | (len & self.block_mask != 0)
             | (iova & 3 != 0)
             | (write & self.read_only);
@@ -236,6 +272,12 @@ impl Namespace {
     #[cold]
     #[inline(never)]
     fn rw_error(&self, len: usize, iova: u64, write: bool) -> SubmitErrorKind {
+        if let Some(format) = self.metadata {
+            return SubmitErrorKind::MetadataNotSupported {
+                nsid: self.id,
+                format,
+            };
+        }
         if write && self.read_only {
             return SubmitErrorKind::ReadOnly { nsid: self.id };
         }
@@ -346,10 +388,84 @@ mod tests {
     fn unusable_formats_are_rejected_with_the_field_named() {
         assert!(ns(8, 0, 0, false).unwrap_err().contains("LBADS 8"));
         assert!(ns(17, 0, 0, false).unwrap_err().contains("LBADS 17"));
-        assert!(ns(9, 8, 0, false).unwrap_err().contains("8 metadata bytes"));
         let n = ns(12, 0, 0, false).unwrap();
         assert_eq!(n.block_size, 4096);
         assert_eq!(n.max_blocks_per_io, 32);
+    }
+
+    fn ns_with(flbas_extended: bool, ms: u16, dps: u8) -> Result<Namespace, String> {
+        let mut id = IdentifyNamespace::zeroed();
+        id.nsze = U64::new(1000);
+        id.nlbaf = 1;
+        id.lbaf[1] = LbaFormat::new(ms, 9);
+        id.flbas = 1 | if flbas_extended { 1 << 4 } else { 0 };
+        id.dps = dps;
+        id.noiob = U16::new(64);
+        let mut c = IdentifyController::zeroed();
+        c.oncs = U16::new(ONCS_WRITE_ZEROES | ONCS_DSM);
+        Namespace::from_identify(1, id, &c, 128 << 10)
+    }
+
+    #[test]
+    fn metadata_namespaces_open_with_their_format_and_refuse_reads_and_writes() {
+        use crate::spec::protection::{PiFormat, PiLocation, PiType};
+        let n = ns_with(true, 8, 0b1001).unwrap();
+        let f = n.metadata().unwrap();
+        assert_eq!((f.size, f.layout), (8, MetadataLayout::Extended));
+        assert_eq!(
+            f.pi,
+            Some(PiFormat {
+                kind: PiType::Type1,
+                location: PiLocation::First
+            })
+        );
+        assert_eq!(n.optimal_io_boundary(), Some(64));
+        // MDTS counts interleaved metadata: 128 KiB / 520 bytes.
+        assert_eq!(n.max_blocks_per_io(), 252);
+        for write in [false, true] {
+            let e = n.check_rw(0, 512, 0x1000, write).unwrap_err();
+            assert_eq!(
+                e,
+                SubmitErrorKind::MetadataNotSupported { nsid: 1, format: f }
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("8 bytes of metadata (extended LBA), PI type 1 in the first 8 bytes")
+                    && msg.contains("not supported by the queue pair yet"),
+                "{msg}"
+            );
+        }
+        // Commands without data carry no metadata: still allowed.
+        assert_eq!(n.check_write_zeroes(0, 8), Ok(7));
+        assert!(
+            n.check_deallocate(&[LbaRange { lba: 0, blocks: 1 }])
+                .is_ok()
+        );
+        // Separate metadata does not count against MDTS.
+        let sep = ns_with(false, 64, 0).unwrap();
+        assert_eq!(sep.max_blocks_per_io(), 256);
+        assert_eq!(sep.metadata().unwrap().pi, None);
+        assert!(matches!(
+            sep.check_rw(0, 512, 0, false),
+            Err(SubmitErrorKind::MetadataNotSupported { .. })
+        ));
+        let plain = ns_with(false, 0, 0).unwrap();
+        assert_eq!(plain.metadata(), None);
+        assert_eq!(plain.check_rw(0, 512, 0, false), Ok(0));
+    }
+
+    #[test]
+    fn inconsistent_protection_settings_are_refused_with_the_field_named() {
+        assert!(
+            ns_with(false, 0, 1)
+                .unwrap_err()
+                .contains("carries no metadata")
+        );
+        assert!(
+            ns_with(false, 8, 5)
+                .unwrap_err()
+                .contains("value 5, which is reserved")
+        );
     }
 
     #[test]

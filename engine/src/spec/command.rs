@@ -1,5 +1,7 @@
 //! The 64-byte submission queue entry and command opcodes (NVMe Base 2.0 §4.2,
-//! NVM Command Set 1.0 §3).
+//! NVM Command Set 1.0 §3), with builders for the NVM commands that address
+//! a block range (Read, Write, Compare, Write Uncorrectable, Verify), fused
+//! pairs (CDW0.FUSE), the data pointer type (CDW0.PSDT) and MPTR.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -92,6 +94,85 @@ impl Command {
     pub const fn nlb_z(&self) -> u16 {
         self.cdw12 as u16
     }
+    /// Set CDW12.NLB (zero-based), keeping CDW12's other bits.
+    pub const fn set_nlb_z(&mut self, nlb_z: u16) {
+        self.cdw12 = (self.cdw12 & !0xffff) | nlb_z as u32;
+    }
+    /// Set CDW0.FUSE.
+    pub const fn set_fuse(&mut self, fuse: Fuse) {
+        self.cdw0 = (self.cdw0 & !(3 << 8)) | (fuse as u32) << 8;
+    }
+    /// Set CDW0.PSDT.
+    pub const fn set_psdt(&mut self, psdt: Psdt) {
+        self.cdw0 = (self.cdw0 & !(3 << 14)) | (psdt as u32) << 14;
+    }
+    /// Set MPTR: the metadata buffer (PSDT 00b/01b) or the address of one
+    /// SGL descriptor describing it (PSDT 10b).
+    pub const fn set_mptr(&mut self, mptr: u64) {
+        self.mptr = mptr;
+    }
+
+    /// An NVM command on `nlb_z + 1` blocks at `slba` (CDW10/11, CDW12.NLB);
+    /// the data pointer is left for the caller.
+    pub const fn nvm_blocks(opcode: NvmOpcode, nsid: u32, slba: u64, nlb_z: u16) -> Self {
+        let mut c = Command::new(opcode.0, nsid);
+        c.set_slba(slba);
+        c.cdw12 = nlb_z as u32;
+        c
+    }
+    /// Compare (05h): the controller compares the data buffer with the
+    /// blocks and fails with Compare Failure on a mismatch.
+    pub const fn compare(nsid: u32, slba: u64, nlb_z: u16) -> Self {
+        Self::nvm_blocks(NvmOpcode::COMPARE, nsid, slba, nlb_z)
+    }
+    /// Write Uncorrectable (04h): the blocks read back as Unrecovered Read
+    /// Error until written again. No data pointer.
+    pub const fn write_uncorrectable(nsid: u32, slba: u64, nlb_z: u16) -> Self {
+        Self::nvm_blocks(NvmOpcode::WRITE_UNCORRECTABLE, nsid, slba, nlb_z)
+    }
+    /// Verify (0Ch): the controller reads and checks the blocks (and their
+    /// protection information, as PRINFO asks) without moving data.
+    pub const fn verify(nsid: u32, slba: u64, nlb_z: u16) -> Self {
+        Self::nvm_blocks(NvmOpcode::VERIFY, nsid, slba, nlb_z)
+    }
+    /// A fused Compare and Write on the same blocks: the first command
+    /// (Compare, FUSE 01b) and the second (Write, FUSE 10b). Submit them in
+    /// adjacent slots of one submission queue, with one doorbell write
+    /// covering both; the write happens only if the compare matches.
+    pub const fn compare_and_write(nsid: u32, slba: u64, nlb_z: u16) -> (Self, Self) {
+        let mut first = Self::compare(nsid, slba, nlb_z);
+        first.set_fuse(Fuse::First);
+        let mut second = Self::nvm_blocks(NvmOpcode::WRITE, nsid, slba, nlb_z);
+        second.set_fuse(Fuse::Second);
+        (first, second)
+    }
+}
+
+/// CDW0.FUSE — fused operation (NVMe Base 2.0 §4.2, figure 88).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Fuse {
+    /// 00b: a normal command.
+    Normal = 0,
+    /// 01b: the first command of a fused operation.
+    First = 1,
+    /// 10b: the second command of a fused operation.
+    Second = 2,
+}
+
+/// CDW0.PSDT — how DPTR and MPTR describe the buffers (NVMe Base 2.0 §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Psdt {
+    /// 00b: PRPs for the data; MPTR is the address of a contiguous
+    /// metadata buffer.
+    Prp = 0,
+    /// 01b: an SGL for the data; MPTR is the address of a contiguous,
+    /// byte-aligned metadata buffer (SGLS bit 17 for unaligned ones).
+    SglContiguousMetadata = 1,
+    /// 10b: an SGL for the data; MPTR is the address of one SGL descriptor
+    /// describing the metadata (SGLS bit 19).
+    SglMetadataDescriptor = 2,
 }
 
 /// CDW12 bit 30 of Read/Write: Force Unit Access.
@@ -179,6 +260,8 @@ impl NvmOpcode {
     pub const WRITE_ZEROES: Self = Self(0x08);
     /// Dataset Management.
     pub const DATASET_MANAGEMENT: Self = Self(0x09);
+    /// Verify.
+    pub const VERIFY: Self = Self(0x0C);
 
     /// A readable name, or `None` for an opcode this crate does not know.
     pub const fn name(self) -> Option<&'static str> {
@@ -190,6 +273,7 @@ impl NvmOpcode {
             0x05 => "Compare",
             0x08 => "Write Zeroes",
             0x09 => "Dataset Management",
+            0x0C => "Verify",
             _ => return None,
         })
     }
@@ -240,6 +324,42 @@ mod tests {
         assert_eq!(c.slba(), 0x1_2345_6789);
         assert_eq!(c.cdw10, 0x2345_6789);
         assert_eq!(c.cdw11, 1);
+    }
+
+    #[test]
+    fn block_command_builders_set_opcode_range_and_fuse_bits() {
+        let c = Command::compare(3, 0x1_0000_0002, 7);
+        assert_eq!(c.opcode(), 0x05);
+        assert_eq!(c.nsid, 3);
+        assert_eq!(c.slba(), 0x1_0000_0002);
+        assert_eq!(c.nlb_z(), 7);
+        assert_eq!(c.fuse(), 0);
+        assert_eq!(Command::write_uncorrectable(1, 9, 0).opcode(), 0x04);
+        assert_eq!(Command::verify(1, 9, 0).opcode(), 0x0C);
+        let (first, second) = Command::compare_and_write(1, 100, 3);
+        assert_eq!((first.opcode(), first.fuse()), (0x05, 1));
+        assert_eq!((second.opcode(), second.fuse()), (0x01, 2));
+        assert_eq!((second.slba(), second.nlb_z()), (100, 3));
+    }
+
+    #[test]
+    fn fuse_psdt_and_nlb_setters_touch_only_their_bits() {
+        let mut c = Command::nvm_blocks(NvmOpcode::READ, 1, 0, 0);
+        c.cdw12 = 0xffff_0000;
+        c.set_cid(0xabcd);
+        c.set_psdt(Psdt::SglMetadataDescriptor);
+        c.set_fuse(Fuse::Second);
+        c.set_nlb_z(0x1234);
+        assert_eq!(c.psdt(), 2);
+        assert_eq!(c.fuse(), 2);
+        assert_eq!(c.cid(), 0xabcd);
+        assert_eq!(c.opcode(), 0x02);
+        assert_eq!(c.cdw12, 0xffff_1234);
+        c.set_fuse(Fuse::Normal);
+        c.set_psdt(Psdt::Prp);
+        assert_eq!(c.cdw0, 0xabcd_0002);
+        c.set_mptr(0x2000);
+        assert_eq!(c.mptr, 0x2000);
     }
 
     #[test]

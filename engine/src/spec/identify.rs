@@ -6,6 +6,11 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
+use super::protection::{
+    MetadataCapabilities, MetadataFormat, MetadataFormatError, MetadataLayout, PI_TUPLE_BYTES,
+    PiFormat, PiLocation, ProtectionCapabilities, ProtectionSettings,
+};
+
 /// Identify Controller data structure (CNS 01h), 4096 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -135,6 +140,10 @@ pub const ONCS_WRITE_UNCORRECTABLE: u16 = 1 << 1;
 pub const ONCS_DSM: u16 = 1 << 2;
 /// ONCS bit: Write Zeroes.
 pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+/// ONCS bit: Verify.
+pub const ONCS_VERIFY: u16 = 1 << 7;
+/// FUSES bit: Compare and Write.
+pub const FUSES_COMPARE_AND_WRITE: u16 = 1 << 0;
 /// OACS bit: Doorbell Buffer Config.
 pub const OACS_DOORBELL_BUFFER_CONFIG: u16 = 1 << 8;
 
@@ -158,6 +167,97 @@ impl IdentifyController {
     /// Whether a volatile write cache is present (VWC bit 0).
     pub fn has_volatile_write_cache(&self) -> bool {
         self.vwc & 1 != 0
+    }
+    /// ONCS — the optional NVM commands the controller supports.
+    pub fn optional_commands(&self) -> OptionalNvmCommands {
+        OptionalNvmCommands(self.oncs.get())
+    }
+    /// FUSES bit 0: the controller supports fused Compare and Write.
+    pub fn supports_compare_and_write(&self) -> bool {
+        self.fuses.get() & FUSES_COMPARE_AND_WRITE != 0
+    }
+    /// SGLS — the controller's SGL support.
+    pub fn sgl_support(&self) -> SglSupport {
+        SglSupport(self.sgls.get())
+    }
+    /// AERL + 1: Asynchronous Event Requests the controller keeps
+    /// outstanding at once (at least 1; the spec recommends at most 4).
+    pub fn async_event_limit(&self) -> u16 {
+        self.aerl as u16 + 1
+    }
+    /// ACWU + 1: logical blocks a fused Compare and Write is atomic over,
+    /// when the controller supports it (`None` otherwise).
+    pub fn atomic_compare_write_blocks(&self) -> Option<u32> {
+        self.supports_compare_and_write()
+            .then(|| self.acwu.get() as u32 + 1)
+    }
+}
+
+/// ONCS — optional NVM command support (Identify Controller bytes 521:520).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OptionalNvmCommands(pub u16);
+
+impl OptionalNvmCommands {
+    /// Bit 0: Compare.
+    pub const fn compare(self) -> bool {
+        self.0 & ONCS_COMPARE != 0
+    }
+    /// Bit 1: Write Uncorrectable.
+    pub const fn write_uncorrectable(self) -> bool {
+        self.0 & ONCS_WRITE_UNCORRECTABLE != 0
+    }
+    /// Bit 2: Dataset Management.
+    pub const fn dataset_management(self) -> bool {
+        self.0 & ONCS_DSM != 0
+    }
+    /// Bit 3: Write Zeroes.
+    pub const fn write_zeroes(self) -> bool {
+        self.0 & ONCS_WRITE_ZEROES != 0
+    }
+    /// Bit 7: Verify.
+    pub const fn verify(self) -> bool {
+        self.0 & ONCS_VERIFY != 0
+    }
+}
+
+/// SGLS — SGL support (Identify Controller bytes 539:536).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SglSupport(pub u32);
+
+impl SglSupport {
+    /// Bits 1:0 non-zero and not the reserved 11b: NVM commands take SGLs.
+    pub const fn supported(self) -> bool {
+        matches!(self.0 & 3, 1 | 2)
+    }
+    /// Bits 1:0 = 10b: Data Block descriptors must have dword-aligned
+    /// addresses and a length a multiple of 4 bytes.
+    pub const fn dword_granularity(self) -> bool {
+        self.0 & 3 == 2
+    }
+    /// Bit 2: Keyed SGL Data Block descriptors (fabrics).
+    pub const fn keyed_data_block(self) -> bool {
+        self.0 & (1 << 2) != 0
+    }
+    /// Bit 16: SGL Bit Bucket descriptors.
+    pub const fn bit_bucket(self) -> bool {
+        self.0 & (1 << 16) != 0
+    }
+    /// Bit 17: MPTR may address a byte-aligned contiguous metadata buffer
+    /// with PSDT 01b.
+    pub const fn byte_aligned_metadata(self) -> bool {
+        self.0 & (1 << 17) != 0
+    }
+    /// Bit 18: an SGL may describe more data than the command moves.
+    pub const fn longer_than_data(self) -> bool {
+        self.0 & (1 << 18) != 0
+    }
+    /// Bit 19: MPTR may hold the address of one SGL descriptor (PSDT 10b).
+    pub const fn mptr_sgl(self) -> bool {
+        self.0 & (1 << 19) != 0
+    }
+    /// Bit 20: the Address field may be an offset (SGL subtype 1h).
+    pub const fn address_as_offset(self) -> bool {
+        self.0 & (1 << 20) != 0
     }
 }
 
@@ -281,6 +381,65 @@ impl IdentifyNamespace {
     pub fn current_format(&self) -> LbaFormat {
         self.lbaf[self.format_index() & 63]
     }
+    /// FLBAS bit 4: metadata travels at the end of each block in the data
+    /// buffer (extended LBA); clear: in a separate buffer.
+    pub fn extended_metadata(&self) -> bool {
+        self.flbas & (1 << 4) != 0
+    }
+    /// MC — metadata capabilities.
+    pub fn metadata_capabilities(&self) -> MetadataCapabilities {
+        MetadataCapabilities(self.mc)
+    }
+    /// DPC — end-to-end data protection capabilities.
+    pub fn protection_capabilities(&self) -> ProtectionCapabilities {
+        ProtectionCapabilities(self.dpc)
+    }
+    /// DPS — end-to-end data protection type settings.
+    pub fn protection_settings(&self) -> ProtectionSettings {
+        ProtectionSettings(self.dps)
+    }
+    /// NOIOB — optimal I/O boundary in logical blocks (`None`: not
+    /// reported). A command should not cross a multiple of it.
+    pub fn optimal_io_boundary(&self) -> Option<u16> {
+        Some(self.noiob.get()).filter(|&b| b != 0)
+    }
+    /// The metadata the current LBA format carries: `Ok(None)` for a format
+    /// without metadata; an error when DPS contradicts the format.
+    pub fn metadata_format(&self) -> Result<Option<MetadataFormat>, MetadataFormatError> {
+        let ms = self.current_format().ms();
+        let dps = self.protection_settings();
+        let value = dps.type_value();
+        if ms == 0 {
+            return match value {
+                0 => Ok(None),
+                value => Err(MetadataFormatError::PiWithoutMetadata { value }),
+            };
+        }
+        let pi = match (value, dps.pi_type()) {
+            (0, _) => None,
+            (_, None) => return Err(MetadataFormatError::ReservedPiType { value }),
+            (_, Some(_)) if ms < PI_TUPLE_BYTES => {
+                return Err(MetadataFormatError::MetadataTooSmall { ms });
+            }
+            (_, Some(kind)) => Some(PiFormat {
+                kind,
+                location: if dps.first() {
+                    PiLocation::First
+                } else {
+                    PiLocation::Last
+                },
+            }),
+        };
+        Ok(Some(MetadataFormat {
+            size: ms,
+            layout: if self.extended_metadata() {
+                MetadataLayout::Extended
+            } else {
+                MetadataLayout::Separate
+            },
+            pi,
+        }))
+    }
     /// Whether the namespace is write protected (NSATTR bit 0).
     pub fn write_protected(&self) -> bool {
         self.nsattr & 1 != 0
@@ -336,6 +495,86 @@ mod tests {
         ns.lbaf[0x31] = LbaFormat::new(8, 12);
         assert_eq!(ns.current_format().lbads(), 12);
         assert_eq!(ns.current_format().ms(), 8);
+    }
+
+    #[test]
+    fn metadata_format_reads_flbas_bit_4_dps_and_the_current_format() {
+        use crate::spec::protection::PiType;
+        let mut ns = IdentifyNamespace::zeroed();
+        ns.nlbaf = 2;
+        ns.lbaf[0] = LbaFormat::new(0, 9);
+        ns.lbaf[2] = LbaFormat::new(64, 12);
+        assert_eq!(ns.metadata_format(), Ok(None));
+        ns.dps = 1;
+        assert_eq!(
+            ns.metadata_format(),
+            Err(MetadataFormatError::PiWithoutMetadata { value: 1 })
+        );
+        ns.flbas = 2 | 1 << 4;
+        ns.dps = 0b1001;
+        let f = ns.metadata_format().unwrap().unwrap();
+        assert_eq!(f.size, 64);
+        assert_eq!(f.layout, MetadataLayout::Extended);
+        assert_eq!(
+            f.pi,
+            Some(PiFormat {
+                kind: PiType::Type1,
+                location: PiLocation::First
+            })
+        );
+        ns.flbas = 2;
+        ns.dps = 3;
+        let f = ns.metadata_format().unwrap().unwrap();
+        assert_eq!(f.layout, MetadataLayout::Separate);
+        assert_eq!(f.pi.unwrap().location, PiLocation::Last);
+        assert_eq!(f.pi.unwrap().kind, PiType::Type3);
+        ns.dps = 0;
+        assert_eq!(ns.metadata_format().unwrap().unwrap().pi, None);
+        ns.dps = 6;
+        assert_eq!(
+            ns.metadata_format(),
+            Err(MetadataFormatError::ReservedPiType { value: 6 })
+        );
+        ns.lbaf[2] = LbaFormat::new(4, 12);
+        ns.dps = 2;
+        assert_eq!(
+            ns.metadata_format(),
+            Err(MetadataFormatError::MetadataTooSmall { ms: 4 })
+        );
+        assert_eq!(ns.optimal_io_boundary(), None);
+        ns.noiob = U16::new(256);
+        assert_eq!(ns.optimal_io_boundary(), Some(256));
+    }
+
+    #[test]
+    fn lba_format_fields_decode() {
+        let f = LbaFormat(U32::new(0x0309_0010));
+        assert_eq!(f.ms(), 16);
+        assert_eq!(f.lbads(), 9);
+        assert_eq!(f.rp(), 3);
+    }
+
+    #[test]
+    fn controller_capability_fields_decode() {
+        let mut c = IdentifyController::zeroed();
+        assert_eq!(c.async_event_limit(), 1);
+        assert_eq!(c.atomic_compare_write_blocks(), None);
+        assert!(!c.sgl_support().supported());
+        c.aerl = 3;
+        c.fuses = U16::new(FUSES_COMPARE_AND_WRITE);
+        c.acwu = U16::new(7);
+        c.oncs = U16::new(ONCS_COMPARE | ONCS_VERIFY);
+        c.sgls = U32::new(0b10 | 1 << 16 | 1 << 19);
+        assert_eq!(c.async_event_limit(), 4);
+        assert_eq!(c.atomic_compare_write_blocks(), Some(8));
+        let oncs = c.optional_commands();
+        assert!(oncs.compare() && oncs.verify());
+        assert!(!oncs.write_uncorrectable() && !oncs.write_zeroes() && !oncs.dataset_management());
+        let sgls = c.sgl_support();
+        assert!(sgls.supported() && sgls.dword_granularity());
+        assert!(sgls.bit_bucket() && sgls.mptr_sgl());
+        assert!(!sgls.keyed_data_block() && !sgls.byte_aligned_metadata());
+        assert!(!SglSupport(3).supported(), "11b is reserved");
     }
 
     #[test]

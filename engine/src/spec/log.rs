@@ -1,5 +1,5 @@
-//! Log pages (NVMe Base 2.0 §5.16): identifiers, Error Information and
-//! SMART / Health Information.
+//! Log pages (NVMe Base 2.0 §5.16): identifiers, Error Information,
+//! SMART / Health Information and the Changed Namespace List.
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
@@ -17,6 +17,50 @@ impl LogId {
     pub const SMART_HEALTH: Self = Self(0x02);
     /// Firmware Slot Information.
     pub const FIRMWARE_SLOT: Self = Self(0x03);
+    /// Changed Namespace List.
+    pub const CHANGED_NAMESPACE_LIST: Self = Self(0x04);
+}
+
+/// Changed Namespace List log (04h), 4096 bytes: the NSIDs whose Identify
+/// Namespace data changed (attached, detached, resized, reformatted) since
+/// the log was last read, in increasing order and zero-terminated; when more
+/// than 1024 changed, the first entry is FFFFFFFFh and the rest are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ChangedNamespaceList {
+    /// The entries.
+    pub ids: [U32; 1024],
+}
+
+const _: () = assert!(size_of::<ChangedNamespaceList>() == 4096);
+
+/// What a Changed Namespace List reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangedNamespaces {
+    /// These NSIDs changed (possibly none).
+    List(Vec<u32>),
+    /// More than 1024 namespaces changed: re-read every namespace.
+    Overflow,
+}
+
+impl ChangedNamespaceList {
+    /// An empty list.
+    pub fn zeroed() -> Self {
+        <Self as FromZeros>::new_zeroed()
+    }
+    /// The changed NSIDs up to the first zero, or `Overflow`.
+    pub fn changes(&self) -> ChangedNamespaces {
+        if self.ids[0].get() == u32::MAX {
+            return ChangedNamespaces::Overflow;
+        }
+        ChangedNamespaces::List(
+            self.ids
+                .iter()
+                .map(|n| n.get())
+                .take_while(|&n| n != 0)
+                .collect(),
+        )
+    }
 }
 
 /// One Error Information log entry, 64 bytes.
@@ -145,5 +189,17 @@ mod tests {
         let mut e = ErrorInformation::zeroed();
         e.status = U16::new((0x0080 << 1) | 1);
         assert_eq!(e.status().sc(), 0x80);
+    }
+
+    #[test]
+    fn changed_namespace_list_stops_at_zero_and_reports_overflow() {
+        let mut l = ChangedNamespaceList::zeroed();
+        assert_eq!(l.changes(), ChangedNamespaces::List(vec![]));
+        l.ids[0] = U32::new(2);
+        l.ids[1] = U32::new(7);
+        l.ids[3] = U32::new(9);
+        assert_eq!(l.changes(), ChangedNamespaces::List(vec![2, 7]));
+        l.ids[0] = U32::new(u32::MAX);
+        assert_eq!(l.changes(), ChangedNamespaces::Overflow);
     }
 }

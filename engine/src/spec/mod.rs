@@ -1,8 +1,9 @@
 //! NVMe specification types: plain data, no unsafe, no I/O.
 //!
 //! Everything here mirrors the NVM Express Base Specification 2.0 (register
-//! layout §3.1, queue entries §4.2/§4.6, Identify §5.17, log pages §5.16) and
-//! the NVM Command Set Specification 1.0. Every hardware structure carries a
+//! layout §3.1, queue entries §4.2/§4.6, SGLs §4.3.2, asynchronous events
+//! §5.2, Identify §5.17, log pages §5.16) and the NVM Command Set
+//! Specification 1.0 (metadata and end-to-end protection §5.2). Every hardware structure carries a
 //! compile-time size check. Values that come from a device (opcodes, status
 //! codes, log identifiers) are open newtypes with named constants, so an
 //! unexpected value is representable and never a crash.
@@ -15,8 +16,11 @@
 
 pub mod command;
 pub mod completion;
+pub mod events;
 pub mod features;
 pub mod identify;
 pub mod log;
+pub mod protection;
 pub mod registers;
+pub mod sgl;
 pub mod status;

@@ -45,12 +45,30 @@ pub mod generic {
     pub const ABORT_REQUESTED: u8 = 0x07;
     /// Command Aborted due to SQ Deletion.
     pub const ABORTED_SQ_DELETION: u8 = 0x08;
+    /// Command Aborted due to Failed Fused Command.
+    pub const ABORTED_FAILED_FUSED: u8 = 0x09;
+    /// Command Aborted due to Missing Fused Command.
+    pub const ABORTED_MISSING_FUSED: u8 = 0x0A;
     /// Invalid Namespace or Format.
     pub const INVALID_NAMESPACE: u8 = 0x0B;
     /// Command Sequence Error.
     pub const COMMAND_SEQUENCE_ERROR: u8 = 0x0C;
+    /// Invalid SGL Segment Descriptor.
+    pub const INVALID_SGL_SEGMENT_DESCRIPTOR: u8 = 0x0D;
+    /// Invalid Number of SGL Descriptors.
+    pub const INVALID_SGL_DESCRIPTOR_COUNT: u8 = 0x0E;
+    /// Data SGL Length Invalid.
+    pub const DATA_SGL_LENGTH_INVALID: u8 = 0x0F;
+    /// Metadata SGL Length Invalid.
+    pub const METADATA_SGL_LENGTH_INVALID: u8 = 0x10;
+    /// SGL Descriptor Type Invalid.
+    pub const SGL_DESCRIPTOR_TYPE_INVALID: u8 = 0x11;
     /// PRP Offset Invalid.
     pub const INVALID_PRP_OFFSET: u8 = 0x13;
+    /// SGL Offset Invalid.
+    pub const SGL_OFFSET_INVALID: u8 = 0x16;
+    /// SGL Data Block Granularity Invalid.
+    pub const SGL_DATA_BLOCK_GRANULARITY_INVALID: u8 = 0x1E;
     /// LBA Out of Range.
     pub const LBA_OUT_OF_RANGE: u8 = 0x80;
     /// Capacity Exceeded.
@@ -77,8 +95,13 @@ pub mod command_specific {
     pub const FEATURE_NOT_SAVEABLE: u8 = 0x0D;
     /// Feature Not Changeable.
     pub const FEATURE_NOT_CHANGEABLE: u8 = 0x0E;
+    /// Asynchronous Event Request Limit Exceeded.
+    pub const ASYNC_EVENT_LIMIT_EXCEEDED: u8 = 0x05;
     /// Conflicting Attributes (NVM command set).
     pub const CONFLICTING_ATTRIBUTES: u8 = 0x80;
+    /// Invalid Protection Information (NVM command set): PRINFO, EILBRT or
+    /// the namespace's protection settings do not fit together.
+    pub const INVALID_PROTECTION_INFORMATION: u8 = 0x81;
     /// Attempted Write to Read Only Range (NVM command set).
     pub const WRITE_TO_READ_ONLY_RANGE: u8 = 0x82;
 }
@@ -305,6 +328,23 @@ mod tests {
         );
         let s = Status::new(StatusCodeType::MEDIA, media::UNRECOVERED_READ_ERROR);
         assert_eq!(s.to_string(), "Unrecovered Read Error (SCT 2h, SC 81h)");
+        let s = Status::new(StatusCodeType::MEDIA, media::REF_TAG_CHECK_ERROR);
+        assert_eq!(
+            s.to_string(),
+            "End-to-end Reference Tag Check Error (SCT 2h, SC 84h)"
+        );
+        let s = Status::new(
+            StatusCodeType::COMMAND_SPECIFIC,
+            command_specific::INVALID_PROTECTION_INFORMATION,
+        );
+        assert_eq!(s.name(), Some("Invalid Protection Information"));
+        let s = Status::new(StatusCodeType::GENERIC, generic::ABORTED_MISSING_FUSED);
+        assert_eq!(
+            s.name(),
+            Some("Command Aborted due to Missing Fused Command")
+        );
+        let s = Status::new(StatusCodeType::GENERIC, generic::DATA_SGL_LENGTH_INVALID);
+        assert_eq!(s.name(), Some("Data SGL Length Invalid"));
         let s = Status::new(StatusCodeType::VENDOR, 0xC3);
         assert_eq!(s.to_string(), "Unknown Status (SCT 7h, SC C3h)");
     }

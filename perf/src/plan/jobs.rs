@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 
 use crate::cli::Workload;
+use crate::protection::{self, PiOption};
 use crate::target::Target;
 use crate::units::format_size;
 use crate::worker::{JobPlan, WorkerPlan};
@@ -48,6 +49,8 @@ pub struct PlanOptions {
     pub verify: bool,
     /// Bytes at the start of each namespace a verified run confines itself to.
     pub verify_span: u64,
+    /// `-e`: protection information on every I/O.
+    pub pi: Option<PiOption>,
 }
 
 /// The entries each I/O queue gets on every target, or why the queue depth
@@ -141,6 +144,7 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
                 ns.id()
             );
         }
+        protection::check_namespace(o.pi.as_ref(), ns, &name)?;
         if writes && ns.read_only() {
             bail!(
                 "namespace {} of {name} is write protected; use -w read or randread",

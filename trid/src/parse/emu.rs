@@ -1,8 +1,12 @@
 //! The keys of `trtype:emu`: the emulated controller's size, namespaces,
-//! backing, execution mode and injected faults, one key at a time, then
-//! the checks that need them all.
+//! backing, execution mode, injected faults, metadata format and protection
+//! information (QEMU's `nvme-ns` `ms`, `mset`, `pi`, `pil`), optimal I/O
+//! boundary and controller limits (`mdts`, `sgl`, `aerl` as QEMU's
+//! `nvme`), one key at a time, then the checks that need them all.
 
 use std::path::PathBuf;
+
+use nvme_emu::ProtectionType;
 
 use super::{EMU_KEYS, EmuRunMode, EmuSpec, MAX_EMU_NAMESPACES, Parser, TransportId};
 use crate::error::TransportIdError;
@@ -10,6 +14,48 @@ use crate::inject::{InjectKind, Injection};
 use crate::size::parse_size;
 
 type Result<T> = std::result::Result<T, TransportIdError>;
+
+/// Metadata, protection information and controller limits of an emulated
+/// controller. The format applies to every namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmuFeatures {
+    /// `ms`: metadata bytes per block, a multiple of 8 up to 256 (0: none;
+    /// 8 when `pi` is set without it).
+    pub metadata_size: u16,
+    /// `mset:1`: metadata interleaved with each block (extended LBA);
+    /// `mset:0` (default): in a separate buffer.
+    pub extended_lba: bool,
+    /// `pi`: protection information type 0 (none), 1, 2 or 3.
+    pub protection: ProtectionType,
+    /// `pil:1`: the tuple is in the first 8 bytes of the metadata;
+    /// `pil:0` (default): the last 8 bytes.
+    pub pi_first: bool,
+    /// `noiob`: optimal I/O boundary in blocks (0: not reported).
+    pub optimal_io_boundary: u16,
+    /// `mdts`: largest transfer, 2^mdts pages of 4 KiB, 1..=12 (default 9).
+    pub mdts: u8,
+    /// `sgl`: the controller reports SGL support (default on).
+    pub sgl: bool,
+    /// `aerl`: Asynchronous Event Request limit, zero-based as in Identify
+    /// (and QEMU's `aerl`), 0..=15 (default 3: four requests).
+    pub aerl_z: u8,
+}
+
+impl Default for EmuFeatures {
+    /// No metadata, MDTS 9 (2 MiB), SGLs on, four event requests.
+    fn default() -> Self {
+        EmuFeatures {
+            metadata_size: 0,
+            extended_lba: false,
+            protection: ProtectionType::None,
+            pi_first: false,
+            optimal_io_boundary: 0,
+            mdts: 9,
+            sgl: true,
+            aerl_z: 3,
+        }
+    }
+}
 
 impl Parser<'_> {
     /// A `trtype:emu` transport ID from its key-value pairs.
@@ -25,6 +71,8 @@ impl Parser<'_> {
         for (key, value) in pairs {
             keys.key(key, value)?;
         }
+        let given: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        keys.check_features(&given)?;
         keys.finish()
     }
 }
@@ -87,10 +135,122 @@ impl EmuKeys<'_, '_> {
                     _ => return Err(p.bad(key, value, "expected spin or backoff")),
                 })
             }
+            "ms" | "mset" | "pi" | "pil" | "noiob" | "mdts" | "sgl" | "aerl" => {
+                self.feature(key, value)?
+            }
             k if let Some(kind) = InjectKind::from_key(k) => {
                 spec.faults.push(fault(p, kind, key, value)?);
             }
             _ => return Err(p.unknown_key(key, "emu", EMU_KEYS)),
+        }
+        Ok(())
+    }
+
+    /// A metadata, protection or controller limit key.
+    fn feature(&mut self, key: &str, value: &str) -> Result<()> {
+        let p = self.p;
+        let f = &mut self.spec.features;
+        let num = |max: u32, hint: &str| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| p.bad(key, value, hint))
+        };
+        match key {
+            "ms" => {
+                let hint = "expected metadata bytes per block: 0, 8, 16, ... 256 (a multiple of 8)";
+                f.metadata_size = num(256, hint)?
+                    .try_into()
+                    .ok()
+                    .filter(|ms: &u16| ms.is_multiple_of(8))
+                    .ok_or_else(|| p.bad(key, value, hint))?;
+            }
+            "mset" => f.extended_lba = p.flag(key, value)?,
+            "pi" => {
+                f.protection = match value {
+                    "0" => ProtectionType::None,
+                    "1" => ProtectionType::Type1,
+                    "2" => ProtectionType::Type2,
+                    "3" => ProtectionType::Type3,
+                    _ => {
+                        return Err(p.bad(
+                            key,
+                            value,
+                            "expected a protection information type: 0 (none), 1, 2 or 3",
+                        ));
+                    }
+                }
+            }
+            "pil" => f.pi_first = p.flag(key, value)?,
+            "noiob" => {
+                f.optimal_io_boundary = num(
+                    65535,
+                    "expected an optimal I/O boundary in blocks, 0..=65535 (0: none)",
+                )? as u16
+            }
+            "mdts" => {
+                f.mdts = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=12).contains(n))
+                    .ok_or_else(|| {
+                        p.bad(
+                            key,
+                            value,
+                            "expected MDTS 1..=12 (largest transfer 2^MDTS x 4 KiB)",
+                        )
+                    })?
+            }
+            "sgl" => f.sgl = p.flag(key, value)?,
+            _ => {
+                f.aerl_z = num(
+                    15,
+                    "expected a zero-based Asynchronous Event Request limit 0..=15 (3: four requests)",
+                )? as u8
+            }
+        }
+        Ok(())
+    }
+
+    /// `mset` and `pil` need metadata and protection to apply to; `pi`
+    /// without `ms` takes 8 bytes of metadata.
+    fn check_features(&mut self, given: &[&str]) -> Result<()> {
+        let p = self.p;
+        let f = &mut self.spec.features;
+        let has_pi = f.protection != ProtectionType::None;
+        if has_pi && f.metadata_size == 0 {
+            if given.contains(&"ms") {
+                return Err(p.bad(
+                    "ms",
+                    "0",
+                    &format!(
+                        "protection information needs at least 8 metadata bytes; set {} or more",
+                        p.syntax.kv("ms", "8")
+                    ),
+                ));
+            }
+            f.metadata_size = 8;
+        }
+        if f.extended_lba && f.metadata_size == 0 {
+            return Err(p.bad(
+                "mset",
+                "1",
+                &format!(
+                    "an extended LBA needs metadata; add {}",
+                    p.syntax.kv("ms", "8")
+                ),
+            ));
+        }
+        if f.pi_first && !has_pi {
+            return Err(p.bad(
+                "pil",
+                "1",
+                &format!(
+                    "the protection information location needs a PI type; add {}",
+                    p.syntax.kv("pi", "1")
+                ),
+            ));
         }
         Ok(())
     }

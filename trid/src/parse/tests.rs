@@ -101,6 +101,7 @@ fn emu_keys_set_every_field() {
                 fatal_sticky: false,
                 shadow_doorbells: true,
                 core: None,
+                features: EmuFeatures::default(),
             }),
             nsid: None,
         }
@@ -274,4 +275,69 @@ fn commas_separate_pairs_on_the_command_line_but_not_in_fio_filenames() {
     assert_eq!(s.file, Some(PathBuf::from("/tmp/a,b.img")));
     let e = cli("trtype:emu file:/tmp/a,b.img").unwrap_err();
     assert!(matches!(&e, TransportIdError::NotAPair { token, .. } if token == "b.img"));
+}
+
+#[test]
+fn metadata_protection_and_limit_keys_reach_the_emulator_configuration() {
+    use nvme_emu::ProtectionType;
+    let s = emu(cli("trtype:emu ms:16 mset:1 pi:2 pil:1 noiob:64 mdts:5 sgl:0 aerl:0").unwrap());
+    let f = &s.features;
+    assert_eq!((f.metadata_size, f.extended_lba), (16, true));
+    assert_eq!((f.protection, f.pi_first), (ProtectionType::Type2, true));
+    assert_eq!(
+        (f.optimal_io_boundary, f.mdts, f.sgl, f.aerl_z),
+        (64, 5, false, 0)
+    );
+    let cfg = crate::open::emu_config(&s, None, crate::open::FileAccess::ReadWrite);
+    cfg.validate().unwrap();
+    let ns = &cfg.namespaces[0];
+    assert_eq!((ns.metadata_size, ns.extended_lba), (16, true));
+    assert_eq!((ns.protection, ns.pi_first), (ProtectionType::Type2, true));
+    assert_eq!(ns.optimal_io_boundary, 64);
+    assert_eq!((cfg.mdts, cfg.sgl, cfg.async_event_limit), (5, false, 1));
+    // pi alone takes 8 bytes of metadata in a separate buffer, PI last.
+    let f = emu(fio("trtype=emu pi=1").unwrap()).features;
+    assert_eq!(
+        (f.metadata_size, f.extended_lba, f.pi_first),
+        (8, false, false)
+    );
+    let d = crate::open::describe_emu(&emu(cli("trtype:emu pi:3 pil:1").unwrap()), None);
+    assert!(
+        d.ends_with("+ 8 bytes of separate metadata, PI type 3 in the first 8 bytes)"),
+        "{d}"
+    );
+    // Defaults: no metadata, MDTS 9, SGLs, four event requests.
+    assert_eq!(
+        emu(cli("trtype:emu").unwrap()).features,
+        EmuFeatures::default()
+    );
+    assert_eq!(EmuFeatures::default().aerl_z, 3);
+}
+
+#[test]
+fn metadata_and_limit_keys_name_the_key_and_the_allowed_values() {
+    let msg = |s: &str| cli(s).unwrap_err().to_string();
+    for (input, key, allowed) in [
+        ("trtype:emu ms:12", "ms", "a multiple of 8"),
+        ("trtype:emu ms:264", "ms", "0, 8, 16, ... 256"),
+        ("trtype:emu pi:4", "pi", "0 (none), 1, 2 or 3"),
+        ("trtype:emu mset:2", "mset", "0 or 1"),
+        ("trtype:emu noiob:65536", "noiob", "0..=65535"),
+        ("trtype:emu mdts:0", "mdts", "1..=12"),
+        ("trtype:emu mdts:13", "mdts", "1..=12"),
+        ("trtype:emu aerl:16", "aerl", "0..=15"),
+        ("trtype:emu sgl:maybe", "sgl", "0 or 1"),
+        ("trtype:emu ms:0 pi:1", "ms", "at least 8 metadata bytes"),
+        ("trtype:emu mset:1", "mset", "ms:8"),
+        ("trtype:emu ms:8 pil:1", "pil", "pi:1"),
+    ] {
+        let m = msg(input);
+        assert!(m.contains(key) && m.contains(allowed), "{input}: {m}");
+    }
+    assert!(
+        fio("trtype=emu mset=1")
+            .unwrap_err()
+            .to_string()
+            .contains("ms=8")
+    );
 }
