@@ -99,6 +99,9 @@ pub struct FailureCounts {
     pub controller_failed: u64,
     /// In flight when the device was removed.
     pub removed: u64,
+    /// Failed by the transport without an NVMe status (an errno from the
+    /// kernel on io_uring passthrough).
+    pub transport: u64,
     /// Refused at submission (the controller was resetting, failed or removed).
     pub refused: u64,
 }
@@ -114,6 +117,7 @@ impl FailureCounts {
             IoError::ControllerReset => self.reset += 1,
             IoError::ControllerFailed => self.controller_failed += 1,
             IoError::DeviceRemoved => self.removed += 1,
+            IoError::Transport { .. } => self.transport += 1,
             IoError::Rejected(_) | IoError::Busy(_) => self.refused += 1,
         }
     }
@@ -126,6 +130,7 @@ impl FailureCounts {
         self.reset += other.reset;
         self.controller_failed += other.controller_failed;
         self.removed += other.removed;
+        self.transport += other.transport;
         self.refused += other.refused;
     }
 
@@ -137,6 +142,7 @@ impl FailureCounts {
             + self.reset
             + self.controller_failed
             + self.removed
+            + self.transport
             + self.refused
     }
 
