@@ -247,9 +247,15 @@ pub trait CommandTransport {
     /// May a command be queued now? A removed or failed controller refuses;
     /// a full submission queue refuses with `QueueFull`.
     fn admit(&mut self, stats: &mut QueuePairStats) -> Result<(), SubmitErrorKind>;
-    /// The data of the command in tracker slot `slot` (PRP lists live in
-    /// per-slot pages).
-    fn map_data(&mut self, slot: usize, data: DataRef) -> Result<Self::Data, SubmitErrorKind>;
+    /// The data of the command in tracker slot `slot`: `buf`, moving in
+    /// `direction` (PRP lists live in per-slot pages). Transports that need
+    /// the host address take it with `DataRef::of`.
+    fn map_data(
+        &mut self,
+        slot: usize,
+        buf: &DmaBuf,
+        direction: DataDirection,
+    ) -> Result<Self::Data, SubmitErrorKind>;
     /// A Dataset Management range list for slot `slot`, written into
     /// transport-owned memory.
     fn map_ranges(

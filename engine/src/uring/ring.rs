@@ -491,7 +491,13 @@ impl CommandTransport for UringTransport {
     }
 
     #[inline]
-    fn map_data(&mut self, _slot: usize, data: DataRef) -> Result<DataRef, SubmitErrorKind> {
+    fn map_data(
+        &mut self,
+        _slot: usize,
+        buf: &DmaBuf,
+        direction: DataDirection,
+    ) -> Result<DataRef, SubmitErrorKind> {
+        let data = DataRef::of(buf, direction);
         if data.len as usize > self.max_transfer {
             return Err(SubmitErrorKind::InvalidCommand(
                 "transfer larger than the kernel accepts for this namespace",

@@ -27,6 +27,8 @@
 #![forbid(unsafe_code)]
 
 mod complete;
+#[cfg(test)]
+mod fake;
 mod pcie;
 mod requeue;
 mod submit;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use zerocopy::IntoBytes;
 
 use crate::device::Device;
-use crate::dma::{self, DmaWindow};
+use crate::dma::{self, DmaBuf, DmaWindow};
 use crate::spec::registers::{ALL_ONES, Csts, cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::status::generic;
 use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
@@ -28,8 +28,8 @@ use crate::driver::shared::dbbuf::ShadowPair;
 use crate::driver::shared::fence::{Fence, UNPROVEN};
 use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
 use crate::driver::transport::{
-    CancelRequest, Closed, CommandOutcome, CommandTransport, DataRef, Reap, Recovery,
-    SubmitRefusal, TransportCompletion,
+    CancelRequest, Closed, CommandOutcome, CommandTransport, DataDirection, DataRef, Reap,
+    Recovery, SubmitRefusal, TransportCompletion,
 };
 
 use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats};
@@ -55,11 +55,9 @@ pub struct PcieQueue<D: Device> {
     generation: u64,
     /// The queues could not be re-created in `generation`.
     dead: bool,
-    /// `live_word(generation)`: the state word while the queues exist.
+    /// `live_word(generation)`: the state word while the queues exist
+    /// (`u64::MAX` when `dead`).
     live_state: u64,
-    /// `live_state`, or a value no state word takes when `dead`: one
-    /// compare tells a submission whether anything needs a closer look.
-    submit_state: u64,
 }
 
 impl<D: Device> PcieQueue<D> {
@@ -147,7 +145,6 @@ impl<D: Device> PcieQueue<D> {
             generation,
             dead: false,
             live_state: live_word(generation),
-            submit_state: live_word(generation),
         })
     }
 
@@ -156,9 +153,14 @@ impl<D: Device> PcieQueue<D> {
     fn set_generation(&mut self, generation: u64, dead: bool) {
         self.generation = generation;
         self.dead = dead;
-        self.live_state = live_word(generation);
-        // The health byte of a real state word is 0..=3, never 0xff.
-        self.submit_state = if dead { u64::MAX } else { self.live_state };
+        // The health byte of a real state word is 0..=3, never 0xff: a
+        // dead queue matches no state, so every reap and submission looks
+        // closer.
+        self.live_state = if dead {
+            u64::MAX
+        } else {
+            live_word(generation)
+        };
     }
 
     /// SQ entries (capacity + 1).
@@ -302,7 +304,7 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
         // controller; during a reset it is held in the slot and sent once
         // the queues are re-created.
         let state = self.ctrl.state();
-        if state != self.submit_state {
+        if state != self.live_state {
             self.check_health(state)?;
         }
         if self.sq.is_full() {
@@ -312,8 +314,14 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
     }
 
     #[inline(always)]
-    fn map_data(&mut self, slot: usize, data: DataRef) -> Result<Prps, SubmitErrorKind> {
-        let (iova, len) = (data.iova, data.len as usize);
+    fn map_data(
+        &mut self,
+        slot: usize,
+        buf: &DmaBuf,
+        _direction: DataDirection,
+    ) -> Result<Prps, SubmitErrorKind> {
+        let (iova, len) = (buf.iova(), buf.len());
+        // A zero length goes to `list_prps`, which refuses it.
         if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE && len != 0 {
             Ok(Prps(iova, prp::PRP_UNUSED))
         } else {
@@ -376,7 +384,7 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
     fn begin_reap(&mut self, stats: &mut QueuePairStats) -> Reap {
         // The one load of the controller's state word per reap.
         let state = self.ctrl.state();
-        if state != self.live_state || self.dead {
+        if state != self.live_state {
             return Reap::Changed(state);
         }
         self.ring_sq(stats);
@@ -402,7 +410,7 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn end_reap(&mut self, consumed: usize, stats: &mut QueuePairStats) {
         if consumed == 0 {
             return;

@@ -10,7 +10,7 @@ use crate::spec::{Command, NvmOpcode};
 
 use crate::driver::error::{SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
-use crate::driver::transport::{CommandTransport, DataDirection, DataRef, SubmitRefusal};
+use crate::driver::transport::{CommandTransport, DataDirection, SubmitRefusal};
 
 use super::QueuePair;
 
@@ -74,8 +74,7 @@ impl<T: CommandTransport> QueuePair<T> {
         } else {
             DataDirection::FromDevice
         };
-        let data = DataRef::of(&buf, dir);
-        let nlb_z = match ns.check_rw(lba, data.len as usize, data.iova, write) {
+        let nlb_z = match ns.check_rw(lba, buf.len(), buf.iova(), write) {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
@@ -84,7 +83,7 @@ impl<T: CommandTransport> QueuePair<T> {
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         // `check_rw` proved the length non-zero and the start dword aligned.
-        let mapped = match self.t.map_data(index, data) {
+        let mapped = match self.t.map_data(index, &buf, dir) {
             Ok(p) => p,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
@@ -212,7 +211,7 @@ impl<T: CommandTransport> QueuePair<T> {
                 // A buffer with an opcode that names no direction goes as
                 // host-to-controller: the PRPs are the same either way.
                 let dir = direction_of(cmd.opcode()).unwrap_or(DataDirection::ToDevice);
-                match self.t.map_data(index, DataRef::of(b, dir)) {
+                match self.t.map_data(index, b, dir) {
                     Ok(m) => {
                         T::encode(&m, &mut cmd);
                         Some(m)
