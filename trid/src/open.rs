@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use nvme_emu::{EmuConfig, EmuController, EmuError, EmuHandle, EmuMode, EmuNamespaceConfig};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
 use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
+use nvme_engine::uring::{UringDevice, UringError, UringQueueOptions};
 use nvme_engine::vfio::{PciAddress, RealDevice, VfioError, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError, Namespace};
 
@@ -157,6 +158,25 @@ pub enum OpenError {
         /// The driver's reason.
         #[source]
         source: DriverError,
+    },
+    /// The ID names an io_uring passthrough namespace, which has no
+    /// register-level controller to bring up.
+    #[error(
+        "{path} is reached by NVMe passthrough over io_uring (the controller stays with the \
+         kernel's nvme driver); open it with nvme_trid::open_uring, not as a PCIe controller"
+    )]
+    NotAController {
+        /// The generic node.
+        path: PathBuf,
+    },
+    /// The generic node could not be opened (what, and how to fix it).
+    #[error("cannot open {path} for NVMe passthrough over io_uring")]
+    OpenUring {
+        /// The node.
+        path: PathBuf,
+        /// Why (no such path, a block device, permissions, kernel support).
+        #[source]
+        source: UringError,
     },
     /// The selected namespace is not active or was skipped.
     #[error(
@@ -358,12 +378,44 @@ fn controller_options(opts: &OpenOptions, shadow_doorbells: bool) -> ControllerO
     c
 }
 
+/// Open the namespace an `nvme-io_uring` ID names, with the queue options
+/// the ID selects (polling, fixed buffers); `None` when `id` names another
+/// transport.
+pub fn open_uring(
+    id: &ControllerId,
+) -> Option<Result<(UringDevice, UringQueueOptions), OpenError>> {
+    let ControllerId::UringPassthrough {
+        path,
+        polled,
+        fixed_buffers,
+    } = id
+    else {
+        return None;
+    };
+    let opts = UringQueueOptions {
+        polled: *polled,
+        fixed_buffers: *fixed_buffers,
+        ..UringQueueOptions::default()
+    };
+    Some(
+        UringDevice::open(path)
+            .map(|dev| (dev, opts))
+            .map_err(|source| OpenError::OpenUring {
+                path: path.clone(),
+                source,
+            }),
+    )
+}
+
 /// Open and bring up the controller `id` names.
 pub fn open<D>(id: &ControllerId, opts: &OpenOptions) -> Result<Opened<D>, OpenError>
 where
     D: Device + From<EmuController> + From<RealDevice>,
 {
     match id {
+        ControllerId::UringPassthrough { path, .. } => {
+            Err(OpenError::NotAController { path: path.clone() })
+        }
         ControllerId::Emu(spec) => {
             let dev = EmuController::new(emu_config(spec, opts.emu_thread, opts.files))
                 .map_err(OpenError::CreateEmu)?;
