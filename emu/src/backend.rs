@@ -1,11 +1,14 @@
 //! Namespace backing stores: anonymous RAM, a file (pread/pwrite through a
-//! bounce buffer, `fdatasync` for Flush/FUA), or nothing at all (null).
+//! bounce buffer, `fdatasync` for Flush/FUA), or nothing at all (null);
+//! metadata, when the namespace is formatted with it, in a second store of
+//! the same kind (RAM, a `.meta` file beside the data file, or nothing).
 
 #![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
 
@@ -17,16 +20,29 @@ enum Store {
     Null,
 }
 
-/// One namespace's blocks.
+/// One namespace's blocks, and its metadata when formatted with some.
 pub(crate) struct Backend {
     store: Store,
     /// File staging buffer, as large as one command may transfer.
     bounce: Vec<u8>,
     bytes: u64,
+    /// The file behind a file store (for errors).
+    path: Option<PathBuf>,
+    /// Metadata bytes per block, kept in their own store (RAM or a
+    /// `.meta` file beside the data file).
+    meta: Option<Box<Backend>>,
 }
 
 fn out_of_range() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "access beyond the namespace")
+}
+
+/// The file holding a file namespace's metadata: the data file's name with
+/// `.meta` appended.
+pub(crate) fn metadata_path(data: &Path) -> PathBuf {
+    let mut s = data.as_os_str().to_owned();
+    s.push(".meta");
+    PathBuf::from(s)
 }
 
 impl Backend {
@@ -35,18 +51,33 @@ impl Backend {
         cfg: &EmuNamespaceConfig,
         max_transfer: usize,
     ) -> Result<Self, EmuError> {
-        let bytes = cfg.bytes();
-        let (store, bounce) = match &cfg.backing {
-            Backing::Ram => {
-                let len =
-                    usize::try_from(bytes).map_err(|_| EmuError::RamTooLarge { nsid, bytes })?;
-                let map = MmapMut::map_anon(len).map_err(|source| EmuError::RamMap {
-                    nsid,
-                    bytes,
-                    source,
-                })?;
-                (Store::Ram(map), Vec::new())
-            }
+        let mut b = Self::open_store(nsid, &cfg.backing, cfg, cfg.bytes(), max_transfer)?;
+        if cfg.metadata_size > 0 {
+            let bytes = cfg.blocks.saturating_mul(cfg.metadata_size as u64);
+            let backing = match &cfg.backing {
+                Backing::File(p) => Backing::File(metadata_path(p)),
+                other => other.clone(),
+            };
+            // The metadata file follows its data file: grown when needed.
+            let meta_cfg = EmuNamespaceConfig {
+                grow: true,
+                ..cfg.clone()
+            };
+            let meta = Self::open_store(nsid, &backing, &meta_cfg, bytes, max_transfer)?;
+            b.meta = Some(Box::new(meta));
+        }
+        Ok(b)
+    }
+
+    fn open_store(
+        nsid: u32,
+        backing: &Backing,
+        cfg: &EmuNamespaceConfig,
+        bytes: u64,
+        max_transfer: usize,
+    ) -> Result<Self, EmuError> {
+        let (store, bounce) = match backing {
+            Backing::Ram => (Store::Ram(map_ram(nsid, bytes)?), Vec::new()),
             Backing::File(path) => {
                 let existed = path.exists();
                 let file = OpenOptions::new()
@@ -96,16 +127,28 @@ impl Backend {
             }
             Backing::Null => (Store::Null, Vec::new()),
         };
+        let path = match backing {
+            Backing::File(p) => Some(p.clone()),
+            _ => None,
+        };
         Ok(Backend {
             store,
             bounce,
             bytes,
+            path,
+            meta: None,
         })
     }
 
     /// Whether this store moves no data.
+    #[inline]
     pub(crate) fn is_null(&self) -> bool {
         matches!(self.store, Store::Null)
+    }
+
+    /// The metadata store, when the namespace has metadata.
+    pub(crate) fn meta(&mut self) -> Option<&mut Backend> {
+        self.meta.as_deref_mut()
     }
 
     /// The `len` bytes at `off`, for a read command.
@@ -117,7 +160,10 @@ impl Backend {
         match &mut self.store {
             Store::Ram(map) => Ok(&map[off as usize..end as usize]),
             Store::File(file) => {
-                let buf = self.bounce.get_mut(..len).ok_or_else(out_of_range)?;
+                if self.bounce.len() < len {
+                    self.bounce.resize(len, 0);
+                }
+                let buf = &mut self.bounce[..len];
                 file.read_exact_at(buf, off)?;
                 Ok(buf)
             }
@@ -133,7 +179,12 @@ impl Backend {
         }
         match &mut self.store {
             Store::Ram(map) => Ok(&mut map[off as usize..end as usize]),
-            Store::File(_) => self.bounce.get_mut(..len).ok_or_else(out_of_range),
+            Store::File(_) => {
+                if self.bounce.len() < len {
+                    self.bounce.resize(len, 0);
+                }
+                Ok(&mut self.bounce[..len])
+            }
             Store::Null => Ok(&mut []),
         }
     }
@@ -172,13 +223,49 @@ impl Backend {
         Ok(())
     }
 
+    /// Change the size to `bytes` (a namespace resized at run time): RAM is
+    /// copied into a new mapping, a file is truncated or extended.
+    pub(crate) fn resize(&mut self, nsid: u32, bytes: u64) -> Result<(), EmuError> {
+        match &mut self.store {
+            Store::Ram(map) => {
+                let mut new = map_ram(nsid, bytes)?;
+                let n = (bytes as usize).min(map.len());
+                new[..n].copy_from_slice(&map[..n]);
+                *map = new;
+            }
+            Store::File(file) => {
+                file.set_len(bytes).map_err(|source| EmuError::FileExtend {
+                    nsid,
+                    path: self.path.clone().unwrap_or_default(),
+                    bytes,
+                    source,
+                })?;
+            }
+            Store::Null => {}
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
     /// Flush volatile data to media.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(m) = self.meta.as_deref_mut() {
+            m.flush()?;
+        }
         match &self.store {
             Store::File(file) => file.sync_data(),
             _ => Ok(()),
         }
     }
+}
+
+fn map_ram(nsid: u32, bytes: u64) -> Result<MmapMut, EmuError> {
+    let len = usize::try_from(bytes).map_err(|_| EmuError::RamTooLarge { nsid, bytes })?;
+    MmapMut::map_anon(len.max(1)).map_err(|source| EmuError::RamMap {
+        nsid,
+        bytes,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +338,37 @@ mod tests {
         assert!(Backend::open(1, &cfg, 4096).is_err());
         assert!(!missing.exists());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn metadata_lives_beside_the_data_in_every_kind() {
+        let path = std::env::temp_dir().join(format!("emu-meta-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let meta_path = metadata_path(&path);
+        let _ = std::fs::remove_file(&meta_path);
+        let cfg = EmuNamespaceConfig::file(&path, 512, 16).metadata(8, false);
+        {
+            let mut b = Backend::open(1, &cfg, 4096).unwrap();
+            let m = b.meta().unwrap();
+            m.stage(8, 8).unwrap().copy_from_slice(b"metadata");
+            m.commit(8, 8, true).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&meta_path).unwrap().len(), 16 * 8);
+        let mut b = Backend::open(1, &cfg, 4096).unwrap();
+        assert_eq!(b.meta().unwrap().load(8, 8).unwrap(), b"metadata");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&meta_path).unwrap();
+        let mut r =
+            Backend::open(1, &EmuNamespaceConfig::ram(512, 4).metadata(64, true), 4096).unwrap();
+        assert_eq!(r.meta().unwrap().load(0, 256).unwrap(), &[0u8; 256][..]);
+        assert!(r.meta().unwrap().load(8, 256).is_err());
+        let mut n = Backend::open(
+            1,
+            &EmuNamespaceConfig::null(512, 4).metadata(8, false),
+            4096,
+        )
+        .unwrap();
+        assert!(n.meta().unwrap().is_null());
     }
 
     #[test]

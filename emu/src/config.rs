@@ -1,7 +1,9 @@
 //! Configuration of the emulated controller: namespaces and their backing
-//! stores, controller limits (MDTS, queue counts, CAP.MQES), identity
-//! strings, and the execution mode; plus the errors a bad configuration
-//! produces.
+//! stores, metadata formats and protection information, the optimal I/O
+//! boundary, controller limits (MDTS, queue counts, CAP.MQES, SGL support,
+//! the Asynchronous Event Request limit, namespace slots for attaching at
+//! run time), identity strings, and the execution mode; plus the errors a
+//! bad configuration produces.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +27,43 @@ pub enum Backing {
     Null,
 }
 
+/// End-to-end data protection type of a namespace (Identify Namespace DPS
+/// bits 2:0; NVM Command Set 1.0 §5.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProtectionType {
+    /// No protection information.
+    #[default]
+    None,
+    /// Type 1: the reference tag is the low 32 bits of the LBA (checked
+    /// against EILBRT + block index).
+    Type1,
+    /// Type 2: the reference tag starts at the command's (E)ILBRT and
+    /// advances by one per block.
+    Type2,
+    /// Type 3: the reference tag is opaque and the same for every block of
+    /// a command; the escape needs both tags all ones.
+    Type3,
+}
+
+impl ProtectionType {
+    /// The DPS type value (0 = none, 1..=3).
+    pub fn dps(self) -> u8 {
+        match self {
+            ProtectionType::None => 0,
+            ProtectionType::Type1 => 1,
+            ProtectionType::Type2 => 2,
+            ProtectionType::Type3 => 3,
+        }
+    }
+}
+
 /// One namespace. NSIDs are assigned in order, starting at 1.
+///
+/// Metadata and protection mirror QEMU's `nvme-ns` properties:
+/// [`metadata_size`](Self::metadata_size) is `ms`,
+/// [`extended_lba`](Self::extended_lba) is `mset`,
+/// [`protection`](Self::protection) is `pi` and
+/// [`pi_first`](Self::pi_first) is `pil`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EmuNamespaceConfig {
     /// Logical block size in bytes: 512 or 4096.
@@ -41,6 +79,22 @@ pub struct EmuNamespaceConfig {
     /// Extend an existing backing file smaller than the namespace (default:
     /// refused, so a typo in a size never silently grows someone's file).
     pub grow: bool,
+    /// Metadata bytes per logical block (LBAF MS): 0 (none) or a multiple of
+    /// 8 up to 256. A RAM namespace keeps it in memory beside the data, a
+    /// file namespace in a second file named after the first with `.meta`
+    /// appended (created or extended as needed), a null namespace nowhere.
+    pub metadata_size: u16,
+    /// Metadata transferred at the end of each block in the data buffer
+    /// (FLBAS bit 4, "extended LBA") instead of a separate buffer at MPTR.
+    pub extended_lba: bool,
+    /// Protection information type; needs at least 8 bytes of metadata.
+    pub protection: ProtectionType,
+    /// Protection information in the first 8 bytes of the metadata (DPS
+    /// bit 3) instead of the last 8.
+    pub pi_first: bool,
+    /// NOIOB — optimal I/O boundary in blocks (0: none reported). Commands
+    /// crossing it still work; a driver splits at it for speed.
+    pub optimal_io_boundary: u16,
 }
 
 impl EmuNamespaceConfig {
@@ -52,6 +106,11 @@ impl EmuNamespaceConfig {
             backing: Backing::Ram,
             read_only: false,
             grow: false,
+            metadata_size: 0,
+            extended_lba: false,
+            protection: ProtectionType::None,
+            pi_first: false,
+            optimal_io_boundary: 0,
         }
     }
     /// A namespace backed by the file at `path`.
@@ -62,6 +121,11 @@ impl EmuNamespaceConfig {
             backing: Backing::File(path.into()),
             read_only: false,
             grow: false,
+            metadata_size: 0,
+            extended_lba: false,
+            protection: ProtectionType::None,
+            pi_first: false,
+            optimal_io_boundary: 0,
         }
     }
     /// A namespace that moves no data.
@@ -72,6 +136,11 @@ impl EmuNamespaceConfig {
             backing: Backing::Null,
             read_only: false,
             grow: false,
+            metadata_size: 0,
+            extended_lba: false,
+            protection: ProtectionType::None,
+            pi_first: false,
+            optimal_io_boundary: 0,
         }
     }
     /// This namespace, write protected.
@@ -84,9 +153,73 @@ impl EmuNamespaceConfig {
         self.grow = true;
         self
     }
+    /// Format with `ms` bytes of metadata per block, interleaved with the
+    /// data (`extended`) or in a separate buffer.
+    pub fn metadata(mut self, ms: u16, extended: bool) -> Self {
+        self.metadata_size = ms;
+        self.extended_lba = extended;
+        self
+    }
+    /// Protection information of `kind`, in the first (`first`) or last 8
+    /// bytes of the metadata (8 bytes of metadata are added if none was set).
+    pub fn protection(mut self, kind: ProtectionType, first: bool) -> Self {
+        self.protection = kind;
+        self.pi_first = first;
+        if self.metadata_size == 0 && kind != ProtectionType::None {
+            self.metadata_size = 8;
+        }
+        self
+    }
+    /// Report an optimal I/O boundary of `blocks` (NOIOB).
+    pub fn optimal_io_boundary(mut self, blocks: u16) -> Self {
+        self.optimal_io_boundary = blocks;
+        self
+    }
     /// Namespace size in bytes.
     pub fn bytes(&self) -> u64 {
         self.blocks.saturating_mul(self.lba_size as u64)
+    }
+}
+
+impl EmuNamespaceConfig {
+    /// Check this namespace's configuration as namespace `nsid`, naming
+    /// the first problem.
+    pub fn validate(&self, nsid: u32) -> Result<(), EmuError> {
+        if self.lba_size != 512 && self.lba_size != 4096 {
+            return Err(EmuError::BadLbaSize {
+                nsid,
+                lba_size: self.lba_size,
+            });
+        }
+        if self.blocks == 0 {
+            return Err(EmuError::ZeroBlocks { nsid });
+        }
+        self.validate_format(nsid)?;
+        if self.backing == Backing::Ram && usize::try_from(self.bytes()).is_err() {
+            return Err(EmuError::RamTooLarge {
+                nsid,
+                bytes: self.bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check the format fields of namespace `nsid`.
+    fn validate_format(&self, nsid: u32) -> Result<(), EmuError> {
+        let ms = self.metadata_size;
+        if ms > 256 || !ms.is_multiple_of(8) {
+            return Err(EmuError::BadMetadataSize { nsid, ms });
+        }
+        if self.protection != ProtectionType::None && ms < 8 {
+            return Err(EmuError::ProtectionNeedsMetadata { nsid });
+        }
+        if self.extended_lba && ms == 0 {
+            return Err(EmuError::ExtendedWithoutMetadata { nsid });
+        }
+        if self.pi_first && self.protection == ProtectionType::None {
+            return Err(EmuError::PiLocationWithoutProtection { nsid });
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +343,19 @@ pub struct EmuConfig {
     /// Whether Doorbell Buffer Config (shadow doorbells, OACS bit 8) is
     /// supported. Default true, as on QEMU 7.1 and later.
     pub doorbell_buffer: bool,
+    /// Whether SGLs are supported (Identify SGLS: Data Block, Segment, Last
+    /// Segment and Bit Bucket descriptors, and an SGL at MPTR). Default
+    /// true, as on QEMU. Without it a command with PSDT other than 0 fails
+    /// with Invalid Field.
+    pub sgl: bool,
+    /// Asynchronous Event Requests the controller keeps outstanding at most
+    /// (Identify AERL + 1), 1..=16; default 4, as QEMU. One more fails with
+    /// Asynchronous Event Request Limit Exceeded.
+    pub async_event_limit: u8,
+    /// Largest NSID (Identify NN), so namespaces can be attached at run time
+    /// (`EmuHandle::attach_namespace`): 0 (default) means the number of
+    /// configured namespaces; otherwise at least that many, at most 1024.
+    pub max_namespaces: u32,
 }
 
 impl Default for EmuConfig {
@@ -234,6 +380,9 @@ impl EmuConfig {
             firmware: "1.0".into(),
             mode: EmuMode::Inline,
             doorbell_buffer: true,
+            sgl: true,
+            async_event_limit: 4,
+            max_namespaces: 0,
         }
     }
     /// The same configuration with no namespaces (add them with [`EmuConfig::namespace`]).
@@ -255,6 +404,14 @@ impl EmuConfig {
     pub fn max_transfer_bytes(&self) -> usize {
         4096usize << self.mdts.min(20)
     }
+    /// The largest NSID the controller reports (Identify NN).
+    pub fn namespace_slots(&self) -> u32 {
+        if self.max_namespaces == 0 {
+            self.namespaces.len() as u32
+        } else {
+            self.max_namespaces
+        }
+    }
 
     /// Check the configuration, naming the first problem.
     pub fn validate(&self) -> Result<(), EmuError> {
@@ -267,22 +424,7 @@ impl EmuConfig {
             });
         }
         for (i, ns) in self.namespaces.iter().enumerate() {
-            let nsid = i as u32 + 1;
-            if ns.lba_size != 512 && ns.lba_size != 4096 {
-                return Err(EmuError::BadLbaSize {
-                    nsid,
-                    lba_size: ns.lba_size,
-                });
-            }
-            if ns.blocks == 0 {
-                return Err(EmuError::ZeroBlocks { nsid });
-            }
-            if ns.backing == Backing::Ram && usize::try_from(ns.bytes()).is_err() {
-                return Err(EmuError::RamTooLarge {
-                    nsid,
-                    bytes: ns.bytes(),
-                });
-            }
+            ns.validate(i as u32 + 1)?;
         }
         if !(1..=12).contains(&self.mdts) {
             return Err(EmuError::BadMdts { mdts: self.mdts });
@@ -295,6 +437,18 @@ impl EmuConfig {
         if !(2..=65536).contains(&self.max_queue_entries) {
             return Err(EmuError::BadQueueEntries {
                 entries: self.max_queue_entries,
+            });
+        }
+        if !(1..=16).contains(&self.async_event_limit) {
+            return Err(EmuError::BadAsyncEventLimit {
+                limit: self.async_event_limit,
+            });
+        }
+        let n = self.namespaces.len() as u32;
+        if self.max_namespaces != 0 && !(n..=1024).contains(&self.max_namespaces) {
+            return Err(EmuError::BadMaxNamespaces {
+                max: self.max_namespaces,
+                configured: n,
             });
         }
         if let EmuMode::Threaded { batch: 0, .. } = self.mode {
@@ -420,6 +574,68 @@ pub enum EmuError {
         /// The value asked for.
         entries: u32,
     },
+    /// A metadata size the emulator does not format.
+    #[error(
+        "namespace {nsid}: metadata size {ms} is not supported; use 0 or a multiple of 8 up to 256 (8, 16 and 64 are common)"
+    )]
+    BadMetadataSize {
+        /// The namespace.
+        nsid: u32,
+        /// The size asked for.
+        ms: u16,
+    },
+    /// Protection information without room for it.
+    #[error(
+        "namespace {nsid}: protection information needs at least 8 bytes of metadata per block; set a metadata size of 8 or more"
+    )]
+    ProtectionNeedsMetadata {
+        /// The namespace.
+        nsid: u32,
+    },
+    /// Extended LBAs asked for with no metadata to interleave.
+    #[error(
+        "namespace {nsid}: extended LBA (metadata interleaved with data) needs a metadata size; set one or turn extended LBA off"
+    )]
+    ExtendedWithoutMetadata {
+        /// The namespace.
+        nsid: u32,
+    },
+    /// A protection information location without protection information.
+    #[error(
+        "namespace {nsid}: the protection information location (first 8 bytes) is set but no protection type is; pick type 1, 2 or 3"
+    )]
+    PiLocationWithoutProtection {
+        /// The namespace.
+        nsid: u32,
+    },
+    /// An Asynchronous Event Request limit outside 1..=16.
+    #[error("async_event_limit {limit} is not supported; use 1..=16 outstanding requests")]
+    BadAsyncEventLimit {
+        /// The value asked for.
+        limit: u8,
+    },
+    /// A namespace slot count below the configured namespaces or above 1024.
+    #[error(
+        "max_namespaces {max} is not supported; use 0 (the {configured} configured) or {configured}..=1024"
+    )]
+    BadMaxNamespaces {
+        /// The value asked for.
+        max: u32,
+        /// Namespaces configured.
+        configured: u32,
+    },
+    /// Attaching a namespace with no free NSID left.
+    #[error("no free namespace ID: all {slots} are attached; raise EmuConfig::max_namespaces")]
+    NoFreeNamespaceId {
+        /// Identify NN.
+        slots: u32,
+    },
+    /// A namespace operation on an NSID that is not attached.
+    #[error("namespace {nsid} is not attached; attached namespaces are listed by Identify CNS 02h")]
+    NotAttached {
+        /// The namespace.
+        nsid: u32,
+    },
     /// Threaded mode with a batch of zero.
     #[error("threaded mode needs a batch of at least one command per round")]
     ZeroBatch,
@@ -469,6 +685,35 @@ mod tests {
         let mut c = EmuConfig::ram(4096);
         c.max_queue_entries = 1;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn event_limit_namespace_slots_and_formats_are_checked() {
+        let mut c = EmuConfig::ram(4096);
+        c.async_event_limit = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(EmuError::BadAsyncEventLimit { limit: 0 })
+        ));
+        c.async_event_limit = 17;
+        assert!(c.validate().is_err());
+        let mut c = EmuConfig::ram(4096);
+        c.max_namespaces = 1025;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("1..=1024"), "{e}");
+        c.max_namespaces = 8;
+        c.validate().unwrap();
+        assert_eq!(c.namespace_slots(), 8);
+        assert_eq!(EmuConfig::ram(4096).namespace_slots(), 1);
+        let ns = EmuNamespaceConfig::ram(512, 8).protection(ProtectionType::Type3, true);
+        assert_eq!(ns.metadata_size, 8, "protection brings its 8 bytes");
+        ns.validate(1).unwrap();
+        let mut ns = EmuNamespaceConfig::ram(512, 8).metadata(16, false);
+        ns.pi_first = true;
+        assert!(matches!(
+            ns.validate(2),
+            Err(EmuError::PiLocationWithoutProtection { nsid: 2 })
+        ));
     }
 
     #[test]

@@ -14,9 +14,9 @@ use crate::device_thread;
 use crate::handle::EmuHandle;
 use crate::processor::CommandProcessor;
 use crate::shared::Shared;
-use nvme_engine::device::{Device, QuiesceError};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
 use nvme_engine::spec::registers::{ALL_ONES, Cc, offset};
+use nvme_engine::{Device, QuiesceError};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 

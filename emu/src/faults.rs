@@ -1,7 +1,8 @@
 //! Fault injection: rules that match commands as the controller fetches
 //! them and make it misbehave the way real devices do (error statuses,
 //! duplicate, invented or stale completions, lost or late completions, a
-//! bogus SQ head, fatal status, surprise removal).
+//! bogus SQ head, fatal status, surprise removal, protection information
+//! whose stored guard or reference tag went bad).
 //!
 //! Every rule matches per command: queue kind or id, opcode, namespace,
 //! LBA range, a number of matches to let pass, a firing count and a seeded
@@ -48,6 +49,15 @@ pub enum FaultAction {
     FatalStatus,
     /// Disappear: register reads return all ones and no DMA happens again.
     Vanish,
+    /// On a namespace with protection information: a Write stores the
+    /// tuples of its blocks with a guard that does not match the data; any
+    /// other command with an LBA range finds the stored guards of its
+    /// blocks corrupted before it runs. A later check of those blocks fails
+    /// with End-to-end Guard Check Error. No effect elsewhere.
+    CorruptGuard,
+    /// As [`FaultAction::CorruptGuard`], for the reference tag (End-to-end
+    /// Reference Tag Check Error).
+    CorruptReferenceTag,
 }
 
 impl FaultAction {
@@ -202,6 +212,8 @@ impl FaultRule {
                         | NvmOpcode::WRITE
                         | NvmOpcode::WRITE_ZEROES
                         | NvmOpcode::COMPARE
+                        | NvmOpcode::WRITE_UNCORRECTABLE
+                        | NvmOpcode(0x0C)
                 );
             if !has_lba {
                 return false;

@@ -29,17 +29,15 @@ use std::time::{Duration, Instant};
 
 use crate::{EmuConfig, EmuController, EmuHandle, EmuMode, EmuNamespaceConfig};
 use crate::{FaultAction, FaultRule};
-use nvme_engine::device::Device;
+use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::driver::{
-    Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions,
-};
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::registers::{ALL_ONES, offset};
 use nvme_engine::spec::{AdminOpcode, Command};
 use nvme_engine::spec::{Completion, Status, StatusCodeType};
+use nvme_engine::{Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions};
 
 /// Reads values from the fuzz input; zeros once it is exhausted.
 struct Input<'a> {
@@ -134,7 +132,7 @@ impl Device for FuzzDevice {
     fn name(&self) -> String {
         self.emu.name()
     }
-    fn quiesce(&self) -> Result<(), nvme_engine::device::QuiesceError> {
+    fn quiesce(&self) -> Result<(), nvme_engine::QuiesceError> {
         self.emu.quiesce()
     }
 }
@@ -390,8 +388,8 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
                 }
                 let ns = &nss[input.u8() as usize % nss.len()];
                 let blocks = 1 + input.u8() as usize % 8;
-                let lba = input.u16() as u64 % ns.blocks.max(1);
-                let Ok(buf) = pool.alloc(blocks * ns.block_size as usize) else {
+                let lba = input.u16() as u64 % ns.blocks().max(1);
+                let Ok(buf) = pool.alloc(blocks * ns.block_size() as usize) else {
                     continue;
                 };
                 let token = book.next;
@@ -571,7 +569,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
             // Only a controller that stays fatal or gone after resets keeps
             // commands outstanding, and only while no reset was possible.
             assert!(
-                !ctrl.health().eq(&nvme_engine::driver::Health::Live) || h.is_vanished(),
+                !ctrl.health().eq(&nvme_engine::Health::Live) || h.is_vanished(),
                 "commands stuck on a live controller: {:?}",
                 qp.stats()
             );

@@ -1,5 +1,7 @@
 //! The side door into a running emulated controller: fault injection,
-//! counters, and (inline mode) manual polling rounds. An [`EmuHandle`] is
+//! counters, events a real drive would raise on its own (namespaces
+//! attached, detached and resized, SMART critical warnings, internal
+//! errors), and (inline mode) manual polling rounds. An [`EmuHandle`] is
 //! taken from the controller before the controller is handed to a driver.
 
 #![forbid(unsafe_code)]
@@ -7,8 +9,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::config::{EmuError, EmuNamespaceConfig};
 use crate::counters::EmuStats;
+use crate::device_state::DeviceState;
 use crate::faults::{FaultId, FaultRule};
+use crate::guest_memory::DmaGuard;
+use crate::processor::CommandProcessor;
 use crate::shared::Shared;
 use nvme_engine::spec::{AdminOpcode, NvmOpcode};
 
@@ -161,11 +167,55 @@ impl EmuHandle {
     #[doc(hidden)]
     pub fn patch_identify_namespace(&self, nsid: u32, offset: usize, value: u8) {
         self.shared.with_processor(|e| {
-            if let Some(ns) = e.nss.get_mut(nsid.wrapping_sub(1) as usize) {
+            if let Some(Some(ns)) = e.nss.get_mut(nsid.wrapping_sub(1) as usize) {
                 let bytes = ns.identify_bytes_mut();
                 let n = bytes.len();
                 bytes[offset % n] = value;
             }
+        })
+    }
+
+    /// Attach a namespace at run time, at the lowest free NSID (up to
+    /// [`crate::EmuConfig::max_namespaces`]), and return that NSID. The
+    /// Changed Namespace List names it and, if the host enabled Namespace
+    /// Attribute Notices, an outstanding Asynchronous Event Request
+    /// completes with a Namespace Attribute Changed notice.
+    pub fn attach_namespace(&self, ns: EmuNamespaceConfig) -> Result<u32, EmuError> {
+        self.with_events(|e, sh, g| e.attach_namespace(sh, g, &ns))
+    }
+    /// Detach namespace `nsid`; commands to it fail with Invalid Namespace
+    /// or Format from now on. Reported as for an attach.
+    pub fn detach_namespace(&self, nsid: u32) -> Result<(), EmuError> {
+        self.with_events(|e, sh, g| e.detach_namespace(sh, g, nsid))
+    }
+    /// Resize namespace `nsid` to `blocks` blocks (NSZE, NCAP and NUSE
+    /// change; data is kept up to the smaller size). Reported as for an attach.
+    pub fn resize_namespace(&self, nsid: u32, blocks: u64) -> Result<(), EmuError> {
+        self.with_events(|e, sh, g| e.resize_namespace(sh, g, nsid, blocks))
+    }
+    /// Set the SMART / Health critical warning bits (log page 02h byte 0:
+    /// bit 0 spare below threshold, 1 temperature, 2 reliability degraded,
+    /// 3 read only, 4 volatile memory backup failed). Bits newly set that the
+    /// host enabled with Set Features Asynchronous Event Configuration raise
+    /// a SMART / Health event.
+    pub fn set_critical_warning(&self, bits: u8) {
+        self.with_events(|e, sh, g| e.set_critical_warning(sh, g, bits))
+    }
+    /// Report an error not tied to a command: an Error Information log
+    /// entry and an Error event (Persistent Internal Error when
+    /// `persistent`, else Transient Internal Error), always enabled.
+    pub fn report_internal_error(&self, persistent: bool) {
+        self.with_events(|e, sh, g| e.report_internal_error(sh, g, persistent))
+    }
+
+    fn with_events<R>(
+        &self,
+        f: impl FnOnce(&mut CommandProcessor, &DeviceState, &DmaGuard<'_>) -> R,
+    ) -> R {
+        let sh = &*self.shared;
+        sh.with_processor(|e| {
+            let g = sh.state.iommu.guard();
+            f(e, &sh.state, &g)
         })
     }
 

@@ -9,15 +9,29 @@ use zerocopy::little_endian::{U16, U32, U64};
 
 use crate::config::{EmuConfig, EmuNamespaceConfig};
 use nvme_engine::spec::identify::{
-    IdentifyController, IdentifyNamespace, LbaFormat, OACS_DOORBELL_BUFFER_CONFIG, ONCS_DSM,
-    ONCS_WRITE_ZEROES,
+    IdentifyController, IdentifyNamespace, LbaFormat, OACS_DOORBELL_BUFFER_CONFIG, ONCS_COMPARE,
+    ONCS_DSM, ONCS_WRITE_UNCORRECTABLE, ONCS_WRITE_ZEROES,
 };
 
 /// Error Information log entries kept (Identify ELPE + 1).
 pub(crate) const ERROR_LOG_ENTRIES: usize = 64;
 
-/// Most outstanding Asynchronous Event Requests (Identify AERL + 1).
-pub(crate) const AER_LIMIT: usize = 4;
+/// ONCS bit 7: Verify.
+pub(crate) const ONCS_VERIFY: u16 = 1 << 7;
+/// FUSES bit 0: Compare and Write.
+pub(crate) const FUSES_COMPARE_AND_WRITE: u16 = 1;
+/// OAES bit 8: Namespace Attribute Notices.
+pub(crate) const OAES_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
+/// SGLS bits 1:0 = 01b: SGLs supported, no alignment or granularity
+/// requirement; bit 16: Bit Bucket descriptors; bit 19: MPTR may hold the
+/// address of one SGL descriptor (PSDT 10b).
+pub(crate) const SGLS_SUPPORTED: u32 = 0b01 | 1 << 16 | 1 << 19;
+/// MC bit 0: metadata as part of an extended data LBA; bit 1: in a
+/// separate buffer.
+const MC_EXTENDED: u8 = 1;
+const MC_SEPARATE: u8 = 2;
+/// DPC bits 2:0: types 1, 2, 3; bit 3: first 8 bytes; bit 4: last 8 bytes.
+const DPC_ALL: u8 = 0b1_1111;
 
 fn pad(dst: &mut [u8], s: &str) {
     dst.fill(b' ');
@@ -40,7 +54,8 @@ pub(crate) fn identify_controller(cfg: &EmuConfig) -> Box<IdentifyController> {
     c.ver = U32::new(0x0001_0400);
     c.cntrltype = 1;
     c.acl = 3;
-    c.aerl = (AER_LIMIT - 1) as u8;
+    c.aerl = cfg.async_event_limit.saturating_sub(1);
+    c.oaes = U32::new(OAES_NAMESPACE_ATTRIBUTE);
     c.frmw = 0x03; // one slot, read-only
     c.elpe = (ERROR_LOG_ENTRIES - 1) as u8;
     c.wctemp = U16::new(343);
@@ -48,8 +63,17 @@ pub(crate) fn identify_controller(cfg: &EmuConfig) -> Box<IdentifyController> {
     c.sqes = 0x66;
     c.cqes = 0x44;
     c.maxcmd = U16::new(0);
-    c.nn = U32::new(cfg.namespaces.len() as u32);
-    c.oncs = U16::new(ONCS_DSM | ONCS_WRITE_ZEROES);
+    c.nn = U32::new(cfg.namespace_slots());
+    c.oncs = U16::new(
+        ONCS_COMPARE | ONCS_WRITE_UNCORRECTABLE | ONCS_DSM | ONCS_WRITE_ZEROES | ONCS_VERIFY,
+    );
+    c.fuses = U16::new(FUSES_COMPARE_AND_WRITE);
+    // The whole of a fused Compare and Write is atomic: report the largest
+    // command (ACWU, zero-based blocks of 512 bytes).
+    c.acwu = U16::new(((cfg.max_transfer_bytes() / 512).min(1 << 16) - 1) as u16);
+    if cfg.sgl {
+        c.sgls = U32::new(SGLS_SUPPORTED);
+    }
     if cfg.doorbell_buffer {
         c.oacs = U16::new(OACS_DOORBELL_BUFFER_CONFIG);
     }
@@ -74,10 +98,23 @@ pub(crate) fn identify_namespace(
     n.nsze = U64::new(ns.blocks);
     n.ncap = U64::new(ns.blocks);
     n.nuse = U64::new(ns.blocks);
-    n.nlbaf = 1;
+    // Formats 0 and 1 are the plain ones; a namespace with metadata adds
+    // its own as format 2, the one in use.
     n.lbaf[0] = LbaFormat::new(0, 9);
     n.lbaf[1] = LbaFormat::new(0, 12);
-    n.flbas = if ns.lba_size == 4096 { 1 } else { 0 };
+    let lbads = ns.lba_size.trailing_zeros() as u8;
+    if ns.metadata_size == 0 {
+        n.nlbaf = 1;
+        n.flbas = if ns.lba_size == 4096 { 1 } else { 0 };
+    } else {
+        n.nlbaf = 2;
+        n.lbaf[2] = LbaFormat::new(ns.metadata_size, lbads);
+        n.flbas = 2 | if ns.extended_lba { 1 << 4 } else { 0 };
+    }
+    n.mc = MC_EXTENDED | MC_SEPARATE;
+    n.dpc = DPC_ALL;
+    n.dps = ns.protection.dps() | if ns.pi_first { 1 << 3 } else { 0 };
+    n.noiob = U16::new(ns.optimal_io_boundary);
     // Deallocated blocks read as zeroes; Write Zeroes may deallocate.
     n.dlfeat = 0b1001;
     n.nsattr = ns.read_only as u8;

@@ -19,6 +19,8 @@ pub(crate) enum XferError {
     Offset,
     /// An address lies outside registered memory (Data Transfer Error).
     Dma,
+    /// A malformed SGL: the generic status code that names the problem.
+    Sgl(u8),
 }
 
 /// Call `f(slice, offset_in_transfer)` for every piece of a `len`-byte

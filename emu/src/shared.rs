@@ -12,6 +12,9 @@ use std::sync::{Mutex, OnceLock};
 use crate::config::{EmuConfig, EmuMode, IdlePolicy};
 use crate::counters::Padded;
 use crate::device_state::DeviceState;
+use crate::event_state::{
+    EVENT_ERROR, INFO_INVALID_DOORBELL_REGISTER, INFO_INVALID_DOORBELL_VALUE, LOG_ERROR_INFORMATION,
+};
 use crate::processor::CommandProcessor;
 use crate::register_file::doorbell_at;
 use nvme_engine::spec::registers::Cc;
@@ -133,6 +136,7 @@ impl Shared {
         let Some(db) = doorbell_at(off, max_qid) else {
             self.state.counters.doorbell();
             self.state.counters.invalid_doorbell();
+            self.doorbell_error(INFO_INVALID_DOORBELL_REGISTER);
             return;
         };
         let pair = &self.state.doorbells[db.qid as usize];
@@ -145,6 +149,11 @@ impl Shared {
         if size == 0 || value >= size {
             self.state.counters.doorbell();
             self.state.counters.invalid_doorbell();
+            self.doorbell_error(if size == 0 {
+                INFO_INVALID_DOORBELL_REGISTER
+            } else {
+                INFO_INVALID_DOORBELL_VALUE
+            });
             return;
         }
         // Release: the queue entries the host wrote before this doorbell are
@@ -165,5 +174,15 @@ impl Shared {
                 t.unpark();
             }
         }
+    }
+
+    /// An Error event for a bad doorbell write (reported when the host has
+    /// an Asynchronous Event Request outstanding, like any event).
+    #[cold]
+    fn doorbell_error(&self, info: u8) {
+        self.with_processor(|e| {
+            let g = self.state.iommu.guard();
+            e.raise_event(&self.state, &g, EVENT_ERROR, info, LOG_ERROR_INFORMATION);
+        });
     }
 }

@@ -1,21 +1,30 @@
 //! nvme-engine: a polled-mode, run-to-completion userspace NVMe driver.
 //!
+//! # One path per item
+//!
+//! What every program uses — the driver ([`Controller`], [`IoQueuePair`],
+//! [`Namespace`], their options, statistics and errors) and the device seam
+//! ([`Device`]) — sits at the crate root; the modules that hold it are
+//! private. The lower layers a program reaches into on purpose are public
+//! modules, and their items are named only through them:
+//!
 //! - [`spec`]: NVMe specification types (registers, queue entries, identify
 //!   data, status codes, log pages).
 //! - [`cpu`]: the CPUs the process may use, pinning, helper-thread CPUs.
-//! - [`device`]: the transport seam (register access and DMA mapping).
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
-//! - [`driver`]: controller bring-up, admin commands, I/O queue pairs.
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
 //! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
 //!
-//! The emulated NVMe controller every tool opens by default lives in its own
-//! crate, `nvme-emu`.
+//! The driver (`driver/`: controller bring-up, admin commands, I/O queue
+//! pairs) and the device seam (`device.rs`: register access and DMA mapping)
+//! document their own floor plan. The emulated NVMe controller every tool
+//! opens by default lives in its own crate, `nvme-emu`. `docs/ARCHITECTURE.md`
+//! draws the layers and follows one I/O through them.
 
 pub mod cpu;
-pub mod device;
+mod device;
 pub mod dma;
-pub mod driver;
+mod driver;
 pub mod spec;
 #[cfg(target_os = "linux")]
 pub mod uring;
@@ -23,6 +32,9 @@ pub mod vfio;
 
 pub use device::{Device, QuiesceError};
 pub use driver::{
-    Controller, ControllerOptions, DriverError, Health, IoCompletion, IoError, IoQueuePair,
-    LbaRange, Namespace, QueuePairOptions, QueuePairStats, SubmitError, SubmitErrorKind, SyncError,
+    AdminStats, Controller, ControllerOptions, DriverError, Health, IoCompletion, IoError,
+    IoQueuePair, LbaRange, MAX_ABORTS_PER_SCAN, MAX_ACTIVE_NAMESPACES, MAX_BLOCKS_PER_COMMAND,
+    MAX_IO_QUEUE_ENTRIES, NAMESPACE_LIST_ENTRIES, Namespace, PrpError, QueuePairOptions,
+    QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind, SyncError,
 };
+pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};

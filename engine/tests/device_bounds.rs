@@ -5,8 +5,8 @@
 //! fails naming the field.
 
 use nvme_emu::{EmuConfig, EmuController};
+use nvme_engine::MAX_ACTIVE_NAMESPACES;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::driver::MAX_ACTIVE_NAMESPACES;
 use nvme_engine::spec::AdminOpcode;
 use nvme_engine::spec::registers::offset;
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError};
@@ -91,7 +91,7 @@ fn mdts_of_one_caps_transfers_at_8k_and_huge_mdts_at_the_driver_cap() {
     emu.handle().patch_identify_controller(77, 1);
     let ctrl = up(emu).unwrap();
     assert_eq!(ctrl.max_transfer_bytes(), 8192);
-    assert_eq!(ctrl.namespaces()[0].max_blocks_per_io, 16);
+    assert_eq!(ctrl.namespaces()[0].max_blocks_per_io(), 16);
     let emu = self::emu();
     emu.handle().patch_identify_controller(77, 255);
     let ctrl = up(emu).unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuNamespaceConfig, FaultAction, FaultRule};
-use nvme_engine::driver::DriverError;
+use nvme_engine::DriverError;
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::features::FeatureId;
 use nvme_engine::spec::identify::IdentifyController;
@@ -28,13 +28,19 @@ fn bring_up_identifies_controller_and_namespaces() {
         assert!(ctrl.version().mjr() >= 1);
         let ns = ctrl.namespaces();
         assert_eq!(ns.len(), 2);
-        assert_eq!((ns[0].id, ns[0].block_size, ns[0].blocks), (1, 512, 2048));
-        assert_eq!((ns[1].id, ns[1].block_size, ns[1].blocks), (2, 4096, 256));
+        assert_eq!(
+            (ns[0].id(), ns[0].block_size(), ns[0].blocks()),
+            (1, 512, 2048)
+        );
+        assert_eq!(
+            (ns[1].id(), ns[1].block_size(), ns[1].blocks()),
+            (2, 4096, 256)
+        );
         assert_eq!(ctrl.max_transfer_bytes(), 512 << 10);
-        assert_eq!(ns[0].max_blocks_per_io, 1024);
-        assert_eq!(ns[1].max_blocks_per_io, 128);
-        assert!(ns[0].volatile_write_cache);
-        assert!(ns[0].supports_write_zeroes && ns[0].supports_deallocate);
+        assert_eq!(ns[0].max_blocks_per_io(), 1024);
+        assert_eq!(ns[1].max_blocks_per_io(), 128);
+        assert!(ns[0].volatile_write_cache());
+        assert!(ns[0].supports_write_zeroes() && ns[0].supports_deallocate());
         assert!(ctrl.namespace(3).is_none());
         assert_eq!(ctrl.io_queues_granted(), 64);
         assert!(ctrl.skipped_namespaces().is_empty());

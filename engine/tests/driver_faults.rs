@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use driver_common::*;
 use nvme_emu::EmuController;
 use nvme_emu::{EmuConfig, EmuHandle, FaultAction, FaultRule};
+use nvme_engine::QueuePairStats;
 use nvme_engine::dma::DmaPool;
-use nvme_engine::driver::QueuePairStats;
 use nvme_engine::spec::NvmOpcode;
 use nvme_engine::{Controller, IoQueuePair};
 

@@ -246,7 +246,9 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
         .clone();
     eprintln!(
         "{addr}: namespace {} has {} blocks of {} bytes",
-        ns.id, ns.blocks, ns.block_size
+        ns.id(),
+        ns.blocks(),
+        ns.block_size()
     );
     let smart = ctrl
         .smart_log()
@@ -260,14 +262,14 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
     let mut q = ctrl
         .create_io_qpair(QueuePairOptions::default())
         .expect("I/O queue pair");
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
 
     // One block, then a transfer that needs a PRP list (up to 128 KiB).
     let first = read_blocks(&mut q, &mut pool, &ns, 0, bs);
     assert_eq!(first.len(), bs);
     let big = (128 << 10)
         .min(ctrl.max_transfer_bytes())
-        .min(ns.blocks as usize * bs);
+        .min(ns.blocks() as usize * bs);
     let whole = read_blocks(&mut q, &mut pool, &ns, 0, big);
     assert_eq!(
         &whole[..bs],
@@ -279,7 +281,7 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
     let batch = 16.min(q.capacity()) as u64;
     for t in 0..batch {
         let buf = pool.alloc(bs).expect("pool buffer");
-        let lba = t % ns.blocks;
+        let lba = t % ns.blocks();
         if let Err(e) = q.read(&ns, lba, buf, 100 + t) {
             panic!("submit read {t}: {e}");
         }
@@ -307,11 +309,11 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
 
     if !writes {
         eprintln!("{addr}: writes SKIPPED (set NVME_ENGINE_TEST_WRITE=1 on a scratch device)");
-    } else if ns.read_only {
+    } else if ns.read_only() {
         eprintln!("{addr}: namespace is write protected; writes skipped");
     } else {
         let blocks = (big / bs) as u64;
-        let lba = (ns.blocks / 2).min(ns.blocks - blocks);
+        let lba = (ns.blocks() / 2).min(ns.blocks() - blocks);
         let len = blocks as usize * bs;
         let original = read_blocks(&mut q, &mut pool, &ns, lba, len);
 
@@ -331,13 +333,13 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
         );
         q.flush_sync(&ns).unwrap_or_else(|e| panic!("flush: {e}"));
 
-        if ns.supports_write_zeroes {
+        if ns.supports_write_zeroes() {
             q.write_zeroes_sync(&ns, lba, blocks as u32, false)
                 .unwrap_or_else(|e| panic!("write zeroes: {e}"));
             let z = read_blocks(&mut q, &mut pool, &ns, lba, len);
             assert!(z.iter().all(|&b| b == 0), "write zeroes left data behind");
         }
-        if ns.supports_deallocate {
+        if ns.supports_deallocate() {
             q.deallocate_sync(
                 &ns,
                 &[LbaRange {
@@ -360,8 +362,8 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
         eprintln!("{addr}: write, FUA, flush, write zeroes, deallocate checked at LBA {lba}");
 
         for ns in ctrl.namespaces() {
-            if ns.read_only {
-                eprintln!("{addr}: namespace {} is write protected; skipped", ns.id);
+            if ns.read_only() {
+                eprintln!("{addr}: namespace {} is write protected; skipped", ns.id());
                 continue;
             }
             sizes(addr, &ctrl, &mut q, &mut pool, ns);
@@ -386,13 +388,13 @@ fn roomy(ns: &Namespace) -> bool {
 
 /// Blocks per command for saving and restoring: at most 1 MiB.
 fn chunk_blocks(ns: &Namespace) -> u64 {
-    let bs = ns.block_size as usize;
-    ((1 << 20) / bs).clamp(1, ns.max_blocks_per_io as usize) as u64
+    let bs = ns.block_size() as usize;
+    ((1 << 20) / bs).clamp(1, ns.max_blocks_per_io() as usize) as u64
 }
 
 /// Read `blocks` blocks at `lba` so they can be put back afterwards.
 fn save(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, blocks: u64) -> Vec<u8> {
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     let step = chunk_blocks(ns);
     let mut out = Vec::with_capacity(blocks as usize * bs);
     let mut at = 0;
@@ -406,7 +408,7 @@ fn save(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, blocks: u64) -
 
 /// Write back what [`save`] read, with FUA, and check it reads back.
 fn restore(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8]) {
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     let step = chunk_blocks(ns) as usize * bs;
     for (i, chunk) in data.chunks(step).enumerate() {
         let at = lba + (i * step / bs) as u64;
@@ -414,7 +416,7 @@ fn restore(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8]
         assert_same(
             &read_blocks(q, pool, ns, at, chunk.len()),
             chunk,
-            &format!("namespace {} LBA {at}: original data restored", ns.id),
+            &format!("namespace {} LBA {at}: original data restored", ns.id()),
         );
     }
 }
@@ -443,13 +445,13 @@ fn sizes(
     ns: &Namespace,
 ) {
     if !roomy(ns) {
-        eprintln!("{addr}: namespace {} under 16 MiB; sizes skipped", ns.id);
+        eprintln!("{addr}: namespace {} under 16 MiB; sizes skipped", ns.id());
         return;
     }
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     let up = |n: usize| n.div_ceil(bs) * bs;
     let max = (ctrl.max_transfer_bytes().min(2 << 20) / bs * bs)
-        .min(ns.max_blocks_per_io as usize * bs)
+        .min(ns.max_blocks_per_io() as usize * bs)
         .max(bs);
     let offset_big = up(64 << 10).min(max.saturating_sub(4096) / bs * bs).max(bs);
     // (window start in the buffer, bytes)
@@ -468,20 +470,20 @@ fn sizes(
     if !over.is_empty() {
         eprintln!(
             "{addr}: namespace {}: sizes {:?} skipped: above the {max} byte maximum transfer",
-            ns.id,
+            ns.id(),
             over.iter().map(|&(_, len)| len).collect::<Vec<_>>()
         );
     }
-    let base = ns.blocks / 8;
+    let base = ns.blocks() / 8;
     let total: u64 = cases.iter().map(|&(_, len)| (len / bs) as u64).sum();
     let original = save(q, pool, ns, base, total);
     let mut lba = base;
     for (i, &(start, len)) in cases.iter().enumerate() {
         let what = format!(
             "namespace {} LBA {lba}: {len} bytes at buffer offset {start}",
-            ns.id
+            ns.id()
         );
-        let data = stamp(seed(ns.id, lba, 16 + i as u64), len);
+        let data = stamp(seed(ns.id(), lba, 16 + i as u64), len);
         let mut buf = pool.alloc(start + len).expect("pool buffer");
         assert!(buf.set_window(start, len));
         assert!(buf.write_at(0, &data));
@@ -519,7 +521,7 @@ fn sizes(
         .collect();
     eprintln!(
         "{addr}: namespace {}: write/read-back of {} bytes checked at LBA {base}",
-        ns.id,
+        ns.id(),
         list.join(", ")
     );
 }
@@ -536,7 +538,7 @@ fn queue_wrap(
     if !roomy(ns) {
         eprintln!(
             "{addr}: namespace {} under 16 MiB; queue wrap skipped",
-            ns.id
+            ns.id()
         );
         return;
     }
@@ -553,11 +555,11 @@ fn queue_wrap(
         .expect("small I/O queue pair");
     let cap = q.capacity();
     assert!(cap <= 8, "asked for 8 entries, got room for {cap} commands");
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     let units = 96usize;
-    let base = ns.blocks / 8 * 3;
+    let base = ns.blocks() / 8 * 3;
     let original = save(main, pool, ns, base, units as u64);
-    let data = |unit: usize| stamp(seed(ns.id, base + unit as u64, 3), bs);
+    let data = |unit: usize| stamp(seed(ns.id(), base + unit as u64, 3), bs);
 
     let mut times = vec![0u8; 2 * units];
     let mut pending = VecDeque::new();
@@ -640,13 +642,13 @@ fn queue_wrap(
 /// Each thread: `rounds` of (write `units` blocks of `unit` bytes, reap,
 /// read them back, reap, compare), all in flight at once on its own queue.
 fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64) -> usize {
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     let unit = unit_bytes(ns, q.max_transfer_bytes());
     let units = 16u64;
     let step = (unit / bs) as u64;
     let mut ios = 0;
     for round in 0..2 {
-        let data = |i: u64| stamp(seed(ns.id, base + i * step, tag + round), unit);
+        let data = |i: u64| stamp(seed(ns.id(), base + i * step, tag + round), unit);
         for i in 0..units {
             let mut buf = pool.alloc(unit).expect("pool buffer");
             assert!(buf.write_at(0, &data(i)));
@@ -677,7 +679,7 @@ fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64
             assert_same(
                 &buf.to_vec(),
                 &data(i),
-                &format!("namespace {} LBA {}", ns.id, base + i * step),
+                &format!("namespace {} LBA {}", ns.id(), base + i * step),
             );
             pool.free(buf).expect("return buffer");
         });
@@ -689,7 +691,7 @@ fn thread_io(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, base: u64, tag: u64
 /// Bytes per command of the parallel checks: 8 KiB, or less when the
 /// controller's maximum transfer is smaller.
 fn unit_bytes(ns: &Namespace, max_transfer: usize) -> usize {
-    let bs = ns.block_size as usize;
+    let bs = ns.block_size() as usize;
     (8192usize.min(max_transfer).div_ceil(bs) * bs).max(bs)
 }
 
@@ -701,7 +703,7 @@ fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut
     let namespaces: Vec<Namespace> = ctrl
         .namespaces()
         .iter()
-        .filter(|n| !n.read_only && roomy(n))
+        .filter(|n| !n.read_only() && roomy(n))
         .cloned()
         .collect();
     if threads == 0 || namespaces.is_empty() {
@@ -714,11 +716,11 @@ fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut
         return;
     }
     let unit = |ns: &Namespace| unit_bytes(ns, ctrl.max_transfer_bytes()) as u64;
-    let span = |ns: &Namespace| 16 * unit(ns).div_ceil(u64::from(ns.block_size));
+    let span = |ns: &Namespace| 16 * unit(ns).div_ceil(u64::from(ns.block_size()));
     let plan: Vec<(Namespace, u64)> = (0..threads)
         .map(|t| {
             let ns = namespaces[t % namespaces.len()].clone();
-            let base = ns.blocks / 8 * 5 + t as u64 * span(&ns);
+            let base = ns.blocks() / 8 * 5 + t as u64 * span(&ns);
             (ns, base)
         })
         .collect();
@@ -827,8 +829,8 @@ fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
         .create_io_qpair(QueuePairOptions { entries: Some(256) })
         .unwrap_or_else(|e| panic!("{addr}: queue pair: {e}"));
     let mut pool = ctrl.create_pool(64 * 4096).expect("pool");
-    let span = (ns.blocks * ns.block_size as u64 / 4096).clamp(1, 4096);
-    let per = 4096 / ns.block_size as u64;
+    let span = (ns.blocks() * ns.block_size() as u64 / 4096).clamp(1, 4096);
+    let per = 4096 / ns.block_size() as u64;
     let mut next = 0u64;
     for _ in 0..32 {
         let buf = pool.alloc(4096).expect("alloc");

@@ -78,7 +78,7 @@ fn raw_commands_are_not_resubmitted_after_a_reset() {
     let ns = ctrl.namespace(1).unwrap().clone();
     h.add_fault(FaultRule::new(FaultAction::NeverComplete).io());
     // A vendor-specific opcode: the driver cannot know it is safe to repeat.
-    qp.submit_raw(Command::new(0x81, ns.id), None, 4).unwrap();
+    qp.submit_raw(Command::new(0x81, ns.id()), None, 4).unwrap();
     qp.ring_doorbell();
     ctrl.reset().unwrap();
     let done = collect(&mut qp);

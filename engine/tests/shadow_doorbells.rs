@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, EmuMode, FaultAction, FaultRule};
-use nvme_engine::driver::IoCompletion;
+use nvme_engine::IoCompletion;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{AdminOpcode, StatusCodeType};
 use nvme_engine::{Controller, ControllerOptions, IoQueuePair, QueuePairOptions, QueuePairStats};
@@ -49,7 +49,7 @@ fn write_read_verify(
 ) {
     let ns = ctrl.namespace(1).unwrap().clone();
     let mut pool = ctrl.create_pool(depth as usize * 4096 + 4096).unwrap();
-    let blocks = 4096 / ns.block_size as u64;
+    let blocks = 4096 / ns.block_size() as u64;
     for round in 0..rounds {
         let n = 1 + round % depth;
         let lba = |i: u64| base + ((round * depth + i) % 64) * blocks;

@@ -66,17 +66,17 @@ fn identify_gives_the_namespace_geometry_and_the_controller() {
         "{}: nsid {}, {} blocks of {} bytes, max transfer {} bytes, model '{}', admin via {}, \
          poll: {:?}",
         dev.path().display(),
-        ns.id,
-        ns.blocks,
-        ns.block_size,
+        ns.id(),
+        ns.blocks(),
+        ns.block_size(),
         dev.max_transfer_bytes(),
         dev.identify().model(),
         dev.admin_path().display(),
         dev.poll_support()
     );
-    assert!(ns.id >= 1);
-    assert!(ns.blocks > 0);
-    assert!(ns.block_size == 512 || ns.block_size == 4096);
+    assert!(ns.id() >= 1);
+    assert!(ns.blocks() > 0);
+    assert!(ns.block_size() == 512 || ns.block_size() == 4096);
     assert!(dev.max_transfer_bytes() >= 4096 && dev.max_transfer_bytes().is_power_of_two());
     assert!(!dev.identify().model().trim().is_empty());
     assert!(
@@ -121,7 +121,7 @@ fn data_written_reads_back_at_every_power_of_two_size_up_to_the_max_transfer() {
     }
     eprintln!("modes: {:?}, {:?}", q.completion_mode(), q.buffer_mode());
     let max = dev.max_transfer_bytes();
-    let mut size = ns.block_size as usize;
+    let mut size = ns.block_size() as usize;
     let mut lba = 0u64;
     while size <= max {
         let pattern: Vec<u8> = (0..size)
@@ -147,7 +147,7 @@ fn data_written_reads_back_at_every_power_of_two_size_up_to_the_max_transfer() {
         );
         pool.free(w).unwrap();
         pool.free(r).unwrap();
-        lba += (size / ns.block_size as usize) as u64;
+        lba += (size / ns.block_size() as usize) as u64;
         size *= 2;
     }
     q.flush_sync(dev.namespace()).unwrap();
@@ -167,7 +167,7 @@ fn data_written_reads_back_at_every_power_of_two_size_up_to_the_max_transfer() {
 fn a_batch_is_submitted_with_one_system_call() {
     let Some(dev) = device() else { return };
     let (mut q, mut pool) = queue_and_pool(&dev, 32);
-    let bs = dev.namespace().block_size as usize;
+    let bs = dev.namespace().block_size() as usize;
     let before = q.transport().stats().enter_calls;
     for i in 0..16u64 {
         let b = pool.alloc(bs).unwrap();
@@ -273,7 +273,7 @@ fn interrupt_completion_is_reaped_without_blocking_when_polling_is_off() {
     let mut pool = dev.create_pool(1 << 20).unwrap();
     q.register_pool(&mut pool).unwrap();
     assert!(matches!(q.buffer_mode(), BufferMode::Unregistered { .. }));
-    let bs = dev.namespace().block_size as usize;
+    let bs = dev.namespace().block_size() as usize;
     let mut w = pool.alloc(bs).unwrap();
     w.fill(0x5a);
     let w = q.write_sync(dev.namespace(), 50_000, w, true).unwrap();
@@ -301,7 +301,7 @@ fn several_threads_each_with_its_own_ring_write_and_read_back() {
             let dev = dev.clone();
             std::thread::spawn(move || {
                 let (mut q, mut pool) = queue_and_pool(&dev, 16);
-                let bs = dev.namespace().block_size as usize;
+                let bs = dev.namespace().block_size() as usize;
                 let base = 20_000 + t * 1_000;
                 let mut next = 0u64;
                 let mut done = 0u64;
@@ -350,7 +350,7 @@ fn commands_past_their_deadline_are_cancelled_and_still_complete_exactly_once() 
             .unwrap();
         let mut pool = dev.create_pool(1 << 20).unwrap();
         q.register_pool(&mut pool).unwrap();
-        let bs = dev.namespace().block_size as usize;
+        let bs = dev.namespace().block_size() as usize;
         let n = 24u64;
         for i in 0..n {
             let b = pool.alloc(bs).unwrap();
@@ -397,7 +397,7 @@ fn commands_past_their_deadline_are_cancelled_and_still_complete_exactly_once() 
 fn closing_a_queue_with_commands_in_flight_answers_every_one() {
     let Some(dev) = device() else { return };
     let (mut q, mut pool) = queue_and_pool(&dev, 32);
-    let bs = dev.namespace().block_size as usize;
+    let bs = dev.namespace().block_size() as usize;
     for i in 0..20u64 {
         let b = pool.alloc(bs).unwrap();
         q.read(dev.namespace(), i, b, i).unwrap();
@@ -419,15 +419,15 @@ fn device_errors_and_refusals_keep_their_meaning() {
     let ns = dev.namespace().clone();
     let (mut q, mut pool) = queue_and_pool(&dev, 8);
     // Refused before submission: past the end of the namespace.
-    let b = pool.alloc(ns.block_size as usize).unwrap();
-    let e = q.read(dev.namespace(), ns.blocks, b, 0).unwrap_err();
+    let b = pool.alloc(ns.block_size() as usize).unwrap();
+    let e = q.read(dev.namespace(), ns.blocks(), b, 0).unwrap_err();
     assert!(
         matches!(e.kind, SubmitErrorKind::LbaOutOfRange { .. }),
         "{e}"
     );
     assert!(e.buf.is_some());
     // Sent to the device: a reserved I/O opcode comes back as its status.
-    q.submit_raw(Command::new(0x7e, ns.id), None, 9).unwrap();
+    q.submit_raw(Command::new(0x7e, ns.id()), None, 9).unwrap();
     q.ring_doorbell();
     let c = reap_all(&mut q, 1).pop().unwrap();
     assert_eq!(c.token, 9);
@@ -436,7 +436,7 @@ fn device_errors_and_refusals_keep_their_meaning() {
         other => panic!("expected Invalid Command Opcode, got {other:?}"),
     }
     // Write Zeroes, when the controller has it.
-    if ns.supports_write_zeroes {
+    if ns.supports_write_zeroes() {
         q.write_zeroes(dev.namespace(), 40_000, 8, false, 1)
             .unwrap();
         q.ring_doorbell();

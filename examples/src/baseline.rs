@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use nvme_engine::Device;
-use nvme_engine::driver::{Controller, QueuePairOptions};
+use nvme_engine::{Controller, QueuePairOptions};
 use nvme_reactor::{DirectQueue, DirectSubmit, Request};
 
 /// Latencies of direct-mode QD1 FUA writes, in nanoseconds.

@@ -31,7 +31,7 @@ pub mod baseline;
 use anyhow::{Context, Result, bail};
 use nvme_emu::EmuHandle;
 use nvme_engine::Device;
-use nvme_engine::driver::{Controller, Namespace};
+use nvme_engine::{Controller, Namespace};
 use nvme_reactor::{AllowedCores, CorePlan, DevicePlacement};
 use nvme_trid::{
     AnyDevice, ControllerId, EmuRunMode, EmuSpec, EmuThread, OpenOptions, Syntax, TransportId,
@@ -126,7 +126,7 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         },
     )?;
     let nsid = match id.nsid {
-        Some(n) => Some(opened.namespace(n)?.id),
+        Some(n) => Some(opened.namespace(n)?.id()),
         None => None,
     };
     if device.transport.is_none() {

@@ -143,7 +143,7 @@ impl Job {
                 })?;
             self.check_sizes(info, &ns, &ctrl)?;
             files.push(FileCtx {
-                lba_shift: ns.block_size.trailing_zeros(),
+                lba_shift: ns.block_size().trailing_zeros(),
                 ns,
             });
         }
@@ -153,7 +153,7 @@ impl Job {
     }
 
     fn check_sizes(&self, info: &JobInfo, ns: &Namespace, s: &Shared) -> Result<(), EngineError> {
-        let lba = ns.block_size as u64;
+        let lba = ns.block_size() as u64;
         let max = s.ctrl.max_transfer_bytes();
         for (d, dir) in DIRECTIONS.iter().enumerate() {
             for (value, kind) in [(info.min_bs[d], "min"), (info.max_bs[d], "max")] {
@@ -170,8 +170,8 @@ impl Job {
                         job: self.name.clone(),
                         option,
                         value,
-                        lba: ns.block_size,
-                        nsid: ns.id,
+                        lba: ns.block_size(),
+                        nsid: ns.id(),
                         ctrl: s.description.clone(),
                     });
                 }
@@ -262,7 +262,7 @@ mod tests {
         let mut job = Job::new("j".into());
         job.attach(&info(2, 4096, 4), &mut t).unwrap();
         assert_eq!(t.1, vec![(4 << 20, 1), (4 << 20, 2)]);
-        assert_eq!(job.files[1].ns.id, 2);
+        assert_eq!(job.files[1].ns.id(), 2);
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Worker {
         bytes: usize,
     ) -> Result<Self, EngineError> {
         let ctrl = &shared.ctrl;
-        let entries = (depth + 1).clamp(2, nvme_engine::driver::MAX_IO_QUEUE_ENTRIES as usize);
+        let entries = (depth + 1).clamp(2, nvme_engine::MAX_IO_QUEUE_ENTRIES as usize);
         let qp = ctrl
             .create_io_qpair(QueuePairOptions {
                 entries: Some(entries as u16),
@@ -192,7 +192,7 @@ impl Worker {
                         format!(
                             "I/O at offset {offset}, {len} bytes is not aligned to the {}-byte LBA size \
                              of namespace {}; keep offset, size and bs multiples of it",
-                            ns.block_size, ns.id
+                            ns.block_size(), ns.id()
                         ),
                     );
                 }
@@ -429,7 +429,7 @@ mod tests {
         let shared = registry::get(&spec).unwrap();
         let ns = shared.ctrl.namespace(1).unwrap().clone();
         let file = FileCtx {
-            lba_shift: ns.block_size.trailing_zeros(),
+            lba_shift: ns.block_size().trailing_zeros(),
             ns,
         };
         let w = Worker::new("t", &shared, depth, depth * BS as usize).unwrap();

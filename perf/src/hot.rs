@@ -415,7 +415,7 @@ fn verify_submit(
         pattern::fill(
             &mut cx.scratch,
             job.start_lba + unit * job.blocks,
-            job.ns.block_size as usize,
+            job.ns.block_size() as usize,
             cx.p.seed,
             next,
         );
@@ -463,7 +463,7 @@ fn refused(
 fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
     FailedIo {
         device: job.device.clone(),
-        nsid: job.ns.id,
+        nsid: job.ns.id(),
         op,
         lba,
         blocks: job.blocks,
@@ -580,7 +580,7 @@ fn verify_complete(
     gens[slot.unit as usize] &= !GEN_BUSY;
     if slot.read {
         let lba = at.start_lba + slot.unit * at.blocks;
-        check(slot, buf, lba, at.ns.block_size as usize, row, cx);
+        check(slot, buf, lba, at.ns.block_size() as usize, row, cx);
     }
 }
 
@@ -608,7 +608,7 @@ fn failure(
             at.blocks,
             at.start_lba + slot.unit * at.blocks,
             at.device,
-            at.ns.id,
+            at.ns.id(),
             cx.failures,
             cx.p.log_every,
             ordinal(cx.p.log_every)
@@ -617,7 +617,7 @@ fn failure(
     if !cx.p.continue_on_error && cx.fatal.is_none() {
         cx.fatal = Some(FailedIo {
             device: at.device.clone(),
-            nsid: at.ns.id,
+            nsid: at.ns.id(),
             op: if read { "read" } else { "write" },
             lba: at.start_lba + slot.unit * at.blocks,
             blocks: at.blocks,

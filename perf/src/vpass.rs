@@ -34,7 +34,7 @@ enum Step {
 /// Run the pass over `job`'s units, counting into its row.
 pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
     let row = &mut rows[job.row];
-    let bs = job.ns.block_size as usize;
+    let bs = job.ns.block_size() as usize;
     let mut steps = vec![Step::Idle; job.slots.len()];
     // The pass keeps buffers by slot; they go back to the free list after.
     let mut bufs: Vec<Option<DmaBuf>> = (0..job.slots.len()).map(|_| None).collect();
@@ -83,7 +83,7 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
                     if !cx.p.continue_on_error && cx.fatal.is_none() {
                         cx.fatal = Some(FailedIo {
                             device: job.device.clone(),
-                            nsid: job.ns.id,
+                            nsid: job.ns.id(),
                             op: "verify pass",
                             lba: job.start_lba + unit * job.blocks,
                             blocks: job.blocks,
@@ -176,7 +176,7 @@ fn submit(
     let Some(mut buf) = bufs[slot as usize].take() else {
         return false;
     };
-    let bs = job.ns.block_size as usize;
+    let bs = job.ns.block_size() as usize;
     let r = match step {
         Step::Read(unit) => {
             job.qp

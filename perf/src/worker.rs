@@ -254,7 +254,7 @@ fn new_job(
         row: jp.row,
         start_lba: jp.start_lba,
         units: jp.units,
-        blocks: (p.io_size / jp.ns.block_size as usize) as u64,
+        blocks: (p.io_size / jp.ns.block_size() as usize) as u64,
         seq: 0,
         slots,
         // The lowest slot is taken first.
@@ -375,7 +375,7 @@ fn tear_down(jobs: Vec<Job>, lost_buffers: u64) -> (QueuePairStats, Vec<QpairRep
         qpair += job.qp.stats();
         qpairs.push(QpairReport {
             device: job.device.clone(),
-            nsid: job.ns.id,
+            nsid: job.ns.id(),
             qid: job.qp.qid(),
             stats: *job.qp.stats(),
         });

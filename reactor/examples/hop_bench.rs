@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use nvme_emu::{EmuConfig, EmuController, EmuNamespaceConfig};
-use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
+use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 use nvme_reactor::{
     AllowedCores, CoreSpec, DirectQueue, Producer, ReactorConfig, ReactorSet, Request, Response,
     pin_current_thread,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
-use nvme_engine::driver::{Controller, DriverError, IoQueuePair, QueuePairOptions};
+use nvme_engine::{Controller, DriverError, IoQueuePair, QueuePairOptions};
 
 use crate::dispatch::{IssueError, completed, issue, not_deleted, refused};
 use crate::request::{Request, RequestError, Response};

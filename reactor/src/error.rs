@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nvme_engine::driver::DriverError;
+use nvme_engine::DriverError;
 
 use crate::cores::CoreError;
 

@@ -138,7 +138,7 @@
 //! [`DirectQueue`] wraps one with the same request/response types:
 //!
 //! ```
-//! use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
+//! use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 //! use nvme_emu::{EmuConfig, EmuController};
 //! use nvme_reactor::{DirectQueue, Request};
 //!

@@ -39,7 +39,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use nvme_engine::Device;
-use nvme_engine::driver::{Controller, QueuePairOptions, QueuePairStats};
+use nvme_engine::{Controller, QueuePairOptions, QueuePairStats};
 
 use crate::context::{LocalPoller, ReactorContext};
 use crate::cores;

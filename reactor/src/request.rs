@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::driver::{IoError, SubmitErrorKind};
+use nvme_engine::{IoError, SubmitErrorKind};
 
 /// The operation of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 
 use crate::context::LocalPoller;
 use crate::cores::{AllowedCores, CoreSpec};

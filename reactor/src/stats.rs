@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use nvme_engine::driver::{Health, QueuePairStats};
+use nvme_engine::{Health, QueuePairStats};
 
 use crate::request::RequestError;
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use nvme_engine::driver::QueuePairOptions;
+use nvme_engine::QueuePairOptions;
 use nvme_reactor::{DirectQueue, DirectSubmit, Request, RequestError};
 
 #[test]

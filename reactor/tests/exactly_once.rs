@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
-use nvme_engine::driver::{Controller, ControllerOptions, QueuePairOptions};
 use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType, status::generic};
+use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 
 /// An inline emulated controller whose admin commands give up quickly
@@ -27,7 +27,7 @@ fn impatient_controller() -> (Controller<Dev>, EmuHandle) {
 }
 
 fn aborted_by_deletion() -> RequestError {
-    RequestError::Device(nvme_engine::driver::IoError::Status(Status::new(
+    RequestError::Device(nvme_engine::IoError::Status(Status::new(
         StatusCodeType::GENERIC,
         generic::ABORTED_SQ_DELETION,
     )))

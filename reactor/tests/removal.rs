@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use nvme_emu::EmuHandle;
-use nvme_engine::driver::Health;
+use nvme_engine::Health;
 use nvme_reactor::{Producer, ReactorSet, Request, RequestError};
 
 /// Requests per producer in each phase.

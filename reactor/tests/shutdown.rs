@@ -123,7 +123,7 @@ fn failed_io_is_answered_and_summarised_in_the_report() {
         .io()
         .lba(100..101),
     );
-    let blocks = ctrl.namespace(1).unwrap().blocks;
+    let blocks = ctrl.namespace(1).unwrap().blocks();
     let set = ReactorSet::start(config(1), vec![ctrl]).unwrap();
     let mut p = set.producer(0).unwrap();
     let requests = vec![

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultId, FaultRule};
-use nvme_engine::driver::{Controller, ControllerOptions, Health, IoError, QueuePairOptions};
 use nvme_engine::spec::Status;
+use nvme_engine::{Controller, ControllerOptions, Health, IoError, QueuePairOptions};
 use nvme_reactor::{PollStatus, Producer, ReactorSet, Request, RequestError};
 
 const PRODUCERS: u64 = 3;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nvme_emu::{FaultAction, FaultRule};
-use nvme_engine::driver::{Health, QueuePairOptions};
 use nvme_engine::spec::NvmOpcode;
+use nvme_engine::{Health, QueuePairOptions};
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 
 const TIMEOUT: Duration = Duration::from_millis(100);

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use nvme_emu::{EmuConfig, EmuController, EmuError, EmuHandle, EmuMode, EmuNamespaceConfig};
+use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
 use nvme_engine::uring::{UringDevice, UringError, UringQueueOptions};
 use nvme_engine::vfio::{PciAddress, RealDevice, VfioError, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError, Namespace};
@@ -256,7 +256,7 @@ impl<D: Device> Opened<D> {
             .ctrl
             .namespaces()
             .iter()
-            .map(|n| n.id.to_string())
+            .map(|n| n.id().to_string())
             .collect();
         let skipped: Vec<String> = self
             .ctrl
@@ -530,13 +530,13 @@ mod tests {
     fn an_emulated_id_opens_a_controller_with_its_namespaces_and_faults() {
         let o = open_cli("trtype:emu mode:inline size:4M ns:3 lba:4096 fail:1").unwrap();
         assert_eq!(o.ctrl.namespaces().len(), 3);
-        assert_eq!(o.ctrl.namespaces()[0].block_size, 4096);
+        assert_eq!(o.ctrl.namespaces()[0].block_size(), 4096);
         assert_eq!(
             o.description,
             "emulated (RAM, inline, 3 x 4 MiB, 4096-byte blocks)"
         );
         assert_eq!(o.namespaces(None).unwrap().len(), 3);
-        assert_eq!(o.namespaces(Some(2)).unwrap()[0].id, 2);
+        assert_eq!(o.namespaces(Some(2)).unwrap()[0].id(), 2);
         assert_eq!(o.fault_hits(), [(InjectKind::ReadError, 0)]);
         let e = o.namespaces(Some(4)).unwrap_err().to_string();
         assert!(

@@ -2,7 +2,7 @@
 //! 2.0 §5):
 //! Identify (CNS 00h/01h/02h), Create/Delete I/O SQ and CQ with the spec's
 //! validation, Get Log Page (Error Information, SMART / Health, Firmware
-//! Slot), Set/Get Features, Abort, Asynchronous Event Request, Keep Alive,
+//! Slot, Changed Namespace List; Retain Asynchronous Event), Set/Get Features, Abort, Asynchronous Event Request, Keep Alive,
 //! Doorbell Buffer Config.
 
 #![forbid(unsafe_code)]
@@ -15,8 +15,9 @@ use zerocopy::little_endian::U16;
 use super::{CommandProcessor, Features};
 use crate::command_outcome::{Done, generic_err, specific_err};
 use crate::device_state::DeviceState;
+use crate::event_state::LOG_CHANGED_NAMESPACES;
 use crate::guest_memory::{DmaGuard, TranslationCache};
-use crate::identify_data::{AER_LIMIT, ERROR_LOG_ENTRIES};
+use crate::identify_data::ERROR_LOG_ENTRIES;
 use crate::prp_walker;
 use crate::queues::{CQE_BYTES, Cq, SQE_BYTES, Sq};
 use crate::shadow_doorbells::ShadowDoorbells;
@@ -56,10 +57,12 @@ impl CommandProcessor {
                 self.dbbuf_config(sh, g, cmd)
             }
             AdminOpcode::ASYNC_EVENT_REQUEST => {
-                if self.aers.len() >= AER_LIMIT {
+                if self.aers.len() >= self.limits.aer_limit {
+                    // Asynchronous Event Request Limit Exceeded.
                     Done::err(specific_err(0x05))
                 } else {
                     self.aers.push(cmd.cid());
+                    self.deliver_events(sh, g);
                     return None;
                 }
             }
@@ -116,14 +119,17 @@ impl CommandProcessor {
     fn identify(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cmd: &Command) -> Done {
         let real = self.nss.len() as u32;
         let nn = self.claimed_namespaces.unwrap_or(real);
+        let attached =
+            |n: u32| n > real || self.nss.get(n as usize - 1).is_some_and(|x| x.is_some());
         match cmd.cdw10 as u8 {
             cns::CONTROLLER => Self::send(sh, g, cmd, self.identify.as_bytes()),
             cns::NAMESPACE => match cmd.nsid {
-                n @ 1.. if n <= real => {
-                    let data = self.nss[n as usize - 1].identify.as_bytes();
-                    Self::send(sh, g, cmd, data)
-                }
-                // Claimed but not real: an all-zero (inactive) namespace.
+                n @ 1.. if n <= real && attached(n) => match &self.nss[n as usize - 1] {
+                    Some(ns) => Self::send(sh, g, cmd, ns.identify.as_bytes()),
+                    None => Self::send(sh, g, cmd, &[0u8; 4096]),
+                },
+                // Not attached, or claimed but not real: an all-zero
+                // (inactive) namespace.
                 n @ 1.. if n <= nn => Self::send(sh, g, cmd, &[0u8; 4096]),
                 _ => Done::err(generic_err(generic::INVALID_NAMESPACE)),
             },
@@ -132,10 +138,11 @@ impl CommandProcessor {
                     return Done::err(generic_err(generic::INVALID_NAMESPACE));
                 }
                 let mut list = [0u8; 4096];
-                for (slot, id) in list
-                    .chunks_exact_mut(4)
-                    .zip((cmd.nsid.saturating_add(1)..=nn).take(1024))
-                {
+                for (slot, id) in list.chunks_exact_mut(4).zip(
+                    (cmd.nsid.saturating_add(1)..=nn)
+                        .filter(|&n| attached(n))
+                        .take(1024),
+                ) {
                     slot.copy_from_slice(&id.to_le_bytes());
                 }
                 Self::send(sh, g, cmd, &list)
@@ -279,6 +286,7 @@ impl CommandProcessor {
                 v
             }
             LogId::SMART_HEALTH => self.smart_page().as_bytes().to_vec(),
+            LogId(LOG_CHANGED_NAMESPACES) => self.changed_namespaces_page(),
             LogId::FIRMWARE_SLOT => {
                 let mut v = vec![0u8; 512];
                 v[0] = 1; // active slot 1
@@ -294,7 +302,12 @@ impl CommandProcessor {
         let src = &page[offset as usize..];
         let n = src.len().min(len);
         out[..n].copy_from_slice(&src[..n]);
-        Self::send(sh, g, cmd, &out)
+        let done = Self::send(sh, g, cmd, &out);
+        if done.status.is_success() {
+            // CDW10 bit 15: Retain Asynchronous Event.
+            self.log_page_read(sh, g, lid.0, cmd.cdw10 & (1 << 15) != 0);
+        }
+        done
     }
 
     fn smart_page(&self) -> SmartHealth {
@@ -302,6 +315,7 @@ impl CommandProcessor {
         s.composite_temperature = U16::new(310);
         s.available_spare = 100;
         s.available_spare_threshold = 10;
+        s.critical_warning = self.events.critical_warning;
         s.data_units_read = to_u128_le(self.smart.read_512.div_ceil(1000) as u128);
         s.data_units_written = to_u128_le(self.smart.write_512.div_ceil(1000) as u128);
         s.host_read_commands = to_u128_le(self.smart.read_cmds as u128);

@@ -2,9 +2,13 @@
 //! and what a controller does with it — enable and reset (NVMe Base 2.0
 //! §3.5), SQ fetching in batches, fault actions, completion posting with
 //! CQ-full back-pressure, shadow doorbell reads, and the Error Information
-//! log. The admin command set (`admin_set.rs`) and the NVM command set
-//! (`nvm_set.rs`) extend it from the child modules; this file imports
-//! neither.
+//! log. The child modules extend it and this file imports none of them:
+//! the admin command set (`admin_set.rs`), the NVM command set
+//! (`nvm_set.rs`), commands on namespaces with metadata and protection
+//! information (`protected_io.rs`), fused Compare and Write (`fused.rs`),
+//! asynchronous events and the error log (`async_events.rs`), namespaces
+//! changed at run time (`namespace_changes.rs`), and where doorbell values
+//! are read (`doorbell_values.rs`).
 //!
 //! The processor is owned by one thread at a time (the device lock): the
 //! polling thread once per round, or a host thread for an inline doorbell
@@ -14,15 +18,16 @@
 
 use std::sync::atomic::Ordering;
 
-use zerocopy::little_endian::{U16, U32, U64};
-
 use crate::backend::Backend;
+use crate::block_ranges::BlockRanges;
 use crate::command_outcome::{Done, generic_err, specific_err};
-use crate::config::{EmuConfig, EmuError};
+use crate::config::{EmuConfig, EmuError, EmuNamespaceConfig, ProtectionType};
 use crate::device_state::DeviceState;
+use crate::event_state::{EVENT_ERROR, EventState, INFO_INVALID_DOORBELL_VALUE};
 use crate::faults::FaultAction;
 use crate::guest_memory::{DmaGuard, TranslationCache};
 use crate::identify_data::{self, ERROR_LOG_ENTRIES};
+use crate::protection::PiFormat;
 use crate::prp_walker::XferError;
 use crate::queues::{Cq, SQE_BYTES, Sq};
 use crate::shadow_doorbells::ShadowDoorbells;
@@ -33,7 +38,12 @@ use nvme_engine::spec::status::{command_specific, generic};
 use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
 
 mod admin_set;
+mod async_events;
+mod doorbell_values;
+mod fused;
+mod namespace_changes;
 mod nvm_set;
+mod protected_io;
 
 /// Most commands fetched from one SQ in one go.
 const FETCH_BATCH: usize = 32;
@@ -45,9 +55,42 @@ pub(crate) struct DeviceNamespace {
     pub(crate) read_only: bool,
     pub(crate) backend: Backend,
     pub(crate) identify: Box<IdentifyNamespace>,
+    /// Metadata bytes per block (0: none; every command takes the plain path).
+    pub(crate) ms: u32,
+    /// Metadata interleaved with the data in the host buffer.
+    pub(crate) extended: bool,
+    /// Protection information settings.
+    pub(crate) pi: Option<PiFormat>,
+    /// Blocks marked by Write Uncorrectable and not written since.
+    pub(crate) uncorrectable: BlockRanges,
 }
 
 impl DeviceNamespace {
+    /// Namespace `nsid` as `ns` configures it.
+    pub(crate) fn open(
+        cfg: &EmuConfig,
+        nsid: u32,
+        ns: &EmuNamespaceConfig,
+        max_transfer: usize,
+    ) -> Result<Self, EmuError> {
+        let pi = (ns.protection != ProtectionType::None).then_some(PiFormat {
+            kind: ns.protection,
+            first: ns.pi_first,
+            ms: ns.metadata_size as usize,
+        });
+        Ok(DeviceNamespace {
+            lba_shift: ns.lba_size.trailing_zeros(),
+            blocks: ns.blocks,
+            read_only: ns.read_only,
+            backend: Backend::open(nsid, ns, max_transfer)?,
+            identify: identify_data::identify_namespace(cfg, nsid, ns),
+            ms: ns.metadata_size as u32,
+            extended: ns.extended_lba,
+            pi,
+            uncorrectable: BlockRanges::default(),
+        })
+    }
+
     /// The Identify Namespace bytes, writable (fuzzing hooks).
     pub(crate) fn identify_bytes_mut(&mut self) -> &mut [u8] {
         use zerocopy::IntoBytes;
@@ -63,6 +106,28 @@ pub(crate) struct Limits {
     pub(crate) vwc: bool,
     /// Doorbell Buffer Config supported.
     pub(crate) doorbell_buffer: bool,
+    /// SGLs supported (PSDT 01b and 10b accepted).
+    pub(crate) sgl: bool,
+    /// Outstanding Asynchronous Event Requests allowed (AERL + 1).
+    pub(crate) aer_limit: usize,
+}
+
+/// A first fused command waiting for its second (`fused.rs`).
+pub(crate) struct FusedFirst {
+    pub(crate) sqid: u16,
+    pub(crate) cqid: u16,
+    pub(crate) sqhd: u16,
+    pub(crate) cmd: Command,
+}
+
+/// Staging for commands on namespaces with metadata (`protected_io.rs`):
+/// grown to the largest command seen, never shrunk.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) data: Vec<u8>,
+    pub(crate) meta: Vec<u8>,
+    pub(crate) host: Vec<u8>,
+    pub(crate) host_meta: Vec<u8>,
 }
 
 /// A completion waiting some rounds before it is posted.
@@ -116,7 +181,11 @@ pub(crate) struct Smart {
 /// The device-side state behind the device lock.
 pub(crate) struct CommandProcessor {
     pub(crate) limits: Limits,
-    pub(crate) nss: Vec<DeviceNamespace>,
+    /// The configuration the controller was made from (namespaces attached
+    /// at run time take their identity from it).
+    pub(crate) config: EmuConfig,
+    /// Namespaces by NSID - 1, up to Identify NN; `None`: not attached.
+    pub(crate) nss: Vec<Option<DeviceNamespace>>,
     pub(crate) identify: Box<IdentifyController>,
     pub(crate) sqs: Vec<Option<Sq>>,
     pub(crate) cqs: Vec<Option<Cq>>,
@@ -136,6 +205,13 @@ pub(crate) struct CommandProcessor {
     pub(crate) abort_on_fetch: Vec<(u16, u16)>,
     /// CIDs of outstanding Asynchronous Event Requests.
     pub(crate) aers: Vec<u16>,
+    /// Events raised and not yet reported, which log pages mask them, the
+    /// Changed Namespace List and the SMART critical warning.
+    pub(crate) events: EventState,
+    /// First commands of fused pairs waiting for their second.
+    pub(crate) fused: Vec<FusedFirst>,
+    /// Staging for commands on namespaces with metadata (grown once, reused).
+    pub(crate) scratch: Scratch,
     /// Translation of the last data buffer region the controller touched.
     pub(crate) data_cache: TranslationCache,
     /// Shadow doorbell buffers, once configured.
@@ -152,27 +228,23 @@ pub(crate) struct CommandProcessor {
 impl CommandProcessor {
     pub(crate) fn new(cfg: &EmuConfig) -> Result<Self, EmuError> {
         let max_transfer = cfg.max_transfer_bytes();
-        let mut nss = Vec::with_capacity(cfg.namespaces.len());
+        let mut nss = Vec::with_capacity(cfg.namespace_slots() as usize);
         for (i, ns) in cfg.namespaces.iter().enumerate() {
             let nsid = i as u32 + 1;
-            let backend = Backend::open(nsid, ns, max_transfer)?;
-            let lba_shift = ns.lba_size.trailing_zeros();
-            nss.push(DeviceNamespace {
-                lba_shift,
-                blocks: ns.blocks,
-                read_only: ns.read_only,
-                backend,
-                identify: identify_data::identify_namespace(cfg, nsid, ns),
-            });
+            nss.push(Some(DeviceNamespace::open(cfg, nsid, ns, max_transfer)?));
         }
+        nss.resize_with(cfg.namespace_slots() as usize, || None);
         let qn = cfg.io_queues as usize + 1;
         Ok(CommandProcessor {
+            config: cfg.clone(),
             limits: Limits {
                 io_queues: cfg.io_queues,
                 max_entries: cfg.max_queue_entries,
                 max_transfer,
                 vwc: cfg.volatile_write_cache,
                 doorbell_buffer: cfg.doorbell_buffer,
+                sgl: cfg.sgl,
+                aer_limit: cfg.async_event_limit as usize,
             },
             nss,
             identify: identify_data::identify_controller(cfg),
@@ -189,7 +261,10 @@ impl CommandProcessor {
             delayed: Vec::with_capacity(64),
             stuck: Vec::with_capacity(64),
             abort_on_fetch: Vec::with_capacity(8),
-            aers: Vec::with_capacity(4),
+            aers: Vec::with_capacity(cfg.async_event_limit as usize),
+            events: EventState::default(),
+            fused: Vec::new(),
+            scratch: Scratch::default(),
             data_cache: TranslationCache::default(),
             dbbuf: None,
             armed: true,
@@ -258,7 +333,11 @@ impl CommandProcessor {
         self.delayed.clear();
         self.stuck.clear();
         self.abort_on_fetch.clear();
+        // Outstanding AERs end with their queue, without a completion;
+        // events not yet reported wait for the AERs the host sends next.
         self.aers.clear();
+        self.events.reset();
+        self.fused.clear();
         self.features = Features::new(self.limits.vwc);
         self.dbbuf_reset(sh);
         self.enabled = false;
@@ -273,7 +352,7 @@ impl CommandProcessor {
 
     /// Normal or abrupt shutdown: make data durable and report SHST complete.
     pub(crate) fn shutdown(&mut self, sh: &DeviceState) {
-        for ns in &mut self.nss {
+        for ns in self.nss.iter_mut().flatten() {
             // A failed sync cannot be reported through SHST; the data stays
             // in the page cache and a later flush may succeed.
             let _ = ns.backend.flush();
@@ -398,6 +477,7 @@ impl CommandProcessor {
         cq.last_doorbell = v;
         if !cq.set_head(v) {
             sh.counters.invalid_doorbell();
+            self.raise_event(sh, g, EVENT_ERROR, INFO_INVALID_DOORBELL_VALUE, 0x01);
             return 0;
         }
         match cq.drain_held(g) {
@@ -533,6 +613,12 @@ impl CommandProcessor {
             self.finish(sh, g, sqid, cqid, sqhd, cmd, Done::err(st), None);
             return;
         }
+        if !admin
+            && (cmd.fuse() != 0 || !self.fused.is_empty())
+            && self.fused_intercept(sh, g, sqid, cqid, sqhd, cmd)
+        {
+            return;
+        }
         let action = sh.faults.check(admin, sqid, cmd);
         let done = match action {
             Some(FaultAction::CompleteWithStatus(st)) => Some(Done::err(st)),
@@ -551,6 +637,8 @@ impl CommandProcessor {
                 None
             }
             _ if admin => self.admin(sh, g, cmd),
+            Some(FaultAction::CorruptGuard) => Some(self.io_corrupting(sh, g, cmd, false)),
+            Some(FaultAction::CorruptReferenceTag) => Some(self.io_corrupting(sh, g, cmd, true)),
             _ => Some(self.io(sh, g, cmd)),
         };
         if let Some(done) = done {
@@ -560,7 +648,8 @@ impl CommandProcessor {
 
     /// Log a failure, build the completion and post it as `action` says.
     #[allow(clippy::too_many_arguments)]
-    fn finish(
+    #[inline(always)]
+    pub(crate) fn finish(
         &mut self,
         sh: &DeviceState,
         g: &DmaGuard<'_>,
@@ -660,6 +749,16 @@ impl CommandProcessor {
         };
         let (cqid, sqhd) = (sq.cqid, sq.head as u16);
         let mut i = 0;
+        while i < self.fused.len() {
+            if self.fused[i].sqid == sqid {
+                let f = self.fused.swap_remove(i);
+                let c = Completion::new(0, sqhd, sqid, f.cmd.cid(), status, false);
+                self.post(sh, g, cqid, c);
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
         while i < self.stuck.len() {
             if self.stuck[i].sqid == sqid {
                 let s = self.stuck.swap_remove(i);
@@ -681,91 +780,11 @@ impl CommandProcessor {
         }
     }
 
-    /// Add an Error Information log entry for a failed command.
-    pub(crate) fn log_error(&mut self, sqid: u16, cmd: &Command, status: Status) {
-        self.error_count += 1;
-        let mut e = ErrorInformation::zeroed();
-        e.error_count = U64::new(self.error_count);
-        e.sqid = U16::new(sqid);
-        e.cid = U16::new(cmd.cid());
-        e.status = U16::new(status.field() << 1);
-        e.param_error_location = U16::new(0xffff);
-        e.lba = U64::new(if sqid == 0 { 0 } else { cmd.slba() });
-        e.nsid = U32::new(cmd.nsid);
-        if self.errors.len() == ERROR_LOG_ENTRIES {
-            self.errors.remove(0);
-        }
-        self.errors.push(e);
-    }
-
-    /// Forget the shadow doorbell buffers (controller reset).
-    fn dbbuf_reset(&mut self, sh: &DeviceState) {
-        self.dbbuf = None;
-        sh.set_shadow_doorbells(false);
-    }
-
-    /// Whether SQ/CQ `qid` is shadowed now.
-    #[inline]
-    fn shadowed(&self, qid: u16) -> bool {
-        self.dbbuf.is_some() && ShadowDoorbells::covers(qid)
-    }
-
-    /// The SQ tail the device acts on: the shadow slot of a shadowed I/O
-    /// queue, otherwise (or when the page cannot be read) the MMIO doorbell.
-    #[inline]
-    pub(crate) fn sq_tail(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> u32 {
-        if let Some(b) = self.dbbuf.as_mut()
-            && let Some(v) = b.sq_tail(sh, g, qid)
-        {
-            return v;
-        }
-        // Acquire: the SQEs the host wrote before ringing are visible.
-        sh.doorbells[qid as usize].sq_tail.load(Ordering::Acquire)
-    }
-
-    /// The CQ head the device acts on (as [`CommandProcessor::sq_tail`]).
-    #[inline]
-    fn cq_head(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> u32 {
-        if let Some(b) = self.dbbuf.as_mut()
-            && let Some(v) = b.cq_head(sh, g, qid)
-        {
-            return v;
-        }
-        // Acquire: pairs with the host's release of its doorbell write.
-        sh.doorbells[qid as usize].cq_head.load(Ordering::Acquire)
-    }
-
-    /// After reading `seen` from shadowed SQ `qid`: write its EventIdx and,
-    /// when armed, return the shadow tail read again.
-    fn sq_event(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        qid: u16,
-        seen: u32,
-        size: u32,
-    ) -> Option<u32> {
-        let armed = self.armed;
-        self.dbbuf.as_mut()?.sq_event(sh, g, qid, seen, size, armed)
-    }
-
-    /// The CQ counterpart of [`CommandProcessor::sq_event`].
-    fn cq_event(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        qid: u16,
-        seen: u32,
-        size: u32,
-    ) -> Option<u32> {
-        let armed = self.armed;
-        self.dbbuf.as_mut()?.cq_event(sh, g, qid, seen, size, armed)
-    }
-
     /// Status for a failed data transfer (and count DMA faults).
     pub(crate) fn xfer_status(sh: &DeviceState, e: XferError) -> Status {
         match e {
             XferError::Offset => generic_err(generic::INVALID_PRP_OFFSET),
+            XferError::Sgl(sc) => generic_err(sc),
             XferError::Dma => {
                 sh.counters.dma_fault();
                 Status::new(StatusCodeType::GENERIC, generic::DATA_TRANSFER_ERROR)

@@ -7,7 +7,7 @@
 //!   over the [`transport`] that carries its commands; [`IoQueuePair`] is
 //!   the one over PCIe ([`PcieQueue`]: SQ/CQ rings, doorbells, PRPs).
 //! - [`Namespace`]: block geometry and the checks run before submission.
-//! - [`prp`]: the PRP builder.
+//! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
 //!   them, I/O queues publish tails and heads in host memory and write MMIO
 //!   doorbells only when the device's EventIdx asks for one
@@ -26,7 +26,7 @@
 //!
 //! 1. Leaves: `error` (every error type), `health`, `options`
 //!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, [`prp`] (the PRP builder and its sink into list pages),
+//!    `namespace`, `prp` (the PRP builder and its sink into list pages),
 //!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
 //!    written there), `tracker` (the CID slab: the CID and generation-bit
 //!    invariants are written there), [`transport`] (the command-level seam).
@@ -72,7 +72,7 @@ mod error;
 mod health;
 mod namespace;
 mod options;
-pub mod prp;
+mod prp;
 mod qpair;
 mod ring;
 mod shared;
@@ -86,6 +86,7 @@ pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;
+pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,

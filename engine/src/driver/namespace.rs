@@ -14,29 +14,34 @@ use super::error::SubmitErrorKind;
 pub const MAX_BLOCKS_PER_COMMAND: u32 = 1 << 16;
 
 /// An active namespace the driver can use.
+///
+/// The geometry is read from Identify once, at bring-up, and checked there
+/// (block size in 512 B..64 KiB, no metadata, a byte size that fits in a
+/// `u64`); every submission is checked against it. The fields are private so
+/// no copy can disagree with what the controller reported: read them through
+/// the getters.
 #[derive(Clone, Debug)]
 pub struct Namespace {
     /// NSID.
-    pub id: u32,
+    id: u32,
     /// Logical block size in bytes (2^LBADS).
-    pub block_size: u32,
+    block_size: u32,
     /// NSZE — size in logical blocks.
-    pub blocks: u64,
+    blocks: u64,
     /// Most blocks one read or write may move: min(65536, max transfer / block size).
-    pub max_blocks_per_io: u32,
+    max_blocks_per_io: u32,
     /// NSATTR write protected: writes are refused.
-    pub read_only: bool,
+    read_only: bool,
     /// ONCS Write Zeroes.
-    pub supports_write_zeroes: bool,
+    supports_write_zeroes: bool,
     /// ONCS Dataset Management (deallocate).
-    pub supports_deallocate: bool,
+    supports_deallocate: bool,
     /// VWC present: flush matters.
-    pub volatile_write_cache: bool,
+    volatile_write_cache: bool,
     /// The Identify Namespace data.
-    pub identify: Box<IdentifyNamespace>,
+    identify: Box<IdentifyNamespace>,
     /// log2 of the block size, from Identify: reads and writes divide by
-    /// shifting, and are checked against this geometry even if a copy's
-    /// public fields were changed.
+    /// shifting.
     lba_shift: u32,
     /// Block size − 1.
     block_mask: usize,
@@ -119,6 +124,66 @@ impl Namespace {
             volatile_write_cache: ctrl.has_volatile_write_cache(),
             identify: Box::new(data),
         })
+    }
+
+    /// NSID.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Logical block size in bytes (2^LBADS of the current LBA format).
+    #[inline]
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// NSZE — size in logical blocks.
+    #[inline]
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Most blocks one read or write may move: min(65536, controller max
+    /// transfer / block size).
+    #[inline]
+    pub fn max_blocks_per_io(&self) -> u32 {
+        self.max_blocks_per_io
+    }
+
+    /// Most bytes one read or write may move (`max_blocks_per_io` whole blocks).
+    #[inline]
+    pub fn max_io_bytes(&self) -> usize {
+        self.max_io_bytes
+    }
+
+    /// NSATTR write protected: writes are refused before submission.
+    #[inline]
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// ONCS Write Zeroes: the controller supports Write Zeroes.
+    #[inline]
+    pub fn supports_write_zeroes(&self) -> bool {
+        self.supports_write_zeroes
+    }
+
+    /// ONCS Dataset Management: the controller supports deallocate.
+    #[inline]
+    pub fn supports_deallocate(&self) -> bool {
+        self.supports_deallocate
+    }
+
+    /// VWC present: the controller has a volatile write cache, so flush matters.
+    #[inline]
+    pub fn volatile_write_cache(&self) -> bool {
+        self.volatile_write_cache
+    }
+
+    /// The Identify Namespace data the geometry was read from.
+    pub fn identify(&self) -> &IdentifyNamespace {
+        &self.identify
     }
 
     /// Size in bytes (checked at bring-up to fit in a `u64`).
@@ -339,16 +404,7 @@ mod tests {
                 max: 128 << 10
             })
         );
-        // A copy with edited public fields is still checked against the
-        // geometry Identify reported.
-        let mut edited = n.clone();
-        edited.block_size = 4096;
-        edited.max_blocks_per_io = 65536;
-        assert_eq!(edited.check_rw(0, 1024, 0, false), Ok(1));
-        assert!(matches!(
-            edited.check_rw(0, 1 << 20, 0, false),
-            Err(SubmitErrorKind::TooLarge { .. })
-        ));
+        assert_eq!(n.max_io_bytes(), 128 << 10);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 
@@ -31,13 +31,13 @@ impl Example for Hello {
 
     fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
         let ns = setup.namespace(&controller)?;
-        let (nsid, block) = (ns.id, ns.block_size as usize);
+        let (nsid, block) = (ns.id(), ns.block_size() as usize);
         let len = block.max(4096);
         println!(
             "controller: {} ({}), namespace {nsid}: {} blocks of {block} bytes",
             controller.identify().model(),
             controller.identify().serial(),
-            ns.blocks
+            ns.blocks()
         );
 
         let core = setup.plan.threads[1];

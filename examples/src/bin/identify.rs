@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 use clap::Parser;
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 
@@ -133,8 +133,8 @@ impl Example for Identify {
         print_controller(controller.identify());
         // ns:N prints that namespace only.
         for ns in controller.namespaces() {
-            if setup.nsid.is_none_or(|n| n == ns.id) {
-                print_namespace(ns.id, &ns.identify);
+            if setup.nsid.is_none_or(|n| n == ns.id()) {
+                print_namespace(ns.id(), ns.identify());
             }
         }
         for skipped in controller.skipped_namespaces() {

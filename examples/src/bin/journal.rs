@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use nvme_emu::{FaultAction, FaultRule};
+use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::driver::Controller;
 use nvme_engine::spec::{NvmOpcode, StatusCodeType, status::media};
 use nvme_engine_examples::baseline::{Baseline, direct_qd1_writes, histogram};
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
@@ -62,8 +62,8 @@ impl Example for Journal {
 
     fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
         let ns = setup.namespace(&controller)?;
-        let nsid = ns.id;
-        let block = ns.block_size as usize;
+        let nsid = ns.id();
+        let block = ns.block_size() as usize;
         if self.record_bytes == 0 || !self.record_bytes.is_multiple_of(block) {
             bail!(
                 "--record-bytes {} is not a positive multiple of the {block}-byte block size",
@@ -79,7 +79,7 @@ impl Example for Journal {
             );
         }
         let blocks_per_record = (self.record_bytes / block) as u64;
-        let capacity = ns.blocks / blocks_per_record;
+        let capacity = ns.blocks() / blocks_per_record;
         if self.records > capacity {
             bail!(
                 "{} records of {} bytes do not fit the namespace ({capacity} fit)",

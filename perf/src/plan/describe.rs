@@ -104,11 +104,11 @@ fn attached(t: &Target, human: &mut dyn Write) -> Result<()> {
         writeln!(
             human,
             "  Namespace {}: {} ({} blocks of {} bytes){}",
-            ns.id,
+            ns.id(),
             format_size(ns.size_bytes()),
-            ns.blocks,
-            ns.block_size,
-            if ns.read_only {
+            ns.blocks(),
+            ns.block_size(),
+            if ns.read_only() {
                 ", write protected"
             } else {
                 ""

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Result, bail};
-use nvme_engine::driver::MAX_IO_QUEUE_ENTRIES;
+use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 
 use crate::cli::Workload;
 use crate::target::Target;
@@ -125,26 +125,26 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
         );
     }
     for ns in &t.namespaces {
-        let bs = ns.block_size as usize;
+        let bs = ns.block_size() as usize;
         if !o.io_size.is_multiple_of(bs) {
             bail!(
                 "IO size {} is not a multiple of the {bs}-byte LBA size of namespace {} on {name}; use a multiple of {bs}",
                 o.io_size,
-                ns.id
+                ns.id()
             );
         }
-        if (o.io_size / bs) as u64 > ns.max_blocks_per_io as u64 {
+        if (o.io_size / bs) as u64 > ns.max_blocks_per_io() as u64 {
             bail!(
                 "IO size {} is above the {} blocks one command can move on namespace {} of {name}",
                 o.io_size,
-                ns.max_blocks_per_io,
-                ns.id
+                ns.max_blocks_per_io(),
+                ns.id()
             );
         }
-        if writes && ns.read_only {
+        if writes && ns.read_only() {
             bail!(
                 "namespace {} of {name} is write protected; use -w read or randread",
-                ns.id
+                ns.id()
             );
         }
     }
@@ -173,11 +173,11 @@ fn divide(
     for (w, plan) in workers.iter_mut().enumerate() {
         for (ti, t) in targets.iter().enumerate() {
             for ns in &t.namespaces {
-                let mut blocks = ns.blocks;
+                let mut blocks = ns.blocks();
                 if o.verify {
-                    blocks = blocks.min(o.verify_span / ns.block_size as u64);
+                    blocks = blocks.min(o.verify_span / ns.block_size() as u64);
                 }
-                let total_units = blocks / (o.io_size / ns.block_size as usize) as u64;
+                let total_units = blocks / (o.io_size / ns.block_size() as usize) as u64;
                 let mut per_core = total_units / cores.len() as u64;
                 if o.verify {
                     per_core = per_core.min(MAX_VERIFY_UNITS);
@@ -191,7 +191,7 @@ fn divide(
                 if per_qpair < need {
                     bail!(
                         "namespace {} of {} ({}) is too small: each of {} cores x {} queue pairs gets {per_qpair} I/O-sized units, {} needs at least {need}; use a larger namespace, fewer cores or a smaller -o/-q",
-                        ns.id,
+                        ns.id(),
                         t.name(),
                         format_size(ns.size_bytes()),
                         cores.len(),
@@ -199,7 +199,7 @@ fn divide(
                         if o.verify { "--verify" } else { "a run" }
                     );
                 }
-                let blocks_per_unit = (o.io_size / ns.block_size as usize) as u64;
+                let blocks_per_unit = (o.io_size / ns.block_size() as usize) as u64;
                 plan.jobs.push(JobPlan {
                     target: ti,
                     ns: ns.clone(),
@@ -212,7 +212,7 @@ fn divide(
                     worker: w,
                     core: plan.core,
                     target: ti,
-                    nsid: ns.id,
+                    nsid: ns.id(),
                     local: plan.rows - 1,
                 });
             }

@@ -71,7 +71,7 @@ fn controller(t: &Target) -> Value {
         "model": id.model(),
         "serial": id.serial(),
         "namespaces": t.namespaces.iter().map(|n| json!({
-            "nsid": n.id, "blocks": n.blocks, "block_size": n.block_size, "bytes": n.size_bytes()
+            "nsid": n.id(), "blocks": n.blocks(), "block_size": n.block_size(), "bytes": n.size_bytes()
         })).collect::<Vec<_>>(),
     })
 }

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use nvme_engine::Device;
-use nvme_engine::driver::{Controller, IoQueuePair, LbaRange, SubmitErrorKind};
+use nvme_engine::{Controller, IoQueuePair, LbaRange, SubmitErrorKind};
 
 use crate::request::{Op, Request, RequestError};
 

@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 
 use nvme_engine::Device;
 use nvme_engine::dma::DmaPool;
-use nvme_engine::driver::{Controller, DriverError, IoCompletion, IoQueuePair};
+use nvme_engine::{Controller, DriverError, IoCompletion, IoQueuePair};
 
 use crate::producer::{Answer, Link};
 use crate::request::{Request, RequestError, Response};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, EmuMode};
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::driver::{Controller, ControllerOptions};
+use nvme_engine::{Controller, ControllerOptions};
 use nvme_reactor::{
     AllowedCores, CoreSpec, Producer, ProducerError, ReactorConfig, Request, Response,
 };

@@ -78,7 +78,7 @@ impl<D: Device> Controller<D> {
     }
     /// The usable namespace `nsid`.
     pub fn namespace(&self, nsid: u32) -> Option<&Namespace> {
-        self.inner.namespaces().iter().find(|n| n.id == nsid)
+        self.inner.namespaces().iter().find(|n| n.id() == nsid)
     }
     /// Active namespaces the driver does not use, with the reason.
     pub fn skipped_namespaces(&self) -> &[SkippedNamespace] {

@@ -87,7 +87,7 @@ impl<T: CommandTransport> QueuePair<T> {
             Ok(p) => p,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
-        let nsid = ns.id;
+        let nsid = ns.id();
         self.push_with(Some(buf), Some(mapped), token, |cmd, cid| {
             // Every field in one literal: no zero fill then rewrite.
             *cmd = Command {
@@ -112,7 +112,7 @@ impl<T: CommandTransport> QueuePair<T> {
 
     /// Queue a Flush of the namespace's volatile write cache.
     pub fn flush(&mut self, ns: &Namespace, token: u64) -> Result<(), SubmitError> {
-        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id), None, token)
+        self.submit(Command::new(NvmOpcode::FLUSH.0, ns.id()), None, token)
     }
 
     /// Queue a Write Zeroes of `blocks` at `lba`; `deallocate` lets the
@@ -128,7 +128,7 @@ impl<T: CommandTransport> QueuePair<T> {
         let nlb_z = ns
             .check_write_zeroes(lba, blocks)
             .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id);
+        let mut cmd = Command::new(NvmOpcode::WRITE_ZEROES.0, ns.id());
         cmd.set_slba(lba);
         cmd.cdw12 = nlb_z as u32 | if deallocate { CDW12_DEAC } else { 0 };
         self.submit(cmd, None, token)
@@ -149,7 +149,7 @@ impl<T: CommandTransport> QueuePair<T> {
             .t
             .map_ranges(index, ranges)
             .map_err(|k| SubmitError::new(k, None))?;
-        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id);
+        let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id());
         cmd.cdw10 = ranges.len() as u32 - 1;
         cmd.cdw11 = DSM_ATTR_DEALLOCATE;
         T::encode(&mapped, &mut cmd);
