@@ -263,9 +263,15 @@ pub trait CommandTransport {
         slot: usize,
         ranges: &[LbaRange],
     ) -> Result<Self::Data, SubmitErrorKind>;
+    /// PRP1 and PRP2 for `data` (zeros for transports that carry the data
+    /// description beside the command).
+    fn prps(data: &Self::Data) -> (u64, u64);
     /// Put `data` into the command (PRP1/PRP2; nothing for transports that
     /// carry the data description beside the command).
-    fn encode(data: &Self::Data, cmd: &mut Command);
+    #[inline(always)]
+    fn encode(data: &Self::Data, cmd: &mut Command) {
+        (cmd.prp1, cmd.prp2) = Self::prps(data);
+    }
     /// Queue `cmd` (its CID is the tag) with its data, after `admit`
     /// succeeded. Nothing reaches the controller before `flush`.
     fn send(
@@ -285,7 +291,8 @@ pub trait CommandTransport {
     fn begin_reap(&mut self, stats: &mut QueuePairStats) -> Reap;
     /// The next completion, without blocking.
     fn next_completion(&mut self, stats: &mut QueuePairStats) -> Option<TransportCompletion>;
-    /// End a reap that consumed `consumed` completions (CQ head doorbell).
+    /// End a reap that consumed `consumed` (at least one) completions (CQ
+    /// head doorbell).
     fn end_reap(&mut self, consumed: usize, stats: &mut QueuePairStats);
     /// Follow the state `begin_reap` reported.
     fn recover(&mut self, state: u64, stats: &mut QueuePairStats) -> Recovery;

@@ -531,9 +531,10 @@ impl CommandTransport for UringTransport {
     }
 
     #[inline]
-    fn encode(_data: &DataRef, _cmd: &mut Command) {
+    fn prps(_data: &DataRef) -> (u64, u64) {
         // The kernel builds the data pointer from the address and length
         // carried beside the command.
+        (0, 0)
     }
 
     #[inline]

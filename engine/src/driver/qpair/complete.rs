@@ -5,9 +5,7 @@
 
 use crate::driver::error::IoError;
 use crate::driver::tracker::CidError;
-use crate::driver::transport::{
-    CommandOutcome, CommandTransport, Reap, TransportCompletion, TransportFailure,
-};
+use crate::driver::transport::{CommandOutcome, CommandTransport, Reap, TransportFailure};
 
 use super::requeue::idempotent;
 use super::{IoCompletion, QueuePair};
@@ -70,7 +68,7 @@ impl<T: CommandTransport> QueuePair<T> {
                         buf: req.buf,
                     });
                 }
-                _ => match self.complete_unusual(index, c) {
+                outcome => match self.complete_unusual(index, outcome) {
                     Some(done) => {
                         delivered += 1;
                         f(done);
@@ -79,8 +77,8 @@ impl<T: CommandTransport> QueuePair<T> {
                 },
             }
         }
-        self.t.end_reap(consumed, &mut self.stats);
         if consumed > 0 {
+            self.t.end_reap(consumed, &mut self.stats);
             self.idle_since = None;
         }
         if retried {
@@ -104,10 +102,10 @@ impl<T: CommandTransport> QueuePair<T> {
     /// (returns `None`) or complete it.
     #[cold]
     #[inline(never)]
-    fn complete_unusual(&mut self, index: usize, c: TransportCompletion) -> Option<IoCompletion> {
+    fn complete_unusual(&mut self, index: usize, outcome: CommandOutcome) -> Option<IoCompletion> {
         let slot = self.tracker.slot(index);
         let timed_out = slot.timed_out();
-        if let CommandOutcome::Completed { status, .. } = c.outcome
+        if let CommandOutcome::Completed { status, .. } = outcome
             && !timed_out
             && !status.dnr()
             && slot.retries < self.retry_limit
@@ -126,7 +124,7 @@ impl<T: CommandTransport> QueuePair<T> {
         let result = if req.timed_out {
             Err(IoError::TimedOut(self.timeout))
         } else {
-            match c.outcome {
+            match outcome {
                 CommandOutcome::Completed { status, .. } => Err(IoError::Status(status)),
                 CommandOutcome::Failed(TransportFailure::Cancelled) => {
                     Err(IoError::ControllerReset)

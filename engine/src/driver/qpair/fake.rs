@@ -69,7 +69,9 @@ impl CommandTransport for Fake {
     fn map_ranges(&mut self, _: usize, _: &[LbaRange]) -> Result<Self::Data, SubmitErrorKind> {
         Ok(None)
     }
-    fn encode(_: &Self::Data, _: &mut Command) {}
+    fn prps(_: &Self::Data) -> (u64, u64) {
+        (0, 0)
+    }
     fn send(
         &mut self,
         cmd: &Command,

@@ -343,9 +343,8 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
     }
 
     #[inline(always)]
-    fn encode(data: &Prps, cmd: &mut Command) {
-        cmd.prp1 = data.0;
-        cmd.prp2 = data.1;
+    fn prps(data: &Prps) -> (u64, u64) {
+        (data.0, data.1)
     }
 
     #[inline(always)]
@@ -411,10 +410,7 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
     }
 
     #[inline(always)]
-    fn end_reap(&mut self, consumed: usize, stats: &mut QueuePairStats) {
-        if consumed == 0 {
-            return;
-        }
+    fn end_reap(&mut self, _consumed: usize, stats: &mut QueuePairStats) {
         let head = self.cq.head();
         let mmio = match &mut self.shadow {
             Some((_, cq)) => cq.update(head),

@@ -88,6 +88,7 @@ impl<T: CommandTransport> QueuePair<T> {
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         let nsid = ns.id();
+        let (prp1, prp2) = T::prps(&mapped);
         self.push_with(Some(buf), Some(mapped), token, |cmd, cid| {
             // Every field in one literal: no zero fill then rewrite.
             *cmd = Command {
@@ -96,8 +97,8 @@ impl<T: CommandTransport> QueuePair<T> {
                 cdw2: 0,
                 cdw3: 0,
                 mptr: 0,
-                prp1: 0,
-                prp2: 0,
+                prp1,
+                prp2,
                 // SLBA, CDW10 low and CDW11 high.
                 cdw10: lba as u32,
                 cdw11: (lba >> 32) as u32,
@@ -106,7 +107,6 @@ impl<T: CommandTransport> QueuePair<T> {
                 cdw14: 0,
                 cdw15: 0,
             };
-            T::encode(&mapped, cmd);
         })
     }
 
