@@ -162,8 +162,9 @@ pub enum OpenError {
     /// The ID names an io_uring passthrough namespace, which has no
     /// register-level controller to bring up.
     #[error(
-        "{path} is reached by NVMe passthrough over io_uring (the controller stays with the \
-         kernel's nvme driver); open it with nvme_trid::open_uring, not as a PCIe controller"
+        "{path} is a namespace left with the kernel's nvme driver (trtype:nvme-io_uring), which \
+         this tool cannot drive yet: it brings up PCIe and emulated controllers only; programs \
+         reach the namespace through nvme_engine::uring::UringDevice (nvme_trid::open_uring)"
     )]
     NotAController {
         /// The generic node.
@@ -504,6 +505,22 @@ mod tests {
     fn open_cli(s: &str) -> Result<Opened<AnyDevice>, OpenError> {
         let id: TransportId = s.parse().unwrap();
         open(&id.controller, &OpenOptions::new(Syntax::Cli))
+    }
+
+    #[test]
+    fn an_io_uring_id_is_refused_as_a_controller_and_its_missing_node_is_named() {
+        let e = open_cli("trtype:nvme-io_uring path:/dev/ng97n3")
+            .err()
+            .unwrap();
+        assert!(matches!(e, OpenError::NotAController { .. }), "{e}");
+        assert!(e.to_string().contains("/dev/ng97n3"), "{e}");
+        let id: TransportId = "trtype:nvme-io_uring path:/dev/ng97n3".parse().unwrap();
+        let e = open_uring(&id.controller).unwrap().err().unwrap();
+        assert!(matches!(e, OpenError::OpenUring { .. }), "{e}");
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("/dev/ng97n3"), "{why}");
+        let emu: TransportId = "trtype:emu".parse().unwrap();
+        assert!(open_uring(&emu.controller).is_none());
     }
 
     #[test]
