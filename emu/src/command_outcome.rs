@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use nvme_engine::spec::{Status, StatusCodeType};
+use nvme_engine::spec::status::{Status, StatusCodeType};
 
 /// A generic-status error with DNR set.
 pub(crate) fn generic_err(sc: u8) -> Status {

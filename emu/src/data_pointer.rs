@@ -5,9 +5,10 @@
 
 #![forbid(unsafe_code)]
 
-use crate::guest_memory::{DmaGuard, DmaSlice, TranslationCache};
+use crate::guest_memory::{DmaGuard, TranslationCache};
 use crate::prp_walker::{self, XferError};
 use crate::sgl_walker::{self, Descriptor, Piece, SglError, TYPE_DATA_BLOCK};
+use nvme_engine::dma::DmaView;
 
 /// PSDT 10b: SGLs for data and metadata.
 const PSDT_SGL_MPTR_SGL: u8 = 2;
@@ -80,7 +81,7 @@ fn metadata_buffer<'g>(
     cdw0: u32,
     mptr: u64,
     len: usize,
-) -> Result<DmaSlice<'g>, XferError> {
+) -> Result<DmaView<'g>, XferError> {
     let addr = if psdt(cdw0) == PSDT_SGL_MPTR_SGL {
         let s = g.translate(mptr, 16).ok_or(XferError::Dma)?;
         let lo = s.read_u64(0).ok_or(XferError::Dma)?;

@@ -20,7 +20,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 
 /// What a matching command does instead of completing normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +98,7 @@ pub enum QueueKind {
 ///
 /// ```
 /// use nvme_emu::{FaultAction, FaultRule};
-/// use nvme_engine::spec::NvmOpcode;
+/// use nvme_engine::spec::command::NvmOpcode;
 /// let rule = FaultRule::new(FaultAction::DuplicateCompletion)
 ///     .io()
 ///     .opcode(NvmOpcode::READ.0)

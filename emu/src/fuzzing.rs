@@ -33,10 +33,13 @@ use nvme_engine::Device;
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
 use nvme_engine::spec::command::cns;
+use nvme_engine::spec::command::{AdminOpcode, Command};
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::registers::{ALL_ONES, offset};
-use nvme_engine::spec::{AdminOpcode, Command};
-use nvme_engine::spec::{Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{Controller, ControllerOptions, IoCompletion, IoQueuePair, QueuePairOptions};
 
 /// Reads values from the fuzz input; zeros once it is exhausted.

@@ -2,29 +2,35 @@
 //! addresses handed out for it, and every DMA access the controller makes
 //! (queue entries, PRP lists, data), translated and bounds-checked.
 //!
-//! This is the only file of the emulator with `unsafe`. The rules it keeps:
-//! - the controller reaches host memory only through a [`DmaSlice`], which
-//!   exists only inside a [`DmaGuard`] and only for a range that lies inside a
-//!   live registration (a [`TranslationCache`] remembers such a range only
-//!   as long as no registration has been removed since it was filled: every
+//! This is the only file of the emulator with `unsafe`: handing the IOVAs
+//! it chose to a [`DmaRegion`] (`map`), and making a [`DmaView`] — the
+//! engine's one volatile, bounds-checked view of DMA memory — over a
+//! translated range (`slice_of`, the one place host memory is reached).
+//! The rules that make the view sound:
+//! - the controller reaches host memory only through a [`DmaView`] that
+//!   exists only inside a [`DmaGuard`] (its lifetime is the guard's borrow)
+//!   and only for a range that lies inside a live registration (a
+//!   [`TranslationCache`] remembers such a range only as long as no
+//!   registration has been removed since it was filled: every
 //!   unregistration bumps a generation before waiting for guards);
 //! - unregistering waits until no guard is held, so memory is never freed
 //!   under an access in progress;
 //! - no Rust reference into host memory is ever made: the host may write it
-//!   at any time, so all access is by raw-pointer copies, and a completion's
-//!   last dword is published with a release store.
+//!   at any time, so every access is one of the view's raw copies, volatile
+//!   or atomic accesses; a completion's last dword is published with a
+//!   release store ([`publish_completion`]).
 //!
 //! IOVAs start at 4 GiB and are never equal to virtual addresses. Hugepage
 //! memory gets one IOVA range per 2 MiB chunk with an unmapped 2 MiB gap
 //! after each, so a driver that assumes contiguity across chunks faults
 //! instead of silently working.
 
-use std::ptr;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::spec::{Command, Completion};
+use nvme_engine::dma::{DmaError, DmaRegion, DmaView, HostMemory};
+use nvme_engine::spec::completion::Completion;
 
 /// Lowest IOVA handed out.
 pub(crate) const IOVA_BASE: u64 = 0x1_0000_0000;
@@ -263,7 +269,7 @@ impl<'a> DmaGuard<'a> {
     /// The host memory behind `len` bytes at `iova`, or `None` when any of
     /// it lies outside a live registration (or across a chunk gap).
     #[inline]
-    pub(crate) fn translate(&self, iova: u64, len: usize) -> Option<DmaSlice<'_>> {
+    pub(crate) fn translate(&self, iova: u64, len: usize) -> Option<DmaView<'_>> {
         let p = self.lookup(iova)?;
         self.slice_of(p.start, p.len, p.host, iova, len)
     }
@@ -277,7 +283,7 @@ impl<'a> DmaGuard<'a> {
         cache: &mut TranslationCache,
         iova: u64,
         len: usize,
-    ) -> Option<DmaSlice<'_>> {
+    ) -> Option<DmaView<'_>> {
         if cache.generation != self.generation || iova < cache.start || iova >= cache.end {
             self.refill(cache, iova)?;
         }
@@ -313,16 +319,22 @@ impl<'a> DmaGuard<'a> {
         host: usize,
         iova: u64,
         len: usize,
-    ) -> Option<DmaSlice<'_>> {
+    ) -> Option<DmaView<'_>> {
         let off = iova.checked_sub(start)? as usize;
         if off >= piece_len || len > piece_len - off {
             return None;
         }
-        Some(DmaSlice {
-            ptr: (host + off) as *mut u8,
-            len,
-            _guard: std::marker::PhantomData,
-        })
+        let ptr = NonNull::new((host + off) as *mut u8)?;
+        // SAFETY: `ptr..ptr + len` lies inside the piece (checked above),
+        // which `lookup` found inside a LIVE registration, or which a cache
+        // filled under this guard's generation remembers (no registration
+        // has been removed since). A registration is host memory the driver
+        // mapped for DMA: mapped, readable and writable, and never reached
+        // through a Rust reference (the engine's own rule for DMA memory).
+        // `unregister` waits for every guard before the memory can go, and
+        // the view borrows this guard, so it cannot outlive the
+        // registration.
+        Some(unsafe { DmaView::from_raw_parts(ptr, len) })
     }
 
     /// The contiguous piece of a live registration holding `iova`.
@@ -370,132 +382,30 @@ impl<'a> DmaGuard<'a> {
     }
 }
 
-/// A translated, bounds-checked range of host DMA memory, valid while its
-/// guard lives. Every accessor checks its offsets against the range.
-pub(crate) struct DmaSlice<'g> {
-    ptr: *mut u8,
-    len: usize,
-    _guard: std::marker::PhantomData<&'g DmaGuard<'g>>,
-}
-
-impl DmaSlice<'_> {
-    #[inline]
-    fn fits(&self, off: usize, n: usize) -> bool {
-        off.checked_add(n).is_some_and(|end| end <= self.len)
-    }
-
-    /// Length of the range.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Copy host memory at `off` into `dst`. False when out of range.
-    #[inline]
-    pub(crate) fn read(&self, off: usize, dst: &mut [u8]) -> bool {
-        if !self.fits(off, dst.len()) {
-            return false;
-        }
-        // SAFETY: the source lies inside a live registration (checked by
-        // `translate` and `fits`) that cannot be unregistered while the guard
-        // lives; `dst` is ordinary memory owned by the caller, so the ranges
-        // do not overlap. The host may write the source concurrently; a raw
-        // byte copy never forms a reference to it.
-        unsafe { ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
-        true
-    }
-
-    /// Copy `src` into host memory at `off`. False when out of range.
-    #[inline]
-    pub(crate) fn write(&self, off: usize, src: &[u8]) -> bool {
-        if !self.fits(off, src.len()) {
-            return false;
-        }
-        // SAFETY: as in `read`: the destination is inside a live registration
-        // held by the guard; `src` is caller memory, disjoint from it.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) };
-        true
-    }
-
-    /// Read the little-endian u64 at `off` (a PRP list entry).
-    #[inline]
-    pub(crate) fn read_u64(&self, off: usize) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read(off, &mut b).then(|| u64::from_le_bytes(b))
-    }
-
-    /// Load the little-endian u32 at `off` (a shadow doorbell the host
-    /// updates concurrently). `None` when out of range or not 4-byte aligned.
-    #[inline]
-    pub(crate) fn load_u32(&self, off: usize) -> Option<u32> {
-        if !self.fits(off, 4) || !(self.ptr as usize + off).is_multiple_of(4) {
-            return None;
-        }
-        // SAFETY: 4 bytes inside the live registration, 4-byte aligned (both
-        // checked). The host stores this word atomically; an atomic load
-        // through the aligned pointer forms no reference to plain memory.
-        let v = unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast::<u32>()) }
-            // Acquire: queue entries the host wrote before publishing the
-            // new tail are visible once it is seen.
-            .load(Ordering::Acquire);
-        Some(u32::from_le(v))
-    }
-
-    /// Store `value` as a little-endian u32 at `off` (an EventIdx). False
-    /// when out of range or not 4-byte aligned.
-    #[inline]
-    pub(crate) fn store_u32(&self, off: usize, value: u32) -> bool {
-        if !self.fits(off, 4) || !(self.ptr as usize + off).is_multiple_of(4) {
-            return false;
-        }
-        // SAFETY: as in `load_u32`; the host reads this word atomically.
-        unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast::<u32>()) }
-            // Relaxed: callers that need ordering issue a full fence next.
-            .store(value.to_le(), Ordering::Relaxed);
-        true
-    }
-
-    /// Read the submission queue entry at `off`.
-    #[inline]
-    pub(crate) fn read_command(&self, off: usize) -> Option<Command> {
-        if !self.fits(off, size_of::<Command>()) {
-            return None;
-        }
-        // SAFETY: 64 bytes inside the live registration (checked); Command
-        // is plain old data valid for any bit pattern, and read_unaligned
-        // copies without forming a reference or requiring alignment.
-        Some(unsafe { ptr::read_unaligned(self.ptr.add(off).cast::<Command>()) })
-    }
-
-    /// Publish the completion queue entry at `off`: DW0..DW2 first, then DW3
-    /// (CID, phase, status) with a release store, so a host that loads DW3
-    /// with acquire and sees the new phase also sees the rest.
-    #[inline]
-    pub(crate) fn write_completion(&self, off: usize, c: &Completion) -> bool {
-        if !self.fits(off, 16) || !(self.ptr as usize + off).is_multiple_of(4) {
-            return false;
-        }
-        let dw2 = c.sqhd as u32 | (c.sqid as u32) << 16;
-        // SAFETY: 16 bytes inside the live registration, 4-byte aligned
-        // (both checked above). Plain volatile stores for DW0..DW2 (the host
-        // does not read them before DW3); DW3 through an atomic made from the
-        // aligned pointer — the host accesses that dword only atomically.
-        unsafe {
-            let p = self.ptr.add(off).cast::<u32>();
-            ptr::write_volatile(p, c.dw0);
-            ptr::write_volatile(p.add(1), c.dw1);
-            ptr::write_volatile(p.add(2), dw2);
-            // Release: DW0..DW2 become visible no later than the phase flip.
-            AtomicU32::from_ptr(p.add(3)).store(c.dw3(), Ordering::Release);
-        }
-        true
-    }
+/// Publish `c` as the completion queue entry at `off` of `cq`: DW0..DW2
+/// with volatile stores first, then DW3 (CID, phase, status) with a
+/// release store, so a host that loads DW3 with acquire and sees the new
+/// phase also sees the rest. False when the 16 bytes do not fit or are not
+/// 8-byte aligned (a CQ is page aligned, so its entries always are).
+#[inline]
+pub(crate) fn publish_completion(cq: &DmaView<'_>, off: usize, c: &Completion) -> bool {
+    let Some(e) = cq.entry::<16>(off) else {
+        return false;
+    };
+    let dw2 = c.sqhd as u32 | (c.sqid as u32) << 16;
+    // The host does not read DW0..DW2 before it sees DW3's new phase.
+    e.write_u32(0, c.dw0)
+        && e.write_u32(1, c.dw1)
+        && e.write_u32(2, dw2)
+        // Release: DW0..DW2 become visible no later than the phase flip.
+        && e.store_u32(3, c.dw3(), Ordering::Release)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use nvme_engine::dma::PageSize;
-    use nvme_engine::spec::Status;
+    use nvme_engine::spec::status::Status;
 
     #[test]
     fn iovas_are_not_virtual_addresses_and_translate_back() {
@@ -567,7 +477,7 @@ mod tests {
             let s = g.translate_cached(&mut cache, ia + 4096, 8).unwrap();
             assert!(s.write(0, &[9; 8]));
             let hit = g.translate_cached(&mut cache, ia + 8, 16).unwrap();
-            assert_eq!(hit.ptr, g.translate(ia + 8, 16).unwrap().ptr);
+            assert_eq!(hit.as_ptr(), g.translate(ia + 8, 16).unwrap().as_ptr());
             assert!(
                 g.translate_cached(&mut cache, ia + 2 * 4096 - 4, 8)
                     .is_none()
@@ -599,7 +509,9 @@ mod tests {
         let g = iommu.guard();
         let s = g.translate(region.iova(0).unwrap(), 4096).unwrap();
         let c = Completion::new(7, 3, 1, 0x42, Status::SUCCESS, true);
-        assert!(s.write_completion(16, &c));
+        assert!(publish_completion(&s, 16, &c));
+        assert!(!publish_completion(&s, 4088, &c), "past the end");
+        assert!(!publish_completion(&s, 4, &c), "misaligned");
         let mut raw = [0u8; 16];
         assert!(s.read(16, &mut raw));
         assert_eq!(u32::from_le_bytes(raw[0..4].try_into().unwrap()), 7);

@@ -16,7 +16,7 @@ use crate::faults::{FaultId, FaultRule};
 use crate::guest_memory::DmaGuard;
 use crate::processor::CommandProcessor;
 use crate::shared::Shared;
-use nvme_engine::spec::{AdminOpcode, NvmOpcode};
+use nvme_engine::spec::command::{AdminOpcode, NvmOpcode};
 
 /// Fault injection and counters of an emulated controller. Cheap to clone;
 /// stays valid (but inert) after the controller is dropped.
@@ -125,7 +125,11 @@ impl EmuHandle {
     /// Returns false when that queue does not exist. For fuzzing and
     /// adversarial tests: the host must survive whatever arrives.
     #[doc(hidden)]
-    pub fn inject_completion(&self, cqid: u16, c: nvme_engine::spec::Completion) -> bool {
+    pub fn inject_completion(
+        &self,
+        cqid: u16,
+        c: nvme_engine::spec::completion::Completion,
+    ) -> bool {
         let sh = &*self.shared;
         if !sh.state.iommu.is_mastering() {
             // A quiesced device cannot write anything.

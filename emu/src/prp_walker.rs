@@ -5,7 +5,8 @@
 
 #![forbid(unsafe_code)]
 
-use crate::guest_memory::{DmaGuard, DmaSlice, TranslationCache};
+use crate::guest_memory::{DmaGuard, TranslationCache};
+use nvme_engine::dma::DmaView;
 
 /// Memory page size (CC.MPS = 0).
 pub(crate) const PAGE: u64 = 4096;
@@ -33,7 +34,7 @@ pub(crate) fn walk(
     prp1: u64,
     prp2: u64,
     len: usize,
-    mut f: impl FnMut(&DmaSlice<'_>, usize),
+    mut f: impl FnMut(&DmaView<'_>, usize),
 ) -> Result<(), XferError> {
     if len == 0 {
         return Ok(());
@@ -73,7 +74,10 @@ pub(crate) fn walk(
         let n = if chained { in_page } else { pages_left };
         let s = g.translate(list, n * 8).ok_or(XferError::Dma)?;
         for (i, e) in entries[..n].iter_mut().enumerate() {
-            *e = s.read_u64(i * 8).ok_or(XferError::Dma)?;
+            *e = s
+                .read_obj::<u64>(i * 8)
+                .map(u64::from_le)
+                .ok_or(XferError::Dma)?;
         }
         let data = if chained { n - 1 } else { n };
         for &e in &entries[..data] {

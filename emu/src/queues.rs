@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 
-use crate::guest_memory::{DmaGuard, TranslationCache};
-use nvme_engine::spec::Completion;
+use crate::guest_memory::{self, DmaGuard, TranslationCache};
+use nvme_engine::spec::completion::Completion;
 
 /// Bytes per submission queue entry.
 pub(crate) const SQE_BYTES: u64 = 64;
@@ -179,7 +179,7 @@ impl Cq {
         let at = self.iova + self.tail as u64 * CQE_BYTES;
         let ok = g
             .translate_cached(&mut self.cache, at, CQE_BYTES as usize)
-            .is_some_and(|s| s.write_completion(0, &c));
+            .is_some_and(|s| guest_memory::publish_completion(&s, 0, &c));
         // The slot is consumed even on a fault, as on hardware: the host's
         // view of the ring stays consistent.
         self.tail += 1;
@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use crate::guest_memory::Iommu;
     use nvme_engine::dma::HostMemory;
-    use nvme_engine::spec::Status;
+    use nvme_engine::spec::status::Status;
 
     #[test]
     fn phase_flips_on_wrap_and_full_queue_holds_completions() {

@@ -11,7 +11,8 @@
 
 #![forbid(unsafe_code)]
 
-use crate::guest_memory::{DmaGuard, DmaSlice, TranslationCache};
+use crate::guest_memory::{DmaGuard, TranslationCache};
+use nvme_engine::dma::DmaView;
 
 /// Most descriptors (of every kind) one command's list may hold.
 pub(crate) const MAX_DESCRIPTORS: usize = 4096;
@@ -80,7 +81,7 @@ impl Descriptor {
             subtype: (prp2 >> 56) as u8 & 0xf,
         }
     }
-    fn read(s: &DmaSlice<'_>, off: usize) -> Option<Self> {
+    fn read(s: &DmaView<'_>, off: usize) -> Option<Self> {
         let addr = s.read_u64(off)?;
         let hi = s.read_u64(off + 8)?;
         Some(Self::from_dptr(addr, hi))
@@ -89,7 +90,7 @@ impl Descriptor {
 
 /// One piece of the transfer: host memory, or `len` bytes to discard.
 pub(crate) enum Piece<'s, 'g> {
-    Memory(&'s DmaSlice<'g>),
+    Memory(&'s DmaView<'g>),
     /// Bytes a bit bucket throws away.
     Discard,
 }

@@ -193,7 +193,7 @@ impl ShadowDoorbells {
     fn load(&mut self, st: &DeviceState, g: &DmaGuard<'_>, off: u64) -> Option<u32> {
         let v = g
             .translate_cached(&mut self.shadow_cache, self.shadow + off, 4)
-            .and_then(|s| s.load_u32(0));
+            .and_then(|s| s.load_u32(0, Ordering::Acquire));
         if v.is_none() {
             st.counters.dma_fault();
         }
@@ -208,7 +208,7 @@ impl ShadowDoorbells {
         };
         let ok = g
             .translate_cached(cache, page + off, 4)
-            .is_some_and(|s| s.store_u32(0, value));
+            .is_some_and(|s| s.store_u32(0, value, Ordering::Relaxed));
         if !ok {
             st.counters.dma_fault();
         }

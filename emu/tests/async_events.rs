@@ -14,7 +14,10 @@ use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
 use nvme_engine::spec::registers::offset;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 fn config() -> EmuConfig {
@@ -36,7 +39,7 @@ fn send_aer(h: &mut Host) -> u16 {
 }
 
 /// The next admin completion, which must be there now.
-fn take(h: &mut Host) -> nvme_engine::spec::Completion {
+fn take(h: &mut Host) -> nvme_engine::spec::completion::Completion {
     assert!(peek(&h.admin).is_some(), "expected a completion");
     let c = pop(&mut h.admin);
     ring_cq(&h.dev, &h.admin);

@@ -11,7 +11,10 @@ use nvme_engine::dma::DmaBuf;
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::IdentifyController;
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 const VERIFY: u8 = 0x0C;
@@ -143,7 +146,7 @@ fn a_fused_half_without_its_partner_is_aborted_as_missing() {
     push(&mut q, fused(NvmOpcode::COMPARE, 1, 0, &b), c1);
     ring_sq(&h.dev, &q);
     assert!(peek(&q).is_none(), "held for its second half");
-    let mut del = Command::new(nvme_engine::spec::AdminOpcode::DELETE_IO_SQ.0, 0);
+    let mut del = Command::new(nvme_engine::spec::command::AdminOpcode::DELETE_IO_SQ.0, 0);
     del.cdw10 = 1;
     assert_eq!(h.admin(del).status(), Status::SUCCESS);
     let a = pop(&mut q);

@@ -13,7 +13,10 @@ use nvme_engine::dma::DmaBuf;
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::IdentifyNamespace;
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 const PRACT: u32 = 1 << 29;

@@ -12,7 +12,10 @@ use nvme_engine::dma::DmaBuf;
 use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::IdentifyController;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 const DATA: u8 = 0x0;

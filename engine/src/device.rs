@@ -68,6 +68,9 @@ pub trait Device: Send + Sync + 'static {
 }
 
 /// A device that could not be proven to have stopped DMA.
+///
+/// Built by every [`Device`] implementation, in and out of this crate, so it
+/// stays an exhaustive struct (the one error without `#[non_exhaustive]`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{device}: could not stop the device's DMA: {reason}")]
 pub struct QuiesceError {

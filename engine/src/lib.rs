@@ -32,9 +32,10 @@ pub mod vfio;
 
 pub use device::{Device, QuiesceError};
 pub use driver::{
-    AdminStats, Controller, ControllerOptions, DriverError, Health, IoCompletion, IoError,
-    IoQueuePair, LbaRange, MAX_ABORTS_PER_SCAN, MAX_ACTIVE_NAMESPACES, MAX_BLOCKS_PER_COMMAND,
-    MAX_IO_QUEUE_ENTRIES, NAMESPACE_LIST_ENTRIES, Namespace, PrpError, QueuePairOptions,
-    QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind, SyncError,
+    AdminStats, Controller, ControllerOptions, DeviceGone, DriverError, Health, IoCompletion,
+    IoError, IoQueuePair, LbaRange, MAX_ABORTS_PER_SCAN, MAX_ACTIVE_NAMESPACES,
+    MAX_BLOCKS_PER_COMMAND, MAX_IO_QUEUE_ENTRIES, NAMESPACE_LIST_ENTRIES, Namespace, PrpError,
+    QueuePairOptions, QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind,
+    SyncError,
 };
 pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};

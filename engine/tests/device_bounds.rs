@@ -7,7 +7,7 @@
 use nvme_emu::{EmuConfig, EmuController};
 use nvme_engine::MAX_ACTIVE_NAMESPACES;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
-use nvme_engine::spec::AdminOpcode;
+use nvme_engine::spec::command::AdminOpcode;
 use nvme_engine::spec::registers::offset;
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError};
 

@@ -12,9 +12,12 @@ use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::AdminOpcode,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{
-    Controller, ControllerOptions, DriverError, IoCompletion, IoError, IoQueuePair,
+    Controller, ControllerOptions, DeviceGone, DriverError, IoCompletion, IoError, IoQueuePair,
     QueuePairOptions,
 };
 
@@ -130,7 +133,8 @@ fn admin_buffer_timeout_without_a_way_to_quiesce_quarantines_the_buffer() {
     let e = ctrl
         .admin_command(
             {
-                let mut c = nvme_engine::spec::Command::new(AdminOpcode::GET_LOG_PAGE.0, 0);
+                let mut c =
+                    nvme_engine::spec::command::Command::new(AdminOpcode::GET_LOG_PAGE.0, 0);
                 c.cdw10 = 2 | (1023 << 16);
                 c
             },
@@ -191,7 +195,7 @@ fn failed_reset_quiesces_the_device_before_in_flight_buffers_come_back() {
     assert!(e.to_string().contains("CSTS.RDY=0"), "{e}");
     assert!(h.is_quiesced(), "quiesced before anything is handed back");
     let mut done = collect(&mut qp);
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert_eq!(buf.iova(), iova);
     assert!(!buf.is_quarantined());
@@ -206,7 +210,7 @@ fn failed_reset_without_quiesce_hands_back_quarantined_buffers() {
     h.set_quiesce_fails(true);
     assert!(ctrl.reset().is_err());
     let mut done = collect(&mut qp);
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert!(buf.is_quarantined());
     assert!(h.dma_write(iova, &[1; 8]), "the device can still write it");
@@ -258,7 +262,7 @@ fn failed_queue_deletion_on_a_controller_that_cannot_be_reset_quiesces_it() {
     let e = qp.delete_with(|c| done.push(c)).unwrap_err();
     assert!(matches!(e, DriverError::AdminFailed { .. }), "{e}");
     assert!(h.is_quiesced());
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     let buf = only_buf(&mut done);
     assert!(!buf.is_quarantined());
     assert!(!h.dma_write(iova, &[1; 8]));
@@ -304,7 +308,7 @@ fn idle_queue_pair_deleted_after_an_unproven_stop_keeps_its_rings_mapped() {
     assert!(nvme_engine::dma::quarantined_bytes() > before);
     // The controller, never stopped, writes its CQ: the memory is still
     // there for it, and nobody else's.
-    let c = nvme_engine::spec::Completion {
+    let c = nvme_engine::spec::completion::Completion {
         dw0: 0,
         dw1: 0,
         sqhd: 0,

@@ -13,7 +13,10 @@ use nvme_engine::spec::features::FeatureId;
 use nvme_engine::spec::identify::IdentifyController;
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command},
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 use zerocopy::FromBytes;
 

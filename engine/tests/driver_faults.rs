@@ -11,7 +11,7 @@ use nvme_emu::EmuController;
 use nvme_emu::{EmuConfig, EmuHandle, FaultAction, FaultRule};
 use nvme_engine::QueuePairStats;
 use nvme_engine::dma::DmaPool;
-use nvme_engine::spec::NvmOpcode;
+use nvme_engine::spec::command::NvmOpcode;
 use nvme_engine::{Controller, IoQueuePair};
 
 /// Run `rounds` batches of reads with `rule` installed; every token must

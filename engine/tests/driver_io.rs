@@ -7,7 +7,10 @@ mod driver_common;
 use driver_common::*;
 use nvme_emu::{EmuConfig, EmuNamespaceConfig};
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{IoError, LbaRange, SubmitErrorKind};
 
 #[test]

@@ -9,7 +9,10 @@ use nvme_engine::Device;
 use nvme_engine::spec::log::{SmartHealth, u128_le};
 use nvme_engine::spec::registers::{Csts, offset};
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 fn setup() -> (Host, Qp) {

@@ -11,7 +11,10 @@ use nvme_engine::spec::command::cns;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
 use nvme_engine::spec::registers::{Cap, Csts, offset};
 use nvme_engine::spec::status::{command_specific as cs, generic};
-use nvme_engine::spec::{AdminOpcode, Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 #[test]

@@ -8,7 +8,7 @@ mod emu_support;
 use emu_support::*;
 use nvme_emu::{EmuConfig, EmuMode, FaultAction, FaultRule};
 use nvme_engine::Device;
-use nvme_engine::spec::NvmOpcode;
+use nvme_engine::spec::command::NvmOpcode;
 use nvme_engine::spec::registers::{Csts, offset};
 
 fn threaded(mode: EmuMode) -> Host {

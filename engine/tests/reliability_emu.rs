@@ -5,7 +5,7 @@
 use nvme_emu::{EmuConfig, EmuController, FaultAction};
 use nvme_engine::Device;
 use nvme_engine::spec::registers::{ALL_ONES, Csts, offset};
-use nvme_engine::spec::{Status, StatusCodeType};
+use nvme_engine::spec::status::{Status, StatusCodeType};
 
 /// A controller the driver brought up (CC.EN = 1, ready); the tests then
 /// poke its registers directly.

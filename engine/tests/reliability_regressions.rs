@@ -100,7 +100,7 @@ impl Device for FlickeringCsts {
 #[test]
 fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memory() {
     use nvme_emu::{FaultAction, FaultRule};
-    use nvme_engine::spec::{AdminOpcode, Completion};
+    use nvme_engine::spec::{command::AdminOpcode, completion::Completion};
     use std::sync::atomic::Ordering;
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let h = emu.handle();
@@ -149,7 +149,11 @@ fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memo
 fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_ring() {
     use nvme_emu::{FaultAction, FaultRule};
     use nvme_engine::spec::status::generic;
-    use nvme_engine::spec::{AdminOpcode, Completion, Status, StatusCodeType};
+    use nvme_engine::spec::{
+        command::AdminOpcode,
+        completion::Completion,
+        status::{Status, StatusCodeType},
+    };
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let h = emu.handle();
     let ctrl = Controller::new(emu, ControllerOptions::default()).unwrap();

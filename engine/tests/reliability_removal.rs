@@ -1,7 +1,7 @@
 //! Surprise removal: registers reading all ones are noticed by the stall
 //! check (not per I/O); after a reset attempt that still reads all ones the
 //! controller is removed, everything in flight completes with
-//! `IoError::DeviceRemoved` and its buffer, new submissions fail fast, and
+//! `DeviceGone::Removed` and its buffer, new submissions fail fast, and
 //! another controller in the process keeps working. A device that comes
 //! back on reset recovers its I/O instead.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
-use nvme_engine::{Health, IoCompletion, IoError, SubmitErrorKind};
+use nvme_engine::{DeviceGone, Health, IoCompletion, IoError, SubmitErrorKind};
 
 type Qp = nvme_engine::IoQueuePair<nvme_emu::EmuController>;
 
@@ -45,7 +45,7 @@ fn removal_fails_in_flight_io_once_and_new_io_fast_while_another_controller_work
     let mut tokens: Vec<u64> = done
         .iter()
         .map(|c| {
-            assert_eq!(c.result, Err(IoError::DeviceRemoved));
+            assert_eq!(c.result, Err(IoError::Gone(DeviceGone::Removed)));
             assert!(c.buf.is_some());
             c.token
         })
@@ -54,7 +54,7 @@ fn removal_fails_in_flight_io_once_and_new_io_fast_while_another_controller_work
     assert_eq!(tokens, [0, 1, 2, 3, 4]);
     assert!(collect(&mut qa).is_empty(), "exactly once");
     let e = qa.read(&nsa, 0, pa.alloc(512).unwrap(), 9).unwrap_err();
-    assert_eq!(e.kind, SubmitErrorKind::DeviceRemoved);
+    assert_eq!(e.kind, SubmitErrorKind::Gone(DeviceGone::Removed));
     assert!(e.buf.is_some());
     assert!(a.smart_log().is_err());
     // The other controller is unaffected.
@@ -98,7 +98,7 @@ fn sync_helper_on_a_removed_device_returns_device_removed_without_hanging() {
     let ns = ctrl.namespace(1).unwrap().clone();
     h.add_fault(FaultRule::new(FaultAction::Vanish).io().once());
     let e = qp.read_sync(&ns, 0, pool.alloc(512).unwrap()).unwrap_err();
-    assert_eq!(e.error, IoError::DeviceRemoved);
+    assert_eq!(e.error, IoError::Gone(DeviceGone::Removed));
     assert!(e.buf.is_some());
     assert!(ctrl.is_removed());
     // An explicit reset cannot bring back a device that stays gone.

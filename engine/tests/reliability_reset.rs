@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, Status, StatusCodeType};
-use nvme_engine::{ControllerOptions, Health, IoCompletion, IoError, QueuePairOptions};
+use nvme_engine::spec::{
+    command::Command,
+    status::{Status, StatusCodeType},
+};
+use nvme_engine::{ControllerOptions, DeviceGone, Health, IoCompletion, IoError, QueuePairOptions};
 
 type Qp = nvme_engine::IoQueuePair<nvme_emu::EmuController>;
 
@@ -153,10 +156,13 @@ fn fatal_status_that_survives_reset_fails_io_and_shutdown_returns_promptly() {
     assert_eq!(ctrl.health(), Health::Failed);
     let done = collect(&mut qp);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].result, Err(IoError::ControllerFailed));
+    assert_eq!(done[0].result, Err(IoError::Gone(DeviceGone::Failed)));
     assert!(done[0].buf.is_some());
     let e = qp.read(&ns, 0, pool.alloc(512).unwrap(), 2).unwrap_err();
-    assert_eq!(e.kind, nvme_engine::SubmitErrorKind::ControllerFailed);
+    assert_eq!(
+        e.kind,
+        nvme_engine::SubmitErrorKind::Gone(DeviceGone::Failed)
+    );
     // Found by fuzzing: shutdown of a stopped controller used to wait out
     // CAP.TO for a shutdown the controller never reports.
     assert!(matches!(

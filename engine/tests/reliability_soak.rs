@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::NvmOpcode,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{ControllerOptions, IoError, QueuePairOptions};
 
 const THREADS: u64 = 3;

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use driver_common::*;
 use nvme_emu::{EmuConfig, FaultAction, FaultRule};
-use nvme_engine::spec::{AdminOpcode, Completion, NvmOpcode, Status};
+use nvme_engine::spec::{
+    command::{AdminOpcode, NvmOpcode},
+    completion::Completion,
+    status::Status,
+};
 use nvme_engine::{ControllerOptions, IoCompletion, IoError, QueuePairOptions};
 
 const T: Duration = Duration::from_secs(30);

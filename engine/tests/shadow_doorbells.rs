@@ -15,7 +15,7 @@ use driver_common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, EmuMode, FaultAction, FaultRule};
 use nvme_engine::IoCompletion;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, StatusCodeType};
+use nvme_engine::spec::{command::AdminOpcode, status::StatusCodeType};
 use nvme_engine::{Controller, ControllerOptions, IoQueuePair, QueuePairOptions, QueuePairStats};
 
 fn options(shadow: bool) -> ControllerOptions {
@@ -288,7 +288,8 @@ fn several_queue_pairs_on_their_own_threads_use_their_own_shadow_slots() {
 }
 
 fn admin_status(ctrl: &Controller<EmuController>, prp1: u64, prp2: u64) -> Option<u8> {
-    let mut cmd = nvme_engine::spec::Command::new(AdminOpcode::DOORBELL_BUFFER_CONFIG.0, 0);
+    let mut cmd =
+        nvme_engine::spec::command::Command::new(AdminOpcode::DOORBELL_BUFFER_CONFIG.0, 0);
     cmd.prp1 = prp1;
     cmd.prp2 = prp2;
     match ctrl.admin_command(cmd, None) {

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use nvme_engine::dma::DmaPool;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{AdminOpcode, Command, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command},
+    status::StatusCodeType,
+};
 use nvme_engine::uring::{
     BufferMode, CompletionMode, KernelVersion, UringDevice, UringError, UringQueue,
     UringQueueOptions,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::{IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
+use nvme_engine::{DeviceGone, IoError, IoQueuePair, LbaRange, QueuePairOptions, SubmitErrorKind};
 use nvme_trid::AnyDevice;
 
 use crate::error::{EngineError, chain};
@@ -272,8 +272,8 @@ impl Worker {
                     SubmitErrorKind::QueueFull { .. } => Queued::Busy,
                     kind => {
                         let errno = match kind {
-                            SubmitErrorKind::DeviceRemoved => libc::ENODEV,
-                            SubmitErrorKind::ControllerFailed => libc::EIO,
+                            SubmitErrorKind::Gone(DeviceGone::Removed) => libc::ENODEV,
+                            SubmitErrorKind::Gone(DeviceGone::Failed) => libc::EIO,
                             _ => libc::EINVAL,
                         };
                         self.refuse(index, errno, chain(&kind))
@@ -314,7 +314,7 @@ impl Worker {
                     Err(e) => {
                         slot.error = Some(chain(e));
                         match e {
-                            IoError::DeviceRemoved => libc::ENODEV,
+                            IoError::Gone(DeviceGone::Removed) => libc::ENODEV,
                             IoError::TimedOut(_) => libc::ETIMEDOUT,
                             _ => libc::EIO,
                         }

@@ -445,10 +445,7 @@ fn refused(
         // Nothing reached the device: the unit keeps its contents.
         job.gens[unit as usize] = prev;
     }
-    if matches!(
-        e.kind,
-        SubmitErrorKind::DeviceRemoved | SubmitErrorKind::ControllerFailed
-    ) {
+    if matches!(e.kind, SubmitErrorKind::Gone(_)) {
         job.dead = true;
         cx.refused += 1;
         return false;

@@ -6,10 +6,10 @@
 #![forbid(unsafe_code)]
 
 use hdrhistogram::Histogram;
-use nvme_engine::IoError;
 use nvme_engine::QueuePairStats;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Status, StatusCodeType};
+use nvme_engine::spec::status::{Status, StatusCodeType};
+use nvme_engine::{DeviceGone, IoError};
 
 use crate::pattern::{BlockState, Mismatch};
 
@@ -104,6 +104,8 @@ pub struct FailureCounts {
     pub transport: u64,
     /// Refused at submission (the controller was resetting, failed or removed).
     pub refused: u64,
+    /// Any failure kind this version of nvme-perf does not name.
+    pub other: u64,
 }
 
 impl FailureCounts {
@@ -115,10 +117,11 @@ impl FailureCounts {
             IoError::Status(s) => self.status.record(*s),
             IoError::TimedOut(_) => self.timed_out += 1,
             IoError::ControllerReset => self.reset += 1,
-            IoError::ControllerFailed => self.controller_failed += 1,
-            IoError::DeviceRemoved => self.removed += 1,
+            IoError::Gone(DeviceGone::Removed) => self.removed += 1,
+            IoError::Gone(_) => self.controller_failed += 1,
             IoError::Transport { .. } => self.transport += 1,
             IoError::Rejected(_) | IoError::Busy(_) => self.refused += 1,
+            _ => self.other += 1,
         }
     }
 
@@ -132,6 +135,7 @@ impl FailureCounts {
         self.removed += other.removed;
         self.transport += other.transport;
         self.refused += other.refused;
+        self.other += other.other;
     }
 
     /// Every failed I/O.
@@ -144,10 +148,11 @@ impl FailureCounts {
             + self.removed
             + self.transport
             + self.refused
+            + self.other
     }
 
     /// `(kind, count)` for every kind but NVMe status, in report order.
-    pub fn kinds(&self) -> [(&'static str, u64); 6] {
+    pub fn kinds(&self) -> [(&'static str, u64); 7] {
         [
             ("timed out", self.timed_out),
             ("aborted", self.aborted),
@@ -155,6 +160,7 @@ impl FailureCounts {
             ("controller failed", self.controller_failed),
             ("device removed", self.removed),
             ("refused", self.refused),
+            ("other", self.other),
         ]
     }
 }
@@ -428,7 +434,7 @@ impl WorkerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_engine::spec::StatusCodeType;
+    use nvme_engine::spec::status::StatusCodeType;
 
     #[test]
     fn status_counts_group_by_status_and_overflow_into_other() {
@@ -479,9 +485,9 @@ mod tests {
         )));
         f.record(&IoError::TimedOut(std::time::Duration::from_secs(1)));
         f.record(&IoError::ControllerReset);
-        f.record(&IoError::ControllerFailed);
-        f.record(&IoError::DeviceRemoved);
-        f.record(&IoError::DeviceRemoved);
+        f.record(&IoError::Gone(DeviceGone::Failed));
+        f.record(&IoError::Gone(DeviceGone::Removed));
+        f.record(&IoError::Gone(DeviceGone::Removed));
         assert_eq!(f.status.total(), 1);
         assert_eq!(
             f.kinds(),
@@ -491,7 +497,8 @@ mod tests {
                 ("reset", 1),
                 ("controller failed", 1),
                 ("device removed", 2),
-                ("refused", 0)
+                ("refused", 0),
+                ("other", 0)
             ]
         );
         assert_eq!(f.total(), 7);

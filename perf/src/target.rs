@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Result;
 use nvme_emu::EmuHandle;
 use nvme_engine::{Controller, ControllerOptions, Namespace};
-use nvme_trid::inject::{InjectKind, Installed};
 use nvme_trid::{ControllerId, FileAccess, Syntax, TransportId};
+use nvme_trid::{InjectKind, Installed};
 
 use crate::device::PerfDevice;
 use crate::placement::EmuPlacement;

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-pub use nvme_trid::size::{format_size, parse_size};
+pub use nvme_trid::{format_size, parse_size};
 
 /// Parse a duration: `30` or `30s` (seconds), `500ms`, `100us`; at least
 /// one millisecond, at most a day.

@@ -21,6 +21,7 @@ pub type LocalPoller<D> = Box<dyn FnMut(&mut ReactorContext<'_, D>) -> PollStatu
 
 /// Why a local submission or allocation did not happen.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// All local slots are taken (in flight or waiting to be collected).
     #[error(

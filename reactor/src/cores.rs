@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 /// Errors from parsing or checking a core specification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoreError {
     /// The text is neither a core list nor a hex mask.
     #[error(

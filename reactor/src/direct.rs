@@ -23,6 +23,7 @@ use crate::request::{Request, RequestError, Response};
 
 /// Errors of direct mode.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DirectError {
     /// Creating the queue pair or pool failed.
     #[error("setting up a direct-mode queue pair failed")]

@@ -12,6 +12,7 @@ use crate::cores::CoreError;
 
 /// Errors from starting and managing reactors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReactorError {
     /// The core specification is invalid or not allowed.
     #[error(transparent)]

@@ -77,7 +77,7 @@
 //! The driver's outcomes reach the producer as [`RequestError`] variants
 //! that name the controller: [`RequestError::TimedOut`],
 //! [`RequestError::ControllerReset`] (in flight across resets, retries used
-//! up), [`RequestError::DeviceRemoved`] and [`RequestError::ControllerFailed`].
+//! up), [`RequestError::Gone`] (device removed or controller failed).
 //! After a removal or a failed reset, every request to that controller is
 //! answered at once with the same error, without reaching the device
 //! ([`RequestError::controller_unusable`]); the other controllers keep

@@ -28,6 +28,7 @@ use crate::request::{Request, RequestError, Response};
 /// Errors of a producer: why `try_submit` handed a request back, or why a
 /// buffer could not be allocated.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProducerError {
     /// The submission ring is full: poll completions, then retry.
     #[error(
@@ -259,6 +260,7 @@ impl Intake<'_> {
 
 /// Counters kept by a producer (on its own thread).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProducerStats {
     /// Requests accepted into the submission ring.
     pub submitted: u64,

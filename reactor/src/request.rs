@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::{IoError, SubmitErrorKind};
+use nvme_engine::{DeviceGone, IoError, SubmitErrorKind};
 
 /// The operation of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +116,11 @@ impl Request {
 /// Why a request failed.
 ///
 /// The reliability outcomes ([`RequestError::TimedOut`],
-/// [`RequestError::DeviceRemoved`], [`RequestError::ControllerReset`],
-/// [`RequestError::ControllerFailed`]) name the controller; see
+/// [`RequestError::ControllerReset`], [`RequestError::Gone`]) name the
+/// controller; see
 /// `docs/GUARANTEES.md` for what each says about the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The controller completed the command with an error status (after
     /// the driver's retries, for statuses with DNR clear).
@@ -138,16 +139,16 @@ pub enum RequestError {
         /// The deadline that passed.
         timeout: Duration,
     },
-    /// The controller was surprise-removed. Requests in flight may or may
-    /// not have taken effect; later ones fail at once without reaching it.
-    #[error(
-        "controller {controller} was removed (its registers read all ones); a request that was \
-         in flight may or may not have taken effect — stop sending to it, check that the device \
-         is present, and restart with a new Controller once it is back"
-    )]
-    DeviceRemoved {
+    /// The controller's device was removed, or the controller failed and a
+    /// reset did not bring it back. Requests in flight may or may not have
+    /// taken effect; later ones fail at once without reaching it. The
+    /// wording is the driver's ([`DeviceGone`]).
+    #[error("controller {controller}: {kind}")]
+    Gone {
         /// Controller index.
         controller: usize,
+        /// Removed or failed.
+        kind: DeviceGone,
     },
     /// The request was in flight across controller resets and ran out of
     /// retries (or is not safe to resubmit).
@@ -156,17 +157,6 @@ pub enum RequestError {
          used up; it may or may not have taken effect — submit it again"
     )]
     ControllerReset {
-        /// Controller index.
-        controller: usize,
-    },
-    /// A reset of the controller failed: it is unusable until
-    /// `Controller::reset()` succeeds.
-    #[error(
-        "controller {controller} failed and a reset did not bring it back; a request that was in \
-         flight may or may not have taken effect — call Controller::reset() on it, or restart \
-         with a new Controller"
-    )]
-    ControllerFailed {
         /// Controller index.
         controller: usize,
     },
@@ -226,9 +216,8 @@ impl RequestError {
                 controller,
                 timeout,
             },
-            IoError::DeviceRemoved => RequestError::DeviceRemoved { controller },
+            IoError::Gone(kind) => RequestError::Gone { controller, kind },
             IoError::ControllerReset => RequestError::ControllerReset { controller },
-            IoError::ControllerFailed => RequestError::ControllerFailed { controller },
             IoError::Rejected(kind) => RequestError::from_submit(controller, kind),
             other => RequestError::Device(other),
         }
@@ -238,8 +227,7 @@ impl RequestError {
     /// `controller`.
     pub fn from_submit(controller: usize, kind: SubmitErrorKind) -> Self {
         match kind {
-            SubmitErrorKind::DeviceRemoved => RequestError::DeviceRemoved { controller },
-            SubmitErrorKind::ControllerFailed => RequestError::ControllerFailed { controller },
+            SubmitErrorKind::Gone(kind) => RequestError::Gone { controller, kind },
             other => RequestError::Invalid(other),
         }
     }
@@ -249,15 +237,14 @@ impl RequestError {
     /// for requests the driver or reactor refused before submission.
     pub fn outcome_unknown(&self) -> bool {
         // A removed or failed controller also refuses new requests with
-        // these variants; those never reached it, but the caller cannot
-        // tell them apart from the ones in flight, so the answer is "maybe".
+        // `Gone`; those never reached it, but the caller cannot tell them
+        // apart from the ones in flight, so the answer is "maybe".
         matches!(
             self,
             RequestError::Device(_)
                 | RequestError::TimedOut { .. }
                 | RequestError::ControllerReset { .. }
-                | RequestError::DeviceRemoved { .. }
-                | RequestError::ControllerFailed { .. }
+                | RequestError::Gone { .. }
                 | RequestError::QueueNotDeleted { .. }
         )
     }
@@ -265,10 +252,7 @@ impl RequestError {
     /// Whether the controller behind the request is gone or failed, so
     /// that resubmitting to it is pointless until it is reset or replaced.
     pub fn controller_unusable(&self) -> bool {
-        matches!(
-            self,
-            RequestError::DeviceRemoved { .. } | RequestError::ControllerFailed { .. }
-        )
+        matches!(self, RequestError::Gone { .. })
     }
 }
 
@@ -286,7 +270,7 @@ pub struct Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvme_engine::spec::{Status, StatusCodeType};
+    use nvme_engine::spec::status::{Status, StatusCodeType};
 
     #[test]
     fn driver_errors_map_to_request_errors_that_name_the_controller() {
@@ -299,26 +283,38 @@ mod tests {
             }
         );
         assert_eq!(
-            RequestError::from_io(1, IoError::DeviceRemoved),
-            RequestError::DeviceRemoved { controller: 1 }
+            RequestError::from_io(1, IoError::Gone(DeviceGone::Removed)),
+            RequestError::Gone {
+                controller: 1,
+                kind: DeviceGone::Removed
+            }
         );
         assert_eq!(
             RequestError::from_io(1, IoError::ControllerReset),
             RequestError::ControllerReset { controller: 1 }
         );
         assert_eq!(
-            RequestError::from_io(3, IoError::ControllerFailed),
-            RequestError::ControllerFailed { controller: 3 }
+            RequestError::from_io(3, IoError::Gone(DeviceGone::Failed)),
+            RequestError::Gone {
+                controller: 3,
+                kind: DeviceGone::Failed
+            }
         );
         let s = IoError::Status(Status::new(StatusCodeType::GENERIC, 6));
         assert_eq!(RequestError::from_io(0, s), RequestError::Device(s));
         assert_eq!(
-            RequestError::from_submit(4, SubmitErrorKind::DeviceRemoved),
-            RequestError::DeviceRemoved { controller: 4 }
+            RequestError::from_submit(4, SubmitErrorKind::Gone(DeviceGone::Removed)),
+            RequestError::Gone {
+                controller: 4,
+                kind: DeviceGone::Removed
+            }
         );
         assert_eq!(
-            RequestError::from_submit(4, SubmitErrorKind::ControllerFailed),
-            RequestError::ControllerFailed { controller: 4 }
+            RequestError::from_submit(4, SubmitErrorKind::Gone(DeviceGone::Failed)),
+            RequestError::Gone {
+                controller: 4,
+                kind: DeviceGone::Failed
+            }
         );
         assert_eq!(
             RequestError::from_submit(0, SubmitErrorKind::ZeroLength),
@@ -337,7 +333,10 @@ mod tests {
                 "raise ReactorConfig::io_timeout",
             ),
             (
-                RequestError::DeviceRemoved { controller: 1 },
+                RequestError::Gone {
+                    controller: 1,
+                    kind: DeviceGone::Removed,
+                },
                 "stop sending to it",
             ),
             (
@@ -345,7 +344,10 @@ mod tests {
                 "submit it again",
             ),
             (
-                RequestError::ControllerFailed { controller: 1 },
+                RequestError::Gone {
+                    controller: 1,
+                    kind: DeviceGone::Failed,
+                },
                 "Controller::reset()",
             ),
         ];
@@ -355,7 +357,24 @@ mod tests {
             assert!(text.contains(hint), "{text}");
             assert!(e.outcome_unknown());
         }
-        assert!(RequestError::DeviceRemoved { controller: 0 }.controller_unusable());
+        for kind in [DeviceGone::Removed, DeviceGone::Failed] {
+            let text = RequestError::Gone {
+                controller: 1,
+                kind,
+            }
+            .to_string();
+            assert!(
+                text.ends_with(&kind.to_string()),
+                "the driver's wording: {text}"
+            );
+        }
+        assert!(
+            RequestError::Gone {
+                controller: 0,
+                kind: DeviceGone::Removed
+            }
+            .controller_unusable()
+        );
         assert!(!RequestError::ControllerReset { controller: 0 }.controller_unusable());
         assert!(!RequestError::ShutDown.outcome_unknown());
     }

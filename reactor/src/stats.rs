@@ -8,12 +8,13 @@
 
 use std::fmt;
 
-use nvme_engine::{Health, QueuePairStats};
+use nvme_engine::{DeviceGone, Health, QueuePairStats};
 
 use crate::request::RequestError;
 
 /// Counters of one reactor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReactorStats {
     /// Reactor index.
     pub reactor: usize,
@@ -41,11 +42,12 @@ pub struct ReactorStats {
     pub timeout_checks: u64,
     /// Responses that failed with [`RequestError::TimedOut`].
     pub timed_out: u64,
-    /// Responses that failed with [`RequestError::DeviceRemoved`].
+    /// Responses that failed with [`RequestError::Gone`] ([`DeviceGone::Removed`]).
     pub device_removed: u64,
     /// Responses that failed with [`RequestError::ControllerReset`].
     pub controller_reset: u64,
-    /// Responses that failed with [`RequestError::ControllerFailed`].
+    /// Responses that failed with [`RequestError::Gone`] for any reason but
+    /// removal ([`DeviceGone::Failed`]).
     pub controller_failed: u64,
     /// The driver's counters, summed over this reactor's queue pairs
     /// (retries, timeouts, aborts, re-creations after resets, stale,
@@ -92,9 +94,11 @@ impl ReactorStats {
     pub(crate) fn count_error(&mut self, error: &RequestError) {
         match error {
             RequestError::TimedOut { .. } => self.timed_out += 1,
-            RequestError::DeviceRemoved { .. } => self.device_removed += 1,
+            RequestError::Gone { kind, .. } => match kind {
+                DeviceGone::Removed => self.device_removed += 1,
+                _ => self.controller_failed += 1,
+            },
             RequestError::ControllerReset { .. } => self.controller_reset += 1,
-            RequestError::ControllerFailed { .. } => self.controller_failed += 1,
             _ => {}
         }
     }
@@ -167,7 +171,7 @@ impl ShutdownReport {
     pub fn timed_out(&self) -> u64 {
         self.reactors.iter().map(|r| r.stats.timed_out).sum()
     }
-    /// Responses that failed with `DeviceRemoved`, over all reactors.
+    /// Responses that failed with `DeviceGone::Removed`, over all reactors.
     pub fn device_removed(&self) -> u64 {
         self.reactors.iter().map(|r| r.stats.device_removed).sum()
     }

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultRule};
-use nvme_engine::spec::{AdminOpcode, Status, StatusCodeType, status::generic};
+use nvme_engine::spec::{
+    command::AdminOpcode,
+    status::generic,
+    status::{Status, StatusCodeType},
+};
 use nvme_engine::{Controller, ControllerOptions, QueuePairOptions};
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 

@@ -1,6 +1,6 @@
 //! Losing one controller mid-run (surprise removal, or a fatal error that a
 //! reset cannot clear) while the other keeps serving: requests to the lost
-//! controller fail with `DeviceRemoved` / `ControllerFailed` — the ones in
+//! controller fail with `Gone` (`DeviceGone::Removed` / `DeviceGone::Failed`) — the ones in
 //! flight once the driver notices, later ones at once without reaching the
 //! device — requests to the other one succeed with correct data, and
 //! shutdown completes and names the lost controller.
@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use nvme_emu::EmuHandle;
-use nvme_engine::Health;
+use nvme_engine::{DeviceGone, Health};
 use nvme_reactor::{Producer, ReactorSet, Request, RequestError};
 
 /// Requests per producer in each phase.
@@ -138,7 +138,10 @@ fn lose_controller_mid_run(lose: impl FnOnce(&EmuHandle), expected: RequestError
 fn a_removed_controller_fails_its_requests_while_the_other_keeps_serving() {
     lose_controller_mid_run(
         |h| h.trigger_vanish(),
-        RequestError::DeviceRemoved { controller: 1 },
+        RequestError::Gone {
+            controller: 1,
+            kind: DeviceGone::Removed,
+        },
         Health::Removed,
     );
 }
@@ -150,7 +153,10 @@ fn a_failed_controller_fails_its_requests_while_the_other_keeps_serving() {
             h.set_fatal_survives_reset(true);
             h.trigger_fatal();
         },
-        RequestError::ControllerFailed { controller: 1 },
+        RequestError::Gone {
+            controller: 1,
+            kind: DeviceGone::Failed,
+        },
         Health::Failed,
     );
 }
@@ -185,7 +191,10 @@ fn shutdown_completes_with_io_in_flight_on_a_removed_controller() {
         } else {
             assert_eq!(
                 r.result.unwrap_err(),
-                RequestError::DeviceRemoved { controller: 1 }
+                RequestError::Gone {
+                    controller: 1,
+                    kind: DeviceGone::Removed
+                }
             );
         }
         bufs.push(r.buf.expect("buffer returned"));

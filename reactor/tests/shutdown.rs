@@ -5,7 +5,10 @@ mod common;
 
 use common::*;
 use nvme_emu::{FaultAction, FaultRule};
-use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::NvmOpcode,
+    status::{Status, StatusCodeType},
+};
 use nvme_reactor::{ProducerError, ReactorSet, Request, RequestError};
 
 #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nvme_emu::{EmuConfig, EmuController, EmuHandle, FaultAction, FaultId, FaultRule};
-use nvme_engine::spec::Status;
+use nvme_engine::spec::status::Status;
 use nvme_engine::{Controller, ControllerOptions, Health, IoError, QueuePairOptions};
 use nvme_reactor::{PollStatus, Producer, ReactorSet, Request, RequestError};
 

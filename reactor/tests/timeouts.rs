@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nvme_emu::{FaultAction, FaultRule};
-use nvme_engine::spec::NvmOpcode;
+use nvme_engine::spec::command::NvmOpcode;
 use nvme_engine::{Health, QueuePairOptions};
 use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError};
 

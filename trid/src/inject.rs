@@ -10,7 +10,10 @@
 
 use nvme_emu::{EmuHandle, FaultAction, FaultId, FaultRule};
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::NvmOpcode,
+    status::{Status, StatusCodeType},
+};
 
 /// Default rounds a `delay` fault holds a completion.
 pub const DEFAULT_DELAY_ROUNDS: u32 = 1000;

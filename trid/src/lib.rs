@@ -10,11 +10,15 @@
 //! spells it (`trtype=PCIe traddr=0000.04.00.0 ns=1`). Both spellings share
 //! every key, check and message here; [`Syntax`] holds the few differences.
 //!
-//! - [`parse`]: the keys and their checks ([`TransportId`]).
-//! - [`syntax`]: the spellings; [`error`]: why an ID was refused.
-//! - [`open`]: bringing up the controller an ID names ([`open()`]).
-//! - [`inject`]: the emulated controller's fault keys (`lose:0.001`).
-//! - [`size`]: byte sizes with binary suffixes (`64M`).
+//! Every item is named at the crate root; the modules are private:
+//!
+//! - `parse`: the keys and their checks ([`TransportId`]).
+//! - `syntax`: the spellings ([`Syntax`]); `error`: why an ID was refused
+//!   ([`TransportIdError`]).
+//! - `open`: bringing up the controller an ID names ([`open()`]).
+//! - `inject`: the emulated controller's fault keys (`lose:0.001`,
+//!   [`Injection`]).
+//! - `size`: byte sizes with binary suffixes (`64M`, [`parse_size`]).
 //!
 //! Why a crate of its own rather than a module of `nvme-engine`: a transport
 //! ID is the tools' front end — command-line spellings, help text, fault
@@ -27,14 +31,15 @@
 
 #![forbid(unsafe_code)]
 
-pub mod error;
-pub mod inject;
-pub mod open;
-pub mod parse;
-pub mod size;
-pub mod syntax;
+mod error;
+mod inject;
+mod open;
+mod parse;
+mod size;
+mod syntax;
 
 pub use error::TransportIdError;
+pub use inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection, Installed};
 pub use open::{
     AnyDevice, EmuThread, FileAccess, OpenError, OpenOptions, Opened, describe_emu, emu_config,
     open, open_uring,

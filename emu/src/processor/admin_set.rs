@@ -25,7 +25,11 @@ use nvme_engine::spec::command::{CREATE_CQ_IEN, CREATE_Q_PC, cns};
 use nvme_engine::spec::features::FeatureId;
 use nvme_engine::spec::log::{LogId, SmartHealth, to_u128_le};
 use nvme_engine::spec::status::{command_specific as cs, generic};
-use nvme_engine::spec::{AdminOpcode, Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command},
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 
 fn invalid_field() -> Done {
     Done::err(generic_err(generic::INVALID_FIELD))
@@ -232,7 +236,7 @@ impl CommandProcessor {
                 while head != tail {
                     let at = sq.iova + head as u64 * SQE_BYTES;
                     head = (head + 1) % sq.size;
-                    if let Some(c) = g.translate(at, 64).and_then(|s| s.read_command(0)) {
+                    if let Some(c) = g.translate(at, 64).and_then(|s| s.read_obj::<Command>(0)) {
                         let cqe = Completion::new(0, head as u16, qid, c.cid(), aborted, false);
                         self.post(sh, g, sq.cqid, cqe);
                     }
@@ -417,7 +421,7 @@ impl CommandProcessor {
             while at != tail {
                 let c = g
                     .translate(iova + at as u64 * SQE_BYTES, 64)
-                    .and_then(|s| s.read_command(0));
+                    .and_then(|s| s.read_obj::<Command>(0));
                 if c.is_some_and(|c| c.cid() == cid) {
                     self.abort_on_fetch.push((sqid, cid));
                     return Done::ok(0);

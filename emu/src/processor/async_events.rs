@@ -25,7 +25,11 @@ use crate::guest_memory::DmaGuard;
 use crate::identify_data::ERROR_LOG_ENTRIES;
 use nvme_engine::spec::log::ErrorInformation;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::Command,
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 
 impl CommandProcessor {
     /// Record an event and report it if an AER is outstanding and its type is unmasked.

@@ -15,7 +15,10 @@ use crate::command_outcome::{Done, generic_err};
 use crate::device_state::DeviceState;
 use crate::guest_memory::DmaGuard;
 use nvme_engine::spec::status::generic;
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 
 /// Command Aborted due to Failed Fused Command (generic 09h).
 pub(crate) const ABORTED_FAILED_FUSED: u8 = 0x09;

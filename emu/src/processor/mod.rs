@@ -35,7 +35,11 @@ use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine::spec::log::ErrorInformation;
 use nvme_engine::spec::registers::{Aqa, Cc};
 use nvme_engine::spec::status::{command_specific, generic};
-use nvme_engine::spec::{Command, Completion, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::Command,
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 
 mod admin_set;
 mod async_events;
@@ -569,7 +573,7 @@ impl CommandProcessor {
             };
             for (i, c) in cmds[..n].iter_mut().enumerate() {
                 *c = slice
-                    .read_command(i * SQE_BYTES as usize)
+                    .read_obj::<Command>(i * SQE_BYTES as usize)
                     .unwrap_or_default();
                 sq.mark_seen(c.cid());
             }

@@ -19,7 +19,10 @@ use crate::guest_memory::DmaGuard;
 use crate::protection::{CDW12_PRACT, PiCommand};
 use nvme_engine::spec::command::{CDW12_FUA, DSM_ATTR_DEALLOCATE, DsmRange};
 use nvme_engine::spec::status::{command_specific, generic, media};
-use nvme_engine::spec::{Command, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{Command, NvmOpcode},
+    status::{Status, StatusCodeType},
+};
 
 /// Verify (NVM Command Set 1.0 §3.3.4).
 pub(crate) const VERIFY: NvmOpcode = NvmOpcode(0x0C);

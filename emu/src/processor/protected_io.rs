@@ -20,8 +20,8 @@ use crate::device_state::DeviceState;
 use crate::guest_memory::DmaGuard;
 use crate::protection::PiCommand;
 use nvme_engine::spec::command::CDW12_FUA;
+use nvme_engine::spec::command::{Command, NvmOpcode};
 use nvme_engine::spec::status::{generic, media};
-use nvme_engine::spec::{Command, NvmOpcode};
 
 /// Invalid Protection Information (NVM command set specific status 81h).
 const INVALID_PROTECTION_INFORMATION: u8 = 0x81;

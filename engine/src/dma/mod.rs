@@ -33,6 +33,7 @@ use std::io;
 
 /// Errors from DMA memory allocation and mapping.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DmaError {
     /// Not enough hugepages are reserved for the requested memory.
     #[error(

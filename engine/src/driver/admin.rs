@@ -16,7 +16,10 @@ use zerocopy::FromBytes;
 use crate::device::Device;
 use crate::dma::{DmaBuf, DmaRegion};
 use crate::spec::registers::{self, Csts, cq_head_doorbell, sq_tail_doorbell};
-use crate::spec::{AdminOpcode, Command, Completion};
+use crate::spec::{
+    command::{AdminOpcode, Command},
+    completion::Completion,
+};
 
 use super::error::DriverError;
 use super::prp::{self, PAGE_SIZE, WindowSink, pages};
@@ -36,6 +39,7 @@ pub(crate) enum AdminData<'a> {
 
 /// Counters of completions the admin queue refused to trust.
 #[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
 pub struct AdminStats {
     /// Commands completed.
     pub completed: u64,

@@ -9,18 +9,48 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::dma::{DmaBuf, DmaError};
-use crate::spec::Status;
+use crate::spec::status::Status;
 
 use super::prp::PrpError;
 
+/// Why a controller takes no more commands: the one error for "device
+/// removed" and "controller failed", shared by every layer that reports it
+/// ([`SubmitErrorKind::Gone`] before submission, [`IoError::Gone`] for
+/// commands in flight, and the reactor's request error). Commands in flight
+/// when it happened may or may not have taken effect; later ones are refused
+/// without reaching the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceGone {
+    /// The device is gone: its registers read all ones, or the kernel's
+    /// node answers ENODEV (surprise removal, a PCI error, or a reset or
+    /// unbind from outside this process).
+    #[error(
+        "the device is gone (removed, a PCI error, or reset or unbound from outside); commands \
+         in flight may or may not have taken effect and new ones are refused — stop sending to it, \
+         check `lspci` and `dmesg`, bind it again (scripts/setup.sh) and create a new Controller \
+         once it is back"
+    )]
+    Removed,
+    /// A controller reset failed: the controller is unusable until a later
+    /// [`Controller::reset`](super::Controller::reset) succeeds.
+    #[error(
+        "the controller failed and a reset did not bring it back; commands in flight may or may \
+         not have taken effect and new ones are refused — check `dmesg` and the controller's \
+         error log, then call Controller::reset() or create a new Controller"
+    )]
+    Failed,
+}
+
 /// Errors from the controller, the admin queue and queue pair management.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriverError {
     /// A register read returned all ones: the device is gone (surprise removal,
     /// a PCI error, or a reset in another process).
     #[error(
-        "{device}: the device stopped responding (CSTS reads 0xFFFFFFFF) while {during}; \
-         check that it is still present (lspci) and bound to vfio-pci"
+        "{device}: CSTS reads 0xFFFFFFFF while {during}: {}",
+        DeviceGone::Removed
     )]
     DeviceGone {
         /// Device name.
@@ -225,6 +255,7 @@ pub enum DriverError {
 /// Why a request was refused before it reached the device. Each variant says
 /// what to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitErrorKind {
     /// Every queue slot is in flight.
     #[error(
@@ -337,22 +368,14 @@ pub enum SubmitErrorKind {
     /// A raw command's data direction or data pointer cannot be honoured.
     #[error("raw command rejected: {0}")]
     InvalidCommand(&'static str),
-    /// The controller was surprise-removed (registers read all ones).
-    #[error(
-        "the device was removed (registers read 0xFFFFFFFF); nothing more can be submitted — \
-         check lspci and re-create the Controller once it is back"
-    )]
-    DeviceRemoved,
-    /// A controller reset failed; the controller is unusable until a later
-    /// [`super::Controller::reset`] succeeds.
-    #[error(
-        "the controller failed and a reset did not bring it back; call Controller::reset() \
-         to try again or re-create the Controller"
-    )]
-    ControllerFailed,
+    /// The device was removed or the controller failed: nothing more can
+    /// be submitted.
+    #[error(transparent)]
+    Gone(DeviceGone),
 }
 
 /// A refused request; the buffer, if any, comes back.
+#[non_exhaustive]
 pub struct SubmitError {
     /// What was wrong.
     pub kind: SubmitErrorKind,
@@ -385,6 +408,7 @@ impl std::error::Error for SubmitError {}
 
 /// Why an I/O did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// The device completed the command with an error status.
     #[error("device returned {0}")]
@@ -402,12 +426,10 @@ pub enum IoError {
          device is merely slow"
     )]
     TimedOut(Duration),
-    /// The controller was surprise-removed while the command was in flight.
-    #[error(
-        "the device was removed while the command was in flight; it may or may not have taken \
-         effect — re-create the Controller once the device is back"
-    )]
-    DeviceRemoved,
+    /// The device was removed, or the controller failed and could not be
+    /// reset, while the command was in flight.
+    #[error(transparent)]
+    Gone(DeviceGone),
     /// The command was in flight across controller resets and ran out of
     /// retries, or is not safe to resubmit (raw, non-idempotent commands).
     #[error(
@@ -415,12 +437,6 @@ pub enum IoError {
          (retry limit reached or not idempotent); it may or may not have taken effect — retry it"
     )]
     ControllerReset,
-    /// The controller failed and could not be reset.
-    #[error(
-        "the controller failed and a reset did not bring it back; the command may or may not \
-         have taken effect — call Controller::reset() or re-create the Controller"
-    )]
-    ControllerFailed,
     /// The transport failed the command without an NVMe status: the kernel
     /// returned this errno for a passthrough command (io_uring). The
     /// command may or may not have reached the device.
@@ -443,6 +459,7 @@ pub enum IoError {
 }
 
 /// A failed synchronous I/O; the buffer, if any, comes back.
+#[non_exhaustive]
 pub struct SyncError {
     /// What went wrong.
     pub error: IoError,
@@ -469,5 +486,36 @@ impl fmt::Display for SyncError {
 impl std::error::Error for SyncError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_and_failed_read_the_same_at_every_layer_and_say_what_to_do() {
+        for kind in [DeviceGone::Removed, DeviceGone::Failed] {
+            let text = kind.to_string();
+            assert_eq!(SubmitErrorKind::Gone(kind).to_string(), text);
+            assert_eq!(IoError::Gone(kind).to_string(), text);
+            assert!(text.contains("may or may not have taken effect"), "{text}");
+            assert!(text.contains("dmesg"), "{text}");
+        }
+        assert!(DeviceGone::Removed.to_string().contains("scripts/setup.sh"));
+        assert!(
+            DeviceGone::Failed
+                .to_string()
+                .contains("Controller::reset()")
+        );
+        let bring_up = DriverError::DeviceGone {
+            device: "0000:01:00.0".into(),
+            during: "enabling the controller",
+        }
+        .to_string();
+        assert!(
+            bring_up.contains(&DeviceGone::Removed.to_string()),
+            "{bring_up}"
+        );
     }
 }

@@ -9,9 +9,9 @@ pub enum Health {
     /// A reset is in progress; queue pairs hold their commands.
     Resetting,
     /// Registers read all ones even after a reset attempt: the device is
-    /// gone. Everything in flight completes with `IoError::DeviceRemoved`.
+    /// gone. Everything in flight completes with `DeviceGone::Removed`.
     Removed,
     /// A reset failed for another reason; everything in flight completes
-    /// with `IoError::ControllerFailed` until a later reset succeeds.
+    /// with `DeviceGone::Failed` until a later reset succeeds.
     Failed,
 }

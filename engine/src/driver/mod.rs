@@ -17,7 +17,7 @@
 //!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
 //!   [`Controller::reset`] with each queue pair re-creating its queues on its
 //!   own thread, retries of DNR=0 errors, and surprise removal
-//!   ([`IoError::DeviceRemoved`]). `docs/GUARANTEES.md` states the contract.
+//!   ([`DeviceGone`]). `docs/GUARANTEES.md` states the contract.
 //!
 //! # Floor plan
 //!
@@ -82,7 +82,7 @@ pub mod transport;
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
-pub use error::{DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;

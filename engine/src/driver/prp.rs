@@ -28,6 +28,7 @@ pub const PRP_UNUSED: u64 = !(PAGE_SIZE as u64 - 1);
 
 /// Why PRPs could not be built for a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrpError {
     /// The buffer starts at an address that is not a multiple of 4.
     #[error(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
 use crate::dma::{DmaArray, DmaRegion, DmaWindow};
-use crate::spec::{Command, Completion};
+use crate::spec::{command::Command, completion::Completion};
 
 /// Size of one submission queue entry.
 pub(crate) const SQE_BYTES: usize = 64;
@@ -386,7 +386,7 @@ const PAGE: usize = 4096;
 pub(crate) mod tests {
     use super::*;
     use crate::dma::HostMemory;
-    use crate::spec::Status;
+    use crate::spec::status::Status;
 
     pub(crate) fn window(len: usize) -> DmaWindow {
         let mem = HostMemory::plain(len).unwrap();

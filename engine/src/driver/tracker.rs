@@ -22,7 +22,7 @@
 use std::time::Instant;
 
 use crate::dma::DmaBuf;
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 /// Why a completion's CID was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

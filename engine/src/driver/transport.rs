@@ -51,9 +51,10 @@
 use std::time::Duration;
 
 use crate::dma::DmaBuf;
-use crate::spec::{Command, Status};
+use crate::spec::command::Command;
+use crate::spec::status::Status;
 
-use super::error::{DriverError, IoError, SubmitErrorKind};
+use super::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use super::namespace::LbaRange;
 use super::qpair::QueuePairStats;
 
@@ -169,7 +170,7 @@ impl SubmitRefusal {
         match self {
             SubmitRefusal::Full => SubmitErrorKind::QueueFull { capacity },
             SubmitRefusal::BadData(why) => SubmitErrorKind::InvalidCommand(why),
-            SubmitRefusal::Gone => SubmitErrorKind::DeviceRemoved,
+            SubmitRefusal::Gone => SubmitErrorKind::Gone(DeviceGone::Removed),
         }
     }
 }

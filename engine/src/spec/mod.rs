@@ -6,6 +6,10 @@
 //! compile-time size check. Values that come from a device (opcodes, status
 //! codes, log identifiers) are open newtypes with named constants, so an
 //! unexpected value is representable and never a crash.
+//!
+//! Each item has one path, through the module of its specification section
+//! (`spec::command::Command`, `spec::status::Status`,
+//! `spec::registers::offset::CC`).
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +20,3 @@ pub mod identify;
 pub mod log;
 pub mod registers;
 pub mod status;
-
-pub use command::{AdminOpcode, Command, NvmOpcode};
-pub use completion::Completion;
-pub use status::{Status, StatusCodeType};

@@ -15,7 +15,7 @@ use std::mem::offset_of;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 /// `struct nvme_passthru_cmd` (also `nvme_admin_cmd`): the argument of
 /// `NVME_IOCTL_ADMIN_CMD` and `NVME_IOCTL_IO_CMD`, 72 bytes.
@@ -213,7 +213,7 @@ impl PassthruCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::NvmOpcode;
+    use crate::spec::command::NvmOpcode;
 
     #[test]
     fn uring_cmd_carries_every_command_dword_and_drops_cid_and_prps() {

@@ -19,8 +19,8 @@ use super::queue::{UringQueue, UringQueueOptions, create};
 use crate::dma::{DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
 use crate::driver::Namespace;
 use crate::spec::command::cns;
+use crate::spec::command::{AdminOpcode, Command};
 use crate::spec::identify::{IdentifyController, IdentifyNamespace};
-use crate::spec::{AdminOpcode, Command};
 
 /// Whether the namespace's request queue has poll queues, and what told.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl UringDevice {
             return Err(UringError::AdminFailed {
                 command: name,
                 path,
-                status: crate::spec::Status::from_field(rc as u16),
+                status: crate::spec::status::Status::from_field(rc as u16),
             });
         }
         Ok(pt.result)

@@ -9,10 +9,11 @@ use std::io;
 
 use super::kernel::KernelVersion;
 use crate::dma::DmaError;
-use crate::spec::Status;
+use crate::spec::status::Status;
 
 /// Errors from opening a namespace, admin commands and queue set-up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UringError {
     /// The path does not exist.
     #[error(

@@ -27,7 +27,7 @@ use crate::driver::transport::{
     TransportCompletion,
 };
 use crate::driver::{IoError, LbaRange, QueuePairStats, SubmitErrorKind};
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 /// Bytes of one slot's Dataset Management range list (256 ranges).
 const RANGE_LIST_BYTES: usize = 4096;

@@ -4,7 +4,7 @@
 //! dword of the 32-byte CQE holds completion DW0.
 
 use crate::driver::transport::{CommandOutcome, TransportFailure};
-use crate::spec::Status;
+use crate::spec::status::Status;
 
 /// The outcome an io_uring completion of `NVME_URING_CMD_IO` describes:
 /// `res < 0` is a negative errno (`-ECANCELED` and `-EINTR` are
@@ -28,7 +28,7 @@ pub fn uring_outcome(res: i32, big_cqe0: u64) -> CommandOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::StatusCodeType;
+    use crate::spec::status::StatusCodeType;
     use crate::spec::status::generic;
 
     #[test]

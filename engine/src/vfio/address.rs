@@ -25,6 +25,7 @@ pub struct PciAddress {
     "`{input}` is not a PCI address: expected `0000:bb:dd.f` or `bb:dd.f` in hex \
      (device 00-1f, function 0-7), as `lspci -D` prints it"
 )]
+#[non_exhaustive]
 pub struct PciAddressError {
     /// What was given.
     pub input: String,

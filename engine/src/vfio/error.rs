@@ -11,6 +11,7 @@ use super::address::PciAddressError;
 
 /// Why a real controller could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VfioError {
     /// The address is malformed.
     #[error(transparent)]

@@ -10,7 +10,11 @@ use nvme_engine::Device;
 use nvme_engine::dma::{self, DmaBuf, DmaPool};
 use nvme_engine::spec::command::CREATE_Q_PC;
 use nvme_engine::spec::registers::{Cc, Csts, offset};
-use nvme_engine::spec::{AdminOpcode, Command, Completion, NvmOpcode, Status, StatusCodeType};
+use nvme_engine::spec::{
+    command::{AdminOpcode, Command, NvmOpcode},
+    completion::Completion,
+    status::{Status, StatusCodeType},
+};
 use zerocopy::FromBytes;
 
 pub struct Qp {

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use nvme_emu::{FaultAction, FaultRule};
 use nvme_engine::Controller;
 use nvme_engine::Device;
-use nvme_engine::spec::{NvmOpcode, StatusCodeType, status::media};
+use nvme_engine::spec::{command::NvmOpcode, status::StatusCodeType, status::media};
 use nvme_engine_examples::baseline::{Baseline, direct_qd1_writes, histogram};
 use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
 use nvme_reactor::{CoreSpec, ReactorConfig, ReactorSet, Request, pin_current_thread};

@@ -5,8 +5,8 @@
 
 use crate::device::Device;
 use crate::dma::DmaBuf;
-use crate::spec::AdminOpcode;
-use crate::spec::Command;
+use crate::spec::command::AdminOpcode;
+use crate::spec::command::Command;
 use crate::spec::features::FeatureId;
 use crate::spec::log::{ErrorInformation, LogId, SmartHealth};
 

@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::dma::{self, DmaBuf, DmaPool};
 use crate::spec::identify::IdentifyController;
 use crate::spec::registers::{Cap, Version};
-use crate::spec::{Command, Completion};
+use crate::spec::{command::Command, completion::Completion};
 
 use crate::driver::admin::{AdminData, AdminStats};
 use crate::driver::error::DriverError;

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use zerocopy::FromZeros;
 
 use crate::dma::{DmaBuf, DmaPool, DmaRegion, HostMemory};
-use crate::driver::error::{IoError, SubmitErrorKind};
+use crate::driver::error::{DeviceGone, IoError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
 use crate::driver::transport::{
     CancelRequest, Closed, CommandOutcome, CommandTransport, DataDirection, DataRef, Reap,
     Recovery, SubmitRefusal, TransportCompletion, TransportFailure,
 };
+use crate::spec::command::Command;
 use crate::spec::identify::{IdentifyController, IdentifyNamespace, LbaFormat};
 use crate::spec::status::generic;
-use crate::spec::{Command, Status, StatusCodeType};
+use crate::spec::status::{Status, StatusCodeType};
 
 use super::{IoCompletion, QueuePair, QueuePairStats};
 
@@ -131,7 +132,7 @@ impl CommandTransport for Fake {
     fn close(&mut self) -> Closed {
         Closed {
             result: Ok(()),
-            leftover: IoError::ControllerFailed,
+            leftover: IoError::Gone(DeviceGone::Failed),
             quarantine: true,
         }
     }

@@ -65,6 +65,7 @@ pub struct QueuePairOptions {
 
 /// Counters of one queue pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueuePairStats {
     /// Commands submitted (SQ entries written).
     pub submitted: u64,

@@ -14,12 +14,13 @@ use zerocopy::IntoBytes;
 
 use crate::device::Device;
 use crate::dma::{self, DmaBuf, DmaWindow};
+use crate::spec::command::{AdminOpcode, Command};
 use crate::spec::registers::{ALL_ONES, Csts, cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::status::generic;
-use crate::spec::{AdminOpcode, Command, Status, StatusCodeType};
+use crate::spec::status::{Status, StatusCodeType};
 
 use crate::driver::admin::AdminData;
-use crate::driver::error::{DriverError, IoError, SubmitErrorKind};
+use crate::driver::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use crate::driver::namespace::LbaRange;
 use crate::driver::prp::{self, PAGE_SIZE, WindowSink, pages};
 use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
@@ -173,10 +174,10 @@ impl<D: Device> PcieQueue<D> {
     #[cold]
     fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
         match health_of(state) {
-            Health::Removed => Err(SubmitErrorKind::DeviceRemoved),
-            Health::Failed => Err(SubmitErrorKind::ControllerFailed),
+            Health::Removed => Err(SubmitErrorKind::Gone(DeviceGone::Removed)),
+            Health::Failed => Err(SubmitErrorKind::Gone(DeviceGone::Failed)),
             _ if self.dead && generation_of(state) == self.generation => {
-                Err(SubmitErrorKind::ControllerFailed)
+                Err(SubmitErrorKind::Gone(DeviceGone::Failed))
             }
             _ => Ok(()),
         }
@@ -257,7 +258,7 @@ impl<D: Device> PcieQueue<D> {
                 generic::ABORTED_SQ_DELETION,
             ))
         } else {
-            IoError::ControllerFailed
+            IoError::Gone(DeviceGone::Failed)
         };
         let quarantine = unproven.is_some();
         let result = match (reset, unproven) {
@@ -428,8 +429,8 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
     fn recover(&mut self, state: u64, stats: &mut QueuePairStats) -> Recovery {
         match health_of(state) {
             Health::Resetting => Recovery::Wait,
-            Health::Removed => Recovery::FailAll(IoError::DeviceRemoved),
-            Health::Failed => Recovery::FailAll(IoError::ControllerFailed),
+            Health::Removed => Recovery::FailAll(IoError::Gone(DeviceGone::Removed)),
+            Health::Failed => Recovery::FailAll(IoError::Gone(DeviceGone::Failed)),
             // Could not be re-created in this generation: nothing to do
             // until the next reset.
             Health::Live if self.dead && generation_of(state) == self.generation => Recovery::Wait,
@@ -461,7 +462,7 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
                     Err(DriverError::NotLive { .. }) => Recovery::Wait,
                     Err(_) => {
                         self.set_generation(generation, true);
-                        Recovery::FailAll(IoError::ControllerFailed)
+                        Recovery::FailAll(IoError::Gone(DeviceGone::Failed))
                     }
                 }
             }

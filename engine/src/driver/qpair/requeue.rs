@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::spec::NvmOpcode;
+use crate::spec::command::NvmOpcode;
 
 use crate::driver::error::IoError;
 use crate::driver::transport::{CommandTransport, DataDirection, DataRef, Recovery};

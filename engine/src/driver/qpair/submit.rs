@@ -6,7 +6,7 @@
 
 use crate::dma::DmaBuf;
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
-use crate::spec::{Command, NvmOpcode};
+use crate::spec::command::{Command, NvmOpcode};
 
 use crate::driver::error::{SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::dma::DmaBuf;
-use crate::spec::Command;
+use crate::spec::command::Command;
 
 use crate::driver::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
 use crate::driver::namespace::{LbaRange, Namespace};

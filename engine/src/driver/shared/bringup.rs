@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use crate::device::Device;
 use crate::dma;
 use crate::spec::command::cns;
+use crate::spec::command::{AdminOpcode, Command};
 use crate::spec::features::{FeatureId, number_of_queues_cdw11, number_of_queues_granted};
 use crate::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
 use crate::spec::registers::{self, Aqa, Cap, Cc, Csts, Version, offset};
-use crate::spec::{AdminOpcode, Command};
 
 use super::Inner;
 use super::dbbuf::DoorbellBuffer;

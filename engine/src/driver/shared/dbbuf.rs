@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::device::Device;
 use crate::dma::{self, DmaRegion};
+use crate::spec::command::{AdminOpcode, Command};
 use crate::spec::identify::OACS_DOORBELL_BUFFER_CONFIG;
 use crate::spec::registers::{cq_head_doorbell, offset, sq_tail_doorbell};
-use crate::spec::{AdminOpcode, Command};
 
 use super::Inner;
 use crate::dma::DmaWindow;

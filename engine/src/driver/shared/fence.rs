@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::device::Device;
-use crate::spec::{AdminOpcode, Command};
+use crate::spec::command::{AdminOpcode, Command};
 
 use super::Inner;
 use crate::driver::admin::{AdminData, AdminQueue};

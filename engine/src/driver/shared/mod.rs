@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::device::Device;
 use crate::spec::identify::IdentifyController;
 use crate::spec::registers::{self, Cap, Csts, SHN_NORMAL, SHST_COMPLETE, Version, offset};
-use crate::spec::{Command, Completion};
+use crate::spec::{command::Command, completion::Completion};
 
 use crate::driver::admin::{AdminData, AdminQueue};
 use crate::driver::error::DriverError;

@@ -6,7 +6,7 @@
 
 use crate::device::Device;
 use crate::spec::command::CREATE_Q_PC;
-use crate::spec::{AdminOpcode, Command};
+use crate::spec::command::{AdminOpcode, Command};
 
 use super::Inner;
 use super::recovery::{Health, generation_of, health_of};

@@ -18,9 +18,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::device::Device;
+use crate::spec::command::{AdminOpcode, Command};
 use crate::spec::features::{FeatureId, number_of_queues_cdw11};
 use crate::spec::registers::{self, offset};
-use crate::spec::{AdminOpcode, Command};
 
 use super::Inner;
 use super::bringup::{enable, wait_csts};
