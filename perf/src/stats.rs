@@ -152,13 +152,14 @@ impl FailureCounts {
     }
 
     /// `(kind, count)` for every kind but NVMe status, in report order.
-    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+    pub fn kinds(&self) -> [(&'static str, u64); 8] {
         [
             ("timed out", self.timed_out),
             ("aborted", self.aborted),
             ("reset", self.reset),
             ("controller failed", self.controller_failed),
             ("device removed", self.removed),
+            ("transport", self.transport),
             ("refused", self.refused),
             ("other", self.other),
         ]
