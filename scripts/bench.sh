@@ -55,10 +55,12 @@
 #    (default 2) in alternating order (A B, B A, ...), and the table adds
 #    each build's median and the B/A ratios. Absolute figures move with the
 #    host's load; the same-boot alternation is what makes A and B comparable.
-#    The journal example runs in the same boot (QD1 FUA commits through a
-#    reactor, and the same writes in direct mode): its p50/p99 sit in the
-#    randwrite QD1 rows, with the ratio of its p50 to nvme-perf's (target
-#    <= 1.10).
+#    The journal example runs in the same boot (QD1 FUA commits on the
+#    reactor's thread and through its rings, and the same writes in direct
+#    mode; JOURNAL_ROUNDS rounds through QEMU_EXTRA='--env ...', default 2,
+#    with nvme-perf's --fua run repeated between them): its p50/p99 sit in
+#    the randwrite QD1 rows, with the ratio of each p50 to nvme-perf's
+#    (target <= 1.10).
 #
 # Environment: SECTIONS (which of 1 2 3 to run, default "1 2 3"), SECS (seconds per host run, default 3), SHADOW_AB (1: section 3 also runs every case with shadow doorbells on, shadow:1),
 # QSECS (seconds per guest run, default 5), QEMU_LOG (where the guest console is kept), AB_REV/AB_ROUNDS (section 3

@@ -18,13 +18,16 @@ environment self-test, setup.sh config/status, every test binary in
 /payload/tests with NVME_ENGINE_TEST_PCI=<BDF>, a fio verify job through the
 nvme-fio ioengine, setup.sh reset/status.
 
-  --mode iommu|noiommu|both|uring
+  --mode iommu|noiommu|both|uring|tcp
                              iommu: intel-iommu + vfio-pci (default);
                              noiommu: no IOMMU, uio_pci_generic and physical
                              addresses (NVME_ENGINE_TEST_NOIOMMU=1); both: one
                              boot of each; uring: controller left with the
                              kernel nvme driver (nvme.poll_queues=1), io_uring
-                             passthrough tests (scripts/qemu/guest-uring.sh)
+                             passthrough tests (scripts/qemu/guest-uring.sh);
+                             tcp: the kernel's NVMe/TCP target on loopback
+                             (scripts/nvmf-target.sh) and the NVMe/TCP tests
+                             (scripts/qemu/guest-tcp.sh)
 USAGE
 	machine_usage
 	cat <<'USAGE'
@@ -81,7 +84,20 @@ uring)
 	GUEST_TEST_TARGETS=(uring_device)
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
-*) die "--mode must be iommu, noiommu, both or uring, not '$MODE'" ;;
+# The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh) and
+# engine/tests/tcp_target.rs against it; no NVMe device is used.
+tcp)
+	MODES=(tcp)
+	GUEST_TEST_TARGETS=(tcp_target)
+	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
+	EXTRA_CMDLINE+=" null_blk.nr_devices=0"
+	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")
+	check_machine_options 2 "$QEMU_DIR/guest-tcp.sh"
+	start_run
+	[[ $BUILD == 0 ]] || build_guest_tests
+	boot_modes tcp
+	;;
+*) die "--mode must be iommu, noiommu, both, uring or tcp, not '$MODE'" ;;
 esac
 if [[ $MODE == uring ]]; then
 	check_machine_options 2 "$QEMU_DIR/guest-uring.sh"

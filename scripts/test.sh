@@ -37,4 +37,6 @@ else
 	scripts/qemu-test.sh --mode both
 	echo "== QEMU guest test (controller kept by the kernel nvme driver: NVMe passthrough over io_uring)"
 	scripts/qemu-test.sh --mode uring
+	echo "== QEMU guest test (NVMe over TCP against the kernel's nvmet-tcp target on loopback)"
+	scripts/qemu-test.sh --mode tcp
 fi

@@ -14,6 +14,7 @@
 //! - [`dma`]: hugepage-backed DMA memory, regions and per-thread pools.
 //! - [`vfio`]: real controllers through VFIO (IOMMU or opt-in no-IOMMU).
 //! - [`uring`]: NVMe passthrough over io_uring on the kernel's generic node (Linux).
+//! - [`tcp`]: NVMe over TCP (NVMe/TCP PDUs, Fabrics commands, connections).
 //!
 //! The driver (`driver/`: controller bring-up, admin commands, I/O queue
 //! pairs) and the device seam (`device.rs`: register access and DMA mapping)
@@ -26,6 +27,7 @@ mod device;
 pub mod dma;
 mod driver;
 pub mod spec;
+pub mod tcp;
 #[cfg(target_os = "linux")]
 pub mod uring;
 pub mod vfio;

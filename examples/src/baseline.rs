@@ -2,9 +2,13 @@
 //! writes, one at a time, in direct mode on the calling thread (the
 //! application owns the queue pair; no ring, no reactor thread).
 //!
-//! With the inline built-in device the doorbell write executes the
-//! command, so timing it apart splits a direct-mode I/O into the device's
-//! work and the engine's (building the command, reaping the completion).
+//! A further pass takes each direct-mode I/O apart with clock reads
+//! between its steps: building and submitting the command, the SQ Tail
+//! Doorbell write, the wait until its completion entry is seen, and
+//! handing the completion back. With the inline built-in device the
+//! doorbell write executes the command (it is the device's time); on a
+//! real controller, or a device thread, the device's time is the wait
+//! after it (plus at most one turn of the polling loop).
 
 use std::time::Instant;
 
@@ -16,14 +20,25 @@ use nvme_reactor::{DirectQueue, DirectSubmit, Request};
 
 /// Latencies of direct-mode QD1 FUA writes, in nanoseconds.
 pub struct Baseline {
-    /// Submit to completion reaped, per write.
+    /// Submit to completion handed back, per write (a pass without the
+    /// extra clock reads of `steps`).
     pub total: Histogram<u64>,
-    /// The doorbell write alone (the device's work with the inline
-    /// device), from a separate pass; `None` unless asked for.
-    pub doorbell: Option<Histogram<u64>>,
-    /// The rest of each I/O of that pass (building and submitting the
-    /// command, reaping its completion): the engine's part.
-    pub engine: Option<Histogram<u64>>,
+    /// The same writes taken apart, from a separate pass.
+    pub steps: Steps,
+}
+
+/// One direct-mode I/O taken apart (nanoseconds per step).
+pub struct Steps {
+    /// Building the command and putting it on the submission queue.
+    pub submit: Histogram<u64>,
+    /// The SQ Tail Doorbell write.
+    pub doorbell: Histogram<u64>,
+    /// From the doorbell written to the completion entry seen: the
+    /// device's time, plus at most one turn of the polling loop.
+    pub device: Histogram<u64>,
+    /// From the completion entry seen to the response in the
+    /// application's hands.
+    pub reap: Histogram<u64>,
 }
 
 /// A histogram for latencies from 1 ns to 60 s.
@@ -31,21 +46,20 @@ pub fn histogram() -> Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
 }
 
+fn ns(d: std::time::Duration) -> u64 {
+    d.as_nanos().max(1) as u64
+}
+
 /// Write `count` records of `record_bytes` (each `fill`ed first, outside
 /// the timing) at LBAs `i * lba_step` of namespace `nsid`, one at a time,
 /// after `warmup` untimed ones: an untimed pass over all of them first,
-/// then a timed one. With `split_doorbell`, a further pass times the
-/// doorbell write apart (its extra clock reads would otherwise inflate the
-/// totals).
-#[allow(clippy::too_many_arguments, reason = "one call site, all plain values")]
+/// then a timed one, then one timed step by step.
 pub fn direct_qd1_writes<D: Device>(
     controller: &Controller<D>,
     nsid: u32,
     lba_step: u64,
     record_bytes: usize,
-    warmup: u64,
-    count: u64,
-    split_doorbell: bool,
+    (warmup, count): (u64, u64),
     mut fill: impl FnMut(u64, &mut [u8]),
 ) -> Result<Baseline> {
     let pool = record_bytes.next_power_of_two().max(2 << 20);
@@ -54,16 +68,16 @@ pub fn direct_qd1_writes<D: Device>(
     let mut buf = Some(q.alloc(record_bytes)?);
     let mut scratch = vec![0u8; record_bytes];
     let mut total = histogram()?;
-    let (mut doorbell, mut engine) = if split_doorbell {
-        (Some(histogram()?), Some(histogram()?))
-    } else {
-        (None, None)
+    let mut steps = Steps {
+        submit: histogram()?,
+        doorbell: histogram()?,
+        device: histogram()?,
+        reap: histogram()?,
     };
     // Pass 0 is untimed: it touches every block once, so that neither the
     // timed passes nor the journal after them pay for first-touch page
     // faults in the device's memory (the emulator's RAM namespace).
-    let passes = if split_doorbell { 3 } else { 2 };
-    for pass in 0..passes {
+    for pass in 0..3 {
         for i in 0..warmup + count {
             fill(i, &mut scratch);
             let mut b = buf.take().context("buffer not returned")?;
@@ -77,17 +91,29 @@ pub fn direct_qd1_writes<D: Device>(
                 }
             }
             let rung = if pass == 2 {
-                let t = Instant::now();
+                let t1 = Instant::now();
                 q.queue_pair().ring_doorbell();
-                Some((t, Instant::now()))
+                Some((t1, Instant::now()))
             } else {
                 None
             };
             let mut done = None;
+            let mut seen = None;
+            let mut idle = 0u32;
             while done.is_none() {
-                q.poll(1, |r| done = Some(r));
+                let n = q.poll(1, |r| {
+                    seen = rung.map(|_| Instant::now());
+                    done = Some(r);
+                });
+                if n == 0 {
+                    idle = idle.wrapping_add(1);
+                    if idle.is_multiple_of(4096) {
+                        // A lost completion is timed out and answered.
+                        q.check_timeouts(Instant::now());
+                    }
+                }
             }
-            let t3 = Instant::now();
+            let t4 = Instant::now();
             let r = done.context("no completion")?;
             r.result
                 .with_context(|| format!("baseline write {i} failed"))?;
@@ -95,12 +121,14 @@ pub fn direct_qd1_writes<D: Device>(
             if i < warmup || pass == 0 {
                 continue;
             }
-            match (rung, doorbell.as_mut(), engine.as_mut()) {
-                (Some((t1, t2)), Some(d), Some(e)) => {
-                    d.record((t2 - t1).as_nanos().max(1) as u64)?;
-                    e.record(((t1 - t0) + (t3 - t2)).as_nanos().max(1) as u64)?;
+            match (rung, seen) {
+                (Some((t1, t2)), Some(t3)) => {
+                    steps.submit.record(ns(t1 - t0))?;
+                    steps.doorbell.record(ns(t2 - t1))?;
+                    steps.device.record(ns(t3 - t2))?;
+                    steps.reap.record(ns(t4 - t3))?;
                 }
-                _ => total.record((t3 - t0).as_nanos().max(1) as u64)?,
+                _ => total.record(ns(t4 - t0))?,
             }
         }
     }
@@ -113,9 +141,5 @@ pub fn direct_qd1_writes<D: Device>(
     if !left.is_empty() {
         bail!("{} baseline writes were still outstanding", left.len());
     }
-    Ok(Baseline {
-        total,
-        doorbell,
-        engine,
-    })
+    Ok(Baseline { total, steps })
 }

@@ -7,11 +7,13 @@
 //!   back, compare.
 //! - `identify [-r TRID]` — controller and namespace Identify data, laid
 //!   out like `nvme id-ctrl` / `nvme id-ns`.
-//! - `journal [-r TRID] [--records N] [--record-bytes B] [--depth D]
-//!   [--fail-writes P]` — an append-only journal committing FUA writes
-//!   through a pinned reactor; prints p50/p99/p99.9 commit latency, where
-//!   a commit's time goes against direct mode, and reads every committed
-//!   record back.
+//! - `journal [-r TRID] [--mode auto|ring|local] [--records N]
+//!   [--record-bytes B] [--depth D] [--fail-writes P]` — an append-only
+//!   journal committing FUA writes through a pinned reactor, from the
+//!   application thread through the reactor's rings or (on a one-CPU
+//!   process) on the reactor's own thread; prints p50/p99/p99.9 commit
+//!   latency, where a commit's time goes against direct mode, and reads
+//!   every committed record back.
 //!
 //! Without `-r` an example runs on the built-in emulated controller
 //! (RAM-backed), placed to fit the machine ([`CorePlan`]): a device thread

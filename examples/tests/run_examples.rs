@@ -66,7 +66,17 @@ fn the_first_line_says_where_the_emulated_device_runs() {
             &[]
         };
         let out = run(exe, args);
-        let first = out.lines().next().unwrap_or_default();
+        let mut lines = out.lines();
+        let mut first = lines.next().unwrap_or_default();
+        if exe.ends_with("journal") {
+            // The journal says first where its commit loop runs, and why.
+            assert!(
+                first.starts_with("journal: ring mode") || first.starts_with("journal: local mode"),
+                "{first}"
+            );
+            assert!(first.contains("CPU"), "{first}");
+            first = lines.next().unwrap_or_default();
+        }
         assert!(
             first.starts_with("device: built-in emulated controller")
                 && (first.contains("inline device") || first.contains("device thread spinning")),
@@ -76,26 +86,90 @@ fn the_first_line_says_where_the_emulated_device_runs() {
 }
 
 #[test]
-fn journal_shows_where_a_commit_s_time_goes_against_direct_mode() {
-    let out = run(env!("CARGO_BIN_EXE_journal"), &["--records", "64"]);
+fn journal_commits_on_the_reactor_thread_in_local_mode_and_reads_back() {
+    let out = run(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--mode", "local", "--records", "64", "--depth", "4"],
+    );
     for field in [
-        "through the reactor",
-        "direct mode on this thread (engine + device)",
-        "reactor hop",
-        "target on the built-in device",
-        "journal-summary records=64 record_bytes=4096 depth=1 p50_us=",
+        "journal: local mode, the commit loop runs on the reactor's thread",
+        "chosen with --mode local",
+        "commit loop on the reactor",
+        "on the reactor's thread, a local poller (the journal above)",
+        "journal-summary mode=local records=64 record_bytes=4096 depth=4 p50_us=",
+        "submitted 64, completed 64, failed 0",
+        "read back 64 records: 64 intact, 0 damaged",
     ] {
         assert!(out.contains(field), "missing {field}:\n{out}");
     }
-    // The inline device's own work is split out only when it runs inline.
+}
+
+#[test]
+fn journal_local_mode_counts_failed_records_apart_and_exits_non_zero() {
+    let (out, err) = run_failing(
+        env!("CARGO_BIN_EXE_journal"),
+        &[
+            "--mode",
+            "local",
+            "--records",
+            "64",
+            "--fail-writes",
+            "0.25",
+        ],
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("committed "))
+        .unwrap_or_else(|| panic!("no committed line:\n{out}"));
+    let committed: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(committed > 0 && committed < 64, "{line}");
+    assert!(
+        line.contains(&format!("; {} failed", 64 - committed)),
+        "{line}"
+    );
+    assert!(
+        out.contains(&format!(
+            "read back {committed} records: {committed} intact"
+        )),
+        "{out}"
+    );
+    assert!(err.contains("failed to commit"), "{err}");
+}
+
+#[test]
+fn journal_shows_where_a_commit_s_time_goes_against_direct_mode() {
+    let out = run(
+        env!("CARGO_BIN_EXE_journal"),
+        &["--mode", "ring", "--records", "64"],
+    );
+    for field in [
+        "through the reactor's rings (the journal above)",
+        "direct mode on this thread (engine + device)",
+        "engine: build the command, put it on the SQ",
+        "engine: completion seen → response in hand",
+        "reactor hop",
+        "target on the built-in device",
+        "journal-summary mode=ring records=64 record_bytes=4096 depth=1 p50_us=",
+        " submit_us=",
+        " device_us=",
+    ] {
+        assert!(out.contains(field), "missing {field}:\n{out}");
+    }
+    // The doorbell write is the device's time only when the device runs
+    // inline; otherwise the device's time is the wait after it.
     let inline = out
         .lines()
-        .next()
+        .find(|l| l.starts_with("device: "))
         .unwrap_or_default()
         .contains("inline device");
     assert_eq!(
-        out.contains("device: the inline doorbell write"),
+        out.contains("device: the doorbell write (the inline device runs here)"),
         inline,
+        "{out}"
+    );
+    assert_eq!(
+        out.contains("device: doorbell → completion seen"),
+        !inline,
         "{out}"
     );
 }

@@ -15,6 +15,13 @@
 #                    its -polled variant adds --hipri and runs only when the
 #                    kernel driver has poll queues)
 #   PERF_FIO_RW      fio workloads (default "randread randwrite")
+#   JOURNAL_ROUNDS   rounds of the journal example (default 2), when
+#                    /payload/bin/journal is in the payload; JOURNAL_MODES
+#                    its --mode values per round (default "local ring"),
+#                    JOURNAL_RECORDS its records (default 20000: about
+#                    0.7 s of commits here, so a burst of host load moves
+#                    its p50 no more than it moves a 3 s nvme-perf run's),
+#                    JOURNAL_ARGS its other arguments
 #   PERF_AB_ROUNDS   with /payload/bin/nvme-perf-a in the payload (build A;
 #                    /payload/bin/nvme-perf is build B): every nvme-perf run
 #                    is repeated this many rounds, alternating A B, B A, ...
@@ -78,12 +85,30 @@ run_nvme_perf() {
 $runs
 EOF_RUNS
 	# The journal example (QD1 FUA commits through a reactor, with its own
-	# direct-mode reference), when the host put it in the payload. A null-co
-	# namespace reads back zeros: no read-back check there.
+	# direct-mode reference), when the host put it in the payload: each of
+	# JOURNAL_MODES per round, JOURNAL_ROUNDS rounds; from the second round
+	# on, the --fua nvme-perf runs are repeated between them, so the
+	# journal/nvme-perf comparison is made more than once in this boot. A
+	# null-co namespace reads back zeros: no read-back check there.
 	if [ -x /payload/bin/journal ]; then
-		step "journal -r 'trtype:PCIe traddr:$bdf' --records ${JOURNAL_RECORDS:-2000} ${JOURNAL_ARGS:---no-read-back}"
-		# shellcheck disable=SC2086 # JOURNAL_ARGS is split on purpose
-		/payload/bin/journal -r "trtype:PCIe traddr:$bdf" --records "${JOURNAL_RECORDS:-2000}" ${JOURNAL_ARGS:---no-read-back} || rc=1
+		fua_runs=$(echo "$runs" | grep -e '--fua' || true)
+		round=1
+		while [ "$round" -le "${JOURNAL_ROUNDS:-2}" ]; do
+			if [ "$round" -gt 1 ] && [ -n "$fua_runs" ]; then
+				while IFS= read -r args; do
+					perf_run /payload/bin/nvme-perf nvme-perf "round $round" "$args" || rc=1
+				done <<EOF_FUA
+$fua_runs
+EOF_FUA
+			fi
+			for mode in ${JOURNAL_MODES:-local ring}; do
+				jargs="-r trtype:PCIe,traddr:$bdf --mode $mode --records ${JOURNAL_RECORDS:-20000} ${JOURNAL_ARGS:---no-read-back}"
+				step "journal (round $round) $jargs"
+				# shellcheck disable=SC2086 # the arguments are split on purpose
+				/payload/bin/journal $jargs || rc=1
+			done
+			round=$((round + 1))
+		done
 	fi
 	run_setup reset || rc=1
 	return $rc

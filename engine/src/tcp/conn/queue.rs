@@ -1,0 +1,207 @@
+//! The per-command state of one connection and what the receive machine
+//! does with each PDU: CID slots with their buffers, the completions ready
+//! to be polled, the H2CData owed on R2Ts, and the SQ head reported by the
+//! target (SQ flow control).
+
+use std::collections::VecDeque;
+
+use super::{Direction, TcpCompletion, TcpFailure, TcpOutcome};
+use crate::spec::{completion::Completion, status::Status};
+use crate::tcp::buf::DataBuf;
+use crate::tcp::pdu::{DataHeader, IcResp, R2t};
+use crate::tcp::rx::{RxError, RxSink};
+
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    pub(super) busy: bool,
+    pub(super) dir: Option<Direction>,
+    pub(super) buf: Option<DataBuf>,
+    /// C2HData bytes received (reads) or R2T bytes asked for (writes).
+    pub(super) moved: u32,
+    pub(super) failed: Option<TcpFailure>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct H2cWork {
+    pub(super) cid: u16,
+    pub(super) ttag: u16,
+    pub(super) offset: u32,
+    pub(super) left: u32,
+}
+
+/// Everything the receive machine's sink touches.
+#[derive(Debug)]
+pub(super) struct Queue {
+    pub(super) slots: Vec<Slot>,
+    pub(super) in_flight: usize,
+    pub(super) done: VecDeque<TcpCompletion>,
+    pub(super) h2c: VecDeque<H2cWork>,
+    /// SQ entries (SQSIZE + 1), tail (commands sent) and head (last SQHD).
+    pub(super) sq_entries: u16,
+    pub(super) sq_tail: u16,
+    pub(super) sq_head: u16,
+    pub(super) flow_control: bool,
+    pub(super) ic_resp: Option<IcResp>,
+    /// Responses for a CID not in flight, counted and dropped.
+    pub(super) stray: u64,
+}
+
+impl Queue {
+    pub(super) fn complete(&mut self, cid: u16, outcome: TcpOutcome) {
+        let Some(slot) = self.slots.get_mut(cid as usize) else {
+            return;
+        };
+        let outcome = match (slot.failed.take(), outcome) {
+            (Some(f), _) => TcpOutcome::Failed(f),
+            (None, o) => o,
+        };
+        *slot = Slot::default();
+        self.in_flight -= 1;
+        // Queued H2CData for it was copied into the send buffer already or
+        // is dropped here: the buffer is the caller's again.
+        self.h2c.retain(|w| w.cid != cid);
+        self.done.push_back(TcpCompletion { cid, outcome });
+    }
+
+    fn busy_slot(&mut self, cid: u16, what: &str) -> Result<&mut Slot, RxError> {
+        match self.slots.get_mut(cid as usize) {
+            Some(s) if s.busy => Ok(s),
+            _ => Err(RxError::Protocol(format!(
+                "{what} for CID {cid}, which is not in flight"
+            ))),
+        }
+    }
+
+    pub(super) fn fail_all(&mut self, failure: TcpFailure) -> usize {
+        let mut n = 0;
+        for cid in 0..self.slots.len() {
+            if self.slots[cid].busy {
+                self.slots[cid].failed = Some(failure);
+                self.complete(cid as u16, TcpOutcome::Failed(failure));
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl RxSink for Queue {
+    fn ic_resp(&mut self, r: IcResp) -> Result<(), RxError> {
+        if self.ic_resp.is_some() {
+            return Err(RxError::Protocol("a second ICResp".into()));
+        }
+        self.ic_resp = Some(r);
+        Ok(())
+    }
+
+    fn response(&mut self, cqe: Completion) -> Result<(), RxError> {
+        if self.flow_control {
+            if cqe.sqhd >= self.sq_entries {
+                return Err(RxError::Protocol(format!(
+                    "SQHD {} outside the {}-entry queue",
+                    cqe.sqhd, self.sq_entries
+                )));
+            }
+            self.sq_head = cqe.sqhd;
+        }
+        let cid = cqe.cid;
+        let Some(slot) = self.slots.get_mut(cid as usize).filter(|s| s.busy) else {
+            self.stray += 1;
+            return Ok(());
+        };
+        let status = cqe.status();
+        if status.is_success()
+            && slot.dir == Some(Direction::FromController)
+            && slot.moved as usize != slot.buf.as_ref().map_or(0, DataBuf::len)
+        {
+            slot.failed.get_or_insert(TcpFailure::ShortTransfer);
+        }
+        self.complete(
+            cid,
+            TcpOutcome::Completed {
+                dw0: cqe.dw0,
+                dw1: cqe.dw1,
+                status,
+            },
+        );
+        Ok(())
+    }
+
+    fn r2t(&mut self, r: R2t) -> Result<(), RxError> {
+        let slot = self.busy_slot(r.cccid, "R2T")?;
+        let len = slot.buf.as_ref().map_or(0, DataBuf::len) as u64;
+        if slot.dir != Some(Direction::ToController) {
+            return Err(RxError::Protocol(format!(
+                "R2T for CID {}, which is no write",
+                r.cccid
+            )));
+        }
+        if r.offset != slot.moved || r.offset as u64 + r.len as u64 > len {
+            return Err(RxError::Protocol(format!(
+                "R2T for CID {} asks bytes {}..{} of {len}, {} were asked before",
+                r.cccid,
+                r.offset,
+                r.offset as u64 + r.len as u64,
+                slot.moved
+            )));
+        }
+        slot.moved += r.len;
+        self.h2c.push_back(H2cWork {
+            cid: r.cccid,
+            ttag: r.ttag,
+            offset: r.offset,
+            left: r.len,
+        });
+        Ok(())
+    }
+
+    fn c2h_begin(&mut self, d: &DataHeader) -> Result<(), RxError> {
+        let slot = self.busy_slot(d.cccid, "C2HData")?;
+        let len = slot.buf.as_ref().map_or(0, DataBuf::len) as u64;
+        if slot.dir != Some(Direction::FromController) {
+            return Err(RxError::Protocol(format!(
+                "C2HData for CID {}, which is no read",
+                d.cccid
+            )));
+        }
+        if d.offset != slot.moved || d.offset as u64 + d.len as u64 > len {
+            return Err(RxError::Protocol(format!(
+                "C2HData for CID {} carries bytes {}..{} of {len}, {} arrived before",
+                d.cccid,
+                d.offset,
+                d.offset as u64 + d.len as u64,
+                slot.moved
+            )));
+        }
+        Ok(())
+    }
+
+    fn c2h_data(&mut self, cccid: u16, offset: u32, bytes: &[u8]) {
+        // c2h_begin checked the range; a miss here cannot happen.
+        if let Some(dst) = self.slots[cccid as usize]
+            .buf
+            .as_mut()
+            .and_then(|b| b.slice_mut(offset as usize, bytes.len()))
+        {
+            dst.copy_from_slice(bytes);
+        }
+    }
+
+    fn c2h_end(&mut self, d: &DataHeader, digest_ok: bool) {
+        let slot = &mut self.slots[d.cccid as usize];
+        slot.moved += d.len;
+        if !digest_ok {
+            slot.failed.get_or_insert(TcpFailure::DataDigest);
+        }
+        if d.success {
+            self.complete(
+                d.cccid,
+                TcpOutcome::Completed {
+                    dw0: 0,
+                    dw1: 0,
+                    status: Status::SUCCESS,
+                },
+            );
+        }
+    }
+}

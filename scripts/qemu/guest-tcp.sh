@@ -1,0 +1,50 @@
+#!/bin/sh
+# Guest script of `scripts/qemu-test.sh --mode tcp`: the Linux kernel's NVMe
+# over Fabrics target (nvmet-tcp, configured by nvmf-target.sh on loopback)
+# and the engine's NVMe/TCP tests against it. POSIX sh for busybox.
+#
+# Exits non-zero if the target cannot be set up, a test fails, or teardown
+# leaves something behind.
+
+# shellcheck source-path=SCRIPTDIR source=guest-lib.sh
+. /payload/lib.sh
+
+echo "guest-tcp: kernel $(uname -r), $(nproc) CPU(s)"
+ip link set lo up || { echo "guest-tcp: cannot bring up the loopback interface" >&2; exit 1; }
+
+step "nvmf-target.sh setup"
+if ! bash /payload/bin/nvmf-target.sh setup; then
+	dmesg | tail -n 30
+	exit 1
+fi
+bash /payload/bin/nvmf-target.sh status
+
+status=0
+found=0
+for t in /payload/tests/*; do
+	[ -x "$t" ] || continue
+	found=1
+	step "$(basename "$t") against nvmet-tcp at 127.0.0.1:4420"
+	if NVME_ENGINE_TEST_TCP=127.0.0.1:4420 \
+		NVME_ENGINE_TEST_TCP_NQN=nqn.2026-12.io.nvme-engine:target \
+		RUST_TEST_THREADS=1 "$t" --nocapture; then
+		echo "--- PASS: $(basename "$t")"
+	else
+		rc=$?
+		echo "--- FAIL: $(basename "$t") (exit status $rc)"
+		dmesg | grep -i nvmet | tail -n 20
+		status=1
+	fi
+done
+if [ "$found" = 0 ]; then
+	echo "guest-tcp: no test executables in /payload/tests" >&2
+	exit 1
+fi
+
+step "nvmf-target.sh teardown"
+bash /payload/bin/nvmf-target.sh teardown || status=1
+if [ -n "$(ls /sys/kernel/config/nvmet/subsystems 2>/dev/null)" ]; then
+	echo "guest-tcp: teardown left subsystems behind:" /sys/kernel/config/nvmet/subsystems/* >&2
+	status=1
+fi
+exit "$status"
