@@ -489,6 +489,7 @@ mod tests {
         f.record(&IoError::Gone(DeviceGone::Failed));
         f.record(&IoError::Gone(DeviceGone::Removed));
         f.record(&IoError::Gone(DeviceGone::Removed));
+        f.record(&IoError::Transport { errno: 5 });
         assert_eq!(f.status.total(), 1);
         assert_eq!(
             f.kinds(),
@@ -498,14 +499,15 @@ mod tests {
                 ("reset", 1),
                 ("controller failed", 1),
                 ("device removed", 2),
+                ("transport", 1),
                 ("refused", 0),
                 ("other", 0)
             ]
         );
-        assert_eq!(f.total(), 7);
+        assert_eq!(f.total(), 8);
         let mut g = FailureCounts::default();
         g.merge(&f);
-        assert_eq!(g.total(), 7);
+        assert_eq!(g.total(), 8);
     }
 
     #[test]
