@@ -43,3 +43,4 @@ pub use driver::{
     QueuePairOptions, QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind,
     SyncError,
 };
+pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};

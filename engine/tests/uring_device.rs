@@ -137,12 +137,12 @@ fn data_written_reads_back_at_every_power_of_two_size_up_to_the_max_transfer() {
         let mut w = pool.alloc(size).unwrap();
         w.write_at(0, &pattern);
         let w = q
-            .write_sync(lba, w, false)
+            .write_sync(&ns, lba, w, false)
             .unwrap_or_else(|e| panic!("write {size} at {lba}: {e}"));
         let mut r = pool.alloc(size).unwrap();
         r.fill(0xee);
         let r = q
-            .read_sync(lba, r)
+            .read_sync(&ns, lba, r)
             .unwrap_or_else(|e| panic!("read {size} at {lba}: {e}"));
         assert!(
             r.to_vec() == pattern,
@@ -153,16 +153,17 @@ fn data_written_reads_back_at_every_power_of_two_size_up_to_the_max_transfer() {
         lba += (size / ns.block_size() as usize) as u64;
         size *= 2;
     }
-    q.flush_sync().unwrap();
-    let st = q.stats();
+    q.flush_sync(dev.namespace()).unwrap();
+    let st = *q.stats();
+    let ring = *q.transport().stats();
     assert_eq!(st.failed, 0);
     if q.buffer_mode() == &BufferMode::Fixed {
-        assert_eq!(st.ring.unregistered_io, 0, "{st:?}");
-        assert!(st.ring.fixed_buffer_io > 0, "{st:?}");
+        assert_eq!(ring.unregistered_io, 0, "{st:?} {ring:?}");
+        assert!(ring.fixed_buffer_io > 0, "{st:?} {ring:?}");
     }
     // One submission system call per synchronous command (a batch of one);
     // polled reaps add more, interrupt-mode reaps none.
-    assert!(st.ring.enter_calls >= st.submitted, "{st:?}");
+    assert!(ring.enter_calls >= st.submitted, "{st:?} {ring:?}");
 }
 
 #[test]
@@ -170,21 +171,21 @@ fn a_batch_is_submitted_with_one_system_call() {
     let Some(dev) = device() else { return };
     let (mut q, mut pool) = queue_and_pool(&dev, 32);
     let bs = dev.namespace().block_size() as usize;
-    let before = q.stats().ring.enter_calls;
+    let before = q.transport().stats().enter_calls;
     for i in 0..16u64 {
         let b = pool.alloc(bs).unwrap();
-        q.read(1000 + i, b, i).unwrap();
+        q.read(dev.namespace(), 1000 + i, b, i).unwrap();
     }
     assert_eq!(
-        q.stats().ring.enter_calls,
+        q.transport().stats().enter_calls,
         before,
         "nothing entered before the doorbell"
     );
     q.ring_doorbell();
-    assert_eq!(q.stats().ring.enter_calls, before + 1);
+    assert_eq!(q.transport().stats().enter_calls, before + 1);
     q.ring_doorbell();
     assert_eq!(
-        q.stats().ring.enter_calls,
+        q.transport().stats().enter_calls,
         before + 1,
         "no call when nothing is pending"
     );
@@ -212,10 +213,10 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
     if dev.poll_support().available == Some(true) && new_enough(&dev) {
         assert_eq!(q.completion_mode(), &CompletionMode::Polled);
         let b = pool.alloc(4096).unwrap();
-        let before = q.stats().ring.enter_calls;
-        q.read_sync(0, b).unwrap();
+        let before = q.transport().stats().enter_calls;
+        q.read_sync(dev.namespace(), 0, b).unwrap();
         assert!(
-            q.stats().ring.enter_calls > before + 1,
+            q.transport().stats().enter_calls > before + 1,
             "a polled ring enters the kernel to reap"
         );
         let concurrent = dev
@@ -278,13 +279,16 @@ fn interrupt_completion_is_reaped_without_blocking_when_polling_is_off() {
     let bs = dev.namespace().block_size() as usize;
     let mut w = pool.alloc(bs).unwrap();
     w.fill(0x5a);
-    let w = q.write_sync(50_000, w, true).unwrap();
-    let r = q.read_sync(50_000, pool.alloc(bs).unwrap()).unwrap();
+    let w = q.write_sync(dev.namespace(), 50_000, w, true).unwrap();
+    let r = q
+        .read_sync(dev.namespace(), 50_000, pool.alloc(bs).unwrap())
+        .unwrap();
     assert_eq!(r.to_vec(), w.to_vec());
-    let st = q.stats();
-    assert_eq!(st.ring.unregistered_io, 2, "{st:?}");
+    let st = *q.stats();
+    let ring = *q.transport().stats();
+    assert_eq!(ring.unregistered_io, 2, "{st:?} {ring:?}");
     assert_eq!(
-        st.ring.enter_calls, 2,
+        ring.enter_calls, 2,
         "one submission each; reaping an interrupt-mode ring makes no system call"
     );
 }
@@ -308,7 +312,8 @@ fn several_threads_each_with_its_own_ring_write_and_read_back() {
                     while next < per && q.outstanding() < 8 {
                         let mut b = pool.alloc(bs).unwrap();
                         b.fill((t * 31 + next) as u8);
-                        q.write(base + next, b, false, next).unwrap();
+                        q.write(dev.namespace(), base + next, b, false, next)
+                            .unwrap();
                         next += 1;
                     }
                     q.ring_doorbell();
@@ -320,7 +325,7 @@ fn several_threads_each_with_its_own_ring_write_and_read_back() {
                 }
                 for i in 0..per {
                     let b = pool.alloc(bs).unwrap();
-                    let b = q.read_sync(base + i, b).unwrap();
+                    let b = q.read_sync(dev.namespace(), base + i, b).unwrap();
                     assert!(b.to_vec().iter().all(|&x| x == (t * 31 + i) as u8));
                     pool.free(b).unwrap();
                 }
@@ -352,12 +357,17 @@ fn commands_past_their_deadline_are_cancelled_and_still_complete_exactly_once() 
         let n = 24u64;
         for i in 0..n {
             let b = pool.alloc(bs).unwrap();
-            q.write(30_000 + i, b, false, i).unwrap();
+            q.write(dev.namespace(), 30_000 + i, b, false, i).unwrap();
         }
         q.ring_doorbell();
-        // Every deadline has passed an hour from now: each command in
-        // flight is cancelled once.
-        let far = Instant::now() + Duration::from_secs(3600);
+        // The first scan stamps every command in flight; an hour later
+        // every deadline has passed: the first few are cancelled one by
+        // one, and so many at once cancel everything (the queue pair's
+        // policy: more than MAX_ABORTS_PER_SCAN timeouts reset the
+        // transport, which for io_uring cancels every command).
+        let now = Instant::now();
+        assert_eq!(q.check_timeouts(now), 0, "no deadline has passed yet");
+        let far = now + Duration::from_secs(3600);
         let expired = q.check_timeouts(far);
         assert_eq!(expired, n as usize, "nothing was reaped yet");
         assert_eq!(q.check_timeouts(far), 0, "a deadline is acted on once");
@@ -373,10 +383,15 @@ fn commands_past_their_deadline_are_cancelled_and_still_complete_exactly_once() 
         }
         assert_eq!(seen.len(), n as usize);
         assert!(seen.values().all(|&k| k == 1), "{seen:?}");
-        let st = q.stats();
-        eprintln!("cancellation (polled {polled}): {st:?}");
+        let st = *q.stats();
+        let ring = *q.transport().stats();
+        eprintln!("cancellation (polled {polled}): {st:?} {ring:?}");
         assert_eq!(st.timeouts, n);
-        assert_eq!(st.ring.cancels_sent, n);
+        assert_eq!(st.resets_requested, 1, "{st:?}");
+        assert_eq!(
+            ring.cancels_sent, 1,
+            "one cancellation of everything: {ring:?}"
+        );
         assert_eq!(q.outstanding(), 0);
     }
 }
@@ -388,14 +403,15 @@ fn closing_a_queue_with_commands_in_flight_answers_every_one() {
     let bs = dev.namespace().block_size() as usize;
     for i in 0..20u64 {
         let b = pool.alloc(bs).unwrap();
-        q.read(i, b, i).unwrap();
+        q.read(dev.namespace(), i, b, i).unwrap();
     }
     q.ring_doorbell();
     let mut tokens = Vec::new();
-    q.close_with(|c| {
+    q.delete_with(|c| {
         assert!(c.buf.as_ref().is_some_and(|b| !b.is_quarantined()));
         tokens.push(c.token);
-    });
+    })
+    .unwrap();
     tokens.sort();
     assert_eq!(tokens, (0..20).collect::<Vec<_>>());
 }
@@ -407,14 +423,14 @@ fn device_errors_and_refusals_keep_their_meaning() {
     let (mut q, mut pool) = queue_and_pool(&dev, 8);
     // Refused before submission: past the end of the namespace.
     let b = pool.alloc(ns.block_size() as usize).unwrap();
-    let e = q.read(ns.blocks(), b, 0).unwrap_err();
+    let e = q.read(dev.namespace(), ns.blocks(), b, 0).unwrap_err();
     assert!(
         matches!(e.kind, SubmitErrorKind::LbaOutOfRange { .. }),
         "{e}"
     );
     assert!(e.buf.is_some());
     // Sent to the device: a reserved I/O opcode comes back as its status.
-    q.submit_raw(Command::new(0x7e, 0), None, 9).unwrap();
+    q.submit_raw(Command::new(0x7e, ns.id()), None, 9).unwrap();
     q.ring_doorbell();
     let c = reap_all(&mut q, 1).pop().unwrap();
     assert_eq!(c.token, 9);
@@ -424,7 +440,8 @@ fn device_errors_and_refusals_keep_their_meaning() {
     }
     // Write Zeroes, when the controller has it.
     if ns.supports_write_zeroes() {
-        q.write_zeroes(40_000, 8, 1).unwrap();
+        q.write_zeroes(dev.namespace(), 40_000, 8, false, 1)
+            .unwrap();
         q.ring_doorbell();
         assert!(reap_all(&mut q, 1)[0].result.is_ok());
     }
@@ -473,13 +490,14 @@ fn fixed_buffers_carry_io_with_and_without_polling_and_in_pools_of_any_size() {
         for (i, mut b) in bufs.into_iter().enumerate() {
             b.fill(i as u8 ^ 0xa5);
             let lba = 60_000 + (i * max / 512) as u64;
-            let b = q.write_sync(lba, b, false).unwrap();
-            let r = q.read_sync(lba, b).unwrap();
+            let b = q.write_sync(dev.namespace(), lba, b, false).unwrap();
+            let r = q.read_sync(dev.namespace(), lba, b).unwrap();
             assert!(r.to_vec().iter().all(|&x| x == i as u8 ^ 0xa5));
         }
-        let st = q.stats();
-        assert_eq!(st.ring.unregistered_io, 0, "{st:?}");
-        assert_eq!(st.failed, 0, "{st:?}");
+        let st = *q.stats();
+        let ring = *q.transport().stats();
+        assert_eq!(ring.unregistered_io, 0, "{st:?} {ring:?}");
+        assert_eq!(st.failed, 0, "{st:?} {ring:?}");
     }
 }
 

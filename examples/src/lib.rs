@@ -142,7 +142,7 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
     }
     let builtin = match &id.controller {
         ControllerId::Emu(spec) => Some(placement(spec, thread, &plan)),
-        ControllerId::Pcie { .. } => None,
+        ControllerId::Pcie { .. } | ControllerId::UringPassthrough { .. } => None,
     };
     let setup = Setup {
         builtin,

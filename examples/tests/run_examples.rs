@@ -334,7 +334,10 @@ fn examples_open_the_controller_a_transport_id_names() {
 fn bad_transport_ids_and_bare_pci_addresses_are_refused_with_the_spelling_to_use() {
     let exe = env!("CARGO_BIN_EXE_identify");
     let e = refused(exe, &["-r", "trtype:foo"]);
-    assert!(e.contains("trtype must be PCIe or emu"), "{e}");
+    assert!(
+        e.contains("trtype must be PCIe, emu or nvme-io_uring"),
+        "{e}"
+    );
     let e = refused(exe, &["0000:04:00.0"]);
     assert!(e.contains("-r 'trtype:PCIe traddr:0000:04:00.0'"), "{e}");
     let e = refused(exe, &["--bogus"]);

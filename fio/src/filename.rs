@@ -42,6 +42,7 @@ pub fn parse(input: &str) -> Result<Target, TransportIdError> {
 pub fn controller_key(c: &ControllerId) -> String {
     match c {
         ControllerId::Pcie { addr, .. } => format!("pcie {addr}"),
+        ControllerId::UringPassthrough { path, .. } => format!("uring {}", path.display()),
         ControllerId::Emu(e) => {
             let e = nvme_trid::EmuSpec {
                 size_given: false,

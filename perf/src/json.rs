@@ -104,6 +104,7 @@ fn core(c: &CoreSummary) -> Value {
             "reset": f.reset,
             "controller_failed": f.controller_failed,
             "device_removed": f.removed,
+            "transport": f.transport,
             "refused": f.refused,
             "lost": c.lost,
         },

@@ -139,7 +139,7 @@ fn cores(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         let q = &c.qpair;
         writeln!(
             out,
-            "Core {:>3}: failed I/O: NVMe status {}, timed out {}, aborted {}, reset {}, controller failed {}, device removed {}, refused {}; lost {}",
+            "Core {:>3}: failed I/O: NVMe status {}, timed out {}, aborted {}, reset {}, controller failed {}, device removed {}, transport {}, refused {}; lost {}",
             c.core,
             f.status.total(),
             f.timed_out,
@@ -147,6 +147,7 @@ fn cores(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             f.reset,
             f.controller_failed,
             f.removed,
+            f.transport,
             f.refused,
             c.lost
         )?;

@@ -99,6 +99,9 @@ pub struct FailureCounts {
     pub controller_failed: u64,
     /// In flight when the device was removed.
     pub removed: u64,
+    /// Failed by the transport without an NVMe status (an errno from the
+    /// kernel on io_uring passthrough).
+    pub transport: u64,
     /// Refused at submission (the controller was resetting, failed or removed).
     pub refused: u64,
     /// Any failure kind this version of nvme-perf does not name.
@@ -116,6 +119,7 @@ impl FailureCounts {
             IoError::ControllerReset => self.reset += 1,
             IoError::Gone(DeviceGone::Removed) => self.removed += 1,
             IoError::Gone(_) => self.controller_failed += 1,
+            IoError::Transport { .. } => self.transport += 1,
             IoError::Rejected(_) | IoError::Busy(_) => self.refused += 1,
             _ => self.other += 1,
         }
@@ -129,6 +133,7 @@ impl FailureCounts {
         self.reset += other.reset;
         self.controller_failed += other.controller_failed;
         self.removed += other.removed;
+        self.transport += other.transport;
         self.refused += other.refused;
         self.other += other.other;
     }
@@ -141,18 +146,20 @@ impl FailureCounts {
             + self.reset
             + self.controller_failed
             + self.removed
+            + self.transport
             + self.refused
             + self.other
     }
 
     /// `(kind, count)` for every kind but NVMe status, in report order.
-    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+    pub fn kinds(&self) -> [(&'static str, u64); 8] {
         [
             ("timed out", self.timed_out),
             ("aborted", self.aborted),
             ("reset", self.reset),
             ("controller failed", self.controller_failed),
             ("device removed", self.removed),
+            ("transport", self.transport),
             ("refused", self.refused),
             ("other", self.other),
         ]
@@ -482,6 +489,7 @@ mod tests {
         f.record(&IoError::Gone(DeviceGone::Failed));
         f.record(&IoError::Gone(DeviceGone::Removed));
         f.record(&IoError::Gone(DeviceGone::Removed));
+        f.record(&IoError::Transport { errno: 5 });
         assert_eq!(f.status.total(), 1);
         assert_eq!(
             f.kinds(),
@@ -491,14 +499,15 @@ mod tests {
                 ("reset", 1),
                 ("controller failed", 1),
                 ("device removed", 2),
+                ("transport", 1),
                 ("refused", 0),
                 ("other", 0)
             ]
         );
-        assert_eq!(f.total(), 7);
+        assert_eq!(f.total(), 8);
         let mut g = FailureCounts::default();
         g.merge(&f);
-        assert_eq!(g.total(), 7);
+        assert_eq!(g.total(), 8);
     }
 
     #[test]

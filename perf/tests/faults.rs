@@ -290,7 +290,7 @@ fn a_clean_run_exits_0_with_every_failure_count_zero() {
     assert_eq!(r.code, 0, "{}", r.human);
     assert_eq!(r.failed_total(), 0);
     assert!(r.human.contains(
-        "failed I/O: NVMe status 0, timed out 0, aborted 0, reset 0, controller failed 0, device removed 0, refused 0; lost 0"
+        "failed I/O: NVMe status 0, timed out 0, aborted 0, reset 0, controller failed 0, device removed 0, transport 0, refused 0; lost 0"
     ));
     let sq = r.json["cores"][0]["doorbells"]["sq_per_io"]
         .as_f64()

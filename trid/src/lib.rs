@@ -3,7 +3,9 @@
 //!
 //! A transport ID names a controller as SPDK's tools do
 //! (`trtype:PCIe traddr:0000:04:00.0 ns:1`, or `trtype:emu size:64M` for the
-//! built-in emulated controller). nvme-perf reads it from `-r`; the fio
+//! built-in emulated controller, or `trtype:nvme-io_uring path:/dev/ng0n1`
+//! for a namespace left with the kernel and reached by NVMe passthrough over
+//! io_uring). nvme-perf reads it from `-r`; the fio
 //! ioengine reads it from a fio filename, spelled as SPDK's fio plugin
 //! spells it (`trtype=PCIe traddr=0000.04.00.0 ns=1`). Both spellings share
 //! every key, check and message here; [`Syntax`] holds the few differences.
@@ -40,7 +42,7 @@ pub use error::TransportIdError;
 pub use inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection, Installed};
 pub use open::{
     AnyDevice, EmuThread, FileAccess, OpenError, OpenOptions, Opened, describe_emu, emu_config,
-    open,
+    open, open_uring,
 };
 pub use parse::{ControllerId, EmuFeatures, EmuRunMode, EmuSpec, TransportId};
 pub use size::{SizeError, format_size, parse_size};

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use nvme_emu::{EmuConfig, EmuController, EmuError, EmuHandle, EmuMode, EmuNamespaceConfig};
 use nvme_engine::MAX_IO_QUEUE_ENTRIES;
 use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
+use nvme_engine::uring::{UringDevice, UringError, UringQueueOptions};
 use nvme_engine::vfio::{PciAddress, RealDevice, VfioError, VfioOptions};
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError, Namespace};
 
@@ -157,6 +158,26 @@ pub enum OpenError {
         /// The driver's reason.
         #[source]
         source: DriverError,
+    },
+    /// The ID names an io_uring passthrough namespace, which has no
+    /// register-level controller to bring up.
+    #[error(
+        "{path} is a namespace left with the kernel's nvme driver (trtype:nvme-io_uring), which \
+         this tool cannot drive yet: it brings up PCIe and emulated controllers only; programs \
+         reach the namespace through nvme_engine::uring::UringDevice (nvme_trid::open_uring)"
+    )]
+    NotAController {
+        /// The generic node.
+        path: PathBuf,
+    },
+    /// The generic node could not be opened (what, and how to fix it).
+    #[error("cannot open {path} for NVMe passthrough over io_uring")]
+    OpenUring {
+        /// The node.
+        path: PathBuf,
+        /// Why (no such path, a block device, permissions, kernel support).
+        #[source]
+        source: UringError,
     },
     /// The selected namespace is not active or was skipped.
     #[error(
@@ -386,12 +407,44 @@ fn controller_options(opts: &OpenOptions, shadow_doorbells: bool) -> ControllerO
     c
 }
 
+/// Open the namespace an `nvme-io_uring` ID names, with the queue options
+/// the ID selects (polling, fixed buffers); `None` when `id` names another
+/// transport.
+pub fn open_uring(
+    id: &ControllerId,
+) -> Option<Result<(UringDevice, UringQueueOptions), OpenError>> {
+    let ControllerId::UringPassthrough {
+        path,
+        polled,
+        fixed_buffers,
+    } = id
+    else {
+        return None;
+    };
+    let opts = UringQueueOptions {
+        polled: *polled,
+        fixed_buffers: *fixed_buffers,
+        ..UringQueueOptions::default()
+    };
+    Some(
+        UringDevice::open(path)
+            .map(|dev| (dev, opts))
+            .map_err(|source| OpenError::OpenUring {
+                path: path.clone(),
+                source,
+            }),
+    )
+}
+
 /// Open and bring up the controller `id` names.
 pub fn open<D>(id: &ControllerId, opts: &OpenOptions) -> Result<Opened<D>, OpenError>
 where
     D: Device + From<EmuController> + From<RealDevice>,
 {
     match id {
+        ControllerId::UringPassthrough { path, .. } => {
+            Err(OpenError::NotAController { path: path.clone() })
+        }
         ControllerId::Emu(spec) => {
             let dev = EmuController::new(emu_config(spec, opts.emu_thread, opts.files))
                 .map_err(OpenError::CreateEmu)?;
@@ -480,6 +533,22 @@ mod tests {
     fn open_cli(s: &str) -> Result<Opened<AnyDevice>, OpenError> {
         let id: TransportId = s.parse().unwrap();
         open(&id.controller, &OpenOptions::new(Syntax::Cli))
+    }
+
+    #[test]
+    fn an_io_uring_id_is_refused_as_a_controller_and_its_missing_node_is_named() {
+        let e = open_cli("trtype:nvme-io_uring path:/dev/ng97n3")
+            .err()
+            .unwrap();
+        assert!(matches!(e, OpenError::NotAController { .. }), "{e}");
+        assert!(e.to_string().contains("/dev/ng97n3"), "{e}");
+        let id: TransportId = "trtype:nvme-io_uring path:/dev/ng97n3".parse().unwrap();
+        let e = open_uring(&id.controller).unwrap().err().unwrap();
+        assert!(matches!(e, OpenError::OpenUring { .. }), "{e}");
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("/dev/ng97n3"), "{why}");
+        let emu: TransportId = "trtype:emu".parse().unwrap();
+        assert!(open_uring(&emu.controller).is_none());
     }
 
     #[test]

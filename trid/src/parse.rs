@@ -19,6 +19,7 @@ use crate::syntax::Syntax;
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu, shadow";
 const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, ms, mset, pi, pil, noiob, mdts, sgl, aerl, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
+const URING_KEYS: &str = "trtype, path, poll, fixed";
 
 /// Largest namespace count of an emulated controller.
 const MAX_EMU_NAMESPACES: u32 = 1024;
@@ -111,6 +112,18 @@ pub enum ControllerId {
     },
     /// The built-in emulated controller.
     Emu(EmuSpec),
+    /// A namespace left with the kernel's nvme driver, reached by NVMe
+    /// passthrough over io_uring on its generic node (`trtype:nvme-io_uring
+    /// path:/dev/ng0n1`); the controller node and NSID are found from it.
+    UringPassthrough {
+        /// The generic node (`/dev/ngXnY`) or a symlink to it.
+        path: std::path::PathBuf,
+        /// Poll completions (`IORING_SETUP_IOPOLL`) when the driver has poll
+        /// queues (`poll:1`, the default); `poll:0` takes interrupts.
+        polled: bool,
+        /// Register DMA pools as fixed buffers (`fixed:1`, the default).
+        fixed_buffers: bool,
+    },
 }
 
 /// One parsed transport ID: a controller and, optionally, one namespace.
@@ -247,12 +260,51 @@ impl<'a> Parser<'a> {
         match trtype.to_ascii_lowercase().as_str() {
             "pcie" => self.pcie(&pairs),
             "emu" => self.emu(&pairs),
+            "nvme-io_uring" | "io_uring" => self.uring(&pairs),
             _ => Err(TransportIdError::UnknownType {
                 input: self.input.into(),
                 trtype: trtype.into(),
                 syntax: self.syntax,
             }),
         }
+    }
+
+    fn uring(&self, pairs: &[(String, &str)]) -> Result<TransportId, TransportIdError> {
+        let (mut path, mut polled, mut fixed_buffers) = (None, true, true);
+        for (key, value) in pairs {
+            match key.as_str() {
+                "trtype" => {}
+                "path" => {
+                    if !value.starts_with('/') {
+                        return Err(self.bad(
+                            key,
+                            value,
+                            "expected the absolute path of a generic NVMe node, e.g. /dev/ng0n1",
+                        ));
+                    }
+                    path = Some(std::path::PathBuf::from(value))
+                }
+                "poll" => polled = self.flag(key, value)?,
+                "fixed" => fixed_buffers = self.flag(key, value)?,
+                _ => return Err(self.unknown_key(key, "nvme-io_uring", URING_KEYS)),
+            }
+        }
+        let path = path.ok_or_else(|| TransportIdError::MissingKey {
+            input: self.input.into(),
+            trtype: "nvme-io_uring",
+            key: "path",
+            example: self.syntax.kv("path", "/dev/ng0n1"),
+            syntax: self.syntax,
+        })?;
+        Ok(TransportId {
+            controller: ControllerId::UringPassthrough {
+                path,
+                polled,
+                fixed_buffers,
+            },
+            // The node is one namespace; its NSID comes from the kernel.
+            nsid: None,
+        })
     }
 
     fn pcie(&self, pairs: &[(String, &str)]) -> Result<TransportId, TransportIdError> {

@@ -451,6 +451,19 @@ pub enum IoError {
          (retry limit reached or not idempotent); it may or may not have taken effect — retry it"
     )]
     ControllerReset,
+    /// The transport failed the command without an NVMe status: the kernel
+    /// returned this errno for a passthrough command (io_uring). The
+    /// command may or may not have reached the device.
+    #[error(
+        "the transport failed the command with errno {errno} ({}) and no NVMe status; it may \
+         or may not have taken effect — retry it, and check the kernel log (dmesg) for the \
+         device",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
+    Transport {
+        /// The errno (positive).
+        errno: i32,
+    },
     /// A synchronous helper was called while other commands are in flight.
     #[error(
         "{0} commands are already in flight on this queue pair; reap them with \

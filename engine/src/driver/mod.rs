@@ -3,7 +3,9 @@
 //!
 //! - [`Controller`]: bring-up state machine, Identify, namespaces, Number of
 //!   Queues, admin passthrough, log pages, features, shutdown.
-//! - [`IoQueuePair`]: one polled I/O SQ/CQ pair owned by one thread.
+//! - [`QueuePair`]: one polled I/O queue pair owned by one thread, generic
+//!   over the [`transport`] that carries its commands; [`IoQueuePair`] is
+//!   the one over PCIe ([`PcieQueue`]: SQ/CQ rings, doorbells, PRPs).
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
@@ -27,7 +29,7 @@
 //!    `namespace`, `prp` (the PRP builder and its sink into list pages),
 //!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
 //!    written there), `tracker` (the CID slab: the CID and generation-bit
-//!    invariants are written there).
+//!    invariants are written there), [`transport`] (the command-level seam).
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
@@ -75,6 +77,7 @@ mod qpair;
 mod ring;
 mod shared;
 mod tracker;
+pub mod transport;
 
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
@@ -86,5 +89,7 @@ pub use options::ControllerOptions;
 pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
-    IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats,
+    IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
+    QueuePairStats,
 };
+pub use transport::CommandTransport;

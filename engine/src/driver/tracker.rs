@@ -82,7 +82,12 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Whether a command is in this slot.
+    /// The buffer of the command in this slot.
+    #[inline]
+    pub(crate) fn buf(&self) -> Option<&DmaBuf> {
+        self.buf.as_ref()
+    }
+    /// Whether the slot holds a command in flight.
     #[inline]
     pub(crate) fn in_flight(&self) -> bool {
         self.flags & IN_FLIGHT != 0
@@ -249,6 +254,12 @@ impl Tracker {
             return Err(CidError::Duplicate);
         }
         Ok(index)
+    }
+
+    /// The slot index `cid` carries.
+    #[inline]
+    pub(crate) fn index_of(&self, cid: u16) -> usize {
+        (cid & self.index_mask) as usize
     }
 
     /// Slot `index` (any state).

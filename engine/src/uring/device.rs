@@ -15,7 +15,7 @@ use super::abi::{NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, PassthruCmd};
 use super::error::{UringError, open_hint, permission_requirement};
 use super::kernel::{KernelVersion, io_uring_disabled};
 use super::path::{NamespaceNodes, read_attr, resolve};
-use super::queue::{UringQueue, UringQueueOptions};
+use super::queue::{UringQueue, UringQueueOptions, create};
 use crate::dma::{DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
 use crate::driver::Namespace;
 use crate::spec::command::cns;
@@ -194,7 +194,7 @@ impl UringDevice {
 
     /// Create a queue (one ring) for the calling thread.
     pub fn create_queue(&self, opts: UringQueueOptions) -> Result<UringQueue, UringError> {
-        UringQueue::new(self, opts)
+        create(self, opts)
     }
 
     /// A DMA pool of `bytes` for buffers of this transport: 2 MiB hugepages

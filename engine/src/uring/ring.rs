@@ -14,14 +14,23 @@
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 
 use super::abi::{NVME_URING_CMD_IO, UringCmd};
-use super::transport::{
-    CancelRequest, CommandTransport, DataRef, SubmitRefusal, TransportCompletion, uring_outcome,
+use super::queue::PolledRingSlot;
+use super::transport::uring_outcome;
+use crate::dma::DmaBuf;
+use crate::driver::transport::{
+    CancelRequest, Closed, CommandTransport, DataDirection, DataRef, Reap, Recovery, SubmitRefusal,
+    TransportCompletion,
 };
+use crate::driver::{IoError, LbaRange, QueuePairStats, SubmitErrorKind};
 use crate::spec::command::Command;
+
+/// Bytes of one slot's Dataset Management range list (256 ranges).
+const RANGE_LIST_BYTES: usize = 4096;
 
 /// `IORING_ENTER_GETEVENTS`: reap (and, on a polled ring, poll) completions.
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -100,7 +109,6 @@ pub enum BufferMode {
 
 /// Counters of one ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RingStats {
     /// `io_uring_enter` calls (submissions and polled reaps).
     pub enter_calls: u64,
@@ -135,10 +143,26 @@ pub struct UringTransport {
     polled: bool,
     /// Registered memory regions, each as buffers of one chunk size.
     fixed: Vec<FixedRegion>,
-    fixed_allowed: bool,
-    max_transfer: usize,
+    pub(super) fixed_allowed: bool,
+    pub(super) max_transfer: usize,
     timeout_ms: u32,
     stats: RingStats,
+    /// Polled or interrupt-driven completion, and why.
+    pub(super) completion_mode: CompletionMode,
+    /// Fixed buffers or per-I/O pinning, and why.
+    pub(super) buffer_mode: BufferMode,
+    /// How long closing waits for commands that do not complete.
+    pub(super) close_timeout: Duration,
+    /// Held while this ring polls on a kernel that allows one polling ring
+    /// at a time; declared after the ring so it is released after the ring
+    /// is closed.
+    pub(super) poll_slot: Option<PolledRingSlot>,
+    /// One small buffer of every registered pool: keeps its memory mapped
+    /// for as long as the ring may reach it (dropped after the ring).
+    pub(super) keepalive: Vec<DmaBuf>,
+    /// Dataset Management range lists, one page per slot (allocated on
+    /// first use, never moved afterwards).
+    ranges: Vec<u8>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -189,6 +213,14 @@ impl UringTransport {
             max_transfer,
             timeout_ms,
             stats: RingStats::default(),
+            completion_mode: CompletionMode::Polled,
+            buffer_mode: BufferMode::Unregistered {
+                reason: "no pool registered".into(),
+            },
+            close_timeout: Duration::from_secs(120),
+            poll_slot: None,
+            keepalive: Vec::new(),
+            ranges: Vec::new(),
             _not_sync: PhantomData,
         })
     }
@@ -200,6 +232,14 @@ impl UringTransport {
     /// Counters.
     pub fn stats(&self) -> &RingStats {
         &self.stats
+    }
+    /// Polled or interrupt-driven completion, and why.
+    pub fn completion_mode(&self) -> &CompletionMode {
+        &self.completion_mode
+    }
+    /// Fixed buffers or per-I/O pinning, and why.
+    pub fn buffer_mode(&self) -> &BufferMode {
+        &self.buffer_mode
     }
     /// Whether any memory is registered as fixed buffers.
     pub fn has_fixed_buffers(&self) -> bool {
@@ -326,7 +366,7 @@ impl UringTransport {
             .user_data(CANCEL_MARK)
             .into();
         if self.push(&sqe).is_err() {
-            return CancelRequest::Busy;
+            return CancelRequest::Failed;
         }
         self.stats.cancels_sent += 1;
         CancelRequest::Sent
@@ -350,25 +390,9 @@ impl UringTransport {
     }
 }
 
-impl CommandTransport for UringTransport {
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    fn max_transfer(&self) -> usize {
-        self.max_transfer
-    }
-
-    unsafe fn submit(
-        &mut self,
-        cmd: &Command,
-        data: Option<DataRef>,
-        tag: u16,
-    ) -> Result<(), SubmitRefusal> {
+impl UringTransport {
+    /// Queue one `NVME_URING_CMD_IO` SQE for `cmd` with `data`.
+    fn submit_cmd(&mut self, cmd: &Command, data: Option<DataRef>) -> Result<(), SubmitRefusal> {
         if self.in_flight >= self.capacity {
             return Err(SubmitRefusal::Full);
         }
@@ -389,13 +413,14 @@ impl CommandTransport for UringTransport {
                 None => self.stats.unregistered_io += 1,
             }
         }
-        let sqe = op.build().user_data(tag as u64);
+        // The tag is the queue pair's CID: the user data names the command.
+        let sqe = op.build().user_data(cmd.cid() as u64);
         self.push(&sqe)?;
         self.in_flight += 1;
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SubmitRefusal> {
+    fn flush_pending(&mut self) -> Result<(), SubmitRefusal> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -417,7 +442,128 @@ impl CommandTransport for UringTransport {
         }
     }
 
-    fn poll<F: FnMut(TransportCompletion)>(&mut self, max: usize, mut f: F) -> usize {
+    /// Ask the kernel to cancel the command with `tag`.
+    fn cancel_tag(&mut self, tag: u16) -> CancelRequest {
+        if self.in_flight == 0 {
+            return CancelRequest::NotInFlight;
+        }
+        let sqe: squeue::Entry128 = opcode::AsyncCancel::new(tag as u64)
+            .build()
+            .user_data(CANCEL_MARK | tag as u64)
+            .into();
+        if self.push(&sqe).is_err() {
+            return CancelRequest::Failed;
+        }
+        self.stats.cancels_sent += 1;
+        CancelRequest::Sent
+    }
+}
+
+/// The ring as the transport of a [`crate::driver::QueuePair`]: the queue
+/// pair keeps CIDs, buffers, deadlines and retries; the ring carries the
+/// commands (see [`crate::driver::transport`]).
+impl CommandTransport for UringTransport {
+    type Data = DataRef;
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn queue_id(&self) -> u16 {
+        1
+    }
+    fn max_transfer(&self) -> usize {
+        self.max_transfer
+    }
+    fn admin_timeout(&self) -> Duration {
+        // The kernel's own default admin timeout (nvme_core.admin_timeout).
+        Duration::from_secs(60)
+    }
+
+    #[inline]
+    fn admit(&mut self, stats: &mut QueuePairStats) -> Result<(), SubmitErrorKind> {
+        if self.in_flight >= self.capacity {
+            stats.queue_full += 1;
+            return Err(SubmitErrorKind::QueueFull {
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn map_data(
+        &mut self,
+        _slot: usize,
+        buf: &DmaBuf,
+        direction: DataDirection,
+    ) -> Result<DataRef, SubmitErrorKind> {
+        let data = DataRef::of(buf, direction);
+        if data.len as usize > self.max_transfer {
+            return Err(SubmitErrorKind::InvalidCommand(
+                "transfer larger than the kernel accepts for this namespace",
+            ));
+        }
+        Ok(data)
+    }
+
+    fn map_ranges(&mut self, slot: usize, ranges: &[LbaRange]) -> Result<DataRef, SubmitErrorKind> {
+        if self.ranges.is_empty() {
+            // Sized once for every slot, so it never moves while the
+            // kernel may read a list from it.
+            self.ranges = vec![0; self.capacity * RANGE_LIST_BYTES];
+        }
+        let base = slot * RANGE_LIST_BYTES;
+        let Some(page) = self.ranges.get_mut(base..base + RANGE_LIST_BYTES) else {
+            return Err(SubmitErrorKind::InvalidCommand(
+                "no range-list page for this slot",
+            ));
+        };
+        for (i, r) in ranges.iter().enumerate().take(RANGE_LIST_BYTES / 16) {
+            page[i * 16..i * 16 + 16].copy_from_slice(zerocopy::IntoBytes::as_bytes(&r.to_dsm()));
+        }
+        let addr = page.as_mut_ptr();
+        Ok(DataRef {
+            addr,
+            iova: addr as u64,
+            len: (ranges.len() * 16) as u32,
+            direction: DataDirection::ToDevice,
+        })
+    }
+
+    #[inline]
+    fn prps(_data: &DataRef) -> (u64, u64) {
+        // The kernel builds the data pointer from the address and length
+        // carried beside the command.
+        (0, 0)
+    }
+
+    #[inline]
+    fn send(
+        &mut self,
+        cmd: &Command,
+        data: Option<DataRef>,
+        _stats: &mut QueuePairStats,
+    ) -> Result<(), SubmitRefusal> {
+        self.submit_cmd(cmd, data)
+    }
+
+    fn resend(
+        &mut self,
+        cmd: &Command,
+        data: Option<DataRef>,
+        _stats: &mut QueuePairStats,
+    ) -> bool {
+        self.submit_cmd(cmd, data).is_ok()
+    }
+
+    #[inline]
+    fn flush(&mut self, _stats: &mut QueuePairStats) {
+        // A ring that is gone fails its commands through their completions.
+        let _ = self.flush_pending();
+    }
+
+    #[inline]
+    fn begin_reap(&mut self, _stats: &mut QueuePairStats) -> Reap {
         if self.polled && (self.in_flight != 0 || self.pending != 0) {
             // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
             // call polls again.
@@ -425,11 +571,13 @@ impl CommandTransport for UringTransport {
         } else if self.pending != 0 {
             let _ = self.enter(false);
         }
-        let mut done = 0;
-        let mut cq = self.ring.completion();
-        cq.sync();
-        while done < max {
-            let Some(cqe) = cq.next() else { break };
+        Reap::Ready
+    }
+
+    #[inline]
+    fn next_completion(&mut self, _stats: &mut QueuePairStats) -> Option<TransportCompletion> {
+        loop {
+            let cqe = self.ring.completion().next()?;
             let ud = cqe.user_data();
             if ud & CANCEL_MARK != 0 {
                 match -cqe.result() {
@@ -439,33 +587,73 @@ impl CommandTransport for UringTransport {
                 }
                 continue;
             }
-            let outcome = uring_outcome(cqe.result(), cqe.big_cqe()[0]);
             if cqe.result() < 0 {
                 self.stats.last_errno = -cqe.result();
             }
             self.in_flight = self.in_flight.saturating_sub(1);
-            f(TransportCompletion {
+            return Some(TransportCompletion {
                 tag: ud as u16,
-                outcome,
+                outcome: uring_outcome(cqe.result(), cqe.big_cqe()[0]),
             });
-            done += 1;
         }
-        done
+    }
+
+    #[inline]
+    fn end_reap(&mut self, _consumed: usize, _stats: &mut QueuePairStats) {}
+
+    fn recover(&mut self, _state: u64, _stats: &mut QueuePairStats) -> Recovery {
+        // The kernel owns the controller: its resets are invisible here,
+        // and `begin_reap` never reports a change.
+        Recovery::Wait
+    }
+
+    fn live(&self) -> Option<u64> {
+        Some(0)
+    }
+    fn stalled(&mut self) -> bool {
+        false
     }
 
     fn cancel(&mut self, tag: u16) -> CancelRequest {
-        if self.in_flight == 0 {
-            return CancelRequest::NotInFlight;
+        let r = self.cancel_tag(tag);
+        let _ = self.flush_pending();
+        r
+    }
+
+    fn reset(&mut self, _state: u64) {
+        // The kernel resets the controller itself (after its own timeout);
+        // from here, the last resort is cancelling everything in flight.
+        self.cancel_all();
+        let _ = self.flush_pending();
+    }
+
+    fn dma_unproven(&self) -> bool {
+        false
+    }
+    fn quarantine(&self) {}
+
+    fn close_begin(&mut self) {
+        self.cancel_all();
+        let _ = self.flush_pending();
+    }
+    fn close_wait(&self) -> Option<Duration> {
+        Some(self.close_timeout)
+    }
+    fn close_idle(&mut self) {
+        if self.polled {
+            std::thread::yield_now();
+        } else {
+            self.wait(100);
         }
-        let sqe: squeue::Entry128 = opcode::AsyncCancel::new(tag as u64)
-            .build()
-            .user_data(CANCEL_MARK | tag as u64)
-            .into();
-        if self.push(&sqe).is_err() {
-            return CancelRequest::Busy;
+    }
+    fn close(&mut self) -> Closed {
+        // What is still held did not complete within the close timeout:
+        // the kernel may still write those buffers.
+        Closed {
+            result: Ok(()),
+            leftover: IoError::TimedOut(self.close_timeout),
+            quarantine: true,
         }
-        self.stats.cancels_sent += 1;
-        CancelRequest::Sent
     }
 }
 

@@ -99,6 +99,7 @@ pub fn open(
             (_, Some(_)) => 1,
             (ControllerId::Emu(s), None) => s.namespaces as usize,
             (ControllerId::Pcie { .. }, None) => 16,
+            (ControllerId::UringPassthrough { .. }, None) => 1,
         };
         let queues = o
             .cores

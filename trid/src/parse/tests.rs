@@ -242,7 +242,7 @@ fn filename_errors_name_the_key_and_what_to_write() {
         "{msg}"
     );
     let e = fio("trtype=rdma traddr=1.2.3.4").unwrap_err();
-    assert!(e.to_string().contains("PCIe or emu"), "{e}");
+    assert!(e.to_string().contains("PCIe, emu or nvme-io_uring"), "{e}");
     let e = fio("traddr=0000.04.00.0").unwrap_err();
     assert!(e.to_string().contains("no trtype"), "{e}");
     let e = fio("trtype=PCIe").unwrap_err();
@@ -340,4 +340,47 @@ fn metadata_and_limit_keys_name_the_key_and_the_allowed_values() {
             .to_string()
             .contains("ms=8")
     );
+}
+
+#[test]
+fn io_uring_passthrough_takes_the_generic_node_path_and_its_modes() {
+    let t = cli("trtype:nvme-io_uring path:/dev/ng0n1").unwrap();
+    assert_eq!(
+        t,
+        TransportId {
+            controller: ControllerId::UringPassthrough {
+                path: "/dev/ng0n1".into(),
+                polled: true,
+                fixed_buffers: true,
+            },
+            nsid: None,
+        }
+    );
+    let t = fio("trtype=nvme-io_uring path=/dev/ng1n2 poll=0 fixed=0").unwrap();
+    assert_eq!(
+        t.controller,
+        ControllerId::UringPassthrough {
+            path: "/dev/ng1n2".into(),
+            polled: false,
+            fixed_buffers: false,
+        }
+    );
+}
+
+#[test]
+fn io_uring_passthrough_without_a_path_or_with_a_pcie_key_is_refused_by_name() {
+    let e = cli("trtype:nvme-io_uring").unwrap_err().to_string();
+    assert!(e.contains("needs the key 'path'"), "{e}");
+    assert!(e.contains("path:/dev/ng0n1"), "{e}");
+    let e = cli("trtype:nvme-io_uring path:/dev/ng0n1 traddr:0000:04:00.0")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key 'traddr'"), "{e}");
+    assert!(e.contains("path, poll, fixed"), "{e}");
+    let e = cli("trtype:nvme-io_uring path:ng0n1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absolute path"), "{e}");
+    let e = cli("trtype:tcp traddr:1.2.3.4").unwrap_err().to_string();
+    assert!(e.contains("nvme-io_uring"), "{e}");
 }

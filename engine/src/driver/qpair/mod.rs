@@ -1,25 +1,35 @@
 //! I/O queue pairs (NVMe Base 2.0 §3.3.1, §5.3–§5.6 queue creation and
 //! deletion; NVM Command Set 1.0 §3 for the commands).
 //!
-//! One completion queue (physically contiguous, interrupts disabled) and one
-//! submission queue, driven by a single thread: the type is `Send` but not
-//! `Sync`. Submissions write the SQE and advance the tail; the SQ doorbell is
-//! written once per batch. `process_completions` reaps a bounded number of
-//! entries and writes the CQ head doorbell once. Nothing on this path
-//! allocates, locks or makes a system call.
+//! [`QueuePair`] is generic over a [`CommandTransport`]: the CID slab with
+//! generations, namespace checks, deadlines and the abort/reset policy,
+//! retries, resubmission after a reset, the synchronous helpers and the
+//! exactly-once teardown are written once here. [`PcieQueue`] (`pcie.rs`:
+//! SQ/CQ rings, doorbells, PRPs) is the PCIe transport, and
+//! [`IoQueuePair`] names the queue pair over it; the io_uring passthrough
+//! transport is [`crate::uring::UringTransport`].
+//!
+//! A queue pair is driven by a single thread: the type is `Send` but not
+//! `Sync`. On PCIe, submissions write the SQE and advance the tail; the SQ
+//! doorbell is written once per batch. `process_completions` reaps a
+//! bounded number of entries and writes the CQ head doorbell once. Nothing
+//! on this path allocates, locks or makes a system call.
 //!
 //! The type lives here with its creation and accessors; its fields are
 //! private to this folder. The path of one I/O: `submit.rs` (checks, slot,
-//! PRPs, SQ entry) and `complete.rs` (doorbells, bounded reaping). Around
-//! it: `timeouts.rs` scans deadlines, `requeue.rs` re-creates the queues
-//! after a reset on the owning thread, `teardown.rs` deletes them, and
-//! `sync.rs` holds the blocking helpers. The ring, CID and generation
+//! data, command) and `complete.rs` (bounded reaping). Around it:
+//! `timeouts.rs` scans deadlines, `requeue.rs` follows the transport
+//! through a reset, `teardown.rs` closes it, and `sync.rs` holds the
+//! blocking helpers. The ring, CID and generation
 //! invariants are written where they are enforced: `ring.rs`,
 //! `tracker.rs` and `shared/recovery.rs`.
 
 #![forbid(unsafe_code)]
 
 mod complete;
+#[cfg(test)]
+mod fake;
+mod pcie;
 mod requeue;
 mod submit;
 mod sync;
@@ -32,18 +42,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::device::Device;
-use crate::dma::{self, DmaBuf};
-use crate::spec::registers::{cq_head_doorbell, sq_tail_doorbell};
+use crate::dma::DmaBuf;
 
-use crate::dma::DmaWindow;
 use crate::driver::error::{DriverError, IoError};
-use crate::driver::prp::pages;
-use crate::driver::prp::{self, PAGE_SIZE};
-use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
 use crate::driver::shared::Inner;
-use crate::driver::shared::dbbuf::ShadowPair;
-use crate::driver::shared::recovery::live_word;
 use crate::driver::tracker::Tracker;
+use crate::driver::transport::CommandTransport;
+
+pub use pcie::{PcieQueue, Prps};
 
 /// Largest I/O queue the driver creates: keeps at least four generation
 /// bits in every CID.
@@ -161,35 +167,14 @@ pub struct IoCompletion {
     pub buf: Option<DmaBuf>,
 }
 
-/// What `IoQueuePair::build` makes: rings, PRP-list pages, pages per slot,
-/// the generation the queues were created in, and the shadow slots.
-type Built = (SqRing, CqRing, DmaWindow, usize, u64, Option<ShadowPair>);
-
-/// One I/O submission/completion queue pair, owned by one thread.
-pub struct IoQueuePair<D: Device> {
-    ctrl: Arc<Inner<D>>,
-    qid: u16,
-    sq: SqRing,
-    cq: CqRing,
+/// One I/O queue pair, owned by one thread, over transport `T`: the
+/// command slab, deadlines, retries and teardown live here; how commands
+/// reach the controller is `T`'s (see [`crate::driver::transport`]).
+pub struct QueuePair<T: CommandTransport> {
+    t: T,
     tracker: Tracker,
-    lists: DmaWindow,
-    pages_per_slot: usize,
-    sq_doorbell: usize,
-    cq_doorbell: usize,
-    /// Shadow doorbell slots (SQ tail, CQ head) while the controller has the
-    /// buffers configured in `generation`.
-    shadow: Option<ShadowPair>,
     stats: QueuePairStats,
     live: bool,
-    /// Reset generation the SQ/CQ exist in.
-    generation: u64,
-    /// The queues could not be re-created in `generation`.
-    dead: bool,
-    /// `live_word(generation)`: the state word while the queues exist.
-    live_state: u64,
-    /// `live_state`, or a value no state word takes when `dead`: one
-    /// compare tells a submission whether anything needs a closer look.
-    submit_state: u64,
     /// Per-command deadline.
     timeout: Duration,
     retry_limit: u8,
@@ -200,123 +185,49 @@ pub struct IoQueuePair<D: Device> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-impl<D: Device> IoQueuePair<D> {
+/// A queue pair on a PCIe controller (VFIO, uio, the emulated controller).
+pub type IoQueuePair<D> = QueuePair<PcieQueue<D>>;
+
+impl<D: Device> QueuePair<PcieQueue<D>> {
     pub(crate) fn create(ctrl: Arc<Inner<D>>, opts: QueuePairOptions) -> Result<Self, DriverError> {
-        if ctrl.is_shut_down() {
-            return Err(DriverError::ShutDown);
-        }
-        let asked = opts.entries.unwrap_or(ctrl.opts().io_queue_entries);
-        if asked < 2 {
-            return Err(DriverError::InvalidOption {
-                name: "entries",
-                value: asked as u64,
-                hint: "an I/O queue needs at least 2 entries",
-            });
-        }
-        let limit = ctrl
-            .cap()
-            .max_queue_entries()
-            .min(MAX_IO_QUEUE_ENTRIES as u32) as u16;
-        let entries = asked.min(limit);
-        let qid = ctrl.take_qid()?;
-        match Self::build(&ctrl, qid, entries) {
-            Ok((sq, cq, lists, pages_per_slot, generation, shadow)) => {
-                let stride = ctrl.stride();
-                let (timeout, retry_limit, scan_interval) = (
-                    ctrl.opts().io_timeout,
-                    ctrl.opts().io_retry_limit,
-                    ctrl.opts().timeout_scan_interval,
-                );
-                Ok(IoQueuePair {
-                    ctrl,
-                    qid,
-                    sq,
-                    cq,
-                    tracker: Tracker::new(entries as usize - 1),
-                    lists,
-                    pages_per_slot,
-                    sq_doorbell: sq_tail_doorbell(qid, stride),
-                    cq_doorbell: cq_head_doorbell(qid, stride),
-                    shadow,
-                    stats: QueuePairStats::default(),
-                    live: true,
-                    generation,
-                    dead: false,
-                    live_state: live_word(generation),
-                    submit_state: live_word(generation),
-                    timeout,
-                    retry_limit,
-                    scan_interval,
-                    next_scan: None,
-                    idle_since: None,
-                    _not_sync: PhantomData,
-                })
-            }
-            Err(e) => {
-                ctrl.return_qid(qid);
-                Err(e)
-            }
+        let o = ctrl.opts();
+        let (timeout, retry_limit, scan_interval) =
+            (o.io_timeout, o.io_retry_limit, o.timeout_scan_interval);
+        let t = PcieQueue::create(ctrl, opts)?;
+        Ok(QueuePair::new(t, timeout, retry_limit, scan_interval))
+    }
+}
+
+impl<T: CommandTransport> QueuePair<T> {
+    /// A queue pair over `t` with a per-command `timeout`, `retry_limit`
+    /// resubmissions and deadline scans every `scan_interval`.
+    pub(crate) fn new(t: T, timeout: Duration, retry_limit: u8, scan_interval: Duration) -> Self {
+        let capacity = t.capacity();
+        QueuePair {
+            t,
+            tracker: Tracker::new(capacity),
+            stats: QueuePairStats::default(),
+            live: true,
+            timeout,
+            retry_limit,
+            scan_interval,
+            next_scan: None,
+            idle_since: None,
+            _not_sync: PhantomData,
         }
     }
 
-    /// Allocate the rings and PRP-list pages, then Create I/O CQ and SQ.
-    fn build(ctrl: &Inner<D>, qid: u16, entries: u16) -> Result<Built, DriverError> {
-        let sq_pages = pages(entries as usize * SQE_BYTES);
-        let cq_pages = pages(entries as usize * CQE_BYTES);
-        // At least one page per slot: a Dataset Management range list needs it.
-        let pages_per_slot = prp::list_pages_for_transfer(ctrl.max_transfer()).max(1);
-        let list_pages = (entries as usize - 1) * pages_per_slot;
-        let bytes = (sq_pages + cq_pages + list_pages) * PAGE_SIZE;
-        let region =
-            Arc::new(
-                dma::allocate(ctrl.device(), bytes).map_err(|source| DriverError::Dma {
-                    what: "an I/O queue pair",
-                    source,
-                })?,
-            );
-        let memory_error = |what| DriverError::QueueMemory { what, bytes };
-        let win = |page: usize, n: usize| {
-            DmaWindow::new(Arc::clone(&region), page * PAGE_SIZE, n * PAGE_SIZE)
-        };
-        let sq = win(0, sq_pages)
-            .and_then(|m| SqRing::new(m, entries))
-            .ok_or(memory_error("I/O submission queue"))?;
-        let cq = win(sq_pages, cq_pages)
-            .and_then(|m| CqRing::new(m, entries))
-            .ok_or(memory_error("I/O completion queue"))?;
-        let lists = win(sq_pages + cq_pages, list_pages).ok_or(memory_error("PRP lists"))?;
-        if !sq.is_contiguous() {
-            return Err(memory_error("I/O submission queue"));
-        }
-        if !cq.is_contiguous() {
-            return Err(memory_error("I/O completion queue"));
-        }
-        let shadow = ctrl.shadow_slots(qid);
-        let generation = ctrl
-            .create_io_queues(qid, entries, sq.iova(), cq.iova(), None)
-            .inspect_err(|e| {
-                // The device may still hold the CQ in this memory.
-                if matches!(e, DriverError::DmaQuarantined { .. }) {
-                    lists.quarantine();
-                }
-            })?;
-        let shadow = ctrl.keep_if_configured(shadow, generation);
-        Ok((sq, cq, lists, pages_per_slot, generation, shadow))
-    }
-
-    /// Record the generation the queues exist in (or, `dead`, could not be
-    /// re-created in).
-    pub(super) fn set_generation(&mut self, generation: u64, dead: bool) {
-        self.generation = generation;
-        self.dead = dead;
-        self.live_state = live_word(generation);
-        // The health byte of a real state word is 0..=3, never 0xff.
-        self.submit_state = if dead { u64::MAX } else { self.live_state };
-    }
-
-    /// The queue id (SQ and CQ share it).
+    /// The queue id (SQ and CQ share it on PCIe).
     pub fn qid(&self) -> u16 {
-        self.qid
+        self.t.queue_id()
+    }
+    /// The transport (its own modes and counters).
+    pub fn transport(&self) -> &T {
+        &self.t
+    }
+    /// The transport, mutably (set-up such as buffer registration).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.t
     }
     /// Most commands in flight at once (entries − 1).
     pub fn capacity(&self) -> usize {
@@ -350,24 +261,24 @@ impl<D: Device> IoQueuePair<D> {
     }
     /// The controller's admin timeout (bounds for synchronous helpers).
     pub(crate) fn admin_timeout(&self) -> Duration {
-        self.ctrl.opts().admin_timeout
+        self.t.admin_timeout()
     }
     /// Most bytes one command may transfer.
     pub fn max_transfer_bytes(&self) -> usize {
-        self.ctrl.max_transfer()
+        self.t.max_transfer()
     }
 }
 
-impl<D: Device> Drop for IoQueuePair<D> {
+impl<T: CommandTransport> Drop for QueuePair<T> {
     fn drop(&mut self) {
         let _ = self.teardown(&mut |_| {});
     }
 }
 
-impl<D: Device> std::fmt::Debug for IoQueuePair<D> {
+impl<T: CommandTransport> std::fmt::Debug for QueuePair<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoQueuePair")
-            .field("qid", &self.qid)
+            .field("qid", &self.qid())
             .field("capacity", &self.capacity())
             .field("outstanding", &self.outstanding())
             .field("stats", &self.stats)

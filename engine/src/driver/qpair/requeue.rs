@@ -2,22 +2,24 @@
 //! reset or a surprise removal (NVMe Base 2.0 §3.7.2: a reset deletes every
 //! I/O queue and stops all DMA), on the thread that owns it.
 //!
-//! After a reset the pair re-creates its SQ and CQ (same queue id, same
-//! memory) and goes through what it had in flight. Timed-out commands
+//! After a reset the transport re-creates its queue (PCIe: the SQ and CQ,
+//! same queue id, same memory) and the pair goes through what it had in
+//! flight. Timed-out commands
 //! complete with `TimedOut`. Idempotent commands with retries left are
 //! resubmitted under a new CID. Everything else completes with
 //! `ControllerReset`. After a removal or a failed reset, everything in
-//! flight completes with `IoError::Gone` (removed or failed). Buffers
+//! flight completes with `DeviceRemoved` or `ControllerFailed`. Buffers
 //! always come back, because the device no longer uses them.
 
 #![forbid(unsafe_code)]
 
-use crate::device::Device;
 use crate::spec::command::NvmOpcode;
 
-use crate::driver::error::{DeviceGone, DriverError, IoError};
-use crate::driver::qpair::{IoCompletion, IoQueuePair};
-use crate::driver::shared::recovery::{Health, generation_of, health_of};
+use crate::driver::error::IoError;
+use crate::driver::transport::{CommandTransport, DataDirection, DataRef, Recovery};
+
+use super::submit::direction_of;
+use super::{IoCompletion, QueuePair};
 
 /// Commands that may be sent again with the same effect (block-level
 /// idempotent): resubmitted after DNR=0 errors and controller resets.
@@ -33,46 +35,23 @@ pub(super) fn idempotent(opcode: u8) -> bool {
     )
 }
 
-impl<D: Device> IoQueuePair<D> {
-    /// Follow a controller state change (see `process_completions`).
+impl<T: CommandTransport> QueuePair<T> {
+    /// The data of the in-flight command in slot `index`, as held.
+    pub(super) fn data_of(&self, index: usize) -> Option<DataRef> {
+        let slot = self.tracker.slot(index);
+        let dir = direction_of(slot.cmd.opcode()).unwrap_or(DataDirection::ToDevice);
+        slot.buf().map(|b| DataRef::of(b, dir))
+    }
+
+    /// Follow a transport state change (see `process_completions`).
     /// Returns the completions delivered.
     #[cold]
     #[inline(never)]
     pub(super) fn recover<F: FnMut(IoCompletion)>(&mut self, state: u64, f: &mut F) -> usize {
-        match health_of(state) {
-            Health::Resetting => 0,
-            Health::Removed => self.fail_all(IoError::Gone(DeviceGone::Removed), f),
-            Health::Failed => self.fail_all(IoError::Gone(DeviceGone::Failed), f),
-            Health::Live => {
-                // The controller was reset: the device deleted our queues
-                // and stopped all DMA, so every buffer we hold is ours again.
-                self.sq.reset();
-                self.cq.reset();
-                let generation = generation_of(state);
-                let entries = self.sq.entries();
-                // Buffers from before the reset are not used: fresh, zeroed
-                // slots, kept only if the buffers were configured again.
-                self.shadow = None;
-                let shadow = self.ctrl.shadow_slots(self.qid);
-                match self.ctrl.create_io_queues(
-                    self.qid,
-                    entries,
-                    self.sq.iova(),
-                    self.cq.iova(),
-                    Some(generation),
-                ) {
-                    Ok(g) => {
-                        self.set_generation(g, false);
-                        self.shadow = self.ctrl.keep_if_configured(shadow, g);
-                    }
-                    // Another reset started meanwhile: try again later.
-                    Err(DriverError::NotLive { .. }) => return 0,
-                    Err(_) => {
-                        self.set_generation(generation, true);
-                        return self.fail_all(IoError::Gone(DeviceGone::Failed), f);
-                    }
-                }
-                self.stats.recreated += 1;
+        match self.t.recover(state, &mut self.stats) {
+            Recovery::Wait => 0,
+            Recovery::FailAll(error) => self.fail_all(error, f),
+            Recovery::Recreated => {
                 self.idle_since = None;
                 let mut delivered = 0;
                 for index in 0..self.tracker.capacity() {
@@ -83,8 +62,9 @@ impl<D: Device> IoQueuePair<D> {
                     let error = if slot.timed_out() {
                         IoError::TimedOut(self.timeout)
                     } else if slot.retries < self.retry_limit && idempotent(slot.cmd.opcode()) {
+                        let data = self.data_of(index);
                         let cmd = self.tracker.reissue(index);
-                        if self.sq.push(&cmd) {
+                        if self.t.resend(&cmd, data, &mut self.stats) {
                             self.stats.resubmitted += 1;
                             continue;
                         }
@@ -94,7 +74,7 @@ impl<D: Device> IoQueuePair<D> {
                     };
                     delivered += self.deliver_error(index, error, f);
                 }
-                self.ring_doorbell_live();
+                self.t.flush(&mut self.stats);
                 delivered
             }
         }
@@ -103,9 +83,8 @@ impl<D: Device> IoQueuePair<D> {
     /// Complete every in-flight command with `error` (buffers returned;
     /// quarantined when the device could not be proven to have stopped).
     fn fail_all<F: FnMut(IoCompletion)>(&mut self, error: IoError, f: &mut F) -> usize {
-        let quarantine = self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN;
-        if quarantine {
-            self.quarantine_rings();
+        if self.t.dma_unproven() {
+            self.t.quarantine();
         }
         let mut delivered = 0;
         for index in 0..self.tracker.capacity() {
@@ -128,7 +107,7 @@ impl<D: Device> IoQueuePair<D> {
         f: &mut F,
     ) -> usize {
         let mut req = self.tracker.complete(index);
-        if self.ctrl.fence_state() == crate::driver::shared::fence::UNPROVEN
+        if self.t.dma_unproven()
             && let Some(b) = req.buf.as_mut()
         {
             b.quarantine();

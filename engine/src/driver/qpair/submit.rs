@@ -1,26 +1,30 @@
 //! Submission: the NVM I/O commands (NVM Command Set 1.0 §3: Read, Write,
 //! Flush, Write Zeroes, Dataset Management) and raw passthrough, from the
-//! checks against the namespace through the slot, the PRPs and the SQ entry.
-//! The SQ doorbell is rung by the caller, once per batch
-//! ([`IoQueuePair::ring_doorbell`]).
-
-use crate::device::Device;
-
-use zerocopy::IntoBytes;
+//! checks against the namespace through the slot and the data mapping to
+//! the transport. The batch goes to the controller when the caller calls
+//! [`QueuePair::ring_doorbell`] (or reaps).
 
 use crate::dma::DmaBuf;
 use crate::spec::command::{CDW12_DEAC, CDW12_FUA, DSM_ATTR_DEALLOCATE};
 use crate::spec::command::{Command, NvmOpcode};
 
-use crate::driver::error::{DeviceGone, SubmitError, SubmitErrorKind};
+use crate::driver::error::{SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
-use crate::driver::prp::WindowSink;
-use crate::driver::prp::{self, PAGE_SIZE};
-use crate::driver::shared::recovery::{Health, generation_of, health_of};
+use crate::driver::transport::{CommandTransport, DataDirection, SubmitRefusal};
 
-use super::IoQueuePair;
+use super::QueuePair;
 
-impl<D: Device> IoQueuePair<D> {
+/// The direction of a command's data, from its opcode (bits 1:0, NVMe Base
+/// 2.0 §4.3 Figure 91: 01b host to controller, 10b controller to host).
+pub(super) fn direction_of(opcode: u8) -> Option<DataDirection> {
+    match opcode & 3 {
+        1 => Some(DataDirection::ToDevice),
+        2 => Some(DataDirection::FromDevice),
+        _ => None,
+    }
+}
+
+impl<T: CommandTransport> QueuePair<T> {
     /// Queue a read of `buf.len()` bytes at `lba` into `buf`.
     #[inline(always)]
     pub fn read(
@@ -65,8 +69,12 @@ impl<D: Device> IoQueuePair<D> {
         token: u64,
     ) -> Result<(), SubmitError> {
         let write = OPCODE == NvmOpcode::WRITE.0;
-        let (len, iova) = (buf.len(), buf.iova());
-        let nlb_z = match ns.check_rw(lba, len, iova, write) {
+        let dir = if write {
+            DataDirection::ToDevice
+        } else {
+            DataDirection::FromDevice
+        };
+        let nlb_z = match ns.check_rw(lba, buf.len(), buf.iova(), write) {
             Ok(n) => n,
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
@@ -75,16 +83,13 @@ impl<D: Device> IoQueuePair<D> {
             Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         // `check_rw` proved the length non-zero and the start dword aligned.
-        let (prp1, prp2) = if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE {
-            (iova, prp::PRP_UNUSED)
-        } else {
-            match self.list_prps(index, &buf) {
-                Ok(p) => p,
-                Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
-            }
+        let mapped = match self.t.map_data(index, &buf, dir) {
+            Ok(p) => p,
+            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
         };
         let nsid = ns.id();
-        self.push_with(Some(buf), token, |cmd, cid| {
+        let (prp1, prp2) = T::prps(&mapped);
+        self.push_with(Some(buf), Some(mapped), token, |cmd, cid| {
             // Every field in one literal: no zero fill then rewrite.
             *cmd = Command {
                 cdw0: OPCODE as u32 | (cid as u32) << 16,
@@ -130,7 +135,7 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Queue a Dataset Management deallocate of up to 256 ranges. The range
-    /// list is written into the slot's preallocated page: no allocation.
+    /// list is written into the slot's preallocated memory: no allocation.
     pub fn deallocate(
         &mut self,
         ns: &Namespace,
@@ -140,23 +145,21 @@ impl<D: Device> IoQueuePair<D> {
         ns.check_deallocate(ranges)
             .map_err(|k| SubmitError::new(k, None))?;
         let index = self.reserve().map_err(|k| SubmitError::new(k, None))?;
-        let base = index * self.pages_per_slot * PAGE_SIZE;
-        for (i, r) in ranges.iter().enumerate() {
-            self.lists
-                .view()
-                .write(base + i * 16, r.to_dsm().as_bytes());
-        }
+        let mapped = self
+            .t
+            .map_ranges(index, ranges)
+            .map_err(|k| SubmitError::new(k, None))?;
         let mut cmd = Command::new(NvmOpcode::DATASET_MANAGEMENT.0, ns.id());
-        cmd.prp1 = self.lists.iova(base).unwrap_or(prp::PRP_UNUSED);
-        cmd.prp2 = prp::PRP_UNUSED;
         cmd.cdw10 = ranges.len() as u32 - 1;
         cmd.cdw11 = DSM_ATTR_DEALLOCATE;
-        self.push(cmd, None, token)
+        T::encode(&mapped, &mut cmd);
+        self.push(cmd, None, Some(mapped), token)
     }
 
-    /// Queue any command. With `buf`, the driver fills PRP1/PRP2 for the
-    /// buffer's whole window; without, the command's own PRP fields are sent
-    /// as given. The CID is always the driver's.
+    /// Queue any command. With `buf`, the driver fills the data pointer
+    /// for the buffer's whole window (PRP1/PRP2 on PCIe); without, the
+    /// command's own PRP fields are sent as given. The CID is always the
+    /// driver's.
     pub fn submit_raw(
         &mut self,
         cmd: Command,
@@ -175,18 +178,9 @@ impl<D: Device> IoQueuePair<D> {
     }
 
     /// Check there is room; returns the free slot's index.
-    #[inline]
+    #[inline(always)]
     fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
-        // One atomic load: new work fails fast on a removed or failed
-        // controller; during a reset it is held in the slot and sent once
-        // the queues are re-created.
-        let state = self.ctrl.state();
-        if state != self.submit_state {
-            self.check_health(state)?;
-        }
-        if self.sq.is_full() {
-            return Err(self.queue_full());
-        }
+        self.t.admit(&mut self.stats)?;
         match self.tracker.next_free() {
             Some(index) => Ok(index),
             None => Err(self.queue_full()),
@@ -201,40 +195,7 @@ impl<D: Device> IoQueuePair<D> {
         }
     }
 
-    /// Whether new work may be queued in controller state `state` (not
-    /// live in this queue's generation, or the queue is dead).
-    #[cold]
-    fn check_health(&self, state: u64) -> Result<(), SubmitErrorKind> {
-        match health_of(state) {
-            Health::Removed => Err(SubmitErrorKind::Gone(DeviceGone::Removed)),
-            Health::Failed => Err(SubmitErrorKind::Gone(DeviceGone::Failed)),
-            _ if self.dead && generation_of(state) == self.generation => {
-                Err(SubmitErrorKind::Gone(DeviceGone::Failed))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// PRP2 for a buffer that does not fit in PRP1's page: the next page,
-    /// or a list in slot `index`'s list pages.
-    #[inline(never)]
-    fn list_prps(&self, index: usize, buf: &DmaBuf) -> Result<(u64, u64), SubmitErrorKind> {
-        let mut sink = WindowSink {
-            mem: &self.lists,
-            first_page: index * self.pages_per_slot,
-            pages: self.pages_per_slot,
-        };
-        let (base, len) = (buf.iova(), buf.len());
-        // A DmaBuf's window is IOVA-contiguous.
-        prp::build(len, |off| (off < len).then(|| base + off as u64), &mut sink).map_err(
-            |e| match e {
-                prp::PrpError::ZeroLength => SubmitErrorKind::ZeroLength,
-                e => SubmitErrorKind::Buffer(e),
-            },
-        )
-    }
-
-    /// Fill the PRPs for `buf` (if any) and queue the command.
+    /// Map `buf` (if any) and queue the command.
     fn submit(
         &mut self,
         mut cmd: Command,
@@ -245,32 +206,45 @@ impl<D: Device> IoQueuePair<D> {
             Ok(i) => i,
             Err(kind) => return Err(SubmitError::new(kind, buf)),
         };
-        if let Some(b) = &buf {
-            match self.list_prps(index, b) {
-                Ok((p1, p2)) => {
-                    cmd.prp1 = p1;
-                    cmd.prp2 = p2;
+        let mapped = match &buf {
+            Some(b) => {
+                // A buffer with an opcode that names no direction goes as
+                // host-to-controller: the PRPs are the same either way.
+                let dir = direction_of(cmd.opcode()).unwrap_or(DataDirection::ToDevice);
+                match self.t.map_data(index, b, dir) {
+                    Ok(m) => {
+                        T::encode(&m, &mut cmd);
+                        Some(m)
+                    }
+                    Err(kind) => return Err(SubmitError::new(kind, buf)),
                 }
-                Err(kind) => return Err(SubmitError::new(kind, buf)),
             }
-        }
-        self.push(cmd, buf, token)
+            None => None,
+        };
+        self.push(cmd, buf, mapped, token)
     }
 
-    /// Give the command a CID and write it to the SQ (room was checked).
-    fn push(&mut self, cmd: Command, buf: Option<DmaBuf>, token: u64) -> Result<(), SubmitError> {
-        self.push_with(buf, token, |c, cid| {
+    /// Give the command a CID and queue it (room was checked).
+    fn push(
+        &mut self,
+        cmd: Command,
+        buf: Option<DmaBuf>,
+        mapped: Option<T::Data>,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        self.push_with(buf, mapped, token, |c, cid| {
             *c = cmd;
             c.set_cid(cid);
         })
     }
 
     /// Take the tracker slot `reserve` returned, build the entry in it with
-    /// `fill`, and copy it to the SQ (room was checked).
-    #[inline]
+    /// `fill`, and hand it to the transport (room was checked).
+    #[inline(always)]
     fn push_with(
         &mut self,
         buf: Option<DmaBuf>,
+        mapped: Option<T::Data>,
         token: u64,
         fill: impl FnOnce(&mut Command, u16),
     ) -> Result<(), SubmitError> {
@@ -278,10 +252,26 @@ impl<D: Device> IoQueuePair<D> {
             Ok(cmd) => cmd,
             Err(buf) => return Err(self.unreachable_full(buf)),
         };
-        // `reserve` saw room in the SQ and nothing pushed since.
-        self.sq.push_checked(cmd);
-        self.stats.submitted += 1;
-        Ok(())
+        let cid = cmd.cid();
+        match self.t.send(cmd, mapped, &mut self.stats) {
+            Ok(()) => {
+                self.stats.submitted += 1;
+                Ok(())
+            }
+            Err(refusal) => Err(self.refused(cid, refusal)),
+        }
+    }
+
+    /// The transport refused a command the tracker already holds: take it
+    /// back out and return its buffer with the error.
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, cid: u16, refusal: SubmitRefusal) -> SubmitError {
+        let req = self.tracker.complete(self.tracker.index_of(cid));
+        if refusal == SubmitRefusal::Full {
+            self.stats.queue_full += 1;
+        }
+        SubmitError::new(refusal.kind(self.capacity()), req.buf)
     }
 
     /// `reserve` checked for a free slot, so this does not happen; should

@@ -8,18 +8,18 @@
 
 use std::time::Instant;
 
-use crate::device::Device;
 use crate::dma::DmaBuf;
 use crate::spec::command::Command;
 
 use crate::driver::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
 use crate::driver::namespace::{LbaRange, Namespace};
-use crate::driver::qpair::IoQueuePair;
+use crate::driver::qpair::QueuePair;
+use crate::driver::transport::CommandTransport;
 
 /// The token synchronous helpers use for their own command.
 const SYNC_TOKEN: u64 = u64::MAX;
 
-impl<D: Device> IoQueuePair<D> {
+impl<T: CommandTransport> QueuePair<T> {
     /// Submit through `submit` with a private token and poll until that
     /// command completes (bounded by `ControllerOptions::io_timeout`).
     /// Refuses with [`IoError::Busy`] when other commands are in flight.

@@ -36,11 +36,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::device::Device;
-use crate::spec::registers::{ALL_ONES, Csts, offset};
-
-use crate::driver::qpair::IoQueuePair;
-use crate::driver::shared::recovery::{generation_of, live_word};
+use crate::driver::qpair::QueuePair;
+use crate::driver::transport::{CancelRequest, CommandTransport};
 
 /// Most Abort commands one scan sends; more timeouts at once reset the
 /// controller instead (a device with that many stuck commands is hung).
@@ -50,7 +47,7 @@ pub const MAX_ABORTS_PER_SCAN: usize = 4;
 /// reads CSTS to look for removal or fatal status.
 pub const STALL_CHECK: Duration = Duration::from_millis(100);
 
-impl<D: Device> IoQueuePair<D> {
+impl<T: CommandTransport> QueuePair<T> {
     /// Check deadlines as of `now`; cheap when called more often than the
     /// scan interval (one comparison). Asks the controller's admin worker
     /// for Aborts or a reset as described in the [module
@@ -65,28 +62,25 @@ impl<D: Device> IoQueuePair<D> {
             return 0;
         }
         self.next_scan = now.checked_add(self.scan_interval);
-        let state = self.ctrl.state();
-        if state != live_word(self.generation) || self.outstanding() == 0 {
+        let Some(observed) = self.t.live().filter(|_| self.outstanding() != 0) else {
             // process_completions follows resets and removals.
             self.idle_since = None;
             return 0;
-        }
-        let observed = generation_of(state);
+        };
         match self.idle_since {
             None => self.idle_since = Some(now),
             Some(t) if now.saturating_duration_since(t) >= STALL_CHECK => {
                 self.idle_since = Some(now);
-                let csts = self.ctrl.device().read32(offset::CSTS);
-                if csts == ALL_ONES || Csts::from(csts).cfs() {
+                if self.t.stalled() {
                     self.stats.resets_requested += 1;
-                    self.ctrl.post_reset(observed);
+                    self.t.reset(observed);
                     return 0;
                 }
             }
             Some(_) => {}
         }
         let timeout = self.timeout;
-        let grace = timeout.min(self.ctrl.opts().admin_timeout);
+        let grace = timeout.min(self.t.admin_timeout());
         let mut aborts = [0u16; MAX_ABORTS_PER_SCAN];
         let (mut n_aborts, mut newly, mut reset) = (0usize, 0usize, false);
         let tracker = &mut self.tracker;
@@ -118,9 +112,7 @@ impl<D: Device> IoQueuePair<D> {
         if !reset {
             for &cid in &aborts[..n_aborts] {
                 self.stats.aborts_sent += 1;
-                if !self.ctrl.post_abort(observed, self.qid(), cid) {
-                    // More aborts waiting controller-wide than the mailbox
-                    // holds: the device is hung.
+                if self.t.cancel(cid) == CancelRequest::Failed {
                     reset = true;
                     break;
                 }
@@ -128,7 +120,7 @@ impl<D: Device> IoQueuePair<D> {
         }
         if reset {
             self.stats.resets_requested += 1;
-            self.ctrl.post_reset(observed);
+            self.t.reset(observed);
         }
         newly
     }
