@@ -14,7 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::{IoCompletion, IoQueuePair, Namespace, SubmitErrorKind};
+use nvme_engine::{
+    CommandTransport, IoCompletion, Namespace, PcieQueue, QueuePair, SubmitErrorKind,
+};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -54,9 +56,14 @@ pub(crate) struct Slot {
 /// them.
 pub(crate) type FreeList = Vec<(u32, DmaBuf)>;
 
-/// One queue pair on one namespace, driven by one worker.
-pub(crate) struct Job {
-    pub(crate) qp: IoQueuePair<PerfDevice>,
+/// The transport of a PCIe job (the emulated controller or a real one).
+pub(crate) type Pcie = PcieQueue<PerfDevice>;
+
+/// One queue pair on one namespace, driven by one worker. Generic over the
+/// queue pair's command transport, so each transport gets its own compiled
+/// loop and none pays for another's dispatch.
+pub(crate) struct Job<T: CommandTransport = Pcie> {
+    pub(crate) qp: QueuePair<T>,
     pub(crate) ns: Namespace,
     pub(crate) device: String,
     pub(crate) row: usize,
@@ -116,11 +123,11 @@ pub(crate) struct LoopOut {
 /// One compiled I/O loop: the worker's jobs and their stats rows, its
 /// context, the run's control block and the worker's plan in, the loop's
 /// times out.
-pub(crate) type LoopFn =
-    fn(&mut [Job], &mut [RowStats], &mut Ctx<'_>, &Control, &WorkerPlan) -> LoopOut;
+pub(crate) type LoopFn<T = Pcie> =
+    fn(&mut [Job<T>], &mut [RowStats], &mut Ctx<'_>, &Control, &WorkerPlan) -> LoopOut;
 
 /// The loop compiled for this run's verify, offset and mix choices.
-pub(crate) fn compiled_loop(p: &RunParams) -> LoopFn {
+pub(crate) fn compiled_loop<T: CommandTransport>(p: &RunParams) -> LoopFn<T> {
     let mix = match p.read_percent {
         100 => MIX_READ,
         0 => MIX_WRITE,
@@ -134,7 +141,7 @@ pub(crate) fn compiled_loop(p: &RunParams) -> LoopFn {
     macro_rules! pick {
         ($($v:literal, $o:ident, $m:ident);*) => {
             match (p.verify, off, mix) {
-                $(($v, $o, $m) => run_loop::<$v, $o, $m>,)*
+                $(($v, $o, $m) => run_loop::<T, $v, $o, $m>,)*
                 _ => unreachable!("offset and mix modes are one of three values each"),
             }
         };
@@ -149,8 +156,8 @@ pub(crate) fn compiled_loop(p: &RunParams) -> LoopFn {
     )
 }
 
-fn run_loop<const V: bool, const R: u8, const M: u8>(
-    jobs: &mut [Job],
+fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+    jobs: &mut [Job<T>],
     rows: &mut [RowStats],
     cx: &mut Ctx<'_>,
     ctl: &Control,
@@ -208,12 +215,12 @@ fn run_loop<const V: bool, const R: u8, const M: u8>(
         for job in jobs.iter_mut() {
             if !job.free.is_empty() && !job.dead && budget > 0 {
                 let now = clock.now();
-                let n = submit_batch::<V, R, M>(job, now, cx, budget);
+                let n = submit_batch::<T, V, R, M>(job, now, cx, budget);
                 budget -= n;
                 work += n;
                 job.qp.ring_doorbell();
             }
-            work += reap::<V, M, true>(job, &mut rows[job.row], cx, clock) as u64;
+            work += reap::<T, V, M, true>(job, &mut rows[job.row], cx, clock) as u64;
         }
         if cx.fatal.is_some() && !stop_sent {
             stop_sent = true;
@@ -253,8 +260,8 @@ fn run_loop<const V: bool, const R: u8, const M: u8>(
 
 /// Reap until nothing is in flight (or `deadline` passes), checking data,
 /// failures and deadlines; performance is no longer counted.
-pub(crate) fn drain(
-    jobs: &mut [Job],
+pub(crate) fn drain<T: CommandTransport>(
+    jobs: &mut [Job<T>],
     rows: &mut [RowStats],
     cx: &mut Ctx<'_>,
     plan: &WorkerPlan,
@@ -271,9 +278,9 @@ pub(crate) fn drain(
             // No latency is recorded any more; failures and data still are
             // checked.
             n += if cx.p.verify {
-                reap::<true, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
+                reap::<T, true, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
             } else {
-                reap::<false, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
+                reap::<T, false, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
             };
         }
         turns = turns.wrapping_add(1);
@@ -297,7 +304,7 @@ pub(crate) fn drain(
 /// controller is gone (removed or failed) and nothing is in flight on it.
 #[cold]
 #[inline(never)]
-pub(crate) fn scan(jobs: &mut [Job]) -> bool {
+pub(crate) fn scan<T: CommandTransport>(jobs: &mut [Job<T>]) -> bool {
     let now = Instant::now();
     let mut all_dead = true;
     for job in jobs.iter_mut() {
@@ -310,8 +317,8 @@ pub(crate) fn scan(jobs: &mut [Job]) -> bool {
 /// Submit on free slots until none is left or `budget` is used; how many
 /// were submitted.
 #[inline(always)]
-fn submit_batch<const V: bool, const R: u8, const M: u8>(
-    job: &mut Job,
+fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+    job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
     budget: u64,
@@ -320,7 +327,7 @@ fn submit_batch<const V: bool, const R: u8, const M: u8>(
     // A plain down-count: cheaper per I/O than a range iterator.
     let mut left = n;
     while left > 0 {
-        if !submit::<V, R, M>(job, now, cx) {
+        if !submit::<T, V, R, M>(job, now, cx) {
             break;
         }
         left -= 1;
@@ -332,8 +339,8 @@ fn submit_batch<const V: bool, const R: u8, const M: u8>(
 /// buffer; false when it was refused (the job is then dead, or the run has
 /// a fatal error; the slot is free again).
 #[inline(always)]
-fn submit<const V: bool, const R: u8, const M: u8>(
-    job: &mut Job,
+fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+    job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
 ) -> bool {
@@ -395,8 +402,8 @@ fn submit<const V: bool, const R: u8, const M: u8>(
 /// The verify side of a submission: never two I/Os on one unit, writes
 /// carry the next generation. Returns (unit, generation, previous generation).
 #[inline(never)]
-fn verify_submit(
-    job: &mut Job,
+fn verify_submit<T: CommandTransport>(
+    job: &mut Job<T>,
     mut unit: u64,
     read: bool,
     buf: &mut DmaBuf,
@@ -428,8 +435,8 @@ fn verify_submit(
 
 #[cold]
 #[inline(never)]
-fn refused(
-    job: &mut Job,
+fn refused<T: CommandTransport>(
+    job: &mut Job<T>,
     slot: u32,
     unit: u64,
     prev: u32,
@@ -457,7 +464,12 @@ fn refused(
     false
 }
 
-fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
+fn failed<T: CommandTransport>(
+    job: &Job<T>,
+    op: &'static str,
+    lba: u64,
+    reason: String,
+) -> FailedIo {
     FailedIo {
         device: job.device.clone(),
         nsid: job.ns.id(),
@@ -472,8 +484,8 @@ fn failed(job: &Job, op: &'static str, lba: u64, reason: String) -> FailedIo {
 /// read once per call, before the completion queue is looked at: every
 /// completion of the batch shares that time stamp.
 #[inline(always)]
-fn reap<const V: bool, const M: u8, const REC: bool>(
-    job: &mut Job,
+fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
+    job: &mut Job<T>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
     clock: Clock,

@@ -20,6 +20,7 @@ use crate::hot::{Ctx, Job};
 use crate::pattern::{self, BlockState};
 use crate::stats::{FailedIo, RowStats};
 use crate::worker::{GEN_NONE, GEN_UNKNOWN};
+use nvme_engine::CommandTransport;
 
 /// How often the pass checks command deadlines.
 const SCAN_EVERY: Duration = Duration::from_millis(10);
@@ -32,7 +33,7 @@ enum Step {
 }
 
 /// Run the pass over `job`'s units, counting into its row.
-pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
+pub fn run<T: CommandTransport>(job: &mut Job<T>, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
     let row = &mut rows[job.row];
     let bs = job.ns.block_size() as usize;
     let mut steps = vec![Step::Idle; job.slots.len()];
@@ -117,8 +118,8 @@ pub fn run(job: &mut Job, rows: &mut [RowStats], cx: &mut Ctx<'_>) {
 
 /// Classify the blocks of a unit just read; the write to pre-fill it, if
 /// one is due.
-fn after_read(
-    job: &mut Job,
+fn after_read<T: CommandTransport>(
+    job: &mut Job<T>,
     buf: Option<&DmaBuf>,
     unit: u64,
     row: &mut RowStats,
@@ -165,8 +166,8 @@ fn after_read(
 
 /// Submit `step` on `slot`; false when the controller refused (it is then
 /// marked dead and the slot stays free).
-fn submit(
-    job: &mut Job,
+fn submit<T: CommandTransport>(
+    job: &mut Job<T>,
     bufs: &mut [Option<DmaBuf>],
     slot: u32,
     step: Step,
