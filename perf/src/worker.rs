@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
-use nvme_engine::{Controller, Namespace, QueuePairOptions, QueuePairStats};
+use nvme_engine::{CommandTransport, Controller, Namespace, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -295,13 +295,27 @@ pub fn run(
     ctl: Arc<Control>,
     ready: std::sync::mpsc::Sender<std::result::Result<(), String>>,
 ) -> Result<WorkerResult> {
-    let (mut jobs, _pools) = match setup(&plan, &ctrls, &p) {
+    let (jobs, _pools) = match setup(&plan, &ctrls, &p) {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(format!("{e:#}")));
             return Err(e);
         }
     };
+    drive(plan, jobs, &p, &ctl, &ready)
+}
+
+/// Drive a worker's queue pairs once they exist, on any transport: the
+/// verify pass, readiness through `ready`, the start signal, the compiled
+/// loop, the drain and the teardown. The pools the jobs' buffers come from
+/// must outlive this call.
+pub(crate) fn drive<T: CommandTransport>(
+    plan: WorkerPlan,
+    mut jobs: Vec<Job<T>>,
+    p: &Arc<RunParams>,
+    ctl: &Arc<Control>,
+    ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
+) -> Result<WorkerResult> {
     let mut rows = Vec::with_capacity(plan.rows);
     for _ in 0..plan.rows {
         match RowStats::new(p.max_ticks, p.io_size as u64) {
@@ -313,7 +327,7 @@ pub fn run(
         }
     }
     let mut cx = Ctx {
-        p: &p,
+        p,
         rng: WyRand::new(worker_seed(p.seed, plan.index)),
         read_below: (((p.read_percent as u128) << 64) / 100).min(u64::MAX as u128) as u64,
         scratch: vec![0u8; if p.verify { p.io_size } else { 0 }],
@@ -336,7 +350,7 @@ pub fn run(
         std::thread::yield_now();
         phase = ctl.phase.load(Ordering::Relaxed);
     }
-    let out = hot::compiled_loop(cx.p)(&mut jobs, &mut rows, &mut cx, &ctl, &plan);
+    let out = hot::compiled_loop::<T>(cx.p)(&mut jobs, &mut rows, &mut cx, ctl, &plan);
     hot::drain(
         &mut jobs,
         &mut rows,
@@ -368,7 +382,10 @@ pub fn run(
 
 /// Every queue pair's counters, their sum, and the commands (and, never
 /// expected, buffers) lost; then delete the queue pairs.
-fn tear_down(jobs: Vec<Job>, lost_buffers: u64) -> (QueuePairStats, Vec<QpairReport>, u64) {
+fn tear_down<T: CommandTransport>(
+    jobs: Vec<Job<T>>,
+    lost_buffers: u64,
+) -> (QueuePairStats, Vec<QpairReport>, u64) {
     let mut qpair = QueuePairStats::default();
     let mut qpairs = Vec::with_capacity(jobs.len());
     for job in &jobs {
