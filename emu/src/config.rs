@@ -116,31 +116,15 @@ impl EmuNamespaceConfig {
     /// A namespace backed by the file at `path`.
     pub fn file(path: impl Into<PathBuf>, lba_size: u32, blocks: u64) -> Self {
         EmuNamespaceConfig {
-            lba_size,
-            blocks,
             backing: Backing::File(path.into()),
-            read_only: false,
-            grow: false,
-            metadata_size: 0,
-            extended_lba: false,
-            protection: ProtectionType::None,
-            pi_first: false,
-            optimal_io_boundary: 0,
+            ..Self::ram(lba_size, blocks)
         }
     }
     /// A namespace that moves no data.
     pub fn null(lba_size: u32, blocks: u64) -> Self {
         EmuNamespaceConfig {
-            lba_size,
-            blocks,
             backing: Backing::Null,
-            read_only: false,
-            grow: false,
-            metadata_size: 0,
-            extended_lba: false,
-            protection: ProtectionType::None,
-            pi_first: false,
-            optimal_io_boundary: 0,
+            ..Self::ram(lba_size, blocks)
         }
     }
     /// This namespace, write protected.

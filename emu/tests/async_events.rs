@@ -11,7 +11,7 @@ use emu_support::*;
 use nvme_emu::{EmuConfig, EmuError, EmuNamespaceConfig};
 use nvme_engine::Device;
 use nvme_engine::spec::command::cns;
-use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace, NamespaceList};
+use nvme_engine::spec::identify::NamespaceList;
 use nvme_engine::spec::registers::offset;
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{
@@ -69,14 +69,7 @@ fn event(kind: u8, info: u8, log: u8) -> u32 {
 #[test]
 fn more_requests_than_aerl_plus_one_fail_with_limit_exceeded() {
     let mut h = Host::new(config());
-    let b = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::CONTROLLER, 0, &b)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    b.read_at(0, &mut raw);
-    assert_eq!(IdentifyController::read_from_bytes(&raw).unwrap().aerl, 1);
+    assert_eq!(identify_controller(&mut h).aerl, 1);
     send_aer(&mut h);
     send_aer(&mut h);
     assert!(peek(&h.admin).is_none(), "requests stay outstanding");
@@ -140,14 +133,7 @@ fn internal_errors_raise_error_events_with_an_error_log_entry() {
 }
 
 fn active(h: &mut Host) -> Vec<u32> {
-    let b = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::ACTIVE_NAMESPACES, 0, &b)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    b.read_at(0, &mut raw);
-    NamespaceList::read_from_bytes(&raw)
+    NamespaceList::read_from_bytes(&identify_data(h, cns::ACTIVE_NAMESPACES, 0))
         .unwrap()
         .active()
         .collect()
@@ -191,17 +177,7 @@ fn namespaces_attached_detached_and_resized_at_run_time_are_announced() {
     h.emu.resize_namespace(2, 128).unwrap();
     let c = take(&mut h);
     assert_eq!(c.dw0, event(2, 0x00, 0x04));
-    let id = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::NAMESPACE, 2, &id)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    id.read_at(0, &mut raw);
-    assert_eq!(
-        IdentifyNamespace::read_from_bytes(&raw).unwrap().nsze.get(),
-        128
-    );
+    assert_eq!(identify_namespace(&mut h, 2).nsze.get(), 128);
     assert_eq!(
         h.exec(&mut q, rw(NvmOpcode::READ, 2, 127, 1, &b)).status(),
         Status::SUCCESS

@@ -8,14 +8,11 @@ mod emu_support;
 use emu_support::*;
 use nvme_emu::{EmuConfig, EmuNamespaceConfig};
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::spec::command::cns;
-use nvme_engine::spec::identify::IdentifyController;
 use nvme_engine::spec::status::{generic, media};
 use nvme_engine::spec::{
     command::{Command, NvmOpcode},
     status::{Status, StatusCodeType},
 };
-use zerocopy::FromBytes;
 
 const VERIFY: u8 = 0x0C;
 
@@ -43,14 +40,7 @@ fn fused(op: NvmOpcode, fuse: u32, slba: u64, buf: &DmaBuf) -> Command {
 #[test]
 fn identify_advertises_compare_write_uncorrectable_verify_and_fused_compare_and_write() {
     let (mut h, _q) = setup();
-    let b = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::CONTROLLER, 0, &b)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    b.read_at(0, &mut raw);
-    let id = IdentifyController::read_from_bytes(&raw).unwrap();
+    let id = identify_controller(&mut h);
     let oncs = id.oncs.get();
     assert_eq!(
         oncs & 0b1000_0011,

@@ -10,14 +10,11 @@ mod emu_support;
 use emu_support::*;
 use nvme_emu::{EmuConfig, EmuError, EmuNamespaceConfig, FaultAction, FaultRule, ProtectionType};
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::spec::command::cns;
-use nvme_engine::spec::identify::IdentifyNamespace;
 use nvme_engine::spec::status::{generic, media};
 use nvme_engine::spec::{
     command::{Command, NvmOpcode},
     status::{Status, StatusCodeType},
 };
-use zerocopy::FromBytes;
 
 const PRACT: u32 = 1 << 29;
 const CHK_ALL: u32 = 0b111 << 26;
@@ -60,14 +57,7 @@ fn identify_reports_the_metadata_format_protection_and_noiob() {
         .protection(ProtectionType::Type2, true)
         .optimal_io_boundary(32);
     let (mut h, _q) = host(ns);
-    let b = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::NAMESPACE, 1, &b)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    b.read_at(0, &mut raw);
-    let id = IdentifyNamespace::read_from_bytes(&raw).unwrap();
+    let id = identify_namespace(&mut h, 1);
     let f = id.current_format();
     assert_eq!((f.ms(), f.lbads()), (64, 12));
     assert_ne!(id.flbas & 0x10, 0, "FLBAS bit 4: extended LBA");

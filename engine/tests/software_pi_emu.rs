@@ -11,8 +11,6 @@ use emu_support::*;
 use nvme_emu::{EmuConfig, EmuNamespaceConfig, FaultAction, FaultRule, ProtectionType};
 use nvme_engine::dma::DmaBuf;
 use nvme_engine::pi::{PiError, PiField, PiTags, Protection};
-use nvme_engine::spec::command::cns;
-use nvme_engine::spec::identify::IdentifyNamespace;
 use nvme_engine::spec::protection::{
     MetadataFormat, MetadataLayout, PiFields, PiLocation, PiType, PrChk,
 };
@@ -21,7 +19,6 @@ use nvme_engine::spec::{
     command::{Command, NvmOpcode},
     status::{Status, StatusCodeType},
 };
-use zerocopy::FromBytes;
 
 const SLBA: u64 = 12;
 const APP: u16 = 0x5a5a;
@@ -89,14 +86,7 @@ fn setup(c: &Case) -> (Host, Qp, MetadataFormat) {
         .protection(c.kind, c.first);
     let mut h = Host::new(EmuConfig::ram(1 << 20).without_namespaces().namespace(ns));
     let q = h.create_io(1, 16);
-    let b = h.buf(4096);
-    assert_eq!(
-        h.admin(identify(cns::NAMESPACE, 1, &b)).status(),
-        Status::SUCCESS
-    );
-    let mut raw = [0u8; 4096];
-    b.read_at(0, &mut raw);
-    let id = IdentifyNamespace::read_from_bytes(&raw).unwrap();
+    let id = identify_namespace(&mut h, 1);
     let f = id.metadata_format().unwrap().expect("a metadata format");
     (h, q, f)
 }
@@ -119,6 +109,18 @@ fn command(op: NvmOpcode, blocks: usize, data: &DmaBuf, meta: &DmaBuf, pi: PiFie
     c.set_mptr(meta.iova());
     pi.apply(&mut c);
     c
+}
+
+/// Run `cmd` on `q`, expecting success.
+fn exec_ok(h: &mut Host, q: &mut Qp, c: &Case, cmd: Command) {
+    assert_eq!(h.exec(q, cmd).status(), Status::SUCCESS, "{}", c.label());
+}
+
+/// The first `len` bytes of `buf`.
+fn contents(buf: &DmaBuf, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    buf.read_at(0, &mut v);
+    v
 }
 
 fn fields(t: &PiTags, pract: bool, check: PrChk) -> PiFields {
@@ -177,10 +179,7 @@ fn host_generated_pi_passes_the_controllers_checks_and_reads_back_checked() {
         let mut scratch = Vec::new();
         let sep = (!c.extended).then_some(&mut mbuf);
         p.generate_dma(&mut dbuf, sep, &t, &mut scratch).unwrap();
-        let mut dma_data = vec![0u8; data.len()];
-        let mut dma_meta = vec![0u8; meta.len()];
-        dbuf.read_at(0, &mut dma_data);
-        mbuf.read_at(0, &mut dma_meta);
+        let (dma_data, dma_meta) = (contents(&dbuf, data.len()), contents(&mbuf, meta.len()));
         assert_eq!((&dma_data, &dma_meta), (&data, &meta), "{}", c.label());
 
         let (mut dbuf, mut mbuf) = (h.buf(8192), h.buf(4096));
@@ -192,7 +191,7 @@ fn host_generated_pi_passes_the_controllers_checks_and_reads_back_checked() {
             &mbuf,
             fields(&t, false, PrChk::ALL),
         );
-        assert_eq!(h.exec(&mut q, w).status(), Status::SUCCESS, "{}", c.label());
+        exec_ok(&mut h, &mut q, &c, w);
 
         // Read back with the controller checking too; the host's checker
         // agrees with what arrives.
@@ -204,11 +203,8 @@ fn host_generated_pi_passes_the_controllers_checks_and_reads_back_checked() {
             &rmeta,
             fields(&t, false, PrChk::ALL),
         );
-        assert_eq!(h.exec(&mut q, r).status(), Status::SUCCESS, "{}", c.label());
-        let mut back = vec![0u8; data.len()];
-        let mut back_meta = vec![0u8; meta.len()];
-        rbuf.read_at(0, &mut back);
-        rmeta.read_at(0, &mut back_meta);
+        exec_ok(&mut h, &mut q, &c, r);
+        let (back, back_meta) = (contents(&rbuf, data.len()), contents(&rmeta, meta.len()));
         assert_eq!((&back, &back_meta), (&data, &meta), "{}", c.label());
         check(&p, &t, &back, &back_meta).unwrap();
 
@@ -263,7 +259,7 @@ fn pi_the_controller_inserts_with_pract_passes_the_host_checker() {
             &mbuf,
             fields(&t, true, PrChk::NONE),
         );
-        assert_eq!(h.exec(&mut q, w).status(), Status::SUCCESS, "{}", c.label());
+        exec_ok(&mut h, &mut q, &c, w);
 
         // Read data and tuples as stored, the controller checking nothing.
         let (rbuf, rmeta) = (h.buf(8192), h.buf(4096));
@@ -274,12 +270,12 @@ fn pi_the_controller_inserts_with_pract_passes_the_host_checker() {
             &rmeta,
             fields(&t, false, PrChk::NONE),
         );
-        assert_eq!(h.exec(&mut q, r).status(), Status::SUCCESS, "{}", c.label());
+        exec_ok(&mut h, &mut q, &c, r);
         let unit = lbs + if c.extended { ms } else { 0 };
-        let mut back = vec![0u8; n * unit];
-        let mut back_meta = vec![0u8; if c.extended { 0 } else { n * ms }];
-        rbuf.read_at(0, &mut back);
-        rmeta.read_at(0, &mut back_meta);
+        let (back, back_meta) = (
+            contents(&rbuf, n * unit),
+            contents(&rmeta, if c.extended { 0 } else { n * ms }),
+        );
         check(&p, &t, &back, &back_meta).unwrap_or_else(|e| panic!("{}: {e}", c.label()));
         // The same check straight on the DMA buffers, through a scratch block.
         let (mut rbuf, mut rmeta) = (rbuf, rmeta);

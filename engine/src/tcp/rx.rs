@@ -387,6 +387,19 @@ mod tests {
         data: true,
     };
 
+    /// A last data PDU of this kind carrying 4 bytes at offset 0 for `cccid`.
+    fn last_data_pdu(kind: fn(DataHeader) -> Header, cccid: u16) -> Vec<u8> {
+        let h = kind(DataHeader {
+            cccid,
+            ttag: 0,
+            offset: 0,
+            len: 4,
+            last: true,
+            success: false,
+        });
+        pdu(h, &[0; 4], Digests::default(), 0)
+    }
+
     fn pdu(h: Header, data: &[u8], d: Digests, pda: u8) -> Vec<u8> {
         let mut b = vec![0u8; 256 + data.len()];
         let n = encode(&mut b, &h, data, d, pda).unwrap();
@@ -544,36 +557,12 @@ mod tests {
 
     #[test]
     fn host_to_controller_pdus_and_sink_refusals_are_fatal() {
-        let h2c = pdu(
-            Header::H2cData(DataHeader {
-                cccid: 1,
-                ttag: 0,
-                offset: 0,
-                len: 4,
-                last: true,
-                success: false,
-            }),
-            &[0; 4],
-            Digests::default(),
-            0,
-        );
+        let h2c = last_data_pdu(Header::H2cData, 1);
         let e = RxMachine::new(1 << 20)
             .feed(&h2c, &mut Rec::default())
             .unwrap_err();
         assert_eq!(e, RxError::Pdu(DecodeError::UnexpectedType(6)));
-        let c2h = pdu(
-            Header::C2hData(DataHeader {
-                cccid: 666,
-                ttag: 0,
-                offset: 0,
-                len: 4,
-                last: true,
-                success: false,
-            }),
-            &[0; 4],
-            Digests::default(),
-            0,
-        );
+        let c2h = last_data_pdu(Header::C2hData, 666);
         let e = RxMachine::new(1 << 20)
             .feed(&c2h, &mut Rec::default())
             .unwrap_err();

@@ -72,6 +72,18 @@ impl Default for SessionOptions {
     }
 }
 
+/// The error for `what` on a connection that has failed.
+fn lost(conn: &Connection, what: &'static str) -> TcpError {
+    TcpError::Lost {
+        what,
+        addr: conn.peer(),
+        why: conn
+            .failure()
+            .unwrap_or("the connection failed")
+            .to_string(),
+    }
+}
+
 /// Run one command on `conn` and wait for it (bounded by `timeout`). On a
 /// timeout the connection is failed before returning, so `data` is never
 /// written after this returns. For a connection with no other command in
@@ -95,14 +107,7 @@ pub fn run_blocking(
     let addr = conn.peer();
     conn.submit(cmd, buf, cid)
         .map_err(|refusal| match refusal {
-            SubmitRefusal::Gone => TcpError::Lost {
-                what,
-                addr,
-                why: conn
-                    .failure()
-                    .unwrap_or("the connection failed")
-                    .to_string(),
-            },
+            SubmitRefusal::Gone => lost(conn, what),
             SubmitRefusal::Full => TcpError::Invalid("no free command slot on the connection"),
             SubmitRefusal::BadData(why) => TcpError::Invalid(why),
         })?;
@@ -121,14 +126,7 @@ pub fn run_blocking(
                     Err(TcpError::Command { what, status, dw0 })
                 }
                 TcpOutcome::Failed(super::conn::TcpFailure::ConnectionLost) => {
-                    Err(TcpError::Lost {
-                        what,
-                        addr,
-                        why: conn
-                            .failure()
-                            .unwrap_or("the connection failed")
-                            .to_string(),
-                    })
+                    Err(lost(conn, what))
                 }
                 TcpOutcome::Failed(failure) => Err(TcpError::Transport { what, failure }),
             };

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use nvme_emu::{EmuConfig, EmuController, EmuHandle};
 use nvme_engine::Device;
 use nvme_engine::dma::{self, DmaBuf, DmaPool};
-use nvme_engine::spec::command::CREATE_Q_PC;
+use nvme_engine::spec::command::{CREATE_Q_PC, cns};
+use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine::spec::registers::{Cc, Csts, offset};
 use nvme_engine::spec::{
     command::{AdminOpcode, Command, NvmOpcode},
@@ -214,6 +215,23 @@ pub fn identify(cns: u8, nsid: u32, buf: &DmaBuf) -> Command {
     c.cdw10 = cns as u32;
     c.prp1 = buf.iova();
     c
+}
+
+/// The 4 KiB data of a successful Identify with this CNS and NSID.
+pub fn identify_data(h: &mut Host, cns: u8, nsid: u32) -> Vec<u8> {
+    let b = h.buf(4096);
+    assert_eq!(h.admin(identify(cns, nsid, &b)).status(), Status::SUCCESS);
+    b.to_vec()
+}
+
+/// Identify Controller, which must succeed.
+pub fn identify_controller(h: &mut Host) -> IdentifyController {
+    IdentifyController::read_from_bytes(&identify_data(h, cns::CONTROLLER, 0)).unwrap()
+}
+
+/// Identify Namespace `nsid`, which must succeed.
+pub fn identify_namespace(h: &mut Host, nsid: u32) -> IdentifyNamespace {
+    IdentifyNamespace::read_from_bytes(&identify_data(h, cns::NAMESPACE, nsid)).unwrap()
 }
 
 pub fn st(sct: StatusCodeType, sc: u8) -> Status {

@@ -129,22 +129,7 @@ impl RxSink for Queue {
 
     fn r2t(&mut self, r: R2t) -> Result<(), RxError> {
         let slot = self.busy_slot(r.cccid, "R2T")?;
-        let len = slot.buf.as_ref().map_or(0, DataBuf::len) as u64;
-        if slot.dir != Some(Direction::ToController) {
-            return Err(RxError::Protocol(format!(
-                "R2T for CID {}, which is no write",
-                r.cccid
-            )));
-        }
-        if r.offset != slot.moved || r.offset as u64 + r.len as u64 > len {
-            return Err(RxError::Protocol(format!(
-                "R2T for CID {} asks bytes {}..{} of {len}, {} were asked before",
-                r.cccid,
-                r.offset,
-                r.offset as u64 + r.len as u64,
-                slot.moved
-            )));
-        }
+        check_transfer(slot, &R2T_TRANSFER, r.cccid, r.offset, r.len)?;
         slot.moved += r.len;
         self.h2c.push_back(H2cWork {
             cid: r.cccid,
@@ -157,22 +142,7 @@ impl RxSink for Queue {
 
     fn c2h_begin(&mut self, d: &DataHeader) -> Result<(), RxError> {
         let slot = self.busy_slot(d.cccid, "C2HData")?;
-        let len = slot.buf.as_ref().map_or(0, DataBuf::len) as u64;
-        if slot.dir != Some(Direction::FromController) {
-            return Err(RxError::Protocol(format!(
-                "C2HData for CID {}, which is no read",
-                d.cccid
-            )));
-        }
-        if d.offset != slot.moved || d.offset as u64 + d.len as u64 > len {
-            return Err(RxError::Protocol(format!(
-                "C2HData for CID {} carries bytes {}..{} of {len}, {} arrived before",
-                d.cccid,
-                d.offset,
-                d.offset as u64 + d.len as u64,
-                slot.moved
-            )));
-        }
+        check_transfer(slot, &C2H_TRANSFER, d.cccid, d.offset, d.len)?;
         Ok(())
     }
 
@@ -204,4 +174,55 @@ impl RxSink for Queue {
             );
         }
     }
+}
+
+/// How one kind of data PDU names itself in the errors of [`check_transfer`].
+struct TransferKind {
+    pdu: &'static str,
+    dir: Direction,
+    not_dir: &'static str,
+    verb: &'static str,
+    before: &'static str,
+}
+
+const R2T_TRANSFER: TransferKind = TransferKind {
+    pdu: "R2T",
+    dir: Direction::ToController,
+    not_dir: "no write",
+    verb: "asks",
+    before: "were asked before",
+};
+
+const C2H_TRANSFER: TransferKind = TransferKind {
+    pdu: "C2HData",
+    dir: Direction::FromController,
+    not_dir: "no read",
+    verb: "carries",
+    before: "arrived before",
+};
+
+/// Check that a data PDU for `cid` moves the bytes `offset..offset + len`
+/// the slot expects next, in the slot's direction and inside its buffer.
+fn check_transfer(
+    slot: &Slot,
+    kind: &TransferKind,
+    cid: u16,
+    offset: u32,
+    len: u32,
+) -> Result<(), RxError> {
+    let buf_len = slot.buf.as_ref().map_or(0, DataBuf::len) as u64;
+    if slot.dir != Some(kind.dir) {
+        return Err(RxError::Protocol(format!(
+            "{} for CID {cid}, which is {}",
+            kind.pdu, kind.not_dir
+        )));
+    }
+    let end = offset as u64 + len as u64;
+    if offset != slot.moved || end > buf_len {
+        return Err(RxError::Protocol(format!(
+            "{} for CID {cid} {} bytes {offset}..{end} of {buf_len}, {} {}",
+            kind.pdu, kind.verb, slot.moved, kind.before
+        )));
+    }
+    Ok(())
 }
