@@ -4,9 +4,9 @@
 //! only module of the TCP transport with `unsafe`: every access is
 //! bounds-checked here, and each way of making a [`DataBuf`] argues its
 //! aliasing promise here:
-//! - [`DataBuf::of`]: from a [`DataRef`], which only the queue pair makes,
+//! - `DataBuf::of`: from a [`DataRef`], which only the queue pair makes,
 //!   from a buffer it holds until the transport reports the command done;
-//! - [`lend`]: a borrowed slice for one blocking exchange, taken back from
+//! - `lend`: a borrowed slice for one blocking exchange, taken back from
 //!   the connection (by failing it) if the command is still in flight when
 //!   the exchange returns.
 
