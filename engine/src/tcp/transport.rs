@@ -70,6 +70,9 @@ pub struct TcpTransport {
     max_transfer: usize,
     /// Set once the association failed for good.
     gone: bool,
+    /// Commands the queue pair holds as sent (on the connection, or held
+    /// while it is down) and this transport has not completed.
+    outstanding: usize,
     next_try: Instant,
     ranges: Vec<u8>,
     close_timeout: Duration,
@@ -104,6 +107,7 @@ impl TcpTransport {
             qid,
             depth,
             gone: false,
+            outstanding: 0,
             next_try: Instant::now(),
             ranges: Vec::new(),
             close_timeout,
@@ -126,9 +130,13 @@ impl TcpTransport {
     }
 
     fn submit(&mut self, cmd: &Command, data: Option<DataRef>) -> Result<(), SubmitRefusal> {
+        if self.outstanding >= self.depth as usize {
+            return Err(SubmitRefusal::Full);
+        }
         if !self.connected() {
             // Held by the queue pair; `recover` sends it after reconnecting.
             self.stats.held += 1;
+            self.outstanding += 1;
             return Ok(());
         }
         let data = data.map(|d| {
@@ -139,14 +147,13 @@ impl TcpTransport {
             (DataBuf::of(&d), dir)
         });
         match self.conn.submit(cmd, data, cmd.cid()) {
-            Ok(()) => Ok(()),
-            Err(conn::SubmitRefusal::Full) => Err(SubmitRefusal::Full),
-            Err(conn::SubmitRefusal::BadData(why)) => Err(SubmitRefusal::BadData(why)),
-            Err(conn::SubmitRefusal::Gone) => {
-                self.stats.held += 1;
-                Ok(())
-            }
+            Ok(()) => {}
+            Err(conn::SubmitRefusal::Full) => return Err(SubmitRefusal::Full),
+            Err(conn::SubmitRefusal::BadData(why)) => return Err(SubmitRefusal::BadData(why)),
+            Err(conn::SubmitRefusal::Gone) => self.stats.held += 1,
         }
+        self.outstanding += 1;
+        Ok(())
     }
 
     /// Fail the connection (every command it holds completes once) and end
@@ -161,11 +168,14 @@ impl TcpTransport {
     #[cold]
     fn reconnect(&mut self) -> Recovery {
         if self.gone {
+            self.outstanding = 0;
             return Recovery::FailAll(IoError::Gone(DeviceGone::Failed));
         }
         match self.assoc.standing() {
             Standing::Failed(_) => {
+                // The queue pair fails everything it holds.
                 self.gone = true;
+                self.outstanding = 0;
                 Recovery::FailAll(IoError::Gone(DeviceGone::Failed))
             }
             Standing::Reconnecting => Recovery::Wait,
@@ -191,6 +201,8 @@ impl TcpTransport {
                         self.conn = conn;
                         self.generation = g;
                         self.stats.reconnects += 1;
+                        // The queue pair resends what it holds (or fails it).
+                        self.outstanding = 0;
                         Recovery::Recreated
                     }
                     Some(Err(e)) => {
@@ -244,7 +256,7 @@ impl CommandTransport for TcpTransport {
         if self.gone {
             return Err(SubmitErrorKind::Gone(DeviceGone::Failed));
         }
-        if self.conn.in_flight() >= self.depth as usize {
+        if self.outstanding >= self.depth as usize {
             stats.queue_full += 1;
             return Err(SubmitErrorKind::QueueFull {
                 capacity: self.depth as usize,
@@ -342,6 +354,7 @@ impl CommandTransport for TcpTransport {
     #[inline]
     fn next_completion(&mut self, _stats: &mut QueuePairStats) -> Option<TransportCompletion> {
         let c = self.conn.next_done()?;
+        self.outstanding = self.outstanding.saturating_sub(1);
         Some(TransportCompletion {
             tag: c.cid,
             outcome: outcome(c.outcome),
