@@ -262,11 +262,27 @@ fn port_link(nqn: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("{nqn} is not linked under any port of {}", ports.display()))
 }
 
+/// Links the subsystem under its port again when dropped, if it is not.
+struct Relink {
+    link: std::path::PathBuf,
+    subsystem: std::path::PathBuf,
+}
+
+impl Drop for Relink {
+    fn drop(&mut self) {
+        if self.link.symlink_metadata().is_err() {
+            let _ = std::os::unix::fs::symlink(&self.subsystem, &self.link);
+        }
+    }
+}
+
 #[test]
 fn a_disabled_port_fails_io_once_then_the_controller_reconnects_when_it_is_back() {
     let Some(t) = target() else { return };
     let link = port_link(&t.subnqn);
-    let subsystem = std::fs::read_link(&link).unwrap();
+    // configfs resolves a link's target from the caller's directory: absolute.
+    let subsystem = std::path::Path::new("/sys/kernel/config/nvmet/subsystems").join(&t.subnqn);
+    assert!(subsystem.is_dir(), "{} is missing", subsystem.display());
     let mut d = TcpDeviceOptions::default();
     d.session = opts(Digests::default());
     d.recovery.reconnect_delay = Duration::from_millis(200);
@@ -281,7 +297,12 @@ fn a_disabled_port_fails_io_once_then_the_controller_reconnects_when_it_is_back(
     }
     q.ring_doorbell();
     // Take the subsystem off the port: nvmet deletes the controller and
-    // closes its connections; a second later it is back.
+    // closes its connections; a second later it is back (and in any case
+    // when this test ends, so the other tests find the port enabled).
+    let guard = Relink {
+        link: link.clone(),
+        subsystem: subsystem.clone(),
+    };
     std::fs::remove_file(&link).unwrap();
     let back = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(1));
@@ -314,6 +335,7 @@ fn a_disabled_port_fails_io_once_then_the_controller_reconnects_when_it_is_back(
     let b = q.read_sync(&ns, 4096, b).unwrap();
     assert!(b.to_vec() == data);
     back.join().unwrap();
+    drop(guard);
     let s = dev.stats();
     assert!(s.failures >= 1 && s.reconnects >= 1, "{s:?}");
     assert!(q.transport().stats().reconnects >= 1);
