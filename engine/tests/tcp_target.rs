@@ -200,7 +200,8 @@ fn h2c_data_split_into_small_pdus_and_many_commands_in_flight_read_back() {
     let size = 96 << 10;
     let n = 16usize;
     let block = ns.block_size() as usize;
-    let mut pool = dev.create_pool(2 * n * size).unwrap();
+    // Buffers come in power-of-two classes: 128 KiB for each of 2n.
+    let mut pool = dev.create_pool(2 * n * size.next_power_of_two()).unwrap();
     let expect: Vec<Vec<u8>> = (0..n).map(|i| pattern(size, 77 + i as u64)).collect();
     for (i, e) in expect.iter().enumerate() {
         let mut b = pool.alloc(size).unwrap();

@@ -99,7 +99,15 @@ fn run(
     check(o, &dev, &namespaces)?;
     let name = format!("{} {}", spec.addr, spec.subnqn);
     let sets = vec![(name.clone(), namespaces.clone())];
-    let (workers, rows) = crate::plan::divide_among(&sets, &o.cores, &o.plan)?;
+    let (mut workers, rows) = crate::plan::divide_among(&sets, &o.cores, &o.plan)?;
+    // A target on this machine (loopback) runs its work in kernel threads
+    // that may share a worker's core: a worker that finds nothing to do
+    // for a while yields it to them, as it does to an emulated controller's
+    // device thread. A remote target needs nothing of the worker's core.
+    let local = spec.addr.ip().is_loopback();
+    for w in &mut workers {
+        w.yield_when_idle = local;
+    }
     let digests = match (spec.header_digest, spec.data_digest) {
         (false, false) => "no digests",
         (true, false) => "header digest",
