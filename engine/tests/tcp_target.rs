@@ -197,7 +197,7 @@ fn h2c_data_split_into_small_pdus_and_many_commands_in_flight_read_back() {
         })
         .unwrap();
     assert_eq!(q.transport().connection().h2c_max(), 8192);
-    let size = 96 << 10;
+    let size: usize = 96 << 10;
     let n = 16usize;
     let block = ns.block_size() as usize;
     // Buffers come in power-of-two classes: 128 KiB for each of 2n.
