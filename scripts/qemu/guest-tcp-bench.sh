@@ -60,28 +60,32 @@ done
 # for --hipri), then fio on the block device of the same namespace.
 step "kernel nvme-tcp initiator: connect"
 modprobe nvme-tcp 2>/dev/null
+# The namespace's block device is the nvme*n1 that appears with the
+# connection (with native multipath its name follows the subsystem, not the
+# controller).
+known=$(ls /sys/block)
 if ! echo "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$NQN,nr_poll_queues=1" >/dev/nvme-fabrics; then
 	echo "guest-tcp-bench: connecting through /dev/nvme-fabrics failed" >&2
 	dmesg | tail -n 20
 	exit 1
 fi
 dev=
-for _ in $(seq 1 50); do
-	for c in /sys/class/nvme/nvme*; do
-		[ "$(cat "$c/transport" 2>/dev/null)" = tcp ] || continue
-		ctrl=$(basename "$c")
-		for ns in "$c"/nvme*n1 "$c"/nvme*c*n1; do
-			[ -e "$ns" ] || continue
-			dev=/dev/$(basename "$ns")
-		done
+for _ in $(seq 1 100); do
+	for b in /sys/block/nvme*n1; do
+		name=$(basename "$b")
+		echo "$known" | grep -qx "$name" && continue
+		[ -b "/dev/$name" ] && dev=/dev/$name
 	done
-	[ -n "$dev" ] && [ -b "$dev" ] && break
-	dev=
+	[ -n "$dev" ] && break
 	sleep 0.1
 done
-if [ -z "$dev" ]; then
+ctrl=
+for c in /sys/class/nvme/nvme*; do
+	[ "$(cat "$c/transport" 2>/dev/null)" = tcp ] && ctrl=$(basename "$c")
+done
+if [ -z "$dev" ] || [ -z "$ctrl" ]; then
 	echo "guest-tcp-bench: no block device appeared for the kernel's controller" >&2
-	echo /sys/class/nvme/* /dev/nvme*
+	echo /sys/class/nvme/* /sys/block/*
 	exit 1
 fi
 echo "guest-tcp-bench: kernel initiator's namespace: $dev ($ctrl)"
