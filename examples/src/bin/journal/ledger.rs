@@ -28,17 +28,32 @@ pub struct Params {
 }
 
 /// Record header: sequence number and payload checksum, then payload.
+///
+/// The payload is made a word at a time (a record is whole blocks, so
+/// everything after the 16-byte header is whole words): the journal's
+/// record rate should show the engine, not a byte-wise generator.
 pub fn encode(seq: u64, out: &mut [u8]) {
     let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for b in out[16..].iter_mut() {
+    let mut sum = 0u64;
+    let mut words = out[16..].chunks_exact_mut(8);
+    for w in &mut words {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        *b = x as u8;
+        w.copy_from_slice(&x.to_le_bytes());
+        sum = sum.rotate_left(5) ^ x;
     }
-    let sum = out[16..]
-        .iter()
-        .fold(0u64, |s, &b| s.rotate_left(5) ^ b as u64);
+    // A tail shorter than a word (only for record sizes that are not whole
+    // words) takes the low bytes of one more step.
+    let tail = words.into_remainder();
+    if !tail.is_empty() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = tail.len();
+        tail.copy_from_slice(&x.to_le_bytes()[..n]);
+        sum = sum.rotate_left(5) ^ x;
+    }
     out[..8].copy_from_slice(&seq.to_le_bytes());
     out[8..16].copy_from_slice(&sum.to_le_bytes());
 }
