@@ -50,4 +50,4 @@ pub use driver::{
     QueuePairOptions, QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind,
     SyncError,
 };
-pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};
+pub use driver::{PcieQueue, Prps, QueuePair, transport};
