@@ -143,7 +143,7 @@ fn run(
         reporter_core: nvme_engine::cpu::free_cpu(&o.allowed, &o.cores),
         cpu_usage: o.args.cpu_usage.then(|| o.cores.clone()),
     };
-    signal::install();
+    signal::install()?;
     let dev = Arc::new(dev);
     let worker_dev = dev.clone();
     let timeout = o.args.io_timeout;
