@@ -26,6 +26,7 @@ mod stats;
 mod summary;
 mod target;
 mod units;
+mod uring;
 mod vpass;
 mod worker;
 mod zipf;

@@ -16,6 +16,7 @@ use super::error::{UringError, open_hint, permission_requirement};
 use super::kernel::{KernelVersion, io_uring_disabled};
 use super::path::{NamespaceNodes, read_attr, resolve};
 use super::queue::{UringQueue, UringQueueOptions, create};
+use super::ring::CompletionMode;
 use crate::dma::{DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
 use crate::driver::Namespace;
 use crate::spec::command::cns;
@@ -195,6 +196,17 @@ impl UringDevice {
     /// Create a queue (one ring) for the calling thread.
     pub fn create_queue(&self, opts: UringQueueOptions) -> Result<UringQueue, UringError> {
         create(self, opts)
+    }
+
+    /// The completion mode `queues` queues created with `opts` will all
+    /// get (polled, or interrupts and why): see
+    /// [`UringQueueOptions::polled`] and [`UringQueueOptions::require_polled`].
+    /// A program creating one queue per thread asks this first and creates
+    /// each queue with `polled` and `require_polled` set to whether the
+    /// answer is [`CompletionMode::Polled`], so every queue runs in the same
+    /// mode.
+    pub fn plan_completion(&self, opts: &UringQueueOptions, queues: usize) -> CompletionMode {
+        super::queue::plan_completion(self, opts, queues)
     }
 
     /// A DMA pool of `bytes` for buffers of this transport: 2 MiB hugepages

@@ -58,6 +58,61 @@ impl Default for UringQueueOptions {
     }
 }
 
+/// The completion mode every one of `queues` queues created with `opts`
+/// at once by this process will get: what a program creating several
+/// rings (one per thread) should plan for, so that all of them run in the
+/// same mode. Polled when asked for, the kernel can, the namespace has poll
+/// queues and either one queue is wanted or the kernel lets several rings
+/// poll one device (Linux 6.5); otherwise interrupts, with the reason.
+/// Creating the queues with `polled` set to `mode == Polled` and
+/// `require_polled` to the same then gives each exactly this mode.
+pub(super) fn plan_completion(
+    dev: &UringDevice,
+    opts: &UringQueueOptions,
+    queues: usize,
+) -> CompletionMode {
+    let kernel = dev.kernel();
+    let release = super::kernel::release();
+    let poll = dev.poll_support();
+    if !opts.polled {
+        return CompletionMode::Interrupts {
+            reason: "polling not asked for (poll:0)".into(),
+        };
+    }
+    if !kernel.is_none_or(|k| k.at_least(KernelVersion::IOPOLL_AND_FIXED)) {
+        return CompletionMode::Interrupts {
+            reason: format!("kernel {release} predates polled uring commands (Linux 6.1)"),
+        };
+    }
+    if poll.available != Some(true) {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "no poll queues ({}); set nvme.poll_queues=N to poll",
+                poll.detail
+            ),
+        };
+    }
+    let concurrent = kernel.is_some_and(|k| k.at_least(KernelVersion::CONCURRENT_POLL));
+    if queues > 1 && !concurrent {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "{queues} queues wanted; on kernel {release} (before Linux 6.5) several rings \
+                 polling one NVMe device can crash the kernel, so only one queue per process \
+                 may poll: use one queue (one core, one queue pair) to poll"
+            ),
+        };
+    }
+    if POLLED_RINGS.load(Ordering::Acquire) != 0 && !concurrent {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "another queue of this process already polls; on kernel {release} (before \
+                 Linux 6.5) only one queue per process may poll"
+            ),
+        };
+    }
+    CompletionMode::Polled
+}
+
 /// Create the queue (see [`UringDevice::create_queue`]).
 pub(super) fn create(dev: &UringDevice, opts: UringQueueOptions) -> Result<UringQueue, UringError> {
     if !(1..=4096).contains(&opts.entries) {
