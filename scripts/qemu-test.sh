@@ -108,6 +108,10 @@ else
 fi
 if [[ $BUILD == 1 ]]; then
 	build_guest_tests
-	[[ $MODE == uring ]] || build_guest_fio_engine
+	if [[ $MODE == uring ]]; then
+		build_guest_perf
+	else
+		build_guest_fio_engine
+	fi
 fi
 boot_modes "${MODES[@]}"

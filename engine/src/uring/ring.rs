@@ -14,6 +14,7 @@
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
@@ -134,6 +135,8 @@ pub struct RingStats {
 
 /// One ring carrying NVMe commands to one namespace node.
 pub struct UringTransport {
+    /// The ring's number in this process (its queue id).
+    id: u16,
     ring: IoUring<squeue::Entry128, cqueue::Entry32>,
     fd: i32,
     capacity: usize,
@@ -175,6 +178,20 @@ pub(super) enum RingSetupError {
     NoUringCmd(String),
 }
 
+/// Rings made by this process so far: each ring's number (its queue id).
+static RINGS: AtomicU16 = AtomicU16::new(0);
+
+/// The next ring number, 1 to 65535 (0 is skipped when it wraps).
+fn next_ring_id() -> u16 {
+    loop {
+        // Relaxed: a number only has to be unique, it orders nothing.
+        let n = RINGS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
 impl UringTransport {
     /// A ring for up to `capacity` commands on the namespace node `fd`.
     /// The SQ has room for a cancellation per command, the CQ twice that.
@@ -202,6 +219,7 @@ impl UringTransport {
             _ => {}
         }
         Ok(UringTransport {
+            id: next_ring_id(),
             ring,
             fd,
             capacity,
@@ -469,7 +487,7 @@ impl CommandTransport for UringTransport {
         self.capacity
     }
     fn queue_id(&self) -> u16 {
-        1
+        self.id
     }
     fn max_transfer(&self) -> usize {
         self.max_transfer

@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
-use nvme_engine::uring::{BufferMode, UringTransport};
+use nvme_engine::uring::{BufferMode, CompletionMode, UringTransport};
 
 use super::UringTarget;
 use crate::hot::Job;
@@ -78,7 +78,8 @@ fn setup(plan: &WorkerPlan, links: &[Link], p: &RunParams) -> Result<Setup> {
                         plan.core
                     )
                 })?;
-            if qp.completion_mode() != u.completion() {
+            let polled = |m: &CompletionMode| *m == CompletionMode::Polled;
+            if polled(qp.completion_mode()) != polled(u.completion()) {
                 bail!(
                     "core {}: the ring on {device} came up with {:?}, not the planned {:?}",
                     plan.core,
