@@ -110,6 +110,7 @@ if [[ $BUILD == 1 ]]; then
 	build_guest_tests
 	if [[ $MODE == uring ]]; then
 		build_guest_perf
+		build_guest_examples hello_world identify
 	else
 		build_guest_fio_engine
 	fi

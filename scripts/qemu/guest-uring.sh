@@ -79,4 +79,16 @@ fi
 perf_run two-workers "io_uring completion mode: interrupts" \
 	-c 0x3 -q 8 -o 16k -w randrw -M 30 -t 2
 
+# The examples over io_uring: a reactor owning a ring writes a block, reads
+# it back and compares; identify through the admin passthrough ioctl.
+for ex in hello_world identify; do
+	step "$ex over io_uring"
+	if "/payload/bin/$ex" -r "trtype:nvme-io_uring path:$node"; then
+		echo "--- PASS: $ex"
+	else
+		rc=$?
+		echo "--- FAIL: $ex (exit status $rc)"
+		status=1
+	fi
+done
 exit "$status"
