@@ -565,14 +565,24 @@ fn fixed_buffers_carry_io_with_and_without_polling_and_in_pools_of_any_size() {
     }
 }
 
+/// Whether this process runs as root (effective user id 0, from
+/// /proc/self/status).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
 /// Stage of the unprivileged child process (see the next test).
 const CHILD_STAGE: &str = "NVME_ENGINE_TEST_URING_UNPRIVILEGED_STAGE";
 
 #[test]
 fn without_privilege_the_errors_say_what_the_kernel_requires() {
     let Some(dev) = device() else { return };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !running_as_root() {
         eprintln!("skipped: needs root to change the node's mode and drop privileges");
         return;
     }
@@ -580,10 +590,15 @@ fn without_privilege_the_errors_say_what_the_kernel_requires() {
         return; // the child runs `unprivileged_child` only
     }
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     let node = dev.path().to_path_buf();
     let mode = std::fs::metadata(&node).unwrap().permissions().mode();
     let run = |stage: &str| {
+        // The child runs as user and group nobody (the spawn drops root
+        // before the test binary starts).
         let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .uid(65534)
+            .gid(65534)
             .args([
                 "--exact",
                 "unprivileged_child",
@@ -619,10 +634,7 @@ fn unprivileged_child() {
         return;
     };
     let path = std::env::var("NVME_ENGINE_TEST_URING").unwrap();
-    // SAFETY: setgid/setuid have no memory-safety preconditions; the
-    // process drops root for good, which is the point of this child.
-    let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
-    assert!(dropped, "could not drop privileges");
+    assert!(!running_as_root(), "the child must run without root");
     let res = UringDevice::open(&path);
     eprintln!("as nobody ({stage}): {:?}", res.as_ref().map(|d| d.path()));
     match stage.as_str() {

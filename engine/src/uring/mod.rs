@@ -48,6 +48,7 @@ mod abi;
 mod device;
 mod error;
 mod kernel;
+mod modes;
 mod path;
 mod queue;
 mod ring;
@@ -60,7 +61,8 @@ pub use abi::{
 pub use device::{PollSupport, UringDevice};
 pub use error::{UringError, permission_requirement};
 pub use kernel::{KernelVersion, io_uring_disabled};
+pub use modes::{BufferMode, CompletionMode, RingStats};
 pub use path::{NamespaceNodes, NodeName};
 pub use queue::{UringQueue, UringQueueOptions};
-pub use ring::{BufferMode, CompletionMode, RingStats, UringTransport};
+pub use ring::UringTransport;
 pub use transport::uring_outcome;

@@ -5,6 +5,8 @@
 //! file chooses the ring's modes (polled or interrupt completion, fixed
 //! buffers or not) and registers DMA pools with it.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use crate::driver::{ControllerOptions, QueuePair};
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;
 use super::kernel::{KernelVersion, io_uring_disabled};
-use super::ring::{BufferMode, CompletionMode, RingSetupError, UringTransport};
+use super::modes::{BufferMode, CompletionMode};
+use super::ring::{RingSetupError, UringTransport};
 
 /// A queue pair over io_uring passthrough.
 pub type UringQueue = QueuePair<UringTransport>;
@@ -209,34 +212,8 @@ impl QueuePair<UringTransport> {
     /// in flight. Takes one 4 KiB block of the pool to keep it mapped.
     pub fn register_pool(&mut self, pool: &mut DmaPool) -> Result<&BufferMode, UringError> {
         let ring = self.transport_mut();
-        if !ring.fixed_allowed {
-            return Ok(&ring.buffer_mode);
-        }
-        let keep = pool.alloc(4096).map_err(UringError::Dma)?;
-        let (addr, len) = (pool.region().as_ptr() as u64, pool.region().len());
-        let chunk = ring.max_transfer;
-        // SAFETY: `keep` holds the pool's region alive (its Arc) until the
-        // transport, and so the ring, is dropped (the ring field is dropped
-        // before `keepalive`): the registered memory stays mapped and
-        // belongs to this pool for the ring's whole life.
-        match unsafe { ring.register(addr, len, chunk) } {
-            Ok(()) => {
-                ring.keepalive.push(keep);
-                ring.buffer_mode = BufferMode::Fixed;
-            }
-            Err(e) => {
-                let _ = pool.free(keep);
-                let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
-                    " — raise RLIMIT_MEMLOCK (ulimit -l) or run with CAP_IPC_LOCK"
-                } else {
-                    ""
-                };
-                ring.buffer_mode = BufferMode::Unregistered {
-                    reason: format!("registering {len} bytes failed: {e}{hint}"),
-                };
-            }
-        }
-        Ok(&ring.buffer_mode)
+        ring.register_pool(pool).map_err(UringError::Dma)?;
+        Ok(ring.buffer_mode())
     }
 
     /// Polled or interrupt-driven completion, and why.
