@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
-use nvme_engine::{
-    CommandTransport, Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats,
-};
+use nvme_engine::transport::CommandTransport;
+use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -218,9 +217,7 @@ fn new_job(
     p: &RunParams,
 ) -> Result<Job> {
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions {
-            entries: Some(p.queue_entries),
-        })
+        .create_io_qpair(QueuePairOptions::default().with_entries(p.queue_entries))
         .with_context(|| {
             format!(
                 "core {}: cannot create an I/O queue pair on {device}",

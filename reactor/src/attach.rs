@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nvme_engine::dma::DmaPool;
+use nvme_engine::transport::CommandTransport;
 use nvme_engine::uring::{UringDevice, UringError, UringQueueOptions, UringTransport};
 use nvme_engine::{
-    CommandTransport, Controller, Device, DriverError, Health, Namespace, PcieQueue, QueuePair,
-    QueuePairOptions,
+    Controller, Device, DriverError, Health, Namespace, PcieQueue, QueuePair, QueuePairOptions,
 };
 
 use crate::error::ReactorError;
@@ -98,7 +98,9 @@ impl<D: Device> Attach for D {
         entries: Option<u16>,
         _pool: &mut DmaPool,
     ) -> Result<QueuePair<PcieQueue<D>>, DriverError> {
-        h.create_io_qpair(QueuePairOptions { entries })
+        let mut o = QueuePairOptions::default();
+        o.entries = entries;
+        h.create_io_qpair(o)
     }
     fn create_pool(h: &Controller<D>, bytes: usize) -> Result<DmaPool, DriverError> {
         h.create_pool(bytes)

@@ -14,7 +14,7 @@
 //!   ([`crate::Namespace`] checks, [`crate::IoCompletion`],
 //!   [`crate::IoError`]), deadlines, cancellation, retries and teardown.
 //! - [`UringTransport`]: the ring itself, implementing the command-level
-//!   seam [`crate::driver::CommandTransport`].
+//!   seam [`crate::transport::CommandTransport`].
 //! - [`UringError`]: what went wrong and how to fix it.
 //!
 //! # Kernel requirements
@@ -44,6 +44,8 @@
 //! the deadline. The kernel enforces its own per-command timeout (abort,
 //! then reset), so a command the cancellation cannot stop still completes.
 
+#![deny(unsafe_code)]
+
 mod abi;
 mod device;
 mod error;
@@ -51,6 +53,7 @@ mod kernel;
 mod modes;
 mod path;
 mod queue;
+#[allow(unsafe_code)] // the transport's one unsafe file: see its module doc.
 mod ring;
 mod transport;
 

@@ -16,9 +16,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use nvme_engine::dma::{DmaBuf, DmaPool};
-use nvme_engine::{
-    CommandTransport, IoCompletion, LbaRange, Namespace, QueuePair, SubmitErrorKind,
-};
+use nvme_engine::transport::CommandTransport;
+use nvme_engine::{IoCompletion, LbaRange, Namespace, QueuePair, SubmitErrorKind};
 
 /// What the checks need of the thing under test.
 pub trait Subject: Sync {
