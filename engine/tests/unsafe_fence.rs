@@ -33,13 +33,7 @@ const FENCE: &[(&str, &str)] = &[
     ),
     (
         "engine/src/tcp/buf.rs",
-        "NVMe/TCP data buffers over DMA memory",
-    ),
-    ("engine/src/tcp/session.rs", "NVMe/TCP session buffers"),
-    ("engine/src/tcp/conn/tests.rs", "NVMe/TCP connection tests"),
-    (
-        "engine/tests/tcp_target.rs",
-        "NVMe/TCP data buffers in a test",
+        "NVMe/TCP command buffers and their host-memory pools",
     ),
     ("fio/src/hooks.rs", "the C boundary with fio"),
 ];
