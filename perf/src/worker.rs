@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
 use nvme_engine::transport::CommandTransport;
-use nvme_engine::{Controller, Namespace, QueuePairOptions, QueuePairStats};
+use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -224,14 +224,15 @@ fn new_job(
                 plan.core
             )
         })?;
-    job_for(plan, jp, qp, device, pool, p)
+    job_on(plan, jp, qp, device, pool, p)
 }
 
-/// Job `jp` on queue pair `qp` (any transport), with one buffer per slot.
-pub(crate) fn job_for<T: CommandTransport>(
+/// Job `jp` on queue pair `qp` (any transport), with one buffer per slot
+/// from `pool`.
+pub(crate) fn job_on<T: CommandTransport>(
     plan: &WorkerPlan,
     jp: &JobPlan,
-    qp: nvme_engine::QueuePair<T>,
+    qp: QueuePair<T>,
     device: &str,
     pool: &mut DmaPool,
     p: &RunParams,

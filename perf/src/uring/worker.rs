@@ -87,7 +87,7 @@ fn setup(plan: &WorkerPlan, links: &[Link], p: &RunParams) -> Result<Setup> {
                     u.completion()
                 );
             }
-            jobs.push(worker::job_for(plan, jp, qp, &device, pool, p)?);
+            jobs.push(worker::job_on(plan, jp, qp, &device, pool, p)?);
             on_target.push(jp.target);
         }
     }
