@@ -44,3 +44,4 @@ pub use driver::{
     SyncError,
 };
 pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};
+pub use driver::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats, MAX_ASYNC_EVENT_REQUESTS};

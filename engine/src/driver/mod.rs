@@ -13,6 +13,10 @@
 //!   doorbells only when the device's EventIdx asks for one
 //!   ([`ControllerOptions::shadow_doorbells`]; configured again after every
 //!   reset; [`QueuePairStats`] counts MMIO writes and shadow-only updates).
+//! - Asynchronous events: Asynchronous Event Requests kept outstanding and
+//!   re-sent after every reset; namespaces attached, detached and resized
+//!   at run time, SMART / Health warnings and error log entries reach the
+//!   application through [`Controller::events`] ([`ControllerEvent`]).
 //! - Reliability: per-command deadlines checked by
 //!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
 //!   [`Controller::reset`] with each queue pair re-creating its queues on its
@@ -69,6 +73,7 @@ mod admin;
 mod bounds;
 mod controller;
 mod error;
+mod events;
 mod health;
 mod namespace;
 mod options;
@@ -79,10 +84,11 @@ mod shared;
 mod tracker;
 pub mod transport;
 
-pub use admin::AdminStats;
+pub use admin::{AdminStats, MAX_ASYNC_EVENT_REQUESTS};
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
 pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use events::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;
