@@ -6,6 +6,9 @@
 //! - [`QueuePair`]: one polled I/O queue pair owned by one thread, generic
 //!   over the [`transport`] that carries its commands; [`IoQueuePair`] is
 //!   the one over PCIe ([`PcieQueue`]: SQ/CQ rings, doorbells, PRPs).
+//! - [`Splitter`]: reads and writes above the maximum transfer or across
+//!   the optimal I/O boundary, split into child commands over a queue
+//!   pair's public calls, answered once.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
@@ -43,7 +46,8 @@
 //! 4. `qpair/`: [`IoQueuePair`] — submit, complete, timeouts, recovery
 //!    after a reset, teardown, synchronous helpers. Fields private to the
 //!    folder.
-//! 5. `controller/`: [`Controller`], the public handle over `shared/`, and
+//! 5. `split`: [`Splitter`], over the queue pair's public calls.
+//! 6. `controller/`: [`Controller`], the public handle over `shared/`, and
 //!    its log-page and feature helpers.
 //!
 //! The driver has no `unsafe` code: device-visible memory is reached only
@@ -81,6 +85,7 @@ mod prp;
 mod qpair;
 mod ring;
 mod shared;
+mod split;
 mod tracker;
 pub mod transport;
 
@@ -98,4 +103,5 @@ pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
     QueuePairStats,
 };
+pub use split::{CHILD_TOKENS, SplitStats, Splitter};
 pub use transport::CommandTransport;
