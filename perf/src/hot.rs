@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use nvme_engine::dma::DmaBuf;
 use nvme_engine::{
-    CommandTransport, IoCompletion, Namespace, PcieQueue, QueuePair, SubmitErrorKind,
+    CommandTransport, IoCompletion, Namespace, PcieQueue, QueuePair, Splitter, SubmitError,
+    SubmitErrorKind,
 };
 
 use crate::clock::Clock;
@@ -79,6 +80,73 @@ pub(crate) struct Job<T: CommandTransport = Pcie> {
     pub(crate) zipf: Option<Zipf>,
     /// The controller was removed or failed: nothing more is submitted here.
     pub(crate) dead: bool,
+    /// `-o` above the maximum transfer: the I/Os the queue pair refuses as
+    /// too large go through this and become several commands each.
+    pub(crate) split: Option<Splitter>,
+}
+
+impl<T: CommandTransport> Job<T> {
+    /// A read through the splitter when there is one (not the hot loop).
+    pub(crate) fn read_any(
+        &mut self,
+        lba: u64,
+        buf: DmaBuf,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        match &mut self.split {
+            Some(sp) => sp.read(&mut self.qp, &self.ns, lba, buf, token),
+            None => self.qp.read(&self.ns, lba, buf, token),
+        }
+    }
+    /// A write through the splitter when there is one (not the hot loop).
+    pub(crate) fn write_any(
+        &mut self,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        match &mut self.split {
+            Some(sp) => sp.write(&mut self.qp, &self.ns, lba, buf, fua, token),
+            None => self.qp.write(&self.ns, lba, buf, fua, token),
+        }
+    }
+    /// Reap through the splitter when there is one (not the hot loop).
+    pub(crate) fn reap_any(&mut self, max: usize, f: impl FnMut(IoCompletion)) -> usize {
+        match &mut self.split {
+            Some(sp) => sp.process_completions(&mut self.qp, max, f),
+            None => self.qp.process_completions(max, f),
+        }
+    }
+}
+
+/// A request the queue pair refused: if it was too large for one command
+/// and the job splits, submit it split. Off the plain path: only runs after
+/// a refusal.
+#[cold]
+#[inline(never)]
+fn split_retry<T: CommandTransport>(
+    job: &mut Job<T>,
+    lba: u64,
+    read: bool,
+    fua: bool,
+    token: u64,
+    mut e: SubmitError,
+) -> Result<(), SubmitError> {
+    let Some(sp) = &mut job.split else {
+        return Err(e);
+    };
+    if !matches!(e.kind, SubmitErrorKind::TooLarge { .. }) {
+        return Err(e);
+    }
+    let Some(buf) = e.buf.take() else {
+        return Err(e);
+    };
+    if read {
+        sp.read(&mut job.qp, &job.ns, lba, buf, token)
+    } else {
+        sp.write(&mut job.qp, &job.ns, lba, buf, fua, token)
+    }
 }
 
 /// Per-worker mutable state the loop touches besides the job.
@@ -378,6 +446,10 @@ fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
     } else {
         job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
     };
+    let r = match r {
+        Err(e) => split_retry(job, lba, read, cx.p.fua, slot as u64, e),
+        ok => ok,
+    };
     match r {
         Ok(()) => {
             // Completions are reaped only after this returns: the slot is
@@ -499,6 +571,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
         slots,
         free,
         gens,
+        split,
         ..
     } = job;
     let at = Where {
@@ -513,11 +586,18 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
     // completion per I/O. A `move` closure holds the time stamp itself,
     // not a pointer to it that each completion loads first.
     let (at, ctx) = (&at, &mut *cx);
-    let n = qp.process_completions(
-        max,
-        #[inline(always)]
-        move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now),
-    );
+    macro_rules! on_each {
+        () => {
+            #[inline(always)]
+            move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now)
+        };
+    }
+    // Once per reap, not per I/O: a job whose I/Os are split reaps through
+    // its splitter, which answers each I/O once after its last command.
+    let n = match split {
+        None => qp.process_completions(max, on_each!()),
+        Some(sp) => sp.process_completions(qp, max, on_each!()),
+    };
     cx.completed += n as u64;
     n
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
-use nvme_engine::{CommandTransport, Controller, Namespace, QueuePairOptions, QueuePairStats};
+use nvme_engine::{
+    CommandTransport, Controller, Namespace, QueuePairOptions, QueuePairStats, Splitter,
+};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -262,6 +264,7 @@ fn new_job(
         gens: Vec::new(),
         zipf: None,
         dead: false,
+        split: (p.io_size > jp.ns.max_io_bytes()).then(Splitter::new),
     })
 }
 
