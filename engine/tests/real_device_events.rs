@@ -38,6 +38,9 @@ fn address(test: &str) -> Option<String> {
     a
 }
 
+// Field by field: the options types are not built with struct literals
+// outside their crate.
+#[allow(clippy::field_reassign_with_default)]
 fn open(addr: &str) -> Controller<RealDevice> {
     let mut o = VfioOptions::default();
     o.no_iommu = flag("NVME_ENGINE_TEST_NOIOMMU") || flag("NVME_ENGINE_TEST_NO_IOMMU");
