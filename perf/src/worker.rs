@@ -353,7 +353,9 @@ pub(crate) fn drive<T: CommandTransport>(
         std::thread::yield_now();
         phase = ctl.phase.load(Ordering::Relaxed);
     }
-    let out = hot::compiled_loop::<T>(cx.p)(&mut jobs, &mut rows, &mut cx, ctl, &plan);
+    let out = hot::compiled_loop::<T>(cx.p, jobs.iter().any(|j| j.split.is_some()))(
+        &mut jobs, &mut rows, &mut cx, ctl, &plan,
+    );
     hot::drain(
         &mut jobs,
         &mut rows,
