@@ -318,3 +318,27 @@ fn shutdown_with_requests_outstanding_completes_and_loses_no_io() {
     assert_eq!(ctrl.admin_stats().ignored_completions, 0);
     drop(ctrl);
 }
+
+#[test]
+fn the_admin_worker_handles_events_without_the_application_polling() {
+    for mode in modes() {
+        let (ctrl, emu) = bring_up(config(2).mode(mode), ControllerOptions::default());
+        emu.set_critical_warning(0x01);
+        // No process_events: the worker looks every admin_poll_interval.
+        // Bounded generously; the assertion does not depend on how soon.
+        let start = std::time::Instant::now();
+        let got = loop {
+            let ev = ctrl.events();
+            if !ev.is_empty() {
+                break ev;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "the worker never handled the event"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(matches!(got.as_slice(), [ControllerEvent::Health { .. }]));
+        assert_eq!(ctrl.event_stats().requests_outstanding, 2);
+    }
+}
