@@ -56,7 +56,7 @@ USAGE
 . "$QEMU_DIR/host-run.sh"
 
 MODE=iommu
-GUEST_TEST_TARGETS=(real_device real_device_events)
+GUEST_TEST_TARGETS=(real_device)
 
 while [[ $# -gt 0 ]]; do
 	if machine_option "$@"; then
