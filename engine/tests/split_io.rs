@@ -285,3 +285,46 @@ fn deleting_the_queue_pair_answers_each_split_request_once() {
     assert_eq!(seen, vec![(1, true), (2, true)]);
     assert_eq!(sp.in_flight(), 0);
 }
+
+#[test]
+fn a_child_past_its_deadline_is_aborted_and_the_parent_answered_once_timed_out() {
+    use std::time::{Duration, Instant};
+    const T: Duration = Duration::from_secs(30);
+    let (ctrl, emu, mut qp, mut pool) = setup_small(64);
+    let ns = ctrl.namespace(1).unwrap().clone();
+    qp.set_timeout(T);
+    let mut sp = Splitter::new();
+    // The second of four children never completes on its own.
+    emu.add_fault(
+        FaultRule::new(FaultAction::NeverComplete)
+            .io()
+            .lba(16..32)
+            .once(),
+    );
+    sp.read(&mut qp, &ns, 0, pool.alloc(32 * 1024).unwrap(), 4)
+        .unwrap();
+    let mut done = Vec::new();
+    sp.process_completions(&mut qp, usize::MAX, |c| done.push(c));
+    assert!(done.is_empty(), "three children done, the parent waits");
+    assert_eq!(qp.outstanding(), 1);
+    // Synthetic time: the first scan stamps, the second finds it late.
+    let t0 = Instant::now();
+    qp.check_timeouts(t0);
+    assert_eq!(qp.check_timeouts(t0 + T), 1);
+    settle(&ctrl);
+    sp.process_completions(&mut qp, usize::MAX, |c| done.push(c));
+    qp.check_timeouts(t0 + 3 * T);
+    emu.poll();
+    sp.process_completions(&mut qp, usize::MAX, |c| done.push(c));
+    assert_eq!(done.len(), 1, "answered exactly once");
+    assert_eq!(done[0].token, 4);
+    assert_eq!(done[0].result, Err(IoError::TimedOut(T)));
+    let buf = done
+        .pop()
+        .unwrap()
+        .buf
+        .expect("the abort proved the device done");
+    assert_eq!(buf.len(), 32 * 1024);
+    assert!(!buf.is_quarantined());
+    assert_eq!((qp.outstanding(), sp.in_flight()), (0, 0));
+}
