@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nvme_engine::dma::DmaBuf;
+use nvme_engine::transport::CommandTransport;
 use nvme_engine::{
-    CommandTransport, IoCompletion, Namespace, PcieQueue, QueuePair, Splitter, SubmitError,
-    SubmitErrorKind,
+    IoCompletion, Namespace, PcieQueue, QueuePair, Splitter, SubmitError, SubmitErrorKind,
 };
 
 use crate::clock::Clock;

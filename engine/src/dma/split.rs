@@ -2,7 +2,7 @@
 //! taken back whole: how a request larger than one command may move
 //! becomes several commands over one caller buffer (`driver/split.rs`).
 //!
-//! The pieces are aliases of the parent's block ([`DmaBuf::alias`]) whose
+//! The pieces are aliases of the parent's block (as [`DmaBuf::alias`]) whose
 //! windows are cut one after another from the parent's window, so no two
 //! overlap. The parent stays inside [`Pieces`], untouched, until every
 //! piece has come back; a piece that comes back quarantined (or does not
@@ -36,18 +36,13 @@ impl Pieces {
         if len == 0 || end > self.parent.len() {
             return None;
         }
-        // SAFETY: `DmaBuf::alias` asks that no two handles touch the same
-        // bytes at once where one writes, and that the block is not given
-        // back to its pool while an alias lives. Each piece's window is cut
-        // after the previous one's end, so pieces never overlap; the parent
-        // is private to this type and neither read, written nor returned
-        // until `finish` proves every piece came back; pieces are handed
-        // only to the queue pair, which never moves their windows.
-        let mut piece = unsafe { self.parent.alias() };
+        // The contract of `DmaBuf::alias`: each piece's window starts at
+        // the previous one's end, so pieces never overlap; the parent is
+        // private to this type and neither read, written nor returned until
+        // `finish` proves every piece came back; pieces go only to the
+        // queue pair, which never moves their windows.
         let start = self.parent.window_start() + self.cut;
-        if !piece.set_window(start, len) {
-            return None;
-        }
+        let piece = self.parent.piece(start, len)?;
         self.cut = end;
         self.out += 1;
         Some(piece)

@@ -31,24 +31,28 @@
 //! Layers, lowest first. A module imports only from layers below its own
 //! (and its own folder); none imports upward, so there are no cycles.
 //!
-//! 1. Leaves: `error` (every error type), `health`, `options`
-//!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, `prp` (the PRP builder and its sink into list pages),
-//!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
-//!    written there), `tracker` (the CID slab: the CID and generation-bit
-//!    invariants are written there), [`transport`] (the command-level seam).
+//! 1. Leaves, each importing only leaves named before it: `health`,
+//!    `options` ([`ControllerOptions`]), `prp` (the PRP builder and its sink
+//!    into list pages), `ring` (SQ/CQ rings and shadow doorbell slots: the
+//!    ring invariants are written there), `tracker` (the CID slab: the CID
+//!    and generation-bit invariants are written there), `stats`
+//!    ([`QueuePairStats`]), `error` (every error type), `bounds` (limits on
+//!    what a device reports), `namespace`, [`transport`] (the command-level
+//!    seam), `events` ([`ControllerEvent`], [`EventStats`]).
+//!    `engine/tests/driver_layers.rs` holds the order.
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
 //!    creation, bring-up, reset and the health/generation word (its
 //!    invariant is written in `shared/recovery.rs`), the DMA fence, the
-//!    doorbell buffer. Fields private to the folder.
+//!    doorbell buffer, the asynchronous event requests. Fields private to
+//!    the folder.
 //! 4. `qpair/`: [`IoQueuePair`] — submit, complete, timeouts, recovery
 //!    after a reset, teardown, synchronous helpers. Fields private to the
 //!    folder.
-//! 5. `split`: [`Splitter`], over the queue pair's public calls.
-//! 6. `controller/`: [`Controller`], the public handle over `shared/`, and
-//!    its log-page and feature helpers.
+//! 5. `split` ([`Splitter`], over the queue pair's public calls) and
+//!    `controller/` ([`Controller`], the public handle over `shared/`, its
+//!    log-page, feature and event helpers); neither imports the other.
 //!
 //! The driver has no `unsafe` code: device-visible memory is reached only
 //! through [`crate::dma::DmaView`] and its fixed-size entries.
@@ -86,6 +90,7 @@ mod qpair;
 mod ring;
 mod shared;
 mod split;
+mod stats;
 mod tracker;
 pub mod transport;
 
@@ -101,7 +106,6 @@ pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
-    QueuePairStats,
 };
 pub use split::{CHILD_TOKENS, SplitStats, Splitter};
-pub use transport::CommandTransport;
+pub use stats::QueuePairStats;
