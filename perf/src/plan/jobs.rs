@@ -64,7 +64,7 @@ pub fn split_commands(io_size: usize, max_transfer: usize) -> usize {
 pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
     let mut limit = MAX_IO_QUEUE_ENTRIES as u64;
     for t in targets {
-        limit = limit.min(t.ctrl.cap().max_queue_entries() as u64);
+        limit = limit.min(t.ctrl.max_queue_entries() as u64);
     }
     // An I/O above a target's maximum transfer is split: it takes that many
     // queue slots.
