@@ -50,4 +50,6 @@ pub use driver::{
     QueuePairOptions, QueuePairStats, STALL_CHECK, SkippedNamespace, SubmitError, SubmitErrorKind,
     SyncError,
 };
+pub use driver::{CHILD_TOKENS, SplitStats, Splitter};
+pub use driver::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats, MAX_ASYNC_EVENT_REQUESTS};
 pub use driver::{PcieQueue, Prps, QueuePair, transport};

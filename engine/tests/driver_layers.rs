@@ -9,17 +9,17 @@ use std::path::{Path, PathBuf};
 
 /// Layer of each module of `driver/`, lowest first: the leaves in the
 /// order the floor plan names them (each imports only earlier ones), then
-/// `admin`, `shared/`, `qpair/`, `controller/`.
+/// `admin`, `shared/`, `qpair/`, `split` and `controller/`.
 fn layer(module: &str) -> Option<u32> {
     Some(match module {
         "health" | "options" | "prp" | "ring" | "tracker" | "stats" => 1,
         "error" => 2,
         "bounds" | "namespace" => 3,
-        "transport" => 4,
+        "transport" | "events" => 4,
         "admin" => 5,
         "shared" => 6,
         "qpair" => 7,
-        "controller" => 8,
+        "split" | "controller" => 8,
         _ => return None,
     })
 }

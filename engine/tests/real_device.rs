@@ -16,6 +16,11 @@
 //! controller configured like the smallest real ones (MDTS 8 KiB or 32 KiB,
 //! one or two I/O queues), so that adaptation is tested without hardware.
 
+// Asynchronous events from the same controller, in this binary so the guest
+// runs them without another static build.
+#[path = "real_device/events.rs"]
+mod events;
+
 mod device_cases;
 
 use std::time::{Duration, Instant};

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use nvme_engine::dma::DmaBuf;
 use nvme_engine::transport::CommandTransport;
-use nvme_engine::{IoCompletion, Namespace, PcieQueue, QueuePair, SubmitErrorKind};
+use nvme_engine::{
+    IoCompletion, Namespace, PcieQueue, QueuePair, Splitter, SubmitError, SubmitErrorKind,
+};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -78,6 +80,73 @@ pub(crate) struct Job<T: CommandTransport = Pcie> {
     pub(crate) zipf: Option<Zipf>,
     /// The controller was removed or failed: nothing more is submitted here.
     pub(crate) dead: bool,
+    /// `-o` above the maximum transfer: the I/Os the queue pair refuses as
+    /// too large go through this and become several commands each.
+    pub(crate) split: Option<Splitter>,
+}
+
+impl<T: CommandTransport> Job<T> {
+    /// A read through the splitter when there is one (not the hot loop).
+    pub(crate) fn read_any(
+        &mut self,
+        lba: u64,
+        buf: DmaBuf,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        match &mut self.split {
+            Some(sp) => sp.read(&mut self.qp, &self.ns, lba, buf, token),
+            None => self.qp.read(&self.ns, lba, buf, token),
+        }
+    }
+    /// A write through the splitter when there is one (not the hot loop).
+    pub(crate) fn write_any(
+        &mut self,
+        lba: u64,
+        buf: DmaBuf,
+        fua: bool,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        match &mut self.split {
+            Some(sp) => sp.write(&mut self.qp, &self.ns, lba, buf, fua, token),
+            None => self.qp.write(&self.ns, lba, buf, fua, token),
+        }
+    }
+    /// Reap through the splitter when there is one (not the hot loop).
+    pub(crate) fn reap_any(&mut self, max: usize, f: impl FnMut(IoCompletion)) -> usize {
+        match &mut self.split {
+            Some(sp) => sp.process_completions(&mut self.qp, max, f),
+            None => self.qp.process_completions(max, f),
+        }
+    }
+}
+
+/// A request the queue pair refused: if it was too large for one command
+/// and the job splits, submit it split. Off the plain path: only runs after
+/// a refusal.
+#[cold]
+#[inline(never)]
+fn split_retry<T: CommandTransport>(
+    job: &mut Job<T>,
+    lba: u64,
+    read: bool,
+    fua: bool,
+    token: u64,
+    mut e: SubmitError,
+) -> Result<(), SubmitError> {
+    let Some(sp) = &mut job.split else {
+        return Err(e);
+    };
+    if !matches!(e.kind, SubmitErrorKind::TooLarge { .. }) {
+        return Err(e);
+    }
+    let Some(buf) = e.buf.take() else {
+        return Err(e);
+    };
+    if read {
+        sp.read(&mut job.qp, &job.ns, lba, buf, token)
+    } else {
+        sp.write(&mut job.qp, &job.ns, lba, buf, fua, token)
+    }
 }
 
 /// Per-worker mutable state the loop touches besides the job.
@@ -125,8 +194,18 @@ pub(crate) struct LoopOut {
 pub(crate) type LoopFn<T = Pcie> =
     fn(&mut [Job<T>], &mut [RowStats], &mut Ctx<'_>, &Control, &WorkerPlan) -> LoopOut;
 
-/// The loop compiled for this run's verify, offset and mix choices.
-pub(crate) fn compiled_loop<T: CommandTransport>(p: &RunParams) -> LoopFn<T> {
+/// The loop compiled for this run's verify, offset and mix choices, and
+/// whether its I/Os are split (`split`: `-o` above the maximum transfer;
+/// a separate loop, so the plain one carries none of it).
+pub(crate) fn compiled_loop<T: CommandTransport>(p: &RunParams, split: bool) -> LoopFn<T> {
+    if split {
+        compiled::<T, true>(p)
+    } else {
+        compiled::<T, false>(p)
+    }
+}
+
+fn compiled<T: CommandTransport, const S: bool>(p: &RunParams) -> LoopFn<T> {
     let mix = match p.read_percent {
         100 => MIX_READ,
         0 => MIX_WRITE,
@@ -140,7 +219,7 @@ pub(crate) fn compiled_loop<T: CommandTransport>(p: &RunParams) -> LoopFn<T> {
     macro_rules! pick {
         ($($v:literal, $o:ident, $m:ident);*) => {
             match (p.verify, off, mix) {
-                $(($v, $o, $m) => run_loop::<T, $v, $o, $m>,)*
+                $(($v, $o, $m) => run_loop::<T, $v, $o, $m, S>,)*
                 _ => unreachable!("offset and mix modes are one of three values each"),
             }
         };
@@ -155,7 +234,7 @@ pub(crate) fn compiled_loop<T: CommandTransport>(p: &RunParams) -> LoopFn<T> {
     )
 }
 
-fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S: bool>(
     jobs: &mut [Job<T>],
     rows: &mut [RowStats],
     cx: &mut Ctx<'_>,
@@ -198,7 +277,11 @@ fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
                 out.busy_ticks = 0;
                 last_busy = false;
                 // What is in flight now completes in the measured phase.
-                let inflight: u64 = jobs.iter().map(|j| j.qp.outstanding() as u64).sum();
+                // I/Os, not commands: a split I/O is several.
+                let inflight: u64 = jobs
+                    .iter()
+                    .map(|j| (j.slots.len() - j.free.len()) as u64)
+                    .sum();
                 budget = limit.saturating_sub(inflight);
                 stop_at = cx.completed.saturating_add(limit);
                 out.measure_start = clock.now();
@@ -214,12 +297,12 @@ fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
         for job in jobs.iter_mut() {
             if !job.free.is_empty() && !job.dead && budget > 0 {
                 let now = clock.now();
-                let n = submit_batch::<T, V, R, M>(job, now, cx, budget);
+                let n = submit_batch::<T, V, R, M, S>(job, now, cx, budget);
                 budget -= n;
                 work += n;
                 job.qp.ring_doorbell();
             }
-            work += reap::<T, V, M, true>(job, &mut rows[job.row], cx, clock) as u64;
+            work += reap::<T, V, M, true, S>(job, &mut rows[job.row], cx, clock) as u64;
         }
         if cx.fatal.is_some() && !stop_sent {
             stop_sent = true;
@@ -276,10 +359,12 @@ pub(crate) fn drain<T: CommandTransport>(
         for job in jobs.iter_mut() {
             // No latency is recorded any more; failures and data still are
             // checked.
-            n += if cx.p.verify {
-                reap::<T, true, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
-            } else {
-                reap::<T, false, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
+            let row = &mut rows[job.row];
+            n += match (cx.p.verify, job.split.is_some()) {
+                (true, true) => reap::<T, true, MIX_BOTH, false, true>(job, row, cx, clock),
+                (true, false) => reap::<T, true, MIX_BOTH, false, false>(job, row, cx, clock),
+                (false, true) => reap::<T, false, MIX_BOTH, false, true>(job, row, cx, clock),
+                (false, false) => reap::<T, false, MIX_BOTH, false, false>(job, row, cx, clock),
             };
         }
         turns = turns.wrapping_add(1);
@@ -316,7 +401,7 @@ pub(crate) fn scan<T: CommandTransport>(jobs: &mut [Job<T>]) -> bool {
 /// Submit on free slots until none is left or `budget` is used; how many
 /// were submitted.
 #[inline(always)]
-fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S: bool>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -326,7 +411,7 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
     // A plain down-count: cheaper per I/O than a range iterator.
     let mut left = n;
     while left > 0 {
-        if !submit::<T, V, R, M>(job, now, cx) {
+        if !submit::<T, V, R, M, S>(job, now, cx) {
             break;
         }
         left -= 1;
@@ -338,7 +423,7 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
 /// buffer; false when it was refused (the job is then dead, or the run has
 /// a fatal error; the slot is free again).
 #[inline(always)]
-fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S: bool>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -376,6 +461,10 @@ fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
         job.qp.read(&job.ns, lba, buf, slot as u64)
     } else {
         job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
+    };
+    let r = match r {
+        Err(e) if S => split_retry(job, lba, read, cx.p.fua, slot as u64, e),
+        r => r,
     };
     match r {
         Ok(()) => {
@@ -483,7 +572,7 @@ fn failed<T: CommandTransport>(
 /// read once per call, before the completion queue is looked at: every
 /// completion of the batch shares that time stamp.
 #[inline(always)]
-fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
+fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const S: bool>(
     job: &mut Job<T>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
@@ -498,6 +587,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
         slots,
         free,
         gens,
+        split,
         ..
     } = job;
     let at = Where {
@@ -512,11 +602,27 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
     // completion per I/O. A `move` closure holds the time stamp itself,
     // not a pointer to it that each completion loads first.
     let (at, ctx) = (&at, &mut *cx);
-    let n = qp.process_completions(
-        max,
-        #[inline(always)]
-        move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now),
-    );
+    macro_rules! on_each {
+        () => {
+            #[inline(always)]
+            move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now)
+        };
+    }
+    // A job whose I/Os are split reaps through its splitter, which answers
+    // each I/O once after its last command; `n` counts I/Os either way.
+    let n = if !S {
+        qp.process_completions(max, on_each!())
+    } else if let Some(sp) = split {
+        let mut ios = 0;
+        let each = &mut |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now);
+        sp.process_completions(qp, max, |c| {
+            ios += 1;
+            each(c)
+        });
+        ios
+    } else {
+        qp.process_completions(max, on_each!())
+    };
     cx.completed += n as u64;
     n
 }

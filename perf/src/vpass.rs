@@ -62,8 +62,8 @@ pub fn run<T: CommandTransport>(job: &mut Job<T>, rows: &mut [RowStats], cx: &mu
         if inflight == 0 && (next >= job.units || job.dead) {
             break;
         }
-        job.qp
-            .process_completions(job.slots.len(), |c| done.push(c));
+        let n = job.slots.len();
+        job.reap_any(n, |c| done.push(c));
         for c in done.drain(..) {
             let slot = c.token as u32;
             bufs[slot as usize] = c.buf;
@@ -179,15 +179,12 @@ fn submit<T: CommandTransport>(
     };
     let bs = job.ns.block_size() as usize;
     let r = match step {
-        Step::Read(unit) => {
-            job.qp
-                .read(&job.ns, job.start_lba + unit * job.blocks, buf, slot as u64)
-        }
+        Step::Read(unit) => job.read_any(job.start_lba + unit * job.blocks, buf, slot as u64),
         Step::Write(unit, g) => {
             let lba = job.start_lba + unit * job.blocks;
             pattern::fill(&mut cx.scratch, lba, bs, cx.p.seed, g);
             buf.write_at(0, &cx.scratch);
-            job.qp.write(&job.ns, lba, buf, false, slot as u64)
+            job.write_any(lba, buf, false, slot as u64)
         }
         Step::Idle => {
             bufs[slot as usize] = Some(buf);

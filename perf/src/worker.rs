@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
 use nvme_engine::transport::CommandTransport;
-use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats};
+use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats, Splitter};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
@@ -280,6 +280,7 @@ pub(crate) fn job_on<T: CommandTransport>(
         gens: Vec::new(),
         zipf: None,
         dead: false,
+        split: (p.io_size > jp.ns.max_io_bytes()).then(Splitter::new),
     })
 }
 
@@ -379,7 +380,9 @@ pub(crate) fn drive<T: CommandTransport>(
         std::thread::yield_now();
         phase = ctl.phase.load(Ordering::Relaxed);
     }
-    let out = hot::compiled_loop::<T>(cx.p)(&mut jobs, &mut rows, &mut cx, ctl, &plan);
+    let out = hot::compiled_loop::<T>(cx.p, jobs.iter().any(|j| j.split.is_some()))(
+        &mut jobs, &mut rows, &mut cx, ctl, &plan,
+    );
     hot::drain(
         &mut jobs,
         &mut rows,

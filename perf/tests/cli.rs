@@ -88,10 +88,45 @@ fn io_size_not_a_multiple_of_the_lba_size_is_refused() {
 }
 
 #[test]
-fn io_size_above_the_max_transfer_is_refused() {
-    let e = fails(&["-r", INLINE, "-o", "4M", "-d", "10"]);
-    assert!(e.contains("above the maximum transfer"), "{e}");
-    assert!(e.contains("use -o 2 MiB or less"), "{e}");
+fn io_size_above_the_max_transfer_is_split_and_verifies() {
+    let o = perf(&[
+        "-r",
+        "trtype:emu mode:inline size:16M mdts:2",
+        "-o",
+        "64k",
+        "-q",
+        "4",
+        "-w",
+        "randrw",
+        "--verify",
+        "-d",
+        "400",
+    ]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}{out}", stderr(&o));
+    assert!(out.contains("each I/O is split into 4 commands"), "{out}");
+    assert!(out.contains(" 0 mismatches"), "{out}");
+    assert!(out.contains("lost 0"), "{out}");
+}
+
+#[test]
+fn split_io_that_does_not_fit_the_queue_is_refused() {
+    let e = fails(&[
+        "-r",
+        "trtype:emu mode:inline size:16M mdts:2",
+        "-o",
+        "64k",
+        "-q",
+        "32",
+        "--io-queue-size",
+        "64",
+        "-d",
+        "10",
+    ]);
+    assert!(
+        e.contains("split into 4 commands") && e.contains("needs 128 queue slots"),
+        "{e}"
+    );
 }
 
 #[test]

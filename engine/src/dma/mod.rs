@@ -20,6 +20,7 @@ mod budget;
 mod memory;
 mod pool;
 mod region;
+pub(crate) mod split;
 mod view;
 
 pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};

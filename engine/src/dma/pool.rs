@@ -365,6 +365,24 @@ impl DmaBuf {
             _one_owner: PhantomData,
         }
     }
+    /// An alias of this buffer's block with the window `start..start+len`
+    /// (block offsets), for `split.rs` only, which keeps the windows it
+    /// cuts disjoint and this buffer unused and unreturned until every one
+    /// is back: the contract of [`DmaBuf::alias`], kept inside `dma/`.
+    pub(super) fn piece(&self, start: usize, len: usize) -> Option<DmaBuf> {
+        let end = start.checked_add(len)?;
+        if end > self.capacity() {
+            return None;
+        }
+        Some(DmaBuf {
+            block: self.block.share(),
+            iova: self.iova,
+            state: self.state.alias(),
+            start,
+            len,
+            _one_owner: PhantomData,
+        })
+    }
     /// Copy `data` into the window at `offset`. Returns false when it does not fit.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
         self.view().write(offset, data)

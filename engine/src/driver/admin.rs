@@ -5,6 +5,15 @@
 //! Every command gets a fresh CID from a rolling counter; a completion with
 //! any other CID (a late answer to a timed-out command, or a device bug) is
 //! counted and ignored.
+//!
+//! Asynchronous Event Requests (§5.2) are the exception to "one at a time":
+//! up to [`MAX_ASYNC_EVENT_REQUESTS`] of them stay outstanding, each under a
+//! CID of its own from a reserved range the rolling counter never hands
+//! out. Their completions are set aside wherever they are reaped — while a
+//! synchronous command waits, or by [`AdminQueue::reap_idle`] — for the
+//! controller to act on later; they never count as ignored. A controller
+//! reset drops them without a completion, which [`AdminQueue::reinit`]
+//! records.
 
 #![forbid(unsafe_code)]
 
@@ -47,7 +56,19 @@ pub struct AdminStats {
     pub ignored_completions: u64,
     /// Completions whose SQHD was outside the ring or ahead of the tail.
     pub invalid_sqhd: u64,
+    /// Asynchronous Event Requests submitted (including re-arms).
+    pub async_requests_sent: u64,
+    /// Asynchronous Event Requests completed (events and errors).
+    pub async_requests_completed: u64,
 }
+
+/// Most Asynchronous Event Requests the driver keeps outstanding at once,
+/// whatever AERL allows.
+pub const MAX_ASYNC_EVENT_REQUESTS: usize = 16;
+
+/// The first CID of the reserved range for Asynchronous Event Requests;
+/// request `i` uses `AER_CID_BASE + i`.
+const AER_CID_BASE: u16 = 0xFFF0;
 
 /// The admin submission/completion queue pair and its scratch memory.
 pub(crate) struct AdminQueue {
@@ -63,6 +84,11 @@ pub(crate) struct AdminQueue {
     cq_doorbell: usize,
     timeout: Duration,
     pub(crate) stats: AdminStats,
+    /// Bit `i`: the Asynchronous Event Request with CID `AER_CID_BASE + i`
+    /// is outstanding.
+    aer_outstanding: u16,
+    /// Asynchronous Event Request completions reaped but not acted on yet.
+    aer_completions: Vec<Completion>,
 }
 
 impl AdminQueue {
@@ -71,6 +97,9 @@ impl AdminQueue {
     pub(crate) fn reinit(&mut self) {
         self.sq.reset();
         self.cq.reset();
+        // A disabled controller forgets its Asynchronous Event Requests
+        // without completing them; they are sent again once it is enabled.
+        self.aer_outstanding = 0;
     }
 
     /// Lay out an admin queue of `entries` (SQ and CQ equal) in `region`,
@@ -124,6 +153,8 @@ impl AdminQueue {
             cq_doorbell: cq_head_doorbell(0, stride),
             timeout,
             stats: AdminStats::default(),
+            aer_outstanding: 0,
+            aer_completions: Vec::new(),
         })
     }
 
@@ -164,6 +195,73 @@ impl AdminQueue {
         T::read_from_bytes(&bytes).ok()
     }
 
+    /// Asynchronous Event Requests outstanding now.
+    pub(crate) fn async_requests_outstanding(&self) -> usize {
+        self.aer_outstanding.count_ones() as usize
+    }
+
+    /// Submit one Asynchronous Event Request without waiting for it (it
+    /// completes when the controller has an event). False when all
+    /// [`MAX_ASYNC_EVENT_REQUESTS`] CIDs are in use or the ring is full.
+    pub(crate) fn submit_async_request<D: Device>(&mut self, device: &D) -> bool {
+        let free = !self.aer_outstanding;
+        if free == 0 {
+            return false;
+        }
+        let slot = free.trailing_zeros() as u16;
+        let mut cmd = Command::new(AdminOpcode::ASYNC_EVENT_REQUEST.0, 0);
+        cmd.set_cid(AER_CID_BASE + slot);
+        if !self.sq.push(&cmd) {
+            return false;
+        }
+        self.aer_outstanding |= 1 << slot;
+        self.stats.async_requests_sent += 1;
+        if let Some(tail) = self.sq.doorbell_value() {
+            device.write32(self.sq_doorbell, tail as u32);
+        }
+        true
+    }
+
+    /// Reap what the completion queue holds with no command waiting:
+    /// Asynchronous Event Request completions are set aside, anything else
+    /// is a late answer and counted as ignored. Returns the entries reaped.
+    pub(crate) fn reap_idle<D: Device>(&mut self, device: &D) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.cq.peek() {
+            self.cq.advance();
+            n += 1;
+            if !self.sq.update_head(c.sqhd) {
+                self.stats.invalid_sqhd += 1;
+            }
+            self.set_aside(c);
+        }
+        if n > 0 {
+            device.write32(self.cq_doorbell, self.cq.head() as u32);
+        }
+        n
+    }
+
+    /// Take the Asynchronous Event Request completions set aside so far.
+    pub(crate) fn take_async_completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.aer_completions)
+    }
+
+    /// Keep a completion that is not the awaited command's: an outstanding
+    /// Asynchronous Event Request's is kept for the controller, any other
+    /// counted and dropped.
+    fn set_aside(&mut self, c: Completion) {
+        let slot = c.cid.wrapping_sub(AER_CID_BASE);
+        if c.cid >= AER_CID_BASE && self.aer_outstanding & (1 << slot) != 0 {
+            self.aer_outstanding &= !(1 << slot);
+            self.stats.async_requests_completed += 1;
+            // Bounded by the number of requests that can be outstanding
+            // between two takes (at most 16 per re-arm round).
+            self.aer_completions.push(c);
+        } else {
+            self.stats.ignored_completions += 1;
+        }
+    }
+
     /// Run one admin command to completion. Returns the completion on
     /// success; a device error status becomes [`DriverError::AdminFailed`].
     pub(crate) fn execute<D: Device>(
@@ -202,7 +300,11 @@ impl AdminQueue {
             cmd.prp2 = prp2;
         }
         let cid = self.next_cid;
-        self.next_cid = self.next_cid.wrapping_add(1);
+        // Skip the range reserved for Asynchronous Event Requests.
+        self.next_cid = match self.next_cid.wrapping_add(1) {
+            AER_CID_BASE.. => 0,
+            n => n,
+        };
         self.last_cid = cid;
         cmd.set_cid(cid);
         if !self.sq.push(&cmd) {
@@ -221,7 +323,7 @@ impl AdminQueue {
                     self.stats.invalid_sqhd += 1;
                 }
                 if c.cid != cid {
-                    self.stats.ignored_completions += 1;
+                    self.set_aside(c);
                     continue;
                 }
                 self.stats.completed += 1;

@@ -316,6 +316,30 @@ pub enum SubmitErrorKind {
         /// Maximum bytes.
         max: usize,
     },
+    /// A split request needs more child commands than the queue pair
+    /// holds at all ([`crate::Splitter`]).
+    #[error(
+        "transfer of {len} bytes needs {children} commands (maximum transfer and optimal I/O \
+         boundary), more than the queue pair's {capacity} slots; create the queue pair with more \
+         entries or submit smaller requests"
+    )]
+    TooManyChildren {
+        /// Requested bytes.
+        len: usize,
+        /// Child commands the request needs.
+        children: usize,
+        /// Commands the queue pair holds.
+        capacity: usize,
+    },
+    /// A token in the range [`crate::Splitter`] keeps for its child commands.
+    #[error(
+        "token {token:#x} is reserved for split child commands (tokens at or above \
+         0xC000000000000000); use a smaller token"
+    )]
+    ReservedToken {
+        /// The token.
+        token: u64,
+    },
     /// More blocks than one command can address (NLB is 16 bits).
     #[error("{blocks} blocks exceed the {max} blocks one command can address; split the request")]
     TooManyBlocks {

@@ -6,6 +6,9 @@
 //! - [`QueuePair`]: one polled I/O queue pair owned by one thread, generic
 //!   over the [`transport`] that carries its commands; [`IoQueuePair`] is
 //!   the one over PCIe ([`PcieQueue`]: SQ/CQ rings, doorbells, PRPs).
+//! - [`Splitter`]: reads and writes above the maximum transfer or across
+//!   the optimal I/O boundary, split into child commands over a queue
+//!   pair's public calls, answered once.
 //! - [`Namespace`]: block geometry and the checks run before submission.
 //! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
@@ -13,6 +16,10 @@
 //!   doorbells only when the device's EventIdx asks for one
 //!   ([`ControllerOptions::shadow_doorbells`]; configured again after every
 //!   reset; [`QueuePairStats`] counts MMIO writes and shadow-only updates).
+//! - Asynchronous events: Asynchronous Event Requests kept outstanding and
+//!   re-sent after every reset; namespaces attached, detached and resized
+//!   at run time, SMART / Health warnings and error log entries reach the
+//!   application through [`Controller::events`] ([`ControllerEvent`]).
 //! - Reliability: per-command deadlines checked by
 //!   [`IoQueuePair::check_timeouts`] (Abort, then controller reset),
 //!   [`Controller::reset`] with each queue pair re-creating its queues on its
@@ -31,18 +38,21 @@
 //!    and generation-bit invariants are written there), `stats`
 //!    ([`QueuePairStats`]), `error` (every error type), `bounds` (limits on
 //!    what a device reports), `namespace`, [`transport`] (the command-level
-//!    seam). `engine/tests/driver_layers.rs` holds the order.
+//!    seam), `events` ([`ControllerEvent`], [`EventStats`]).
+//!    `engine/tests/driver_layers.rs` holds the order.
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
 //!    creation, bring-up, reset and the health/generation word (its
 //!    invariant is written in `shared/recovery.rs`), the DMA fence, the
-//!    doorbell buffer. Fields private to the folder.
+//!    doorbell buffer, the asynchronous event requests. Fields private to
+//!    the folder.
 //! 4. `qpair/`: [`IoQueuePair`] — submit, complete, timeouts, recovery
 //!    after a reset, teardown, synchronous helpers. Fields private to the
 //!    folder.
-//! 5. `controller/`: [`Controller`], the public handle over `shared/`, and
-//!    its log-page and feature helpers.
+//! 5. `split` ([`Splitter`], over the queue pair's public calls) and
+//!    `controller/` ([`Controller`], the public handle over `shared/`, its
+//!    log-page, feature and event helpers); neither imports the other.
 //!
 //! The driver has no `unsafe` code: device-visible memory is reached only
 //! through [`crate::dma::DmaView`] and its fixed-size entries.
@@ -71,6 +81,7 @@ mod admin;
 mod bounds;
 mod controller;
 mod error;
+mod events;
 mod health;
 mod namespace;
 mod options;
@@ -78,14 +89,16 @@ mod prp;
 mod qpair;
 mod ring;
 mod shared;
+mod split;
 mod stats;
 mod tracker;
 pub mod transport;
 
-pub use admin::AdminStats;
+pub use admin::{AdminStats, MAX_ASYNC_EVENT_REQUESTS};
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
 pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use events::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;
@@ -94,4 +107,5 @@ pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
 };
+pub use split::{CHILD_TOKENS, SplitStats, Splitter};
 pub use stats::QueuePairStats;

@@ -51,6 +51,16 @@ pub struct ControllerOptions {
     /// completions until it ends; nvme-perf at QD32 in a guest lost up to a
     /// quarter of its IOPS that way, with no fewer MMIO writes per I/O.
     pub shadow_doorbells: bool,
+    /// Keep Asynchronous Event Requests outstanding (min(AERL+1, 16)) and
+    /// act on the events: namespaces attached, detached or resized,
+    /// SMART / Health warnings, error log entries
+    /// ([`crate::driver::Controller::events`]). Default true.
+    pub async_events: bool,
+    /// How often the controller's admin worker looks for asynchronous event
+    /// completions on the admin queue (interrupts are off).
+    /// [`crate::driver::Controller::process_events`] looks at once.
+    /// Default 10 ms.
+    pub admin_poll_interval: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -65,6 +75,8 @@ impl Default for ControllerOptions {
             io_retry_limit: 3,
             timeout_scan_interval: Duration::from_millis(10),
             shadow_doorbells: false,
+            async_events: true,
+            admin_poll_interval: Duration::from_millis(10),
         }
     }
 }

@@ -21,6 +21,23 @@ pub fn describe(o: &Options, plan: &Plan, human: &mut dyn Write) -> Result<()> {
     }
     for t in &plan.targets {
         attached(t, human)?;
+        let max = t
+            .namespaces
+            .iter()
+            .map(|ns| ns.max_io_bytes())
+            .min()
+            .unwrap_or(t.ctrl.max_transfer_bytes());
+        let n = super::jobs::split_commands(o.plan.io_size, max);
+        if n > 1 {
+            writeln!(
+                human,
+                "I/O size {} is above the maximum transfer of {} ({}, MDTS): each I/O is split \
+                 into {n} commands and completes once, after the last",
+                format_size(o.plan.io_size as u64),
+                t.name(),
+                format_size(max as u64)
+            )?;
+        }
     }
     for p in &plan.workers {
         writeln!(

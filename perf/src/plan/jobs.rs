@@ -53,6 +53,12 @@ pub struct PlanOptions {
     pub pi: Option<PiOption>,
 }
 
+/// Commands one I/O of `io_size` bytes becomes on a controller that moves
+/// at most `max_transfer` bytes per command.
+pub fn split_commands(io_size: usize, max_transfer: usize) -> usize {
+    io_size.div_ceil(max_transfer.max(1)).max(1)
+}
+
 /// The entries each I/O queue gets on every target, or why the queue depth
 /// does not fit.
 pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
@@ -60,6 +66,15 @@ pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
     for t in targets {
         limit = limit.min(t.ctrl.max_queue_entries() as u64);
     }
+    // An I/O above a target's maximum transfer is split: it takes that many
+    // queue slots.
+    let children = targets
+        .iter()
+        .flat_map(|t| t.namespaces.iter())
+        .map(|ns| split_commands(o.io_size, ns.max_io_bytes()))
+        .max()
+        .unwrap_or(1) as u64;
+    let slots = o.queue_depth as u64 * children;
     let entries = match o.io_queue_size {
         Some(n) if n < 2 => {
             bail!("--io-queue-size {n} is too small; an I/O queue needs at least 2 entries")
@@ -68,8 +83,21 @@ pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
             "--io-queue-size {n} is larger than the controller allows ({limit} entries, CAP.MQES+1); use at most {limit}"
         ),
         Some(n) => n,
-        None => (o.queue_depth as u64 + 1).max(1024).min(limit),
+        None => (slots + 1).max(1024).min(limit),
     };
+    if children > 1 && slots > entries - 1 {
+        bail!(
+            "queue depth {} with each I/O split into {children} commands (-o above the maximum \
+             transfer) needs {slots} queue slots, more than the I/O queue size {entries} minus one; \
+             lower -q or -o{}",
+            o.queue_depth,
+            if entries < limit {
+                format!(" or raise --io-queue-size (up to {limit})")
+            } else {
+                String::new()
+            }
+        );
+    }
     if o.queue_depth as u64 > entries - 1 {
         bail!(
             "queue depth {} is above the I/O queue size {entries} minus one ({}); lower -q{}",
@@ -104,9 +132,10 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
     let writes = o.workload.read_percent(o.read_percent) < 100;
     let name = t.name();
     let max = t.ctrl.max_transfer_bytes();
-    if o.io_size > max {
+    if o.io_size > max && o.pi.is_some() {
         bail!(
-            "IO size {} is above the maximum transfer of {name} ({}, from MDTS); use -o {} or less",
+            "IO size {} is above the maximum transfer of {name} ({}, from MDTS) and -e is on: \
+             split I/O does not carry protection information; use -o {} or less",
             o.io_size,
             format_size(max as u64),
             format_size(max as u64)
@@ -136,14 +165,7 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
                 ns.id()
             );
         }
-        if (o.io_size / bs) as u64 > ns.max_blocks_per_io() as u64 {
-            bail!(
-                "IO size {} is above the {} blocks one command can move on namespace {} of {name}",
-                o.io_size,
-                ns.max_blocks_per_io(),
-                ns.id()
-            );
-        }
+        // Above `ns.max_blocks_per_io()` each I/O is split (`Splitter`).
         protection::check_namespace(o.pi.as_ref(), ns, &name)?;
         if writes && ns.read_only() {
             bail!(

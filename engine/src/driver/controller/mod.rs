@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod events;
 mod log;
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ impl<D: Device> Controller<D> {
     /// disabled.
     pub fn new(device: D, opts: ControllerOptions) -> Result<Self, DriverError> {
         let inner = Arc::new(Inner::bring_up(device, opts)?);
+        inner.arm_async_events(&mut inner.admin(), false);
         inner.start_admin_worker();
         Ok(Controller { inner })
     }
@@ -72,7 +74,9 @@ impl<D: Device> Controller<D> {
     pub fn identify(&self) -> &IdentifyController {
         self.inner.identify()
     }
-    /// Active, usable namespaces in NSID order.
+    /// Active, usable namespaces in NSID order, as bring-up found them
+    /// ([`Controller::active_namespaces`] follows attach, detach and resize
+    /// at run time).
     pub fn namespaces(&self) -> &[Namespace] {
         self.inner.namespaces()
     }

@@ -205,7 +205,14 @@ impl<D: Device> Inner<D> {
                 if let Some(b) = &dbbuf {
                     let _ = b.configure(&device, &mut admin, 0);
                 }
+                let events = super::events::EventState::new(
+                    &identify,
+                    entries,
+                    opts.async_events,
+                    namespaces.clone(),
+                );
                 let inner = Inner {
+                    events,
                     name,
                     cap,
                     version,
@@ -272,34 +279,13 @@ impl<D: Device> Inner<D> {
         // MDTS is in units of CAP.MPSMIN pages, which is 4 KiB here.
         let max_transfer = bounds::mdts_bytes(identify.mdts, opts.max_transfer_bytes);
 
-        // Bounded by NN, by the list's own end (a zero entry or a short
-        // page) and by MAX_ACTIVE_NAMESPACES.
         let nn = identify.nn.get();
-        let mut scan = bounds::NamespaceScan::default();
-        let mut after = 0u32;
-        loop {
-            let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, after);
-            cmd.cdw10 = cns::ACTIVE_NAMESPACES as u32;
-            admin.execute(device, cmd, AdminData::Scratch)?;
-            let list: NamespaceList = admin
-                .scratch()
-                .ok_or_else(|| bad("active namespace list unreadable".into()))?;
-            match scan.page(&device.name(), nn, list.active())? {
-                bounds::Next::After(last) => after = last,
-                bounds::Next::Done => break,
-            }
-        }
+        let mut scan = active_namespace_ids(device, admin, nn)?;
         let ids = std::mem::take(&mut scan.ids);
         let mut namespaces = Vec::new();
         let mut skipped = Vec::new();
         for id in ids {
-            let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, id);
-            cmd.cdw10 = cns::NAMESPACE as u32;
-            admin.execute(device, cmd, AdminData::Scratch)?;
-            let data: IdentifyNamespace = admin
-                .scratch()
-                .ok_or_else(|| bad(format!("Identify Namespace {id} unreadable")))?;
-            match Namespace::from_identify(id, data, &identify, max_transfer) {
+            match identify_namespace(device, admin, id, &identify, max_transfer)? {
                 Ok(ns) => namespaces.push(ns),
                 Err(reason) => skipped.push(SkippedNamespace { id, reason }),
             }
@@ -323,4 +309,48 @@ impl<D: Device> Inner<D> {
         let granted = bounds::queues_granted(sqs, cqs, opts.io_queues);
         Ok((identify, namespaces, skipped, granted, max_transfer))
     }
+}
+
+/// The Active Namespace ID list (CNS 02h), bounded by NN, by the list's
+/// own end (a zero entry or a short page) and by
+/// [`bounds::MAX_ACTIVE_NAMESPACES`].
+pub(crate) fn active_namespace_ids<D: Device>(
+    device: &D,
+    admin: &mut AdminQueue,
+    nn: u32,
+) -> Result<bounds::NamespaceScan, DriverError> {
+    let mut scan = bounds::NamespaceScan::default();
+    let mut after = 0u32;
+    loop {
+        let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, after);
+        cmd.cdw10 = cns::ACTIVE_NAMESPACES as u32;
+        admin.execute(device, cmd, AdminData::Scratch)?;
+        let list: NamespaceList = admin.scratch().ok_or_else(|| DriverError::BadDeviceData {
+            device: device.name(),
+            what: "active namespace list unreadable".into(),
+        })?;
+        match scan.page(&device.name(), nn, list.active())? {
+            bounds::Next::After(last) => after = last,
+            bounds::Next::Done => return Ok(scan),
+        }
+    }
+}
+
+/// Identify Namespace `id` (CNS 00h): the namespace, or why the driver
+/// cannot use it.
+pub(crate) fn identify_namespace<D: Device>(
+    device: &D,
+    admin: &mut AdminQueue,
+    id: u32,
+    ctrl: &IdentifyController,
+    max_transfer: usize,
+) -> Result<Result<Namespace, String>, DriverError> {
+    let mut cmd = Command::new(AdminOpcode::IDENTIFY.0, id);
+    cmd.cdw10 = cns::NAMESPACE as u32;
+    admin.execute(device, cmd, AdminData::Scratch)?;
+    let data: IdentifyNamespace = admin.scratch().ok_or_else(|| DriverError::BadDeviceData {
+        device: device.name(),
+        what: format!("Identify Namespace {id} unreadable"),
+    })?;
+    Ok(Namespace::from_identify(id, data, ctrl, max_transfer))
 }

@@ -2,7 +2,8 @@
 //! the admin queue behind its mutex, I/O queue ids, the health and reset
 //! generation word ([`recovery`]), the DMA fence ([`fence`]) and the shadow
 //! doorbell pages ([`dbbuf`]), and the admin worker that runs aborts and
-//! resets off the polling threads ([`worker`]). Its fields are private to this folder; the
+//! resets off the polling threads ([`worker`]), and the asynchronous event
+//! requests with what they reported ([`events`]). Its fields are private to this folder; the
 //! controller handle and queue pairs use its methods.
 //!
 //! Layer: above `admin`, `ring`, `prp`, `bounds`, `namespace`, `error`,
@@ -10,6 +11,7 @@
 
 mod bringup;
 pub(crate) mod dbbuf;
+pub(crate) mod events;
 pub(crate) mod fence;
 mod queues;
 pub(crate) mod recovery;
@@ -61,6 +63,8 @@ pub(crate) struct Inner<D: Device> {
     fence_reason: Mutex<Option<String>>,
     /// Aborts and resets posted by queue pairs, see [`worker`].
     work: AdminWork,
+    /// Asynchronous events, see [`events`].
+    events: events::EventState,
 }
 
 impl<D: Device> Inner<D> {

@@ -125,6 +125,8 @@ impl<D: Device> Inner<D> {
         match self.reset_locked(admin, generation + 1) {
             Ok(()) => {
                 self.resets.fetch_add(1, Ordering::Relaxed);
+                // The reset dropped the event configuration and requests.
+                self.arm_async_events(admin, true);
                 self.set_state(generation + 1, LIVE);
                 Ok(())
             }

@@ -26,6 +26,11 @@
 //! ([`Inner::keep_admin_work_off`], which a reactor set calls with its
 //! cores) when one is free.
 //!
+//! The same thread looks for Asynchronous Event Request completions on the
+//! admin queue every `ControllerOptions::admin_poll_interval` while idle
+//! (`events.rs` acts on them); without outstanding requests it parks until
+//! woken.
+//!
 //! Where the thread cannot be started, posting runs the work on the
 //! posting thread instead, as the driver did before there was a worker.
 //!
@@ -53,6 +58,9 @@ use super::recovery::{generation_of, live_word};
 /// Abort requests the mailbox holds at once (controller-wide). More
 /// waiting aborts than this turn into a reset.
 pub(crate) const ABORT_SLOTS: usize = 32;
+
+/// The shortest admin poll interval honoured (a zero would spin).
+const MIN_POLL_INTERVAL: Duration = Duration::from_micros(100);
 
 /// Marks a used abort slot (an empty slot is 0).
 const VALID: u64 = 1 << 63;
@@ -282,11 +290,22 @@ fn worker_loop<D: Device>(weak: Weak<Inner<D>>, allowed: Vec<usize>) {
             }
         }
         let did = inner.run_admin_work();
+        // Asynchronous events: the admin queue has no interrupt, so look
+        // for completed requests at the poll interval while idle.
+        let events = inner.events_enabled();
+        let interval = inner.opts().admin_poll_interval.max(MIN_POLL_INTERVAL);
+        if events {
+            inner.poll_async_events();
+        }
         // Dropping the last handle here runs the controller's drop on this
         // thread, which does not join itself; the next upgrade fails.
         drop(inner);
         if !did {
-            std::thread::park();
+            if events {
+                std::thread::park_timeout(interval);
+            } else {
+                std::thread::park();
+            }
         }
     }
 }
