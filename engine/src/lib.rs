@@ -44,3 +44,4 @@ pub use driver::{
     SyncError,
 };
 pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};
+pub use driver::{DataPointer, FusedSubmitError, IoData, IoOptions};

@@ -6,7 +6,9 @@
 //! - [`QueuePair`]: one polled I/O queue pair owned by one thread, generic
 //!   over the [`transport`] that carries its commands; [`IoQueuePair`] is
 //!   the one over PCIe ([`PcieQueue`]: SQ/CQ rings, doorbells, PRPs).
-//! - [`Namespace`]: block geometry and the checks run before submission.
+//! - [`Namespace`]: block geometry and the checks run before submission;
+//!   `request` ([`IoOptions`], [`IoData`]): metadata, protection
+//!   information, SGLs and vectored buffers, checked against the format.
 //! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
 //!   them, I/O queues publish tails and heads in host memory and write MMIO
@@ -26,7 +28,7 @@
 //!
 //! 1. Leaves: `error` (every error type), `health`, `options`
 //!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, `prp` (the PRP builder and its sink into list pages),
+//!    `namespace`, `request`, `prp` (the PRP builder and its sink into list pages),
 //!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
 //!    written there), `tracker` (the CID slab: the CID and generation-bit
 //!    invariants are written there), [`transport`] (the command-level seam).
@@ -74,6 +76,7 @@ mod namespace;
 mod options;
 mod prp;
 mod qpair;
+mod request;
 mod ring;
 mod shared;
 mod tracker;
@@ -82,7 +85,9 @@ pub mod transport;
 pub use admin::AdminStats;
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
-pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use error::{
+    DeviceGone, DriverError, FusedSubmitError, IoError, SubmitError, SubmitErrorKind, SyncError,
+};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
 pub use options::ControllerOptions;
@@ -92,4 +97,5 @@ pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
     QueuePairStats,
 };
+pub use request::{DataPointer, IoData, IoOptions};
 pub use transport::CommandTransport;

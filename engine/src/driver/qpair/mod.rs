@@ -17,7 +17,9 @@
 //!
 //! The type lives here with its creation and accessors; its fields are
 //! private to this folder. The path of one I/O: `submit.rs` (checks, slot,
-//! data, command) and `complete.rs` (bounded reaping). Around it:
+//! data, command) and `complete.rs` (bounded reaping); `extended.rs` submits
+//! what carries metadata, protection information, several segments or a
+//! fused pair. Around it:
 //! `timeouts.rs` scans deadlines, `requeue.rs` follows the transport
 //! through a reset, `teardown.rs` closes it, and `sync.rs` holds the
 //! blocking helpers. The ring, CID and generation
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod complete;
+mod extended;
 #[cfg(test)]
 mod fake;
 mod pcie;
@@ -46,7 +49,7 @@ use crate::dma::DmaBuf;
 
 use crate::driver::error::{DriverError, IoError};
 use crate::driver::shared::Inner;
-use crate::driver::tracker::Tracker;
+use crate::driver::tracker::{Request, Tracker};
 use crate::driver::transport::CommandTransport;
 
 pub use pcie::{PcieQueue, Prps};
@@ -165,6 +168,25 @@ pub struct IoCompletion {
     pub result: Result<u32, IoError>,
     /// The command's data buffer, handed back.
     pub buf: Option<DmaBuf>,
+    /// The separate metadata buffer, handed back (requests made with
+    /// [`IoData::with_metadata`](crate::IoData::with_metadata)).
+    pub meta: Option<DmaBuf>,
+    /// The data segments of a vectored request ([`IoData::vectored`](crate::IoData::vectored)),
+    /// handed back in order; empty otherwise.
+    pub segments: Vec<DmaBuf>,
+}
+
+impl IoCompletion {
+    /// The completion of the command whose slot held `req`.
+    pub(crate) fn from_request(req: Request, result: Result<u32, IoError>) -> Self {
+        IoCompletion {
+            token: req.token,
+            result,
+            buf: req.buf,
+            meta: req.attached.meta,
+            segments: req.attached.segments,
+        }
+    }
 }
 
 /// One I/O queue pair, owned by one thread, over transport `T`: the

@@ -1,0 +1,291 @@
+//! What a Read, Write, Compare or Verify carries beyond an LBA and one
+//! buffer (NVM Command Set 1.0 §3.2.1, §3.2.4, §3.2.6, §5.2; NVMe Base 2.0
+//! §4.3.2): the per-command options ([`IoOptions`]: FUA, protection
+//! information, PRPs or SGLs) and the buffers ([`IoData`]: one buffer or
+//! several segments, and a separate metadata buffer), with the checks that
+//! hold them against the namespace's format before anything is submitted.
+//!
+//! Transfer sizes by format, for `n` blocks of `bs` bytes with `ms` bytes of
+//! metadata each:
+//!
+//! | format | data buffer | metadata buffer |
+//! |---|---|---|
+//! | no metadata | `n × bs` | none |
+//! | extended LBA | `n × (bs + ms)` | none |
+//! | separate | `n × bs` | `n × ms` (MPTR) |
+//! | PI, `ms` = 8, PRACT set | `n × bs` | none: the controller inserts and strips the tuple |
+
+#![forbid(unsafe_code)]
+
+use crate::dma::DmaBuf;
+use crate::pi::PiTags;
+use crate::spec::protection::{MetadataLayout, PiFields, PrChk};
+
+use super::error::SubmitErrorKind;
+use super::namespace::Namespace;
+
+/// How the data of a command is described to a PCIe controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataPointer {
+    /// PRPs for one buffer; for several segments an SGL when the
+    /// controller reports SGL support, else PRPs when the segments allow.
+    #[default]
+    Auto,
+    /// PRPs only: segments must be page-aligned where they meet.
+    Prp,
+    /// An SGL (Data Block descriptors, a Last Segment list in the slot's
+    /// list pages for several segments); refused when SGLS reports none.
+    Sgl,
+}
+
+/// The options of one Read, Write, Compare or Verify. Build with
+/// `IoOptions::default()` and the setters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct IoOptions {
+    /// CDW12.FUA — Force Unit Access (Read, Write, Compare).
+    pub fua: bool,
+    /// PRINFO (PRACT, PRCHK) and the tags (EILBRT, ELBAT, ELBATM). All
+    /// zero — no action, no check — unless set.
+    pub pi: PiFields,
+    /// PRPs or an SGL.
+    pub data_pointer: DataPointer,
+}
+
+impl IoOptions {
+    /// Set Force Unit Access.
+    pub fn fua(mut self, fua: bool) -> Self {
+        self.fua = fua;
+        self
+    }
+    /// Ask for protection information: `pract` lets the controller insert
+    /// the tuples on writes (and strip them on reads when the metadata is
+    /// exactly the tuple); `check` names the fields it checks against
+    /// `tags`.
+    pub fn protection(mut self, pract: bool, check: PrChk, tags: PiTags) -> Self {
+        self.pi = PiFields {
+            pract,
+            check,
+            ref_tag: tags.ref_tag,
+            app_tag: tags.app_tag,
+            app_mask: tags.app_mask,
+        };
+        self
+    }
+    /// Describe the data with PRPs or an SGL.
+    pub fn data_pointer(mut self, how: DataPointer) -> Self {
+        self.data_pointer = how;
+        self
+    }
+    /// Whether PRINFO asks for anything.
+    pub fn wants_protection(&self) -> bool {
+        self.pi.pract || self.pi.check.any()
+    }
+}
+
+/// The buffers of one request: the data (one buffer, or several segments
+/// sent as one command) and, on a namespace with separate metadata, the
+/// metadata buffer. Every buffer comes back in the completion
+/// ([`IoCompletion`](crate::IoCompletion) `buf`, `segments`, `meta`) or
+/// with the refusal ([`SubmitError`](crate::SubmitError)).
+#[derive(Debug)]
+pub struct IoData {
+    pub(crate) buf: Option<DmaBuf>,
+    pub(crate) segments: Vec<DmaBuf>,
+    pub(crate) meta: Option<DmaBuf>,
+}
+
+impl IoData {
+    /// One data buffer.
+    pub fn new(buf: DmaBuf) -> Self {
+        IoData {
+            buf: Some(buf),
+            segments: Vec::new(),
+            meta: None,
+        }
+    }
+    /// Several data buffers, in order, making up one transfer. The vector
+    /// comes back with the completion, so a caller that keeps it allocates
+    /// nothing per request.
+    pub fn vectored(segments: Vec<DmaBuf>) -> Self {
+        IoData {
+            buf: None,
+            segments,
+            meta: None,
+        }
+    }
+    /// Add the separate metadata buffer (MPTR): `blocks × ms` bytes.
+    pub fn with_metadata(mut self, meta: DmaBuf) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+    /// Total data bytes.
+    pub fn data_len(&self) -> usize {
+        match &self.buf {
+            Some(b) => b.len(),
+            None => self.segments.iter().map(DmaBuf::len).sum(),
+        }
+    }
+}
+
+/// The block count a request moves, once its buffers passed the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// CDW12.NLB (zero-based).
+    pub nlb_z: u16,
+    /// Whether a separate metadata buffer travels (MPTR).
+    pub meta: bool,
+}
+
+/// Check `data_len` bytes of data (first IOVA `iova`), a metadata buffer of
+/// `meta_len` bytes (if any) and `opts` against `ns` for a command at `lba`
+/// that `writes` or not.
+pub(crate) fn check(
+    ns: &Namespace,
+    lba: u64,
+    data_len: usize,
+    meta: Option<&DmaBuf>,
+    opts: &IoOptions,
+    writes: bool,
+) -> Result<Checked, SubmitErrorKind> {
+    let nsid = ns.id();
+    if writes && ns.read_only() {
+        return Err(SubmitErrorKind::ReadOnly { nsid });
+    }
+    let format = ns.metadata();
+    if opts.wants_protection() && format.is_none_or(|f| f.pi.is_none()) {
+        return Err(SubmitErrorKind::ProtectionNotEnabled { nsid, format });
+    }
+    if data_len == 0 {
+        return Err(SubmitErrorKind::ZeroLength);
+    }
+    let bs = ns.block_size() as usize;
+    let strips = opts.pi.pract && format.is_some_and(|f| f.pract_strips_metadata());
+    // Bytes of the data buffer per block.
+    let unit = match format {
+        Some(f) if f.layout == MetadataLayout::Extended && !strips => bs + f.size as usize,
+        _ => bs,
+    };
+    if !data_len.is_multiple_of(unit) {
+        return Err(if unit == bs {
+            SubmitErrorKind::NotBlockMultiple {
+                len: data_len,
+                block_size: bs as u32,
+            }
+        } else {
+            SubmitErrorKind::NotExtendedBlockMultiple {
+                len: data_len,
+                unit,
+                block_size: bs as u32,
+            }
+        });
+    }
+    let blocks = data_len / unit;
+    if blocks > ns.max_blocks_per_io() as usize {
+        return Err(SubmitErrorKind::TooLarge {
+            len: data_len,
+            max: ns.max_blocks_per_io() as usize * unit,
+        });
+    }
+    let meta_travels = match format {
+        Some(f) => f.layout == MetadataLayout::Separate && !strips,
+        None => false,
+    };
+    match (meta, format) {
+        (None, Some(f)) if meta_travels => {
+            return Err(SubmitErrorKind::MetadataBufferMissing {
+                nsid,
+                format: f,
+                bytes: blocks * f.size as usize,
+            });
+        }
+        (Some(_), None) => {
+            return Err(SubmitErrorKind::MetadataBufferUnused {
+                nsid,
+                why: "the namespace is formatted without metadata",
+            });
+        }
+        (Some(_), Some(f)) if f.layout == MetadataLayout::Extended => {
+            return Err(SubmitErrorKind::MetadataBufferUnused {
+                nsid,
+                why: "the namespace interleaves metadata with the data (extended LBA): \
+                      put each block's metadata after its data in the data buffer",
+            });
+        }
+        (Some(_), Some(_)) if strips => {
+            return Err(SubmitErrorKind::MetadataBufferUnused {
+                nsid,
+                why: "with PRACT set and 8 bytes of metadata the controller inserts and \
+                      strips the tuple itself and moves no metadata",
+            });
+        }
+        (Some(m), Some(f)) => {
+            let expected = blocks * f.size as usize;
+            if m.len() != expected {
+                return Err(SubmitErrorKind::MetadataLength {
+                    len: m.len(),
+                    expected,
+                    blocks,
+                });
+            }
+            if m.iova() & 3 != 0 {
+                return Err(SubmitErrorKind::Misaligned { iova: m.iova() });
+            }
+        }
+        _ => {}
+    }
+    let end_ok = lba
+        .checked_add(blocks as u64)
+        .is_some_and(|end| end <= ns.blocks());
+    if !end_ok {
+        return Err(SubmitErrorKind::LbaOutOfRange {
+            nsid,
+            lba,
+            blocks: blocks as u64,
+            namespace_blocks: ns.blocks(),
+        });
+    }
+    Ok(Checked {
+        nlb_z: (blocks - 1) as u16,
+        meta: meta_travels,
+    })
+}
+
+/// Check a command that moves no data (Verify, Write Uncorrectable) on
+/// `blocks` at `lba`; returns the zero-based count.
+pub(crate) fn check_blocks(
+    ns: &Namespace,
+    lba: u64,
+    blocks: u32,
+    opts: &IoOptions,
+) -> Result<u16, SubmitErrorKind> {
+    let nsid = ns.id();
+    if opts.wants_protection() && ns.metadata().is_none_or(|f| f.pi.is_none()) {
+        return Err(SubmitErrorKind::ProtectionNotEnabled {
+            nsid,
+            format: ns.metadata(),
+        });
+    }
+    if blocks == 0 {
+        return Err(SubmitErrorKind::ZeroLength);
+    }
+    if blocks > super::MAX_BLOCKS_PER_COMMAND {
+        return Err(SubmitErrorKind::TooManyBlocks {
+            blocks: blocks as u64,
+            max: super::MAX_BLOCKS_PER_COMMAND as u64,
+        });
+    }
+    let end_ok = lba
+        .checked_add(blocks as u64)
+        .is_some_and(|end| end <= ns.blocks());
+    if !end_ok {
+        return Err(SubmitErrorKind::LbaOutOfRange {
+            nsid,
+            lba,
+            blocks: blocks as u64,
+            namespace_blocks: ns.blocks(),
+        });
+    }
+    Ok((blocks - 1) as u16)
+}
