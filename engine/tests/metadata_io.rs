@@ -26,8 +26,11 @@ fn status_of(r: &Result<u32, IoError>) -> Option<(StatusCodeType, u8)> {
     }
 }
 
+/// Protection type and whether the tuple is first.
+type Pi = Option<(ProtectionType, bool)>;
+
 /// (block size, metadata size, extended, protection)
-const FORMATS: [(u32, u16, bool, Option<(ProtectionType, bool)>); 6] = [
+const FORMATS: [(u32, u16, bool, Pi); 6] = [
     (512, 8, true, None),
     (512, 8, false, None),
     (4096, 64, false, None),
@@ -78,7 +81,7 @@ fn data_and_metadata_round_trip_in_extended_and_separate_layouts() {
         qp.write_ext(&ns, LBA, w, &IoOptions::default(), 1).unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
-        assert_eq!(c.buf.is_some(), true);
+        assert!(c.buf.is_some());
         assert_eq!(
             c.meta.is_some(),
             !extended,
@@ -160,7 +163,7 @@ fn software_pi_written_with_pract_clear_passes_the_controllers_checks() {
             Some((StatusCodeType::MEDIA, media::APP_TAG_CHECK_ERROR)),
             "{bs}+{ms}"
         );
-        assert!(c.buf.is_some() && c.meta.is_some() == !extended);
+        assert!(c.buf.is_some() && c.meta.is_some() != extended);
 
         let mut r = IoData::new(c.buf.unwrap());
         if let Some(m) = c.meta {

@@ -29,9 +29,11 @@ pub fn bring_up(
         "{:?}",
         ctrl.skipped_namespaces()
     );
-    let mut o = QueuePairOptions::default();
-    o.entries = Some(entries);
-    let qp = ctrl.create_io_qpair(o).expect("queue pair");
+    let qp = ctrl
+        .create_io_qpair(QueuePairOptions {
+            entries: Some(entries),
+        })
+        .expect("queue pair");
     let pool = ctrl.create_pool(4 << 20).expect("pool");
     (ctrl, handle, qp, pool)
 }
