@@ -44,4 +44,4 @@ pub use driver::{
     SyncError,
 };
 pub use driver::{CommandTransport, PcieQueue, Prps, QueuePair, transport};
-pub use driver::{DataPointer, FusedSubmitError, IoData, IoOptions};
+pub use driver::{DataPointer, FusedSubmitError, IoData, IoExtra, IoOptions};

@@ -83,7 +83,7 @@ fn data_and_metadata_round_trip_in_extended_and_separate_layouts() {
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
         assert!(c.buf.is_some());
         assert_eq!(
-            c.meta.is_some(),
+            c.meta().is_some(),
             !extended,
             "the metadata buffer comes back"
         );
@@ -98,7 +98,7 @@ fn data_and_metadata_round_trip_in_extended_and_separate_layouts() {
         assert_eq!(c.token, 2);
         assert_eq!(bytes(c.buf.as_ref().unwrap()), data, "{bs}+{ms} data");
         if !extended {
-            assert_eq!(bytes(c.meta.as_ref().unwrap()), meta, "{bs}+{ms} metadata");
+            assert_eq!(bytes(c.meta().unwrap()), meta, "{bs}+{ms} metadata");
         }
         // A plain read of an extended namespace carries the metadata too.
         if extended {
@@ -163,18 +163,20 @@ fn software_pi_written_with_pract_clear_passes_the_controllers_checks() {
             Some((StatusCodeType::MEDIA, media::APP_TAG_CHECK_ERROR)),
             "{bs}+{ms}"
         );
-        assert!(c.buf.is_some() && c.meta.is_some() != extended);
+        assert!(c.buf.is_some() && c.meta().is_some() != extended);
 
-        let mut r = IoData::new(c.buf.unwrap());
-        if let Some(m) = c.meta {
-            r = r.with_metadata(m);
-        }
+        // The completion's buffers, and the box holding the metadata
+        // buffer, go into the next request.
+        let r = match c.extra {
+            Some(extra) => IoData::with_extra(c.buf, extra),
+            None => IoData::new(c.buf.unwrap()),
+        };
         qp.read_ext(&ns, LBA, r, &opts, 3).unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
         p.check_dma(
             c.buf.as_ref().unwrap(),
-            c.meta.as_ref(),
+            c.meta(),
             &tags,
             PrChk::ALL,
             &mut scratch,
@@ -214,7 +216,7 @@ fn pract_lets_the_controller_insert_tuples_that_the_host_checks_on_read() {
         qp.write_ext(&ns, LBA, w, &insert, 1).unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{:?}", c.result);
-        assert!(c.meta.is_none());
+        assert!(c.meta().is_none());
 
         // Read with PRACT clear: the stored tuples arrive and check out.
         let unit = if extended { bsz + 8 } else { bsz };
@@ -228,7 +230,7 @@ fn pract_lets_the_controller_insert_tuples_that_the_host_checks_on_read() {
         let mut scratch = Vec::new();
         p.check_dma(
             c.buf.as_ref().unwrap(),
-            c.meta.as_ref(),
+            c.meta(),
             &tags,
             PrChk::ALL,
             &mut scratch,
@@ -281,7 +283,7 @@ fn corrupted_guard_and_reference_tag_complete_with_82h_and_84h_and_every_buffer(
             c.result
         );
         assert!(
-            c.buf.is_some() && c.meta.is_some(),
+            c.buf.is_some() && c.meta().is_some(),
             "both buffers come back"
         );
     }

@@ -13,6 +13,7 @@ use crate::spec::protection::MetadataFormat;
 use crate::spec::status::Status;
 
 use super::prp::PrpError;
+use super::request::IoExtra;
 
 /// Why a controller takes no more commands: the one error for "device
 /// removed" and "controller failed", shared by every layer that reports it
@@ -484,10 +485,8 @@ pub struct SubmitError {
     pub kind: SubmitErrorKind,
     /// The caller's buffer, returned untouched.
     pub buf: Option<DmaBuf>,
-    /// A separate metadata buffer and data segments, returned untouched
-    /// (boxed: refusals are rare, and the result of every submission stays
-    /// small).
-    more: Option<Box<(Option<DmaBuf>, Vec<DmaBuf>)>>,
+    /// The separate metadata buffer and data segments, returned untouched.
+    pub extra: Option<Box<IoExtra>>,
 }
 
 impl SubmitError {
@@ -495,7 +494,7 @@ impl SubmitError {
         SubmitError {
             kind,
             buf,
-            more: None,
+            extra: None,
         }
     }
     /// A refusal handing back every buffer of a request.
@@ -503,21 +502,19 @@ impl SubmitError {
     pub(crate) fn with_all(
         kind: SubmitErrorKind,
         buf: Option<DmaBuf>,
-        meta: Option<DmaBuf>,
-        segments: Vec<DmaBuf>,
+        extra: Option<Box<IoExtra>>,
     ) -> Self {
-        let more = (meta.is_some() || !segments.is_empty()).then(|| Box::new((meta, segments)));
-        SubmitError { kind, buf, more }
+        SubmitError { kind, buf, extra }
     }
     /// Take the separate metadata buffer of the refused request back.
     pub fn take_meta(&mut self) -> Option<DmaBuf> {
-        self.more.as_mut().and_then(|m| m.0.take())
+        self.extra.as_mut().and_then(|m| m.meta.take())
     }
     /// Take the data segments of a refused vectored request back.
     pub fn take_segments(&mut self) -> Vec<DmaBuf> {
-        self.more
+        self.extra
             .as_mut()
-            .map(|m| std::mem::take(&mut m.1))
+            .map(|m| std::mem::take(&mut m.segments))
             .unwrap_or_default()
     }
 }
@@ -527,7 +524,7 @@ impl fmt::Debug for SubmitError {
         f.debug_struct("SubmitError")
             .field("kind", &self.kind)
             .field("buf", &self.buf)
-            .field("more", &self.more)
+            .field("extra", &self.extra)
             .finish()
     }
 }

@@ -97,5 +97,5 @@ pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
     QueuePairStats,
 };
-pub use request::{DataPointer, IoData, IoOptions};
+pub use request::{DataPointer, IoData, IoExtra, IoOptions};
 pub use transport::CommandTransport;

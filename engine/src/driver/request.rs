@@ -84,48 +84,97 @@ impl IoOptions {
     }
 }
 
+/// The buffers of a request besides its one data buffer: a separate
+/// metadata buffer (MPTR) and the segments of a vectored request. Boxed
+/// inside [`IoData`] and handed back whole in
+/// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
+/// caller that puts it into its next request allocates nothing per I/O.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct IoExtra {
+    /// The separate metadata buffer.
+    pub meta: Option<DmaBuf>,
+    /// The data segments of a vectored request, in order (empty otherwise).
+    pub segments: Vec<DmaBuf>,
+}
+
+impl IoExtra {
+    /// Whether it holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_none() && self.segments.is_empty()
+    }
+    /// Every buffer it holds, marked quarantined (the device may still
+    /// write them).
+    pub(crate) fn quarantine(&mut self) {
+        for b in self.meta.iter_mut().chain(self.segments.iter_mut()) {
+            b.quarantine();
+        }
+    }
+}
+
 /// The buffers of one request: the data (one buffer, or several segments
 /// sent as one command) and, on a namespace with separate metadata, the
-/// metadata buffer. Every buffer comes back in the completion
-/// ([`IoCompletion`](crate::IoCompletion) `buf`, `segments`, `meta`) or
-/// with the refusal ([`SubmitError`](crate::SubmitError)).
+/// metadata buffer. The data buffer comes back in
+/// [`IoCompletion::buf`](crate::IoCompletion), the rest in
+/// [`IoCompletion::extra`](crate::IoCompletion) (or with the refusal,
+/// [`SubmitError`](crate::SubmitError)).
 #[derive(Debug)]
 pub struct IoData {
     pub(crate) buf: Option<DmaBuf>,
-    pub(crate) segments: Vec<DmaBuf>,
-    pub(crate) meta: Option<DmaBuf>,
+    pub(crate) extra: Option<Box<IoExtra>>,
 }
 
 impl IoData {
-    /// One data buffer.
+    /// One data buffer (no allocation).
     pub fn new(buf: DmaBuf) -> Self {
         IoData {
             buf: Some(buf),
-            segments: Vec::new(),
-            meta: None,
+            extra: None,
         }
     }
-    /// Several data buffers, in order, making up one transfer. The vector
-    /// comes back with the completion, so a caller that keeps it allocates
-    /// nothing per request.
+    /// Several data buffers, in order, making up one transfer.
     pub fn vectored(segments: Vec<DmaBuf>) -> Self {
         IoData {
             buf: None,
-            segments,
-            meta: None,
+            extra: Some(Box::new(IoExtra {
+                meta: None,
+                segments,
+            })),
+        }
+    }
+    /// Data in `buf` (if any) with the buffers of `extra` — typically the
+    /// `extra` of an earlier completion, refilled: no allocation.
+    pub fn with_extra(buf: Option<DmaBuf>, extra: Box<IoExtra>) -> Self {
+        IoData {
+            buf,
+            extra: Some(extra),
         }
     }
     /// Add the separate metadata buffer (MPTR): `blocks × ms` bytes.
     pub fn with_metadata(mut self, meta: DmaBuf) -> Self {
-        self.meta = Some(meta);
+        self.extra.get_or_insert_with(Box::default).meta = Some(meta);
         self
+    }
+    /// The separate metadata buffer, if any.
+    pub fn meta(&self) -> Option<&DmaBuf> {
+        self.extra.as_ref().and_then(|e| e.meta.as_ref())
+    }
+    /// The data segments (empty for one buffer).
+    pub fn segments(&self) -> &[DmaBuf] {
+        self.extra.as_ref().map_or(&[], |e| &e.segments)
     }
     /// Total data bytes.
     pub fn data_len(&self) -> usize {
         match &self.buf {
             Some(b) => b.len(),
-            None => self.segments.iter().map(DmaBuf::len).sum(),
+            None => self.segments().iter().map(DmaBuf::len).sum(),
         }
+    }
+}
+
+impl From<DmaBuf> for IoData {
+    fn from(buf: DmaBuf) -> Self {
+        IoData::new(buf)
     }
 }
 

@@ -22,6 +22,7 @@
 use std::time::Instant;
 
 use crate::dma::DmaBuf;
+use crate::driver::request::IoExtra;
 use crate::spec::command::Command;
 
 /// Why a completion's CID was not accepted.
@@ -48,38 +49,18 @@ pub(crate) struct Request {
     /// Whether the command had timed out.
     pub timed_out: bool,
     /// The separate metadata buffer and data segments, if any.
-    pub attached: Attached,
-}
-
-/// Buffers a command holds besides its one data buffer: a separate
-/// metadata buffer (MPTR) and the segments of a vectored request. Kept in a
-/// table beside the slots so plain commands never touch it.
-#[derive(Debug, Default)]
-pub(crate) struct Attached {
-    /// The metadata buffer.
-    pub meta: Option<DmaBuf>,
-    /// The data segments of a vectored request (empty otherwise).
-    pub segments: Vec<DmaBuf>,
-}
-
-impl Attached {
-    /// Whether nothing is attached.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.meta.is_none() && self.segments.is_empty()
-    }
+    pub extra: Option<Box<IoExtra>>,
 }
 
 impl Request {
     /// Mark every buffer of the request quarantined (the device may still
     /// write it).
     pub(crate) fn quarantine(&mut self) {
-        let Request { buf, attached, .. } = self;
-        for b in buf
-            .iter_mut()
-            .chain(attached.meta.iter_mut())
-            .chain(attached.segments.iter_mut())
-        {
+        if let Some(b) = self.buf.as_mut() {
             b.quarantine();
+        }
+        if let Some(e) = self.extra.as_mut() {
+            e.quarantine();
         }
     }
 }
@@ -168,8 +149,8 @@ impl Slot {
 /// The slab of command slots of one queue.
 pub(crate) struct Tracker {
     slots: Box<[Slot]>,
-    /// Per slot: the buffers beside the data buffer (valid while `ATTACHED`).
-    attached: Box<[Attached]>,
+    /// Per slot: the buffers beside the data buffer (set while `ATTACHED`).
+    attached: Box<[Option<Box<IoExtra>>]>,
     /// Top of the free-slot stack, or `NO_SLOT`.
     free_head: u16,
     in_flight: usize,
@@ -204,7 +185,7 @@ impl Tracker {
             .collect();
         Tracker {
             slots,
-            attached: (0..capacity).map(|_| Attached::default()).collect(),
+            attached: (0..capacity).map(|_| None).collect(),
             free_head: 0,
             in_flight: 0,
             generation_step: 1 << index_bits,
@@ -318,12 +299,12 @@ impl Tracker {
 
     /// Give the in-flight slot `index` the buffers in `attached`, handed
     /// back with its completion.
-    pub(crate) fn attach(&mut self, index: usize, attached: Attached) {
-        if attached.is_empty() {
+    pub(crate) fn attach(&mut self, index: usize, extra: Option<Box<IoExtra>>) {
+        if extra.is_none() {
             return;
         }
         self.slots[index].flags |= ATTACHED;
-        self.attached[index] = attached;
+        self.attached[index] = extra;
     }
 
     /// Slot `index` (any state).
@@ -352,17 +333,17 @@ impl Tracker {
     #[inline]
     pub(crate) fn complete(&mut self, index: usize) -> Request {
         let slot = &mut self.slots[index];
-        let attached = if slot.flags & ATTACHED != 0 {
-            std::mem::take(&mut self.attached[index])
+        let extra = if slot.flags & ATTACHED != 0 {
+            self.attached[index].take()
         } else {
-            Attached::default()
+            None
         };
         let req = Request {
             token: slot.token,
             buf: slot.buf.take(),
             opcode: slot.cmd.opcode(),
             timed_out: slot.flags & TIMED_OUT != 0,
-            attached,
+            extra,
         };
         slot.flags = 0;
         slot.next_free = self.free_head;

@@ -68,8 +68,7 @@ impl<T: CommandTransport> QueuePair<T> {
                         token,
                         result: Ok(dw0),
                         buf,
-                        meta: None,
-                        segments: Vec::new(),
+                        extra: None,
                     });
                 }
                 outcome => match self.complete_unusual(index, outcome) {

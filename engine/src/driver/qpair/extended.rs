@@ -12,7 +12,6 @@ use crate::spec::command::{CDW12_FUA, Command, Fuse, NvmOpcode, Psdt};
 use crate::driver::error::{FusedSubmitError, SubmitError, SubmitErrorKind};
 use crate::driver::namespace::Namespace;
 use crate::driver::request::{self, DataPointer, IoData, IoOptions};
-use crate::driver::tracker::Attached;
 use crate::driver::transport::{CommandTransport, DataDirection};
 
 use super::QueuePair;
@@ -235,7 +234,7 @@ impl<T: CommandTransport> QueuePair<T> {
         index: usize,
     ) -> Result<Prepared<T::Data>, SubmitErrorKind> {
         let writes = opcode == NvmOpcode::WRITE;
-        let checked = request::check(ns, lba, data.data_len(), data.meta.as_ref(), opts, writes)?;
+        let checked = request::check(ns, lba, data.data_len(), data.meta(), opts, writes)?;
         let dir = if opcode == NvmOpcode::READ {
             DataDirection::FromDevice
         } else {
@@ -254,7 +253,7 @@ impl<T: CommandTransport> QueuePair<T> {
             }
             None => self
                 .t
-                .map_segments(index, &data.segments, dir, opts.data_pointer)?,
+                .map_segments(index, data.segments(), dir, opts.data_pointer)?,
         };
         let mut cmd = Command::nvm_blocks(opcode, ns.id(), lba, checked.nlb_z);
         if opts.fua {
@@ -266,7 +265,7 @@ impl<T: CommandTransport> QueuePair<T> {
             cmd.set_psdt(Psdt::SglContiguousMetadata);
         }
         if checked.meta
-            && let Some(m) = &data.meta
+            && let Some(m) = data.meta()
         {
             cmd.set_mptr(self.t.map_metadata(index, m)?);
         }
@@ -285,16 +284,12 @@ impl<T: CommandTransport> QueuePair<T> {
         mapped: Option<T::Data>,
         token: u64,
     ) -> Result<(), SubmitError> {
-        let IoData {
-            buf,
-            segments,
-            meta,
-        } = data;
+        let IoData { buf, extra } = data;
         let index = match self.tracker.next_free() {
             Some(i) => i,
             None => {
                 let kind = self.queue_full();
-                return Err(SubmitError::with_all(kind, buf, meta, segments));
+                return Err(SubmitError::with_all(kind, buf, extra));
             }
         };
         let started = self.tracker.start_with(token, buf, |c, cid| {
@@ -305,10 +300,10 @@ impl<T: CommandTransport> QueuePair<T> {
             Ok(c) => *c,
             Err(buf) => {
                 let kind = self.queue_full();
-                return Err(SubmitError::with_all(kind, buf, meta, segments));
+                return Err(SubmitError::with_all(kind, buf, extra));
             }
         };
-        self.tracker.attach(index, Attached { meta, segments });
+        self.tracker.attach(index, extra);
         match self.t.send(&sent, mapped, &mut self.stats) {
             Ok(()) => {
                 self.stats.submitted += 1;
@@ -321,5 +316,5 @@ impl<T: CommandTransport> QueuePair<T> {
 
 /// A refusal handing back every buffer of `data`.
 fn refuse(kind: SubmitErrorKind, data: IoData) -> SubmitError {
-    SubmitError::with_all(kind, data.buf, data.meta, data.segments)
+    SubmitError::with_all(kind, data.buf, data.extra)
 }

@@ -48,6 +48,7 @@ use crate::device::Device;
 use crate::dma::DmaBuf;
 
 use crate::driver::error::{DriverError, IoError};
+use crate::driver::request::IoExtra;
 use crate::driver::shared::Inner;
 use crate::driver::tracker::{Request, Tracker};
 use crate::driver::transport::CommandTransport;
@@ -168,23 +169,34 @@ pub struct IoCompletion {
     pub result: Result<u32, IoError>,
     /// The command's data buffer, handed back.
     pub buf: Option<DmaBuf>,
-    /// The separate metadata buffer, handed back (requests made with
-    /// [`IoData::with_metadata`](crate::IoData::with_metadata)).
-    pub meta: Option<DmaBuf>,
-    /// The data segments of a vectored request ([`IoData::vectored`](crate::IoData::vectored)),
-    /// handed back in order; empty otherwise.
-    pub segments: Vec<DmaBuf>,
+    /// The separate metadata buffer and the data segments of a vectored
+    /// request ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// [`IoData::vectored`](crate::IoData::vectored)), handed back in their
+    /// box for reuse ([`IoData::with_extra`](crate::IoData::with_extra)).
+    pub extra: Option<Box<IoExtra>>,
 }
 
 impl IoCompletion {
+    /// The separate metadata buffer handed back, if any.
+    pub fn meta(&self) -> Option<&DmaBuf> {
+        self.extra.as_ref().and_then(|e| e.meta.as_ref())
+    }
+    /// The data segments handed back (empty unless vectored).
+    pub fn segments(&self) -> &[DmaBuf] {
+        self.extra.as_ref().map_or(&[], |e| &e.segments)
+    }
+    /// Take the separate metadata buffer.
+    pub fn take_meta(&mut self) -> Option<DmaBuf> {
+        self.extra.as_mut().and_then(|e| e.meta.take())
+    }
+
     /// The completion of the command whose slot held `req`.
     pub(crate) fn from_request(req: Request, result: Result<u32, IoError>) -> Self {
         IoCompletion {
             token: req.token,
             result,
             buf: req.buf,
-            meta: req.attached.meta,
-            segments: req.attached.segments,
+            extra: req.extra,
         }
     }
 }

@@ -293,7 +293,7 @@ impl<T: CommandTransport> QueuePair<T> {
             self.stats.queue_full += 1;
         }
         let kind = refusal.kind(self.capacity());
-        SubmitError::with_all(kind, req.buf, req.attached.meta, req.attached.segments)
+        SubmitError::with_all(kind, req.buf, req.extra)
     }
 
     /// `reserve` checked for a free slot, so this does not happen; should
