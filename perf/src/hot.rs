@@ -21,6 +21,7 @@ use nvme_engine::{
 use crate::clock::Clock;
 use crate::device::PerfDevice;
 use crate::pattern;
+use crate::protection::JobProtection;
 use crate::rng::WyRand;
 use crate::stats::{FailedIo, RowStats};
 use crate::worker::{
@@ -79,6 +80,9 @@ pub(crate) struct Job<T: CommandTransport = Pcie> {
     pub(crate) zipf: Option<Zipf>,
     /// The controller was removed or failed: nothing more is submitted here.
     pub(crate) dead: bool,
+    /// On a namespace formatted with metadata: its buffers, PRINFO and
+    /// software protection information (`None`: plain reads and writes).
+    pub(crate) pi: Option<Box<JobProtection>>,
 }
 
 /// Per-worker mutable state the loop touches besides the job.
@@ -373,7 +377,9 @@ fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
         (unit, generation, prev) = verify_submit(job, unit, read, &mut buf, cx);
     }
     let lba = job.start_lba + unit * job.blocks;
-    let r = if read {
+    let r = if let Some(pi) = job.pi.as_deref_mut() {
+        pi.submit(&mut job.qp, &job.ns, lba, buf, slot, read, cx.p.fua)
+    } else if read {
         job.qp.read(&job.ns, lba, buf, slot as u64)
     } else {
         job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
@@ -441,9 +447,12 @@ fn refused<T: CommandTransport>(
     unit: u64,
     prev: u32,
     read: bool,
-    e: nvme_engine::SubmitError,
+    mut e: nvme_engine::SubmitError,
     cx: &mut Ctx<'_>,
 ) -> bool {
+    if let Some(pi) = job.pi.as_deref_mut() {
+        pi.refused(slot, &mut e);
+    }
     match e.buf {
         Some(buf) => job.free.push((slot, buf)),
         None => cx.lost_buffers += 1,
@@ -499,6 +508,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
         slots,
         free,
         gens,
+        pi,
         ..
     } = job;
     let at = Where {
@@ -516,7 +526,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
     let n = qp.process_completions(
         max,
         #[inline(always)]
-        move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now),
+        move |c| complete::<V, M, REC>(c, slots, free, gens, pi, row, ctx, at, now),
     );
     cx.completed += n as u64;
     n
@@ -533,16 +543,27 @@ struct Where<'a> {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn complete<const V: bool, const M: u8, const REC: bool>(
-    c: IoCompletion,
+    mut c: IoCompletion,
     slots: &[Slot],
     free: &mut FreeList,
     gens: &mut [u32],
+    pi: &mut Option<Box<JobProtection>>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
     at: &Where<'_>,
     now: u64,
 ) {
     let slot = &slots[c.token as usize];
+    if let Some(pi) = pi.as_deref_mut() {
+        let read = if V || M == MIX_BOTH {
+            slot.read
+        } else {
+            M == MIX_READ
+        };
+        if !protected_complete(pi, &mut c, slot, read, free, row, cx, at) {
+            return;
+        }
+    }
     let Some(buf) = c.buf else {
         // Read and write always hand their buffer back; should one not,
         // the slot is retired rather than reused without a buffer.
@@ -631,6 +652,85 @@ fn failure(
             lba: at.start_lba + slot.unit * at.blocks,
             blocks: at.blocks,
             reason: e.to_string(),
+        });
+    }
+}
+
+/// A completion on a metadata namespace: the metadata buffer goes back to
+/// its slot and, with software protection information, a read's tuples are
+/// checked. False when that check failed: the failure is recorded with the
+/// status the controller would have given and the buffer is back in the
+/// free list.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn protected_complete(
+    pi: &mut JobProtection,
+    c: &mut IoCompletion,
+    slot: &Slot,
+    read: bool,
+    free: &mut FreeList,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+) -> bool {
+    let lba = at.start_lba + slot.unit * at.blocks;
+    let Err(e) = pi.complete(c, c.token as u32, lba, read) else {
+        return true;
+    };
+    match c.buf.take() {
+        Some(buf) => free.push((c.token as u32, buf)),
+        None => cx.lost_buffers += 1,
+    }
+    pi_failed(e, read, lba, row, cx, at);
+    false
+}
+
+/// Record a read whose protection information failed the software check.
+#[cold]
+#[inline(never)]
+fn pi_failed(
+    e: nvme_engine::pi::PiError,
+    read: bool,
+    lba: u64,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+) {
+    use nvme_engine::pi::{PiError, PiField};
+    use nvme_engine::spec::status::{Status, StatusCodeType, media};
+    let sc = match &e {
+        PiError::Check {
+            field: PiField::Guard,
+            ..
+        } => media::GUARD_CHECK_ERROR,
+        PiError::Check {
+            field: PiField::AppTag,
+            ..
+        } => media::APP_TAG_CHECK_ERROR,
+        _ => media::REF_TAG_CHECK_ERROR,
+    };
+    row.errors
+        .status
+        .record(Status::new(StatusCodeType::MEDIA, sc));
+    cx.failures += 1;
+    let reason = format!("the host's protection information check failed: {e}");
+    if cx.p.continue_on_error && cx.failures.is_multiple_of(cx.p.log_every) {
+        eprintln!(
+            "nvme-perf: {} of {} blocks at LBA {lba} on {} namespace {}: {reason}",
+            if read { "read" } else { "write" },
+            at.blocks,
+            at.device,
+            at.ns.id(),
+        );
+    }
+    if !cx.p.continue_on_error && cx.fatal.is_none() {
+        cx.fatal = Some(FailedIo {
+            device: at.device.clone(),
+            nsid: at.ns.id(),
+            op: if read { "read" } else { "write" },
+            lba,
+            blocks: at.blocks,
+            reason,
         });
     }
 }
