@@ -324,25 +324,21 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         honest_csts: std::sync::atomic::AtomicBool::new(false),
         script: Mutex::new((script, 0)),
     };
-    let opts = ControllerOptions {
-        admin_queue_entries: 2 + input.u8() as u16 % 16,
-        io_queues: 3,
-        admin_timeout: Duration::from_millis(if out.threaded { 200 } else { 2 }),
-        io_timeout: Duration::from_secs(30),
-        max_transfer_bytes: [4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4],
-        // Off by default; the shadow paths are fuzzed too.
-        shadow_doorbells: true,
-        ..ControllerOptions::default()
-    };
+    // Off by default; the shadow paths are fuzzed too.
+    let opts = ControllerOptions::default()
+        .with_admin_queue_entries(2 + input.u8() as u16 % 16)
+        .with_io_queues(3)
+        .with_admin_timeout(Duration::from_millis(if out.threaded { 200 } else { 2 }))
+        .with_io_timeout(Duration::from_secs(30))
+        .with_max_transfer_bytes([4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4])
+        .with_shadow_doorbells(true);
     let Ok(ctrl) = Controller::new(device, opts) else {
         return out;
     };
     out.brought_up = true;
     out.namespaces = ctrl.namespaces().len();
     let entries = 2 + input.u8() as u16 % 32;
-    let qp_opts = QueuePairOptions {
-        entries: Some(entries),
-    };
+    let qp_opts = QueuePairOptions::default().with_entries(entries);
     let mut qps: Vec<Option<IoQueuePair<FuzzDevice>>> = Vec::new();
     for _ in 0..1 + input.u8() % 3 {
         qps.push(ctrl.create_io_qpair(qp_opts).ok());

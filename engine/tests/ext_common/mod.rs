@@ -30,9 +30,7 @@ pub fn bring_up(
         ctrl.skipped_namespaces()
     );
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions {
-            entries: Some(entries),
-        })
+        .create_io_qpair(QueuePairOptions::default().with_entries(entries))
         .expect("queue pair");
     let pool = ctrl.create_pool(4 << 20).expect("pool");
     (ctrl, handle, qp, pool)
