@@ -364,6 +364,11 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
                 eprintln!("{addr}: namespace {} is write protected; skipped", ns.id());
                 continue;
             }
+            if let Some(m) = ns.metadata() {
+                // Plain buffers of whole blocks: metadata_device.rs covers these.
+                eprintln!("{addr}: namespace {} has {m}; skipped here", ns.id());
+                continue;
+            }
             sizes(addr, &ctrl, &mut q, &mut pool, ns);
         }
         queue_wrap(addr, &ctrl, &mut q, &mut pool, &ns);
@@ -701,7 +706,7 @@ fn parallel(addr: &str, ctrl: &Controller<RealDevice>, main: &mut Qp, pool: &mut
     let namespaces: Vec<Namespace> = ctrl
         .namespaces()
         .iter()
-        .filter(|n| !n.read_only() && roomy(n))
+        .filter(|n| !n.read_only() && n.metadata().is_none() && roomy(n))
         .cloned()
         .collect();
     if threads == 0 || namespaces.is_empty() {
