@@ -2,7 +2,9 @@
 //! once, reap a bounded batch, resubmit. The loop is compiled once per
 //! combination of verify on/off, random/sequential offsets and read mix
 //! (all reads, all writes, mixed), so none of those choices costs a branch
-//! per I/O. Per I/O it does one random draw (two when mixed), moves the
+//! per I/O; the submission and reaping of a job on a namespace formatted
+//! with metadata (`-e`, [`JobProtection`]) are compiled apart too, chosen
+//! once per job and loop turn. Per I/O it does one random draw (two when mixed), moves the
 //! buffer in and out of its slot, and records the latency; per loop turn it
 //! reads the TSC once for the submissions, once for the completions, and
 //! compares it against the next deadline check (`check_timeouts`), and
@@ -219,12 +221,23 @@ fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
         for job in jobs.iter_mut() {
             if !job.free.is_empty() && !job.dead && budget > 0 {
                 let now = clock.now();
-                let n = submit_batch::<T, V, R, M>(job, now, cx, budget);
+                // Jobs on metadata namespaces have their own compiled
+                // path: a branch per job and turn, not per I/O.
+                let n = if job.pi.is_some() {
+                    submit_batch::<T, V, R, M, true>(job, now, cx, budget)
+                } else {
+                    submit_batch::<T, V, R, M, false>(job, now, cx, budget)
+                };
                 budget -= n;
                 work += n;
                 job.qp.ring_doorbell();
             }
-            work += reap::<T, V, M, true>(job, &mut rows[job.row], cx, clock) as u64;
+            let row = &mut rows[job.row];
+            work += if job.pi.is_some() {
+                reap::<T, V, M, true, true>(job, row, cx, clock)
+            } else {
+                reap::<T, V, M, true, false>(job, row, cx, clock)
+            } as u64;
         }
         if cx.fatal.is_some() && !stop_sent {
             stop_sent = true;
@@ -281,10 +294,11 @@ pub(crate) fn drain<T: CommandTransport>(
         for job in jobs.iter_mut() {
             // No latency is recorded any more; failures and data still are
             // checked.
-            n += if cx.p.verify {
-                reap::<T, true, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
-            } else {
-                reap::<T, false, MIX_BOTH, false>(job, &mut rows[job.row], cx, clock)
+            let row = &mut rows[job.row];
+            n += match (cx.p.verify, job.pi.is_some()) {
+                (true, _) => reap::<T, true, MIX_BOTH, false, false>(job, row, cx, clock),
+                (false, false) => reap::<T, false, MIX_BOTH, false, false>(job, row, cx, clock),
+                (false, true) => reap::<T, false, MIX_BOTH, false, true>(job, row, cx, clock),
             };
         }
         turns = turns.wrapping_add(1);
@@ -321,7 +335,7 @@ pub(crate) fn scan<T: CommandTransport>(jobs: &mut [Job<T>]) -> bool {
 /// Submit on free slots until none is left or `budget` is used; how many
 /// were submitted.
 #[inline(always)]
-fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8, const PI: bool>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -331,7 +345,7 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
     // A plain down-count: cheaper per I/O than a range iterator.
     let mut left = n;
     while left > 0 {
-        if !submit::<T, V, R, M>(job, now, cx) {
+        if !submit::<T, V, R, M, PI>(job, now, cx) {
             break;
         }
         left -= 1;
@@ -343,7 +357,7 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
 /// buffer; false when it was refused (the job is then dead, or the run has
 /// a fatal error; the slot is free again).
 #[inline(always)]
-fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
+fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8, const PI: bool>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -377,7 +391,7 @@ fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8>(
         (unit, generation, prev) = verify_submit(job, unit, read, &mut buf, cx);
     }
     let lba = job.start_lba + unit * job.blocks;
-    let r = if let Some(pi) = job.pi.as_deref_mut() {
+    let r = if PI && let Some(pi) = job.pi.as_deref_mut() {
         pi.submit(&mut job.qp, &job.ns, lba, buf, slot, read, cx.p.fua)
     } else if read {
         job.qp.read(&job.ns, lba, buf, slot as u64)
@@ -493,7 +507,7 @@ fn failed<T: CommandTransport>(
 /// read once per call, before the completion queue is looked at: every
 /// completion of the batch shares that time stamp.
 #[inline(always)]
-fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
+fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const PI: bool>(
     job: &mut Job<T>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
@@ -526,7 +540,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool>(
     let n = qp.process_completions(
         max,
         #[inline(always)]
-        move |c| complete::<V, M, REC>(c, slots, free, gens, pi, row, ctx, at, now),
+        move |c| complete::<V, M, REC, PI>(c, slots, free, gens, pi, row, ctx, at, now),
     );
     cx.completed += n as u64;
     n
@@ -542,7 +556,7 @@ struct Where<'a> {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn complete<const V: bool, const M: u8, const REC: bool>(
+fn complete<const V: bool, const M: u8, const REC: bool, const PI: bool>(
     mut c: IoCompletion,
     slots: &[Slot],
     free: &mut FreeList,
@@ -554,7 +568,7 @@ fn complete<const V: bool, const M: u8, const REC: bool>(
     now: u64,
 ) {
     let slot = &slots[c.token as usize];
-    if let Some(pi) = pi.as_deref_mut() {
+    if PI && let Some(pi) = pi.as_deref_mut() {
         let read = if V || M == MIX_BOTH {
             slot.read
         } else {
