@@ -393,3 +393,33 @@ fn buffers_that_do_not_fit_the_format_are_refused_before_reaching_the_device() {
     assert_eq!(h.stats().io_commands, before, "nothing reached the device");
     assert_eq!(qp.outstanding(), 0);
 }
+
+#[test]
+fn metadata_buffers_in_flight_come_back_exactly_once_when_the_queue_is_deleted() {
+    let (ctrl, h, mut qp, mut pool) = bring_up(
+        EmuConfig::ram(1 << 20),
+        vec![namespace(512, 16, false, None)],
+        16,
+    );
+    let ns = ctrl.namespaces()[0].clone();
+    h.add_fault(
+        FaultRule::new(FaultAction::NeverComplete)
+            .io()
+            .opcode(NvmOpcode::READ.0),
+    );
+    for t in 0..3 {
+        let d =
+            IoData::new(buf_of(&mut pool, 1024, None)).with_metadata(buf_of(&mut pool, 32, None));
+        qp.read_ext(&ns, t * 2, d, &IoOptions::default(), t)
+            .unwrap();
+    }
+    qp.ring_doorbell();
+    let mut seen = Vec::new();
+    qp.delete_with(|c| {
+        assert!(c.result.is_err(), "never completed by the device");
+        seen.push((c.token, c.buf.is_some(), c.meta().is_some()));
+    })
+    .unwrap();
+    seen.sort();
+    assert_eq!(seen, [(0, true, true), (1, true, true), (2, true, true)]);
+}
