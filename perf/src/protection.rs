@@ -248,6 +248,7 @@ impl JobProtection {
         let mut out = Ok(());
         if read
             && self.software
+            && self.opts.pi.check.any()
             && c.result.is_ok()
             && let (Some(p), Some(buf)) = (&self.prot, c.buf.as_ref())
         {
