@@ -3,7 +3,8 @@
 //! unaligned segments go as an SGL when the controller reports SGLs, and
 //! are refused with the segment named when it does not; page-aligned
 //! segments go as one PRP list either way; a full list page of descriptors
-//! goes and one more is refused; a forced SGL on a controller without them
+//! goes and one more is refused; longer lists chain through Segment
+//! descriptors across the slot's list pages; a forced SGL on a controller without them
 //! is refused; separate metadata travels beside vectored data.
 
 mod ext_common;
@@ -157,6 +158,45 @@ fn a_full_list_page_of_segments_goes_and_one_more_is_refused() {
         "{}",
         e.kind
     );
+}
+
+#[test]
+fn long_sgls_chain_across_the_slots_list_pages() {
+    // 8 MiB transfers: several list pages per slot (255 descriptors and
+    // the one that leads on in each, 256 in the last).
+    let mut cfg = EmuConfig::ram(1 << 20);
+    cfg.mdts = 11;
+    let opts = nvme_engine::ControllerOptions::default().with_max_transfer_bytes(8 << 20);
+    let (ctrl, _h, mut qp, _) =
+        bring_up_with(cfg, vec![EmuNamespaceConfig::ram(512, 8192)], 8, opts);
+    // Every segment takes a 4 KiB pool block.
+    let mut pool = ctrl.create_pool(16 << 20).expect("pool");
+    let ns = ctrl.namespaces()[0].clone();
+    // 700 descriptors: a Segment page, a Segment page, a Last Segment page.
+    let data = pattern(12, 512 * 700);
+    let w = IoData::vectored(segments(&mut pool, &[512; 700], 4, &data));
+    qp.write_ext(&ns, 0, w, &IoOptions::default(), 1).unwrap();
+    let c = one(&mut qp);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    let zero = vec![0u8; data.len()];
+    let r = IoData::vectored(segments(&mut pool, &[512; 700], 8, &zero));
+    qp.read_ext(&ns, 0, r, &IoOptions::default(), 2).unwrap();
+    let c = one(&mut qp);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(joined(c.segments()), data);
+    drop(c);
+    // More than the slot's pages hold: refused, naming the limit.
+    let mut big = ctrl.create_pool(20 << 20).expect("pool");
+    let many = IoData::vectored(segments(&mut big, &[512; 4000], 0, &pattern(1, 512 * 4000)));
+    let e = qp
+        .write_ext(&ns, 0, many, &IoOptions::default(), 3)
+        .unwrap_err();
+    match e.kind {
+        SubmitErrorKind::TooManySegments { count: 4000, max } => {
+            assert!((700..4000).contains(&max) && max % 255 == 1, "{max}")
+        }
+        k => panic!("{k}"),
+    }
 }
 
 #[test]

@@ -17,13 +17,23 @@ pub fn bring_up(
     namespaces: Vec<EmuNamespaceConfig>,
     entries: u16,
 ) -> (Controller<EmuController>, EmuHandle, Qp, DmaPool) {
+    bring_up_with(cfg, namespaces, entries, ControllerOptions::default())
+}
+
+/// [`bring_up`] with driver options.
+pub fn bring_up_with(
+    cfg: EmuConfig,
+    namespaces: Vec<EmuNamespaceConfig>,
+    entries: u16,
+    opts: ControllerOptions,
+) -> (Controller<EmuController>, EmuHandle, Qp, DmaPool) {
     let mut cfg = cfg.without_namespaces();
     for ns in namespaces {
         cfg = cfg.namespace(ns);
     }
     let emu = EmuController::new(cfg).expect("emulator config");
     let handle = emu.handle();
-    let ctrl = Controller::new(emu, ControllerOptions::default()).expect("bring-up");
+    let ctrl = Controller::new(emu, opts).expect("bring-up");
     assert!(
         ctrl.skipped_namespaces().is_empty(),
         "{:?}",
