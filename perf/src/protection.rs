@@ -14,9 +14,8 @@ use anyhow::{Context, Result, bail};
 use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::pi::{PiError, PiTags, Protection};
 use nvme_engine::spec::protection::{MetadataFormat, MetadataLayout, PrChk};
-use nvme_engine::{
-    CommandTransport, IoCompletion, IoData, IoExtra, IoOptions, Namespace, QueuePair, SubmitError,
-};
+use nvme_engine::transport::CommandTransport;
+use nvme_engine::{IoCompletion, IoData, IoExtra, IoOptions, Namespace, QueuePair, SubmitError};
 
 /// The application tag every protected I/O carries (and expects back).
 pub const APP_TAG: u16 = 0x1234;

@@ -13,7 +13,7 @@ use crate::spec::protection::MetadataFormat;
 use crate::spec::status::Status;
 
 use super::prp::PrpError;
-use super::request::IoExtra;
+use super::tracker::IoExtra;
 
 /// Why a controller takes no more commands: the one error for "device
 /// removed" and "controller failed", shared by every layer that reports it

@@ -26,12 +26,16 @@
 //! Layers, lowest first. A module imports only from layers below its own
 //! (and its own folder); none imports upward, so there are no cycles.
 //!
-//! 1. Leaves: `error` (every error type), `health`, `options`
-//!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, `request`, `prp` (the PRP builder and its sink into list pages),
-//!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
-//!    written there), `tracker` (the CID slab: the CID and generation-bit
-//!    invariants are written there), [`transport`] (the command-level seam).
+//! 1. Leaves, each importing only leaves named before it: `health`,
+//!    `options` ([`ControllerOptions`]), `prp` (the PRP builder and its sink
+//!    into list pages), `ring` (SQ/CQ rings and shadow doorbell slots: the
+//!    ring invariants are written there), `tracker` (the CID slab: the CID
+//!    and generation-bit invariants are written there), `stats`
+//!    ([`QueuePairStats`]), `error` (every error type), `bounds` (limits on
+//!    what a device reports), `namespace`, [`transport`] (the command-level
+//!    seam), `request` (metadata, PI, SGL and vectored requests checked
+//!    against the namespace's format). `engine/tests/driver_layers.rs` holds
+//!    the order.
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
@@ -79,6 +83,7 @@ mod qpair;
 mod request;
 mod ring;
 mod shared;
+mod stats;
 mod tracker;
 pub mod transport;
 
@@ -95,7 +100,8 @@ pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
-    QueuePairStats,
 };
-pub use request::{DataPointer, IoData, IoExtra, IoOptions};
-pub use transport::CommandTransport;
+pub use request::{IoData, IoOptions};
+pub use stats::QueuePairStats;
+pub use tracker::IoExtra;
+pub use transport::DataPointer;

@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn metadata_namespaces_open_with_their_format_and_leave_the_plain_fast_check() {
-        use crate::spec::protection::{PiFormat, PiLocation, PiType, PrChk};
+        use crate::spec::protection::{PiFormat, PiLocation, PiType};
         let n = ns_with(true, 8, 0b1001).unwrap();
         let f = n.metadata().unwrap();
         assert_eq!((f.size, f.layout), (8, MetadataLayout::Extended));
@@ -436,21 +436,11 @@ mod tests {
         assert_eq!(n.optimal_io_boundary(), Some(64));
         // MDTS counts interleaved metadata: 128 KiB / 520 bytes.
         assert_eq!(n.max_blocks_per_io(), 252);
-        use crate::driver::request::{IoOptions, check};
         for write in [false, true] {
-            // The one-test fast check never passes a metadata format...
+            // The one-test fast check never passes a metadata format (the
+            // format-aware checks are `request.rs`'s).
             assert!(n.check_rw(0, 520, 0x1000, write).is_err());
-            // ...the format-aware one counts blocks of data + metadata.
-            let c = check(&n, 0, 2 * 520, None, &IoOptions::default(), write).unwrap();
-            assert_eq!((c.nlb_z, c.meta), (1, false));
-            assert!(matches!(
-                check(&n, 0, 512, None, &IoOptions::default(), write),
-                Err(SubmitErrorKind::NotExtendedBlockMultiple { unit: 520, .. })
-            ));
         }
-        // PRACT with 8 bytes of metadata: the controller inserts and strips.
-        let pract = IoOptions::default().protection(true, PrChk::NONE, Default::default());
-        assert_eq!(check(&n, 0, 1024, None, &pract, true).unwrap().nlb_z, 1);
         // Commands without data carry no metadata: still allowed.
         assert_eq!(n.check_write_zeroes(0, 8), Ok(7));
         assert!(
@@ -461,14 +451,7 @@ mod tests {
         let sep = ns_with(false, 64, 0).unwrap();
         assert_eq!(sep.max_blocks_per_io(), 256);
         assert_eq!(sep.metadata().unwrap().pi, None);
-        assert!(matches!(
-            check(&sep, 0, 512, None, &IoOptions::default(), false),
-            Err(SubmitErrorKind::MetadataBufferMissing { bytes: 64, .. })
-        ));
-        assert!(matches!(
-            check(&sep, 0, 512, None, &pract, false),
-            Err(SubmitErrorKind::ProtectionNotEnabled { nsid: 1, .. })
-        ));
+
         let plain = ns_with(false, 0, 0).unwrap();
         assert_eq!(plain.metadata(), None);
         assert_eq!(plain.check_rw(0, 512, 0, false), Ok(0));
@@ -541,6 +524,14 @@ mod tests {
             })
         );
         assert_eq!(n.max_io_bytes(), 128 << 10);
+        // A copy is checked against the geometry Identify reported: 512-byte
+        // blocks and a 128 KiB cap (nothing a holder can change).
+        let copy = n.clone();
+        assert_eq!(copy.check_rw(0, 1024, 0, false), Ok(1));
+        assert!(matches!(
+            copy.check_rw(0, 1 << 20, 0, false),
+            Err(SubmitErrorKind::TooLarge { .. })
+        ));
     }
 
     #[test]

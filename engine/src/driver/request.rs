@@ -23,21 +23,8 @@ use crate::spec::protection::{MetadataLayout, PiFields, PrChk};
 
 use super::error::SubmitErrorKind;
 use super::namespace::Namespace;
-
-/// How the data of a command is described to a PCIe controller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DataPointer {
-    /// PRPs for one buffer; for several segments an SGL when the
-    /// controller reports SGL support, else PRPs when the segments allow.
-    #[default]
-    Auto,
-    /// PRPs only: segments must be page-aligned where they meet.
-    Prp,
-    /// An SGL (Data Block descriptors, a Last Segment list in the slot's
-    /// list pages for several segments); refused when SGLS reports none.
-    Sgl,
-}
+use super::tracker::IoExtra;
+use super::transport::DataPointer;
 
 /// The options of one Read, Write, Compare or Verify. Build with
 /// `IoOptions::default()` and the setters.
@@ -81,34 +68,6 @@ impl IoOptions {
     /// Whether PRINFO asks for anything.
     pub fn wants_protection(&self) -> bool {
         self.pi.pract || self.pi.check.any()
-    }
-}
-
-/// The buffers of a request besides its one data buffer: a separate
-/// metadata buffer (MPTR) and the segments of a vectored request. Boxed
-/// inside [`IoData`] and handed back whole in
-/// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
-/// caller that puts it into its next request allocates nothing per I/O.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct IoExtra {
-    /// The separate metadata buffer.
-    pub meta: Option<DmaBuf>,
-    /// The data segments of a vectored request, in order (empty otherwise).
-    pub segments: Vec<DmaBuf>,
-}
-
-impl IoExtra {
-    /// Whether it holds no buffer.
-    pub fn is_empty(&self) -> bool {
-        self.meta.is_none() && self.segments.is_empty()
-    }
-    /// Every buffer it holds, marked quarantined (the device may still
-    /// write them).
-    pub(crate) fn quarantine(&mut self) {
-        for b in self.meta.iter_mut().chain(self.segments.iter_mut()) {
-            b.quarantine();
-        }
     }
 }
 
@@ -337,4 +296,61 @@ pub(crate) fn check_blocks(
         });
     }
     Ok((blocks - 1) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::identify::{IdentifyController, IdentifyNamespace, LbaFormat};
+    use zerocopy::little_endian::U64;
+
+    /// Namespace 1: 1000 blocks of 512 bytes with `ms` bytes of metadata.
+    fn ns(extended: bool, ms: u16, dps: u8) -> Namespace {
+        let mut id = IdentifyNamespace::zeroed();
+        id.nsze = U64::new(1000);
+        id.nlbaf = 1;
+        id.lbaf[1] = LbaFormat::new(ms, 9);
+        id.flbas = 1 | if extended { 1 << 4 } else { 0 };
+        id.dps = dps;
+        Namespace::from_identify(1, id, &IdentifyController::zeroed(), 128 << 10).unwrap()
+    }
+
+    #[test]
+    fn extended_formats_count_blocks_of_data_and_metadata_and_pract_moves_none() {
+        let n = ns(true, 8, 0b1001);
+        for write in [false, true] {
+            let c = check(&n, 0, 2 * 520, None, &IoOptions::default(), write).unwrap();
+            assert_eq!((c.nlb_z, c.meta), (1, false));
+            assert!(matches!(
+                check(&n, 0, 512, None, &IoOptions::default(), write),
+                Err(SubmitErrorKind::NotExtendedBlockMultiple { unit: 520, .. })
+            ));
+        }
+        // PRACT with 8 bytes of metadata: the controller inserts and strips.
+        let pract = IoOptions::default().protection(true, PrChk::NONE, Default::default());
+        assert_eq!(check(&n, 0, 1024, None, &pract, true).unwrap().nlb_z, 1);
+        // 999 + 2 blocks of 520 bytes run past the end.
+        assert!(matches!(
+            check(&n, 999, 1040, None, &IoOptions::default(), false),
+            Err(SubmitErrorKind::LbaOutOfRange { blocks: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn separate_formats_need_their_metadata_buffer_and_pi_needs_a_pi_format() {
+        let sep = ns(false, 64, 0);
+        assert!(matches!(
+            check(&sep, 0, 512, None, &IoOptions::default(), false),
+            Err(SubmitErrorKind::MetadataBufferMissing { bytes: 64, .. })
+        ));
+        let pract = IoOptions::default().protection(true, PrChk::NONE, Default::default());
+        assert!(matches!(
+            check(&sep, 0, 512, None, &pract, false),
+            Err(SubmitErrorKind::ProtectionNotEnabled { nsid: 1, .. })
+        ));
+        assert!(matches!(
+            check_blocks(&sep, 0, 0, &IoOptions::default()),
+            Err(SubmitErrorKind::ZeroLength)
+        ));
+    }
 }

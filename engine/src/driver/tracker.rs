@@ -22,7 +22,6 @@
 use std::time::Instant;
 
 use crate::dma::DmaBuf;
-use crate::driver::request::IoExtra;
 use crate::spec::command::Command;
 
 /// Why a completion's CID was not accepted.
@@ -61,6 +60,34 @@ impl Request {
         }
         if let Some(e) = self.extra.as_mut() {
             e.quarantine();
+        }
+    }
+}
+
+/// The buffers of a request besides its one data buffer: a separate
+/// metadata buffer (MPTR) and the segments of a vectored request. Boxed
+/// inside [`IoData`] and handed back whole in
+/// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
+/// caller that puts it into its next request allocates nothing per I/O.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct IoExtra {
+    /// The separate metadata buffer.
+    pub meta: Option<DmaBuf>,
+    /// The data segments of a vectored request, in order (empty otherwise).
+    pub segments: Vec<DmaBuf>,
+}
+
+impl IoExtra {
+    /// Whether it holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_none() && self.segments.is_empty()
+    }
+    /// Every buffer it holds, marked quarantined (the device may still
+    /// write them).
+    pub(crate) fn quarantine(&mut self) {
+        for b in self.meta.iter_mut().chain(self.segments.iter_mut()) {
+            b.quarantine();
         }
     }
 }

@@ -56,8 +56,22 @@ use crate::spec::status::Status;
 
 use super::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use super::namespace::LbaRange;
-use super::qpair::QueuePairStats;
-use super::request::DataPointer;
+use super::stats::QueuePairStats;
+
+/// How the data of a command is described to a PCIe controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataPointer {
+    /// PRPs for one buffer; for several segments an SGL when the
+    /// controller reports SGL support, else PRPs when the segments allow.
+    #[default]
+    Auto,
+    /// PRPs only: segments must be page-aligned where they meet.
+    Prp,
+    /// An SGL (Data Block descriptors, a Last Segment list in the slot's
+    /// list pages for several segments); refused when SGLS reports none.
+    Sgl,
+}
 
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use crate::spec::command::{CDW12_FUA, Command, Fuse, NvmOpcode, Psdt};
 
 use crate::driver::error::{FusedSubmitError, SubmitError, SubmitErrorKind};
 use crate::driver::namespace::Namespace;
-use crate::driver::request::{self, DataPointer, IoData, IoOptions};
-use crate::driver::transport::{CommandTransport, DataDirection};
+use crate::driver::request::{self, IoData, IoOptions};
+use crate::driver::transport::{CommandTransport, DataDirection, DataPointer};
 
 use super::QueuePair;
 

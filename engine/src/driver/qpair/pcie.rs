@@ -24,18 +24,19 @@ use crate::driver::admin::AdminData;
 use crate::driver::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use crate::driver::namespace::LbaRange;
 use crate::driver::prp::{self, PAGE_SIZE, WindowSink, pages};
-use crate::driver::request::DataPointer;
 use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
 use crate::driver::shared::Inner;
 use crate::driver::shared::dbbuf::ShadowPair;
 use crate::driver::shared::fence::{Fence, UNPROVEN};
 use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
+use crate::driver::transport::DataPointer;
 use crate::driver::transport::{
     CancelRequest, Closed, CommandOutcome, CommandTransport, DataDirection, DataRef, Reap,
     Recovery, SubmitRefusal, TransportCompletion,
 };
 
-use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats};
+use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions};
+use crate::driver::stats::QueuePairStats;
 
 mod segments;
 

@@ -18,7 +18,7 @@ use crate::spec::sgl::{SGL_DESCRIPTOR_BYTES, SglDescriptor};
 
 use crate::driver::error::SubmitErrorKind;
 use crate::driver::prp::{self, PAGE_SIZE, WindowSink};
-use crate::driver::request::DataPointer;
+use crate::driver::transport::DataPointer;
 
 use super::{PcieQueue, Prps};
 
