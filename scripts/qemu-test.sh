@@ -89,8 +89,9 @@ uring)
 	METADATA_NAMESPACES=0
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
-# The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh) and
-# engine/tests/tcp_target.rs against it; no NVMe device is used.
+# The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
+# engine/tests/tcp_target.rs and nvme-perf (discovery, --verify) against it;
+# no NVMe device is used.
 tcp)
 	MODES=(tcp)
 	GUEST_TEST_TARGETS=(tcp_target)
@@ -100,7 +101,10 @@ tcp)
 	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")
 	check_machine_options 2 "$QEMU_DIR/guest-tcp.sh"
 	start_run
-	[[ $BUILD == 0 ]] || build_guest_tests
+	if [[ $BUILD == 1 ]]; then
+		build_guest_tests
+		build_guest_perf
+	fi
 	boot_modes tcp
 	;;
 *) die "--mode must be iommu, noiommu, both, uring or tcp, not '$MODE'" ;;

@@ -35,13 +35,7 @@ const FENCE: &[(&str, &str)] = &[
     ("engine/src/uring/device.rs", "io_uring fixed buffers"),
     (
         "engine/src/tcp/buf.rs",
-        "NVMe/TCP data buffers over DMA memory",
-    ),
-    ("engine/src/tcp/session.rs", "NVMe/TCP session buffers"),
-    ("engine/src/tcp/conn/tests.rs", "NVMe/TCP connection tests"),
-    (
-        "engine/tests/tcp_target.rs",
-        "NVMe/TCP data buffers in a test",
+        "NVMe/TCP command buffers and their host-memory pools",
     ),
     (
         "engine/tests/uring_device.rs",

@@ -138,7 +138,9 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
     }
     let builtin = match &id.controller {
         ControllerId::Emu(spec) => Some(placement(spec, thread, &plan)),
-        ControllerId::Pcie { .. } | ControllerId::UringPassthrough { .. } => None,
+        ControllerId::Pcie { .. }
+        | ControllerId::UringPassthrough { .. }
+        | ControllerId::Tcp(_) => None,
     };
     let setup = Setup {
         builtin,

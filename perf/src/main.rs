@@ -30,6 +30,7 @@ mod spdk;
 mod stats;
 mod summary;
 mod target;
+mod tcp;
 mod units;
 mod vpass;
 mod worker;

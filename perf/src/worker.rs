@@ -237,6 +237,18 @@ fn new_job(
                 plan.core
             )
         })?;
+    job_for(plan, jp, qp, device, pool, p)
+}
+
+/// Job `jp` on queue pair `qp` (any transport), with one buffer per slot.
+pub(crate) fn job_for<T: CommandTransport>(
+    plan: &WorkerPlan,
+    jp: &JobPlan,
+    qp: nvme_engine::QueuePair<T>,
+    device: &str,
+    pool: &mut DmaPool,
+    p: &RunParams,
+) -> Result<Job<T>> {
     if qp.capacity() < p.queue_depth {
         bail!(
             "{device}: the I/O queue holds {} commands, fewer than queue depth {}; lower -q or raise --io-queue-size",
@@ -289,7 +301,7 @@ fn new_job(
 
 /// With several queue pairs on one namespace, each takes its own slice of
 /// the worker's share so verified units never race.
-fn divide_among_qpairs(jobs: &mut [Job], p: &RunParams) {
+pub(crate) fn divide_among_qpairs<T: CommandTransport>(jobs: &mut [Job<T>], p: &RunParams) {
     let mut i = 0;
     while i < jobs.len() {
         let (row, start, units) = (jobs[i].row, jobs[i].start_lba, jobs[i].units);

@@ -18,7 +18,7 @@ use crate::worker::WorkerPlan;
 use anyhow::Result;
 
 pub use describe::describe;
-pub use jobs::{PlanOptions, RowInfo};
+pub use jobs::{PlanOptions, RowInfo, divide_among};
 
 /// Everything decided before the workers start.
 pub struct Plan {

@@ -16,7 +16,17 @@ use crate::worker::RunParams;
 
 /// Write the `--json` report where `--json` said.
 pub fn json(o: &mut Options, targets: &[Target], params: &RunParams, s: &Summary) -> Result<()> {
-    let text = serde_json::to_string_pretty(&json::report(&run_info(o, targets, params), s))?;
+    json_with(o, targets.iter().map(controller).collect(), params, s)
+}
+
+/// Write the `--json` report, with `controllers` as the report describes them.
+pub fn json_with(
+    o: &mut Options,
+    controllers: Vec<Value>,
+    params: &RunParams,
+    s: &Summary,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(&json::report(&run_info(o, controllers, params), s))?;
     match (&o.args.json, o.json_file.as_mut()) {
         (Some(Some(path)), Some(d)) => {
             let f = &mut d.file;
@@ -32,7 +42,7 @@ pub fn json(o: &mut Options, targets: &[Target], params: &RunParams, s: &Summary
 }
 
 /// The run's settings and controllers, as the JSON report echoes them.
-fn run_info(o: &Options, targets: &[Target], params: &RunParams) -> RunInfo {
+fn run_info(o: &Options, controllers: Vec<Value>, params: &RunParams) -> RunInfo {
     let (args, p) = (&o.args, &o.plan);
     RunInfo {
         workload: p.workload.name(),
@@ -57,7 +67,7 @@ fn run_info(o: &Options, targets: &[Target], params: &RunParams) -> RunInfo {
             "continue_on_error": args.continue_on_error,
             "no_shutdown_notification": args.no_shutdown_notification,
         }),
-        controllers: targets.iter().map(controller).collect(),
+        controllers,
     }
 }
 
