@@ -56,7 +56,11 @@ USAGE
 . "$QEMU_DIR/host-run.sh"
 
 MODE=iommu
-GUEST_TEST_TARGETS=(real_device)
+# The PCIe boots add two namespaces formatted with protection information
+# (host-boot.sh) that metadata_device exercises.
+GUEST_TEST_TARGETS=(real_device metadata_device)
+METADATA_NAMESPACES=1
+GUEST_ENV+=(NVME_ENGINE_TEST_EXPECT_PI=1)
 
 while [[ $# -gt 0 ]]; do
 	if machine_option "$@"; then
@@ -82,6 +86,7 @@ both) MODES=(iommu noiommu) ;;
 uring)
 	MODES=(uring)
 	GUEST_TEST_TARGETS=(uring_device)
+	METADATA_NAMESPACES=0
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
 # The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
@@ -90,6 +95,7 @@ uring)
 tcp)
 	MODES=(tcp)
 	GUEST_TEST_TARGETS=(tcp_target)
+	METADATA_NAMESPACES=0
 	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
 	EXTRA_CMDLINE+=" null_blk.nr_devices=0"
 	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")

@@ -52,4 +52,5 @@ pub use driver::{
 };
 pub use driver::{CHILD_TOKENS, SplitStats, Splitter};
 pub use driver::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats, MAX_ASYNC_EVENT_REQUESTS};
+pub use driver::{DataPointer, FusedSubmitError, IoData, IoExtra, IoOptions};
 pub use driver::{PcieQueue, Prps, QueuePair, transport};

@@ -16,7 +16,7 @@ fn layer(module: &str) -> Option<u32> {
         "error" => 2,
         "bounds" | "namespace" => 3,
         "transport" | "events" => 4,
-        "admin" => 5,
+        "admin" | "request" => 5,
         "shared" => 6,
         "qpair" => 7,
         "split" | "controller" => 8,

@@ -1,7 +1,8 @@
 //! A namespace formatted with metadata on the emulated controller: the
 //! driver opens it, reads its format (size, layout, protection type and
 //! location, NOIOB) from Identify, hands the software PI its format, and
-//! refuses reads and writes on it with the format named — before anything
+//! refuses plain reads and writes whose buffer does not hold the metadata
+//! the format interleaves — naming the size it needs, before anything
 //! reaches the device — while namespaces without metadata work beside it.
 
 mod driver_common;
@@ -13,7 +14,7 @@ use nvme_engine::pi::{PiError, Protection};
 use nvme_engine::spec::protection::{MetadataLayout, PiLocation, PiType};
 
 #[test]
-fn a_metadata_namespace_opens_with_its_format_and_refuses_io_with_it_named() {
+fn a_metadata_namespace_opens_with_its_format_and_refuses_buffers_without_its_metadata() {
     let cfg = EmuConfig::ram(1 << 20)
         .without_namespaces()
         .namespace(EmuNamespaceConfig::ram(512, 256))
@@ -48,20 +49,25 @@ fn a_metadata_namespace_opens_with_its_format_and_refuses_io_with_it_named() {
     let before = handle.stats();
     let buf = filled(&mut pool, &pattern(1, 4096));
     let err = qp.write(&meta, 0, buf, false, 1).unwrap_err();
-    assert!(
-        matches!(err.kind, SubmitErrorKind::MetadataNotSupported { nsid: 2, format } if format == f)
-    );
+    assert!(matches!(
+        err.kind,
+        SubmitErrorKind::NotExtendedBlockMultiple {
+            len: 4096,
+            unit: 4160,
+            block_size: 4096
+        }
+    ));
     assert!(err.buf.is_some(), "the buffer comes back");
     assert!(
+        err.kind.to_string().contains("size it to blocks × 4160"),
+        "{}",
         err.kind
-            .to_string()
-            .contains("64 bytes of metadata (extended LBA), PI type 3")
     );
     let buf = err.buf.unwrap();
     let err = qp.read(&meta, 0, buf, 2).unwrap_err();
     assert!(matches!(
         err.kind,
-        SubmitErrorKind::MetadataNotSupported { .. }
+        SubmitErrorKind::NotExtendedBlockMultiple { .. }
     ));
     assert_eq!(
         handle.stats().io_commands,

@@ -2,7 +2,9 @@
 //! once, reap a bounded batch, resubmit. The loop is compiled once per
 //! combination of verify on/off, random/sequential offsets and read mix
 //! (all reads, all writes, mixed), so none of those choices costs a branch
-//! per I/O. Per I/O it does one random draw (two when mixed), moves the
+//! per I/O; the submission and reaping of a job on a namespace formatted
+//! with metadata (`-e`, [`JobProtection`]) are compiled apart too, chosen
+//! once per job and loop turn. Per I/O it does one random draw (two when mixed), moves the
 //! buffer in and out of its slot, and records the latency; per loop turn it
 //! reads the TSC once for the submissions, once for the completions, and
 //! compares it against the next deadline check (`check_timeouts`), and
@@ -22,6 +24,7 @@ use nvme_engine::{
 use crate::clock::Clock;
 use crate::device::PerfDevice;
 use crate::pattern;
+use crate::protection::JobProtection;
 use crate::rng::WyRand;
 use crate::stats::{FailedIo, RowStats};
 use crate::worker::{
@@ -83,6 +86,9 @@ pub(crate) struct Job<T: CommandTransport = Pcie> {
     /// `-o` above the maximum transfer: the I/Os the queue pair refuses as
     /// too large go through this and become several commands each.
     pub(crate) split: Option<Splitter>,
+    /// On a namespace formatted with metadata: its buffers, PRINFO and
+    /// software protection information (`None`: plain reads and writes).
+    pub(crate) pi: Option<Box<JobProtection>>,
 }
 
 impl<T: CommandTransport> Job<T> {
@@ -297,12 +303,23 @@ fn run_loop<T: CommandTransport, const V: bool, const R: u8, const M: u8, const 
         for job in jobs.iter_mut() {
             if !job.free.is_empty() && !job.dead && budget > 0 {
                 let now = clock.now();
-                let n = submit_batch::<T, V, R, M, S>(job, now, cx, budget);
+                // Jobs on metadata namespaces have their own compiled
+                // path: a branch per job and turn, not per I/O.
+                let n = if job.pi.is_some() {
+                    submit_batch::<T, V, R, M, S, true>(job, now, cx, budget)
+                } else {
+                    submit_batch::<T, V, R, M, S, false>(job, now, cx, budget)
+                };
                 budget -= n;
                 work += n;
                 job.qp.ring_doorbell();
             }
-            work += reap::<T, V, M, true, S>(job, &mut rows[job.row], cx, clock) as u64;
+            let row = &mut rows[job.row];
+            work += if job.pi.is_some() {
+                reap::<T, V, M, true, S, true>(job, row, cx, clock)
+            } else {
+                reap::<T, V, M, true, S, false>(job, row, cx, clock)
+            } as u64;
         }
         if cx.fatal.is_some() && !stop_sent {
             stop_sent = true;
@@ -360,11 +377,22 @@ pub(crate) fn drain<T: CommandTransport>(
             // No latency is recorded any more; failures and data still are
             // checked.
             let row = &mut rows[job.row];
-            n += match (cx.p.verify, job.split.is_some()) {
-                (true, true) => reap::<T, true, MIX_BOTH, false, true>(job, row, cx, clock),
-                (true, false) => reap::<T, true, MIX_BOTH, false, false>(job, row, cx, clock),
-                (false, true) => reap::<T, false, MIX_BOTH, false, true>(job, row, cx, clock),
-                (false, false) => reap::<T, false, MIX_BOTH, false, false>(job, row, cx, clock),
+            n += match (cx.p.verify, job.split.is_some(), job.pi.is_some()) {
+                (true, true, _) => {
+                    reap::<T, true, MIX_BOTH, false, true, false>(job, row, cx, clock)
+                }
+                (true, false, _) => {
+                    reap::<T, true, MIX_BOTH, false, false, false>(job, row, cx, clock)
+                }
+                (false, true, _) => {
+                    reap::<T, false, MIX_BOTH, false, true, false>(job, row, cx, clock)
+                }
+                (false, false, false) => {
+                    reap::<T, false, MIX_BOTH, false, false, false>(job, row, cx, clock)
+                }
+                (false, false, true) => {
+                    reap::<T, false, MIX_BOTH, false, false, true>(job, row, cx, clock)
+                }
             };
         }
         turns = turns.wrapping_add(1);
@@ -401,7 +429,14 @@ pub(crate) fn scan<T: CommandTransport>(jobs: &mut [Job<T>]) -> bool {
 /// Submit on free slots until none is left or `budget` is used; how many
 /// were submitted.
 #[inline(always)]
-fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S: bool>(
+fn submit_batch<
+    T: CommandTransport,
+    const V: bool,
+    const R: u8,
+    const M: u8,
+    const S: bool,
+    const PI: bool,
+>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -411,7 +446,7 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8, co
     // A plain down-count: cheaper per I/O than a range iterator.
     let mut left = n;
     while left > 0 {
-        if !submit::<T, V, R, M, S>(job, now, cx) {
+        if !submit::<T, V, R, M, S, PI>(job, now, cx) {
             break;
         }
         left -= 1;
@@ -423,7 +458,14 @@ fn submit_batch<T: CommandTransport, const V: bool, const R: u8, const M: u8, co
 /// buffer; false when it was refused (the job is then dead, or the run has
 /// a fatal error; the slot is free again).
 #[inline(always)]
-fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S: bool>(
+fn submit<
+    T: CommandTransport,
+    const V: bool,
+    const R: u8,
+    const M: u8,
+    const S: bool,
+    const PI: bool,
+>(
     job: &mut Job<T>,
     now: u64,
     cx: &mut Ctx<'_>,
@@ -457,7 +499,9 @@ fn submit<T: CommandTransport, const V: bool, const R: u8, const M: u8, const S:
         (unit, generation, prev) = verify_submit(job, unit, read, &mut buf, cx);
     }
     let lba = job.start_lba + unit * job.blocks;
-    let r = if read {
+    let r = if PI && let Some(pi) = job.pi.as_deref_mut() {
+        pi.submit(&mut job.qp, &job.ns, lba, buf, slot, read, cx.p.fua)
+    } else if read {
         job.qp.read(&job.ns, lba, buf, slot as u64)
     } else {
         job.qp.write(&job.ns, lba, buf, cx.p.fua, slot as u64)
@@ -529,9 +573,12 @@ fn refused<T: CommandTransport>(
     unit: u64,
     prev: u32,
     read: bool,
-    e: nvme_engine::SubmitError,
+    mut e: nvme_engine::SubmitError,
     cx: &mut Ctx<'_>,
 ) -> bool {
+    if let Some(pi) = job.pi.as_deref_mut() {
+        pi.refused(slot, &mut e);
+    }
     match e.buf {
         Some(buf) => job.free.push((slot, buf)),
         None => cx.lost_buffers += 1,
@@ -572,7 +619,14 @@ fn failed<T: CommandTransport>(
 /// read once per call, before the completion queue is looked at: every
 /// completion of the batch shares that time stamp.
 #[inline(always)]
-fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const S: bool>(
+fn reap<
+    T: CommandTransport,
+    const V: bool,
+    const M: u8,
+    const REC: bool,
+    const S: bool,
+    const PI: bool,
+>(
     job: &mut Job<T>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
@@ -588,6 +642,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const 
         free,
         gens,
         split,
+        pi,
         ..
     } = job;
     let at = Where {
@@ -605,7 +660,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const 
     macro_rules! on_each {
         () => {
             #[inline(always)]
-            move |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now)
+            move |c| complete::<V, M, REC, PI>(c, slots, free, gens, pi, row, ctx, at, now)
         };
     }
     // A job whose I/Os are split reaps through its splitter, which answers
@@ -614,7 +669,7 @@ fn reap<T: CommandTransport, const V: bool, const M: u8, const REC: bool, const 
         qp.process_completions(max, on_each!())
     } else if let Some(sp) = split {
         let mut ios = 0;
-        let each = &mut |c| complete::<V, M, REC>(c, slots, free, gens, row, ctx, at, now);
+        let each = &mut |c| complete::<V, M, REC, PI>(c, slots, free, gens, pi, row, ctx, at, now);
         sp.process_completions(qp, max, |c| {
             ios += 1;
             each(c)
@@ -637,17 +692,28 @@ struct Where<'a> {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn complete<const V: bool, const M: u8, const REC: bool>(
-    c: IoCompletion,
+fn complete<const V: bool, const M: u8, const REC: bool, const PI: bool>(
+    mut c: IoCompletion,
     slots: &[Slot],
     free: &mut FreeList,
     gens: &mut [u32],
+    pi: &mut Option<Box<JobProtection>>,
     row: &mut RowStats,
     cx: &mut Ctx<'_>,
     at: &Where<'_>,
     now: u64,
 ) {
     let slot = &slots[c.token as usize];
+    if PI && let Some(pi) = pi.as_deref_mut() {
+        let read = if V || M == MIX_BOTH {
+            slot.read
+        } else {
+            M == MIX_READ
+        };
+        if !protected_complete(pi, &mut c, slot, read, free, row, cx, at) {
+            return;
+        }
+    }
     let Some(buf) = c.buf else {
         // Read and write always hand their buffer back; should one not,
         // the slot is retired rather than reused without a buffer.
@@ -736,6 +802,85 @@ fn failure(
             lba: at.start_lba + slot.unit * at.blocks,
             blocks: at.blocks,
             reason: e.to_string(),
+        });
+    }
+}
+
+/// A completion on a metadata namespace: the metadata buffer goes back to
+/// its slot and, with software protection information, a read's tuples are
+/// checked. False when that check failed: the failure is recorded with the
+/// status the controller would have given and the buffer is back in the
+/// free list.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn protected_complete(
+    pi: &mut JobProtection,
+    c: &mut IoCompletion,
+    slot: &Slot,
+    read: bool,
+    free: &mut FreeList,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+) -> bool {
+    let lba = at.start_lba + slot.unit * at.blocks;
+    let Err(e) = pi.complete(c, c.token as u32, lba, read) else {
+        return true;
+    };
+    match c.buf.take() {
+        Some(buf) => free.push((c.token as u32, buf)),
+        None => cx.lost_buffers += 1,
+    }
+    pi_failed(e, read, lba, row, cx, at);
+    false
+}
+
+/// Record a read whose protection information failed the software check.
+#[cold]
+#[inline(never)]
+fn pi_failed(
+    e: nvme_engine::pi::PiError,
+    read: bool,
+    lba: u64,
+    row: &mut RowStats,
+    cx: &mut Ctx<'_>,
+    at: &Where<'_>,
+) {
+    use nvme_engine::pi::{PiError, PiField};
+    use nvme_engine::spec::status::{Status, StatusCodeType, media};
+    let sc = match &e {
+        PiError::Check {
+            field: PiField::Guard,
+            ..
+        } => media::GUARD_CHECK_ERROR,
+        PiError::Check {
+            field: PiField::AppTag,
+            ..
+        } => media::APP_TAG_CHECK_ERROR,
+        _ => media::REF_TAG_CHECK_ERROR,
+    };
+    row.errors
+        .status
+        .record(Status::new(StatusCodeType::MEDIA, sc));
+    cx.failures += 1;
+    let reason = format!("the host's protection information check failed: {e}");
+    if cx.p.continue_on_error && cx.failures.is_multiple_of(cx.p.log_every) {
+        eprintln!(
+            "nvme-perf: {} of {} blocks at LBA {lba} on {} namespace {}: {reason}",
+            if read { "read" } else { "write" },
+            at.blocks,
+            at.device,
+            at.ns.id(),
+        );
+    }
+    if !cx.p.continue_on_error && cx.fatal.is_none() {
+        cx.fatal = Some(FailedIo {
+            device: at.device.clone(),
+            nsid: at.ns.id(),
+            op: if read { "read" } else { "write" },
+            lba,
+            blocks: at.blocks,
+            reason,
         });
     }
 }

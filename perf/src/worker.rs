@@ -20,6 +20,7 @@ use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairS
 use crate::clock::Clock;
 use crate::device::PerfDevice;
 use crate::hot::{self, Ctx, FreeList, Job, Slot};
+use crate::protection::{self, JobProtection, PiOption};
 use crate::rng::{WyRand, worker_seed};
 use crate::stats::{QpairReport, RowStats, WorkerResult};
 use crate::target::Link;
@@ -111,6 +112,8 @@ pub struct RunParams {
     pub max_ticks: u64,
     /// Ticks between two deadline checks of the queue pairs.
     pub scan_ticks: u64,
+    /// `-e`: protection information on every I/O.
+    pub pi: Option<PiOption>,
     /// How long the drain after the run waits for outstanding commands: long
     /// enough for a lost command to time out, be aborted and, failing that,
     /// for the controller to be reset.
@@ -184,12 +187,28 @@ fn create_pools(
     ctrls: &[Controller<PerfDevice>],
     p: &RunParams,
 ) -> Result<Vec<Option<DmaPool>>> {
-    let block_bytes = buffer_block(p);
+    // Per slot: the data buffer (with interleaved metadata on an extended
+    // format) and a separate metadata buffer where the format has one.
+    let slot_bytes = |ns: &Namespace| {
+        let len = protection::buffer_len(ns, p.pi.as_ref(), p.io_size);
+        let data = len.next_power_of_two().max(4096).max(p.alignment);
+        let meta = ns.metadata().map_or(0, |m| {
+            (p.io_size / ns.block_size() as usize * m.size as usize)
+                .next_power_of_two()
+                .max(4096)
+        });
+        data + meta
+    };
     let mut pools: Vec<Option<DmaPool>> = (0..ctrls.len()).map(|_| None).collect();
     for (t, pool) in pools.iter_mut().enumerate() {
-        let n = plan.jobs.iter().filter(|j| j.target == t).count();
-        if n > 0 {
-            let bytes = n * p.qpairs * p.queue_depth * block_bytes;
+        let per_job: usize = plan
+            .jobs
+            .iter()
+            .filter(|j| j.target == t)
+            .map(|j| slot_bytes(&j.ns))
+            .sum();
+        if per_job > 0 {
+            let bytes = p.qpairs * p.queue_depth * per_job;
             *pool = Some(ctrls[t].create_pool(bytes).with_context(|| {
                 format!(
                     "core {}: cannot allocate {bytes} bytes of DMA buffers for {}",
@@ -246,13 +265,15 @@ pub(crate) fn job_on<T: CommandTransport>(
     }
     let mut slots = Vec::with_capacity(p.queue_depth);
     let mut free: FreeList = Vec::with_capacity(p.queue_depth);
+    // Data plus interleaved metadata on an extended-LBA format.
+    let len = protection::buffer_len(&jp.ns, p.pi.as_ref(), p.io_size);
     for _ in 0..p.queue_depth {
         // A block of at least the alignment is aligned to it; the
         // window is the I/O.
         let mut buf = pool
-            .alloc(p.io_size.max(p.alignment))
+            .alloc(len.max(p.alignment))
             .with_context(|| format!("core {}: DMA buffer for {device}", plan.core))?;
-        if !buf.set_window(0, p.io_size) {
+        if !buf.set_window(0, len) {
             bail!("core {}: DMA buffer smaller than the I/O size", plan.core);
         }
         // Written blocks differ from never-written (zero) ones.
@@ -281,6 +302,8 @@ pub(crate) fn job_on<T: CommandTransport>(
         zipf: None,
         dead: false,
         split: (p.io_size > jp.ns.max_io_bytes()).then(Splitter::new),
+        pi: JobProtection::new(&jp.ns, p.pi.as_ref(), p.queue_depth, p.io_size, pool)
+            .with_context(|| format!("core {}: metadata buffers for {device}", plan.core))?,
     })
 }
 

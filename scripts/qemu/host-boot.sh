@@ -8,13 +8,26 @@
 
 MARKER=NVME_ENGINE_GUEST_EXIT
 
-# prepare_namespaces: fresh 64 MiB raw images (sparse) for nsid 1 and 2.
+# METADATA_NAMESPACES=1 (set by qemu-test.sh for its iommu and noiommu
+# boots): two more namespaces of 512-byte blocks with 8 bytes of metadata
+# carrying protection information type 1 — nsid 3 interleaved (mset=1,
+# extended LBA), nsid 4 in a separate buffer (mset=0) — on 16 MiB images
+# (never null-co: the checks need the tuples kept).
+METADATA_NAMESPACES=${METADATA_NAMESPACES:-0}
+
+# prepare_namespaces: fresh raw images (sparse) for nsid 1 and 2 (and 3, 4).
 prepare_namespaces() {
 	local n
 	for n in 1 2; do
 		rm -f "$RUN_DIR/ns$n.img"
 		truncate -s "${NS_SIZE_MIB}M" "$RUN_DIR/ns$n.img" || die "cannot create $RUN_DIR/ns$n.img"
 	done
+	if [[ $METADATA_NAMESPACES == 1 ]]; then
+		for n in 3 4; do
+			rm -f "$RUN_DIR/ns$n.img"
+			truncate -s 16M "$RUN_DIR/ns$n.img" || die "cannot create $RUN_DIR/ns$n.img"
+		done
+	fi
 }
 
 # qemu_args MODE INITRD: print the QEMU command line, one argument per line.
@@ -44,6 +57,12 @@ qemu_args() {
 		fi
 		printf '%s\n' -device "nvme-ns,drive=ns$n,bus=nvme0,nsid=$n"
 	done
+	if [[ $METADATA_NAMESPACES == 1 ]]; then
+		for n in 3 4; do
+			printf '%s\n' -drive "file=$RUN_DIR/ns$n.img,if=none,id=ns$n,format=raw"
+			printf '%s\n' -device "nvme-ns,drive=ns$n,bus=nvme0,nsid=$n,ms=8,mset=$((n == 3 ? 1 : 0)),pi=1"
+		done
+	fi
 }
 
 # boot MODE: boot the guest once; prints its console (CRLF and the firmware's

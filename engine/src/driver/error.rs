@@ -13,6 +13,7 @@ use crate::spec::protection::MetadataFormat;
 use crate::spec::status::Status;
 
 use super::prp::PrpError;
+use super::tracker::IoExtra;
 
 /// Why a controller takes no more commands: the one error for "device
 /// removed" and "controller failed", shared by every layer that reports it
@@ -359,19 +360,108 @@ pub enum SubmitErrorKind {
     /// The controller lacks an optional command.
     #[error("{0} is not supported by this controller (Identify Controller ONCS)")]
     Unsupported(&'static str),
-    /// A read or write on a namespace formatted with metadata: the queue
-    /// pair does not carry metadata buffers yet.
+    /// Protection information was asked for (PRACT or PRCHK) on a
+    /// namespace formatted without it.
     #[error(
-        "namespace {nsid} is formatted with {format}; reads and writes with metadata are not \
-         supported by the queue pair yet — use a namespace formatted without metadata \
-         (nvme format --lbaf=N with an LBA format whose metadata size is 0)"
+        "namespace {nsid} is formatted {}; PRACT and PRCHK need a format with protection \
+         information — clear IoOptions::pi, or reformat the namespace with a PI type \
+         (nvme format --pi=1)",
+        match format { Some(f) => format!("with {f}"), None => "without metadata".to_string() }
     )]
-    MetadataNotSupported {
+    ProtectionNotEnabled {
+        /// Namespace id.
+        nsid: u32,
+        /// The namespace's metadata format, if any.
+        format: Option<MetadataFormat>,
+    },
+    /// An extended-LBA buffer is not a whole number of blocks with their metadata.
+    #[error(
+        "buffer length {len} is not a multiple of {unit} bytes: the namespace interleaves \
+         metadata with {block_size}-byte blocks (extended LBA), so each block takes {unit} bytes \
+         of the buffer — size it to blocks × {unit}"
+    )]
+    NotExtendedBlockMultiple {
+        /// Buffer length.
+        len: usize,
+        /// Bytes per block in the buffer (data + metadata).
+        unit: usize,
+        /// Block data size.
+        block_size: u32,
+    },
+    /// The namespace keeps metadata in a separate buffer and none was given.
+    #[error(
+        "namespace {nsid} is formatted with {format}: the command needs a metadata buffer of \
+         {bytes} bytes — pass it with IoData::with_metadata (or set PRACT on a format whose \
+         metadata is the 8-byte tuple alone)"
+    )]
+    MetadataBufferMissing {
         /// Namespace id.
         nsid: u32,
         /// The namespace's metadata format.
         format: MetadataFormat,
+        /// Bytes the metadata buffer needs.
+        bytes: usize,
     },
+    /// A metadata buffer was given where none travels.
+    #[error("namespace {nsid}: a separate metadata buffer was given but {why}; drop it")]
+    MetadataBufferUnused {
+        /// Namespace id.
+        nsid: u32,
+        /// Why nothing would be moved through it.
+        why: &'static str,
+    },
+    /// The metadata buffer does not match the data's block count.
+    #[error(
+        "metadata buffer of {len} bytes for {blocks} blocks: it must be exactly {expected} \
+         bytes (blocks × metadata size) — set its DmaBuf window to that length"
+    )]
+    MetadataLength {
+        /// The metadata buffer's length.
+        len: usize,
+        /// The length the command needs.
+        expected: usize,
+        /// Blocks the data covers.
+        blocks: usize,
+    },
+    /// Segments that PRPs cannot describe, on a controller without SGLs.
+    #[error(
+        "segment {index} (IOVA {iova:#x}, {len} bytes) cannot be described with PRPs: {why}; \
+         the controller reports no SGL support (Identify SGLS), so align the segments to 4 KiB \
+         pages where they meet, or copy them into one buffer"
+    )]
+    SegmentsNeedSgl {
+        /// Index of the segment.
+        index: usize,
+        /// Its IOVA.
+        iova: u64,
+        /// Its length.
+        len: usize,
+        /// What PRPs would need.
+        why: &'static str,
+    },
+    /// An SGL was asked for but cannot be used.
+    #[error("an SGL cannot describe this request: {0}")]
+    Sgl(&'static str),
+    /// More segments than one command's list pages hold.
+    #[error(
+        "{count} segments given but one command describes at most {max}; merge segments or \
+         split the request"
+    )]
+    TooManySegments {
+        /// Segments given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transport carrying the queue pair cannot carry this request.
+    #[error(
+        "{0} cannot be carried by this queue pair's transport; use a PCIe queue pair \
+         (VFIO, uio or the emulated controller)"
+    )]
+    TransportUnsupported(&'static str),
+    /// A fused pair's two halves do not match.
+    #[error("fused Compare and Write: {0}")]
+    FusedMismatch(&'static str),
     /// More Dataset Management ranges than one command carries.
     #[error(
         "{count} ranges given but one Dataset Management command carries at most {max}; split the list"
@@ -412,18 +502,44 @@ pub enum SubmitErrorKind {
     Gone(DeviceGone),
 }
 
-/// A refused request; the buffer, if any, comes back.
+/// A refused request; the buffers, if any, come back.
 #[non_exhaustive]
 pub struct SubmitError {
     /// What was wrong.
     pub kind: SubmitErrorKind,
     /// The caller's buffer, returned untouched.
     pub buf: Option<DmaBuf>,
+    /// The separate metadata buffer and data segments, returned untouched.
+    pub extra: Option<Box<IoExtra>>,
 }
 
 impl SubmitError {
     pub(crate) fn new(kind: SubmitErrorKind, buf: Option<DmaBuf>) -> Self {
-        SubmitError { kind, buf }
+        SubmitError {
+            kind,
+            buf,
+            extra: None,
+        }
+    }
+    /// A refusal handing back every buffer of a request.
+    #[cold]
+    pub(crate) fn with_all(
+        kind: SubmitErrorKind,
+        buf: Option<DmaBuf>,
+        extra: Option<Box<IoExtra>>,
+    ) -> Self {
+        SubmitError { kind, buf, extra }
+    }
+    /// Take the separate metadata buffer of the refused request back.
+    pub fn take_meta(&mut self) -> Option<DmaBuf> {
+        self.extra.as_mut().and_then(|m| m.meta.take())
+    }
+    /// Take the data segments of a refused vectored request back.
+    pub fn take_segments(&mut self) -> Vec<DmaBuf> {
+        self.extra
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.segments))
+            .unwrap_or_default()
     }
 }
 
@@ -432,6 +548,7 @@ impl fmt::Debug for SubmitError {
         f.debug_struct("SubmitError")
             .field("kind", &self.kind)
             .field("buf", &self.buf)
+            .field("extra", &self.extra)
             .finish()
     }
 }
@@ -443,6 +560,25 @@ impl fmt::Display for SubmitError {
 }
 
 impl std::error::Error for SubmitError {}
+
+/// A refused fused Compare and Write: neither command was queued, and each
+/// half's buffers come back in its own [`SubmitError`] (same kind).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct FusedSubmitError {
+    /// The Compare's buffers.
+    pub compare: SubmitError,
+    /// The Write's buffers.
+    pub write: SubmitError,
+}
+
+impl fmt::Display for FusedSubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fused Compare and Write refused: {}", self.compare.kind)
+    }
+}
+
+impl std::error::Error for FusedSubmitError {}
 
 /// Why an I/O did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,9 @@
 //! - [`Splitter`]: reads and writes above the maximum transfer or across
 //!   the optimal I/O boundary, split into child commands over a queue
 //!   pair's public calls, answered once.
-//! - [`Namespace`]: block geometry and the checks run before submission.
+//! - [`Namespace`]: block geometry and the checks run before submission;
+//!   `request` ([`IoOptions`], [`IoData`]): metadata, protection
+//!   information, SGLs and vectored buffers, checked against the format.
 //! - `prp`: the PRP builder ([`PrpError`] when a buffer cannot be described).
 //! - Shadow doorbells (Doorbell Buffer Config, opt-in): when the controller supports
 //!   them, I/O queues publish tails and heads in host memory and write MMIO
@@ -38,8 +40,9 @@
 //!    and generation-bit invariants are written there), `stats`
 //!    ([`QueuePairStats`]), `error` (every error type), `bounds` (limits on
 //!    what a device reports), `namespace`, [`transport`] (the command-level
-//!    seam), `events` ([`ControllerEvent`], [`EventStats`]).
-//!    `engine/tests/driver_layers.rs` holds the order.
+//!    seam), `events` ([`ControllerEvent`], [`EventStats`]), `request`
+//!    (metadata, PI, SGL and vectored requests checked against the
+//!    namespace's format). `engine/tests/driver_layers.rs` holds the order.
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
@@ -87,6 +90,7 @@ mod namespace;
 mod options;
 mod prp;
 mod qpair;
+mod request;
 mod ring;
 mod shared;
 mod split;
@@ -97,7 +101,9 @@ pub mod transport;
 pub use admin::{AdminStats, MAX_ASYNC_EVENT_REQUESTS};
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
-pub use error::{DeviceGone, DriverError, IoError, SubmitError, SubmitErrorKind, SyncError};
+pub use error::{
+    DeviceGone, DriverError, FusedSubmitError, IoError, SubmitError, SubmitErrorKind, SyncError,
+};
 pub use events::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats};
 pub use health::Health;
 pub use namespace::{LbaRange, MAX_BLOCKS_PER_COMMAND, Namespace, SkippedNamespace};
@@ -107,5 +113,8 @@ pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
 };
+pub use request::{IoData, IoOptions};
 pub use split::{CHILD_TOKENS, SplitStats, Splitter};
 pub use stats::QueuePairStats;
+pub use tracker::IoExtra;
+pub use transport::DataPointer;

@@ -90,6 +90,12 @@ impl SqRing {
         self.head
     }
 
+    /// Entries that can be pushed before the ring is full.
+    pub(crate) fn free_entries(&self) -> u16 {
+        let used = (self.tail + self.entries - self.head) % self.entries;
+        self.entries - 1 - used
+    }
+
     #[inline]
     fn next(&self, i: u16) -> u16 {
         if i + 1 == self.entries { 0 } else { i + 1 }

@@ -341,6 +341,8 @@ impl Splitter {
             token: parent.token,
             result,
             buf: parent.pieces.finish().ok(),
+            // Split I/O moves plain data only (no metadata, no segments).
+            extra: None,
         });
     }
 }

@@ -47,6 +47,49 @@ pub(crate) struct Request {
     pub opcode: u8,
     /// Whether the command had timed out.
     pub timed_out: bool,
+    /// The separate metadata buffer and data segments, if any.
+    pub extra: Option<Box<IoExtra>>,
+}
+
+impl Request {
+    /// Mark every buffer of the request quarantined (the device may still
+    /// write it).
+    pub(crate) fn quarantine(&mut self) {
+        if let Some(b) = self.buf.as_mut() {
+            b.quarantine();
+        }
+        if let Some(e) = self.extra.as_mut() {
+            e.quarantine();
+        }
+    }
+}
+
+/// The buffers of a request besides its one data buffer: a separate
+/// metadata buffer (MPTR) and the segments of a vectored request. Boxed
+/// inside [`IoData`] and handed back whole in
+/// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
+/// caller that puts it into its next request allocates nothing per I/O.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct IoExtra {
+    /// The separate metadata buffer.
+    pub meta: Option<DmaBuf>,
+    /// The data segments of a vectored request, in order (empty otherwise).
+    pub segments: Vec<DmaBuf>,
+}
+
+impl IoExtra {
+    /// Whether it holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_none() && self.segments.is_empty()
+    }
+    /// Every buffer it holds, marked quarantined (the device may still
+    /// write them).
+    pub(crate) fn quarantine(&mut self) {
+        for b in self.meta.iter_mut().chain(self.segments.iter_mut()) {
+            b.quarantine();
+        }
+    }
 }
 
 /// Slot flag: a command is in the slot.
@@ -55,6 +98,8 @@ const IN_FLIGHT: u8 = 1;
 const FRESH: u8 = 2;
 /// Slot flag: the deadline passed; an Abort was (or is about to be) sent.
 const TIMED_OUT: u8 = 4;
+/// Slot flag: the command holds buffers in the attached table.
+const ATTACHED: u8 = 8;
 
 /// End of the free-slot stack (larger than any index, see [`Tracker::new`]).
 const NO_SLOT: u16 = u16::MAX;
@@ -97,6 +142,12 @@ impl Slot {
     pub(crate) fn timed_out(&self) -> bool {
         self.flags & TIMED_OUT != 0
     }
+    /// Neither timed out nor holding attached buffers: its completion
+    /// takes the plain path.
+    #[inline]
+    pub(crate) fn plain(&self) -> bool {
+        self.flags & (TIMED_OUT | ATTACHED) == 0
+    }
     /// When a timeout scan first saw this command in flight.
     pub(crate) fn seen(&self) -> Option<Instant> {
         if self.flags & FRESH != 0 {
@@ -125,6 +176,8 @@ impl Slot {
 /// The slab of command slots of one queue.
 pub(crate) struct Tracker {
     slots: Box<[Slot]>,
+    /// Per slot: the buffers beside the data buffer (set while `ATTACHED`).
+    attached: Box<[Option<Box<IoExtra>>]>,
     /// Top of the free-slot stack, or `NO_SLOT`.
     free_head: u16,
     in_flight: usize,
@@ -159,6 +212,7 @@ impl Tracker {
             .collect();
         Tracker {
             slots,
+            attached: (0..capacity).map(|_| None).collect(),
             free_head: 0,
             in_flight: 0,
             generation_step: 1 << index_bits,
@@ -262,6 +316,24 @@ impl Tracker {
         (cid & self.index_mask) as usize
     }
 
+    /// Index of the free slot after [`Tracker::next_free`]'s: the one the
+    /// second of two starts in a row will use.
+    pub(crate) fn second_free(&self) -> Option<usize> {
+        let first = self.slots.get(self.free_head as usize)?;
+        let second = first.next_free;
+        (second != NO_SLOT).then_some(second as usize)
+    }
+
+    /// Give the in-flight slot `index` the buffers in `attached`, handed
+    /// back with its completion.
+    pub(crate) fn attach(&mut self, index: usize, extra: Option<Box<IoExtra>>) {
+        if extra.is_none() {
+            return;
+        }
+        self.slots[index].flags |= ATTACHED;
+        self.attached[index] = extra;
+    }
+
     /// Slot `index` (any state).
     #[inline]
     pub(crate) fn slot(&self, index: usize) -> &Slot {
@@ -279,7 +351,7 @@ impl Tracker {
         let slot = &mut self.slots[index];
         slot.cid = slot.cid.wrapping_add(step);
         slot.retries = slot.retries.saturating_add(1);
-        slot.flags = IN_FLIGHT | FRESH;
+        slot.flags = IN_FLIGHT | FRESH | (slot.flags & ATTACHED);
         slot.cmd.set_cid(slot.cid);
         slot.cmd
     }
@@ -288,17 +360,37 @@ impl Tracker {
     #[inline]
     pub(crate) fn complete(&mut self, index: usize) -> Request {
         let slot = &mut self.slots[index];
+        let extra = if slot.flags & ATTACHED != 0 {
+            self.attached[index].take()
+        } else {
+            None
+        };
         let req = Request {
             token: slot.token,
             buf: slot.buf.take(),
             opcode: slot.cmd.opcode(),
             timed_out: slot.flags & TIMED_OUT != 0,
+            extra,
         };
         slot.flags = 0;
         slot.next_free = self.free_head;
         self.free_head = index as u16;
         self.in_flight -= 1;
         req
+    }
+
+    /// Release the in-flight slot `index`, which [`Slot::plain`] says
+    /// holds no attached buffers.
+    #[inline]
+    pub(crate) fn complete_plain(&mut self, index: usize) -> (u64, Option<DmaBuf>) {
+        let slot = &mut self.slots[index];
+        debug_assert!(slot.flags & ATTACHED == 0);
+        let out = (slot.token, slot.buf.take());
+        slot.flags = 0;
+        slot.next_free = self.free_head;
+        self.free_head = index as u16;
+        self.in_flight -= 1;
+        out
     }
 
     /// Complete the command `cid` names, releasing its slot.

@@ -58,6 +58,21 @@ use super::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use super::namespace::LbaRange;
 use super::stats::QueuePairStats;
 
+/// How the data of a command is described to a PCIe controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataPointer {
+    /// PRPs for one buffer; for several segments an SGL when the
+    /// controller reports SGL support, else PRPs when the segments allow.
+    #[default]
+    Auto,
+    /// PRPs only: segments must be page-aligned where they meet.
+    Prp,
+    /// An SGL (Data Block descriptors, a Last Segment list in the slot's
+    /// list pages for several segments); refused when SGLS reports none.
+    Sgl,
+}
+
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataDirection {
@@ -258,6 +273,36 @@ pub trait CommandTransport {
         buf: &DmaBuf,
         direction: DataDirection,
     ) -> Result<Self::Data, SubmitErrorKind>;
+    /// The data of slot `slot` as several segments, or one buffer that must
+    /// go as an SGL (`how`). Returns the data and whether it is an SGL
+    /// (CDW0.PSDT 01b). Transports without this refuse.
+    fn map_segments(
+        &mut self,
+        _slot: usize,
+        _segments: &[DmaBuf],
+        _direction: DataDirection,
+        _how: DataPointer,
+    ) -> Result<(Self::Data, bool), SubmitErrorKind> {
+        Err(SubmitErrorKind::TransportUnsupported(
+            "vectored requests and SGLs",
+        ))
+    }
+    /// MPTR for the separate metadata buffer `meta` of slot `slot`, which
+    /// the queue pair holds until the command completes. Transports without
+    /// this refuse.
+    fn map_metadata(&mut self, _slot: usize, _meta: &DmaBuf) -> Result<u64, SubmitErrorKind> {
+        Err(SubmitErrorKind::TransportUnsupported(
+            "a separate metadata buffer",
+        ))
+    }
+    /// May two commands be queued back to back now, to reach the controller
+    /// adjacent and with one `flush` (a fused pair)? Like `admit`, for two.
+    /// Transports that cannot keep two commands together refuse.
+    fn admit_pair(&mut self, _stats: &mut QueuePairStats) -> Result<(), SubmitErrorKind> {
+        Err(SubmitErrorKind::TransportUnsupported(
+            "fused commands (two commands kept adjacent)",
+        ))
+    }
     /// A Dataset Management range list for slot `slot`, written into
     /// transport-owned memory.
     fn map_ranges(

@@ -146,6 +146,11 @@ pub fn io_checks<S: Subject>(
                 eprintln!("{addr}: namespace {} is write protected; skipped", ns.id());
                 continue;
             }
+            if let Some(m) = ns.metadata() {
+                // Plain buffers of whole blocks: metadata_device.rs covers these.
+                eprintln!("{addr}: namespace {} has {m}; skipped here", ns.id());
+                continue;
+            }
             sizes(addr, ctrl, q, pool, ns);
         }
         queue_wrap(addr, ctrl, q, pool, ns);
@@ -572,7 +577,7 @@ pub fn parallel<S: Subject>(addr: &str, ctrl: &S, main: &mut QueuePair<S::T>, po
     let namespaces: Vec<Namespace> = ctrl
         .namespaces()
         .into_iter()
-        .filter(|n| !n.read_only() && roomy(n))
+        .filter(|n| !n.read_only() && n.metadata().is_none() && roomy(n))
         .collect();
     if threads == 0 || namespaces.is_empty() {
         eprintln!(

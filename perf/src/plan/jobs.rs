@@ -146,6 +146,12 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
             "--verify cannot work on {name}: its null backing returns no data; drop null:1 from -r"
         );
     }
+    if t.null_data && o.pi.is_some_and(|p| !p.pract && p.check.any()) {
+        bail!(
+            "-e PRACT=0 with PRCHK checks reads in software, but {name} has a null backing that \
+             returns no data; drop null:1 from -r, or use PRACT=1"
+        );
+    }
     let queues = cores.len() * t.namespaces.len() * o.qpairs;
     let granted = t.ctrl.io_queues_granted() as usize;
     if queues > granted {
@@ -166,7 +172,7 @@ fn check_target(t: &Target, cores: &[usize], o: &PlanOptions) -> Result<()> {
             );
         }
         // Above `ns.max_blocks_per_io()` each I/O is split (`Splitter`).
-        protection::check_namespace(o.pi.as_ref(), ns, &name)?;
+        protection::check_namespace(o.pi.as_ref(), ns, &name, o.verify)?;
         if writes && ns.read_only() {
             bail!(
                 "namespace {} of {name} is write protected; use -w read or randread",

@@ -94,6 +94,7 @@ pub(crate) fn params(o: &Options, entries: u16, clock: Clock) -> RunParams {
         clock,
         max_ticks: clock.ticks(Duration::from_secs(3600)),
         scan_ticks: clock.ticks(scan_interval(args.io_timeout)).max(1),
+        pi: p.pi,
         drain_timeout,
     }
 }

@@ -59,15 +59,16 @@ impl<T: CommandTransport> QueuePair<T> {
             };
             match c.outcome {
                 CommandOutcome::Completed { dw0, status }
-                    if status.is_success() && !self.tracker.slot(index).timed_out() =>
+                    if status.is_success() && self.tracker.slot(index).plain() =>
                 {
-                    let req = self.tracker.complete(index);
+                    let (token, buf) = self.tracker.complete_plain(index);
                     self.stats.completed += 1;
                     delivered += 1;
                     f(IoCompletion {
-                        token: req.token,
+                        token,
                         result: Ok(dw0),
-                        buf: req.buf,
+                        buf,
+                        extra: None,
                     });
                 }
                 outcome => match self.complete_unusual(index, outcome) {
@@ -106,8 +107,8 @@ impl<T: CommandTransport> QueuePair<T> {
     }
 
     /// The in-flight command in slot `index` completed with an error status,
-    /// failed in the transport, or completed after its deadline: resubmit it
-    /// (returns `None`) or complete it.
+    /// failed in the transport, completed after its deadline, or holds
+    /// attached buffers: resubmit it (returns `None`) or complete it.
     #[cold]
     #[inline(never)]
     fn complete_unusual(&mut self, index: usize, outcome: CommandOutcome) -> Option<IoCompletion> {
@@ -115,9 +116,10 @@ impl<T: CommandTransport> QueuePair<T> {
         let timed_out = slot.timed_out();
         if let CommandOutcome::Completed { status, .. } = outcome
             && !timed_out
+            && !status.is_success()
             && !status.dnr()
             && slot.retries < self.retry_limit
-            && idempotent(slot.cmd.opcode())
+            && idempotent(&slot.cmd)
         {
             let data = self.data_of(index);
             let cmd = self.tracker.reissue(index);
@@ -128,11 +130,11 @@ impl<T: CommandTransport> QueuePair<T> {
         }
         let req = self.tracker.complete(index);
         self.stats.completed += 1;
-        self.stats.failed += 1;
         let result = if req.timed_out {
             Err(IoError::TimedOut(self.timeout))
         } else {
             match outcome {
+                CommandOutcome::Completed { dw0, status } if status.is_success() => Ok(dw0),
                 CommandOutcome::Completed { status, .. } => Err(IoError::Status(status)),
                 CommandOutcome::Failed(TransportFailure::Cancelled) => {
                     Err(IoError::ControllerReset)
@@ -145,10 +147,9 @@ impl<T: CommandTransport> QueuePair<T> {
                 }
             }
         };
-        Some(IoCompletion {
-            token: req.token,
-            result,
-            buf: req.buf,
-        })
+        if result.is_err() {
+            self.stats.failed += 1;
+        }
+        Some(IoCompletion::from_request(req, result))
     }
 }

@@ -17,7 +17,9 @@
 //!
 //! The type lives here with its creation and accessors; its fields are
 //! private to this folder. The path of one I/O: `submit.rs` (checks, slot,
-//! data, command) and `complete.rs` (bounded reaping). Around it:
+//! data, command) and `complete.rs` (bounded reaping); `extended.rs` submits
+//! what carries metadata, protection information, several segments or a
+//! fused pair. Around it:
 //! `timeouts.rs` scans deadlines, `requeue.rs` follows the transport
 //! through a reset, `teardown.rs` closes it, and `sync.rs` holds the
 //! blocking helpers. The ring, CID and generation
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod complete;
+mod extended;
 #[cfg(test)]
 mod fake;
 mod pcie;
@@ -47,7 +50,7 @@ use crate::dma::DmaBuf;
 use crate::driver::error::{DriverError, IoError};
 use crate::driver::shared::Inner;
 use crate::driver::stats::QueuePairStats;
-use crate::driver::tracker::Tracker;
+use crate::driver::tracker::{IoExtra, Request, Tracker};
 use crate::driver::transport::CommandTransport;
 
 pub use pcie::{PcieQueue, Prps};
@@ -83,6 +86,36 @@ pub struct IoCompletion {
     pub result: Result<u32, IoError>,
     /// The command's data buffer, handed back.
     pub buf: Option<DmaBuf>,
+    /// The separate metadata buffer and the data segments of a vectored
+    /// request ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// [`IoData::vectored`](crate::IoData::vectored)), handed back in their
+    /// box for reuse ([`IoData::with_extra`](crate::IoData::with_extra)).
+    pub extra: Option<Box<IoExtra>>,
+}
+
+impl IoCompletion {
+    /// The separate metadata buffer handed back, if any.
+    pub fn meta(&self) -> Option<&DmaBuf> {
+        self.extra.as_ref().and_then(|e| e.meta.as_ref())
+    }
+    /// The data segments handed back (empty unless vectored).
+    pub fn segments(&self) -> &[DmaBuf] {
+        self.extra.as_ref().map_or(&[], |e| &e.segments)
+    }
+    /// Take the separate metadata buffer.
+    pub fn take_meta(&mut self) -> Option<DmaBuf> {
+        self.extra.as_mut().and_then(|e| e.meta.take())
+    }
+
+    /// The completion of the command whose slot held `req`.
+    pub(crate) fn from_request(req: Request, result: Result<u32, IoError>) -> Self {
+        IoCompletion {
+            token: req.token,
+            result,
+            buf: req.buf,
+            extra: req.extra,
+        }
+    }
 }
 
 /// One I/O queue pair, owned by one thread, over transport `T`: the

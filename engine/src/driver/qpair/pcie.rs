@@ -15,6 +15,7 @@ use zerocopy::IntoBytes;
 use crate::device::Device;
 use crate::dma::{self, DmaBuf, DmaWindow};
 use crate::spec::command::{AdminOpcode, Command};
+use crate::spec::identify::SglSupport;
 use crate::spec::registers::{ALL_ONES, Csts, cq_head_doorbell, offset, sq_tail_doorbell};
 use crate::spec::status::generic;
 use crate::spec::status::{Status, StatusCodeType};
@@ -28,6 +29,7 @@ use crate::driver::shared::Inner;
 use crate::driver::shared::dbbuf::ShadowPair;
 use crate::driver::shared::fence::{Fence, UNPROVEN};
 use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
+use crate::driver::transport::DataPointer;
 use crate::driver::transport::{
     CancelRequest, Closed, CommandOutcome, CommandTransport, DataDirection, DataRef, Reap,
     Recovery, SubmitRefusal, TransportCompletion,
@@ -35,6 +37,8 @@ use crate::driver::transport::{
 
 use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions};
 use crate::driver::stats::QueuePairStats;
+
+mod segments;
 
 /// PRP1 and PRP2 of one command.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +52,8 @@ pub struct PcieQueue<D: Device> {
     cq: CqRing,
     lists: DmaWindow,
     pages_per_slot: usize,
+    /// Identify SGLS: whether data may go as an SGL.
+    sgls: SglSupport,
     sq_doorbell: usize,
     cq_doorbell: usize,
     /// Shadow doorbell slots (SQ tail, CQ head) while the controller has the
@@ -141,6 +147,7 @@ impl<D: Device> PcieQueue<D> {
             cq,
             lists,
             pages_per_slot,
+            sgls: ctrl.identify().sgl_support(),
             sq_doorbell: sq_tail_doorbell(qid, stride),
             cq_doorbell: cq_head_doorbell(qid, stride),
             shadow,
@@ -329,6 +336,30 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
         } else {
             self.list_prps(slot, iova, len)
         }
+    }
+
+    fn map_segments(
+        &mut self,
+        slot: usize,
+        segments: &[DmaBuf],
+        _direction: DataDirection,
+        how: DataPointer,
+    ) -> Result<(Prps, bool), SubmitErrorKind> {
+        self.segment_data(slot, segments, how)
+    }
+
+    fn map_metadata(&mut self, _slot: usize, meta: &DmaBuf) -> Result<u64, SubmitErrorKind> {
+        // A DmaBuf's window is IOVA-contiguous: MPTR names it whole
+        // (checked dword aligned against the namespace).
+        Ok(meta.iova())
+    }
+
+    fn admit_pair(&mut self, stats: &mut QueuePairStats) -> Result<(), SubmitErrorKind> {
+        self.admit(stats)?;
+        if self.sq.free_entries() < 2 {
+            return Err(self.queue_full(stats));
+        }
+        Ok(())
     }
 
     fn map_ranges(&mut self, slot: usize, ranges: &[LbaRange]) -> Result<Prps, SubmitErrorKind> {

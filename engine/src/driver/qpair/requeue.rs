@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::spec::command::NvmOpcode;
+use crate::spec::command::{Command, NvmOpcode};
 
 use crate::driver::error::IoError;
 use crate::driver::transport::{CommandTransport, DataDirection, DataRef, Recovery};
@@ -22,17 +22,20 @@ use super::submit::direction_of;
 use super::{IoCompletion, QueuePair};
 
 /// Commands that may be sent again with the same effect (block-level
-/// idempotent): resubmitted after DNR=0 errors and controller resets.
-pub(super) fn idempotent(opcode: u8) -> bool {
-    matches!(
-        NvmOpcode(opcode),
-        NvmOpcode::READ
-            | NvmOpcode::WRITE
-            | NvmOpcode::WRITE_ZEROES
-            | NvmOpcode::DATASET_MANAGEMENT
-            | NvmOpcode::FLUSH
-            | NvmOpcode::COMPARE
-    )
+/// idempotent): resubmitted after DNR=0 errors and controller resets. A
+/// fused command never is: sent alone it is no longer fused.
+pub(super) fn idempotent(cmd: &Command) -> bool {
+    cmd.fuse() == 0
+        && matches!(
+            NvmOpcode(cmd.opcode()),
+            NvmOpcode::READ
+                | NvmOpcode::WRITE
+                | NvmOpcode::WRITE_ZEROES
+                | NvmOpcode::DATASET_MANAGEMENT
+                | NvmOpcode::FLUSH
+                | NvmOpcode::COMPARE
+                | NvmOpcode::VERIFY
+        )
 }
 
 impl<T: CommandTransport> QueuePair<T> {
@@ -61,7 +64,7 @@ impl<T: CommandTransport> QueuePair<T> {
                     }
                     let error = if slot.timed_out() {
                         IoError::TimedOut(self.timeout)
-                    } else if slot.retries < self.retry_limit && idempotent(slot.cmd.opcode()) {
+                    } else if slot.retries < self.retry_limit && idempotent(&slot.cmd) {
                         let data = self.data_of(index);
                         let cmd = self.tracker.reissue(index);
                         if self.t.resend(&cmd, data, &mut self.stats) {
@@ -107,18 +110,12 @@ impl<T: CommandTransport> QueuePair<T> {
         f: &mut F,
     ) -> usize {
         let mut req = self.tracker.complete(index);
-        if self.t.dma_unproven()
-            && let Some(b) = req.buf.as_mut()
-        {
-            b.quarantine();
+        if self.t.dma_unproven() {
+            req.quarantine();
         }
         self.stats.completed += 1;
         self.stats.failed += 1;
-        f(IoCompletion {
-            token: req.token,
-            result: Err(error),
-            buf: req.buf,
-        });
+        f(IoCompletion::from_request(req, Err(error)));
         1
     }
 }

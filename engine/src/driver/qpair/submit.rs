@@ -10,6 +10,7 @@ use crate::spec::command::{Command, NvmOpcode};
 
 use crate::driver::error::{SubmitError, SubmitErrorKind};
 use crate::driver::namespace::{LbaRange, Namespace};
+use crate::driver::request::{IoData, IoOptions};
 use crate::driver::transport::{CommandTransport, DataDirection, SubmitRefusal};
 
 use super::QueuePair;
@@ -76,7 +77,7 @@ impl<T: CommandTransport> QueuePair<T> {
         };
         let nlb_z = match ns.check_rw(lba, buf.len(), buf.iova(), write) {
             Ok(n) => n,
-            Err(kind) => return Err(SubmitError::new(kind, Some(buf))),
+            Err(kind) => return self.rw_refused::<OPCODE, CDW12>(ns, lba, buf, token, kind),
         };
         let index = match self.reserve() {
             Ok(i) => i,
@@ -108,6 +109,26 @@ impl<T: CommandTransport> QueuePair<T> {
                 cdw15: 0,
             };
         })
+    }
+
+    /// `check_rw` refused: on a namespace formatted with metadata the
+    /// request takes the metadata-aware path (the buffer holds what the
+    /// format interleaves); otherwise `kind` is the answer.
+    #[cold]
+    #[inline(never)]
+    fn rw_refused<const OPCODE: u8, const CDW12: u32>(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        buf: DmaBuf,
+        token: u64,
+        kind: SubmitErrorKind,
+    ) -> Result<(), SubmitError> {
+        if ns.metadata().is_none() {
+            return Err(SubmitError::new(kind, Some(buf)));
+        }
+        let opts = IoOptions::default().fua(CDW12 & CDW12_FUA != 0);
+        self.data_command(NvmOpcode(OPCODE), ns, lba, IoData::new(buf), &opts, token)
     }
 
     /// Queue a Flush of the namespace's volatile write cache.
@@ -179,7 +200,7 @@ impl<T: CommandTransport> QueuePair<T> {
 
     /// Check there is room; returns the free slot's index.
     #[inline(always)]
-    fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
+    pub(super) fn reserve(&mut self) -> Result<usize, SubmitErrorKind> {
         self.t.admit(&mut self.stats)?;
         match self.tracker.next_free() {
             Some(index) => Ok(index),
@@ -188,7 +209,7 @@ impl<T: CommandTransport> QueuePair<T> {
     }
 
     #[cold]
-    fn queue_full(&mut self) -> SubmitErrorKind {
+    pub(super) fn queue_full(&mut self) -> SubmitErrorKind {
         self.stats.queue_full += 1;
         SubmitErrorKind::QueueFull {
             capacity: self.capacity(),
@@ -196,7 +217,7 @@ impl<T: CommandTransport> QueuePair<T> {
     }
 
     /// Map `buf` (if any) and queue the command.
-    fn submit(
+    pub(super) fn submit(
         &mut self,
         mut cmd: Command,
         buf: Option<DmaBuf>,
@@ -266,12 +287,13 @@ impl<T: CommandTransport> QueuePair<T> {
     /// back out and return its buffer with the error.
     #[cold]
     #[inline(never)]
-    fn refused(&mut self, cid: u16, refusal: SubmitRefusal) -> SubmitError {
+    pub(super) fn refused(&mut self, cid: u16, refusal: SubmitRefusal) -> SubmitError {
         let req = self.tracker.complete(self.tracker.index_of(cid));
         if refusal == SubmitRefusal::Full {
             self.stats.queue_full += 1;
         }
-        SubmitError::new(refusal.kind(self.capacity()), req.buf)
+        let kind = refusal.kind(self.capacity());
+        SubmitError::with_all(kind, req.buf, req.extra)
     }
 
     /// `reserve` checked for a free slot, so this does not happen; should

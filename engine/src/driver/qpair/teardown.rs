@@ -59,16 +59,10 @@ impl<T: CommandTransport> QueuePair<T> {
         }
         let closed = self.t.close();
         for mut req in self.tracker.drain() {
-            if closed.quarantine
-                && let Some(b) = req.buf.as_mut()
-            {
-                b.quarantine();
+            if closed.quarantine {
+                req.quarantine();
             }
-            sink(IoCompletion {
-                token: req.token,
-                result: Err(closed.leftover),
-                buf: req.buf,
-            });
+            sink(IoCompletion::from_request(req, Err(closed.leftover)));
         }
         closed.result
     }
