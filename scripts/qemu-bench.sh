@@ -16,6 +16,10 @@ Usage: scripts/qemu-bench.sh [options]
 
   --perf-args "ARGS"         nvme-perf arguments; @BDF@ becomes the PCI address,
                              ";" separates runs (nvme-perf is skipped without it)
+  --uring-args "ARGS"        nvme-perf arguments for runs over io_uring passthrough
+                             after the VFIO runs (controller back with the kernel
+                             nvme driver); @NG@ becomes the generic node
+                             (/dev/ng0n1), ";" separates runs
   --perf-runtime SECONDS     seconds per fio job (default 10)
   --perf-qds "1 32"          fio queue depths
   --env PERF_FIO_ENGINES="libaio io_uring io_uring-polled"
@@ -50,6 +54,7 @@ USAGE
 . "$QEMU_DIR/host-run.sh"
 
 PERF_ARGS=
+URING_ARGS=
 PERF_RUNTIME=10
 PERF_QDS="1 32"
 TCP=0
@@ -61,6 +66,7 @@ while [[ $# -gt 0 ]]; do
 	fi
 	case "$1" in
 	--perf-args) need_arg "$@"; PERF_ARGS=$2; shift ;;
+	--uring-args) need_arg "$@"; URING_ARGS=$2; shift ;;
 	--perf-runtime) need_arg "$@"; PERF_RUNTIME=$2; shift ;;
 	--perf-qds) need_arg "$@"; PERF_QDS=$2; shift ;;
 	--tcp) TCP=1 ;;
@@ -87,7 +93,7 @@ fi
 check_machine_options 1 "$QEMU_DIR/guest-perf.sh"
 [[ $PERF_RUNTIME =~ ^[1-9][0-9]*$ ]] || die "--perf-runtime needs seconds as a positive number"
 EXTRA_CMDLINE+=" nvme.poll_queues=1"
-GUEST_ENV+=("NVME_PERF_ARGS=$PERF_ARGS" "PERF_RUNTIME=$PERF_RUNTIME" "PERF_QDS=$PERF_QDS")
+GUEST_ENV+=("NVME_PERF_ARGS=$PERF_ARGS" "URING_PERF_ARGS=$URING_ARGS" "PERF_RUNTIME=$PERF_RUNTIME" "PERF_QDS=$PERF_QDS")
 
 start_run fio
 if [[ $BUILD == 1 ]]; then

@@ -32,6 +32,7 @@ mod summary;
 mod target;
 mod tcp;
 mod units;
+mod uring;
 mod vpass;
 mod worker;
 mod zipf;

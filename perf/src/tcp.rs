@@ -312,7 +312,7 @@ fn worker(
                         dev.name()
                     )
                 })?;
-                jobs.push(worker::job_for::<TcpTransport>(
+                jobs.push(worker::job_on::<TcpTransport>(
                     &plan,
                     jp,
                     qp,

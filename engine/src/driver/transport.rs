@@ -238,7 +238,8 @@ pub trait CommandTransport {
 
     /// Commands that can be in flight at once (entries − 1 on PCIe).
     fn capacity(&self) -> usize;
-    /// The queue id (PCIe SQ/CQ id, TCP queue id; io_uring: 1).
+    /// The queue id (PCIe SQ/CQ id, TCP queue id; io_uring: the ring's
+    /// number in this process, 1, 2, …).
     fn queue_id(&self) -> u16;
     /// Largest data transfer one command may carry, in bytes.
     fn max_transfer(&self) -> usize;

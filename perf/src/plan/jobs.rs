@@ -58,7 +58,7 @@ pub struct PlanOptions {
 pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
     let mut limit = MAX_IO_QUEUE_ENTRIES as u64;
     for t in targets {
-        limit = limit.min(t.ctrl.cap().max_queue_entries() as u64);
+        limit = limit.min(t.ctrl.max_queue_entries() as u64);
     }
     let entries = match o.io_queue_size {
         Some(n) if n < 2 => {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::json::{self, RunInfo};
 use crate::options::Options;
 use crate::summary::Summary;
-use crate::target::Target;
+use crate::target::{Link, Target};
 use crate::worker::RunParams;
 
 /// Write the `--json` report where `--json` said.
@@ -74,7 +74,7 @@ fn run_info(o: &Options, controllers: Vec<Value>, params: &RunParams) -> RunInfo
 /// One controller in the JSON report.
 fn controller(t: &Target) -> Value {
     let id = t.ctrl.identify();
-    json!({
+    let mut v = json!({
         "name": t.name(),
         "transport": t.transport,
         "shadow_doorbells": t.ctrl.shadow_doorbells_active(),
@@ -83,7 +83,11 @@ fn controller(t: &Target) -> Value {
         "namespaces": t.namespaces.iter().map(|n| json!({
             "nsid": n.id(), "blocks": n.blocks(), "block_size": n.block_size(), "bytes": n.size_bytes()
         })).collect::<Vec<_>>(),
-    })
+    });
+    if let (Link::Uring(u), Some(map)) = (&t.ctrl, v.as_object_mut()) {
+        map.insert("io_uring".into(), u.json());
+    }
+    v
 }
 
 /// Shut every controller down (CC.SHN), or with `-N` leave them enabled.

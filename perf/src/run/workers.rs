@@ -20,10 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use nvme_engine::Controller;
 
-use crate::device::PerfDevice;
 use crate::stats::WorkerResult;
+use crate::target::Link;
 use crate::worker::{
     self, Control, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams, WorkerPlan,
 };
@@ -55,7 +54,7 @@ const WAKE_SHARED_CPU: Duration = Duration::from_secs(1);
 /// Run all workers; returns their results in plan order.
 pub fn run(
     plans: Vec<WorkerPlan>,
-    ctrls: &[Controller<PerfDevice>],
+    ctrls: &[Link],
     params: Arc<RunParams>,
     timing: Timing,
     out: &mut dyn Write,
