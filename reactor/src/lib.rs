@@ -180,6 +180,7 @@
 //! | users of dispatch | `context`, `direct` | reactor-local I/O ([`ReactorContext`]), direct mode ([`DirectQueue`]) |
 //! | the loop | `reactor` (`teardown`) | one reactor thread: the turn, control messages, teardown |
 //! | the set | `set` | starting reactors, attaching producers, shutdown |
+//! | fuzzing (feature `fuzzing`) | `fuzzing` | the fuzzing harness: all of the above against misbehaving emulated controllers |
 //!
 //! One I/O through a reactor: [`Producer::try_submit`] (producer) → the
 //! reactor's turn takes it from the ring (reactor → dispatch, which gives
@@ -262,6 +263,8 @@ mod cores;
 mod direct;
 mod dispatch;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod placement;
 mod poller;
 mod producer;

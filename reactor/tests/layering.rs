@@ -32,6 +32,8 @@ const ORDER: &[&str] = &[
     "reactor",
     // the set
     "set",
+    // the fuzzing harness (feature `fuzzing`)
+    "fuzzing",
 ];
 
 /// Every `.rs` file under `dir`, recursively.
