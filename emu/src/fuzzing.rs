@@ -332,6 +332,21 @@ fn claim(input: &mut Input<'_>, h: &EmuHandle) {
     }
 }
 
+/// Let a controller that refused resets take them again, and its CSTS lie
+/// again. A reset the admin worker started meanwhile (a stall check that
+/// read fatal status, say) may still be waiting for CSTS.RDY = 0 after a
+/// CC.EN = 0 the controller ignored: it must end first, on true reads.
+/// Otherwise a lie of RDY = 0 would end it, and the driver would take a
+/// controller that never stopped for a reset one — the lie no driver can
+/// detect (out of scope: `fuzz/README.md`, "What counts as a crash"). The
+/// threaded emulator's stalls start such resets; the inputs in
+/// `fuzz/findings/` ended with device-side DMA faults this way.
+fn end_stuck_phase(ctrl: &Controller<Rewired>, h: &EmuHandle, lies: &Lies) {
+    let _ = ctrl.wait_for_admin_work(Duration::from_secs(60));
+    h.set_ignores_disable(false);
+    lies.honest_csts.store(false, Ordering::SeqCst);
+}
+
 /// Run one input. Panics only when the driver breaks its promise.
 pub fn run(data: &[u8]) -> Outcome {
     run_with(data, true)
@@ -422,8 +437,7 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         match stuck_phase {
             1 => stuck_phase = 2,
             2 => {
-                h.set_ignores_disable(false);
-                lies.honest_csts.store(false, Ordering::SeqCst);
+                end_stuck_phase(&ctrl, &h, &lies);
                 stuck_phase = 0;
             }
             _ => {}
@@ -582,7 +596,9 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     // The device becomes honest: no more faults, register reads true. Every
     // command must now complete within a bounded number of rounds.
     h.clear_faults();
-    h.set_ignores_disable(false);
+    if stuck_phase != 0 {
+        end_stuck_phase(&ctrl, &h, &lies);
+    }
     for _ in 0..64 {
         if qps.iter().flatten().all(|q| q.outstanding() == 0) {
             break;

@@ -97,3 +97,19 @@ fn threaded_emulator_inputs_never_break_the_exactly_once_promise() {
     eprintln!("{t:#?}");
     assert!(t.started > 0, "{t:?}");
 }
+
+/// The committed seed corpus (`fuzz/corpus/reactor`) stays valid input:
+/// every seed runs clean, and together they start reactors and direct
+/// queues and get requests answered.
+#[test]
+fn the_seed_corpus_runs_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/reactor");
+    let mut t = Totals::default();
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/reactor is readable") {
+        let data = std::fs::read(entry.expect("corpus entry").path()).expect("seed is readable");
+        t.add(fuzzing::run(&data));
+    }
+    eprintln!("{t:#?}");
+    assert!(t.runs >= 16, "{t:?}");
+    assert!(t.started > 8 && t.direct > 0 && t.answered > 50, "{t:?}");
+}
