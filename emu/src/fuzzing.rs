@@ -338,9 +338,9 @@ fn claim(input: &mut Input<'_>, h: &EmuHandle) {
 /// CC.EN = 0 the controller ignored: it must end first, on true reads.
 /// Otherwise a lie of RDY = 0 would end it, and the driver would take a
 /// controller that never stopped for a reset one — the lie no driver can
-/// detect (out of scope: `fuzz/README.md`, "What counts as a crash"). The
-/// threaded emulator's stalls start such resets; the inputs in
-/// `fuzz/findings/` ended with device-side DMA faults this way.
+/// detect (out of scope: `fuzz/README.md`, "What counts as a crash").
+/// Stall checks that read a lying CSTS start such resets without the
+/// harness waiting for them.
 fn end_stuck_phase(ctrl: &Controller<Rewired>, h: &EmuHandle, lies: &Lies) {
     let _ = ctrl.wait_for_admin_work(Duration::from_secs(60));
     h.set_ignores_disable(false);

@@ -63,12 +63,9 @@ fn threaded_emulator_inputs_never_break_the_completion_promise() {
 }
 
 /// The two threaded inputs of `fuzz/findings/` ended with device-side DMA
-/// faults once, depending on thread timing: a reset the admin worker
-/// started while the controller ignored CC.EN = 0 was still polling CSTS
-/// when the harness let the controller lie again, and a lie of RDY = 0
-/// ended it on a controller that never stopped. The harness now lets the
-/// worker finish first. Replayed here a few times (they pass or fail with
-/// timing, so this can only catch a regression now and then).
+/// faults once, depending on thread timing, and have not failed since
+/// (`fuzz/README.md`). Replayed a few times: they reach bring-up and busy
+/// deletions, and a recurrence of the fault fails the harness's check.
 #[test]
 fn threaded_findings_replay_without_dma_faults() {
     let findings: [&[u8]; 2] = [
