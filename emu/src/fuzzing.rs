@@ -54,6 +54,10 @@ impl<'a> Input<'a> {
     pub fn new(data: &'a [u8]) -> Self {
         Input { data, pos: 0 }
     }
+    /// How many bytes were read (past the end too).
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
     /// Whether every byte was read.
     pub fn done(&self) -> bool {
         self.pos >= self.data.len()

@@ -44,6 +44,7 @@
 )]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nvme_emu::fuzzing::{Input, Rewired, rule, short_ready_timeout};
@@ -52,6 +53,8 @@ use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::spec::log::LogId;
 use nvme_engine::spec::status::{Status, StatusCodeType, generic};
 use nvme_engine::{Controller, ControllerOptions, IoError};
+
+use local::Local;
 
 use crate::{AllowedCores, CoreSpec, Op, Producer, ProducerError};
 use crate::{ReactorConfig, ReactorError, ReactorSet, Request, RequestError, Response};
@@ -99,6 +102,8 @@ pub struct Outcome {
     pub quarantined: u64,
     /// Buffers checked against the commands the controller held.
     pub held_checks: u64,
+    /// Reactor-local requests accepted (also counted in `accepted`).
+    pub local_accepted: u64,
     /// Producers (or direct queues) dropped or deleted with requests inside.
     pub dropped_busy: u64,
     /// A shutdown gave up waiting and answered by deleting the queues.
@@ -137,7 +142,8 @@ impl Book {
         out.accepted += 1;
     }
 
-    /// Check one answer; returns its buffer, to be freed.
+    /// Check one answer; returns its buffer, to be freed. Panics on a
+    /// broken promise.
     fn answer(
         &mut self,
         r: Response,
@@ -145,29 +151,37 @@ impl Book {
         emus: &[EmuHandle],
         out: &mut Outcome,
     ) -> Option<DmaBuf> {
-        assert!(
-            !self.answered.contains(&r.token),
-            "request {} answered twice",
-            r.token
-        );
-        let sent = self
-            .sent
-            .remove(&r.token)
-            .unwrap_or_else(|| panic!("an answer for request {}, never accepted", r.token));
-        self.answered.insert(r.token);
-        assert_eq!(
-            sent.owner, owner,
-            "request {} answered to another producer",
-            r.token
-        );
+        self.check(r, owner, emus, out)
+            .unwrap_or_else(|broken| panic!("{broken}"))
+    }
+
+    /// [`Book::answer`], returning what broke instead of panicking (for
+    /// code on a reactor thread, whose panics the reactor catches).
+    fn check(
+        &mut self,
+        r: Response,
+        owner: usize,
+        emus: &[EmuHandle],
+        out: &mut Outcome,
+    ) -> Result<Option<DmaBuf>, String> {
+        let token = r.token;
+        if self.answered.contains(&token) {
+            return Err(format!("request {token} answered twice"));
+        }
+        let Some(sent) = self.sent.remove(&token) else {
+            return Err(format!("an answer for request {token}, never accepted"));
+        };
+        self.answered.insert(token);
+        if sent.owner != owner {
+            return Err(format!("request {token} answered to another producer"));
+        }
         let withheld = matches!(r.result, Err(RequestError::QueueNotDeleted { .. }));
-        assert_eq!(
-            r.buf.is_some(),
-            sent.buf && !withheld,
-            "request {} lost or gained a buffer: {:?}",
-            r.token,
-            r.result
-        );
+        if r.buf.is_some() != (sent.buf && !withheld) {
+            return Err(format!(
+                "request {token} lost or gained a buffer: {:?}",
+                r.result
+            ));
+        }
         match &r.result {
             Ok(_) => out.succeeded += 1,
             Err(e) => {
@@ -179,11 +193,11 @@ impl Book {
             if buf.is_quarantined() {
                 out.quarantined += 1;
             } else if let Some(h) = emus.get(sent.controller) {
-                not_held(h, buf, r.token);
+                not_held(h, buf, token)?;
                 out.held_checks += 1;
             }
         }
-        r.buf
+        Ok(r.buf)
     }
 }
 
@@ -202,18 +216,22 @@ fn count(e: &RequestError, out: &mut Outcome) {
 
 /// The controller behind `h` must hold no command whose data starts in
 /// `buf`, unless it can no longer write (quiesced).
-fn not_held(h: &EmuHandle, buf: &DmaBuf, token: u64) {
+fn not_held(h: &EmuHandle, buf: &DmaBuf, token: u64) -> Result<(), String> {
     if h.is_quiesced() {
-        return;
+        return Ok(());
     }
     let (start, end) = (buf.iova(), buf.iova() + buf.capacity() as u64);
-    for (sqid, cmd) in h.held_commands() {
-        assert!(
-            sqid == 0 || !(start..end).contains(&cmd.prp1),
+    match h
+        .held_commands()
+        .into_iter()
+        .find(|(sqid, cmd)| *sqid != 0 && (start..end).contains(&cmd.prp1))
+    {
+        None => Ok(()),
+        Some((sqid, cmd)) => Err(format!(
             "request {token}: its buffer came back while the controller still holds a command \
              (SQ {sqid}, opcode {:#x}) that points at it",
             cmd.opcode()
-        );
+        )),
     }
 }
 
@@ -441,6 +459,15 @@ fn reactors(
     for i in 0..1 + input.u8() % 2 {
         producers.push(set.producer(i as usize % n).ok());
     }
+    // A poller doing reactor-local I/O on reactor 0, sometimes.
+    let local = (input.u8() & 3 == 3).then(|| {
+        let len = input.u8() as usize % 48;
+        let local = Arc::new(Mutex::new(Local::new(input.take(len).to_vec())));
+        let p = local::poller(Arc::clone(&local), emus.to_vec(), emus.len());
+        set.add_local_poller(0, p).map(|()| local)
+    });
+    let local = local.and_then(Result::ok);
+    let mut drained = false;
     let mut book = Book::default();
     let mut refused = 0u8;
     let mut set = Some(set);
@@ -487,7 +514,7 @@ fn reactors(
             }
             14 => {
                 if let Some(set) = set.take() {
-                    stop(input, set, out);
+                    drained = stop(input, set, out);
                 }
             }
             _ => {
@@ -515,7 +542,21 @@ fn reactors(
         }
     }
     if let Some(set) = set.take() {
-        stop(input, set, out);
+        drained = stop(input, set, out);
+    }
+    if let Some(local) = local {
+        let l = local.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(l.broken.is_empty(), "reactor-local I/O: {:?}", l.broken);
+        if drained {
+            let owed: Vec<u64> = l.book.sent.keys().copied().collect();
+            assert!(owed.is_empty(), "local requests never answered: {owed:?}");
+        }
+        out.local_accepted += l.out.accepted;
+        out.accepted += l.out.accepted;
+        out.succeeded += l.out.succeeded;
+        out.failed += l.out.failed;
+        out.handed_back += l.out.handed_back;
+        out.held_checks += l.out.held_checks;
     }
     let deadline = Instant::now() + HANG;
     for (pi, p) in producers.iter_mut().enumerate() {
@@ -551,20 +592,33 @@ impl Sent {
     }
 }
 
-/// Shutdown, `shutdown_within`, or drop, as the input says.
-fn stop(input: &mut Input<'_>, set: ReactorSet<Dev>, out: &mut Outcome) {
-    let report = match input.u8() % 4 {
-        0 | 1 => set.shutdown(),
-        2 => set.shutdown_within(Duration::from_millis(input.u8() as u64 % 20)),
+/// Shutdown, `shutdown_within`, or drop, as the input says. True when the
+/// reactors drained before they exited (a shutdown that did not give up),
+/// so that local pollers had every answer handed to them.
+fn stop(input: &mut Input<'_>, set: ReactorSet<Dev>, out: &mut Outcome) -> bool {
+    let (report, bounded) = match input.u8() % 4 {
+        0 | 1 => (set.shutdown(), false),
+        2 => (
+            set.shutdown_within(Duration::from_millis(input.u8() as u64 % 20)),
+            true,
+        ),
         _ => {
             drop(set);
-            return;
+            return false;
         }
     };
-    out.gave_up |= report
+    let gave_up = report
         .reactors
         .iter()
         .any(|r| r.errors.iter().any(|e| e.contains("gave up")));
+    for r in &report.reactors {
+        assert!(
+            !r.errors.iter().any(|e| e.contains("panicked")),
+            "a reactor panicked: {report}"
+        );
+    }
+    out.gave_up |= gave_up;
+    !gave_up && !bounded
 }
 
 /// A request handed back must be the one submitted, buffer included.
@@ -618,3 +672,4 @@ fn poll(
 }
 
 mod direct;
+mod local;

@@ -117,8 +117,9 @@
 //! [`ReactorSet::shutdown`] (also run on drop): each reactor marks its
 //! producers closing, so new submissions fail with
 //! [`ProducerError::ShuttingDown`]; finishes every request already taken
-//! and everything in flight; delivers every response; deletes its queue
-//! pairs; and exits. Deadline checks keep running while it drains, so a
+//! and everything in flight; delivers every response (local pollers keep
+//! running while it closes, and it waits until they have collected every
+//! local answer); deletes its queue pairs; and exits. Deadline checks keep running while it drains, so a
 //! lost completion is timed out and a removed or failed controller fails
 //! its commands: shutdown does not hang on them. It gives up after
 //! [`ReactorConfig::shutdown_timeout`], by default derived from the

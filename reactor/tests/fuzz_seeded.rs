@@ -26,6 +26,7 @@ struct Totals {
     started: u64,
     direct: u64,
     accepted: u64,
+    local: u64,
     answered: u64,
     handed_back: u64,
     timed_out: u64,
@@ -46,6 +47,7 @@ impl Totals {
         self.started += o.started as u64;
         self.direct += (o.started && o.direct) as u64;
         self.accepted += o.accepted;
+        self.local += o.local_accepted;
         self.answered += o.succeeded + o.failed;
         self.handed_back += o.handed_back;
         self.timed_out += o.timed_out;
@@ -73,6 +75,7 @@ fn reactor_inputs_never_break_the_exactly_once_promise() {
     assert!(t.direct > 30, "{t:?}");
     assert!(t.accepted > 2000 && t.answered > 1000, "{t:?}");
     assert!(t.held_checks > 1000, "{t:?}");
+    assert!(t.local > 50, "reactor-local requests: {t:?}");
     // And the paths where the device does not cooperate.
     assert!(t.handed_back > 50, "rings full or closing: {t:?}");
     assert!(t.timed_out > 0, "lost commands timed out: {t:?}");
