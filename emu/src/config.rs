@@ -12,6 +12,7 @@ use std::time::Duration;
 
 /// Where a namespace keeps its blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backing {
     /// Zero-filled anonymous memory of the namespace's size (pages are
     /// allocated lazily by the kernel, so a large, mostly unused namespace is cheap).
@@ -65,6 +66,7 @@ impl ProtectionType {
 /// [`protection`](Self::protection) is `pi` and
 /// [`pi_first`](Self::pi_first) is `pil`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmuNamespaceConfig {
     /// Logical block size in bytes: 512 or 4096.
     pub lba_size: u32,
@@ -209,6 +211,7 @@ impl EmuNamespaceConfig {
 
 /// What the threaded poller does when it finds no work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdlePolicy {
     /// Busy-poll forever (lowest latency; one core is always at 100 %). For benchmarks.
     Spin,
@@ -237,6 +240,7 @@ impl Default for IdlePolicy {
 
 /// How the controller executes commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EmuMode {
     /// A doorbell write processes its queue synchronously on the writing
     /// thread: deterministic, no extra thread.
@@ -304,6 +308,7 @@ impl EmuMode {
 
 /// Configuration of an emulated controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmuConfig {
     /// Namespaces, NSID 1 first. At least one.
     pub namespaces: Vec<EmuNamespaceConfig>,
@@ -444,6 +449,7 @@ impl EmuConfig {
 
 /// Why an emulated controller could not be created.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EmuError {
     /// The configuration has no namespace.
     #[error(

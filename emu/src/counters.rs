@@ -76,6 +76,7 @@ fn bump(c: &AtomicU64, n: u64) {
 
 /// A snapshot of a controller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmuStats {
     /// DMA accesses outside registered memory (each failed a command, a
     /// queue creation or a completion).

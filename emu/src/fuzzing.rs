@@ -358,10 +358,6 @@ pub fn run(data: &[u8]) -> Outcome {
 
 /// [`run`], with the threaded emulator only when `allow_threaded` (its runs
 /// wait out real admin timeouts, so a stable test keeps them few).
-#[allow(
-    clippy::field_reassign_with_default,
-    reason = "options structs are built from their defaults field by field: they gain fields"
-)]
 pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     let mut input = Input::new(data);
     let mut out = Outcome::default();
@@ -394,22 +390,21 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
         let lies = Arc::clone(&lies);
         Rewired::new(emu, move |off, value| lies.read(off, value))
     };
-    let mut opts = ControllerOptions::default();
-    opts.admin_queue_entries = 2 + input.u8() as u16 % 16;
-    opts.io_queues = 3;
-    opts.admin_timeout = Duration::from_millis(if out.threaded { 200 } else { 2 });
-    opts.io_timeout = Duration::from_secs(30);
-    opts.max_transfer_bytes = [4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4];
     // Off by default; the shadow paths are fuzzed too.
-    opts.shadow_doorbells = true;
+    let opts = ControllerOptions::default()
+        .with_admin_queue_entries(2 + input.u8() as u16 % 16)
+        .with_io_queues(3)
+        .with_admin_timeout(Duration::from_millis(if out.threaded { 200 } else { 2 }))
+        .with_io_timeout(Duration::from_secs(30))
+        .with_max_transfer_bytes([4096, 8192, 64 << 10, 2 << 20][input.u8() as usize % 4])
+        .with_shadow_doorbells(true);
     let Ok(ctrl) = Controller::new(device, opts) else {
         return out;
     };
     out.brought_up = true;
     out.namespaces = ctrl.namespaces().len();
     let entries = 2 + input.u8() as u16 % 32;
-    let mut qp_opts = QueuePairOptions::default();
-    qp_opts.entries = Some(entries);
+    let qp_opts = QueuePairOptions::default().with_entries(entries);
     let mut qps: Vec<Option<IoQueuePair<Rewired>>> = Vec::new();
     for _ in 0..1 + input.u8() % 3 {
         qps.push(ctrl.create_io_qpair(qp_opts).ok());

@@ -90,6 +90,7 @@ impl std::fmt::Display for PiField {
 
 /// Why protection information could not be generated or did not check.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PiError {
     /// The format carries no protection information.
     #[error(

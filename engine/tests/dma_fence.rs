@@ -26,12 +26,10 @@ type Ctrl = Controller<EmuController>;
 fn up() -> (Ctrl, EmuHandle, DmaPool) {
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let h = emu.handle();
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_millis(100),
+    let opts = ControllerOptions::default()
+        .with_admin_timeout(Duration::from_millis(100))
         // The shadow doorbell pages are fenced with the admin queue.
-        shadow_doorbells: true,
-        ..Default::default()
-    };
+        .with_shadow_doorbells(true);
     let ctrl = Controller::new(emu, opts).unwrap();
     let pool = ctrl.create_pool(1 << 20).unwrap();
     (ctrl, h, pool)
@@ -165,7 +163,7 @@ type Qp = IoQueuePair<EmuController>;
 fn read_stuck(ctrl: &Ctrl, h: &EmuHandle, pool: &mut DmaPool) -> (Qp, u64) {
     let ns = ctrl.namespace(1).unwrap().clone();
     let mut qp = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
         .unwrap();
     h.add_fault(FaultRule::new(FaultAction::NeverComplete).io().once());
     let buf = pool.alloc(512).unwrap();
@@ -296,7 +294,7 @@ fn failed_queue_deletion_without_quiesce_quarantines_buffers_and_says_so() {
 fn idle_queue_pair_deleted_after_an_unproven_stop_keeps_its_rings_mapped() {
     let (ctrl, h, _pool) = up();
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
         .unwrap();
     let qid = qp.qid();
     h.set_ignores_disable(true);

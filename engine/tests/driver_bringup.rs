@@ -56,10 +56,7 @@ fn queue_count_uses_what_the_controller_granted() {
     cfg.io_queues = 3;
     let (ctrl, _h) = bring_up(cfg, ControllerOptions::default());
     assert_eq!(ctrl.io_queues_granted(), 3);
-    let opts = ControllerOptions {
-        io_queues: 2,
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_io_queues(2);
     let (ctrl, _h) = bring_up(EmuConfig::ram(1 << 20), opts);
     assert_eq!(ctrl.io_queues_granted(), 2);
 }
@@ -137,10 +134,7 @@ fn raw_admin_command_fills_prps_from_the_buffer() {
 #[test]
 fn queue_pairs_are_limited_to_the_granted_count_and_ids_are_reused() {
     for mode in modes() {
-        let opts = ControllerOptions {
-            io_queues: 2,
-            ..Default::default()
-        };
+        let opts = ControllerOptions::default().with_io_queues(2);
         let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20).mode(mode), opts);
         let a = ctrl.create_io_qpair(QueuePairOptions::default()).unwrap();
         let b = ctrl.create_io_qpair(QueuePairOptions::default()).unwrap();
@@ -169,13 +163,11 @@ fn queue_entries_are_clamped_to_cap_mqes() {
     cfg.max_queue_entries = 64;
     let (ctrl, _h) = bring_up(cfg, Default::default());
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions {
-            entries: Some(1024),
-        })
+        .create_io_qpair(QueuePairOptions::default().with_entries(1024))
         .unwrap();
     assert_eq!(qp.capacity(), 63);
     let err = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(1) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(1))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -237,10 +229,7 @@ fn failed_bring_up_step_reports_the_command() {
 #[test]
 fn admin_timeout_is_reported_and_the_queue_stays_usable() {
     for mode in modes() {
-        let opts = ControllerOptions {
-            admin_timeout: Duration::from_millis(100),
-            ..Default::default()
-        };
+        let opts = ControllerOptions::default().with_admin_timeout(Duration::from_millis(100));
         let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20).mode(mode), opts);
         h.add_fault(
             FaultRule::new(FaultAction::NeverComplete)

@@ -124,11 +124,9 @@ fn bogus_sq_head_is_counted_not_trusted() {
 
 #[test]
 fn lost_completion_times_out_in_sync_helper_after_abort_and_returns_the_buffer() {
-    let opts = nvme_engine::ControllerOptions {
-        io_timeout: std::time::Duration::from_millis(50),
-        admin_timeout: std::time::Duration::from_millis(200),
-        ..Default::default()
-    };
+    let opts = nvme_engine::ControllerOptions::default()
+        .with_io_timeout(std::time::Duration::from_millis(50))
+        .with_admin_timeout(std::time::Duration::from_millis(200));
     let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
     let mut qp = ctrl.create_io_qpair(Default::default()).unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();
@@ -150,10 +148,8 @@ fn lost_completion_times_out_in_sync_helper_after_abort_and_returns_the_buffer()
 fn delete_with_completes_every_outstanding_command_once_and_returns_buffers() {
     // The drain before deletion waits at most the admin timeout for the
     // commands the device will never complete.
-    let opts = nvme_engine::ControllerOptions {
-        admin_timeout: std::time::Duration::from_millis(100),
-        ..Default::default()
-    };
+    let opts = nvme_engine::ControllerOptions::default()
+        .with_admin_timeout(std::time::Duration::from_millis(100));
     let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
     let mut qp = ctrl.create_io_qpair(Default::default()).unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();

@@ -61,16 +61,13 @@ fn up(shadow: bool) -> (Ctrl, nvme_emu::EmuHandle, Arc<Counts>) {
     let emu = EmuController::new(EmuConfig::ram(16 << 20)).unwrap();
     let h = emu.handle();
     let counts = Arc::new(Counts::default());
-    let opts = ControllerOptions {
-        shadow_doorbells: shadow,
-        ..ControllerOptions::default()
-    };
+    let opts = ControllerOptions::default().with_shadow_doorbells(shadow);
     let ctrl = Controller::new(Counting(emu, Arc::clone(&counts)), opts).unwrap();
     (ctrl, h, counts)
 }
 
 fn qpair(ctrl: &Ctrl) -> IoQueuePair<Counting> {
-    ctrl.create_io_qpair(QueuePairOptions { entries: Some(256) })
+    ctrl.create_io_qpair(QueuePairOptions::default().with_entries(256))
         .unwrap()
 }
 

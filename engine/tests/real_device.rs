@@ -42,10 +42,8 @@ fn flag(name: &str) -> bool {
 }
 
 fn options() -> VfioOptions {
-    VfioOptions {
-        no_iommu: flag("NVME_ENGINE_TEST_NOIOMMU") || flag("NVME_ENGINE_TEST_NO_IOMMU"),
-        ..VfioOptions::default()
-    }
+    VfioOptions::default()
+        .with_no_iommu(flag("NVME_ENGINE_TEST_NOIOMMU") || flag("NVME_ENGINE_TEST_NO_IOMMU"))
 }
 
 fn skip(test: &str) -> Option<Vec<String>> {
@@ -551,7 +549,7 @@ fn queue_wrap(
         return;
     }
     let mut q = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
         .expect("small I/O queue pair");
     let cap = q.capacity();
     assert!(cap <= 8, "asked for 8 entries, got room for {cap} commands");
@@ -814,10 +812,7 @@ impl DoorbellRun {
 }
 
 fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
-    let opts = ControllerOptions {
-        shadow_doorbells: shadow,
-        ..ControllerOptions::default()
-    };
+    let opts = ControllerOptions::default().with_shadow_doorbells(shadow);
     let ctrl = Controller::new(RealDevice::Pci(open(addr)), opts)
         .unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
     let ns = ctrl
@@ -826,7 +821,7 @@ fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
         .expect("a usable namespace")
         .clone();
     let mut q = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(256) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(256))
         .unwrap_or_else(|e| panic!("{addr}: queue pair: {e}"));
     let mut pool = ctrl.create_pool(64 * 4096).expect("pool");
     let span = (ns.blocks() * ns.block_size() as u64 / 4096).clamp(1, 4096);

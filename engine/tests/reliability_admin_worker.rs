@@ -26,13 +26,10 @@ fn collect(qp: &mut IoQueuePair<nvme_emu::EmuController>) -> Vec<IoCompletion> {
 fn deadline_scan_returns_while_the_device_holds_its_abort() {
     // An admin timeout far beyond the test: a scan that waited for the
     // Abort would not return before the device answers it.
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_secs(600),
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_secs(600));
     let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
     let mut qp = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
         .unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();
     let ns = ctrl.namespace(1).unwrap().clone();

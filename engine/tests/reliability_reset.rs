@@ -177,14 +177,11 @@ fn fatal_status_that_survives_reset_fails_io_and_shutdown_returns_promptly() {
 fn mdts_10_transfers_use_chained_prp_lists_end_to_end() {
     let mut cfg = EmuConfig::ram(16 << 20);
     cfg.mdts = 10;
-    let opts = ControllerOptions {
-        max_transfer_bytes: 4 << 20,
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_max_transfer_bytes(4 << 20);
     let (ctrl, h) = bring_up(cfg, opts);
     assert_eq!(ctrl.max_transfer_bytes(), 4 << 20);
     let mut qp = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(4) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(4))
         .unwrap();
     let mut pool = ctrl.create_pool(16 << 20).unwrap();
     let ns = ctrl.namespace(1).unwrap().clone();
@@ -268,7 +265,7 @@ fn submissions_during_a_reset_are_held_and_sent_once_the_queues_exist_again() {
     let ctrl = nvme_engine::Controller::new(dev, ControllerOptions::default()).unwrap();
     let ns = ctrl.namespace(1).unwrap().clone();
     let mut qp = ctrl
-        .create_io_qpair(QueuePairOptions { entries: Some(8) })
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
         .unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();
     ctrl.device().armed.store(true, Ordering::Release);

@@ -68,10 +68,7 @@ fn every_io_completes_exactly_once_with_correct_data_under_random_faults_and_a_r
     // a command without a fault completes before any timeout scan can see
     // it in flight, and only lost or delayed completions can time out.
     let cfg = EmuConfig::ram(THREADS * BLOCKS_PER_THREAD * BS as u64);
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_millis(500),
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_millis(500));
     let (ctrl, h) = bring_up(cfg, opts);
     h.seed_faults(0xC0FFEE);
     let transient_id = h.add_fault(
@@ -125,7 +122,7 @@ fn every_io_completes_exactly_once_with_correct_data_under_random_faults_and_a_r
             let reset_done = Arc::clone(&reset_done);
             std::thread::spawn(move || {
                 let mut qp = ctrl
-                    .create_io_qpair(QueuePairOptions { entries: Some(16) })
+                    .create_io_qpair(QueuePairOptions::default().with_entries(16))
                     .unwrap();
                 // Lost completions time out quickly on the real clock; the
                 // outcome does not depend on when.

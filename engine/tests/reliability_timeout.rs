@@ -86,10 +86,7 @@ fn late_completion_of_a_timed_out_command_is_delivered_once_and_duplicates_are_d
 
 #[test]
 fn failed_abort_escalates_to_a_reset_and_the_queue_keeps_working() {
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_millis(100),
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_millis(100));
     let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
     let mut qp = ctrl.create_io_qpair(QueuePairOptions::default()).unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();
@@ -123,10 +120,7 @@ fn failed_abort_escalates_to_a_reset_and_the_queue_keeps_working() {
 
 #[test]
 fn unanswered_abort_resets_after_the_grace_period() {
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_secs(5),
-        ..Default::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_secs(5));
     let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
     let mut qp = ctrl.create_io_qpair(QueuePairOptions::default()).unwrap();
     let mut pool = ctrl.create_pool(1 << 20).unwrap();

@@ -19,17 +19,12 @@ use nvme_engine::spec::{command::AdminOpcode, status::StatusCodeType};
 use nvme_engine::{Controller, ControllerOptions, IoQueuePair, QueuePairOptions, QueuePairStats};
 
 fn options(shadow: bool) -> ControllerOptions {
-    ControllerOptions {
-        shadow_doorbells: shadow,
-        ..ControllerOptions::default()
-    }
+    ControllerOptions::default().with_shadow_doorbells(shadow)
 }
 
 fn qpair(ctrl: &Controller<EmuController>, entries: u16) -> IoQueuePair<EmuController> {
-    ctrl.create_io_qpair(QueuePairOptions {
-        entries: Some(entries),
-    })
-    .expect("queue pair")
+    ctrl.create_io_qpair(QueuePairOptions::default().with_entries(entries))
+        .expect("queue pair")
 }
 
 fn mmio(s: &QueuePairStats) -> u64 {

@@ -33,12 +33,18 @@ fn device() -> Option<UringDevice> {
     Some(UringDevice::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}")))
 }
 
+/// Default queue options changed by `set`.
+fn uring_options(set: impl FnOnce(&mut UringQueueOptions)) -> UringQueueOptions {
+    let mut o = UringQueueOptions::default();
+    set(&mut o);
+    o
+}
+
 fn queue_and_pool(dev: &UringDevice, entries: u16) -> (UringQueue, DmaPool) {
     let mut q = dev
-        .create_queue(UringQueueOptions {
-            entries,
-            ..Default::default()
-        })
+        .create_queue(uring_options(|o| {
+            o.entries = entries;
+        }))
         .unwrap_or_else(|e| panic!("create queue: {e}"));
     let mut pool = dev
         .create_pool(4 * dev.max_transfer_bytes() + (1 << 20))
@@ -238,10 +244,9 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
         drop(second);
         drop(q);
         let strict = dev
-            .create_queue(UringQueueOptions {
-                require_polled: true,
-                ..Default::default()
-            })
+            .create_queue(uring_options(|o| {
+                o.require_polled = true;
+            }))
             .unwrap();
         assert_eq!(strict.completion_mode(), &CompletionMode::Polled);
     } else {
@@ -250,10 +255,9 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
             CompletionMode::Interrupts { .. }
         ));
         let err = dev
-            .create_queue(UringQueueOptions {
-                require_polled: true,
-                ..Default::default()
-            })
+            .create_queue(uring_options(|o| {
+                o.require_polled = true;
+            }))
             .unwrap_err();
         assert!(err.to_string().contains("poll_queues"), "{err}");
     }
@@ -263,11 +267,10 @@ fn polled_completion_is_used_when_the_driver_has_poll_queues() {
 fn interrupt_completion_is_reaped_without_blocking_when_polling_is_off() {
     let Some(dev) = device() else { return };
     let mut q = dev
-        .create_queue(UringQueueOptions {
-            polled: false,
-            fixed_buffers: false,
-            ..Default::default()
-        })
+        .create_queue(uring_options(|o| {
+            o.polled = false;
+            o.fixed_buffers = false;
+        }))
         .unwrap();
     match q.completion_mode() {
         CompletionMode::Interrupts { reason } => assert!(reason.contains("not asked"), "{reason}"),
@@ -345,11 +348,10 @@ fn commands_past_their_deadline_are_cancelled_and_still_complete_exactly_once() 
     // the commands complete anyway) and interrupt-driven rings.
     for polled in [true, false] {
         let mut q = dev
-            .create_queue(UringQueueOptions {
-                polled,
-                entries: 32,
-                ..Default::default()
-            })
+            .create_queue(uring_options(|o| {
+                o.polled = polled;
+                o.entries = 32;
+            }))
             .unwrap();
         let mut pool = dev.create_pool(1 << 20).unwrap();
         q.register_pool(&mut pool).unwrap();
@@ -474,10 +476,9 @@ fn fixed_buffers_carry_io_with_and_without_polling_and_in_pools_of_any_size() {
     let max = dev.max_transfer_bytes();
     for (polled, pool_bytes) in [(false, 2 << 20), (true, 2 << 20), (true, 6 << 20)] {
         let mut q = dev
-            .create_queue(UringQueueOptions {
-                polled,
-                ..Default::default()
-            })
+            .create_queue(uring_options(|o| {
+                o.polled = polled;
+            }))
             .unwrap();
         let mut pool = dev.create_pool(pool_bytes).unwrap();
         assert_eq!(q.register_pool(&mut pool).unwrap(), &BufferMode::Fixed);

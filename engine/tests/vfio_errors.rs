@@ -40,11 +40,10 @@ impl Fake {
     }
 
     fn opts(&self, no_iommu: bool) -> VfioOptions {
-        VfioOptions {
-            no_iommu,
-            sysfs_root: self.sys(),
-            dev_root: self.root.join("dev"),
-        }
+        VfioOptions::default()
+            .with_no_iommu(no_iommu)
+            .with_sysfs_root(self.sys())
+            .with_dev_root(self.root.join("dev"))
     }
 
     /// A PCI function with `class`, bound to `driver`, in IOMMU `group`.
@@ -315,11 +314,9 @@ fn vfio_no_iommu_group_needs_the_opt_in() {
 const CHILD_ENV: &str = "NVME_ENGINE_TEST_FAKE_ROOT";
 
 fn permission_denied_checks(root: &Path) {
-    let opts = VfioOptions {
-        no_iommu: false,
-        sysfs_root: root.join("sys"),
-        dev_root: root.join("dev"),
-    };
+    let opts = VfioOptions::default()
+        .with_sysfs_root(root.join("sys"))
+        .with_dev_root(root.join("dev"));
     let e = RealDevice::open(BDF, opts).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, VfioError::PermissionDenied { .. }), "{e:?}");

@@ -120,13 +120,9 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         None => builtin(&plan),
     };
     let thread = device_thread(&id.controller, &plan);
-    let opened = nvme_trid::open::<AnyDevice>(
-        &id.controller,
-        &OpenOptions {
-            emu_thread: thread,
-            ..OpenOptions::new(Syntax::Cli)
-        },
-    )?;
+    let mut options = OpenOptions::new(Syntax::Cli);
+    options.emu_thread = thread;
+    let opened = nvme_trid::open::<AnyDevice>(&id.controller, &options)?;
     let nsid = match id.nsid {
         Some(n) => Some(opened.namespace(n)?.id()),
         None => None,

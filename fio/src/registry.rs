@@ -35,14 +35,9 @@ pub fn get(spec: &ControllerId) -> Result<Arc<Shared>, EngineError> {
     {
         return Ok(shared);
     }
-    let opts = OpenOptions {
-        controller: ControllerOptions {
-            // Queue pairs are created per fio thread; ask for many.
-            io_queues: 1024,
-            ..ControllerOptions::default()
-        },
-        ..OpenOptions::new(Syntax::FioFilename)
-    };
+    let mut opts = OpenOptions::new(Syntax::FioFilename);
+    // Queue pairs are created per fio thread; ask for many.
+    opts.controller = ControllerOptions::default().with_io_queues(1024);
     let shared = nvme_trid::open(spec, &opts).map_err(|err| EngineError::Open {
         reason: chain(&err),
     })?;

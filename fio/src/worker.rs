@@ -84,9 +84,7 @@ impl Worker {
         let ctrl = &shared.ctrl;
         let entries = (depth + 1).clamp(2, nvme_engine::MAX_IO_QUEUE_ENTRIES as usize);
         let qp = ctrl
-            .create_io_qpair(QueuePairOptions {
-                entries: Some(entries as u16),
-            })
+            .create_io_qpair(QueuePairOptions::default().with_entries(entries as u16))
             .map_err(|e| EngineError::QueuePair {
                 job: job.into(),
                 ctrl: shared.description.clone(),

@@ -67,17 +67,15 @@ pub struct OpenOptions {
 
 fn driver_options(opts: OpenOptions) -> ControllerOptions {
     let d = ControllerOptions::default();
-    ControllerOptions {
-        io_queues: opts.io_queues.max(1),
-        io_queue_entries: opts.queue_entries,
-        io_timeout: opts.io_timeout,
-        // Deadlines are at most a quarter of the timeout late.
-        timeout_scan_interval: d
-            .timeout_scan_interval
-            .min(opts.io_timeout / 4)
-            .max(Duration::from_millis(1)),
-        ..d
-    }
+    // Deadlines are at most a quarter of the timeout late.
+    let scan = d
+        .timeout_scan_interval
+        .min(opts.io_timeout / 4)
+        .max(Duration::from_millis(1));
+    d.with_io_queues(opts.io_queues.max(1))
+        .with_io_queue_entries(opts.queue_entries)
+        .with_io_timeout(opts.io_timeout)
+        .with_timeout_scan_interval(scan)
 }
 
 /// Open and bring up one controller.
@@ -88,16 +86,12 @@ pub fn open(id: &TransportId, opts: OpenOptions) -> Result<Target> {
         (ControllerId::Emu(s), true) if s.size_given => FileAccess::ReadWriteGrow,
         (_, true) => FileAccess::ReadWrite,
     };
-    let opened = nvme_trid::open::<PerfDevice>(
-        &id.controller,
-        &nvme_trid::OpenOptions {
-            controller: driver_options(opts),
-            emu_thread: opts.emu_placement,
-            files,
-            fault_seed: Some(opts.seed),
-            syntax: Syntax::Cli,
-        },
-    )?;
+    let mut options = nvme_trid::OpenOptions::new(Syntax::Cli);
+    options.controller = driver_options(opts);
+    options.emu_thread = opts.emu_placement;
+    options.files = files;
+    options.fault_seed = Some(opts.seed);
+    let opened = nvme_trid::open::<PerfDevice>(&id.controller, &options)?;
     let namespaces = opened.namespaces(id.nsid)?;
     Ok(Target {
         namespaces,

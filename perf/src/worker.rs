@@ -210,9 +210,7 @@ fn new_job(
     p: &RunParams,
 ) -> Result<Job> {
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions {
-            entries: Some(p.queue_entries),
-        })
+        .create_io_qpair(QueuePairOptions::default().with_entries(p.queue_entries))
         .with_context(|| {
             format!(
                 "core {}: cannot create an I/O queue pair on {device}",

@@ -181,18 +181,13 @@ fn main() {
     let allowed = AllowedCores::current().expect("affinity");
     let cores = allowed.cores().to_vec();
     let reactor_core = *cores.last().expect("a core");
-    let set = ReactorSet::start(
-        ReactorConfig {
-            cores: CoreSpec::from_cores([reactor_core]),
-            pin: !yield_mode,
-            ring_capacity: qd.max(2),
-            idle_yield: yield_mode,
-            batch: 32,
-            ..ReactorConfig::default()
-        },
-        vec![c.clone()],
-    )
-    .expect("reactor set");
+    let mut config = ReactorConfig::default();
+    config.cores = CoreSpec::from_cores([reactor_core]);
+    config.pin = !yield_mode;
+    config.ring_capacity = qd.max(2);
+    config.idle_yield = yield_mode;
+    config.batch = 32;
+    let set = ReactorSet::start(config, vec![c.clone()]).expect("reactor set");
     let mut p = set.producer(0).expect("producer");
     if !yield_mode && cores.len() > 1 {
         pin_current_thread(cores[0]).expect("pin");

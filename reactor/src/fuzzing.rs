@@ -38,10 +38,6 @@
 //! `reactor/tests/fuzz_seeded.rs`.
 
 #![forbid(unsafe_code)]
-#![allow(
-    clippy::field_reassign_with_default,
-    reason = "options structs are built from their defaults field by field: they gain fields"
-)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -254,14 +250,15 @@ fn controller(input: &mut Input<'_>, threaded: bool) -> Option<(Controller<Dev>,
     }
     h.set_vanish_recovers_on_reset(input.u8() & 1 == 1);
     h.set_fatal_survives_reset(input.u8() & 3 == 3);
-    let mut opts = ControllerOptions::default();
-    opts.admin_timeout = Duration::from_millis(if threaded {
+    let admin_ms = if threaded {
         200
     } else {
         5 + input.u8() as u64 % 30
-    });
-    opts.io_timeout = Duration::from_millis(2 + input.u8() as u64 % 40);
-    opts.io_retry_limit = input.u8() % 3;
+    };
+    let opts = ControllerOptions::default()
+        .with_admin_timeout(Duration::from_millis(admin_ms))
+        .with_io_timeout(Duration::from_millis(2 + input.u8() as u64 % 40))
+        .with_io_retry_limit(input.u8() % 3);
     let ctrl = Controller::new(Rewired::new(emu, short_ready_timeout), opts).ok()?;
     Some((ctrl, h))
 }
@@ -415,16 +412,18 @@ fn reactors(
     };
     let cores = allowed.cores();
     let n = 1 + (flags >> 1 & 1) as usize;
-    let mut cfg = ReactorConfig::default();
-    cfg.cores = CoreSpec::from_cores((0..n).map(|i| cores[i % cores.len()]));
-    cfg.idle_yield = true;
-    cfg.ring_capacity = 1 + input.u8() as usize % 16;
-    cfg.batch = 1 + input.u8() as usize % 8;
-    cfg.queue_entries = Some(2 + input.u16() % 40);
-    cfg.pool_bytes = 64 << 10;
-    cfg.local_capacity = 4;
-    cfg.producer_pool_bytes = 128 << 10;
-    cfg.timeout_check = Duration::from_millis(1);
+    let mut cfg = ReactorConfig {
+        cores: CoreSpec::from_cores((0..n).map(|i| cores[i % cores.len()])),
+        idle_yield: true,
+        ring_capacity: 1 + input.u8() as usize % 16,
+        batch: 1 + input.u8() as usize % 8,
+        queue_entries: Some(2 + input.u16() % 40),
+        pool_bytes: 64 << 10,
+        local_capacity: 4,
+        producer_pool_bytes: 128 << 10,
+        timeout_check: Duration::from_millis(1),
+        ..ReactorConfig::default()
+    };
     let needed = ctrls
         .iter()
         .map(|c| cfg.shutdown_wait_needed(c))

@@ -171,11 +171,11 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
         cores::pin_current_thread(params.core)?;
     }
     let mut queues = Vec::with_capacity(params.controllers.len());
+    let mut qp_options = QueuePairOptions::default();
+    qp_options.entries = params.queue_entries;
     for (i, controller) in params.controllers.iter().enumerate() {
         let made = controller
-            .create_io_qpair(QueuePairOptions {
-                entries: params.queue_entries,
-            })
+            .create_io_qpair(qp_options)
             .and_then(|qp| Ok((qp, controller.create_pool(params.pool_bytes)?)));
         match made {
             Ok((mut qp, pool)) => {

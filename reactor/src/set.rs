@@ -24,6 +24,7 @@ use crate::timer::TimerFn;
 
 /// How to start a reactor set.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReactorConfig {
     /// Cores to run reactors on, one reactor per entry.
     pub cores: CoreSpec,

@@ -116,6 +116,7 @@ pub const MAX_RECORDED_FAILURES: usize = 16;
 
 /// One failed request, as remembered for the shutdown report.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct FailedIo {
     /// Reactor that answered it.
     pub reactor: usize,
@@ -127,6 +128,7 @@ pub struct FailedIo {
 
 /// What one reactor reports when it exits.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ReactorReport {
     /// Final counters.
     pub stats: ReactorStats,
@@ -140,6 +142,7 @@ pub struct ReactorReport {
 
 /// The state of one controller when the reactor set shut down.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ControllerReport {
     /// Index in the list the set was started with.
     pub index: usize,
@@ -154,6 +157,7 @@ pub struct ControllerReport {
 
 /// The summary `ReactorSet::shutdown` returns.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// One report per reactor, in reactor order.
     pub reactors: Vec<ReactorReport>,

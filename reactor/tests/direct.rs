@@ -9,7 +9,8 @@ use nvme_reactor::{DirectQueue, DirectSubmit, Request, RequestError};
 #[test]
 fn direct_mode_writes_reads_back_and_handles_a_full_queue() {
     let ctrl = controller();
-    let mut q = DirectQueue::new(&ctrl, QueuePairOptions { entries: Some(4) }, 1 << 20).unwrap();
+    let mut q =
+        DirectQueue::new(&ctrl, QueuePairOptions::default().with_entries(4), 1 << 20).unwrap();
     const N: u64 = 40;
     let mut next = 0;
     let mut done = vec![0u32; N as usize];

@@ -23,10 +23,7 @@ use nvme_reactor::{DirectQueue, ReactorError, ReactorSet, Request, RequestError}
 fn impatient_controller() -> (Controller<Dev>, EmuHandle) {
     let device = EmuController::new(EmuConfig::ram(16 << 20)).expect("emulated controller");
     let handle = device.handle();
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_millis(200),
-        ..ControllerOptions::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_millis(200));
     (Controller::new(device, opts).expect("bring-up"), handle)
 }
 

@@ -92,10 +92,7 @@ fn soak_controller(seed: u64) -> (Controller<EmuController>, EmuHandle, Faults) 
     let device = EmuController::new(EmuConfig::ram(PRODUCERS * BLOCKS * BLOCK as u64))
         .expect("emulated controller");
     let h = device.handle();
-    let opts = ControllerOptions {
-        admin_timeout: Duration::from_millis(500),
-        ..ControllerOptions::default()
-    };
+    let opts = ControllerOptions::default().with_admin_timeout(Duration::from_millis(500));
     let ctrl = Controller::new(device, opts).expect("bring-up");
     h.seed_faults(seed);
     let transient = h.add_fault(FaultRule::new(transient()).io().probability(0.05));
@@ -487,7 +484,7 @@ fn every_request_is_answered_once_with_correct_data_under_faults_timeouts_and_a_
     }
     for (c, ctrl) in ctrls.iter().enumerate() {
         let mut qp = ctrl
-            .create_io_qpair(QueuePairOptions { entries: Some(16) })
+            .create_io_qpair(QueuePairOptions::default().with_entries(16))
             .expect("queue pair");
         let mut pool = ctrl.create_pool(1 << 20).expect("pool");
         let ns = ctrl.namespace(1).expect("namespace").clone();

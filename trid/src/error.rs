@@ -8,6 +8,7 @@ use crate::syntax::Syntax;
 
 /// Why a transport ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportIdError {
     /// A token without a separator.
     #[error(

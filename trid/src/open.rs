@@ -94,6 +94,7 @@ pub struct EmuThread {
 
 /// What an emulated controller may do with its backing files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FileAccess {
     /// Opened read-only: they must exist and are never written.
     ReadOnly,
@@ -106,6 +107,7 @@ pub enum FileAccess {
 
 /// How a tool wants its controller opened.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// Driver options for bring-up (queue counts and sizes, timeouts).
     pub controller: ControllerOptions,
@@ -135,6 +137,7 @@ impl OpenOptions {
 
 /// Why a controller could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The emulated controller's configuration or backing was refused.
     #[error("cannot create the emulated controller")]
@@ -421,11 +424,9 @@ pub fn open_uring(
     else {
         return None;
     };
-    let opts = UringQueueOptions {
-        polled: *polled,
-        fixed_buffers: *fixed_buffers,
-        ..UringQueueOptions::default()
-    };
+    let mut opts = UringQueueOptions::default();
+    opts.polled = *polled;
+    opts.fixed_buffers = *fixed_buffers;
     Some(
         UringDevice::open(path)
             .map(|dev| (dev, opts))
@@ -477,10 +478,7 @@ where
             no_iommu,
             shadow_doorbells,
         } => {
-            let vopts = VfioOptions {
-                no_iommu: *no_iommu,
-                ..VfioOptions::default()
-            };
+            let vopts = VfioOptions::default().with_no_iommu(*no_iommu);
             let dev = RealDevice::open(&addr.to_string(), vopts).map_err(|source| {
                 let hint = match &source {
                     VfioError::NoIommuNotAllowed { .. } => format!(

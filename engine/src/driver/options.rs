@@ -3,7 +3,22 @@
 use std::time::Duration;
 
 /// Options for bring-up.
+///
+/// Start from [`Default`] and change what differs, with the `with_*`
+/// methods or by assigning fields (new options may be added in any release):
+///
+/// ```
+/// use std::time::Duration;
+/// use nvme_engine::ControllerOptions;
+///
+/// let opts = ControllerOptions::default()
+///     .with_io_queues(4)
+///     .with_io_timeout(Duration::from_secs(2));
+/// assert_eq!((opts.io_queues, opts.io_timeout), (4, Duration::from_secs(2)));
+/// assert_eq!(opts.admin_queue_entries, ControllerOptions::default().admin_queue_entries);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ControllerOptions {
     /// Admin SQ and CQ entries (equal sizes), 2..=4096. Default 32.
     pub admin_queue_entries: u16,
@@ -51,6 +66,63 @@ impl Default for ControllerOptions {
             timeout_scan_interval: Duration::from_millis(10),
             shadow_doorbells: false,
         }
+    }
+}
+
+impl ControllerOptions {
+    /// These options with [`admin_queue_entries`](Self::admin_queue_entries) set: admin SQ and CQ entries.
+    #[must_use]
+    pub fn with_admin_queue_entries(mut self, admin_queue_entries: u16) -> Self {
+        self.admin_queue_entries = admin_queue_entries;
+        self
+    }
+    /// These options with [`io_queues`](Self::io_queues) set: I/O queue pairs to ask for.
+    #[must_use]
+    pub fn with_io_queues(mut self, io_queues: u16) -> Self {
+        self.io_queues = io_queues;
+        self
+    }
+    /// These options with [`io_queue_entries`](Self::io_queue_entries) set: default entries of an I/O queue pair.
+    #[must_use]
+    pub fn with_io_queue_entries(mut self, io_queue_entries: u16) -> Self {
+        self.io_queue_entries = io_queue_entries;
+        self
+    }
+    /// These options with [`admin_timeout`](Self::admin_timeout) set: how long one admin command may take.
+    #[must_use]
+    pub fn with_admin_timeout(mut self, admin_timeout: Duration) -> Self {
+        self.admin_timeout = admin_timeout;
+        self
+    }
+    /// These options with [`io_timeout`](Self::io_timeout) set: how long a synchronous I/O helper waits.
+    #[must_use]
+    pub fn with_io_timeout(mut self, io_timeout: Duration) -> Self {
+        self.io_timeout = io_timeout;
+        self
+    }
+    /// These options with [`max_transfer_bytes`](Self::max_transfer_bytes) set: the driver's cap on bytes per command.
+    #[must_use]
+    pub fn with_max_transfer_bytes(mut self, max_transfer_bytes: usize) -> Self {
+        self.max_transfer_bytes = max_transfer_bytes;
+        self
+    }
+    /// These options with [`io_retry_limit`](Self::io_retry_limit) set: resubmissions of a command after a retryable error or a reset.
+    #[must_use]
+    pub fn with_io_retry_limit(mut self, io_retry_limit: u8) -> Self {
+        self.io_retry_limit = io_retry_limit;
+        self
+    }
+    /// These options with [`timeout_scan_interval`](Self::timeout_scan_interval) set: least time between two timeout scans of a queue pair.
+    #[must_use]
+    pub fn with_timeout_scan_interval(mut self, timeout_scan_interval: Duration) -> Self {
+        self.timeout_scan_interval = timeout_scan_interval;
+        self
+    }
+    /// These options with [`shadow_doorbells`](Self::shadow_doorbells) set: whether shadow doorbells are used when the controller has them.
+    #[must_use]
+    pub fn with_shadow_doorbells(mut self, shadow_doorbells: bool) -> Self {
+        self.shadow_doorbells = shadow_doorbells;
+        self
     }
 }
 

@@ -234,6 +234,7 @@ impl fmt::Display for MetadataFormat {
 
 /// Why the metadata format a namespace reports cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetadataFormatError {
     /// DPS names a reserved protection type.
     #[error(

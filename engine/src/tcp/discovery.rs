@@ -139,6 +139,7 @@ impl DiscoveryLog {
 
 /// Why a Discovery log page could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// Fewer bytes than the page header.
     #[error("discovery log page of {0} bytes is shorter than its 1024-byte header")]

@@ -11,6 +11,7 @@ use crate::spec::status::Status;
 
 /// Why a connection or a bring-up step failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TcpError {
     /// Nothing listens at the address (TCP RST).
     #[error(

@@ -31,6 +31,7 @@ pub trait RxSink {
 
 /// Why the connection cannot go on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RxError {
     /// A PDU was malformed (or a header digest did not match).
     #[error(transparent)]

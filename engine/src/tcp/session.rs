@@ -53,6 +53,7 @@ impl TcpTarget {
 
 /// Settings of a controller's bring-up.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Options of every connection (admin queue depth is fixed at 32).
     pub conn: ConnectionOptions,

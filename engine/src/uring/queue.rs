@@ -21,6 +21,7 @@ pub type UringQueue = QueuePair<UringTransport>;
 
 /// Options for one queue.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct UringQueueOptions {
     /// Commands in flight at once (1..=4096).
     pub entries: u16,

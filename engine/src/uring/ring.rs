@@ -109,6 +109,7 @@ pub enum BufferMode {
 
 /// Counters of one ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RingStats {
     /// `io_uring_enter` calls (submissions and polled reaps).
     pub enter_calls: u64,

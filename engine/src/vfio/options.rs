@@ -8,6 +8,7 @@ use std::sync::Once;
 
 /// How to open a real controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VfioOptions {
     /// Allow the no-IOMMU paths (VFIO no-IOMMU groups, `uio_pci_generic`).
     /// Off by default: without an IOMMU the device can read and write all of
@@ -32,10 +33,25 @@ impl Default for VfioOptions {
 impl VfioOptions {
     /// Default options with the no-IOMMU paths allowed.
     pub fn no_iommu() -> Self {
-        VfioOptions {
-            no_iommu: true,
-            ..VfioOptions::default()
-        }
+        VfioOptions::default().with_no_iommu(true)
+    }
+    /// These options with the no-IOMMU paths allowed or not ([`no_iommu`](Self::no_iommu)).
+    #[must_use]
+    pub fn with_no_iommu(mut self, allowed: bool) -> Self {
+        self.no_iommu = allowed;
+        self
+    }
+    /// These options with sysfs looked for under `root`.
+    #[must_use]
+    pub fn with_sysfs_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sysfs_root = root.into();
+        self
+    }
+    /// These options with device nodes looked for under `root`.
+    #[must_use]
+    pub fn with_dev_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.dev_root = root.into();
+        self
     }
 }
 

@@ -32,9 +32,7 @@ pub fn setup(
 ) {
     let (ctrl, handle) = bring_up(cfg, ControllerOptions::default());
     let qp = ctrl
-        .create_io_qpair(QueuePairOptions {
-            entries: Some(entries),
-        })
+        .create_io_qpair(QueuePairOptions::default().with_entries(entries))
         .expect("queue pair");
     let pool = ctrl.create_pool(pool_bytes).expect("pool");
     (ctrl, handle, qp, pool)

@@ -41,11 +41,9 @@ impl Example for Hello {
         );
 
         let core = setup.plan.threads[1];
-        let config = ReactorConfig {
-            cores: CoreSpec::from_cores([core]),
-            idle_yield: setup.plan.shared,
-            ..ReactorConfig::default()
-        };
+        let mut config = ReactorConfig::default();
+        config.cores = CoreSpec::from_cores([core]);
+        config.idle_yield = setup.plan.shared;
         let set = ReactorSet::start(config, vec![controller])?;
         println!("reactor started on core {core}");
         let mut p = set.producer(0)?;

@@ -33,8 +33,7 @@ fn settle(
 }
 
 fn queue(ctrl: &Controller<Dev>, entries: u16) -> Option<DirectQueue<Dev>> {
-    let mut opts = QueuePairOptions::default();
-    opts.entries = Some(entries);
+    let opts = QueuePairOptions::default().with_entries(entries);
     DirectQueue::new(ctrl, opts, 128 << 10).ok()
 }
 

@@ -49,17 +49,16 @@ pub fn controller_with_handle() -> (Controller<Dev>, EmuHandle) {
 pub fn config(n: usize) -> ReactorConfig {
     let allowed = AllowedCores::current().expect("affinity");
     let cores = (0..n).map(|i| allowed.cores()[i % allowed.cores().len()]);
-    ReactorConfig {
-        cores: CoreSpec::from_cores(cores),
-        pin: false,
-        ring_capacity: 32,
-        queue_entries: Some(16),
-        pool_bytes: 64 << 10,
-        producer_pool_bytes: 1 << 20,
-        batch: 16,
-        idle_yield: true,
-        ..ReactorConfig::default()
-    }
+    let mut c = ReactorConfig::default();
+    c.cores = CoreSpec::from_cores(cores);
+    c.pin = false;
+    c.ring_capacity = 32;
+    c.queue_entries = Some(16);
+    c.pool_bytes = 64 << 10;
+    c.producer_pool_bytes = 1 << 20;
+    c.batch = 16;
+    c.idle_yield = true;
+    c
 }
 
 /// Byte `i` of the unique pattern for `key`.

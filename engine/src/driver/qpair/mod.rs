@@ -57,10 +57,20 @@ pub const MAX_IO_QUEUE_ENTRIES: u16 = 4096;
 
 /// Options for one I/O queue pair.
 #[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
 pub struct QueuePairOptions {
     /// Queue entries (SQ and CQ); `None` uses [`crate::driver::ControllerOptions::io_queue_entries`].
     /// Clamped to CAP.MQES+1 and [`MAX_IO_QUEUE_ENTRIES`].
     pub entries: Option<u16>,
+}
+
+impl QueuePairOptions {
+    /// These options with [`entries`](Self::entries) set to `entries`.
+    #[must_use]
+    pub fn with_entries(mut self, entries: u16) -> Self {
+        self.entries = Some(entries);
+        self
+    }
 }
 
 /// Counters of one queue pair.

@@ -36,6 +36,7 @@ pub enum Direction {
 
 /// Settings of one connection.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnectionOptions {
     /// Header and data digests to ask for.
     pub digests: Digests,

@@ -13,6 +13,7 @@ use super::{
 /// peer's fault can be reported (and returned in an H2CTermReq: see
 /// [`DecodeError::fes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Not enough bytes yet (not an error of the peer: read more).
     #[error("PDU incomplete: {have} of at least {need} bytes")]

@@ -158,20 +158,17 @@ impl Example for Journal {
             (self.record_bytes.next_power_of_two() * (window + 1)).next_multiple_of(2 << 20);
         let core = *setup.plan.threads.last().context("no core planned")?;
         let app_core = setup.plan.threads[0];
-        let config = ReactorConfig {
-            cores: CoreSpec::from_cores([core]),
-            pin: true,
-            idle_yield: setup.plan.shared,
-            ring_capacity: window * 2,
-            producer_pool_bytes: pool_bytes,
-            // The reactor's own pool serves the local poller's records.
-            pool_bytes: match self.mode {
-                Mode::Ring => ReactorConfig::default().pool_bytes,
-                Mode::Local => pool_bytes,
-            },
-            local_capacity: self.depth.max(64),
-            ..ReactorConfig::default()
-        };
+        let mut config = ReactorConfig::default();
+        config.cores = CoreSpec::from_cores([core]);
+        config.pin = true;
+        config.idle_yield = setup.plan.shared;
+        config.ring_capacity = window * 2;
+        config.producer_pool_bytes = pool_bytes;
+        // The reactor's own pool serves the local poller's records.
+        if self.mode == Mode::Local {
+            config.pool_bytes = pool_bytes;
+        }
+        config.local_capacity = self.depth.max(64);
         let baseline = |c: &Controller<D>| {
             // The reference: the same commits in direct mode on this thread.
             direct_qd1_writes(
