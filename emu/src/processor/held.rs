@@ -2,7 +2,9 @@
 //! neither executed nor completed (a NeverComplete fault, a first fused
 //! command waiting for its second), and entries the host made visible
 //! with the SQ Tail Doorbell that the controller has not fetched yet
-//! (NVMe Base 2.0 §3.3.1: everything between the SQ head and the tail).
+//! (NVMe Base 2.0 §3.3.1: everything between the SQ head and the tail),
+//! except those an Abort already caught (§5.1: they complete without
+//! running when fetched).
 //!
 //! A real controller may move the data of any of these until it completes
 //! them, deletes their queue or is reset; the fuzzing harnesses ask for
@@ -40,7 +42,11 @@ impl CommandProcessor {
                 let entry = g
                     .translate(sq.iova + at as u64 * SQE_BYTES, SQE_BYTES as usize)
                     .and_then(|v| v.read_obj::<Command>(0));
-                if let Some(cmd) = entry {
+                // An entry aborted before it was fetched completes with
+                // Abort Requested when fetched, without running.
+                if let Some(cmd) = entry
+                    && !self.abort_on_fetch.contains(&(qid as u16, cmd.cid()))
+                {
                     out.push((qid as u16, cmd));
                 }
                 at = (at + 1) % sq.size;
