@@ -25,6 +25,8 @@
 //! after each, so a driver that assumes contiguity across chunks faults
 //! instead of silently working.
 
+#![allow(unsafe_code)]
+
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};

@@ -94,6 +94,10 @@
 // NVM command sets) extend it; the parent imports neither child.
 
 // 0: data and primitives.
+// The only `unsafe` of the emulator is in `guest_memory.rs` (the emulated
+// IOMMU: regions at the IOVAs it chose, and views of registered memory).
+#![deny(unsafe_code)]
+
 mod block_ranges;
 mod command_outcome;
 mod config;

@@ -8,6 +8,9 @@
 //! module only does the mechanics, so every pin is checked the same way.
 //! Built on `core_affinity` (`sched_getaffinity` / `sched_setaffinity` on
 //! Linux).
+//!
+//! Also the processor's time-stamp counter ([`tsc`]), the cheap per-I/O
+//! clock of benchmark loops.
 
 #![forbid(unsafe_code)]
 
@@ -82,6 +85,16 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), CpuError> {
 /// `None` when every allowed CPU is busy. `busy` may repeat CPUs.
 pub fn free_cpu(allowed: &[usize], busy: &[usize]) -> Option<usize> {
     allowed.iter().copied().find(|c| !busy.contains(c))
+}
+
+/// The processor's time-stamp counter: invariant (constant rate, not
+/// stopped in idle states) on every x86_64 CPU this engine targets, and a
+/// few instructions to read. Calibrate its rate against
+/// [`std::time::Instant`] before turning ticks into time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn tsc() -> u64 {
+    crate::sys::tsc()
 }
 
 /// CPUs as a compact list: `[0,1,2,5]` → `"0-2,5"` (input order kept,

@@ -37,7 +37,7 @@ pub trait Device: Send + Sync + 'static {
     /// built with [`DmaRegion::new`] or [`DmaRegion::contiguous`], whose
     /// `# Safety` sections state what the IOVAs must be: the transport
     /// that just set up the mapping is the one place that can promise it
-    /// (or [`HostMemory::into_physical_region`] without an IOMMU).
+    /// (or [`crate::vfio::physical_region`] without an IOMMU).
     fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError>;
 
     /// Whether ordinary (non-hugepage) memory may back DMA regions. Only a

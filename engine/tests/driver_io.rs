@@ -5,13 +5,16 @@
 mod driver_common;
 
 use driver_common::*;
-use nvme_emu::{EmuConfig, EmuNamespaceConfig};
+use nvme_emu::{EmuConfig, EmuController, EmuNamespaceConfig};
+use nvme_engine::spec::identify::{IdentifyController, ONCS_COMPARE, ONCS_WRITE_UNCORRECTABLE};
 use nvme_engine::spec::status::generic;
 use nvme_engine::spec::{
     command::{Command, NvmOpcode},
     status::{Status, StatusCodeType},
 };
-use nvme_engine::{IoError, LbaRange, SubmitErrorKind};
+use nvme_engine::{
+    Controller, ControllerOptions, IoError, LbaRange, QueuePairOptions, SubmitErrorKind,
+};
 
 #[test]
 fn every_nvm_command_works() {
@@ -301,14 +304,46 @@ fn invalid_requests_get_named_errors_and_the_buffer_back() {
         |k| matches!(k, SubmitErrorKind::RangeOutOfRange { index: 0, .. }),
         false,
     );
-    // Write Zeroes and deallocate on a controller without them in ONCS are
-    // refused by the same checks (`Namespace` unit tests); a namespace's
-    // geometry and capabilities cannot be edited after Identify.
+    // Write Zeroes and deallocate on a controller without them in ONCS:
+    // `write_zeroes_and_deallocate_are_refused_when_oncs_lacks_them`.
     assert_eq!(qp.outstanding(), 0);
     assert_eq!(qp.stats().submitted, 0);
     assert_eq!(h.stats().io_commands, 0, "nothing reached the device");
     // 256 ranges is the limit and is accepted.
     qp.deallocate_sync(&ns, &many[..256]).unwrap();
+}
+
+#[test]
+fn write_zeroes_and_deallocate_are_refused_when_oncs_lacks_them() {
+    let emu = EmuController::new(EmuConfig::ram(1 << 20)).expect("emulator config");
+    let h = emu.handle();
+    // ONCS without Dataset Management and Write Zeroes (the rest kept).
+    let at = std::mem::offset_of!(IdentifyController, oncs);
+    let oncs = ONCS_COMPARE | ONCS_WRITE_UNCORRECTABLE;
+    h.patch_identify_controller(at, oncs.to_le_bytes()[0]);
+    h.patch_identify_controller(at + 1, oncs.to_le_bytes()[1]);
+    let ctrl = Controller::new(emu, ControllerOptions::default()).expect("bring-up");
+    let ns = ctrl.namespace(1).unwrap().clone();
+    assert!(!ns.supports_write_zeroes() && !ns.supports_deallocate());
+    let mut qp = ctrl
+        .create_io_qpair(QueuePairOptions::default().with_entries(8))
+        .unwrap();
+    let e = qp.write_zeroes(&ns, 0, 1, false, 0).unwrap_err();
+    assert!(matches!(e.kind, SubmitErrorKind::Unsupported(_)), "{e}");
+    assert!(e.to_string().contains("Write Zeroes"), "{e}");
+    let e = qp
+        .deallocate(&ns, &[LbaRange { lba: 0, blocks: 1 }], 0)
+        .unwrap_err();
+    assert!(matches!(e.kind, SubmitErrorKind::Unsupported(_)), "{e}");
+    assert_eq!(qp.outstanding(), 0);
+    assert_eq!(qp.stats().submitted, 0);
+    assert_eq!(h.stats().io_commands, 0, "nothing reached the device");
+    // Reads and writes still work.
+    let mut pool = ctrl.create_pool(1 << 20).unwrap();
+    let buf = qp
+        .write_sync(&ns, 0, pool.alloc(512).unwrap(), false)
+        .unwrap();
+    qp.read_sync(&ns, 0, buf).unwrap();
 }
 
 #[test]

@@ -341,8 +341,11 @@ fn group_node_permission_denied_names_the_node_and_the_fix() {
     fake.dev_node("vfio");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&node, fs::Permissions::from_mode(0o600)).unwrap();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    // The effective UID owns the process's /proc directory.
+    let euid = {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata("/proc/self").unwrap().uid()
+    };
     if euid != 0 {
         permission_denied_checks(&fake.root);
         return;

@@ -4,21 +4,51 @@
 //! is printed and becomes an error code. Errors are printed through fio's
 //! `log_err` with what to do, and returned as errno values, which fio
 //! reports as the job's error.
+//!
+//! This is the crate's one module with `unsafe` (the C boundary): the
+//! hooks dereference what fio hands them, under the contracts their
+//! `# Safety` sections state, and fio's own promise about io_u buffers
+//! lets a worker alias its buffer block ([`io_u_alias`]).
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use nvme_engine::dma::DmaBuf;
+
 use crate::error::EngineError;
 use crate::job::{FileTable, Job, JobInfo};
 use crate::worker::{Queued, Worker};
 
 unsafe extern "C" {
+    fn nvme_fio_ops_table() -> *mut c_void;
     fn nvme_fio_log(msg: *const c_char);
     fn nvme_fio_file_name(td: *mut c_void, i: c_uint) -> *const c_char;
     fn nvme_fio_file_set(td: *mut c_void, i: c_uint, size: u64, handle: usize);
     fn nvme_fio_io_u_done(io_u: *mut c_void, error: c_int);
+}
+
+/// fio's entry point for external engines: it stores our ops table in `*ops`.
+/// (A C symbol named `ioengine` would not be exported from a Rust cdylib.)
+///
+/// # Safety
+/// `ops` is writable (fio passes the address of its local).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn get_ioengine(ops: *mut *mut c_void) {
+    // SAFETY: the table is a static in shim.c; `ops` is fio's local.
+    unsafe { *ops = nvme_fio_ops_table() };
+}
+
+/// Another handle on `block`, the buffer block of a worker, for one io_u.
+/// Sound under fio's contract with an ioengine, which this module is the
+/// boundary of: fio gives every io_u its own part of the block and touches
+/// it only while the io_u is not in flight, and this engine touches no
+/// buffer bytes; the worker gives the block back to its pool only after
+/// every alias is dropped (`Worker::release_buffers`).
+pub(crate) fn io_u_alias(block: &DmaBuf) -> DmaBuf {
+    // SAFETY: as above.
+    unsafe { block.alias() }
 }
 
 thread_local! {

@@ -208,12 +208,7 @@ impl Worker {
                 let mut view = match slot.buf.take() {
                     Some(v) => v,
                     None => match &self.block {
-                        // SAFETY: fio gives every io_u its own part of the
-                        // block and touches it only while the io_u is not
-                        // in flight; this engine touches no buffer bytes.
-                        // The block goes back to the pool only after every
-                        // alias is dropped (`release_buffers`).
-                        Some(b) => unsafe { b.alias() },
+                        Some(b) => crate::hooks::io_u_alias(b),
                         None => {
                             return self.refuse(
                                 index,
@@ -435,14 +430,16 @@ mod tests {
         (file, w, base)
     }
 
-    fn fill(addr: usize, byte: u8) {
-        // SAFETY: `addr` is inside the worker's block, which no I/O uses now.
-        unsafe { std::ptr::write_bytes(addr as *mut u8, byte, BS as usize) };
+    /// Set block `slot` of the worker's buffer to `byte` (no I/O uses it now).
+    fn fill(w: &Worker, slot: usize, byte: u8) {
+        let v = w.block.as_ref().unwrap().view();
+        assert!(v.fill(slot * BS as usize, BS as usize, byte));
     }
 
-    fn byte_at(addr: usize) -> u8 {
-        // SAFETY: as above; a read of one byte of the block.
-        unsafe { std::ptr::read_volatile(addr as *const u8) }
+    /// The first byte of block `slot` of the worker's buffer.
+    fn byte_at(w: &Worker, slot: usize) -> u8 {
+        let v = w.block.as_ref().unwrap().view();
+        v.read_obj::<u8>(slot * BS as usize).unwrap()
     }
 
     /// Queue each `(io_u, slot, offset)` of `ios` in direction `dir`: one
@@ -465,7 +462,7 @@ mod tests {
     fn io_through_each_io_us_buffer_lands_at_its_offset_and_reads_back() {
         let (file, mut w, base) = setup(4, "1M");
         for i in 0..4 {
-            fill(base + i * BS as usize, 0xA0 + i as u8);
+            fill(&w, i, 0xA0 + i as u8);
         }
         // io_u 1000 + i writes block 8i from buffer slot i.
         let writes = (0..4).map(|i| (1000 + i, i, i as u64 * 8 * BS));
@@ -476,7 +473,7 @@ mod tests {
         seen.sort();
         assert_eq!(seen, vec![(1000, 0), (1001, 0), (1002, 0), (1003, 0)]);
         for i in 0..4 {
-            fill(base + i * BS as usize, 0);
+            fill(&w, i, 0);
         }
         // Read block 8i's data into io_u (3 - i)'s buffer.
         let reads = (0..4).map(|i| (2000 + 3 - i, 3 - i, i as u64 * 8 * BS));
@@ -484,7 +481,7 @@ mod tests {
         w.commit();
         assert_eq!(w.getevents(4, 4, None), 4);
         for i in 0..4 {
-            assert_eq!(byte_at(base + (3 - i) * BS as usize), 0xA0 + i as u8);
+            assert_eq!(byte_at(&w, 3 - i), 0xA0 + i as u8);
         }
     }
 

@@ -1,8 +1,12 @@
 //! A cheap clock for per-I/O latency: the time-stamp counter on x86_64
 //! (invariant on every CPU this tool targets), calibrated once against
-//! [`Instant`] at start; elsewhere nanoseconds from [`Instant`].
+//! [`Instant`] at start (read through `nvme_engine::cpu::tsc`); elsewhere
+//! nanoseconds from [`Instant`].
 
 use std::time::{Duration, Instant};
+
+#[cfg(target_arch = "x86_64")]
+use nvme_engine::cpu::tsc;
 
 /// Converts clock ticks to time; copied into every worker.
 #[derive(Clone, Copy, Debug)]
@@ -66,14 +70,6 @@ impl Clock {
     pub fn ticks(&self, d: Duration) -> u64 {
         (d.as_nanos() as f64 * self.ticks_per_ns) as u64
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc() -> u64 {
-    // SAFETY: RDTSC has no memory effects and is available on every x86_64
-    // CPU; user-space access is only disabled by CR4.TSD, which Linux leaves clear.
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 #[cfg(test)]

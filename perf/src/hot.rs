@@ -14,9 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nvme_engine::dma::DmaBuf;
-use nvme_engine::{
-    CommandTransport, IoCompletion, Namespace, PcieQueue, QueuePair, SubmitErrorKind,
-};
+use nvme_engine::transport::CommandTransport;
+use nvme_engine::{IoCompletion, Namespace, PcieQueue, QueuePair, SubmitErrorKind};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;

@@ -1,6 +1,11 @@
 //! nvme-perf: the benchmarking CLI of nvme-engine, in the spirit of
 //! `spdk_nvme_perf`. Worker threads, one per selected core, drive their own
 //! queue pairs directly (no rings) and run to completion; see `--help`.
+//!
+//! No `unsafe`: the TSC read is the engine's, the signal handlers
+//! signal-hook's.
+
+#![forbid(unsafe_code)]
 
 mod app;
 mod cli;

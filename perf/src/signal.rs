@@ -1,34 +1,33 @@
 //! Ctrl-C (SIGINT) and SIGTERM end the run early but still print the
-//! report, like `spdk_nvme_perf`: the handler only stores a flag that the
-//! main thread's pacing loop reads.
+//! report, like `spdk_nvme_perf`: the handler (signal-hook's) only sets a
+//! flag that the main thread's pacing loop reads. A second signal, once the
+//! flag is set, takes the default action and ends the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
 
-extern "C" fn on_signal(_: libc::c_int) {
-    // An atomic store is async-signal-safe.
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
-}
+static STOP_REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-/// Install the handlers (a second signal kills the process as usual,
-/// because `SA_RESETHAND` restores the default action after the first).
-pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sa` is fully initialised (zeroed, then handler, flags and
-        // an empty mask set) before sigaction reads it; the handler only
-        // performs an atomic store, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+/// Install the handlers.
+pub fn install() -> Result<()> {
+    let stop = STOP_REQUESTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so the first signal finds the flag still clear
+        // and only the second one restores the default action.
+        flag::register_conditional_default(sig, Arc::clone(stop))
+            .and_then(|_| flag::register(sig, Arc::clone(stop)))
+            .with_context(|| format!("installing the handler of signal {sig}"))?;
     }
+    Ok(())
 }
 
 /// Whether a stop was requested by a signal.
 pub fn stop_requested() -> bool {
-    STOP_REQUESTED.load(Ordering::Relaxed)
+    STOP_REQUESTED
+        .get()
+        .is_some_and(|s| s.load(Ordering::Relaxed))
 }

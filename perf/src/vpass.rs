@@ -20,7 +20,7 @@ use crate::hot::{Ctx, Job};
 use crate::pattern::{self, BlockState};
 use crate::stats::{FailedIo, RowStats};
 use crate::worker::{GEN_NONE, GEN_UNKNOWN};
-use nvme_engine::CommandTransport;
+use nvme_engine::transport::CommandTransport;
 
 /// How often the pass checks command deadlines.
 const SCAN_EVERY: Duration = Duration::from_millis(10);

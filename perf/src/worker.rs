@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
-use nvme_engine::{CommandTransport, Controller, Namespace, QueuePairOptions, QueuePairStats};
+use nvme_engine::transport::CommandTransport;
+use nvme_engine::{Controller, Namespace, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;

@@ -1,6 +1,11 @@
 //! Host memory for DMA: one anonymous mapping, of hugepages or (for the
 //! emulated controller only) ordinary pages, pre-faulted and excluded from
 //! `fork`, plus the per-page physical address lookup of no-IOMMU mode.
+//!
+//! No `unsafe` here: the mapping is memmap2's, and its start address is a
+//! [`DmaAddress`], the view module's `Send + Sync` address of DMA memory.
+
+#![forbid(unsafe_code)]
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -9,7 +14,7 @@ use std::ptr::NonNull;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
 use super::DmaError;
-use super::region::DmaRegion;
+use super::view::DmaAddress;
 
 /// Size of the pages backing a [`HostMemory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +51,7 @@ impl PageSize {
 /// One anonymous host mapping meant for DMA. The memory is zeroed, populated
 /// and marked `MADV_DONTFORK` so a child process never shares pinned pages.
 pub struct HostMemory {
-    ptr: NonNull<u8>,
+    ptr: DmaAddress,
     len: usize,
     page: PageSize,
     // Keeps the mapping alive; never dereferenced (DMA memory is reached only
@@ -60,42 +65,19 @@ enum Keep {
     Map(#[allow(dead_code)] MmapMut),
     /// Handed to [`HostMemory::keep_forever`]'s caller: nothing to release.
     Kept,
-    /// A zeroed, page-aligned heap block: Miri cannot run `mmap`, so its
-    /// runs of the ring and pool tests use this instead.
+    /// Zeroed, page-aligned heap pages: Miri cannot run `mmap`, so its
+    /// runs of the ring and pool tests use these instead.
     #[cfg(miri)]
-    Heap(#[allow(dead_code)] HeapBlock),
+    Heap(#[allow(dead_code)] Vec<HeapPage>),
 }
 
 /// The owner of a mapping taken by [`HostMemory::keep_forever`].
 pub(super) struct KeptMapping(#[allow(dead_code)] Keep);
 
-/// A page-aligned heap allocation, freed on drop (Miri only).
+/// One zeroed 4 KiB page of heap memory, page aligned (Miri only).
 #[cfg(miri)]
-struct HeapBlock {
-    ptr: NonNull<u8>,
-    layout: std::alloc::Layout,
-}
-
-// SAFETY: the block is owned memory reached only through raw pointers; it
-// moves to another thread when a quarantined mapping is parked (Miri only).
-#[cfg(miri)]
-unsafe impl Send for HeapBlock {}
-
-#[cfg(miri)]
-impl Drop for HeapBlock {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with this `layout` and is
-        // freed once, here.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
-// SAFETY: HostMemory owns its mapping; the raw pointer is only an address,
-// and every access through it is done by whoever holds the memory with
-// raw-pointer operations that do not assume exclusive access.
-unsafe impl Send for HostMemory {}
-// SAFETY: as above; no method hands out references into the mapping.
-unsafe impl Sync for HostMemory {}
+#[repr(C, align(4096))]
+struct HeapPage([u8; 4096]);
 
 impl HostMemory {
     /// Map `len` bytes (rounded up to whole pages) of hugepages of `page` size.
@@ -131,24 +113,20 @@ impl HostMemory {
         let len = round_up(len.max(1), 4096);
         #[cfg(miri)]
         {
-            let layout =
-                std::alloc::Layout::from_size_align(len, 4096).map_err(|e| DmaError::Map {
+            let mut pages: Vec<HeapPage> = (0..len / 4096).map(|_| HeapPage([0; 4096])).collect();
+            // The vector's buffer never moves: it is neither grown nor
+            // shrunk, and moving the vector moves only its handle.
+            let ptr =
+                NonNull::new(pages.as_mut_ptr().cast::<u8>()).ok_or_else(|| DmaError::Map {
                     len,
                     what: "ordinary memory",
-                    source: io::Error::other(e.to_string()),
+                    source: io::Error::other("the allocator returned null"),
                 })?;
-            // SAFETY: the layout has a non-zero size (len >= 4096).
-            let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-            let ptr = NonNull::new(raw).ok_or_else(|| DmaError::Map {
-                len,
-                what: "ordinary memory",
-                source: io::Error::other("the allocator returned null"),
-            })?;
             return Ok(HostMemory {
-                ptr,
+                ptr: DmaAddress::new(ptr),
                 len,
                 page: PageSize::Base4K,
-                _map: Keep::Heap(HeapBlock { ptr, layout }),
+                _map: Keep::Heap(pages),
             });
         }
         #[cfg(not(miri))]
@@ -180,7 +158,7 @@ impl HostMemory {
             source: io::Error::other("mmap returned a null pointer"),
         })?;
         Ok(HostMemory {
-            ptr,
+            ptr: DmaAddress::new(ptr),
             len,
             page,
             _map: Keep::Map(map),
@@ -189,11 +167,11 @@ impl HostMemory {
 
     /// Start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.ptr.get().as_ptr()
     }
     /// Start of the mapping, never null.
     pub(super) fn non_null(&self) -> NonNull<u8> {
-        self.ptr
+        self.ptr.get()
     }
     /// Take the mapping out of this value so that dropping it releases
     /// nothing: the returned owner keeps the pages mapped for as long as
@@ -221,7 +199,7 @@ impl HostMemory {
 
     /// Physical address of every page, from `/proc/self/pagemap`, for
     /// no-IOMMU mode. Needs CAP_SYS_ADMIN (otherwise the kernel reports 0).
-    pub fn physical_addresses(&self) -> Result<Vec<u64>, DmaError> {
+    pub(crate) fn physical_addresses(&self) -> Result<Vec<u64>, DmaError> {
         let pagemap_err = |reason: String| DmaError::Pagemap { reason };
         let mut f =
             fs::File::open("/proc/self/pagemap").map_err(|e| pagemap_err(format!("open: {e}")))?;
@@ -246,35 +224,6 @@ impl HostMemory {
             out.push(pfn * base_page as u64);
         }
         Ok(out)
-    }
-}
-
-impl HostMemory {
-    /// This memory as a region addressed by physical address, one
-    /// IOVA-contiguous chunk per hugepage: what a device sees without an
-    /// IOMMU (VFIO no-IOMMU, uio). Hugepages are contiguous inside; two of
-    /// them usually are not, so each gets its own address. Ordinary pages
-    /// are refused: they can move, so their physical address is no promise.
-    pub fn into_physical_region(self, device: &str) -> Result<DmaRegion, DmaError> {
-        let len = self.len;
-        let err = |reason: &str| DmaError::DeviceMap {
-            device: device.to_string(),
-            len,
-            reason: reason.to_string(),
-        };
-        if !self.is_hugepage() {
-            return Err(err(
-                "ordinary memory can move and cannot be used for DMA by a real device; reserve hugepages with `sudo scripts/setup.sh`",
-            ));
-        }
-        let phys = self.physical_addresses()?;
-        let shift = self.page.shift();
-        // SAFETY: without an IOMMU a device addresses host memory by its
-        // physical address; `phys` holds that of every hugepage (from
-        // pagemap, checked present and non-zero), and hugepages are pinned:
-        // they keep these addresses until the memory is released.
-        let region = unsafe { DmaRegion::new(self, shift, phys, None) };
-        region.ok_or_else(|| err("the physical address table does not cover the memory"))
     }
 }
 

@@ -12,8 +12,9 @@
 //!
 //! Nothing in this module hands out a Rust reference into DMA memory: the
 //! device may write it at any time, so all access goes through [`DmaView`]
-//! (`view.rs`), the one bounds-checked, volatile accessor. `view.rs` and
-//! `memory.rs` are the only files here with unsafe operations.
+//! (`view.rs`), the one bounds-checked, volatile accessor. `view.rs` is the
+//! only file here with unsafe operations; `region.rs` and `pool.rs` declare
+//! contracts (`unsafe fn`) for their callers.
 
 mod budget;
 mod memory;

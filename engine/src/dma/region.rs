@@ -66,6 +66,7 @@ impl DmaRegion {
     /// region handed to that device makes it transfer to and from these
     /// addresses, so a wrong one lets it write memory the program does not
     /// own. A region no device ever sees may carry any IOVAs.
+    #[allow(unsafe_code)] // A contract for the caller; no unsafe operation.
     pub unsafe fn new(
         memory: HostMemory,
         chunk_shift: u32,
@@ -100,6 +101,7 @@ impl DmaRegion {
     ///
     /// As for [`DmaRegion::new`]: the device this region is for reaches byte
     /// `i` of `memory` at `iova + i` until `unmap` is dropped.
+    #[allow(unsafe_code)] // A contract for the caller; no unsafe operation.
     pub unsafe fn contiguous(memory: HostMemory, iova: u64, unmap: Option<Box<dyn Unmap>>) -> Self {
         let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
         Self::build(memory, shift, vec![iova], unmap)

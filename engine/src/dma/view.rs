@@ -27,9 +27,15 @@
 //! lifetime. [`DmaWindow`] is the owning form the driver keeps in its queue
 //! pairs and buffers: a range of a region it holds alive.
 //!
-//! This file and `memory.rs` (the mapping itself) are the only places in
-//! `dma/` with unsafe operations; `region.rs` and `pool.rs` only declare
-//! contracts (`unsafe fn` with a `# Safety` section) for their callers.
+//! [`DmaAddress`] is the start of DMA memory as its owner ([`HostMemory`])
+//! keeps it: an address that may cross threads because it grants nothing
+//! by itself.
+//!
+//! This file is the only place in `dma/` with `unsafe` blocks or impls;
+//! `region.rs` and `pool.rs` only declare contracts (`unsafe fn` with a
+//! `# Safety` section) for their callers.
+
+#![allow(unsafe_code)]
 
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
@@ -393,6 +399,32 @@ impl<const N: usize> DmaEntry<'_, N> {
     }
 }
 
+/// The start address of a piece of DMA memory, as the owner of the memory
+/// keeps it. It is only an address: reaching the bytes takes a [`DmaView`],
+/// made by that owner for as long as it keeps them mapped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DmaAddress(NonNull<u8>);
+
+// SAFETY: a `DmaAddress` grants no access by itself (there is no method
+// that reads or writes through it); the memory's owner decides who reaches
+// it, through `DmaView`s whose accesses are raw, volatile or atomic. Moving
+// the address to another thread moves no reference.
+unsafe impl Send for DmaAddress {}
+// SAFETY: as for Send: `&DmaAddress` yields only the address.
+unsafe impl Sync for DmaAddress {}
+
+impl DmaAddress {
+    /// The address `ptr`.
+    pub(crate) fn new(ptr: NonNull<u8>) -> Self {
+        DmaAddress(ptr)
+    }
+    /// The address.
+    #[inline(always)]
+    pub(crate) fn get(self) -> NonNull<u8> {
+        self.0
+    }
+}
+
 impl std::fmt::Debug for DmaView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DmaView")
@@ -572,6 +604,46 @@ impl<const N: usize> DmaArray<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dma::DmaPool;
+
+    // A buffer alias is a second `DmaWindow` on the same block
+    // (`DmaWindow::share`); its `unsafe` contract is exercised here, in the
+    // one file of `dma/` that may use `unsafe`.
+    #[test]
+    fn alias_shares_the_block_with_its_own_window_and_is_never_freed() {
+        let mut p = DmaPool::new(DmaRegion::unmapped_for_tests(
+            HostMemory::plain(64 << 10).unwrap(),
+            0x4000_0000,
+        ));
+        let mut block = p.alloc(16 << 10).unwrap();
+        block.fill(0);
+        // SAFETY: the handles below are used one at a time on this thread.
+        let mut a = unsafe { block.alias() };
+        assert!(a.set_window(4096, 8));
+        assert_eq!(a.iova(), block.iova() + 4096);
+        assert_eq!(a.capacity(), block.capacity());
+        assert!(a.write_at(0, b"aliasing"));
+        let mut out = [0u8; 8];
+        assert!(block.set_window(4096, 8));
+        assert!(block.read_at(0, &mut out));
+        assert_eq!(&out, b"aliasing");
+        assert!(
+            !a.set_window(16 << 10, 1),
+            "a window stays inside the block"
+        );
+        let used = p.used();
+        assert!(matches!(
+            p.free(a),
+            Err(crate::dma::DmaError::ForeignBuffer)
+        ));
+        assert_eq!(
+            p.used(),
+            used,
+            "freeing an alias must not release the block"
+        );
+        p.free(block).unwrap();
+        assert_eq!(p.used(), 0);
+    }
 
     #[test]
     fn every_access_is_bounds_checked() {

@@ -24,12 +24,14 @@
 //! Layers, lowest first. A module imports only from layers below its own
 //! (and its own folder); none imports upward, so there are no cycles.
 //!
-//! 1. Leaves: `error` (every error type), `health`, `options`
-//!    ([`ControllerOptions`]), `bounds` (limits on what a device reports),
-//!    `namespace`, `prp` (the PRP builder and its sink into list pages),
-//!    `ring` (SQ/CQ rings and shadow doorbell slots: the ring invariants are
-//!    written there), `tracker` (the CID slab: the CID and generation-bit
-//!    invariants are written there), [`transport`] (the command-level seam).
+//! 1. Leaves, each importing only leaves named before it: `health`,
+//!    `options` ([`ControllerOptions`]), `prp` (the PRP builder and its sink
+//!    into list pages), `ring` (SQ/CQ rings and shadow doorbell slots: the
+//!    ring invariants are written there), `tracker` (the CID slab: the CID
+//!    and generation-bit invariants are written there), `stats`
+//!    ([`QueuePairStats`]), `error` (every error type), `bounds` (limits on
+//!    what a device reports), `namespace`, [`transport`] (the command-level
+//!    seam). `engine/tests/driver_layers.rs` holds the order.
 //! 2. `admin`: the admin queue, one synchronous command at a time.
 //! 3. `shared/`: the state a controller and its queue pairs share — the
 //!    device, the admin queue behind its mutex, queue ids and queue
@@ -76,6 +78,7 @@ mod prp;
 mod qpair;
 mod ring;
 mod shared;
+mod stats;
 mod tracker;
 pub mod transport;
 
@@ -90,6 +93,5 @@ pub use prp::PrpError;
 pub use qpair::timeouts::{MAX_ABORTS_PER_SCAN, STALL_CHECK};
 pub use qpair::{
     IoCompletion, IoQueuePair, MAX_IO_QUEUE_ENTRIES, PcieQueue, Prps, QueuePair, QueuePairOptions,
-    QueuePairStats,
 };
-pub use transport::CommandTransport;
+pub use stats::QueuePairStats;

@@ -521,6 +521,14 @@ mod tests {
             })
         );
         assert_eq!(n.max_io_bytes(), 128 << 10);
+        // A copy is checked against the geometry Identify reported: 512-byte
+        // blocks and a 128 KiB cap (nothing a holder can change).
+        let copy = n.clone();
+        assert_eq!(copy.check_rw(0, 1024, 0, false), Ok(1));
+        assert!(matches!(
+            copy.check_rw(0, 1 << 20, 0, false),
+            Err(SubmitErrorKind::TooLarge { .. })
+        ));
     }
 
     #[test]

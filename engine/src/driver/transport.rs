@@ -56,7 +56,7 @@ use crate::spec::status::Status;
 
 use super::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use super::namespace::LbaRange;
-use super::qpair::QueuePairStats;
+use super::stats::QueuePairStats;
 
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 //!   ([`crate::Namespace`] checks, [`crate::IoCompletion`],
 //!   [`crate::IoError`]), deadlines, cancellation, retries and teardown.
 //! - [`UringTransport`]: the ring itself, implementing the command-level
-//!   seam [`crate::driver::CommandTransport`].
+//!   seam [`crate::transport::CommandTransport`].
 //! - [`UringError`]: what went wrong and how to fix it.
 //!
 //! # Kernel requirements

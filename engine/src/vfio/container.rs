@@ -23,9 +23,9 @@ use vfio_bindings::bindings::vfio::{
 use super::error::{VfioError, memlock_message, plain_memory_message};
 use super::iova::{FALLBACK_RANGES, IovaAllocator, IovaRange, parse_iova_ranges};
 use super::options::VfioOptions;
-use super::sys;
 use super::sysfs::{self, PciProbe};
 use crate::dma::{DmaError, DmaRegion, HostMemory, Unmap};
+use crate::sys;
 
 /// A container and the group attached to it. Shared (through `Arc`) by the
 /// device and every DMA mapping, so mappings stay valid while any exists.
@@ -286,7 +286,7 @@ pub(crate) fn require_hugepages(memory: &HostMemory, name: &str) -> Result<(), D
 /// usually are not, so each gets its own address.
 pub(crate) fn physical_region(memory: HostMemory, name: &str) -> Result<DmaRegion, DmaError> {
     require_hugepages(&memory, name)?;
-    memory.into_physical_region(name)
+    sys::physical_region(memory, name)
 }
 
 #[cfg(test)]

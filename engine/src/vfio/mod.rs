@@ -16,22 +16,23 @@
 //! in one process map their DMA memory independently.
 //!
 //! Interrupts are never enabled: the driver polls completion queues.
-//! Unsafe code is confined to `sys` (ioctls, mmap, getrlimit) and `mmio`
-//! (volatile BAR accesses).
+//! No `unsafe` here: the ioctls, mappings and volatile BAR accesses this
+//! module needs are the typed wrappers of the crate's `sys` module.
+
+#![forbid(unsafe_code)]
 
 mod address;
 mod container;
 mod error;
 mod iova;
-mod mmio;
 mod options;
 mod pci_config;
 mod real;
-mod sys;
 mod sysfs;
 mod uio;
 mod vfio_device;
 
+pub use crate::sys::physical_region;
 pub use address::{PciAddress, PciAddressError};
 pub use error::VfioError;
 pub use iova::IovaRange;

@@ -10,13 +10,13 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use super::container::physical_region;
 use super::error::VfioError;
-use super::mmio::Bar;
 use super::options::{VfioOptions, warn_no_iommu};
 use super::pci_config;
 use super::sysfs::{self, Binding, PciProbe};
 use super::vfio_device::{MIN_BAR0, wrong_driver};
 use crate::device::{Device, QuiesceError};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
+use crate::sys::Bar;
 
 /// An NVMe controller driven through `uio_pci_generic` without an IOMMU.
 pub struct UioDevice {

@@ -15,13 +15,13 @@ use vfio_bindings::bindings::vfio::{
 use super::container::Container;
 use super::error::VfioError;
 use super::iova::IovaRange;
-use super::mmio::Bar;
 use super::options::{VfioOptions, warn_no_iommu};
 use super::pci_config;
-use super::sys;
 use super::sysfs::{self, Binding, PciProbe};
 use crate::device::{Device, QuiesceError};
 use crate::dma::{DmaError, DmaRegion, HostMemory};
+use crate::sys;
+use crate::sys::Bar;
 
 /// The smallest BAR0 that holds the registers and the admin queue's
 /// doorbells (NVMe 2.0 §3.1.4: doorbells start at 1000h).

@@ -44,7 +44,7 @@ pub fn run(o: &mut Options, plan: Plan, human: &mut dyn Write, terminal: bool) -
         rows,
         ..
     } = plan;
-    signal::install();
+    signal::install()?;
     let ctrls: Vec<_> = targets.iter().map(|t| t.ctrl.clone()).collect();
     let results = workers::run(workers, &ctrls, params.clone(), timing, human)?;
     drop(ctrls);

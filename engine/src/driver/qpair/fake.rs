@@ -21,7 +21,8 @@ use crate::spec::identify::{IdentifyController, IdentifyNamespace, LbaFormat};
 use crate::spec::status::generic;
 use crate::spec::status::{Status, StatusCodeType};
 
-use super::{IoCompletion, QueuePair, QueuePairStats};
+use super::{IoCompletion, QueuePair};
+use crate::driver::stats::QueuePairStats;
 
 /// What the test sees of the transport.
 #[derive(Default)]

@@ -33,7 +33,8 @@ use crate::driver::transport::{
     Recovery, SubmitRefusal, TransportCompletion,
 };
 
-use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions, QueuePairStats};
+use super::{MAX_IO_QUEUE_ENTRIES, QueuePairOptions};
+use crate::driver::stats::QueuePairStats;
 
 /// PRP1 and PRP2 of one command.
 #[derive(Clone, Copy, Debug)]

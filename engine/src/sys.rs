@@ -1,7 +1,19 @@
-//! The system calls of the real-device transport: VFIO ioctls
-//! (`linux/vfio.h`, API version 0), shared mappings of device regions, and
-//! the memory-lock limit. Every `unsafe` block of the VFIO module lives here
-//! or in the BAR accessor next door.
+//! The engine's boundary with the kernel and the processor, and the one
+//! file outside `dma/view.rs` where the engine's own code (io_uring and
+//! NVMe/TCP aside) may use `unsafe`:
+//! - VFIO ioctls (`linux/vfio.h`, API version 0), each behind a typed
+//!   wrapper that fixes its request number and argument type;
+//! - shared mappings of device regions and the BAR they hold ([`Bar`]),
+//!   reached only by volatile, bounds-checked 32-bit accesses;
+//! - DMA regions whose IOVAs a mapping made here vouches for: the VFIO
+//!   IOMMU map ([`map_dma_region`]) and physical addresses for the
+//!   no-IOMMU paths ([`physical_region`]);
+//! - the memory-lock limit, and the processor's time-stamp counter
+//!   ([`tsc`]).
+//!
+//! Every `unsafe` block carries the argument for it in a `SAFETY` comment.
+
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::io;
@@ -9,7 +21,7 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use crate::dma::{DmaRegion, HostMemory, Unmap};
+use crate::dma::{DmaError, DmaRegion, HostMemory, Unmap};
 
 use vfio_bindings::bindings::vfio::{
     vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info,
@@ -354,9 +366,137 @@ pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
     unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
 }
 
+/// A shared mapping of one BAR and its 32-bit register accesses (NVMe 2.0
+/// §3.1: the controller registers are accessed as naturally aligned dwords).
+///
+/// The BAR is reached only through volatile accesses on raw pointers: the
+/// device changes its registers behind the compiler's back, so no Rust
+/// reference ever points into it. Offsets outside the BAR (or not 4-byte
+/// aligned) never touch memory: reads return all-ones, the value a PCI read
+/// of a missing device returns, and writes are dropped.
+pub(crate) struct Bar {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this object and only ever accessed with
+// volatile 32-bit loads and stores, which are atomic on the PCI bus; any
+// thread may issue them (the device serialises register accesses itself).
+unsafe impl Send for Bar {}
+// SAFETY: as above; `&Bar` only allows volatile register accesses, which need
+// no synchronisation between threads.
+unsafe impl Sync for Bar {}
+
+impl Bar {
+    /// Map `len` bytes of `fd` starting at `offset` (a VFIO region offset, or
+    /// 0 for a sysfs `resourceN` file).
+    pub(crate) fn map(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Bar> {
+        if len == 0 {
+            return Err(io::Error::other("the BAR has zero length"));
+        }
+        let ptr = mmap_shared(fd, len, offset)?;
+        Ok(Bar { ptr, len })
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The register at `offset`, when it lies wholly inside the BAR and is
+    /// dword aligned.
+    #[inline]
+    fn reg(&self, offset: usize) -> Option<*mut u32> {
+        if !offset.is_multiple_of(4) || offset > self.len.checked_sub(4)? {
+            return None;
+        }
+        // `wrapping_add` keeps this safe code; the bounds check above makes
+        // the result an in-bounds pointer into the mapping.
+        Some(self.ptr.as_ptr().wrapping_add(offset).cast::<u32>())
+    }
+
+    /// Volatile 32-bit read; all-ones for an offset outside the BAR.
+    #[inline]
+    pub(crate) fn read32(&self, offset: usize) -> u32 {
+        match self.reg(offset) {
+            // SAFETY: `reg` checked that the dword lies inside the live
+            // mapping and is 4-byte aligned (the mapping is page aligned).
+            Some(p) => unsafe { p.read_volatile() },
+            None => u32::MAX,
+        }
+    }
+
+    /// Volatile 32-bit write; dropped for an offset outside the BAR.
+    #[inline]
+    pub(crate) fn write32(&self, offset: usize, value: u32) {
+        if let Some(p) = self.reg(offset) {
+            // SAFETY: as in `read32`; a device register write through a
+            // shared mapping does not alias any Rust object.
+            unsafe { p.write_volatile(value) }
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `mmap_shared` in `map`, and the
+        // mapping is not used after drop.
+        unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+impl std::fmt::Debug for Bar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bar")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// `memory` as a region addressed by physical address, one IOVA-contiguous
+/// chunk per hugepage: what a device sees without an IOMMU (VFIO no-IOMMU,
+/// uio). Hugepages are contiguous inside; two of them usually are not, so
+/// each gets its own address. Ordinary pages are refused: they can move, so
+/// their physical address is no promise.
+pub fn physical_region(memory: HostMemory, device: &str) -> Result<DmaRegion, DmaError> {
+    let len = memory.len();
+    let err = |reason: &str| DmaError::DeviceMap {
+        device: device.to_string(),
+        len,
+        reason: reason.to_string(),
+    };
+    if !memory.is_hugepage() {
+        return Err(err(
+            "ordinary memory can move and cannot be used for DMA by a real device; reserve hugepages with `sudo scripts/setup.sh`",
+        ));
+    }
+    let phys = memory.physical_addresses()?;
+    let shift = memory.page_size().shift();
+    // SAFETY: without an IOMMU a device addresses host memory by its
+    // physical address; `phys` holds that of every hugepage (from pagemap,
+    // checked present and non-zero), and hugepages are pinned: they keep
+    // these addresses until the memory is released.
+    let region = unsafe { DmaRegion::new(memory, shift, phys, None) };
+    region.ok_or_else(|| err("the physical address table does not cover the memory"))
+}
+
+/// The processor's time-stamp counter (x86_64): a cheap clock for per-I/O
+/// latency, invariant on every CPU this engine targets; calibrate it
+/// against [`std::time::Instant`] before converting ticks to time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn tsc() -> u64 {
+    // SAFETY: RDTSC has no memory effects and is available on every x86_64
+    // CPU; user-space access is only disabled by CR4.TSD, which Linux leaves clear.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
 
     #[test]
     fn memlock_limit_is_readable() {
@@ -370,10 +510,51 @@ mod tests {
     #[test]
     fn vfio_ioctls_on_a_non_vfio_file_fail_cleanly() {
         let f = std::fs::File::open("/dev/null").unwrap();
-        use std::os::fd::AsFd;
         let e = group_status(f.as_fd()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
         assert!(api_version(f.as_fd()).is_err());
         assert!(device_reset(f.as_fd()).is_err());
+    }
+
+    fn file_bar(len: usize) -> (std::fs::File, Bar) {
+        let path =
+            std::env::temp_dir().join(format!("nvme-engine-bar-{}-{len}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut bytes = vec![0u8; len];
+        bytes[8..12].copy_from_slice(&0x0001_0400u32.to_le_bytes());
+        f.write_all(&bytes).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let bar = Bar::map(f.as_fd(), 0, len).unwrap();
+        (f, bar)
+    }
+
+    #[test]
+    fn registers_read_and_write_through_the_mapping() {
+        let (f, bar) = file_bar(8192);
+        assert_eq!(bar.read32(8), 0x0001_0400);
+        bar.write32(0x1000, 0xdead_beef);
+        assert_eq!(bar.read32(0x1000), 0xdead_beef);
+        // The write reached the file, so it went through the shared mapping.
+        use std::os::unix::fs::FileExt;
+        let mut back = [0u8; 4];
+        f.read_at(&mut back, 0x1000).unwrap();
+        assert_eq!(u32::from_le_bytes(back), 0xdead_beef);
+    }
+
+    #[test]
+    fn out_of_bounds_and_misaligned_offsets_never_touch_memory() {
+        let (_f, bar) = file_bar(4096);
+        assert_eq!(bar.read32(4092), 0);
+        for off in [4093, 4094, 4096, 1 << 20, usize::MAX - 2, usize::MAX, 2] {
+            assert_eq!(bar.read32(off), u32::MAX, "offset {off}");
+            bar.write32(off, 7);
+        }
+        assert_eq!(bar.read32(0), 0, "a misaligned write must not land");
     }
 }
