@@ -233,6 +233,28 @@ pub fn rule(input: &mut Input<'_>) -> FaultRule {
         .probability((input.u8() as f64) / 255.0)
 }
 
+/// `n` inputs of `min + r % spread` random bytes each, from a xorshift
+/// generator seeded with `seed`: what the stable tests feed the harnesses
+/// in place of a fuzzer, the same on every run.
+pub fn seeded_inputs(
+    seed: u64,
+    n: usize,
+    min: usize,
+    spread: u64,
+) -> impl Iterator<Item = Vec<u8>> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n).map(move |_| {
+        let len = min + (next() % spread) as usize;
+        (0..len).map(|_| next() as u8).collect()
+    })
+}
+
 /// What one run did (for the stable test's coverage checks).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Outcome {

@@ -1,20 +1,10 @@
 //! The fuzz harness's logic on a few thousand seeded random inputs, so the
 //! stable test run exercises what `cargo +nightly fuzz` explores.
 
-use nvme_emu::fuzzing;
+use nvme_emu::fuzzing::{self, seeded_inputs};
 
 fn inputs(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..n).map(move |_| {
-        let len = 16 + (next() % 400) as usize;
-        (0..len).map(|_| next() as u8).collect()
-    })
+    seeded_inputs(seed, n, 16, 400)
 }
 
 #[test]

@@ -3,20 +3,11 @@
 //! test run exercises what `cargo +nightly fuzz` explores, and fails when
 //! the inputs stop reaching the paths that matter.
 
+use nvme_emu::fuzzing::seeded_inputs;
 use nvme_reactor::fuzzing::{self, Outcome};
 
 fn inputs(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..n).map(move |_| {
-        let len = 32 + (next() % 480) as usize;
-        (0..len).map(|_| next() as u8).collect()
-    })
+    seeded_inputs(seed, n, 32, 480)
 }
 
 /// Sums of the outcomes of many runs.
