@@ -240,7 +240,7 @@ fi
 
 if want 3; then
 echo
-echo "== 3. QEMU guest (TCG, 1 vCPU, null-co namespace): nvme-perf (userspace, VFIO) vs fio (kernel driver), 4 KiB, ${QSECS}s per run, one boot"
+echo "== 3. QEMU guest (TCG, 1 vCPU, null-co namespace): nvme-perf (userspace, VFIO; and over io_uring passthrough) vs fio (kernel driver), 4 KiB, ${QSECS}s per run, one boot"
 if [[ ${BENCH_QEMU:-1} == 0 ]]; then
 	echo "skipped (BENCH_QEMU=0)"
 elif [[ ! -x scripts/qemu-bench.sh ]]; then
@@ -259,6 +259,12 @@ else
 		on="-r trtype:PCIe,traddr:@BDF@,ns:1,shadow:1 -o 4k -t $QSECS -L"
 		runs="$runs;$on -w randread -q 1;$on -w randread -q 32;$on -w randwrite -q 1;$on -w randwrite -q 32"
 	fi
+	# nvme-perf over io_uring passthrough on the namespace's generic node,
+	# once the controller is back with the kernel driver: one worker, one
+	# ring (polled: the guest kernel lets one ring per process poll), the
+	# peer being fio's io_uring_cmd engine with --hipri.
+	ubase="-r trtype:nvme-io_uring,path:@NG@ -o 4k -t $QSECS -L"
+	uruns="$ubase -w randread -q 1;$ubase -w randread -q 32;$ubase -w randwrite -q 1;$ubase -w randwrite -q 32"
 	log=$tmp/qemu.log
 	# The journal example rides along (guest-perf.sh runs it after nvme-perf):
 	# a static build, like the guest's nvme-perf, in the extra payload.
@@ -272,7 +278,7 @@ else
 	fi
 	# A boot runs every case AB_ROUNDS times per build plus the fio jobs
 	# (each bounded by runtime + 60 s in the guest): allow for all of them.
-	qemu_args=(--null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs"
+	qemu_args=(--null --perf-qds "1 32" --perf-runtime "$QSECS" --perf-args "$runs" --uring-args "$uruns"
 		--timeout "${QEMU_TIMEOUT:-2400}" --payload "$tmp/payload")
 	# More qemu-bench.sh options, e.g. QEMU_EXTRA='--env PERF_FIO_ENGINES=libaio'.
 	# shellcheck disable=SC2206 # split on spaces on purpose

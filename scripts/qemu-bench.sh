@@ -16,10 +16,18 @@ Usage: scripts/qemu-bench.sh [options]
 
   --perf-args "ARGS"         nvme-perf arguments; @BDF@ becomes the PCI address,
                              ";" separates runs (nvme-perf is skipped without it)
+  --uring-args "ARGS"        nvme-perf arguments for runs over io_uring passthrough
+                             after the VFIO runs (controller back with the kernel
+                             nvme driver); @NG@ becomes the generic node
+                             (/dev/ng0n1), ";" separates runs
   --perf-runtime SECONDS     seconds per fio job (default 10)
   --perf-qds "1 32"          fio queue depths
   --env PERF_FIO_ENGINES="libaio io_uring io_uring-polled"
                              fio variants to run (guest-perf.sh has the default)
+  --tcp                      NVMe/TCP instead: nvme-perf over the engine's initiator
+                             against fio on the kernel's nvme-tcp initiator, both to
+                             nvmet-tcp on loopback (scripts/qemu/guest-tcp-bench.sh,
+                             2 vCPUs); the table comes from scripts/qemu/tcp_bench.py
 USAGE
 	machine_usage
 	cat <<'USAGE'
@@ -46,8 +54,10 @@ USAGE
 . "$QEMU_DIR/host-run.sh"
 
 PERF_ARGS=
+URING_ARGS=
 PERF_RUNTIME=10
 PERF_QDS="1 32"
+TCP=0
 
 while [[ $# -gt 0 ]]; do
 	if machine_option "$@"; then
@@ -56,17 +66,34 @@ while [[ $# -gt 0 ]]; do
 	fi
 	case "$1" in
 	--perf-args) need_arg "$@"; PERF_ARGS=$2; shift ;;
+	--uring-args) need_arg "$@"; URING_ARGS=$2; shift ;;
 	--perf-runtime) need_arg "$@"; PERF_RUNTIME=$2; shift ;;
 	--perf-qds) need_arg "$@"; PERF_QDS=$2; shift ;;
+	--tcp) TCP=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 	shift
 done
+if [[ $TCP == 1 ]]; then
+	# No NVMe device: the kernel's target on loopback, our initiator and the
+	# kernel's, one boot.
+	check_machine_options 2 "$QEMU_DIR/guest-tcp-bench.sh"
+	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
+	EXTRA_CMDLINE+=" null_blk.nr_devices=0"
+	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")
+	GUEST_ENV+=("PERF_RUNTIME=$PERF_RUNTIME" "PERF_QDS=$PERF_QDS")
+	start_run fio
+	[[ $BUILD == 0 ]] || build_guest_perf
+	PAYLOAD_FIO=1
+	# boot_modes exits with the guest's status: the table is printed on the way out.
+	trap 'python3 "$QEMU_DIR/tcp_bench.py" "$RUN_DIR/console-tcp.log" || true' EXIT
+	boot_modes tcp
+fi
 check_machine_options 1 "$QEMU_DIR/guest-perf.sh"
 [[ $PERF_RUNTIME =~ ^[1-9][0-9]*$ ]] || die "--perf-runtime needs seconds as a positive number"
 EXTRA_CMDLINE+=" nvme.poll_queues=1"
-GUEST_ENV+=("NVME_PERF_ARGS=$PERF_ARGS" "PERF_RUNTIME=$PERF_RUNTIME" "PERF_QDS=$PERF_QDS")
+GUEST_ENV+=("NVME_PERF_ARGS=$PERF_ARGS" "URING_PERF_ARGS=$URING_ARGS" "PERF_RUNTIME=$PERF_RUNTIME" "PERF_QDS=$PERF_QDS")
 
 start_run fio
 if [[ $BUILD == 1 ]]; then

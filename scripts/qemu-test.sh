@@ -84,8 +84,9 @@ uring)
 	GUEST_TEST_TARGETS=(uring_device)
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
-# The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh) and
-# engine/tests/tcp_target.rs against it; no NVMe device is used.
+# The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
+# engine/tests/tcp_target.rs and nvme-perf (discovery, --verify) against it;
+# no NVMe device is used.
 tcp)
 	MODES=(tcp)
 	GUEST_TEST_TARGETS=(tcp_target)
@@ -94,7 +95,10 @@ tcp)
 	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")
 	check_machine_options 2 "$QEMU_DIR/guest-tcp.sh"
 	start_run
-	[[ $BUILD == 0 ]] || build_guest_tests
+	if [[ $BUILD == 1 ]]; then
+		build_guest_tests
+		build_guest_perf
+	fi
 	boot_modes tcp
 	;;
 *) die "--mode must be iommu, noiommu, both, uring or tcp, not '$MODE'" ;;
@@ -108,6 +112,11 @@ else
 fi
 if [[ $BUILD == 1 ]]; then
 	build_guest_tests
-	[[ $MODE == uring ]] || build_guest_fio_engine
+	if [[ $MODE == uring ]]; then
+		build_guest_perf
+		build_guest_examples hello_world identify
+	else
+		build_guest_fio_engine
+	fi
 fi
 boot_modes "${MODES[@]}"

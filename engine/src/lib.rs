@@ -38,7 +38,7 @@ pub mod spec;
 mod sys;
 pub mod tcp;
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // io_uring system calls and shared rings; see uring/mod.rs.
+#[allow(unsafe_code)] // io_uring system calls and shared rings: uring/ring.rs only (uring/mod.rs).
 pub mod uring;
 pub mod vfio;
 

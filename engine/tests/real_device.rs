@@ -16,20 +16,16 @@
 //! controller configured like the smallest real ones (MDTS 8 KiB or 32 KiB,
 //! one or two I/O queues), so that adaptation is tested without hardware.
 
-use std::collections::VecDeque;
+mod device_cases;
+
 use std::time::{Duration, Instant};
 
 use nvme_emu::{EmuConfig, EmuController};
-use nvme_engine::dma::{DmaBuf, DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
+use nvme_engine::dma::{DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
 use nvme_engine::vfio::{RealDevice as PciDevice, VfioOptions};
 use nvme_engine::{
-    Controller, ControllerOptions, Device, IoCompletion, LbaRange, Namespace, QueuePairOptions,
-    SubmitErrorKind,
+    Controller, ControllerOptions, Device, IoCompletion, Namespace, QueuePairOptions,
 };
-
-mod real_device_checks;
-
-use real_device_checks::{parallel, queue_wrap, sizes};
 
 fn addresses() -> Option<Vec<String>> {
     let v = std::env::var("NVME_ENGINE_TEST_PCI").ok()?;
@@ -104,6 +100,31 @@ impl Device for RealDevice {
     }
 }
 
+impl device_cases::Subject for Controller<RealDevice> {
+    type T = nvme_engine::PcieQueue<RealDevice>;
+    fn namespaces(&self) -> Vec<Namespace> {
+        Controller::namespaces(self).to_vec()
+    }
+    fn max_transfer_bytes(&self) -> usize {
+        Controller::max_transfer_bytes(self)
+    }
+    fn queues_granted(&self) -> usize {
+        self.io_queues_granted() as usize
+    }
+    fn pool(&self, bytes: usize) -> DmaPool {
+        self.create_pool(bytes).expect("DMA pool")
+    }
+    fn queue(
+        &self,
+        entries: Option<u16>,
+        _pool: &mut DmaPool,
+    ) -> nvme_engine::IoQueuePair<RealDevice> {
+        let mut o = QueuePairOptions::default();
+        o.entries = entries;
+        self.create_io_qpair(o).expect("I/O queue pair")
+    }
+}
+
 fn open(addr: &str) -> PciDevice {
     match PciDevice::open(addr, options()) {
         Ok(d) => d,
@@ -156,70 +177,6 @@ fn check_transport(addr: &str, dev: &PciDevice) {
     drop(region);
 }
 
-fn pattern(lba: u64, len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64 ^ lba.wrapping_mul(0x9e37_79b9) ^ seed as u64) as u8)
-        .collect()
-}
-
-/// Bytes no read result is expected to equal: buffers are filled with it
-/// before a read so stale pool contents cannot pass for read data.
-const POISON: u8 = 0xa5;
-
-/// A pseudo-random byte stream unique to `seed` (every block of it differs,
-/// so a misplaced page or block shows).
-fn stamp(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Seed for data written to `lba` of namespace `nsid` by test step `tag`.
-fn seed(nsid: u32, lba: u64, tag: u64) -> u64 {
-    (u64::from(nsid) << 56) ^ (tag << 44) ^ lba
-}
-
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!(
-            "{what}: first difference at byte {i} of {} (read {:#04x}, wrote {:#04x})",
-            got.len(),
-            got[i],
-            want[i]
-        );
-    }
-}
-
-type Qp = nvme_engine::IoQueuePair<RealDevice>;
-
-fn read_blocks(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, len: usize) -> Vec<u8> {
-    let mut buf = pool.alloc(len).expect("pool buffer");
-    buf.fill(POISON);
-    let buf = q
-        .read_sync(ns, lba, buf)
-        .unwrap_or_else(|e| panic!("read {len} bytes at LBA {lba}: {e}"));
-    let data = buf.to_vec();
-    pool.free(buf).expect("return buffer");
-    data
-}
-
-fn write_blocks(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8], fua: bool) {
-    let mut buf = pool.alloc(data.len()).expect("pool buffer");
-    assert!(buf.write_at(0, data));
-    let buf = q
-        .write_sync(ns, lba, buf, fua)
-        .unwrap_or_else(|e| panic!("write {} bytes at LBA {lba}: {e}", data.len()));
-    pool.free(buf).expect("return buffer");
-}
-
 fn exercise(addr: &str, dev: RealDevice, writes: bool) {
     let ctrl = Controller::new(dev, ControllerOptions::default())
         .unwrap_or_else(|e| panic!("{addr}: bring-up: {e}"));
@@ -264,177 +221,13 @@ fn exercise(addr: &str, dev: RealDevice, writes: bool) {
     let mut q = ctrl
         .create_io_qpair(QueuePairOptions::default())
         .expect("I/O queue pair");
-    let bs = ns.block_size() as usize;
-
-    // One block, then a transfer that needs a PRP list (up to 128 KiB).
-    let first = read_blocks(&mut q, &mut pool, &ns, 0, bs);
-    assert_eq!(first.len(), bs);
-    let big = (128 << 10)
-        .min(ctrl.max_transfer_bytes())
-        .min(ns.blocks() as usize * bs);
-    let whole = read_blocks(&mut q, &mut pool, &ns, 0, big);
-    assert_eq!(
-        &whole[..bs],
-        &first[..],
-        "the same block read twice differs"
-    );
-
-    // A batch: many reads in flight, one doorbell, reaped by token.
-    let batch = 16.min(q.capacity()) as u64;
-    for t in 0..batch {
-        let buf = pool.alloc(bs).expect("pool buffer");
-        let lba = t % ns.blocks();
-        if let Err(e) = q.read(&ns, lba, buf, 100 + t) {
-            panic!("submit read {t}: {e}");
-        }
-    }
-    q.ring_doorbell();
-    let mut seen = vec![false; batch as usize];
-    let start = std::time::Instant::now();
-    let mut done = 0;
-    while done < batch as usize {
-        done += q.process_completions(64, |c| {
-            let i = (c.token - 100) as usize;
-            assert!(c.result.is_ok(), "read {i}: {:?}", c.result);
-            assert!(!seen[i], "token {} completed twice", c.token);
-            seen[i] = true;
-            if let Some(b) = c.buf {
-                pool.free(b).expect("return buffer");
-            }
-        });
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{done} of {batch} reads completed in 30 s"
-        );
-    }
-    assert!(seen.iter().all(|&s| s));
-
-    if !writes {
-        eprintln!("{addr}: writes SKIPPED (set NVME_ENGINE_TEST_WRITE=1 on a scratch device)");
-    } else if ns.read_only() {
-        eprintln!("{addr}: namespace is write protected; writes skipped");
-    } else {
-        let blocks = (big / bs) as u64;
-        let lba = (ns.blocks() / 2).min(ns.blocks() - blocks);
-        let len = blocks as usize * bs;
-        let original = read_blocks(&mut q, &mut pool, &ns, lba, len);
-
-        let data = pattern(lba, len, 1);
-        write_blocks(&mut q, &mut pool, &ns, lba, &data, false);
-        assert_eq!(
-            read_blocks(&mut q, &mut pool, &ns, lba, len),
-            data,
-            "write/read back"
-        );
-        let data2 = pattern(lba, bs, 2);
-        write_blocks(&mut q, &mut pool, &ns, lba, &data2, true);
-        assert_eq!(
-            read_blocks(&mut q, &mut pool, &ns, lba, bs),
-            data2,
-            "FUA write"
-        );
-        q.flush_sync(&ns).unwrap_or_else(|e| panic!("flush: {e}"));
-
-        if ns.supports_write_zeroes() {
-            q.write_zeroes_sync(&ns, lba, blocks as u32, false)
-                .unwrap_or_else(|e| panic!("write zeroes: {e}"));
-            let z = read_blocks(&mut q, &mut pool, &ns, lba, len);
-            assert!(z.iter().all(|&b| b == 0), "write zeroes left data behind");
-        }
-        if ns.supports_deallocate() {
-            q.deallocate_sync(
-                &ns,
-                &[LbaRange {
-                    lba,
-                    blocks: blocks as u32,
-                }],
-            )
-            .unwrap_or_else(|e| panic!("deallocate: {e}"));
-            // What a deallocated block reads as is device-specific; only
-            // check that reading it works.
-            read_blocks(&mut q, &mut pool, &ns, lba, bs);
-        }
-
-        write_blocks(&mut q, &mut pool, &ns, lba, &original, true);
-        assert_eq!(
-            read_blocks(&mut q, &mut pool, &ns, lba, len),
-            original,
-            "original data restored"
-        );
-        eprintln!("{addr}: write, FUA, flush, write zeroes, deallocate checked at LBA {lba}");
-
-        for ns in ctrl.namespaces() {
-            if ns.read_only() {
-                eprintln!("{addr}: namespace {} is write protected; skipped", ns.id());
-                continue;
-            }
-            sizes(addr, &ctrl, &mut q, &mut pool, ns);
-        }
-        queue_wrap(addr, &ctrl, &mut q, &mut pool, &ns);
-        parallel(addr, &ctrl, &mut q, &mut pool);
-    }
+    device_cases::io_checks(addr, &ctrl, &mut q, &mut pool, &ns, writes);
 
     let stats = format!("{:?}", q.stats());
     q.delete()
         .unwrap_or_else(|e| panic!("delete queue pair: {e}"));
     ctrl.shutdown().unwrap_or_else(|e| panic!("shutdown: {e}"));
     eprintln!("{addr}: OK ({stats})");
-}
-
-/// Whether `ns` is large enough for the write checks' fixed layout: the
-/// sizes at 1/8, the queue wrap at 3/8, the basic checks at 1/2 and the
-/// parallel queues at 5/8 of the namespace.
-fn roomy(ns: &Namespace) -> bool {
-    ns.size_bytes() >= 16 << 20
-}
-
-/// Blocks per command for saving and restoring: at most 1 MiB.
-fn chunk_blocks(ns: &Namespace) -> u64 {
-    let bs = ns.block_size() as usize;
-    ((1 << 20) / bs).clamp(1, ns.max_blocks_per_io() as usize) as u64
-}
-
-/// Read `blocks` blocks at `lba` so they can be put back afterwards.
-fn save(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, blocks: u64) -> Vec<u8> {
-    let bs = ns.block_size() as usize;
-    let step = chunk_blocks(ns);
-    let mut out = Vec::with_capacity(blocks as usize * bs);
-    let mut at = 0;
-    while at < blocks {
-        let n = step.min(blocks - at);
-        out.extend(read_blocks(q, pool, ns, lba + at, n as usize * bs));
-        at += n;
-    }
-    out
-}
-
-/// Write back what [`save`] read, with FUA, and check it reads back.
-fn restore(q: &mut Qp, pool: &mut DmaPool, ns: &Namespace, lba: u64, data: &[u8]) {
-    let bs = ns.block_size() as usize;
-    let step = chunk_blocks(ns) as usize * bs;
-    for (i, chunk) in data.chunks(step).enumerate() {
-        let at = lba + (i * step / bs) as u64;
-        write_blocks(q, pool, ns, at, chunk, true);
-        assert_same(
-            &read_blocks(q, pool, ns, at, chunk.len()),
-            chunk,
-            &format!("namespace {} LBA {at}: original data restored", ns.id()),
-        );
-    }
-}
-
-/// Reap completions until `count` have arrived (30 s at most).
-fn reap(q: &mut Qp, count: usize, mut f: impl FnMut(IoCompletion)) {
-    let start = Instant::now();
-    let mut done = 0;
-    while done < count {
-        done += q.process_completions(count - done, &mut f);
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "queue {}: {done} of {count} commands completed in 30 s",
-            q.qid()
-        );
-    }
 }
 
 #[test]
@@ -518,7 +311,7 @@ fn doorbell_run(addr: &str, shadow: bool, ios: u64) -> DoorbellRun {
             "{addr}: {done} of {ios} reads in 120 s"
         );
     }
-    reap(&mut q, 32, |c| {
+    device_cases::reap(&mut q, 32, |c| {
         c.result.expect("read");
     });
     DoorbellRun {

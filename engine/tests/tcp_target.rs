@@ -12,9 +12,10 @@ use nvme_engine::spec::command::{Command, NvmOpcode};
 use nvme_engine::tcp::fabrics::DISCOVERY_NQN;
 use nvme_engine::tcp::pdu::Digests;
 use nvme_engine::tcp::{
-    Connection, DataBuf, Direction, FabricsController, SessionOptions, TcpError, TcpOutcome,
-    TcpTarget, discover, run_blocking,
+    Connection, Direction, FabricsController, SessionOptions, TcpDevice, TcpDeviceOptions,
+    TcpError, TcpQueue, TcpQueueOptions, TcpTarget, discover, run_blocking,
 };
+use nvme_engine::{IoCompletion, IoError};
 
 const DEFAULT_NQN: &str = "nqn.2026-12.io.nvme-engine:target";
 
@@ -182,50 +183,163 @@ fn h2c_data_split_into_small_pdus_and_many_commands_in_flight_read_back() {
     });
     // H2CData in 8 KiB PDUs: every large write takes several per R2T.
     o.conn.max_h2c_pdu = Some(8192);
-    let mut c = FabricsController::connect(&t, &o).unwrap();
-    let (_, block) = namespace(&mut c, 1);
-    let mut q = c.connect_io_queue(1, 16).unwrap();
-    assert_eq!(q.h2c_max(), 8192);
-    let size = 96 << 10;
+    // Through the queue pair, as users drive it.
+    let mut d = TcpDeviceOptions::default();
+    d.session = o;
+    let dev = TcpDevice::open(t, d).unwrap();
+    let ns = dev.namespaces()[0].clone();
+    let mut q = dev
+        .create_queue({
+            let mut qo = TcpQueueOptions::default();
+            qo.entries = 16;
+            qo.timeout = Duration::from_secs(60);
+            qo
+        })
+        .unwrap();
+    assert_eq!(q.transport().connection().h2c_max(), 8192);
+    let size: usize = 96 << 10;
     let n = 16usize;
-    let mut bufs: Vec<Vec<u8>> = (0..n).map(|i| pattern(size, 77 + i as u64)).collect();
-    let expect = bufs.clone();
-    for (dir, opcode) in [
-        (Direction::ToController, NvmOpcode::WRITE),
-        (Direction::FromController, NvmOpcode::READ),
-    ] {
-        if dir == Direction::FromController {
-            bufs.iter_mut().for_each(|b| b.fill(0));
-        }
-        for (i, b) in bufs.iter_mut().enumerate() {
-            let mut cmd = Command::new(opcode.0, 1);
-            cmd.set_slba((i * size / block) as u64);
-            cmd.cdw12 = (size / block - 1) as u32;
-            // SAFETY: each buffer outlives the loop below, which waits for
-            // every command (or the connection's failure) before going on.
-            let db = unsafe { DataBuf::new(b.as_mut_ptr(), b.len()) };
-            q.submit(&cmd, Some((db, dir)), i as u16).unwrap();
-        }
-        q.flush().unwrap();
-        let mut done = 0;
-        let start = std::time::Instant::now();
-        while done < n {
-            q.poll(n, |c| {
-                assert!(
-                    matches!(c.outcome, TcpOutcome::Completed { status, .. } if status.is_success()),
-                    "CID {}: {:?}",
-                    c.cid,
-                    c.outcome
-                );
-                done += 1;
-            });
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "{done} of {n} completed"
-            );
+    let block = ns.block_size() as usize;
+    // Buffers come in power-of-two classes: 128 KiB for each of 2n.
+    let mut pool = dev.create_pool(2 * n * size.next_power_of_two()).unwrap();
+    let expect: Vec<Vec<u8>> = (0..n).map(|i| pattern(size, 77 + i as u64)).collect();
+    for (i, e) in expect.iter().enumerate() {
+        let mut b = pool.alloc(size).unwrap();
+        assert!(b.write_at(0, e));
+        q.write(&ns, (i * size / block) as u64, b, false, i as u64)
+            .unwrap();
+    }
+    for c in reap(&mut q, n) {
+        assert!(c.result.is_ok(), "write {}: {:?}", c.token, c.result);
+    }
+    for i in 0..n {
+        let mut b = pool.alloc(size).unwrap();
+        b.fill(0);
+        q.read(&ns, (i * size / block) as u64, b, i as u64).unwrap();
+    }
+    let mut seen = vec![0; n];
+    for c in reap(&mut q, n) {
+        let b = c.buf.expect("the buffer comes back");
+        assert!(c.result.is_ok(), "read {}: {:?}", c.token, c.result);
+        assert!(
+            b.to_vec() == expect[c.token as usize],
+            "data read back differs"
+        );
+        seen[c.token as usize] += 1;
+    }
+    assert_eq!(seen, vec![1; n], "each command completes exactly once");
+}
+
+/// Poll until `n` completions arrived (bounded; deadlines scanned).
+fn reap(q: &mut TcpQueue, n: usize) -> Vec<IoCompletion> {
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    while out.len() < n {
+        q.process_completions(64, |c| out.push(c));
+        q.check_timeouts(std::time::Instant::now());
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{} of {n} completed",
+            out.len()
+        );
+        std::thread::yield_now();
+    }
+    out
+}
+
+/// The configfs link that exposes `nqn` on a port (`ports/N/subsystems/<nqn>`).
+fn port_link(nqn: &str) -> std::path::PathBuf {
+    let ports = std::path::Path::new("/sys/kernel/config/nvmet/ports");
+    std::fs::read_dir(ports)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run as root on the target's host)",
+                ports.display()
+            )
+        })
+        .filter_map(|p| p.ok())
+        .map(|p| p.path().join("subsystems").join(nqn))
+        .find(|l| l.symlink_metadata().is_ok())
+        .unwrap_or_else(|| panic!("{nqn} is not linked under any port of {}", ports.display()))
+}
+
+/// Links the subsystem under its port again when dropped, if it is not.
+struct Relink {
+    link: std::path::PathBuf,
+    subsystem: std::path::PathBuf,
+}
+
+impl Drop for Relink {
+    fn drop(&mut self) {
+        if self.link.symlink_metadata().is_err() {
+            let _ = std::os::unix::fs::symlink(&self.subsystem, &self.link);
         }
     }
-    assert!(bufs == expect, "data read back differs");
+}
+
+#[test]
+fn a_disabled_port_fails_io_once_then_the_controller_reconnects_when_it_is_back() {
+    let Some(t) = target() else { return };
+    let link = port_link(&t.subnqn);
+    // configfs resolves a link's target from the caller's directory: absolute.
+    let subsystem = std::path::Path::new("/sys/kernel/config/nvmet/subsystems").join(&t.subnqn);
+    assert!(subsystem.is_dir(), "{} is missing", subsystem.display());
+    let mut d = TcpDeviceOptions::default();
+    d.session = opts(Digests::default());
+    d.recovery.reconnect_delay = Duration::from_millis(200);
+    d.recovery.ctrl_loss_timeout = Duration::from_secs(120);
+    let dev = TcpDevice::open(t, d).unwrap();
+    let ns = dev.namespaces()[0].clone();
+    let mut q = dev.create_queue(TcpQueueOptions::default()).unwrap();
+    let mut pool = dev.create_pool(8 << 20).unwrap();
+    let size = 64 << 10;
+    for i in 0..32u64 {
+        q.read(&ns, i * 128, pool.alloc(size).unwrap(), i).unwrap();
+    }
+    q.ring_doorbell();
+    // Take the subsystem off the port: nvmet deletes the controller and
+    // closes its connections; a second later it is back (and in any case
+    // when this test ends, so the other tests find the port enabled).
+    let guard = Relink {
+        link: link.clone(),
+        subsystem: subsystem.clone(),
+    };
+    std::fs::remove_file(&link).unwrap();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        std::os::unix::fs::symlink(&subsystem, &link).unwrap();
+    });
+    let done = reap(&mut q, 32);
+    let mut seen = vec![0; 32];
+    for c in &done {
+        assert!(c.buf.is_some());
+        assert!(
+            matches!(c.result, Ok(_) | Err(IoError::Transport { .. })),
+            "{:?}",
+            c.result
+        );
+        seen[c.token as usize] += 1;
+    }
+    assert_eq!(seen, vec![1; 32], "each command completes exactly once");
+    // I/O after the failure is held until the controller is back (or, sent
+    // before the failure was seen, fails once with a transport error).
+    let data = pattern(8192, 99);
+    let mut b = pool.alloc(8192).unwrap();
+    assert!(b.write_at(0, &data));
+    let b = match q.write_sync(&ns, 4096, b, false) {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(matches!(e.error, IoError::Transport { .. }), "{}", e.error);
+            q.write_sync(&ns, 4096, e.buf.unwrap(), false).unwrap()
+        }
+    };
+    let b = q.read_sync(&ns, 4096, b).unwrap();
+    assert!(b.to_vec() == data);
+    back.join().unwrap();
+    drop(guard);
+    let s = dev.stats();
+    assert!(s.failures >= 1 && s.reconnects >= 1, "{s:?}");
+    assert!(q.transport().stats().reconnects >= 1);
 }
 
 #[test]

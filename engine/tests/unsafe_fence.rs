@@ -29,23 +29,11 @@ const FENCE: &[(&str, &str)] = &[
     ),
     (
         "engine/src/uring/ring.rs",
-        "io_uring system calls and rings",
+        "io_uring rings (buffer registration, SQE pushes, io_uring_enter), the NVMe admin and NSID ioctls, pools the kernel maps by virtual address",
     ),
-    ("engine/src/uring/queue.rs", "io_uring passthrough commands"),
-    ("engine/src/uring/device.rs", "io_uring fixed buffers"),
     (
         "engine/src/tcp/buf.rs",
-        "NVMe/TCP data buffers over DMA memory",
-    ),
-    ("engine/src/tcp/session.rs", "NVMe/TCP session buffers"),
-    ("engine/src/tcp/conn/tests.rs", "NVMe/TCP connection tests"),
-    (
-        "engine/tests/tcp_target.rs",
-        "NVMe/TCP data buffers in a test",
-    ),
-    (
-        "engine/tests/uring_device.rs",
-        "dropping privileges in a test",
+        "NVMe/TCP command buffers and their host-memory pools",
     ),
     ("fio/src/hooks.rs", "the C boundary with fio"),
 ];

@@ -14,9 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
-use nvme_engine::Device;
-use nvme_engine::{Controller, QueuePairOptions};
-use nvme_reactor::{DirectQueue, DirectSubmit, Request};
+use nvme_reactor::{Attach, DirectQueue, DirectSubmit, Request};
 
 /// Latencies of direct-mode QD1 FUA writes, in nanoseconds.
 pub struct Baseline {
@@ -54,8 +52,8 @@ fn ns(d: std::time::Duration) -> u64 {
 /// the timing) at LBAs `i * lba_step` of namespace `nsid`, one at a time,
 /// after `warmup` untimed ones: an untimed pass over all of them first,
 /// then a timed one, then one timed step by step.
-pub fn direct_qd1_writes<D: Device>(
-    controller: &Controller<D>,
+pub fn direct_qd1_writes<A: Attach>(
+    controller: &A::Handle,
     nsid: u32,
     lba_step: u64,
     record_bytes: usize,
@@ -63,7 +61,7 @@ pub fn direct_qd1_writes<D: Device>(
     mut fill: impl FnMut(u64, &mut [u8]),
 ) -> Result<Baseline> {
     let pool = record_bytes.next_power_of_two().max(2 << 20);
-    let mut q = DirectQueue::new(controller, QueuePairOptions::default(), pool)
+    let mut q = DirectQueue::<A>::create(controller, None, pool)
         .context("creating a direct-mode queue pair for the baseline")?;
     let mut buf = Some(q.alloc(record_bytes)?);
     let mut scratch = vec![0u8; record_bytes];

@@ -24,7 +24,11 @@
 //! traddr:0000:04:00.0'` runs on that controller through VFIO (bind it
 //! first with `scripts/setup.sh`; `noiommu:1` opts in to the no-IOMMU
 //! paths; `ns:N` picks the namespace), `-r 'trtype:emu size:256M lba:4096'`
-//! on an emulated controller of your own.
+//! on an emulated controller of your own, `-r 'trtype:nvme-io_uring
+//! path:/dev/ng0n1'` on a namespace the kernel's nvme driver keeps, through
+//! NVMe passthrough over io_uring (the reactor then owns a ring per
+//! namespace instead of a queue pair; `poll:0` and `fixed:0` turn polling
+//! and fixed buffers off).
 
 #![forbid(unsafe_code)]
 
@@ -33,19 +37,134 @@ pub mod baseline;
 use anyhow::{Context, Result, bail};
 use nvme_emu::EmuHandle;
 use nvme_engine::Device;
+use nvme_engine::spec::identify::IdentifyController;
+use nvme_engine::uring::{BufferMode, CompletionMode};
 use nvme_engine::{Controller, Namespace};
-use nvme_reactor::{AllowedCores, CorePlan, DevicePlacement};
+use nvme_reactor::{AllowedCores, Attach, CorePlan, DevicePlacement, Uring, UringNamespace};
 use nvme_trid::{
     AnyDevice, ControllerId, EmuRunMode, EmuSpec, EmuThread, OpenOptions, Syntax, TransportId,
 };
 
-/// A program body that works on any device.
+/// A program body that works on any device, over either transport.
 pub trait Example {
     /// How many threads the program keeps busy polling (application
     /// threads and reactors); they get the first cores of the plan.
     fn busy_threads(&self) -> usize;
-    /// Run on `controller`, with its threads on `setup.plan.threads`.
-    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()>;
+    /// Run on `handle` (a controller, or an io_uring namespace when `A` is
+    /// [`Uring`]), with its threads on `setup.plan.threads`.
+    fn run<A: Attach>(self, handle: A::Handle, setup: &Setup) -> Result<()>
+    where
+        A::Handle: Handle;
+}
+
+/// What the programs read from an opened device, over either transport.
+pub trait Handle {
+    /// Identify Controller data.
+    fn identify(&self) -> &IdentifyController;
+    /// The usable namespaces.
+    fn namespaces(&self) -> Vec<Namespace>;
+    /// Largest transfer of one command.
+    fn max_transfer_bytes(&self) -> usize;
+    /// How the device is reached, in lines (registers and queues for a
+    /// controller; nodes and ring modes for an io_uring namespace).
+    fn transport_lines(&self) -> Vec<String>;
+    /// Namespaces that were skipped, and why.
+    fn skipped(&self) -> Vec<String>;
+}
+
+impl<D: Device> Handle for Controller<D> {
+    fn identify(&self) -> &IdentifyController {
+        Controller::identify(self)
+    }
+    fn namespaces(&self) -> Vec<Namespace> {
+        Controller::namespaces(self).to_vec()
+    }
+    fn max_transfer_bytes(&self) -> usize {
+        Controller::max_transfer_bytes(self)
+    }
+    fn transport_lines(&self) -> Vec<String> {
+        let (cap, vs) = (self.cap(), self.version());
+        vec![
+            format!("device    : {}", self.device().name()),
+            format!(
+                "cap       : {:#018x} (max queue entries {}, cqr {}, to {} ms, dstrd {}, css {:#x}, mpsmin {} KiB, mpsmax {} KiB)",
+                u64::from(cap),
+                cap.max_queue_entries(),
+                u8::from(cap.cqr()),
+                cap.timeout_ms(),
+                cap.dstrd(),
+                cap.css(),
+                4u32 << cap.mpsmin(),
+                4u32 << cap.mpsmax()
+            ),
+            format!("version   : {}.{}.{}", vs.mjr(), vs.mnr(), vs.ter()),
+            format!(
+                "I/O queues granted: {}, max transfer: {} bytes",
+                self.io_queues_granted(),
+                Controller::max_transfer_bytes(self)
+            ),
+        ]
+    }
+    fn skipped(&self) -> Vec<String> {
+        self.skipped_namespaces()
+            .iter()
+            .map(|s| format!("namespace {} skipped: {}", s.id, s.reason))
+            .collect()
+    }
+}
+
+impl Handle for UringNamespace {
+    fn identify(&self) -> &IdentifyController {
+        self.device().identify()
+    }
+    fn namespaces(&self) -> Vec<Namespace> {
+        vec![self.device().namespace().clone()]
+    }
+    fn max_transfer_bytes(&self) -> usize {
+        self.device().max_transfer_bytes()
+    }
+    fn transport_lines(&self) -> Vec<String> {
+        let d = self.device();
+        let o = self.options();
+        vec![
+            format!(
+                "device    : {} (NVMe passthrough over io_uring; admin commands through {})",
+                d.path().display(),
+                d.admin_path().display()
+            ),
+            format!(
+                "rings     : polling {} ({}), fixed buffers {}",
+                if o.polled {
+                    "asked for"
+                } else {
+                    "off (poll:0)"
+                },
+                d.poll_support().detail,
+                if o.fixed_buffers {
+                    "on"
+                } else {
+                    "off (fixed:0)"
+                }
+            ),
+            format!("max transfer: {} bytes", d.max_transfer_bytes()),
+        ]
+    }
+    fn skipped(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A ring's modes in words (`polled, fixed buffers`, or why not).
+pub fn ring_modes(completion: &CompletionMode, buffers: &BufferMode) -> String {
+    let c = match completion {
+        CompletionMode::Polled => "completions polled (IOPOLL)".to_string(),
+        CompletionMode::Interrupts { reason } => format!("completions by interrupt ({reason})"),
+    };
+    let b = match buffers {
+        BufferMode::Fixed => "fixed buffers".to_string(),
+        BufferMode::Unregistered { reason } => format!("buffers pinned per I/O ({reason})"),
+    };
+    format!("{c}, {b}")
 }
 
 /// Where an example's threads and device run.
@@ -65,13 +184,13 @@ pub struct Setup {
 impl Setup {
     /// The namespace to work on: the one `ns:` selected, else the first
     /// active one.
-    pub fn namespace<D: Device>(&self, controller: &Controller<D>) -> Result<Namespace> {
+    pub fn namespace<H: Handle>(&self, handle: &H) -> Result<Namespace> {
+        let all = handle.namespaces();
         let ns = match self.nsid {
-            Some(n) => controller.namespace(n),
-            None => controller.namespaces().first(),
+            Some(n) => all.into_iter().find(|ns| ns.id() == n),
+            None => all.into_iter().next(),
         };
-        ns.cloned()
-            .context("the controller has no active namespace")
+        ns.context("the controller has no active namespace")
     }
 }
 
@@ -84,8 +203,10 @@ pub struct DeviceArgs {
     /// Transport ID of the controller, spelled as for nvme-perf:
     /// 'trtype:PCIe traddr:0000:04:00.0' (bound to vfio-pci with
     /// scripts/setup.sh; noiommu:1 opts in to the no-IOMMU path) or
-    /// 'trtype:emu size:256M' (an emulated controller); with PCIe, ns:N
-    /// picks the namespace. Without it the example runs on the built-in
+    /// 'trtype:emu size:256M' (an emulated controller) or
+    /// 'trtype:nvme-io_uring path:/dev/ng0n1' (a namespace left with the
+    /// kernel, through io_uring passthrough); with PCIe, ns:N picks the
+    /// namespace. Without it the example runs on the built-in
     /// emulated controller (64 MiB of RAM).
     #[arg(short = 'r', long = "transport-id", value_name = "TRID")]
     pub transport: Option<TransportId>,
@@ -119,6 +240,20 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         Some(id) => with_env_no_iommu(id.clone()),
         None => builtin(&plan),
     };
+    if let Some(opened) = nvme_trid::open_uring(&id.controller) {
+        let (device, options) = opened?;
+        println!(
+            "device: {} (NVMe passthrough over io_uring, the controller stays with the kernel)",
+            device.path().display()
+        );
+        let setup = Setup {
+            builtin: None,
+            emu: None,
+            nsid: Some(device.namespace().id()),
+            plan,
+        };
+        return example.run::<Uring>(UringNamespace::new(device, options), &setup);
+    }
     let thread = device_thread(&id.controller, &plan);
     let mut options = OpenOptions::new(Syntax::Cli);
     options.emu_thread = thread;
@@ -138,7 +273,9 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
     }
     let builtin = match &id.controller {
         ControllerId::Emu(spec) => Some(placement(spec, thread, &plan)),
-        ControllerId::Pcie { .. } | ControllerId::UringPassthrough { .. } => None,
+        ControllerId::Pcie { .. }
+        | ControllerId::UringPassthrough { .. }
+        | ControllerId::Tcp(_) => None,
     };
     let setup = Setup {
         builtin,
@@ -146,7 +283,7 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         nsid,
         plan,
     };
-    example.run(opened.ctrl, &setup)
+    example.run::<AnyDevice>(opened.ctrl, &setup)
 }
 
 /// The built-in emulated controller placed as `plan` says: 64 MiB of RAM,

@@ -353,3 +353,19 @@ fn bad_transport_ids_and_bare_pci_addresses_are_refused_with_the_spelling_to_use
     );
     assert!(e.contains("--fail-writes injects faults"), "{e}");
 }
+
+#[test]
+fn an_io_uring_id_naming_a_missing_node_is_refused_by_every_example() {
+    for exe in [
+        env!("CARGO_BIN_EXE_hello_world"),
+        env!("CARGO_BIN_EXE_identify"),
+        env!("CARGO_BIN_EXE_journal"),
+    ] {
+        let e = refused(exe, &["-r", "trtype:nvme-io_uring path:/dev/ng97n3"]);
+        assert!(
+            e.contains("cannot open /dev/ng97n3 for NVMe passthrough over io_uring"),
+            "{exe}: {e}"
+        );
+        assert!(e.contains("generic NVMe node of a namespace"), "{exe}: {e}");
+    }
+}

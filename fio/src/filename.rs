@@ -43,6 +43,7 @@ pub fn controller_key(c: &ControllerId) -> String {
     match c {
         ControllerId::Pcie { addr, .. } => format!("pcie {addr}"),
         ControllerId::UringPassthrough { path, .. } => format!("uring {}", path.display()),
+        ControllerId::Tcp(t) => format!("tcp {} {}", t.addr, t.subnqn),
         ControllerId::Emu(e) => {
             let e = nvme_trid::EmuSpec {
                 size_given: false,

@@ -22,6 +22,9 @@ const EXIT_DEVICE_MISBEHAVED: i32 = 5;
 pub fn main() -> Result<i32> {
     let mut options = Options::from_command_line()?;
     let (mut human, terminal) = options.human_output();
+    if let Some(code) = crate::tcp::main(&mut options, &mut *human, terminal)? {
+        return Ok(code);
+    }
     let plan = plan::make(&options, &mut *human)?;
     plan::describe(&options, &plan, &mut *human)?;
     let summary = run::run(&mut options, plan, &mut *human, terminal)?;
@@ -29,7 +32,7 @@ pub fn main() -> Result<i32> {
 }
 
 /// The exit status of a finished run, with its reason on stderr.
-fn exit_status(s: &Summary) -> i32 {
+pub(crate) fn exit_status(s: &Summary) -> i32 {
     if s.device_gone() || s.lost > 0 {
         for c in s.controllers.iter().filter(|c| {
             matches!(

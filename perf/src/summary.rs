@@ -246,6 +246,32 @@ pub fn build(
     clock: &Clock,
     max_ticks: u64,
 ) -> anyhow::Result<Summary> {
+    let names: Vec<String> = targets.iter().map(Target::name).collect();
+    let controllers = targets
+        .iter()
+        .map(|t| ControllerSummary {
+            name: t.name(),
+            resets: t.ctrl.resets(),
+            health: t.ctrl.health(),
+            faults: t
+                .fault_hits()
+                .into_iter()
+                .map(|(k, n)| (k.key(), n))
+                .collect(),
+        })
+        .collect();
+    build_with(&names, controllers, rows, results, clock, max_ticks)
+}
+
+/// Build the summary of controllers named `names` (any transport).
+pub fn build_with(
+    names: &[String],
+    controllers: Vec<ControllerSummary>,
+    rows: &[RowInfo],
+    results: &[WorkerResult],
+    clock: &Clock,
+    max_ticks: u64,
+) -> anyhow::Result<Summary> {
     let mut out = Vec::new();
     let mut total = RowStats::new(max_ticks, 0)?;
     let mut total_iops = 0.0;
@@ -255,7 +281,7 @@ pub fn build(
         let w = &results[r.worker];
         let s = &w.rows[r.local];
         let secs = clock.ticks_to_secs(w.elapsed_ticks);
-        let device = targets[r.target].name();
+        let device = names[r.target].clone();
         let label = format!("{device} NSID {} from core {}", r.nsid, r.core);
         let row = summarize(label, device, r.nsid, Some(r.core), s, secs, clock);
         total_iops += row.iops;
@@ -294,19 +320,6 @@ pub fn build(
                 lost: w.lost,
                 qpair: w.qpair,
             }
-        })
-        .collect();
-    let controllers = targets
-        .iter()
-        .map(|t| ControllerSummary {
-            name: t.name(),
-            resets: t.ctrl.resets(),
-            health: t.ctrl.health(),
-            faults: t
-                .fault_hits()
-                .into_iter()
-                .map(|(k, n)| (k.key(), n))
-                .collect(),
         })
         .collect();
     Ok(Summary {

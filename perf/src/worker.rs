@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nvme_engine::dma::DmaPool;
 use nvme_engine::transport::CommandTransport;
-use nvme_engine::{Controller, Namespace, QueuePairOptions, QueuePairStats};
+use nvme_engine::{Controller, Namespace, QueuePair, QueuePairOptions, QueuePairStats};
 
 use crate::clock::Clock;
 use crate::device::PerfDevice;
 use crate::hot::{self, Ctx, FreeList, Job, Slot};
 use crate::rng::{WyRand, worker_seed};
 use crate::stats::{QpairReport, RowStats, WorkerResult};
+use crate::target::Link;
 use crate::zipf::Zipf;
 
 /// Workers are creating their queue pairs.
@@ -183,7 +184,7 @@ fn create_pools(
     ctrls: &[Controller<PerfDevice>],
     p: &RunParams,
 ) -> Result<Vec<Option<DmaPool>>> {
-    let block_bytes = p.io_size.next_power_of_two().max(4096).max(p.alignment);
+    let block_bytes = buffer_block(p);
     let mut pools: Vec<Option<DmaPool>> = (0..ctrls.len()).map(|_| None).collect();
     for (t, pool) in pools.iter_mut().enumerate() {
         let n = plan.jobs.iter().filter(|j| j.target == t).count();
@@ -199,6 +200,11 @@ fn create_pools(
         }
     }
     Ok(pools)
+}
+
+/// The pool block one I/O buffer takes.
+pub(crate) fn buffer_block(p: &RunParams) -> usize {
+    p.io_size.next_power_of_two().max(4096).max(p.alignment)
 }
 
 /// A queue pair on `ctrl` for job `jp`, with one buffer per slot.
@@ -218,6 +224,19 @@ fn new_job(
                 plan.core
             )
         })?;
+    job_on(plan, jp, qp, device, pool, p)
+}
+
+/// Job `jp` on queue pair `qp` (any transport), with one buffer per slot
+/// from `pool`.
+pub(crate) fn job_on<T: CommandTransport>(
+    plan: &WorkerPlan,
+    jp: &JobPlan,
+    qp: QueuePair<T>,
+    device: &str,
+    pool: &mut DmaPool,
+    p: &RunParams,
+) -> Result<Job<T>> {
     if qp.capacity() < p.queue_depth {
         bail!(
             "{device}: the I/O queue holds {} commands, fewer than queue depth {}; lower -q or raise --io-queue-size",
@@ -266,7 +285,7 @@ fn new_job(
 
 /// With several queue pairs on one namespace, each takes its own slice of
 /// the worker's share so verified units never race.
-fn divide_among_qpairs(jobs: &mut [Job], p: &RunParams) {
+pub(crate) fn divide_among_qpairs<T: CommandTransport>(jobs: &mut [Job<T>], p: &RunParams) {
     let mut i = 0;
     while i < jobs.len() {
         let (row, start, units) = (jobs[i].row, jobs[i].start_lba, jobs[i].units);
@@ -289,11 +308,22 @@ fn divide_among_qpairs(jobs: &mut [Job], p: &RunParams) {
 /// start, run, drain, delete the queue pairs.
 pub fn run(
     plan: WorkerPlan,
-    ctrls: Vec<Controller<PerfDevice>>,
+    links: Vec<Link>,
     p: Arc<RunParams>,
     ctl: Arc<Control>,
     ready: std::sync::mpsc::Sender<std::result::Result<(), String>>,
 ) -> Result<WorkerResult> {
+    // A run drives one kind of transport (plan::make refuses a mix).
+    if links.iter().any(|l| matches!(l, Link::Uring(_))) {
+        return crate::uring::worker::run(plan, &links, p, ctl, ready);
+    }
+    let ctrls: Vec<Controller<PerfDevice>> = links
+        .into_iter()
+        .filter_map(|l| match l {
+            Link::Pcie(c) => Some(c),
+            Link::Uring(_) => None,
+        })
+        .collect();
     let (jobs, _pools) = match setup(&plan, &ctrls, &p) {
         Ok(v) => v,
         Err(e) => {

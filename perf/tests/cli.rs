@@ -30,9 +30,24 @@ const INLINE: &str = "trtype:emu mode:inline size:16M";
 
 #[test]
 fn unknown_transport_type_is_refused() {
-    let e = fails(&["-r", "trtype:tcp traddr:10.0.0.1", "-d", "10"]);
-    assert!(e.contains("unknown transport type 'tcp'"), "{e}");
+    let e = fails(&["-r", "trtype:rdma traddr:10.0.0.1", "-d", "10"]);
+    assert!(e.contains("unknown transport type 'rdma'"), "{e}");
     assert!(e.contains("valid syntax"), "{e}");
+}
+
+#[test]
+fn a_tcp_id_without_subnqn_or_to_a_closed_port_says_what_to_fix() {
+    let e = fails(&["-r", "trtype:TCP traddr:127.0.0.1", "-d", "10"]);
+    assert!(e.contains("subnqn"), "{e}");
+    // Nothing listens on port 1 of loopback: refused at once.
+    let e = fails(&[
+        "-r",
+        "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:1 subnqn:nqn.x:y",
+        "-d",
+        "10",
+    ]);
+    assert!(e.contains("refused"), "{e}");
+    assert!(e.contains("127.0.0.1:1"), "{e}");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-use nvme_engine::Device;
+use crate::attach::Attach;
 use nvme_engine::dma::{DmaBuf, DmaError};
 
 use crate::dispatch::{Dispatch, LocalRefusal, Queue};
@@ -66,14 +66,14 @@ fn reject(request: Request, reason: ContextError) -> Result<(), LocalRejected> {
 }
 
 /// What a local poller sees of its reactor.
-pub struct ReactorContext<'a, D: Device> {
+pub struct ReactorContext<'a, D: Attach> {
     pub(crate) reactor: usize,
     pub(crate) closing: bool,
     pub(crate) queues: &'a mut [Queue<D>],
     pub(crate) dispatch: &'a mut Dispatch,
 }
 
-impl<D: Device> ReactorContext<'_, D> {
+impl<D: Attach> ReactorContext<'_, D> {
     /// Index of the reactor this code runs on.
     pub fn reactor(&self) -> usize {
         self.reactor

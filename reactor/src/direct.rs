@@ -15,8 +15,11 @@
 use std::collections::HashMap;
 
 use nvme_engine::Device;
+use nvme_engine::uring::UringError;
+
+use crate::attach::{Attach, AttachError, Uring, UringNamespace};
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
-use nvme_engine::{Controller, DriverError, IoQueuePair, QueuePairOptions};
+use nvme_engine::{Controller, DriverError, QueuePair, QueuePairOptions};
 
 use crate::dispatch::{IssueError, completed, issue, not_deleted, refused};
 use crate::request::{Request, RequestError, Response};
@@ -28,6 +31,9 @@ pub enum DirectError {
     /// Creating the queue pair or pool failed.
     #[error("setting up a direct-mode queue pair failed")]
     Setup(#[source] DriverError),
+    /// Creating the ring or pool on an io_uring namespace failed.
+    #[error("setting up a direct-mode io_uring queue failed")]
+    UringSetup(#[source] UringError),
     /// The pool could not serve a buffer.
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
@@ -71,14 +77,22 @@ pub enum DirectSubmit {
 }
 
 /// A queue pair and a DMA pool owned by the calling thread.
-pub struct DirectQueue<D: Device> {
-    controller: Controller<D>,
+pub struct DirectQueue<D: Attach> {
+    controller: D::Handle,
     controller_index: usize,
-    qp: IoQueuePair<D>,
+    qp: QueuePair<D::Transport>,
     pool: DmaPool,
 }
 
-impl<D: Device> std::fmt::Debug for DirectQueue<D> {
+/// A set-up failure of either transport as a [`DirectError`].
+fn setup_error(e: impl Into<AttachError>) -> DirectError {
+    match e.into() {
+        AttachError::Driver(e) => DirectError::Setup(e),
+        AttachError::Uring(e) => DirectError::UringSetup(e),
+    }
+}
+
+impl<D: Attach> std::fmt::Debug for DirectQueue<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectQueue")
             .field("qid", &self.qp.qid())
@@ -108,6 +122,39 @@ impl<D: Device> DirectQueue<D> {
             pool,
         })
     }
+}
+
+impl DirectQueue<Uring> {
+    /// Create a ring of `entries` (or the default) on this thread over an
+    /// io_uring namespace, and a pool of `pool_bytes` registered with it.
+    /// Requests must name controller index 0.
+    pub fn new_uring(
+        device: &UringNamespace,
+        entries: Option<u16>,
+        pool_bytes: usize,
+    ) -> Result<Self, DirectError> {
+        Self::create(device, entries, pool_bytes)
+    }
+}
+
+impl<D: Attach> DirectQueue<D> {
+    /// Create a queue of `entries` (or the default) on this thread, over
+    /// either transport, and a pool of `pool_bytes` for its buffers.
+    /// Requests must name controller index 0.
+    pub fn create(
+        handle: &D::Handle,
+        entries: Option<u16>,
+        pool_bytes: usize,
+    ) -> Result<Self, DirectError> {
+        let mut pool = D::create_pool(handle, pool_bytes).map_err(setup_error)?;
+        let qp = D::create_queue(handle, entries, &mut pool).map_err(setup_error)?;
+        Ok(DirectQueue {
+            controller: handle.clone(),
+            controller_index: 0,
+            qp,
+            pool,
+        })
+    }
 
     /// A DMA buffer of `len` bytes.
     pub fn alloc(&mut self, len: usize) -> Result<DmaBuf, DirectError> {
@@ -128,7 +175,7 @@ impl<D: Device> DirectQueue<D> {
             return Err(DirectSubmit::Failed(refused(request, error)));
         }
         let token = request.token;
-        match issue(
+        match issue::<D>(
             &self.controller,
             self.controller_index,
             &mut self.qp,
@@ -166,7 +213,7 @@ impl<D: Device> DirectQueue<D> {
     }
 
     /// The underlying queue pair, for anything this layer does not cover.
-    pub fn queue_pair(&mut self) -> &mut IoQueuePair<D> {
+    pub fn queue_pair(&mut self) -> &mut QueuePair<D::Transport> {
         &mut self.qp
     }
 

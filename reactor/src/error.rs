@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use nvme_engine::DriverError;
+use nvme_engine::uring::UringError;
 
 use crate::cores::CoreError;
 
@@ -82,6 +83,42 @@ pub enum ReactorError {
     ReactorGone {
         /// Reactor index.
         index: usize,
+    },
+    /// A reactor could not create its ring or pool on an io_uring
+    /// namespace, or a producer's pool could not be made (`reactor: None`).
+    #[error(
+        "{} could not set up io_uring namespace {controller}",
+        match .reactor { Some(r) => format!("reactor {r}"), None => "a producer".to_string() }
+    )]
+    UringSetup {
+        /// Reactor index (`None`: a producer's pool).
+        reactor: Option<usize>,
+        /// Handle index.
+        controller: usize,
+        /// What the transport reported (and how to fix it).
+        #[source]
+        source: UringError,
+    },
+    /// The shutdown wait is shorter than a lost command on an io_uring
+    /// namespace can take to be answered.
+    #[error(
+        "shutdown_timeout {shutdown_timeout:?} is shorter than the {needed:?} a lost command on \
+         {path} (handle {controller}) can take to be answered (io_timeout {io_timeout:?}, then \
+         the kernel's own timeout, abort and reset, which closing the ring waits for); set \
+         shutdown_timeout to at least {needed:?} (or None to derive it), or use \
+         ReactorSet::shutdown_within to stop sooner on purpose"
+    )]
+    UringShutdownTooShort {
+        /// The configured shutdown wait.
+        shutdown_timeout: Duration,
+        /// What the timeouts need.
+        needed: Duration,
+        /// The handle that needs it.
+        controller: usize,
+        /// Its generic node.
+        path: String,
+        /// The per-command deadline.
+        io_timeout: Duration,
     },
     /// A producer's DMA pool could not be created.
     #[error("creating a producer's DMA pool for controller {controller} failed")]

@@ -41,8 +41,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use nvme_engine::Device;
-use nvme_engine::{Controller, QueuePairOptions, QueuePairStats};
+use crate::attach::Attach;
+use nvme_engine::QueuePairStats;
 
 use crate::context::{LocalPoller, ReactorContext};
 use crate::cores;
@@ -56,7 +56,7 @@ use crate::timer::{TimerFn, Timers};
 mod teardown;
 
 /// Messages from the reactor set to a reactor (off the I/O path).
-pub(crate) enum Control<D: Device> {
+pub(crate) enum Control<D: Attach> {
     /// A new producer's ring pair.
     Attach(Link),
     /// Register a poller.
@@ -73,11 +73,11 @@ pub(crate) enum Control<D: Device> {
 }
 
 /// What a reactor thread is started with.
-pub(crate) struct ReactorParams<D: Device> {
+pub(crate) struct ReactorParams<D: Attach> {
     pub(crate) index: usize,
     pub(crate) core: usize,
     pub(crate) pin: bool,
-    pub(crate) controllers: Vec<Controller<D>>,
+    pub(crate) controllers: Vec<D::Handle>,
     pub(crate) queue_entries: Option<u16>,
     pub(crate) pool_bytes: usize,
     pub(crate) local_capacity: usize,
@@ -89,7 +89,7 @@ pub(crate) struct ReactorParams<D: Device> {
     pub(crate) io_retry_limit: Option<u8>,
 }
 
-struct Reactor<D: Device> {
+struct Reactor<D: Attach> {
     queues: Vec<Queue<D>>,
     /// The request slots, the links to producers and the answer path.
     dispatch: Dispatch,
@@ -111,7 +111,7 @@ struct Reactor<D: Device> {
 
 /// The body of a reactor thread: set up on this thread, report readiness
 /// through `ready`, run until shutdown, tear down, report.
-pub(crate) fn run<D: Device>(
+pub(crate) fn run<D: Attach>(
     params: ReactorParams<D>,
     control: Receiver<Control<D>>,
     ready: Sender<Result<(), ReactorError>>,
@@ -166,17 +166,18 @@ pub(crate) fn run<D: Device>(
 }
 
 /// Pin, then create this reactor's queue pairs and pools on its own thread.
-fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorError> {
+fn setup<D: Attach>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorError> {
     if params.pin {
         cores::pin_current_thread(params.core)?;
     }
     let mut queues = Vec::with_capacity(params.controllers.len());
-    let mut qp_options = QueuePairOptions::default();
-    qp_options.entries = params.queue_entries;
     for (i, controller) in params.controllers.iter().enumerate() {
-        let made = controller
-            .create_io_qpair(qp_options)
-            .and_then(|qp| Ok((qp, controller.create_pool(params.pool_bytes)?)));
+        let made = D::create_pool(controller, params.pool_bytes).and_then(|mut pool| {
+            Ok((
+                D::create_queue(controller, params.queue_entries, &mut pool)?,
+                pool,
+            ))
+        });
         match made {
             Ok((mut qp, pool)) => {
                 if let Some(t) = params.io_timeout {
@@ -191,18 +192,14 @@ fn setup<D: Device>(params: &ReactorParams<D>) -> Result<Vec<Queue<D>>, ReactorE
                 for q in queues {
                     let _ = q.qp.delete();
                 }
-                return Err(ReactorError::Setup {
-                    reactor: params.index,
-                    controller: i,
-                    source,
-                });
+                return Err(D::setup_error(source, Some(params.index), i));
             }
         }
     }
     Ok(queues)
 }
 
-impl<D: Device> Reactor<D> {
+impl<D: Attach> Reactor<D> {
     /// Loop until shutdown has drained everything; returns teardown notes.
     fn run_loop(&mut self) -> Vec<String> {
         let mut turn: u64 = 0;

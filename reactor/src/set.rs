@@ -13,6 +13,8 @@ use std::time::Duration;
 use nvme_engine::Controller;
 use nvme_engine::Device;
 
+use crate::attach::{Attach, Uring, UringNamespace};
+
 use crate::context::LocalPoller;
 use crate::cores::{AllowedCores, CoreSpec};
 use crate::error::ReactorError;
@@ -101,61 +103,56 @@ impl ReactorConfig {
     /// admin timeout each), then a controller reset (up to twice CAP.TO
     /// plus two admin commands to bring the controller and the queue back).
     pub fn shutdown_wait_needed<D: Device>(&self, controller: &Controller<D>) -> Duration {
-        let opts = controller.options();
-        let io = self.io_timeout.unwrap_or(opts.io_timeout);
-        let cap_to = Duration::from_millis(controller.cap().timeout_ms());
-        let detect = io + opts.timeout_scan_interval + self.timeout_check;
-        let abort = opts.admin_timeout + io.min(opts.admin_timeout);
-        let reset = 2 * cap_to + 2 * opts.admin_timeout;
-        detect + abort + reset
+        <D as Attach>::shutdown_wait_needed(controller, self.io_timeout, self.timeout_check)
     }
 
     /// The wait shutdown uses: `shutdown_timeout`, or the largest
     /// [`ReactorConfig::shutdown_wait_needed`] over `controllers`; an
     /// explicit value below that is an error naming both.
-    fn shutdown_wait<D: Device>(
+    fn shutdown_wait<D: Attach>(
         &self,
-        controllers: &[Controller<D>],
+        controllers: &[D::Handle],
     ) -> Result<Duration, ReactorError> {
         let (needed, worst) = controllers
             .iter()
             .enumerate()
-            .map(|(i, c)| (self.shutdown_wait_needed(c), i))
+            .map(|(i, c)| {
+                (
+                    D::shutdown_wait_needed(c, self.io_timeout, self.timeout_check),
+                    i,
+                )
+            })
             .max()
             .unwrap_or((Duration::ZERO, 0));
         match self.shutdown_timeout {
             None => Ok(needed),
             Some(t) if t >= needed => Ok(t),
-            Some(t) => {
-                let c = &controllers[worst];
-                Err(ReactorError::ShutdownTooShort {
-                    shutdown_timeout: t,
-                    needed,
-                    controller: worst,
-                    io_timeout: self.io_timeout.unwrap_or(c.options().io_timeout),
-                    admin_timeout: c.options().admin_timeout,
-                    cap_to_ms: c.cap().timeout_ms(),
-                })
-            }
+            Some(t) => Err(D::shutdown_too_short(
+                &controllers[worst],
+                self.io_timeout,
+                worst,
+                t,
+                needed,
+            )),
         }
     }
 }
 
-struct Handle<D: Device> {
+struct Handle<D: Attach> {
     core: usize,
     control: Sender<Control<D>>,
     thread: Option<JoinHandle<ReactorReport>>,
 }
 
 /// A set of running reactors over a list of controllers.
-pub struct ReactorSet<D: Device> {
+pub struct ReactorSet<D: Attach> {
     reactors: Vec<Handle<D>>,
-    controllers: Vec<Controller<D>>,
+    controllers: Vec<D::Handle>,
     ring_capacity: usize,
     producer_pool_bytes: usize,
 }
 
-impl<D: Device> std::fmt::Debug for ReactorSet<D> {
+impl<D: Attach> std::fmt::Debug for ReactorSet<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReactorSet")
             .field("cores", &self.cores())
@@ -173,6 +170,37 @@ impl<D: Device> ReactorSet<D> {
         config: ReactorConfig,
         controllers: Vec<Controller<D>>,
     ) -> Result<Self, ReactorError> {
+        Self::launch(config, controllers)
+    }
+}
+
+impl ReactorSet<Uring> {
+    /// Start one reactor per core in `config.cores` over io_uring
+    /// namespaces (NVMe passthrough on their generic nodes): each reactor
+    /// creates, on its own thread, one ring per namespace — polled where the
+    /// kernel lets it — and a DMA pool registered with it. Requests name the
+    /// namespace by its index in `devices` and by its NSID.
+    pub fn start_uring(
+        config: ReactorConfig,
+        devices: Vec<UringNamespace>,
+    ) -> Result<Self, ReactorError> {
+        Self::launch(config, devices)
+    }
+}
+
+impl<D: Attach> ReactorSet<D> {
+    /// [`ReactorSet::start`] over either transport
+    /// (`ReactorSet::<A>::start_with`): `controllers` are the handles of
+    /// attachment kind `D` — controllers of a [`Device`] or, for
+    /// [`Uring`], opened io_uring namespaces.
+    pub fn start_with(
+        config: ReactorConfig,
+        controllers: Vec<D::Handle>,
+    ) -> Result<Self, ReactorError> {
+        Self::launch(config, controllers)
+    }
+
+    fn launch(config: ReactorConfig, controllers: Vec<D::Handle>) -> Result<Self, ReactorError> {
         if config.ring_capacity == 0 {
             return Err(ReactorError::Config("ring_capacity must be at least 1"));
         }
@@ -196,12 +224,12 @@ impl<D: Device> ReactorSet<D> {
         if controllers.is_empty() {
             return Err(ReactorError::NoControllers);
         }
-        let shutdown_timeout = config.shutdown_wait(&controllers)?;
+        let shutdown_timeout = config.shutdown_wait::<D>(&controllers)?;
         if config.pin {
             // Aborts and resets run on each controller's admin worker: keep
             // it off the cores the reactors spin on, when a core is free.
             for c in &controllers {
-                c.keep_admin_work_off(config.cores.cores());
+                D::keep_admin_work_off(c, config.cores.cores());
             }
         }
         let mut set = ReactorSet {
@@ -265,7 +293,7 @@ impl<D: Device> ReactorSet<D> {
     }
 
     /// The controllers, in request index order.
-    pub fn controllers(&self) -> &[Controller<D>] {
+    pub fn controllers(&self) -> &[D::Handle] {
         &self.controllers
     }
 
@@ -290,12 +318,8 @@ impl<D: Device> ReactorSet<D> {
         self.handle(reactor)?;
         let mut pools = Vec::with_capacity(self.controllers.len());
         for (i, c) in self.controllers.iter().enumerate() {
-            let pool = c.create_pool(self.producer_pool_bytes).map_err(|source| {
-                ReactorError::ProducerPool {
-                    controller: i,
-                    source,
-                }
-            })?;
+            let pool = D::create_pool(c, self.producer_pool_bytes)
+                .map_err(|e| D::setup_error(e, None, i))?;
             pools.push(pool);
         }
         let (producer, link) = producer::pair(reactor, self.ring_capacity, pools);
@@ -397,16 +421,16 @@ impl<D: Device> ReactorSet<D> {
             .enumerate()
             .map(|(index, c)| ControllerReport {
                 index,
-                name: c.device().name(),
-                health: c.health(),
-                resets: c.resets(),
+                name: D::name(c),
+                health: D::health(c),
+                resets: D::resets(c),
             })
             .collect();
         report
     }
 }
 
-impl<D: Device> Drop for ReactorSet<D> {
+impl<D: Attach> Drop for ReactorSet<D> {
     fn drop(&mut self) {
         self.stop(None);
     }

@@ -21,6 +21,7 @@ const ORDER: &[&str] = &[
     "poller",
     "timer",
     "error",
+    "attach",
     // rings
     "producer",
     // dispatch

@@ -34,6 +34,9 @@ def _nvme_perf(kind, text):
         tool += " FUA"
     if any(x.get("shadow_doorbells", False) for x in j.get("controllers", [])):
         tool += " shadow on"
+    uring = [x["io_uring"] for x in j.get("controllers", []) if "io_uring" in x]
+    if uring:
+        tool += " io_uring " + ("polled" if uring[0].get("completion_mode") == "polled" else "irq")
     return {
         "tool": tool,
         "workload": c["workload"],
@@ -161,9 +164,31 @@ def _case_notes(r):
         ours = r[ours_t]
         print(f"{'':<15} {ours_t} / best fio ({best_t}): IOPS {_ratio(med(ours, 'iops'), med(best, 'iops'))}, "
               f"p99 {_f(med(ours, 'p99'), '{:.1f}')} vs {_f(med(best, 'p99'), '{:.1f}')} us")
+    _uring_notes(r, ours_t)
     stalled = [t for t in r if "FAILED" in t]
     if stalled:
         print(f"{'':<15} (not compared: {', '.join(stalled)})")
+
+
+def _uring_notes(r, vfio_t):
+    """nvme-perf over io_uring passthrough against fio's io_uring_cmd
+    engine in the same completion mode, and against nvme-perf over VFIO."""
+    med = _med
+    for mode, peer_t in (("polled", "fio io_uring_cmd-polled"), ("irq", "fio io_uring_cmd")):
+        ours_t = f"nvme-perf io_uring {mode}"
+        if ours_t not in r:
+            continue
+        ours = r[ours_t]
+        if peer_t in r:
+            peer = r[peer_t]
+            print(f"{'':<15} {ours_t} / {peer_t}: IOPS {_ratio(med(ours, 'iops'), med(peer, 'iops'))}, "
+                  f"p50 {_f(med(ours, 'p50'), '{:.1f}')} vs {_f(med(peer, 'p50'), '{:.1f}')} us, "
+                  f"p99 {_f(med(ours, 'p99'), '{:.1f}')} vs {_f(med(peer, 'p99'), '{:.1f}')} us "
+                  f"(target >= 1.20x IOPS, p99 no higher)")
+        if vfio_t in r:
+            v = r[vfio_t]
+            print(f"{'':<15} {vfio_t} (VFIO) / {ours_t}: IOPS {_ratio(med(v, 'iops'), med(ours, 'iops'))}, "
+                  f"p99 {_f(med(v, 'p99'), '{:.1f}')} vs {_f(med(ours, 'p99'), '{:.1f}')} us")
 
 
 def compare(path, label=""):

@@ -15,6 +15,11 @@
 #                    its -polled variant adds --hipri and runs only when the
 #                    kernel driver has poll queues)
 #   PERF_FIO_RW      fio workloads (default "randread randwrite")
+#   URING_PERF_ARGS  nvme-perf arguments for runs over NVMe passthrough on
+#                    io_uring, once the controller is back with the kernel's
+#                    nvme driver; "@NG@" is replaced by the namespace's
+#                    generic node (/dev/ng0n1). ";" separates runs. Empty:
+#                    skipped. Their JSON lines are tagged "nvme-perf".
 #   JOURNAL_ROUNDS   rounds of the journal example (default 2), when
 #                    /payload/bin/journal is in the payload; JOURNAL_MODES
 #                    its --mode values per round (default "local ring"),
@@ -226,8 +231,33 @@ run_fio() {
 	return $rc
 }
 
+# Hook: nvme-perf over io_uring passthrough, the controller left with the
+# kernel's nvme driver (after run_nvme_perf gave it back).
+run_uring_perf() {
+	[ -n "${URING_PERF_ARGS:-}" ] || return 0
+	if [ "$(pci_driver "$bdf")" != nvme ]; then
+		pci_bind "$bdf" nvme || return 1
+	fi
+	ctrl=$(first_entry "/sys/bus/pci/devices/$bdf/nvme")
+	ng=/dev/ng${ctrl#nvme}n1
+	wait_for "$ng" 10 || {
+		echo "guest-perf: $ng did not appear under the kernel driver; nvme-perf over io_uring skipped" >&2
+		return 1
+	}
+	rc=0
+	runs=$(echo "$URING_PERF_ARGS" | sed "s|@NG@|$ng|g" | tr ';' '\n')
+	while IFS= read -r args; do
+		[ -n "$(echo "$args" | tr -d ' ')" ] || continue
+		perf_run /payload/bin/nvme-perf nvme-perf "io_uring" "$args" || rc=1
+	done <<EOF_URING
+$runs
+EOF_URING
+	return $rc
+}
+
 summary=""
 run_nvme_perf || status=1
+run_uring_perf || status=1
 run_fio || status=1
 step "fio summary (kernel nvme driver, $(nproc) CPU(s), ${runtime}s per job)"
 echo "$summary" | sed '/^$/d'

@@ -41,6 +41,43 @@ if [ "$found" = 0 ]; then
 	exit 1
 fi
 
+PERF=/payload/bin/nvme-perf
+NQN=nqn.2026-12.io.nvme-engine:target
+TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420"
+if [ -x "$PERF" ]; then
+	step "nvme-perf: the portal's discovery log"
+	out=$("$PERF" -r "$TRID subnqn:nqn.2014-08.org.nvmexpress.discovery" 2>&1)
+	rc=$?
+	echo "$out"
+	if [ "$rc" != 0 ] || ! echo "$out" | grep -q "subnqn:$NQN"; then
+		echo "--- FAIL: nvme-perf discovery (exit status $rc, or $NQN not listed)"
+		status=1
+	else
+		echo "--- PASS: nvme-perf discovery"
+	fi
+	# nsid 2 is file-backed (null_blk returns no data, so --verify needs it).
+	for args in "-q 16 -o 4096 -w randrw -M 50" "-q 4 -o 131072 -w randwrite"; do
+		step "nvme-perf --verify over NVMe/TCP: $args (ns 2)"
+		# shellcheck disable=SC2086 # $args is a list of options
+		if "$PERF" -r "$TRID subnqn:$NQN ns:2" $args --verify -t 3 -c 0x1; then
+			echo "--- PASS: nvme-perf --verify $args"
+		else
+			echo "--- FAIL: nvme-perf --verify $args (exit status $?)"
+			status=1
+		fi
+	done
+	step "nvme-perf over NVMe/TCP with header and data digests (ns 1)"
+	if "$PERF" -r "$TRID subnqn:$NQN ns:1 hdgst:1 ddgst:1" -q 8 -o 4096 -w randread -t 2 -c 0x1; then
+		echo "--- PASS: nvme-perf with digests"
+	else
+		echo "--- FAIL: nvme-perf with digests (exit status $?)"
+		status=1
+	fi
+else
+	echo "--- FAIL: $PERF is missing from the payload"
+	status=1
+fi
+
 step "nvmf-target.sh teardown"
 bash /payload/bin/nvmf-target.sh teardown || status=1
 if [ -n "$(ls /sys/kernel/config/nvmet/subsystems 2>/dev/null)" ]; then

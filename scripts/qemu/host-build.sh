@@ -80,6 +80,21 @@ build_guest_perf() {
 	PAYLOAD_BINS+=("$exe")
 }
 
+# build_guest_examples NAME...: append static builds of the example programs
+# NAME (examples/src/bin) to PAYLOAD_BINS.
+build_guest_examples() {
+	local json=$RUN_DIR/cargo-examples.json exe name args=()
+	for name in "$@"; do
+		args+=(--bin "$name")
+	done
+	guest_cargo "$json" build --release -p nvme-engine-examples "${args[@]}"
+	for name in "$@"; do
+		exe=$(cargo_executables <"$json" | grep "/$name\$" | tail -n 1)
+		[[ -n $exe ]] || die "cargo built the examples but named no $name executable"
+		PAYLOAD_BINS+=("$exe")
+	done
+}
+
 # build_guest_fio_engine [--release]: the nvme-fio ioengine for the guest's
 # fio. It is a shared library that fio loads, so it is built for the host
 # (dynamic, like fio) and goes into /payload/bin with its libraries; fio comes

@@ -25,7 +25,7 @@ pub enum TransportIdError {
     },
     /// No trtype key.
     #[error(
-        "{} '{input}' has no trtype key: trtype must be PCIe, emu or nvme-io_uring; {}{}",
+        "{} '{input}' has no trtype key: trtype must be PCIe, emu, nvme-io_uring or TCP; {}{}",
         .syntax.what(), .syntax.help(), .syntax.not_a_controller_hint()
     )]
     MissingType {
@@ -36,7 +36,7 @@ pub enum TransportIdError {
     },
     /// A trtype no tool here knows.
     #[error(
-        "unknown transport type '{trtype}' in {} '{input}': trtype must be PCIe, emu or nvme-io_uring; {}{}",
+        "unknown transport type '{trtype}' in {} '{input}': trtype must be PCIe, emu, nvme-io_uring or TCP; {}{}",
         .syntax.what(), .syntax.help(), .syntax.not_a_controller_hint()
     )]
     UnknownType {

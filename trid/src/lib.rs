@@ -5,7 +5,8 @@
 //! (`trtype:PCIe traddr:0000:04:00.0 ns:1`, or `trtype:emu size:64M` for the
 //! built-in emulated controller, or `trtype:nvme-io_uring path:/dev/ng0n1`
 //! for a namespace left with the kernel and reached by NVMe passthrough over
-//! io_uring). nvme-perf reads it from `-r`; the fio
+//! io_uring, or `trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420
+//! subnqn:<nqn>` for a controller over NVMe/TCP). nvme-perf reads it from `-r`; the fio
 //! ioengine reads it from a fio filename, spelled as SPDK's fio plugin
 //! spells it (`trtype=PCIe traddr=0000.04.00.0 ns=1`). Both spellings share
 //! every key, check and message here; [`Syntax`] holds the few differences.
@@ -15,7 +16,8 @@
 //! - `parse`: the keys and their checks ([`TransportId`]).
 //! - `syntax`: the spellings ([`Syntax`]); `error`: why an ID was refused
 //!   ([`TransportIdError`]).
-//! - `open`: bringing up the controller an ID names ([`open()`]).
+//! - `open`: bringing up the controller an ID names ([`open()`]); `tcp`:
+//!   opening an NVMe/TCP controller or its portal's discovery log ([`open_tcp`]).
 //! - `inject`: the emulated controller's fault keys (`lose:0.001`,
 //!   [`Injection`]).
 //! - `size`: byte sizes with binary suffixes (`64M`, [`parse_size`]).
@@ -37,6 +39,7 @@ mod open;
 mod parse;
 mod size;
 mod syntax;
+mod tcp;
 
 pub use error::TransportIdError;
 pub use inject::{DEFAULT_DELAY_ROUNDS, InjectKind, Injection, Installed};
@@ -44,6 +47,9 @@ pub use open::{
     AnyDevice, EmuThread, FileAccess, OpenError, OpenOptions, Opened, describe_emu, emu_config,
     open, open_uring,
 };
-pub use parse::{ControllerId, EmuFeatures, EmuRunMode, EmuSpec, TransportId};
+pub use parse::{
+    ControllerId, DISCOVERY_NQN, EmuFeatures, EmuRunMode, EmuSpec, TcpSpec, TransportId,
+};
 pub use size::{SizeError, format_size, parse_size};
 pub use syntax::Syntax;
+pub use tcp::{discover_tcp, open_tcp, tcp_session, tcp_target};

@@ -173,6 +173,27 @@ pub enum OpenError {
         /// The generic node.
         path: PathBuf,
     },
+    /// The ID names a controller over NVMe/TCP, which has no registers to
+    /// bring up through this path.
+    #[error(
+        "{addr} is an NVMe/TCP controller (trtype:TCP), which this tool drives through its own \
+         path: programs open it with nvme_engine::tcp::TcpDevice (nvme_trid::open_tcp)"
+    )]
+    NotPcieTcp {
+        /// The target address.
+        addr: std::net::SocketAddr,
+    },
+    /// The NVMe/TCP controller could not be brought up.
+    #[error("cannot bring up {subnqn} at {addr} over NVMe/TCP")]
+    OpenTcp {
+        /// The target address.
+        addr: std::net::SocketAddr,
+        /// The subsystem.
+        subnqn: String,
+        /// Why (refused, unreachable, Connect rejected, ...).
+        #[source]
+        source: Box<nvme_engine::tcp::TcpError>,
+    },
     /// The generic node could not be opened (what, and how to fix it).
     #[error("cannot open {path} for NVMe passthrough over io_uring")]
     OpenUring {
@@ -446,6 +467,7 @@ where
         ControllerId::UringPassthrough { path, .. } => {
             Err(OpenError::NotAController { path: path.clone() })
         }
+        ControllerId::Tcp(t) => Err(OpenError::NotPcieTcp { addr: t.addr }),
         ControllerId::Emu(spec) => {
             let dev = EmuController::new(emu_config(spec, opts.emu_thread, opts.files))
                 .map_err(OpenError::CreateEmu)?;

@@ -1,13 +1,15 @@
 //! Parsing a transport ID: the keys of `trtype:PCIe` (a real controller
 //! through vfio-pci or uio_pci_generic) and of `trtype:emu` (the built-in
 //! emulated controller, with its backing, execution mode and injected
-//! faults), their checks and their messages, for every [`Syntax`].
+//! faults), of `trtype:nvme-io_uring` and of `trtype:TCP`, their checks and their messages, for every [`Syntax`].
 
 #![forbid(unsafe_code)]
 
 mod emu;
+mod tcp;
 
 pub use emu::EmuFeatures;
+pub use tcp::{DISCOVERY_NQN, TcpSpec};
 
 use std::path::PathBuf;
 
@@ -124,6 +126,9 @@ pub enum ControllerId {
         /// Register DMA pools as fixed buffers (`fixed:1`, the default).
         fixed_buffers: bool,
     },
+    /// A controller reached over NVMe/TCP (`trtype:TCP traddr:… trsvcid:…
+    /// subnqn:…`).
+    Tcp(TcpSpec),
 }
 
 /// One parsed transport ID: a controller and, optionally, one namespace.
@@ -261,6 +266,7 @@ impl<'a> Parser<'a> {
             "pcie" => self.pcie(&pairs),
             "emu" => self.emu(&pairs),
             "nvme-io_uring" | "io_uring" => self.uring(&pairs),
+            "tcp" => self.tcp(&pairs),
             _ => Err(TransportIdError::UnknownType {
                 input: self.input.into(),
                 trtype: trtype.into(),

@@ -21,6 +21,8 @@ pub enum Syntax {
 
 const CLI_HELP: &str = "valid syntax: -r 'trtype:PCIe traddr:0000:04:00.0 [ns:1] [noiommu:1] [shadow:0]' or \
 -r 'trtype:nvme-io_uring path:/dev/ng0n1 [poll:1] [fixed:1]' or \
+-r 'trtype:TCP [adrfam:IPv4] traddr:127.0.0.1 [trsvcid:4420] subnqn:<nqn> [hostnqn:<nqn>] [hdgst:1] [ddgst:1] [ns:1]' \
+(subnqn:nqn.2014-08.org.nvmexpress.discovery lists what the portal offers) or \
 -r 'trtype:emu [size:1G] [ns:<count>] [lba:512|4096] [null:1] [file:/path] [mode:threaded|inline] [idle:spin|backoff] [core:<cpu>] [shadow:0] [<fault>:<fraction of I/O>] [rounds:<n>] [recover:1] [sticky:1]' \
 (faults: fail status lose delay dup unknowncid stale sqhd fatal vanish)";
 

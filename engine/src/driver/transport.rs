@@ -33,20 +33,20 @@
 //! `IORING_OP_ASYNC_CANCEL` on the tag, and `reset` cancels everything in
 //! flight (the kernel driver owns the controller and resets it itself).
 //!
-//! **NVMe/TCP** (fits without changing the seam): `send` puts the SQE in a
-//! CapsuleCmd PDU with an SGL — in-capsule data for small writes (copied
-//! from [`DataRef::addr`]), a Transport SGL Data Block otherwise — and keeps
-//! the [`DataRef`] by tag, because data moves later in H2CData PDUs (after
-//! the controller's R2T, which `next_completion` answers while it reads the
-//! socket) and C2HData PDUs, all naming the CID = tag. `flush` writes the
-//! queued PDUs with one `sendmsg`; `next_completion` reads what the socket
-//! has without blocking and reports CapsuleResp CQEs by CID; a dropped
-//! connection becomes [`CommandOutcome::Failed`] for every tag in flight
-//! ([`TransportFailure::Disconnected`]). `cancel` sends Abort on the admin
-//! connection; `reset` reconnects the queue (`begin_reap` reports the
-//! reconnection like a PCIe reset, and `recover` re-sends Connect).
-//! Keep Alive belongs to the controller object on the admin queue, as queue
-//! creation does for PCIe.
+//! **NVMe/TCP** ([`crate::tcp::TcpTransport`], without changing the seam):
+//! `send` puts the SQE in a CapsuleCmd PDU with an SGL — in-capsule data
+//! for small writes (copied from [`DataRef::addr`]), a Transport SGL Data
+//! Block otherwise — and keeps the [`DataRef`] by tag, because data moves
+//! later in H2CData PDUs (after the controller's R2T, answered while the
+//! socket is read in `begin_reap`) and C2HData PDUs, all naming the CID =
+//! tag. `flush` writes the queued PDUs; `next_completion` reports
+//! CapsuleResp CQEs by CID; a dropped connection becomes
+//! [`CommandOutcome::Failed`] for every tag in flight (`ECONNRESET`). A
+//! command cannot be withdrawn over TCP: `cancel` says so, and `reset`
+//! ends the association (the target then drops every queue), which
+//! `begin_reap` reports like a PCIe reset; `recover` Connects the queue
+//! again once the association is back. Keep Alive belongs to the
+//! association, as queue creation belongs to the controller on PCIe.
 
 use std::time::Duration;
 
@@ -238,7 +238,8 @@ pub trait CommandTransport {
 
     /// Commands that can be in flight at once (entries − 1 on PCIe).
     fn capacity(&self) -> usize;
-    /// The queue id (PCIe SQ/CQ id, TCP queue id; io_uring: 1).
+    /// The queue id (PCIe SQ/CQ id, TCP queue id; io_uring: the ring's
+    /// number in this process, 1, 2, …).
     fn queue_id(&self) -> u16;
     /// Largest data transfer one command may carry, in bytes.
     fn max_transfer(&self) -> usize;

@@ -157,6 +157,25 @@ pub enum TcpError {
     /// The Discovery log page could not be read.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    /// The association failed and is being re-established.
+    #[error(
+        "the controller at {addr} is being reconnected after a failure ({last_error}); retry \
+         once it is back"
+    )]
+    Recovering {
+        /// Target address.
+        addr: std::net::SocketAddr,
+        /// Why it failed, or why the last attempt to reconnect failed.
+        last_error: String,
+    },
+    /// The association failed for good (or the device was closed).
+    #[error("the controller at {addr} is gone: {why}")]
+    Failed {
+        /// Target address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        why: String,
+    },
     /// A request the connection cannot carry.
     #[error("{0}")]
     Invalid(&'static str),

@@ -12,47 +12,51 @@
 //! - [`conn`]: one non-blocking connection per queue, polled by its owner.
 //! - [`session`]: blocking bring-up (admin queue, properties, CC.EN,
 //!   Identify), I/O queue Connect, discovery, Keep Alive.
+//! - [`assoc`]: the association shared by a device and its queues: Keep
+//!   Alive and reconnection after a failure, on one thread per controller.
+//! - [`device`]: [`TcpDevice`], the controller as users open it: its
+//!   namespaces, I/O queues, pools and admin commands.
+//! - [`transport`]: [`TcpTransport`], one I/O queue as the driver's command
+//!   transport, so a [`TcpQueue`] is a [`crate::driver::QueuePair`].
 //!
 //! # How a connection maps onto the driver's command transport
 //!
 //! A queue pair owns one [`conn::Connection`] the way it owns an SQ/CQ pair
-//! on PCIe, and the transport trait's calls map one to one:
-//! - `submit(cmd, data, tag)` → [`conn::Connection::submit`] with CID =
-//!   tag: the command capsule is encoded into the send buffer (writes up to
-//!   the in-capsule size from IOCCSZ travel inside it; larger writes and
-//!   every read get a transport SGL and move by R2T/H2CData or C2HData).
-//!   `Full` comes from the queue depth and the SQ head the target reports.
-//! - `flush()` → [`conn::Connection::flush`]: one `write` of everything
-//!   queued (partial writes resume on the next flush or poll).
-//! - `poll(max, f)` → [`conn::Connection::poll`]: sends pending H2CData,
-//!   reads what arrived without blocking (C2HData straight into the
-//!   command's buffer), and reports completions. A lost connection reports
-//!   every command in flight as failed (`TcpFailure::ConnectionLost`), each
-//!   exactly once.
-//! - `cancel(tag)` → NVMe/TCP cannot withdraw a command it has sent; the
-//!   queue pair's policy applies: an Abort on the admin queue, then a
-//!   reconnect (this transport's reset: fail the connection, which completes
-//!   everything in flight, and Connect a new one with the same QID).
-//! - `max_transfer()` → the controller's MDTS; `capacity()` → the queue depth.
+//! on PCIe (see [`transport`] for each call): `send` queues a command
+//! capsule with CID = tag (writes up to the in-capsule size from IOCCSZ
+//! inside it; larger writes and every read with a transport SGL, moved by
+//! R2T/H2CData or C2HData); `flush` is one `write` of everything queued
+//! (partial writes resume later); a reap sends pending H2CData and reads
+//! what arrived without blocking (C2HData straight into the command's
+//! buffer). A lost connection reports every command in flight failed, each
+//! exactly once. NVMe/TCP cannot withdraw a command it has sent: a command
+//! past its deadline resets the association (this transport's reset), and
+//! the queue reconnects with the same QID once it is back.
 //!
 //! The admin queue works the same way; [`session::FabricsController`] drives
 //! it blocking for bring-up and answers Keep Alive on the clock.
 
 #![deny(unsafe_code)]
 
+pub mod assoc;
 #[allow(unsafe_code)]
 pub mod buf;
 pub mod conn;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod fabrics;
 pub mod pdu;
 pub mod rx;
 pub mod session;
+pub mod transport;
 
-pub use buf::DataBuf;
+pub use assoc::{AssociationStats, RecoveryOptions};
+pub use buf::{DataBuf, host_pool};
 pub use conn::{
     Connection, ConnectionOptions, Direction, SubmitRefusal, TcpCompletion, TcpFailure, TcpOutcome,
 };
+pub use device::{TcpDevice, TcpDeviceOptions, TcpQueueOptions};
 pub use error::TcpError;
 pub use session::{FabricsController, SessionOptions, TcpTarget, discover, run_blocking};
+pub use transport::{TcpQueue, TcpQueueStats, TcpTransport};

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::buf::DataBuf;
+use super::buf::{DataBuf, lend};
 use super::conn::{Connection, ConnectionOptions, Direction, SubmitRefusal, TcpOutcome};
 use super::discovery::{self, DiscoveryLog};
 use super::error::TcpError;
@@ -90,7 +90,6 @@ fn lost(conn: &Connection, what: &'static str) -> TcpError {
 /// written after this returns. For a connection with no other command in
 /// flight (bring-up, the admin queue of [`FabricsController`], tests): the
 /// completions of other commands polled meanwhile are not kept.
-#[allow(unsafe_code)]
 pub fn run_blocking(
     conn: &mut Connection,
     what: &'static str,
@@ -99,12 +98,25 @@ pub fn run_blocking(
     cid: u16,
     timeout: Duration,
 ) -> Result<(u32, u32), TcpError> {
-    let buf = data.map(|(b, d)| {
-        // SAFETY: `b` is borrowed mutably for this whole function, and the
-        // command is complete (or the connection failed, which drops every
-        // DataBuf it held) before it returns.
-        (unsafe { DataBuf::new(b.as_mut_ptr(), b.len()) }, d)
-    });
+    let (bytes, dir) = match data {
+        Some((b, d)) => (Some(b), Some(d)),
+        None => (None, None),
+    };
+    // The buffer is taken back (the connection failed) should the command
+    // still hold it when this returns.
+    lend(conn, bytes, |conn, buf| {
+        exchange(conn, what, cmd, buf.zip(dir), cid, timeout)
+    })
+}
+
+fn exchange(
+    conn: &mut Connection,
+    what: &'static str,
+    cmd: &Command,
+    buf: Option<(DataBuf, Direction)>,
+    cid: u16,
+    timeout: Duration,
+) -> Result<(u32, u32), TcpError> {
     let addr = conn.peer();
     conn.submit(cmd, buf, cid)
         .map_err(|refusal| match refusal {

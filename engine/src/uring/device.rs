@@ -2,21 +2,25 @@
 //! admin commands through the NVMe admin passthrough ioctl on the controller
 //! node (Identify Controller and Identify Namespace at open; any other admin
 //! command on request), poll-queue detection and the transfer limit, and
-//! DMA pools whose memory a ring registers as fixed buffers.
+//! DMA pools whose memory a ring registers as fixed buffers. The system
+//! calls that need `unsafe` are in `ring.rs`, the transport's one unsafe file.
+
+#![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zerocopy::{FromZeros, IntoBytes};
 
-use super::abi::{NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, PassthruCmd};
 use super::error::{UringError, open_hint, permission_requirement};
 use super::kernel::{KernelVersion, io_uring_disabled};
+use super::modes::CompletionMode;
 use super::path::{NamespaceNodes, read_attr, resolve};
 use super::queue::{UringQueue, UringQueueOptions, create};
-use crate::dma::{DmaError, DmaPool, DmaRegion, HostMemory, PageSize};
+use super::ring::{admin_passthru, kernel_mapped_region, namespace_id_ioctl};
+use crate::dma::{DmaError, DmaPool, HostMemory, PageSize};
 use crate::driver::Namespace;
 use crate::spec::command::cns;
 use crate::spec::command::{AdminOpcode, Command};
@@ -141,60 +145,58 @@ impl UringDevice {
         data: Option<&mut [u8]>,
         name: &'static str,
     ) -> Result<u32, UringError> {
-        let (addr, len) = match data {
-            Some(d) => (
-                d.as_mut_ptr() as u64,
-                u32::try_from(d.len()).map_err(|_| UringError::InvalidOption {
-                    name: "admin data length",
-                    value: d.len() as u64,
-                    hint: "admin data buffers are at most 4 GiB",
-                })?,
-            ),
-            None => (0, 0),
-        };
-        let mut pt = PassthruCmd::from_command(cmd, addr, len, 0);
-        let fd = self.ctrl_file.as_ref().unwrap_or(&self.ns_file).as_raw_fd();
-        // SAFETY: NVME_IOCTL_ADMIN_CMD reads and writes back one
-        // `struct nvme_passthru_cmd`, which `pt` is (layout checked in abi);
-        // the kernel moves at most `len` bytes at `addr`, which is the
-        // exclusively borrowed `data` slice of that length, alive for the
-        // whole (synchronous) call.
-        let rc = unsafe {
-            libc::ioctl(
-                fd,
-                NVME_IOCTL_ADMIN_CMD as _,
-                pt.as_mut_bytes().as_mut_ptr(),
-            )
-        };
+        if let Some(d) = &data
+            && u32::try_from(d.len()).is_err()
+        {
+            return Err(UringError::InvalidOption {
+                name: "admin data length",
+                value: d.len() as u64,
+                hint: "admin data buffers are at most 4 GiB",
+            });
+        }
+        let fd = self.ctrl_file.as_ref().unwrap_or(&self.ns_file).as_fd();
         let path = self.admin_path.display().to_string();
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if is_permission(&e) {
+        let (status, result) = match admin_passthru(fd, cmd, data) {
+            Ok(v) => v,
+            Err(e) if is_permission(&e) => {
                 return Err(UringError::PermissionDenied {
                     path: path.clone(),
                     what: format!("admin command {name}"),
                     requirement: permission_requirement(self.kernel, &path, true),
                 });
             }
-            return Err(UringError::Ioctl {
-                path,
-                what: "NVME_IOCTL_ADMIN_CMD",
-                source: e,
-            });
-        }
-        if rc > 0 {
+            Err(source) => {
+                return Err(UringError::Ioctl {
+                    path,
+                    what: "NVME_IOCTL_ADMIN_CMD",
+                    source,
+                });
+            }
+        };
+        if status > 0 {
             return Err(UringError::AdminFailed {
                 command: name,
                 path,
-                status: crate::spec::status::Status::from_field(rc as u16),
+                status: crate::spec::status::Status::from_field(status as u16),
             });
         }
-        Ok(pt.result)
+        Ok(result)
     }
 
     /// Create a queue (one ring) for the calling thread.
     pub fn create_queue(&self, opts: UringQueueOptions) -> Result<UringQueue, UringError> {
         create(self, opts)
+    }
+
+    /// The completion mode `queues` queues created with `opts` will all
+    /// get (polled, or interrupts and why): see
+    /// [`UringQueueOptions::polled`] and [`UringQueueOptions::require_polled`].
+    /// A program creating one queue per thread asks this first and creates
+    /// each queue with `polled` and `require_polled` set to whether the
+    /// answer is [`CompletionMode::Polled`], so every queue runs in the same
+    /// mode.
+    pub fn plan_completion(&self, opts: &UringQueueOptions, queues: usize) -> CompletionMode {
+        super::queue::plan_completion(self, opts, queues)
     }
 
     /// A DMA pool of `bytes` for buffers of this transport: 2 MiB hugepages
@@ -212,16 +214,7 @@ impl UringDevice {
             }
             Err(e) => return Err(UringError::Dma(e)),
         };
-        // The kernel maps the memory for the device itself; the pool's
-        // "IOVA" is the virtual address, which keeps alignment checks true.
-        let va = memory.as_ptr() as u64;
-        // SAFETY: the kernel reaches these buffers by their virtual address
-        // (it pins and maps them itself for each command or once for fixed
-        // buffers), so byte i of `memory` is at `va + i` for this transport,
-        // and `memory` lives as long as the region.
-        Ok(DmaPool::new(unsafe {
-            DmaRegion::contiguous(memory, va, None)
-        }))
+        Ok(DmaPool::new(kernel_mapped_region(memory)))
     }
 
     /// The namespace (geometry and the checks made before submission).
@@ -285,14 +278,11 @@ fn open_error(path: &str, e: std::io::Error) -> UringError {
 
 /// The NSID of a namespace node (`NVME_IOCTL_ID`).
 fn namespace_id(file: &File, path: &str) -> Result<u32, UringError> {
-    // SAFETY: NVME_IOCTL_ID takes no argument and returns the NSID or -1;
-    // the descriptor is open for the whole call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), NVME_IOCTL_ID as _) };
-    if rc <= 0 {
-        let source = if rc < 0 {
-            std::io::Error::last_os_error()
-        } else {
-            std::io::Error::other("the kernel returned NSID 0")
+    let rc = namespace_id_ioctl(file.as_fd());
+    if !matches!(rc, Ok(n) if n > 0) {
+        let source = match rc {
+            Err(e) => e,
+            Ok(_) => std::io::Error::other("the kernel returned NSID 0"),
         };
         return Err(UringError::Ioctl {
             path: path.into(),
@@ -300,7 +290,7 @@ fn namespace_id(file: &File, path: &str) -> Result<u32, UringError> {
             source,
         });
     }
-    Ok(rc as u32)
+    Ok(rc.unwrap_or(0) as u32)
 }
 
 /// A namespace value to fill the struct with until Identify ran.

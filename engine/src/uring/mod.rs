@@ -44,12 +44,16 @@
 //! the deadline. The kernel enforces its own per-command timeout (abort,
 //! then reset), so a command the cancellation cannot stop still completes.
 
+#![deny(unsafe_code)]
+
 mod abi;
 mod device;
 mod error;
 mod kernel;
+mod modes;
 mod path;
 mod queue;
+#[allow(unsafe_code)] // the transport's one unsafe file: see its module doc.
 mod ring;
 mod transport;
 
@@ -60,7 +64,8 @@ pub use abi::{
 pub use device::{PollSupport, UringDevice};
 pub use error::{UringError, permission_requirement};
 pub use kernel::{KernelVersion, io_uring_disabled};
+pub use modes::{BufferMode, CompletionMode, RingStats};
 pub use path::{NamespaceNodes, NodeName};
 pub use queue::{UringQueue, UringQueueOptions};
-pub use ring::{BufferMode, CompletionMode, RingStats, UringTransport};
+pub use ring::UringTransport;
 pub use transport::uring_outcome;

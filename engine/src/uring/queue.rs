@@ -5,6 +5,8 @@
 //! file chooses the ring's modes (polled or interrupt completion, fixed
 //! buffers or not) and registers DMA pools with it.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use crate::driver::{ControllerOptions, QueuePair};
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;
 use super::kernel::{KernelVersion, io_uring_disabled};
-use super::ring::{BufferMode, CompletionMode, RingSetupError, UringTransport};
+use super::modes::{BufferMode, CompletionMode};
+use super::ring::{RingSetupError, UringTransport};
 
 /// A queue pair over io_uring passthrough.
 pub type UringQueue = QueuePair<UringTransport>;
@@ -57,6 +60,61 @@ impl Default for UringQueueOptions {
             retry_limit: ControllerOptions::default().io_retry_limit,
         }
     }
+}
+
+/// The completion mode every one of `queues` queues created with `opts`
+/// at once by this process will get: what a program creating several
+/// rings (one per thread) should plan for, so that all of them run in the
+/// same mode. Polled when asked for, the kernel can, the namespace has poll
+/// queues and either one queue is wanted or the kernel lets several rings
+/// poll one device (Linux 6.5); otherwise interrupts, with the reason.
+/// Creating the queues with `polled` set to `mode == Polled` and
+/// `require_polled` to the same then gives each exactly this mode.
+pub(super) fn plan_completion(
+    dev: &UringDevice,
+    opts: &UringQueueOptions,
+    queues: usize,
+) -> CompletionMode {
+    let kernel = dev.kernel();
+    let release = super::kernel::release();
+    let poll = dev.poll_support();
+    if !opts.polled {
+        return CompletionMode::Interrupts {
+            reason: "polling not asked for (poll:0)".into(),
+        };
+    }
+    if !kernel.is_none_or(|k| k.at_least(KernelVersion::IOPOLL_AND_FIXED)) {
+        return CompletionMode::Interrupts {
+            reason: format!("kernel {release} predates polled uring commands (Linux 6.1)"),
+        };
+    }
+    if poll.available != Some(true) {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "no poll queues ({}); set nvme.poll_queues=N to poll",
+                poll.detail
+            ),
+        };
+    }
+    let concurrent = kernel.is_some_and(|k| k.at_least(KernelVersion::CONCURRENT_POLL));
+    if queues > 1 && !concurrent {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "{queues} queues wanted; on kernel {release} (before Linux 6.5) several rings \
+                 polling one NVMe device can crash the kernel, so only one queue per process \
+                 may poll: use one queue (one core, one queue pair) to poll"
+            ),
+        };
+    }
+    if POLLED_RINGS.load(Ordering::Acquire) != 0 && !concurrent {
+        return CompletionMode::Interrupts {
+            reason: format!(
+                "another queue of this process already polls; on kernel {release} (before \
+                 Linux 6.5) only one queue per process may poll"
+            ),
+        };
+    }
+    CompletionMode::Polled
 }
 
 /// Create the queue (see [`UringDevice::create_queue`]).
@@ -155,34 +213,8 @@ impl QueuePair<UringTransport> {
     /// in flight. Takes one 4 KiB block of the pool to keep it mapped.
     pub fn register_pool(&mut self, pool: &mut DmaPool) -> Result<&BufferMode, UringError> {
         let ring = self.transport_mut();
-        if !ring.fixed_allowed {
-            return Ok(&ring.buffer_mode);
-        }
-        let keep = pool.alloc(4096).map_err(UringError::Dma)?;
-        let (addr, len) = (pool.region().as_ptr() as u64, pool.region().len());
-        let chunk = ring.max_transfer;
-        // SAFETY: `keep` holds the pool's region alive (its Arc) until the
-        // transport, and so the ring, is dropped (the ring field is dropped
-        // before `keepalive`): the registered memory stays mapped and
-        // belongs to this pool for the ring's whole life.
-        match unsafe { ring.register(addr, len, chunk) } {
-            Ok(()) => {
-                ring.keepalive.push(keep);
-                ring.buffer_mode = BufferMode::Fixed;
-            }
-            Err(e) => {
-                let _ = pool.free(keep);
-                let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
-                    " — raise RLIMIT_MEMLOCK (ulimit -l) or run with CAP_IPC_LOCK"
-                } else {
-                    ""
-                };
-                ring.buffer_mode = BufferMode::Unregistered {
-                    reason: format!("registering {len} bytes failed: {e}{hint}"),
-                };
-            }
-        }
-        Ok(&ring.buffer_mode)
+        ring.register_pool(pool).map_err(UringError::Dma)?;
+        Ok(ring.buffer_mode())
     }
 
     /// Polled or interrupt-driven completion, and why.

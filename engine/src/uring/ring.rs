@@ -10,24 +10,34 @@
 //! Data buffers inside memory registered with the ring go out as fixed
 //! buffers (`IORING_URING_CMD_FIXED` + buffer index): the kernel pins
 //! nothing per I/O.
+//!
+//! This is the transport's one file with `unsafe` code (every other file of
+//! `uring/` forbids it): the ring's buffer registration, SQE pushes and
+//! `io_uring_enter`, the two NVMe ioctls (admin passthrough and the NSID),
+//! and the DMA region of a pool the kernel maps by virtual address. Each
+//! block argues why it is sound where it stands.
 
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 
-use super::abi::{NVME_URING_CMD_IO, UringCmd};
+use super::abi::{NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_URING_CMD_IO, PassthruCmd, UringCmd};
+use super::modes::{BufferMode, CompletionMode, RingStats};
 use super::queue::PolledRingSlot;
 use super::transport::uring_outcome;
-use crate::dma::DmaBuf;
+use crate::dma::{DmaBuf, DmaError, DmaPool, DmaRegion, HostMemory};
 use crate::driver::transport::{
     CancelRequest, Closed, CommandTransport, DataDirection, DataRef, Reap, Recovery, SubmitRefusal,
     TransportCompletion,
 };
 use crate::driver::{IoError, LbaRange, QueuePairStats, SubmitErrorKind};
 use crate::spec::command::Command;
+use zerocopy::IntoBytes;
 
 /// Bytes of one slot's Dataset Management range list (256 ranges).
 const RANGE_LIST_BYTES: usize = 4096;
@@ -82,59 +92,10 @@ fn iovecs(regions: &[FixedRegion]) -> Vec<libc::iovec> {
     v
 }
 
-/// How the ring learns about completions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CompletionMode {
-    /// `IORING_SETUP_IOPOLL`: each reap polls the driver's poll queue.
-    Polled,
-    /// Interrupt-driven completion, reaped from the shared ring without a
-    /// system call; why polling is not in use.
-    Interrupts {
-        /// Why (no poll queues, kernel too old, not asked for).
-        reason: String,
-    },
-}
-
-/// How data buffers reach the kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BufferMode {
-    /// Buffers inside registered memory go as fixed buffers.
-    Fixed,
-    /// Every I/O's pages are pinned by the kernel per command; why.
-    Unregistered {
-        /// Why (kernel before 6.1, registration refused, not asked for).
-        reason: String,
-    },
-}
-
-/// Counters of one ring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RingStats {
-    /// `io_uring_enter` calls (submissions and polled reaps).
-    pub enter_calls: u64,
-    /// `io_uring_enter` calls that failed (retried later).
-    pub enter_errors: u64,
-    /// Commands that went with a fixed buffer.
-    pub fixed_buffer_io: u64,
-    /// Commands with data outside any registered buffer.
-    pub unregistered_io: u64,
-    /// Cancellation requests sent.
-    pub cancels_sent: u64,
-    /// Cancellations the kernel carried out (result 0).
-    pub cancels_done: u64,
-    /// Cancellations the kernel could not carry out (-ENOENT: not found,
-    /// -EALREADY: already running in the driver); the command then
-    /// completes on its own or by the kernel driver's own timeout.
-    pub cancels_refused: u64,
-    /// The last errno of a cancellation that was neither done nor refused.
-    pub cancel_last_errno: i32,
-    /// The last errno a command completed with (0 if none).
-    pub last_errno: i32,
-}
-
 /// One ring carrying NVMe commands to one namespace node.
 pub struct UringTransport {
+    /// The ring's number in this process (its queue id).
+    id: u16,
     ring: IoUring<squeue::Entry128, cqueue::Entry32>,
     fd: i32,
     capacity: usize,
@@ -176,6 +137,20 @@ pub(super) enum RingSetupError {
     NoUringCmd(String),
 }
 
+/// Rings made by this process so far: each ring's number (its queue id).
+static RINGS: AtomicU16 = AtomicU16::new(0);
+
+/// The next ring number, 1 to 65535 (0 is skipped when it wraps).
+fn next_ring_id() -> u16 {
+    loop {
+        // Relaxed: a number only has to be unique, it orders nothing.
+        let n = RINGS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
 impl UringTransport {
     /// A ring for up to `capacity` commands on the namespace node `fd`.
     /// The SQ has room for a cancellation per command, the CQ twice that.
@@ -203,6 +178,7 @@ impl UringTransport {
             _ => {}
         }
         Ok(UringTransport {
+            id: next_ring_id(),
             ring,
             fd,
             capacity,
@@ -391,6 +367,107 @@ impl UringTransport {
     }
 }
 
+/// Send admin command `cmd` with `data` through `NVME_IOCTL_ADMIN_CMD` on
+/// `fd` (a controller or namespace node); the kernel decides the transfer
+/// direction from the opcode. Returns the ioctl's result (0, or the NVMe
+/// status field when positive) and completion DW0; `Err` is the errno.
+pub(super) fn admin_passthru(
+    fd: BorrowedFd<'_>,
+    cmd: &Command,
+    data: Option<&mut [u8]>,
+) -> io::Result<(i32, u32)> {
+    let (addr, len) = match data {
+        Some(d) => (
+            d.as_mut_ptr() as u64,
+            u32::try_from(d.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        ),
+        None => (0, 0),
+    };
+    let mut pt = PassthruCmd::from_command(cmd, addr, len, 0);
+    // SAFETY: NVME_IOCTL_ADMIN_CMD reads and writes back one
+    // `struct nvme_passthru_cmd`, which `pt` is (its layout is checked in
+    // abi.rs); the kernel moves at most `len` bytes at `addr`, which is the
+    // exclusively borrowed `data` slice of that length (or nothing), alive
+    // for the whole call since the ioctl is synchronous; `fd` is borrowed,
+    // so it stays open.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            NVME_IOCTL_ADMIN_CMD as _,
+            pt.as_mut_bytes().as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((rc, pt.result))
+}
+
+/// The NSID of the namespace node `fd` (`NVME_IOCTL_ID`).
+pub(super) fn namespace_id_ioctl(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: NVME_IOCTL_ID takes no argument (no memory is read or
+    // written) and returns the NSID or -1; `fd` is borrowed, so it is open
+    // for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NVME_IOCTL_ID as _) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// The DMA region of `memory` for this transport: the kernel reaches a
+/// buffer by its virtual address (it pins and maps the pages itself, per
+/// command or once for fixed buffers), so the region's "IOVA" of byte `i`
+/// is the virtual address of byte `i`, which keeps alignment checks true.
+pub(super) fn kernel_mapped_region(memory: HostMemory) -> DmaRegion {
+    let va = memory.as_ptr() as u64;
+    // SAFETY: `DmaRegion::contiguous` needs byte `i` of `memory` to be
+    // reachable by the device at `va + i` for as long as the region lives:
+    // for passthrough the "device address" is the process's virtual
+    // address, which the kernel translates itself, and the region owns
+    // `memory`, so the mapping outlives every address taken from it.
+    unsafe { DmaRegion::contiguous(memory, va, None) }
+}
+
+impl UringTransport {
+    /// Register `pool`'s memory with this ring as fixed buffers, so its
+    /// buffers need no page pinning per I/O, and say so (or why not) in
+    /// [`UringTransport::buffer_mode`]. Falls back when the kernel cannot;
+    /// only an allocation failure of the pool is an error. Call while
+    /// nothing is in flight. Takes one 4 KiB block of the pool, which holds
+    /// the pool's memory alive as long as this ring.
+    pub(super) fn register_pool(&mut self, pool: &mut DmaPool) -> Result<(), DmaError> {
+        if !self.fixed_allowed {
+            return Ok(());
+        }
+        let keep = pool.alloc(4096)?;
+        let (addr, len) = (pool.region().as_ptr() as u64, pool.region().len());
+        let chunk = self.max_transfer;
+        // SAFETY: `keep` holds the pool's region alive (its Arc) until this
+        // transport is dropped, and the `ring` field is dropped before
+        // `keepalive` (field order), so the registered memory stays mapped
+        // and belongs to this pool for the ring's whole life.
+        match unsafe { self.register(addr, len, chunk) } {
+            Ok(()) => {
+                self.keepalive.push(keep);
+                self.buffer_mode = BufferMode::Fixed;
+            }
+            Err(e) => {
+                pool.free(keep)?;
+                let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
+                    " — raise RLIMIT_MEMLOCK (ulimit -l) or run with CAP_IPC_LOCK"
+                } else {
+                    ""
+                };
+                self.buffer_mode = BufferMode::Unregistered {
+                    reason: format!("registering {len} bytes failed: {e}{hint}"),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
 impl UringTransport {
     /// Queue one `NVME_URING_CMD_IO` SQE for `cmd` with `data`.
     fn submit_cmd(&mut self, cmd: &Command, data: Option<DataRef>) -> Result<(), SubmitRefusal> {
@@ -470,7 +547,7 @@ impl CommandTransport for UringTransport {
         self.capacity
     }
     fn queue_id(&self) -> u16 {
-        1
+        self.id
     }
     fn max_transfer(&self) -> usize {
         self.max_transfer

@@ -3,6 +3,8 @@
 //! negative errno, `res >= 0` the NVMe status field, and the first extra
 //! dword of the 32-byte CQE holds completion DW0.
 
+#![forbid(unsafe_code)]
+
 use crate::driver::transport::{CommandOutcome, TransportFailure};
 use crate::spec::status::Status;
 

@@ -5,10 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use nvme_engine::Controller;
-use nvme_engine::Device;
-use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
-use nvme_reactor::{CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
+use nvme_engine_examples::{DeviceArgs, Example, Handle, Setup, run};
+use nvme_reactor::{Attach, CoreSpec, Producer, ReactorConfig, ReactorSet, Request, Response};
 
 struct Hello;
 
@@ -29,7 +27,10 @@ impl Example for Hello {
         2
     }
 
-    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
+    fn run<A: Attach>(self, controller: A::Handle, setup: &Setup) -> Result<()>
+    where
+        A::Handle: Handle,
+    {
         let ns = setup.namespace(&controller)?;
         let (nsid, block) = (ns.id(), ns.block_size() as usize);
         let len = block.max(4096);
@@ -44,7 +45,7 @@ impl Example for Hello {
         let mut config = ReactorConfig::default();
         config.cores = CoreSpec::from_cores([core]);
         config.idle_yield = setup.plan.shared;
-        let set = ReactorSet::start(config, vec![controller])?;
+        let set = ReactorSet::<A>::start_with(config, vec![controller])?;
         println!("reactor started on core {core}");
         let mut p = set.producer(0)?;
 

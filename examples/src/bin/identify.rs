@@ -5,10 +5,9 @@
 
 use anyhow::Result;
 use clap::Parser;
-use nvme_engine::Controller;
-use nvme_engine::Device;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
-use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
+use nvme_engine_examples::{DeviceArgs, Example, Handle, Setup, run};
+use nvme_reactor::Attach;
 
 struct Identify;
 
@@ -108,38 +107,24 @@ impl Example for Identify {
         1
     }
 
-    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
-        let cap = controller.cap();
-        let vs = controller.version();
-        println!("device    : {}", controller.device().name());
-        println!(
-            "cap       : {:#018x} (max queue entries {}, cqr {}, to {} ms, dstrd {}, css {:#x}, mpsmin {} KiB, mpsmax {} KiB)",
-            u64::from(cap),
-            cap.max_queue_entries(),
-            u8::from(cap.cqr()),
-            cap.timeout_ms(),
-            cap.dstrd(),
-            cap.css(),
-            4u32 << cap.mpsmin(),
-            4u32 << cap.mpsmax()
-        );
-        println!("version   : {}.{}.{}", vs.mjr(), vs.mnr(), vs.ter());
-        println!(
-            "I/O queues granted: {}, max transfer: {} bytes",
-            controller.io_queues_granted(),
-            controller.max_transfer_bytes()
-        );
+    fn run<A: Attach>(self, controller: A::Handle, setup: &Setup) -> Result<()>
+    where
+        A::Handle: Handle,
+    {
+        for line in controller.transport_lines() {
+            println!("{line}");
+        }
         println!();
         print_controller(controller.identify());
         // ns:N prints that namespace only.
-        for ns in controller.namespaces() {
+        for ns in &controller.namespaces() {
             if setup.nsid.is_none_or(|n| n == ns.id()) {
                 print_namespace(ns.id(), ns.identify());
             }
         }
-        for skipped in controller.skipped_namespaces() {
+        for skipped in controller.skipped() {
             println!();
-            println!("namespace {} skipped: {}", skipped.id, skipped.reason);
+            println!("{skipped}");
         }
         Ok(())
     }

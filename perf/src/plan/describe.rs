@@ -11,7 +11,7 @@ use nvme_reactor::format_cores;
 
 use super::Plan;
 use crate::options::Options;
-use crate::target::Target;
+use crate::target::{Link, Target};
 use crate::units::format_size;
 
 /// Print the plan to `human`.
@@ -83,6 +83,10 @@ fn verify(o: &Options, human: &mut dyn Write) -> Result<()> {
 
 /// One attached controller and its namespaces.
 fn attached(t: &Target, human: &mut dyn Write) -> Result<()> {
+    if let Link::Uring(u) = &t.ctrl {
+        crate::uring::attached(u, &t.name(), &t.transport, human)?;
+        return namespaces(t, human);
+    }
     let id = t.ctrl.identify();
     writeln!(
         human,
@@ -100,6 +104,11 @@ fn attached(t: &Target, human: &mut dyn Write) -> Result<()> {
             "off"
         }
     )?;
+    namespaces(t, human)
+}
+
+/// The namespaces of one attached controller.
+fn namespaces(t: &Target, human: &mut dyn Write) -> Result<()> {
     for ns in &t.namespaces {
         writeln!(
             human,

@@ -100,6 +100,7 @@ pub fn open(
             (ControllerId::Emu(s), None) => s.namespaces as usize,
             (ControllerId::Pcie { .. }, None) => 16,
             (ControllerId::UringPassthrough { .. }, None) => 1,
+            (ControllerId::Tcp(_), None) => 1,
         };
         let queues = o
             .cores

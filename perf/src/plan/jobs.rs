@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Result, bail};
-use nvme_engine::MAX_IO_QUEUE_ENTRIES;
+use nvme_engine::{MAX_IO_QUEUE_ENTRIES, Namespace};
 
 use crate::cli::Workload;
 use crate::protection::{self, PiOption};
@@ -58,7 +58,7 @@ pub struct PlanOptions {
 pub fn queue_entries(targets: &[Target], o: &PlanOptions) -> Result<u16> {
     let mut limit = MAX_IO_QUEUE_ENTRIES as u64;
     for t in targets {
-        limit = limit.min(t.ctrl.cap().max_queue_entries() as u64);
+        limit = limit.min(t.ctrl.max_queue_entries() as u64);
     }
     let entries = match o.io_queue_size {
         Some(n) if n < 2 => {
@@ -162,6 +162,19 @@ fn divide(
     cores: &[usize],
     o: &PlanOptions,
 ) -> Result<(Vec<WorkerPlan>, Vec<RowInfo>)> {
+    let sets: Vec<(String, Vec<Namespace>)> = targets
+        .iter()
+        .map(|t| (t.name(), t.namespaces.clone()))
+        .collect();
+    divide_among(&sets, cores, o)
+}
+
+/// [`divide`] over controllers given by name and namespaces (any transport).
+pub fn divide_among(
+    sets: &[(String, Vec<Namespace>)],
+    cores: &[usize],
+    o: &PlanOptions,
+) -> Result<(Vec<WorkerPlan>, Vec<RowInfo>)> {
     let mut workers: Vec<WorkerPlan> = cores
         .iter()
         .enumerate()
@@ -175,8 +188,8 @@ fn divide(
         .collect();
     let mut rows = Vec::new();
     for (w, plan) in workers.iter_mut().enumerate() {
-        for (ti, t) in targets.iter().enumerate() {
-            for ns in &t.namespaces {
+        for (ti, (name, namespaces)) in sets.iter().enumerate() {
+            for ns in namespaces {
                 let mut blocks = ns.blocks();
                 if o.verify {
                     blocks = blocks.min(o.verify_span / ns.block_size() as u64);
@@ -196,7 +209,7 @@ fn divide(
                     bail!(
                         "namespace {} of {} ({}) is too small: each of {} cores x {} queue pairs gets {per_qpair} I/O-sized units, {} needs at least {need}; use a larger namespace, fewer cores or a smaller -o/-q",
                         ns.id(),
-                        t.name(),
+                        name,
                         format_size(ns.size_bytes()),
                         cores.len(),
                         o.qpairs,

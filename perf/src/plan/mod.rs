@@ -18,7 +18,7 @@ use crate::worker::WorkerPlan;
 use anyhow::Result;
 
 pub use describe::describe;
-pub use jobs::{PlanOptions, RowInfo};
+pub use jobs::{PlanOptions, RowInfo, divide_among};
 
 /// Everything decided before the workers start.
 pub struct Plan {
@@ -38,6 +38,7 @@ pub struct Plan {
 /// workers; warnings and the discovery note go to `human`.
 pub fn make(o: &Options, human: &mut dyn Write) -> Result<Plan> {
     let transports = devices::transports(o)?;
+    crate::uring::check_not_mixed(&transports.ids)?;
     let threads = devices::place_device_threads(o, &transports.ids)?;
     let targets = devices::open(o, &transports.ids, &threads, human)?;
     if let Some(note) = &transports.note {

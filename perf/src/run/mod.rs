@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-mod output;
+pub(crate) mod output;
 mod workers;
 
 use std::io::Write;
@@ -20,7 +20,7 @@ use crate::summary::{self, Summary};
 use crate::worker::RunParams;
 use crate::{report, signal};
 
-pub use workers::Timing;
+pub use workers::{Timing, WorkerStart, run_workers};
 
 /// Admin command timeout the driver uses (ControllerOptions' default).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,7 +65,7 @@ pub fn run(o: &mut Options, plan: Plan, human: &mut dyn Write, terminal: bool) -
 }
 
 /// What every worker needs to know about the run.
-fn params(o: &Options, entries: u16, clock: Clock) -> RunParams {
+pub(crate) fn params(o: &Options, entries: u16, clock: Clock) -> RunParams {
     let (args, p) = (&o.args, &o.plan);
     // A lost command times out, its Abort may take an admin timeout and the
     // grace after it as long again, then a reset: wait for all of it.

@@ -11,12 +11,22 @@ use serde_json::{Value, json};
 use crate::json::{self, RunInfo};
 use crate::options::Options;
 use crate::summary::Summary;
-use crate::target::Target;
+use crate::target::{Link, Target};
 use crate::worker::RunParams;
 
 /// Write the `--json` report where `--json` said.
 pub fn json(o: &mut Options, targets: &[Target], params: &RunParams, s: &Summary) -> Result<()> {
-    let text = serde_json::to_string_pretty(&json::report(&run_info(o, targets, params), s))?;
+    json_with(o, targets.iter().map(controller).collect(), params, s)
+}
+
+/// Write the `--json` report, with `controllers` as the report describes them.
+pub fn json_with(
+    o: &mut Options,
+    controllers: Vec<Value>,
+    params: &RunParams,
+    s: &Summary,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(&json::report(&run_info(o, controllers, params), s))?;
     match (&o.args.json, o.json_file.as_mut()) {
         (Some(Some(path)), Some(d)) => {
             let f = &mut d.file;
@@ -32,7 +42,7 @@ pub fn json(o: &mut Options, targets: &[Target], params: &RunParams, s: &Summary
 }
 
 /// The run's settings and controllers, as the JSON report echoes them.
-fn run_info(o: &Options, targets: &[Target], params: &RunParams) -> RunInfo {
+fn run_info(o: &Options, controllers: Vec<Value>, params: &RunParams) -> RunInfo {
     let (args, p) = (&o.args, &o.plan);
     RunInfo {
         workload: p.workload.name(),
@@ -57,14 +67,14 @@ fn run_info(o: &Options, targets: &[Target], params: &RunParams) -> RunInfo {
             "continue_on_error": args.continue_on_error,
             "no_shutdown_notification": args.no_shutdown_notification,
         }),
-        controllers: targets.iter().map(controller).collect(),
+        controllers,
     }
 }
 
 /// One controller in the JSON report.
 fn controller(t: &Target) -> Value {
     let id = t.ctrl.identify();
-    json!({
+    let mut v = json!({
         "name": t.name(),
         "transport": t.transport,
         "shadow_doorbells": t.ctrl.shadow_doorbells_active(),
@@ -73,7 +83,11 @@ fn controller(t: &Target) -> Value {
         "namespaces": t.namespaces.iter().map(|n| json!({
             "nsid": n.id(), "blocks": n.blocks(), "block_size": n.block_size(), "bytes": n.size_bytes()
         })).collect::<Vec<_>>(),
-    })
+    });
+    if let (Link::Uring(u), Some(map)) = (&t.ctrl, v.as_object_mut()) {
+        map.insert("io_uring".into(), u.json());
+    }
+    v
 }
 
 /// Shut every controller down (CC.SHN), or with `-N` leave them enabled.

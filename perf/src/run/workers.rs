@@ -20,10 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use nvme_engine::Controller;
 
-use crate::device::PerfDevice;
 use crate::stats::WorkerResult;
+use crate::target::Link;
 use crate::worker::{
     self, Control, PHASE_MEASURE, PHASE_STOP, PHASE_WARMUP, RunParams, WorkerPlan,
 };
@@ -55,13 +54,41 @@ const WAKE_SHARED_CPU: Duration = Duration::from_secs(1);
 /// Run all workers; returns their results in plan order.
 pub fn run(
     plans: Vec<WorkerPlan>,
-    ctrls: &[Controller<PerfDevice>],
+    ctrls: &[Link],
+    params: Arc<RunParams>,
+    timing: Timing,
+    out: &mut dyn Write,
+) -> Result<Vec<WorkerResult>> {
+    let ctrls = ctrls.to_vec();
+    let start: WorkerStart =
+        Arc::new(move |plan, p, ctl, tx| worker::run(plan, ctrls.clone(), p, ctl, tx));
+    run_workers(plans, start, params, timing, out)
+}
+
+/// What a worker thread runs: set up on its core, report readiness, drive
+/// the run (any transport).
+pub type WorkerStart = Arc<
+    dyn Fn(
+            WorkerPlan,
+            Arc<RunParams>,
+            Arc<Control>,
+            mpsc::Sender<SetupResult>,
+        ) -> Result<WorkerResult>
+        + Send
+        + Sync,
+>;
+
+/// Run all workers, each through `start`; returns their results in plan
+/// order.
+pub fn run_workers(
+    plans: Vec<WorkerPlan>,
+    start: WorkerStart,
     params: Arc<RunParams>,
     timing: Timing,
     out: &mut dyn Write,
 ) -> Result<Vec<WorkerResult>> {
     let ctl = Arc::new(Control::new(plans.len()));
-    let (handles, setup_rx, done_rx) = spawn(plans, ctrls, &params, &ctl)?;
+    let (handles, setup_rx, done_rx) = spawn(plans, start, &params, &ctl)?;
     let wake = match timing.reporter_core {
         Some(c) if nvme_engine::cpu::pin_current_thread(c).is_ok() => WAKE_OWN_CPU,
         _ => WAKE_SHARED_CPU,
@@ -87,13 +114,13 @@ pub fn run(
 /// A worker thread.
 type Worker = JoinHandle<Result<WorkerResult>>;
 /// What a worker reports when its setup ends.
-type SetupResult = std::result::Result<(), String>;
+pub type SetupResult = std::result::Result<(), String>;
 
 /// Start one thread per plan. Each reports the end of its setup on the
 /// first channel, and its end on the second.
 fn spawn(
     plans: Vec<WorkerPlan>,
-    ctrls: &[Controller<PerfDevice>],
+    start: WorkerStart,
     params: &Arc<RunParams>,
     ctl: &Arc<Control>,
 ) -> Result<(Vec<Worker>, Receiver<SetupResult>, Receiver<()>)> {
@@ -101,13 +128,13 @@ fn spawn(
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut handles = Vec::new();
     for plan in plans {
-        let (ctrls, p, ctl, tx) = (ctrls.to_vec(), params.clone(), ctl.clone(), tx.clone());
+        let (start, p, ctl, tx) = (start.clone(), params.clone(), ctl.clone(), tx.clone());
         let done = done_tx.clone();
         let name = format!("nvme-perf-c{}", plan.core);
         let h = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let r = worker::run(plan, ctrls, p, ctl, tx);
+                let r = start(plan, p, ctl, tx);
                 // Wake the main thread; it may be gone already.
                 let _ = done.send(());
                 r

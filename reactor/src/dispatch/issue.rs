@@ -7,8 +7,8 @@
 
 #![forbid(unsafe_code)]
 
-use nvme_engine::Device;
-use nvme_engine::{Controller, IoQueuePair, LbaRange, SubmitErrorKind};
+use crate::attach::Attach;
+use nvme_engine::{LbaRange, QueuePair, SubmitErrorKind};
 
 use crate::request::{Op, Request, RequestError};
 
@@ -41,14 +41,14 @@ pub(crate) enum InPlaceError {
     reason = "the request comes back by value for the backlog; boxing would allocate"
 )]
 #[inline]
-pub(crate) fn issue<D: Device>(
-    controller: &Controller<D>,
+pub(crate) fn issue<D: Attach>(
+    controller: &D::Handle,
     controller_index: usize,
-    qp: &mut IoQueuePair<D>,
+    qp: &mut QueuePair<D::Transport>,
     mut req: Request,
     tag: u64,
 ) -> Result<(), IssueError> {
-    match issue_in_place(controller, controller_index, qp, &mut req, tag) {
+    match issue_in_place::<D>(controller, controller_index, qp, &mut req, tag) {
         Ok(()) => Ok(()),
         Err(InPlaceError::QueueFull) => Err(IssueError::QueueFull(req)),
         Err(InPlaceError::Failed(error)) => Err(IssueError::Failed {
@@ -60,14 +60,14 @@ pub(crate) fn issue<D: Device>(
 
 /// [`issue`] on a request that stays where it is (in a ring slot): only
 /// its buffer moves, to the driver; on failure the buffer is put back.
-pub(crate) fn issue_in_place<D: Device>(
-    controller: &Controller<D>,
+pub(crate) fn issue_in_place<D: Attach>(
+    controller: &D::Handle,
     controller_index: usize,
-    qp: &mut IoQueuePair<D>,
+    qp: &mut QueuePair<D::Transport>,
     req: &mut Request,
     tag: u64,
 ) -> Result<(), InPlaceError> {
-    let Some(ns) = controller.namespace(req.nsid) else {
+    let Some(ns) = D::namespace(controller, req.nsid) else {
         return Err(InPlaceError::Failed(RequestError::NoSuchNamespace {
             controller: controller_index,
             nsid: req.nsid,

@@ -33,9 +33,9 @@ mod slots;
 
 use std::collections::VecDeque;
 
-use nvme_engine::Device;
+use crate::attach::Attach;
 use nvme_engine::dma::DmaPool;
-use nvme_engine::{Controller, DriverError, IoCompletion, IoQueuePair};
+use nvme_engine::{DriverError, IoCompletion, QueuePair};
 
 use crate::producer::{Answer, Link};
 use crate::request::{Request, RequestError, Response};
@@ -47,9 +47,9 @@ use local::Local;
 use slots::{LOCAL_LINK, Owner, Slots, Tag};
 
 /// One controller as seen by one reactor.
-pub(crate) struct Queue<D: Device> {
-    pub(crate) controller: Controller<D>,
-    pub(crate) qp: IoQueuePair<D>,
+pub(crate) struct Queue<D: Attach> {
+    pub(crate) controller: D::Handle,
+    pub(crate) qp: QueuePair<D::Transport>,
     /// The reactor's own DMA memory for this controller: buffers for
     /// reactor-local I/O. Released after the queue pair is deleted.
     pub(crate) pool: DmaPool,
@@ -59,8 +59,8 @@ pub(crate) struct Queue<D: Device> {
     dirty: bool,
 }
 
-impl<D: Device> Queue<D> {
-    pub(crate) fn new(controller: Controller<D>, qp: IoQueuePair<D>, pool: DmaPool) -> Self {
+impl<D: Attach> Queue<D> {
+    pub(crate) fn new(controller: D::Handle, qp: QueuePair<D::Transport>, pool: DmaPool) -> Self {
         Queue {
             controller,
             qp,
@@ -87,7 +87,7 @@ impl<D: Device> Queue<D> {
     /// is left for [`Queue::ring_doorbell`], once per batch.
     #[inline(always)]
     fn submit(&mut self, ci: usize, req: &mut Request, tag: Tag) -> Result<(), InPlaceError> {
-        issue_in_place(&self.controller, ci, &mut self.qp, req, tag)?;
+        issue_in_place::<D>(&self.controller, ci, &mut self.qp, req, tag)?;
         self.dirty = true;
         Ok(())
     }
@@ -266,7 +266,7 @@ impl Dispatch {
 
     /// Reserve everything a new producer can ever need (slots, and backlog
     /// room on every queue), then add its link.
-    pub(crate) fn attach<D: Device>(&mut self, link: Link, queues: &mut [Queue<D>]) {
+    pub(crate) fn attach<D: Attach>(&mut self, link: Link, queues: &mut [Queue<D>]) {
         let more = link.limit();
         self.slots.grow(more);
         for q in queues {
@@ -306,7 +306,7 @@ impl Dispatch {
 
     /// Nothing in flight, and nothing left in a ring that could still be
     /// taken.
-    pub(crate) fn is_drained<D: Device>(&self, queues: &[Queue<D>]) -> bool {
+    pub(crate) fn is_drained<D: Attach>(&self, queues: &[Queue<D>]) -> bool {
         self.out.local.in_flight() == 0
             && queues
                 .iter()
@@ -321,7 +321,7 @@ impl Dispatch {
     /// one's buffer moves (to the driver), and the ring's read index is
     /// published once per chunk (hop_bench: about 50 instructions per I/O
     /// fewer than popping and moving each request).
-    pub(crate) fn take_from_rings<D: Device>(
+    pub(crate) fn take_from_rings<D: Attach>(
         &mut self,
         queues: &mut [Queue<D>],
         batch: usize,
@@ -396,7 +396,7 @@ impl Dispatch {
 
     /// Resubmit backlogged requests, oldest first, until a queue is full
     /// again.
-    pub(crate) fn retry_backlogs<D: Device>(&mut self, queues: &mut [Queue<D>]) -> bool {
+    pub(crate) fn retry_backlogs<D: Attach>(&mut self, queues: &mut [Queue<D>]) -> bool {
         let mut busy = false;
         for (ci, q) in queues.iter_mut().enumerate() {
             while let Some(&tag) = q.backlog.front() {
@@ -424,7 +424,7 @@ impl Dispatch {
     }
 
     /// Reap every completion queue with a bounded budget and answer.
-    pub(crate) fn reap<D: Device>(&mut self, queues: &mut [Queue<D>], batch: usize) -> bool {
+    pub(crate) fn reap<D: Attach>(&mut self, queues: &mut [Queue<D>], batch: usize) -> bool {
         let Dispatch { slots, out } = self;
         let mut busy = false;
         for (ci, q) in queues.iter_mut().enumerate() {
@@ -444,7 +444,7 @@ impl Dispatch {
         clippy::result_large_err,
         reason = "the request comes back by value; boxing it would allocate per rejection"
     )]
-    pub(crate) fn submit_local<D: Device>(
+    pub(crate) fn submit_local<D: Attach>(
         &mut self,
         q: &mut Queue<D>,
         ci: usize,
@@ -507,7 +507,7 @@ impl Dispatch {
     /// Aborted due to SQ Deletion` — with their buffers
     /// (`IoQueuePair::delete_with`). What the driver could not answer stays
     /// in its slot for [`Dispatch::answer_unanswered`].
-    pub(crate) fn delete_queue<D: Device>(
+    pub(crate) fn delete_queue<D: Attach>(
         &mut self,
         ci: usize,
         q: Queue<D>,

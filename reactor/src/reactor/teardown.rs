@@ -4,12 +4,12 @@
 
 #![forbid(unsafe_code)]
 
-use nvme_engine::Device;
+use crate::attach::Attach;
 
 use super::Reactor;
 use crate::stats::ReactorStats;
 
-impl<D: Device> Reactor<D> {
+impl<D: Attach> Reactor<D> {
     /// Delete every queue pair and answer, exactly once, every request the
     /// reactor still holds:
     /// - commands the device finishes while its queue drains, with their
@@ -35,7 +35,7 @@ impl<D: Device> Reactor<D> {
         let mut errors = Vec::new();
         for (ci, q) in std::mem::take(&mut self.queues).into_iter().enumerate() {
             let qid = q.qp.qid();
-            let device = q.controller.device().name();
+            let device = D::name(&q.controller);
             if let Err(e) = self.dispatch.delete_queue(ci, q) {
                 errors.push(format!(
                     "deleting I/O queue {qid} on {device}: {e}; every command on it was answered, \

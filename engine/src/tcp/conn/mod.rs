@@ -192,6 +192,7 @@ impl Connection {
             .set_write_timeout(Some(t))
             .map_err(io("setting a write timeout"))?;
         let depth = opts.queue_depth as usize;
+        let slots = depth.next_power_of_two();
         let mut conn = Connection {
             stream,
             addr,
@@ -201,7 +202,8 @@ impl Connection {
             in_capsule_max: 0,
             max_transfer: opts.max_transfer,
             q: Queue {
-                slots: (0..depth).map(|_| Slot::default()).collect(),
+                slots: (0..slots).map(|_| Slot::default()).collect(),
+                mask: (slots - 1) as u16,
                 in_flight: 0,
                 done: VecDeque::with_capacity(depth),
                 h2c: VecDeque::with_capacity(depth),
@@ -337,9 +339,9 @@ impl Connection {
         self.in_capsule_max = bytes;
     }
 
-    /// Commands that can be in flight at once.
+    /// Commands that can be in flight at once (the queue depth).
     pub fn capacity(&self) -> usize {
-        self.q.slots.len()
+        self.q.sq_entries as usize - 1
     }
 
     /// Commands submitted and not yet returned by [`Connection::poll`].
@@ -355,6 +357,14 @@ impl Connection {
     /// Responses for CIDs not in flight, dropped so far.
     pub fn stray_responses(&self) -> u64 {
         self.q.stray
+    }
+
+    /// Whether a command in flight holds a buffer starting at `p`.
+    pub(crate) fn holds(&self, p: *mut u8) -> bool {
+        self.q
+            .slots
+            .iter()
+            .any(|s| s.busy && s.buf.as_ref().is_some_and(|b| super::buf::starts_at(b, p)))
     }
 
     /// Why the connection failed, once it has.
@@ -375,11 +385,13 @@ impl Connection {
         if self.failure.is_some() {
             return Err(SubmitRefusal::Gone);
         }
-        let Some(slot) = self.q.slots.get(cid as usize) else {
-            return Err(SubmitRefusal::BadData("CID beyond the queue depth"));
-        };
-        if slot.busy {
-            return Err(SubmitRefusal::BadData("CID already in flight"));
+        if self.q.in_flight >= self.capacity() {
+            return Err(SubmitRefusal::Full);
+        }
+        if self.q.slots[(cid & self.q.mask) as usize].busy {
+            return Err(SubmitRefusal::BadData(
+                "a command with the same CID low bits is in flight",
+            ));
         }
         let used = (self.q.sq_tail + self.q.sq_entries - self.q.sq_head) % self.q.sq_entries;
         if self.q.flow_control && used + 1 >= self.q.sq_entries {
@@ -425,8 +437,9 @@ impl Connection {
             Some((b, d)) => (Some(b), Some(d)),
             None => (None, None),
         };
-        self.q.slots[cid as usize] = Slot {
+        self.q.slots[(cid & self.q.mask) as usize] = Slot {
             busy: true,
+            cid,
             dir,
             buf,
             moved: if in_capsule { len as u32 } else { 0 },
@@ -472,9 +485,10 @@ impl Connection {
                 pdu::encoded_len(pdu::PduType::H2C_DATA, n as usize, self.digests, self.cpda);
             let at = self.tx.len();
             self.tx.resize(at + need, 0);
-            let src = self.q.slots[w.cid as usize]
-                .buf
-                .as_ref()
+            let src = self
+                .q
+                .slot(w.cid)
+                .and_then(|s| s.buf.as_ref())
                 .and_then(|b| b.slice(w.offset as usize, n as usize));
             let ok = src.is_some_and(|src| {
                 pdu::encode(
@@ -566,9 +580,10 @@ impl Connection {
             // Nothing buffered: read C2HData straight into the command's
             // buffer when a large piece of it is next.
             if let Some((cid, offset, left)) = self.rx.data_wanted().filter(|w| w.2 >= DIRECT_MIN) {
-                let Some(dst) = self.q.slots[cid as usize]
-                    .buf
-                    .as_mut()
+                let Some(dst) = self
+                    .q
+                    .slot_mut(cid)
+                    .and_then(|s| s.buf.as_mut())
                     .and_then(|b| b.slice_mut(offset as usize, left))
                 else {
                     return self.fail("internal: C2HData outside the command's buffer".into());
@@ -608,20 +623,39 @@ impl Connection {
     /// connection has failed, the commands that were in flight come out
     /// here failed, then nothing more.
     pub fn poll<F: FnMut(TcpCompletion)>(&mut self, max: usize, mut f: F) -> usize {
-        if self.failure.is_none() {
-            self.pump_tx();
-            self.receive(max);
-            self.pump_tx();
-        }
+        self.progress(max);
         let mut n = 0;
         while n < max {
-            let Some(c) = self.q.done.pop_front() else {
+            let Some(c) = self.next_done() else {
                 break;
             };
             f(c);
             n += 1;
         }
         n
+    }
+
+    /// Send what the socket takes and receive what arrived, until about
+    /// `max` completions are ready. Never blocks.
+    #[inline]
+    pub fn progress(&mut self, max: usize) {
+        if self.failure.is_none() {
+            self.pump_tx();
+            self.receive(max);
+            self.pump_tx();
+        }
+    }
+
+    /// The next completion made ready by [`Connection::progress`] (or by a
+    /// failure of the connection).
+    #[inline]
+    pub fn next_done(&mut self) -> Option<TcpCompletion> {
+        self.q.done.pop_front()
+    }
+
+    /// Whether completions are ready to be taken.
+    pub fn has_done(&self) -> bool {
+        !self.q.done.is_empty()
     }
 }
 
@@ -635,7 +669,7 @@ fn direct(
 ) -> Result<(), RxError> {
     // The digest needs the bytes, which are in the command's buffer: lend
     // the machine a view while the slot's buffer is taken out.
-    let buf = q.slots[cid as usize].buf.take();
+    let buf = q.slot_mut(cid).and_then(|s| s.buf.take());
     let r = match buf.as_ref().and_then(|b| b.slice(offset as usize, n)) {
         Some(bytes) => rx.data_direct(bytes, q),
         None => Err(RxError::Protocol(
@@ -644,11 +678,11 @@ fn direct(
     };
     // c2h_end may have completed the command (SUCCESS) and reset the slot:
     // put the buffer back only if the slot still owns this command.
-    if let Some(b) = buf {
-        let slot = &mut q.slots[cid as usize];
-        if slot.busy && slot.buf.is_none() {
-            slot.buf = Some(b);
-        }
+    if let Some(b) = buf
+        && let Some(slot) = q.slot_mut(cid)
+        && slot.buf.is_none()
+    {
+        slot.buf = Some(b);
     }
     r
 }

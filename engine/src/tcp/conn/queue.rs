@@ -14,6 +14,8 @@ use crate::tcp::rx::{RxError, RxSink};
 #[derive(Debug, Default)]
 pub(super) struct Slot {
     pub(super) busy: bool,
+    /// The full CID the command was submitted with (the slot is its low bits).
+    pub(super) cid: u16,
     pub(super) dir: Option<Direction>,
     pub(super) buf: Option<DataBuf>,
     /// C2HData bytes received (reads) or R2T bytes asked for (writes).
@@ -32,7 +34,10 @@ pub(super) struct H2cWork {
 /// Everything the receive machine's sink touches.
 #[derive(Debug)]
 pub(super) struct Queue {
+    /// Indexed by the CID's low bits (`cid & mask`): the submitter's CIDs
+    /// may carry a generation in their high bits.
     pub(super) slots: Vec<Slot>,
+    pub(super) mask: u16,
     pub(super) in_flight: usize,
     pub(super) done: VecDeque<TcpCompletion>,
     pub(super) h2c: VecDeque<H2cWork>,
@@ -47,8 +52,22 @@ pub(super) struct Queue {
 }
 
 impl Queue {
+    /// The slot of the command in flight under `cid`, if there is one.
+    pub(super) fn slot_mut(&mut self, cid: u16) -> Option<&mut Slot> {
+        self.slots
+            .get_mut((cid & self.mask) as usize)
+            .filter(|s| s.busy && s.cid == cid)
+    }
+
+    /// The slot of the command in flight under `cid`, if there is one.
+    pub(super) fn slot(&self, cid: u16) -> Option<&Slot> {
+        self.slots
+            .get((cid & self.mask) as usize)
+            .filter(|s| s.busy && s.cid == cid)
+    }
+
     pub(super) fn complete(&mut self, cid: u16, outcome: TcpOutcome) {
-        let Some(slot) = self.slots.get_mut(cid as usize) else {
+        let Some(slot) = self.slot_mut(cid) else {
             return;
         };
         let outcome = match (slot.failed.take(), outcome) {
@@ -64,9 +83,9 @@ impl Queue {
     }
 
     fn busy_slot(&mut self, cid: u16, what: &str) -> Result<&mut Slot, RxError> {
-        match self.slots.get_mut(cid as usize) {
-            Some(s) if s.busy => Ok(s),
-            _ => Err(RxError::Protocol(format!(
+        match self.slot_mut(cid) {
+            Some(s) => Ok(s),
+            None => Err(RxError::Protocol(format!(
                 "{what} for CID {cid}, which is not in flight"
             ))),
         }
@@ -74,10 +93,11 @@ impl Queue {
 
     pub(super) fn fail_all(&mut self, failure: TcpFailure) -> usize {
         let mut n = 0;
-        for cid in 0..self.slots.len() {
-            if self.slots[cid].busy {
-                self.slots[cid].failed = Some(failure);
-                self.complete(cid as u16, TcpOutcome::Failed(failure));
+        for i in 0..self.slots.len() {
+            if self.slots[i].busy {
+                let cid = self.slots[i].cid;
+                self.slots[i].failed = Some(failure);
+                self.complete(cid, TcpOutcome::Failed(failure));
                 n += 1;
             }
         }
@@ -105,7 +125,7 @@ impl RxSink for Queue {
             self.sq_head = cqe.sqhd;
         }
         let cid = cqe.cid;
-        let Some(slot) = self.slots.get_mut(cid as usize).filter(|s| s.busy) else {
+        let Some(slot) = self.slot_mut(cid) else {
             self.stray += 1;
             return Ok(());
         };
@@ -148,9 +168,9 @@ impl RxSink for Queue {
 
     fn c2h_data(&mut self, cccid: u16, offset: u32, bytes: &[u8]) {
         // c2h_begin checked the range; a miss here cannot happen.
-        if let Some(dst) = self.slots[cccid as usize]
-            .buf
-            .as_mut()
+        if let Some(dst) = self
+            .slot_mut(cccid)
+            .and_then(|s| s.buf.as_mut())
             .and_then(|b| b.slice_mut(offset as usize, bytes.len()))
         {
             dst.copy_from_slice(bytes);
@@ -158,7 +178,10 @@ impl RxSink for Queue {
     }
 
     fn c2h_end(&mut self, d: &DataHeader, digest_ok: bool) {
-        let slot = &mut self.slots[d.cccid as usize];
+        // c2h_begin checked that the command is in flight.
+        let Some(slot) = self.slot_mut(d.cccid) else {
+            return;
+        };
         slot.moved += d.len;
         if !digest_ok {
             slot.failed.get_or_insert(TcpFailure::DataDigest);

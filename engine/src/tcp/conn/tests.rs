@@ -94,11 +94,10 @@ fn wait_all(c: &mut Connection, n: usize) -> Vec<TcpCompletion> {
     out
 }
 
-#[allow(unsafe_code)]
 fn buf(v: &mut [u8]) -> DataBuf {
-    // SAFETY: every test keeps `v` alive and untouched until the command's
+    // Every test keeps `v` alive and untouched until the command's
     // completion has been polled (or the connection dropped).
-    unsafe { DataBuf::new(v.as_mut_ptr(), v.len()) }
+    DataBuf::for_test(v)
 }
 
 #[test]
@@ -303,7 +302,8 @@ fn sq_head_from_responses_limits_what_may_be_sent() {
     c.submit(&rw(NvmOpcode::FLUSH), None, 1).unwrap();
     assert_eq!(
         c.submit(&rw(NvmOpcode::FLUSH), None, 0),
-        Err(SubmitRefusal::BadData("CID already in flight"))
+        Err(SubmitRefusal::Full),
+        "the queue depth is reached"
     );
     c.flush().unwrap();
     wait_all(&mut c, 2);
@@ -490,5 +490,34 @@ fn sq_head_advancing_in_a_response_frees_entries_before_other_commands_complete(
     c.submit(&rw(NvmOpcode::FLUSH), None, 0).unwrap();
     c.flush().unwrap();
     assert_eq!(wait_all(&mut c, 2).len(), 2);
+    h.join().unwrap();
+}
+
+#[test]
+fn cids_carrying_a_generation_in_their_high_bits_match_only_their_own_response() {
+    let (addr, h) = peer(ic(8192), |s| {
+        let (Header::CapsuleCmd(cmd), _) = recv(s) else {
+            panic!()
+        };
+        assert_eq!(cmd.cid(), 0x4001);
+        // A response for the same slot under another generation is stray.
+        resp(s, 0x0001, 1);
+        resp(s, 0x4001, 1);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let mut c = Connection::connect(addr, &opts(3)).unwrap();
+    c.submit(&rw(NvmOpcode::FLUSH), None, 0x4001).unwrap();
+    assert_eq!(
+        c.submit(&rw(NvmOpcode::FLUSH), None, 0x0001),
+        Err(SubmitRefusal::BadData(
+            "a command with the same CID low bits is in flight"
+        ))
+    );
+    c.flush().unwrap();
+    let done = wait_all(&mut c, 1);
+    assert_eq!(done[0].cid, 0x4001);
+    assert_eq!(c.stray_responses(), 1);
+    drop(c);
     h.join().unwrap();
 }

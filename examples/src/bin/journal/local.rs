@@ -10,14 +10,15 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use nvme_engine::Device;
-use nvme_reactor::{ContextError, LocalPoller, PollStatus, ReactorContext, Request, Response};
+use nvme_reactor::{
+    Attach, ContextError, LocalPoller, PollStatus, ReactorContext, Request, Response,
+};
 
 use crate::ledger::{Commits, Ledger, Params, encode};
 
 /// A poller that commits `params.records` records on its reactor, and
 /// where its outcome arrives once every record was answered.
-pub fn poller<D: Device>(params: Params) -> Result<(LocalPoller<D>, Receiver<Result<Commits>>)> {
+pub fn poller<D: Attach>(params: Params) -> Result<(LocalPoller<D>, Receiver<Result<Commits>>)> {
     let (tx, rx) = channel();
     let mut state = Some(Local {
         ledger: Ledger::new(params)?,
@@ -57,7 +58,7 @@ struct Local {
 impl Local {
     /// One reactor turn's worth: collect answers, then submit what the
     /// window allows (the reactor rings the doorbell after its pollers).
-    fn turn<D: Device>(&mut self, ctx: &mut ReactorContext<'_, D>) -> Result<PollStatus> {
+    fn turn<D: Attach>(&mut self, ctx: &mut ReactorContext<'_, D>) -> Result<PollStatus> {
         if ctx.poll_completions(|r| self.done.push((Instant::now(), r))) > 0 {
             // One clock read per turn, not one per answer.
             if let Some(&(now, _)) = self.done.last() {

@@ -27,12 +27,10 @@ mod ring;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use nvme_emu::{FaultAction, FaultRule};
-use nvme_engine::Controller;
-use nvme_engine::Device;
 use nvme_engine::spec::{command::NvmOpcode, status::StatusCodeType, status::media};
 use nvme_engine_examples::baseline::direct_qd1_writes;
-use nvme_engine_examples::{DeviceArgs, Example, Setup, run};
-use nvme_reactor::{AllowedCores, CoreSpec, ReactorConfig, ReactorSet, pin_current_thread};
+use nvme_engine_examples::{DeviceArgs, Example, Handle, Setup, run};
+use nvme_reactor::{AllowedCores, Attach, CoreSpec, ReactorConfig, ReactorSet, pin_current_thread};
 
 use ledger::{Commits, Params, encode};
 
@@ -116,7 +114,10 @@ impl Example for Journal {
         }
     }
 
-    fn run<D: Device>(self, controller: Controller<D>, setup: &Setup) -> Result<()> {
+    fn run<A: Attach>(self, controller: A::Handle, setup: &Setup) -> Result<()>
+    where
+        A::Handle: Handle,
+    {
         let ns = setup.namespace(&controller)?;
         let block = ns.block_size() as usize;
         if self.record_bytes == 0 || !self.record_bytes.is_multiple_of(block) {
@@ -169,9 +170,9 @@ impl Example for Journal {
             config.pool_bytes = pool_bytes;
         }
         config.local_capacity = self.depth.max(64);
-        let baseline = |c: &Controller<D>| {
+        let baseline = |c: &A::Handle| {
             // The reference: the same commits in direct mode on this thread.
-            direct_qd1_writes(
+            direct_qd1_writes::<A>(
                 c,
                 params.nsid,
                 blocks_per_record,
@@ -185,7 +186,7 @@ impl Example for Journal {
                 // Start the reactor before pinning this thread (the set
                 // checks its cores against the calling thread's allowed
                 // CPUs); the baseline runs while it idles on its core.
-                let set = ReactorSet::start(config, vec![controller.clone()])?;
+                let set = ReactorSet::<A>::start_with(config, vec![controller.clone()])?;
                 pin_current_thread(app_core)?;
                 (set, baseline(&controller)?)
             }
@@ -194,7 +195,10 @@ impl Example for Journal {
                 // nothing else spins meanwhile.
                 pin_current_thread(app_core)?;
                 let b = baseline(&controller)?;
-                (ReactorSet::start(config, vec![controller.clone()])?, b)
+                (
+                    ReactorSet::<A>::start_with(config, vec![controller.clone()])?,
+                    b,
+                )
             }
         };
         if let (Some(rate), Some(emu)) = (self.fail_writes, setup.emu.as_ref()) {
@@ -228,7 +232,7 @@ impl Example for Journal {
                 .producer(0)
                 .map_err(Into::into)
                 .and_then(|mut p| ring::commit(&mut p, params, setup.plan.shared)),
-            Mode::Local => local::poller::<D>(params).and_then(|(poller, outcome)| {
+            Mode::Local => local::poller::<A>(params).and_then(|(poller, outcome)| {
                 set.add_local_poller(0, poller)?;
                 outcome.recv().context(
                     "the reactor dropped the journal's poller before it finished \
@@ -250,7 +254,7 @@ impl Example for Journal {
 
         let mut bad = 0;
         if self.read_back {
-            bad = recover::read_back(&controller, params, &commits.committed, window)?;
+            bad = recover::read_back::<A>(&controller, params, &commits.committed, window)?;
             println!(
                 "read back {} records: {} intact, {bad} damaged",
                 commits.committed.len(),

@@ -6,22 +6,20 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use nvme_engine::Device;
-use nvme_engine::{Controller, QueuePairOptions};
-use nvme_reactor::{DirectQueue, DirectSubmit, Request};
+use nvme_reactor::{Attach, DirectQueue, DirectSubmit, Request};
 
 use crate::ledger::{Params, encode};
 
 /// Read back the records `committed` names, `window` at a time; returns
 /// how many did not read back as committed.
-pub fn read_back<D: Device>(
-    controller: &Controller<D>,
+pub fn read_back<A: Attach>(
+    controller: &A::Handle,
     params: Params,
     committed: &[u64],
     window: usize,
 ) -> Result<u64> {
     let pool = (params.record_bytes.next_power_of_two() * (window + 1)).next_multiple_of(2 << 20);
-    let mut q = DirectQueue::new(controller, QueuePairOptions::default(), pool)
+    let mut q = DirectQueue::<A>::create(controller, None, pool)
         .context("creating a queue pair to read the journal back")?;
     let mut scratch = vec![0u8; params.record_bytes];
     let (mut next, mut checked, mut in_flight, mut bad) = (0usize, 0usize, 0usize, 0u64);

@@ -1,0 +1,380 @@
+//! The association with one NVMe over Fabrics controller over TCP, shared by
+//! the device and its I/O queues: the admin queue (a
+//! [`FabricsController`]), the generation every I/O queue connected under,
+//! the queue IDs in use, and the one background thread per controller that
+//! sends Keep Alive at half the KATO and re-establishes the association
+//! after a failure.
+//!
+//! Error recovery follows the Linux host's (`reconnect_delay`,
+//! `ctrl_loss_tmo`): any connection failure — a dropped or refused
+//! connection, a failed Keep Alive, commands that pass their deadline — ends
+//! the whole association. The admin connection is closed (the target then
+//! deletes the controller and with it every I/O queue), the generation
+//! moves on, every I/O queue sees that on its next reap and fails its
+//! connection (each command in flight completes once, with a transport
+//! error), and the thread brings up a new controller: at once, then every
+//! `reconnect_delay` until `ctrl_loss_timeout` has passed since the failure,
+//! after which the association has failed for good and every queue fails
+//! what it holds with [`crate::DeviceGone::Failed`]. Once the new admin
+//! queue is up, each I/O queue Connects again with its own QID on its own
+//! thread and resubmits what was sent while it was down.
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::conn::Connection;
+use super::error::TcpError;
+use super::session::{FabricsController, SessionOptions, TcpTarget};
+
+/// How the association recovers and how long it waits.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RecoveryOptions {
+    /// Wait between two attempts to re-establish the association (the
+    /// Linux host's `reconnect_delay`). The first attempt after a failure
+    /// is made at once.
+    pub reconnect_delay: Duration,
+    /// Give up re-establishing the association this long after the failure
+    /// (the Linux host's `ctrl_loss_tmo`); every queue then fails what it
+    /// holds and refuses new commands.
+    pub ctrl_loss_timeout: Duration,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        RecoveryOptions {
+            reconnect_delay: Duration::from_secs(2),
+            ctrl_loss_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the association stands, as a queue sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Up, in this generation.
+    Live(u64),
+    /// Being re-established.
+    Reconnecting,
+    /// Given up on (or closed): the reason.
+    Failed(String),
+}
+
+enum Phase {
+    Live(Box<FabricsController>),
+    Reconnecting {
+        since: Instant,
+        next_try: Instant,
+        attempts: u32,
+        last_error: String,
+    },
+    Failed(String),
+}
+
+struct State {
+    phase: Phase,
+    generation: u64,
+    qids: Vec<bool>,
+}
+
+/// Counters of the association.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AssociationStats {
+    /// Times the association failed (connection lost, Keep Alive failed,
+    /// deadlines passed).
+    pub failures: u64,
+    /// Times it was re-established.
+    pub reconnects: u64,
+    /// Attempts to re-establish it that failed.
+    pub failed_attempts: u64,
+    /// Keep Alive commands sent.
+    pub keep_alives: u64,
+}
+
+/// See the [module documentation](self).
+pub(crate) struct Association {
+    target: TcpTarget,
+    session: SessionOptions,
+    recovery: RecoveryOptions,
+    /// Mirrors `State::generation` for the one load a reap makes.
+    generation: AtomicU64,
+    state: Mutex<State>,
+    stats: Mutex<AssociationStats>,
+    stop: AtomicBool,
+}
+
+impl Association {
+    /// Bring up the controller and start the keep-alive and recovery thread.
+    pub(crate) fn start(
+        target: TcpTarget,
+        session: SessionOptions,
+        recovery: RecoveryOptions,
+        max_io_queues: u16,
+    ) -> Result<(Arc<Self>, JoinHandle<()>), TcpError> {
+        let ctrl = FabricsController::connect(&target, &session)?;
+        let a = Arc::new(Association {
+            target,
+            session,
+            recovery,
+            generation: AtomicU64::new(1),
+            state: Mutex::new(State {
+                phase: Phase::Live(Box::new(ctrl)),
+                generation: 1,
+                qids: vec![false; max_io_queues as usize + 1],
+            }),
+            stats: Mutex::new(AssociationStats::default()),
+            stop: AtomicBool::new(false),
+        });
+        let worker = a.clone();
+        let handle = std::thread::Builder::new()
+            .name("nvme-tcp-keepalive".into())
+            .spawn(move || worker.run())
+            .map_err(|_| TcpError::Invalid("cannot start the keep-alive thread"))?;
+        Ok((a, handle))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut AssociationStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Counters so far.
+    pub(crate) fn stats(&self) -> AssociationStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation queues compare theirs with (one relaxed load: a
+    /// change is acted on under the lock).
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The subsystem and address.
+    pub(crate) fn target(&self) -> &TcpTarget {
+        &self.target
+    }
+
+    /// Bring-up and connection settings.
+    pub(crate) fn session(&self) -> &SessionOptions {
+        &self.session
+    }
+
+    /// Recovery settings.
+    pub(crate) fn recovery(&self) -> &RecoveryOptions {
+        &self.recovery
+    }
+
+    /// Where the association stands.
+    pub(crate) fn standing(&self) -> Standing {
+        let s = self.lock();
+        match &s.phase {
+            Phase::Live(_) => Standing::Live(s.generation),
+            Phase::Reconnecting { .. } => Standing::Reconnecting,
+            Phase::Failed(why) => Standing::Failed(why.clone()),
+        }
+    }
+
+    /// Run `f` on the admin queue while the association is live.
+    pub(crate) fn with_admin<R>(
+        &self,
+        f: impl FnOnce(&mut FabricsController) -> Result<R, TcpError>,
+    ) -> Result<R, TcpError> {
+        let mut s = self.lock();
+        let generation = s.generation;
+        let r = match &mut s.phase {
+            Phase::Live(c) => f(c),
+            Phase::Reconnecting { last_error, .. } => {
+                return Err(TcpError::Recovering {
+                    addr: self.target.addr,
+                    last_error: last_error.clone(),
+                });
+            }
+            Phase::Failed(why) => {
+                return Err(TcpError::Failed {
+                    addr: self.target.addr,
+                    why: why.clone(),
+                });
+            }
+        };
+        if let Err(TcpError::Lost { .. } | TcpError::Timeout { .. } | TcpError::Closed { .. }) = &r
+        {
+            self.fail_locked(&mut s, generation, "an admin command lost its connection");
+        }
+        r
+    }
+
+    /// Take the lowest free I/O queue ID.
+    pub(crate) fn take_qid(&self) -> Option<u16> {
+        let mut s = self.lock();
+        let i = s.qids.iter().skip(1).position(|used| !used)? + 1;
+        s.qids[i] = true;
+        Some(i as u16)
+    }
+
+    /// Give `qid` back.
+    pub(crate) fn release_qid(&self, qid: u16) {
+        if let Some(q) = self.lock().qids.get_mut(qid as usize) {
+            *q = false;
+        }
+    }
+
+    /// Connect I/O queue `qid` in generation `generation` (blocking,
+    /// bounded by the connect and command timeouts). `None`: the
+    /// association is not live in that generation any more.
+    pub(crate) fn connect_io_queue(
+        &self,
+        generation: u64,
+        qid: u16,
+        depth: u16,
+    ) -> Option<Result<Connection, TcpError>> {
+        let s = self.lock();
+        match &s.phase {
+            Phase::Live(c) if s.generation == generation => Some(c.connect_io_queue(qid, depth)),
+            _ => None,
+        }
+    }
+
+    /// A queue of generation `generation` failed: end the association (if
+    /// that generation is still the live one) and wake the recovery thread.
+    pub(crate) fn report_failure(&self, generation: u64, why: &str) {
+        let mut s = self.lock();
+        self.fail_locked(&mut s, generation, why);
+    }
+
+    fn fail_locked(&self, s: &mut State, generation: u64, why: &str) {
+        if s.generation != generation || !matches!(s.phase, Phase::Live(_)) {
+            return;
+        }
+        let now = Instant::now();
+        // Dropping the controller closes the admin connection: the target
+        // deletes the controller and its I/O queues.
+        s.phase = Phase::Reconnecting {
+            since: now,
+            next_try: now,
+            attempts: 0,
+            last_error: why.to_string(),
+        };
+        s.generation += 1;
+        self.generation.store(s.generation, Ordering::Relaxed);
+        self.count(|c| c.failures += 1);
+    }
+
+    /// Stop the thread and shut the controller down (CC.SHN) if it is up.
+    pub(crate) fn close(&self) -> Result<(), TcpError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut s = self.lock();
+        let phase = std::mem::replace(&mut s.phase, Phase::Failed("the device was closed".into()));
+        s.generation += 1;
+        self.generation.store(s.generation, Ordering::Relaxed);
+        drop(s);
+        match phase {
+            Phase::Live(c) => c.shutdown(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The keep-alive and recovery thread.
+    fn run(self: Arc<Self>) {
+        let kato = self.session.kato;
+        let mut tick = self
+            .recovery
+            .reconnect_delay
+            .min(Duration::from_millis(250));
+        if !kato.is_zero() {
+            tick = tick.min(kato / 4);
+        }
+        let tick = tick.max(Duration::from_millis(5));
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::park_timeout(tick);
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            self.turn();
+        }
+    }
+
+    /// One turn of the thread: Keep Alive when due, or one reconnection
+    /// attempt when due (made without holding the lock, so queues polling
+    /// meanwhile never wait for it).
+    fn turn(&self) {
+        let mut s = self.lock();
+        let generation = s.generation;
+        let now = Instant::now();
+        match &mut s.phase {
+            Phase::Live(c) => {
+                match c.keep_alive_if_due() {
+                    Ok(true) => self.count(|c| c.keep_alives += 1),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let why = format!("Keep Alive failed: {e}");
+                        self.fail_locked(&mut s, generation, &why);
+                    }
+                }
+                return;
+            }
+            Phase::Failed(_) => return,
+            Phase::Reconnecting {
+                since,
+                next_try,
+                attempts,
+                last_error,
+            } => {
+                if now < *next_try {
+                    return;
+                }
+                if now.duration_since(*since) >= self.recovery.ctrl_loss_timeout {
+                    let why = format!(
+                        "the controller could not be reached again within {:?} ({} attempts; \
+                         last: {last_error}); check the target and the network, then open the \
+                         device again",
+                        self.recovery.ctrl_loss_timeout, attempts
+                    );
+                    s.phase = Phase::Failed(why);
+                    s.generation += 1;
+                    self.generation.store(s.generation, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        drop(s);
+        let attempt = FabricsController::connect(&self.target, &self.session);
+        let mut s = self.lock();
+        if s.generation != generation || self.stop.load(Ordering::Relaxed) {
+            // Closed meanwhile: a new controller is dropped (its admin
+            // connection closes).
+            return;
+        }
+        match attempt {
+            Ok(c) => {
+                s.phase = Phase::Live(Box::new(c));
+                s.generation += 1;
+                self.generation.store(s.generation, Ordering::Relaxed);
+                self.count(|c| c.reconnects += 1);
+            }
+            Err(e) => {
+                if let Phase::Reconnecting {
+                    next_try,
+                    attempts,
+                    last_error,
+                    ..
+                } = &mut s.phase
+                {
+                    *attempts += 1;
+                    *last_error = e.to_string();
+                    *next_try = Instant::now() + self.recovery.reconnect_delay;
+                }
+                self.count(|c| c.failed_attempts += 1);
+            }
+        }
+    }
+}
