@@ -335,7 +335,7 @@ fn bad_transport_ids_and_bare_pci_addresses_are_refused_with_the_spelling_to_use
     let exe = env!("CARGO_BIN_EXE_identify");
     let e = refused(exe, &["-r", "trtype:foo"]);
     assert!(
-        e.contains("trtype must be PCIe, emu or nvme-io_uring"),
+        e.contains("trtype must be PCIe, emu, nvme-io_uring or TCP"),
         "{e}"
     );
     let e = refused(exe, &["0000:04:00.0"]);

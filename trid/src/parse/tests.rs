@@ -242,7 +242,10 @@ fn filename_errors_name_the_key_and_what_to_write() {
         "{msg}"
     );
     let e = fio("trtype=rdma traddr=1.2.3.4").unwrap_err();
-    assert!(e.to_string().contains("PCIe, emu, nvme-io_uring or TCP"), "{e}");
+    assert!(
+        e.to_string().contains("PCIe, emu, nvme-io_uring or TCP"),
+        "{e}"
+    );
     let e = fio("traddr=0000.04.00.0").unwrap_err();
     assert!(e.to_string().contains("no trtype"), "{e}");
     let e = fio("trtype=PCIe").unwrap_err();
