@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds a libFuzzer target the way cargo-fuzz does (sancov + ASan), without cargo-fuzz.
-# Usage: fuzz/build.sh [TARGET] [cargo args]   (TARGET: hostile_device (default), tcp_pdu)
+# Usage: fuzz/build.sh [TARGET] [cargo args]   (TARGET: hostile_device (default), reactor, tcp_pdu)
 bin=hostile_device
 case "${1:-}" in "" | -*) ;; *) bin=$1; shift ;; esac
 cd "$(dirname "$0")"

@@ -156,6 +156,20 @@ impl EmuHandle {
             true
         })
     }
+    /// Every command the controller holds and may still act on, with its SQ
+    /// id: fetched and neither executed nor completed, or made visible by
+    /// the SQ Tail Doorbell and not fetched yet. A real controller may move
+    /// the data of any of them until it completes them, deletes their queue
+    /// or is reset. For the fuzzing harnesses: the host must not hand back a
+    /// buffer one of them points at.
+    #[doc(hidden)]
+    pub fn held_commands(&self) -> Vec<(u16, nvme_engine::spec::command::Command)> {
+        let sh = &*self.shared;
+        sh.with_processor(|e| {
+            let g = sh.state.iommu.guard();
+            e.held_commands(&sh.state, &g)
+        })
+    }
     /// Overwrite byte `offset` (mod 4096) of the Identify Controller data the
     /// device reports. For fuzzing the host's parsing.
     #[doc(hidden)]

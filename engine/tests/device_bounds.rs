@@ -4,9 +4,9 @@
 //! CAP.MQES, queues granted) and bring-up either adapts with a bound or
 //! fails naming the field.
 
+use nvme_emu::fuzzing::Rewired;
 use nvme_emu::{EmuConfig, EmuController};
 use nvme_engine::MAX_ACTIVE_NAMESPACES;
-use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
 use nvme_engine::spec::command::AdminOpcode;
 use nvme_engine::spec::registers::offset;
 use nvme_engine::{Controller, ControllerOptions, Device, DriverError};
@@ -119,41 +119,19 @@ fn one_granted_queue_pair_is_all_the_driver_uses() {
 }
 
 /// The emulated controller with CAP replaced.
-struct LyingCap {
-    emu: EmuController,
-    cap: u64,
-}
-
-impl Device for LyingCap {
-    fn read32(&self, off: usize) -> u32 {
-        match off {
-            offset::CAP => self.cap as u32,
-            o if o == offset::CAP + 4 => (self.cap >> 32) as u32,
-            _ => self.emu.read32(off),
-        }
-    }
-    fn write32(&self, off: usize, v: u32) {
-        self.emu.write32(off, v)
-    }
-    fn map_dma(&self, m: HostMemory) -> Result<DmaRegion, DmaError> {
-        self.emu.map_dma(m)
-    }
-    fn allows_plain_memory(&self) -> bool {
-        true
-    }
-    fn name(&self) -> String {
-        self.emu.name()
-    }
+fn lying_cap(emu: EmuController, cap: u64) -> Rewired {
+    Rewired::new(emu, move |off, value| match off {
+        offset::CAP => cap as u32,
+        o if o == offset::CAP + 4 => (cap >> 32) as u32,
+        _ => value,
+    })
 }
 
 #[test]
 fn cap_mqes_zero_fails_bring_up_naming_the_field() {
     let emu = emu();
     let real = emu.read64(offset::CAP);
-    let dev = LyingCap {
-        emu,
-        cap: real & !0xffff,
-    };
+    let dev = lying_cap(emu, real & !0xffff);
     let e = Controller::new(dev, ControllerOptions::default()).unwrap_err();
     assert!(e.to_string().contains("CAP.MQES is 0"), "{e}");
 }
@@ -167,7 +145,7 @@ fn cap_timeout_and_stride_extremes_do_not_break_bring_up() {
     let emu = emu();
     let real = emu.read64(offset::CAP);
     let cap = (real & !(0xff << 24)) | (255 << 24);
-    let dev = LyingCap { emu, cap };
+    let dev = lying_cap(emu, cap);
     let ctrl = Controller::new(dev, ControllerOptions::default()).unwrap();
     assert_eq!(ctrl.cap().timeout_ms(), 127_500);
 }

@@ -1,37 +1,39 @@
 //! Regression tests for what fuzzing the driver against a hostile device
 //! found (`emu/src/fuzzing.rs`, run by `fuzz/` and the seeded test).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nvme_emu::fuzzing::Rewired;
 use nvme_emu::{EmuConfig, EmuController};
-use nvme_engine::dma::{DmaError, DmaRegion, HostMemory};
+use nvme_engine::spec::completion::Completion;
 use nvme_engine::spec::registers::{Cc, Csts, offset};
 use nvme_engine::{Controller, ControllerOptions, Device};
 
-/// An emulated controller whose CC register reads back a fixed garbage
-/// value (the one the fuzzer used), as a failing device might.
-struct LyingCc(EmuController);
+/// A completion entry for CQ 1 as a device that still had the queue would
+/// write it.
+fn first_entry_of_cq1() -> Completion {
+    Completion {
+        dw0: 0,
+        dw1: 0,
+        sqhd: 0,
+        sqid: 1,
+        cid: 0,
+        status_phase: 0,
+    }
+}
 
 const GARBAGE_CC: u32 = 0x3f19_684a;
 
-impl Device for LyingCc {
-    fn read32(&self, off: usize) -> u32 {
-        if off == offset::CC {
-            GARBAGE_CC
-        } else {
-            self.0.read32(off)
-        }
-    }
-    fn write32(&self, off: usize, value: u32) {
-        self.0.write32(off, value)
-    }
-    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
-        self.0.map_dma(memory)
-    }
-    fn allows_plain_memory(&self) -> bool {
-        true
-    }
-    fn name(&self) -> String {
-        self.0.name()
-    }
+/// An emulated controller whose CC register reads back a fixed garbage
+/// value (the one the fuzzer used), as a failing device might.
+fn lying_cc(emu: EmuController) -> Rewired {
+    Rewired::new(
+        emu,
+        |off, value| {
+            if off == offset::CC { GARBAGE_CC } else { value }
+        },
+    )
 }
 
 /// Found by fuzzing: shutdown read CC back and wrote it with SHN set. A
@@ -42,7 +44,7 @@ impl Device for LyingCc {
 fn shutdown_does_not_trust_a_garbage_cc_read() {
     assert!(!Cc::from(GARBAGE_CC).en());
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
-    let ctrl = Controller::new(LyingCc(emu), ControllerOptions::default()).unwrap();
+    let ctrl = Controller::new(lying_cc(emu), ControllerOptions::default()).unwrap();
     ctrl.shutdown().unwrap();
     let csts = Csts::from(ctrl.device().read32(offset::CSTS));
     assert_eq!(csts.shst(), 2, "shutdown complete reported");
@@ -62,34 +64,14 @@ fn shutdown_of_a_disabled_controller_returns_at_once() {
 
 /// The emulated controller with one CSTS read, once armed, that returns all
 /// ones: a transient PCIe error seen by the host while the device works on.
-struct FlickeringCsts {
-    emu: EmuController,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl Device for FlickeringCsts {
-    fn read32(&self, off: usize) -> u32 {
-        use std::sync::atomic::Ordering;
-        if off == offset::CSTS && self.armed.swap(false, Ordering::SeqCst) {
-            return u32::MAX;
+fn flickering_csts(emu: EmuController, armed: Arc<AtomicBool>) -> Rewired {
+    Rewired::new(emu, move |off, value| {
+        if off == offset::CSTS && armed.swap(false, Ordering::SeqCst) {
+            u32::MAX
+        } else {
+            value
         }
-        self.emu.read32(off)
-    }
-    fn write32(&self, off: usize, value: u32) {
-        self.emu.write32(off, value)
-    }
-    fn map_dma(&self, memory: HostMemory) -> Result<DmaRegion, DmaError> {
-        self.emu.map_dma(memory)
-    }
-    fn allows_plain_memory(&self) -> bool {
-        true
-    }
-    fn name(&self) -> String {
-        self.emu.name()
-    }
-    fn quiesce(&self) -> Result<(), nvme_engine::QuiesceError> {
-        self.emu.quiesce()
-    }
+    })
 }
 
 /// Found by fuzzing the threaded emulator: a CSTS read of all ones while
@@ -100,14 +82,11 @@ impl Device for FlickeringCsts {
 #[test]
 fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memory() {
     use nvme_emu::{FaultAction, FaultRule};
-    use nvme_engine::spec::{command::AdminOpcode, completion::Completion};
-    use std::sync::atomic::Ordering;
+    use nvme_engine::spec::command::AdminOpcode;
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
     let h = emu.handle();
-    let dev = FlickeringCsts {
-        emu,
-        armed: std::sync::atomic::AtomicBool::new(false),
-    };
+    let armed = Arc::new(AtomicBool::new(false));
+    let dev = flickering_csts(emu, Arc::clone(&armed));
     let ctrl = Controller::new(dev, ControllerOptions::default()).unwrap();
     // The CQ is created at once; its completion waits for device rounds,
     // so the host polls CSTS meanwhile and sees the flicker.
@@ -117,21 +96,13 @@ fn create_cq_interrupted_by_a_transient_all_ones_read_leaves_no_cq_in_freed_memo
             .opcode(AdminOpcode::CREATE_IO_CQ.0)
             .once(),
     );
-    ctrl.device().armed.store(true, Ordering::SeqCst);
+    armed.store(true, Ordering::SeqCst);
     let e = ctrl
         .create_io_qpair(Default::default())
         .expect_err("creation sees the device gone");
     assert!(e.to_string().contains("0xFFFFFFFF"), "{e}");
     // The device writing its CQ now must not reach memory the host freed.
-    let c = Completion {
-        dw0: 0,
-        dw1: 0,
-        sqhd: 0,
-        sqid: 1,
-        cid: 0,
-        status_phase: 0,
-    };
-    h.inject_completion(1, c);
+    h.inject_completion(1, first_entry_of_cq1());
     assert_eq!(
         h.dma_faults(),
         0,
@@ -151,7 +122,6 @@ fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_rin
     use nvme_engine::spec::status::generic;
     use nvme_engine::spec::{
         command::AdminOpcode,
-        completion::Completion,
         status::{Status, StatusCodeType},
     };
     let emu = EmuController::new(EmuConfig::ram(1 << 20)).unwrap();
@@ -171,15 +141,10 @@ fn failed_sq_creation_whose_cq_cannot_be_deleted_resets_before_releasing_the_rin
     let e = ctrl.create_io_qpair(Default::default()).unwrap_err();
     assert!(e.to_string().contains("Create I/O Submission Queue"), "{e}");
     assert_eq!(ctrl.resets(), 1, "the reset removed the CQ");
-    let c = Completion {
-        dw0: 0,
-        dw1: 0,
-        sqhd: 0,
-        sqid: 1,
-        cid: 0,
-        status_phase: 0,
-    };
-    assert!(!h.inject_completion(1, c), "the CQ is gone");
+    assert!(
+        !h.inject_completion(1, first_entry_of_cq1()),
+        "the CQ is gone"
+    );
     assert_eq!(h.dma_faults(), 0);
     assert!(ctrl.create_io_qpair(Default::default()).is_ok());
 }

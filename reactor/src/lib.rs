@@ -117,8 +117,9 @@
 //! [`ReactorSet::shutdown`] (also run on drop): each reactor marks its
 //! producers closing, so new submissions fail with
 //! [`ProducerError::ShuttingDown`]; finishes every request already taken
-//! and everything in flight; delivers every response; deletes its queue
-//! pairs; and exits. Deadline checks keep running while it drains, so a
+//! and everything in flight; delivers every response (local pollers keep
+//! running while it closes, and it waits until they have collected every
+//! local answer); deletes its queue pairs; and exits. Deadline checks keep running while it drains, so a
 //! lost completion is timed out and a removed or failed controller fails
 //! its commands: shutdown does not hang on them. It gives up after
 //! [`ReactorConfig::shutdown_timeout`], by default derived from the
@@ -180,6 +181,7 @@
 //! | users of dispatch | `context`, `direct` | reactor-local I/O ([`ReactorContext`]), direct mode ([`DirectQueue`]) |
 //! | the loop | `reactor` (`teardown`) | one reactor thread: the turn, control messages, teardown |
 //! | the set | `set` | starting reactors, attaching producers, shutdown |
+//! | fuzzing (feature `fuzzing`) | `fuzzing` | the fuzzing harness: all of the above against misbehaving emulated controllers |
 //!
 //! One I/O through a reactor: [`Producer::try_submit`] (producer) → the
 //! reactor's turn takes it from the ring (reactor → dispatch, which gives
@@ -263,6 +265,8 @@ mod cores;
 mod direct;
 mod dispatch;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod placement;
 mod poller;
 mod producer;

@@ -370,9 +370,13 @@ impl<D: Attach> Reactor<D> {
         self.closing = Some(Instant::now());
     }
 
-    /// Nothing in flight, and nothing left in a ring that could still be taken.
+    /// Nothing in flight, nothing left in a ring that could still be taken,
+    /// and no local answer waiting for a poller that could still collect
+    /// it (its pollers run on while the reactor closes; once they are gone,
+    /// after a panic, nobody can).
     fn drained(&self) -> bool {
         self.dispatch.is_drained(&self.queues)
+            && (self.local_pollers.is_empty() || self.dispatch.local_uncollected() == 0)
     }
 
     fn stuck_report(&self) -> String {

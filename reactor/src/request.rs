@@ -50,7 +50,8 @@ pub struct Request {
     pub nsid: u32,
     /// Starting LBA (ignored by Flush).
     pub lba: u64,
-    /// Data buffer: required by Read and Write, returned in the response.
+    /// Data buffer: required by Read and Write, refused by the others;
+    /// returned in the response whatever the outcome.
     pub buf: Option<DmaBuf>,
     /// The application's tag, returned in the response.
     pub token: u64,
@@ -186,6 +187,16 @@ pub enum RequestError {
     /// A Read or Write came without a buffer.
     #[error("a {op:?} request needs a data buffer; allocate one with Producer::alloc")]
     MissingBuffer {
+        /// The operation.
+        op: Op,
+    },
+    /// A Flush, Write Zeroes or Deallocate came with a data buffer, which
+    /// it has no use for; the buffer comes back with this answer.
+    #[error(
+        "a {op:?} request carries no data buffer: leave Request::buf empty (use \
+         Request::flush or Request::without_data); the buffer is handed back with this answer"
+    )]
+    UnexpectedBuffer {
         /// The operation.
         op: Op,
     },

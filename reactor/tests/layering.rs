@@ -33,6 +33,8 @@ const ORDER: &[&str] = &[
     "reactor",
     // the set
     "set",
+    // the fuzzing harness (feature `fuzzing`)
+    "fuzzing",
 ];
 
 /// Every `.rs` file under `dir`, recursively.

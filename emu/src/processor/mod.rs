@@ -45,6 +45,7 @@ mod admin_set;
 mod async_events;
 mod doorbell_values;
 mod fused;
+mod held;
 mod namespace_changes;
 mod nvm_set;
 mod protected_io;
@@ -145,6 +146,9 @@ struct Delayed {
 pub(crate) struct Stuck {
     pub(crate) sqid: u16,
     pub(crate) cid: u16,
+    /// The command itself: a real controller holding it may still move
+    /// its data (see `held.rs`).
+    pub(crate) cmd: Command,
 }
 
 /// Mutable feature values (Set/Get Features).
@@ -627,7 +631,11 @@ impl CommandProcessor {
         let done = match action {
             Some(FaultAction::CompleteWithStatus(st)) => Some(Done::err(st)),
             Some(FaultAction::NeverComplete) => {
-                self.stuck.push(Stuck { sqid, cid });
+                self.stuck.push(Stuck {
+                    sqid,
+                    cid,
+                    cmd: *cmd,
+                });
                 None
             }
             Some(FaultAction::FatalStatus) => {

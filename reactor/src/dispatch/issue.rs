@@ -85,6 +85,11 @@ pub(crate) fn issue_in_place<D: Attach>(
                 _ => qp.read(ns, req.lba, buf, tag),
             }
         }
+        // The operations without data refuse a buffer rather than drop it:
+        // it is handed back with the answer.
+        op if req.buf.is_some() => {
+            return Err(InPlaceError::Failed(RequestError::UnexpectedBuffer { op }));
+        }
         Op::Flush => qp.flush(ns, tag),
         Op::WriteZeroes { blocks, deallocate } => {
             qp.write_zeroes(ns, req.lba, blocks, deallocate, tag)
