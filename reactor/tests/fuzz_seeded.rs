@@ -105,5 +105,8 @@ fn the_seed_corpus_runs_clean() {
     }
     eprintln!("{t:#?}");
     assert!(t.runs >= 16, "{t:?}");
-    assert!(t.started > 8 && t.direct > 0 && t.answered > 50, "{t:?}");
+    // Half the seeds or more start a reactor or a direct queue (the rest end
+    // earlier by design: refused waits, controllers that fail bring-up or
+    // queue creation under their faults).
+    assert!(t.started >= 8 && t.direct > 0 && t.answered > 50, "{t:?}");
 }
