@@ -8,7 +8,7 @@
 //! This is the crate's one module with `unsafe` (the C boundary): the
 //! hooks dereference what fio hands them, under the contracts their
 //! `# Safety` sections state, and fio's own promise about io_u buffers
-//! lets a worker alias its buffer block ([`io_u_alias`]).
+//! lets a worker alias its buffer block (`io_u_alias`).
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};

@@ -1,7 +1,7 @@
 //! nvme-perf over NVMe/TCP: `-r 'trtype:TCP adrfam:IPv4 traddr:…
 //! trsvcid:4420 subnqn:<nqn>'` opens the controller over TCP and runs the
 //! same workers, compiled loop, verify pass, table and `--json` report as on
-//! PCIe — each worker's queue pairs are [`TcpQueue`]s (one connection each,
+//! PCIe — each worker's queue pairs are [`TcpQueue`](nvme_engine::tcp::TcpQueue)s (one connection each,
 //! created on the worker's core). A `subnqn` naming the discovery subsystem
 //! prints the portal's Discovery log entries as transport IDs instead.
 

@@ -182,7 +182,7 @@ pub struct UringNamespace {
 
 impl UringNamespace {
     /// `device`, whose rings get `options` (`entries` is overridden by
-    /// [`ReactorConfig::queue_entries`] when that is set).
+    /// [`ReactorConfig::queue_entries`](crate::ReactorConfig::queue_entries) when that is set).
     pub fn new(device: UringDevice, options: UringQueueOptions) -> Self {
         UringNamespace {
             device: Arc::new(device),

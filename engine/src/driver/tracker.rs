@@ -66,7 +66,7 @@ impl Request {
 
 /// The buffers of a request besides its one data buffer: a separate
 /// metadata buffer (MPTR) and the segments of a vectored request. Boxed
-/// inside [`IoData`] and handed back whole in
+/// inside [`IoData`](crate::IoData) and handed back whole in
 /// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
 /// caller that puts it into its next request allocates nothing per I/O.
 #[derive(Debug, Default)]

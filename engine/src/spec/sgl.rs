@@ -2,7 +2,7 @@
 //! descriptor, its type byte (descriptor type 7:4, subtype 3:0), and the
 //! Data Block, Bit Bucket, Segment and Last Segment descriptors a host
 //! builds. A command carries its first descriptor in DPTR with CDW0.PSDT
-//! 01b or 10b ([`Psdt`](super::command::Psdt)); a Segment or Last Segment
+//! 01b or 10b ([`super::command::Psdt`]); a Segment or Last Segment
 //! descriptor points at a list of further descriptors, 16 bytes each.
 
 use zerocopy::little_endian::{U32, U64};

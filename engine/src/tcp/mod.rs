@@ -9,20 +9,20 @@
 //!   Connect status decoding.
 //! - [`discovery`]: the Discovery log page.
 //! - [`rx`]: the receive state machine (bytes in any split → PDUs).
-//! - [`conn`]: one non-blocking connection per queue, polled by its owner.
-//! - [`session`]: blocking bring-up (admin queue, properties, CC.EN,
+//! - `conn`: one non-blocking connection per queue, polled by its owner.
+//! - `session`: blocking bring-up (admin queue, properties, CC.EN,
 //!   Identify), I/O queue Connect, discovery, Keep Alive.
-//! - [`assoc`]: the association shared by a device and its queues: Keep
+//! - `assoc`: the association shared by a device and its queues: Keep
 //!   Alive and reconnection after a failure, on one thread per controller.
-//! - [`device`]: [`TcpDevice`], the controller as users open it: its
+//! - `device`: [`TcpDevice`], the controller as users open it: its
 //!   namespaces, I/O queues, pools and admin commands.
-//! - [`transport`]: [`TcpTransport`], one I/O queue as the driver's command
+//! - `transport`: [`TcpTransport`], one I/O queue as the driver's command
 //!   transport, so a [`TcpQueue`] is a [`crate::driver::QueuePair`].
 //!
 //! # How a connection maps onto the driver's command transport
 //!
-//! A queue pair owns one [`conn::Connection`] the way it owns an SQ/CQ pair
-//! on PCIe (see [`transport`] for each call): `send` queues a command
+//! A queue pair owns one `Connection` the way it owns an SQ/CQ pair
+//! on PCIe (see `transport.rs` for each call): `send` queues a command
 //! capsule with CID = tag (writes up to the in-capsule size from IOCCSZ
 //! inside it; larger writes and every read with a transport SGL, moved by
 //! R2T/H2CData or C2HData); `flush` is one `write` of everything queued
@@ -33,23 +33,23 @@
 //! past its deadline resets the association (this transport's reset), and
 //! the queue reconnects with the same QID once it is back.
 //!
-//! The admin queue works the same way; [`session::FabricsController`] drives
+//! The admin queue works the same way; [`FabricsController`] drives
 //! it blocking for bring-up and answers Keep Alive on the clock.
 
 #![deny(unsafe_code)]
 
-pub mod assoc;
+mod assoc;
 #[allow(unsafe_code)]
-pub mod buf;
-pub mod conn;
-pub mod device;
+mod buf;
+mod conn;
+mod device;
 pub mod discovery;
-pub mod error;
+mod error;
 pub mod fabrics;
 pub mod pdu;
 pub mod rx;
-pub mod session;
-pub mod transport;
+mod session;
+mod transport;
 
 pub use assoc::{AssociationStats, RecoveryOptions};
 pub use buf::{DataBuf, host_pool};

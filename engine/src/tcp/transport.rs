@@ -60,7 +60,10 @@ pub struct TcpQueueStats {
     pub held: u64,
 }
 
-/// See the [module documentation](self).
+/// One NVMe/TCP I/O queue as the driver's command transport (a
+/// [`TcpQueue`] is a queue pair over it): commands leave as capsules on the
+/// queue's connection, completions come from its response PDUs, and a lost
+/// connection fails every command in flight exactly once.
 pub struct TcpTransport {
     assoc: Arc<Association>,
     conn: Connection,

@@ -35,7 +35,7 @@ pub struct UringQueueOptions {
     /// Register pools as fixed buffers (Linux 6.1+).
     pub fixed_buffers: bool,
     /// Deadline of each command; past it the command is cancelled and, when
-    /// it then completes cancelled, reported as [`IoError::TimedOut`].
+    /// it then completes cancelled, reported as [`IoError::TimedOut`](crate::IoError::TimedOut).
     pub timeout: Duration,
     /// Timeout the kernel's NVMe driver enforces per command (abort, then
     /// controller reset); `None` leaves its default (`nvme_core.io_timeout`).

@@ -28,7 +28,7 @@ impl<T: CommandTransport> QueuePair<T> {
     /// This is also where the queue pair follows the controller: after a
     /// reset it re-creates its queues and resubmits or fails what it had in
     /// flight; after a removal everything in flight completes with
-    /// [`IoError::Gone(DeviceGone::Removed)`]. A command that timed out completes with
+    /// `IoError::Gone(DeviceGone::Removed)` ([`IoError::Gone`], [`DeviceGone::Removed`](crate::DeviceGone::Removed)). A command that timed out completes with
     /// [`IoError::TimedOut`] once the device is done with it. A command that
     /// fails with DNR=0 is resubmitted up to the retry limit instead of
     /// being delivered.

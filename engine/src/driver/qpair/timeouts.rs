@@ -50,10 +50,10 @@ pub const STALL_CHECK: Duration = Duration::from_millis(100);
 impl<T: CommandTransport> QueuePair<T> {
     /// Check deadlines as of `now`; cheap when called more often than the
     /// scan interval (one comparison). Asks the controller's admin worker
-    /// for Aborts or a reset as described in the [module
-    /// documentation](self) and returns without waiting for them; the
+    /// for Aborts or a reset as described in the module
+    /// documentation of `driver::qpair::timeouts` and returns without waiting for them; the
     /// affected commands complete through
-    /// [`IoQueuePair::process_completions`]. Returns how many commands
+    /// [`QueuePair::process_completions`](crate::QueuePair::process_completions). Returns how many commands
     /// timed out in this call.
     ///
     /// Pass a synthetic `now` to test timeouts without waiting.

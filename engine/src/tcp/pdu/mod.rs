@@ -10,7 +10,7 @@
 //! bytes) when `DDGSTF` is set. `PLEN` counts all of it. Every multi-byte
 //! field is little endian.
 //!
-//! [`decode`] reads PDUs, [`encode`] writes them.
+//! `decode` reads PDUs, `encode` writes them.
 
 mod decode;
 mod encode;
