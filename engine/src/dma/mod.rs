@@ -21,7 +21,7 @@ mod memory;
 mod pool;
 mod region;
 pub(crate) mod split;
-mod view;
+pub(crate) mod view;
 
 pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};
 

@@ -107,6 +107,17 @@ impl DmaRegion {
         Self::build(memory, shift, vec![iova], unmap)
     }
 
+    /// A region no device reaches, for a transport that copies to and from
+    /// its buffers by virtual address (NVMe/TCP's pools): each byte's
+    /// "IOVA" is its address in this process, which keeps the pool's
+    /// alignment checks true. Its buffers must not be handed to a PCIe
+    /// queue pair (the crate's one caller, `tcp::host_pool`, documents it).
+    pub(crate) fn host_only(memory: HostMemory) -> Self {
+        let va = memory.as_ptr() as u64;
+        let shift = memory.len().next_power_of_two().trailing_zeros().max(12);
+        Self::build(memory, shift, vec![va], None)
+    }
+
     /// A region of ordinary memory with made-up IOVAs starting at `iova`,
     /// for unit tests whose fake devices never transfer anything.
     #[cfg(test)]

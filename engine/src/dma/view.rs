@@ -31,6 +31,11 @@
 //! keeps it: an address that may cross threads because it grants nothing
 //! by itself.
 //!
+//! [`DataBuf`] is the other side of the same coin: host memory that no
+//! device reaches while a transport that copies by address (NVMe/TCP)
+//! holds it, so it may hand out plain slices, bounds-checked, and a socket
+//! read lands in a command's buffer with no copy in between.
+//!
 //! This file is the only place in `dma/` with `unsafe` blocks or impls;
 //! `region.rs` and `pool.rs` only declare contracts (`unsafe fn` with a
 //! `# Safety` section) for their callers.
@@ -46,6 +51,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::memory::HostMemory;
 use super::region::DmaRegion;
+use crate::driver::transport::DataRef;
 
 /// A bounds-checked range of DMA memory, valid for `'a`. Every accessor
 /// checks its offset and length against the range and fails (false or
@@ -601,8 +607,111 @@ impl<const N: usize> DmaArray<N> {
     }
 }
 
+/// The bytes of a command's data buffer as a transport that copies by
+/// address sees them (NVMe/TCP reads sockets into them and encodes PDUs from
+/// them): a host address and a length whose owner promised to leave them
+/// alone while the command is in flight. Unlike [`DmaView`], it hands out
+/// plain slices, so a socket read lands in the buffer with no extra copy;
+/// that is sound because nothing else writes the bytes meanwhile:
+/// - [`DataBuf::of`] takes a [`DataRef`], which only a queue pair makes,
+///   from a buffer it holds (and no device is given) until the transport
+///   reports the command done;
+/// - [`DataBuf::lent`] takes a borrowed slice for one blocking exchange; its
+///   one caller (the TCP transport's `lend`) takes it back from the
+///   connection, by failing the connection, if the command is still in
+///   flight when the exchange returns.
+///
+/// Every access is bounds-checked; a `DataBuf` is neither `Clone` nor
+/// `Sync`.
+#[derive(Debug)]
+pub struct DataBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a DataBuf is the exclusive right to the bytes it names while its
+// command is in flight (see the constructors); moving a connection, and with
+// it that right, to another thread is what a queue pair created on one
+// thread and driven on another does. DataBuf is not `Sync` and not `Clone`,
+// so the right is never held twice.
+unsafe impl Send for DataBuf {}
+
+impl DataBuf {
+    /// The buffer a queue pair described in `d`.
+    pub(crate) fn of(d: &DataRef) -> Self {
+        // The invariant of DataRef (made only by the queue pair, from a
+        // buffer it holds until the transport reports the command complete,
+        // or from transport-owned memory that lives as long) is the promise
+        // this type needs.
+        DataBuf {
+            ptr: d.addr(),
+            len: d.len() as usize,
+        }
+    }
+
+    /// The buffer `b`, lent for one exchange: only the TCP transport's
+    /// `lend` calls this, and it fails the connection (dropping every
+    /// buffer it holds) before `b`'s borrow ends if the command still holds
+    /// this one.
+    pub(crate) fn lent(b: &mut [u8]) -> Self {
+        DataBuf {
+            ptr: b.as_mut_ptr(),
+            len: b.len(),
+        }
+    }
+
+    /// Bytes in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address of the first byte (compared, never dereferenced, by the
+    /// transport to find who holds a lent buffer).
+    pub(crate) fn start(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// `len` bytes at `offset`, read-only; `None` when out of bounds.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        if len == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: in bounds (checked above) of a range the constructors
+        // vouch is mapped and left alone by everyone else while the command
+        // is in flight, and the borrow lives no longer than `&self`, which
+        // `slice_mut` cannot overlap.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
+    }
+
+    /// `len` bytes at `offset`, writable; `None` when out of bounds.
+    pub fn slice_mut(&mut self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        if len == 0 {
+            return Some(&mut []);
+        }
+        // SAFETY: in bounds (checked above); exclusive per the constructors'
+        // promise, and `&mut self` keeps this the only slice handed out.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) })
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod alias_tests {
     use super::*;
     use crate::dma::DmaPool;
 
@@ -643,92 +752,5 @@ mod tests {
         );
         p.free(block).unwrap();
         assert_eq!(p.used(), 0);
-    }
-
-    #[test]
-    fn every_access_is_bounds_checked() {
-        let mem = HostMemory::plain(4096).unwrap();
-        let v = DmaView::new(&mem);
-        assert_eq!(v.len(), 4096);
-        assert!(v.write_u64(4088, 7));
-        assert_eq!(v.read_u64(4088), Some(7));
-        assert!(!v.write_u64(4096, 1), "past the end");
-        assert!(!v.write_u64(4, 1), "misaligned");
-        assert!(!v.write(4095, &[1, 2]));
-        assert!(!v.read(usize::MAX, &mut [0]), "offset overflow");
-        assert!(v.subview(4000, 97).is_none());
-        let s = v.subview(4000, 96).unwrap();
-        assert!(s.write(0, b"abc"));
-        let mut out = [0u8; 3];
-        assert!(v.read(4000, &mut out));
-        assert_eq!(&out, b"abc");
-        assert!(!s.fill(90, 7, 0xff));
-        assert_eq!(v.load_u32(4088, Ordering::Acquire), Some(7));
-        assert!(v.store_u32(8, 0xdead_beef, Ordering::Release));
-        assert_eq!(v.read_u32(8), Some(0xdead_beef));
-        assert_eq!(v.read_u32(10), None, "misaligned");
-        assert_eq!(
-            v.read_obj::<u16>(9),
-            Some(0xadbe),
-            "unaligned copies are fine"
-        );
-        assert!(v.read_obj::<[u8; 16]>(4081).is_none());
-        let e = v.entry::<16>(4080).unwrap();
-        assert!(e.write_u32(0, 5) && e.store_u32(3, 9, Ordering::Release));
-        assert_eq!(
-            (e.read_u32(0), e.load_u32(3, Ordering::Acquire)),
-            (Some(5), Some(9))
-        );
-        assert_eq!(e.read_u32(4), None, "dword past the entry");
-        assert!(!e.write_obj(&[0u8; 17]));
-        assert!(v.entry::<16>(4088).is_none(), "past the end");
-        assert!(v.entry::<16>(4).is_none(), "misaligned");
-        v.zero();
-        assert_eq!(v.read_u64(4088), Some(0));
-    }
-
-    #[test]
-    fn array_entries_stay_inside_and_aligned() {
-        let mem = HostMemory::plain(2 * 4096).unwrap();
-        let region = Arc::new(DmaRegion::unmapped_for_tests(mem, 0));
-        assert!(
-            DmaArray::<16>::new(Arc::clone(&region), 2, 4).is_none(),
-            "misaligned"
-        );
-        assert!(
-            DmaArray::<6>::new(Arc::clone(&region), 0, 4).is_none(),
-            "odd size"
-        );
-        assert!(DmaArray::<64>::new(Arc::clone(&region), 4096, 65).is_none());
-        let a = DmaArray::<64>::new(Arc::clone(&region), 4096, 64).unwrap();
-        assert_eq!(a.count(), 64);
-        assert!(a.get(63).unwrap().write_u32(15, 0xabcd));
-        assert_eq!(region.view().read_u32(2 * 4096 - 4), Some(0xabcd));
-        assert!(a.get(64).is_none());
-        let slot = DmaArray::<4>::new(Arc::clone(&region), 4, 1).unwrap();
-        assert!(slot.get(0).unwrap().store_u32(0, 3, Ordering::Relaxed));
-        assert_eq!(region.view().read_u32(4), Some(3));
-    }
-
-    #[test]
-    fn window_reaches_only_its_own_range() {
-        let mem = HostMemory::plain(3 * 4096).unwrap();
-        let region = Arc::new(DmaRegion::unmapped_for_tests(mem, 0x8000_0000));
-        assert!(
-            DmaWindow::new(Arc::clone(&region), 4, 8).is_none(),
-            "misaligned"
-        );
-        assert!(
-            DmaWindow::new(Arc::clone(&region), 4096, 0).is_none(),
-            "empty"
-        );
-        assert!(DmaWindow::new(Arc::clone(&region), 8192, 4097).is_none());
-        let w = DmaWindow::new(Arc::clone(&region), 4096, 4096).unwrap();
-        assert!(w.view().write_u64(0, 0x1122));
-        assert_eq!(region.view().read_u64(4096), Some(0x1122));
-        assert!(!w.view().write_u64(4096, 1));
-        assert_eq!(w.iova(8), Some(0x8000_1008));
-        assert_eq!(w.iova(4096), None);
-        assert_eq!(w.contiguous_len(4000), 96);
     }
 }

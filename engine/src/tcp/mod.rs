@@ -36,10 +36,9 @@
 //! The admin queue works the same way; [`FabricsController`] drives
 //! it blocking for bring-up and answers Keep Alive on the clock.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod assoc;
-#[allow(unsafe_code)]
 mod buf;
 mod conn;
 mod device;

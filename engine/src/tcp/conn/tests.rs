@@ -97,7 +97,7 @@ fn wait_all(c: &mut Connection, n: usize) -> Vec<TcpCompletion> {
 fn buf(v: &mut [u8]) -> DataBuf {
     // Every test keeps `v` alive and untouched until the command's
     // completion has been polled (or the connection dropped).
-    DataBuf::for_test(v)
+    DataBuf::lent(v)
 }
 
 #[test]
