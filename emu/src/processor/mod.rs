@@ -1,9 +1,9 @@
-//! The command processor: the device-side state behind the device lock
-//! and what a controller does with it — enable and reset (NVMe Base 2.0
-//! §3.5), SQ fetching in batches, fault actions, completion posting with
-//! CQ-full back-pressure, shadow doorbell reads, and the Error Information
-//! log. The child modules extend it and this file imports none of them:
-//! the admin command set (`admin_set.rs`), the NVM command set
+//! The command processor: the device-side state behind the device lock,
+//! enable and reset (NVMe Base 2.0 §3.5), and queue creation. The child
+//! modules extend it and this file imports none of them: polling rounds,
+//! doorbells and SQ fetching in batches (`rounds.rs`), running a fetched
+//! command, fault actions and completion posting (`execution.rs`), the
+//! admin command set (`admin_set.rs`), the NVM command set
 //! (`nvm_set.rs`), commands on namespaces with metadata and protection
 //! information (`protected_io.rs`), fused Compare and Write (`fused.rs`),
 //! asynchronous events and the error log (`async_events.rs`), namespaces
@@ -20,16 +20,15 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::Backend;
 use crate::block_ranges::BlockRanges;
-use crate::command_outcome::{Done, generic_err, specific_err};
+use crate::command_outcome::{generic_err, specific_err};
 use crate::config::{EmuConfig, EmuError, EmuNamespaceConfig, ProtectionType};
 use crate::device_state::DeviceState;
-use crate::event_state::{EVENT_ERROR, EventState, INFO_INVALID_DOORBELL_VALUE};
-use crate::faults::FaultAction;
-use crate::guest_memory::{DmaGuard, TranslationCache};
+use crate::event_state::EventState;
+use crate::guest_memory::TranslationCache;
 use crate::identify_data::{self, ERROR_LOG_ENTRIES};
 use crate::protection::PiFormat;
 use crate::prp_walker::XferError;
-use crate::queues::{Cq, SQE_BYTES, Sq};
+use crate::queues::{Cq, Sq};
 use crate::shadow_doorbells::ShadowDoorbells;
 use nvme_engine::spec::identify::{IdentifyController, IdentifyNamespace};
 use nvme_engine::spec::log::ErrorInformation;
@@ -44,11 +43,13 @@ use nvme_engine::spec::{
 mod admin_set;
 mod async_events;
 mod doorbell_values;
+mod execution;
 mod fused;
 mod held;
 mod namespace_changes;
 mod nvm_set;
 mod protected_io;
+mod rounds;
 
 /// Most commands fetched from one SQ in one go.
 const FETCH_BATCH: usize = 32;
@@ -387,409 +388,6 @@ impl CommandProcessor {
         self.sqs[qid as usize] = Some(sq);
         self.active_sqs.push(qid);
         sh.note_queue(qid);
-    }
-
-    /// One polling round: CQ head doorbells, then every SQ (up to `batch`
-    /// commands each), then delayed completions. Returns the work done.
-    /// `armed`: shadowed queues ask for MMIO doorbells (see `shadow_doorbells.rs`).
-    pub(crate) fn poll_round(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        batch: u32,
-        armed: bool,
-    ) -> usize {
-        if !self.enabled || self.halted {
-            return 0;
-        }
-        self.armed = armed;
-        let mut work = 0;
-        let mut i = 0;
-        while i < self.active_cqs.len() {
-            work += self.cq_doorbell(sh, g, self.active_cqs[i]);
-            i += 1;
-        }
-        let mut i = 0;
-        while i < self.active_sqs.len() && !self.halted {
-            work += self.service_sq(sh, g, self.active_sqs[i], batch);
-            i += 1;
-        }
-        work + self.tick(sh, g)
-    }
-
-    /// Whether rounds must continue without new doorbells (completions
-    /// delayed by a fault rule count rounds).
-    pub(crate) fn needs_rounds(&self) -> bool {
-        !self.delayed.is_empty()
-    }
-
-    /// An inline doorbell write: process the queue it names.
-    pub(crate) fn doorbell(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16, is_cq: bool) {
-        if !self.enabled || self.halted {
-            return;
-        }
-        // Nothing runs between doorbells: always ask for the next one.
-        self.armed = true;
-        if !is_cq && self.shadowed(qid) {
-            // The CQ head may have moved in its shadow slot only.
-            if let Some(cqid) = self.sqs[qid as usize].as_ref().map(|s| s.cqid) {
-                self.cq_doorbell(sh, g, cqid);
-            }
-        }
-        if is_cq {
-            self.cq_doorbell(sh, g, qid);
-            // SQs that stalled on this CQ may continue.
-            let mut i = 0;
-            while i < self.active_sqs.len() && !self.halted {
-                let sqid = self.active_sqs[i];
-                if self.sqs[sqid as usize]
-                    .as_ref()
-                    .is_some_and(|s| s.cqid == qid)
-                {
-                    self.service_sq(sh, g, sqid, u32::MAX);
-                }
-                i += 1;
-            }
-        } else {
-            self.service_sq(sh, g, qid, u32::MAX);
-        }
-        self.tick(sh, g);
-    }
-
-    /// Apply a changed CQ head doorbell (or shadow doorbell); post held
-    /// completions.
-    fn cq_doorbell(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16) -> usize {
-        let mut v = self.cq_head(sh, g, qid);
-        let mut work = 0;
-        loop {
-            work += self.apply_cq_head(sh, g, qid, v);
-            if !self.shadowed(qid) {
-                return work;
-            }
-            let size = self.cqs[qid as usize].as_ref().map_or(0, |c| c.size);
-            match self.cq_event(sh, g, qid, v, size) {
-                Some(again) if again != v => v = again,
-                _ => return work,
-            }
-        }
-    }
-
-    /// Apply head value `v` to CQ `qid`.
-    fn apply_cq_head(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, qid: u16, v: u32) -> usize {
-        let Some(cq) = self.cqs[qid as usize].as_mut() else {
-            return 0;
-        };
-        if v == cq.last_doorbell {
-            return 0;
-        }
-        cq.last_doorbell = v;
-        if !cq.set_head(v) {
-            sh.counters.invalid_doorbell();
-            self.raise_event(sh, g, EVENT_ERROR, INFO_INVALID_DOORBELL_VALUE, 0x01);
-            return 0;
-        }
-        match cq.drain_held(g) {
-            Ok(n) => {
-                sh.counters.completions(n as u64);
-                n + 1
-            }
-            Err(_) => {
-                sh.counters.dma_fault();
-                1
-            }
-        }
-    }
-
-    /// Fetch and execute up to `budget` commands from SQ `qid`; for a
-    /// shadowed queue, then write its EventIdx (and, armed, look again).
-    pub(crate) fn service_sq(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        qid: u16,
-        budget: u32,
-    ) -> usize {
-        let mut tail = self.sq_tail(sh, g, qid);
-        let mut done = 0;
-        loop {
-            done += self.fetch_sq(sh, g, qid, tail, budget.saturating_sub(done as u32));
-            if self.halted || !self.shadowed(qid) {
-                return done;
-            }
-            let Some(sq) = self.sqs[qid as usize].as_mut() else {
-                return done;
-            };
-            sq.shadow_seen = tail;
-            let size = sq.size;
-            match self.sq_event(sh, g, qid, tail, size) {
-                Some(again) if again != tail && (done as u32) < budget => tail = again,
-                _ => return done,
-            }
-        }
-    }
-
-    /// Fetch and execute up to `budget` commands from SQ `qid` whose tail
-    /// is `tail`.
-    fn fetch_sq(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        qid: u16,
-        tail: u32,
-        budget: u32,
-    ) -> usize {
-        match self.sqs[qid as usize].as_ref() {
-            Some(sq) if tail < sq.size && tail != sq.head => {}
-            _ => return 0, // idle: the common case of a polling round
-        }
-        let mut budget = budget as usize;
-        let mut done = 0;
-        let mut cmds = [Command::default(); FETCH_BATCH];
-        while budget > 0 && !self.halted {
-            let Some(sq) = self.sqs[qid as usize].as_mut() else {
-                break;
-            };
-            if tail >= sq.size {
-                break;
-            }
-            let cqid = sq.cqid;
-            let room = match self.cqs[cqid as usize].as_ref() {
-                Some(cq) if !cq.blocked() => cq.free() as usize,
-                _ => 0,
-            };
-            let pending = sq.pending(tail) as usize;
-            let n = pending
-                .min((sq.size - sq.head) as usize)
-                .min(room)
-                .min(budget)
-                .min(FETCH_BATCH);
-            if n == 0 {
-                break;
-            }
-            let at = sq.iova + sq.head as u64 * SQE_BYTES;
-            let Some(slice) = g.translate_cached(&mut sq.cache, at, n * SQE_BYTES as usize) else {
-                // The queue's memory is gone: a real controller cannot fetch
-                // and reports a fatal error.
-                sh.counters.dma_fault();
-                sh.regs.set_fatal();
-                self.halted = true;
-                break;
-            };
-            for (i, c) in cmds[..n].iter_mut().enumerate() {
-                *c = slice
-                    .read_obj::<Command>(i * SQE_BYTES as usize)
-                    .unwrap_or_default();
-                sq.mark_seen(c.cid());
-            }
-            sq.head += n as u32;
-            if sq.head == sq.size {
-                sq.head = 0;
-            }
-            let sqhd = sq.head as u16;
-            for c in &cmds[..n] {
-                self.run(sh, g, qid, cqid, sqhd, c);
-                if self.halted {
-                    break;
-                }
-            }
-            budget -= n;
-            done += n;
-        }
-        done
-    }
-
-    /// Execute one fetched command and post its completion.
-    fn run(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        sqid: u16,
-        cqid: u16,
-        sqhd: u16,
-        cmd: &Command,
-    ) {
-        let admin = sqid == 0;
-        sh.counters.command(admin, cmd.opcode());
-        let cid = cmd.cid();
-        if let Some(i) = self
-            .abort_on_fetch
-            .iter()
-            .position(|&(s, c)| s == sqid && c == cid)
-        {
-            self.abort_on_fetch.swap_remove(i);
-            let st = Status::new(StatusCodeType::GENERIC, generic::ABORT_REQUESTED);
-            self.finish(sh, g, sqid, cqid, sqhd, cmd, Done::err(st), None);
-            return;
-        }
-        if !admin
-            && (cmd.fuse() != 0 || !self.fused.is_empty())
-            && self.fused_intercept(sh, g, sqid, cqid, sqhd, cmd)
-        {
-            return;
-        }
-        let action = sh.faults.check(admin, sqid, cmd);
-        let done = match action {
-            Some(FaultAction::CompleteWithStatus(st)) => Some(Done::err(st)),
-            Some(FaultAction::NeverComplete) => {
-                self.stuck.push(Stuck {
-                    sqid,
-                    cid,
-                    cmd: *cmd,
-                });
-                None
-            }
-            Some(FaultAction::FatalStatus) => {
-                sh.regs.set_fatal();
-                self.halted = true;
-                None
-            }
-            Some(FaultAction::Vanish) => {
-                sh.vanish();
-                self.halted = true;
-                None
-            }
-            _ if admin => self.admin(sh, g, cmd),
-            Some(FaultAction::CorruptGuard) => Some(self.io_corrupting(sh, g, cmd, false)),
-            Some(FaultAction::CorruptReferenceTag) => Some(self.io_corrupting(sh, g, cmd, true)),
-            _ => Some(self.io(sh, g, cmd)),
-        };
-        if let Some(done) = done {
-            self.finish(sh, g, sqid, cqid, sqhd, cmd, done, action);
-        }
-    }
-
-    /// Log a failure, build the completion and post it as `action` says.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    pub(crate) fn finish(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        sqid: u16,
-        cqid: u16,
-        sqhd: u16,
-        cmd: &Command,
-        done: Done,
-        action: Option<FaultAction>,
-    ) {
-        if !done.status.is_success() {
-            self.log_error(sqid, cmd, done.status);
-        }
-        let mut c = Completion::new(done.dw0, sqhd, sqid, cmd.cid(), done.status, false);
-        match action {
-            Some(FaultAction::DuplicateCompletion) => {
-                self.post(sh, g, cqid, c);
-                self.post(sh, g, cqid, c);
-            }
-            Some(FaultAction::CompleteWithUnknownCid) => {
-                self.post(sh, g, cqid, c);
-                if let Some(sq) = self.sqs[sqid as usize].as_ref() {
-                    c.cid = sq.unseen_cid(c.cid);
-                }
-                self.post(sh, g, cqid, c);
-            }
-            Some(FaultAction::StaleCompletion) => {
-                self.post(sh, g, cqid, c);
-                self.delayed.push(Delayed { cqid, rounds: 1, c });
-            }
-            Some(FaultAction::DelayPolls(n)) if n > 0 => {
-                self.delayed.push(Delayed { cqid, rounds: n, c });
-            }
-            Some(FaultAction::BogusSqhd) => {
-                let size = self.sqs[sqid as usize].as_ref().map_or(0, |s| s.size);
-                c.sqhd = if size > u16::MAX as u32 {
-                    u16::MAX
-                } else {
-                    size as u16
-                };
-                self.post(sh, g, cqid, c);
-            }
-            _ => self.post(sh, g, cqid, c),
-        }
-    }
-
-    /// Post (or hold) a completion on CQ `cqid`.
-    pub(crate) fn post(&mut self, sh: &DeviceState, g: &DmaGuard<'_>, cqid: u16, c: Completion) {
-        let Some(cq) = self.cqs.get_mut(cqid as usize).and_then(|q| q.as_mut()) else {
-            return;
-        };
-        match cq.complete(g, c) {
-            Ok(()) => sh.counters.completions(1),
-            Err(_) => sh.counters.dma_fault(),
-        }
-    }
-
-    /// Count down delayed completions and post those that are due.
-    fn tick(&mut self, sh: &DeviceState, g: &DmaGuard<'_>) -> usize {
-        if self.delayed.is_empty() {
-            return 0;
-        }
-        let mut posted = 0;
-        let mut i = 0;
-        while i < self.delayed.len() {
-            let d = &mut self.delayed[i];
-            d.rounds = d.rounds.saturating_sub(1);
-            if d.rounds == 0 {
-                let mut d = self.delayed.remove(i);
-                // SQHD is the head when the entry is posted, not when the
-                // command ran (a bogus-SQHD fault keeps its bogus value).
-                if let Some(sq) = self.sqs.get(d.c.sqid as usize).and_then(|q| q.as_ref())
-                    && (d.c.sqhd as u32) < sq.size
-                {
-                    d.c.sqhd = sq.head as u16;
-                }
-                self.post(sh, g, d.cqid, d.c);
-                posted += 1;
-            } else {
-                i += 1;
-            }
-        }
-        posted
-    }
-
-    /// Complete every command of SQ `sqid` the device still holds with
-    /// `status` (Abort, SQ deletion).
-    pub(crate) fn flush_held_for_sq(
-        &mut self,
-        sh: &DeviceState,
-        g: &DmaGuard<'_>,
-        sqid: u16,
-        status: Status,
-    ) {
-        let Some(sq) = self.sqs[sqid as usize].as_ref() else {
-            return;
-        };
-        let (cqid, sqhd) = (sq.cqid, sq.head as u16);
-        let mut i = 0;
-        while i < self.fused.len() {
-            if self.fused[i].sqid == sqid {
-                let f = self.fused.swap_remove(i);
-                let c = Completion::new(0, sqhd, sqid, f.cmd.cid(), status, false);
-                self.post(sh, g, cqid, c);
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = 0;
-        while i < self.stuck.len() {
-            if self.stuck[i].sqid == sqid {
-                let s = self.stuck.swap_remove(i);
-                let c = Completion::new(0, sqhd, sqid, s.cid, status, false);
-                self.post(sh, g, cqid, c);
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = 0;
-        while i < self.delayed.len() {
-            if self.delayed[i].c.sqid == sqid {
-                let mut d = self.delayed.remove(i);
-                d.c.status_phase = status.field() << 1;
-                self.post(sh, g, d.cqid, d.c);
-            } else {
-                i += 1;
-            }
-        }
     }
 
     /// Status for a failed data transfer (and count DMA faults).
