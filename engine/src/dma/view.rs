@@ -613,10 +613,10 @@ impl<const N: usize> DmaArray<N> {
 /// alone while the command is in flight. Unlike [`DmaView`], it hands out
 /// plain slices, so a socket read lands in the buffer with no extra copy;
 /// that is sound because nothing else writes the bytes meanwhile:
-/// - [`DataBuf::of`] takes a [`DataRef`], which only a queue pair makes,
+/// - `DataBuf::of` takes a [`DataRef`], which only a queue pair makes,
 ///   from a buffer it holds (and no device is given) until the transport
 ///   reports the command done;
-/// - [`DataBuf::lent`] takes a borrowed slice for one blocking exchange; its
+/// - `DataBuf::lent` takes a borrowed slice for one blocking exchange; its
 ///   one caller (the TCP transport's `lend`) takes it back from the
 ///   connection, by failing the connection, if the command is still in
 ///   flight when the exchange returns.
