@@ -12,9 +12,10 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
-use nvme_reactor::{Attach, DirectQueue, DirectSubmit, Request};
+use nvme_engine::dma::DmaBuf;
+use nvme_reactor::{Attach, AttachError};
 
 /// Latencies of direct-mode QD1 FUA writes, in nanoseconds.
 pub struct Baseline {
@@ -44,27 +45,36 @@ pub fn histogram() -> Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
 }
 
-fn ns(d: std::time::Duration) -> u64 {
+fn ns_of(d: std::time::Duration) -> u64 {
     d.as_nanos().max(1) as u64
 }
 
-/// Write `count` records of `record_bytes` (each `fill`ed first, outside
-/// the timing) at LBAs `i * lba_step` of namespace `nsid`, one at a time,
-/// after `warmup` untimed ones: an untimed pass over all of them first,
-/// then a timed one, then one timed step by step.
+/// Write `count` records of `record_bytes` at LBAs `i * lba_step` of
+/// namespace `nsid`, one at a time, after `warmup` untimed ones: an untimed
+/// pass over all of them first, then a timed one, then one timed step by
+/// step. `fill` builds record `i` in place in the DMA buffer (outside the
+/// timing). The queue pair is driven directly, as an application that owns
+/// it would (the same path as nvme-perf's QD1 writes): no request or
+/// response structure in between, the record's token is its index.
+#[inline(never)]
 pub fn direct_qd1_writes<A: Attach>(
     controller: &A::Handle,
     nsid: u32,
     lba_step: u64,
     record_bytes: usize,
     (warmup, count): (u64, u64),
-    mut fill: impl FnMut(u64, &mut [u8]),
+    mut fill: impl FnMut(u64, &mut DmaBuf),
 ) -> Result<Baseline> {
-    let pool = record_bytes.next_power_of_two().max(2 << 20);
-    let mut q = DirectQueue::<A>::create(controller, None, pool)
+    let ns = A::namespace(controller, nsid)
+        .with_context(|| format!("namespace {nsid} is not active"))?;
+    let pool_bytes = record_bytes.next_power_of_two().max(2 << 20);
+    let mut pool = A::create_pool(controller, pool_bytes)
+        .map_err(|e| anyhow!(Into::<AttachError>::into(e)))
+        .context("creating a DMA pool for the direct-mode baseline")?;
+    let mut qp = A::create_queue(controller, None, &mut pool)
+        .map_err(|e| anyhow!(Into::<AttachError>::into(e)))
         .context("creating a direct-mode queue pair for the baseline")?;
-    let mut buf = Some(q.alloc(record_bytes)?);
-    let mut scratch = vec![0u8; record_bytes];
+    let mut buf = Some(pool.alloc(record_bytes)?);
     let mut total = histogram()?;
     let mut steps = Steps {
         submit: histogram()?,
@@ -77,20 +87,15 @@ pub fn direct_qd1_writes<A: Attach>(
     // faults in the device's memory (the emulator's RAM namespace).
     for pass in 0..3 {
         for i in 0..warmup + count {
-            fill(i, &mut scratch);
             let mut b = buf.take().context("buffer not returned")?;
-            b.write_at(0, &scratch);
-            let req = Request::write(0, nsid, i * lba_step, b, true, i);
+            fill(i, &mut b);
             let t0 = Instant::now();
-            if let Err(e) = q.submit(req) {
-                match e {
-                    DirectSubmit::QueueFull(_) => bail!("the baseline queue is full at depth 1"),
-                    DirectSubmit::Failed(r) => bail!("baseline write {i} refused: {:?}", r.result),
-                }
+            if let Err(e) = qp.write(ns, i * lba_step, b, true, i) {
+                bail!("baseline write {i} refused: {e}");
             }
             let rung = if pass == 2 {
                 let t1 = Instant::now();
-                q.queue_pair().ring_doorbell();
+                qp.ring_doorbell();
                 Some((t1, Instant::now()))
             } else {
                 None
@@ -99,45 +104,45 @@ pub fn direct_qd1_writes<A: Attach>(
             let mut seen = None;
             let mut idle = 0u32;
             while done.is_none() {
-                let n = q.poll(1, |r| {
+                // Rings the doorbell first if it was not rung above.
+                let n = qp.process_completions(1, |c| {
                     seen = rung.map(|_| Instant::now());
-                    done = Some(r);
+                    done = Some(c);
                 });
                 if n == 0 {
                     idle = idle.wrapping_add(1);
                     if idle.is_multiple_of(4096) {
                         // A lost completion is timed out and answered.
-                        q.check_timeouts(Instant::now());
+                        qp.check_timeouts(Instant::now());
                     }
                 }
             }
             let t4 = Instant::now();
-            let r = done.context("no completion")?;
-            r.result
+            let c = done.context("no completion")?;
+            buf = c.buf;
+            c.result
                 .with_context(|| format!("baseline write {i} failed"))?;
-            buf = r.buf;
             if i < warmup || pass == 0 {
                 continue;
             }
             match (rung, seen) {
                 (Some((t1, t2)), Some(t3)) => {
-                    steps.submit.record(ns(t1 - t0))?;
-                    steps.doorbell.record(ns(t2 - t1))?;
-                    steps.device.record(ns(t3 - t2))?;
-                    steps.reap.record(ns(t4 - t3))?;
+                    steps.submit.record(ns_of(t1 - t0))?;
+                    steps.doorbell.record(ns_of(t2 - t1))?;
+                    steps.device.record(ns_of(t3 - t2))?;
+                    steps.reap.record(ns_of(t4 - t3))?;
                 }
-                _ => total.record(ns(t4 - t0))?,
+                _ => total.record(ns_of(t4 - t0))?,
             }
         }
     }
     if let Some(b) = buf {
-        q.free(b)?;
+        pool.free(b)?;
     }
-    let left = q
-        .delete()
-        .map_err(|e| anyhow::anyhow!("deleting the baseline queue pair: {e}: {}", e.source))?;
-    if !left.is_empty() {
-        bail!("{} baseline writes were still outstanding", left.len());
+    let left = qp.outstanding();
+    qp.delete().context("deleting the baseline's queue pair")?;
+    if left > 0 {
+        bail!("{left} baseline writes were still outstanding");
     }
     Ok(Baseline { total, steps })
 }

@@ -657,6 +657,9 @@ fn reap<
     // completion per I/O. A `move` closure holds the time stamp itself,
     // not a pointer to it that each completion loads first.
     let (at, ctx) = (&at, &mut *cx);
+    // The slot table as a slice: the closure holds its address and length,
+    // not a pointer to the vector that each completion loads them through.
+    let slots: &[Slot] = slots;
     macro_rules! on_each {
         () => {
             #[inline(always)]

@@ -118,8 +118,7 @@ impl DmaPool {
         Ok(DmaBuf {
             block,
             iova,
-            state: BufState::Owned,
-            start: 0,
+            start_state: BufState::Owned.with_start(0),
             len,
             _one_owner: PhantomData,
         })
@@ -129,12 +128,12 @@ impl DmaPool {
     /// [`DmaBuf::is_quarantined`]) is accepted but its block is never
     /// handed out again and the region is never unmapped.
     pub fn free(&mut self, buf: DmaBuf) -> Result<(), DmaError> {
-        if !Arc::ptr_eq(buf.block.region(), &self.region) || buf.state.is_alias() {
+        if !Arc::ptr_eq(buf.block.region(), &self.region) || buf.state().is_alias() {
             return Err(DmaError::ForeignBuffer);
         }
         let size = buf.capacity();
         self.used -= size;
-        if buf.state.is_quarantined() {
+        if buf.state().is_quarantined() {
             self.quarantined += size;
             self.region.quarantine();
             return Ok(());
@@ -214,29 +213,51 @@ pub struct DmaBuf {
     /// The whole block (`capacity` bytes); keeps the region alive.
     block: DmaWindow,
     iova: u64,
-    start: usize,
+    /// The window's start (low bits) and the [`BufState`] (top two bits):
+    /// with the state in a word of its own the buffer has seven bytes of
+    /// tail padding, which every move copies too, and a buffer moves four
+    /// times per I/O (free list, tracker slot, completion, free list).
+    /// `start <= capacity`, far below 2^62.
+    start_state: usize,
     len: usize,
-    /// Alias or not, quarantined or not (one byte, as one field: keeps the
-    /// buffer, and `Option<DmaBuf>` in every completion, small).
-    state: BufState,
     /// `Send`, not `Sync`: a buffer belongs to one I/O at a time.
     _one_owner: PhantomData<Cell<()>>,
 }
 
 /// Who may give a buffer back and whether its block may be reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
 enum BufState {
     /// From the pool, reusable.
-    Owned,
+    Owned = 0,
     /// From the pool; a device may still write the block: never reused.
-    OwnedQuarantined,
+    OwnedQuarantined = 1,
     /// An alias: names no block the pool could take back.
-    Alias,
+    Alias = 2,
     /// A quarantined alias.
-    AliasQuarantined,
+    AliasQuarantined = 3,
 }
 
+/// Where [`BufState`] sits in [`DmaBuf::start_state`].
+const STATE_SHIFT: u32 = usize::BITS - 2;
+/// The window start's bits of [`DmaBuf::start_state`].
+const START_MASK: usize = (1 << STATE_SHIFT) - 1;
+
 impl BufState {
+    /// This state packed with a window start (`start <= START_MASK`).
+    fn with_start(self, start: usize) -> usize {
+        debug_assert!(start <= START_MASK);
+        (self as usize) << STATE_SHIFT | (start & START_MASK)
+    }
+    /// The state packed in `start_state`.
+    fn of(start_state: usize) -> BufState {
+        match start_state >> STATE_SHIFT {
+            0 => BufState::Owned,
+            1 => BufState::OwnedQuarantined,
+            2 => BufState::Alias,
+            _ => BufState::AliasQuarantined,
+        }
+    }
     fn is_alias(self) -> bool {
         matches!(self, BufState::Alias | BufState::AliasQuarantined)
     }
@@ -261,6 +282,13 @@ impl BufState {
         }
     }
 }
+
+/// Six words and no padding, and `Option<DmaBuf>` no larger (the region's
+/// `Arc` is the niche): what a move per I/O copies.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<DmaBuf>() == 6 * 8);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Option<DmaBuf>>() == 6 * 8);
 
 /// `DmaPool` is `Send` and not `Sync`; `DmaBuf` is `Send` (a buffer moves
 /// with its I/O) and not `Sync`.
@@ -287,12 +315,22 @@ impl DmaBuf {
     /// stopped): its pool never hands the block out again and its region is
     /// never unmapped. Contents read from it are not trustworthy.
     pub fn quarantine(&mut self) {
-        self.state = self.state.quarantined();
+        self.start_state = self.state().quarantined().with_start(self.start());
         self.block.quarantine();
     }
     /// Whether the buffer was quarantined: a device may still write it.
     pub fn is_quarantined(&self) -> bool {
-        self.state.is_quarantined()
+        self.state().is_quarantined()
+    }
+    /// Alias or not, quarantined or not.
+    #[inline]
+    fn state(&self) -> BufState {
+        BufState::of(self.start_state)
+    }
+    /// The window's offset in the block.
+    #[inline]
+    fn start(&self) -> usize {
+        self.start_state & START_MASK
     }
     /// Size of the whole block.
     pub fn capacity(&self) -> usize {
@@ -308,14 +346,15 @@ impl DmaBuf {
     }
     /// Offset of the window in the block.
     pub fn window_start(&self) -> usize {
-        self.start
+        self.start()
     }
     /// Set the window to `len` bytes at `start`. Returns false (and leaves
     /// the window) when it would not fit in the block.
     pub fn set_window(&mut self, start: usize, len: usize) -> bool {
         match start.checked_add(len) {
             Some(end) if end <= self.capacity() => {
-                self.start = start;
+                // `end <= capacity` keeps `start` within START_MASK.
+                self.start_state = self.state().with_start(start);
                 self.len = len;
                 true
             }
@@ -326,18 +365,19 @@ impl DmaBuf {
     /// their own memory; access it through [`DmaBuf::view`] or the copy
     /// methods, never through a reference).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.block.view().as_ptr().wrapping_add(self.start)
+        self.block.view().as_ptr().wrapping_add(self.start())
     }
     /// The window's bytes, for bounds-checked volatile access.
     #[inline]
     pub fn view(&self) -> DmaView<'_> {
         // `set_window` keeps start + len <= capacity, the block's length,
         // so the clamp never cuts anything.
-        self.block.view().clamped(self.start, self.len)
+        self.block.view().clamped(self.start(), self.len)
     }
     /// IOVA of the start of the window.
+    #[inline]
     pub fn iova(&self) -> u64 {
-        self.iova + self.start as u64
+        self.iova + self.start() as u64
     }
     /// Another handle on this buffer's block, with the same window, for
     /// memory that someone else lays out: e.g. one block holding the I/O
@@ -359,8 +399,7 @@ impl DmaBuf {
         DmaBuf {
             block: self.block.share(),
             iova: self.iova,
-            state: self.state.alias(),
-            start: self.start,
+            start_state: self.state().alias().with_start(self.start()),
             len: self.len,
             _one_owner: PhantomData,
         }
@@ -377,8 +416,7 @@ impl DmaBuf {
         Some(DmaBuf {
             block: self.block.share(),
             iova: self.iova,
-            state: self.state.alias(),
-            start,
+            start_state: self.state().alias().with_start(start),
             len,
             _one_owner: PhantomData,
         })

@@ -61,7 +61,9 @@ pub struct Namespace {
     max_io_bytes: usize,
     /// `max_io_bytes`, or 0 on a metadata format: `check_rw` then always
     /// fails and the read or write takes the metadata-aware path (no cost
-    /// for the others).
+    /// for the others). Never more than the namespace holds, so a request
+    /// that passes it has `blocks <= self.blocks` and the range test is one
+    /// subtraction with no overflow to guard.
     rw_max_bytes: usize,
     /// The metadata of the current LBA format (`None`: none).
     metadata: Option<MetadataFormat>,
@@ -141,7 +143,13 @@ impl Namespace {
             lba_shift: lbads as u32,
             block_mask: block_size as usize - 1,
             max_io_bytes,
-            rw_max_bytes: if metadata.is_some() { 0 } else { max_io_bytes },
+            rw_max_bytes: if metadata.is_some() {
+                0
+            } else {
+                // `blocks << lbads` fits a u64 (checked above).
+                let whole = blocks.saturating_mul(block_size as u64);
+                max_io_bytes.min(usize::try_from(whole).unwrap_or(usize::MAX))
+            },
             metadata,
             optimal_io_boundary: data.optimal_io_boundary(),
             read_only: data.write_protected(),
@@ -281,17 +289,20 @@ impl Namespace {
             | (iova & 3 != 0)
             | (write & self.read_only);
         if bad {
-            return Err(self.rw_error(len, iova, write));
+            return Err(self.rw_error(lba, len, iova, write));
         }
         let blocks = (len >> self.lba_shift) as u64;
-        self.check_range(lba, blocks)?;
+        // `blocks <= self.blocks` (see `rw_max_bytes`): no wrap.
+        if lba > self.blocks - blocks {
+            return Err(self.range_error(lba, blocks));
+        }
         Ok((blocks - 1) as u16)
     }
 
     /// Why `check_rw` refused, in the order users expect the checks.
     #[cold]
     #[inline(never)]
-    fn rw_error(&self, len: usize, iova: u64, write: bool) -> SubmitErrorKind {
+    fn rw_error(&self, lba: u64, len: usize, iova: u64, write: bool) -> SubmitErrorKind {
         if write && self.read_only {
             return SubmitErrorKind::ReadOnly { nsid: self.id };
         }
@@ -307,9 +318,29 @@ impl Namespace {
         if iova & 3 != 0 {
             return SubmitErrorKind::Misaligned { iova };
         }
+        if len <= self.max_io_bytes && self.metadata.is_none() {
+            // Within the transfer limit but more than the namespace holds.
+            return self.range_error(lba, (len >> self.lba_shift) as u64);
+        }
         SubmitErrorKind::TooLarge {
             len,
             max: self.max_io_bytes,
+        }
+    }
+
+    /// `blocks` at `lba` do not fit the namespace.
+    #[cold]
+    #[inline(never)]
+    fn range_error(&self, lba: u64, blocks: u64) -> SubmitErrorKind {
+        match self.check_range(lba, blocks) {
+            Err(e) => e,
+            // Not reached: called after the range test failed.
+            Ok(()) => SubmitErrorKind::LbaOutOfRange {
+                nsid: self.id,
+                lba,
+                blocks,
+                namespace_blocks: self.blocks,
+            },
         }
     }
 
@@ -469,6 +500,38 @@ mod tests {
                 .unwrap_err()
                 .contains("value 5, which is reserved")
         );
+    }
+
+    #[test]
+    fn a_request_larger_than_a_small_namespace_is_out_of_range_not_too_large() {
+        // 8 blocks of 512 bytes: a 128 KiB transfer limit is far above it.
+        let mut id = IdentifyNamespace::zeroed();
+        id.nsze = U64::new(8);
+        id.lbaf[0] = LbaFormat::new(0, 9);
+        let n = Namespace::from_identify(1, id, &IdentifyController::zeroed(), 128 << 10).unwrap();
+        assert_eq!(
+            n.check_rw(0, 4096, 0x1000, false),
+            Ok(7),
+            "the whole namespace"
+        );
+        assert_eq!(n.check_rw(7, 512, 0x1000, true), Ok(0), "the last block");
+        assert!(matches!(
+            n.check_rw(0, 4608, 0x1000, false),
+            Err(SubmitErrorKind::LbaOutOfRange {
+                lba: 0,
+                blocks: 9,
+                namespace_blocks: 8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            n.check_rw(u64::MAX, 512, 0x1000, false),
+            Err(SubmitErrorKind::LbaOutOfRange { .. })
+        ));
+        assert!(matches!(
+            n.check_rw(0, 256 << 10, 0x1000, false),
+            Err(SubmitErrorKind::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub(crate) struct SqRing {
     mem: DmaArray<SQE_BYTES>,
     entries: u16,
     tail: u16,
+    /// `next(tail)`, kept with it: the full test is then one compare, and
+    /// the push after it does not compute the wrap again.
+    next_tail: u16,
     head: u16,
     rung_tail: u16,
 }
@@ -53,6 +56,7 @@ impl SqRing {
             mem,
             entries,
             tail: 0,
+            next_tail: 1,
             head: 0,
             rung_tail: 0,
         })
@@ -68,6 +72,7 @@ impl SqRing {
     pub(crate) fn reset(&mut self) {
         self.mem.window().view().zero();
         self.tail = 0;
+        self.next_tail = self.next(0);
         self.head = 0;
         self.rung_tail = 0;
     }
@@ -105,7 +110,7 @@ impl SqRing {
     /// always stays empty.
     #[inline]
     pub(crate) fn is_full(&self) -> bool {
-        self.next(self.tail) == self.head
+        self.next_tail == self.head
     }
 
     /// Write `cmd` at the tail and advance it. Returns false when full.
@@ -139,7 +144,8 @@ impl SqRing {
             .get(self.tail as usize)
             .is_some_and(|e| e.write_obj(cmd));
         debug_assert!(stored, "SQ tail outside its window");
-        self.tail = self.next(self.tail);
+        self.tail = self.next_tail;
+        self.next_tail = self.next(self.next_tail);
     }
 
     /// Accept a head reported by the device (CQE.SQHD). It must lie inside

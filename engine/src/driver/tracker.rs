@@ -240,10 +240,14 @@ impl Tracker {
         self.free_head == NO_SLOT
     }
 
-    /// Index of the slot the next `start` will use.
+    /// Index of the slot the next `start` will use. One compare against
+    /// the slab's length covers both "none free" (`NO_SLOT` is past the
+    /// end) and the bounds, and is the same one `start_with` makes, which
+    /// the compiler then folds away.
     #[inline]
     pub(crate) fn next_free(&self) -> Option<usize> {
-        (self.free_head != NO_SLOT).then_some(self.free_head as usize)
+        let head = self.free_head as usize;
+        (head < self.slots.len()).then_some(head)
     }
 
     /// Take a slot for `cmd`: gives it a CID (written into `cmd`) and keeps

@@ -330,8 +330,10 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
         _direction: DataDirection,
     ) -> Result<Prps, SubmitErrorKind> {
         let (iova, len) = (buf.iova(), buf.len());
-        // A zero length goes to `list_prps`, which refuses it.
-        if (iova as usize & (PAGE_SIZE - 1)) + len <= PAGE_SIZE && len != 0 {
+        // Within PRP1's page: `len - 1 < PAGE_SIZE - offset`. A zero length
+        // wraps, fails the test and goes to `list_prps`, which refuses it;
+        // `len - 1` is the value the namespace check already computed.
+        if len.wrapping_sub(1) < PAGE_SIZE - (iova as usize & (PAGE_SIZE - 1)) {
             Ok(Prps(iova, prp::PRP_UNUSED))
         } else {
             self.list_prps(slot, iova, len)

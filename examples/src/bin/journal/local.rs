@@ -14,7 +14,7 @@ use nvme_reactor::{
     Attach, ContextError, LocalPoller, PollStatus, ReactorContext, Request, Response,
 };
 
-use crate::ledger::{Commits, Ledger, Params, encode};
+use crate::ledger::{Commits, Ledger, Params, encode_into};
 
 /// A poller that commits `params.records` records on its reactor, and
 /// where its outcome arrives once every record was answered.
@@ -23,7 +23,6 @@ pub fn poller<D: Attach>(params: Params) -> Result<(LocalPoller<D>, Receiver<Res
     let mut state = Some(Local {
         ledger: Ledger::new(params)?,
         params,
-        scratch: vec![0u8; params.record_bytes],
         done: Vec::with_capacity(params.depth),
         tx,
     });
@@ -50,7 +49,6 @@ pub fn poller<D: Attach>(params: Params) -> Result<(LocalPoller<D>, Receiver<Res
 struct Local {
     ledger: Ledger,
     params: Params,
-    scratch: Vec<u8>,
     done: Vec<(Instant, Response)>,
     tx: Sender<Result<Commits>>,
 }
@@ -72,11 +70,17 @@ impl Local {
         }
         let mut busy = PollStatus::Idle;
         while let Some((seq, lba)) = self.ledger.next_record() {
-            encode(seq, &mut self.scratch);
             let mut buf = ctx
                 .alloc(0, self.params.record_bytes)
                 .context("allocating a record from the reactor's DMA pool")?;
-            buf.write_at(0, &self.scratch);
+            // Built in place in the DMA buffer.
+            if !encode_into(seq, &mut buf) {
+                ctx.free(buf)?;
+                return Err(anyhow!(
+                    "a {}-byte record has no room for its header",
+                    self.params.record_bytes
+                ));
+            }
             let at = Instant::now();
             match ctx.submit(Request::write(0, self.params.nsid, lba, buf, true, seq)) {
                 Ok(()) => {

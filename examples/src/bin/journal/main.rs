@@ -32,7 +32,7 @@ use nvme_engine_examples::baseline::direct_qd1_writes;
 use nvme_engine_examples::{DeviceArgs, Example, Handle, Setup, run};
 use nvme_reactor::{AllowedCores, Attach, CoreSpec, ReactorConfig, ReactorSet, pin_current_thread};
 
-use ledger::{Commits, Params, encode};
+use ledger::{Commits, Params, encode_into};
 
 /// Where the journal's commit loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -178,7 +178,10 @@ impl Example for Journal {
                 blocks_per_record,
                 self.record_bytes,
                 (params.warmup, self.records - params.warmup),
-                encode,
+                |seq, buf| {
+                    // Record sizes are whole blocks: the header always fits.
+                    encode_into(seq, buf);
+                },
             )
         };
         let (set, baseline) = match self.mode {

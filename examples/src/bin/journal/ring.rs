@@ -6,22 +6,26 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use nvme_reactor::{Producer, Request};
 
-use crate::ledger::{Commits, Ledger, Params, encode};
+use crate::ledger::{Commits, Ledger, Params, encode_into};
 
 /// Commit `params.records` records through `p`; `shared` when this thread
 /// shares its core with the reactor (it then yields while it waits).
 pub fn commit(p: &mut Producer, params: Params, shared: bool) -> Result<Commits> {
     let mut ledger = Ledger::new(params)?;
-    let mut scratch = vec![0u8; params.record_bytes];
     let mut done = Vec::with_capacity(params.depth);
     while !ledger.is_done() {
         while let Some((seq, lba)) = ledger.next_record() {
-            encode(seq, &mut scratch);
             let mut buf = p.alloc(params.record_bytes)?;
-            buf.write_at(0, &scratch);
+            // Built in place in the DMA buffer.
+            if !encode_into(seq, &mut buf) {
+                bail!(
+                    "a {}-byte record has no room for its header",
+                    params.record_bytes
+                );
+            }
             let at = Instant::now();
             match p.try_submit(Request::write(0, params.nsid, lba, buf, true, seq)) {
                 Ok(()) => ledger.submitted(seq, at),
