@@ -391,8 +391,10 @@ fn metadata_sgls_are_refused_without_sgls_bit_19_and_buffers_come_back() {
 
 #[test]
 fn conflicting_metadata_options_and_too_many_segments_are_refused() {
-    let (ctrl, _h, mut qp, mut pool) = controller(512, 8, None, true);
+    let (ctrl, _h, mut qp, _) = controller(512, 8, None, true);
     let ns = ctrl.namespaces()[0].clone();
+    // Every segment takes a 4 KiB block, never given back here.
+    let mut pool = ctrl.create_pool(8 << 20).unwrap();
     let two = |pool: &mut DmaPool| pieces(pool, &[8, 8], 0, &[0; 16]);
 
     let contiguous = IoOptions::default().metadata_pointer(MetadataPointer::Contiguous);
@@ -453,11 +455,12 @@ fn conflicting_metadata_options_and_too_many_segments_are_refused() {
     sizes.push(2);
     let r = IoData::new(data).with_metadata_segments(pieces(&mut pool, &sizes, 0, &meta));
     qp.write_ext(&ns, 0, r, &IoOptions::default(), 5).unwrap();
-    let c = one(&mut qp);
+    let mut c = one(&mut qp);
     assert!(c.result.is_ok(), "{:?}", c.result);
     assert_eq!(joined(c.meta_segments()), meta);
-    let r =
-        IoData::new(c.buf.unwrap()).with_metadata_segments(pieces(&mut pool, &[1; 256], 0, &meta));
+    let buf = c.buf.take().unwrap();
+    drop(c);
+    let r = IoData::new(buf).with_metadata_segments(pieces(&mut pool, &[1; 256], 0, &meta));
     let mut e = qp
         .write_ext(&ns, 0, r, &IoOptions::default(), 6)
         .unwrap_err();
@@ -473,5 +476,41 @@ fn conflicting_metadata_options_and_too_many_segments_are_refused() {
         e.kind
     );
     assert_eq!(e.take_meta_segments().len(), 256);
+
+    // The slot's one list page is shared with the data's descriptors: 250
+    // data segments leave room for a Last Segment and two Data Blocks, 254
+    // only for one Data Block.
+    let data = pattern(4, 512);
+    let meta = pattern(5, 8);
+    for (count, ok) in [(250usize, true), (254, false)] {
+        let mut sizes = vec![2usize; count - 1];
+        sizes.push(512 - 2 * (count - 1));
+        let w = IoData::vectored(pieces(&mut pool, &sizes, 0, &data))
+            .with_metadata_segments(pieces(&mut pool, &[3, 5], 0, &meta));
+        let r = qp.write_ext(&ns, 0, w, &IoOptions::default(), 7);
+        if ok {
+            r.unwrap();
+            let c = one(&mut qp);
+            assert!(c.result.is_ok(), "{count}: {:?}", c.result);
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    e.kind,
+                    SubmitErrorKind::TooManyMetadataSegments { count: 2, max: 1 }
+                ),
+                "{}",
+                e.kind
+            );
+        }
+    }
+    let r = IoData::new(buf_of(&mut pool, 512, None)).with_metadata(buf_of(&mut pool, 8, None));
+    qp.read_ext(&ns, 0, r, &IoOptions::default(), 8).unwrap();
+    let c = one(&mut qp);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(
+        (bytes(c.buf.as_ref().unwrap()), bytes(c.meta().unwrap())),
+        (data, meta)
+    );
     assert_eq!(qp.outstanding(), 0);
 }

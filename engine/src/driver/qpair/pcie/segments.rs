@@ -33,25 +33,25 @@ use super::{PcieQueue, Prps};
 /// SGL descriptors in one 4 KiB list page.
 const DESCRIPTORS_PER_PAGE: usize = PAGE_SIZE / SGL_DESCRIPTOR_BYTES;
 
+/// List positions (16-byte descriptor slots from the start of the slot's
+/// first list page) that an SGL of `count` data segments takes: none for
+/// one (it is in DPTR), else the descriptors and one chaining descriptor
+/// per page beyond the first.
+fn data_sgl_positions(count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let pages = 1 + count
+        .saturating_sub(DESCRIPTORS_PER_PAGE)
+        .div_ceil(DESCRIPTORS_PER_PAGE - 1);
+    count + pages - 1
+}
+
 impl<D: Device> PcieQueue<D> {
     /// Most segments one command's list pages describe as an SGL: every
     /// page but the last gives one descriptor to the chain.
     pub(crate) fn max_sgl_segments(&self) -> usize {
         self.pages_per_slot * (DESCRIPTORS_PER_PAGE - 1) + 1
-    }
-
-    /// List positions (16-byte descriptor slots from the start of the
-    /// slot's first list page) that an SGL of `count` data segments takes:
-    /// none for one (it is in DPTR), else the descriptors and one chaining
-    /// descriptor per page beyond the first.
-    fn data_sgl_positions(count: usize) -> usize {
-        if count <= 1 {
-            return 0;
-        }
-        let pages = 1 + count
-            .saturating_sub(DESCRIPTORS_PER_PAGE)
-            .div_ceil(DESCRIPTORS_PER_PAGE - 1);
-        count + pages - 1
     }
 
     /// Whether MPTR may hold an SGL descriptor, or why not.
@@ -101,7 +101,7 @@ impl<D: Device> PcieQueue<D> {
         let needed = if count == 1 { 1 } else { count + 1 };
         let total = self.pages_per_slot * DESCRIPTORS_PER_PAGE;
         let room = total
-            .saturating_sub(Self::data_sgl_positions(data_segments))
+            .saturating_sub(data_sgl_positions(data_segments))
             .min(DESCRIPTORS_PER_PAGE);
         if needed > room {
             return Err(SubmitErrorKind::TooManyMetadataSegments {
@@ -264,5 +264,23 @@ impl<D: Device> PcieQueue<D> {
             Err(prp::PrpError::ZeroLength) => Err(SubmitErrorKind::ZeroLength),
             Err(e) => Err(SubmitErrorKind::Buffer(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_sgl_positions_count_the_chaining_descriptor_of_every_full_page() {
+        // One segment lives in DPTR; a list page holds 256 descriptors, or
+        // 255 and the one leading to the next page.
+        assert_eq!(data_sgl_positions(0), 0);
+        assert_eq!(data_sgl_positions(1), 0);
+        assert_eq!(data_sgl_positions(2), 2);
+        assert_eq!(data_sgl_positions(256), 256);
+        assert_eq!(data_sgl_positions(257), 256 + 2);
+        assert_eq!(data_sgl_positions(511), 512);
+        assert_eq!(data_sgl_positions(512), 512 + 2);
     }
 }
