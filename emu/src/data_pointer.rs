@@ -150,3 +150,58 @@ pub(crate) fn meta_from_host(
         s.read(0, &mut out[at..at + n]);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_memory::Iommu;
+    use crate::sgl_walker::{TYPE_DATA_BLOCK, TYPE_LAST_SEGMENT};
+    use nvme_engine::dma::HostMemory;
+
+    fn desc(addr: u64, len: u32, kind: u8) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[15] = kind << 4;
+        b
+    }
+
+    #[test]
+    fn metadata_sgls_at_mptr_gather_every_data_block_and_check_their_length() {
+        let iommu = Iommu::new("t".into());
+        let r = iommu.map(HostMemory::plain(4 * 4096).unwrap()).unwrap();
+        let b = r.iova(0).unwrap();
+        let g = iommu.guard();
+        let put = |at: u64, d: &[u8]| assert!(g.translate(at, d.len()).unwrap().write(0, d));
+        let sgl = (PSDT_SGL_MPTR_SGL as u32) << 14;
+        // MPTR at b: a Last Segment naming two data blocks (5 and 11 bytes).
+        put(b, &desc(b + 64, 32, TYPE_LAST_SEGMENT));
+        put(b + 64, &desc(b + 8192, 5, TYPE_DATA_BLOCK));
+        put(b + 80, &desc(b + 12288 + 3, 11, TYPE_DATA_BLOCK));
+        let meta: Vec<u8> = (1..=16).collect();
+        meta_to_host(&g, sgl, b, &meta).unwrap();
+        let mut back = [0u8; 16];
+        meta_from_host(&g, sgl, b, &mut back).unwrap();
+        assert_eq!(back.to_vec(), meta);
+        let mut first = [0u8; 5];
+        g.translate(b + 8192, 5).unwrap().read(0, &mut first);
+        assert_eq!(first, [1, 2, 3, 4, 5]);
+        // One Data Block at MPTR.
+        put(b + 256, &desc(b + 8192, 16, TYPE_DATA_BLOCK));
+        meta_from_host(&g, sgl, b + 256, &mut back).unwrap();
+        // Lengths that do not add up: Metadata SGL Length Invalid (10h).
+        let mut short = [0u8; 12];
+        assert_eq!(
+            meta_from_host(&g, sgl, b, &mut short),
+            Err(XferError::Sgl(0x10))
+        );
+        let mut long = [0u8; 20];
+        assert_eq!(
+            meta_from_host(&g, sgl, b + 256, &mut long),
+            Err(XferError::Sgl(0x10))
+        );
+        // PSDT 01b: MPTR is the buffer itself.
+        meta_from_host(&g, 1 << 14, b + 8192, &mut first).unwrap();
+        assert_eq!(first, [1, 2, 3, 4, 5]);
+    }
+}

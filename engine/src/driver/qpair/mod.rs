@@ -87,8 +87,10 @@ pub struct IoCompletion {
     pub result: Result<u32, IoError>,
     /// The command's data buffer, handed back.
     pub buf: Option<DmaBuf>,
-    /// The separate metadata buffer and the data segments of a vectored
-    /// request ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// The separate metadata buffer (or metadata segments) and the data
+    /// segments of a vectored request
+    /// ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// [`IoData::with_metadata_segments`](crate::IoData::with_metadata_segments),
     /// [`IoData::vectored`](crate::IoData::vectored)), handed back in their
     /// box for reuse ([`IoData::with_extra`](crate::IoData::with_extra)).
     pub extra: Option<Box<IoExtra>>,
