@@ -6,7 +6,8 @@
 //! in order, with nothing queued meanwhile; removing the callback queues
 //! events again; inside the callback the controller's event polling and
 //! callback registration refuse instead of deadlocking, while admin
-//! commands work; a panicking callback is removed and counted.
+//! commands work; a panicking callback is removed and counted; left
+//! alone, the admin worker thread runs the callback itself.
 
 mod driver_common;
 
@@ -145,4 +146,32 @@ fn a_panicking_callback_is_removed_and_later_events_are_queued() {
         ctrl.active_namespace(first).is_some(),
         "the first was handled"
     );
+}
+
+#[test]
+fn without_process_events_the_admin_worker_runs_the_callback() {
+    let (ctrl, emu) = up();
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&threads);
+    assert!(ctrl.set_event_callback(move |_| {
+        let name = std::thread::current().name().map(str::to_string);
+        sink.lock().unwrap().push(name);
+    }));
+    emu.attach_namespace(EmuNamespaceConfig::ram(512, 64))
+        .unwrap();
+    // The worker looks every admin_poll_interval (10 ms); the bound only
+    // guards against a worker that never does.
+    let start = std::time::Instant::now();
+    while threads.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the admin worker never delivered the event"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let seen = threads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let name = seen[0].clone().unwrap_or_default();
+    assert!(name.starts_with("nvme-admin"), "ran on {name:?}");
+    assert!(ctrl.events().is_empty());
 }
