@@ -337,6 +337,10 @@ pub struct EmuConfig {
     /// true, as on QEMU. Without it a command with PSDT other than 0 fails
     /// with Invalid Field.
     pub sgl: bool,
+    /// Whether MPTR may hold an SGL descriptor (Identify SGLS bit 19: the
+    /// metadata described by an SGL, PSDT 10b), when `sgl` is set. Default
+    /// true. Without it a command with PSDT 10b fails with Invalid Field.
+    pub sgl_metadata: bool,
     /// Asynchronous Event Requests the controller keeps outstanding at most
     /// (Identify AERL + 1), 1..=16; default 4, as QEMU. One more fails with
     /// Asynchronous Event Request Limit Exceeded.
@@ -370,6 +374,7 @@ impl EmuConfig {
             mode: EmuMode::Inline,
             doorbell_buffer: true,
             sgl: true,
+            sgl_metadata: true,
             async_event_limit: 4,
             max_namespaces: 0,
         }

@@ -25,7 +25,9 @@ pub(crate) const OAES_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
 /// SGLS bits 1:0 = 01b: SGLs supported, no alignment or granularity
 /// requirement; bit 16: Bit Bucket descriptors; bit 19: MPTR may hold the
 /// address of one SGL descriptor (PSDT 10b).
-pub(crate) const SGLS_SUPPORTED: u32 = 0b01 | 1 << 16 | 1 << 19;
+pub(crate) const SGLS_SUPPORTED: u32 = 0b01 | 1 << 16 | SGLS_MPTR_SGL;
+/// SGLS bit 19: MPTR may hold the address of one SGL descriptor.
+pub(crate) const SGLS_MPTR_SGL: u32 = 1 << 19;
 /// MC bit 0: metadata as part of an extended data LBA; bit 1: in a
 /// separate buffer.
 const MC_EXTENDED: u8 = 1;
@@ -72,7 +74,8 @@ pub(crate) fn identify_controller(cfg: &EmuConfig) -> Box<IdentifyController> {
     // command (ACWU, zero-based blocks of 512 bytes).
     c.acwu = U16::new(((cfg.max_transfer_bytes() / 512).min(1 << 16) - 1) as u16);
     if cfg.sgl {
-        c.sgls = U32::new(SGLS_SUPPORTED);
+        let mptr_sgl = if cfg.sgl_metadata { 0 } else { SGLS_MPTR_SGL };
+        c.sgls = U32::new(SGLS_SUPPORTED & !mptr_sgl);
     }
     if cfg.doorbell_buffer {
         c.oacs = U16::new(OACS_DOORBELL_BUFFER_CONFIG);

@@ -54,7 +54,8 @@
 //!
 //! Controller ([`EmuConfig`]): `mdts` (largest transfer, 2^MDTS × 4 KiB,
 //! metadata interleaved in the data buffer included), `sgl` (SGL support in
-//! Identify SGLS), `async_event_limit` (AERL + 1), `max_namespaces`
+//! Identify SGLS), `sgl_metadata` (SGLS bit 19: metadata described by an
+//! SGL at MPTR), `async_event_limit` (AERL + 1), `max_namespaces`
 //! (Identify NN: slots for namespaces attached at run time), `io_queues`,
 //! `max_queue_entries`, `volatile_write_cache`, `doorbell_buffer`, identity
 //! strings and the execution mode.

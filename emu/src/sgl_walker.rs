@@ -17,7 +17,9 @@ use nvme_engine::dma::DmaView;
 /// Most descriptors (of every kind) one command's list may hold.
 pub(crate) const MAX_DESCRIPTORS: usize = 4096;
 
-/// SGL descriptor type (byte 15, bits 7:4): Data Block.
+/// SGL descriptor type (byte 15, bits 7:4): Data Block (the walk takes
+/// every type up to Last Segment that is not one of the others as data).
+#[cfg(test)]
 pub(crate) const TYPE_DATA_BLOCK: u8 = 0x0;
 /// Bit Bucket: the controller discards read data for its length.
 pub(crate) const TYPE_BIT_BUCKET: u8 = 0x1;

@@ -52,5 +52,7 @@ pub use driver::{
 };
 pub use driver::{CHILD_TOKENS, SplitStats, Splitter};
 pub use driver::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats, MAX_ASYNC_EVENT_REQUESTS};
-pub use driver::{DataPointer, FusedSubmitError, IoData, IoExtra, IoOptions};
+pub use driver::{
+    DataPointer, FusedSubmitError, FusedSyncError, IoData, IoExtra, IoOptions, MetadataPointer,
+};
 pub use driver::{PcieQueue, Prps, QueuePair, transport};

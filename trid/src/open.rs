@@ -356,6 +356,7 @@ pub fn emu_config(spec: &EmuSpec, thread: Option<EmuThread>, files: FileAccess) 
     }
     cfg.mdts = spec.features.mdts;
     cfg.sgl = spec.features.sgl;
+    cfg.sgl_metadata = spec.features.sgl_metadata;
     cfg.async_event_limit = spec.features.aerl_z + 1;
     cfg.io_queues = 1024;
     cfg.max_queue_entries = MAX_IO_QUEUE_ENTRIES as u32;

@@ -20,7 +20,7 @@ use crate::inject::{DEFAULT_DELAY_ROUNDS, Injection};
 use crate::syntax::Syntax;
 
 const PCIE_KEYS: &str = "trtype, traddr, ns, noiommu, shadow";
-const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, ms, mset, pi, pil, noiob, mdts, sgl, aerl, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
+const EMU_KEYS: &str = "trtype, size, ns, namespaces, lba, null, file, mode, idle, core, shadow, rounds, recover, sticky, ms, mset, pi, pil, noiob, mdts, sgl, msgl, aerl, fail, status, lose, delay, dup, unknowncid, stale, sqhd, fatal, vanish";
 const URING_KEYS: &str = "trtype, path, poll, fixed";
 
 /// Largest namespace count of an emulated controller.

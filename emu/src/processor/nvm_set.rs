@@ -84,6 +84,10 @@ impl CommandProcessor {
         if cmd.fuse() != 0 || (cmd.psdt() != 0 && (!self.limits.sgl || cmd.psdt() == 3)) {
             return Done::err(generic_err(generic::INVALID_FIELD));
         }
+        // PSDT 10b (an SGL descriptor at MPTR) only where SGLS bit 19 says so.
+        if cmd.psdt() == 2 && !self.config.sgl_metadata {
+            return Done::err(generic_err(generic::INVALID_FIELD));
+        }
         if op == NvmOpcode::FLUSH && cmd.nsid == u32::MAX && self.limits.vwc {
             for ns in self.nss.iter_mut().flatten() {
                 if ns.backend.flush().is_err() {

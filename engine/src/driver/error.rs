@@ -442,6 +442,20 @@ pub enum SubmitErrorKind {
     /// An SGL was asked for but cannot be used.
     #[error("an SGL cannot describe this request: {0}")]
     Sgl(&'static str),
+    /// The separate metadata cannot go as an SGL at MPTR (PSDT 10b).
+    #[error("the metadata cannot be described by an SGL: {0}")]
+    MetadataSgl(&'static str),
+    /// More metadata segments than fit beside the data's descriptors.
+    #[error(
+        "{count} metadata segments given but this command's list pages hold at most {max} beside \
+         its data descriptors; merge metadata segments (or data segments)"
+    )]
+    TooManyMetadataSegments {
+        /// Metadata segments given.
+        count: usize,
+        /// The limit for this request.
+        max: usize,
+    },
     /// More segments than one command's list pages hold.
     #[error(
         "{count} segments given but one command describes at most {max}; merge segments or \
@@ -534,6 +548,13 @@ impl SubmitError {
     pub fn take_meta(&mut self) -> Option<DmaBuf> {
         self.extra.as_mut().and_then(|m| m.meta.take())
     }
+    /// Take the metadata segments of a refused request back.
+    pub fn take_meta_segments(&mut self) -> Vec<DmaBuf> {
+        self.extra
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.meta_segments))
+            .unwrap_or_default()
+    }
     /// Take the data segments of a refused vectored request back.
     pub fn take_segments(&mut self) -> Vec<DmaBuf> {
         self.extra
@@ -579,6 +600,58 @@ impl fmt::Display for FusedSubmitError {
 }
 
 impl std::error::Error for FusedSubmitError {}
+
+/// A fused Compare and Write that did not succeed, from
+/// [`QueuePair::compare_and_write_sync`](crate::QueuePair::compare_and_write_sync):
+/// each half's outcome, with its buffers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct FusedSyncError {
+    /// The Compare: its buffers, or why it failed (with them).
+    pub compare: Result<crate::IoData, SyncError>,
+    /// The Write: its buffers, or why it failed (with them).
+    pub write: Result<crate::IoData, SyncError>,
+}
+
+impl FusedSyncError {
+    /// The error that explains the outcome: the Compare's if it failed,
+    /// else the Write's.
+    pub fn error(&self) -> IoError {
+        match (&self.compare, &self.write) {
+            (Err(e), _) | (Ok(_), Err(e)) => e.error,
+            // Not built with both halves successful.
+            (Ok(_), Ok(_)) => IoError::Busy(0),
+        }
+    }
+    /// Whether the blocks did not match the compare data (Compare Failure,
+    /// SCT 2h SC 85h): the write did not happen, and the pair may be
+    /// retried with fresh compare data.
+    pub fn miscompare(&self) -> bool {
+        matches!(
+            &self.compare,
+            Err(SyncError { error: IoError::Status(s), .. })
+                if s.sct() == crate::spec::status::StatusCodeType::MEDIA
+                    && s.sc() == crate::spec::status::media::COMPARE_FAILURE
+        )
+    }
+}
+
+impl fmt::Display for FusedSyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let half = if self.compare.is_err() {
+            "compare"
+        } else {
+            "write"
+        };
+        write!(
+            f,
+            "fused Compare and Write failed ({half}): {}",
+            self.error()
+        )
+    }
+}
+
+impl std::error::Error for FusedSyncError {}
 
 /// Why an I/O did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -640,6 +713,28 @@ pub struct SyncError {
     /// The caller's buffer (absent only after a timeout, when the device may
     /// still write it).
     pub buf: Option<DmaBuf>,
+    /// The request's other buffers — separate metadata, data or metadata
+    /// segments — from the helpers that take an [`IoData`](crate::IoData)
+    /// (absent after a timeout, like `buf`).
+    pub extra: Option<Box<IoExtra>>,
+}
+
+impl SyncError {
+    /// A failure handing back `buf` alone.
+    pub(crate) fn new(error: IoError, buf: Option<DmaBuf>) -> Self {
+        SyncError {
+            error,
+            buf,
+            extra: None,
+        }
+    }
+    /// Every buffer handed back, as the request data they came in.
+    pub fn into_data(self) -> crate::IoData {
+        crate::IoData {
+            buf: self.buf,
+            extra: self.extra,
+        }
+    }
 }
 
 impl fmt::Debug for SyncError {
@@ -647,6 +742,7 @@ impl fmt::Debug for SyncError {
         f.debug_struct("SyncError")
             .field("error", &self.error)
             .field("buf", &self.buf)
+            .field("extra", &self.extra)
             .finish()
     }
 }

@@ -7,6 +7,9 @@
 //! (`shared/events.rs`); the application takes the events with
 //! [`crate::Controller::events`] whenever it likes. They are queued, up to
 //! [`EVENT_QUEUE_LIMIT`]; beyond that the oldest are dropped and counted.
+//! Or the application registers a callback
+//! ([`crate::Controller::set_event_callback`]) and each event is passed to
+//! it instead of being queued.
 
 #![forbid(unsafe_code)]
 
@@ -156,4 +159,9 @@ pub struct EventStats {
     /// Events dropped because the application did not take them
     /// ([`EVENT_QUEUE_LIMIT`]).
     pub dropped: u64,
+    /// Events passed to the callback ([`crate::Controller::set_event_callback`]).
+    pub callback_events: u64,
+    /// Times the callback panicked (it is then removed, and later events
+    /// are queued).
+    pub callback_panics: u64,
 }

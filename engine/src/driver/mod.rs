@@ -102,7 +102,8 @@ pub use admin::{AdminStats, MAX_ASYNC_EVENT_REQUESTS};
 pub use bounds::{MAX_ACTIVE_NAMESPACES, NAMESPACE_LIST_ENTRIES};
 pub use controller::Controller;
 pub use error::{
-    DeviceGone, DriverError, FusedSubmitError, IoError, SubmitError, SubmitErrorKind, SyncError,
+    DeviceGone, DriverError, FusedSubmitError, FusedSyncError, IoError, SubmitError,
+    SubmitErrorKind, SyncError,
 };
 pub use events::{ControllerEvent, EVENT_QUEUE_LIMIT, EventStats};
 pub use health::Health;
@@ -117,4 +118,4 @@ pub use request::{IoData, IoOptions};
 pub use split::{CHILD_TOKENS, SplitStats, Splitter};
 pub use stats::QueuePairStats;
 pub use tracker::IoExtra;
-pub use transport::DataPointer;
+pub use transport::{DataPointer, MetadataPointer};

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | no metadata | `n × bs` | none |
 //! | extended LBA | `n × (bs + ms)` | none |
-//! | separate | `n × bs` | `n × ms` (MPTR) |
+//! | separate | `n × bs` | `n × ms` (MPTR: one buffer, or segments summing to it) |
 //! | PI, `ms` = 8, PRACT set | `n × bs` | none: the controller inserts and strips the tuple |
 
 #![forbid(unsafe_code)]
@@ -24,7 +24,7 @@ use crate::spec::protection::{MetadataLayout, PiFields, PrChk};
 use super::error::SubmitErrorKind;
 use super::namespace::Namespace;
 use super::tracker::IoExtra;
-use super::transport::DataPointer;
+use super::transport::{DataPointer, MetadataPointer};
 
 /// The options of one Read, Write, Compare or Verify. Build with
 /// `IoOptions::default()` and the setters.
@@ -38,6 +38,9 @@ pub struct IoOptions {
     pub pi: PiFields,
     /// PRPs or an SGL.
     pub data_pointer: DataPointer,
+    /// A contiguous metadata buffer at MPTR or an SGL describing the
+    /// metadata (PSDT 10b).
+    pub metadata_pointer: MetadataPointer,
 }
 
 impl IoOptions {
@@ -63,6 +66,12 @@ impl IoOptions {
     /// Describe the data with PRPs or an SGL.
     pub fn data_pointer(mut self, how: DataPointer) -> Self {
         self.data_pointer = how;
+        self
+    }
+    /// Describe a separate metadata buffer with one address or an SGL
+    /// (see [`MetadataPointer`]).
+    pub fn metadata_pointer(mut self, how: MetadataPointer) -> Self {
+        self.metadata_pointer = how;
         self
     }
     /// Whether PRINFO asks for anything.
@@ -91,13 +100,20 @@ impl IoData {
             extra: None,
         }
     }
+    /// No buffer (commands that move no data).
+    pub(crate) fn none() -> Self {
+        IoData {
+            buf: None,
+            extra: None,
+        }
+    }
     /// Several data buffers, in order, making up one transfer.
     pub fn vectored(segments: Vec<DmaBuf>) -> Self {
         IoData {
             buf: None,
             extra: Some(Box::new(IoExtra {
-                meta: None,
                 segments,
+                ..IoExtra::default()
             })),
         }
     }
@@ -114,9 +130,45 @@ impl IoData {
         self.extra.get_or_insert_with(Box::default).meta = Some(meta);
         self
     }
+    /// Add the separate metadata as several segments, in order, whose
+    /// lengths sum to `blocks × ms` bytes (any split: per block, per
+    /// buffer of the caller's). They go as an SGL at MPTR (PSDT 10b), so
+    /// the controller must report SGLS bit 19; the data then goes as an SGL
+    /// too. Come back in [`IoExtra::meta_segments`].
+    pub fn with_metadata_segments(mut self, segments: Vec<DmaBuf>) -> Self {
+        self.extra.get_or_insert_with(Box::default).meta_segments = segments;
+        self
+    }
     /// The separate metadata buffer, if any.
     pub fn meta(&self) -> Option<&DmaBuf> {
         self.extra.as_ref().and_then(|e| e.meta.as_ref())
+    }
+    /// The metadata segments (empty unless given with
+    /// [`Self::with_metadata_segments`]).
+    pub fn meta_segments(&self) -> &[DmaBuf] {
+        self.extra.as_ref().map_or(&[], |e| &e.meta_segments)
+    }
+    /// The data buffer, if the data is one buffer.
+    pub fn buf(&self) -> Option<&DmaBuf> {
+        self.buf.as_ref()
+    }
+    /// Take the data buffer and the other buffers apart.
+    pub fn into_parts(self) -> (Option<DmaBuf>, Option<Box<IoExtra>>) {
+        (self.buf, self.extra)
+    }
+    /// Every separate metadata buffer: the one buffer, or the segments.
+    pub(crate) fn meta_bufs(&self) -> &[DmaBuf] {
+        match self.extra.as_deref() {
+            Some(IoExtra { meta: Some(m), .. }) => std::slice::from_ref(m),
+            Some(e) => &e.meta_segments,
+            None => &[],
+        }
+    }
+    /// Whether both a metadata buffer and metadata segments were given.
+    pub(crate) fn meta_conflict(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|e| e.meta.is_some() && !e.meta_segments.is_empty())
     }
     /// The data segments (empty for one buffer).
     pub fn segments(&self) -> &[DmaBuf] {
@@ -146,14 +198,15 @@ pub(crate) struct Checked {
     pub meta: bool,
 }
 
-/// Check `data_len` bytes of data (first IOVA `iova`), a metadata buffer of
-/// `meta_len` bytes (if any) and `opts` against `ns` for a command at `lba`
-/// that `writes` or not.
+/// Check `data_len` bytes of data, the separate metadata `meta` (one
+/// buffer, several segments or none) and `opts` against `ns` for a command
+/// at `lba` that `writes` or not. The metadata's alignment depends on how
+/// it is described and is checked where that is decided.
 pub(crate) fn check(
     ns: &Namespace,
     lba: u64,
     data_len: usize,
-    meta: Option<&DmaBuf>,
+    meta: &[DmaBuf],
     opts: &IoOptions,
     writes: bool,
 ) -> Result<Checked, SubmitErrorKind> {
@@ -200,6 +253,7 @@ pub(crate) fn check(
         Some(f) => f.layout == MetadataLayout::Separate && !strips,
         None => false,
     };
+    let meta = (!meta.is_empty()).then_some(meta);
     match (meta, format) {
         (None, Some(f)) if meta_travels => {
             return Err(SubmitErrorKind::MetadataBufferMissing {
@@ -230,15 +284,16 @@ pub(crate) fn check(
         }
         (Some(m), Some(f)) => {
             let expected = blocks * f.size as usize;
-            if m.len() != expected {
+            let len: usize = m.iter().map(DmaBuf::len).sum();
+            if len != expected {
                 return Err(SubmitErrorKind::MetadataLength {
-                    len: m.len(),
+                    len,
                     expected,
                     blocks,
                 });
             }
-            if m.iova() & 3 != 0 {
-                return Err(SubmitErrorKind::Misaligned { iova: m.iova() });
+            if m.iter().any(DmaBuf::is_empty) {
+                return Err(SubmitErrorKind::ZeroLength);
             }
         }
         _ => {}
@@ -319,19 +374,19 @@ mod tests {
     fn extended_formats_count_blocks_of_data_and_metadata_and_pract_moves_none() {
         let n = ns(true, 8, 0b1001);
         for write in [false, true] {
-            let c = check(&n, 0, 2 * 520, None, &IoOptions::default(), write).unwrap();
+            let c = check(&n, 0, 2 * 520, &[], &IoOptions::default(), write).unwrap();
             assert_eq!((c.nlb_z, c.meta), (1, false));
             assert!(matches!(
-                check(&n, 0, 512, None, &IoOptions::default(), write),
+                check(&n, 0, 512, &[], &IoOptions::default(), write),
                 Err(SubmitErrorKind::NotExtendedBlockMultiple { unit: 520, .. })
             ));
         }
         // PRACT with 8 bytes of metadata: the controller inserts and strips.
         let pract = IoOptions::default().protection(true, PrChk::NONE, Default::default());
-        assert_eq!(check(&n, 0, 1024, None, &pract, true).unwrap().nlb_z, 1);
+        assert_eq!(check(&n, 0, 1024, &[], &pract, true).unwrap().nlb_z, 1);
         // 999 + 2 blocks of 520 bytes run past the end.
         assert!(matches!(
-            check(&n, 999, 1040, None, &IoOptions::default(), false),
+            check(&n, 999, 1040, &[], &IoOptions::default(), false),
             Err(SubmitErrorKind::LbaOutOfRange { blocks: 2, .. })
         ));
     }
@@ -340,12 +395,12 @@ mod tests {
     fn separate_formats_need_their_metadata_buffer_and_pi_needs_a_pi_format() {
         let sep = ns(false, 64, 0);
         assert!(matches!(
-            check(&sep, 0, 512, None, &IoOptions::default(), false),
+            check(&sep, 0, 512, &[], &IoOptions::default(), false),
             Err(SubmitErrorKind::MetadataBufferMissing { bytes: 64, .. })
         ));
         let pract = IoOptions::default().protection(true, PrChk::NONE, Default::default());
         assert!(matches!(
-            check(&sep, 0, 512, None, &pract, false),
+            check(&sep, 0, 512, &[], &pract, false),
             Err(SubmitErrorKind::ProtectionNotEnabled { nsid: 1, .. })
         ));
         assert!(matches!(

@@ -65,7 +65,8 @@ impl Request {
 }
 
 /// The buffers of a request besides its one data buffer: a separate
-/// metadata buffer (MPTR) and the segments of a vectored request. Boxed
+/// metadata buffer (MPTR) or several metadata segments, and the segments
+/// of a vectored request. Boxed
 /// inside [`IoData`](crate::IoData) and handed back whole in
 /// [`IoCompletion::extra`](crate::IoCompletion) (and with a refusal), so a
 /// caller that puts it into its next request allocates nothing per I/O.
@@ -76,17 +77,22 @@ pub struct IoExtra {
     pub meta: Option<DmaBuf>,
     /// The data segments of a vectored request, in order (empty otherwise).
     pub segments: Vec<DmaBuf>,
+    /// The separate metadata as several segments, in order, described to
+    /// the controller by an SGL at MPTR (empty otherwise; exclusive with
+    /// `meta`).
+    pub meta_segments: Vec<DmaBuf>,
 }
 
 impl IoExtra {
     /// Whether it holds no buffer.
     pub fn is_empty(&self) -> bool {
-        self.meta.is_none() && self.segments.is_empty()
+        self.meta.is_none() && self.segments.is_empty() && self.meta_segments.is_empty()
     }
     /// Every buffer it holds, marked quarantined (the device may still
     /// write them).
     pub(crate) fn quarantine(&mut self) {
-        for b in self.meta.iter_mut().chain(self.segments.iter_mut()) {
+        let all = self.meta.iter_mut().chain(self.segments.iter_mut());
+        for b in all.chain(self.meta_segments.iter_mut()) {
             b.quarantine();
         }
     }

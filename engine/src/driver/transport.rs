@@ -73,6 +73,30 @@ pub enum DataPointer {
     Sgl,
 }
 
+/// How a separate metadata buffer is described to a PCIe controller
+/// (CDW0.PSDT and MPTR, NVMe Base 2.0 §4.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetadataPointer {
+    /// MPTR holds the address of one contiguous metadata buffer, except
+    /// where an SGL is needed or cheap: several metadata segments go as an
+    /// SGL (the data then goes as one too), and a metadata buffer beside
+    /// data that already goes as an SGL is described by one SGL Data Block
+    /// descriptor when the controller reports SGLs at MPTR (Identify SGLS
+    /// bit 19).
+    #[default]
+    Auto,
+    /// MPTR holds the address of one contiguous buffer (PSDT 00b with
+    /// PRPs, 01b with an SGL for the data); several metadata segments are
+    /// refused.
+    Contiguous,
+    /// MPTR holds the address of one SGL descriptor (PSDT 10b): a Data
+    /// Block for one metadata buffer, a Last Segment naming one Data Block
+    /// per segment for several. The data then goes as an SGL too. Refused
+    /// when the controller does not report SGLS bit 19.
+    Sgl,
+}
+
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataDirection {
@@ -293,6 +317,28 @@ pub trait CommandTransport {
     fn map_metadata(&mut self, _slot: usize, _meta: &DmaBuf) -> Result<u64, SubmitErrorKind> {
         Err(SubmitErrorKind::TransportUnsupported(
             "a separate metadata buffer",
+        ))
+    }
+    /// Whether MPTR may hold an SGL descriptor (PSDT 10b) on this queue;
+    /// the refusal says why not. Transports without this refuse.
+    fn metadata_sgl_support(&self) -> Result<(), SubmitErrorKind> {
+        Err(SubmitErrorKind::TransportUnsupported(
+            "metadata described by an SGL",
+        ))
+    }
+    /// MPTR for the separate metadata `meta` (one or more segments, in
+    /// order) of slot `slot` as an SGL (PSDT 10b): the address of one
+    /// descriptor in transport memory. `data_segments` is how many Data
+    /// Block descriptors the slot's data took (its list pages are shared).
+    /// Transports without this refuse.
+    fn map_metadata_sgl(
+        &mut self,
+        _slot: usize,
+        _meta: &[DmaBuf],
+        _data_segments: usize,
+    ) -> Result<u64, SubmitErrorKind> {
+        Err(SubmitErrorKind::TransportUnsupported(
+            "metadata described by an SGL",
         ))
     }
     /// May two commands be queued back to back now, to reach the controller

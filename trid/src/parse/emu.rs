@@ -2,7 +2,7 @@
 //! backing, execution mode, injected faults, metadata format and protection
 //! information (QEMU's `nvme-ns` `ms`, `mset`, `pi`, `pil`), optimal I/O
 //! boundary and controller limits (`mdts`, `sgl`, `aerl` as QEMU's
-//! `nvme`), one key at a time, then the checks that need them all.
+//! `nvme`; `msgl` for SGL-described metadata), one key at a time, then the checks that need them all.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,9 @@ pub struct EmuFeatures {
     pub mdts: u8,
     /// `sgl`: the controller reports SGL support (default on).
     pub sgl: bool,
+    /// `msgl`: with `sgl`, the controller also takes an SGL descriptor at
+    /// MPTR for the metadata (Identify SGLS bit 19; default on).
+    pub sgl_metadata: bool,
     /// `aerl`: Asynchronous Event Request limit, zero-based as in Identify
     /// (and QEMU's `aerl`), 0..=15 (default 3: four requests).
     pub aerl_z: u8,
@@ -52,6 +55,7 @@ impl Default for EmuFeatures {
             optimal_io_boundary: 0,
             mdts: 9,
             sgl: true,
+            sgl_metadata: true,
             aerl_z: 3,
         }
     }
@@ -135,7 +139,7 @@ impl EmuKeys<'_, '_> {
                     _ => return Err(p.bad(key, value, "expected spin or backoff")),
                 })
             }
-            "ms" | "mset" | "pi" | "pil" | "noiob" | "mdts" | "sgl" | "aerl" => {
+            "ms" | "mset" | "pi" | "pil" | "noiob" | "mdts" | "sgl" | "msgl" | "aerl" => {
                 self.feature(key, value)?
             }
             k if let Some(kind) = InjectKind::from_key(k) => {
@@ -203,6 +207,7 @@ impl EmuKeys<'_, '_> {
                     })?
             }
             "sgl" => f.sgl = p.flag(key, value)?,
+            "msgl" => f.sgl_metadata = p.flag(key, value)?,
             _ => {
                 f.aerl_z = num(
                     15,

@@ -318,6 +318,17 @@ fn metadata_protection_and_limit_keys_reach_the_emulator_configuration() {
 }
 
 #[test]
+fn msgl_turns_off_sgl_described_metadata_in_the_emulator_configuration() {
+    let s = emu(cli("trtype:emu ms:8 msgl:0").unwrap());
+    assert!(s.features.sgl && !s.features.sgl_metadata);
+    let cfg = crate::open::emu_config(&s, None, crate::open::FileAccess::ReadWrite);
+    assert!(cfg.sgl && !cfg.sgl_metadata);
+    assert!(EmuFeatures::default().sgl_metadata, "on by default");
+    let e = cli("trtype:emu msgl:maybe").unwrap_err().to_string();
+    assert!(e.contains("msgl"), "{e}");
+}
+
+#[test]
 fn metadata_and_limit_keys_name_the_key_and_the_allowed_values() {
     let msg = |s: &str| cli(s).unwrap_err().to_string();
     for (input, key, allowed) in [

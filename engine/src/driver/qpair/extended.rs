@@ -1,7 +1,8 @@
 //! Submission of the commands that carry more than one buffer and an LBA
 //! (NVM Command Set 1.0 §3.2: Read, Write, Compare, Verify, Write
-//! Uncorrectable; NVMe Base 2.0 §3.4.2 fused operations): metadata (extended
-//! LBA or a separate buffer at MPTR), protection information fields
+//! Uncorrectable; NVMe Base 2.0 §3.4.2 fused operations, §4.2 PSDT):
+//! metadata (extended LBA, or separate: one buffer at MPTR, or one buffer
+//! or several segments described by an SGL at MPTR), protection information fields
 //! (PRINFO, EILBRT, ELBAT/ELBATM), vectored data as an SGL or PRPs, and the
 //! fused Compare and Write pair. Plain reads and writes keep their own
 //! straight-line path in `submit.rs` and come here only for namespaces
@@ -12,7 +13,7 @@ use crate::spec::command::{CDW12_FUA, Command, Fuse, NvmOpcode, Psdt};
 use crate::driver::error::{FusedSubmitError, SubmitError, SubmitErrorKind};
 use crate::driver::namespace::Namespace;
 use crate::driver::request::{self, IoData, IoOptions};
-use crate::driver::transport::{CommandTransport, DataDirection, DataPointer};
+use crate::driver::transport::{CommandTransport, DataDirection, DataPointer, MetadataPointer};
 
 use super::QueuePair;
 
@@ -234,26 +235,56 @@ impl<T: CommandTransport> QueuePair<T> {
         index: usize,
     ) -> Result<Prepared<T::Data>, SubmitErrorKind> {
         let writes = opcode == NvmOpcode::WRITE;
-        let checked = request::check(ns, lba, data.data_len(), data.meta(), opts, writes)?;
+        if data.meta_conflict() {
+            return Err(SubmitErrorKind::MetadataSgl(
+                "both a metadata buffer and metadata segments were given; pass one of them",
+            ));
+        }
+        let checked = request::check(ns, lba, data.data_len(), data.meta_bufs(), opts, writes)?;
+        let meta = if checked.meta { data.meta_bufs() } else { &[] };
+        // Metadata that must go as an SGL (PSDT 10b), which takes the data
+        // as an SGL too.
+        let meta_sgl_needed = !meta.is_empty()
+            && match opts.metadata_pointer {
+                MetadataPointer::Sgl => true,
+                MetadataPointer::Auto => meta.len() > 1,
+                _ if meta.len() > 1 => {
+                    return Err(SubmitErrorKind::MetadataSgl(
+                        "several metadata segments need an SGL at MPTR, and \
+                         MetadataPointer::Contiguous asks for one buffer; use \
+                         MetadataPointer::Auto or Sgl, or pass one metadata buffer",
+                    ));
+                }
+                _ => false,
+            };
+        let how = if meta_sgl_needed {
+            self.t.metadata_sgl_support()?;
+            if opts.data_pointer == DataPointer::Prp {
+                return Err(SubmitErrorKind::MetadataSgl(
+                    "metadata described by an SGL (PSDT 10b) needs the data described by an \
+                     SGL too, and DataPointer::Prp asks for PRPs; use DataPointer::Auto or Sgl",
+                ));
+            }
+            DataPointer::Sgl
+        } else {
+            opts.data_pointer
+        };
         let dir = if opcode == NvmOpcode::READ {
             DataDirection::FromDevice
         } else {
             DataDirection::ToDevice
         };
         let (mapped, sgl) = match &data.buf {
-            Some(b) if opts.data_pointer != DataPointer::Sgl => {
+            Some(b) if how != DataPointer::Sgl => {
                 if b.iova() & 3 != 0 {
                     return Err(SubmitErrorKind::Misaligned { iova: b.iova() });
                 }
                 (self.t.map_data(index, b, dir)?, false)
             }
-            Some(b) => {
-                self.t
-                    .map_segments(index, std::slice::from_ref(b), dir, opts.data_pointer)?
-            }
-            None => self
+            Some(b) => self
                 .t
-                .map_segments(index, data.segments(), dir, opts.data_pointer)?,
+                .map_segments(index, std::slice::from_ref(b), dir, how)?,
+            None => self.t.map_segments(index, data.segments(), dir, how)?,
         };
         let mut cmd = Command::nvm_blocks(opcode, ns.id(), lba, checked.nlb_z);
         if opts.fua {
@@ -261,13 +292,36 @@ impl<T: CommandTransport> QueuePair<T> {
         }
         opts.pi.apply(&mut cmd);
         T::encode(&mapped, &mut cmd);
-        if sgl {
+        if let [one, ..] = meta {
+            // Beside data that goes as an SGL anyway, one metadata buffer
+            // goes as an SGL too when the controller takes one at MPTR.
+            let meta_sgl = meta_sgl_needed
+                || (sgl
+                    && opts.metadata_pointer == MetadataPointer::Auto
+                    && self.t.metadata_sgl_support().is_ok());
+            let mptr = if meta_sgl {
+                let data_segments = if data.buf.is_some() {
+                    1
+                } else {
+                    data.segments().len()
+                };
+                self.t.map_metadata_sgl(index, meta, data_segments)?
+            } else {
+                // One address: MPTR must be dword aligned (NVMe Base 2.0
+                // §4.2; SGLS bit 17 byte alignment is not relied on).
+                if one.iova() & 3 != 0 {
+                    return Err(SubmitErrorKind::Misaligned { iova: one.iova() });
+                }
+                self.t.map_metadata(index, one)?
+            };
+            cmd.set_mptr(mptr);
+            if meta_sgl {
+                cmd.set_psdt(Psdt::SglMetadataDescriptor);
+            } else if sgl {
+                cmd.set_psdt(Psdt::SglContiguousMetadata);
+            }
+        } else if sgl {
             cmd.set_psdt(Psdt::SglContiguousMetadata);
-        }
-        if checked.meta
-            && let Some(m) = data.meta()
-        {
-            cmd.set_mptr(self.t.map_metadata(index, m)?);
         }
         Ok(Prepared {
             cmd,

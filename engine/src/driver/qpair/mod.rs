@@ -21,8 +21,8 @@
 //! what carries metadata, protection information, several segments or a
 //! fused pair. Around it:
 //! `timeouts.rs` scans deadlines, `requeue.rs` follows the transport
-//! through a reset, `teardown.rs` closes it, and `sync.rs` holds the
-//! blocking helpers. The ring, CID and generation
+//! through a reset, `teardown.rs` closes it, and `sync.rs` and
+//! `sync_ext.rs` hold the blocking helpers. The ring, CID and generation
 //! invariants are written where they are enforced: `ring.rs`,
 //! `tracker.rs` and `shared/recovery.rs`.
 
@@ -36,6 +36,7 @@ mod pcie;
 mod requeue;
 mod submit;
 mod sync;
+mod sync_ext;
 mod teardown;
 pub(crate) mod timeouts;
 
@@ -86,8 +87,10 @@ pub struct IoCompletion {
     pub result: Result<u32, IoError>,
     /// The command's data buffer, handed back.
     pub buf: Option<DmaBuf>,
-    /// The separate metadata buffer and the data segments of a vectored
-    /// request ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// The separate metadata buffer (or metadata segments) and the data
+    /// segments of a vectored request
+    /// ([`IoData::with_metadata`](crate::IoData::with_metadata),
+    /// [`IoData::with_metadata_segments`](crate::IoData::with_metadata_segments),
     /// [`IoData::vectored`](crate::IoData::vectored)), handed back in their
     /// box for reuse ([`IoData::with_extra`](crate::IoData::with_extra)).
     pub extra: Option<Box<IoExtra>>,
@@ -105,6 +108,11 @@ impl IoCompletion {
     /// Take the separate metadata buffer.
     pub fn take_meta(&mut self) -> Option<DmaBuf> {
         self.extra.as_mut().and_then(|e| e.meta.take())
+    }
+    /// The metadata segments handed back (empty unless given with
+    /// [`IoData::with_metadata_segments`](crate::IoData::with_metadata_segments)).
+    pub fn meta_segments(&self) -> &[DmaBuf] {
+        self.extra.as_ref().map_or(&[], |e| &e.meta_segments)
     }
 
     /// The completion of the command whose slot held `req`.

@@ -356,6 +356,19 @@ impl<D: Device> CommandTransport for PcieQueue<D> {
         Ok(meta.iova())
     }
 
+    fn metadata_sgl_support(&self) -> Result<(), SubmitErrorKind> {
+        self.metadata_sgl_supported()
+    }
+
+    fn map_metadata_sgl(
+        &mut self,
+        slot: usize,
+        meta: &[DmaBuf],
+        data_segments: usize,
+    ) -> Result<u64, SubmitErrorKind> {
+        self.metadata_sgl(slot, meta, data_segments)
+    }
+
     fn admit_pair(&mut self, stats: &mut QueuePairStats) -> Result<(), SubmitErrorKind> {
         self.admit(stats)?;
         if self.sq.free_entries() < 2 {

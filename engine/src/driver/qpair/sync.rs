@@ -3,6 +3,9 @@
 //! queue depth above one. The helpers run the queue pair's timeout scan
 //! while they wait, so a lost completion ends in [`IoError::TimedOut`] with
 //! the buffer once the command was aborted (or the controller reset).
+//! The twins of the requests with metadata, protection information,
+//! segments, Compare, Verify, Write Uncorrectable and fused Compare and
+//! Write are in `sync_ext.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -13,64 +16,105 @@ use crate::spec::command::Command;
 
 use crate::driver::error::{IoError, SubmitError, SubmitErrorKind, SyncError};
 use crate::driver::namespace::{LbaRange, Namespace};
-use crate::driver::qpair::QueuePair;
+use crate::driver::qpair::{IoCompletion, QueuePair};
+use crate::driver::request::IoData;
 use crate::driver::transport::CommandTransport;
 
-/// The token synchronous helpers use for their own command.
-const SYNC_TOKEN: u64 = u64::MAX;
+/// The token synchronous helpers use for their own command (and, less one,
+/// for the first of a fused pair).
+pub(super) const SYNC_TOKEN: u64 = u64::MAX;
 
 impl<T: CommandTransport> QueuePair<T> {
-    /// Submit through `submit` with a private token and poll until that
-    /// command completes (bounded by `ControllerOptions::io_timeout`).
-    /// Refuses with [`IoError::Busy`] when other commands are in flight.
-    fn run_sync(
+    /// Poll until `count` commands complete, handing each to `done`
+    /// (bounded by `ControllerOptions::io_timeout`: the commands' own
+    /// deadlines end the wait through abort or reset; `Err(TimedOut)` only
+    /// when a controller hangs the abort and the reset too, and then the
+    /// commands not reaped keep their buffers, which the device may still
+    /// write).
+    pub(super) fn wait_sync(
         &mut self,
-        buf: Option<DmaBuf>,
-        submit: impl FnOnce(&mut Self, Option<DmaBuf>, u64) -> Result<(), SubmitError>,
-    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
-        if self.outstanding() > 0 {
-            return Err(SyncError {
-                error: IoError::Busy(self.outstanding()),
-                buf,
-            });
-        }
-        submit(self, buf, SYNC_TOKEN).map_err(|e| SyncError {
-            error: IoError::Rejected(e.kind),
-            buf: e.buf,
-        })?;
-        // The command's own deadline (checked below) normally ends the
-        // wait; this bound only guards against a controller that hangs
-        // the abort and the reset too.
+        count: usize,
+        mut done: impl FnMut(IoCompletion),
+    ) -> Result<(), IoError> {
         let timeout = self.timeout();
         let limit = timeout
             .saturating_mul(2)
             .saturating_add(self.admin_timeout().saturating_mul(4));
         let start = Instant::now();
-        let mut done = None;
+        let mut left = count;
         let mut spins = 0u32;
         loop {
-            self.process_completions(1, |c| done = Some(c));
-            if let Some(c) = done.take() {
-                return match c.result {
-                    Ok(dw0) => Ok((dw0, c.buf)),
-                    Err(error) => Err(SyncError { error, buf: c.buf }),
-                };
+            self.process_completions(left, |c| {
+                left -= 1;
+                done(c);
+            });
+            if left == 0 {
+                return Ok(());
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(64) {
                 let now = Instant::now();
                 self.check_timeouts(now);
                 if now.saturating_duration_since(start) > limit {
-                    return Err(SyncError {
-                        error: IoError::TimedOut(timeout),
-                        buf: None,
-                    });
+                    return Err(IoError::TimedOut(timeout));
                 }
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
             }
         }
+    }
+
+    /// Submit `data` through `submit` with a private token and poll until
+    /// that command completes; returns completion DW0 and every buffer.
+    /// Refuses with [`IoError::Busy`] when other commands are in flight.
+    pub(super) fn run_sync_data(
+        &mut self,
+        data: IoData,
+        submit: impl FnOnce(&mut Self, IoData, u64) -> Result<(), SubmitError>,
+    ) -> Result<(u32, IoData), SyncError> {
+        if self.outstanding() > 0 {
+            return Err(SyncError {
+                error: IoError::Busy(self.outstanding()),
+                buf: data.buf,
+                extra: data.extra,
+            });
+        }
+        submit(self, data, SYNC_TOKEN).map_err(|e| SyncError {
+            error: IoError::Rejected(e.kind),
+            buf: e.buf,
+            extra: e.extra,
+        })?;
+        let mut done = None;
+        self.wait_sync(1, |c| done = Some(c))
+            .map_err(|e| SyncError::new(e, None))?;
+        let Some(c) = done else {
+            // wait_sync returns Ok only once the command completed.
+            return Err(SyncError::new(IoError::Busy(0), None));
+        };
+        let back = IoData {
+            buf: c.buf,
+            extra: c.extra,
+        };
+        match c.result {
+            Ok(dw0) => Ok((dw0, back)),
+            Err(error) => Err(SyncError {
+                error,
+                buf: back.buf,
+                extra: back.extra,
+            }),
+        }
+    }
+
+    /// [`Self::run_sync_data`] for a command with at most one buffer.
+    fn run_sync(
+        &mut self,
+        buf: Option<DmaBuf>,
+        submit: impl FnOnce(&mut Self, Option<DmaBuf>, u64) -> Result<(), SubmitError>,
+    ) -> Result<(u32, Option<DmaBuf>), SyncError> {
+        let data = IoData { buf, extra: None };
+        self.run_sync_data(data, |q, d, t| submit(q, d.buf, t))
+            .map(|(dw0, d)| (dw0, d.buf))
     }
 
     /// Read `buf.len()` bytes at `lba` and wait for it.
@@ -84,12 +128,7 @@ impl<T: CommandTransport> QueuePair<T> {
             Some(b) => q.read(ns, lba, b, t),
             None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
         })
-        .and_then(|(_, b)| {
-            b.ok_or(SyncError {
-                error: IoError::Busy(0),
-                buf: None,
-            })
-        })
+        .and_then(|(_, b)| b.ok_or(SyncError::new(IoError::Busy(0), None)))
     }
 
     /// Write `buf` at `lba` and wait for it.
@@ -104,12 +143,7 @@ impl<T: CommandTransport> QueuePair<T> {
             Some(b) => q.write(ns, lba, b, fua, t),
             None => Err(SubmitError::new(SubmitErrorKind::ZeroLength, None)),
         })
-        .and_then(|(_, b)| {
-            b.ok_or(SyncError {
-                error: IoError::Busy(0),
-                buf: None,
-            })
-        })
+        .and_then(|(_, b)| b.ok_or(SyncError::new(IoError::Busy(0), None)))
     }
 
     /// Flush and wait for it.

@@ -23,6 +23,16 @@
 //!   Limit Exceeded, an abort) is counted and not sent again until the next
 //!   reset, so a controller that refuses them cannot make the driver loop.
 //!
+//! - Delivery: events go to the application's queue, or, while a callback
+//!   is registered ([`Inner::set_event_callback`]), into a hand-over queue
+//!   that is drained into the callback once the admin lock is released —
+//!   in the order they were handled, by one thread at a time (whoever
+//!   holds the callback's lock drains everything queued, and looks again
+//!   after letting go, so nothing is stranded). The callback may therefore
+//!   issue admin commands without deadlocking; from inside it,
+//!   [`Inner::poll_async_events`] on the same controller returns 0 instead
+//!   of re-entering.
+//!
 //! The requests are the driver's own: no user waits on them, they are
 //! never in a queue pair's tracker (so never timed out, lost or counted
 //! against a deadline), and shutdown, reset and drop simply forget them —
@@ -30,9 +40,11 @@
 
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::device::Device;
 use crate::spec::command::{AdminOpcode, Command};
@@ -59,6 +71,15 @@ const AEC_ENABLED: u32 = 0xFF | 1 << 8;
 /// the event: the read itself re-enables it).
 const OTHER_LOG_BYTES: usize = 64;
 
+/// The application's event callback.
+pub(crate) type EventCallback = Box<dyn FnMut(&ControllerEvent) + Send>;
+
+thread_local! {
+    /// The event state whose callback this thread is running (its address;
+    /// 0: none), so a callback cannot re-enter its own controller's polling.
+    static DELIVERING: Cell<usize> = const { Cell::new(0) };
+}
+
 /// The event state of one controller.
 pub(crate) struct EventState {
     /// Requests to keep outstanding (fixed at bring-up).
@@ -67,6 +88,13 @@ pub(crate) struct EventState {
     /// since the last reset.
     target: AtomicU16,
     queue: Mutex<VecDeque<ControllerEvent>>,
+    /// Events handled for the callback, not yet passed to it.
+    handover: Mutex<VecDeque<ControllerEvent>>,
+    /// The callback, if registered; its lock is held while it runs.
+    callback: Mutex<Option<EventCallback>>,
+    /// Whether a callback is registered (read under the admin lock, so
+    /// events go to the hand-over queue instead of the application's).
+    has_callback: AtomicBool,
     stats: Mutex<EventStats>,
     /// The active namespaces the driver can use, as last identified.
     namespaces: Mutex<Vec<Namespace>>,
@@ -95,6 +123,9 @@ impl EventState {
             wanted,
             target: AtomicU16::new(wanted),
             queue: Mutex::new(VecDeque::new()),
+            handover: Mutex::new(VecDeque::new()),
+            callback: Mutex::new(None),
+            has_callback: AtomicBool::new(false),
             stats: Mutex::new(EventStats {
                 requests_wanted: wanted,
                 ..EventStats::default()
@@ -105,6 +136,86 @@ impl EventState {
 
     fn stats(&self) -> std::sync::MutexGuard<'_, EventStats> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand `event` to the application: to the callback (through the
+    /// hand-over queue) while one is registered, else to the queue.
+    fn emit(&self, event: ControllerEvent) {
+        if self.has_callback.load(Ordering::Acquire) {
+            self.handover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(event);
+        } else {
+            self.push(event);
+        }
+    }
+
+    /// This state's identity for [`DELIVERING`].
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Whether this thread is inside this controller's callback.
+    fn in_callback(&self) -> bool {
+        DELIVERING.with(|d| d.get() == self.key())
+    }
+
+    fn lock_callback(&self, wait: bool) -> Option<MutexGuard<'_, Option<EventCallback>>> {
+        if wait {
+            return Some(self.callback.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        match self.callback.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Pass the hand-over queue to the callback, in order. With `wait`,
+    /// wait for a delivery running on another thread and drain after it,
+    /// so every event handled before the call has been delivered on
+    /// return; without, leave the events to that thread.
+    fn deliver(&self, wait: bool) {
+        loop {
+            let empty = self
+                .handover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if empty {
+                return;
+            }
+            let Some(mut cb) = self.lock_callback(wait) else {
+                // The thread holding the lock looks again after letting go.
+                return;
+            };
+            let outer = DELIVERING.with(|d| d.replace(self.key()));
+            loop {
+                let next = self
+                    .handover
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front();
+                let Some(event) = next else { break };
+                match cb.as_mut() {
+                    Some(f) => {
+                        self.stats().callback_events += 1;
+                        if catch_unwind(AssertUnwindSafe(|| f(&event))).is_err() {
+                            // A panicking callback is dropped; later events
+                            // are queued for Controller::events instead.
+                            *cb = None;
+                            self.has_callback.store(false, Ordering::Release);
+                            self.stats().callback_panics += 1;
+                        }
+                    }
+                    // Cleared meanwhile: to the queue.
+                    None => self.push(event),
+                }
+            }
+            DELIVERING.with(|d| d.set(outer));
+            drop(cb);
+        }
     }
 
     fn push(&self, event: ControllerEvent) {
@@ -126,6 +237,27 @@ impl<D: Device> Inner<D> {
     /// Whether requests are kept (the admin worker then polls for them).
     pub(crate) fn events_enabled(&self) -> bool {
         self.events.enabled()
+    }
+
+    /// Register `callback` (or, `None`, remove it). `false` from inside
+    /// this controller's callback, where it would deadlock: nothing changes.
+    pub(crate) fn set_event_callback(&self, callback: Option<EventCallback>) -> bool {
+        if self.events.in_callback() {
+            return false;
+        }
+        let mut cb = self
+            .events
+            .callback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.events
+            .has_callback
+            .store(callback.is_some(), Ordering::Release);
+        *cb = callback;
+        drop(cb);
+        // Events handed over for a callback just removed go to the queue.
+        self.events.deliver(true);
+        true
     }
 
     /// Take the events queued so far, oldest first.
@@ -187,9 +319,26 @@ impl<D: Device> Inner<D> {
     /// many requests completed. Nothing happens on a controller that is
     /// shut down, failed, removed or resetting (its requests are gone).
     pub(crate) fn poll_async_events(&self) -> usize {
-        if !self.events.enabled() {
+        self.poll_and_deliver(false)
+    }
+
+    /// [`Self::poll_async_events`], and wait until every event handled so
+    /// far (here or on another thread) has reached the callback.
+    pub(crate) fn process_async_events(&self) -> usize {
+        self.poll_and_deliver(true)
+    }
+
+    fn poll_and_deliver(&self, wait: bool) -> usize {
+        if !self.events.enabled() || self.events.in_callback() {
             return 0;
         }
+        let n = self.poll_locked();
+        self.events.deliver(wait);
+        n
+    }
+
+    /// Reap and handle under the admin lock.
+    fn poll_locked(&self) -> usize {
         let mut admin = self.admin();
         if self.is_shut_down() || self.health() != Health::Live {
             return 0;
@@ -254,11 +403,11 @@ impl<D: Device> Inner<D> {
             }
         };
         match outcome {
-            Ok(events) => events.into_iter().for_each(|e| self.events.push(e)),
+            Ok(events) => events.into_iter().for_each(|e| self.events.emit(e)),
             Err(_) => {
                 // Still tell the application what the controller said.
                 self.events.stats().log_read_failures += 1;
-                self.events.push(ControllerEvent::Other { event });
+                self.events.emit(ControllerEvent::Other { event });
             }
         }
     }

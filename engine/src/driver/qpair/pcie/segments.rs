@@ -9,6 +9,14 @@
 //! one). Without SGLs the segments go as one PRP list, which needs every
 //! segment after the first to start on a 4 KiB page and every segment
 //! before the last to end on one.
+//!
+//! Separate metadata described by an SGL (PSDT 10b, SGLS bit 19) takes the
+//! last descriptors of the slot's last list page: MPTR names one
+//! descriptor there, a Data Block for one metadata buffer or a Last
+//! Segment naming the Data Block descriptors that follow it, one per
+//! metadata segment (an SGL segment must lie in one page). The data's
+//! descriptors fill the pages from the front, so both fit unless together
+//! they need more than the slot's pages hold.
 
 use zerocopy::IntoBytes;
 
@@ -25,11 +33,102 @@ use super::{PcieQueue, Prps};
 /// SGL descriptors in one 4 KiB list page.
 const DESCRIPTORS_PER_PAGE: usize = PAGE_SIZE / SGL_DESCRIPTOR_BYTES;
 
+/// List positions (16-byte descriptor slots from the start of the slot's
+/// first list page) that an SGL of `count` data segments takes: none for
+/// one (it is in DPTR), else the descriptors and one chaining descriptor
+/// per page beyond the first.
+fn data_sgl_positions(count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let pages = 1 + count
+        .saturating_sub(DESCRIPTORS_PER_PAGE)
+        .div_ceil(DESCRIPTORS_PER_PAGE - 1);
+    count + pages - 1
+}
+
 impl<D: Device> PcieQueue<D> {
     /// Most segments one command's list pages describe as an SGL: every
     /// page but the last gives one descriptor to the chain.
     pub(crate) fn max_sgl_segments(&self) -> usize {
         self.pages_per_slot * (DESCRIPTORS_PER_PAGE - 1) + 1
+    }
+
+    /// Whether MPTR may hold an SGL descriptor, or why not.
+    pub(super) fn metadata_sgl_supported(&self) -> Result<(), SubmitErrorKind> {
+        if !self.sgls.supported() {
+            return Err(SubmitErrorKind::MetadataSgl(
+                "the controller reports no SGL support for NVM commands (Identify SGLS bits \
+                 1:0 are 0); pass one contiguous metadata buffer",
+            ));
+        }
+        if !self.sgls.mptr_sgl() {
+            return Err(SubmitErrorKind::MetadataSgl(
+                "the controller does not take an SGL descriptor at MPTR (Identify SGLS bit 19 \
+                 is 0); pass one contiguous metadata buffer with MetadataPointer::Auto or \
+                 Contiguous",
+            ));
+        }
+        Ok(())
+    }
+
+    /// MPTR for `meta` as an SGL in slot `slot`, whose data took
+    /// `data_segments` Data Block descriptors (see the module docs).
+    pub(super) fn metadata_sgl(
+        &mut self,
+        slot: usize,
+        meta: &[DmaBuf],
+        data_segments: usize,
+    ) -> Result<u64, SubmitErrorKind> {
+        self.metadata_sgl_supported()?;
+        if meta.is_empty() || meta.iter().any(|s| s.is_empty()) {
+            return Err(SubmitErrorKind::ZeroLength);
+        }
+        if self.sgls.dword_granularity()
+            && let Some(s) = meta.iter().find(|s| s.iova() & 3 != 0 || s.len() & 3 != 0)
+        {
+            return Err(if s.iova() & 3 != 0 {
+                SubmitErrorKind::Misaligned { iova: s.iova() }
+            } else {
+                SubmitErrorKind::MetadataSgl(
+                    "the controller takes SGL data blocks in whole dwords (SGLS bits 1:0 = 10b) \
+                     and a metadata segment's length is not a multiple of 4",
+                )
+            });
+        }
+        let count = meta.len();
+        // One Data Block, or a Last Segment and its Data Blocks.
+        let needed = if count == 1 { 1 } else { count + 1 };
+        let total = self.pages_per_slot * DESCRIPTORS_PER_PAGE;
+        let room = total
+            .saturating_sub(data_sgl_positions(data_segments))
+            .min(DESCRIPTORS_PER_PAGE);
+        if needed > room {
+            return Err(SubmitErrorKind::TooManyMetadataSegments {
+                count,
+                max: room.saturating_sub(1).max(usize::from(room == 1)),
+            });
+        }
+        let first =
+            slot * self.pages_per_slot * PAGE_SIZE + (total - needed) * SGL_DESCRIPTOR_BYTES;
+        let view = self.lists.view();
+        let block = |s: &DmaBuf| SglDescriptor::data_block(s.iova(), s.len() as u32);
+        if count == 1 {
+            view.write(first, block(&meta[0]).as_bytes());
+        } else {
+            let list = self
+                .lists
+                .iova(first + SGL_DESCRIPTOR_BYTES)
+                .unwrap_or(prp::PRP_UNUSED);
+            view.write(
+                first,
+                SglDescriptor::last_segment(list, count as u32).as_bytes(),
+            );
+            for (i, s) in meta.iter().enumerate() {
+                view.write(first + (i + 1) * SGL_DESCRIPTOR_BYTES, block(s).as_bytes());
+            }
+        }
+        Ok(self.lists.iova(first).unwrap_or(prp::PRP_UNUSED))
     }
 
     /// DPTR for `segments` in slot `slot`, and whether it is an SGL.
@@ -165,5 +264,23 @@ impl<D: Device> PcieQueue<D> {
             Err(prp::PrpError::ZeroLength) => Err(SubmitErrorKind::ZeroLength),
             Err(e) => Err(SubmitErrorKind::Buffer(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_sgl_positions_count_the_chaining_descriptor_of_every_full_page() {
+        // One segment lives in DPTR; a list page holds 256 descriptors, or
+        // 255 and the one leading to the next page.
+        assert_eq!(data_sgl_positions(0), 0);
+        assert_eq!(data_sgl_positions(1), 0);
+        assert_eq!(data_sgl_positions(2), 2);
+        assert_eq!(data_sgl_positions(256), 256);
+        assert_eq!(data_sgl_positions(257), 256 + 2);
+        assert_eq!(data_sgl_positions(511), 512);
+        assert_eq!(data_sgl_positions(512), 512 + 2);
     }
 }
