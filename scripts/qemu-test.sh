@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run nvme-engine's real-device tests in a QEMU guest whose NVMe controller
-# (QEMU's emulation, two namespaces) sits behind VFIO.
+# (QEMU's emulation: two plain namespaces, four with protection information
+# and one left detached in its subsystem) sits behind VFIO.
 #
 # Builds the guest payload statically, boots a busybox initramfs guest and
 # exits with the guest payload's exit status. Installs nothing: the host

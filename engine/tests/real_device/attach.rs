@@ -265,10 +265,12 @@ fn real_controller_attaches_and_detaches_a_namespace_while_io_runs_on_another() 
         RealDevice::open(&addr, super::options()).unwrap_or_else(|e| panic!("opening {addr}: {e}"));
     let ctrl = Controller::new(dev, ControllerOptions::default())
         .unwrap_or_else(|e| panic!("bring-up of {addr}: {e}"));
+    let id = ctrl.identify();
     eprintln!(
-        "{addr}: controller ID {}, CMIC {:#x}; nsid {nsid} is to be attached",
-        ctrl.identify().cntlid.get(),
-        ctrl.identify().cmic
+        "{addr}: subsystem {:?}, controller ID {}, CMIC {:#x}; nsid {nsid} is to be attached",
+        nvme_engine::spec::identify::ascii_field(&id.subnqn),
+        id.cntlid.get(),
+        id.cmic
     );
     assert!(
         ctrl.active_namespace(nsid).is_none(),
