@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run nvme-engine's real-device tests in a QEMU guest whose NVMe controller
-# (QEMU's emulation, two namespaces) sits behind VFIO.
+# (QEMU's emulation: two plain namespaces, four with protection information
+# and one left detached in its subsystem) sits behind VFIO.
 #
 # Builds the guest payload statically, boots a busybox initramfs guest and
 # exits with the guest payload's exit status. Installs nothing: the host
@@ -56,11 +57,14 @@ USAGE
 . "$QEMU_DIR/host-run.sh"
 
 MODE=iommu
-# The PCIe boots add two namespaces formatted with protection information
-# (host-boot.sh) that metadata_device exercises.
+# The PCIe boots add four namespaces formatted with protection information
+# (nsids 3-6, host-boot.sh) that metadata_device exercises, and put the
+# controller in a subsystem holding nsid 7 detached, which real_device's
+# attachment test attaches and detaches at run time.
 GUEST_TEST_TARGETS=(real_device metadata_device)
 METADATA_NAMESPACES=1
-GUEST_ENV+=(NVME_ENGINE_TEST_EXPECT_PI=1)
+SUBSYSTEM_NAMESPACE=1
+GUEST_ENV+=(NVME_ENGINE_TEST_EXPECT_PI=4 NVME_ENGINE_TEST_DETACHED_NSID=7)
 
 while [[ $# -gt 0 ]]; do
 	if machine_option "$@"; then
@@ -87,6 +91,7 @@ uring)
 	MODES=(uring)
 	GUEST_TEST_TARGETS=(uring_device)
 	METADATA_NAMESPACES=0
+	SUBSYSTEM_NAMESPACE=0
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
 # The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
@@ -96,6 +101,7 @@ tcp)
 	MODES=(tcp)
 	GUEST_TEST_TARGETS=(tcp_target)
 	METADATA_NAMESPACES=0
+	SUBSYSTEM_NAMESPACE=0
 	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
 	EXTRA_CMDLINE+=" null_blk.nr_devices=0"
 	PAYLOAD_BINS+=("$REPO/scripts/nvmf-target.sh")

@@ -8,23 +8,18 @@
 //! do not fit the format are refused before anything reaches the device.
 
 mod ext_common;
+mod metadata_common;
 
 use ext_common::*;
+use metadata_common::{host_check, io_data, md_buffers, status_of};
 use nvme_emu::{EmuConfig, EmuNamespaceConfig, FaultAction, FaultRule, ProtectionType};
 use nvme_engine::pi::{PiTags, Protection};
 use nvme_engine::spec::command::NvmOpcode;
 use nvme_engine::spec::protection::{MetadataLayout, PrChk};
 use nvme_engine::spec::status::{StatusCodeType, media};
-use nvme_engine::{IoData, IoError, IoOptions, SubmitErrorKind};
+use nvme_engine::{IoData, IoOptions, SubmitErrorKind};
 
 const LBA: u64 = 40;
-
-fn status_of(r: &Result<u32, IoError>) -> Option<(StatusCodeType, u8)> {
-    match r {
-        Err(IoError::Status(s)) => Some((s.sct(), s.sc())),
-        _ => None,
-    }
-}
 
 /// Protection type and whether the tuple is first.
 type Pi = Option<(ProtectionType, bool)>;
@@ -88,11 +83,9 @@ fn data_and_metadata_round_trip_in_extended_and_separate_layouts() {
             "the metadata buffer comes back"
         );
 
-        let mut r = IoData::new(buf_of(&mut pool, data.len(), None));
-        if !extended {
-            r = r.with_metadata(buf_of(&mut pool, meta.len(), None));
-        }
-        qp.read_ext(&ns, LBA, r, &IoOptions::default(), 2).unwrap();
+        let (d, m) = md_buffers(&mut pool, &ns, blocks, None);
+        qp.read_ext(&ns, LBA, io_data(d, m), &IoOptions::default(), 2)
+            .unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
         assert_eq!(c.token, 2);
@@ -122,24 +115,17 @@ fn software_pi_written_with_pract_clear_passes_the_controllers_checks() {
         let ns = ctrl.namespaces()[0].clone();
         let p = Protection::of(&ns).unwrap();
         let blocks = 2usize;
-        let (bsz, msz) = (bs as usize, ms as usize);
-        let unit = if extended { bsz + msz } else { bsz };
         let tags = PiTags {
             ref_tag: LBA as u32,
             app_tag: 0xbeef,
             app_mask: 0xffff,
         };
         let opts = IoOptions::default().protection(false, PrChk::ALL, tags);
-        let mut data = buf_of(&mut pool, blocks * unit, Some(&pattern(3, blocks * unit)));
-        let mut meta = (!extended).then(|| buf_of(&mut pool, blocks * msz, None));
-        let mut scratch = Vec::new();
-        p.generate_dma(&mut data, meta.as_mut(), &tags, &mut scratch)
+        let (mut data, mut meta) = md_buffers(&mut pool, &ns, blocks, Some(3));
+        p.generate_dma(&mut data, meta.as_mut(), &tags, &mut Vec::new())
             .unwrap();
-        let mut w = IoData::new(data);
-        if let Some(m) = meta {
-            w = w.with_metadata(m);
-        }
-        qp.write_ext(&ns, LBA, w, &opts, 1).unwrap();
+        qp.write_ext(&ns, LBA, io_data(data, meta), &opts, 1)
+            .unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
 
@@ -152,11 +138,8 @@ fn software_pi_written_with_pract_clear_passes_the_controllers_checks() {
                 ..tags
             },
         );
-        let mut r = IoData::new(buf_of(&mut pool, blocks * unit, None));
-        if !extended {
-            r = r.with_metadata(buf_of(&mut pool, blocks * msz, None));
-        }
-        qp.read_ext(&ns, LBA, r, &wrong, 2).unwrap();
+        let (d, m) = md_buffers(&mut pool, &ns, blocks, None);
+        qp.read_ext(&ns, LBA, io_data(d, m), &wrong, 2).unwrap();
         let c = one(&mut qp);
         assert_eq!(
             status_of(&c.result),
@@ -174,14 +157,7 @@ fn software_pi_written_with_pract_clear_passes_the_controllers_checks() {
         qp.read_ext(&ns, LBA, r, &opts, 3).unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{bs}+{ms}: {:?}", c.result);
-        p.check_dma(
-            c.buf.as_ref().unwrap(),
-            c.meta(),
-            &tags,
-            PrChk::ALL,
-            &mut scratch,
-        )
-        .unwrap();
+        host_check(&ns, &c, &tags, &format!("{bs}+{ms}"));
         // Verify checks the stored tuples without moving data.
         qp.verify(&ns, LBA, blocks as u32, &opts, 4).unwrap();
         assert!(one(&mut qp).result.is_ok());
@@ -202,7 +178,6 @@ fn pract_lets_the_controller_insert_tuples_that_the_host_checks_on_read() {
             16,
         );
         let ns = ctrl.namespaces()[0].clone();
-        let p = Protection::of(&ns).unwrap();
         let bsz = bs as usize;
         let blocks = 4;
         let tags = PiTags {
@@ -219,23 +194,12 @@ fn pract_lets_the_controller_insert_tuples_that_the_host_checks_on_read() {
         assert!(c.meta().is_none());
 
         // Read with PRACT clear: the stored tuples arrive and check out.
-        let unit = if extended { bsz + 8 } else { bsz };
-        let mut r = IoData::new(buf_of(&mut pool, blocks * unit, None));
-        if !extended {
-            r = r.with_metadata(buf_of(&mut pool, blocks * 8, None));
-        }
-        qp.read_ext(&ns, LBA, r, &IoOptions::default(), 2).unwrap();
+        let (d, m) = md_buffers(&mut pool, &ns, blocks, None);
+        qp.read_ext(&ns, LBA, io_data(d, m), &IoOptions::default(), 2)
+            .unwrap();
         let c = one(&mut qp);
         assert!(c.result.is_ok(), "{:?}", c.result);
-        let mut scratch = Vec::new();
-        p.check_dma(
-            c.buf.as_ref().unwrap(),
-            c.meta(),
-            &tags,
-            PrChk::ALL,
-            &mut scratch,
-        )
-        .unwrap();
+        host_check(&ns, &c, &tags, &format!("{bs}, {kind:?}: inserted tuples"));
 
         // Read with PRACT set: checked by the controller and stripped.
         let strip = IoOptions::default().protection(true, PrChk::ALL, tags);

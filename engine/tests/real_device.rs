@@ -20,6 +20,9 @@
 // runs them without another static build.
 #[path = "real_device/events.rs"]
 mod events;
+// A namespace attached and detached at run time, also in this binary.
+#[path = "real_device/attach.rs"]
+mod attach;
 
 mod device_cases;
 

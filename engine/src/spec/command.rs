@@ -188,6 +188,12 @@ pub const CREATE_CQ_IEN: u32 = 1 << 1;
 /// CDW11 bit 0 of Create I/O SQ/CQ: Physically Contiguous.
 pub const CREATE_Q_PC: u32 = 1;
 
+/// Namespace Attachment CDW10 SEL: attach the namespace to the controllers
+/// listed (NVMe Base 2.0 §5.23).
+pub const NS_ATTACH_SEL_ATTACH: u32 = 0;
+/// Namespace Attachment CDW10 SEL: detach it from them.
+pub const NS_ATTACH_SEL_DETACH: u32 = 1;
+
 /// Admin command opcodes (NVMe Base 2.0 §5, figure 139).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AdminOpcode(pub u8);
@@ -213,6 +219,9 @@ impl AdminOpcode {
     pub const GET_FEATURES: Self = Self(0x0A);
     /// Asynchronous Event Request.
     pub const ASYNC_EVENT_REQUEST: Self = Self(0x0C);
+    /// Namespace Attachment (CDW10 SEL: [`NS_ATTACH_SEL_ATTACH`] or
+    /// [`NS_ATTACH_SEL_DETACH`]; data: a Controller List, §4.6.1).
+    pub const NAMESPACE_ATTACHMENT: Self = Self(0x15);
     /// Keep Alive.
     pub const KEEP_ALIVE: Self = Self(0x18);
     /// Doorbell Buffer Config.
@@ -233,6 +242,7 @@ impl AdminOpcode {
             0x09 => "Set Features",
             0x0A => "Get Features",
             0x0C => "Asynchronous Event Request",
+            0x15 => "Namespace Attachment",
             0x18 => "Keep Alive",
             0x7C => "Doorbell Buffer Config",
             0x80 => "Format NVM",
