@@ -5,7 +5,8 @@
 //! Runs only when `NVME_ENGINE_TEST_URING` names a generic node
 //! (`/dev/ng0n1`); the QEMU guest (`scripts/qemu-test.sh --mode uring`) sets
 //! it, and `NVME_ENGINE_TEST_URING_POLLED=1` to require the polled mode.
-//! Writes go to the second half of the namespace: use a scratch device.
+//! Writes go to the second half of the namespace (each test writes and
+//! reads back its blocks before moving on): use a scratch device.
 
 #![cfg(target_os = "linux")]
 
@@ -111,9 +112,9 @@ fn producer_pools_are_fixed_buffers_so_no_reactor_io_is_pinned_per_command() {
     let mut b = set.producer(0).unwrap();
     let mut ios = 0;
     for (i, &len) in sizes.iter().enumerate() {
-        let lba = base + (i as u64) * (4 << 20) / block;
+        let lba = base + (i as u64) * (2 << 20) / block;
         write_read_back(&mut a, nsid, lba, len, 0x10 + i as u8);
-        write_read_back(&mut b, nsid, lba + (2 << 20) / block, len, 0x90 + i as u8);
+        write_read_back(&mut b, nsid, lba + (1 << 20) / block, len, 0x90 + i as u8);
         ios += 4;
     }
     let st = set.stats().unwrap()[0];
@@ -131,7 +132,7 @@ fn producers_that_come_and_go_give_their_fixed_buffer_slots_back() {
     let Some(dev) = device() else { return };
     let ns = dev.namespace().clone();
     let (nsid, block) = (ns.id(), ns.block_size() as u64);
-    let base = ns.blocks() / 2 + (64 << 20) / block;
+    let base = ns.blocks() / 2;
     // Room for the reactor's pool and two producers' pools (hugepage pools
     // are exactly 2 MiB; plain ones are rounded to pages, 2 MiB here too).
     let chunk = 1usize << (usize::BITS - 1 - dev.max_transfer_bytes().leading_zeros());
@@ -143,9 +144,9 @@ fn producers_that_come_and_go_give_their_fixed_buffer_slots_back() {
     let mut stay = set.producer(0).unwrap();
     for k in 0..6u64 {
         let mut p = set.producer(0).unwrap();
-        write_read_back(&mut p, nsid, base + k * (4 << 20) / block, len, k as u8);
+        write_read_back(&mut p, nsid, base + k * (1 << 20) / block, len, k as u8);
         drop(p);
-        write_read_back(&mut stay, nsid, base - (4 << 20) / block, 4096, 0xee);
+        write_read_back(&mut stay, nsid, base - (1 << 20) / block, 4096, 0xee);
     }
     let st = set.stats().unwrap()[0];
     let report = set.shutdown();
