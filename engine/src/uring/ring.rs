@@ -7,6 +7,10 @@
 //! when the kernel completes by interrupt, with one non-blocking
 //! `io_uring_enter(GETEVENTS)` per call when the ring is polled
 //! (`IORING_SETUP_IOPOLL`), which is what drives the driver's poll queue.
+//! On a polled ring the batch's `io_uring_enter` also polls
+//! (`min_complete` 0: it never waits), and the reap that follows reads what
+//! it found without entering again: one system call per loop turn that
+//! submits and reaps, not two.
 //! Data buffers inside memory registered with the ring go out as fixed
 //! buffers (`IORING_URING_CMD_FIXED` + buffer index): the kernel pins
 //! nothing per I/O. The ring keeps a sparse table of fixed buffers
@@ -66,6 +70,9 @@ pub struct UringTransport {
     in_flight: usize,
     /// SQEs queued since the last `io_uring_enter`.
     pending: u32,
+    /// The last submission also polled (polled ring): the next reap reads
+    /// the completion ring without entering the kernel again.
+    polled_ahead: bool,
     polled: bool,
     /// The sparse table of fixed buffers and the memory registered in it
     /// (holds that memory mapped; dropped after the ring).
@@ -170,6 +177,7 @@ impl UringTransport {
             capacity,
             in_flight: 0,
             pending: 0,
+            polled_ahead: false,
             polled,
             fixed,
             fixed_unavailable,
@@ -547,8 +555,13 @@ impl UringTransport {
         if self.pending == 0 {
             return Ok(());
         }
-        match self.enter(false) {
-            Ok(()) => Ok(()),
+        // A polled ring polls in the same call (never waiting): the reap
+        // that follows then needs no call of its own.
+        match self.enter(self.polled) {
+            Ok(()) => {
+                self.polled_ahead = self.polled;
+                Ok(())
+            }
             // Transient: the SQEs stay queued and go with the next enter.
             Err(e)
                 if matches!(
@@ -687,10 +700,17 @@ impl CommandTransport for UringTransport {
 
     #[inline]
     fn begin_reap(&mut self, _stats: &mut QueuePairStats) -> Reap {
-        if self.polled && (self.in_flight != 0 || self.pending != 0) {
-            // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
-            // call polls again.
-            let _ = self.enter(true);
+        if self.polled {
+            // The submission just polled: what it found is in the
+            // completion ring already.
+            if std::mem::take(&mut self.polled_ahead) {
+                return Reap::Ready;
+            }
+            if self.in_flight != 0 || self.pending != 0 {
+                // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
+                // call polls again.
+                let _ = self.enter(true);
+            }
         } else if self.pending != 0 {
             let _ = self.enter(false);
         }
