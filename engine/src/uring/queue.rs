@@ -220,8 +220,11 @@ pub(super) fn create(dev: &UringDevice, opts: UringQueueOptions) -> Result<Uring
     let mut ring = ring;
     ring.completion_mode = completion_mode;
     ring.buffer_mode = buffer_mode;
-    if let Some(why) = ring.fixed_unavailable() {
-        ring.buffer_mode = BufferMode::Unregistered { reason: why.into() };
+    if opts.fixed_buffers && new_enough {
+        // The kernel refused the ring's table of fixed buffers.
+        if let Some(why) = ring.fixed_unavailable() {
+            ring.buffer_mode = BufferMode::Unregistered { reason: why.into() };
+        }
     }
     ring.close_timeout = opts.close_timeout;
     ring.poll_slot = poll_slot;
