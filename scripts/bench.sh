@@ -265,7 +265,8 @@ else
 	# nvme-perf over io_uring passthrough on the namespace's generic node,
 	# once the controller is back with the kernel driver: one worker, one
 	# ring (polled: the guest kernel lets one ring per process poll), the
-	# peer being fio's io_uring_cmd engine with --hipri.
+	# peers being fio's io_uring_cmd engine with --hipri, with and without
+	# --fixedbufs (registered buffers, as nvme-perf uses).
 	ubase="-r trtype:nvme-io_uring,path:@NG@ -o 4k -t $QSECS -L"
 	uruns="$ubase -w randread -q 1;$ubase -w randread -q 32;$ubase -w randwrite -q 1;$ubase -w randwrite -q 32"
 	log=$tmp/qemu.log

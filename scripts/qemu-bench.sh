@@ -19,7 +19,8 @@ Usage: scripts/qemu-bench.sh [options]
   --uring-args "ARGS"        nvme-perf arguments for runs over io_uring passthrough
                              after the VFIO runs (controller back with the kernel
                              nvme driver); @NG@ becomes the generic node
-                             (/dev/ng0n1), ";" separates runs
+                             (/dev/ng0n1), ";" separates runs; fio's io_uring_cmd
+                             peers run with and without --fixedbufs
   --perf-runtime SECONDS     seconds per fio job (default 10)
   --perf-qds "1 32"          fio queue depths
   --env PERF_FIO_ENGINES="libaio io_uring io_uring-polled"

@@ -86,10 +86,11 @@ iommu) MODES=(iommu) ;;
 noiommu) MODES=(noiommu) ;;
 both) MODES=(iommu noiommu) ;;
 # The controller stays with the kernel's nvme driver (poll queues on): NVMe
-# passthrough over io_uring, engine/tests/uring_device.rs, guest-uring.sh.
+# passthrough over io_uring, engine/tests/uring_device.rs,
+# reactor/tests/uring_reactor.rs, guest-uring.sh.
 uring)
 	MODES=(uring)
-	GUEST_TEST_TARGETS=(uring_device)
+	GUEST_TEST_TARGETS=(uring_device reactor/uring_reactor)
 	METADATA_NAMESPACES=0
 	SUBSYSTEM_NAMESPACE=0
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"

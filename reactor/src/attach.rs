@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvme_engine::dma::DmaPool;
+use nvme_engine::dma::{DmaPool, RegionHold};
 use nvme_engine::transport::CommandTransport;
 use nvme_engine::uring::{UringDevice, UringError, UringQueueOptions, UringTransport};
 use nvme_engine::{
@@ -42,6 +42,23 @@ pub trait Attach: Send + Sync + Sized + 'static {
     ) -> Result<QueuePair<Self::Transport>, Self::Error>;
     /// A DMA pool of `bytes` for buffers of this handle.
     fn create_pool(h: &Self::Handle, bytes: usize) -> Result<DmaPool, Self::Error>;
+    /// Make the memory of a producer's pool for this handle reachable by
+    /// `q` the transport's fastest way, when the producer attaches to the
+    /// reactor owning `q` (before any of its requests is taken). io_uring:
+    /// registered as fixed buffers, so the kernel pins no page per I/O;
+    /// memory it cannot register still works, counted in
+    /// [`crate::ReactorStats::unregistered_io`]. PCIe: nothing to do (a pool
+    /// is mapped for the device when it is made).
+    fn register_memory(_q: &mut QueuePair<Self::Transport>, _memory: RegionHold) {}
+    /// Release what [`Attach::register_memory`] holds for pools that are
+    /// gone with all their buffers. Off the I/O path.
+    fn release_memory(_q: &mut QueuePair<Self::Transport>) {}
+    /// Commands of `q` whose data went in registered memory (io_uring fixed
+    /// buffers) and outside it (pinned by the kernel per I/O); `(0, 0)` on
+    /// transports where every pool is mapped for the device.
+    fn buffer_counts(_q: &QueuePair<Self::Transport>) -> (u64, u64) {
+        (0, 0)
+    }
     /// Active namespace `nsid`.
     fn namespace(h: &Self::Handle, nsid: u32) -> Option<&Namespace>;
     /// The device's name, for messages.
@@ -216,11 +233,22 @@ impl Attach for Uring {
         let mut q = h.device.create_queue(o)?;
         // Falls back (and says why in the queue's buffer mode) when the
         // kernel cannot register: I/O still works, pinned per command.
-        q.register_pool(pool)?;
+        q.register_pool(pool);
         Ok(q)
     }
     fn create_pool(h: &UringNamespace, bytes: usize) -> Result<DmaPool, UringError> {
         h.device.create_pool(bytes)
+    }
+    fn register_memory(q: &mut QueuePair<UringTransport>, memory: RegionHold) {
+        // Falls back as above; the ring counts what goes unregistered.
+        q.register_memory(memory);
+    }
+    fn release_memory(q: &mut QueuePair<UringTransport>) {
+        q.release_unused();
+    }
+    fn buffer_counts(q: &QueuePair<UringTransport>) -> (u64, u64) {
+        let s = q.ring_stats();
+        (s.fixed_buffer_io, s.unregistered_io)
     }
     fn namespace(h: &UringNamespace, nsid: u32) -> Option<&Namespace> {
         Some(h.device.namespace()).filter(|n| n.id() == nsid)

@@ -29,7 +29,11 @@
 //! [`Producer::alloc`] on its own thread, moves the owned buffer into the
 //! [`Request`], gets it back in the [`Response`] (success or failure) and
 //! frees it with [`Producer::free`] or reuses it. Buffers never cross back to
-//! a pool on another thread.
+//! a pool on another thread. Over io_uring passthrough the reactor registers
+//! each producer's pool with its ring as fixed buffers when the producer
+//! attaches (and releases it once the producer and all its buffers are
+//! gone), so no I/O through a reactor has its pages pinned per command;
+//! [`ReactorStats::unregistered_io`] counts any that did.
 //!
 //! # The loop
 //!

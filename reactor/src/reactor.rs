@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::attach::Attach;
 use nvme_engine::QueuePairStats;
+use nvme_engine::dma::RegionHold;
 
 use crate::context::{LocalPoller, ReactorContext};
 use crate::cores;
@@ -57,8 +58,9 @@ mod teardown;
 
 /// Messages from the reactor set to a reactor (off the I/O path).
 pub(crate) enum Control<D: Attach> {
-    /// A new producer's ring pair.
-    Attach(Link),
+    /// A new producer's ring pair, and a hold on each of its pools'
+    /// memory (one per controller, in controller order).
+    Attach(Link, Vec<RegionHold>),
     /// Register a poller.
     AddPoller(Poller),
     /// Register a poller that does I/O on the reactor.
@@ -216,6 +218,9 @@ impl<D: Attach> Reactor<D> {
                 if self.closing.is_none() {
                     self.control();
                     self.dispatch.release_abandoned();
+                    for q in &mut self.queues {
+                        D::release_memory(&mut q.qp);
+                    }
                 }
                 if let Some(since) = self.closing {
                     if self.drained() {
@@ -342,7 +347,14 @@ impl<D: Attach> Reactor<D> {
     fn control(&mut self) {
         loop {
             match self.control.try_recv() {
-                Ok(Control::Attach(link)) => self.dispatch.attach(link, &mut self.queues),
+                Ok(Control::Attach(link, memory)) => {
+                    // Before any of its requests is taken: each of its
+                    // pools registered with the queue of its controller.
+                    for (q, hold) in self.queues.iter_mut().zip(memory) {
+                        D::register_memory(&mut q.qp, hold);
+                    }
+                    self.dispatch.attach(link, &mut self.queues)
+                }
                 Ok(Control::AddPoller(p)) => self.pollers.add(p),
                 Ok(Control::AddLocalPoller(p)) => self.local_pollers.push(p),
                 Ok(Control::AddTimer(period, f)) => self.timers.add(Instant::now(), period, f),
@@ -391,11 +403,17 @@ impl<D: Attach> Reactor<D> {
 
     fn snapshot(&self) -> ReactorStats {
         let mut queues = QueuePairStats::default();
+        let (mut fixed, mut unregistered) = (0, 0);
         for q in &self.queues {
             queues += q.qp.stats();
+            let (f, u) = D::buffer_counts(&q.qp);
+            fixed += f;
+            unregistered += u;
         }
         ReactorStats {
             queues,
+            fixed_buffer_io: fixed,
+            unregistered_io: unregistered,
             producers: self.dispatch.producers(),
             pollers: self.pollers.len() + self.local_pollers.len(),
             timers: self.timers.len(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nvme_engine::Controller;
 use nvme_engine::Device;
+use nvme_engine::dma::DmaPool;
 
 use crate::attach::{Attach, Uring, UringNamespace};
 
@@ -313,7 +314,10 @@ impl<D: Attach> ReactorSet<D> {
 
     /// A new connection from the calling application thread to reactor
     /// `reactor`: its own ring pair and its own DMA pool per controller.
-    /// Move it to the thread that will submit.
+    /// Move it to the thread that will submit. Over io_uring, the reactor
+    /// registers each pool with its ring for that namespace as fixed
+    /// buffers before it takes the producer's first request, and releases
+    /// the registration once the producer and all its buffers are gone.
     pub fn producer(&self, reactor: usize) -> Result<Producer, ReactorError> {
         self.handle(reactor)?;
         let mut pools = Vec::with_capacity(self.controllers.len());
@@ -322,8 +326,9 @@ impl<D: Attach> ReactorSet<D> {
                 .map_err(|e| D::setup_error(e, None, i))?;
             pools.push(pool);
         }
+        let memory = pools.iter().map(DmaPool::hold).collect();
         let (producer, link) = producer::pair(reactor, self.ring_capacity, pools);
-        self.send(reactor, Control::Attach(link))?;
+        self.send(reactor, Control::Attach(link, memory))?;
         Ok(producer)
     }
 

@@ -54,6 +54,17 @@ pub struct ReactorStats {
     /// Responses that failed with [`RequestError::Gone`] for any reason but
     /// removal ([`DeviceGone::Failed`]).
     pub controller_failed: u64,
+    /// Commands whose data went in memory registered with the transport
+    /// (io_uring fixed buffers: no page pinned per I/O), over this
+    /// reactor's queues. 0 on PCIe, where every pool is mapped for the
+    /// device when it is made.
+    pub fixed_buffer_io: u64,
+    /// Commands whose data went outside any registered memory (io_uring:
+    /// the kernel pinned its pages for that I/O) — a buffer from a pool the
+    /// ring does not know, or one its registration failed for (the ring's
+    /// buffer mode says why). 0 when every pool reaching the reactor is
+    /// registered, and always on PCIe.
+    pub unregistered_io: u64,
     /// The driver's counters, summed over this reactor's queue pairs
     /// (retries, timeouts, aborts, re-creations after resets, stale,
     /// duplicate and unknown completions...).
@@ -92,7 +103,15 @@ impl fmt::Display for ReactorStats {
             self.queues.aborts_sent,
             self.queues.recreated,
             self.longest_turn
-        )
+        )?;
+        if self.fixed_buffer_io != 0 || self.unregistered_io != 0 {
+            write!(
+                f,
+                "; fixed-buffer I/O {}, unregistered I/O {}",
+                self.fixed_buffer_io, self.unregistered_io
+            )?;
+        }
+        Ok(())
     }
 }
 

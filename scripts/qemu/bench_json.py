@@ -172,14 +172,18 @@ def _case_notes(r):
 
 def _uring_notes(r, vfio_t):
     """nvme-perf over io_uring passthrough against fio's io_uring_cmd
-    engine in the same completion mode, and against nvme-perf over VFIO."""
+    engine in the same completion mode — with registered buffers
+    (--fixedbufs, as nvme-perf uses them) and without — and against
+    nvme-perf over VFIO."""
     med = _med
-    for mode, peer_t in (("polled", "fio io_uring_cmd-polled"), ("irq", "fio io_uring_cmd")):
+    for mode, peer_base in (("polled", "fio io_uring_cmd-polled"), ("irq", "fio io_uring_cmd")):
         ours_t = f"nvme-perf io_uring {mode}"
         if ours_t not in r:
             continue
         ours = r[ours_t]
-        if peer_t in r:
+        for peer_t in (peer_base + "-fixed", peer_base):
+            if peer_t not in r:
+                continue
             peer = r[peer_t]
             print(f"{'':<15} {ours_t} / {peer_t}: IOPS {_ratio(med(ours, 'iops'), med(peer, 'iops'))}, "
                   f"p50 {_f(med(ours, 'p50'), '{:.1f}')} vs {_f(med(peer, 'p50'), '{:.1f}')} us, "

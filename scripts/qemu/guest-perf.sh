@@ -10,10 +10,12 @@
 #   PERF_RUNTIME     seconds per fio job (default 10)
 #   PERF_QDS         queue depths to run (default "1 32")
 #   PERF_FIO_ENGINES fio variants (default "libaio io_uring io_uring-polled
-#                    io_uring_cmd io_uring_cmd-polled"; io_uring_cmd is NVMe
+#                    io_uring_cmd io_uring_cmd-polled io_uring_cmd-fixed
+#                    io_uring_cmd-polled-fixed"; io_uring_cmd is NVMe
 #                    passthrough on the namespace's generic device /dev/ngXnY,
-#                    its -polled variant adds --hipri and runs only when the
-#                    kernel driver has poll queues)
+#                    its -polled variants add --hipri and run only when the
+#                    kernel driver has poll queues, its -fixed variants add
+#                    --fixedbufs: registered buffers, as nvme-perf uses)
 #   PERF_FIO_RW      fio workloads (default "randread randwrite")
 #   URING_PERF_ARGS  nvme-perf arguments for runs over NVMe passthrough on
 #                    io_uring, once the controller is back with the kernel's
@@ -42,7 +44,7 @@
 
 runtime=${PERF_RUNTIME:-10}
 qds=${PERF_QDS:-1 32}
-engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled io_uring_cmd io_uring_cmd-polled}
+engines=${PERF_FIO_ENGINES:-libaio io_uring io_uring-polled io_uring_cmd io_uring_cmd-polled io_uring_cmd-fixed io_uring_cmd-polled-fixed}
 ab_rounds=${PERF_AB_ROUNDS:-2}
 rws=${PERF_FIO_RW:-randread randwrite}
 HUGEMEM=${HUGEMEM:-256}
@@ -146,20 +148,25 @@ fio_job() {
 	if [ "$engine" = io_uring-polled ]; then
 		engine=io_uring
 		extra="--hipri"
-	elif [ "$engine" = io_uring_cmd ] || [ "$engine" = io_uring_cmd-polled ]; then
+	elif [ "${engine#io_uring_cmd}" != "$engine" ]; then
 		# NVMe passthrough: the namespace's generic character device. It
 		# has no page cache to bypass and refuses O_DIRECT.
 		file=$ngdev
 		direct=0
 		extra="--cmd_type=nvme"
-		if [ "$engine" = io_uring_cmd-polled ]; then
+		case $engine in
+		*-fixed) extra="$extra --fixedbufs" ;;
+		esac
+		case $engine in
+		io_uring_cmd-polled*)
 			if [ "$poll_queues" -gt 0 ] 2>/dev/null; then
 				extra="$extra --hipri"
 			else
 				echo "guest-perf: $1 skipped: the nvme driver has no poll queues (nvme.poll_queues=0)"
 				return 0
 			fi
-		fi
+			;;
+		esac
 		engine=io_uring_cmd
 	fi
 	step "fio $1${extra:+ ($extra)} 4KiB $rw QD$2 ${runtime}s on $file"
@@ -216,7 +223,7 @@ run_fio() {
 	*" io_uring_cmd"*)
 		if ! wait_for "$ngdev" 10; then
 			echo "guest-perf: $ngdev (NVMe generic device) did not appear; io_uring_cmd skipped" >&2
-			engines=$(echo " $engines " | sed 's/ io_uring_cmd-polled / /; s/ io_uring_cmd / /')
+			engines=$(echo " $engines " | tr ' ' '\n' | grep -v '^io_uring_cmd' | tr '\n' ' ')
 			rc=1
 		fi
 		;;

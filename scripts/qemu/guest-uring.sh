@@ -80,15 +80,23 @@ perf_run two-workers "io_uring completion mode: interrupts" \
 	-c 0x3 -q 8 -o 16k -w randrw -M 30 -t 2
 
 # The examples over io_uring: a reactor owning a ring writes a block, reads
-# it back and compares; identify through the admin passthrough ioctl.
+# it back and compares, its producer's buffers registered with the ring (the
+# reactor's report must count no unregistered I/O); identify through the
+# admin passthrough ioctl.
 for ex in hello_world identify; do
 	step "$ex over io_uring"
-	if "/payload/bin/$ex" -r "trtype:nvme-io_uring path:$node"; then
-		echo "--- PASS: $ex"
-	else
-		rc=$?
+	out=/tmp/example-$ex.txt
+	"/payload/bin/$ex" -r "trtype:nvme-io_uring path:$node" >"$out" 2>&1
+	rc=$?
+	cat "$out"
+	if [ "$rc" != 0 ]; then
 		echo "--- FAIL: $ex (exit status $rc)"
 		status=1
+	elif [ "$ex" = hello_world ] && ! grep -q "fixed-buffer I/O 2, unregistered I/O 0" "$out"; then
+		echo "--- FAIL: $ex: its reactor did not report both I/Os as fixed buffers"
+		status=1
+	else
+		echo "--- PASS: $ex"
 	fi
 done
 exit "$status"

@@ -26,7 +26,7 @@ pub(crate) mod view;
 pub use budget::{MemoryBudget, check_fits, check_memory, memory_budget};
 
 pub use memory::{HostMemory, PageSize, hugepage_status};
-pub use pool::{DmaBuf, DmaPool};
+pub use pool::{DmaBuf, DmaPool, RegionHold};
 pub use region::{DmaRegion, Unmap, allocate, quarantined_bytes};
 pub(crate) use view::{DmaArray, DmaWindow};
 pub use view::{DmaEntry, DmaView};

@@ -193,6 +193,56 @@ impl DmaPool {
     }
 }
 
+impl DmaPool {
+    /// A hold on the pool's memory: it stays mapped, at the same address,
+    /// for as long as any hold, the pool or one of its buffers lives. For a
+    /// transport that registers the memory with the kernel (io_uring fixed
+    /// buffers), which must not outlive the mapping it names.
+    pub fn hold(&self) -> RegionHold {
+        RegionHold {
+            region: Arc::clone(&self.region),
+        }
+    }
+}
+
+/// Keeps a pool's memory mapped ([`DmaPool::hold`]) and says when nothing
+/// else can reach it any more.
+#[derive(Clone)]
+pub struct RegionHold {
+    region: Arc<DmaRegion>,
+}
+
+impl RegionHold {
+    /// The memory's first byte (a process virtual address).
+    pub fn addr(&self) -> u64 {
+        self.region.as_ptr() as u64
+    }
+    /// Bytes of memory.
+    pub fn len(&self) -> usize {
+        self.region.len()
+    }
+    /// Whether the memory is empty (never, for a pool's).
+    pub fn is_empty(&self) -> bool {
+        self.region.len() == 0
+    }
+    /// Whether this is the only hold left: the pool is gone and none of its
+    /// buffers exists any more (so none is in any I/O), and no other hold
+    /// remains. Once true it stays true, since nothing else can make a new
+    /// reference to the memory.
+    pub fn is_last(&self) -> bool {
+        Arc::strong_count(&self.region) == 1
+    }
+}
+
+impl std::fmt::Debug for RegionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionHold")
+            .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for DmaPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DmaPool")

@@ -49,6 +49,7 @@
 mod abi;
 mod device;
 mod error;
+mod fixed;
 mod kernel;
 mod modes;
 mod path;

@@ -36,12 +36,22 @@ pub enum BufferMode {
 pub struct RingStats {
     /// `io_uring_enter` calls (submissions and polled reaps).
     pub enter_calls: u64,
+    /// `io_uring_enter` calls that reaped (`IORING_ENTER_GETEVENTS`; on a
+    /// polled ring, those poll the driver's queue).
+    pub reap_calls: u64,
     /// `io_uring_enter` calls that failed (retried later).
     pub enter_errors: u64,
     /// Commands that went with a fixed buffer.
     pub fixed_buffer_io: u64,
-    /// Commands with data outside any registered buffer.
+    /// Commands with data outside any registered buffer (the kernel pins
+    /// their pages per I/O).
     pub unregistered_io: u64,
+    /// Memory regions (pools) registered as fixed buffers.
+    pub regions_registered: u64,
+    /// Registrations released after their pool and buffers were gone.
+    pub regions_released: u64,
+    /// Registrations that failed (the reason is in the buffer mode).
+    pub registration_failures: u64,
     /// Cancellation requests sent.
     pub cancels_sent: u64,
     /// Cancellations the kernel carried out (result 0).

@@ -3,20 +3,21 @@
 //! [`crate::IoCompletion`]s, [`crate::IoError`]s, deadlines, retries,
 //! synchronous helpers and exactly-once teardown as a PCIe queue pair. This
 //! file chooses the ring's modes (polled or interrupt completion, fixed
-//! buffers or not) and registers DMA pools with it.
+//! buffers or not) and registers DMA pools with it: any number of pools,
+//! at any time, into the ring's table of `fixed_slots` fixed buffers.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::dma::DmaPool;
+use crate::dma::{DmaPool, RegionHold};
 use crate::driver::{ControllerOptions, QueuePair};
 
 use super::device::{UringDevice, kernel_timeout_ms};
 use super::error::UringError;
 use super::kernel::{KernelVersion, io_uring_disabled};
-use super::modes::{BufferMode, CompletionMode};
+use super::modes::{BufferMode, CompletionMode, RingStats};
 use super::ring::{RingSetupError, UringTransport};
 
 /// A queue pair over io_uring passthrough.
@@ -34,6 +35,12 @@ pub struct UringQueueOptions {
     pub require_polled: bool,
     /// Register pools as fixed buffers (Linux 6.1+).
     pub fixed_buffers: bool,
+    /// Slots of the ring's fixed-buffer table (1..=16384, the kernel's
+    /// limit): each pool registered takes one per largest transfer's worth
+    /// of its bytes (a 2 MiB pool with 512 KiB transfers takes 4). The
+    /// kernel keeps 8 bytes per slot. Memory beyond the table still works,
+    /// pinned per I/O and counted ([`RingStats::unregistered_io`](super::RingStats::unregistered_io)).
+    pub fixed_slots: u16,
     /// Deadline of each command; past it the command is cancelled and, when
     /// it then completes cancelled, reported as [`IoError::TimedOut`](crate::IoError::TimedOut).
     pub timeout: Duration,
@@ -54,6 +61,7 @@ impl Default for UringQueueOptions {
             polled: true,
             require_polled: false,
             fixed_buffers: true,
+            fixed_slots: 4096,
             timeout: Duration::from_secs(30),
             kernel_timeout: None,
             close_timeout: Duration::from_secs(120),
@@ -186,12 +194,25 @@ pub(super) fn create(dev: &UringDevice, opts: UringQueueOptions) -> Result<Uring
             reason: "no pool registered yet (UringQueue::register_pool)".into(),
         }
     };
+    if opts.fixed_buffers
+        && !(1..=super::ring::MAX_FIXED_SLOTS).contains(&(opts.fixed_slots as u32))
+    {
+        return Err(UringError::InvalidOption {
+            name: "fixed_slots",
+            value: opts.fixed_slots as u64,
+            hint: "a ring's fixed-buffer table has 1 to 16384 slots",
+        });
+    }
     let capacity = opts.entries as usize;
     let ring = UringTransport::new(
         dev.ns_fd(),
         capacity,
         completion_mode == CompletionMode::Polled,
-        opts.fixed_buffers && new_enough,
+        if opts.fixed_buffers && new_enough {
+            opts.fixed_slots as u32
+        } else {
+            0
+        },
         dev.max_transfer_bytes(),
         kernel_timeout_ms(opts.kernel_timeout),
     )
@@ -199,6 +220,12 @@ pub(super) fn create(dev: &UringDevice, opts: UringQueueOptions) -> Result<Uring
     let mut ring = ring;
     ring.completion_mode = completion_mode;
     ring.buffer_mode = buffer_mode;
+    if opts.fixed_buffers && new_enough {
+        // The kernel refused the ring's table of fixed buffers.
+        if let Some(why) = ring.fixed_unavailable() {
+            ring.buffer_mode = BufferMode::Unregistered { reason: why.into() };
+        }
+    }
     ring.close_timeout = opts.close_timeout;
     ring.poll_slot = poll_slot;
     let scan = ControllerOptions::default().timeout_scan_interval;
@@ -207,14 +234,37 @@ pub(super) fn create(dev: &UringDevice, opts: UringQueueOptions) -> Result<Uring
 
 impl QueuePair<UringTransport> {
     /// Register `pool`'s memory with this ring as fixed buffers, so its
-    /// buffers need no page pinning per I/O. Falls back (and says why in
-    /// [`UringQueue::buffer_mode`]) when the kernel cannot; only an
-    /// allocation failure of the pool is an error. Call while nothing is
-    /// in flight. Takes one 4 KiB block of the pool to keep it mapped.
-    pub fn register_pool(&mut self, pool: &mut DmaPool) -> Result<&BufferMode, UringError> {
+    /// buffers need no page pinning per I/O; returns the ring's buffer
+    /// mode, which says why when the kernel could not (the pool's buffers
+    /// then still work, pinned per I/O and counted in
+    /// [`RingStats::unregistered_io`](super::RingStats::unregistered_io)).
+    /// Any number of pools, at any time, also with commands in flight; the
+    /// ring keeps the pool's memory mapped while registered, and releases
+    /// it once the pool and all its buffers are gone
+    /// ([`UringQueue::release_unused`]).
+    pub fn register_pool(&mut self, pool: &DmaPool) -> &BufferMode {
+        self.register_memory(pool.hold())
+    }
+
+    /// [`UringQueue::register_pool`] for the memory `hold` keeps mapped.
+    pub fn register_memory(&mut self, hold: RegionHold) -> &BufferMode {
         let ring = self.transport_mut();
-        ring.register_pool(pool).map_err(UringError::Dma)?;
-        Ok(ring.buffer_mode())
+        // The reason is kept in the buffer mode.
+        let _ = ring.register_memory(hold);
+        ring.buffer_mode()
+    }
+
+    /// Release the registrations of pools that are gone with all their
+    /// buffers (a system call per pool released, none otherwise); how
+    /// many. Registering also does this first.
+    pub fn release_unused(&mut self) -> usize {
+        self.transport_mut().release_unused()
+    }
+
+    /// The ring's counters: system calls, fixed and unregistered I/O,
+    /// registrations, cancellations.
+    pub fn ring_stats(&self) -> &RingStats {
+        self.transport().stats()
     }
 
     /// Polled or interrupt-driven completion, and why.

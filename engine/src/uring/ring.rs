@@ -7,9 +7,16 @@
 //! when the kernel completes by interrupt, with one non-blocking
 //! `io_uring_enter(GETEVENTS)` per call when the ring is polled
 //! (`IORING_SETUP_IOPOLL`), which is what drives the driver's poll queue.
+//! On a polled ring the batch's `io_uring_enter` also polls
+//! (`min_complete` 0: it never waits), and the reap that follows reads what
+//! it found without entering again: one system call per loop turn that
+//! submits and reaps, not two.
 //! Data buffers inside memory registered with the ring go out as fixed
 //! buffers (`IORING_URING_CMD_FIXED` + buffer index): the kernel pins
-//! nothing per I/O.
+//! nothing per I/O. The ring keeps a sparse table of fixed buffers
+//! (`fixed.rs`) and registers memory into it, or releases it, at any time,
+//! also with commands in flight (`IORING_REGISTER_BUFFERS_UPDATE` needs no
+//! quiescing): the memory of each pool whose buffers may reach the ring.
 //!
 //! This is the transport's one file with `unsafe` code (every other file of
 //! `uring/` forbids it): the ring's buffer registration, SQE pushes and
@@ -27,10 +34,11 @@ use std::time::Duration;
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 
 use super::abi::{NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_URING_CMD_IO, PassthruCmd, UringCmd};
+use super::fixed::{FixedRegion, FixedTable, NoRoom};
 use super::modes::{BufferMode, CompletionMode, RingStats};
 use super::queue::PolledRingSlot;
 use super::transport::uring_outcome;
-use crate::dma::{DmaBuf, DmaError, DmaPool, DmaRegion, HostMemory};
+use crate::dma::{DmaBuf, DmaRegion, HostMemory, RegionHold};
 use crate::driver::transport::{
     CancelRequest, Closed, CommandTransport, DataDirection, DataRef, Reap, Recovery, SubmitRefusal,
     TransportCompletion,
@@ -46,51 +54,11 @@ const RANGE_LIST_BYTES: usize = 4096;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Marks the user data of a cancellation SQE (command tags are 16 bits).
 const CANCEL_MARK: u64 = 1 << 63;
-/// Largest iovec one fixed buffer registration takes (the kernel's limit).
-const MAX_FIXED_BYTES: usize = 1 << 30;
-/// Most fixed buffers one ring registers (the kernel's limit).
-const MAX_FIXED_BUFFERS: usize = 1 << 14;
-
-/// A registered region: buffers `first..first + count` of `1 << shift`
-/// bytes each (the last may be shorter), starting at `base`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FixedRegion {
-    base: u64,
-    len: usize,
-    first: usize,
-    count: usize,
-    shift: u32,
-}
-
-/// The buffer of `regions` holding all of `[addr, addr + len)`, if any.
-#[inline]
-fn find_buffer(regions: &[FixedRegion], addr: u64, len: u32) -> Option<u16> {
-    if len == 0 {
-        return None;
-    }
-    let last = addr.checked_add(len as u64 - 1)?;
-    regions.iter().find_map(|r| {
-        let off = addr.checked_sub(r.base)?;
-        let end = last - r.base;
-        (end < r.len as u64 && off >> r.shift == end >> r.shift)
-            .then(|| (r.first + (off >> r.shift) as usize) as u16)
-    })
-}
-
-/// The iovecs registering `regions`, in buffer-index order.
-fn iovecs(regions: &[FixedRegion]) -> Vec<libc::iovec> {
-    let mut v = Vec::new();
-    for r in regions {
-        let chunk = 1usize << r.shift;
-        for i in 0..r.count {
-            v.push(libc::iovec {
-                iov_base: (r.base + (i * chunk) as u64) as *mut libc::c_void,
-                iov_len: chunk.min(r.len - i * chunk),
-            });
-        }
-    }
-    v
-}
+/// Most fixed buffers one ring's table holds (the kernel's limit,
+/// `IORING_MAX_REG_BUFFERS`).
+pub(super) const MAX_FIXED_SLOTS: u32 = 1 << 14;
+/// Largest fixed buffer the kernel registers (1 GiB).
+const MAX_FIXED_SHIFT: u32 = 30;
 
 /// One ring carrying NVMe commands to one namespace node.
 pub struct UringTransport {
@@ -102,10 +70,17 @@ pub struct UringTransport {
     in_flight: usize,
     /// SQEs queued since the last `io_uring_enter`.
     pending: u32,
+    /// The last submission also polled (polled ring): the next reap reads
+    /// the completion ring without entering the kernel again.
+    polled_ahead: bool,
     polled: bool,
-    /// Registered memory regions, each as buffers of one chunk size.
-    fixed: Vec<FixedRegion>,
-    pub(super) fixed_allowed: bool,
+    /// The sparse table of fixed buffers and the memory registered in it
+    /// (holds that memory mapped; dropped after the ring).
+    fixed: FixedTable,
+    /// Why the ring has no fixed-buffer table, when it has none.
+    fixed_unavailable: Option<String>,
+    /// A registration failed: [`BufferMode`] keeps saying why.
+    registration_failed: bool,
     pub(super) max_transfer: usize,
     timeout_ms: u32,
     stats: RingStats,
@@ -119,9 +94,9 @@ pub struct UringTransport {
     /// at a time; declared after the ring so it is released after the ring
     /// is closed.
     pub(super) poll_slot: Option<PolledRingSlot>,
-    /// One small buffer of every registered pool: keeps its memory mapped
-    /// for as long as the ring may reach it (dropped after the ring).
-    pub(super) keepalive: Vec<DmaBuf>,
+    /// Regions whose slots could not be emptied: their memory stays
+    /// mapped until the ring is gone (dropped after the ring).
+    retired: Vec<FixedRegion>,
     /// Dataset Management range lists, one page per slot (allocated on
     /// first use, never moved afterwards).
     ranges: Vec<u8>,
@@ -154,11 +129,14 @@ fn next_ring_id() -> u16 {
 impl UringTransport {
     /// A ring for up to `capacity` commands on the namespace node `fd`.
     /// The SQ has room for a cancellation per command, the CQ twice that.
+    /// With `fixed_slots` > 0, a sparse table of that many fixed buffers
+    /// (at most [`MAX_FIXED_SLOTS`]) is registered; when the kernel
+    /// refuses it, the ring works without fixed buffers and says why.
     pub(super) fn new(
         fd: i32,
         capacity: usize,
         polled: bool,
-        fixed_allowed: bool,
+        fixed_slots: u32,
         max_transfer: usize,
         timeout_ms: u32,
     ) -> Result<Self, RingSetupError> {
@@ -177,6 +155,21 @@ impl UringTransport {
             }
             _ => {}
         }
+        let slots = fixed_slots.min(MAX_FIXED_SLOTS);
+        let (fixed, fixed_unavailable) = if slots == 0 {
+            (FixedTable::new(0), Some("fixed buffers not in use".into()))
+        } else {
+            match ring.submitter().register_buffers_sparse(slots) {
+                Ok(()) => (FixedTable::new(slots), None),
+                Err(e) => (
+                    FixedTable::new(0),
+                    Some(format!(
+                        "the kernel refused a table of {slots} fixed buffers \
+                         (IORING_REGISTER_BUFFERS2, sparse; Linux 5.19+): {e}"
+                    )),
+                ),
+            }
+        };
         Ok(UringTransport {
             id: next_ring_id(),
             ring,
@@ -184,9 +177,11 @@ impl UringTransport {
             capacity,
             in_flight: 0,
             pending: 0,
+            polled_ahead: false,
             polled,
-            fixed: Vec::new(),
-            fixed_allowed,
+            fixed,
+            fixed_unavailable,
+            registration_failed: false,
             max_transfer,
             timeout_ms,
             stats: RingStats::default(),
@@ -196,7 +191,7 @@ impl UringTransport {
             },
             close_timeout: Duration::from_secs(120),
             poll_slot: None,
-            keepalive: Vec::new(),
+            retired: Vec::new(),
             ranges: Vec::new(),
             _not_sync: PhantomData,
         })
@@ -222,79 +217,45 @@ impl UringTransport {
     pub fn has_fixed_buffers(&self) -> bool {
         !self.fixed.is_empty()
     }
-
-    /// Register `[addr, addr + len)` as fixed buffers, in chunks of
-    /// `chunk` bytes (a power of two) counted from `addr`, along with what
-    /// was registered before; only while nothing is in flight.
-    ///
-    /// Chunks, not one buffer per region: Linux 6.1 hands the block layer
-    /// every page from the I/O's start to the end of its registered buffer
-    /// and refuses the command (EINVAL) when those are more than the queue's
-    /// `max_segments`. A chunk no larger than the largest transfer, which
-    /// is capped by `max_segments` pages, keeps every I/O inside one chunk
-    /// (pool blocks are aligned to their size) and under that count.
-    ///
-    /// # Safety
-    ///
-    /// The memory stays mapped, and is not handed to anything else, for as
-    /// long as this ring lives (the caller keeps its region alive).
-    pub(super) unsafe fn register(
-        &mut self,
-        addr: u64,
-        len: usize,
-        chunk: usize,
-    ) -> io::Result<()> {
-        if !self.fixed_allowed {
-            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-        }
-        if self.in_flight != 0 {
-            return Err(io::Error::from_raw_os_error(libc::EBUSY));
-        }
-        if !chunk.is_power_of_two() || !(4096..=MAX_FIXED_BYTES).contains(&chunk) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let first = self.fixed.last().map_or(0, |r| r.first + r.count);
-        let count = len.div_ceil(chunk);
-        if first + count > MAX_FIXED_BUFFERS {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        let mut regions = self.fixed.clone();
-        regions.push(FixedRegion {
-            base: addr,
-            len,
-            first,
-            count,
-            shift: chunk.trailing_zeros(),
-        });
-        let vecs = iovecs(&regions);
-        let sub = self.ring.submitter();
-        if !self.fixed.is_empty() {
-            sub.unregister_buffers()?;
-        }
-        // SAFETY: every iovec names memory the caller keeps mapped for the
-        // ring's life (this function's contract, and that of the earlier
-        // registrations re-registered here).
-        match unsafe { sub.register_buffers(&vecs) } {
-            Ok(()) => {
-                self.fixed = regions;
-                Ok(())
-            }
-            Err(e) => {
-                if !self.fixed.is_empty() {
-                    // SAFETY: as above: these regions were registered before.
-                    if unsafe { sub.register_buffers(&iovecs(&self.fixed)) }.is_err() {
-                        self.fixed.clear();
-                    }
-                }
-                Err(e)
-            }
-        }
+    /// Memory regions registered as fixed buffers now.
+    pub fn fixed_regions(&self) -> usize {
+        self.fixed.regions()
+    }
+    /// Slots of the ring's fixed-buffer table (0: none).
+    pub fn fixed_slots(&self) -> u32 {
+        self.fixed.slots()
+    }
+    /// Why the ring has no fixed-buffer table, when it has none.
+    pub(super) fn fixed_unavailable(&self) -> Option<&str> {
+        self.fixed_unavailable.as_deref()
     }
 
     /// The fixed buffer holding `[addr, addr + len)`, if any.
     #[inline]
     fn buffer_index(&self, addr: u64, len: u32) -> Option<u16> {
-        find_buffer(&self.fixed, addr, len)
+        self.fixed.find(addr, len)
+    }
+
+    /// Empty slots `first..first + count` of the table (the kernel drops
+    /// its page references once no command uses them any more).
+    fn clear_slots(&mut self, first: u32, count: u32) -> io::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let empty = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            count as usize
+        ];
+        // SAFETY: an empty iovec (null base, length 0) names no memory: it
+        // turns the slot back into an empty one.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(first, &empty, None)
+        }
     }
 
     /// Push one SQE; the caller checked there is room.
@@ -314,6 +275,7 @@ impl UringTransport {
     fn enter(&mut self, reap: bool) -> io::Result<()> {
         let flags = if reap { IORING_ENTER_GETEVENTS } else { 0 };
         self.stats.enter_calls += 1;
+        self.stats.reap_calls += reap as u64;
         // SAFETY: no argument struct is passed (None), and the SQEs being
         // submitted were pushed by `push` under the seam's contract.
         let r = unsafe {
@@ -430,41 +392,132 @@ pub(super) fn kernel_mapped_region(memory: HostMemory) -> DmaRegion {
 }
 
 impl UringTransport {
-    /// Register `pool`'s memory with this ring as fixed buffers, so its
-    /// buffers need no page pinning per I/O, and say so (or why not) in
-    /// [`UringTransport::buffer_mode`]. Falls back when the kernel cannot;
-    /// only an allocation failure of the pool is an error. Call while
-    /// nothing is in flight. Takes one 4 KiB block of the pool, which holds
-    /// the pool's memory alive as long as this ring.
-    pub(super) fn register_pool(&mut self, pool: &mut DmaPool) -> Result<(), DmaError> {
-        if !self.fixed_allowed {
-            return Ok(());
-        }
-        let keep = pool.alloc(4096)?;
-        let (addr, len) = (pool.region().as_ptr() as u64, pool.region().len());
-        let chunk = self.max_transfer;
-        // SAFETY: `keep` holds the pool's region alive (its Arc) until this
-        // transport is dropped, and the `ring` field is dropped before
-        // `keepalive` (field order), so the registered memory stays mapped
-        // and belongs to this pool for the ring's whole life.
-        match unsafe { self.register(addr, len, chunk) } {
+    /// Register the memory `hold` keeps mapped (a pool's) with this ring
+    /// as fixed buffers, so buffers inside it need no page pinning per I/O,
+    /// and say so (or why not) in [`UringTransport::buffer_mode`]. Memory
+    /// that cannot be registered still works: its I/O is pinned by the
+    /// kernel per command and counted in [`RingStats::unregistered_io`].
+    /// Allowed with commands in flight. Memory registered before is a
+    /// no-op; the registration is released by
+    /// [`UringTransport::release_unused`] once nothing but it holds the
+    /// memory.
+    ///
+    /// Chunks, not one buffer per region: Linux 6.1 hands the block layer
+    /// every page from the I/O's start to the end of its registered buffer
+    /// and refuses the command (EINVAL) when those are more than the queue's
+    /// `max_segments`. A chunk no larger than the largest transfer, which
+    /// is capped by `max_segments` pages, keeps every I/O inside one chunk
+    /// (pool blocks are aligned to their size) and under that count.
+    pub(super) fn register_memory(&mut self, hold: RegionHold) -> Result<(), String> {
+        let r = self.try_register(hold);
+        match &r {
             Ok(()) => {
-                self.keepalive.push(keep);
-                self.buffer_mode = BufferMode::Fixed;
+                if !self.registration_failed {
+                    self.buffer_mode = BufferMode::Fixed;
+                }
             }
-            Err(e) => {
-                pool.free(keep)?;
+            Err(reason) => {
+                self.stats.registration_failures += 1;
+                self.registration_failed = true;
+                self.buffer_mode = BufferMode::Unregistered {
+                    reason: reason.clone(),
+                };
+            }
+        }
+        r
+    }
+
+    fn try_register(&mut self, hold: RegionHold) -> Result<(), String> {
+        if let Some(why) = &self.fixed_unavailable {
+            return Err(why.clone());
+        }
+        self.release_unused();
+        let (base, len) = (hold.addr(), hold.len());
+        // The largest power of two no larger than the largest transfer.
+        let shift = (usize::BITS - 1 - self.max_transfer.max(4096).leading_zeros())
+            .clamp(12, MAX_FIXED_SHIFT);
+        let first = match self.fixed.reserve(base, len, shift) {
+            Ok(first) => first,
+            Err(NoRoom::Registered) => return Ok(()),
+            Err(NoRoom::Overlaps) => {
+                return Err(format!(
+                    "{len} bytes at {base:#x} overlap memory already registered with the ring"
+                ));
+            }
+            Err(NoRoom::Full { needed, slots }) => {
+                return Err(format!(
+                    "the ring's table of {slots} fixed buffers has no {needed} consecutive free \
+                     slots for {len} more bytes (buffers of {} KiB); raise \
+                     UringQueueOptions::fixed_slots (up to {MAX_FIXED_SLOTS})",
+                    1usize << (shift - 10)
+                ));
+            }
+        };
+        let mut region = FixedRegion {
+            base,
+            len,
+            first,
+            count: len.div_ceil(1 << shift) as u32,
+            shift,
+            hold: None,
+        };
+        for i in 0..region.count {
+            let (addr, chunk_len) = region.chunk(i);
+            let iov = libc::iovec {
+                iov_base: addr as *mut libc::c_void,
+                iov_len: chunk_len,
+            };
+            // SAFETY: the iovec lies inside the memory `hold` keeps mapped;
+            // the hold goes into the table with the region and is dropped
+            // only after the slots are emptied (`release_unused`) or the
+            // ring is closed (the `ring` field drops before `fixed` and
+            // `retired`), so the kernel's table never names unmapped or
+            // reused memory.
+            let r = unsafe {
+                self.ring
+                    .submitter()
+                    .register_buffers_update(first + i, &[iov], None)
+            };
+            if let Err(e) = r {
+                if self.clear_slots(first, i).is_ok() {
+                    self.fixed.unreserve(first, region.count);
+                } else {
+                    region.hold = Some(hold);
+                    self.retired.push(region);
+                }
                 let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
                     " — raise RLIMIT_MEMLOCK (ulimit -l) or run with CAP_IPC_LOCK"
                 } else {
                     ""
                 };
-                self.buffer_mode = BufferMode::Unregistered {
-                    reason: format!("registering {len} bytes failed: {e}{hint}"),
-                };
+                return Err(format!("registering {len} bytes failed: {e}{hint}"));
             }
         }
+        region.hold = Some(hold);
+        self.fixed.insert(region);
+        self.stats.regions_registered += 1;
         Ok(())
+    }
+
+    /// Release the registrations whose memory nothing else holds any more
+    /// (its pool is dropped and none of its buffers exists, so no command
+    /// uses it): the slots are emptied and the memory may be unmapped.
+    /// Returns how many were released. Off the I/O path: a system call per
+    /// region released, none otherwise.
+    pub fn release_unused(&mut self) -> usize {
+        let gone = self.fixed.take_unused();
+        let mut released = 0;
+        for r in gone {
+            if self.clear_slots(r.first, r.count).is_ok() {
+                self.fixed.unreserve(r.first, r.count);
+                self.stats.regions_released += 1;
+                released += 1;
+                // `r` drops here, and its hold with it: the memory unmaps.
+            } else {
+                self.fixed.restore(r);
+            }
+        }
+        released
     }
 }
 
@@ -502,8 +555,13 @@ impl UringTransport {
         if self.pending == 0 {
             return Ok(());
         }
-        match self.enter(false) {
-            Ok(()) => Ok(()),
+        // A polled ring polls in the same call (never waiting): the reap
+        // that follows then needs no call of its own.
+        match self.enter(self.polled) {
+            Ok(()) => {
+                self.polled_ahead = self.polled;
+                Ok(())
+            }
             // Transient: the SQEs stay queued and go with the next enter.
             Err(e)
                 if matches!(
@@ -642,10 +700,17 @@ impl CommandTransport for UringTransport {
 
     #[inline]
     fn begin_reap(&mut self, _stats: &mut QueuePairStats) -> Reap {
-        if self.polled && (self.in_flight != 0 || self.pending != 0) {
-            // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
-            // call polls again.
-            let _ = self.enter(true);
+        if self.polled {
+            // The submission just polled: what it found is in the
+            // completion ring already.
+            if std::mem::take(&mut self.polled_ahead) {
+                return Reap::Ready;
+            }
+            if self.in_flight != 0 || self.pending != 0 {
+                // Errors here are transient (EAGAIN/EBUSY/EINTR): the next
+                // call polls again.
+                let _ = self.enter(true);
+            }
         } else if self.pending != 0 {
             let _ = self.enter(false);
         }
@@ -736,41 +801,5 @@ impl CommandTransport for UringTransport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_io_maps_to_the_one_chunk_holding_it_or_to_none() {
-        let regions = [
-            FixedRegion {
-                base: 0x10_0000,
-                len: 0x10_0000,
-                first: 0,
-                count: 4,
-                shift: 18,
-            },
-            FixedRegion {
-                base: 0x100_0000,
-                len: 0x5000,
-                first: 4,
-                count: 2,
-                shift: 14,
-            },
-        ];
-        assert_eq!(find_buffer(&regions, 0x10_0000, 4096), Some(0));
-        assert_eq!(find_buffer(&regions, 0x14_0000, 0x4_0000), Some(1));
-        assert_eq!(find_buffer(&regions, 0x1f_f000, 4096), Some(3));
-        // Straddles two chunks: goes unregistered rather than wrong.
-        assert_eq!(find_buffer(&regions, 0x13_f000, 8192), None);
-        // Past the region, before it, empty.
-        assert_eq!(find_buffer(&regions, 0x20_0000, 4096), None);
-        assert_eq!(find_buffer(&regions, 0xf_f000, 4096), None);
-        assert_eq!(find_buffer(&regions, 0x10_0000, 0), None);
-        assert_eq!(find_buffer(&regions, 0x100_4000, 4096), Some(5));
-        assert_eq!(find_buffer(&regions, 0x100_4000, 8192), None);
-        let v = iovecs(&regions);
-        assert_eq!(v.len(), 6);
-        assert_eq!(v[3].iov_base as u64, 0x1c_0000);
-        assert_eq!(v[5].iov_len, 0x1000, "the last chunk is shorter");
-    }
-}
+#[path = "ring_tests.rs"]
+mod tests;

@@ -19,10 +19,6 @@ use crate::stats::WorkerResult;
 use crate::target::Link;
 use crate::worker::{self, Control, RunParams, WorkerPlan};
 
-/// Bytes of a pool each registration keeps for itself (one 4 KiB block
-/// per ring holds the pool's memory alive for the ring).
-const REGISTRATION_BLOCK: usize = 4096;
-
 /// Run one worker whose jobs are on io_uring namespaces.
 pub fn run(
     plan: WorkerPlan,
@@ -96,9 +92,7 @@ fn setup(plan: &WorkerPlan, links: &[Link], p: &RunParams) -> Result<Setup> {
         let Some(pool) = pools[t].as_mut() else {
             bail!("core {}: no DMA pool for {}", plan.core, job.device);
         };
-        let mode = job.qp.register_pool(pool).with_context(|| {
-            format!("core {}: registering buffers on {}", plan.core, job.device)
-        })?;
+        let mode = job.qp.register_pool(pool);
         if u.buffers() == &BufferMode::Fixed && mode != &BufferMode::Fixed {
             let reason = match mode {
                 BufferMode::Unregistered { reason } => reason.clone(),
@@ -116,10 +110,10 @@ fn setup(plan: &WorkerPlan, links: &[Link], p: &RunParams) -> Result<Setup> {
 }
 
 /// This worker's pool on target `t`: a buffer per slot of each of its
-/// rings there, plus what registering with each ring takes.
+/// rings there.
 fn create_pool(plan: &WorkerPlan, t: usize, u: &UringTarget, p: &RunParams) -> Result<DmaPool> {
     let rings = plan.jobs.iter().filter(|j| j.target == t).count() * p.qpairs;
-    let bytes = rings * (p.queue_depth * worker::buffer_block(p) + REGISTRATION_BLOCK);
+    let bytes = rings * p.queue_depth * worker::buffer_block(p);
     u.device().create_pool(bytes).with_context(|| {
         format!(
             "core {}: cannot allocate {bytes} bytes of DMA buffers for {}",

@@ -50,6 +50,8 @@ impl<D: Attach> Reactor<D> {
         let stats = self.dispatch.stats_mut();
         *stats = ReactorStats {
             queues: final_stats.queues,
+            fixed_buffer_io: final_stats.fixed_buffer_io,
+            unregistered_io: final_stats.unregistered_io,
             producers: final_stats.producers,
             pollers: final_stats.pollers,
             timers: final_stats.timers,
