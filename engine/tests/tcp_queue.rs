@@ -2,7 +2,9 @@
 //! Namespace API end to end (in-capsule writes, R2T/H2CData, C2HData), and
 //! the failure paths — a dropped connection completes every command in
 //! flight once with a transport error and the association comes back; a
-//! stalled target times the command out and reconnects; a target that never
+//! stalled command is aborted with the Abort admin command and answered
+//! once, with nothing reconnected; a stalled target that does not abort
+//! times the command out and reconnects; a target that never
 //! comes back fails everything with `Gone` after the controller loss
 //! timeout. The scripted target proves the host's state machine; the kernel
 //! target (`tcp_target.rs`, in the guest) proves interoperability.
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nvme_engine::spec::completion::Completion;
-use nvme_engine::spec::status::Status;
+use nvme_engine::spec::status::{Status, StatusCodeType, generic};
 use nvme_engine::tcp::pdu::{DataHeader, Digests, Header, IcResp, R2t, decode_pdu, encode};
 use nvme_engine::tcp::{
     RecoveryOptions, TcpDevice, TcpDeviceOptions, TcpQueue, TcpQueueOptions, TcpTarget,
@@ -36,6 +38,21 @@ struct Peer {
     stall_next: AtomicBool,
     /// Close every new connection at once.
     refuse: AtomicBool,
+    /// Honour an Abort of the stalled command: answer it on its own
+    /// connection with Command Abort Requested.
+    honour_abort: AtomicBool,
+    /// The command swallowed by `stall_next`, while `honour_abort` is set.
+    stalled: Mutex<Option<Stalled>>,
+    /// Abort commands received (any queue, any CID).
+    aborts: AtomicUsize,
+}
+
+/// A swallowed command and the connection to answer it on.
+struct Stalled {
+    stream: TcpStream,
+    qid: u16,
+    cid: u16,
+    head: u16,
 }
 
 fn serve(peer: Arc<Peer>) -> SocketAddr {
@@ -142,6 +159,25 @@ fn connection(p: &Peer, mut s: TcpStream) -> std::io::Result<()> {
                     reply(&mut s, 0, 0, head, qid, cid)?;
                 }
             },
+            0x08 if qid == 0 => {
+                p.aborts.fetch_add(1, Ordering::SeqCst);
+                let (aqid, acid) = (cmd.cdw10 as u16, (cmd.cdw10 >> 16) as u16);
+                let mut stalled = p.stalled.lock().unwrap();
+                let found = stalled
+                    .as_ref()
+                    .is_some_and(|x| (x.qid, x.cid) == (aqid, acid));
+                if found && let Some(mut x) = stalled.take() {
+                    // Answer the command where it was sent (nothing else is
+                    // in flight there), then the Abort: DW0 bit 0 clear.
+                    let aborted = Status::new(StatusCodeType::GENERIC, generic::ABORT_REQUESTED);
+                    let c = Completion::new(0, x.head, x.qid, x.cid, aborted, false);
+                    send(&mut x.stream, &Header::CapsuleResp(c), &[])?;
+                    reply(&mut s, 0, 0, head, qid, cid)?;
+                } else {
+                    // Not aborted (DW0 bit 0 set).
+                    reply(&mut s, 1, 0, head, qid, cid)?;
+                }
+            }
             0x06 => {
                 let d = identify(cmd.cdw10 as u8);
                 c2h(&mut s, cid, &d)?;
@@ -149,6 +185,14 @@ fn connection(p: &Peer, mut s: TcpStream) -> std::io::Result<()> {
             }
             op @ (0x01 | 0x02) if qid != 0 => {
                 if p.stall_next.swap(false, Ordering::SeqCst) {
+                    if p.honour_abort.load(Ordering::SeqCst) {
+                        *p.stalled.lock().unwrap() = Some(Stalled {
+                            stream: s.try_clone()?,
+                            qid,
+                            cid,
+                            head,
+                        });
+                    }
                     continue;
                 }
                 let left = p.drop_after.load(Ordering::SeqCst);
@@ -366,9 +410,55 @@ fn a_stalled_target_times_the_command_out_once_and_the_association_comes_back() 
         "{done:?}"
     );
     assert!(done[0].buf.is_some());
+    // The Abort went out first; the target left the command stalled, so
+    // the grace period ended the association.
+    assert_eq!(peer.aborts.load(Ordering::SeqCst), 1);
+    assert_eq!(dev.stats().aborts_sent, 1);
+    assert_eq!(dev.stats().aborts_done, 0, "{:?}", dev.stats());
     q.set_timeout(Duration::from_secs(30));
     round_trip(&dev, &mut q, 200, 2048, 4);
     assert_eq!(q.stats().timeouts, 1);
+    assert!(dev.stats().failures >= 1);
+}
+
+#[test]
+fn a_stalled_command_is_aborted_on_the_admin_queue_and_answered_once_without_a_reconnection() {
+    let peer = Arc::new(Peer::default());
+    peer.honour_abort.store(true, Ordering::SeqCst);
+    let addr = serve(peer.clone());
+    let dev = open(addr, RecoveryOptions::default());
+    let mut q = queue(&dev, Duration::from_millis(200));
+    let ns = dev.namespaces()[0].clone();
+    let mut pool = dev.create_pool(1 << 20).unwrap();
+    peer.stall_next.store(true, Ordering::SeqCst);
+    q.read(&ns, 0, pool.alloc(512).unwrap(), 42).unwrap();
+    let done = reap(&mut q, 1);
+    assert!(
+        matches!(done[0].result, Err(IoError::TimedOut(_))),
+        "{done:?}"
+    );
+    assert_eq!(done[0].token, 42);
+    assert!(done[0].buf.is_some(), "the buffer comes back");
+    assert_eq!(peer.aborts.load(Ordering::SeqCst), 1, "one Abort was sent");
+    assert!(peer.stalled.lock().unwrap().is_none(), "the Abort named it");
+    // The target answers the command before the Abort: wait for the
+    // Abort's own completion to be counted.
+    let start = Instant::now();
+    while dev.stats().aborts_done == 0 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::yield_now();
+    }
+    let s = dev.stats();
+    assert_eq!((s.aborts_sent, s.aborts_done, s.aborts_failed), (1, 1, 0));
+    assert_eq!(s.failures, 0, "the association was not reset: {s:?}");
+    assert_eq!(q.stats().aborts_sent, 1);
+    assert_eq!(q.stats().resets_requested, 0);
+    // Nothing more arrives for it, and the same connection goes on.
+    q.set_timeout(Duration::from_secs(30));
+    round_trip(&dev, &mut q, 300, 4096, 5);
+    assert_eq!(q.transport().stats().connection_failures, 0);
+    assert_eq!(q.transport().stats().reconnects, 0);
+    assert_eq!(q.stats().completed, 3);
+    assert_eq!(q.outstanding(), 0);
 }
 
 #[test]

@@ -18,17 +18,41 @@
 //! what it holds with [`crate::DeviceGone::Failed`]. Once the new admin
 //! queue is up, each I/O queue Connects again with its own QID on its own
 //! thread and resubmits what was sent while it was down.
+//!
+//! A command past its deadline is first withdrawn with Abort (NVMe Base
+//! 2.0 §5.1) on the admin queue, as on PCIe: the queue's deadline scan
+//! *posts* "abort CID x of queue y, seen in generation g" to a fixed
+//! mailbox (a few atomic operations and a wake-up, never a lock the admin
+//! queue holds) and the same thread sends the Abort. A controller that
+//! honours it completes the command on its I/O connection (Command Abort
+//! Requested), and nothing is reconnected. An Abort that fails or times
+//! out, a mailbox that is full, or a command still in flight a grace
+//! period later ends the association as above.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::conn::Connection;
 use super::error::TcpError;
 use super::session::{FabricsController, SessionOptions, TcpTarget};
+use crate::spec::command::{AdminOpcode, Command};
+
+/// Abort requests the mailbox holds at once (association-wide). More
+/// waiting aborts than this end the association instead: a target with
+/// that many stuck commands is hung.
+pub(crate) const ABORT_SLOTS: usize = 32;
+
+/// Marks a used abort slot (an empty slot is 0).
+const VALID: u64 = 1 << 63;
+
+/// An abort request as one word: generation (low 31 bits), queue ID, CID.
+fn abort_key(generation: u64, qid: u16, cid: u16) -> u64 {
+    VALID | (generation & 0x7fff_ffff) << 32 | (qid as u64) << 16 | cid as u64
+}
 
 /// How the association recovers and how long it waits.
 #[derive(Clone, Debug)]
@@ -94,6 +118,12 @@ pub struct AssociationStats {
     pub failed_attempts: u64,
     /// Keep Alive commands sent.
     pub keep_alives: u64,
+    /// Abort commands sent for commands past their deadline.
+    pub aborts_sent: u64,
+    /// Aborts the controller reported as done (Abort DW0 bit 0 clear).
+    pub aborts_done: u64,
+    /// Aborts that failed or timed out (each ended the association).
+    pub aborts_failed: u64,
 }
 
 /// See the [module documentation](self).
@@ -106,6 +136,10 @@ pub(crate) struct Association {
     state: Mutex<State>,
     stats: Mutex<AssociationStats>,
     stop: AtomicBool,
+    /// Aborts posted by queues, see [`Association::post_abort`].
+    aborts: [AtomicU64; ABORT_SLOTS],
+    /// The keep-alive thread, for wake-ups without a lock.
+    thread: OnceLock<Thread>,
 }
 
 impl Association {
@@ -129,12 +163,15 @@ impl Association {
             }),
             stats: Mutex::new(AssociationStats::default()),
             stop: AtomicBool::new(false),
+            aborts: std::array::from_fn(|_| AtomicU64::new(0)),
+            thread: OnceLock::new(),
         });
         let worker = a.clone();
         let handle = std::thread::Builder::new()
             .name("nvme-tcp-keepalive".into())
             .spawn(move || worker.run())
             .map_err(|_| TcpError::Invalid("cannot start the keep-alive thread"))?;
+        let _ = a.thread.set(handle.thread().clone());
         Ok((a, handle))
     }
 
@@ -244,6 +281,64 @@ impl Association {
         }
     }
 
+    /// Ask for command `cid` of I/O queue `qid`, past its deadline in
+    /// `generation`, to be aborted on the admin queue. Posting the same
+    /// request again does nothing more. `false` when the mailbox is full:
+    /// the caller ends the association instead.
+    pub(crate) fn post_abort(&self, generation: u64, qid: u16, cid: u16) -> bool {
+        let key = abort_key(generation, qid, cid);
+        // Acquire: a slot the thread emptied is seen empty, not stale.
+        if self.aborts.iter().any(|s| s.load(Ordering::Acquire) == key) {
+            return true;
+        }
+        let posted = self.aborts.iter().any(|s| {
+            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if posted && let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+        posted
+    }
+
+    /// Send the Aborts posted for the live generation (the lock is held:
+    /// the admin queue runs one command at a time). An Abort that fails or
+    /// times out ends the association; so does one the controller refuses
+    /// with an error status. Aborts of an older generation are dropped:
+    /// ending that association failed the commands they name.
+    fn run_aborts(&self, s: &mut State) {
+        for slot in &self.aborts {
+            // Acquire: the queue's request is seen whole.
+            let key = slot.swap(0, Ordering::AcqRel);
+            if key == 0 {
+                continue;
+            }
+            let generation = s.generation;
+            if (key >> 32) & 0x7fff_ffff != generation & 0x7fff_ffff {
+                continue;
+            }
+            let Phase::Live(c) = &mut s.phase else {
+                continue;
+            };
+            let (qid, cid) = ((key >> 16) as u16, key as u16);
+            let mut cmd = Command::new(AdminOpcode::ABORT.0, 0);
+            cmd.cdw10 = (cid as u32) << 16 | qid as u32;
+            self.count(|c| c.aborts_sent += 1);
+            match c.admin_command("Abort", &cmd, None) {
+                Ok((dw0, _)) => {
+                    if dw0 & 1 == 0 {
+                        self.count(|c| c.aborts_done += 1);
+                    }
+                }
+                Err(e) => {
+                    self.count(|c| c.aborts_failed += 1);
+                    let why = format!("Abort of command {cid:#06x} on I/O queue {qid} failed: {e}");
+                    self.fail_locked(s, generation, &why);
+                }
+            }
+        }
+    }
+
     /// A queue of generation `generation` failed: end the association (if
     /// that generation is still the live one) and wake the recovery thread.
     pub(crate) fn report_failure(&self, generation: u64, why: &str) {
@@ -311,7 +406,11 @@ impl Association {
         let generation = s.generation;
         let now = Instant::now();
         match &mut s.phase {
-            Phase::Live(c) => {
+            Phase::Live(_) => {
+                self.run_aborts(&mut s);
+                let Phase::Live(c) = &mut s.phase else {
+                    return;
+                };
                 match c.keep_alive_if_due() {
                     Ok(true) => self.count(|c| c.keep_alives += 1),
                     Ok(false) => {}

@@ -16,10 +16,14 @@
 //!   `recover` reconnects the queue once the association is back (see
 //!   [`super::assoc`]); commands submitted meanwhile wait in the queue
 //!   pair and are sent after the reconnection.
-//! - A command past its deadline cannot be withdrawn over TCP: `cancel`
-//!   says so, and the queue pair's last resort, `reset`, fails the
-//!   connection and with it the association (the Linux host does the same
-//!   on a timeout): the command completes once, timed out.
+//! - A command past its deadline is aborted as on PCIe: `cancel` posts an
+//!   Abort (SQID, CID) to the association's thread, which sends it on the
+//!   admin queue; a controller that honours it answers the command on this
+//!   connection (Command Abort Requested) and it completes once, timed
+//!   out, with nothing reconnected. When the Abort fails or the command is
+//!   still in flight a grace period later, the queue pair's last resort,
+//!   `reset`, fails the connection and with it the association (what the
+//!   Linux host does on a timeout): the command completes once, timed out.
 
 #![forbid(unsafe_code)]
 
@@ -379,10 +383,20 @@ impl CommandTransport for TcpTransport {
         false
     }
 
-    fn cancel(&mut self, _tag: u16) -> CancelRequest {
-        // A command sent over TCP cannot be withdrawn; the queue pair
-        // escalates to `reset`.
-        CancelRequest::Failed
+    /// Posts an Abort of the command to the association's thread, which
+    /// sends it on the admin queue; the polling thread never waits for it.
+    /// `Failed` when more aborts wait than the mailbox holds: the queue
+    /// pair then ends the association.
+    fn cancel(&mut self, tag: u16) -> CancelRequest {
+        if !self.connected() {
+            // The failed connection completed it already.
+            return CancelRequest::NotInFlight;
+        }
+        if self.assoc.post_abort(self.generation, self.qid, tag) {
+            CancelRequest::Sent
+        } else {
+            CancelRequest::Failed
+        }
     }
 
     fn reset(&mut self, state: u64) {
