@@ -34,6 +34,10 @@ pub enum DirectError {
     /// Creating the ring or pool on an io_uring namespace failed.
     #[error("setting up a direct-mode io_uring queue failed")]
     UringSetup(#[source] UringError),
+    /// Connecting the queue or making the pool of an NVMe/TCP controller
+    /// failed.
+    #[error("setting up a direct-mode NVMe/TCP queue failed")]
+    TcpSetup(#[source] nvme_engine::tcp::TcpError),
     /// The pool could not serve a buffer.
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
@@ -89,6 +93,7 @@ fn setup_error(e: impl Into<AttachError>) -> DirectError {
     match e.into() {
         AttachError::Driver(e) => DirectError::Setup(e),
         AttachError::Uring(e) => DirectError::UringSetup(e),
+        AttachError::Tcp(e) => DirectError::TcpSetup(e),
     }
 }
 

@@ -58,7 +58,7 @@ pub use buf::{DataBuf, host_pool};
 pub use conn::{
     Connection, ConnectionOptions, Direction, SubmitRefusal, TcpCompletion, TcpFailure, TcpOutcome,
 };
-pub use device::{TcpDevice, TcpDeviceOptions, TcpQueueOptions};
+pub use device::{TcpDevice, TcpDeviceOptions, TcpParams, TcpQueueOptions};
 pub use error::TcpError;
 pub use session::{FabricsController, SessionOptions, TcpTarget, discover, run_blocking};
 pub use transport::{TcpQueue, TcpQueueStats, TcpTransport};
