@@ -204,6 +204,68 @@ fn a_stalled_command_is_aborted_on_the_admin_queue_and_answered_once_without_a_r
 }
 
 #[test]
+fn a_polling_thread_never_waits_while_the_association_thread_is_stuck_on_the_network() {
+    let peer = Arc::new(Peer::default());
+    let addr = serve(peer.clone());
+    let mut o = TcpDeviceOptions::default();
+    o.recovery.reconnect_delay = Duration::from_millis(50);
+    // Longer than the hang guard below: a poller that waited for the
+    // association's thread would trip it.
+    o.session.command_timeout = Duration::from_secs(120);
+    let dev = TcpDevice::open(TcpTarget::new(addr, "nqn.peer"), o).expect("the device opens");
+    let ns = dev.namespaces()[0].clone();
+    let mut pool = dev.create_pool(1 << 20).unwrap();
+    let mut qa = queue(&dev, Duration::from_millis(100));
+    let mut qb = queue(&dev, Duration::from_secs(30));
+    // A stalled command on queue A: its Abort is swallowed, and the
+    // association's thread waits on the admin queue (the lock held).
+    peer.swallow_aborts.store(true, Ordering::SeqCst);
+    peer.stall_next.store(true, Ordering::SeqCst);
+    qa.read(&ns, 0, pool.alloc(512).unwrap(), 1).unwrap();
+    let start = Instant::now();
+    while peer.admin_stream.lock().unwrap().is_none() {
+        qa.process_completions(8, |c| panic!("{c:?}"));
+        qa.check_timeouts(Instant::now());
+        assert!(start.elapsed() < Duration::from_secs(60), "no Abort sent");
+        std::thread::yield_now();
+    }
+    // Queue B's connection drops meanwhile: its owner gets the command
+    // back and follows the association without waiting for that thread.
+    peer.drop_after.store(1, Ordering::SeqCst);
+    let b = pool.alloc(512).unwrap();
+    qb.read(&ns, 8, b, 2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owner = std::thread::spawn(move || {
+        let done = reap(&mut qb, 1);
+        for _ in 0..100 {
+            qb.process_completions(8, |c| panic!("{c:?}"));
+        }
+        tx.send(done).unwrap();
+        qb
+    });
+    let done = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the polling thread waited for the association's thread");
+    assert!(
+        matches!(done[0].result, Err(IoError::Transport { errno }) if errno == libc::ECONNRESET),
+        "{done:?}"
+    );
+    let mut qb = owner.join().unwrap();
+    // Let the Abort fail (the admin connection closes): the association
+    // is re-established, queue A's command completes once, timed out, and
+    // queue B gets its new connection from the association's thread.
+    if let Some(s) = peer.admin_stream.lock().unwrap().take() {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    peer.swallow_aborts.store(false, Ordering::SeqCst);
+    let a = reap(&mut qa, 1);
+    assert!(matches!(a[0].result, Err(IoError::TimedOut(_))), "{a:?}");
+    round_trip(&dev, &mut qb, 64, 4096, 9);
+    assert!(qb.transport().stats().reconnects >= 1);
+    assert!(dev.stats().aborts_failed >= 1, "{:?}", dev.stats());
+}
+
+#[test]
 fn a_target_that_never_comes_back_fails_io_with_gone_after_the_loss_timeout() {
     let peer = Arc::new(Peer::default());
     let addr = serve(peer.clone());

@@ -16,8 +16,14 @@
 //! `reconnect_delay` until `ctrl_loss_timeout` has passed since the failure,
 //! after which the association has failed for good and every queue fails
 //! what it holds with [`crate::DeviceGone::Failed`]. Once the new admin
-//! queue is up, each I/O queue Connects again with its own QID on its own
-//! thread and resubmits what was sent while it was down.
+//! queue is up, each I/O queue asks for its connection again: the same
+//! thread connects it (TCP, ICReq, Fabrics Connect with the queue's own
+//! QID) and leaves it in a mailbox, where the queue's owner picks it up on
+//! a later reap and resubmits what was sent while it was down. A thread
+//! that polls queues never waits on the network nor on a lock held across
+//! it: it reads where the association stands from one atomic word, and
+//! reports failures, asks for connections and posts Aborts through
+//! mailboxes held only for a few instructions.
 //!
 //! A command past its deadline is first withdrawn with Abort (NVMe Base
 //! 2.0 §5.1) on the admin queue, as on PCIe: the queue's deadline scan
@@ -126,13 +132,43 @@ pub struct AssociationStats {
     pub aborts_failed: u64,
 }
 
+/// The phase in the low bits of the published word.
+const WORD_LIVE: u64 = 0;
+const WORD_RECONNECTING: u64 = 1;
+const WORD_FAILED: u64 = 2;
+
+/// Where the association stands, read without its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// Up, in this generation.
+    Live(u64),
+    /// Being re-established.
+    Reconnecting,
+    /// Given up on (or closed).
+    Failed,
+}
+
+/// A queue's request for a new connection, and its outcome once made.
+struct QueueConnect {
+    qid: u16,
+    depth: u16,
+    generation: u64,
+    made: Option<Result<Connection, TcpError>>,
+}
+
 /// See the [module documentation](self).
 pub(crate) struct Association {
     target: TcpTarget,
     session: SessionOptions,
     recovery: RecoveryOptions,
-    /// Mirrors `State::generation` for the one load a reap makes.
+    /// `State::generation << 2 | phase` (`WORD_*`), published under the
+    /// lock for the one load a reap makes and for lock-free standing.
     generation: AtomicU64,
+    /// A failure a queue reported, for the thread to act on: the
+    /// generation it saw and why.
+    failure: Mutex<Option<(u64, String)>>,
+    /// Connections queues asked for, and those made for them.
+    connects: Mutex<Vec<QueueConnect>>,
     state: Mutex<State>,
     stats: Mutex<AssociationStats>,
     stop: AtomicBool,
@@ -155,7 +191,9 @@ impl Association {
             target,
             session,
             recovery,
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(1 << 2 | WORD_LIVE),
+            failure: Mutex::new(None),
+            connects: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 phase: Phase::Live(Box::new(ctrl)),
                 generation: 1,
@@ -193,7 +231,105 @@ impl Association {
     /// change is acted on under the lock).
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.load(Ordering::Relaxed) >> 2
+    }
+
+    /// Publish `s`'s generation and phase (under the lock).
+    fn publish(&self, s: &State) {
+        let phase = match s.phase {
+            Phase::Live(_) => WORD_LIVE,
+            Phase::Reconnecting { .. } => WORD_RECONNECTING,
+            Phase::Failed(_) => WORD_FAILED,
+        };
+        // Release: a queue that sees the new word sees what led to it.
+        self.generation
+            .store(s.generation << 2 | phase, Ordering::Release);
+    }
+
+    /// Where the association stands, from one atomic load (for threads
+    /// that must not wait for the lock).
+    pub(crate) fn quick_standing(&self) -> Quick {
+        let w = self.generation.load(Ordering::Acquire);
+        match w & 3 {
+            WORD_LIVE => Quick::Live(w >> 2),
+            WORD_RECONNECTING => Quick::Reconnecting,
+            _ => Quick::Failed,
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The connection of I/O queue `qid` (`depth` commands) in live
+    /// generation `generation`, made by the association's thread: `None`
+    /// until it is made (the request is left for the thread, which is
+    /// woken), then once `Some` with the outcome. Never blocks on the
+    /// network.
+    pub(crate) fn poll_io_queue(
+        &self,
+        generation: u64,
+        qid: u16,
+        depth: u16,
+    ) -> Option<Result<Connection, TcpError>> {
+        let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = c.iter().position(|r| r.qid == qid) {
+            let r = &mut c[i];
+            if r.generation == generation && r.depth == depth {
+                if r.made.is_some() {
+                    return c.swap_remove(i).made;
+                }
+                return None;
+            }
+            // Asked for in an older generation: ask again.
+            c.swap_remove(i);
+        }
+        c.push(QueueConnect {
+            qid,
+            depth,
+            generation,
+            made: None,
+        });
+        drop(c);
+        self.wake();
+        None
+    }
+
+    /// Queue `qid` is gone: drop what was asked or made for it.
+    pub(crate) fn forget_io_queue(&self, qid: u16) {
+        self.connects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r.qid != qid);
+    }
+
+    /// Connect the I/O queues that asked in the live generation (on the
+    /// association's thread, the lock held: the admin queue's CNTLID names
+    /// the controller they join).
+    fn run_connects(&self, s: &mut State) {
+        let Phase::Live(ctrl) = &s.phase else {
+            return;
+        };
+        let wanted: Vec<(u16, u16)> = {
+            let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+            c.retain(|r| r.generation >= s.generation);
+            c.iter()
+                .filter(|r| r.generation == s.generation && r.made.is_none())
+                .map(|r| (r.qid, r.depth))
+                .collect()
+        };
+        for (qid, depth) in wanted {
+            let made = ctrl.connect_io_queue(qid, depth);
+            let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = c
+                .iter_mut()
+                .find(|r| r.qid == qid && r.depth == depth && r.generation == s.generation)
+            {
+                r.made = Some(made);
+            }
+        }
     }
 
     /// The subsystem and address.
@@ -204,11 +340,6 @@ impl Association {
     /// Bring-up and connection settings.
     pub(crate) fn session(&self) -> &SessionOptions {
         &self.session
-    }
-
-    /// Recovery settings.
-    pub(crate) fn recovery(&self) -> &RecoveryOptions {
-        &self.recovery
     }
 
     /// Where the association stands.
@@ -339,11 +470,29 @@ impl Association {
         }
     }
 
-    /// A queue of generation `generation` failed: end the association (if
-    /// that generation is still the live one) and wake the recovery thread.
+    /// A queue of generation `generation` failed: the association's thread
+    /// ends the association (if that generation is still the live one) and
+    /// re-establishes it. Returns at once: the caller never waits for the
+    /// lock, which the thread may hold across a network round trip.
     pub(crate) fn report_failure(&self, generation: u64, why: &str) {
-        let mut s = self.lock();
-        self.fail_locked(&mut s, generation, why);
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.as_ref().is_none_or(|(g, _)| *g < generation) {
+            *f = Some((generation, why.to_string()));
+        }
+        drop(f);
+        self.wake();
+    }
+
+    /// Act on a failure a queue reported (the lock is held).
+    fn run_reported_failure(&self, s: &mut State) {
+        let reported = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((generation, why)) = reported {
+            self.fail_locked(s, generation, &why);
+        }
     }
 
     fn fail_locked(&self, s: &mut State, generation: u64, why: &str) {
@@ -360,7 +509,7 @@ impl Association {
             last_error: why.to_string(),
         };
         s.generation += 1;
-        self.generation.store(s.generation, Ordering::Relaxed);
+        self.publish(s);
         self.count(|c| c.failures += 1);
     }
 
@@ -370,8 +519,12 @@ impl Association {
         let mut s = self.lock();
         let phase = std::mem::replace(&mut s.phase, Phase::Failed("the device was closed".into()));
         s.generation += 1;
-        self.generation.store(s.generation, Ordering::Relaxed);
+        self.publish(&s);
         drop(s);
+        self.connects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         match phase {
             Phase::Live(c) => c.shutdown(),
             _ => Ok(()),
@@ -403,11 +556,13 @@ impl Association {
     /// meanwhile never wait for it).
     fn turn(&self) {
         let mut s = self.lock();
+        self.run_reported_failure(&mut s);
         let generation = s.generation;
         let now = Instant::now();
         match &mut s.phase {
             Phase::Live(_) => {
                 self.run_aborts(&mut s);
+                self.run_connects(&mut s);
                 let Phase::Live(c) = &mut s.phase else {
                     return;
                 };
@@ -440,7 +595,7 @@ impl Association {
                     );
                     s.phase = Phase::Failed(why);
                     s.generation += 1;
-                    self.generation.store(s.generation, Ordering::Relaxed);
+                    self.publish(&s);
                     return;
                 }
             }
@@ -457,8 +612,10 @@ impl Association {
             Ok(c) => {
                 s.phase = Phase::Live(Box::new(c));
                 s.generation += 1;
-                self.generation.store(s.generation, Ordering::Relaxed);
+                self.publish(&s);
                 self.count(|c| c.reconnects += 1);
+                // Queues waiting for this generation connect now.
+                self.run_connects(&mut s);
             }
             Err(e) => {
                 if let Phase::Reconnecting {

@@ -13,9 +13,11 @@
 //! - A failed connection completes every command it held once, with a
 //!   transport error (`ECONNRESET`; a data digest mismatch `EBADMSG`, a
 //!   short transfer `EIO`), then `begin_reap` reports the change and
-//!   `recover` reconnects the queue once the association is back (see
-//!   [`super::assoc`]); commands submitted meanwhile wait in the queue
-//!   pair and are sent after the reconnection.
+//!   `recover` picks up the queue's new connection, made by the
+//!   association's thread once the association is back (see
+//!   [`super::assoc`]; the polling thread never waits on the network);
+//!   commands submitted meanwhile wait in the queue pair and are sent after
+//!   the reconnection.
 //! - A command past its deadline is aborted as on PCIe: `cancel` posts an
 //!   Abort (SQID, CID) to the association's thread, which sends it on the
 //!   admin queue; a controller that honours it answers the command on this
@@ -28,7 +30,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::dma::DmaBuf;
 use crate::driver::QueuePair;
@@ -39,7 +41,7 @@ use crate::driver::transport::{
 use crate::driver::{DeviceGone, IoError, LbaRange, QueuePairStats, SubmitErrorKind};
 use crate::spec::command::Command;
 
-use super::assoc::{Association, Standing};
+use super::assoc::{Association, Quick};
 use super::buf::DataBuf;
 use super::conn::{self, Connection, Direction, TcpFailure, TcpOutcome};
 
@@ -80,7 +82,6 @@ pub struct TcpTransport {
     /// Commands the queue pair holds as sent (on the connection, or held
     /// while it is down) and this transport has not completed.
     outstanding: usize,
-    next_try: Instant,
     ranges: Vec<u8>,
     close_timeout: Duration,
     stats: TcpQueueStats,
@@ -115,7 +116,6 @@ impl TcpTransport {
             depth,
             gone: false,
             outstanding: 0,
-            next_try: Instant::now(),
             ranges: Vec::new(),
             close_timeout,
             stats: TcpQueueStats::default(),
@@ -172,23 +172,26 @@ impl TcpTransport {
         self.assoc.report_failure(self.generation, why);
     }
 
+    /// Follow the association after this queue's connection failed,
+    /// without blocking: the association's thread re-establishes it and
+    /// makes this queue's new connection, which is picked up here.
     #[cold]
     fn reconnect(&mut self) -> Recovery {
         if self.gone {
             self.outstanding = 0;
             return Recovery::FailAll(IoError::Gone(DeviceGone::Failed));
         }
-        match self.assoc.standing() {
-            Standing::Failed(_) => {
+        match self.assoc.quick_standing() {
+            Quick::Failed => {
                 // The queue pair fails everything it holds.
                 self.gone = true;
                 self.outstanding = 0;
                 Recovery::FailAll(IoError::Gone(DeviceGone::Failed))
             }
-            Standing::Reconnecting => Recovery::Wait,
-            Standing::Live(g) if g == self.generation => {
+            Quick::Reconnecting => Recovery::Wait,
+            Quick::Live(g) if g == self.generation => {
                 // Only this connection failed: end the association, as the
-                // Linux host does; the thread re-establishes it.
+                // Linux host does; its thread re-establishes it.
                 let why = self
                     .conn
                     .failure()
@@ -197,36 +200,30 @@ impl TcpTransport {
                 self.assoc.report_failure(g, &why);
                 Recovery::Wait
             }
-            Standing::Live(g) => {
-                let now = Instant::now();
-                if now < self.next_try {
-                    return Recovery::Wait;
+            Quick::Live(g) => match self.assoc.poll_io_queue(g, self.qid, self.depth) {
+                None => Recovery::Wait,
+                Some(Ok(conn)) => {
+                    self.conn = conn;
+                    self.generation = g;
+                    self.stats.reconnects += 1;
+                    // The queue pair resends what it holds (or fails it).
+                    self.outstanding = 0;
+                    Recovery::Recreated
                 }
-                match self.assoc.connect_io_queue(g, self.qid, self.depth) {
-                    None => Recovery::Wait,
-                    Some(Ok(conn)) => {
-                        self.conn = conn;
-                        self.generation = g;
-                        self.stats.reconnects += 1;
-                        // The queue pair resends what it holds (or fails it).
-                        self.outstanding = 0;
-                        Recovery::Recreated
-                    }
-                    Some(Err(e)) => {
-                        self.stats.failed_reconnects += 1;
-                        self.next_try = now + self.assoc.recovery().reconnect_delay;
-                        self.assoc
-                            .report_failure(g, &format!("I/O queue {}: {e}", self.qid));
-                        Recovery::Wait
-                    }
+                Some(Err(e)) => {
+                    self.stats.failed_reconnects += 1;
+                    self.assoc
+                        .report_failure(g, &format!("I/O queue {}: {e}", self.qid));
+                    Recovery::Wait
                 }
-            }
+            },
         }
     }
 }
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
+        self.assoc.forget_io_queue(self.qid);
         self.assoc.release_qid(self.qid);
     }
 }

@@ -39,6 +39,11 @@ pub struct Peer {
     pub stalled: Mutex<Option<Stalled>>,
     /// Abort commands received (any queue, any CID).
     pub aborts: AtomicUsize,
+    /// Never answer an Abort: the host's admin queue waits on it.
+    pub swallow_aborts: AtomicBool,
+    /// The admin connection of the last swallowed Abort (shut it down to
+    /// end the host's wait).
+    pub admin_stream: Mutex<Option<TcpStream>>,
 }
 
 /// A swallowed command and the connection to answer it on.
@@ -155,6 +160,10 @@ fn connection(p: &Peer, mut s: TcpStream) -> std::io::Result<()> {
             },
             0x08 if qid == 0 => {
                 p.aborts.fetch_add(1, Ordering::SeqCst);
+                if p.swallow_aborts.load(Ordering::SeqCst) {
+                    *p.admin_stream.lock().unwrap() = Some(s.try_clone()?);
+                    continue;
+                }
                 let (aqid, acid) = (cmd.cdw10 as u16, (cmd.cdw10 >> 16) as u16);
                 let mut stalled = p.stalled.lock().unwrap();
                 let found = stalled
