@@ -90,12 +90,12 @@ uring)
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
 # The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
-# engine/tests/tcp_target.rs, reactor/tests/tcp_target.rs, nvme-perf
+# engine/tests/tcp_target.rs, reactor/tests/reactor_tcp_target.rs, nvme-perf
 # (discovery, --verify, two IDs) and the examples against it; no NVMe device
 # is used.
 tcp)
 	MODES=(tcp)
-	GUEST_TEST_TARGETS=(tcp_target reactor/tcp_target)
+	GUEST_TEST_TARGETS=(tcp_target reactor/reactor_tcp_target)
 	METADATA_NAMESPACES=0
 	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
 	EXTRA_CMDLINE+=" null_blk.nr_devices=0"

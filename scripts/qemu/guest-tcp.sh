@@ -96,7 +96,7 @@ fi
 # The examples over NVMe/TCP (namespace 2, file-backed: written, then read
 # back): hello_world and journal through a reactor with its own connection,
 # identify with the association's parameters.
-for ex in "hello_world" "identify" "journal --records 200 --depth 4"; do
+for ex in "hello_world" "identify" "journal --records 100 --depth 4"; do
 	name=${ex%% *}
 	step "$ex over NVMe/TCP"
 	if [ ! -x "/payload/bin/$name" ]; then
@@ -111,7 +111,7 @@ for ex in "hello_world" "identify" "journal --records 200 --depth 4"; do
 	case $name in
 	hello_world) want="compare: identical" ;;
 	identify) want="MAXH2CDATA" ;;
-	journal) want="read back 200 records: 200 intact, 0 damaged" ;;
+	journal) want="read back 100 records: 100 intact, 0 damaged" ;;
 	esac
 	if [ "$rc" = 0 ] && echo "$out" | grep -q "$want"; then
 		echo "--- PASS: $name over NVMe/TCP"

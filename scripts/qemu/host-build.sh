@@ -52,7 +52,8 @@ for line in open(sys.argv[1]):
 
 # build_guest_tests: append the real-device test executables to PAYLOAD_TESTS.
 # Test targets come from GUEST_TEST_TARGETS (engine/tests/<name>.rs, or
-# <crate dir>/<name> for another crate's, e.g. reactor/tcp_target); a target
+# <crate dir>/<name> for another crate's, e.g. reactor/reactor_tcp_target;
+# names must differ: the payload drops the directory); a target
 # that does not exist yet is skipped with a note.
 build_guest_tests() {
 	local name json exe found=0 dir pkg
