@@ -24,12 +24,11 @@ use nvme_engine::tcp::{TcpDevice, TcpError, TcpQueueOptions, TcpTransport};
 use nvme_engine::{ControllerOptions, Health, Namespace, QueuePair};
 
 use crate::attach::Attach;
-use crate::direct::{DirectError, DirectQueue};
 use crate::error::ReactorError;
-use crate::set::{ReactorConfig, ReactorSet};
 
 /// NVMe over TCP: each reactor drives one I/O queue (one connection) per
-/// [`TcpController`]. Start a set with [`ReactorSet::start_tcp`].
+/// [`TcpController`]. Start a set with
+/// [`ReactorSet::start_tcp`](crate::ReactorSet::start_tcp).
 #[derive(Debug)]
 pub struct Tcp;
 
@@ -47,9 +46,9 @@ impl TcpController {
         Self::with_options(device, TcpQueueOptions::default())
     }
     /// `device`, whose queues get `options` (`entries`, the deadline and
-    /// the retry limit are overridden by [`ReactorConfig::queue_entries`],
-    /// [`ReactorConfig::io_timeout`] and [`ReactorConfig::io_retry_limit`]
-    /// when those are set).
+    /// the retry limit are overridden by the reactors'
+    /// [`ReactorConfig`](crate::ReactorConfig) `queue_entries`, `io_timeout`
+    /// and `io_retry_limit` when those are set).
     pub fn with_options(device: TcpDevice, options: TcpQueueOptions) -> Self {
         TcpController {
             device: Arc::new(device),
@@ -155,32 +154,5 @@ impl Attach for Tcp {
             controller,
             source,
         }
-    }
-}
-
-impl ReactorSet<Tcp> {
-    /// Start one reactor per core in `config.cores` over NVMe/TCP
-    /// controllers: each reactor connects, on its own thread, one I/O queue
-    /// per controller (QIDs are taken in order) and polls it. Requests
-    /// name the controller by its index in `controllers` and the namespace
-    /// by its NSID.
-    pub fn start_tcp(
-        config: ReactorConfig,
-        controllers: Vec<TcpController>,
-    ) -> Result<Self, ReactorError> {
-        Self::start_with(config, controllers)
-    }
-}
-
-impl DirectQueue<Tcp> {
-    /// Connect an I/O queue of `entries` (or the controller's option) on
-    /// this thread, and a pool of `pool_bytes` for its buffers. Requests
-    /// must name controller index 0.
-    pub fn new_tcp(
-        controller: &TcpController,
-        entries: Option<u16>,
-        pool_bytes: usize,
-    ) -> Result<Self, DirectError> {
-        Self::create(controller, entries, pool_bytes)
     }
 }

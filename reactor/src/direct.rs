@@ -18,6 +18,7 @@ use nvme_engine::Device;
 use nvme_engine::uring::UringError;
 
 use crate::attach::{Attach, AttachError, Uring, UringNamespace};
+use crate::attach_tcp::{Tcp, TcpController};
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
 use nvme_engine::{Controller, DriverError, QueuePair, QueuePairOptions};
 
@@ -139,6 +140,19 @@ impl DirectQueue<Uring> {
         pool_bytes: usize,
     ) -> Result<Self, DirectError> {
         Self::create(device, entries, pool_bytes)
+    }
+}
+
+impl DirectQueue<Tcp> {
+    /// Connect an I/O queue of `entries` (or the controller's option) on
+    /// this thread, and a pool of `pool_bytes` for its buffers. Requests
+    /// must name controller index 0.
+    pub fn new_tcp(
+        controller: &TcpController,
+        entries: Option<u16>,
+        pool_bytes: usize,
+    ) -> Result<Self, DirectError> {
+        Self::create(controller, entries, pool_bytes)
     }
 }
 

@@ -102,7 +102,10 @@
 //!   one admin command). The worker runs on the CPUs of the thread that
 //!   brought the controller up; a [`ReactorSet`] that pins its reactors
 //!   moves it off their cores when a core is free
-//!   (`Controller::keep_admin_work_off`);
+//!   (`Controller::keep_admin_work_off`). Over NVMe/TCP ([`Tcp`]) the
+//!   association's thread does this work — Aborts, Keep Alive, bringing
+//!   the association back and connecting each reactor's queue again, which
+//!   the reactor picks up on a later turn without waiting;
 //! - on the caller: `Controller::reset()`, admin passthrough, and queue
 //!   deletion at teardown.
 //!

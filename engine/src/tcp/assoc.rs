@@ -320,14 +320,31 @@ impl Association {
                 .map(|r| (r.qid, r.depth))
                 .collect()
         };
+        let generation = s.generation;
+        let mut failed = None;
         for (qid, depth) in wanted {
             let made = ctrl.connect_io_queue(qid, depth);
+            if let Err(e) = &made {
+                failed = Some(format!("I/O queue {qid} could not connect again: {e}"));
+            }
             let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = c
                 .iter_mut()
-                .find(|r| r.qid == qid && r.depth == depth && r.generation == s.generation)
+                .find(|r| r.qid == qid && r.depth == depth && r.generation == generation)
             {
                 r.made = Some(made);
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = failed {
+            // The association is of no use without its queues: end it, and
+            // try again only after the reconnect delay (not at once, which
+            // would loop as fast as the target refuses).
+            self.fail_locked(s, generation, &why);
+            if let Phase::Reconnecting { next_try, .. } = &mut s.phase {
+                *next_try = Instant::now() + self.recovery.reconnect_delay;
             }
         }
     }
@@ -426,8 +443,8 @@ impl Association {
             s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         });
-        if posted && let Some(t) = self.thread.get() {
-            t.unpark();
+        if posted {
+            self.wake();
         }
         posted
     }
