@@ -136,6 +136,43 @@ fn a_dropped_connection_answers_each_request_once_and_io_goes_on_after_the_recon
 }
 
 #[test]
+fn shutdown_while_the_association_is_down_answers_every_held_request_once_with_its_buffer() {
+    let peer = Arc::new(Peer::default());
+    let ctrl = open(&peer, Duration::from_secs(30));
+    let set = ReactorSet::start_tcp(config(1), vec![ctrl.clone()]).expect("reactors start");
+    let mut producers = vec![set.producer(0).unwrap()];
+    // The connection drops and the target refuses every new one: the
+    // association stays down.
+    peer.refuse.store(true, Ordering::SeqCst);
+    peer.drop_after.store(1, Ordering::SeqCst);
+    let b = producers[0].alloc(512).unwrap();
+    let first = run_all(&mut producers, vec![(0, Request::read(0, 1, 0, b, 100))]);
+    assert!(first[0].result.is_err(), "{:?}", first[0].result);
+    // Held by the queue (its connection failed), whose owner reports the
+    // failure; the association cannot come back.
+    for i in 0..4u64 {
+        let b = producers[0].alloc(512).unwrap();
+        producers[0]
+            .try_submit(Request::read(0, 1, i, b, i))
+            .map_err(|r| r.reason)
+            .unwrap();
+    }
+    // The reactor took them and its queue reported the failure.
+    wait_for(|| ctrl.device().stats().failures >= 1);
+    let report = set.shutdown_within(Duration::from_millis(100));
+    let mut seen = [0; 4];
+    producers[0].poll_completions(|r| {
+        assert!(r.result.is_err(), "{:?}", r.result);
+        assert!(r.buf.is_some(), "token {}: the buffer comes back", r.token);
+        seen[r.token as usize] += 1;
+    });
+    assert_eq!(
+        seen, [1; 4],
+        "each held request answered exactly once: {report}"
+    );
+}
+
+#[test]
 fn a_stalled_request_is_aborted_and_answered_timed_out_once_without_a_reconnection() {
     let peer = Arc::new(Peer::default());
     peer.honour_abort.store(true, Ordering::SeqCst);
