@@ -60,6 +60,40 @@ fn abort_key(generation: u64, qid: u16, cid: u16) -> u64 {
     VALID | (generation & 0x7fff_ffff) << 32 | (qid as u64) << 16 | cid as u64
 }
 
+/// Abort requests waiting for the association's thread: a fixed array of
+/// words, posted with a compare-and-swap, taken with a swap.
+struct AbortMailbox([AtomicU64; ABORT_SLOTS]);
+
+impl AbortMailbox {
+    fn new() -> Self {
+        AbortMailbox(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// Post `key`; the same request posted again collapses into one.
+    /// `false` when every slot is taken.
+    fn post(&self, key: u64) -> bool {
+        // Acquire: a slot the thread emptied is seen empty, not stale.
+        if self.0.iter().any(|s| s.load(Ordering::Acquire) == key) {
+            return true;
+        }
+        self.0.iter().any(|s| {
+            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+
+    /// Take every waiting request: `(generation low 31 bits, qid, cid)`.
+    fn take(&self, mut f: impl FnMut(u64, u16, u16)) {
+        for slot in &self.0 {
+            // Acquire: the queue's request is seen whole.
+            let key = slot.swap(0, Ordering::AcqRel);
+            if key != 0 {
+                f((key >> 32) & 0x7fff_ffff, (key >> 16) as u16, key as u16);
+            }
+        }
+    }
+}
+
 /// How the association recovers and how long it waits.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -173,7 +207,7 @@ pub(crate) struct Association {
     stats: Mutex<AssociationStats>,
     stop: AtomicBool,
     /// Aborts posted by queues, see [`Association::post_abort`].
-    aborts: [AtomicU64; ABORT_SLOTS],
+    aborts: AbortMailbox,
     /// The keep-alive thread, for wake-ups without a lock.
     thread: OnceLock<Thread>,
 }
@@ -201,7 +235,7 @@ impl Association {
             }),
             stats: Mutex::new(AssociationStats::default()),
             stop: AtomicBool::new(false),
-            aborts: std::array::from_fn(|_| AtomicU64::new(0)),
+            aborts: AbortMailbox::new(),
             thread: OnceLock::new(),
         });
         let worker = a.clone();
@@ -434,15 +468,7 @@ impl Association {
     /// request again does nothing more. `false` when the mailbox is full:
     /// the caller ends the association instead.
     pub(crate) fn post_abort(&self, generation: u64, qid: u16, cid: u16) -> bool {
-        let key = abort_key(generation, qid, cid);
-        // Acquire: a slot the thread emptied is seen empty, not stale.
-        if self.aborts.iter().any(|s| s.load(Ordering::Acquire) == key) {
-            return true;
-        }
-        let posted = self.aborts.iter().any(|s| {
-            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
+        let posted = self.aborts.post(abort_key(generation, qid, cid));
         if posted {
             self.wake();
         }
@@ -455,20 +481,20 @@ impl Association {
     /// with an error status. Aborts of an older generation are dropped:
     /// ending that association failed the commands they name.
     fn run_aborts(&self, s: &mut State) {
-        for slot in &self.aborts {
-            // Acquire: the queue's request is seen whole.
-            let key = slot.swap(0, Ordering::AcqRel);
-            if key == 0 {
-                continue;
-            }
+        let mut posted = [(0u64, 0u16, 0u16); ABORT_SLOTS];
+        let mut n = 0;
+        self.aborts.take(|g, qid, cid| {
+            posted[n] = (g, qid, cid);
+            n += 1;
+        });
+        for &(posted_in, qid, cid) in &posted[..n] {
             let generation = s.generation;
-            if (key >> 32) & 0x7fff_ffff != generation & 0x7fff_ffff {
+            if posted_in != generation & 0x7fff_ffff {
                 continue;
             }
             let Phase::Live(c) = &mut s.phase else {
                 continue;
             };
-            let (qid, cid) = ((key >> 16) as u16, key as u16);
             let mut cmd = Command::new(AdminOpcode::ABORT.0, 0);
             cmd.cdw10 = (cid as u32) << 16 | qid as u32;
             self.count(|c| c.aborts_sent += 1);
@@ -649,5 +675,38 @@ impl Association {
                 self.count(|c| c.failed_attempts += 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_key_keeps_generation_queue_and_command_apart_and_is_never_empty() {
+        let k = abort_key(5, 3, 0x1234);
+        assert_ne!(k, abort_key(6, 3, 0x1234));
+        assert_ne!(k, abort_key(5, 4, 0x1234));
+        assert_ne!(k, abort_key(5, 3, 0x1235));
+        assert_ne!(abort_key(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn the_abort_mailbox_collapses_duplicates_refuses_when_full_and_hands_each_out_once() {
+        let m = AbortMailbox::new();
+        assert!(m.post(abort_key(7, 1, 9)));
+        assert!(m.post(abort_key(7, 1, 9)), "a duplicate is accepted");
+        for cid in 0..ABORT_SLOTS as u16 - 1 {
+            assert!(m.post(abort_key(7, 2, cid)));
+        }
+        assert!(!m.post(abort_key(7, 3, 0)), "every slot taken: refused");
+        let mut got = Vec::new();
+        m.take(|g, qid, cid| got.push((g, qid, cid)));
+        assert_eq!(got.len(), ABORT_SLOTS, "the duplicate took no slot");
+        assert_eq!(got.iter().filter(|&&x| x == (7, 1, 9)).count(), 1);
+        got.clear();
+        m.take(|g, qid, cid| got.push((g, qid, cid)));
+        assert!(got.is_empty(), "taken once");
+        assert!(m.post(abort_key(8, 3, 0)), "room again");
     }
 }
