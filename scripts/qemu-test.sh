@@ -96,11 +96,12 @@ uring)
 	EXTRA_CMDLINE+=" nvme.poll_queues=1"
 	;;
 # The kernel's NVMe over TCP target on loopback (scripts/nvmf-target.sh),
-# engine/tests/tcp_target.rs and nvme-perf (discovery, --verify) against it;
-# no NVMe device is used.
+# engine/tests/tcp_target.rs, reactor/tests/reactor_tcp_target.rs, nvme-perf
+# (discovery, --verify, two IDs) and the examples against it; no NVMe device
+# is used.
 tcp)
 	MODES=(tcp)
-	GUEST_TEST_TARGETS=(tcp_target)
+	GUEST_TEST_TARGETS=(tcp_target reactor/reactor_tcp_target)
 	METADATA_NAMESPACES=0
 	SUBSYSTEM_NAMESPACE=0
 	GUEST_MODULES+=(configfs nvmet_tcp null_blk nvme_tcp)
@@ -111,6 +112,7 @@ tcp)
 	if [[ $BUILD == 1 ]]; then
 		build_guest_tests
 		build_guest_perf
+		build_guest_examples hello_world identify journal
 	fi
 	boot_modes tcp
 	;;

@@ -28,7 +28,13 @@
 //! path:/dev/ng0n1'` on a namespace the kernel's nvme driver keeps, through
 //! NVMe passthrough over io_uring (the reactor then owns a ring per
 //! namespace instead of a queue pair; `poll:0` and `fixed:0` turn polling
-//! and fixed buffers off).
+//! and fixed buffers off), `-r 'trtype:TCP adrfam:IPv4 traddr:192.0.2.7
+//! trsvcid:4420 subnqn:nqn.2026-12.io.example:disk'` on a controller of
+//! an NVMe over Fabrics target over TCP (each reactor connects its own I/O
+//! queue; `hdgst:1`/`ddgst:1` ask for digests, `hostnqn:` names the host,
+//! `ns:N` picks the namespace). A target on this machine (loopback) gets
+//! the examples' threads yielding when idle, as on a shared core: its work
+//! runs in kernel threads that need a CPU too.
 
 #![forbid(unsafe_code)]
 
@@ -38,9 +44,12 @@ use anyhow::{Context, Result, bail};
 use nvme_emu::EmuHandle;
 use nvme_engine::Device;
 use nvme_engine::spec::identify::IdentifyController;
+use nvme_engine::tcp::TcpDeviceOptions;
 use nvme_engine::uring::{BufferMode, CompletionMode};
 use nvme_engine::{Controller, Namespace};
-use nvme_reactor::{AllowedCores, Attach, CorePlan, DevicePlacement, Uring, UringNamespace};
+use nvme_reactor::{
+    AllowedCores, Attach, CorePlan, DevicePlacement, Tcp, TcpController, Uring, UringNamespace,
+};
 use nvme_trid::{
     AnyDevice, ControllerId, EmuRunMode, EmuSpec, EmuThread, OpenOptions, Syntax, TransportId,
 };
@@ -154,6 +163,62 @@ impl Handle for UringNamespace {
     }
 }
 
+impl Handle for TcpController {
+    fn identify(&self) -> &IdentifyController {
+        self.device().identify()
+    }
+    fn namespaces(&self) -> Vec<Namespace> {
+        self.device().namespaces().to_vec()
+    }
+    fn max_transfer_bytes(&self) -> usize {
+        self.device().max_transfer_bytes()
+    }
+    fn transport_lines(&self) -> Vec<String> {
+        let d = self.device();
+        let p = d.params();
+        let t = d.target();
+        let digest = |on: bool| if on { "on" } else { "off" };
+        let (cap, vs) = (p.cap, p.version);
+        vec![
+            format!("device    : NVMe/TCP {} subsystem {}", t.addr, t.subnqn),
+            format!("host      : {}", t.hostnqn),
+            format!(
+                "association: CNTLID {}, KATO {} ms, header digest {}, data digest {}",
+                p.cntlid,
+                p.kato.as_millis(),
+                digest(p.digests.header),
+                digest(p.digests.data)
+            ),
+            format!(
+                "capsules  : IOCCSZ {} bytes ({} bytes of write data in the capsule), IORCSZ {} bytes, MAXH2CDATA {} bytes",
+                p.ioccsz_bytes,
+                p.ioccsz_bytes.saturating_sub(64),
+                p.iorcsz_bytes,
+                p.maxh2cdata
+            ),
+            format!(
+                "cap       : {cap:#018x} (max queue entries {}, to {} ms, css {:#x}), read with Property Get",
+                (cap & 0xffff) + 1,
+                ((cap >> 24) & 0xff) * 500,
+                (cap >> 37) & 0xff
+            ),
+            format!(
+                "version   : {}.{}.{}",
+                vs >> 16,
+                (vs >> 8) & 0xff,
+                vs & 0xff
+            ),
+            format!(
+                "I/O queues: one TCP connection each, max transfer {} bytes",
+                d.max_transfer_bytes()
+            ),
+        ]
+    }
+    fn skipped(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// A ring's modes in words (`polled, fixed buffers`, or why not).
 pub fn ring_modes(completion: &CompletionMode, buffers: &BufferMode) -> String {
     let c = match completion {
@@ -205,8 +270,9 @@ pub struct DeviceArgs {
     /// scripts/setup.sh; noiommu:1 opts in to the no-IOMMU path) or
     /// 'trtype:emu size:256M' (an emulated controller) or
     /// 'trtype:nvme-io_uring path:/dev/ng0n1' (a namespace left with the
-    /// kernel, through io_uring passthrough); with PCIe, ns:N picks the
-    /// namespace. Without it the example runs on the built-in
+    /// kernel, through io_uring passthrough) or 'trtype:TCP adrfam:IPv4
+    /// traddr:127.0.0.1 trsvcid:4420 subnqn:NQN' (NVMe over TCP); with
+    /// PCIe and TCP, ns:N picks the namespace. Without it the example runs on the built-in
     /// emulated controller (64 MiB of RAM).
     #[arg(short = 'r', long = "transport-id", value_name = "TRID")]
     pub transport: Option<TransportId>,
@@ -240,6 +306,55 @@ pub fn run<E: Example>(device: &DeviceArgs, example: E) -> Result<()> {
         Some(id) => with_env_no_iommu(id.clone()),
         None => builtin(&plan),
     };
+    if let ControllerId::Tcp(spec) = &id.controller {
+        if spec.is_discovery() {
+            bail!(
+                "{} names the discovery subsystem, which has no namespaces: list what the portal \
+                 at {} offers with nvme-perf -r 'trtype:TCP adrfam:IPv4 traddr:{} trsvcid:{} \
+                 subnqn:{}', then name one of its subsystems with subnqn:",
+                spec.subnqn,
+                spec.addr,
+                spec.addr.ip(),
+                spec.addr.port(),
+                spec.subnqn
+            );
+        }
+        let Some(opened) = nvme_trid::open_tcp(&id.controller, TcpDeviceOptions::default()) else {
+            bail!("not an NVMe/TCP transport ID");
+        };
+        let device = opened?;
+        let nsid = match id.nsid {
+            Some(n) if device.namespaces().iter().any(|ns| ns.id() == n) => Some(n),
+            Some(n) => bail!(
+                "namespace {n} is not usable on {}: usable namespaces are [{}]; pick one with ns:N",
+                device.name(),
+                device
+                    .namespaces()
+                    .iter()
+                    .map(|ns| ns.id().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => None,
+        };
+        println!(
+            "device: NVMe/TCP controller {} at {} (CNTLID {})",
+            spec.subnqn,
+            spec.addr,
+            device.cntlid()
+        );
+        let mut plan = plan;
+        // A loopback target's work runs in kernel threads on this machine:
+        // the busy threads yield when idle, as on a shared core.
+        plan.shared |= spec.addr.ip().is_loopback();
+        let setup = Setup {
+            builtin: None,
+            emu: None,
+            nsid,
+            plan,
+        };
+        return example.run::<Tcp>(TcpController::new(device), &setup);
+    }
     if let Some(opened) = nvme_trid::open_uring(&id.controller) {
         let (device, options) = opened?;
         println!(

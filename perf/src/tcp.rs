@@ -2,8 +2,12 @@
 //! trsvcid:4420 subnqn:<nqn>'` opens the controller over TCP and runs the
 //! same workers, compiled loop, verify pass, table and `--json` report as on
 //! PCIe — each worker's queue pairs are [`TcpQueue`](nvme_engine::tcp::TcpQueue)s (one connection each,
-//! created on the worker's core). A `subnqn` naming the discovery subsystem
-//! prints the portal's Discovery log entries as transport IDs instead.
+//! created on the worker's core). Several `-r` TCP IDs (two subsystems, or
+//! the same subsystem twice with different `ns:`) run in one go, each its
+//! own association, their namespaces spread over the workers as for PCIe;
+//! TCP IDs do not mix with other transports in one run. A `subnqn` naming
+//! the discovery subsystem prints the portal's Discovery log entries as
+//! transport IDs instead.
 
 #![forbid(unsafe_code)]
 
@@ -26,30 +30,40 @@ use crate::units::format_size;
 use crate::worker::{self, RunParams, WorkerPlan};
 use crate::{report, signal};
 
-/// Run nvme-perf when `-r` names an NVMe/TCP controller: `Some(exit
+/// Run nvme-perf when `-r` names NVMe/TCP controllers: `Some(exit
 /// status)`, or `None` when it names another transport.
 pub fn main(o: &mut Options, human: &mut dyn Write, terminal: bool) -> Result<Option<i32>> {
-    let ids = &o.args.transports;
-    if !ids
+    let ids = o.args.transports.clone();
+    let tcp: Vec<(TransportId, TcpSpec)> = ids
         .iter()
-        .any(|t| matches!(t.controller, ControllerId::Tcp(_)))
-    {
+        .filter_map(|t| match &t.controller {
+            ControllerId::Tcp(spec) => Some((t.clone(), spec.clone())),
+            _ => None,
+        })
+        .collect();
+    if tcp.is_empty() {
         return Ok(None);
     }
-    if ids.len() > 1 {
+    if tcp.len() < ids.len() {
         bail!(
-            "an NVMe/TCP transport ID must be the only -r of a run; run one nvme-perf per target"
+            "NVMe/TCP transport IDs cannot share a run with PCIe, emulated or io_uring ones (each \
+             transport has workers of its own); run one nvme-perf per transport"
         );
     }
-    let id = ids[0].clone();
-    let ControllerId::Tcp(spec) = &id.controller else {
-        return Ok(None);
-    };
-    if spec.is_discovery() {
-        list(spec, human)?;
+    let discovery = tcp.iter().filter(|(_, s)| s.is_discovery()).count();
+    if discovery > 0 {
+        if discovery < tcp.len() {
+            bail!(
+                "a transport ID naming the discovery subsystem lists what a portal offers and \
+                 runs no I/O: give it without the other -r, then run on the subsystems it lists"
+            );
+        }
+        for (_, spec) in &tcp {
+            list(spec, human)?;
+        }
         return Ok(Some(0));
     }
-    run(o, &id, spec, human, terminal).map(Some)
+    run(o, &tcp, human, terminal).map(Some)
 }
 
 /// Print the portal's Discovery log page, one transport ID per entry.
@@ -78,59 +92,93 @@ fn list(spec: &TcpSpec, human: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Open the device, check the plan, run the workers, report.
+/// One controller of the run: its transport ID, the opened device, its
+/// name in the tables and the namespaces it drives.
+struct Target {
+    spec: TcpSpec,
+    dev: TcpDevice,
+    name: String,
+    namespaces: Vec<Namespace>,
+}
+
+fn digests(spec: &TcpSpec) -> &'static str {
+    match (spec.header_digest, spec.data_digest) {
+        (false, false) => "no digests",
+        (true, false) => "header digest",
+        (false, true) => "data digest",
+        (true, true) => "header and data digests",
+    }
+}
+
+/// Open every device (one association each, also for the same subsystem
+/// named twice), check the plan, run the workers, report.
 fn run(
     o: &mut Options,
-    id: &TransportId,
-    spec: &TcpSpec,
+    ids: &[(TransportId, TcpSpec)],
     human: &mut dyn Write,
     terminal: bool,
 ) -> Result<i32> {
     if o.args.no_shutdown_notification {
         bail!("-N does not apply to NVMe/TCP (the association is always shut down); drop -N");
     }
-    let mut d = TcpDeviceOptions::default();
-    d.session.command_timeout = d.session.command_timeout.max(o.args.io_timeout);
-    let queues = o.cores.len() * o.plan.qpairs;
-    d.max_io_queues = (queues as u16).max(1);
-    let dev = nvme_trid::open_tcp(&id.controller, d)
-        .ok_or_else(|| anyhow!("not an NVMe/TCP transport ID"))??;
-    let namespaces = select(&dev, id.nsid)?;
-    check(o, &dev, &namespaces)?;
-    let name = format!("{} {}", spec.addr, spec.subnqn);
-    let sets = vec![(name.clone(), namespaces.clone())];
+    let mut targets: Vec<Target> = Vec::with_capacity(ids.len());
+    for (id, spec) in ids {
+        let mut d = TcpDeviceOptions::default();
+        d.session.command_timeout = d.session.command_timeout.max(o.args.io_timeout);
+        // QIDs are taken lowest first as workers connect; the target
+        // refuses a Connect beyond what it allows, with its own message.
+        d.max_io_queues = u16::MAX - 1;
+        let dev = nvme_trid::open_tcp(&id.controller, d)
+            .ok_or_else(|| anyhow!("not an NVMe/TCP transport ID"))??;
+        let namespaces = select(&dev, id.nsid)?;
+        check(o, &dev, &namespaces)?;
+        let mut name = format!("{} {}", spec.addr, spec.subnqn);
+        if let Some(n) = id.nsid {
+            name = format!("{name} ns:{n}");
+        }
+        if targets.iter().any(|t| t.name == name) {
+            name = format!("{name} (#{})", targets.len() + 1);
+        }
+        targets.push(Target {
+            spec: spec.clone(),
+            dev,
+            name,
+            namespaces,
+        });
+    }
+    let sets: Vec<_> = targets
+        .iter()
+        .map(|t| (t.name.clone(), t.namespaces.clone()))
+        .collect();
     let (mut workers, rows) = crate::plan::divide_among(&sets, &o.cores, &o.plan)?;
     // A target on this machine (loopback) runs its work in kernel threads
     // that may share a worker's core: a worker that finds nothing to do
     // for a while yields it to them, as it does to an emulated controller's
     // device thread. A remote target needs nothing of the worker's core.
-    let local = spec.addr.ip().is_loopback();
+    let local = targets.iter().any(|t| t.spec.addr.ip().is_loopback());
     for w in &mut workers {
         w.yield_when_idle = local;
     }
-    let digests = match (spec.header_digest, spec.data_digest) {
-        (false, false) => "no digests",
-        (true, false) => "header digest",
-        (false, true) => "data digest",
-        (true, true) => "header and data digests",
-    };
-    writeln!(
-        human,
-        "Attached to NVMe/TCP controller {} at {} (CNTLID {}, {digests}): {}",
-        spec.subnqn,
-        spec.addr,
-        dev.cntlid(),
-        dev.identify().model()
-    )?;
-    for ns in &namespaces {
+    for t in &targets {
         writeln!(
             human,
-            "  Namespace ID: {} size: {} ({} blocks of {} bytes)",
-            ns.id(),
-            format_size(ns.size_bytes()),
-            ns.blocks(),
-            ns.block_size()
+            "Attached to NVMe/TCP controller {} at {} (CNTLID {}, {}): {}",
+            t.spec.subnqn,
+            t.spec.addr,
+            t.dev.cntlid(),
+            digests(&t.spec),
+            t.dev.identify().model()
         )?;
+        for ns in &t.namespaces {
+            writeln!(
+                human,
+                "  Namespace ID: {} size: {} ({} blocks of {} bytes)",
+                ns.id(),
+                format_size(ns.size_bytes()),
+                ns.blocks(),
+                ns.block_size()
+            )?;
+        }
     }
     let clock = Clock::calibrate();
     let entries = o.plan.queue_depth as u16;
@@ -144,25 +192,28 @@ fn run(
         cpu_usage: o.args.cpu_usage.then(|| o.cores.clone()),
     };
     signal::install()?;
-    let dev = Arc::new(dev);
-    let worker_dev = dev.clone();
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let targets = Arc::new(targets);
+    let worker_targets = targets.clone();
     let timeout = o.args.io_timeout;
     let start: WorkerStart =
-        Arc::new(move |plan, p, ctl, tx| worker(&worker_dev, plan, &p, timeout, &ctl, &tx));
+        Arc::new(move |plan, p, ctl, tx| worker(&worker_targets, plan, &p, timeout, &ctl, &tx));
     let results = run_workers(workers, start, params.clone(), timing, human)?;
-    let stats = dev.stats();
-    let controllers = vec![ControllerSummary {
-        name: name.clone(),
-        resets: stats.failures,
-        health: match dev.is_live() {
-            Ok(true) => Health::Live,
-            Ok(false) => Health::Resetting,
-            Err(_) => Health::Failed,
-        },
-        faults: Vec::new(),
-    }];
+    let controllers = targets
+        .iter()
+        .map(|t| ControllerSummary {
+            name: t.name.clone(),
+            resets: t.dev.stats().failures,
+            health: match t.dev.is_live() {
+                Ok(true) => Health::Live,
+                Ok(false) => Health::Resetting,
+                Err(_) => Health::Failed,
+            },
+            faults: Vec::new(),
+        })
+        .collect();
     let s = summary::build_with(
-        std::slice::from_ref(&name),
+        &names,
         controllers,
         &rows,
         &results,
@@ -170,29 +221,45 @@ fn run(
         params.max_ticks,
     )?;
     report::print(human, &s, o.args.latency)?;
-    if stats.failures > 0 {
-        writeln!(
-            human,
-            "NVMe/TCP: the association failed {} times and was re-established {} times ({} attempts failed)",
-            stats.failures, stats.reconnects, stats.failed_attempts
-        )?;
+    for t in targets.iter() {
+        let stats = t.dev.stats();
+        if stats.failures > 0 || stats.aborts_sent > 0 {
+            writeln!(
+                human,
+                "NVMe/TCP {}: {} Abort(s) sent ({} done); the association failed {} times and was re-established {} times ({} attempts failed)",
+                t.name,
+                stats.aborts_sent,
+                stats.aborts_done,
+                stats.failures,
+                stats.reconnects,
+                stats.failed_attempts
+            )?;
+        }
     }
     if o.args.json.is_some() {
-        let ns: Vec<_> = namespaces
+        let controllers = targets
             .iter()
-            .map(|n| json!({"nsid": n.id(), "blocks": n.blocks(), "block_size": n.block_size(), "bytes": n.size_bytes()}))
+            .map(|t| {
+                let stats = t.dev.stats();
+                let ns: Vec<_> = t
+                    .namespaces
+                    .iter()
+                    .map(|n| json!({"nsid": n.id(), "blocks": n.blocks(), "block_size": n.block_size(), "bytes": n.size_bytes()}))
+                    .collect();
+                json!({
+                    "name": t.name,
+                    "transport": format!("NVMe/TCP {} ({})", t.spec.addr, digests(&t.spec)),
+                    "subnqn": t.spec.subnqn,
+                    "model": t.dev.identify().model(),
+                    "serial": t.dev.identify().serial(),
+                    "namespaces": ns,
+                    "association_failures": stats.failures,
+                    "reconnects": stats.reconnects,
+                    "aborts_sent": stats.aborts_sent,
+                })
+            })
             .collect();
-        let c = json!({
-            "name": name,
-            "transport": format!("NVMe/TCP {} ({digests})", spec.addr),
-            "subnqn": spec.subnqn,
-            "model": dev.identify().model(),
-            "serial": dev.identify().serial(),
-            "namespaces": ns,
-            "association_failures": stats.failures,
-            "reconnects": stats.reconnects,
-        });
-        output::json_with(o, vec![c], &params, &s)?;
+        output::json_with(o, controllers, &params, &s)?;
     }
     if o.args.transport_stats {
         let qpairs: Vec<_> = results
@@ -201,11 +268,17 @@ fn run(
             .collect();
         report::transport_stats(human, &qpairs)?;
     }
-    // The workers' queues are gone: shut the controller down (CC.SHN).
-    if let Ok(dev) = Arc::try_unwrap(dev)
-        && let Err(e) = dev.shutdown()
-    {
-        writeln!(human, "Warning: shutting the controller down failed: {e}")?;
+    // The workers' queues are gone: shut each controller down (CC.SHN).
+    if let Ok(targets) = Arc::try_unwrap(targets) {
+        for t in targets {
+            if let Err(e) = t.dev.shutdown() {
+                writeln!(
+                    human,
+                    "Warning: shutting the controller {} down failed: {e}",
+                    t.name
+                )?;
+            }
+        }
     }
     Ok(crate::app::exit_status(&s))
 }
@@ -278,10 +351,10 @@ fn check(o: &Options, dev: &TcpDevice, namespaces: &[Namespace]) -> Result<()> {
     Ok(())
 }
 
-/// One worker: pin, take a pool, connect its queues on its own core, then
-/// drive them like any transport.
+/// One worker: pin, take a pool, connect its queues (on each job's
+/// controller) on its own core, then drive them like any transport.
 fn worker(
-    dev: &TcpDevice,
+    targets: &[Target],
     plan: WorkerPlan,
     p: &Arc<RunParams>,
     timeout: Duration,
@@ -293,7 +366,7 @@ fn worker(
             .with_context(|| format!("cannot pin the worker thread to core {}", plan.core))?;
         let block = p.io_size.next_power_of_two().max(4096).max(p.alignment);
         let bytes = plan.jobs.len() * p.qpairs * p.queue_depth * block;
-        let mut pool = dev.create_pool(bytes).with_context(|| {
+        let mut pool = nvme_engine::tcp::host_pool(bytes).with_context(|| {
             format!(
                 "core {}: cannot allocate {bytes} bytes of buffers",
                 plan.core
@@ -301,24 +374,22 @@ fn worker(
         })?;
         let mut jobs = Vec::new();
         for jp in &plan.jobs {
+            let t = targets
+                .get(jp.target)
+                .ok_or_else(|| anyhow!("no controller {} in the plan", jp.target))?;
             for _ in 0..p.qpairs {
                 let mut qo = TcpQueueOptions::default();
                 qo.entries = p.queue_depth as u16;
                 qo.timeout = timeout;
-                let qp = dev.create_queue(qo).with_context(|| {
+                let qp = t.dev.create_queue(qo).with_context(|| {
                     format!(
                         "core {}: cannot connect an I/O queue to {}",
                         plan.core,
-                        dev.name()
+                        t.dev.name()
                     )
                 })?;
                 jobs.push(worker::job_on::<TcpTransport>(
-                    &plan,
-                    jp,
-                    qp,
-                    &dev.name(),
-                    &mut pool,
-                    p,
+                    &plan, jp, qp, &t.name, &mut pool, p,
                 )?);
             }
         }

@@ -103,6 +103,9 @@ pub enum AttachError {
     /// The io_uring transport's reason.
     #[error(transparent)]
     Uring(#[from] UringError),
+    /// The NVMe/TCP transport's reason (see `attach_tcp`).
+    #[error(transparent)]
+    Tcp(#[from] nvme_engine::tcp::TcpError),
 }
 
 impl<D: Device> Attach for D {

@@ -18,6 +18,7 @@ use nvme_engine::Device;
 use nvme_engine::uring::UringError;
 
 use crate::attach::{Attach, AttachError, Uring, UringNamespace};
+use crate::attach_tcp::{Tcp, TcpController};
 use nvme_engine::dma::{DmaBuf, DmaError, DmaPool};
 use nvme_engine::{Controller, DriverError, QueuePair, QueuePairOptions};
 
@@ -34,6 +35,10 @@ pub enum DirectError {
     /// Creating the ring or pool on an io_uring namespace failed.
     #[error("setting up a direct-mode io_uring queue failed")]
     UringSetup(#[source] UringError),
+    /// Connecting the queue or making the pool of an NVMe/TCP controller
+    /// failed.
+    #[error("setting up a direct-mode NVMe/TCP queue failed")]
+    TcpSetup(#[source] nvme_engine::tcp::TcpError),
     /// The pool could not serve a buffer.
     #[error("allocating a DMA buffer failed")]
     Dma(#[from] DmaError),
@@ -89,6 +94,7 @@ fn setup_error(e: impl Into<AttachError>) -> DirectError {
     match e.into() {
         AttachError::Driver(e) => DirectError::Setup(e),
         AttachError::Uring(e) => DirectError::UringSetup(e),
+        AttachError::Tcp(e) => DirectError::TcpSetup(e),
     }
 }
 
@@ -134,6 +140,19 @@ impl DirectQueue<Uring> {
         pool_bytes: usize,
     ) -> Result<Self, DirectError> {
         Self::create(device, entries, pool_bytes)
+    }
+}
+
+impl DirectQueue<Tcp> {
+    /// Connect an I/O queue of `entries` (or the controller's option) on
+    /// this thread, and a pool of `pool_bytes` for its buffers. Requests
+    /// must name controller index 0.
+    pub fn new_tcp(
+        controller: &TcpController,
+        entries: Option<u16>,
+        pool_bytes: usize,
+    ) -> Result<Self, DirectError> {
+        Self::create(controller, entries, pool_bytes)
     }
 }
 

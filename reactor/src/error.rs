@@ -120,6 +120,46 @@ pub enum ReactorError {
         /// The per-command deadline.
         io_timeout: Duration,
     },
+    /// A reactor could not connect its I/O queue or make its pool on an
+    /// NVMe/TCP controller, or a producer's pool could not be made
+    /// (`reactor: None`).
+    #[error(
+        "{} could not set up NVMe/TCP controller {controller}",
+        match .reactor { Some(r) => format!("reactor {r}"), None => "a producer".to_string() }
+    )]
+    TcpSetup {
+        /// Reactor index (`None`: a producer's pool).
+        reactor: Option<usize>,
+        /// Controller index.
+        controller: usize,
+        /// What the transport reported (and how to fix it).
+        #[source]
+        source: nvme_engine::tcp::TcpError,
+    },
+    /// The shutdown wait is shorter than a lost command on an NVMe/TCP
+    /// controller can take to be answered.
+    #[error(
+        "shutdown_timeout {shutdown_timeout:?} is shorter than the {needed:?} a lost command on \
+         {target} (controller {controller}) can take to be answered (io_timeout {io_timeout:?} \
+         + an Abort and its grace period, up to the admin command timeout {admin_timeout:?} \
+         each, then the association is reset); set shutdown_timeout to at least {needed:?} (or \
+         None to derive it), lower io_timeout, or use ReactorSet::shutdown_within to stop \
+         sooner on purpose"
+    )]
+    TcpShutdownTooShort {
+        /// The configured shutdown wait.
+        shutdown_timeout: Duration,
+        /// What the timeouts need.
+        needed: Duration,
+        /// The controller that needs it.
+        controller: usize,
+        /// Its address and subsystem.
+        target: String,
+        /// The per-command deadline.
+        io_timeout: Duration,
+        /// The admin command timeout (Abort).
+        admin_timeout: Duration,
+    },
     /// A producer's DMA pool could not be created.
     #[error("creating a producer's DMA pool for controller {controller} failed")]
     ProducerPool {

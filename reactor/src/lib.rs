@@ -106,7 +106,10 @@
 //!   one admin command). The worker runs on the CPUs of the thread that
 //!   brought the controller up; a [`ReactorSet`] that pins its reactors
 //!   moves it off their cores when a core is free
-//!   (`Controller::keep_admin_work_off`);
+//!   (`Controller::keep_admin_work_off`). Over NVMe/TCP ([`Tcp`]) the
+//!   association's thread does this work — Aborts, Keep Alive, bringing
+//!   the association back and connecting each reactor's queue again, which
+//!   the reactor picks up on a later turn without waiting;
 //! - on the caller: `Controller::reset()`, admin passthrough, and queue
 //!   deletion at teardown.
 //!
@@ -179,7 +182,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | foundations | `request`, `stats`, `cores`, `placement`, `poller`, `timer`, `error`, `attach` | [`Request`]/[`Response`]/[`RequestError`], counters, core sets and placement, poller and timer lists, [`ReactorError`], what a reactor drives over either transport ([`Attach`]: a controller, or an io_uring namespace with [`Uring`]) |
+//! | foundations | `request`, `stats`, `cores`, `placement`, `poller`, `timer`, `error`, `attach`, `attach_tcp` | [`Request`]/[`Response`]/[`RequestError`], counters, core sets and placement, poller and timer lists, [`ReactorError`], what a reactor drives over either transport ([`Attach`]: a controller, an io_uring namespace with [`Uring`], or an NVMe/TCP controller with [`Tcp`]) |
 //! | rings | `producer` | a (producer, reactor) ring pair: [`Producer`], and the reactor's end, whose state only its own methods change |
 //! | dispatch | `dispatch` (`slots`, `local`, `issue`) | the request slots (a slot's tag is the driver's token) and the one path by which a request is submitted to a queue pair and answered: success, NVMe error, timeout, abort, removal, shutdown |
 //! | users of dispatch | `context`, `direct` | reactor-local I/O ([`ReactorContext`]), direct mode ([`DirectQueue`]) |
@@ -264,6 +267,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+mod attach_tcp;
 mod context;
 mod cores;
 mod direct;
@@ -281,6 +285,7 @@ mod stats;
 mod timer;
 
 pub use attach::{Attach, AttachError, Uring, UringNamespace};
+pub use attach_tcp::{Tcp, TcpController};
 pub use context::{ContextError, LocalPoller, LocalRejected, ReactorContext};
 pub use cores::{AllowedCores, CoreError, CoreSpec, format_cores, pin_current_thread};
 pub use direct::{DeleteFailed, DirectError, DirectQueue, DirectSubmit};

@@ -15,6 +15,7 @@ use nvme_engine::Device;
 use nvme_engine::dma::DmaPool;
 
 use crate::attach::{Attach, Uring, UringNamespace};
+use crate::attach_tcp::{Tcp, TcpController};
 
 use crate::context::LocalPoller;
 use crate::cores::{AllowedCores, CoreSpec};
@@ -186,6 +187,20 @@ impl ReactorSet<Uring> {
         devices: Vec<UringNamespace>,
     ) -> Result<Self, ReactorError> {
         Self::launch(config, devices)
+    }
+}
+
+impl ReactorSet<Tcp> {
+    /// Start one reactor per core in `config.cores` over NVMe/TCP
+    /// controllers: each reactor connects, on its own thread, one I/O queue
+    /// per controller (QIDs are taken in order) and polls it. Requests
+    /// name the controller by its index in `controllers` and the namespace
+    /// by its NSID.
+    pub fn start_tcp(
+        config: ReactorConfig,
+        controllers: Vec<TcpController>,
+    ) -> Result<Self, ReactorError> {
+        Self::launch(config, controllers)
     }
 }
 

@@ -22,6 +22,7 @@ const ORDER: &[&str] = &[
     "timer",
     "error",
     "attach",
+    "attach_tcp",
     // rings
     "producer",
     // dispatch

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Guest script of `scripts/qemu-test.sh --mode tcp`: the Linux kernel's NVMe
 # over Fabrics target (nvmet-tcp, configured by nvmf-target.sh on loopback)
-# and the engine's NVMe/TCP tests against it. POSIX sh for busybox.
+# and the engine's and the reactor's NVMe/TCP tests, nvme-perf and the
+# examples against it. POSIX sh for busybox.
 #
 # Exits non-zero if the target cannot be set up, a test fails, or teardown
 # leaves something behind.
@@ -73,10 +74,52 @@ if [ -x "$PERF" ]; then
 		echo "--- FAIL: nvme-perf with digests (exit status $?)"
 		status=1
 	fi
+	# Two transport IDs in one run: the same subsystem twice, one namespace
+	# each (an association each), both workers driving both.
+	step "nvme-perf over two NVMe/TCP transport IDs (ns 1 and ns 2)"
+	out=$("$PERF" -r "$TRID subnqn:$NQN ns:1" -r "$TRID subnqn:$NQN ns:2" \
+		-q 8 -o 4096 -w randrw -M 50 -t 2 -c 0x3 2>&1)
+	rc=$?
+	echo "$out"
+	if [ "$rc" = 0 ] && [ "$(echo "$out" | grep -c "Attached to NVMe/TCP controller $NQN")" = 2 ] &&
+		echo "$out" | grep -q "ns:1" && echo "$out" | grep -q "ns:2"; then
+		echo "--- PASS: nvme-perf with two TCP IDs"
+	else
+		echo "--- FAIL: nvme-perf with two TCP IDs (exit status $rc, or not both attached and reported)"
+		status=1
+	fi
 else
 	echo "--- FAIL: $PERF is missing from the payload"
 	status=1
 fi
+
+# The examples over NVMe/TCP (namespace 2, file-backed: written, then read
+# back): hello_world and journal through a reactor with its own connection,
+# identify with the association's parameters.
+for ex in "hello_world" "identify" "journal --records 100 --depth 4"; do
+	name=${ex%% *}
+	step "$ex over NVMe/TCP"
+	if [ ! -x "/payload/bin/$name" ]; then
+		echo "--- FAIL: /payload/bin/$name is missing from the payload"
+		status=1
+		continue
+	fi
+	# shellcheck disable=SC2086 # $ex is the program and its options
+	out=$(/payload/bin/$ex -r "$TRID subnqn:$NQN ns:2" 2>&1)
+	rc=$?
+	echo "$out"
+	case $name in
+	hello_world) want="compare: identical" ;;
+	identify) want="MAXH2CDATA" ;;
+	journal) want="read back 100 records: 100 intact, 0 damaged" ;;
+	esac
+	if [ "$rc" = 0 ] && echo "$out" | grep -q "$want"; then
+		echo "--- PASS: $name over NVMe/TCP"
+	else
+		echo "--- FAIL: $name over NVMe/TCP (exit status $rc, or no '$want')"
+		status=1
+	fi
+done
 
 step "nvmf-target.sh teardown"
 bash /payload/bin/nvmf-target.sh teardown || status=1

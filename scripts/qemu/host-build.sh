@@ -51,23 +51,24 @@ for line in open(sys.argv[1]):
 }
 
 # build_guest_tests: append the real-device test executables to PAYLOAD_TESTS.
-# Test targets come from GUEST_TEST_TARGETS: NAME is engine/tests/NAME.rs,
-# DIR/NAME is DIR/tests/NAME.rs of the package nvme-DIR (reactor/uring_reactor);
-# a target that does not exist yet is skipped with a note.
+# Test targets come from GUEST_TEST_TARGETS (engine/tests/<name>.rs, or
+# <crate dir>/<name> for another crate's, e.g. reactor/reactor_tcp_target;
+# names must differ: the payload drops the directory); a target
+# that does not exist yet is skipped with a note.
 build_guest_tests() {
-	local target name dir json exe found=0
-	for target in "${GUEST_TEST_TARGETS[@]}"; do
-		found=0
-		dir=engine name=$target
-		if [[ $target == */* ]]; then
-			dir=${target%%/*} name=${target#*/}
+	local name json exe found=0 dir pkg
+	for name in "${GUEST_TEST_TARGETS[@]}"; do
+		dir=engine pkg=nvme-engine found=0
+		if [[ $name == */* ]]; then
+			dir=${name%%/*} name=${name#*/}
+			pkg=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$REPO/$dir/Cargo.toml" | head -n 1)
 		fi
 		if [[ ! -f $REPO/$dir/tests/$name.rs && ! -f $REPO/$dir/tests/$name/main.rs ]]; then
 			log "note: $dir/tests/$name.rs does not exist yet; no $name tests in the guest"
 			continue
 		fi
 		json=$RUN_DIR/cargo-test-$dir-$name.json
-		guest_cargo "$json" test --release --no-run -p "nvme-$dir" --test "$name"
+		guest_cargo "$json" test --release --no-run -p "$pkg" --test "$name"
 		while read -r exe; do
 			PAYLOAD_TESTS+=("$exe")
 			found=1

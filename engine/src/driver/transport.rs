@@ -41,9 +41,9 @@
 //! socket is read in `begin_reap`) and C2HData PDUs, all naming the CID =
 //! tag. `flush` writes the queued PDUs; `next_completion` reports
 //! CapsuleResp CQEs by CID; a dropped connection becomes
-//! [`CommandOutcome::Failed`] for every tag in flight (`ECONNRESET`). A
-//! command cannot be withdrawn over TCP: `cancel` says so, and `reset`
-//! ends the association (the target then drops every queue), which
+//! [`CommandOutcome::Failed`] for every tag in flight (`ECONNRESET`).
+//! `cancel` posts an Abort to the association's thread, which sends it on
+//! the admin queue; `reset` ends the association (the target then drops every queue), which
 //! `begin_reap` reports like a PCIe reset; `recover` Connects the queue
 //! again once the association is back. Keep Alive belongs to the
 //! association, as queue creation belongs to the controller on PCIe.

@@ -16,19 +16,83 @@
 //! `reconnect_delay` until `ctrl_loss_timeout` has passed since the failure,
 //! after which the association has failed for good and every queue fails
 //! what it holds with [`crate::DeviceGone::Failed`]. Once the new admin
-//! queue is up, each I/O queue Connects again with its own QID on its own
-//! thread and resubmits what was sent while it was down.
+//! queue is up, each I/O queue asks for its connection again: the same
+//! thread connects it (TCP, ICReq, Fabrics Connect with the queue's own
+//! QID) and leaves it in a mailbox, where the queue's owner picks it up on
+//! a later reap and resubmits what was sent while it was down. A thread
+//! that polls queues never waits on the network nor on a lock held across
+//! it: it reads where the association stands from one atomic word, and
+//! reports failures, asks for connections and posts Aborts through
+//! mailboxes held only for a few instructions.
+//!
+//! A command past its deadline is first withdrawn with Abort (NVMe Base
+//! 2.0 §5.1) on the admin queue, as on PCIe: the queue's deadline scan
+//! *posts* "abort CID x of queue y, seen in generation g" to a fixed
+//! mailbox (a few atomic operations and a wake-up, never a lock the admin
+//! queue holds) and the same thread sends the Abort. A controller that
+//! honours it completes the command on its I/O connection (Command Abort
+//! Requested), and nothing is reconnected. An Abort that fails or times
+//! out, a mailbox that is full, or a command still in flight a grace
+//! period later ends the association as above.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::conn::Connection;
 use super::error::TcpError;
 use super::session::{FabricsController, SessionOptions, TcpTarget};
+use crate::spec::command::{AdminOpcode, Command};
+
+/// Abort requests the mailbox holds at once (association-wide). More
+/// waiting aborts than this end the association instead: a target with
+/// that many stuck commands is hung.
+pub(crate) const ABORT_SLOTS: usize = 32;
+
+/// Marks a used abort slot (an empty slot is 0).
+const VALID: u64 = 1 << 63;
+
+/// An abort request as one word: generation (low 31 bits), queue ID, CID.
+fn abort_key(generation: u64, qid: u16, cid: u16) -> u64 {
+    VALID | (generation & 0x7fff_ffff) << 32 | (qid as u64) << 16 | cid as u64
+}
+
+/// Abort requests waiting for the association's thread: a fixed array of
+/// words, posted with a compare-and-swap, taken with a swap.
+struct AbortMailbox([AtomicU64; ABORT_SLOTS]);
+
+impl AbortMailbox {
+    fn new() -> Self {
+        AbortMailbox(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// Post `key`; the same request posted again collapses into one.
+    /// `false` when every slot is taken.
+    fn post(&self, key: u64) -> bool {
+        // Acquire: a slot the thread emptied is seen empty, not stale.
+        if self.0.iter().any(|s| s.load(Ordering::Acquire) == key) {
+            return true;
+        }
+        self.0.iter().any(|s| {
+            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+
+    /// Take every waiting request: `(generation low 31 bits, qid, cid)`.
+    fn take(&self, mut f: impl FnMut(u64, u16, u16)) {
+        for slot in &self.0 {
+            // Acquire: the queue's request is seen whole.
+            let key = slot.swap(0, Ordering::AcqRel);
+            if key != 0 {
+                f((key >> 32) & 0x7fff_ffff, (key >> 16) as u16, key as u16);
+            }
+        }
+    }
+}
 
 /// How the association recovers and how long it waits.
 #[derive(Clone, Debug)]
@@ -94,6 +158,36 @@ pub struct AssociationStats {
     pub failed_attempts: u64,
     /// Keep Alive commands sent.
     pub keep_alives: u64,
+    /// Abort commands sent for commands past their deadline.
+    pub aborts_sent: u64,
+    /// Aborts the controller reported as done (Abort DW0 bit 0 clear).
+    pub aborts_done: u64,
+    /// Aborts that failed or timed out (each ended the association).
+    pub aborts_failed: u64,
+}
+
+/// The phase in the low bits of the published word.
+const WORD_LIVE: u64 = 0;
+const WORD_RECONNECTING: u64 = 1;
+const WORD_FAILED: u64 = 2;
+
+/// Where the association stands, read without its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// Up, in this generation.
+    Live(u64),
+    /// Being re-established.
+    Reconnecting,
+    /// Given up on (or closed).
+    Failed,
+}
+
+/// A queue's request for a new connection, and its outcome once made.
+struct QueueConnect {
+    qid: u16,
+    depth: u16,
+    generation: u64,
+    made: Option<Result<Connection, TcpError>>,
 }
 
 /// See the [module documentation](self).
@@ -101,11 +195,21 @@ pub(crate) struct Association {
     target: TcpTarget,
     session: SessionOptions,
     recovery: RecoveryOptions,
-    /// Mirrors `State::generation` for the one load a reap makes.
+    /// `State::generation << 2 | phase` (`WORD_*`), published under the
+    /// lock for the one load a reap makes and for lock-free standing.
     generation: AtomicU64,
+    /// A failure a queue reported, for the thread to act on: the
+    /// generation it saw and why.
+    failure: Mutex<Option<(u64, String)>>,
+    /// Connections queues asked for, and those made for them.
+    connects: Mutex<Vec<QueueConnect>>,
     state: Mutex<State>,
     stats: Mutex<AssociationStats>,
     stop: AtomicBool,
+    /// Aborts posted by queues, see [`Association::post_abort`].
+    aborts: AbortMailbox,
+    /// The keep-alive thread, for wake-ups without a lock.
+    thread: OnceLock<Thread>,
 }
 
 impl Association {
@@ -121,7 +225,9 @@ impl Association {
             target,
             session,
             recovery,
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(1 << 2 | WORD_LIVE),
+            failure: Mutex::new(None),
+            connects: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 phase: Phase::Live(Box::new(ctrl)),
                 generation: 1,
@@ -129,12 +235,15 @@ impl Association {
             }),
             stats: Mutex::new(AssociationStats::default()),
             stop: AtomicBool::new(false),
+            aborts: AbortMailbox::new(),
+            thread: OnceLock::new(),
         });
         let worker = a.clone();
         let handle = std::thread::Builder::new()
             .name("nvme-tcp-keepalive".into())
             .spawn(move || worker.run())
             .map_err(|_| TcpError::Invalid("cannot start the keep-alive thread"))?;
+        let _ = a.thread.set(handle.thread().clone());
         Ok((a, handle))
     }
 
@@ -156,7 +265,122 @@ impl Association {
     /// change is acted on under the lock).
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.load(Ordering::Relaxed) >> 2
+    }
+
+    /// Publish `s`'s generation and phase (under the lock).
+    fn publish(&self, s: &State) {
+        let phase = match s.phase {
+            Phase::Live(_) => WORD_LIVE,
+            Phase::Reconnecting { .. } => WORD_RECONNECTING,
+            Phase::Failed(_) => WORD_FAILED,
+        };
+        // Release: a queue that sees the new word sees what led to it.
+        self.generation
+            .store(s.generation << 2 | phase, Ordering::Release);
+    }
+
+    /// Where the association stands, from one atomic load (for threads
+    /// that must not wait for the lock).
+    pub(crate) fn quick_standing(&self) -> Quick {
+        let w = self.generation.load(Ordering::Acquire);
+        match w & 3 {
+            WORD_LIVE => Quick::Live(w >> 2),
+            WORD_RECONNECTING => Quick::Reconnecting,
+            _ => Quick::Failed,
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The connection of I/O queue `qid` (`depth` commands) in live
+    /// generation `generation`, made by the association's thread: `None`
+    /// until it is made (the request is left for the thread, which is
+    /// woken), then once `Some` with the outcome. Never blocks on the
+    /// network.
+    pub(crate) fn poll_io_queue(
+        &self,
+        generation: u64,
+        qid: u16,
+        depth: u16,
+    ) -> Option<Result<Connection, TcpError>> {
+        let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = c.iter().position(|r| r.qid == qid) {
+            let r = &mut c[i];
+            if r.generation == generation && r.depth == depth {
+                if r.made.is_some() {
+                    return c.swap_remove(i).made;
+                }
+                return None;
+            }
+            // Asked for in an older generation: ask again.
+            c.swap_remove(i);
+        }
+        c.push(QueueConnect {
+            qid,
+            depth,
+            generation,
+            made: None,
+        });
+        drop(c);
+        self.wake();
+        None
+    }
+
+    /// Queue `qid` is gone: drop what was asked or made for it.
+    pub(crate) fn forget_io_queue(&self, qid: u16) {
+        self.connects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r.qid != qid);
+    }
+
+    /// Connect the I/O queues that asked in the live generation (on the
+    /// association's thread, the lock held: the admin queue's CNTLID names
+    /// the controller they join).
+    fn run_connects(&self, s: &mut State) {
+        let Phase::Live(ctrl) = &s.phase else {
+            return;
+        };
+        let wanted: Vec<(u16, u16)> = {
+            let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+            c.retain(|r| r.generation >= s.generation);
+            c.iter()
+                .filter(|r| r.generation == s.generation && r.made.is_none())
+                .map(|r| (r.qid, r.depth))
+                .collect()
+        };
+        let generation = s.generation;
+        let mut failed = None;
+        for (qid, depth) in wanted {
+            let made = ctrl.connect_io_queue(qid, depth);
+            if let Err(e) = &made {
+                failed = Some(format!("I/O queue {qid} could not connect again: {e}"));
+            }
+            let mut c = self.connects.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = c
+                .iter_mut()
+                .find(|r| r.qid == qid && r.depth == depth && r.generation == generation)
+            {
+                r.made = Some(made);
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = failed {
+            // The association is of no use without its queues: end it, and
+            // try again only after the reconnect delay (not at once, which
+            // would loop as fast as the target refuses).
+            self.fail_locked(s, generation, &why);
+            if let Phase::Reconnecting { next_try, .. } = &mut s.phase {
+                *next_try = Instant::now() + self.recovery.reconnect_delay;
+            }
+        }
     }
 
     /// The subsystem and address.
@@ -167,11 +391,6 @@ impl Association {
     /// Bring-up and connection settings.
     pub(crate) fn session(&self) -> &SessionOptions {
         &self.session
-    }
-
-    /// Recovery settings.
-    pub(crate) fn recovery(&self) -> &RecoveryOptions {
-        &self.recovery
     }
 
     /// Where the association stands.
@@ -244,11 +463,79 @@ impl Association {
         }
     }
 
-    /// A queue of generation `generation` failed: end the association (if
-    /// that generation is still the live one) and wake the recovery thread.
+    /// Ask for command `cid` of I/O queue `qid`, past its deadline in
+    /// `generation`, to be aborted on the admin queue. Posting the same
+    /// request again does nothing more. `false` when the mailbox is full:
+    /// the caller ends the association instead.
+    pub(crate) fn post_abort(&self, generation: u64, qid: u16, cid: u16) -> bool {
+        let posted = self.aborts.post(abort_key(generation, qid, cid));
+        if posted {
+            self.wake();
+        }
+        posted
+    }
+
+    /// Send the Aborts posted for the live generation (the lock is held:
+    /// the admin queue runs one command at a time). An Abort that fails or
+    /// times out ends the association; so does one the controller refuses
+    /// with an error status. Aborts of an older generation are dropped:
+    /// ending that association failed the commands they name.
+    fn run_aborts(&self, s: &mut State) {
+        let mut posted = [(0u64, 0u16, 0u16); ABORT_SLOTS];
+        let mut n = 0;
+        self.aborts.take(|g, qid, cid| {
+            posted[n] = (g, qid, cid);
+            n += 1;
+        });
+        for &(posted_in, qid, cid) in &posted[..n] {
+            let generation = s.generation;
+            if posted_in != generation & 0x7fff_ffff {
+                continue;
+            }
+            let Phase::Live(c) = &mut s.phase else {
+                continue;
+            };
+            let mut cmd = Command::new(AdminOpcode::ABORT.0, 0);
+            cmd.cdw10 = (cid as u32) << 16 | qid as u32;
+            self.count(|c| c.aborts_sent += 1);
+            match c.admin_command("Abort", &cmd, None) {
+                Ok((dw0, _)) => {
+                    if dw0 & 1 == 0 {
+                        self.count(|c| c.aborts_done += 1);
+                    }
+                }
+                Err(e) => {
+                    self.count(|c| c.aborts_failed += 1);
+                    let why = format!("Abort of command {cid:#06x} on I/O queue {qid} failed: {e}");
+                    self.fail_locked(s, generation, &why);
+                }
+            }
+        }
+    }
+
+    /// A queue of generation `generation` failed: the association's thread
+    /// ends the association (if that generation is still the live one) and
+    /// re-establishes it. Returns at once: the caller never waits for the
+    /// lock, which the thread may hold across a network round trip.
     pub(crate) fn report_failure(&self, generation: u64, why: &str) {
-        let mut s = self.lock();
-        self.fail_locked(&mut s, generation, why);
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.as_ref().is_none_or(|(g, _)| *g < generation) {
+            *f = Some((generation, why.to_string()));
+        }
+        drop(f);
+        self.wake();
+    }
+
+    /// Act on a failure a queue reported (the lock is held).
+    fn run_reported_failure(&self, s: &mut State) {
+        let reported = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((generation, why)) = reported {
+            self.fail_locked(s, generation, &why);
+        }
     }
 
     fn fail_locked(&self, s: &mut State, generation: u64, why: &str) {
@@ -265,7 +552,7 @@ impl Association {
             last_error: why.to_string(),
         };
         s.generation += 1;
-        self.generation.store(s.generation, Ordering::Relaxed);
+        self.publish(s);
         self.count(|c| c.failures += 1);
     }
 
@@ -275,8 +562,12 @@ impl Association {
         let mut s = self.lock();
         let phase = std::mem::replace(&mut s.phase, Phase::Failed("the device was closed".into()));
         s.generation += 1;
-        self.generation.store(s.generation, Ordering::Relaxed);
+        self.publish(&s);
         drop(s);
+        self.connects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         match phase {
             Phase::Live(c) => c.shutdown(),
             _ => Ok(()),
@@ -308,10 +599,16 @@ impl Association {
     /// meanwhile never wait for it).
     fn turn(&self) {
         let mut s = self.lock();
+        self.run_reported_failure(&mut s);
         let generation = s.generation;
         let now = Instant::now();
         match &mut s.phase {
-            Phase::Live(c) => {
+            Phase::Live(_) => {
+                self.run_aborts(&mut s);
+                self.run_connects(&mut s);
+                let Phase::Live(c) = &mut s.phase else {
+                    return;
+                };
                 match c.keep_alive_if_due() {
                     Ok(true) => self.count(|c| c.keep_alives += 1),
                     Ok(false) => {}
@@ -341,7 +638,7 @@ impl Association {
                     );
                     s.phase = Phase::Failed(why);
                     s.generation += 1;
-                    self.generation.store(s.generation, Ordering::Relaxed);
+                    self.publish(&s);
                     return;
                 }
             }
@@ -358,8 +655,10 @@ impl Association {
             Ok(c) => {
                 s.phase = Phase::Live(Box::new(c));
                 s.generation += 1;
-                self.generation.store(s.generation, Ordering::Relaxed);
+                self.publish(&s);
                 self.count(|c| c.reconnects += 1);
+                // Queues waiting for this generation connect now.
+                self.run_connects(&mut s);
             }
             Err(e) => {
                 if let Phase::Reconnecting {
@@ -376,5 +675,38 @@ impl Association {
                 self.count(|c| c.failed_attempts += 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_key_keeps_generation_queue_and_command_apart_and_is_never_empty() {
+        let k = abort_key(5, 3, 0x1234);
+        assert_ne!(k, abort_key(6, 3, 0x1234));
+        assert_ne!(k, abort_key(5, 4, 0x1234));
+        assert_ne!(k, abort_key(5, 3, 0x1235));
+        assert_ne!(abort_key(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn the_abort_mailbox_collapses_duplicates_refuses_when_full_and_hands_each_out_once() {
+        let m = AbortMailbox::new();
+        assert!(m.post(abort_key(7, 1, 9)));
+        assert!(m.post(abort_key(7, 1, 9)), "a duplicate is accepted");
+        for cid in 0..ABORT_SLOTS as u16 - 1 {
+            assert!(m.post(abort_key(7, 2, cid)));
+        }
+        assert!(!m.post(abort_key(7, 3, 0)), "every slot taken: refused");
+        let mut got = Vec::new();
+        m.take(|g, qid, cid| got.push((g, qid, cid)));
+        assert_eq!(got.len(), ABORT_SLOTS, "the duplicate took no slot");
+        assert_eq!(got.iter().filter(|&&x| x == (7, 1, 9)).count(), 1);
+        got.clear();
+        m.take(|g, qid, cid| got.push((g, qid, cid)));
+        assert!(got.is_empty(), "taken once");
+        assert!(m.post(abort_key(8, 3, 0)), "room again");
     }
 }

@@ -16,6 +16,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use super::assoc::{Association, AssociationStats, RecoveryOptions, Standing};
 use super::conn::Direction;
 use super::error::TcpError;
+use super::pdu::Digests;
 use super::session::{SessionOptions, TcpTarget};
 use super::transport::{TcpQueue, TcpTransport};
 use crate::dma::{DmaError, DmaPool};
@@ -73,6 +74,33 @@ impl Default for TcpQueueOptions {
     }
 }
 
+/// What the association negotiated and the controller reported at
+/// bring-up, for tools that show it (the first association's values; a
+/// reconnection asks for the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpParams {
+    /// CNTLID the target assigned.
+    pub cntlid: u16,
+    /// CAP, read with Property Get.
+    pub cap: u64,
+    /// VS, read with Property Get.
+    pub version: u32,
+    /// Digests in use on the admin connection (I/O connections ask for
+    /// the same).
+    pub digests: Digests,
+    /// MAXH2CDATA of the admin connection's ICResp: most data bytes per
+    /// H2CData PDU.
+    pub maxh2cdata: u32,
+    /// I/O command capsule size in bytes (IOCCSZ × 16, the SQE included):
+    /// writes of up to this minus 64 bytes travel inside the capsule.
+    pub ioccsz_bytes: u32,
+    /// I/O response capsule size in bytes (IORCSZ × 16).
+    pub iorcsz_bytes: u32,
+    /// Keep Alive timeout asked for in Connect.
+    pub kato: Duration,
+}
+
 /// A controller reached over NVMe/TCP. `Send + Sync`: queues are created
 /// from it on the threads that drive them.
 pub struct TcpDevice {
@@ -82,6 +110,7 @@ pub struct TcpDevice {
     namespaces: Vec<Namespace>,
     max_transfer: usize,
     cntlid: u16,
+    params: TcpParams,
 }
 
 impl std::fmt::Debug for TcpDevice {
@@ -110,8 +139,31 @@ impl TcpDevice {
             namespaces: Vec::new(),
             max_transfer: 0,
             cntlid: 0,
+            params: TcpParams {
+                cntlid: 0,
+                cap: 0,
+                version: 0,
+                digests: Digests::default(),
+                maxh2cdata: 0,
+                ioccsz_bytes: 0,
+                iorcsz_bytes: 0,
+                kato: Duration::ZERO,
+            },
         };
+        let kato = dev.assoc.session().kato;
         let (identify, max_transfer, cntlid) = dev.assoc.with_admin(|c| {
+            let raw = c.identify().as_bytes();
+            let iorcsz = u32::from_le_bytes([raw[1796], raw[1797], raw[1798], raw[1799]]);
+            dev.params = TcpParams {
+                cntlid: c.cntlid(),
+                cap: c.cap(),
+                version: c.version(),
+                digests: c.admin().digests(),
+                maxh2cdata: c.admin().h2c_max(),
+                ioccsz_bytes: c.ioccsz_bytes(),
+                iorcsz_bytes: iorcsz.saturating_mul(16),
+                kato,
+            };
             Ok((
                 Box::new(*c.identify()),
                 c.max_transfer() as usize,
@@ -238,6 +290,11 @@ impl TcpDevice {
     pub fn max_transfer_bytes(&self) -> usize {
         self.max_transfer
     }
+    /// What the first association negotiated (digests, MAXH2CDATA,
+    /// IOCCSZ, CAP, VS, KATO).
+    pub fn params(&self) -> &TcpParams {
+        &self.params
+    }
     /// The controller ID of the first association.
     pub fn cntlid(&self) -> u16 {
         self.cntlid
@@ -246,7 +303,11 @@ impl TcpDevice {
     pub fn target(&self) -> &TcpTarget {
         self.assoc.target()
     }
-    /// Failures, reconnections and Keep Alives so far.
+    /// Digests, KATO, connect and admin command timeouts it was opened with.
+    pub fn session(&self) -> &SessionOptions {
+        self.assoc.session()
+    }
+    /// Failures, reconnections, Keep Alives and Aborts so far.
     pub fn stats(&self) -> AssociationStats {
         self.assoc.stats()
     }

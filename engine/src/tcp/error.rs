@@ -179,4 +179,13 @@ pub enum TcpError {
     /// A request the connection cannot carry.
     #[error("{0}")]
     Invalid(&'static str),
+    /// Host memory for I/O buffers could not be reserved.
+    #[error("reserving {bytes} bytes of buffers for NVMe/TCP I/O failed; use a smaller pool")]
+    Pool {
+        /// The pool size asked for.
+        bytes: usize,
+        /// Why.
+        #[source]
+        source: crate::dma::DmaError,
+    },
 }

@@ -29,9 +29,11 @@
 //! (partial writes resume later); a reap sends pending H2CData and reads
 //! what arrived without blocking (C2HData straight into the command's
 //! buffer). A lost connection reports every command in flight failed, each
-//! exactly once. NVMe/TCP cannot withdraw a command it has sent: a command
-//! past its deadline resets the association (this transport's reset), and
-//! the queue reconnects with the same QID once it is back.
+//! exactly once. A command past its deadline is aborted with the Abort
+//! admin command on the admin queue (from the association's thread, as
+//! PCIe aborts from its admin worker); when that fails or the command still
+//! does not come back, the association is reset (this transport's reset)
+//! and the queue reconnects with the same QID once it is back.
 //!
 //! The admin queue works the same way; [`FabricsController`] drives
 //! it blocking for bring-up and answers Keep Alive on the clock.
@@ -55,7 +57,7 @@ pub use buf::{DataBuf, host_pool};
 pub use conn::{
     Connection, ConnectionOptions, Direction, SubmitRefusal, TcpCompletion, TcpFailure, TcpOutcome,
 };
-pub use device::{TcpDevice, TcpDeviceOptions, TcpQueueOptions};
+pub use device::{TcpDevice, TcpDeviceOptions, TcpParams, TcpQueueOptions};
 pub use error::TcpError;
 pub use session::{FabricsController, SessionOptions, TcpTarget, discover, run_blocking};
 pub use transport::{TcpQueue, TcpQueueStats, TcpTransport};

@@ -13,18 +13,24 @@
 //! - A failed connection completes every command it held once, with a
 //!   transport error (`ECONNRESET`; a data digest mismatch `EBADMSG`, a
 //!   short transfer `EIO`), then `begin_reap` reports the change and
-//!   `recover` reconnects the queue once the association is back (see
-//!   [`super::assoc`]); commands submitted meanwhile wait in the queue
-//!   pair and are sent after the reconnection.
-//! - A command past its deadline cannot be withdrawn over TCP: `cancel`
-//!   says so, and the queue pair's last resort, `reset`, fails the
-//!   connection and with it the association (the Linux host does the same
-//!   on a timeout): the command completes once, timed out.
+//!   `recover` picks up the queue's new connection, made by the
+//!   association's thread once the association is back (see
+//!   [`super::assoc`]; the polling thread never waits on the network);
+//!   commands submitted meanwhile wait in the queue pair and are sent after
+//!   the reconnection.
+//! - A command past its deadline is aborted as on PCIe: `cancel` posts an
+//!   Abort (SQID, CID) to the association's thread, which sends it on the
+//!   admin queue; a controller that honours it answers the command on this
+//!   connection (Command Abort Requested) and it completes once, timed
+//!   out, with nothing reconnected. When the Abort fails or the command is
+//!   still in flight a grace period later, the queue pair's last resort,
+//!   `reset`, fails the connection and with it the association (what the
+//!   Linux host does on a timeout): the command completes once, timed out.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::dma::DmaBuf;
 use crate::driver::QueuePair;
@@ -35,7 +41,7 @@ use crate::driver::transport::{
 use crate::driver::{DeviceGone, IoError, LbaRange, QueuePairStats, SubmitErrorKind};
 use crate::spec::command::Command;
 
-use super::assoc::{Association, Standing};
+use super::assoc::{Association, Quick};
 use super::buf::DataBuf;
 use super::conn::{self, Connection, Direction, TcpFailure, TcpOutcome};
 
@@ -76,7 +82,6 @@ pub struct TcpTransport {
     /// Commands the queue pair holds as sent (on the connection, or held
     /// while it is down) and this transport has not completed.
     outstanding: usize,
-    next_try: Instant,
     ranges: Vec<u8>,
     close_timeout: Duration,
     stats: TcpQueueStats,
@@ -111,7 +116,6 @@ impl TcpTransport {
             depth,
             gone: false,
             outstanding: 0,
-            next_try: Instant::now(),
             ranges: Vec::new(),
             close_timeout,
             stats: TcpQueueStats::default(),
@@ -168,23 +172,26 @@ impl TcpTransport {
         self.assoc.report_failure(self.generation, why);
     }
 
+    /// Follow the association after this queue's connection failed,
+    /// without blocking: the association's thread re-establishes it and
+    /// makes this queue's new connection, which is picked up here.
     #[cold]
     fn reconnect(&mut self) -> Recovery {
         if self.gone {
             self.outstanding = 0;
             return Recovery::FailAll(IoError::Gone(DeviceGone::Failed));
         }
-        match self.assoc.standing() {
-            Standing::Failed(_) => {
+        match self.assoc.quick_standing() {
+            Quick::Failed => {
                 // The queue pair fails everything it holds.
                 self.gone = true;
                 self.outstanding = 0;
                 Recovery::FailAll(IoError::Gone(DeviceGone::Failed))
             }
-            Standing::Reconnecting => Recovery::Wait,
-            Standing::Live(g) if g == self.generation => {
+            Quick::Reconnecting => Recovery::Wait,
+            Quick::Live(g) if g == self.generation => {
                 // Only this connection failed: end the association, as the
-                // Linux host does; the thread re-establishes it.
+                // Linux host does; its thread re-establishes it.
                 let why = self
                     .conn
                     .failure()
@@ -193,36 +200,30 @@ impl TcpTransport {
                 self.assoc.report_failure(g, &why);
                 Recovery::Wait
             }
-            Standing::Live(g) => {
-                let now = Instant::now();
-                if now < self.next_try {
-                    return Recovery::Wait;
+            Quick::Live(g) => match self.assoc.poll_io_queue(g, self.qid, self.depth) {
+                None => Recovery::Wait,
+                Some(Ok(conn)) => {
+                    self.conn = conn;
+                    self.generation = g;
+                    self.stats.reconnects += 1;
+                    // The queue pair resends what it holds (or fails it).
+                    self.outstanding = 0;
+                    Recovery::Recreated
                 }
-                match self.assoc.connect_io_queue(g, self.qid, self.depth) {
-                    None => Recovery::Wait,
-                    Some(Ok(conn)) => {
-                        self.conn = conn;
-                        self.generation = g;
-                        self.stats.reconnects += 1;
-                        // The queue pair resends what it holds (or fails it).
-                        self.outstanding = 0;
-                        Recovery::Recreated
-                    }
-                    Some(Err(e)) => {
-                        self.stats.failed_reconnects += 1;
-                        self.next_try = now + self.assoc.recovery().reconnect_delay;
-                        self.assoc
-                            .report_failure(g, &format!("I/O queue {}: {e}", self.qid));
-                        Recovery::Wait
-                    }
+                Some(Err(e)) => {
+                    self.stats.failed_reconnects += 1;
+                    self.assoc
+                        .report_failure(g, &format!("I/O queue {}: {e}", self.qid));
+                    Recovery::Wait
                 }
-            }
+            },
         }
     }
 }
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
+        self.assoc.forget_io_queue(self.qid);
         self.assoc.release_qid(self.qid);
     }
 }
@@ -379,10 +380,20 @@ impl CommandTransport for TcpTransport {
         false
     }
 
-    fn cancel(&mut self, _tag: u16) -> CancelRequest {
-        // A command sent over TCP cannot be withdrawn; the queue pair
-        // escalates to `reset`.
-        CancelRequest::Failed
+    /// Posts an Abort of the command to the association's thread, which
+    /// sends it on the admin queue; the polling thread never waits for it.
+    /// `Failed` when more aborts wait than the mailbox holds: the queue
+    /// pair then ends the association.
+    fn cancel(&mut self, tag: u16) -> CancelRequest {
+        if !self.connected() {
+            // The failed connection completed it already.
+            return CancelRequest::NotInFlight;
+        }
+        if self.assoc.post_abort(self.generation, self.qid, tag) {
+            CancelRequest::Sent
+        } else {
+            CancelRequest::Failed
+        }
     }
 
     fn reset(&mut self, state: u64) {
