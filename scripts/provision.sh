@@ -7,7 +7,8 @@
 #   scripts/provision.sh              what scripts/test.sh needs: --test --qemu
 #   scripts/provision.sh --test       the host tests: fio and its headers (the
 #                                     nvme-fio ioengine), shellcheck and dash
-#                                     (scripts/tests/setup_test.sh)
+#                                     (scripts/tests/setup_test.sh), g++ (the
+#                                     fuzz targets' check builds libFuzzer)
 #   scripts/provision.sh --fio        fio and its headers only
 #   scripts/provision.sh --qemu       the QEMU guest harness: qemu-system-x86,
 #                                     busybox-static, python3, bash, fio (the
@@ -36,7 +37,7 @@ die() {
 
 QEMU_PACKAGES=(qemu-system-x86 busybox-static python3 bash fio)
 BENCH_PACKAGES=(valgrind binutils)
-TEST_PACKAGES=(shellcheck dash)
+TEST_PACKAGES=(shellcheck dash g++)
 
 FIO=0 TEST=0 QEMU=0 BENCH=0 CHECK=0
 while [[ $# -gt 0 ]]; do

@@ -620,9 +620,24 @@ pub fn run_with(data: &[u8], allow_threaded: bool) -> Outcome {
     if stuck_phase != 0 {
         end_stuck_phase(&ctrl, &h, &lies);
     }
-    for _ in 0..64 {
+    // A queue pair re-creates its queues after a reset only when the admin
+    // lock is free (a polling thread never waits for admin work), and the
+    // admin worker takes that lock for its event poll. 64 rounds take well
+    // under a millisecond: on a loaded machine the worker, descheduled while
+    // it holds the lock, can outlast all of them. So the queue pairs of a
+    // live inline controller also get real time (1 ms between rounds, 10 s
+    // at most) before a command counts as stuck.
+    let patience = Instant::now() + Duration::from_secs(10);
+    for round in 0u32.. {
         if qps.iter().flatten().all(|q| q.outstanding() == 0) {
             break;
+        }
+        if round >= 64 {
+            let live = ctrl.health() == nvme_engine::Health::Live && !h.is_vanished();
+            if out.threaded || !live || Instant::now() >= patience {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         h.poll();
         now += Duration::from_secs(40);

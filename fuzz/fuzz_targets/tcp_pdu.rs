@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nvme_engine::spec::Completion;
+use nvme_engine::spec::completion::Completion;
 use nvme_engine::tcp::pdu::{DataHeader, Digests, IcResp, R2t, decode_pdu};
 use nvme_engine::tcp::rx::{RxError, RxMachine, RxSink};
 
