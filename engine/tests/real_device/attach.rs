@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nvme_engine::dma::DmaPool;
+use nvme_engine::dma::{DmaBuf, DmaPool};
 use nvme_engine::spec::command::{
     AdminOpcode, Command, NS_ATTACH_SEL_ATTACH, NS_ATTACH_SEL_DETACH,
 };
@@ -83,28 +83,6 @@ fn attachment(
     })
 }
 
-/// Events until one matches `want` (30 s at most: a controller posts the
-/// completion on its own time).
-fn wait_for_event(
-    ctrl: &Controller<RealDevice>,
-    want: impl Fn(&ControllerEvent) -> bool,
-) -> ControllerEvent {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    while start.elapsed() < Duration::from_secs(30) {
-        ctrl.process_events();
-        for e in ctrl.events() {
-            eprintln!("event: {e}");
-            if want(&e) {
-                return e;
-            }
-            seen.push(e);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("no matching event within 30 s; saw {seen:?}");
-}
-
 /// One completion, the command having been submitted.
 fn complete(qp: &mut IoQueuePair<RealDevice>) -> IoCompletion {
     qp.ring_doorbell();
@@ -117,6 +95,13 @@ fn complete(qp: &mut IoQueuePair<RealDevice>) -> IoCompletion {
         qp.check_timeouts(Instant::now());
         std::thread::yield_now();
     }
+}
+
+/// The next completion, which must have succeeded: its token and buffer.
+fn succeeded(qp: &mut IoQueuePair<RealDevice>, what: &str) -> (u64, DmaBuf) {
+    let c = complete(qp);
+    assert!(c.result.is_ok(), "{what} {}: {:?}", c.token, c.result);
+    (c.token, c.buf.expect("the buffer comes back"))
 }
 
 /// Queue depth of the background I/O.
@@ -151,32 +136,17 @@ fn background_io(
             written.push(data);
         }
         for _ in 0..DEPTH {
-            let c = complete(&mut qp);
-            assert!(
-                c.result.is_ok(),
-                "background write {}: {:?}",
-                c.token,
-                c.result
-            );
-            let b = c.buf.expect("the buffer comes back");
-            qp.read(ns, 4096 + c.token * blocks, b, c.token)
+            let (token, b) = succeeded(&mut qp, "background write");
+            qp.read(ns, 4096 + token * blocks, b, token)
                 .unwrap_or_else(|e| panic!("background read refused: {}", e.kind));
         }
         for _ in 0..DEPTH {
-            let c = complete(&mut qp);
-            assert!(
-                c.result.is_ok(),
-                "background read {}: {:?}",
-                c.token,
-                c.result
-            );
-            let b = c.buf.expect("the buffer comes back");
+            let (token, b) = succeeded(&mut qp, "background read");
             let mut got = vec![0u8; len];
             b.read_at(0, &mut got);
             assert!(
-                got == written[c.token as usize],
-                "background read {} differs from what was written",
-                c.token
+                got == written[token as usize],
+                "background read {token} differs from what was written"
             );
             pool.free(b).expect("a buffer of this pool");
         }
@@ -305,7 +275,7 @@ fn real_controller_attaches_and_detaches_a_namespace_while_io_runs_on_another() 
             nsid,
             armed: true,
         };
-        let ns = match wait_for_event(&ctrl, |e| {
+        let ns = match super::events::wait_for(&ctrl, |e| {
             matches!(e, ControllerEvent::NamespaceAttached(n) if n.id() == nsid)
                 || matches!(e, ControllerEvent::NamespaceUnusable { nsid: n, .. } if *n == nsid)
         }) {
@@ -326,7 +296,7 @@ fn real_controller_attaches_and_detaches_a_namespace_while_io_runs_on_another() 
             .expect("queue pair");
         guard.armed = false;
         attachment(&ctrl, &mut pool, nsid, NS_ATTACH_SEL_DETACH).unwrap();
-        wait_for_event(
+        super::events::wait_for(
             &ctrl,
             |e| matches!(e, ControllerEvent::NamespaceDetached { nsid: n } if *n == nsid),
         );

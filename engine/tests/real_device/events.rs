@@ -50,8 +50,9 @@ fn open(addr: &str) -> Controller<RealDevice> {
 }
 
 /// Events until one matches `want`, within a generous bound (a real
-/// controller posts the completion on its own time).
-fn wait_for(
+/// controller posts the completion on its own time). Also used by the
+/// namespace attachment test.
+pub(super) fn wait_for(
     ctrl: &Controller<RealDevice>,
     want: impl Fn(&ControllerEvent) -> bool,
 ) -> ControllerEvent {
