@@ -125,3 +125,65 @@ fn shutdown_waits_for_a_held_reset_and_every_command_still_completes_once() {
     assert_eq!(answers[0].token, 1);
     assert!(answers[0].buf.is_some());
 }
+
+/// The application drops its only handle while the admin worker waits on
+/// an event's log page: the drop waits for that job and tears the
+/// controller down itself (shutdown, CC.EN = 0) before it returns, rather
+/// than leaving the teardown to the worker after the process may be gone.
+#[test]
+fn dropping_the_last_handle_during_an_admin_job_tears_down_before_returning() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let opts = ControllerOptions::default()
+        .with_admin_timeout(Duration::from_secs(600))
+        .with_shadow_doorbells(true);
+    let (ctrl, h) = bring_up(EmuConfig::ram(1 << 20), opts);
+    assert!(
+        h.doorbell_buffer_pages().is_some(),
+        "the enabled controller uses shadow doorbells"
+    );
+    // The event's log page is held until the test runs three device rounds.
+    let held = h.add_fault(
+        FaultRule::new(FaultAction::DelayPolls(3))
+            .admin()
+            .opcode(AdminOpcode::GET_LOG_PAGE.0)
+            .once(),
+    );
+    h.set_critical_warning(0x01);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while h.fault_hits(held) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never read the log page"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let dropper = std::thread::spawn(move || {
+        drop(ctrl);
+        flag.store(true, Ordering::Release);
+    });
+    // A drop that does not wait returns at once; give it time to show.
+    // (This only makes a broken drop visible; a correct one never returns
+    // here, however slow the machine.)
+    for _ in 0..200 {
+        if dropped.load(Ordering::Acquire) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        !dropped.load(Ordering::Acquire),
+        "the drop returned while the worker's job still held the controller"
+    );
+    for _ in 0..3 {
+        h.poll();
+    }
+    dropper.join().unwrap();
+    assert!(
+        h.doorbell_buffer_pages().is_none(),
+        "the controller was disabled before the drop returned"
+    );
+}

@@ -23,16 +23,17 @@ use crate::driver::namespace::{Namespace, SkippedNamespace};
 use crate::driver::options::ControllerOptions;
 use crate::driver::qpair::{IoQueuePair, QueuePairOptions};
 use crate::driver::shared::Inner;
+use crate::driver::shared::hold::UserHold;
 
 /// A brought-up NVMe controller. Cheap to clone; `Send + Sync`.
 pub struct Controller<D: Device> {
-    pub(super) inner: Arc<Inner<D>>,
+    pub(super) inner: UserHold<D>,
 }
 
 impl<D: Device> Clone for Controller<D> {
     fn clone(&self) -> Self {
         Controller {
-            inner: Arc::clone(&self.inner),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -55,7 +56,9 @@ impl<D: Device> Controller<D> {
         let inner = Arc::new(Inner::bring_up(device, opts)?);
         inner.arm_async_events(&mut inner.admin(), false);
         inner.start_admin_worker();
-        Ok(Controller { inner })
+        Ok(Controller {
+            inner: UserHold::new(inner),
+        })
     }
 
     /// The device this controller drives.
@@ -108,7 +111,7 @@ impl<D: Device> Controller<D> {
     /// Create an I/O completion queue (interrupts disabled) and submission
     /// queue; the returned pair belongs to the calling thread.
     pub fn create_io_qpair(&self, opts: QueuePairOptions) -> Result<IoQueuePair<D>, DriverError> {
-        IoQueuePair::create(Arc::clone(&self.inner), opts)
+        IoQueuePair::create(self.inner.clone(), opts)
     }
 
     /// A DMA pool of `bytes` for this device.

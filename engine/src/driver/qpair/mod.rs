@@ -42,14 +42,13 @@ pub(crate) mod timeouts;
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::device::Device;
 use crate::dma::DmaBuf;
 
 use crate::driver::error::{DriverError, IoError};
-use crate::driver::shared::Inner;
+use crate::driver::shared::hold::UserHold;
 use crate::driver::stats::QueuePairStats;
 use crate::driver::tracker::{IoExtra, Request, Tracker};
 use crate::driver::transport::CommandTransport;
@@ -148,7 +147,7 @@ pub struct QueuePair<T: CommandTransport> {
 pub type IoQueuePair<D> = QueuePair<PcieQueue<D>>;
 
 impl<D: Device> QueuePair<PcieQueue<D>> {
-    pub(crate) fn create(ctrl: Arc<Inner<D>>, opts: QueuePairOptions) -> Result<Self, DriverError> {
+    pub(crate) fn create(ctrl: UserHold<D>, opts: QueuePairOptions) -> Result<Self, DriverError> {
         let o = ctrl.opts();
         let (timeout, retry_limit, scan_interval) =
             (o.io_timeout, o.io_retry_limit, o.timeout_scan_interval);

@@ -25,9 +25,9 @@ use crate::driver::error::{DeviceGone, DriverError, IoError, SubmitErrorKind};
 use crate::driver::namespace::LbaRange;
 use crate::driver::prp::{self, PAGE_SIZE, WindowSink, pages};
 use crate::driver::ring::{CQE_BYTES, CqRing, SQE_BYTES, SqRing};
-use crate::driver::shared::Inner;
 use crate::driver::shared::dbbuf::ShadowPair;
 use crate::driver::shared::fence::{Fence, UNPROVEN};
+use crate::driver::shared::hold::UserHold;
 use crate::driver::shared::recovery::{Health, generation_of, health_of, live_word};
 use crate::driver::transport::DataPointer;
 use crate::driver::transport::{
@@ -46,7 +46,7 @@ pub struct Prps(u64, u64);
 
 /// One I/O SQ/CQ pair of a PCIe controller, as a [`CommandTransport`].
 pub struct PcieQueue<D: Device> {
-    pub(super) ctrl: Arc<Inner<D>>,
+    pub(super) ctrl: UserHold<D>,
     qid: u16,
     sq: SqRing,
     cq: CqRing,
@@ -71,7 +71,7 @@ pub struct PcieQueue<D: Device> {
 impl<D: Device> PcieQueue<D> {
     /// Take a queue id, allocate the rings and PRP-list pages, and create
     /// the I/O CQ and SQ on the controller.
-    pub(crate) fn create(ctrl: Arc<Inner<D>>, opts: QueuePairOptions) -> Result<Self, DriverError> {
+    pub(crate) fn create(ctrl: UserHold<D>, opts: QueuePairOptions) -> Result<Self, DriverError> {
         if ctrl.is_shut_down() {
             return Err(DriverError::ShutDown);
         }
@@ -98,7 +98,7 @@ impl<D: Device> PcieQueue<D> {
         }
     }
 
-    fn build(ctrl: &Arc<Inner<D>>, qid: u16, entries: u16) -> Result<Self, DriverError> {
+    fn build(ctrl: &UserHold<D>, qid: u16, entries: u16) -> Result<Self, DriverError> {
         let sq_pages = pages(entries as usize * SQE_BYTES);
         let cq_pages = pages(entries as usize * CQE_BYTES);
         // At least one page per slot: a Dataset Management range list needs it.
@@ -141,7 +141,7 @@ impl<D: Device> PcieQueue<D> {
         let shadow = ctrl.keep_if_configured(shadow, generation);
         let stride = ctrl.stride();
         Ok(PcieQueue {
-            ctrl: Arc::clone(ctrl),
+            ctrl: ctrl.clone(),
             qid,
             sq,
             cq,

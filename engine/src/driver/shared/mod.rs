@@ -13,6 +13,7 @@ mod bringup;
 pub(crate) mod dbbuf;
 pub(crate) mod events;
 pub(crate) mod fence;
+pub(crate) mod hold;
 mod queues;
 pub(crate) mod recovery;
 pub(crate) mod worker;

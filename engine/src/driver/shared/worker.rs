@@ -44,7 +44,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -87,6 +87,8 @@ pub(crate) struct AdminWork {
     /// CPUs the worker should not run on, and a version bumped on change.
     avoid: Mutex<Vec<usize>>,
     avoid_version: AtomicU64,
+    /// User holds (`hold.rs`): controller handles and queue pairs.
+    users: AtomicUsize,
 }
 
 impl AdminWork {
@@ -101,6 +103,7 @@ impl AdminWork {
             handle: Mutex::new(None),
             avoid: Mutex::new(Vec::new()),
             avoid_version: AtomicU64::new(0),
+            users: AtomicUsize::new(0),
         }
     }
 
@@ -134,6 +137,16 @@ impl<D: Device> Inner<D> {
             let _ = self.work.thread.set(handle.thread().clone());
             *self.work.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         }
+    }
+
+    /// A user hold was taken (`hold.rs`).
+    pub(crate) fn user_arrived(&self) {
+        self.work.users.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A user hold went; true for the last one.
+    pub(crate) fn user_left(&self) -> bool {
+        self.work.users.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// Stop the admin worker after its current job and wait for it (unless
